@@ -1,0 +1,9 @@
+/** The age v1 format: the public face of src/age/. */
+export { AgeDecryptor, AgeEncryptor, decrypt, describeStanzas, encrypt, readHeader, unwrapFileKey } from "./age.js";
+export type { EncryptOptions } from "./age.js";
+export { ARMOR_FOOTER, ARMOR_HEADER, ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
+export { decodeBech32, encodeBech32 } from "./bech32.js";
+export { type Header, parseHeader } from "./format.js";
+export { CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PayloadDecryptor, PayloadEncryptor } from "./stream.js";
+export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
+export { X25519Identity, X25519Recipient } from "./x25519.js";

@@ -1,0 +1,194 @@
+/**
+ * The STREAM payload: ChaCha20-Poly1305 over 64 KiB chunks with a counter nonce whose last byte
+ * flags the final chunk. age spec: "Payload".
+ *
+ * Both directions are push-based and I/O-agnostic: feed bytes in, get chunks out, call finish().
+ * Memory stays bounded by one read buffer plus one chunk, whatever the file size.
+ */
+import { createCipheriv, createDecipheriv } from "node:crypto";
+import { NixsealError } from "../common/errors.js";
+
+export const CHUNK_SIZE = 64 * 1024;
+const TAG_SIZE = 16;
+export const ENCRYPTED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE;
+/** age spec: the counter is 11 bytes; we refuse to go anywhere near wrapping it. */
+const MAX_CHUNKS = 2 ** 48;
+
+function nonceFor(counter: number, last: boolean, nonce: Buffer): Buffer {
+  // 11-byte big-endian counter || last-chunk flag. Counters stay below 2^48 (writeUIntBE limit).
+  nonce.fill(0, 0, 5);
+  nonce.writeUIntBE(counter, 5, 6);
+  nonce[11] = last ? 1 : 0;
+  return nonce;
+}
+
+function payloadError(message: string, hint: string): NixsealError {
+  return new NixsealError("AGE_PAYLOAD", message, { hint });
+}
+
+export class PayloadDecryptor {
+  private readonly key: Buffer;
+  private readonly nonce = Buffer.alloc(12);
+  private counter = 0;
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+  private finished = false;
+
+  constructor(payloadKey: Uint8Array) {
+    this.key = Buffer.from(payloadKey);
+  }
+
+  private openChunk(chunk: Buffer, last: boolean): Buffer | null {
+    if (this.counter >= MAX_CHUNKS) throw payloadError("payload too large", "the file is damaged");
+    const d = createDecipheriv("chacha20-poly1305", this.key, nonceFor(this.counter, last, this.nonce), {
+      authTagLength: TAG_SIZE,
+    });
+    d.setAuthTag(chunk.subarray(chunk.length - TAG_SIZE));
+    const out = d.update(chunk.subarray(0, chunk.length - TAG_SIZE));
+    try {
+      d.final();
+    } catch {
+      out.fill(0);
+      return null;
+    }
+    this.counter++;
+    return out;
+  }
+
+  /** Decrypts every chunk that is known not to be the last one. */
+  push(data: Uint8Array, out: Buffer[]): void {
+    if (data.length === 0) return;
+    let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (this.pendingLength > 0) {
+      // Only the straddling chunk is copied; a big read is sliced without copies below.
+      const need = ENCRYPTED_CHUNK_SIZE + 1 - this.pendingLength;
+      if (buf.length < need) {
+        this.pending.push(Buffer.from(buf));
+        this.pendingLength += buf.length;
+        return;
+      }
+      const head = Buffer.concat([...this.pending, buf.subarray(0, need - 1)]);
+      buf = buf.subarray(need - 1);
+      this.pending = [];
+      this.pendingLength = 0;
+      this.decryptMiddle(head, out);
+    }
+    let off = 0;
+    // A chunk is not the last if at least one more byte follows it.
+    while (buf.length - off > ENCRYPTED_CHUNK_SIZE) {
+      this.decryptMiddle(buf.subarray(off, off + ENCRYPTED_CHUNK_SIZE), out);
+      off += ENCRYPTED_CHUNK_SIZE;
+    }
+    if (off < buf.length) {
+      // Keep a copy: the caller may reuse its read buffer.
+      this.pending.push(Buffer.from(buf.subarray(off)));
+      this.pendingLength += buf.length - off;
+    }
+  }
+
+  private decryptMiddle(chunk: Buffer, out: Buffer[]): void {
+    const plain = this.openChunk(chunk, false);
+    if (plain === null) {
+      throw payloadError(
+        "payload authentication failed: the file was modified or is corrupted",
+        "restore the file from a good copy (git history, backup)",
+      );
+    }
+    out.push(plain);
+  }
+
+  /** Decrypts the last chunk; throws if the payload is truncated or the last chunk is invalid. */
+  finish(out: Buffer[]): void {
+    if (this.finished) return;
+    this.finished = true;
+    const last = Buffer.concat(this.pending);
+    this.pending = [];
+    if (last.length === 0) {
+      throw payloadError(
+        this.counter === 0 ? "payload is missing: the file is truncated" : "payload is truncated",
+        "the file was cut short; restore it from a good copy",
+      );
+    }
+    if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
+    const plain = this.openChunk(last, true);
+    if (plain === null) {
+      // A full-size chunk that is not marked last means data is missing after it.
+      throw payloadError(
+        last.length === ENCRYPTED_CHUNK_SIZE
+          ? "payload is truncated (last chunk not marked final)"
+          : "payload authentication failed: the file was modified or is corrupted",
+        "restore the file from a good copy (git history, backup)",
+      );
+    }
+    // age spec: the last chunk may be empty only if it is the only chunk.
+    if (plain.length === 0 && this.counter > 1) {
+      throw payloadError("payload has an empty final chunk", "the file was not written by a conforming age");
+    }
+    out.push(plain);
+    this.key.fill(0);
+  }
+
+  /** Wipes key material when abandoning a decryption midway. */
+  destroy(): void {
+    this.key.fill(0);
+  }
+}
+
+export class PayloadEncryptor {
+  private readonly key: Buffer;
+  private readonly nonce = Buffer.alloc(12);
+  private counter = 0;
+  private readonly chunk = Buffer.alloc(CHUNK_SIZE);
+  private chunkLength = 0;
+
+  constructor(payloadKey: Uint8Array) {
+    this.key = Buffer.from(payloadKey);
+  }
+
+  private seal(plain: Buffer, last: boolean, out: Buffer[]): void {
+    if (this.counter >= MAX_CHUNKS) throw payloadError("payload too large", "split the file");
+    const c = createCipheriv("chacha20-poly1305", this.key, nonceFor(this.counter, last, this.nonce), {
+      authTagLength: TAG_SIZE,
+    });
+    // Chunk and tag are pushed separately: a Buffer.concat per chunk halves throughput.
+    out.push(c.update(plain));
+    c.final();
+    out.push(c.getAuthTag());
+    this.counter++;
+  }
+
+  /** Encrypts every full chunk; the final chunk is held back until finish(). */
+  push(data: Uint8Array, out: Buffer[]): void {
+    let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (this.chunkLength > 0) {
+      const n = Math.min(CHUNK_SIZE - this.chunkLength, buf.length);
+      buf.copy(this.chunk, this.chunkLength, 0, n);
+      this.chunkLength += n;
+      buf = buf.subarray(n);
+      if (this.chunkLength === CHUNK_SIZE && buf.length > 0) {
+        this.seal(this.chunk, false, out);
+        this.chunkLength = 0;
+      }
+    }
+    // Full chunks straight from the input, as long as more data follows them.
+    let off = 0;
+    while (buf.length - off > CHUNK_SIZE) {
+      this.seal(buf.subarray(off, off + CHUNK_SIZE), false, out);
+      off += CHUNK_SIZE;
+    }
+    if (off < buf.length) {
+      if (this.chunkLength === CHUNK_SIZE) {
+        this.seal(this.chunk, false, out);
+        this.chunkLength = 0;
+      }
+      buf.copy(this.chunk, this.chunkLength, off);
+      this.chunkLength += buf.length - off;
+    }
+  }
+
+  finish(out: Buffer[]): void {
+    this.seal(this.chunk.subarray(0, this.chunkLength), true, out);
+    this.chunk.fill(0);
+    this.key.fill(0);
+  }
+}

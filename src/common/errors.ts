@@ -1,0 +1,82 @@
+/**
+ * The one error family of nixseal. Lower layers throw these; only `src/cli/` turns them into
+ * text and exit codes. A message never contains secret material: callers pass file names,
+ * secret names and recipient strings, never plaintext or key bytes.
+ */
+
+/** Stable machine-readable codes. Keep in sync with the table in README.md. */
+export type ErrorCode =
+  // age format
+  | "AGE_HEADER" // the header does not parse (not an age file, truncated, non-canonical)
+  | "AGE_ARMOR" // the ASCII armor does not parse
+  | "AGE_NO_MATCH" // no identity could unwrap any recipient stanza
+  | "AGE_HMAC" // a file key was unwrapped but the header MAC does not verify
+  | "AGE_PAYLOAD" // the STREAM payload is truncated, tampered or has trailing data
+  | "AGE_STANZA" // a stanza of a known type is malformed
+  | "AGE_RECIPIENT" // a recipient string/file cannot be parsed or used
+  | "AGE_IDENTITY" // an identity string/file cannot be parsed or used
+  | "AGE_PASSPHRASE" // passphrase missing, wrong or work factor too high
+  | "AGE_PLUGIN" // an age-plugin-* program failed or misbehaved
+  // keys
+  | "KEY_FORMAT" // an ssh/age key file is malformed
+  | "KEY_ENCRYPTED" // a key is passphrase-protected and no passphrase is available
+  | "KEY_UNSUPPORTED" // a key type we do not support
+  // general
+  | "IO" // a file could not be read or written
+  | "USAGE" // the command line is wrong
+  | "INTERNAL";
+
+export interface NixsealErrorOptions {
+  /** What the user can do about it, one short sentence. */
+  hint?: string;
+  /** The file the problem is about, if any. */
+  file?: string;
+  cause?: unknown;
+}
+
+export class NixsealError extends Error {
+  override readonly name = "NixsealError";
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+  readonly file: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: NixsealErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.hint = options.hint;
+    this.file = options.file;
+  }
+
+  /** A copy of this error that names the file it is about (if it does not name one yet). */
+  withFile(file: string): NixsealError {
+    if (this.file !== undefined) return this;
+    const e = new NixsealError(this.code, this.message, { hint: this.hint, file, cause: this.cause });
+    return e;
+  }
+}
+
+export function isNixsealError(e: unknown): e is NixsealError {
+  return e instanceof NixsealError;
+}
+
+/** Wraps a Node.js system error (ENOENT, EACCES, ...) into a NixsealError naming the file. */
+export function ioError(action: string, file: string, cause: unknown): NixsealError {
+  const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
+  const what =
+    errno === "ENOENT"
+      ? "no such file"
+      : errno === "EACCES" || errno === "EPERM"
+        ? "permission denied"
+        : errno === "EISDIR"
+          ? "is a directory"
+          : errno === "ENOSPC"
+            ? "no space left on device"
+            : (errno ?? "I/O error");
+  const hint =
+    errno === "ENOENT"
+      ? "check the path"
+      : errno === "EACCES" || errno === "EPERM"
+        ? "check the file's owner and mode"
+        : undefined;
+  return new NixsealError("IO", `cannot ${action} ${file}: ${what}`, { file, hint, cause });
+}
