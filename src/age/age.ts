@@ -84,6 +84,11 @@ export async function unwrapFileKey(header: Header, identities: readonly Identit
     }
     return fileKey;
   }
+  if (stanzas[0]!.type === "scrypt") {
+    throw new NixsealError("AGE_NO_MATCH", "incorrect passphrase", {
+      hint: "type the passphrase the file was encrypted with",
+    });
+  }
   const types = describeStanzas(stanzas);
   throw new NixsealError("AGE_NO_MATCH", `no identity matched any of the recipients (${types})`, {
     hint: `tried: ${identities.map((i) => i.description).join("; ")}; use an identity the file was encrypted to`,
@@ -228,7 +233,7 @@ export class AgeDecryptor {
           hint: "the file was cut short; restore it from a good copy",
         });
       }
-      throw new NixsealError("AGE_PAYLOAD", "the file is truncated: the payload is missing", {
+      throw new NixsealError("AGE_HEADER", "the file is truncated: the payload nonce is missing", {
         hint: "the file was cut short; restore it from a good copy",
       });
     }

@@ -28,14 +28,18 @@ function isBlank(s: string): boolean {
   return true;
 }
 
-/** True if the start of the input (after whitespace) is an armor header: how age detects armor. */
+/**
+ * Should this input go to the armor decoder? age itself checks for the exact header after
+ * whitespace; we also send anything that starts with a PEM-like dash line or carries the armor
+ * header further down, so that a damaged armor gets an armor error, not "not an age file".
+ */
 export function looksArmored(start: Uint8Array): boolean {
-  const s = Buffer.from(start.buffer, start.byteOffset, Math.min(start.length, MAX_WHITESPACE + 40)).toString(
+  const s = Buffer.from(start.buffer, start.byteOffset, Math.min(start.length, MAX_WHITESPACE + 64)).toString(
     "latin1",
   );
   let i = 0;
   while (i < s.length && isSpace(s.charCodeAt(i))) i++;
-  return s.startsWith(ARMOR_HEADER, i);
+  return s.startsWith("-----", i) || s.includes(ARMOR_HEADER);
 }
 
 type State = "leading" | "body" | "trailing" | "done";

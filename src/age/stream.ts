@@ -32,6 +32,7 @@ export class PayloadDecryptor {
   private counter = 0;
   private pending: Buffer[] = [];
   private pendingLength = 0;
+  private sawLast = false;
   private finished = false;
 
   constructor(payloadKey: Uint8Array) {
@@ -51,81 +52,97 @@ export class PayloadDecryptor {
       out.fill(0);
       return null;
     }
-    this.counter++;
     return out;
   }
 
-  /** Decrypts every chunk that is known not to be the last one. */
+  private trailingData(): NixsealError {
+    return payloadError(
+      "trailing data after the end of the encrypted payload",
+      "the file was modified or two files were concatenated; restore it from a good copy",
+    );
+  }
+
+  /**
+   * Decrypts a full-size chunk as age does: as a middle chunk first, then as a full-size final
+   * chunk. After a final chunk, any further byte is an error.
+   */
+  private openFullChunk(chunk: Buffer, out: Buffer[]): void {
+    if (this.sawLast) throw this.trailingData();
+    let plain = this.openChunk(chunk, false);
+    if (plain === null) {
+      plain = this.openChunk(chunk, true);
+      if (plain === null) throw this.authError();
+      this.sawLast = true;
+    }
+    this.counter++;
+    out.push(plain);
+  }
+
+  private authError(): NixsealError {
+    return payloadError(
+      "payload authentication failed: the file was modified or is corrupted",
+      "restore the file from a good copy (git history, backup)",
+    );
+  }
+
+  /** Decrypts every complete chunk; a short chunk waits for finish(). */
   push(data: Uint8Array, out: Buffer[]): void {
     if (data.length === 0) return;
+    if (this.sawLast) throw this.trailingData();
     let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (this.pendingLength > 0) {
       // Only the straddling chunk is copied; a big read is sliced without copies below.
-      const need = ENCRYPTED_CHUNK_SIZE + 1 - this.pendingLength;
+      const need = ENCRYPTED_CHUNK_SIZE - this.pendingLength;
       if (buf.length < need) {
         this.pending.push(Buffer.from(buf));
         this.pendingLength += buf.length;
         return;
       }
-      const head = Buffer.concat([...this.pending, buf.subarray(0, need - 1)]);
-      buf = buf.subarray(need - 1);
+      const head = Buffer.concat([...this.pending, buf.subarray(0, need)]);
+      buf = buf.subarray(need);
       this.pending = [];
       this.pendingLength = 0;
-      this.decryptMiddle(head, out);
+      this.openFullChunk(head, out);
     }
     let off = 0;
-    // A chunk is not the last if at least one more byte follows it.
-    while (buf.length - off > ENCRYPTED_CHUNK_SIZE) {
-      this.decryptMiddle(buf.subarray(off, off + ENCRYPTED_CHUNK_SIZE), out);
+    while (buf.length - off >= ENCRYPTED_CHUNK_SIZE) {
+      this.openFullChunk(buf.subarray(off, off + ENCRYPTED_CHUNK_SIZE), out);
       off += ENCRYPTED_CHUNK_SIZE;
     }
     if (off < buf.length) {
+      if (this.sawLast) throw this.trailingData();
       // Keep a copy: the caller may reuse its read buffer.
       this.pending.push(Buffer.from(buf.subarray(off)));
       this.pendingLength += buf.length - off;
     }
   }
 
-  private decryptMiddle(chunk: Buffer, out: Buffer[]): void {
-    const plain = this.openChunk(chunk, false);
-    if (plain === null) {
-      throw payloadError(
-        "payload authentication failed: the file was modified or is corrupted",
-        "restore the file from a good copy (git history, backup)",
-      );
-    }
-    out.push(plain);
-  }
-
-  /** Decrypts the last chunk; throws if the payload is truncated or the last chunk is invalid. */
+  /** Decrypts the short final chunk; throws if the payload is truncated or the chunk invalid. */
   finish(out: Buffer[]): void {
     if (this.finished) return;
     this.finished = true;
     const last = Buffer.concat(this.pending);
     this.pending = [];
-    if (last.length === 0) {
-      throw payloadError(
-        this.counter === 0 ? "payload is missing: the file is truncated" : "payload is truncated",
-        "the file was cut short; restore it from a good copy",
-      );
+    try {
+      if (last.length === 0) {
+        if (this.sawLast) return;
+        throw payloadError(
+          this.counter === 0 ? "payload is missing: the file is truncated" : "payload is truncated",
+          "the file was cut short; restore it from a good copy",
+        );
+      }
+      // age spec: the last chunk may be empty only if it is the only chunk.
+      if (last.length === TAG_SIZE && this.counter > 0) {
+        throw payloadError("payload has an empty final chunk", "the file was not written by a conforming age");
+      }
+      if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
+      const plain = this.openChunk(last, true);
+      if (plain === null) throw this.authError();
+      this.counter++;
+      out.push(plain);
+    } finally {
+      this.key.fill(0);
     }
-    if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
-    const plain = this.openChunk(last, true);
-    if (plain === null) {
-      // A full-size chunk that is not marked last means data is missing after it.
-      throw payloadError(
-        last.length === ENCRYPTED_CHUNK_SIZE
-          ? "payload is truncated (last chunk not marked final)"
-          : "payload authentication failed: the file was modified or is corrupted",
-        "restore the file from a good copy (git history, backup)",
-      );
-    }
-    // age spec: the last chunk may be empty only if it is the only chunk.
-    if (plain.length === 0 && this.counter > 1) {
-      throw payloadError("payload has an empty final chunk", "the file was not written by a conforming age");
-    }
-    out.push(plain);
-    this.key.fill(0);
   }
 
   /** Wipes key material when abandoning a decryption midway. */
