@@ -8,7 +8,13 @@ import { randomBytes } from "node:crypto";
 import { constantTimeEqual, wipe } from "../common/bytes.js";
 import { NixsealError } from "../common/errors.js";
 import { ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
-import { encodeHeaderWithoutMac, encodeMacLine, type Header, MAX_HEADER_SIZE, parseHeader } from "./format.js";
+import {
+  encodeHeaderWithoutMac,
+  encodeMacLine,
+  type Header,
+  MAX_HEADER_SIZE,
+  parseHeader,
+} from "./format.js";
 import { hkdfSha256, hmacSha256, randomFileKey } from "./primitives.js";
 import { PayloadDecryptor, PayloadEncryptor } from "./stream.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
@@ -69,9 +75,13 @@ export async function unwrapFileKey(header: Header, identities: readonly Identit
     if (fileKey === null) continue;
     if (fileKey.length !== FILE_KEY_SIZE) {
       wipe(fileKey);
-      throw new NixsealError("AGE_STANZA", "invalid recipient stanza: unwrapped file key has the wrong size", {
-        hint: "the file is damaged or was not written by a conforming age implementation",
-      });
+      throw new NixsealError(
+        "AGE_STANZA",
+        "invalid recipient stanza: unwrapped file key has the wrong size",
+        {
+          hint: "the file is damaged or was not written by a conforming age implementation",
+        },
+      );
     }
     const mac = headerMac(fileKey, header.macInput);
     const ok = constantTimeEqual(mac, header.mac);
@@ -101,9 +111,13 @@ function checkLabels(recipients: readonly Recipient[]): void {
   const first = recipients[0] ? key(recipients[0]) : "";
   for (const r of recipients) {
     if (key(r) !== first) {
-      throw new NixsealError("AGE_RECIPIENT", "incompatible recipients: these recipient types can't be mixed", {
-        hint: "post-quantum recipients can't be mixed with classic ones, and a passphrase must be alone",
-      });
+      throw new NixsealError(
+        "AGE_RECIPIENT",
+        "incompatible recipients: these recipient types can't be mixed",
+        {
+          hint: "post-quantum recipients can't be mixed with classic ones, and a passphrase must be alone",
+        },
+      );
     }
   }
 }
@@ -113,7 +127,9 @@ async function makeHeader(
   recipients: readonly Recipient[],
 ): Promise<{ header: Uint8Array; key: Uint8Array; nonce: Uint8Array }> {
   if (recipients.length === 0) {
-    throw new NixsealError("AGE_RECIPIENT", "no recipients", { hint: "pass at least one recipient with -r or -R" });
+    throw new NixsealError("AGE_RECIPIENT", "no recipients", {
+      hint: "pass at least one recipient with -r or -R",
+    });
   }
   checkLabels(recipients);
   const fileKey = randomFileKey();

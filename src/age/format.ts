@@ -70,7 +70,8 @@ export function parseHeader(data: Uint8Array): Header | null {
   if (first === null) {
     // Fail early on data that cannot become an age header.
     const n = Math.min(buf.length, INTRO.length);
-    if (!buf.subarray(0, n).equals(INTRO.subarray(0, n))) throw headerError("not an age file (bad version line)");
+    if (!buf.subarray(0, n).equals(INTRO.subarray(0, n)))
+      throw headerError("not an age file (bad version line)");
     return null;
   }
   if (first !== VERSION_LINE) {

@@ -1,6 +1,15 @@
 /** The age v1 format: the public face of src/age/. */
-export { AgeDecryptor, AgeEncryptor, decrypt, describeStanzas, encrypt, readHeader, unwrapFileKey } from "./age.js";
+
 export type { EncryptOptions } from "./age.js";
+export {
+  AgeDecryptor,
+  AgeEncryptor,
+  decrypt,
+  describeStanzas,
+  encrypt,
+  readHeader,
+  unwrapFileKey,
+} from "./age.js";
 export { ARMOR_FOOTER, ARMOR_HEADER, ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
 export { decodeBech32, encodeBech32 } from "./bech32.js";
 export { type Header, parseHeader } from "./format.js";

@@ -133,7 +133,10 @@ export class PayloadDecryptor {
       }
       // age spec: the last chunk may be empty only if it is the only chunk.
       if (last.length === TAG_SIZE && this.counter > 0) {
-        throw payloadError("payload has an empty final chunk", "the file was not written by a conforming age");
+        throw payloadError(
+          "payload has an empty final chunk",
+          "the file was not written by a conforming age",
+        );
       }
       if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
       const plain = this.openChunk(last, true);

@@ -33,7 +33,8 @@ export class X25519Recipient implements Recipient {
   private readonly key: KeyObject;
 
   constructor(publicKey: Uint8Array) {
-    if (publicKey.length !== 32) throw new NixsealError("AGE_RECIPIENT", "X25519 public key must be 32 bytes");
+    if (publicKey.length !== 32)
+      throw new NixsealError("AGE_RECIPIENT", "X25519 public key must be 32 bytes");
     this.publicKey = publicKey;
     this.key = x25519PublicKey(publicKey);
   }

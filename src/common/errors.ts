@@ -47,6 +47,22 @@ export class NixsealError extends Error {
     this.file = options.file;
   }
 
+  /**
+   * Several problems found in one run (DESIGN invariant 4: report all, not just the first).
+   * The CLI prints each of `problems`; with one problem, that problem itself is returned.
+   */
+  static many(problems: NixsealError[]): NixsealError {
+    if (problems.length === 1) return problems[0]!;
+    const e = new NixsealError(problems[0]!.code, `${problems.length} problems found`, {
+      hint: problems[0]!.hint,
+    });
+    e.problems = problems;
+    return e;
+  }
+
+  /** Set by many(): the individual problems. */
+  problems: NixsealError[] = [];
+
   /** A copy of this error that names the file it is about (if it does not name one yet). */
   withFile(file: string): NixsealError {
     if (this.file !== undefined) return this;

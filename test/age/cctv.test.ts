@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { test } from "node:test";
 import { inflateSync } from "node:zlib";
 import * as vectors from "cctv-age";
+import { encodeHeaderWithoutMac, encodeMacLine } from "../../src/age/format.js";
 import {
   AgeDecryptor,
   ArmorDecoder,
@@ -17,11 +18,10 @@ import {
   PayloadEncryptor,
   parseHeader,
 } from "../../src/age/index.js";
-import { encodeHeaderWithoutMac, encodeMacLine } from "../../src/age/format.js";
 import { hkdfSha256 } from "../../src/age/primitives.js";
 import { ScryptIdentity } from "../../src/age/scrypt.js";
 import { NixsealError } from "../../src/common/errors.js";
-import { parseIdentityString } from "../../src/keys/identity-string.js";
+import { parseIdentityString } from "../../src/keys/key-types.js";
 
 interface Vector {
   name: string;
@@ -181,7 +181,8 @@ test("STREAM round-trips: re-encrypting each success vector's payload with its f
     const enc = new PayloadEncryptor(hkdfSha256(Buffer.from(v.fileKey, "hex"), nonce, "payload"));
     const parts: Buffer[] = [];
     // Feed in odd-sized pieces so chunk boundaries fall inside pushes.
-    for (let off = 0; off < released.length; off += 40_000) enc.push(released.subarray(off, off + 40_000), parts);
+    for (let off = 0; off < released.length; off += 40_000)
+      enc.push(released.subarray(off, off + 40_000), parts);
     enc.finish(parts);
     assert.deepEqual(Buffer.concat(parts), bin.subarray(h.length + 16), v.name);
     n++;

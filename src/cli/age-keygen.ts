@@ -1,0 +1,127 @@
+/**
+ * `nixseal age-keygen`: a drop-in for age-keygen. New key files are created 0600 and never
+ * overwrite an existing file.
+ */
+import * as tty from "node:tty";
+import type { Identity } from "../age/types.js";
+import { X25519Identity } from "../age/x25519.js";
+import { writeNewFileAtomic } from "../common/atomic-file.js";
+import { NixsealError } from "../common/errors.js";
+import { writeAllSync } from "../common/fd-io.js";
+import { loadIdentities, recipientOfIdentity } from "../keys/index.js";
+import { generateIdentity } from "../keys/key-types.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { printWarning } from "./report.js";
+import { askPassphrase } from "./terminal.js";
+import { version } from "./version.js";
+
+const HELP = `Usage:
+    nixseal age-keygen [-o OUTPUT] [--pq]
+    nixseal age-keygen -y [-o OUTPUT] [INPUT]
+
+Options:
+    -o, --output OUTPUT       Write the result to the file at path OUTPUT (created 0600,
+                              never overwritten).
+    -y                        Convert an identity file to a recipients file.
+    --pq                      Generate a post-quantum hybrid ML-KEM-768 + X25519 identity.
+
+nixseal age-keygen generates a new native X25519 key pair (or a post-quantum one with --pq),
+and outputs it to standard output or to the OUTPUT file. If an OUTPUT file is specified, the
+public key is printed to standard error. If OUTPUT already exists, it is not overwritten.
+
+In -y mode, nixseal age-keygen reads an identity file from INPUT or from standard input and
+writes the corresponding recipient(s) to OUTPUT or to standard output, one per line.
+
+Examples:
+    $ nixseal age-keygen
+    # created: 2026-11-21T12:00:00Z
+    # public key: age1lvyvwawkr0mcnnnncaghunadrqkmuf9e6507x9y920xxpp866cnql7dp2z
+    AGE-SECRET-KEY-1N9JEPW6DWJ0ZQUDX63F5A03GX8QUW7PXDE39N8UYF82VZ9PC8UFS3M7XA9
+
+    $ nixseal age-keygen -o key.txt
+    Public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+
+    $ nixseal age-keygen -y key.txt
+    age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+
+Exit codes: 0 success, 1 any error (as age-keygen).
+`;
+
+const OPTIONS = {
+  output: { type: "string", short: "o" },
+  y: { type: "boolean", short: "y" },
+  pq: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+function emit(output: string | undefined, data: Buffer, mode: number): void {
+  try {
+    if (output === undefined || output === "-") writeAllSync(1, data);
+    else writeNewFileAtomic(output, data, mode);
+  } finally {
+    data.fill(0);
+  }
+}
+
+async function convert(input: string | undefined, output: string | undefined): Promise<void> {
+  const ids: Identity[] = await loadIdentities([input ?? "-"], { passphrase: (w) => askPassphrase(w) });
+  const lines: string[] = [];
+  for (const id of ids) {
+    const r = recipientOfIdentity(id);
+    if (r === null) {
+      throw new NixsealError("AGE_IDENTITY", `cannot derive a recipient from ${id.description}`, {
+        hint: "for plugin identities, ask the plugin (age-plugin-NAME) for the recipient",
+      });
+    }
+    lines.push(String(r));
+  }
+  emit(output, Buffer.from(`${lines.join("\n")}\n`, "utf8"), 0o644);
+}
+
+export const command: Command = {
+  name: "age-keygen",
+  errorExitCode: 1,
+  async run(argv) {
+    const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal age-keygen --help' for usage");
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (values.version) {
+      process.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (values.y) {
+      if (values.pq) throw new NixsealError("USAGE", "--pq can't be used with -y", { hint: "remove --pq" });
+      if (positionals.length > 1)
+        throw new NixsealError("USAGE", "too many arguments", { hint: "one INPUT file" });
+      await convert(positionals[0], values.output);
+      return 0;
+    }
+    if (positionals.length > 0) {
+      throw new NixsealError("USAGE", "too many arguments", {
+        hint: "did you mean to use -y to convert INPUT?",
+      });
+    }
+    const output = values.output;
+    const toTerminal = (output === undefined || output === "-") && tty.isatty(1);
+    const { identity, recipient } = generateIdentity(values.pq === true);
+    const created = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+    const data = Buffer.from(`# created: ${created}\n# public key: ${recipient}\n${identity}\n`, "utf8");
+    if (!toTerminal) process.stderr.write(`Public key: ${recipient}\n`);
+    if (
+      output !== undefined &&
+      output !== "-" &&
+      !output.includes("/") &&
+      process.env.HOME === process.cwd()
+    ) {
+      printWarning("nixseal age-keygen", "writing the key into your home directory; keep it out of git");
+    }
+    emit(output, data, 0o600);
+    return 0;
+  },
+};
+
+export { X25519Identity };

@@ -1,0 +1,313 @@
+/**
+ * `nixseal age`: a drop-in for the age command (same flags, stdin/stdout behaviour and exit
+ * codes as age 1.x). Streams with bounded memory; -o writes atomically.
+ */
+import * as fs from "node:fs";
+import * as tty from "node:tty";
+import { AgeDecryptor, AgeEncryptor } from "../age/age.js";
+import { ScryptIdentity, ScryptRecipient } from "../age/scrypt.js";
+import type { Identity, Recipient, Stanza } from "../age/types.js";
+import { AtomicFile } from "../common/atomic-file.js";
+import { wipe } from "../common/bytes.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import { readSome, writeAllSync } from "../common/fd-io.js";
+import { type KeyContext, loadIdentities, loadRecipients, recipientOfIdentity } from "../keys/index.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { askPassphrase, hasTerminal } from "./terminal.js";
+import { version } from "./version.js";
+
+const HELP = `Usage:
+    nixseal age [--encrypt] (-r RECIPIENT | -R PATH)... [--armor] [-o OUTPUT] [INPUT]
+    nixseal age [--encrypt] --passphrase [--armor] [-o OUTPUT] [INPUT]
+    nixseal age --decrypt [-i PATH]... [-o OUTPUT] [INPUT]
+
+Options:
+    -e, --encrypt               Encrypt the input to the output. Default if omitted.
+    -d, --decrypt               Decrypt the input to the output.
+    -o, --output OUTPUT         Write the result to the file at path OUTPUT (atomically).
+    -a, --armor                 Encrypt to a PEM encoded format.
+    -p, --passphrase            Encrypt with a passphrase.
+    -r, --recipient RECIPIENT   Encrypt to the specified RECIPIENT. Can be repeated.
+    -R, --recipients-file PATH  Encrypt to recipients listed at PATH. Can be repeated.
+    -i, --identity PATH         Use the identity file at PATH. Can be repeated.
+
+INPUT defaults to standard input, and OUTPUT defaults to standard output.
+If OUTPUT exists, it is replaced only once the operation has succeeded.
+
+RECIPIENT can be an age public key (age1...), a post-quantum one (age1pq1...), a plugin
+recipient (age1<plugin>1...), or an SSH public key ("ssh-ed25519 AAAA...", "ssh-rsa AAAA...").
+PATH is a file with one recipient per line; empty lines and "#" comments are ignored.
+
+Identity files hold AGE-SECRET-KEY-1... lines, plugin identities, or an SSH private key
+(passphrase-protected keys are asked for at the terminal, once). With -e, identities are
+also used as recipients. Passphrases come from the terminal, or from the file named by
+NIXSEAL_PASSPHRASE_FILE for scripts.
+
+Example:
+    $ nixseal age-keygen -o key.txt
+    Public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+    $ tar cvz ~/data | nixseal age -r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p > data.tar.gz.age
+    $ nixseal age --decrypt -i key.txt -o data.tar.gz data.tar.gz.age
+
+Exit codes: 0 success, 1 any error (as age).
+`;
+
+const OPTIONS = {
+  encrypt: { type: "boolean", short: "e" },
+  decrypt: { type: "boolean", short: "d" },
+  output: { type: "string", short: "o" },
+  armor: { type: "boolean", short: "a" },
+  passphrase: { type: "boolean", short: "p" },
+  recipient: { type: "string", short: "r", multiple: true },
+  "recipients-file": { type: "string", short: "R", multiple: true },
+  identity: { type: "string", short: "i", multiple: true },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+const READ_SIZE = 1024 * 1024;
+
+function usageError(message: string, hint?: string): NixsealError {
+  return new NixsealError("USAGE", message, { hint: hint ?? "run 'nixseal age --help' for usage" });
+}
+
+/** Refuses to run with an scrypt file when identities were given, as age does. */
+class ScryptGuard implements Identity {
+  readonly description = "passphrase check";
+  unwrapFileKey(stanzas: readonly Stanza[]): null {
+    if (stanzas.some((s) => s.type === "scrypt")) {
+      throw usageError(
+        "file is passphrase-encrypted but identities were specified with -i/--identity",
+        "remove all -i/--identity flags to decrypt passphrase-encrypted files",
+      );
+    }
+    return null;
+  }
+}
+
+/** With no -i: the file must be passphrase-encrypted; asks for the passphrase then. */
+class PassphrasePrompt implements Identity {
+  readonly description = "passphrase";
+  async unwrapFileKey(stanzas: readonly Stanza[]): Promise<Uint8Array | null> {
+    if (!stanzas.some((s) => s.type === "scrypt")) {
+      throw usageError(
+        "the file is not passphrase-encrypted, identities are required",
+        "specify identities with -i/--identity",
+      );
+    }
+    const pass = await askPassphrase("the encrypted file");
+    const id = new ScryptIdentity(pass);
+    wipe(pass);
+    try {
+      return id.unwrapFileKey(stanzas);
+    } finally {
+      id.wipe();
+    }
+  }
+}
+
+function keyContext(): KeyContext {
+  return { passphrase: (what) => askPassphrase(what) };
+}
+
+function openInput(name: string | undefined): number {
+  if (name === undefined || name === "-") return 0;
+  try {
+    return fs.openSync(name, "r");
+  } catch (e) {
+    throw ioError("open input file", name, e);
+  }
+}
+
+interface Sink {
+  write(parts: readonly Uint8Array[]): void;
+  commit(): void;
+  abort(): void;
+}
+
+function openOutput(name: string | undefined, mode: number): Sink {
+  if (name === undefined || name === "-") {
+    return {
+      write: (parts) => {
+        try {
+          writeAllSync(1, parts);
+        } catch (e) {
+          throw ioError("write", "standard output", e);
+        }
+      },
+      commit: () => {},
+      abort: () => {},
+    };
+  }
+  const f = AtomicFile.open(name, mode);
+  return { write: (parts) => f.write(parts), commit: () => f.commit(), abort: () => f.abort() };
+}
+
+async function pump(
+  input: number,
+  push: (chunk: Buffer, out: Buffer[]) => void | Promise<void>,
+  sink: Sink,
+): Promise<void> {
+  const buf = Buffer.allocUnsafe(READ_SIZE);
+  const out: Buffer[] = [];
+  for (;;) {
+    let n: number;
+    try {
+      n = await readSome(input, buf);
+    } catch (e) {
+      throw ioError("read", input === 0 ? "standard input" : "the input file", e);
+    }
+    if (n === 0) return;
+    out.length = 0;
+    await push(buf.subarray(0, n), out);
+    if (out.length > 0) sink.write(out);
+  }
+}
+
+async function encryptCommand(values: Values, input: string | undefined): Promise<void> {
+  const ctx = keyContext();
+  let recipients: Recipient[];
+  if (values.passphrase) {
+    const pass = await askPassphrase("the new file", { confirm: true });
+    recipients = [new ScryptRecipient(pass)];
+    wipe(pass);
+  } else {
+    recipients = loadRecipients({ strings: values.recipient, files: values["recipients-file"] }, ctx);
+    if (values.identity?.length) {
+      for (const id of await loadIdentities(values.identity, ctx)) {
+        const r = recipientOfIdentity(id);
+        if (r === null) {
+          throw usageError(`cannot encrypt to identity "${id.description}": its recipient is unknown`);
+        }
+        recipients.push(r);
+      }
+    }
+  }
+  const out = values.output;
+  if ((out === undefined || out === "-") && !values.armor && tty.isatty(1)) {
+    throw usageError("refusing to output binary to the terminal", "did you mean to use -a/--armor?");
+  }
+  const enc = new AgeEncryptor(recipients, { armor: values.armor === true });
+  const first: Buffer[] = [];
+  await enc.start(first); // recipients run (plugins, prompts) before any output exists
+  const fd = openInput(input);
+  const sink = openOutput(out, 0o666);
+  try {
+    sink.write(first);
+    await pump(fd, (chunk, o) => enc.push(chunk, o), sink);
+    const tail: Buffer[] = [];
+    enc.finish(tail);
+    sink.write(tail);
+    sink.commit();
+  } catch (e) {
+    sink.abort();
+    throw e;
+  } finally {
+    if (fd !== 0) fs.closeSync(fd);
+    for (const r of recipients) (r as { wipe?: () => void }).wipe?.();
+  }
+}
+
+async function decryptCommand(values: Values, input: string | undefined): Promise<void> {
+  const identities: Identity[] = values.identity?.length
+    ? [new ScryptGuard(), ...(await loadIdentities(values.identity, keyContext()))]
+    : [new PassphrasePrompt()];
+  const fd = openInput(input);
+  // Plaintext output files are created 0600 with their final mode.
+  const sink = openOutput(values.output, 0o600);
+  const dec = new AgeDecryptor(identities);
+  try {
+    await pump(fd, (chunk, o) => dec.push(chunk, o), sink);
+    const tail: Buffer[] = [];
+    await dec.finish(tail);
+    sink.write(tail);
+    sink.commit();
+  } catch (e) {
+    sink.abort();
+    dec.destroy();
+    throw e instanceof NixsealError && input && input !== "-" ? e.withFile(input) : e;
+  } finally {
+    if (fd !== 0) fs.closeSync(fd);
+  }
+}
+
+type Values = ReturnType<typeof parseAgeArgs>["values"];
+function parseAgeArgs(argv: string[]) {
+  return parse(argv, OPTIONS, "run 'nixseal age --help' for usage");
+}
+
+export const command: Command = {
+  name: "age",
+  errorExitCode: 1,
+  async run(argv) {
+    const { values, positionals } = parseAgeArgs(argv);
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (values.version) {
+      process.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (positionals.length > 1) {
+      throw usageError(
+        `too many INPUT arguments: ${positionals.map((p) => JSON.stringify(p)).join(" ")}`,
+        "only one input file; put flags before it (-o/--output, -r/--recipient, ...)",
+      );
+    }
+    const input = positionals[0];
+    if (values.decrypt) {
+      if (values.encrypt) throw usageError("-e/--encrypt can't be used with -d/--decrypt");
+      if (values.armor) {
+        throw usageError(
+          "-a/--armor can't be used with -d/--decrypt",
+          "note that armored files are detected automatically, try again without -a/--armor",
+        );
+      }
+      if (values.passphrase) {
+        throw usageError(
+          "-p/--passphrase can't be used with -d/--decrypt",
+          "note that password protected files are detected automatically",
+        );
+      }
+      if (values.recipient?.length) {
+        throw usageError(
+          "-r/--recipient can't be used with -d/--decrypt",
+          "did you mean to use -i/--identity?",
+        );
+      }
+      if (values["recipients-file"]?.length) {
+        throw usageError(
+          "-R/--recipients-file can't be used with -d/--decrypt",
+          "did you mean to use -i/--identity?",
+        );
+      }
+      await decryptCommand(values, input);
+      return 0;
+    }
+    const hasRecipients = (values.recipient?.length ?? 0) + (values["recipients-file"]?.length ?? 0) > 0;
+    if (values.identity?.length && !values.encrypt) {
+      throw usageError(
+        "-i/--identity can't be used in encryption mode unless symmetric encryption is explicitly selected with -e/--encrypt",
+        "did you forget to specify -d/--decrypt?",
+      );
+    }
+    if (!values.passphrase && !hasRecipients && !values.identity?.length) {
+      throw usageError(
+        "missing recipients",
+        "did you forget to specify -r/--recipient, -R/--recipients-file or -p/--passphrase?",
+      );
+    }
+    if (values.passphrase && hasRecipients) throw usageError("-p/--passphrase can't be combined with -r/-R");
+    if (values.passphrase && values.identity?.length)
+      throw usageError("-p/--passphrase can't be combined with -i/--identity");
+    if (values.passphrase && !process.env.NIXSEAL_PASSPHRASE_FILE && !hasTerminal()) {
+      throw new NixsealError("AGE_PASSPHRASE", "-p/--passphrase needs a terminal to ask for the passphrase", {
+        hint: "run in a terminal, or set NIXSEAL_PASSPHRASE_FILE to a file holding the passphrase",
+      });
+    }
+    await encryptCommand(values, input);
+    return 0;
+  },
+};

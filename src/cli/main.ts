@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+/**
+ * The nixseal command. Commands are imported lazily so `nixseal --version` and small commands
+ * start fast. Only src/cli/ prints or exits.
+ */
+import { abortAllAtomicFiles } from "../common/atomic-file.js";
+import { printError } from "./report.js";
+import { version } from "./version.js";
+
+export interface Command {
+  /** Runs the command; returns the exit code. Throws NixsealError for failures. */
+  run(argv: string[]): Promise<number>;
+  /** The program name errors are reported under (e.g. "age" errors as "nixseal age"). */
+  readonly name: string;
+  /** Exit code for errors (age-compatible commands use 1). */
+  readonly errorExitCode: number;
+}
+
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  age: {
+    summary: "encrypt and decrypt files, drop-in for age",
+    load: async () => (await import("./age.js")).command,
+  },
+  "age-keygen": {
+    summary: "generate an age identity, drop-in for age-keygen",
+    load: async () => (await import("./age-keygen.js")).command,
+  },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
+  return `nixseal: secrets for Nix and NixOS that never leak into the Nix store
+
+Usage: nixseal COMMAND [ARGS...]
+
+Commands:
+${lines.join("\n")}
+
+Run 'nixseal COMMAND --help' for a command's options and an example.
+Exit codes: 0 success, 1 error (see README.md for each command's codes).
+`;
+}
+
+function installSignalHandlers(): void {
+  const onSignal = (signal: NodeJS.Signals, code: number) => {
+    // Never leave a half-written temp file behind (DESIGN invariant 3).
+    abortAllAtomicFiles();
+    process.stderr.write(`nixseal: interrupted by ${signal}\n`);
+    process.exit(code);
+  };
+  process.on("SIGINT", () => onSignal("SIGINT", 130));
+  process.on("SIGTERM", () => onSignal("SIGTERM", 143));
+  process.on("SIGHUP", () => onSignal("SIGHUP", 129));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
+    process.stdout.write(usage());
+    return name === undefined ? 1 : 0;
+  }
+  if (name === "--version" || name === "-V" || name === "version") {
+    process.stdout.write(`nixseal ${version()}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`nixseal: error: unknown command "${name.slice(0, 40)}"\n`);
+    process.stderr.write(`nixseal: hint: run 'nixseal --help' for the list of commands\n`);
+    return 2;
+  }
+  installSignalHandlers();
+  const command = await entry.load();
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    abortAllAtomicFiles();
+    printError(`nixseal ${command.name}`, e);
+    return command.errorExitCode;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    abortAllAtomicFiles();
+    printError("nixseal", e);
+    process.exitCode = 1;
+  },
+);

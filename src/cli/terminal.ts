@@ -1,0 +1,145 @@
+/**
+ * Talking to the user at the terminal: passphrases (from /dev/tty, as age does, so piped
+ * stdin/stdout keep working) or, for scripts, from the file named by NIXSEAL_PASSPHRASE_FILE.
+ */
+import * as fs from "node:fs";
+import * as tty from "node:tty";
+import { read } from "read";
+import { ioError, NixsealError } from "../common/errors.js";
+
+const MAX_PASSPHRASE_FILE = 64 * 1024;
+
+/** Opens the controlling terminal, or null when there is none (CI, cron, systemd). */
+function openTty(): { input: tty.ReadStream; output: tty.WriteStream; close(): void } | null {
+  let rfd: number;
+  let wfd: number;
+  try {
+    rfd = fs.openSync("/dev/tty", "r");
+    wfd = fs.openSync("/dev/tty", "w");
+  } catch {
+    return null;
+  }
+  if (!tty.isatty(rfd)) {
+    fs.closeSync(rfd);
+    fs.closeSync(wfd);
+    return null;
+  }
+  const input = new tty.ReadStream(rfd);
+  const output = new tty.WriteStream(wfd);
+  return {
+    input,
+    output,
+    close() {
+      input.setRawMode?.(false);
+      input.destroy();
+      output.destroy();
+    },
+  };
+}
+
+export function hasTerminal(): boolean {
+  const t = openTty();
+  t?.close();
+  return t !== null;
+}
+
+/** Reads NIXSEAL_PASSPHRASE_FILE: its content less one trailing newline. */
+function passphraseFromFile(file: string): Uint8Array {
+  let data: Buffer;
+  try {
+    const st = fs.statSync(file);
+    if (st.size > MAX_PASSPHRASE_FILE) {
+      throw new NixsealError("AGE_PASSPHRASE", `NIXSEAL_PASSPHRASE_FILE ${file} is too large`, {
+        hint: "it must hold just the passphrase",
+      });
+    }
+    data = fs.readFileSync(file);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read the passphrase file", file, e);
+  }
+  let end = data.length;
+  if (end > 0 && data[end - 1] === 0x0a) end--;
+  if (end > 0 && data[end - 1] === 0x0d) end--;
+  const pass = Uint8Array.from(data.subarray(0, end));
+  data.fill(0);
+  if (pass.length === 0) {
+    throw new NixsealError("AGE_PASSPHRASE", `NIXSEAL_PASSPHRASE_FILE ${file} is empty`, {
+      hint: "write the passphrase into the file",
+    });
+  }
+  return pass;
+}
+
+async function promptHidden(t: NonNullable<ReturnType<typeof openTty>>, prompt: string): Promise<string> {
+  return String(await read({ prompt, silent: true, replace: "", input: t.input, output: t.output }));
+}
+
+/**
+ * Asks for a passphrase. `confirm` asks twice (for encryption). JS strings can't be wiped, so
+ * the typed text is turned into bytes at once and the string dropped.
+ */
+export async function askPassphrase(what: string, options: { confirm?: boolean } = {}): Promise<Uint8Array> {
+  const file = process.env.NIXSEAL_PASSPHRASE_FILE;
+  if (file) return passphraseFromFile(file);
+  const t = openTty();
+  if (t === null) {
+    throw new NixsealError("AGE_PASSPHRASE", `a passphrase is needed for ${what}, but there is no terminal`, {
+      hint: "run in a terminal, or set NIXSEAL_PASSPHRASE_FILE to a file holding the passphrase",
+    });
+  }
+  try {
+    const first = await promptHidden(t, `Enter passphrase for ${what}: `);
+    if (first.length === 0) {
+      throw new NixsealError("AGE_PASSPHRASE", "the passphrase is empty", { hint: "type a passphrase" });
+    }
+    if (options.confirm) {
+      const second = await promptHidden(t, "Confirm passphrase: ");
+      if (second !== first) {
+        throw new NixsealError("AGE_PASSPHRASE", "the passphrases didn't match", { hint: "try again" });
+      }
+    }
+    return Buffer.from(first, "utf8");
+  } finally {
+    t.close();
+  }
+}
+
+/** Asks a yes/no question at the terminal (plugins' confirm). */
+export async function askConfirm(prompt: string, yes: string, no?: string): Promise<boolean> {
+  const t = openTty();
+  if (t === null) {
+    throw new NixsealError("AGE_PLUGIN", "a plugin asks for confirmation, but there is no terminal", {
+      hint: "run in a terminal",
+    });
+  }
+  try {
+    const choices = no ? `[1] ${yes} / [2] ${no}` : `[1] ${yes}`;
+    const answer = String(await read({ prompt: `${prompt} ${choices}: `, input: t.input, output: t.output }));
+    return answer.trim() === "1" || answer.trim().toLowerCase() === yes.toLowerCase();
+  } finally {
+    t.close();
+  }
+}
+
+/** Reads a visible value at the terminal (plugins' request-public). */
+export async function askValue(prompt: string, secret: boolean): Promise<string> {
+  const t = openTty();
+  if (t === null) {
+    throw new NixsealError("AGE_PLUGIN", "a plugin asks for input, but there is no terminal", {
+      hint: "run in a terminal",
+    });
+  }
+  try {
+    return String(
+      await read({ prompt: `${prompt} `, silent: secret, replace: "", input: t.input, output: t.output }),
+    );
+  } finally {
+    t.close();
+  }
+}
+
+/** Shows a message on the terminal (or stderr without one). */
+export function tellUser(message: string): void {
+  process.stderr.write(`${message}\n`);
+}

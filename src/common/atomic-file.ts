@@ -1,0 +1,146 @@
+/**
+ * Atomic file replacement (DESIGN invariant 3): write to a temp file in the target's directory,
+ * created with its final mode, fsync, rename over the target, fsync the directory. Until
+ * commit() the target is untouched; abort() removes the temp file.
+ */
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { ioError, NixsealError } from "./errors.js";
+import { writeAllSync } from "./fd-io.js";
+
+/** Temp files not yet committed: removed by abortAllAtomicFiles() on a signal. */
+const live = new Set<AtomicFile>();
+
+export class AtomicFile {
+  readonly target: string;
+  readonly tempPath: string;
+  private fd: number;
+  private done = false;
+
+  private constructor(target: string, tempPath: string, fd: number) {
+    this.target = target;
+    this.tempPath = tempPath;
+    this.fd = fd;
+    live.add(this);
+  }
+
+  /** Opens a temp file beside `target`, created with `mode` (never chmod-ed afterwards). */
+  static open(target: string, mode: number): AtomicFile {
+    const dir = path.dirname(path.resolve(target));
+    const tempPath = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString("hex")}.tmp`);
+    let fd: number;
+    try {
+      // O_EXCL|O_NOFOLLOW: never write through a planted symlink or into someone else's file.
+      fd = fs.openSync(
+        tempPath,
+        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+        mode,
+      );
+    } catch (e) {
+      throw ioError("create a file in", dir, e);
+    }
+    return new AtomicFile(target, tempPath, fd);
+  }
+
+  get descriptor(): number {
+    return this.fd;
+  }
+
+  write(data: Uint8Array | readonly Uint8Array[]): void {
+    try {
+      writeAllSync(this.fd, data);
+    } catch (e) {
+      this.abort();
+      throw ioError("write", this.target, e);
+    }
+  }
+
+  /** Makes the new content visible under the target name, durably. */
+  commit(): void {
+    if (this.done) return;
+    try {
+      fs.fsyncSync(this.fd);
+      fs.closeSync(this.fd);
+      this.fd = -1;
+      fs.renameSync(this.tempPath, this.target);
+    } catch (e) {
+      this.abort();
+      throw ioError("write", this.target, e);
+    }
+    this.done = true;
+    live.delete(this);
+    try {
+      const dfd = fs.openSync(path.dirname(path.resolve(this.target)), "r");
+      fs.fsyncSync(dfd);
+      fs.closeSync(dfd);
+    } catch {
+      // Directory fsync is best effort (some filesystems refuse it); the rename already happened.
+    }
+  }
+
+  /** Like commit(), but fails with EEXIST instead of replacing an existing target. */
+  commitNoClobber(): void {
+    if (this.done) return;
+    try {
+      fs.fsyncSync(this.fd);
+      fs.closeSync(this.fd);
+      this.fd = -1;
+      fs.linkSync(this.tempPath, this.target);
+    } catch (e) {
+      this.abort();
+      const exists = (e as NodeJS.ErrnoException).code === "EEXIST";
+      const err = ioError("create", this.target, e);
+      if (exists) {
+        throw new NixsealError("IO", `refusing to overwrite existing file ${this.target}`, {
+          file: this.target,
+          hint: "choose another name, or move the existing file away first",
+        });
+      }
+      throw err;
+    }
+    this.done = true;
+    live.delete(this);
+    try {
+      fs.unlinkSync(this.tempPath);
+    } catch {}
+  }
+
+  /** Discards the temp file; the target stays as it was. Safe to call more than once. */
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    live.delete(this);
+    if (this.fd >= 0) {
+      try {
+        fs.closeSync(this.fd);
+      } catch {}
+      this.fd = -1;
+    }
+    try {
+      fs.unlinkSync(this.tempPath);
+    } catch {}
+  }
+}
+
+/** Writes a whole small file atomically. */
+export function writeFileAtomic(target: string, data: Uint8Array, mode: number): void {
+  const f = AtomicFile.open(target, mode);
+  f.write(data);
+  f.commit();
+}
+
+/** Removes every temp file not yet committed (called from signal handlers). */
+export function abortAllAtomicFiles(): void {
+  for (const f of [...live]) f.abort();
+}
+
+/**
+ * Like writeFileAtomic, but never replaces an existing file (O_EXCL semantics via link()):
+ * for new keys, where overwriting would destroy the only copy of an identity.
+ */
+export function writeNewFileAtomic(target: string, data: Uint8Array, mode: number): void {
+  const f = AtomicFile.open(target, mode);
+  f.write(data);
+  f.commitNoClobber();
+}

@@ -1,0 +1,120 @@
+/**
+ * Identities from identity files, as `age -i` reads them: lines of AGE-SECRET-KEY-1... /
+ * AGE-SECRET-KEY-PQ-1... / AGE-PLUGIN-... with `#` comments; an OpenSSH or PEM private key;
+ * or a passphrase-encrypted age file holding such lines.
+ */
+import { decrypt } from "../age/age.js";
+import { looksArmored } from "../age/armor.js";
+import { looksLikeAgeBinary } from "../age/format.js";
+import { ScryptIdentity } from "../age/scrypt.js";
+import type { Identity } from "../age/types.js";
+import { wipe } from "../common/bytes.js";
+import { NixsealError } from "../common/errors.js";
+import {
+  type KeyContext,
+  parseIdentityString,
+  parseSshPrivateKeyFile,
+  pluginNameOfIdentity,
+  resolvePluginIdentities,
+} from "./key-types.js";
+import { readKeyFile } from "./recipients.js";
+
+function looksLikePem(text: string): boolean {
+  return /^\s*-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(text);
+}
+
+/** Parses identity lines; plugin lines are collected in `plugin` for grouping. */
+function parseIdentityLines(
+  text: string,
+  source: string,
+  plugin: string[],
+  problems: NixsealError[],
+): Identity[] {
+  const out: Identity[] = [];
+  let n = 0;
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.replace(/\r$/, "").trim();
+    if (line === "" || line.startsWith("#")) return;
+    n++;
+    try {
+      if (pluginNameOfIdentity(line) !== null) plugin.push(line);
+      else out.push(parseIdentityString(line, `${source}:${i + 1}`));
+    } catch (e) {
+      if (e instanceof NixsealError) problems.push(e);
+      else throw e;
+    }
+  });
+  if (n === 0) {
+    problems.push(
+      new NixsealError("AGE_IDENTITY", `no identities found in ${source}`, {
+        file: source,
+        hint: "an identity file holds AGE-SECRET-KEY-1... lines (age-keygen makes one) or an ssh private key",
+      }),
+    );
+  }
+  return out;
+}
+
+/** Loads every identity file; every problem is reported at once. */
+export async function loadIdentities(files: readonly string[], ctx: KeyContext): Promise<Identity[]> {
+  const identities: Identity[] = [];
+  const plugin: string[] = [];
+  const problems: NixsealError[] = [];
+  for (const file of files) {
+    try {
+      const data = readKeyFile(file);
+      const source = file === "-" ? "standard input" : file;
+      const head = data.subarray(0, 2048);
+      if (looksLikePem(head.toString("latin1")) && !head.includes("AGE ENCRYPTED FILE")) {
+        identities.push(parseSshPrivateKeyFile(data, source, ctx));
+      } else if (looksArmored(head) || looksLikeAgeBinary(head)) {
+        identities.push(...(await decryptIdentityFile(data, source, ctx, plugin, problems)));
+      } else {
+        identities.push(...parseIdentityLines(data.toString("utf8"), source, plugin, problems));
+      }
+      data.fill(0);
+    } catch (e) {
+      if (e instanceof NixsealError) problems.push(e.file ? e : e.withFile(file));
+      else throw e;
+    }
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  identities.push(...resolvePluginIdentities(plugin, ctx));
+  return identities;
+}
+
+/** An identity file that is itself age-encrypted with a passphrase (age supports this). */
+async function decryptIdentityFile(
+  data: Buffer,
+  source: string,
+  ctx: KeyContext,
+  plugin: string[],
+  problems: NixsealError[],
+): Promise<Identity[]> {
+  if (!ctx.passphrase) {
+    throw new NixsealError("KEY_ENCRYPTED", `identity file ${source} is passphrase-protected`, {
+      file: source,
+      hint: "run in a terminal, or set NIXSEAL_PASSPHRASE_FILE to a file holding the passphrase",
+    });
+  }
+  const pass = await ctx.passphrase(`identity file ${source}`);
+  const id = new ScryptIdentity(pass);
+  wipe(pass);
+  let plain: Uint8Array;
+  try {
+    plain = await decrypt(data, [id]);
+  } catch (e) {
+    if (e instanceof NixsealError && e.code === "AGE_NO_MATCH") {
+      throw new NixsealError("AGE_IDENTITY", `cannot decrypt identity file ${source}: ${e.message}`, {
+        file: source,
+        hint: "check the passphrase; the identity file must be encrypted with a passphrase (age -p)",
+      });
+    }
+    throw e;
+  } finally {
+    id.wipe();
+  }
+  const text = Buffer.from(plain).toString("utf8");
+  wipe(plain);
+  return parseIdentityLines(text, source, plugin, problems);
+}

@@ -1,0 +1,9 @@
+/** Where identities and recipients come from: the public face of src/keys/. */
+export { loadIdentities } from "./identities.js";
+export {
+  type KeyContext,
+  parseIdentityString,
+  parseRecipientString,
+  recipientOfIdentity,
+} from "./key-types.js";
+export { loadRecipients, readKeyFile, readKeyFileText } from "./recipients.js";

@@ -1,0 +1,97 @@
+/**
+ * The one place that knows every key type nixseal supports, by its text form. Everything that
+ * reads keys (CLI flags, identity files, rules files) goes through here.
+ */
+import type { Identity, Recipient } from "../age/types.js";
+import { X25519Identity, X25519Recipient } from "../age/x25519.js";
+import { NixsealError } from "../common/errors.js";
+
+/** What reading keys may need from the user. Absent members mean "not available" (no TTY). */
+export interface KeyContext {
+  /** Asks for a passphrase; `what` names the key file or purpose. Never logged. */
+  passphrase?: (what: string) => Promise<Uint8Array>;
+}
+
+function unknownRecipient(s: string, where: string): NixsealError {
+  const shown = s.length > 40 ? `${s.slice(0, 40)}...` : s;
+  return new NixsealError("AGE_RECIPIENT", `${where}: unknown recipient type "${shown}"`, {
+    hint: "recipients look like age1..., age1pq1..., age1<plugin>1..., ssh-ed25519 AAAA... or ssh-rsa AAAA...",
+  });
+}
+
+/** Parses one recipient string (not a plugin one: see pluginNameOfRecipient). */
+export function parseRecipientString(s: string, where: string): Recipient {
+  try {
+    if (s.startsWith("age1") && !s.includes(" ")) return X25519Recipient.parse(s);
+  } catch (e) {
+    if (e instanceof NixsealError) throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
+    throw e;
+  }
+  if (s.startsWith("AGE-SECRET-KEY-") || s.startsWith("AGE-PLUGIN-")) {
+    throw new NixsealError("AGE_RECIPIENT", `${where}: this is an identity (a secret key), not a recipient`, {
+      hint: "use the public key (age-keygen -y prints it); and keep that secret key out of recipient lists",
+    });
+  }
+  throw unknownRecipient(s, where);
+}
+
+/** The plugin name if `s` is a plugin recipient (age1<name>1...), else null. */
+export function pluginNameOfRecipient(_s: string): string | null {
+  return null;
+}
+
+export function resolvePluginRecipients(strings: readonly string[], _ctx: KeyContext): Recipient[] {
+  if (strings.length > 0) throw new NixsealError("AGE_PLUGIN", "plugins are not supported yet");
+  return [];
+}
+
+/** Parses one identity line (not a plugin one: see pluginNameOfIdentity). */
+export function parseIdentityString(s: string, where: string): Identity {
+  if (s.startsWith("AGE-SECRET-KEY-1")) {
+    try {
+      return X25519Identity.parse(s, `age identity from ${where}`);
+    } catch (e) {
+      if (e instanceof NixsealError)
+        throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
+      throw e;
+    }
+  }
+  // Never echo the line: it may be a mangled secret key.
+  throw new NixsealError("AGE_IDENTITY", `${where}: not an identity line`, {
+    hint: "identity lines start with AGE-SECRET-KEY-1, AGE-SECRET-KEY-PQ-1 or AGE-PLUGIN-; comments start with #",
+  });
+}
+
+export function pluginNameOfIdentity(_s: string): string | null {
+  return null;
+}
+
+export function resolvePluginIdentities(strings: readonly string[], _ctx: KeyContext): Identity[] {
+  if (strings.length > 0) throw new NixsealError("AGE_PLUGIN", "plugins are not supported yet");
+  return [];
+}
+
+/** The recipient that belongs to an identity, for `age -e -i` and `age-keygen -y`. */
+export function recipientOfIdentity(id: Identity): Recipient | null {
+  if (id instanceof X25519Identity) return id.recipient();
+  return null;
+}
+
+/** An ssh private key file (OpenSSH or PEM) as an identity. */
+export function parseSshPrivateKeyFile(_data: Uint8Array, source: string, _ctx: KeyContext): Identity {
+  throw new NixsealError("KEY_UNSUPPORTED", `${source}: ssh keys are not supported yet`);
+}
+
+/**
+ * A fresh identity and its recipient, as strings for a new key file. The identity string is
+ * secret: the caller writes it to a 0600 file and drops it.
+ */
+export function generateIdentity(pq: boolean): { identity: string; recipient: string } {
+  if (pq) {
+    throw new NixsealError("KEY_UNSUPPORTED", "post-quantum keys are not supported yet", {
+      hint: "generate an X25519 key (without --pq)",
+    });
+  }
+  const id = X25519Identity.generate();
+  return { identity: id.encode(), recipient: id.recipient().toString() };
+}
