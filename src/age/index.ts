@@ -13,6 +13,7 @@ export {
 export { ARMOR_FOOTER, ARMOR_HEADER, ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
 export { decodeBech32, encodeBech32 } from "./bech32.js";
 export { type Header, parseHeader } from "./format.js";
+export { HYBRID_STANZA, HybridIdentity, HybridRecipient } from "./hybrid.js";
 export { CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PayloadDecryptor, PayloadEncryptor } from "./stream.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519Identity, X25519Recipient } from "./x25519.js";

@@ -2,6 +2,8 @@
  * The one place that knows every key type nixseal supports, by its text form. Everything that
  * reads keys (CLI flags, identity files, rules files) goes through here.
  */
+
+import { HybridIdentity, HybridRecipient } from "../age/hybrid.js";
 import type { Identity, Recipient } from "../age/types.js";
 import { X25519Identity, X25519Recipient } from "../age/x25519.js";
 import { NixsealError } from "../common/errors.js";
@@ -22,6 +24,7 @@ function unknownRecipient(s: string, where: string): NixsealError {
 /** Parses one recipient string (not a plugin one: see pluginNameOfRecipient). */
 export function parseRecipientString(s: string, where: string): Recipient {
   try {
+    if (s.startsWith("age1pq1")) return HybridRecipient.parse(s);
     if (s.startsWith("age1") && !s.includes(" ")) return X25519Recipient.parse(s);
   } catch (e) {
     if (e instanceof NixsealError) throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
@@ -47,8 +50,10 @@ export function resolvePluginRecipients(strings: readonly string[], _ctx: KeyCon
 
 /** Parses one identity line (not a plugin one: see pluginNameOfIdentity). */
 export function parseIdentityString(s: string, where: string): Identity {
-  if (s.startsWith("AGE-SECRET-KEY-1")) {
+  if (s.startsWith("AGE-SECRET-KEY-1") || s.startsWith("AGE-SECRET-KEY-PQ-1")) {
     try {
+      if (s.startsWith("AGE-SECRET-KEY-PQ-1"))
+        return HybridIdentity.parse(s, `post-quantum identity from ${where}`);
       return X25519Identity.parse(s, `age identity from ${where}`);
     } catch (e) {
       if (e instanceof NixsealError)
@@ -73,7 +78,7 @@ export function resolvePluginIdentities(strings: readonly string[], _ctx: KeyCon
 
 /** The recipient that belongs to an identity, for `age -e -i` and `age-keygen -y`. */
 export function recipientOfIdentity(id: Identity): Recipient | null {
-  if (id instanceof X25519Identity) return id.recipient();
+  if (id instanceof X25519Identity || id instanceof HybridIdentity) return id.recipient();
   return null;
 }
 
@@ -87,11 +92,6 @@ export function parseSshPrivateKeyFile(_data: Uint8Array, source: string, _ctx: 
  * secret: the caller writes it to a 0600 file and drops it.
  */
 export function generateIdentity(pq: boolean): { identity: string; recipient: string } {
-  if (pq) {
-    throw new NixsealError("KEY_UNSUPPORTED", "post-quantum keys are not supported yet", {
-      hint: "generate an X25519 key (without --pq)",
-    });
-  }
-  const id = X25519Identity.generate();
+  const id = pq ? HybridIdentity.generate() : X25519Identity.generate();
   return { identity: id.encode(), recipient: id.recipient().toString() };
 }
