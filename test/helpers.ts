@@ -1,0 +1,79 @@
+/** Shared test helpers: temp dirs, running the built CLI, finding real tools. */
+import { type SpawnSyncOptions, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** dist/test/helpers.js -> repository root. */
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+
+/** A fresh private temp dir, removed by the returned cleanup. */
+export function tempDir(prefix = "nixseal-test-"): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** The path of a program on PATH, or null. */
+export function which(program: string): string | null {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    const p = path.join(dir || ".", program);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).isFile()) return p;
+    } catch {}
+  }
+  return null;
+}
+
+export interface RunResult {
+  status: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/**
+ * Runs a program without a controlling terminal (setsid), as CI and scripts do, so nothing can
+ * prompt. Environment: the test's, plus `env`.
+ */
+export function run(
+  program: string,
+  args: string[],
+  options: { input?: Uint8Array | string; env?: Record<string, string | undefined>; cwd?: string } = {},
+): RunResult {
+  const env = { ...process.env, ...options.env };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  const spawnOptions: SpawnSyncOptions = {
+    input: options.input ?? "",
+    env,
+    cwd: options.cwd,
+    maxBuffer: 256 * 1024 * 1024,
+  };
+  const r = spawnSync("setsid", ["-w", program, ...args], spawnOptions);
+  return { status: r.status, stdout: r.stdout as Buffer, stderr: (r.stderr as Buffer).toString("utf8") };
+}
+
+/** Runs the built nixseal CLI. */
+export function nixseal(
+  args: string[],
+  options: { input?: Uint8Array | string; env?: Record<string, string | undefined>; cwd?: string } = {},
+): RunResult {
+  return run(process.execPath, [CLI, ...args], options);
+}
+
+/** Deterministic PRNG (xorshift128+), so a failing fuzz case can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0 || 1;
+  let b = (seed * 2654435761) >>> 0 || 2;
+  return () => {
+    let t = a;
+    const s = b;
+    a = s;
+    t ^= t << 23;
+    t ^= t >>> 17;
+    t ^= s ^ (s >>> 26);
+    b = t >>> 0;
+    return ((a + b) >>> 0) / 4294967296;
+  };
+}
