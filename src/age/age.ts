@@ -101,7 +101,10 @@ export async function unwrapFileKey(header: Header, identities: readonly Identit
   }
   const types = describeStanzas(stanzas);
   throw new NixsealError("AGE_NO_MATCH", `no identity matched any of the recipients (${types})`, {
-    hint: `tried: ${identities.map((i) => i.description).join("; ")}; use an identity the file was encrypted to`,
+    hint: `tried: ${identities
+      .map((i) => i.description)
+      .filter((d) => d !== "")
+      .join("; ")}; use an identity the file was encrypted to`,
   });
 }
 

@@ -140,7 +140,13 @@ export class PayloadDecryptor {
       }
       if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
       const plain = this.openChunk(last, true);
-      if (plain === null) throw this.authError();
+      if (plain === null) {
+        // A short final chunk that fails is as often a cut-off file as a modified one.
+        throw payloadError(
+          "payload authentication failed: the file was truncated, modified or corrupted",
+          "restore the file from a good copy (git history, backup)",
+        );
+      }
       this.counter++;
       out.push(plain);
     } finally {

@@ -74,7 +74,8 @@ function usageError(message: string, hint?: string): NixsealError {
 
 /** Refuses to run with an scrypt file when identities were given, as age does. */
 class ScryptGuard implements Identity {
-  readonly description = "passphrase check";
+  /** Not a real identity: left out of "tried: ..." lists. */
+  readonly description = "";
   unwrapFileKey(stanzas: readonly Stanza[]): null {
     if (stanzas.some((s) => s.type === "scrypt")) {
       throw usageError(
@@ -138,6 +139,30 @@ function openOutput(name: string | undefined, mode: number): Sink {
       },
       commit: () => {},
       abort: () => {},
+    };
+  }
+  // Devices and pipes (-o /dev/null, a FIFO) are written directly: there is nothing to replace.
+  let special = false;
+  try {
+    special = !fs.statSync(name).isFile();
+  } catch {}
+  if (special) {
+    let fd: number;
+    try {
+      fd = fs.openSync(name, fs.constants.O_WRONLY);
+    } catch (e) {
+      throw ioError("open output file", name, e);
+    }
+    return {
+      write: (parts) => {
+        try {
+          writeAllSync(fd, parts);
+        } catch (e) {
+          throw ioError("write", name, e);
+        }
+      },
+      commit: () => fs.closeSync(fd),
+      abort: () => fs.closeSync(fd),
     };
   }
   const f = AtomicFile.open(name, mode);
