@@ -134,11 +134,12 @@ async function makeHeader(
       hint: "pass at least one recipient with -r or -R",
     });
   }
-  checkLabels(recipients);
   const fileKey = randomFileKey();
   try {
     const stanzas: Stanza[] = [];
     for (const r of recipients) stanzas.push(...(await r.wrapFileKey(fileKey)));
+    // After wrapping: plugins only tell their labels when they wrap.
+    checkLabels(recipients);
     const macInput = encodeHeaderWithoutMac(stanzas);
     const mac = headerMac(fileKey, macInput);
     const header = Buffer.concat([macInput, encodeMacLine(mac)]);

@@ -14,6 +14,25 @@ export { ARMOR_FOOTER, ARMOR_HEADER, ArmorDecoder, ArmorEncoder, looksArmored } 
 export { decodeBech32, encodeBech32 } from "./bech32.js";
 export { type Header, parseHeader } from "./format.js";
 export { HYBRID_STANZA, HybridIdentity, HybridRecipient } from "./hybrid.js";
+export type { PluginOptions, PluginUI, PluginUnwrapResult } from "./plugin.js";
+export {
+  encodePluginIdentity,
+  encodePluginRecipient,
+  findPluginBinary,
+  isPluginIdentity,
+  isPluginRecipient,
+  isValidPluginName,
+  nonInteractivePluginUI,
+  PluginIdentity,
+  PluginRecipient,
+  parsePluginIdentity,
+  parsePluginKey,
+  parsePluginRecipient,
+  pluginBinaryName,
+  pluginIdentities,
+  pluginNameOf,
+  pluginRecipients,
+} from "./plugin.js";
 export { CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PayloadDecryptor, PayloadEncryptor } from "./stream.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519Identity, X25519Recipient } from "./x25519.js";

@@ -3,17 +3,16 @@
  * overwrite an existing file.
  */
 import * as tty from "node:tty";
-import type { Identity } from "../age/types.js";
-import { X25519Identity } from "../age/x25519.js";
+import { PluginRecipient } from "../age/plugin.js";
 import { writeNewFileAtomic } from "../common/atomic-file.js";
 import { NixsealError } from "../common/errors.js";
 import { writeAllSync } from "../common/fd-io.js";
-import { loadIdentities, recipientOfIdentity } from "../keys/index.js";
+import { loadIdentitiesAsRecipients } from "../keys/index.js";
 import { generateIdentity } from "../keys/key-types.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning } from "./report.js";
-import { askPassphrase } from "./terminal.js";
+import { askPassphrase, pluginUI } from "./terminal.js";
 import { version } from "./version.js";
 
 const HELP = `Usage:
@@ -66,18 +65,16 @@ function emit(output: string | undefined, data: Buffer, mode: number): void {
 }
 
 async function convert(input: string | undefined, output: string | undefined): Promise<void> {
-  const ids: Identity[] = await loadIdentities([input ?? "-"], { passphrase: (w) => askPassphrase(w) });
-  const lines: string[] = [];
-  for (const id of ids) {
-    const r = recipientOfIdentity(id);
-    if (r === null) {
-      throw new NixsealError("AGE_IDENTITY", `cannot derive a recipient from ${id.description}`, {
-        hint: "for plugin identities, ask the plugin (age-plugin-NAME) for the recipient",
-      });
-    }
-    lines.push(String(r));
+  const recipients = await loadIdentitiesAsRecipients([input ?? "-"], {
+    passphrase: (w) => askPassphrase(w),
+    pluginUI: pluginUI(),
+  });
+  if (recipients.some((r) => r instanceof PluginRecipient)) {
+    throw new NixsealError("AGE_IDENTITY", "cannot derive the recipient of a plugin identity", {
+      hint: "the plugin prints its recipient when it creates the identity (see age-plugin-NAME --help)",
+    });
   }
-  emit(output, Buffer.from(`${lines.join("\n")}\n`, "utf8"), 0o644);
+  emit(output, Buffer.from(`${recipients.map(String).join("\n")}\n`, "utf8"), 0o644);
 }
 
 export const command: Command = {
@@ -123,5 +120,3 @@ export const command: Command = {
     return 0;
   },
 };
-
-export { X25519Identity };

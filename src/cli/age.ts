@@ -11,10 +11,15 @@ import { AtomicFile } from "../common/atomic-file.js";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import { readSome, writeAllSync } from "../common/fd-io.js";
-import { type KeyContext, loadIdentities, loadRecipients, recipientOfIdentity } from "../keys/index.js";
+import {
+  type KeyContext,
+  loadIdentities,
+  loadIdentitiesAsRecipients,
+  loadRecipients,
+} from "../keys/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { askPassphrase, hasTerminal } from "./terminal.js";
+import { askPassphrase, hasTerminal, pluginUI } from "./terminal.js";
 import { version } from "./version.js";
 
 const HELP = `Usage:
@@ -109,7 +114,7 @@ class PassphrasePrompt implements Identity {
 }
 
 function keyContext(): KeyContext {
-  return { passphrase: (what) => askPassphrase(what) };
+  return { passphrase: (what) => askPassphrase(what), pluginUI: pluginUI() };
 }
 
 function openInput(name: string | undefined): number {
@@ -199,15 +204,7 @@ async function encryptCommand(values: Values, input: string | undefined): Promis
     wipe(pass);
   } else {
     recipients = loadRecipients({ strings: values.recipient, files: values["recipients-file"] }, ctx);
-    if (values.identity?.length) {
-      for (const id of await loadIdentities(values.identity, ctx)) {
-        const r = recipientOfIdentity(id);
-        if (r === null) {
-          throw usageError(`cannot encrypt to identity "${id.description}": its recipient is unknown`);
-        }
-        recipients.push(r);
-      }
-    }
+    if (values.identity?.length) recipients.push(...(await loadIdentitiesAsRecipients(values.identity, ctx)));
   }
   const out = values.output;
   if ((out === undefined || out === "-") && !values.armor && tty.isatty(1)) {

@@ -5,7 +5,9 @@
 import * as fs from "node:fs";
 import * as tty from "node:tty";
 import { read } from "read";
+import { nonInteractivePluginUI, type PluginUI } from "../age/plugin.js";
 import { ioError, NixsealError } from "../common/errors.js";
+import { sanitize } from "./report.js";
 
 const MAX_PASSPHRASE_FILE = 64 * 1024;
 
@@ -141,5 +143,27 @@ export async function askValue(prompt: string, secret: boolean): Promise<string>
 
 /** Shows a message on the terminal (or stderr without one). */
 export function tellUser(message: string): void {
-  process.stderr.write(`${message}\n`);
+  process.stderr.write(`${sanitize(message)}\n`);
+}
+
+/**
+ * How plugins talk to the user: at /dev/tty (stdin may be the ciphertext), or, without a
+ * terminal, the non-interactive UI whose prompts fail with a clear error.
+ */
+export function pluginUI(): PluginUI {
+  if (!hasTerminal()) return nonInteractivePluginUI;
+  return {
+    displayMessage(plugin, message) {
+      tellUser(`age-plugin-${plugin}: ${message}`);
+    },
+    requestValue(plugin, prompt, secret) {
+      return askValue(`age-plugin-${plugin}: ${prompt}`, secret);
+    },
+    confirm(plugin, prompt, yes, no) {
+      return askConfirm(`age-plugin-${plugin}: ${prompt}`, yes, no);
+    },
+    waitTimer(plugin) {
+      tellUser(`waiting on age-plugin-${plugin}...`);
+    },
+  };
 }

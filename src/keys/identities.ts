@@ -6,8 +6,9 @@
 import { decrypt } from "../age/age.js";
 import { looksArmored } from "../age/armor.js";
 import { looksLikeAgeBinary } from "../age/format.js";
+import { nonInteractivePluginUI, pluginRecipients } from "../age/plugin.js";
 import { ScryptIdentity } from "../age/scrypt.js";
-import type { Identity } from "../age/types.js";
+import type { Identity, Recipient } from "../age/types.js";
 import { wipe } from "../common/bytes.js";
 import { NixsealError } from "../common/errors.js";
 import {
@@ -15,6 +16,7 @@ import {
   parseIdentityString,
   parseSshPrivateKeyFile,
   pluginNameOfIdentity,
+  recipientOfIdentity,
   resolvePluginIdentities,
 } from "./key-types.js";
 import { readKeyFile } from "./recipients.js";
@@ -55,8 +57,11 @@ function parseIdentityLines(
   return out;
 }
 
-/** Loads every identity file; every problem is reported at once. */
-export async function loadIdentities(files: readonly string[], ctx: KeyContext): Promise<Identity[]> {
+/** Parses every identity file; plugin identity lines are returned unresolved. */
+async function loadIdentityParts(
+  files: readonly string[],
+  ctx: KeyContext,
+): Promise<{ identities: Identity[]; plugin: string[] }> {
   const identities: Identity[] = [];
   const plugin: string[] = [];
   const problems: NixsealError[] = [];
@@ -79,8 +84,34 @@ export async function loadIdentities(files: readonly string[], ctx: KeyContext):
     }
   }
   if (problems.length > 0) throw NixsealError.many(problems);
-  identities.push(...resolvePluginIdentities(plugin, ctx));
-  return identities;
+  return { identities, plugin };
+}
+
+/** Loads every identity file; every problem is reported at once. Plugins run once each. */
+export async function loadIdentities(files: readonly string[], ctx: KeyContext): Promise<Identity[]> {
+  const { identities, plugin } = await loadIdentityParts(files, ctx);
+  return [...identities, ...resolvePluginIdentities(plugin, ctx)];
+}
+
+/** The recipients of the identities in these files (`age -e -i`, `age-keygen -y`). */
+export async function loadIdentitiesAsRecipients(
+  files: readonly string[],
+  ctx: KeyContext,
+): Promise<Recipient[]> {
+  const { identities, plugin } = await loadIdentityParts(files, ctx);
+  const recipients: Recipient[] = [];
+  for (const id of identities) {
+    const r = recipientOfIdentity(id);
+    if (r === null) {
+      throw new NixsealError("AGE_IDENTITY", `cannot derive a recipient from ${id.description}`, {
+        hint: "pass its public key with -r or -R instead",
+      });
+    }
+    recipients.push(r);
+  }
+  // Plugins wrap for their own identities (age-plugin spec: add-identity).
+  if (plugin.length > 0) recipients.push(...pluginRecipients(plugin, ctx.pluginUI ?? nonInteractivePluginUI));
+  return recipients;
 }
 
 /** An identity file that is itself age-encrypted with a passphrase (age supports this). */

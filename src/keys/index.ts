@@ -1,5 +1,5 @@
 /** Where identities and recipients come from: the public face of src/keys/. */
-export { loadIdentities } from "./identities.js";
+export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
   type KeyContext,
   parseIdentityString,

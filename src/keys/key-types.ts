@@ -3,7 +3,17 @@
  * reads keys (CLI flags, identity files, rules files) goes through here.
  */
 
+import { decodeBech32 } from "../age/bech32.js";
 import { HybridIdentity, HybridRecipient } from "../age/hybrid.js";
+import {
+  isPluginIdentity,
+  isPluginRecipient,
+  nonInteractivePluginUI,
+  type PluginUI,
+  pluginIdentities,
+  pluginNameOf,
+  pluginRecipients,
+} from "../age/plugin.js";
 import type { Identity, Recipient } from "../age/types.js";
 import { X25519Identity, X25519Recipient } from "../age/x25519.js";
 import { NixsealError } from "../common/errors.js";
@@ -12,6 +22,8 @@ import { NixsealError } from "../common/errors.js";
 export interface KeyContext {
   /** Asks for a passphrase; `what` names the key file or purpose. Never logged. */
   passphrase?: (what: string) => Promise<Uint8Array>;
+  /** How plugins talk to the user; without one, plugins that ask anything fail cleanly. */
+  pluginUI?: PluginUI;
 }
 
 function unknownRecipient(s: string, where: string): NixsealError {
@@ -38,14 +50,20 @@ export function parseRecipientString(s: string, where: string): Recipient {
   throw unknownRecipient(s, where);
 }
 
-/** The plugin name if `s` is a plugin recipient (age1<name>1...), else null. */
-export function pluginNameOfRecipient(_s: string): string | null {
-  return null;
+/**
+ * The plugin name if `s` is a plugin recipient (age1<name>1...), else null. Native types are
+ * recognised first, as age does: age1pq1... is the hybrid type, not a plugin called "pq".
+ */
+export function pluginNameOfRecipient(s: string): string | null {
+  if (s.startsWith("age1pq1")) return null;
+  if (decodeBech32(s)?.hrp === "age") return null;
+  return isPluginRecipient(s) ? pluginNameOf(s) : null;
 }
 
-export function resolvePluginRecipients(strings: readonly string[], _ctx: KeyContext): Recipient[] {
-  if (strings.length > 0) throw new NixsealError("AGE_PLUGIN", "plugins are not supported yet");
-  return [];
+/** Plugin recipients grouped so each plugin runs once for all of its recipients. */
+export function resolvePluginRecipients(strings: readonly string[], ctx: KeyContext): Recipient[] {
+  if (strings.length === 0) return [];
+  return pluginRecipients([...strings], ctx.pluginUI ?? nonInteractivePluginUI);
 }
 
 /** Parses one identity line (not a plugin one: see pluginNameOfIdentity). */
@@ -67,13 +85,15 @@ export function parseIdentityString(s: string, where: string): Identity {
   });
 }
 
-export function pluginNameOfIdentity(_s: string): string | null {
-  return null;
+/** The plugin name if `s` is a plugin identity (AGE-PLUGIN-NAME-1...), else null. */
+export function pluginNameOfIdentity(s: string): string | null {
+  return isPluginIdentity(s) ? pluginNameOf(s) : null;
 }
 
-export function resolvePluginIdentities(strings: readonly string[], _ctx: KeyContext): Identity[] {
-  if (strings.length > 0) throw new NixsealError("AGE_PLUGIN", "plugins are not supported yet");
-  return [];
+/** Plugin identities grouped so each plugin runs once for all of its identities. */
+export function resolvePluginIdentities(strings: readonly string[], ctx: KeyContext): Identity[] {
+  if (strings.length === 0) return [];
+  return pluginIdentities([...strings], ctx.pluginUI ?? nonInteractivePluginUI);
 }
 
 /** The recipient that belongs to an identity, for `age -e -i` and `age-keygen -y`. */
