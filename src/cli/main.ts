@@ -16,19 +16,29 @@ export interface Command {
   readonly errorExitCode: number;
 }
 
-const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
-  age: {
-    summary: "encrypt and decrypt files, drop-in for age",
-    load: async () => (await import("./age.js")).command,
-  },
-  "age-keygen": {
-    summary: "generate an age identity, drop-in for age-keygen",
-    load: async () => (await import("./age-keygen.js")).command,
-  },
+/** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
+const COMMANDS: Record<string, [summary: string, module: string]> = {
+  init: ["set up a secrets repository with an identity", "init"],
+  edit: ["edit a secret in $EDITOR (plaintext only in RAM)", "edit"],
+  encrypt: ["encrypt stdin (or --in FILE) into a secret", "encrypt"],
+  decrypt: ["decrypt a secret to stdout (or -o FILE, 0600)", "decrypt"],
+  rekey: ["re-encrypt secrets whose recipients changed", "rekey"],
+  check: ["check files against the rules (CI, no private key needed)", "check"],
+  list: ["list secrets and who can read them", "list"],
+  who: ["who can read a secret / what a recipient can read", "who"],
+  "git-setup": ["show decrypted diffs in git", "git-setup"],
+  age: ["encrypt and decrypt files, drop-in for age", "age"],
+  "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
 };
 
+async function loadCommand(module: string): Promise<Command> {
+  // A computed specifier keeps start-up lean: only the command that runs is loaded.
+  const mod = (await import(`./${module}.js`)) as { command: Command };
+  return mod.command;
+}
+
 function usage(): string {
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(([name, [summary]]) => `  ${name.padEnd(12)} ${summary}`);
   return `nixseal: secrets for Nix and NixOS that never leak into the Nix store
 
 Usage: nixseal COMMAND [ARGS...]
@@ -70,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   installSignalHandlers();
-  const command = await entry.load();
+  const command = await loadCommand(entry[1]);
   try {
     return await command.run(rest);
   } catch (e) {

@@ -21,6 +21,10 @@ export type ErrorCode =
   | "KEY_FORMAT" // an ssh/age key file is malformed
   | "KEY_ENCRYPTED" // a key is passphrase-protected and no passphrase is available
   | "KEY_UNSUPPORTED" // a key type we do not support
+  // the secrets repository
+  | "RULES" // no rules file, or it does not evaluate / validate
+  | "NOT_IN_RULES" // a secret name that the rules do not list
+  | "DRIFT" // files and rules disagree (nixseal check)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -1,4 +1,5 @@
 /** Where identities and recipients come from: the public face of src/keys/. */
+export { defaultIdentityPath, identityFiles, loadDefaultIdentities } from "./default-identities.js";
 export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
   type KeyContext,

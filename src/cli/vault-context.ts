@@ -1,0 +1,47 @@
+/**
+ * What every secrets-repository command shares: the common options (--rules, -i, --json,
+ * --no-cache), the rules, and the identities to decrypt with (asked for lazily, once).
+ */
+import type { Identity } from "../age/types.js";
+import { type KeyContext, loadDefaultIdentities } from "../keys/index.js";
+import { loadRules, type Rules } from "../vault/index.js";
+import type { Options } from "./args.js";
+import { askPassphrase, pluginUI } from "./terminal.js";
+
+export const VAULT_OPTIONS = {
+  rules: { type: "string" },
+  identity: { type: "string", short: "i", multiple: true },
+  json: { type: "boolean" },
+  "no-cache": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies Options;
+
+export const VAULT_OPTIONS_HELP = `Common options:
+    --rules FILE          The rules file (default: $RULES, else the first secrets.nix found
+                          walking up from the current directory).
+    -i, --identity FILE   An identity to decrypt with (repeatable). Without -i: NIXSEAL_IDENTITY,
+                          SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/nixseal/identity.txt,
+                          ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa.
+    --json                Machine-readable output.
+    --no-cache            Evaluate secrets.nix again instead of using the cache.
+`;
+
+export interface VaultValues {
+  rules?: string;
+  identity?: string[];
+  json?: boolean;
+  "no-cache"?: boolean;
+}
+
+export function keyContext(): KeyContext {
+  // Passphrases are asked at most once per key per command: identities cache what they unlock.
+  return { passphrase: (what) => askPassphrase(what), pluginUI: pluginUI() };
+}
+
+export function rulesOf(values: VaultValues): Rules {
+  return loadRules({ rules: values.rules, noCache: values["no-cache"] === true });
+}
+
+export function identitiesOf(values: VaultValues, ctx: KeyContext = keyContext()): Promise<Identity[]> {
+  return loadDefaultIdentities({ flags: values.identity ?? [] }, ctx);
+}

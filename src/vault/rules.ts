@@ -1,0 +1,261 @@
+/**
+ * The rules of a secrets repository: who may read which secret. agenix's `secrets.nix` is read
+ * as it is (`{ "path/file.age".publicKeys = [ ... ]; "x.age".armor = true; }`), evaluated by the
+ * real Nix (`nix-instantiate --eval --strict --json`), and cached by content so repeated
+ * commands don't pay the evaluation again.
+ */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { writeFileAtomic } from "../common/atomic-file.js";
+import { ioError, NixsealError } from "../common/errors.js";
+
+export const RULES_FILE = "secrets.nix";
+const MAX_RULES_SIZE = 4 * 1024 * 1024;
+const CACHE_VERSION = 1;
+
+export interface SecretRule {
+  /** The attribute name in secrets.nix, e.g. "hosts/web/db-password.age". */
+  name: string;
+  /** Absolute path of the encrypted file. */
+  file: string;
+  /** Recipient strings, exactly as written in the rules. */
+  publicKeys: string[];
+  armor: boolean;
+}
+
+export interface Rules {
+  /** Absolute path of secrets.nix. */
+  file: string;
+  /** The directory secret paths are relative to. */
+  dir: string;
+  secrets: Map<string, SecretRule>;
+}
+
+/**
+ * Finds the rules file: --rules FILE, then $RULES (agenix's variable), then the first
+ * secrets.nix walking up from the current directory.
+ */
+export function findRulesFile(
+  options: { rules?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): string {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const explicit = options.rules ?? env.RULES;
+  if (explicit) {
+    const p = path.resolve(cwd, explicit);
+    if (!fs.existsSync(p)) {
+      throw new NixsealError("RULES", `rules file ${p} does not exist`, {
+        file: p,
+        hint: options.rules ? "check the --rules path" : "check the RULES environment variable",
+      });
+    }
+    return p;
+  }
+  for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, RULES_FILE);
+    if (fs.existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) break;
+  }
+  throw new NixsealError("RULES", `no ${RULES_FILE} found in ${cwd} or any parent directory`, {
+    hint: "run 'nixseal init' to create one, or pass --rules FILE (or set RULES)",
+  });
+}
+
+function cacheDir(env: NodeJS.ProcessEnv): string {
+  const base = env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+  return path.join(base, "nixseal", "rules");
+}
+
+/**
+ * The cache key: the rules file's content plus name, size and mtime of every .nix file beside
+ * it (rules often `import ./keys.nix`). Imports from elsewhere are not tracked: --no-cache.
+ */
+function cacheKey(file: string, content: Buffer): string {
+  const h = createHash("sha256").update(`v${CACHE_VERSION}\0${file}\0`).update(content);
+  const dir = path.dirname(file);
+  for (const entry of fs.readdirSync(dir).sort()) {
+    if (!entry.endsWith(".nix")) continue;
+    try {
+      const st = fs.statSync(path.join(dir, entry));
+      h.update(`\0${entry}\0${st.size}\0${st.mtimeMs}`);
+    } catch {}
+  }
+  return h.digest("hex");
+}
+
+/** Evaluates secrets.nix with the real Nix; errors are shown compactly (Nix's own message). */
+export function evaluateRules(file: string): unknown {
+  const r = spawnSync(
+    "nix-instantiate",
+    // dummy:// store: evaluation needs no daemon and no write access to /nix.
+    ["--eval", "--strict", "--json", "--store", "dummy://", file],
+    {
+      encoding: "utf8",
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, NIX_PATH: process.env.NIX_PATH ?? "" },
+    },
+  );
+  if (r.error) {
+    const missing = (r.error as NodeJS.ErrnoException).code === "ENOENT";
+    throw new NixsealError(
+      "RULES",
+      missing ? "nix-instantiate not found" : `cannot run nix-instantiate: ${r.error.message}`,
+      {
+        file,
+        hint: missing ? "install Nix (nix-instantiate must be on PATH) to read secrets.nix" : undefined,
+      },
+    );
+  }
+  if (r.status !== 0) {
+    throw new NixsealError("RULES", `cannot evaluate ${file}: ${compactNixError(r.stderr)}`, {
+      file,
+      hint: "fix the Nix expression; `nix-instantiate --eval --strict secrets.nix` shows the full error",
+    });
+  }
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new NixsealError("RULES", `${file} did not evaluate to JSON`, { file });
+  }
+}
+
+/** Nix's multi-line error as one line: the message and the position. */
+export function compactNixError(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !/^\d+\|/.test(l) && !/^\|/.test(l) && !/^…/.test(l));
+  const message = (lines.find((l) => l.startsWith("error:")) ?? lines[0] ?? "unknown error").replace(
+    /^error:\s*/,
+    "",
+  );
+  const at = lines.find((l) => l.startsWith("at "));
+  return at ? `${message} (${at.replace(/:$/, "")})` : message;
+}
+
+function ruleError(file: string, message: string, hint: string): NixsealError {
+  return new NixsealError("RULES", `${file}: ${message}`, { file, hint });
+}
+
+/** Validates the evaluated rules strictly: hostile names, wrong types, unknown attributes. */
+export function parseRules(file: string, value: unknown): Rules {
+  const dir = path.dirname(file);
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw ruleError(file, "must evaluate to an attribute set", 'write { "name.age".publicKeys = [ ... ]; }');
+  }
+  const secrets = new Map<string, SecretRule>();
+  const problems: NixsealError[] = [];
+  for (const [name, entry] of Object.entries(value as Record<string, unknown>)) {
+    const where = `secret "${name}"`;
+    const normalized = path.posix.normalize(name);
+    if (
+      name === "" ||
+      path.isAbsolute(name) ||
+      normalized.startsWith("../") ||
+      normalized === ".." ||
+      name.includes("\0")
+    ) {
+      problems.push(
+        ruleError(file, `${where}: the path must stay inside ${dir}`, "use a relative path without '..'"),
+      );
+      continue;
+    }
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+      problems.push(ruleError(file, `${where} must be an attribute set`, "write { publicKeys = [ ... ]; }"));
+      continue;
+    }
+    const e = entry as Record<string, unknown>;
+    const keys = e.publicKeys;
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string")) {
+      problems.push(
+        ruleError(file, `${where}: publicKeys must be a list of strings`, "list age1... or ssh public keys"),
+      );
+      continue;
+    }
+    if (keys.length === 0) {
+      problems.push(
+        ruleError(file, `${where} has no publicKeys`, "add at least one recipient, or nobody can read it"),
+      );
+      continue;
+    }
+    if (e.armor !== undefined && typeof e.armor !== "boolean") {
+      problems.push(ruleError(file, `${where}: armor must be true or false`, "write armor = true;"));
+      continue;
+    }
+    const unknown = Object.keys(e).filter((k) => k !== "publicKeys" && k !== "armor");
+    if (unknown.length > 0) {
+      problems.push(
+        ruleError(file, `${where}: unknown attribute "${unknown[0]}"`, "only publicKeys and armor are known"),
+      );
+      continue;
+    }
+    secrets.set(name, {
+      name,
+      file: path.join(dir, normalized),
+      publicKeys: (keys as string[]).map((k) => k.trim()),
+      armor: e.armor === true,
+    });
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  return { file, dir, secrets };
+}
+
+/** Loads the rules, from the cache when nothing changed. */
+export function loadRules(
+  options: { rules?: string; cwd?: string; env?: NodeJS.ProcessEnv; noCache?: boolean } = {},
+): Rules {
+  const env = options.env ?? process.env;
+  const file = findRulesFile(options);
+  let content: Buffer;
+  try {
+    const st = fs.statSync(file);
+    if (st.size > MAX_RULES_SIZE)
+      throw ruleError(file, "is too large", "a rules file lists secrets and keys only");
+    content = fs.readFileSync(file);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read", file, e);
+  }
+  const key = cacheKey(file, content);
+  const cached = path.join(cacheDir(env), `${key}.json`);
+  if (!options.noCache) {
+    try {
+      return parseRules(file, JSON.parse(fs.readFileSync(cached, "utf8")));
+    } catch {}
+  }
+  const value = evaluateRules(file);
+  const rules = parseRules(file, value);
+  try {
+    fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
+    writeFileAtomic(cached, Buffer.from(JSON.stringify(value)), 0o600);
+  } catch {
+    // The cache is an optimisation: a read-only home must not break the command.
+  }
+  return rules;
+}
+
+/**
+ * Resolves what the user typed to a rule: the attribute name itself, or a path (relative to
+ * the current directory) to the file, with or without ".age".
+ */
+export function findSecret(rules: Rules, name: string, cwd = process.cwd()): SecretRule | undefined {
+  const direct = rules.secrets.get(name) ?? rules.secrets.get(`${name}.age`);
+  if (direct) return direct;
+  const rel = path.relative(rules.dir, path.resolve(cwd, name)).split(path.sep).join("/");
+  return rules.secrets.get(rel) ?? rules.secrets.get(`${rel}.age`);
+}
+
+export function requireSecret(rules: Rules, name: string, cwd = process.cwd()): SecretRule {
+  const s = findSecret(rules, name, cwd);
+  if (s) return s;
+  const names = [...rules.secrets.keys()];
+  const close = names.filter((n) => n.includes(path.basename(name).replace(/\.age$/, ""))).slice(0, 3);
+  throw new NixsealError("NOT_IN_RULES", `"${name}" is not in ${rules.file}`, {
+    hint: close.length
+      ? `did you mean ${close.map((c) => `"${c}"`).join(" or ")}? New secrets are added to secrets.nix first`
+      : `add "${name}".publicKeys = [ ... ]; to ${rules.file} first`,
+  });
+}

@@ -1,0 +1,103 @@
+/**
+ * Reading and writing the secret files a repository's rules list. Plaintext stays in memory
+ * (Uint8Array, wiped by the caller); files are replaced atomically.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { decrypt, encrypt } from "../age/age.js";
+import type { Identity, Recipient } from "../age/types.js";
+import { writeFileAtomic } from "../common/atomic-file.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import { type KeyContext, loadRecipients } from "../keys/index.js";
+import type { SecretRule } from "./rules.js";
+
+/** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
+export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
+
+/** The recipients the rules name for a secret; every bad key is reported. */
+export function recipientsFor(rule: SecretRule, rulesFile: string, ctx: KeyContext): Recipient[] {
+  try {
+    return loadRecipients({ strings: rule.publicKeys }, ctx);
+  } catch (e) {
+    if (e instanceof NixsealError) {
+      const problems = e.problems.length ? e.problems : [e];
+      throw NixsealError.many(
+        problems.map(
+          (p) =>
+            new NixsealError(
+              p.code,
+              `${rulesFile}: secret "${rule.name}": ${p.message.replace(/^-r: /, "")}`,
+              {
+                file: rulesFile,
+                hint: p.hint,
+              },
+            ),
+        ),
+      );
+    }
+    throw e;
+  }
+}
+
+/** Reads an encrypted secret file (refusing symlinks that lead elsewhere and huge files). */
+export function readSecretFile(rule: SecretRule): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(rule.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") {
+      throw new NixsealError("IO", `${rule.file} is a symbolic link`, {
+        file: rule.file,
+        hint: "secret files must be regular files inside the repository",
+      });
+    }
+    if (code === "ENOENT") {
+      throw new NixsealError("IO", `secret "${rule.name}" has no file yet (${rule.file})`, {
+        file: rule.file,
+        hint: `create it with 'nixseal edit ${rule.name}' or 'nixseal encrypt ${rule.name}'`,
+      });
+    }
+    throw ioError("read", rule.file, e);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new NixsealError("IO", `${rule.file} is not a regular file`, { file: rule.file });
+    if (st.size > MAX_SECRET_FILE_SIZE) {
+      throw new NixsealError("IO", `${rule.file} is too large for a secret`, { file: rule.file });
+    }
+    return fs.readFileSync(fd);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read", rule.file, e);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Decrypts a secret; errors name the file. The caller wipes the result. */
+export async function decryptSecret(rule: SecretRule, identities: readonly Identity[]): Promise<Uint8Array> {
+  const data = readSecretFile(rule);
+  try {
+    return await decrypt(data, identities);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e.withFile(rule.file);
+    throw e;
+  }
+}
+
+/** Encrypts plaintext to the rules' recipients and replaces the file atomically. */
+export async function writeSecret(
+  rule: SecretRule,
+  plaintext: Uint8Array,
+  recipients: readonly Recipient[],
+): Promise<void> {
+  const file = await encrypt(plaintext, recipients, { armor: rule.armor });
+  try {
+    fs.mkdirSync(path.dirname(rule.file), { recursive: true });
+  } catch (e) {
+    throw ioError("create the directory of", rule.file, e);
+  }
+  // Ciphertext: mode 0666 less the umask, as git checkouts have it.
+  writeFileAtomic(rule.file, file, 0o666);
+}
