@@ -33,6 +33,14 @@ export {
   pluginNameOf,
   pluginRecipients,
 } from "./plugin.js";
+export {
+  SSH_ED25519_STANZA,
+  SshEd25519Identity,
+  SshEd25519Recipient,
+  sshEd25519ToAgeRecipient,
+  sshEd25519ToX25519Identity,
+} from "./ssh-ed25519.js";
+export { SSH_RSA_STANZA, SshRsaIdentity, SshRsaRecipient } from "./ssh-rsa.js";
 export { CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PayloadDecryptor, PayloadEncryptor } from "./stream.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519Identity, X25519Recipient } from "./x25519.js";

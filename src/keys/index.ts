@@ -8,3 +8,17 @@ export {
   recipientOfIdentity,
 } from "./key-types.js";
 export { loadRecipients, readKeyFile, readKeyFileText } from "./recipients.js";
+export {
+  looksLikeSshPrivateKey,
+  parseSshPrivateKey,
+  type SshKeyIdentity,
+  type SshPrivateKeyOptions,
+  sshPrivateKeyToAgeIdentity,
+} from "./ssh-private.js";
+export {
+  looksLikeSshPublicKey,
+  parseSshPublicKey,
+  parseSshPublicKeyLine,
+  sshFingerprint,
+  sshPublicKeyToAgeRecipient,
+} from "./ssh-public.js";

@@ -3,6 +3,7 @@
  * reads keys (CLI flags, identity files, rules files) goes through here.
  */
 
+import * as fs from "node:fs";
 import { decodeBech32 } from "../age/bech32.js";
 import { HybridIdentity, HybridRecipient } from "../age/hybrid.js";
 import {
@@ -17,6 +18,12 @@ import {
 import type { Identity, Recipient } from "../age/types.js";
 import { X25519Identity, X25519Recipient } from "../age/x25519.js";
 import { NixsealError } from "../common/errors.js";
+import { parseSshPrivateKey, type SshKeyIdentity } from "./ssh-private.js";
+import { looksLikeSshPublicKey, parseSshPublicKey } from "./ssh-public.js";
+
+function isSshKeyIdentity(id: Identity): id is SshKeyIdentity {
+  return typeof (id as Partial<SshKeyIdentity>).unlock === "function" && "keyType" in id;
+}
 
 /** What reading keys may need from the user. Absent members mean "not available" (no TTY). */
 export interface KeyContext {
@@ -41,6 +48,15 @@ export function parseRecipientString(s: string, where: string): Recipient {
   } catch (e) {
     if (e instanceof NixsealError) throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
     throw e;
+  }
+  if (looksLikeSshPublicKey(s)) {
+    try {
+      return parseSshPublicKey(s);
+    } catch (e) {
+      if (e instanceof NixsealError)
+        throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
+      throw e;
+    }
   }
   if (s.startsWith("AGE-SECRET-KEY-") || s.startsWith("AGE-PLUGIN-")) {
     throw new NixsealError("AGE_RECIPIENT", `${where}: this is an identity (a secret key), not a recipient`, {
@@ -99,12 +115,27 @@ export function resolvePluginIdentities(strings: readonly string[], ctx: KeyCont
 /** The recipient that belongs to an identity, for `age -e -i` and `age-keygen -y`. */
 export function recipientOfIdentity(id: Identity): Recipient | null {
   if (id instanceof X25519Identity || id instanceof HybridIdentity) return id.recipient();
+  if (isSshKeyIdentity(id)) return id.recipient();
   return null;
 }
 
-/** An ssh private key file (OpenSSH or PEM) as an identity. */
-export function parseSshPrivateKeyFile(_data: Uint8Array, source: string, _ctx: KeyContext): Identity {
-  throw new NixsealError("KEY_UNSUPPORTED", `${source}: ssh keys are not supported yet`);
+/**
+ * An ssh private key file (OpenSSH or PEM) as an identity. Encrypted keys are lazy: the
+ * passphrase is asked only when a file is for this key, and once. A FILE.pub beside an
+ * encrypted PEM key tells which files are for it without asking.
+ */
+export function parseSshPrivateKeyFile(data: Uint8Array, source: string, ctx: KeyContext): Identity {
+  let publicKey: string | undefined;
+  try {
+    const pub = `${source}.pub`;
+    if (fs.statSync(pub).size < 64 * 1024) publicKey = fs.readFileSync(pub, "utf8");
+  } catch {}
+  const ask = ctx.passphrase;
+  return parseSshPrivateKey(data, {
+    file: source,
+    passphrase: ask ? () => ask(`ssh key ${source}`) : undefined,
+    publicKey,
+  });
 }
 
 /**
