@@ -27,6 +27,9 @@ export function which(program: string): string | null {
   return null;
 }
 
+/** Resolved once, so tests may run programs with a PATH that lacks it. */
+const SETSID = which("setsid") ?? "/usr/bin/setsid";
+
 export interface RunResult {
   status: number | null;
   stdout: Buffer;
@@ -50,7 +53,7 @@ export function run(
     cwd: options.cwd,
     maxBuffer: 256 * 1024 * 1024,
   };
-  const r = spawnSync("setsid", ["-w", program, ...args], spawnOptions);
+  const r = spawnSync(SETSID, ["-w", program, ...args], spawnOptions);
   return { status: r.status, stdout: r.stdout as Buffer, stderr: (r.stderr as Buffer).toString("utf8") };
 }
 

@@ -4,6 +4,7 @@
  * start fast. Only src/cli/ prints or exits.
  */
 import { abortAllAtomicFiles } from "../common/atomic-file.js";
+import { isNixsealError } from "../common/errors.js";
 import { printError } from "./report.js";
 import { version } from "./version.js";
 
@@ -14,7 +15,14 @@ export interface Command {
   readonly name: string;
   /** Exit code for errors (age-compatible commands use 1). */
   readonly errorExitCode: number;
+  /**
+   * Exit code for usage and configuration errors (USAGE, RULES, NOT_IN_RULES). Repository
+   * commands use 2; age-compatible commands leave it unset (everything is 1, as age).
+   */
+  readonly usageExitCode?: number;
 }
+
+const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES"]);
 
 /** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
 const COMMANDS: Record<string, [summary: string, module: string]> = {
@@ -86,6 +94,9 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     abortAllAtomicFiles();
     printError(`nixseal ${command.name}`, e);
+    if (command.usageExitCode !== undefined && isNixsealError(e) && USAGE_CODES.has(e.code)) {
+      return command.usageExitCode;
+    }
     return command.errorExitCode;
   }
 }

@@ -18,7 +18,7 @@ export const VAULT_OPTIONS = {
 
 export const VAULT_OPTIONS_HELP = `Common options:
     --rules FILE          The rules file (default: $RULES, else the first secrets.nix found
-                          walking up from the current directory).
+                          walking up from the current directory, else ./secrets/secrets.nix).
     -i, --identity FILE   An identity to decrypt with (repeatable). Without -i: NIXSEAL_IDENTITY,
                           SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, ~/.config/nixseal/identity.txt,
                           ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa.
@@ -38,8 +38,9 @@ export function keyContext(): KeyContext {
   return { passphrase: (what) => askPassphrase(what), pluginUI: pluginUI() };
 }
 
-export function rulesOf(values: VaultValues): Rules {
-  return loadRules({ rules: values.rules, noCache: values["no-cache"] === true });
+/** The rules; `near` is a secret path the user typed (its directory is searched first). */
+export function rulesOf(values: VaultValues, near?: string): Rules {
+  return loadRules({ rules: values.rules, noCache: values["no-cache"] === true, near });
 }
 
 export function identitiesOf(values: VaultValues, ctx: KeyContext = keyContext()): Promise<Identity[]> {

@@ -34,13 +34,23 @@ export interface Rules {
   secrets: Map<string, SecretRule>;
 }
 
+export interface FindRulesOptions {
+  rules?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /**
+   * A secret path the user typed (e.g. "secrets/db.age"): its directory is searched first, so
+   * commands work from the repository root too.
+   */
+  near?: string;
+}
+
 /**
  * Finds the rules file: --rules FILE, then $RULES (agenix's variable), then the first
- * secrets.nix walking up from the current directory.
+ * secrets.nix walking up from the secret's directory (when a path was given) or the current one,
+ * then ./secrets/secrets.nix (the layout `nixseal init` makes).
  */
-export function findRulesFile(
-  options: { rules?: string; cwd?: string; env?: NodeJS.ProcessEnv } = {},
-): string {
+export function findRulesFile(options: FindRulesOptions = {}): string {
   const env = options.env ?? process.env;
   const cwd = options.cwd ?? process.cwd();
   const explicit = options.rules ?? env.RULES;
@@ -54,11 +64,18 @@ export function findRulesFile(
     }
     return p;
   }
-  for (let dir = path.resolve(cwd); ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, RULES_FILE);
-    if (fs.existsSync(candidate)) return candidate;
-    if (path.dirname(dir) === dir) break;
+  const starts = [path.resolve(cwd)];
+  if (options.near?.includes("/")) starts.unshift(path.dirname(path.resolve(cwd, options.near)));
+  for (const start of starts) {
+    for (let dir = start; ; dir = path.dirname(dir)) {
+      const candidate = path.join(dir, RULES_FILE);
+      if (fs.existsSync(candidate)) return candidate;
+      if (path.dirname(dir) === dir) break;
+    }
   }
+  // The layout `nixseal init` makes: ./secrets/secrets.nix below the repository root.
+  const conventional = path.join(path.resolve(cwd), "secrets", RULES_FILE);
+  if (fs.existsSync(conventional)) return conventional;
   throw new NixsealError("RULES", `no ${RULES_FILE} found in ${cwd} or any parent directory`, {
     hint: "run 'nixseal init' to create one, or pass --rules FILE (or set RULES)",
   });
@@ -204,9 +221,7 @@ export function parseRules(file: string, value: unknown): Rules {
 }
 
 /** Loads the rules, from the cache when nothing changed. */
-export function loadRules(
-  options: { rules?: string; cwd?: string; env?: NodeJS.ProcessEnv; noCache?: boolean } = {},
-): Rules {
+export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}): Rules {
   const env = options.env ?? process.env;
   const file = findRulesFile(options);
   let content: Buffer;

@@ -1,0 +1,85 @@
+/** `nixseal encrypt NAME`: plaintext from stdin (or --in FILE) into a secret, atomically. */
+import * as fs from "node:fs";
+import * as tty from "node:tty";
+import { wipe } from "../common/bytes.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import { readAll } from "../common/fd-io.js";
+import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+
+const HELP = `Usage: nixseal encrypt NAME [--in FILE] [--rules FILE] [--json]
+
+Encrypts the plaintext from standard input (or --in FILE) to the recipients the rules name for
+NAME, and replaces the secret's file atomically. NAME is the name in secrets.nix or a path to
+the file (with or without .age).
+
+Options:
+    --in FILE             Read the plaintext from FILE instead of standard input.
+${VAULT_OPTIONS_HELP}
+Example:
+    $ printf %s "$DB_PASSWORD" | nixseal encrypt db-password.age
+    $ nixseal encrypt tls-key.age --in /dev/shm/key.pem
+
+Exit codes: 0 success, 1 failure, 2 usage or rules error.
+`;
+
+const OPTIONS = { ...VAULT_OPTIONS, in: { type: "string" } } as const;
+
+export const command: Command = {
+  name: "encrypt",
+  errorExitCode: 1,
+  usageExitCode: 2,
+  async run(argv) {
+    const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal encrypt --help' for usage");
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (positionals.length !== 1) {
+      throw new NixsealError("USAGE", "expected exactly one secret NAME", {
+        hint: "nixseal encrypt NAME < plaintext",
+      });
+    }
+    const rules = rulesOf(values, positionals[0]);
+    const rule = requireSecret(rules, positionals[0]!);
+    const recipients = recipientsFor(rule, rules.file, keyContext());
+    let fd = 0;
+    if (values.in !== undefined && values.in !== "-") {
+      try {
+        fd = fs.openSync(values.in, "r");
+      } catch (e) {
+        throw ioError("read", values.in, e);
+      }
+    } else if (tty.isatty(0)) {
+      process.stderr.write("Type the secret, then Ctrl-D on an empty line:\n");
+    }
+    let plain: Buffer | null;
+    try {
+      plain = await readAll(fd, MAX_SECRET_FILE_SIZE);
+    } catch (e) {
+      throw ioError("read", values.in ?? "standard input", e);
+    } finally {
+      if (fd !== 0) fs.closeSync(fd);
+    }
+    if (plain === null) {
+      throw new NixsealError("USAGE", `the plaintext is larger than ${MAX_SECRET_FILE_SIZE >> 20} MiB`, {
+        hint: "secrets are small; encrypt large files with 'nixseal age'",
+      });
+    }
+    try {
+      await writeSecret(rule, plain, recipients);
+    } finally {
+      wipe(plain);
+    }
+    if (values.json) {
+      process.stdout.write(
+        `${JSON.stringify({ secret: rule.name, file: rule.file, recipients: rule.publicKeys.length })}\n`,
+      );
+    } else if (tty.isatty(2)) {
+      process.stderr.write(`encrypted ${rule.name} for ${rule.publicKeys.length} recipient(s)\n`);
+    }
+    return 0;
+  },
+};
