@@ -1,0 +1,188 @@
+/**
+ * `nixseal edit NAME`: decrypts a secret into a private directory on a RAM-backed filesystem,
+ * opens $VISUAL/$EDITOR on it, and re-encrypts to the rules' recipients only if the content
+ * changed. The directory is removed on every exit path (see src/vault/edit-session.ts).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { abortAllAtomicFiles } from "../common/atomic-file.js";
+import { wipe } from "../common/bytes.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import {
+  chooseEditBase,
+  type EditorOutcome,
+  EditSession,
+  editorString,
+  runEditor,
+  sweepStaleEditDirs,
+} from "../vault/edit-session.js";
+import { decryptSecret, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { printWarning, sanitize } from "./report.js";
+import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+
+const PROG = "nixseal edit";
+
+const HELP = `Usage: nixseal edit NAME [--rules FILE] [-i FILE]... [--allow-disk-tempdir] [--json]
+
+Opens the secret NAME in your editor and saves it back encrypted to the recipients that
+secrets.nix lists for it. NAME is the name in secrets.nix ("db-password.age") or a path to the
+file, with or without ".age". A NAME with no file yet creates the secret.
+
+While you edit, the plaintext lives only in a fresh 0700 directory on a RAM-backed filesystem
+($XDG_RUNTIME_DIR, else /dev/shm, else /run/user/UID), in a 0600 file named like the secret
+without ".age" (so "config.yaml.age" opens as config.yaml). The directory is removed, its files
+overwritten with zeros first, when the editor exits, on errors and on Ctrl-C/SIGTERM/SIGHUP.
+
+The editor is $VISUAL, else $EDITOR, else vi, run through /bin/sh as git does, so
+EDITOR="code --wait" works (GUI editors must wait until the file is closed). vim and neovim are
+started with swap, backup, undo and viminfo/shada files turned off. Other editors get no extra
+flags: make sure yours keeps no backups or history of the file elsewhere.
+
+The file is rewritten only if you changed the content; an unchanged secret stays byte-identical.
+Nothing is written if the editor exits with an error, or if a new secret is left empty.
+
+Options:
+    --allow-disk-tempdir  Edit in $TMPDIR (on disk) when no RAM-backed directory exists.
+${VAULT_OPTIONS_HELP}
+Example:
+    $ EDITOR=nano nixseal edit hosts/web/db-password.age
+    hosts/web/db-password.age: written (encrypted to 3 recipients)
+
+Exit codes: 0 success (also when unchanged), 1 failure (cannot decrypt, editor failed, cannot
+write), 2 usage or configuration error (bad flags, no secrets.nix, NAME not in the rules),
+129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM (nothing written).
+`;
+
+const OPTIONS = {
+  ...VAULT_OPTIONS,
+  "allow-disk-tempdir": { type: "boolean" },
+} as const;
+
+const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+
+function editorFailure(outcome: EditorOutcome, editor: string): NixsealError {
+  const shown = sanitize(editor.length > 60 ? `${editor.slice(0, 60)}...` : editor);
+  switch (outcome.kind) {
+    case "spawn-error":
+      return new NixsealError("IO", `cannot start the editor "${shown}": ${outcome.message}`, {
+        hint: "set VISUAL or EDITOR to an editor that is installed; nothing was written",
+      });
+    case "editor-signal":
+      return new NixsealError("IO", `the editor "${shown}" was killed by ${outcome.signal}`, {
+        hint: "nothing was written; run the edit again",
+      });
+    default: {
+      const code = outcome.kind === "exit" ? outcome.code : 1;
+      return new NixsealError("IO", `the editor "${shown}" exited with status ${code}`, {
+        hint:
+          code === 127
+            ? "the editor was not found: set VISUAL or EDITOR to an installed editor; nothing was written"
+            : "nothing was written; quit the editor normally (e.g. :wq in vim) to save",
+      });
+    }
+  }
+}
+
+function displayPath(file: string): string {
+  const rel = path.relative(process.cwd(), file);
+  return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
+}
+
+async function edit(values: ReturnType<typeof parseEditArgs>["values"], name: string): Promise<number> {
+  const rules = rulesOf(values, name);
+  const rule = requireSecret(rules, name);
+  const ctx = keyContext();
+  // Recipients first: a broken rule fails before the user spends time in the editor.
+  const recipients = recipientsFor(rule, rules.file, ctx);
+
+  const base = chooseEditBase({ allowDisk: values["allow-disk-tempdir"] === true });
+  if (!base.ramBacked) {
+    printWarning(PROG, `no RAM-backed directory: the plaintext goes to ${base.dir} on disk while you edit`);
+  }
+  for (const stale of sweepStaleEditDirs(base.dir)) {
+    printWarning(PROG, `removed ${stale}, left behind by an edit that was killed`);
+  }
+
+  let exists = true;
+  try {
+    fs.lstatSync(rule.file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("read", rule.file, e);
+    exists = false;
+  }
+  const original: Uint8Array = exists
+    ? await decryptSecret(rule, await identitiesOf(values, ctx))
+    : new Uint8Array(0);
+
+  let edited: Buffer | undefined;
+  let session: EditSession | undefined;
+  try {
+    session = EditSession.create(rule.name, original, base);
+    const outcome = await runEditor(session);
+    if (outcome.kind === "interrupted") {
+      session.dispose();
+      abortAllAtomicFiles();
+      process.stderr.write(
+        `${PROG}: interrupted by ${outcome.signal}; nothing written, the plaintext was removed\n`,
+      );
+      return SIGNAL_EXIT[outcome.signal] ?? 1;
+    }
+    if (outcome.kind !== "exit" || outcome.code !== 0) throw editorFailure(outcome, editorString());
+    edited = session.read();
+    // The plaintext is in memory now; the directory can go before the (slower) encryption.
+    session.dispose();
+
+    const changed = !Buffer.from(original.buffer, original.byteOffset, original.byteLength).equals(edited);
+    let written = false;
+    if (changed && !(edited.length === 0 && !exists)) {
+      await writeSecret(rule, edited, recipients);
+      written = true;
+    }
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ secret: rule.name, file: rule.file, changed: written })}\n`);
+    } else {
+      const shown = sanitize(displayPath(rule.file));
+      const n = recipients.length;
+      const message = written
+        ? `${shown}: ${exists ? "written" : "created"} (encrypted to ${n} recipient${n === 1 ? "" : "s"})`
+        : exists
+          ? `${shown}: unchanged, not rewritten`
+          : `${shown}: left empty, nothing written`;
+      process.stderr.write(`${message}\n`);
+    }
+    return 0;
+  } finally {
+    session?.dispose();
+    wipe(original, edited);
+    for (const r of recipients) (r as { wipe?: () => void }).wipe?.();
+  }
+}
+
+function parseEditArgs(argv: string[]) {
+  return parse(argv, OPTIONS, "run 'nixseal edit --help' for usage");
+}
+
+export const command: Command = {
+  name: "edit",
+  errorExitCode: 1,
+  usageExitCode: 2,
+  async run(argv) {
+    const { values, positionals } = parseEditArgs(argv);
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (positionals.length !== 1) {
+      throw new NixsealError(
+        "USAGE",
+        positionals.length === 0 ? "missing NAME" : "edit takes exactly one NAME",
+        {
+          hint: "usage: nixseal edit NAME (run 'nixseal edit --help' for details)",
+        },
+      );
+    }
+    return edit(values, positionals[0]!);
+  },
+};
