@@ -16,7 +16,7 @@ import {
   parseHeader,
 } from "./format.js";
 import { hkdfSha256, hmacSha256, randomFileKey } from "./primitives.js";
-import { PayloadDecryptor, PayloadEncryptor } from "./stream.js";
+import { ParallelPayloadDecryptor, ParallelPayloadEncryptor } from "./stream-parallel.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 
 const NONCE_SIZE = 16;
@@ -159,7 +159,8 @@ export class AgeDecryptor {
   private armor: ArmorDecoder | null | undefined;
   private headerBuf: Buffer[] = [];
   private headerLength = 0;
-  private payload: PayloadDecryptor | null = null;
+  /** Sequential for small payloads; large ones use worker threads (stream-parallel.ts). */
+  private payload: ParallelPayloadDecryptor | null = null;
   private nonce: Buffer | null = null;
   private readonly binary: Buffer[] = [];
   /** The header, once parsed (e.g. to report recipients). */
@@ -222,7 +223,7 @@ export class AgeDecryptor {
     const fileKey = await unwrapFileKey(this.header, this.identities);
     const key = payloadKey(fileKey, this.nonce);
     wipe(fileKey);
-    this.payload = new PayloadDecryptor(key);
+    this.payload = new ParallelPayloadDecryptor(key);
     wipe(key);
     const rest = all.subarray(this.header.length + NONCE_SIZE);
     this.headerBuf = [];
@@ -272,7 +273,8 @@ export interface EncryptOptions {
 /** Streaming encryption: call start() once, push() plaintext, finish(). */
 export class AgeEncryptor {
   private readonly recipients: readonly Recipient[];
-  private payload: PayloadEncryptor | null = null;
+  /** Sequential for small payloads; large ones use worker threads (stream-parallel.ts). */
+  private payload: ParallelPayloadEncryptor | null = null;
   private readonly armor: ArmorEncoder | null;
   private readonly binary: Buffer[] = [];
 
@@ -284,7 +286,7 @@ export class AgeEncryptor {
   /** Builds the header (runs the recipients, e.g. plugins); errors surface before any output. */
   async start(out: Buffer[]): Promise<void> {
     const { header, key, nonce } = await makeHeader(this.recipients);
-    this.payload = new PayloadEncryptor(key);
+    this.payload = new ParallelPayloadEncryptor(key);
     wipe(key);
     this.emit([Buffer.from(header), Buffer.from(nonce)], out);
   }
@@ -310,6 +312,11 @@ export class AgeEncryptor {
     this.payload.finish(this.binary);
     this.emit(this.binary, out);
     this.armor?.finish(out);
+  }
+
+  /** Wipes key material (and stops worker threads) when abandoning an encryption midway. */
+  destroy(): void {
+    this.payload?.destroy();
   }
 }
 

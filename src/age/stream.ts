@@ -9,10 +9,10 @@ import { createCipheriv, createDecipheriv } from "node:crypto";
 import { NixsealError } from "../common/errors.js";
 
 export const CHUNK_SIZE = 64 * 1024;
-const TAG_SIZE = 16;
+export const TAG_SIZE = 16;
 export const ENCRYPTED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE;
 /** age spec: the counter is 11 bytes; we refuse to go anywhere near wrapping it. */
-const MAX_CHUNKS = 2 ** 48;
+export const MAX_CHUNKS = 2 ** 48;
 
 function nonceFor(counter: number, last: boolean, nonce: Buffer): Buffer {
   // 11-byte big-endian counter || last-chunk flag. Counters stay below 2^48 (writeUIntBE limit).
@@ -22,17 +22,60 @@ function nonceFor(counter: number, last: boolean, nonce: Buffer): Buffer {
   return nonce;
 }
 
+/**
+ * Opens one encrypted chunk (ciphertext || tag) at position `counter`; null if it does not
+ * authenticate. Shared by the sequential decryptor and the parallel one (stream-parallel.ts).
+ */
+export function openChunkAt(
+  key: Uint8Array,
+  counter: number,
+  last: boolean,
+  chunk: Buffer,
+  nonce: Buffer,
+): Buffer | null {
+  const d = createDecipheriv("chacha20-poly1305", key, nonceFor(counter, last, nonce), {
+    authTagLength: TAG_SIZE,
+  });
+  d.setAuthTag(chunk.subarray(chunk.length - TAG_SIZE));
+  const out = d.update(chunk.subarray(0, chunk.length - TAG_SIZE));
+  try {
+    d.final();
+  } catch {
+    out.fill(0);
+    return null;
+  }
+  return out;
+}
+
+/** Seals one plaintext chunk at position `counter`: appends its ciphertext, then its tag. */
+export function sealChunkAt(
+  key: Uint8Array,
+  counter: number,
+  last: boolean,
+  plain: Buffer,
+  nonce: Buffer,
+  out: Buffer[],
+): void {
+  const c = createCipheriv("chacha20-poly1305", key, nonceFor(counter, last, nonce), {
+    authTagLength: TAG_SIZE,
+  });
+  // Chunk and tag are pushed separately: a Buffer.concat per chunk halves throughput.
+  out.push(c.update(plain));
+  c.final();
+  out.push(c.getAuthTag());
+}
+
 function payloadError(message: string, hint: string): NixsealError {
   return new NixsealError("AGE_PAYLOAD", message, { hint });
 }
 
 export class PayloadDecryptor {
-  private readonly key: Buffer;
+  protected readonly key: Buffer;
   private readonly nonce = Buffer.alloc(12);
-  private counter = 0;
+  protected counter = 0;
   private pending: Buffer[] = [];
   private pendingLength = 0;
-  private sawLast = false;
+  protected sawLast = false;
   private finished = false;
 
   constructor(payloadKey: Uint8Array) {
@@ -41,21 +84,10 @@ export class PayloadDecryptor {
 
   private openChunk(chunk: Buffer, last: boolean): Buffer | null {
     if (this.counter >= MAX_CHUNKS) throw payloadError("payload too large", "the file is damaged");
-    const d = createDecipheriv("chacha20-poly1305", this.key, nonceFor(this.counter, last, this.nonce), {
-      authTagLength: TAG_SIZE,
-    });
-    d.setAuthTag(chunk.subarray(chunk.length - TAG_SIZE));
-    const out = d.update(chunk.subarray(0, chunk.length - TAG_SIZE));
-    try {
-      d.final();
-    } catch {
-      out.fill(0);
-      return null;
-    }
-    return out;
+    return openChunkAt(this.key, this.counter, last, chunk, this.nonce);
   }
 
-  private trailingData(): NixsealError {
+  protected trailingData(): NixsealError {
     return payloadError(
       "trailing data after the end of the encrypted payload",
       "the file was modified or two files were concatenated; restore it from a good copy",
@@ -78,7 +110,7 @@ export class PayloadDecryptor {
     out.push(plain);
   }
 
-  private authError(): NixsealError {
+  protected authError(): NixsealError {
     return payloadError(
       "payload authentication failed: the file was modified or is corrupted",
       "restore the file from a good copy (git history, backup)",
@@ -104,17 +136,23 @@ export class PayloadDecryptor {
       this.pendingLength = 0;
       this.openFullChunk(head, out);
     }
-    let off = 0;
-    while (buf.length - off >= ENCRYPTED_CHUNK_SIZE) {
-      this.openFullChunk(buf.subarray(off, off + ENCRYPTED_CHUNK_SIZE), out);
-      off += ENCRYPTED_CHUNK_SIZE;
-    }
+    const off = this.openFullChunks(buf, out);
     if (off < buf.length) {
       if (this.sawLast) throw this.trailingData();
       // Keep a copy: the caller may reuse its read buffer.
       this.pending.push(Buffer.from(buf.subarray(off)));
       this.pendingLength += buf.length - off;
     }
+  }
+
+  /** Decrypts every whole chunk at the start of `buf`; returns how many bytes they took. */
+  protected openFullChunks(buf: Buffer, out: Buffer[]): number {
+    let off = 0;
+    while (buf.length - off >= ENCRYPTED_CHUNK_SIZE) {
+      this.openFullChunk(buf.subarray(off, off + ENCRYPTED_CHUNK_SIZE), out);
+      off += ENCRYPTED_CHUNK_SIZE;
+    }
+    return off;
   }
 
   /** Decrypts the short final chunk; throws if the payload is truncated or the chunk invalid. */
@@ -161,9 +199,9 @@ export class PayloadDecryptor {
 }
 
 export class PayloadEncryptor {
-  private readonly key: Buffer;
+  protected readonly key: Buffer;
   private readonly nonce = Buffer.alloc(12);
-  private counter = 0;
+  protected counter = 0;
   private readonly chunk = Buffer.alloc(CHUNK_SIZE);
   private chunkLength = 0;
 
@@ -173,13 +211,7 @@ export class PayloadEncryptor {
 
   private seal(plain: Buffer, last: boolean, out: Buffer[]): void {
     if (this.counter >= MAX_CHUNKS) throw payloadError("payload too large", "split the file");
-    const c = createCipheriv("chacha20-poly1305", this.key, nonceFor(this.counter, last, this.nonce), {
-      authTagLength: TAG_SIZE,
-    });
-    // Chunk and tag are pushed separately: a Buffer.concat per chunk halves throughput.
-    out.push(c.update(plain));
-    c.final();
-    out.push(c.getAuthTag());
+    sealChunkAt(this.key, this.counter, last, plain, this.nonce, out);
     this.counter++;
   }
 
@@ -196,12 +228,7 @@ export class PayloadEncryptor {
         this.chunkLength = 0;
       }
     }
-    // Full chunks straight from the input, as long as more data follows them.
-    let off = 0;
-    while (buf.length - off > CHUNK_SIZE) {
-      this.seal(buf.subarray(off, off + CHUNK_SIZE), false, out);
-      off += CHUNK_SIZE;
-    }
+    const off = this.sealFullChunks(buf, out);
     if (off < buf.length) {
       if (this.chunkLength === CHUNK_SIZE) {
         this.seal(this.chunk, false, out);
@@ -212,8 +239,26 @@ export class PayloadEncryptor {
     }
   }
 
+  /** Full chunks straight from the input, as long as more data follows them; returns bytes taken. */
+  protected sealFullChunks(buf: Buffer, out: Buffer[]): number {
+    let off = 0;
+    while (buf.length - off > CHUNK_SIZE) {
+      this.seal(buf.subarray(off, off + CHUNK_SIZE), false, out);
+      off += CHUNK_SIZE;
+    }
+    return off;
+  }
+
   finish(out: Buffer[]): void {
-    this.seal(this.chunk.subarray(0, this.chunkLength), true, out);
+    try {
+      this.seal(this.chunk.subarray(0, this.chunkLength), true, out);
+    } finally {
+      this.destroy();
+    }
+  }
+
+  /** Wipes the key and the held-back plaintext (also when abandoning an encryption midway). */
+  destroy(): void {
     this.chunk.fill(0);
     this.key.fill(0);
   }
