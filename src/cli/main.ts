@@ -39,6 +39,11 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
 };
 
+/** Commands other programs call (git's textconv driver); not listed in the help. */
+const HIDDEN_COMMANDS: Record<string, [summary: string, module: string]> = {
+  "git-textconv": ["(internal) git diff driver, see git-setup", "git-textconv"],
+};
+
 async function loadCommand(module: string): Promise<Command> {
   // A computed specifier keeps start-up lean: only the command that runs is loaded.
   const mod = (await import(`./${module}.js`)) as { command: Command };
@@ -81,7 +86,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`nixseal ${version()}\n`);
     return 0;
   }
-  const entry = COMMANDS[name];
+  const entry = COMMANDS[name] ?? HIDDEN_COMMANDS[name];
   if (!entry) {
     process.stderr.write(`nixseal: error: unknown command "${name.slice(0, 40)}"\n`);
     process.stderr.write(`nixseal: hint: run 'nixseal --help' for the list of commands\n`);

@@ -104,11 +104,39 @@ function cacheKey(file: string, content: Buffer): string {
 }
 
 /** Evaluates secrets.nix with the real Nix; errors are shown compactly (Nix's own message). */
+/**
+ * The directory a rules file may read from: the enclosing git repository, else its own
+ * directory. Nix's restricted evaluation refuses everything outside it (and every URL), so a
+ * hostile secrets.nix cannot read ~/.ssh or send anything over the network.
+ */
+export function evaluationRoot(file: string): string {
+  const dir = path.dirname(path.resolve(file));
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, ".git"))) return d;
+    if (path.dirname(d) === d) return dir;
+  }
+}
+
 export function evaluateRules(file: string): unknown {
   const r = spawnSync(
     "nix-instantiate",
-    // dummy:// store: evaluation needs no daemon and no write access to /nix.
-    ["--eval", "--strict", "--json", "--store", "dummy://", file],
+    [
+      "--eval",
+      "--strict",
+      "--json",
+      // dummy:// store: evaluation needs no daemon and no write access to /nix.
+      "--store",
+      "dummy://",
+      "--option",
+      "restrict-eval",
+      "true",
+      "--option",
+      "allowed-uris",
+      "",
+      "-I",
+      `nixseal-rules=${evaluationRoot(file)}`,
+      file,
+    ],
     {
       encoding: "utf8",
       maxBuffer: 64 * 1024 * 1024,

@@ -261,6 +261,24 @@ describe("errors", { skip: missing }, () => {
     assert.match(r.stderr, /unknown attribute "armour"/);
   });
 
+  test("a hostile secrets.nix can read nothing outside the repository and fetch nothing", () => {
+    const secretOutside = path.join(dir, "outside-secret.txt");
+    fs.writeFileSync(secretOutside, "AGE-SECRET-KEY-1OUTSIDE");
+    fs.writeFileSync(
+      path.join(work, "secrets.nix"),
+      `{ "x.age".publicKeys = [ (builtins.readFile ${secretOutside}) ]; }\n`,
+    );
+    let r = sh(["list", "--no-cache"], { cwd: work });
+    assertError(r, 2, /forbidden in restricted mode/);
+    assert.doesNotMatch(r.stderr, /OUTSIDE/);
+    fs.writeFileSync(
+      path.join(work, "secrets.nix"),
+      '{ "x.age".publicKeys = [ (builtins.readFile (builtins.fetchurl "http://127.0.0.1:9/k")) ]; }\n',
+    );
+    r = sh(["list", "--no-cache"], { cwd: work });
+    assertError(r, 2, /access to URI .* is forbidden/);
+  });
+
   test("an unknown recipient type in the rules names the rules file and the secret", () => {
     fs.writeFileSync(
       path.join(work, "secrets.nix"),
