@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { nixseal, run, tempDir, which } from "../helpers.js";
+import { CLI, nixseal, run, tempDir, which } from "../helpers.js";
 
 const AGE = which("age");
 const AGE_KEYGEN = which("age-keygen");
@@ -138,6 +138,40 @@ describe("interop with the real age binary", { skip: noAge }, () => {
     assert.equal(r.status, 1);
     assert.match(r.stderr, /incorrect passphrase/);
   });
+});
+
+test("-p asks at the terminal (twice), and the real age decrypts with the typed passphrase", {
+  skip: noAge || (SCRIPT ? false : "script (util-linux) is not installed"),
+}, () => {
+  const input = write("tty-in", "typed at a terminal\n");
+  const out = path.join(dir, "tty.age");
+  // script(1) gives nixseal a real pseudo-terminal; the passphrase is typed after each prompt.
+  const typed = "(sleep 1; printf 'tty pass\\n'; sleep 1; printf 'tty pass\\n'; sleep 2)";
+  const cmd = `${typed} | ${SCRIPT} -qec "${process.execPath} ${CLI} age -p -o ${out} ${input}" /dev/null`;
+  const r = spawnSync("sh", ["-c", cmd], {
+    timeout: 30_000,
+    env: { ...process.env, NIXSEAL_PASSPHRASE_FILE: "" },
+  });
+  assert.equal(r.status, 0, r.stdout.toString());
+  assert.match(r.stdout.toString(), /Enter passphrase[\s\S]*Confirm passphrase/);
+  assert.doesNotMatch(
+    r.stdout.toString().replace(/tty pass\r?\n/g, ""),
+    /tty pass/,
+    "the passphrase is not echoed",
+  );
+  const plain = path.join(dir, "tty-out");
+  const a = spawnSync(
+    "sh",
+    [
+      "-c",
+      `(sleep 1; printf 'tty pass\\n'; sleep 2) | ${SCRIPT} -qec "${AGE} -d -o ${plain} ${out}" /dev/null`,
+    ],
+    {
+      timeout: 30_000,
+    },
+  );
+  assert.equal(a.status, 0, a.stdout.toString());
+  assert.equal(fs.readFileSync(plain, "utf8"), "typed at a terminal\n");
 });
 
 /** Every error: exit 1, an error line naming what is wrong, a hint line, nothing else. */
