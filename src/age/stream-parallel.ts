@@ -16,31 +16,18 @@
  *   SharedArrayBuffer that they never copy: wiping it here at the end wipes it there.
  * - Memory stays bounded: one job (at most 128 chunks, 8 MiB) is in flight at a time.
  */
-import { availableParallelism } from "node:os";
-import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
+import { createRequire } from "node:module";
+import type { MessagePort, Worker } from "node:worker_threads";
 import { NixsealError } from "../common/errors.js";
 import {
   CHUNK_SIZE,
   ENCRYPTED_CHUNK_SIZE,
   MAX_CHUNKS,
+  openChunkAt,
   PayloadDecryptor,
   PayloadEncryptor,
+  sealChunkAt,
 } from "./stream.js";
-import {
-  BATCH_BAD,
-  BATCH_FINAL,
-  BATCH_OK,
-  type BatchResult,
-  batchCount,
-  type ChunkJob,
-  type ChunkOp,
-  CONTROL_WORDS,
-  claimBatches,
-  DONE_BATCHES,
-  runBatch,
-  STOP_BATCH,
-  WORKER_KIND,
-} from "./stream-worker.js";
 
 /** Payload bytes after which workers are started. */
 export const PARALLEL_THRESHOLD = 16 * 1024 * 1024;
@@ -52,6 +39,135 @@ const JOB_CHUNKS = 128;
 const MAX_WORKERS = 3;
 /** A worker that makes no progress for this long is broken (it never happens in practice). */
 const STALL_MS = 30_000;
+
+// --- The protocol between the main thread and the workers, and the batch work they share ----
+//
+// age spec: "Payload": every chunk is sealed on its own, under a nonce made of its 11-byte
+// counter and the last-chunk flag, so chunks can be opened and sealed in any order as long as
+// the results are released in counter order. A job is a run of whole chunks cut into batches;
+// the main thread and the workers claim batches from a counter they share (Atomics), so a busy
+// or slow-starting worker never holds the main thread up: whoever is free takes the next batch.
+
+type WorkerThreads = typeof import("node:worker_threads");
+let threads: WorkerThreads | undefined;
+
+/** node:worker_threads, loaded on first use: a process that only handles small files never does. */
+function workerThreads(): WorkerThreads {
+  threads ??= createRequire(import.meta.url)("node:worker_threads") as WorkerThreads;
+  return threads;
+}
+
+/** Marks the workerData of our workers. */
+export const WORKER_KIND = "nixseal-stream-worker";
+
+/** Indices into a job's control words: an Int32Array over a SharedArrayBuffer. */
+export const NEXT_BATCH = 0; // the next batch to claim (Atomics.add)
+export const DONE_BATCHES = 1; // claimed batches done or skipped; waited on by the main thread
+export const STOP_BATCH = 2; // the lowest batch that ended the payload; later batches are skipped
+export const CONTROL_WORDS = 3;
+
+/** How a batch of chunks to open ended. */
+export const BATCH_OK = 0; // every chunk opened as a middle chunk
+export const BATCH_FINAL = 1; // its last part opened as the final chunk; nothing after it opened
+export const BATCH_BAD = 2; // the chunk after its last part opened neither as middle nor as final
+
+export type ChunkOp = "open" | "seal";
+
+/** What the main thread posts to each worker for one job. */
+export interface ChunkJob {
+  op: ChunkOp;
+  /** The payload key (32 bytes at keyOffset), shared: the main thread wipes it when done. */
+  key: SharedArrayBuffer;
+  keyOffset: number;
+  control: SharedArrayBuffer;
+  input: SharedArrayBuffer;
+  /** Byte offset of the job's first chunk in `input`. */
+  offset: number;
+  chunks: number;
+  batchChunks: number;
+  /** STREAM counter of the job's first chunk. */
+  counter: number;
+}
+
+export interface BatchResult {
+  batch: number;
+  /** open: one plaintext per chunk that opened, in order; seal: ciphertext, tag, ciphertext, tag... */
+  parts: Buffer[];
+  status: number;
+  /** The worker could not do this batch (it threw); the main thread does it again. */
+  failed?: boolean;
+}
+
+export function batchCount(job: Pick<ChunkJob, "chunks" | "batchChunks">): number {
+  return Math.ceil(job.chunks / job.batchChunks);
+}
+
+/**
+ * Opens or seals the chunks of one batch. Opening follows PayloadDecryptor exactly: a chunk is
+ * tried as a middle chunk, then as the final chunk; the batch stops at the first chunk that is
+ * not a middle chunk.
+ */
+export function runBatch(
+  job: Pick<ChunkJob, "op" | "offset" | "chunks" | "batchChunks" | "counter">,
+  key: Uint8Array,
+  input: Buffer,
+  batch: number,
+  nonce: Buffer,
+): BatchResult {
+  const start = batch * job.batchChunks;
+  const end = Math.min(start + job.batchChunks, job.chunks);
+  const parts: Buffer[] = [];
+  if (job.op === "seal") {
+    for (let k = start; k < end; k++) {
+      const at = job.offset + k * CHUNK_SIZE;
+      sealChunkAt(key, job.counter + k, false, input.subarray(at, at + CHUNK_SIZE), nonce, parts);
+    }
+    return { batch, parts, status: BATCH_OK };
+  }
+  for (let k = start; k < end; k++) {
+    const at = job.offset + k * ENCRYPTED_CHUNK_SIZE;
+    const chunk = input.subarray(at, at + ENCRYPTED_CHUNK_SIZE);
+    let plain = openChunkAt(key, job.counter + k, false, chunk, nonce);
+    if (plain !== null) {
+      parts.push(plain);
+      continue;
+    }
+    plain = openChunkAt(key, job.counter + k, true, chunk, nonce);
+    if (plain === null) return { batch, parts, status: BATCH_BAD };
+    parts.push(plain);
+    return { batch, parts, status: BATCH_FINAL };
+  }
+  return { batch, parts, status: BATCH_OK };
+}
+
+/**
+ * Claims batches of a job until none is left, calling `handle` on each (which returns the batch
+ * status). Batches past a stop are skipped, and every claimed batch is counted done, even when
+ * `handle` throws, so that the main thread's wait always ends.
+ */
+export function claimBatches(control: Int32Array, batches: number, handle: (batch: number) => number): void {
+  for (;;) {
+    const batch = Atomics.add(control, NEXT_BATCH, 1);
+    if (batch >= batches) return;
+    try {
+      if (batch <= Atomics.load(control, STOP_BATCH)) {
+        const status = handle(batch);
+        if (status !== BATCH_OK) lowerStop(control, batch);
+      }
+    } finally {
+      Atomics.add(control, DONE_BATCHES, 1);
+      Atomics.notify(control, DONE_BATCHES);
+    }
+  }
+}
+
+/** STOP_BATCH = min(STOP_BATCH, batch). */
+export function lowerStop(control: Int32Array, batch: number): void {
+  for (;;) {
+    const stop = Atomics.load(control, STOP_BATCH);
+    if (stop <= batch || Atomics.compareExchange(control, STOP_BATCH, stop, batch) === stop) return;
+  }
+}
 
 export interface ParallelOptions {
   /** Payload bytes after which workers are used (default PARALLEL_THRESHOLD). */
@@ -70,7 +186,8 @@ export interface ParallelOptions {
 
 /** How many worker threads a parallel payload starts on this machine by default. */
 export function defaultWorkerCount(): number {
-  return Math.max(0, Math.min(MAX_WORKERS, availableParallelism() - 1));
+  const os = createRequire(import.meta.url)("node:os") as typeof import("node:os");
+  return Math.max(0, Math.min(MAX_WORKERS, os.availableParallelism() - 1));
 }
 
 interface JobSettings {
@@ -101,6 +218,7 @@ export class StreamWorkerPool {
   workerBatches = 0;
 
   constructor(count: number = defaultWorkerCount()) {
+    const { MessageChannel, Worker } = workerThreads();
     try {
       for (let i = 0; i < count; i++) {
         const { port1, port2 } = new MessageChannel();
@@ -229,6 +347,7 @@ export class StreamWorkerPool {
 
   /** Takes every batch result the workers posted for the current job. */
   private receiveResults(results: (BatchResult | undefined)[]): void {
+    const { receiveMessageOnPort } = workerThreads();
     for (const w of this.workers) {
       for (let m = receiveMessageOnPort(w.results); m !== undefined; m = receiveMessageOnPort(w.results)) {
         const r = m.message as { batch: number; parts: Uint8Array[]; status: number; failed?: boolean };
@@ -269,7 +388,8 @@ function wipeResults(results: readonly (BatchResult | undefined)[], from = 0): v
  */
 class ParallelPart {
   private readonly threshold: number;
-  private readonly workerCount: number;
+  /** Resolved on first need: small payloads never ask the OS how many cores there are. */
+  private workerCount: number | undefined;
   private readonly borrowedPool: StreamWorkerPool | null;
   private pool: StreamWorkerPool | null = null;
   private key: Buffer | null = null;
@@ -281,7 +401,7 @@ class ParallelPart {
   constructor(options: ParallelOptions) {
     this.threshold = options.threshold ?? PARALLEL_THRESHOLD;
     this.borrowedPool = options.pool ?? null;
-    this.workerCount = this.borrowedPool?.size ?? options.workers ?? defaultWorkerCount();
+    this.workerCount = this.borrowedPool?.size ?? options.workers;
     const batchChunks = Math.max(1, Math.floor(options.batchChunks ?? BATCH_CHUNKS));
     this.settings = { batchChunks, mainThreadHelps: options.mainThreadHelps ?? true };
     this.jobChunks = Math.max(batchChunks, Math.floor(options.jobChunks ?? JOB_CHUNKS));
@@ -290,13 +410,16 @@ class ParallelPart {
   /** Counts the bytes of a run of whole chunks; true if it should go to the workers. */
   wants(chunks: number, chunkSize: number, counter: number): boolean {
     this.seen += chunks * chunkSize;
-    return (
-      this.workerCount > 0 &&
+    if (
       // Fewer than two batches: the main thread alone is quicker than waking a worker.
-      chunks >= 2 * this.settings.batchChunks &&
-      this.seen >= this.threshold &&
-      counter + chunks <= MAX_CHUNKS
-    );
+      chunks < 2 * this.settings.batchChunks ||
+      this.seen < this.threshold ||
+      counter + chunks > MAX_CHUNKS
+    ) {
+      return false;
+    }
+    this.workerCount ??= defaultWorkerCount();
+    return this.workerCount > 0;
   }
 
   /** Runs one job of at most jobChunks chunks, starting the workers on first use. */
@@ -306,7 +429,7 @@ class ParallelPart {
       this.key.set(payloadKey);
     }
     if (this.pool === null) {
-      this.pool = this.borrowedPool ?? new StreamWorkerPool(this.workerCount);
+      this.pool = this.borrowedPool ?? new StreamWorkerPool(this.workerCount ?? defaultWorkerCount());
       this.poolBatchesAtStart = this.pool.workerBatches;
     }
     return this.pool.run(op, this.key, input, counter, chunks, this.settings);
