@@ -1,0 +1,158 @@
+/**
+ * Helpers shared by the benchmarks: finding programs, timing commands (with hyperfine when it is
+ * installed, else spawn and a clock), medians, a scratch directory in RAM.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (this file runs as dist/bench/common.js). */
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const DEFAULT_CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+
+export interface BenchContext {
+  /** Timed runs per command (after one untimed warm-up run). */
+  runs: number;
+  /** The nixseal CLI to run (dist/src/cli/main.js of this checkout unless --nixseal). */
+  cli: string;
+  /** Where scratch files go (a tmpfs: /dev/shm when it exists). */
+  scratch: string;
+  hyperfine: string | null;
+  /** Named numeric options from the command line (--size-mib, --files). */
+  option(name: string): number | undefined;
+  log(line: string): void;
+}
+
+/** One line of a result table: the times of nixseal and of its anchor, in ms per run. */
+export interface ResultRow {
+  name: string;
+  nixseal: number[];
+  anchorName: string;
+  anchor: number[] | null;
+  /** The goal, e.g. "≤ 1.0× age" or "< 300 ms". */
+  target?: string;
+}
+
+export interface BenchResult {
+  /** A title for the results section, e.g. "age-1gib: 1 GiB through nixseal age and age". */
+  title: string;
+  rows: ResultRow[];
+  /** Extra lines printed under the table (method, caveats). */
+  notes: string[];
+}
+
+export interface Benchmark {
+  name: string;
+  description: string;
+  run(ctx: BenchContext): Promise<BenchResult | null>;
+}
+
+export function which(program: string): string | null {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    const p = path.join(dir || ".", program);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      if (fs.statSync(p).isFile()) return p;
+    } catch {}
+  }
+  return null;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A fresh scratch directory under `base`, removed by the returned function. */
+export function scratchDir(base: string, label: string): { dir: string; remove: () => void } {
+  const dir = fs.mkdtempSync(path.join(base, `nixseal-bench-${label}-`));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** /dev/shm when it is a writable directory, else the OS temp dir. */
+export function defaultScratchBase(): string {
+  try {
+    fs.accessSync("/dev/shm", fs.constants.W_OK);
+    if (fs.statSync("/dev/shm").isDirectory()) return "/dev/shm";
+  } catch {}
+  return os.tmpdir();
+}
+
+export function freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+}
+
+export interface TimedCommand {
+  name: string;
+  argv: string[];
+}
+
+/** Quotes an argument for hyperfine's shell-words splitting (used with -N, no shell). */
+function quote(arg: string): string {
+  return /^[A-Za-z0-9_./=:@%+,-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}
+
+/**
+ * Runs each command once, in the order given, and returns their wall times in ms (process start
+ * to exit). Fails if a command fails. With hyperfine: `hyperfine -N --runs 1`.
+ */
+export function timeOnce(ctx: BenchContext, commands: readonly TimedCommand[]): number[] {
+  if (ctx.hyperfine) {
+    const json = path.join(ctx.scratch, `hyperfine-${process.pid}.json`);
+    const args = ["-N", "--runs", "1", "--style", "none", "--export-json", json];
+    for (const c of commands) args.push("--command-name", c.name);
+    for (const c of commands) args.push(c.argv.map(quote).join(" "));
+    const r = spawnSync(ctx.hyperfine, args, { encoding: "utf8" });
+    if (r.status !== 0) {
+      throw new Error(
+        `hyperfine failed (${commands.map((c) => c.name).join(", ")}): ${r.stderr || r.stdout}`,
+      );
+    }
+    const results = (JSON.parse(fs.readFileSync(json, "utf8")) as { results: { times: number[] }[] }).results;
+    fs.rmSync(json, { force: true });
+    return results.map((x) => x.times[0]! * 1000);
+  }
+  return commands.map((c) => {
+    const t = performance.now();
+    const r = spawnSync(c.argv[0]!, c.argv.slice(1), {
+      stdio: ["ignore", "ignore", "pipe"],
+      encoding: "utf8",
+    });
+    const ms = performance.now() - t;
+    if (r.status !== 0) throw new Error(`${c.name} failed: ${r.stderr}`);
+    return ms;
+  });
+}
+
+/**
+ * Interleaved runs: one untimed warm-up round, then `ctx.runs` rounds of every command, the
+ * order reversed every other round so neither side always runs first (caches, frequency).
+ * Returns the times per command name.
+ */
+export function interleaved(ctx: BenchContext, commands: readonly TimedCommand[]): Map<string, number[]> {
+  const times = new Map<string, number[]>(commands.map((c) => [c.name, []]));
+  ctx.log(`  warm-up: ${commands.map((c) => c.name).join(", ")}`);
+  timeOnce(ctx, commands);
+  for (let round = 0; round < ctx.runs; round++) {
+    const order = round % 2 === 0 ? [...commands] : [...commands].reverse();
+    const t = timeOnce(ctx, order);
+    order.forEach((c, i) => {
+      times.get(c.name)!.push(t[i]!);
+    });
+    ctx.log(
+      `  run ${round + 1}/${ctx.runs}: ${order.map((c, i) => `${c.name} ${t[i]!.toFixed(0)} ms`).join(", ")}`,
+    );
+  }
+  return times;
+}
+
+/** The first line of `program --version`, or null. */
+export function versionOf(program: string, args = ["--version"]): string | null {
+  const r = spawnSync(program, args, { encoding: "utf8" });
+  if (r.status !== 0 && !r.stdout) return null;
+  return (r.stdout || r.stderr).trim().split("\n")[0] ?? null;
+}

@@ -1,0 +1,267 @@
+/**
+ * The benchmark runner: `npm run bench` (all), or `node dist/bench/run.js NAME...`.
+ * Benchmarks are not tests: they time nixseal against its anchors (the `age` binary, an
+ * agenix-style loop) in the same run, print a Markdown table and record it in bench/RESULTS.md,
+ * one section per benchmark, with the date, the machine and the exact command.
+ *
+ * Options:
+ *   --runs N        timed runs per command, after one warm-up run (default 3)
+ *   --nixseal FILE  the nixseal CLI to time (default dist/src/cli/main.js of this checkout)
+ *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
+ *   --size-mib N    age-1gib: the file size (default 1024)
+ *   --files N       small-decrypt: the number of files (default 1000)
+ *   --no-record     print only, do not update bench/RESULTS.md
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { age1gib } from "./age-1gib.js";
+import {
+  type BenchContext,
+  type Benchmark,
+  type BenchResult,
+  DEFAULT_CLI,
+  defaultScratchBase,
+  median,
+  REPO,
+  type ResultRow,
+  versionOf,
+  which,
+} from "./common.js";
+import { smallDecrypt } from "./small-decrypt.js";
+
+/** bench/rekey.ts (its own author's), run through its exported benchRekey() when present. */
+const rekey: Benchmark = {
+  name: "rekey",
+  description: "nixseal rekey of 1000 secrets vs an agenix-style loop (bench/rekey.ts)",
+  async run(ctx) {
+    let mod: {
+      benchRekey?: (o: { log?: (l: string) => void; startupRuns?: number }) => Promise<{
+        secrets: number;
+        recipients: number;
+        nixsealRekeyMs: number;
+        nixsealRekeyCachedMs: number;
+        agenixLoopMs: number | null;
+        startupRuns: number[];
+      }>;
+    };
+    try {
+      // Imported by URL so that this runner builds whatever state that file is in.
+      mod = await import(new URL("./rekey.js", import.meta.url).href);
+    } catch {
+      ctx.log("rekey: skipped: bench/rekey.ts is not built");
+      return null;
+    }
+    if (typeof mod.benchRekey !== "function") return null;
+    const r = await mod.benchRekey({ log: ctx.log });
+    return {
+      title: `rekey: ${r.secrets} secrets × ${r.recipients} recipients, one recipient added`,
+      rows: [
+        {
+          name: "rekey",
+          nixseal: [r.nixsealRekeyMs],
+          anchorName: "agenix-style loop (age -d + age -e per file)",
+          anchor: r.agenixLoopMs === null ? null : [r.agenixLoopMs],
+          target: "< 2000 ms",
+        },
+        {
+          name: "rekey --force (rules cached)",
+          nixseal: [r.nixsealRekeyCachedMs],
+          anchorName: "",
+          anchor: null,
+        },
+        {
+          name: "`nixseal --version`",
+          nixseal: r.startupRuns,
+          anchorName: "",
+          anchor: null,
+          target: "< 120 ms",
+        },
+      ],
+      notes: ["Measured by bench/rekey.ts (one run each; start-up: several runs)."],
+    };
+  },
+};
+
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey];
+
+function usage(): string {
+  return [
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--files N] [--no-record]",
+    "",
+    ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
+    "",
+    "With no NAME, every benchmark runs.",
+  ].join("\n");
+}
+
+interface Args {
+  names: string[];
+  values: Map<string, string>;
+  flags: Set<string>;
+}
+
+function parseArgs(argv: string[]): Args {
+  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--files"]);
+  const args: Args = { names: [], values: new Map(), flags: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (withValue.has(a)) {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      args.values.set(a, v);
+    } else if (a.startsWith("--")) {
+      args.flags.add(a);
+    } else {
+      args.names.push(a);
+    }
+  }
+  return args;
+}
+
+function cpuModel(): string {
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"));
+    if (m) return m[1]!.trim();
+  } catch {}
+  return os.cpus()[0]?.model ?? "unknown CPU";
+}
+
+function machine(ctx: BenchContext): string {
+  const age = which("age");
+  return [
+    `nproc ${os.availableParallelism()}`,
+    cpuModel(),
+    `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+    `${os.type()} ${os.release()}`,
+    `node ${process.version}`,
+    `age ${age ? (versionOf(age) ?? "?") : "not installed"}`,
+    ctx.hyperfine ? `${versionOf(ctx.hyperfine) ?? "hyperfine"}` : "no hyperfine (spawn + clock)",
+  ].join(", ");
+}
+
+const ms = (x: number) => `${x.toFixed(0)} ms`;
+
+function table(result: BenchResult): string {
+  const lines = [
+    "| | nixseal (median) | anchor | anchor (median) | nixseal / anchor | target | runs (ms): nixseal; anchor |",
+    "|---|---:|---|---:|---:|---|---|",
+  ];
+  for (const r of result.rows) lines.push(row(r));
+  return lines.join("\n");
+}
+
+function row(r: ResultRow): string {
+  const ns = median(r.nixseal);
+  const anchor = r.anchor ? median(r.anchor) : null;
+  const runs = [r.nixseal, r.anchor ?? []]
+    .filter((xs) => xs.length > 0)
+    .map((xs) => xs.map((x) => x.toFixed(0)).join(", "))
+    .join("; ");
+  return [
+    "",
+    r.name,
+    ms(ns),
+    r.anchorName || "-",
+    anchor === null ? "-" : ms(anchor),
+    anchor === null ? "-" : `${(ns / anchor).toFixed(2)}×`,
+    r.target ?? "",
+    runs,
+    "",
+  ]
+    .join(" | ")
+    .trim();
+}
+
+function section(
+  name: string,
+  result: BenchResult,
+  info: { date: string; machine: string; command: string; load: string },
+): string {
+  return [
+    `<!-- bench:${name} -->`,
+    `## ${result.title}`,
+    "",
+    `- Date: ${info.date}`,
+    `- Machine: ${info.machine}`,
+    `- Load average (1 min) before / after: ${info.load}`,
+    `- Command: \`${info.command}\``,
+    "",
+    table(result),
+    "",
+    ...result.notes.map((n) => `${n}\n`),
+    `<!-- /bench:${name} -->`,
+  ].join("\n");
+}
+
+const RESULTS_HEADER = `# Benchmark results
+
+Recorded by \`bench/run.ts\` (\`npm run bench\`, or \`node dist/bench/run.js NAME...\`); each section
+is replaced when its benchmark runs again. Times are wall-clock medians of interleaved runs (after
+one warm-up run), process start-up included; "nixseal / anchor" below 1 means nixseal is faster.
+Benchmarks are not tests: nothing in test/ times anything.
+`;
+
+/** Replaces (or appends) the section of one benchmark in bench/RESULTS.md. */
+function record(file: string, name: string, text: string): void {
+  let doc = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : RESULTS_HEADER;
+  const start = `<!-- bench:${name} -->`;
+  const end = `<!-- /bench:${name} -->`;
+  const i = doc.indexOf(start);
+  const j = doc.indexOf(end);
+  if (i >= 0 && j > i) doc = doc.slice(0, i) + text + doc.slice(j + end.length);
+  else doc = `${doc.trimEnd()}\n\n${text}\n`;
+  fs.writeFileSync(file, doc);
+}
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.flags.has("--help")) {
+    process.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const unknown = args.names.filter((n) => !BENCHMARKS.some((b) => b.name === n));
+  if (unknown.length > 0) {
+    process.stderr.write(`unknown benchmark: ${unknown.join(", ")}\n\n${usage()}\n`);
+    return 2;
+  }
+  const selected = args.names.length > 0 ? BENCHMARKS.filter((b) => args.names.includes(b.name)) : BENCHMARKS;
+  const num = (name: string) => {
+    const v = args.values.get(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} needs a positive number`);
+    return n;
+  };
+  const ctx: BenchContext = {
+    runs: num("--runs") ?? 3,
+    cli: path.resolve(args.values.get("--nixseal") ?? DEFAULT_CLI),
+    scratch: args.values.get("--dir") ?? defaultScratchBase(),
+    hyperfine: which("hyperfine"),
+    option: num,
+    log: (line) => process.stderr.write(`${line}\n`),
+  };
+  if (!fs.existsSync(ctx.cli)) throw new Error(`${ctx.cli} does not exist: run npm run build first`);
+  const command = `node ${path.relative(REPO, process.argv[1]!)} ${process.argv.slice(2).join(" ")}`.trim();
+  const info = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    machine: machine(ctx),
+    command,
+    load: "",
+  };
+  process.stdout.write(`Machine: ${info.machine}\n`);
+  for (const b of selected) {
+    const before = os.loadavg()[0]!.toFixed(2);
+    ctx.log(`== ${b.name}`);
+    const result = await b.run(ctx);
+    if (result === null) continue;
+    info.load = `${before} / ${os.loadavg()[0]!.toFixed(2)}`;
+    process.stdout.write(`\n### ${result.title}\n\n${table(result)}\n\n`);
+    if (!args.flags.has("--no-record")) {
+      record(path.join(REPO, "bench", "RESULTS.md"), b.name, section(b.name, result, info));
+    }
+  }
+  return 0;
+}
+
+process.exitCode = await main();
