@@ -42,5 +42,12 @@ export {
 } from "./ssh-ed25519.js";
 export { SSH_RSA_STANZA, SshRsaIdentity, SshRsaRecipient } from "./ssh-rsa.js";
 export { CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, PayloadDecryptor, PayloadEncryptor } from "./stream.js";
+export {
+  PARALLEL_THRESHOLD,
+  type ParallelOptions,
+  ParallelPayloadDecryptor,
+  ParallelPayloadEncryptor,
+  StreamWorkerPool,
+} from "./stream-parallel.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519Identity, X25519Recipient } from "./x25519.js";
