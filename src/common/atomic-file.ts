@@ -79,6 +79,30 @@ export class AtomicFile {
     }
   }
 
+  /**
+   * commit() off the main thread: fsync and rename run on libuv's thread pool, so many files
+   * can be committed at once and the disk batches their journal commits (nixseal rekey: 1000
+   * files in ~0.6 s instead of ~2 s). The directory is not fsync-ed here: call syncDirectory()
+   * once per directory when the batch is done. `beforeRename` may veto the rename by throwing.
+   */
+  async commitAsync(beforeRename?: () => void): Promise<void> {
+    if (this.done) return;
+    try {
+      const fd = this.fd;
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+      beforeRename?.();
+      fs.closeSync(fd);
+      this.fd = -1;
+      await fs.promises.rename(this.tempPath, this.target);
+    } catch (e) {
+      this.abort();
+      if (e instanceof NixsealError) throw e;
+      throw ioError("write", this.target, e);
+    }
+    this.done = true;
+    live.delete(this);
+  }
+
   /** Like commit(), but fails with EEXIST instead of replacing an existing target. */
   commitNoClobber(): void {
     if (this.done) return;
@@ -121,6 +145,18 @@ export class AtomicFile {
       fs.unlinkSync(this.tempPath);
     } catch {}
   }
+}
+
+/** fsync of a directory, so that renames in it are durable (best effort, as in commit()). */
+export function syncDirectory(dir: string): void {
+  try {
+    const dfd = fs.openSync(dir, "r");
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+  } catch {}
 }
 
 /** Writes a whole small file atomically. */
