@@ -9,6 +9,7 @@ import type { Identity, Recipient } from "../age/types.js";
 import { writeFileAtomic } from "../common/atomic-file.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
+import { withRecipientsRecord } from "./recipients-record.js";
 import type { SecretRule } from "./rules.js";
 
 /** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
@@ -86,13 +87,19 @@ export async function decryptSecret(rule: SecretRule, identities: readonly Ident
   }
 }
 
-/** Encrypts plaintext to the rules' recipients and replaces the file atomically. */
+/**
+ * Encrypts plaintext to the rules' recipients (`recipients` are those of `rule.publicKeys`, as
+ * recipientsFor makes them) and replaces the file atomically.
+ */
 export async function writeSecret(
   rule: SecretRule,
   plaintext: Uint8Array,
   recipients: readonly Recipient[],
 ): Promise<void> {
-  const file = await encrypt(plaintext, recipients, { armor: rule.armor });
+  // The recipients record (recipients-record.ts) lets `check` and `rekey` see from the header
+  // alone that the file is encrypted to exactly the rules' recipients; age ignores it.
+  const withRecord = withRecipientsRecord(recipients, rule.publicKeys, `secret "${rule.name}"`);
+  const file = await encrypt(plaintext, withRecord, { armor: rule.armor });
   try {
     fs.mkdirSync(path.dirname(rule.file), { recursive: true });
   } catch (e) {

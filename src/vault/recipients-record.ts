@@ -1,0 +1,256 @@
+/**
+ * What a secret file was encrypted to, and whether that matches the rules, from its header alone.
+ *
+ * X25519 and post-quantum stanzas do not say who they are for (age spec: recipient privacy), so
+ * nixseal records the recipient set in the file itself, as one extra header stanza
+ *
+ *     -> nixseal-recipients <base64 SHA-256 of the sorted, de-duplicated, normalised recipients>
+ *
+ * with an empty body. Every conforming age implementation ignores it (age spec: "Recipient
+ * stanzas": an identity skips stanzas of types it does not know; the CCTV grease vectors test
+ * exactly that), and it is covered by the header MAC like every stanza. The record only
+ * speaks about public keys that the repository's secrets.nix lists anyway.
+ *
+ * ssh stanzas carry a 4-byte tag of their key, so those are checked even without a record.
+ */
+import { createHash } from "node:crypto";
+import { HYBRID_STANZA, HybridRecipient } from "../age/hybrid.js";
+import { SSH_ED25519_STANZA, SshEd25519Recipient } from "../age/ssh-ed25519.js";
+import { SSH_RSA_STANZA, SshRsaRecipient } from "../age/ssh-rsa.js";
+import type { Recipient, Stanza } from "../age/types.js";
+import { X25519_STANZA, X25519Recipient } from "../age/x25519.js";
+import { NixsealError } from "../common/errors.js";
+import { parseRecipientString, pluginNameOfRecipient } from "../keys/key-types.js";
+
+export const RECIPIENTS_RECORD_STANZA = "nixseal-recipients";
+/** Domain separation: a digest of this kind can never be confused with another SHA-256. */
+const DIGEST_CONTEXT = "nixseal.org/recipients/v1\n";
+
+/** What a recipient string implies for a header: the stanza it wraps to. */
+export type ExpectedStanza =
+  /** X25519 or post-quantum: the type is known, the recipient is not visible. */
+  | { kind: "anonymous"; type: string }
+  /** ssh-ed25519 / ssh-rsa: type and the key's tag (the first argument). */
+  | { kind: "tagged"; type: string; tag: string }
+  /** A plugin recipient: one or more stanzas of a type only the plugin knows. */
+  | { kind: "plugin"; plugin: string };
+
+export interface RecipientInfo {
+  /** The recipient as written in the rules (trimmed). */
+  text: string;
+  /** Canonical form: ssh keys as "type base64" (comment dropped), age keys as they are. */
+  normalised: string;
+  expected: ExpectedStanza;
+}
+
+/**
+ * Classifies and normalises one recipient string without running anything (plugins are not
+ * started: `check` must work with nothing but the repository). Throws AGE_RECIPIENT.
+ */
+export function describeRecipient(s: string, where: string): RecipientInfo {
+  const text = s.trim();
+  const plugin = pluginNameOfRecipient(text);
+  if (plugin !== null) return { text, normalised: text, expected: { kind: "plugin", plugin } };
+  const r = parseRecipientString(text, where);
+  if (r instanceof SshEd25519Recipient) {
+    return {
+      text,
+      normalised: r.toString(),
+      expected: { kind: "tagged", type: SSH_ED25519_STANZA, tag: r.tag },
+    };
+  }
+  if (r instanceof SshRsaRecipient) {
+    return { text, normalised: r.toString(), expected: { kind: "tagged", type: SSH_RSA_STANZA, tag: r.tag } };
+  }
+  if (r instanceof X25519Recipient) {
+    return { text, normalised: r.toString(), expected: { kind: "anonymous", type: X25519_STANZA } };
+  }
+  if (r instanceof HybridRecipient) {
+    return { text, normalised: r.toString(), expected: { kind: "anonymous", type: HYBRID_STANZA } };
+  }
+  throw new NixsealError("INTERNAL", `${where}: recipient type without a stanza profile`);
+}
+
+/**
+ * The record's argument for a set of recipients: base64 (unpadded) SHA-256 over the sorted,
+ * de-duplicated normalised strings, one per line.
+ */
+export function recipientsDigest(normalised: readonly string[]): string {
+  const unique = [...new Set(normalised)].sort();
+  const h = createHash("sha256").update(DIGEST_CONTEXT);
+  for (const s of unique) h.update(`${s}\n`);
+  return h.digest("base64").replace(/=+$/, "");
+}
+
+export function recordStanza(digest: string): Stanza {
+  return { type: RECIPIENTS_RECORD_STANZA, args: [digest], body: new Uint8Array(0) };
+}
+
+/**
+ * The record as a Recipient, added last to a file's recipients. It wraps nothing. Its labels
+ * are those of the recipients it sits beside (read after they wrapped, as age does for
+ * plugins), so it never changes which recipients may be mixed: post-quantum files stay
+ * post-quantum-only.
+ */
+export class RecipientsRecord implements Recipient {
+  readonly digest: string;
+  private readonly beside: readonly Recipient[];
+
+  constructor(digest: string, beside: readonly Recipient[] = []) {
+    this.digest = digest;
+    this.beside = beside;
+  }
+
+  get labels(): readonly string[] {
+    return this.beside[0]?.labels ?? [];
+  }
+
+  wrapFileKey(): Stanza[] {
+    return [recordStanza(this.digest)];
+  }
+}
+
+/** `recipients` (made from `publicKeys`) followed by the record of `publicKeys`. */
+export function withRecipientsRecord(
+  recipients: readonly Recipient[],
+  publicKeys: readonly string[],
+  where: string,
+): Recipient[] {
+  const digest = recipientsDigest(publicKeys.map((k) => describeRecipient(k, where).normalised));
+  return [...recipients, new RecipientsRecord(digest, recipients)];
+}
+
+export type RecordState =
+  | { state: "absent" }
+  | { state: "present"; digest: string }
+  | { state: "malformed"; reason: string };
+
+/** Reads the record from a header's stanzas. */
+export function readRecipientsRecord(stanzas: readonly Stanza[]): RecordState {
+  const records = stanzas.filter((s) => s.type === RECIPIENTS_RECORD_STANZA);
+  if (records.length === 0) return { state: "absent" };
+  if (records.length > 1) return { state: "malformed", reason: `${records.length} recipients records` };
+  const r = records[0]!;
+  if (r.args.length !== 1 || r.body.length !== 0 || !/^[A-Za-z0-9+/]{43}$/.test(r.args[0]!)) {
+    return { state: "malformed", reason: "the recipients record is malformed" };
+  }
+  return { state: "present", digest: r.args[0]! };
+}
+
+/** rage adds one random "grease" stanza (type "<random>-grease") to every header it writes. */
+function isGrease(s: Stanza): boolean {
+  return s.type.endsWith("-grease");
+}
+
+/** What the rules say a secret's header must hold. */
+export interface HeaderExpectation {
+  recipients: RecipientInfo[];
+  digest: string;
+}
+
+export function expectationOf(publicKeys: readonly string[], where: string): HeaderExpectation {
+  const problems: NixsealError[] = [];
+  const recipients: RecipientInfo[] = [];
+  for (const k of publicKeys) {
+    try {
+      recipients.push(describeRecipient(k, where));
+    } catch (e) {
+      if (e instanceof NixsealError) problems.push(e);
+      else throw e;
+    }
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  return { recipients, digest: recipientsDigest(recipients.map((r) => r.normalised)) };
+}
+
+export interface HeaderComparison {
+  /** Ways the header contradicts the rules, one sentence each (empty: consistent). */
+  mismatches: string[];
+  record: RecordState;
+  /**
+   * Recipients whose stanzas cannot be told apart without the record (X25519, post-quantum,
+   * plugins). Only meaningful when the record is absent.
+   */
+  unverifiable: number;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** How to name an ssh key of the rules in a message: its comment, else the start of the key. */
+function shownKey(r: RecipientInfo): string {
+  const comment = r.text.split(/\s+/).slice(2).join(" ");
+  return comment !== "" ? `"${comment}"` : `${r.normalised.slice(0, 32)}...`;
+}
+
+/**
+ * Compares a header's stanzas with what the rules expect: the record, the stanza count and
+ * types, and the ssh tags. Needs no key: this is what `check` runs and how `rekey` decides.
+ */
+export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectation): HeaderComparison {
+  const mismatches: string[] = [];
+  const record = readRecipientsRecord(stanzas);
+  if (record.state === "malformed") mismatches.push(record.reason);
+  if (record.state === "present" && record.digest !== expect.digest) {
+    mismatches.push("the recipients record differs from the rules (recipients were added or removed)");
+  }
+  const left = stanzas.filter((s) => s.type !== RECIPIENTS_RECORD_STANZA && !isGrease(s));
+  let plugins = 0;
+  let unverifiable = 0;
+  // ssh keys: each must have a stanza with its tag.
+  for (const r of expect.recipients) {
+    const e = r.expected;
+    if (e.kind === "plugin") {
+      plugins++;
+      unverifiable++;
+      continue;
+    }
+    if (e.kind === "anonymous") {
+      unverifiable++;
+      continue;
+    }
+    const i = left.findIndex((s) => s.type === e.type && s.args[0] === e.tag);
+    if (i >= 0) left.splice(i, 1);
+    else mismatches.push(`no ${e.type} stanza for the key ${shownKey(r)} of the rules (tag ${e.tag})`);
+  }
+  // X25519 and post-quantum: only the count per type can be compared.
+  const anonymous = new Map<string, number>();
+  for (const r of expect.recipients) {
+    if (r.expected.kind === "anonymous")
+      anonymous.set(r.expected.type, (anonymous.get(r.expected.type) ?? 0) + 1);
+  }
+  for (const [type, want] of anonymous) {
+    const have = left.filter((s) => s.type === type).length;
+    if (have !== want && !(plugins > 0 && have > want)) {
+      mismatches.push(
+        `${plural(have, `${type} stanza`)} for ${plural(want, `${type} recipient`)} in the rules`,
+      );
+    }
+    for (let n = 0, i = 0; n < Math.min(have, want); ) {
+      if (left[i]!.type === type) {
+        left.splice(i, 1);
+        n++;
+      } else i++;
+    }
+  }
+  if (plugins === 0) {
+    const extraTagged = left.filter((s) => s.type === SSH_ED25519_STANZA || s.type === SSH_RSA_STANZA);
+    if (extraTagged.length > 0) {
+      const tags = extraTagged.map((s) => `${s.type} ${s.args[0] ?? "?"}`).join(", ");
+      mismatches.push(
+        `${plural(extraTagged.length, "ssh stanza")} for keys not in the rules (tags: ${tags})`,
+      );
+    }
+    const unknown = left.filter((s) => !extraTagged.includes(s) && !anonymous.has(s.type));
+    if (unknown.length > 0) {
+      const types = [...new Set(unknown.map((s) => s.type))].join(", ");
+      mismatches.push(`${plural(unknown.length, "stanza")} of a type the rules don't use (${types})`);
+    }
+  } else if (left.length < plugins) {
+    mismatches.push(
+      `${plural(plugins, "plugin recipient")} in the rules but only ${plural(left.length, "stanza")} left for them`,
+    );
+  }
+  return { mismatches, record, unverifiable };
+}
