@@ -1,0 +1,229 @@
+/**
+ * `nixseal check`: do the files and the rules agree? For CI: no private key, no plugin, no
+ * decryption. Every rules entry has a file, every *.age file is in the rules, every header
+ * parses, and its stanzas match its rules (types, count, ssh tags, the recipients record).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { ArmorDecoder, looksArmored } from "../age/armor.js";
+import { type Header, parseHeader } from "../age/format.js";
+import { NixsealError } from "../common/errors.js";
+import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
+import type { Rules, SecretRule } from "./rules.js";
+import { readSecretFile } from "./secrets.js";
+
+export type ProblemKind =
+  /** A rules entry whose file does not exist. */
+  | "missing-file"
+  /** An *.age file the rules do not list. */
+  | "not-in-rules"
+  /** The file is not a readable regular file (symlink, directory, too large). */
+  | "unreadable"
+  /** The header does not parse. */
+  | "bad-header"
+  /** The stanzas or the recipients record contradict the rules. */
+  | "recipients"
+  /** armored where the rules say binary, or the other way round. */
+  | "armor"
+  /** No recipients record, and some recipients can't be verified without one (a warning). */
+  | "unrecorded";
+
+export interface CheckProblem {
+  /** "drift" makes check fail; "warning" does not. */
+  severity: "drift" | "warning";
+  kind: ProblemKind;
+  /** The secret's name in the rules, or null for a file the rules do not list. */
+  secret: string | null;
+  /** The file, relative to the rules directory. */
+  file: string;
+  message: string;
+}
+
+export interface CheckReport {
+  rules: string;
+  /** How many rules entries were checked. */
+  secrets: number;
+  problems: CheckProblem[];
+}
+
+/** A secret file's bytes as binary age (armor removed) and whether it was armored. */
+export function unarmor(data: Uint8Array): { binary: Uint8Array; armored: boolean } {
+  if (!looksArmored(data)) return { binary: data, armored: false };
+  const parts: Buffer[] = [];
+  const dec = new ArmorDecoder();
+  dec.push(data, parts);
+  dec.finish(parts);
+  return { binary: Buffer.concat(parts), armored: true };
+}
+
+/** Parses the header of a whole secret file (binary or armored); throws AGE_HEADER/AGE_ARMOR. */
+export function headerOf(binary: Uint8Array): Header {
+  if (binary.length === 0) {
+    throw new NixsealError("AGE_HEADER", "the file is empty, not an age file", {
+      hint: "an encrypted file is never empty; restore it from git",
+    });
+  }
+  const header = parseHeader(binary);
+  if (header === null) {
+    throw new NixsealError("AGE_HEADER", "invalid age header: the file is truncated", {
+      hint: "the file was cut short; restore it from a good copy",
+    });
+  }
+  return header;
+}
+
+/** How one secret file compares with its rule. */
+export interface FileInspection {
+  /** Ways the file contradicts its rule (empty: consistent). */
+  mismatches: string[];
+  armorMismatch: boolean;
+  /** No recipients record in the header. */
+  unrecorded: boolean;
+  /** Recipients that can't be verified from the header without a record. */
+  unverifiable: number;
+}
+
+/** Compares one secret file's bytes with its rule (the expectation comes from the rule). */
+export function inspectSecretFile(
+  rule: SecretRule,
+  data: Uint8Array,
+  expect: HeaderExpectation,
+): FileInspection & { header: Header; binary: Uint8Array; armored: boolean } {
+  const { binary, armored } = unarmor(data);
+  const header = headerOf(binary);
+  const c = compareHeader(header.stanzas, expect);
+  return {
+    header,
+    binary,
+    armored,
+    mismatches: c.mismatches,
+    armorMismatch: armored !== rule.armor,
+    unrecorded: c.record.state === "absent",
+    unverifiable: c.unverifiable,
+  };
+}
+
+/** Every *.age file under `dir`, skipping dot directories (.git, ...) and never following links. */
+export function findAgeFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) {
+        if (!e.name.startsWith(".")) walk(p);
+      } else if (e.name.endsWith(".age") && (e.isFile() || e.isSymbolicLink())) {
+        out.push(p);
+      }
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+
+function relativeName(rules: Rules, file: string): string {
+  return path.relative(rules.dir, file).split(path.sep).join("/");
+}
+
+/**
+ * The expectations of every rule. A rule with an unusable recipient (unknown type, damaged key)
+ * is an error of the rules (code RULES: exit 2), all of them reported at once.
+ */
+export function expectationsOf(rules: Rules): Map<string, HeaderExpectation> {
+  const out = new Map<string, HeaderExpectation>();
+  const problems: NixsealError[] = [];
+  // Secrets mostly share a few key lists (agenix's `users ++ systems`): parse each list once.
+  const byKeys = new Map<string, HeaderExpectation>();
+  for (const rule of rules.secrets.values()) {
+    try {
+      const id = rule.publicKeys.join("\n");
+      let expect = byKeys.get(id);
+      if (expect === undefined) {
+        expect = expectationOf(rule.publicKeys, `${rules.file}: secret "${rule.name}"`);
+        byKeys.set(id, expect);
+      }
+      out.set(rule.name, expect);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      for (const p of e.problems.length ? e.problems : [e]) {
+        problems.push(new NixsealError("RULES", p.message, { file: rules.file, hint: p.hint }));
+      }
+    }
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  return out;
+}
+
+/** Checks the whole repository. Throws only for configuration errors (bad recipients in rules). */
+export function checkRepository(rules: Rules): CheckReport {
+  const expectations = expectationsOf(rules);
+  const problems: CheckProblem[] = [];
+  const listed = new Set<string>();
+  for (const rule of rules.secrets.values()) {
+    listed.add(path.resolve(rule.file));
+    const file = relativeName(rules, rule.file);
+    const problem = (severity: CheckProblem["severity"], kind: ProblemKind, message: string) =>
+      problems.push({ severity, kind, secret: rule.name, file, message });
+    let data: Buffer;
+    try {
+      data = readSecretFile(rule);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      if (!fs.existsSync(rule.file) && !isSymlink(rule.file)) {
+        problem("drift", "missing-file", "the rules list it but the file does not exist");
+      } else {
+        problem("drift", "unreadable", e.message.replace(`${rule.file} `, "").replace(`${rule.file}: `, ""));
+      }
+      continue;
+    }
+    let inspection: FileInspection;
+    try {
+      inspection = inspectSecretFile(rule, data, expectations.get(rule.name)!);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problem("drift", "bad-header", e.message);
+      continue;
+    }
+    for (const m of inspection.mismatches) problem("drift", "recipients", m);
+    if (inspection.armorMismatch) {
+      problem(
+        "drift",
+        "armor",
+        rule.armor
+          ? "the rules say armor = true but the file is binary"
+          : "the file is armored but the rules say binary",
+      );
+    }
+    if (inspection.mismatches.length === 0 && inspection.unrecorded && inspection.unverifiable > 0) {
+      problem(
+        "warning",
+        "unrecorded",
+        `no recipients record: ${inspection.unverifiable} of ${rule.publicKeys.length} recipients can't be verified from the header; run 'nixseal rekey' once to add the record`,
+      );
+    }
+  }
+  for (const f of findAgeFiles(rules.dir)) {
+    if (listed.has(path.resolve(f))) continue;
+    problems.push({
+      severity: "drift",
+      kind: "not-in-rules",
+      secret: null,
+      file: relativeName(rules, f),
+      message: `not listed in ${path.basename(rules.file)}`,
+    });
+  }
+  return { rules: rules.file, secrets: rules.secrets.size, problems };
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
