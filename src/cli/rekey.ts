@@ -1,0 +1,140 @@
+/** `nixseal rekey [NAME...]`: re-wrap secrets for the recipients the rules name now. */
+import type { Identity } from "../age/types.js";
+import { type RekeyProgress, rekeyRepository } from "../vault/rekey.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { printWarning, sanitize, useColor } from "./report.js";
+import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+
+const HELP = `Usage: nixseal rekey [NAME...] [--force] [--dry-run] [--rules FILE] [-i IDENTITY]... [--json]
+
+Re-encrypts secrets for the recipients secrets.nix names now (all secrets, or the NAMEs given).
+Which files need it is decided from their headers, without decrypting: only files whose
+recipients differ from the rules are rewritten, the others stay byte-identical. Files written by
+agenix or age (no nixseal recipients record) are rewritten once.
+
+All or nothing: every affected file is decrypted first; if any cannot be, nothing is written and
+every failure is listed. Each file is then replaced atomically. Only the header is rewritten: the
+encrypted content stays as it is (removing a recipient does not take back what they could read;
+rotate the secret with 'nixseal edit' for that).
+
+Options:
+    --force               Rewrite every selected file, even those already right.
+    --dry-run             Decrypt what would be rewritten and report it; write nothing.
+${VAULT_OPTIONS_HELP}
+Example:
+    $ $EDITOR secrets/secrets.nix          # add the new host's key to some secrets
+    $ nixseal rekey
+    rewritten hosts/web/db-password.age
+    nixseal rekey: 1 rewritten, 11 unchanged
+
+Output: one line per rewritten file on stdout; with --json one object
+{"rewritten":[...],"unchanged":[...],"missing":[...],"failed":[{"secret","file","error","hint"}],...}.
+Progress is shown on stderr when it is a terminal.
+
+Exit codes: 0 success (also: nothing to do), 1 failure (a file can't be decrypted: nothing was
+written), 2 usage or rules error (bad flags, no secrets.nix, NAME not in the rules, a bad key in
+the rules).
+`;
+
+const OPTIONS = {
+  ...VAULT_OPTIONS,
+  force: { type: "boolean" },
+  "dry-run": { type: "boolean" },
+} as const;
+
+/** A one-line progress display on a terminal's stderr, redrawn at most 20 times a second. */
+function progressDisplay(): { update(p: RekeyProgress): void; clear(): void } {
+  if (!process.stderr.isTTY) return { update() {}, clear() {} };
+  let last = 0;
+  let shown = false;
+  return {
+    update(p) {
+      const now = Date.now();
+      if (now - last < 50 && p.done !== p.total) return;
+      last = now;
+      shown = true;
+      process.stderr.write(`\r\x1b[Knixseal rekey: ${p.phase} ${p.done}/${p.total}`);
+    },
+    clear() {
+      if (shown) process.stderr.write("\r\x1b[K");
+    },
+  };
+}
+
+export const command: Command = {
+  name: "rekey",
+  errorExitCode: 1,
+  usageExitCode: 2,
+  async run(argv) {
+    const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal rekey --help' for usage");
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    const rules = rulesOf(values, positionals[0]);
+    const ctx = keyContext();
+    // Loaded once, only if something must be decrypted: a passphrase is asked once per command.
+    let identities: Promise<Identity[]> | null = null;
+    const display = progressDisplay();
+    let result: Awaited<ReturnType<typeof rekeyRepository>>;
+    try {
+      result = await rekeyRepository(rules, {
+        names: positionals,
+        force: values.force === true,
+        dryRun: values["dry-run"] === true,
+        identities: () => (identities ??= identitiesOf(values, ctx)),
+        ctx,
+        onProgress: (p) => display.update(p),
+      });
+    } finally {
+      display.clear();
+    }
+    const prog = "nixseal rekey";
+    if (values.json) {
+      const out = {
+        rewritten: result.rewritten,
+        unchanged: result.unchanged,
+        missing: result.missing,
+        failed: result.failed.map((f) => ({
+          secret: f.secret,
+          file: f.file,
+          error: f.message,
+          hint: f.hint,
+        })),
+        swept: result.swept,
+        dryRun: result.dryRun,
+      };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+    }
+    for (const s of result.swept) printWarning(prog, `removed ${s}, a temp file left by an interrupted run`);
+    if (!values.json)
+      for (const m of result.missing) printWarning(prog, `secret "${m}" has no file yet: skipped`);
+    if (result.failed.length > 0) {
+      const red = (s: string) => (useColor(process.stderr) ? `\x1b[31m${s}\x1b[0m` : s);
+      for (const f of result.failed) {
+        process.stderr.write(
+          `${prog}: ${red("error:")} ${sanitize(`${f.file} (secret "${f.secret}"): ${f.message}`)}\n`,
+        );
+      }
+      const hints = [...new Set(result.failed.map((f) => f.hint).filter((h): h is string => !!h))];
+      const written = result.rewritten.length;
+      const outcome =
+        written === 0 || result.dryRun
+          ? "nothing was changed"
+          : `${written} file${written === 1 ? " was" : "s were"} rewritten, the ${result.failed.length} above were left as they were`;
+      process.stderr.write(`${prog}: hint: ${sanitize([outcome, ...hints].join("; "))}\n`);
+      return 1;
+    }
+    if (!values.json) {
+      const verb = result.dryRun ? "would rewrite" : "rewritten";
+      process.stdout.write(result.rewritten.map((n) => `${verb} ${sanitize(n)}\n`).join(""));
+      process.stderr.write(
+        `${prog}: ${result.rewritten.length} ${result.dryRun ? "to rewrite" : "rewritten"}, ${result.unchanged.length} unchanged${
+          result.missing.length ? `, ${result.missing.length} without a file` : ""
+        }\n`,
+      );
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,459 @@
+/**
+ * rekeyRepository on repositories built by the test (rules given directly, no Nix): which files
+ * it rewrites and how (header only: payload bytes kept), all or nothing, identities loaded only
+ * when needed and a passphrase asked once, plugins run once for all files, a file changed under
+ * it left alone, and the lock and the sweep of a killed run's temp files.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { decrypt, readHeader } from "../../src/age/age.js";
+import type { Identity } from "../../src/age/types.js";
+import { X25519Identity } from "../../src/age/x25519.js";
+import { NixsealError } from "../../src/common/errors.js";
+import { type KeyContext, loadIdentities } from "../../src/keys/index.js";
+import { RECIPIENTS_RECORD_STANZA } from "../../src/vault/recipients-record.js";
+import { LOCK_FILE, type RekeyOptions, rekeyRepository, sweepStaleTempFiles } from "../../src/vault/rekey.js";
+import type { Rules, SecretRule } from "../../src/vault/rules.js";
+import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
+import { tempDir, which } from "../helpers.js";
+
+const SSH_KEYGEN = which("ssh-keygen");
+const AGE = which("age");
+const FIXTURES = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "..",
+  "..",
+  "..",
+  "test",
+  "fixtures",
+  "plugins",
+);
+
+let dir: string;
+let cleanup: () => void;
+before(() => {
+  ({ dir, cleanup } = tempDir());
+});
+after(() => cleanup());
+
+function makeRules(repo: string, entries: Record<string, { publicKeys: string[]; armor?: boolean }>): Rules {
+  fs.mkdirSync(repo, { recursive: true });
+  const secrets = new Map<string, SecretRule>();
+  for (const [name, e] of Object.entries(entries)) {
+    secrets.set(name, {
+      name,
+      file: path.join(repo, name),
+      publicKeys: e.publicKeys,
+      armor: e.armor === true,
+    });
+  }
+  return { file: path.join(repo, "secrets.nix"), dir: repo, secrets };
+}
+
+async function writeAll(rules: Rules, ctx: KeyContext = {}): Promise<void> {
+  for (const rule of rules.secrets.values()) {
+    await writeSecret(rule, Buffer.from(`value of ${rule.name}`), recipientsFor(rule, rules.file, ctx));
+  }
+}
+
+function snapshot(rules: Rules): Map<string, Buffer> {
+  return new Map([...rules.secrets.values()].map((r) => [r.name, fs.readFileSync(r.file)]));
+}
+
+/** The bytes after the header (nonce and payload), armor removed. */
+function payloadOf(file: Uint8Array): Buffer {
+  const text = Buffer.from(file).toString("latin1");
+  let bin: Buffer = Buffer.from(file);
+  if (text.startsWith("-----BEGIN")) {
+    bin = Buffer.from(
+      text
+        .split("\n")
+        .filter((l) => l !== "" && !l.startsWith("-----"))
+        .join(""),
+      "base64",
+    );
+  }
+  return bin.subarray(readHeader(bin).length);
+}
+
+function options(
+  identities: Identity[],
+  extra: Partial<RekeyOptions> = {},
+): RekeyOptions & { calls: number } {
+  const o = {
+    calls: 0,
+    ctx: {},
+    identities: async () => {
+      o.calls++;
+      return identities;
+    },
+    ...extra,
+  };
+  return o;
+}
+
+function tempFiles(d: string): string[] {
+  return fs.readdirSync(d).filter((f) => f.endsWith(".tmp"));
+}
+
+describe("rekeyRepository", () => {
+  test("rewrites only the files whose recipients changed, header only; then nothing", async () => {
+    const [alice, bob, carol] = [
+      X25519Identity.generate(),
+      X25519Identity.generate(),
+      X25519Identity.generate(),
+    ];
+    const [a, b, c] = [alice, bob, carol].map((i) => i.recipient().toString()) as [string, string, string];
+    const repo = path.join(dir, "basic");
+    const rules = makeRules(repo, {
+      "shared.age": { publicKeys: [a, b] },
+      "armored.age": { publicKeys: [a, b], armor: true },
+      "alice-only.age": { publicKeys: [a] },
+      "sub/dir/-dash.age": { publicKeys: [a, b] },
+    });
+    await writeAll(rules);
+    fs.chmodSync(path.join(repo, "shared.age"), 0o640);
+    const before = snapshot(rules);
+    const mtimeAliceOnly = fs.statSync(path.join(repo, "alice-only.age")).mtimeMs;
+
+    // Nothing to do: no identity is even loaded.
+    const idle = options([alice]);
+    const r0 = await rekeyRepository(rules, idle);
+    assert.equal(idle.calls, 0);
+    assert.deepEqual(r0.rewritten, []);
+    assert.equal(r0.unchanged.length, 4);
+
+    for (const name of ["shared.age", "armored.age", "sub/dir/-dash.age"])
+      rules.secrets.get(name)!.publicKeys.push(c);
+    const o = options([bob]);
+    const r = await rekeyRepository(rules, o);
+    assert.equal(o.calls, 1);
+    assert.deepEqual(r.failed, []);
+    assert.deepEqual(r.rewritten, ["armored.age", "shared.age", "sub/dir/-dash.age"]);
+    assert.deepEqual(r.unchanged, ["alice-only.age"]);
+    assert.ok(before.get("alice-only.age")!.equals(fs.readFileSync(path.join(repo, "alice-only.age"))));
+    assert.equal(fs.statSync(path.join(repo, "alice-only.age")).mtimeMs, mtimeAliceOnly);
+    for (const name of r.rewritten) {
+      const now = fs.readFileSync(path.join(repo, name));
+      assert.ok(!now.equals(before.get(name)!), `${name} changed`);
+      // Header only: the nonce and the encrypted payload are the very same bytes.
+      assert.ok(payloadOf(now).equals(payloadOf(before.get(name)!)), `${name}: payload kept`);
+      assert.equal(Buffer.from(await decrypt(now, [carol])).toString(), `value of ${name}`);
+      assert.equal(Buffer.from(await decrypt(now, [alice])).toString(), `value of ${name}`);
+      const types = readHeader(now).stanzas.map((s) => s.type);
+      assert.deepEqual(types, ["X25519", "X25519", "X25519", RECIPIENTS_RECORD_STANZA]);
+    }
+    assert.ok(
+      fs
+        .readFileSync(path.join(repo, "armored.age"), "latin1")
+        .startsWith("-----BEGIN AGE ENCRYPTED FILE-----"),
+    );
+    assert.equal(fs.statSync(path.join(repo, "shared.age")).mode & 0o777, 0o640, "mode kept");
+    assert.deepEqual(tempFiles(repo), []);
+    assert.ok(!fs.existsSync(path.join(repo, LOCK_FILE)));
+
+    // Again: nothing changes.
+    const after = snapshot(rules);
+    const r2 = await rekeyRepository(rules, options([bob]));
+    assert.deepEqual(r2.rewritten, []);
+    for (const [name, bytes] of after) assert.ok(bytes.equals(fs.readFileSync(path.join(repo, name))));
+
+    // Removing a recipient is a change too; carol can't read the new header.
+    rules.secrets.get("shared.age")!.publicKeys = [a, b];
+    const r3 = await rekeyRepository(rules, options([alice]));
+    assert.deepEqual(r3.rewritten, ["shared.age"]);
+    await assert.rejects(
+      decrypt(fs.readFileSync(path.join(repo, "shared.age")), [carol]),
+      /no identity matched/,
+    );
+
+    // --force rewrites everything; armor follows the rules.
+    rules.secrets.get("armored.age")!.armor = false;
+    const r4 = await rekeyRepository(rules, options([alice], { force: true }));
+    assert.equal(r4.rewritten.length, 4);
+    const dearmored = fs.readFileSync(path.join(repo, "armored.age"));
+    assert.ok(dearmored.subarray(0, 21).toString() === "age-encryption.org/v1");
+    assert.equal(Buffer.from(await decrypt(dearmored, [bob])).toString(), "value of armored.age");
+  });
+
+  test("NAMEs limit the rekey; a NAME not in the rules is an error before anything happens", async () => {
+    const id = X25519Identity.generate();
+    const k = id.recipient().toString();
+    const rules = makeRules(path.join(dir, "names"), {
+      "a.age": { publicKeys: [k] },
+      "b.age": { publicKeys: [k] },
+    });
+    await writeAll(rules);
+    const extra = X25519Identity.generate().recipient().toString();
+    for (const r of rules.secrets.values()) r.publicKeys.push(extra);
+    const r = await rekeyRepository(rules, options([id], { names: ["a.age"], cwd: rules.dir }));
+    assert.deepEqual(r.rewritten, ["a.age"]);
+    await assert.rejects(
+      rekeyRepository(rules, options([id], { names: ["nope.age"], cwd: rules.dir })),
+      (e: unknown) => e instanceof NixsealError && e.code === "NOT_IN_RULES",
+    );
+  });
+
+  test("all or nothing: one bad file and nothing is written; every failure is listed", async () => {
+    const mine = X25519Identity.generate();
+    const theirs = X25519Identity.generate();
+    const [m, t] = [mine.recipient().toString(), theirs.recipient().toString()];
+    const repo = path.join(dir, "all-or-nothing");
+    const rules = makeRules(repo, {
+      "good-1.age": { publicKeys: [m] },
+      "good-2.age": { publicKeys: [m] },
+      "not-mine.age": { publicKeys: [t] },
+      "garbage.age": { publicKeys: [m] },
+      "truncated.age": { publicKeys: [m] },
+      "absent.age": { publicKeys: [m] },
+    });
+    await writeAll(rules);
+    fs.writeFileSync(path.join(repo, "garbage.age"), "this is not age\n");
+    const trunc = fs.readFileSync(path.join(repo, "truncated.age"));
+    fs.writeFileSync(path.join(repo, "truncated.age"), trunc.subarray(0, trunc.length - 5));
+    fs.rmSync(path.join(repo, "absent.age"));
+    const extra = X25519Identity.generate().recipient().toString();
+    for (const r of rules.secrets.values()) r.publicKeys.push(extra);
+    const before = fs.readdirSync(repo).map((f) => [f, fs.readFileSync(path.join(repo, f))] as const);
+
+    const r = await rekeyRepository(rules, options([mine]));
+    assert.deepEqual(r.rewritten, []);
+    assert.deepEqual(
+      r.failed.map((f) => f.file),
+      ["garbage.age", "not-mine.age", "truncated.age"],
+    );
+    assert.match(
+      r.failed[1]!.message,
+      /no identity can decrypt it \(recipients: X25519; tried: X25519 identity\)/,
+    );
+    assert.match(r.failed[0]!.message, /not an age file/);
+    assert.match(r.failed[2]!.message, /truncated/);
+    assert.deepEqual(r.missing, ["absent.age"]);
+    for (const [f, bytes] of before)
+      assert.ok(bytes.equals(fs.readFileSync(path.join(repo, f))), `${f} unchanged`);
+    assert.deepEqual(tempFiles(repo), []);
+    assert.ok(!fs.existsSync(path.join(repo, LOCK_FILE)));
+
+    // A dry run says what would be rewritten and writes nothing.
+    for (const n of ["not-mine.age", "garbage.age", "truncated.age"]) rules.secrets.delete(n);
+    const dry = await rekeyRepository(rules, options([mine], { dryRun: true }));
+    assert.deepEqual(dry.rewritten, ["good-1.age", "good-2.age"]);
+    for (const [f, bytes] of before)
+      assert.ok(bytes.equals(fs.readFileSync(path.join(repo, f))), `${f} unchanged`);
+  });
+
+  test("worker threads and the main thread write the same valid files", async () => {
+    const ids = Array.from({ length: 3 }, () => X25519Identity.generate());
+    const keys = ids.map((i) => i.recipient().toString());
+    for (const workers of [0, 2]) {
+      const entries: Record<string, { publicKeys: string[] }> = {};
+      for (let i = 0; i < 40; i++)
+        entries[`s${i}.age`] = { publicKeys: i % 2 ? [keys[0]!] : [keys[0]!, keys[1]!] };
+      const rules = makeRules(path.join(dir, `workers-${workers}`), entries);
+      await writeAll(rules);
+      for (const r of rules.secrets.values()) r.publicKeys.push(keys[2]!);
+      const r = await rekeyRepository(rules, options([ids[0]!], { workers }));
+      assert.equal(r.rewritten.length, 40);
+      for (const rule of rules.secrets.values()) {
+        const file = fs.readFileSync(rule.file);
+        assert.equal(Buffer.from(await decrypt(file, [ids[2]!])).toString(), `value of ${rule.name}`);
+      }
+      const again = await rekeyRepository(rules, options([ids[0]!], { workers }));
+      assert.equal(again.unchanged.length, 40, `workers=${workers}: every file now matches its rules`);
+    }
+  });
+
+  test("a file changed while rekey runs is left as it is now", async () => {
+    const id = X25519Identity.generate();
+    const k = id.recipient().toString();
+    const repo = path.join(dir, "concurrent");
+    const rules = makeRules(repo, { "a.age": { publicKeys: [k] }, "b.age": { publicKeys: [k] } });
+    await writeAll(rules);
+    const extra = X25519Identity.generate().recipient().toString();
+    for (const r of rules.secrets.values()) r.publicKeys.push(extra);
+    const edited = Buffer.from("edited meanwhile by someone else, a valid file or not");
+    let done = false;
+    const r = await rekeyRepository(
+      rules,
+      options([id], {
+        onProgress: (p) => {
+          if (p.phase === "decrypting" && !done) {
+            done = true;
+            fs.writeFileSync(path.join(repo, "b.age"), edited);
+          }
+        },
+      }),
+    );
+    assert.deepEqual(r.rewritten, ["a.age"]);
+    assert.deepEqual(
+      r.failed.map((f) => f.file),
+      ["b.age"],
+    );
+    assert.match(r.failed[0]!.message, /changed while rekey was running/);
+    assert.ok(fs.readFileSync(path.join(repo, "b.age")).equals(edited));
+  });
+
+  test("a passphrase-protected ssh key is asked for once for all files", {
+    skip: !SSH_KEYGEN && "ssh-keygen not installed",
+  }, async () => {
+    const keyFile = path.join(dir, "id_pass");
+    execFileSync(SSH_KEYGEN!, ["-q", "-t", "ed25519", "-N", "correct horse", "-C", "me@test", "-f", keyFile]);
+    const pub = fs.readFileSync(`${keyFile}.pub`, "utf8").trim();
+    const entries: Record<string, { publicKeys: string[] }> = {};
+    for (let i = 0; i < 8; i++) entries[`p${i}.age`] = { publicKeys: [pub] };
+    const rules = makeRules(path.join(dir, "passphrase"), entries);
+    await writeAll(rules);
+    const extra = X25519Identity.generate();
+    for (const r of rules.secrets.values()) r.publicKeys.push(extra.recipient().toString());
+    let asked = 0;
+    const ctx: KeyContext = {
+      passphrase: async () => {
+        asked++;
+        return Buffer.from("correct horse");
+      },
+    };
+    const identities = await loadIdentities([keyFile], ctx);
+    const r = await rekeyRepository(rules, { ...options(identities), ctx });
+    assert.equal(r.rewritten.length, 8);
+    assert.equal(asked, 1);
+    for (const rule of rules.secrets.values()) {
+      assert.equal(
+        Buffer.from(await decrypt(fs.readFileSync(rule.file), [extra])).toString(),
+        `value of ${rule.name}`,
+      );
+    }
+  });
+
+  test("plugins run once for all files: one recipient-v1 and one identity-v1 run", async () => {
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${FIXTURES}${path.delimiter}${savedPath ?? ""}`;
+    const log = path.join(dir, "nstest.log");
+    try {
+      const out = execFileSync(path.join(FIXTURES, "age-plugin-nstest"), ["--generate"], {
+        encoding: "utf8",
+      });
+      const recipient = /# public key: (\S+)/.exec(out)![1]!;
+      const identityLine = out.split("\n").find((l) => l.startsWith("AGE-PLUGIN-"))!;
+      const idFile = path.join(dir, "nstest-identity.txt");
+      fs.writeFileSync(idFile, `${identityLine}\n`, { mode: 0o600 });
+      const x = X25519Identity.generate();
+      const entries: Record<string, { publicKeys: string[] }> = {};
+      for (let i = 0; i < 6; i++) entries[`n${i}.age`] = { publicKeys: [recipient] };
+      const rules = makeRules(path.join(dir, "plugin"), entries);
+      await writeAll(rules);
+      for (const r of rules.secrets.values()) r.publicKeys.push(x.recipient().toString());
+      process.env.NSTEST_LOG = log;
+      const identities = await loadIdentities([idFile], {});
+      const r = await rekeyRepository(rules, options(identities));
+      assert.deepEqual(r.failed, []);
+      assert.equal(r.rewritten.length, 6);
+      const runs = fs
+        .readFileSync(log, "utf8")
+        .split("\n")
+        .filter((l) => /recipient-v1|identity-v1/.test(l));
+      assert.equal(runs.filter((l) => l.includes("identity-v1")).length, 1, runs.join("\n"));
+      assert.equal(runs.filter((l) => l.includes("recipient-v1")).length, 1, runs.join("\n"));
+      for (const rule of rules.secrets.values()) {
+        const file = fs.readFileSync(rule.file);
+        assert.equal(Buffer.from(await decrypt(file, [x])).toString(), `value of ${rule.name}`);
+        assert.equal(Buffer.from(await decrypt(file, identities)).toString(), `value of ${rule.name}`);
+      }
+      // And with the rules unchanged, nothing runs at all.
+      fs.writeFileSync(log, "");
+      const again = await rekeyRepository(rules, options(identities));
+      assert.equal(again.unchanged.length, 6);
+      assert.equal(fs.readFileSync(log, "utf8"), "");
+    } finally {
+      delete process.env.NSTEST_LOG;
+      if (savedPath === undefined) delete process.env.PATH;
+      else process.env.PATH = savedPath;
+    }
+  });
+
+  test("files from the real age binary (no record) are rewritten once", {
+    skip: !AGE && "age not installed",
+  }, async () => {
+    const id = X25519Identity.generate();
+    const k = id.recipient().toString();
+    const repo = path.join(dir, "from-age");
+    const rules = makeRules(repo, { "a.age": { publicKeys: [k] } });
+    const r0 = spawnSync(AGE!, ["-r", k, "-o", path.join(repo, "a.age")], { input: "from age" });
+    assert.equal(r0.status, 0, r0.stderr.toString());
+    const r1 = await rekeyRepository(rules, options([id]));
+    assert.deepEqual(r1.rewritten, ["a.age"]);
+    const r2 = await rekeyRepository(rules, options([id]));
+    assert.deepEqual(r2.unchanged, ["a.age"]);
+  });
+});
+
+describe("the lock and the sweep", () => {
+  /** A pid that surely belongs to no process any more. */
+  function deadPid(): number {
+    const r = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {
+      encoding: "utf8",
+    });
+    return Number(r.stdout);
+  }
+
+  function sweepRepo(name: string): Rules {
+    const repo = path.join(dir, name);
+    fs.mkdirSync(path.join(repo, "sub"), { recursive: true });
+    return makeRules(repo, { "a.age": { publicKeys: [] }, "sub/b.age": { publicKeys: [] } });
+  }
+
+  test("a dead rekey's lock and temp files are swept; nothing else is", () => {
+    const rules = sweepRepo("sweep");
+    const repo = rules.dir;
+    const started = Date.now() - 5000;
+    fs.writeFileSync(
+      path.join(repo, LOCK_FILE),
+      JSON.stringify({ pid: deadPid(), host: os.hostname(), started }),
+    );
+    const ours = [
+      path.join(repo, ".a.age.0123456789ab.tmp"),
+      path.join(repo, "sub", ".b.age.ba9876543210.tmp"),
+    ];
+    for (const f of ours) fs.writeFileSync(f, "partial");
+    const keep = [
+      path.join(repo, ".c.age.0123456789ab.tmp"), // not a secret of the rules
+      path.join(repo, ".a.age.tmp"), // not our pattern
+      path.join(repo, "a.age.0123456789ab.tmp"),
+      path.join(repo, "notes.tmp"),
+    ];
+    for (const f of keep) fs.writeFileSync(f, "theirs");
+    const swept = sweepStaleTempFiles(rules).sort();
+    assert.deepEqual(swept, [".a.age.0123456789ab.tmp", "sub/.b.age.ba9876543210.tmp"]);
+    for (const f of ours) assert.ok(!fs.existsSync(f));
+    for (const f of keep) assert.ok(fs.existsSync(f), `${f} kept`);
+    assert.ok(!fs.existsSync(path.join(repo, LOCK_FILE)), "stale lock removed");
+  });
+
+  test("without a dead rekey, only temp files older than 10 minutes go", () => {
+    const rules = sweepRepo("sweep-age");
+    const young = path.join(rules.dir, ".a.age.aaaaaaaaaaaa.tmp");
+    const old = path.join(rules.dir, ".a.age.bbbbbbbbbbbb.tmp");
+    fs.writeFileSync(young, "in progress, maybe");
+    fs.writeFileSync(old, "left by a killed edit");
+    const elevenMinutesAgo = new Date(Date.now() - 11 * 60 * 1000);
+    fs.utimesSync(old, elevenMinutesAgo, elevenMinutesAgo);
+    assert.deepEqual(sweepStaleTempFiles(rules), [".a.age.bbbbbbbbbbbb.tmp"]);
+    assert.ok(fs.existsSync(young));
+  });
+
+  test("a live rekey's lock stops another rekey before it reads anything", async () => {
+    const rules = sweepRepo("busy");
+    const lock = path.join(rules.dir, LOCK_FILE);
+    fs.writeFileSync(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), started: Date.now() }));
+    const temp = path.join(rules.dir, ".a.age.cccccccccccc.tmp");
+    fs.writeFileSync(temp, "being written");
+    assert.throws(() => sweepStaleTempFiles(rules), /another nixseal rekey is running \(pid \d+/);
+    await assert.rejects(rekeyRepository(rules, options([])), /another nixseal rekey is running/);
+    assert.ok(fs.existsSync(temp), "a live rekey's temp file is never touched");
+    assert.ok(fs.existsSync(lock));
+  });
+});
