@@ -1,0 +1,215 @@
+/**
+ * Benchmark: `nixseal rekey` of 1000 secrets × 10 X25519 recipients after an 11th recipient is
+ * added to secrets.nix, against an agenix-style loop (one `age -d` and one `age -e` process per
+ * file, as agenix's rekey runs; agenix also evaluates secrets.nix once per file, which this
+ * loop leaves out, so the anchor is generous), in the same run on the same files. Plus
+ * `nixseal --version` start-up. Targets (issue 3): rekey under 2 s, start-up under 120 ms.
+ *
+ * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N]`, or
+ * through bench/run.ts via `benchRekey()`.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { encrypt } from "../src/age/age.js";
+import { X25519Identity } from "../src/age/x25519.js";
+import { withRecipientsRecord } from "../src/vault/recipients-record.js";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+
+export interface RekeyBenchOptions {
+  secrets?: number;
+  recipients?: number;
+  /** Runs of `nixseal --version` for the start-up figure. */
+  startupRuns?: number;
+  /** Skip the agenix-style loop (it takes a while). */
+  skipAnchor?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface RekeyBenchResult {
+  secrets: number;
+  recipients: number;
+  /** Wall time of `nixseal rekey` (process start to exit, Nix evaluation of the new rules included). */
+  nixsealRekeyMs: number;
+  /** The same rekey on the same files with the rules already evaluated (cache warm). */
+  nixsealRekeyCachedMs: number;
+  /** Wall time of the agenix-style loop, or null when skipped / age is missing. */
+  agenixLoopMs: number | null;
+  /** agenixLoopMs / nixsealRekeyMs. */
+  ratio: number | null;
+  /** Median and min of `nixseal --version` runs. */
+  startupMedianMs: number;
+  startupMinMs: number;
+  startupRuns: number[];
+}
+
+function which(program: string): string | null {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    const p = path.join(dir || ".", program);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {}
+  }
+  return null;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function rulesText(names: string[], keys: string[]): string {
+  const lets = keys.map((k, i) => `  k${i} = "${k}";`).join("\n");
+  const list = keys.map((_, i) => `k${i}`).join(" ");
+  const entries = names.map((n) => `  "${n}".publicKeys = all;`).join("\n");
+  return `let\n${lets}\n  all = [ ${list} ];\nin {\n${entries}\n}\n`;
+}
+
+function timed(fn: () => void): number {
+  const t = performance.now();
+  fn();
+  return performance.now() - t;
+}
+
+export async function benchRekey(options: RekeyBenchOptions = {}): Promise<RekeyBenchResult> {
+  const n = options.secrets ?? 1000;
+  const k = options.recipients ?? 10;
+  const log = options.log ?? (() => {});
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nixseal-bench-rekey-"));
+  try {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      HOME: path.join(dir, "home"),
+      XDG_CACHE_HOME: path.join(dir, "cache"),
+    };
+    delete env.RULES;
+    delete env.NIXSEAL_IDENTITY;
+    delete env.SOPS_AGE_KEY_FILE;
+    delete env.SOPS_AGE_KEY;
+    fs.mkdirSync(env.HOME!);
+    const ids = Array.from({ length: k + 1 }, () => X25519Identity.generate());
+    const keys = ids.map((i) => i.recipient().toString());
+    const identityFile = path.join(dir, "identity.txt");
+    fs.writeFileSync(identityFile, `${ids[0]!.encode()}\n`, { mode: 0o600 });
+
+    // The repository before: n secrets for the first k recipients, written as nixseal writes them.
+    const repoA = path.join(dir, "a");
+    fs.mkdirSync(repoA);
+    const names = Array.from({ length: n }, (_, i) => `s${String(i).padStart(4, "0")}.age`);
+    fs.writeFileSync(path.join(repoA, "secrets.nix"), rulesText(names, keys.slice(0, k)));
+    log(`writing ${n} secrets × ${k} recipients...`);
+    const recipients = withRecipientsRecord(
+      ids.slice(0, k).map((i) => i.recipient()),
+      keys.slice(0, k),
+      "bench",
+    );
+    for (const name of names) {
+      const plain = Buffer.from(`secret value of ${name}\n`);
+      fs.writeFileSync(path.join(repoA, name), await encrypt(plain, recipients));
+    }
+    const repoB = path.join(dir, "b");
+    fs.cpSync(repoA, repoB, { recursive: true });
+    // Add the (k+1)-th recipient to every secret.
+    fs.writeFileSync(path.join(repoA, "secrets.nix"), rulesText(names, keys));
+
+    const rekey = () =>
+      spawnSync(process.execPath, [CLI, "rekey", "-i", identityFile], { cwd: repoA, env, encoding: "utf8" });
+    let r: ReturnType<typeof rekey> | undefined;
+    const nixsealRekeyMs = timed(() => {
+      r = rekey();
+    });
+    if (r!.status !== 0) throw new Error(`nixseal rekey failed: ${r!.stderr}`);
+    if (!r!.stderr.includes(`${n} rewritten`))
+      throw new Error(`unexpected rekey output: ${r!.status} ${r!.stdout.slice(0, 300)} ${r!.stderr}`);
+    log(`nixseal rekey: ${nixsealRekeyMs.toFixed(0)} ms`);
+
+    // Again with --force on the same files: the rules are cached now (no Nix evaluation).
+    const forced = () =>
+      spawnSync(process.execPath, [CLI, "rekey", "--force", "-i", identityFile], {
+        cwd: repoA,
+        env,
+        encoding: "utf8",
+      });
+    const nixsealRekeyCachedMs = timed(() => {
+      r = forced();
+    });
+    if (r!.status !== 0) throw new Error(`nixseal rekey --force failed: ${r!.stderr}`);
+    log(`nixseal rekey --force (rules cached): ${nixsealRekeyCachedMs.toFixed(0)} ms`);
+
+    let agenixLoopMs: number | null = null;
+    const age = which("age");
+    if (!options.skipAnchor && age) {
+      const rArgs = keys.flatMap((key) => ["-r", key]);
+      agenixLoopMs = timed(() => {
+        for (const name of names) {
+          const file = path.join(repoB, name);
+          const d = spawnSync(age, ["-d", "-i", identityFile, file]);
+          if (d.status !== 0) throw new Error(`age -d failed: ${d.stderr}`);
+          const e = spawnSync(age, ["-e", ...rArgs, "-o", `${file}.new`], { input: d.stdout });
+          if (e.status !== 0) throw new Error(`age -e failed: ${e.stderr}`);
+          fs.renameSync(`${file}.new`, file);
+        }
+      });
+      log(`agenix-style loop (age -d + age -e per file): ${agenixLoopMs.toFixed(0)} ms`);
+    }
+
+    const startupRuns: number[] = [];
+    for (let i = 0; i < (options.startupRuns ?? 15); i++) {
+      startupRuns.push(
+        timed(() => {
+          const v = spawnSync(process.execPath, [CLI, "--version"], { env });
+          if (v.status !== 0) throw new Error("nixseal --version failed");
+        }),
+      );
+    }
+    log(
+      `nixseal --version: median ${median(startupRuns).toFixed(0)} ms, min ${Math.min(...startupRuns).toFixed(0)} ms`,
+    );
+    return {
+      secrets: n,
+      recipients: k,
+      nixsealRekeyMs,
+      nixsealRekeyCachedMs,
+      agenixLoopMs,
+      ratio: agenixLoopMs === null ? null : agenixLoopMs / nixsealRekeyMs,
+      startupMedianMs: median(startupRuns),
+      startupMinMs: Math.min(...startupRuns),
+      startupRuns,
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function argValue(name: string): number | undefined {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : undefined;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  const result = await benchRekey({
+    secrets: argValue("--secrets"),
+    recipients: argValue("--recipients"),
+    startupRuns: argValue("--runs"),
+    skipAnchor: process.argv.includes("--no-anchor"),
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  const f = (x: number | null) => (x === null ? "-" : `${x.toFixed(0)} ms`);
+  process.stdout.write(
+    [
+      `rekey ${result.secrets} secrets × ${result.recipients} recipients (+1)`,
+      `  nixseal rekey                    ${f(result.nixsealRekeyMs)}   (target < 2000 ms)`,
+      `  nixseal rekey --force (cached)   ${f(result.nixsealRekeyCachedMs)}`,
+      `  agenix-style loop                ${f(result.agenixLoopMs)}${result.ratio ? `   (${result.ratio.toFixed(1)}× nixseal)` : ""}`,
+      `nixseal --version start-up         median ${f(result.startupMedianMs)}, min ${f(result.startupMinMs)} over ${result.startupRuns.length} runs (target < 120 ms)`,
+      "",
+    ].join("\n"),
+  );
+  if (process.argv.includes("--json")) process.stdout.write(`${JSON.stringify(result)}\n`);
+}
