@@ -25,8 +25,9 @@ export function recipientsFor(rule: SecretRule, rulesFile: string, ctx: KeyConte
       throw NixsealError.many(
         problems.map(
           (p) =>
+            // A key the rules name that can't be used is a rules error (exit 2), as in check.
             new NixsealError(
-              p.code,
+              p.code === "AGE_PLUGIN" ? p.code : "RULES",
               `${rulesFile}: secret "${rule.name}": ${p.message.replace(/^-r: /, "")}`,
               {
                 file: rulesFile,

@@ -285,7 +285,7 @@ describe("errors", { skip: missing }, () => {
       '{ "a.age".publicKeys = [ "pgp:ABCDEF" "age1bogus" ]; }\n',
     );
     const r = sh(["encrypt", "a.age"], { cwd: work, input: "x" });
-    assertError(r, 1, /secrets\.nix: secret "a\.age": unknown recipient type "pgp:ABCDEF"/);
+    assertError(r, 2, /secrets\.nix: secret "a\.age": unknown recipient type "pgp:ABCDEF"/);
     assert.match(r.stderr, /secret "a\.age": invalid X25519 recipient/);
     assert.equal(fs.existsSync(path.join(work, "a.age")), false);
   });
