@@ -18,7 +18,6 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto";
-import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
 import { asBuffer, concatBytes, wipe } from "../common/bytes.js";
 import { NixsealError } from "../common/errors.js";
 import {
@@ -28,6 +27,27 @@ import {
   x25519PublicBytes,
   x25519PublicKey,
 } from "./primitives.js";
+
+// --- ML-KEM-768, loaded on first use ----------------------------------------------------------
+
+type MlKem768 = typeof import("@noble/post-quantum/ml-kem.js")["ml_kem768"];
+let mlKem: MlKem768 | undefined;
+
+/**
+ * Loads ML-KEM-768 (@noble/post-quantum). Importing it costs ~15-20 ms of start-up, which every
+ * command without post-quantum keys would otherwise pay: wrap and unwrap load it themselves;
+ * callers of the synchronous HybridIdentity.recipient() await this first.
+ */
+export async function loadMlKem(): Promise<void> {
+  mlKem ??= (await import("@noble/post-quantum/ml-kem.js")).ml_kem768;
+}
+
+function kem(): MlKem768 {
+  if (mlKem === undefined) {
+    throw new NixsealError("INTERNAL", "ML-KEM-768 used before loadMlKem()", { hint: BUG });
+  }
+  return mlKem;
+}
 
 // --- The MLKEM768-X25519 KEM (draft-ietf-hpke-pq-03, draft-connolly-cfrg-xwing-kem) ----------
 
@@ -101,7 +121,7 @@ export class XWingPublicKey {
   encapsulate(): { enc: Uint8Array; sharedSecret: Uint8Array } {
     // m is the preimage of the ML-KEM shared secret: drawn here from node's CSPRNG and wiped.
     const m = randomBytes(32);
-    const { cipherText: ctM, sharedSecret: ssM } = ml_kem768.encapsulate(this.mlkem, m);
+    const { cipherText: ctM, sharedSecret: ssM } = kem().encapsulate(this.mlkem, m);
     wipe(m);
     const eph = x25519Ephemeral();
     let ssX: Uint8Array;
@@ -132,7 +152,7 @@ export class XWingPrivateKey {
       throw new NixsealError("INTERNAL", "MLKEM768-X25519 seed must be 32 bytes", { hint: BUG });
     const expanded = createHash("shake256", { outputLength: 96 }).update(seed).digest();
     try {
-      const { publicKey, secretKey } = ml_kem768.keygen(expanded.subarray(0, 64));
+      const { publicKey, secretKey } = kem().keygen(expanded.subarray(0, 64));
       this.mlkemDk = secretKey;
       this.x25519Key = x25519PrivateKey(expanded.subarray(64, 96));
       this.x25519Bytes = x25519PublicBytes(this.x25519Key);
@@ -153,7 +173,7 @@ export class XWingPrivateKey {
       throw new NixsealError("INTERNAL", "post-quantum identity used after it was destroyed", { hint: BUG });
     }
     const ctX = enc.subarray(MLKEM_CIPHERTEXT_SIZE);
-    const ssM = ml_kem768.decapsulate(enc.subarray(0, MLKEM_CIPHERTEXT_SIZE), this.mlkemDk);
+    const ssM = kem().decapsulate(enc.subarray(0, MLKEM_CIPHERTEXT_SIZE), this.mlkemDk);
     let ssX: Uint8Array;
     try {
       ssX = x25519(this.x25519Key, x25519PublicKey(ctX));

@@ -11,6 +11,7 @@ import { decodeBech32, encodeBech32 } from "./bech32.js";
 import {
   hpkeOpenBase,
   hpkeSealBase,
+  loadMlKem,
   XWING_ENC_SIZE,
   XWING_PUBLIC_KEY_SIZE,
   XWING_SEED_SIZE,
@@ -22,6 +23,8 @@ import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./typ
 /** age spec: the HPKE info string. */
 const INFO = "age-encryption.org/mlkem768x25519";
 export const HYBRID_STANZA = "mlkem768x25519";
+export { loadMlKem };
+
 const RECIPIENT_HRP = "age1pq";
 const IDENTITY_HRP = "AGE-SECRET-KEY-PQ-";
 /** ChaCha20-Poly1305 tag. */
@@ -76,7 +79,8 @@ export class HybridRecipient implements Recipient {
   }
 
   /** age spec: HPKE SealBase of the file key, enc as the argument, ciphertext as the body. */
-  wrapFileKey(fileKey: Uint8Array): Stanza[] {
+  async wrapFileKey(fileKey: Uint8Array): Promise<Stanza[]> {
+    await loadMlKem();
     const { enc, ciphertext } = hpkeSealBase(this.key, INFO, fileKey);
     return [{ type: HYBRID_STANZA, args: [encodeBase64NoPad(enc)], body: ciphertext }];
   }
@@ -86,7 +90,9 @@ export class HybridIdentity implements Identity {
   readonly description: string;
   /** The 32-byte seed, kept out of the JS heap for encode(). */
   private readonly seed: KeyObject;
-  private readonly key: XWingPrivateKey;
+  /** Expanded on first use (ML-KEM is loaded lazily, and parsing should stay cheap). */
+  private expanded: XWingPrivateKey | null = null;
+  private destroyed = false;
 
   /** `seed` is the 32-byte identity; it is copied and the caller may wipe it. */
   constructor(seed: Uint8Array, description = "post-quantum identity") {
@@ -95,8 +101,25 @@ export class HybridIdentity implements Identity {
     }
     // createSecretKey copies the bytes into native memory; no JS-heap copy is left behind.
     this.seed = createSecretKey(asBuffer(seed));
-    this.key = new XWingPrivateKey(seed);
     this.description = description;
+  }
+
+  /** The expanded key; ML-KEM must be loaded (loadMlKem). */
+  private get key(): XWingPrivateKey {
+    if (this.destroyed) {
+      throw new NixsealError("INTERNAL", "post-quantum identity used after it was destroyed", {
+        hint: "this is a bug in nixseal; please report it",
+      });
+    }
+    if (this.expanded === null) {
+      const seed = this.seed.export();
+      try {
+        this.expanded = new XWingPrivateKey(seed);
+      } finally {
+        seed.fill(0);
+      }
+    }
+    return this.expanded;
   }
 
   static generate(description?: string): HybridIdentity {
@@ -151,9 +174,11 @@ export class HybridIdentity implements Identity {
    * lives in a KeyObject, outside the JS heap). The identity cannot unwrap afterwards.
    */
   destroy(): void {
-    this.key.destroy();
+    this.expanded?.destroy();
+    this.destroyed = true;
   }
 
+  /** The recipient of this identity. Needs ML-KEM: `await loadMlKem()` first. */
   recipient(): HybridRecipient {
     return new HybridRecipient(this.key.publicKey.bytes);
   }
@@ -162,7 +187,8 @@ export class HybridIdentity implements Identity {
    * age spec: ignore stanzas of other types; reject a mlkem768x25519 stanza with other than one
    * argument, a non-canonical or wrong-size enc, or a body that is not exactly 32 bytes.
    */
-  unwrapFileKey(stanzas: readonly Stanza[]): Uint8Array | null {
+  async unwrapFileKey(stanzas: readonly Stanza[]): Promise<Uint8Array | null> {
+    if (stanzas.some((s) => s.type === HYBRID_STANZA)) await loadMlKem();
     for (const s of stanzas) {
       if (s.type !== HYBRID_STANZA) continue;
       if (s.args.length !== 1) throw stanzaError("wrong number of arguments");

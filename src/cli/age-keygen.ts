@@ -104,7 +104,7 @@ export const command: Command = {
     }
     const output = values.output;
     const toTerminal = (output === undefined || output === "-") && tty.isatty(1);
-    const { identity, recipient } = generateIdentity(values.pq === true);
+    const { identity, recipient } = await generateIdentity(values.pq === true);
     const created = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
     const data = Buffer.from(`# created: ${created}\n# public key: ${recipient}\n${identity}\n`, "utf8");
     if (!toTerminal) process.stderr.write(`Public key: ${recipient}\n`);

@@ -101,7 +101,7 @@ export async function loadIdentitiesAsRecipients(
   const { identities, plugin } = await loadIdentityParts(files, ctx);
   const recipients: Recipient[] = [];
   for (const id of identities) {
-    const r = recipientOfIdentity(id);
+    const r = await recipientOfIdentity(id);
     if (r === null) {
       throw new NixsealError("AGE_IDENTITY", `cannot derive a recipient from ${id.description}`, {
         hint: "pass its public key with -r or -R instead",

@@ -5,7 +5,7 @@
 
 import * as fs from "node:fs";
 import { decodeBech32 } from "../age/bech32.js";
-import { HybridIdentity, HybridRecipient } from "../age/hybrid.js";
+import { HybridIdentity, HybridRecipient, loadMlKem } from "../age/hybrid.js";
 import {
   isPluginIdentity,
   isPluginRecipient,
@@ -113,8 +113,12 @@ export function resolvePluginIdentities(strings: readonly string[], ctx: KeyCont
 }
 
 /** The recipient that belongs to an identity, for `age -e -i` and `age-keygen -y`. */
-export function recipientOfIdentity(id: Identity): Recipient | null {
-  if (id instanceof X25519Identity || id instanceof HybridIdentity) return id.recipient();
+export async function recipientOfIdentity(id: Identity): Promise<Recipient | null> {
+  if (id instanceof HybridIdentity) {
+    await loadMlKem();
+    return id.recipient();
+  }
+  if (id instanceof X25519Identity) return id.recipient();
   if (isSshKeyIdentity(id)) return id.recipient();
   return null;
 }
@@ -142,7 +146,8 @@ export function parseSshPrivateKeyFile(data: Uint8Array, source: string, ctx: Ke
  * A fresh identity and its recipient, as strings for a new key file. The identity string is
  * secret: the caller writes it to a 0600 file and drops it.
  */
-export function generateIdentity(pq: boolean): { identity: string; recipient: string } {
+export async function generateIdentity(pq: boolean): Promise<{ identity: string; recipient: string }> {
+  if (pq) await loadMlKem();
   const id = pq ? HybridIdentity.generate() : X25519Identity.generate();
   return { identity: id.encode(), recipient: id.recipient().toString() };
 }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { test } from "node:test";
+import { loadMlKem } from "../../src/age/hybrid.js";
 import { decrypt, encrypt, HybridIdentity, type Identity, X25519Identity } from "../../src/age/index.js";
 import { ScryptIdentity, ScryptRecipient } from "../../src/age/scrypt.js";
 import { NixsealError } from "../../src/common/errors.js";
@@ -58,6 +59,7 @@ function randomBytesFrom(rand: () => number, n: number): Buffer {
 
 test("random mutations of valid files only ever fail with a NixsealError, never with a wrong plaintext", async () => {
   const x = X25519Identity.generate();
+  await loadMlKem();
   const pq = HybridIdentity.generate();
   const pass = Buffer.from("fuzz passphrase");
   const samples: { name: string; file: Uint8Array; plain: Uint8Array; ids: Identity[] }[] = [];

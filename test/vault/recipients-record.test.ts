@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as typage from "age-encryption";
 import { encrypt, readHeader } from "../../src/age/age.js";
-import { HybridIdentity } from "../../src/age/hybrid.js";
+import { HybridIdentity, loadMlKem } from "../../src/age/hybrid.js";
 import { encodePluginRecipient } from "../../src/age/plugin.js";
 import type { Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
@@ -121,6 +121,7 @@ describe("files carrying the record", () => {
   });
 
   test("post-quantum files stay post-quantum only: the record takes its neighbours' labels", async () => {
+    await loadMlKem();
     const pq = HybridIdentity.generate().recipient();
     const pqOnly = withRecipientsRecord([pq], [pq.toString()], "t");
     const file = await encrypt(Buffer.from("pq"), pqOnly);
