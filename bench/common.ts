@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { findExecutable } from "../src/common/path-search.js";
 
 /** The repository root (this file runs as dist/bench/common.js). */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -50,14 +51,7 @@ export interface Benchmark {
 }
 
 export function which(program: string): string | null {
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    const p = path.join(dir || ".", program);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {}
-  }
-  return null;
+  return findExecutable(program);
 }
 
 export function median(xs: readonly number[]): number {

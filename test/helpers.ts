@@ -1,9 +1,13 @@
 /** Shared test helpers: temp dirs, running the built CLI, finding real tools. */
+
+import assert from "node:assert/strict";
 import { type SpawnSyncOptions, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { NixsealError } from "../src/common/errors.js";
+import { findExecutable } from "../src/common/path-search.js";
 
 /** dist/test/helpers.js -> repository root. */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -17,14 +21,7 @@ export function tempDir(prefix = "nixseal-test-"): { dir: string; cleanup: () =>
 
 /** The path of a program on PATH, or null. */
 export function which(program: string): string | null {
-  for (const dir of (process.env.PATH ?? "").split(":")) {
-    const p = path.join(dir || ".", program);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {}
-  }
-  return null;
+  return findExecutable(program);
 }
 
 /** Resolved once, so tests may run programs with a PATH that lacks it. */
@@ -78,5 +75,20 @@ export function prng(seed: number): () => number {
     t ^= s ^ (s >>> 26);
     b = t >>> 0;
     return ((a + b) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * For assert.throws/rejects: the error is a NixsealError with this code, carries a hint, and
+ * its message (and hint) match the patterns given.
+ */
+export function isError(code: string, pattern?: RegExp, hint?: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof NixsealError, `expected a NixsealError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    assert.ok(e.hint && e.hint.length > 0, "every error has a hint");
+    if (pattern) assert.match(e.message, pattern);
+    if (hint) assert.match(e.hint, hint);
+    return true;
   };
 }

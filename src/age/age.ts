@@ -12,14 +12,18 @@ import {
   encodeHeaderWithoutMac,
   encodeMacLine,
   type Header,
+  looksLikeAgeBinary,
   MAX_HEADER_SIZE,
   parseHeader,
 } from "./format.js";
 import { hkdfSha256, hmacSha256, randomFileKey } from "./primitives.js";
-import { ParallelPayloadDecryptor, ParallelPayloadEncryptor } from "./stream-parallel.js";
+import { PayloadDecryptor } from "./stream.js";
+import { PARALLEL_THRESHOLD, ParallelPayloadDecryptor, ParallelPayloadEncryptor } from "./stream-parallel.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 
 const NONCE_SIZE = 16;
+/** "age-encryption.org/v1\n" */
+const VERSION_INTRO_SIZE = 22;
 /** How many bytes to look at before deciding whether the input is armored. */
 export const DETECT_SIZE = 1024 + 64;
 
@@ -339,6 +343,8 @@ export async function encrypt(
  * the caller wipes it when done.
  */
 export async function decrypt(file: Uint8Array, identities: readonly Identity[]): Promise<Uint8Array> {
+  const fast = await decryptBinaryInMemory(file, identities);
+  if (fast !== null) return fast;
   const dec = new AgeDecryptor(identities);
   const out: Buffer[] = [];
   try {
@@ -347,6 +353,40 @@ export async function decrypt(file: Uint8Array, identities: readonly Identity[])
   } catch (e) {
     for (const b of out) b.fill(0);
     dec.destroy();
+    throw e;
+  }
+  if (out.length === 1) return out[0]!;
+  const plain = Buffer.concat(out);
+  for (const b of out) b.fill(0);
+  return plain;
+}
+
+/**
+ * The fast path for what nixseal decrypts most: small binary files already in memory (secrets).
+ * Same checks and errors as the streaming path, without its buffering. Returns null for input
+ * the streaming path must handle (armor, an incomplete header, large payloads that go parallel).
+ */
+async function decryptBinaryInMemory(
+  file: Uint8Array,
+  identities: readonly Identity[],
+): Promise<Uint8Array | null> {
+  if (file.length > PARALLEL_THRESHOLD || !looksLikeAgeBinary(file) || file.length < VERSION_INTRO_SIZE)
+    return null;
+  const header = parseHeader(file);
+  if (header === null || file.length < header.length + NONCE_SIZE) return null;
+  const nonce = file.subarray(header.length, header.length + NONCE_SIZE);
+  const fileKey = await unwrapFileKey(header, identities);
+  const key = payloadKey(fileKey, nonce);
+  wipe(fileKey);
+  const payload = new PayloadDecryptor(key);
+  wipe(key);
+  const out: Buffer[] = [];
+  try {
+    payload.push(file.subarray(header.length + NONCE_SIZE), out);
+    payload.finish(out);
+  } catch (e) {
+    for (const b of out) b.fill(0);
+    payload.destroy();
     throw e;
   }
   if (out.length === 1) return out[0]!;

@@ -6,10 +6,9 @@
  * - identity: Bech32 with the HRP `AGE-PLUGIN-<NAME>-` (uppercase), e.g. `AGE-PLUGIN-YUBIKEY-1Q...`
  * - program: `age-plugin-<name>`, searched on PATH (absolute entries only).
  */
-import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, isAbsolute, join } from "node:path";
 import { wipe } from "../common/bytes.js";
 import { NixsealError } from "../common/errors.js";
+import { findExecutable } from "../common/path-search.js";
 import { decodeBech32, encodeBech32 } from "./bech32.js";
 
 /** age-plugin spec: NAME = 1*(ALPHA / DIGIT / "-" / "_" / "." / "+"). No path separators. */
@@ -122,17 +121,8 @@ export function encodePluginIdentity(plugin: string, data: Uint8Array): string {
 export function findPluginBinary(plugin: string, searchPath: string | undefined = process.env.PATH): string {
   checkName(plugin);
   const binary = pluginBinaryName(plugin);
-  for (const dir of (searchPath ?? "").split(delimiter)) {
-    if (dir === "" || !isAbsolute(dir)) continue;
-    const candidate = join(dir, binary);
-    try {
-      if (!statSync(candidate).isFile()) continue;
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // Not here (or not executable): keep looking, as a shell would.
-    }
-  }
+  const found = findExecutable(binary, searchPath);
+  if (found !== null) return found;
   throw new NixsealError("AGE_PLUGIN", `plugin program ${binary} not found on PATH`, {
     hint: `install ${binary} and make sure it is on PATH`,
   });

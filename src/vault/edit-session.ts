@@ -12,6 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ioError, NixsealError } from "../common/errors.js";
+import { findExecutable } from "../common/path-search.js";
 import { MAX_SECRET_FILE_SIZE } from "./secrets.js";
 
 /** statfs(2) f_type of tmpfs (linux/magic.h). */
@@ -310,14 +311,7 @@ function firstWord(editor: string): string | null {
 
 function findOnPath(program: string, env: NodeJS.ProcessEnv): string | null {
   if (program.includes("/")) return program;
-  for (const dir of (env.PATH ?? "").split(":")) {
-    const p = path.join(dir || ".", program);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {}
-  }
-  return null;
+  return findExecutable(program, env.PATH);
 }
 
 /**

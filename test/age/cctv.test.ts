@@ -13,6 +13,7 @@ import {
   AgeDecryptor,
   ArmorDecoder,
   ArmorEncoder,
+  decrypt,
   type Identity,
   looksArmored,
   PayloadEncryptor,
@@ -127,6 +128,24 @@ for (const v of all) {
     } else {
       assert.equal(released.length, 0, "nothing is released before the payload");
     }
+  });
+
+  test(`cctv ${v.name} (${v.expect}) through the in-memory decrypt()`, async () => {
+    // decrypt() has a fast path for small binary files: it must agree with the streaming one.
+    let plain: Uint8Array | undefined;
+    let error: unknown;
+    try {
+      plain = await decrypt(v.file, identitiesOf(v));
+    } catch (e) {
+      error = e;
+    }
+    if (v.expect === "success") {
+      assert.equal(error, undefined, `unexpected error: ${(error as Error)?.message}`);
+      assert.equal(createHash("sha256").update(plain!).digest("hex"), v.payloadHash);
+      return;
+    }
+    assert.ok(error instanceof NixsealError, `expected a NixsealError, got ${String(error)}`);
+    assert.ok(EXPECTED_CODES[v.expect]!.includes(error.code), `got ${error.code}: ${error.message}`);
   });
 }
 

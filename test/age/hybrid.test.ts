@@ -23,22 +23,13 @@ import { HYBRID_STANZA, HybridIdentity, HybridRecipient, loadMlKem } from "../..
 import type { Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { encodeBase64NoPad } from "../../src/common/base64.js";
-import { NixsealError } from "../../src/common/errors.js";
+import type { NixsealError } from "../../src/common/errors.js";
+import { isError } from "../helpers.js";
 
 const plaintext = Buffer.from("the secret database password\n");
 
 // ML-KEM is loaded lazily by wrap/unwrap; the synchronous recipient() and the raw KEM need it first.
 before(() => loadMlKem());
-
-function isError(code: string, pattern?: RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof NixsealError, `expected a NixsealError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.ok(e.hint && e.hint.length > 0, "every error has a hint");
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  };
-}
 
 // --- round trips ------------------------------------------------------------------------------
 

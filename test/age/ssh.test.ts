@@ -36,9 +36,9 @@ import {
 import { SSH_RSA_STANZA, type SshRsaIdentity, SshRsaRecipient } from "../../src/age/ssh-rsa.js";
 import type { Identity, Stanza } from "../../src/age/types.js";
 import { encodeBase64NoPad } from "../../src/common/base64.js";
-import { NixsealError } from "../../src/common/errors.js";
 import { parseSshPrivateKey } from "../../src/keys/ssh-private.js";
 import { parseSshPublicKey } from "../../src/keys/ssh-public.js";
+import { isError } from "../helpers.js";
 
 const plaintext = Buffer.from("the ssh-encrypted secret\n");
 
@@ -54,16 +54,6 @@ function run(cmd: string, args: string[], input?: Uint8Array): Buffer {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr.toString()}`);
   return r.stdout;
-}
-
-function isError(code: string, pattern?: RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof NixsealError, `expected a NixsealError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.ok(e.hint && e.hint.length > 0, "every error has a hint");
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  };
 }
 
 let dir = "";

@@ -25,6 +25,7 @@ import {
 } from "../../src/keys/ssh-private.js";
 import { parseSshPublicKey, sshPublicKeyToAgeRecipient } from "../../src/keys/ssh-public.js";
 import { SshWireReader, SshWireWriter } from "../../src/keys/ssh-wire.js";
+import { isError } from "../helpers.js";
 
 const plaintext = Buffer.from("a secret for an ssh key\n");
 const PASS = "testpass";
@@ -41,17 +42,6 @@ function run(cmd: string, args: string[], input?: Uint8Array): Buffer {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr.toString()}`);
   return r.stdout;
-}
-
-function isError(code: string, pattern?: RegExp, hint?: RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof NixsealError, `expected a NixsealError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.ok(e.hint && e.hint.length > 0, "every error has a hint");
-    if (pattern) assert.match(e.message, pattern);
-    if (hint) assert.match(e.hint, hint);
-    return true;
-  };
 }
 
 let dir = "";

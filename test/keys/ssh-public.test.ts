@@ -19,6 +19,7 @@ import {
   parseSshPublicKeyLine,
 } from "../../src/keys/ssh-public.js";
 import { encodeSshMpint, SshWireReader, SshWireWriter } from "../../src/keys/ssh-wire.js";
+import { isError } from "../helpers.js";
 
 const HAVE_SSH_KEYGEN = spawnSync("ssh-keygen", ["-?"], { stdio: "ignore" }).error === undefined;
 
@@ -27,17 +28,6 @@ function run(cmd: string, args: string[]): Buffer {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr.toString()}`);
   return r.stdout;
-}
-
-function isError(code: string, pattern?: RegExp, hint?: RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof NixsealError, `expected a NixsealError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    assert.ok(e.hint && e.hint.length > 0, "every error has a hint");
-    if (pattern) assert.match(e.message, pattern);
-    if (hint) assert.match(e.hint, hint);
-    return true;
-  };
 }
 
 let dir = "";
