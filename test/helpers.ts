@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { NixsealError } from "../src/common/errors.js";
 import { findExecutable } from "../src/common/path-search.js";
+import type { Rules, SecretRule } from "../src/vault/rules.js";
 
 /** dist/test/helpers.js -> repository root. */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -91,4 +92,39 @@ export function isError(code: string, pattern?: RegExp, hint?: RegExp) {
     if (hint) assert.match(e.hint, hint);
     return true;
   };
+}
+
+/**
+ * The environment of a user whose home is `home`: every default key and rules location lives
+ * in temp dirs, and nothing from the real home or the caller's identity variables leaks in.
+ */
+export function isolatedUserEnv(home: string, cacheDir: string): Record<string, string | undefined> {
+  return {
+    HOME: home,
+    XDG_CONFIG_HOME: undefined,
+    XDG_CACHE_HOME: cacheDir,
+    NIXSEAL_IDENTITY: undefined,
+    SOPS_AGE_KEY_FILE: undefined,
+    SOPS_AGE_KEY: undefined,
+    RULES: undefined,
+    NIXSEAL_PASSPHRASE_FILE: undefined,
+  };
+}
+
+/** Rules as loadRules() returns them, made directly (for vault-layer tests without Nix). */
+export function makeRules(
+  repo: string,
+  entries: Record<string, { publicKeys: string[]; armor?: boolean }>,
+): Rules {
+  fs.mkdirSync(repo, { recursive: true });
+  const secrets = new Map<string, SecretRule>();
+  for (const [name, e] of Object.entries(entries)) {
+    secrets.set(name, {
+      name,
+      file: path.join(repo, name),
+      publicKeys: e.publicKeys,
+      armor: e.armor === true,
+    });
+  }
+  return { file: path.join(repo, "secrets.nix"), dir: repo, secrets };
 }

@@ -36,7 +36,7 @@ Examples:
     $ nixseal age-keygen
     # created: 2026-11-21T12:00:00Z
     # public key: age1lvyvwawkr0mcnnnncaghunadrqkmuf9e6507x9y920xxpp866cnql7dp2z
-    AGE-SECRET-KEY-1N9JEPW6DWJ0ZQUDX63F5A03GX8QUW7PXDE39N8UYF82VZ9PC8UFS3M7XA9
+    AGE-SECRET-KEY-1...   (the secret key: keep it private)
 
     $ nixseal age-keygen -o key.txt
     Public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p

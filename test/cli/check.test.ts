@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { nixseal, tempDir, which } from "../helpers.js";
+import { isolatedUserEnv, nixseal, tempDir, which } from "../helpers.js";
 
 const NIX = which("nix-instantiate");
 const AGE = which("age");
@@ -30,16 +30,7 @@ before(() => {
   fs.mkdirSync(repo);
   fs.mkdirSync(home);
   // CI: an empty home, no identity variables, no terminal (nixseal() runs under setsid).
-  env = {
-    HOME: home,
-    XDG_CONFIG_HOME: undefined,
-    XDG_CACHE_HOME: path.join(dir, "cache"),
-    NIXSEAL_IDENTITY: undefined,
-    SOPS_AGE_KEY_FILE: undefined,
-    SOPS_AGE_KEY: undefined,
-    RULES: undefined,
-    NO_COLOR: "1",
-  };
+  env = { ...isolatedUserEnv(home, path.join(dir, "cache")), NO_COLOR: "1" };
 });
 after(() => cleanup());
 

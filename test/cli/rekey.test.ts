@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { decrypt, readHeader } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
-import { CLI, nixseal, prng, run, tempDir, which } from "../helpers.js";
+import { CLI, isolatedUserEnv, nixseal, prng, run, tempDir, which } from "../helpers.js";
 
 const NIX = which("nix-instantiate");
 const AGE = which("age");
@@ -36,17 +36,7 @@ after(() => cleanup());
 
 /** The environment of a user whose home is `home` (nothing from the real home leaks in). */
 function envFor(home: string): Record<string, string | undefined> {
-  return {
-    HOME: home,
-    XDG_CONFIG_HOME: undefined,
-    XDG_CACHE_HOME: path.join(dir, "cache"),
-    NIXSEAL_IDENTITY: undefined,
-    SOPS_AGE_KEY_FILE: undefined,
-    SOPS_AGE_KEY: undefined,
-    RULES: undefined,
-    NIXSEAL_PASSPHRASE_FILE: undefined,
-    NO_COLOR: "1",
-  };
+  return { ...isolatedUserEnv(home, path.join(dir, "cache")), NO_COLOR: "1" };
 }
 
 function sshKeygen(file: string, comment: string): string {

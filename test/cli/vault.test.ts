@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { nixseal, run, tempDir, which } from "../helpers.js";
+import { isolatedUserEnv, nixseal, run, tempDir, which } from "../helpers.js";
 
 const NIX = which("nix-instantiate");
 const AGE = which("age");
@@ -40,16 +40,7 @@ before(() => {
   fs.mkdirSync(home);
   fs.mkdirSync(repo);
   // Never touch the real home: every default path lives in the temp dir.
-  env = {
-    HOME: home,
-    XDG_CONFIG_HOME: undefined,
-    XDG_CACHE_HOME: path.join(dir, "cache"),
-    NIXSEAL_IDENTITY: undefined,
-    SOPS_AGE_KEY_FILE: undefined,
-    SOPS_AGE_KEY: undefined,
-    RULES: undefined,
-    NIXSEAL_PASSPHRASE_FILE: undefined,
-  };
+  env = isolatedUserEnv(home, path.join(dir, "cache"));
 });
 after(() => cleanup());
 

@@ -11,9 +11,9 @@ import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { checkRepository, findAgeFiles } from "../../src/vault/check.js";
-import type { Rules, SecretRule } from "../../src/vault/rules.js";
+import type { Rules } from "../../src/vault/rules.js";
 import { writeSecret } from "../../src/vault/secrets.js";
-import { tempDir } from "../helpers.js";
+import { makeRules, tempDir } from "../helpers.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -23,20 +23,6 @@ before(() => {
 after(() => cleanup());
 
 const x = () => X25519Identity.generate().recipient().toString();
-
-function makeRules(repo: string, entries: Record<string, { publicKeys: string[]; armor?: boolean }>): Rules {
-  fs.mkdirSync(repo, { recursive: true });
-  const secrets = new Map<string, SecretRule>();
-  for (const [name, e] of Object.entries(entries)) {
-    secrets.set(name, {
-      name,
-      file: path.join(repo, name),
-      publicKeys: e.publicKeys,
-      armor: e.armor === true,
-    });
-  }
-  return { file: path.join(repo, "secrets.nix"), dir: repo, secrets };
-}
 
 async function write(rules: Rules, name: string): Promise<void> {
   const rule = rules.secrets.get(name)!;

@@ -18,9 +18,9 @@ import { NixsealError } from "../../src/common/errors.js";
 import { type KeyContext, loadIdentities } from "../../src/keys/index.js";
 import { RECIPIENTS_RECORD_STANZA } from "../../src/vault/recipients-record.js";
 import { LOCK_FILE, type RekeyOptions, rekeyRepository, sweepStaleTempFiles } from "../../src/vault/rekey.js";
-import type { Rules, SecretRule } from "../../src/vault/rules.js";
+import type { Rules } from "../../src/vault/rules.js";
 import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
-import { tempDir, which } from "../helpers.js";
+import { makeRules, tempDir, which } from "../helpers.js";
 
 const SSH_KEYGEN = which("ssh-keygen");
 const AGE = which("age");
@@ -40,20 +40,6 @@ before(() => {
   ({ dir, cleanup } = tempDir());
 });
 after(() => cleanup());
-
-function makeRules(repo: string, entries: Record<string, { publicKeys: string[]; armor?: boolean }>): Rules {
-  fs.mkdirSync(repo, { recursive: true });
-  const secrets = new Map<string, SecretRule>();
-  for (const [name, e] of Object.entries(entries)) {
-    secrets.set(name, {
-      name,
-      file: path.join(repo, name),
-      publicKeys: e.publicKeys,
-      armor: e.armor === true,
-    });
-  }
-  return { file: path.join(repo, "secrets.nix"), dir: repo, secrets };
-}
 
 async function writeAll(rules: Rules, ctx: KeyContext = {}): Promise<void> {
   for (const rule of rules.secrets.values()) {
