@@ -72,7 +72,9 @@ export const command: Command = {
       const n = report.secrets;
       const summary =
         drift === 0
-          ? `${n} secret${n === 1 ? "" : "s"} match the rules`
+          ? n === 1
+            ? "1 secret matches the rules"
+            : `${n} secrets match the rules`
           : `${drift} problem${drift === 1 ? "" : "s"} in ${n} secret${n === 1 ? "" : "s"}; run 'nixseal rekey' for recipient drift`;
       const warnings = report.problems.length - drift;
       process.stderr.write(
