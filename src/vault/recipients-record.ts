@@ -35,7 +35,7 @@ export type ExpectedStanza =
   /** A plugin recipient: one or more stanzas of a type only the plugin knows. */
   | { kind: "plugin"; plugin: string };
 
-export interface RecipientInfo {
+export interface RecipientClass {
   /** The recipient as written in the rules (trimmed). */
   text: string;
   /** Canonical form: ssh keys as "type base64" (comment dropped), age keys as they are. */
@@ -47,7 +47,7 @@ export interface RecipientInfo {
  * Classifies and normalises one recipient string without running anything (plugins are not
  * started: `check` must work with nothing but the repository). Throws AGE_RECIPIENT.
  */
-export function describeRecipient(s: string, where: string): RecipientInfo {
+export function classifyRecipient(s: string, where: string): RecipientClass {
   const text = s.trim();
   const plugin = pluginNameOfRecipient(text);
   if (plugin !== null) return { text, normalised: text, expected: { kind: "plugin", plugin } };
@@ -116,7 +116,7 @@ export function withRecipientsRecord(
   publicKeys: readonly string[],
   where: string,
 ): Recipient[] {
-  const digest = recipientsDigest(publicKeys.map((k) => describeRecipient(k, where).normalised));
+  const digest = recipientsDigest(publicKeys.map((k) => classifyRecipient(k, where).normalised));
   return [...recipients, new RecipientsRecord(digest, recipients)];
 }
 
@@ -144,16 +144,16 @@ function isGrease(s: Stanza): boolean {
 
 /** What the rules say a secret's header must hold. */
 export interface HeaderExpectation {
-  recipients: RecipientInfo[];
+  recipients: RecipientClass[];
   digest: string;
 }
 
 export function expectationOf(publicKeys: readonly string[], where: string): HeaderExpectation {
   const problems: NixsealError[] = [];
-  const recipients: RecipientInfo[] = [];
+  const recipients: RecipientClass[] = [];
   for (const k of publicKeys) {
     try {
-      recipients.push(describeRecipient(k, where));
+      recipients.push(classifyRecipient(k, where));
     } catch (e) {
       if (e instanceof NixsealError) problems.push(e);
       else throw e;
@@ -179,7 +179,7 @@ function plural(n: number, word: string): string {
 }
 
 /** How to name an ssh key of the rules in a message: its comment, else the start of the key. */
-function shownKey(r: RecipientInfo): string {
+function shownKey(r: RecipientClass): string {
   const comment = r.text.split(/\s+/).slice(2).join(" ");
   return comment !== "" ? `"${comment}"` : `${r.normalised.slice(0, 32)}...`;
 }

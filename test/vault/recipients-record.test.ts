@@ -17,8 +17,8 @@ import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import {
+  classifyRecipient,
   compareHeader,
-  describeRecipient,
   expectationOf,
   RECIPIENTS_RECORD_STANZA,
   readRecipientsRecord,
@@ -66,7 +66,7 @@ describe("the digest", () => {
     const variants = [line, `${type} ${b64}`, `${type}   ${b64}   another comment`, `  ${line}  `];
     const digests = new Set(variants.map((v) => expectationOf([v], "t").digest));
     assert.equal(digests.size, 1);
-    const info = describeRecipient(line, "t");
+    const info = classifyRecipient(line, "t");
     assert.equal(info.normalised, `${type} ${b64}`);
     assert.equal(info.expected.kind, "tagged");
   });
