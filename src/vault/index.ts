@@ -1,16 +1,9 @@
-/** The user's secrets repository: the public face of src/vault/. */
-
-export { type CheckProblem, type CheckReport, checkRepository } from "./check.js";
-export { describeRecipient, normalizeRecipient, type RecipientInfo } from "./describe.js";
-export { lastChanges } from "./git-info.js";
-export { RECIPIENTS_RECORD_STANZA, recipientsDigest, withRecipientsRecord } from "./recipients-record.js";
-export {
-  LOCK_FILE,
-  type RekeyOptions,
-  type RekeyResult,
-  rekeyRepository,
-  sweepStaleTempFiles,
-} from "./rekey.js";
+/**
+ * The user's secrets repository: the public face of src/vault/.
+ * rekey.ts, check.ts, describe.ts, git-info.ts and edit-session.ts are imported directly by the
+ * commands that use them: re-exporting them here would load rekey's worker machinery into the
+ * start-up of every command.
+ */
 export {
   compactNixError,
   evaluateRules,
