@@ -25,6 +25,9 @@ export type ErrorCode =
   | "RULES" // no rules file, or it does not evaluate / validate
   | "NOT_IN_RULES" // a secret name that the rules do not list
   | "DRIFT" // files and rules disagree (nixseal check)
+  // sops
+  | "SOPS_SHAMIR" // Shamir split/combine of a sops data key: bad parameters or malformed shares
+  | "SOPS_CONFIG" // a .sops.yaml is missing, malformed, or has no rule for the file
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
