@@ -28,6 +28,15 @@ export type ErrorCode =
   // sops
   | "SOPS_SHAMIR" // Shamir split/combine of a sops data key: bad parameters or malformed shares
   | "SOPS_CONFIG" // a .sops.yaml is missing, malformed, or has no rule for the file
+  // sops files
+  | "SOPS_FORMAT" // a sops document (YAML, JSON, dotenv, INI, binary) does not parse or has a bad shape
+  | "SOPS_METADATA" // the `sops` metadata block is missing, malformed or inconsistent
+  | "SOPS_MAC" // the MAC over the values does not verify (tampered values, MAC or lastmodified)
+  | "SOPS_DECRYPT" // a value does not decrypt (tampered, or encrypted with another data key)
+  | "SOPS_NO_KEY" // no identity could unwrap the data key from any key group
+  | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
+  | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
+  | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -1,0 +1,432 @@
+/**
+ * Whole sops files: find the data key with the age engine, decrypt and verify every value and
+ * the MAC; encrypt a document (new data key, or the file's own one with its IVs reused for
+ * unchanged values), write the metadata as sops does.
+ * sops: sops.go Tree.Encrypt/Decrypt, cmd/sops/common (MAC), stores/stores.go (metadata).
+ */
+import { randomBytes } from "node:crypto";
+import { decrypt as ageDecrypt, encrypt as ageEncrypt } from "../age/age.js";
+import type { Identity, Recipient } from "../age/types.js";
+import { wipe } from "../common/bytes.js";
+import { NixsealError } from "../common/errors.js";
+import { parseRecipientString } from "../keys/key-types.js";
+import { decryptMac, encryptMac, MacAccumulator, nowRfc3339 } from "./mac.js";
+import {
+  type AgeKeyEntry,
+  type KeyGroup,
+  parseMetadata,
+  SOPS_FORMAT_VERSION,
+  type SopsMetadata,
+  serializeMetadata,
+} from "./metadata.js";
+import { combine, split } from "./shamir.js";
+import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
+import { METADATA_KEY, type SopsStore } from "./stores/store.js";
+import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
+import {
+  DATA_KEY_SIZE,
+  type EncryptionRules,
+  EncryptionSelector,
+  goRegExp,
+  isEncryptedValue,
+  ValueCipher,
+} from "./value-cipher.js";
+
+/** A decrypted sops file, ready to be edited and written back with the same data key. */
+export interface SopsDocument {
+  store: SopsStore;
+  /** The plaintext documents (one unless multi-document YAML). */
+  branches: SopsBranch[];
+  metadata: SopsMetadata;
+  /** 32 bytes; the caller wipes it (or calls `closeDocument`). */
+  dataKey: Uint8Array;
+  /** Holds the IVs of the decrypted values, reused for unchanged ones on re-encryption. */
+  cipher: ValueCipher;
+  /** false when the MAC did not verify and `ignoreMac` was set. */
+  macVerified: boolean;
+}
+
+export interface DecryptOptions {
+  identities: readonly Identity[];
+  /** Decrypt even if the MAC does not verify (sops --ignore-mac). */
+  ignoreMac?: boolean;
+  /** For error messages. */
+  file?: string;
+}
+
+/** A recipient of the data key: its string as written in the metadata, and optionally its key. */
+export type AgeRecipientInput = string | { recipient: string; key: Recipient };
+
+export interface NewDocumentOptions {
+  /** Key groups of age recipients; one group is the usual case (every key wraps the data key). */
+  keyGroups: AgeRecipientInput[][];
+  /** With several groups: how many are needed (0: all). */
+  shamirThreshold?: number;
+  rules?: EncryptionRules;
+  macOnlyEncrypted?: boolean;
+  now?: Date;
+}
+
+function where(file: string | undefined): string {
+  return file ? `${file}: ` : "";
+}
+
+// ---- the data key ------------------------------------------------------------------------------
+
+function otherKeysLine(g: KeyGroup): string[] {
+  const out: string[] = [];
+  for (const [t, list] of g.other) out.push(`${list.length}× ${t} (not supported by nixseal)`);
+  return out;
+}
+
+/**
+ * Unwraps the data key: per key group, the first age entry one of `identities` opens; with
+ * several groups, Shamir-combines shares from at least `shamir_threshold` groups.
+ */
+export async function unwrapDataKey(
+  meta: SopsMetadata,
+  identities: readonly Identity[],
+  file?: string,
+): Promise<Uint8Array> {
+  const groups = meta.keyGroups;
+  const needed = groups.length === 1 ? 1 : meta.shamirThreshold > 0 ? meta.shamirThreshold : groups.length;
+  const shares: Uint8Array[] = [];
+  const lines: string[] = [];
+  const damaged: string[] = [];
+  for (let gi = 0; gi < groups.length && shares.length < needed; gi++) {
+    const g = groups[gi]!;
+    const label = groups.length > 1 ? ` (group ${gi + 1})` : "";
+    let got: Uint8Array | null = null;
+    for (const entry of g.age) {
+      try {
+        got = await ageDecrypt(Buffer.from(entry.enc, "utf8"), identities);
+        break;
+      } catch (e) {
+        if (e instanceof NixsealError && e.code === "AGE_NO_MATCH") {
+          lines.push(`  ${entry.recipient}${label}: no matching identity`);
+        } else if (e instanceof NixsealError) {
+          lines.push(`  ${entry.recipient}${label}: its enc does not decrypt (${e.code})`);
+          damaged.push(entry.recipient);
+        } else throw e;
+      }
+    }
+    if (got === null) {
+      for (const l of otherKeysLine(g)) lines.push(`  ${l}${label}`);
+      continue;
+    }
+    const want = groups.length === 1 ? DATA_KEY_SIZE : DATA_KEY_SIZE + 1;
+    if (got.length !== want) {
+      wipe(got);
+      throw new NixsealError(
+        "SOPS_METADATA",
+        `${where(file)}the data key wrapped in the sops metadata has the wrong length`,
+        {
+          hint: "the file's metadata is damaged; restore it from version control",
+          file,
+        },
+      );
+    }
+    shares.push(got);
+  }
+  if (shares.length < needed) {
+    wipe(...shares);
+    const tried =
+      identities.length > 0 ? identities.map((i) => `  tried: ${i.description}`) : ["  tried: no identities"];
+    if (damaged.length > 0) {
+      throw new NixsealError(
+        "SOPS_METADATA",
+        `${where(file)}the wrapped data key does not decrypt (tampered or damaged enc):\n${lines.join("\n")}\n${tried.join("\n")}`,
+        {
+          hint: "restore the file from version control, or ask someone who can decrypt it to re-run updatekeys",
+          file,
+        },
+      );
+    }
+    const head =
+      groups.length > 1
+        ? `${where(file)}${needed} key groups needed to decrypt the data key, got ${shares.length}:`
+        : `${where(file)}no identity can decrypt the data key; the file's keys are:`;
+    throw new NixsealError("SOPS_NO_KEY", `${head}\n${lines.join("\n")}\n${tried.join("\n")}`, {
+      hint: "pass an identity for one of these recipients (-i, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY)",
+      file,
+    });
+  }
+  if (groups.length === 1) return shares[0]!;
+  try {
+    return combine(shares);
+  } finally {
+    wipe(...shares);
+  }
+}
+
+async function wrapFor(secret: Uint8Array, r: AgeRecipientInput): Promise<AgeKeyEntry> {
+  const recipient = typeof r === "string" ? r : r.recipient;
+  const key = typeof r === "string" ? parseRecipientString(r, "sops age recipient") : r.key;
+  const armored = await ageEncrypt(secret, [key], { armor: true });
+  return { recipient, enc: Buffer.from(armored).toString("utf8") };
+}
+
+/**
+ * Wraps a data key for age key groups (sops UpdateMasterKeys): one group ⇒ every recipient wraps
+ * the whole key; n groups ⇒ a Shamir split with `threshold` (0: n), group i wraps share i.
+ */
+export async function wrapDataKey(
+  dataKey: Uint8Array,
+  groups: AgeRecipientInput[][],
+  threshold = 0,
+): Promise<KeyGroup[]> {
+  if (groups.length === 0 || groups.some((g) => g.length === 0)) {
+    throw new NixsealError("SOPS_METADATA", "a sops file needs at least one recipient in every key group", {
+      hint: "list age recipients in .sops.yaml or on the command line",
+    });
+  }
+  if (groups.length === 1) {
+    const age: AgeKeyEntry[] = [];
+    for (const r of groups[0]!) age.push(await wrapFor(dataKey, r));
+    return [{ age, other: new Map() }];
+  }
+  const shares = split(dataKey, groups.length, threshold > 0 ? threshold : groups.length);
+  try {
+    const out: KeyGroup[] = [];
+    for (let i = 0; i < groups.length; i++) {
+      const age: AgeKeyEntry[] = [];
+      for (const r of groups[i]!) age.push(await wrapFor(shares[i]!, r));
+      out.push({ age, other: new Map() });
+    }
+    return out;
+  } finally {
+    wipe(...shares);
+  }
+}
+
+// ---- decrypt -----------------------------------------------------------------------------------
+
+/** Parses and decrypts a sops file, verifying the MAC (unless ignoreMac). */
+export async function decryptDocument(
+  input: Uint8Array,
+  store: SopsStore,
+  options: DecryptOptions,
+): Promise<SopsDocument> {
+  const file = options.file;
+  const { branches, metadata: raw } = store.parseEncrypted(input);
+  if (raw === null) {
+    throw new NixsealError("SOPS_METADATA", `${where(file)}not a sops file: no sops metadata`, {
+      hint: "encrypt it first (nixseal encrypt), or check the file's format",
+      file,
+    });
+  }
+  const meta = parseMetadata(raw);
+  const selector = new EncryptionSelector(meta.rules);
+  const dataKey = await unwrapDataKey(meta, options.identities, file);
+  const cipher = new ValueCipher(dataKey);
+  const mac = new MacAccumulator(meta.macOnlyEncrypted);
+  const raws = store.name === "binary";
+  try {
+    walkBranches(branches, (v, path, comments) => {
+      const isComment = v instanceof SopsComment;
+      const encrypted = selector.shouldEncrypt(path, comments, isComment);
+      let out: SopsLeaf | SopsComment = v;
+      if (encrypted) {
+        const aad = `${path.join(":")}:`;
+        if (v instanceof SopsComment) {
+          // sops: a comment that does not decrypt was never encrypted (older sops); keep it.
+          try {
+            out = cipher.decrypt(v.value, aad);
+            if (out instanceof SopsComment && v.inline) out = new SopsComment(out.value, true);
+          } catch {
+            out = v;
+          }
+        } else if (typeof v === "string") {
+          out = cipher.decrypt(v, aad, raws);
+        } else {
+          throw new NixsealError(
+            "SOPS_DECRYPT",
+            `${where(file)}the value at "${path.join(".")}" should be encrypted but is not`,
+            {
+              hint: "the file was edited by hand: re-encrypt it from its plaintext",
+              file,
+            },
+          );
+        }
+      }
+      // sops #2245: comments (also list comments that decrypt to one) are not MACed.
+      if ((!meta.macOnlyEncrypted || encrypted) && !(out instanceof SopsComment)) mac.add(out);
+      return out;
+    });
+    const computed = mac.hex();
+    let macVerified = false;
+    try {
+      macVerified = decryptMac(meta.mac, cipher, meta.lastModified) === computed;
+    } catch (e) {
+      if (!options.ignoreMac) throw e;
+    }
+    if (!macVerified && !options.ignoreMac) {
+      throw new NixsealError(
+        "SOPS_MAC",
+        `${where(file)}MAC mismatch: the values do not match the file's MAC`,
+        {
+          hint: "a value was changed outside sops/nixseal or the file is damaged; restore it, or use --ignore-mac if you trust it",
+          file,
+        },
+      );
+    }
+    return { store, branches, metadata: meta, dataKey, cipher, macVerified };
+  } catch (e) {
+    cipher.wipe();
+    wipe(dataKey);
+    throw e instanceof NixsealError && file ? e.withFile(file) : e;
+  }
+}
+
+/** Wipes the data key of a decrypted document. */
+export function closeDocument(doc: SopsDocument): void {
+  doc.cipher.wipe();
+  wipe(doc.dataKey);
+}
+
+// ---- encrypt -----------------------------------------------------------------------------------
+
+/** Refuses documents sops refuses: a top-level `sops` key (`sops_` in dotenv), ENC values. */
+export function checkEncryptable(branches: readonly SopsBranch[], store: SopsStore, file?: string): void {
+  for (const b of branches) {
+    for (const it of b.items) {
+      if (typeof it.key !== "string") continue;
+      const reserved =
+        store.name === "dotenv" ? it.key.startsWith(DOTENV_METADATA_PREFIX) : it.key === METADATA_KEY;
+      if (!reserved) continue;
+      const looksEncrypted =
+        store.name === "dotenv"
+          ? it.key === "sops_mac" || it.key === "sops_lastmodified"
+          : it.value instanceof SopsBranch && (it.value.has("mac") || it.value.has("lastmodified"));
+      if (looksEncrypted) {
+        throw new NixsealError(
+          "SOPS_ENCRYPTED",
+          `${where(file)}the file is already encrypted (it has sops metadata)`,
+          {
+            hint: "edit it with nixseal edit, or decrypt it first",
+            file,
+          },
+        );
+      }
+      throw new NixsealError(
+        "SOPS_RESERVED",
+        `${where(file)}the key "${it.key}" is reserved for sops metadata and cannot be in the document`,
+        {
+          hint:
+            store.name === "dotenv" ? "rename keys that start with sops_" : "rename the top-level sops key",
+          file,
+        },
+      );
+    }
+  }
+  let found = false;
+  walkBranches(
+    branches.map((b) => cloneValue(b)),
+    (v) => {
+      if (typeof v === "string" && isEncryptedValue(v)) found = true;
+      return v;
+    },
+  );
+  if (found) {
+    throw new NixsealError(
+      "SOPS_ENCRYPTED",
+      `${where(file)}the document already holds sops-encrypted values (ENC[...])`,
+      {
+        hint: "decrypt the file first, or edit it with nixseal edit",
+        file,
+      },
+    );
+  }
+}
+
+interface EncryptParams {
+  store: SopsStore;
+  cipher: ValueCipher;
+  keyGroups: KeyGroup[];
+  shamirThreshold: number;
+  rules: EncryptionRules;
+  macOnlyEncrypted: boolean;
+  now?: Date;
+  file?: string;
+}
+
+function encryptBranches(plain: readonly SopsBranch[], p: EncryptParams): Uint8Array {
+  checkEncryptable(plain, p.store, p.file);
+  const selector = new EncryptionSelector(p.rules);
+  const unencCommentRe = selector.rules.unencryptedCommentRegex;
+  const branches = plain.map((b) => cloneValue(b));
+  const mac = new MacAccumulator(p.macOnlyEncrypted);
+  walkBranches(branches, (v, path, comments) => {
+    const isComment = v instanceof SopsComment;
+    const encrypted = selector.shouldEncrypt(path, comments, isComment);
+    if ((!p.macOnlyEncrypted || encrypted) && !isComment) mac.add(v as SopsLeaf);
+    if (!encrypted) return v;
+    const out = p.cipher.encrypt(v, `${path.join(":")}:`);
+    if (isComment && unencCommentRe && goRegExp(unencCommentRe, "unencrypted_comment_regex").test(out)) {
+      throw new NixsealError("SOPS_METADATA", "an encrypted comment matches unencrypted_comment_regex", {
+        hint: "make unencrypted_comment_regex unable to match ENC[...] text",
+      });
+    }
+    return out;
+  });
+  const lastModified = nowRfc3339(p.now);
+  const meta: SopsMetadata = {
+    keyGroups: p.keyGroups,
+    shamirThreshold: p.keyGroups.length > 1 ? p.shamirThreshold : 0,
+    lastModified,
+    mac: encryptMac(mac.hex(), p.cipher, lastModified),
+    rules: selector.rules,
+    macOnlyEncrypted: p.macOnlyEncrypted,
+    version: SOPS_FORMAT_VERSION,
+  };
+  return p.store.emitEncrypted(branches, serializeMetadata(meta));
+}
+
+/** Encrypts plaintext documents into a new sops file: a fresh data key wrapped for the groups. */
+export async function encryptNewDocument(
+  branches: readonly SopsBranch[],
+  store: SopsStore,
+  options: NewDocumentOptions & { file?: string },
+): Promise<Uint8Array> {
+  checkEncryptable(branches, store, options.file);
+  const dataKey = randomBytes(DATA_KEY_SIZE);
+  const cipher = new ValueCipher(dataKey);
+  try {
+    const keyGroups = await wrapDataKey(dataKey, options.keyGroups, options.shamirThreshold ?? 0);
+    return encryptBranches(branches, {
+      store,
+      cipher,
+      keyGroups,
+      shamirThreshold: options.shamirThreshold ?? 0,
+      rules: options.rules ?? {},
+      macOnlyEncrypted: options.macOnlyEncrypted ?? false,
+      now: options.now,
+      file: options.file,
+    });
+  } finally {
+    cipher.wipe();
+    wipe(dataKey);
+  }
+}
+
+/**
+ * Writes an edited document back with its own data key and key groups (pgp/kms entries kept as
+ * they are): unchanged values reuse their IVs, so they keep byte-identical ciphertext; a new
+ * lastmodified and MAC.
+ */
+export function reencryptDocument(
+  doc: SopsDocument,
+  branches: readonly SopsBranch[] = doc.branches,
+  options: { now?: Date; file?: string } = {},
+): Uint8Array {
+  return encryptBranches(branches, {
+    store: doc.store,
+    cipher: doc.cipher,
+    keyGroups: doc.metadata.keyGroups,
+    shamirThreshold: doc.metadata.shamirThreshold,
+    rules: doc.metadata.rules,
+    macOnlyEncrypted: doc.metadata.macOnlyEncrypted,
+    now: options.now,
+    file: options.file,
+  });
+}

@@ -1,0 +1,95 @@
+/** The sops file format: the public face of src/sops/. */
+import { NixsealError } from "../common/errors.js";
+import { BinaryStore } from "./stores/binary.js";
+import { DotenvStore } from "./stores/dotenv.js";
+import { JsonStore } from "./stores/json.js";
+import type { SopsStore, StoreName } from "./stores/store.js";
+import { YamlStore } from "./stores/yaml.js";
+
+export {
+  type AgeRecipientInput,
+  checkEncryptable,
+  closeDocument,
+  type DecryptOptions,
+  decryptDocument,
+  encryptNewDocument,
+  type NewDocumentOptions,
+  reencryptDocument,
+  type SopsDocument,
+  unwrapDataKey,
+  wrapDataKey,
+} from "./document.js";
+export {
+  decryptMac,
+  encryptMac,
+  goRfc3339,
+  MAC_ONLY_ENCRYPTED_INIT,
+  MacAccumulator,
+  nowRfc3339,
+} from "./mac.js";
+export {
+  type AgeKeyEntry,
+  type KeyGroup,
+  parseMetadata,
+  SOPS_FORMAT_VERSION,
+  type SopsMetadata,
+  serializeMetadata,
+} from "./metadata.js";
+export { combine as shamirCombine, split as shamirSplit } from "./shamir.js";
+export { BinaryStore } from "./stores/binary.js";
+export { DotenvStore } from "./stores/dotenv.js";
+export { JsonStore } from "./stores/json.js";
+export type { SopsStore, StoreName } from "./stores/store.js";
+export { YamlStore } from "./stores/yaml.js";
+export {
+  isBranch,
+  SopsBranch,
+  SopsComment,
+  type SopsItem,
+  type SopsLeaf,
+  type SopsList,
+  SopsTime,
+  type SopsValue,
+  walkBranches,
+} from "./tree.js";
+export {
+  DEFAULT_UNENCRYPTED_SUFFIX,
+  type EncryptionRules,
+  EncryptionSelector,
+  formatGoFloat,
+  isEncryptedValue,
+  ValueCipher,
+  type ValueType,
+} from "./value-cipher.js";
+
+/** A store by name. INI is not implemented yet. */
+export function storeByName(name: StoreName): SopsStore {
+  switch (name) {
+    case "yaml":
+      return new YamlStore();
+    case "json":
+      return new JsonStore();
+    case "dotenv":
+      return new DotenvStore();
+    case "binary":
+      return new BinaryStore();
+    default:
+      throw new NixsealError("SOPS_UNSUPPORTED", `the sops ${name} format is not supported yet`, {
+        hint: "use YAML, JSON, dotenv or binary",
+      });
+  }
+}
+
+/** sops cmd/sops/formats: the store for a file name (.yaml/.yml, .json, .env, .ini, else binary). */
+export function storeNameForPath(path: string): StoreName {
+  const p = path.toLowerCase();
+  if (p.endsWith(".yaml") || p.endsWith(".yml")) return "yaml";
+  if (p.endsWith(".json")) return "json";
+  if (p.endsWith(".env")) return "dotenv";
+  if (p.endsWith(".ini")) return "ini";
+  return "binary";
+}
+
+export function storeForPath(path: string): SopsStore {
+  return storeByName(storeNameForPath(path));
+}

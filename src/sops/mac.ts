@@ -1,0 +1,101 @@
+/**
+ * The sops MAC (sops.go Tree.Encrypt/Decrypt, cmd/sops/common): SHA-512 over the plaintext bytes
+ * of every non-comment, non-null leaf in document order (only the encrypted ones with
+ * `mac_only_encrypted`), written as 128 upper-case hex digits and stored encrypted with the
+ * `lastmodified` timestamp (Go RFC 3339) as additional data.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { NixsealError } from "../common/errors.js";
+import type { SopsLeaf } from "./tree.js";
+import { macBytes, type ValueCipher } from "./value-cipher.js";
+
+/** sops.go MACOnlyEncryptedInitialization: sha256("sops"), so both MAC modes never collide. */
+export const MAC_ONLY_ENCRYPTED_INIT = createHash("sha256").update("sops").digest();
+
+export class MacAccumulator {
+  private readonly hash: Hash = createHash("sha512");
+
+  constructor(macOnlyEncrypted: boolean) {
+    if (macOnlyEncrypted) this.hash.update(MAC_ONLY_ENCRYPTED_INIT);
+  }
+
+  add(leaf: SopsLeaf): void {
+    if (leaf === null) return;
+    const b = macBytes(leaf);
+    this.hash.update(b);
+    b.fill(0);
+  }
+
+  /** `fmt.Sprintf("%X", hash.Sum(nil))`. */
+  hex(): string {
+    return this.hash.digest("hex").toUpperCase();
+  }
+}
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * Go `time.Parse(time.RFC3339, s).Format(time.RFC3339)`: what sops uses as the MAC's additional
+ * data. Fractional seconds are dropped and a zero offset is written `Z`.
+ */
+export function goRfc3339(s: string): string {
+  const m = RFC3339.exec(s);
+  if (m === null) {
+    throw new NixsealError("SOPS_METADATA", "sops.lastmodified is not an RFC 3339 timestamp", {
+      hint: "the metadata was edited by hand or damaged; restore the file from version control",
+    });
+  }
+  const [, y, mo, d, h, mi, sec, , off] = m;
+  if (
+    Number(mo) < 1 ||
+    Number(mo) > 12 ||
+    Number(d) < 1 ||
+    Number(d) > 31 ||
+    Number(h) > 23 ||
+    Number(mi) > 59 ||
+    Number(sec) > 59
+  ) {
+    throw new NixsealError("SOPS_METADATA", "sops.lastmodified is not a valid date and time", {
+      hint: "the metadata was edited by hand or damaged; restore the file from version control",
+    });
+  }
+  const zone = off === "Z" || off === "+00:00" || off === "-00:00" ? "Z" : off!;
+  return `${y}-${mo}-${d}T${h}:${mi}:${sec}${zone}`;
+}
+
+/** `time.Now().UTC().Format(time.RFC3339)`. */
+export function nowRfc3339(now: Date = new Date()): string {
+  return `${now.toISOString().slice(0, 19)}Z`;
+}
+
+export function encryptMac(mac: string, cipher: ValueCipher, lastModified: string): string {
+  return cipher.encrypt(mac, goRfc3339(lastModified));
+}
+
+/** Decrypts the stored MAC; a tampered MAC or lastmodified fails authentication here. */
+export function decryptMac(stored: string, cipher: ValueCipher, lastModified: string): string {
+  if (stored === "") {
+    throw new NixsealError("SOPS_MAC", "the file has no MAC (sops.mac is empty)", {
+      hint: "the file was damaged; if you trust it, decrypt with --ignore-mac",
+    });
+  }
+  let v: unknown;
+  try {
+    v = cipher.decrypt(stored, goRfc3339(lastModified));
+  } catch (e) {
+    if (e instanceof NixsealError && e.code === "SOPS_DECRYPT") {
+      throw new NixsealError(
+        "SOPS_MAC",
+        "the stored MAC does not decrypt: sops.mac or sops.lastmodified was changed",
+        {
+          hint: "the file was tampered with or damaged; restore it from version control (or --ignore-mac if you trust it)",
+        },
+      );
+    }
+    throw e;
+  }
+  if (typeof v !== "string") {
+    throw new NixsealError("SOPS_MAC", "the stored MAC is not a string", { hint: "the file was damaged" });
+  }
+  return v;
+}

@@ -1,0 +1,71 @@
+/** What every sops store (YAML, JSON, dotenv, INI, binary) does: sops stores/stores.go `Store`. */
+import { NixsealError } from "../../common/errors.js";
+import { MAX_DOCUMENT_SIZE, type SopsBranch } from "../tree.js";
+
+export type StoreName = "yaml" | "json" | "dotenv" | "ini" | "binary";
+
+export interface SopsStore {
+  readonly name: StoreName;
+  /** A plaintext document: one branch per document (several only for multi-document YAML). */
+  parsePlain(input: Uint8Array): SopsBranch[];
+  /** An encrypted document: its branches and its `sops` mapping (null when it has none). */
+  parseEncrypted(input: Uint8Array): { branches: SopsBranch[]; metadata: SopsBranch | null };
+  emitPlain(branches: SopsBranch[]): Uint8Array;
+  emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array;
+}
+
+/** stores.go SopsMetadataKey. */
+export const METADATA_KEY = "sops";
+
+export function formatError(store: StoreName, message: string, hint?: string): NixsealError {
+  return new NixsealError(
+    "SOPS_FORMAT",
+    `invalid ${store === "yaml" ? "YAML" : store === "json" ? "JSON" : store === "ini" ? "INI" : store} document: ${message}`,
+    {
+      hint: hint ?? `fix the ${store} syntax`,
+    },
+  );
+}
+
+export function checkSize(store: StoreName, input: Uint8Array): void {
+  if (input.length > MAX_DOCUMENT_SIZE) {
+    throw formatError(
+      store,
+      `larger than ${MAX_DOCUMENT_SIZE / 1024 / 1024} MiB`,
+      "sops files this large are not supported",
+    );
+  }
+}
+
+/** UTF-8 text, strictly (a sops document is text, except for the binary store). */
+export function decodeUtf8(store: StoreName, input: Uint8Array): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(input);
+  } catch {
+    throw formatError(store, "not valid UTF-8", "save the file as UTF-8");
+  }
+}
+
+/** Splits the `sops` key off the (first) branch. */
+export function extractMetadata(branches: SopsBranch[]): {
+  branches: SopsBranch[];
+  metadata: SopsBranch | null;
+} {
+  let metadata: SopsBranch | null = null;
+  for (let i = 0; i < branches.length; i++) {
+    const b = branches[i]!;
+    const m = b.get(METADATA_KEY);
+    if (m === undefined) continue;
+    b.delete(METADATA_KEY);
+    // sops: metadata is written into every YAML document, only the first one's is read.
+    if (metadata === null) {
+      if (!(m instanceof Object) || !("items" in m)) {
+        throw new NixsealError("SOPS_METADATA", "the top-level `sops` key is not a mapping", {
+          hint: "the file is not a sops file, or its metadata was damaged",
+        });
+      }
+      metadata = m as SopsBranch;
+    }
+  }
+  return { branches, metadata };
+}

@@ -1,0 +1,307 @@
+/**
+ * The sops YAML store (sops stores/yaml/store.go, go.yaml.in/yaml/v3): every document a mapping,
+ * comments turned into comment items where they stand (one per line, inline ones flagged),
+ * anchors/aliases expanded, duplicate keys refused; written with a 4-space indent, sequences
+ * indented under their key, as sops writes. Built on eemeli/yaml's node API.
+ */
+import {
+  Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  type Node,
+  Pair,
+  parseAllDocuments,
+  Scalar,
+  YAMLMap,
+  YAMLSeq,
+} from "yaml";
+import type { NixsealError } from "../../common/errors.js";
+import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsValue } from "../tree.js";
+import { isInt64 } from "../value-cipher.js";
+import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
+
+/** Bound on nodes produced by alias expansion (a "billion laughs" document stops here). */
+const MAX_EXPANDED_NODES = 1_000_000;
+
+function commentLines(c: string | null | undefined): string[] {
+  if (!c) return [];
+  return c.split("\n").filter((l) => l !== "");
+}
+
+function yamlError(message: string): NixsealError {
+  return formatError("yaml", message);
+}
+
+class YamlReader {
+  private nodes = 0;
+  constructor(private readonly doc: Document.Parsed) {}
+
+  private count(): void {
+    if (++this.nodes > MAX_EXPANDED_NODES) throw yamlError("too many nodes (alias expansion too large)");
+  }
+
+  private resolve(n: unknown, depth: number): Node | null {
+    let node = n as Node | null;
+    let hops = 0;
+    while (node !== null && isAlias(node)) {
+      if (++hops > MAX_DEPTH) throw yamlError("alias chain too long");
+      const target = node.resolve(this.doc) as Node | undefined;
+      if (target === undefined) throw yamlError(`unknown alias *${node.source}`);
+      node = target;
+    }
+    if (depth > MAX_DEPTH) throw yamlError("nesting too deep");
+    return node;
+  }
+
+  private scalar(s: Scalar, where: string): SopsValue {
+    const v = s.value;
+    if (v === null || v === undefined) return null;
+    if (typeof v === "string" || typeof v === "boolean" || typeof v === "number") return v;
+    if (typeof v === "bigint") {
+      if (!isInt64(v)) {
+        throw yamlError(`the integer at ${where} does not fit in 64 bits`);
+      }
+      return v;
+    }
+    if (v instanceof Uint8Array) return Uint8Array.from(v);
+    if (v instanceof Date) return new SopsTime(v.toISOString());
+    throw yamlError(`unsupported scalar at ${where}`);
+  }
+
+  value(n: unknown, depth: number, where: string, commentsHandled: boolean): SopsValue {
+    this.count();
+    const node = this.resolve(n, depth);
+    if (node === null) return null;
+    if (isMap(node)) {
+      const b = new SopsBranch();
+      this.mapInto(node, b, depth, where, commentsHandled);
+      return b;
+    }
+    if (isSeq(node)) {
+      const list: SopsList = [];
+      if (!commentsHandled) for (const l of commentLines(node.commentBefore)) list.push(new SopsComment(l));
+      node.items.forEach((item, i) => {
+        const it = this.resolve(item, depth + 1);
+        const isLeaf = it === null || isScalar(it);
+        if (it !== null) for (const l of commentLines(it.commentBefore)) list.push(new SopsComment(l));
+        if (it !== null && isLeaf)
+          for (const l of commentLines(it.comment)) list.push(new SopsComment(l, true));
+        list.push(this.value(item, depth + 1, `${where}[${i}]`, true));
+        if (it !== null && !isLeaf) for (const l of commentLines(it.comment)) list.push(new SopsComment(l));
+      });
+      if (!commentsHandled) for (const l of commentLines(node.comment)) list.push(new SopsComment(l));
+      return list;
+    }
+    if (isScalar(node)) return this.scalar(node, where);
+    throw yamlError(`unsupported node at ${where}`);
+  }
+
+  mapInto(map: YAMLMap, b: SopsBranch, depth: number, where: string, commentsHandled: boolean): void {
+    if (!commentsHandled)
+      for (const l of commentLines(map.commentBefore)) b.items.push({ key: new SopsComment(l), value: null });
+    const seen = new Set<string>();
+    for (const pair of map.items) {
+      if (!isPair(pair)) throw yamlError(`unsupported mapping entry in ${where || "the document"}`);
+      const keyNode = this.resolve(pair.key, depth + 1);
+      if (keyNode === null || !isScalar(keyNode) || typeof keyNode.value !== "string") {
+        throw yamlError(
+          `a key in ${where || "the top-level mapping"} is not a string (sops supports only string keys)`,
+        );
+      }
+      const key = keyNode.value;
+      if (seen.has(key))
+        throw yamlError(`duplicate key "${key.slice(0, 60)}" in ${where || "the top-level mapping"}`);
+      seen.add(key);
+      for (const l of commentLines(keyNode.commentBefore))
+        b.items.push({ key: new SopsComment(l), value: null });
+      for (const l of commentLines(keyNode.comment)) b.items.push({ key: new SopsComment(l), value: null });
+      const valueNode = this.resolve(pair.value, depth + 1);
+      const isLeaf = valueNode === null || isScalar(valueNode);
+      if (valueNode !== null && isLeaf) {
+        for (const l of commentLines(valueNode.commentBefore))
+          b.items.push({ key: new SopsComment(l), value: null });
+        for (const l of commentLines(valueNode.comment))
+          b.items.push({ key: new SopsComment(l, true), value: null });
+      }
+      const path = where ? `${where}.${key}` : key;
+      const value = this.value(pair.value, depth + 1, path, false);
+      b.items.push({ key, value });
+    }
+    if (!commentsHandled)
+      for (const l of commentLines(map.comment)) b.items.push({ key: new SopsComment(l), value: null });
+  }
+}
+
+function parseYaml(input: Uint8Array): SopsBranch[] {
+  checkSize("yaml", input);
+  const text = decodeUtf8("yaml", input);
+  const docs = parseAllDocuments(text, {
+    intAsBigInt: true,
+    uniqueKeys: true,
+    merge: false,
+    prettyErrors: false,
+    strict: true,
+    version: "1.2",
+  });
+  if (!Array.isArray(docs)) return [];
+  const out: SopsBranch[] = [];
+  for (const doc of docs) {
+    const err = doc.errors[0];
+    if (err !== undefined) {
+      // The parser's own message quotes the source line, which may hold a secret: not used.
+      const pos = err.linePos?.[0];
+      const at = pos ? ` at line ${pos.line}, column ${pos.col}` : "";
+      const what = err.code === "DUPLICATE_KEY" ? "duplicate key" : err.code.toLowerCase().replace(/_/g, " ");
+      throw yamlError(`${what}${at}`);
+    }
+    const reader = new YamlReader(doc);
+    const b = new SopsBranch();
+    for (const l of commentLines(doc.commentBefore)) b.items.push({ key: new SopsComment(l), value: null });
+    const root = doc.contents;
+    if (root === null || (isScalar(root) && root.value === null)) {
+      // sops: an empty document is an empty mapping.
+    } else if (isMap(root)) {
+      reader.mapInto(root, b, 0, "", false);
+    } else if (isSeq(root)) {
+      throw yamlError("a document that is a sequence is not supported (sops needs a mapping at the top)");
+    } else if (isAlias(root)) {
+      throw yamlError("a document that is an alias is not supported");
+    } else {
+      throw yamlError("a document that is a single value is not supported (sops needs a mapping at the top)");
+    }
+    for (const l of commentLines(doc.comment)) b.items.push({ key: new SopsComment(l), value: null });
+    out.push(b);
+  }
+  return out;
+}
+
+// ---- writing -------------------------------------------------------------------------------
+
+function scalarNode(v: SopsValue): Scalar {
+  if (v instanceof SopsTime) return new Scalar(v.text);
+  if (v instanceof Uint8Array) return new Scalar(Buffer.from(v).toString("utf8"));
+  const s = new Scalar(v);
+  if (typeof v === "number" && Number.isInteger(v) && Number.isFinite(v)) {
+    // Keep a float a float when read back (Go writes 3.0 as "3" but reads it as an int; we
+    // keep the type the value had).
+    s.minFractionDigits = 1;
+  }
+  return s;
+}
+
+function toNode(v: SopsValue): Node {
+  if (v instanceof SopsBranch) return branchNode(v);
+  if (Array.isArray(v)) return listNode(v);
+  return scalarNode(v);
+}
+
+function join(lines: string[]): string | undefined {
+  return lines.length > 0 ? lines.join("\n") : undefined;
+}
+
+function listNode(list: SopsList): YAMLSeq {
+  const seq = new YAMLSeq();
+  let head: string[] = [];
+  let inline: string[] = [];
+  for (const item of list) {
+    if (item instanceof SopsComment) {
+      (item.inline ? inline : head).push(item.value);
+      continue;
+    }
+    const n = toNode(item);
+    if (head.length > 0) n.commentBefore = join(head);
+    if (inline.length > 0) n.comment = join(inline);
+    head = [];
+    inline = [];
+    seq.items.push(n);
+  }
+  const rest = [...head, ...inline];
+  if (rest.length > 0) {
+    if (seq.items.length === 0) seq.commentBefore = join(rest);
+    else seq.comment = join(rest);
+  }
+  return seq;
+}
+
+function branchNode(b: SopsBranch): YAMLMap {
+  const map = new YAMLMap();
+  let head: string[] = [];
+  let inline: string[] = [];
+  for (const item of b.items) {
+    if (item.key instanceof SopsComment) {
+      (item.key.inline ? inline : head).push(item.key.value);
+      continue;
+    }
+    const k = new Scalar(item.key);
+    if (head.length > 0) k.commentBefore = join(head);
+    const v = toNode(item.value);
+    if (inline.length > 0) {
+      if (v instanceof Scalar) v.comment = join(inline);
+      else k.commentBefore = join([...head, ...inline]);
+    }
+    head = [];
+    inline = [];
+    map.items.push(new Pair(k, v));
+  }
+  const rest = [...head, ...inline];
+  if (rest.length > 0) {
+    if (map.items.length === 0) map.commentBefore = join(rest);
+    else map.comment = join(rest);
+  }
+  return map;
+}
+
+function emitYaml(branches: SopsBranch[]): Uint8Array {
+  const parts: string[] = [];
+  for (const b of branches) {
+    const doc = new Document(null, { version: "1.2" });
+    const map = branchNode(b);
+    // Comments before the first key and after the last one belong to the document.
+    doc.contents = map;
+    if (map.items.length === 0 && map.commentBefore) {
+      doc.commentBefore = map.commentBefore;
+      map.commentBefore = undefined;
+    } else if (map.comment) {
+      doc.comment = map.comment;
+      map.comment = undefined;
+    }
+    parts.push(
+      doc.toString({
+        indent: 4,
+        indentSeq: true,
+        lineWidth: 0,
+        minContentWidth: 0,
+        flowCollectionPadding: false,
+        nullStr: "null",
+      }),
+    );
+  }
+  return Buffer.from(parts.join("---\n"), "utf8");
+}
+
+export class YamlStore implements SopsStore {
+  readonly name = "yaml" as const;
+
+  parsePlain(input: Uint8Array): SopsBranch[] {
+    return parseYaml(input);
+  }
+
+  parseEncrypted(input: Uint8Array): { branches: SopsBranch[]; metadata: SopsBranch | null } {
+    return extractMetadata(parseYaml(input));
+  }
+
+  emitPlain(branches: SopsBranch[]): Uint8Array {
+    return emitYaml(branches);
+  }
+
+  /** sops SerializeMetadata: the metadata is appended to every document. */
+  emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array {
+    const docs = (branches.length > 0 ? branches : [new SopsBranch()]).map(
+      (b) => new SopsBranch([...b.items, { key: "sops", value: metadata }]),
+    );
+    return emitYaml(docs);
+  }
+}

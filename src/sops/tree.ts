@@ -1,0 +1,182 @@
+/**
+ * The sops document model: an ordered tree, as sops builds it (sops.go `Tree`, `TreeBranch`).
+ * No plain objects hold user keys, so keys like `__proto__` or `constructor` are just strings.
+ * sops: "A branch is an ordered list of TreeItem{Key, Value}; comments are items whose key is a
+ * Comment (in maps) or list elements of type Comment".
+ */
+import { NixsealError } from "../common/errors.js";
+
+/** A comment line, without its leading `#` (sops keeps the space after it: `# x` → ` x`). */
+export class SopsComment {
+  constructor(
+    readonly value: string,
+    /** The comment stood at the end of a value's line (YAML only). */
+    readonly inline = false,
+  ) {}
+}
+
+/** A YAML timestamp decrypted from type `time` (RFC 3339 text, kept as written). */
+export class SopsTime {
+  constructor(readonly text: string) {}
+}
+
+/**
+ * A leaf: str (string), int (bigint, 64-bit), float (number), bool, time, legacy bytes, null.
+ * Null leaves are neither encrypted nor MACed (sops: "nil ... doesn't make sense to encrypt").
+ */
+export type SopsLeaf = string | bigint | number | boolean | SopsTime | Uint8Array | null;
+
+export type SopsValue = SopsLeaf | SopsBranch | SopsList;
+
+/** A list: values and comment lines (a comment is a list element in sops). */
+export type SopsList = (SopsValue | SopsComment)[];
+
+export interface SopsItem {
+  key: string | SopsComment;
+  value: SopsValue;
+}
+
+/** An ordered mapping: keys in document order, comment lines in position. */
+export class SopsBranch {
+  readonly items: SopsItem[];
+
+  constructor(items: SopsItem[] = []) {
+    this.items = items;
+  }
+
+  /** The value of the first item with this key, or undefined. */
+  get(key: string): SopsValue | undefined {
+    for (const item of this.items) if (item.key === key) return item.value;
+    return undefined;
+  }
+
+  has(key: string): boolean {
+    return this.items.some((i) => i.key === key);
+  }
+
+  /** Replaces the value of `key` in place, or appends it. */
+  set(key: string, value: SopsValue): void {
+    for (const item of this.items) {
+      if (item.key === key) {
+        item.value = value;
+        return;
+      }
+    }
+    this.items.push({ key, value });
+  }
+
+  delete(key: string): boolean {
+    const i = this.items.findIndex((it) => it.key === key);
+    if (i < 0) return false;
+    this.items.splice(i, 1);
+    return true;
+  }
+
+  /** Keys only (no comments), in order. */
+  keys(): string[] {
+    const out: string[] = [];
+    for (const item of this.items) if (typeof item.key === "string") out.push(item.key);
+    return out;
+  }
+}
+
+export function isBranch(v: unknown): v is SopsBranch {
+  return v instanceof SopsBranch;
+}
+
+export function isList(v: unknown): v is SopsList {
+  return Array.isArray(v);
+}
+
+/** A deep copy (leaves are immutable, except bytes, which are copied). */
+export function cloneValue<T extends SopsValue | SopsComment>(v: T): T {
+  if (v instanceof SopsBranch) {
+    return new SopsBranch(v.items.map((i) => ({ key: i.key, value: cloneValue(i.value) }))) as T;
+  }
+  if (Array.isArray(v)) return v.map((x) => cloneValue(x)) as T;
+  if (v instanceof Uint8Array) return Uint8Array.from(v) as T;
+  return v;
+}
+
+/**
+ * A callback on every leaf and comment, with sops's walk semantics (sops.go walkBranch/walkSlice):
+ * `path` holds map keys only (list indices are not part of it); `comments` is the stack of
+ * comment lines seen since the last value at each level, used by the comment-regex rules.
+ * The callback returns the replacement value.
+ */
+export type LeafVisitor = (
+  value: SopsLeaf | SopsComment,
+  path: readonly string[],
+  comments: readonly (readonly string[])[],
+) => SopsLeaf | SopsComment;
+
+export function walkBranches(branches: readonly SopsBranch[], visit: LeafVisitor): void {
+  for (const b of branches) walkBranch(b, [], [], visit);
+}
+
+function walkValue(
+  v: SopsValue | SopsComment,
+  path: string[],
+  stack: string[][],
+  visit: LeafVisitor,
+): SopsValue | SopsComment {
+  if (v instanceof SopsBranch) {
+    walkBranch(v, path, stack, visit);
+    return v;
+  }
+  if (Array.isArray(v)) {
+    walkList(v, path, stack, visit);
+    return v;
+  }
+  if (v === null) return null; // sops: nil is neither encrypted nor MACed
+  return visit(v, path, stack);
+}
+
+/**
+ * sops.go walkSlice: a comment in a list is a list element. When it is encrypted it becomes a
+ * plain `ENC[...,type:comment]` string element (that is what sops writes), and decrypting such
+ * an element gives a comment back.
+ */
+function walkList(list: SopsList, path: string[], outer: string[][], visit: LeafVisitor): void {
+  const stack = [...outer, []];
+  const top = stack.length - 1;
+  for (let i = 0; i < list.length; i++) {
+    const v = list[i]!;
+    const isComment = v instanceof SopsComment;
+    if (isComment) stack[top] = [...stack[top]!, v.value];
+    list[i] = walkValue(v, path, stack, visit);
+    if (!isComment) stack[top] = [];
+  }
+}
+
+/** sops.go walkBranch: comment keys are visited with the branch's own path. */
+function walkBranch(branch: SopsBranch, path: string[], outer: string[][], visit: LeafVisitor): void {
+  const stack = [...outer, []];
+  const top = stack.length - 1;
+  for (const item of branch.items) {
+    if (item.key instanceof SopsComment) {
+      const c = item.key;
+      stack[top] = [...stack[top]!, c.value];
+      const out = visit(c, path, stack);
+      item.key = out instanceof SopsComment ? out : new SopsComment(String(out), c.inline);
+      continue;
+    }
+    const out = walkValue(item.value, [...path, item.key], stack, visit);
+    if (out instanceof SopsComment) {
+      throw new NixsealError(
+        "SOPS_FORMAT",
+        `the value of "${[...path, item.key].join(".")}" is an encrypted comment`,
+        {
+          hint: "a mapping value cannot be a comment; the file was edited by hand or damaged",
+        },
+      );
+    }
+    item.value = out;
+    stack[top] = [];
+  }
+}
+
+/** Nesting limit for every store's parser: deep enough for any real config, bounded for hostile input. */
+export const MAX_DEPTH = 200;
+/** Size limit for a sops document (every store). */
+export const MAX_DOCUMENT_SIZE = 64 * 1024 * 1024;

@@ -1,0 +1,368 @@
+/**
+ * The sops value cipher (sops aes/cipher.go): every leaf is
+ * `ENC[AES256_GCM,data:<b64>,iv:<b64>,tag:<b64>,type:<t>]`, AES-256-GCM under the file's data key
+ * with the key path (`a:b:c:`) as additional data. Plus which leaves get encrypted
+ * (sops.go `shouldBeEncrypted`).
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { NixsealError } from "../common/errors.js";
+import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
+
+/** sops aes/cipher.go: `nonceSize = 32` (decryption accepts whatever IV length is stored). */
+const NONCE_SIZE = 32;
+const TAG_SIZE = 16;
+export const DATA_KEY_SIZE = 32;
+
+export type ValueType = "str" | "int" | "float" | "bool" | "time" | "comment" | "bytes";
+
+/** sops aes/cipher.go `encre` (anchored at the start only, as sops's). */
+const ENC_RE = /^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]/s;
+const STD_B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function isEncryptedValue(s: string): boolean {
+  return s.startsWith("ENC[AES256_GCM,");
+}
+
+function decodeStdBase64(s: string, what: string): Buffer {
+  if (!STD_B64.test(s)) {
+    throw new NixsealError("SOPS_DECRYPT", `an encrypted value has a malformed ${what} (not base64)`, {
+      hint: "the file was edited by hand or damaged; restore it from version control",
+    });
+  }
+  return Buffer.from(s, "base64");
+}
+
+interface ParsedValue {
+  data: Buffer;
+  iv: Buffer;
+  tag: Buffer;
+  type: string;
+}
+
+export function parseEncryptedValue(s: string): ParsedValue {
+  const m = ENC_RE.exec(s);
+  if (m === null) {
+    throw new NixsealError("SOPS_DECRYPT", "a value is not in sops's ENC[AES256_GCM,...] format", {
+      hint: "the file was edited by hand or damaged (or the value was never encrypted)",
+    });
+  }
+  const tag = decodeStdBase64(m[3]!, "tag");
+  const iv = decodeStdBase64(m[2]!, "iv");
+  if (tag.length !== TAG_SIZE || iv.length === 0) {
+    throw new NixsealError("SOPS_DECRYPT", "an encrypted value has a bad iv or tag length", {
+      hint: "the file was edited by hand or damaged; restore it from version control",
+    });
+  }
+  return { data: decodeStdBase64(m[1]!, "data"), iv, tag, type: m[4]! };
+}
+
+/**
+ * Go's `strconv.FormatFloat(v, 'f', -1, 64)`: the shortest digits that round-trip, never an
+ * exponent. JS's Number#toString gives the same digits but may use exponent notation.
+ */
+export function formatGoFloat(n: number): string {
+  if (Number.isNaN(n)) return "NaN";
+  if (n === Number.POSITIVE_INFINITY) return "+Inf";
+  if (n === Number.NEGATIVE_INFINITY) return "-Inf";
+  if (Object.is(n, -0)) return "-0";
+  const s = String(n);
+  const e = s.indexOf("e");
+  if (e < 0) return s;
+  const neg = s.startsWith("-");
+  const mant = s.slice(neg ? 1 : 0, e);
+  const exp = Number(s.slice(e + 1));
+  const dot = mant.indexOf(".");
+  const digits = dot < 0 ? mant : mant.slice(0, dot) + mant.slice(dot + 1);
+  const intLen = (dot < 0 ? mant.length : dot) + exp;
+  let out: string;
+  if (intLen <= 0) out = `0.${"0".repeat(-intLen)}${digits}`;
+  else if (intLen >= digits.length) out = digits + "0".repeat(intLen - digits.length);
+  else out = `${digits.slice(0, intLen)}.${digits.slice(intLen)}`;
+  return neg ? `-${out}` : out;
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+export function isInt64(n: bigint): boolean {
+  return n >= INT64_MIN && n <= INT64_MAX;
+}
+
+/** sops.go ToBytes / cipher.Encrypt: the plaintext bytes of a leaf and its type tag. */
+export function leafPlaintext(v: SopsLeaf | SopsComment): { type: ValueType; bytes: Buffer } {
+  if (typeof v === "string") return { type: "str", bytes: Buffer.from(v, "utf8") };
+  if (typeof v === "bigint") return { type: "int", bytes: Buffer.from(v.toString(), "latin1") };
+  if (typeof v === "number") return { type: "float", bytes: Buffer.from(formatGoFloat(v), "latin1") };
+  if (typeof v === "boolean") return { type: "bool", bytes: Buffer.from(v ? "True" : "False", "latin1") };
+  if (v instanceof SopsComment) return { type: "comment", bytes: Buffer.from(v.value, "utf8") };
+  if (v instanceof SopsTime) return { type: "time", bytes: Buffer.from(v.text, "utf8") };
+  if (v instanceof Uint8Array) return { type: "str", bytes: Buffer.from(v) }; // Go: []byte walks as string
+  throw new NixsealError("INTERNAL", "a null leaf has no plaintext");
+}
+
+/** The bytes sops's MAC hashes for a leaf (sops.go ToBytes). */
+export function macBytes(v: SopsLeaf): Buffer {
+  return leafPlaintext(v).bytes;
+}
+
+/** Go strconv.ParseBool. */
+function parseGoBool(s: string): boolean | null {
+  if (s === "1" || s === "t" || s === "T" || s === "TRUE" || s === "true" || s === "True") return true;
+  if (s === "0" || s === "f" || s === "F" || s === "FALSE" || s === "false" || s === "False") return false;
+  return null;
+}
+
+/** Go strconv.Atoi on 64-bit: optional sign, decimal digits, int64 range. */
+function parseGoInt(s: string): bigint | null {
+  if (!/^[+-]?[0-9]+$/.test(s)) return null;
+  const n = BigInt(s);
+  return isInt64(n) ? n : null;
+}
+
+/** Go strconv.ParseFloat(s, 64) for the forms Go writes and common decimal input. */
+function parseGoFloat(s: string): number | null {
+  if (s === "NaN") return Number.NaN;
+  if (s === "+Inf" || s === "Inf" || s === "+Infinity" || s === "Infinity") return Number.POSITIVE_INFINITY;
+  if (s === "-Inf" || s === "-Infinity") return Number.NEGATIVE_INFINITY;
+  if (!/^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/.test(s)) return null;
+  return Number(s);
+}
+
+function badPlaintext(type: string): NixsealError {
+  return new NixsealError("SOPS_DECRYPT", `a decrypted value is not a valid ${type}`, {
+    hint: "the file was written by a broken tool; decrypt it with --ignore-mac is no help here, re-create the value",
+  });
+}
+
+/** Turns decrypted bytes back into a leaf of the stored type (sops aes/cipher.go Decrypt). */
+export function leafFromPlaintext(type: string, bytes: Buffer): SopsLeaf | SopsComment {
+  const text = bytes.toString("utf8");
+  switch (type) {
+    case "str":
+      return text;
+    case "int": {
+      const n = parseGoInt(text);
+      if (n === null) throw badPlaintext("int");
+      return n;
+    }
+    case "float": {
+      const n = parseGoFloat(text);
+      if (n === null) throw badPlaintext("float");
+      return n;
+    }
+    case "bool": {
+      const b = parseGoBool(text);
+      if (b === null) throw badPlaintext("bool");
+      return b;
+    }
+    case "time":
+      return new SopsTime(text);
+    case "comment":
+      return new SopsComment(text);
+    case "bytes":
+      return Uint8Array.from(bytes);
+    default:
+      throw new NixsealError(
+        "SOPS_DECRYPT",
+        `an encrypted value has an unknown type "${type.slice(0, 20)}"`,
+        {
+          hint: "the file was written by a newer or broken tool",
+        },
+      );
+  }
+}
+
+/**
+ * AES-256-GCM over the leaves of one file, under its data key. Remembers the IV of every value
+ * it decrypts, keyed by (type, path, plaintext), and reuses it when the same plaintext is
+ * encrypted again at the same path: unchanged values keep byte-identical ciphertext, so git diffs
+ * show only what changed (sops aes/cipher.go `stash`). The stash keys are hashes, not plaintext.
+ */
+export class ValueCipher {
+  private readonly key: Buffer;
+  private readonly stash = new Map<string, Buffer>();
+
+  constructor(dataKey: Uint8Array) {
+    if (dataKey.length !== DATA_KEY_SIZE) {
+      throw new NixsealError("SOPS_METADATA", "the sops data key is not 32 bytes", {
+        hint: "the key wrapped in the sops metadata is damaged",
+      });
+    }
+    this.key = Buffer.from(dataKey);
+  }
+
+  private stashKey(type: string, aad: string, bytes: Buffer): string {
+    return createHash("sha256").update(`${type}\0${aad}\0`).update(bytes).digest("base64");
+  }
+
+  /** Encrypts a leaf; an empty string or empty comment stays empty (sops: not encrypted). */
+  encrypt(v: SopsLeaf | SopsComment, aad: string): string {
+    const { type, bytes } = leafPlaintext(v);
+    if ((type === "str" || type === "comment") && bytes.length === 0) return "";
+    const sk = this.stashKey(type, aad, bytes);
+    const iv = this.stash.get(sk) ?? randomBytes(NONCE_SIZE);
+    const c = createCipheriv("aes-256-gcm", this.key, iv, { authTagLength: TAG_SIZE });
+    c.setAAD(Buffer.from(aad, "utf8"));
+    const data = Buffer.concat([c.update(bytes), c.final()]);
+    const tag = c.getAuthTag();
+    bytes.fill(0);
+    return `ENC[AES256_GCM,data:${data.toString("base64")},iv:${iv.toString("base64")},tag:${tag.toString("base64")},type:${type}]`;
+  }
+
+  /**
+   * Decrypts one `ENC[...]` string; "" decrypts to "" (sops). With `rawStrings`, a `str` value
+   * comes back as bytes (the binary store's payload need not be UTF-8).
+   */
+  decrypt(s: string, aad: string, rawStrings = false): SopsLeaf | SopsComment {
+    if (s === "") return rawStrings ? new Uint8Array(0) : "";
+    const p = parseEncryptedValue(s);
+    let bytes: Buffer;
+    try {
+      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, { authTagLength: TAG_SIZE });
+      d.setAAD(Buffer.from(aad, "utf8"));
+      d.setAuthTag(p.tag);
+      bytes = Buffer.concat([d.update(p.data), d.final()]);
+    } catch {
+      throw new NixsealError(
+        "SOPS_DECRYPT",
+        `the value at "${aad.slice(0, -1) || "(top level)"}" does not decrypt (authentication failed)`,
+        {
+          hint: "the value was tampered with, moved to another key, or encrypted with another data key",
+        },
+      );
+    }
+    const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
+    if (p.type !== "bytes") this.stash.set(this.stashKey(p.type, aad, bytes), p.iv);
+    bytes.fill(0);
+    return leaf;
+  }
+
+  /** Zeroes the data key copy. */
+  wipe(): void {
+    this.key.fill(0);
+    this.stash.clear();
+  }
+}
+
+/**
+ * Which leaves are encrypted (sops.go `shouldBeEncrypted`, stores.go `ToInternal`): at most one
+ * rule; none means `unencrypted_suffix: _unencrypted`. Regexes are Go RE2 matched unanchored.
+ */
+export interface EncryptionRules {
+  unencryptedSuffix?: string;
+  encryptedSuffix?: string;
+  unencryptedRegex?: string;
+  encryptedRegex?: string;
+  unencryptedCommentRegex?: string;
+  encryptedCommentRegex?: string;
+}
+
+export const DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted";
+
+/** Go RE2 → JS RegExp: leading inline flags `(?i)`, `(?s)`, `(?m)` become JS flags. */
+export function goRegExp(src: string, where: string): RegExp {
+  let flags = "u";
+  let body = src;
+  const m = /^\(\?([ims]+)\)/.exec(body);
+  if (m) {
+    for (const f of m[1]!) if (!flags.includes(f)) flags += f;
+    body = body.slice(m[0].length);
+  }
+  try {
+    return new RegExp(body, flags);
+  } catch {
+    try {
+      return new RegExp(body, flags.replace("u", ""));
+    } catch {
+      throw new NixsealError("SOPS_METADATA", `${where}: the regular expression does not compile`, {
+        hint: "use RE2 syntax that JavaScript also accepts",
+      });
+    }
+  }
+}
+
+/** The number of rules set; sops refuses more than one. */
+export function countRules(r: EncryptionRules): number {
+  return [
+    r.unencryptedSuffix,
+    r.encryptedSuffix,
+    r.unencryptedRegex,
+    r.encryptedRegex,
+    r.unencryptedCommentRegex,
+    r.encryptedCommentRegex,
+  ].filter((x) => x !== undefined && x !== "").length;
+}
+
+export class EncryptionSelector {
+  private readonly r: EncryptionRules;
+  private readonly unencRe: RegExp | null;
+  private readonly encRe: RegExp | null;
+  private readonly unencCommentRe: RegExp | null;
+  private readonly encCommentRe: RegExp | null;
+
+  constructor(rules: EncryptionRules) {
+    if (countRules(rules) > 1) {
+      throw new NixsealError(
+        "SOPS_METADATA",
+        "more than one of encrypted_suffix, unencrypted_suffix, encrypted_regex, unencrypted_regex, encrypted_comment_regex, unencrypted_comment_regex is set",
+        { hint: "sops allows only one of these per file" },
+      );
+    }
+    this.r = countRules(rules) === 0 ? { unencryptedSuffix: DEFAULT_UNENCRYPTED_SUFFIX } : rules;
+    const re = (s: string | undefined, w: string) => (s ? goRegExp(s, w) : null);
+    this.unencRe = re(this.r.unencryptedRegex, "unencrypted_regex");
+    this.encRe = re(this.r.encryptedRegex, "encrypted_regex");
+    this.unencCommentRe = re(this.r.unencryptedCommentRegex, "unencrypted_comment_regex");
+    this.encCommentRe = re(this.r.encryptedCommentRegex, "encrypted_comment_regex");
+  }
+
+  get rules(): EncryptionRules {
+    return this.r;
+  }
+
+  /** sops.go shouldBeEncrypted, step by step. */
+  shouldEncrypt(
+    path: readonly string[],
+    comments: readonly (readonly string[])[],
+    isComment: boolean,
+  ): boolean {
+    let encrypted = true;
+    const { unencryptedSuffix: us, encryptedSuffix: es } = this.r;
+    if (us) {
+      if (path.some((p) => p.endsWith(us))) encrypted = false;
+    }
+    if (es) {
+      encrypted = path.some((p) => p.endsWith(es));
+    }
+    if (this.unencRe) {
+      const re = this.unencRe;
+      if (path.some((p) => re.test(p))) encrypted = false;
+    }
+    if (this.encRe) {
+      const re = this.encRe;
+      encrypted = path.some((p) => re.test(p));
+    }
+    if (this.unencCommentRe) {
+      const re = this.unencCommentRe;
+      if (comments.some((cs) => cs.some((c) => re.test(c)))) encrypted = false;
+    }
+    if (this.encCommentRe) {
+      const re = this.encCommentRe;
+      const lastStack = comments.length - 1;
+      const lastLine = (comments[lastStack]?.length ?? 0) - 1;
+      encrypted = false;
+      outer: for (let i = 0; i < comments.length; i++) {
+        const cs = comments[i]!;
+        for (let j = 0; j < cs.length; j++) {
+          // sops: the comment line that matches is itself not encrypted.
+          if (isComment && i === lastStack && j === lastLine) continue;
+          if (re.test(cs[j]!)) {
+            encrypted = true;
+            break outer;
+          }
+        }
+      }
+    }
+    return encrypted;
+  }
+}
