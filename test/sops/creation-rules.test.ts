@@ -78,7 +78,7 @@ test("Mic92/dotfiles .sops.yaml: nine rules, pgp-only and mixed groups", () => {
   assert.equal(admins?.index, 0);
   assert.deepEqual(admins?.keyGroups[0]?.age, []);
   assert.equal(admins?.keyGroups[0]?.other.length, 1);
-  // Unanchored, like Go's MatchString: "nixos/secrets/x.yaml" relative... is matched by rule 9.
+  // secrets/x.yaml: rules 1-8 need another directory, so the last rule applies.
   const last = ruleFor(c, path.join(FIXTURES, "secrets", "x.yaml"));
   assert.equal(last?.index, 8);
   assert.equal(last?.keyGroups[0]?.other.length, 7);
