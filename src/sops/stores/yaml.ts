@@ -180,7 +180,17 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
 
 // ---- writing -------------------------------------------------------------------------------
 
+/** YAML 1.1 timestamps and booleans: go-yaml writes such strings double-quoted (`lastmodified: "..."`). */
+const YAML11_TIMESTAMP =
+  /^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?$/;
+const YAML11_BOOL = /^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$/;
+
 function scalarNode(v: SopsValue): Scalar {
+  if (typeof v === "string" && (YAML11_TIMESTAMP.test(v) || YAML11_BOOL.test(v))) {
+    const s = new Scalar(v);
+    s.type = Scalar.QUOTE_DOUBLE;
+    return s;
+  }
   if (v instanceof SopsTime) return new Scalar(v.text);
   if (v instanceof Uint8Array) return new Scalar(Buffer.from(v).toString("utf8"));
   const s = new Scalar(v);
