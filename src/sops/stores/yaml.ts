@@ -140,7 +140,7 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
   const text = decodeUtf8("yaml", input);
   const docs = parseAllDocuments(text, {
     intAsBigInt: true,
-    uniqueKeys: true,
+    uniqueKeys: false, // checked below with a Set: the parser's own check is quadratic
     merge: false,
     prettyErrors: false,
     strict: true,
