@@ -7,6 +7,18 @@ import type { SopsStore, StoreName } from "./stores/store.js";
 import { YamlStore } from "./stores/yaml.js";
 
 export {
+  type CreationRule,
+  findSopsConfig,
+  type KeyGroup as CreationRuleKeyGroup,
+  loadSopsConfig,
+  noMatchingRuleError,
+  parseSopsConfig,
+  pathForRules,
+  ruleFor,
+  type SopsConfig,
+  validateSopsConfig,
+} from "./creation-rules.js";
+export {
   type AgeRecipientInput,
   checkEncryptable,
   closeDocument,
@@ -19,6 +31,7 @@ export {
   unwrapDataKey,
   wrapDataKey,
 } from "./document.js";
+export { compileGoRegexp } from "./go-regexp.js";
 export {
   decryptMac,
   encryptMac,

@@ -6,6 +6,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { NixsealError } from "../common/errors.js";
+import { compileGoRegexp } from "./go-regexp.js";
 import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 
 /** sops aes/cipher.go: `nonceSize = 32` (decryption accepts whatever IV length is stored). */
@@ -259,26 +260,9 @@ export interface EncryptionRules {
 
 export const DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted";
 
-/** Go RE2 → JS RegExp: leading inline flags `(?i)`, `(?s)`, `(?m)` become JS flags. */
+/** Go RE2 → JS RegExp with Go's meaning (see go-regexp.ts); for regexes stored in a file's metadata. */
 export function goRegExp(src: string, where: string): RegExp {
-  let flags = "u";
-  let body = src;
-  const m = /^\(\?([ims]+)\)/.exec(body);
-  if (m) {
-    for (const f of m[1]!) if (!flags.includes(f)) flags += f;
-    body = body.slice(m[0].length);
-  }
-  try {
-    return new RegExp(body, flags);
-  } catch {
-    try {
-      return new RegExp(body, flags.replace("u", ""));
-    } catch {
-      throw new NixsealError("SOPS_METADATA", `${where}: the regular expression does not compile`, {
-        hint: "use RE2 syntax that JavaScript also accepts",
-      });
-    }
-  }
+  return compileGoRegexp(src, where, "SOPS_METADATA");
 }
 
 /** The number of rules set; sops refuses more than one. */
