@@ -2,6 +2,7 @@
 import { NixsealError } from "../common/errors.js";
 import { BinaryStore } from "./stores/binary.js";
 import { DotenvStore } from "./stores/dotenv.js";
+import { IniStore } from "./stores/ini.js";
 import { JsonStore } from "./stores/json.js";
 import type { SopsStore, StoreName } from "./stores/store.js";
 import { YamlStore } from "./stores/yaml.js";
@@ -51,6 +52,7 @@ export {
 export { combine as shamirCombine, split as shamirSplit } from "./shamir.js";
 export { BinaryStore } from "./stores/binary.js";
 export { DotenvStore } from "./stores/dotenv.js";
+export { INI_DEFAULT_SECTION, IniStore } from "./stores/ini.js";
 export { JsonStore } from "./stores/json.js";
 export type { SopsStore, StoreName } from "./stores/store.js";
 export { YamlStore } from "./stores/yaml.js";
@@ -75,7 +77,7 @@ export {
   type ValueType,
 } from "./value-cipher.js";
 
-/** A store by name. INI is not implemented yet. */
+/** A store by name. */
 export function storeByName(name: StoreName): SopsStore {
   switch (name) {
     case "yaml":
@@ -84,6 +86,8 @@ export function storeByName(name: StoreName): SopsStore {
       return new JsonStore();
     case "dotenv":
       return new DotenvStore();
+    case "ini":
+      return new IniStore();
     case "binary":
       return new BinaryStore();
     default:
