@@ -4,9 +4,20 @@ import * as tty from "node:tty";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import { readAll } from "../common/fd-io.js";
+import { encryptNewDocument, type SopsStore } from "../sops/index.js";
 import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
+import {
+  ageGroupsOf,
+  creationRuleOf,
+  displayPath,
+  encryptionRulesOf,
+  SOPS_OPTIONS,
+  SOPS_OPTIONS_HELP,
+  sopsStoreOf,
+  writeSopsFile,
+} from "./sops-file.js";
 import { keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal encrypt NAME [--in FILE] [--rules FILE] [--json]
@@ -15,17 +26,50 @@ Encrypts the plaintext from standard input (or --in FILE) to the recipients the 
 NAME, and replaces the secret's file atomically. NAME is the name in secrets.nix or a path to
 the file (with or without .age).
 
+A FILE with a sops extension (.yaml, .yml, .json, .env, .ini) that secrets.nix does not list is
+a sops file: the plaintext document is encrypted for the keys of the .sops.yaml creation rule
+that matches FILE (key groups, shamir_threshold, (un)encrypted suffix/regex), as sops does.
+
 Options:
     --in FILE             Read the plaintext from FILE instead of standard input.
-${VAULT_OPTIONS_HELP}
+${SOPS_OPTIONS_HELP}${VAULT_OPTIONS_HELP}
 Example:
     $ printf %s "$DB_PASSWORD" | nixseal encrypt db-password.age
     $ nixseal encrypt tls-key.age --in /dev/shm/key.pem
+    $ nixseal encrypt secrets/hosts.yaml --in /dev/shm/hosts.yaml
 
 Exit codes: 0 success, 1 failure, 2 usage or rules error.
 `;
 
-const OPTIONS = { ...VAULT_OPTIONS, in: { type: "string" } } as const;
+const OPTIONS = { ...VAULT_OPTIONS, ...SOPS_OPTIONS, in: { type: "string" } } as const;
+
+async function encryptSops(
+  file: string,
+  store: SopsStore,
+  plain: Buffer,
+  values: { json?: boolean; config?: string },
+): Promise<void> {
+  const prog = "nixseal encrypt";
+  const { rule, config } = creationRuleOf(prog, file, values);
+  const keyGroups = ageGroupsOf(prog, rule, config.file, displayPath(file));
+  const branches = store.parsePlain(plain);
+  const out = await encryptNewDocument(branches, store, {
+    keyGroups,
+    shamirThreshold: rule.shamirThreshold,
+    rules: encryptionRulesOf(rule),
+    macOnlyEncrypted: rule.macOnlyEncrypted,
+    file: displayPath(file),
+  });
+  writeSopsFile(file, out);
+  const recipients = keyGroups.reduce((n, g) => n + g.length, 0);
+  if (values.json) {
+    process.stdout.write(
+      `${JSON.stringify({ file: displayPath(file), format: store.name, keyGroups: keyGroups.length, recipients })}\n`,
+    );
+  } else if (tty.isatty(2)) {
+    process.stderr.write(`encrypted ${displayPath(file)} for ${recipients} recipient(s)\n`);
+  }
+}
 
 export const command: Command = {
   name: "encrypt",
@@ -42,9 +86,10 @@ export const command: Command = {
         hint: "nixseal encrypt NAME < plaintext",
       });
     }
-    const rules = rulesOf(values, positionals[0]);
-    const rule = requireSecret(rules, positionals[0]!);
-    const recipients = recipientsFor(rule, rules.file, keyContext());
+    const store = sopsStoreOf(positionals[0]!, values);
+    const rules = store === null ? rulesOf(values, positionals[0]) : null;
+    const rule = rules === null ? null : requireSecret(rules, positionals[0]!);
+    const recipients = rules === null || rule === null ? null : recipientsFor(rule, rules.file, keyContext());
     let fd = 0;
     if (values.in !== undefined && values.in !== "-") {
       try {
@@ -68,6 +113,16 @@ export const command: Command = {
         hint: "secrets are small; encrypt large files with 'nixseal age'",
       });
     }
+    if (store !== null) {
+      try {
+        await encryptSops(positionals[0]!, store, plain, values);
+      } finally {
+        wipe(plain);
+      }
+      return 0;
+    }
+    if (rule === null || recipients === null)
+      throw new NixsealError("INTERNAL", "no rule", { hint: "report this bug" });
     try {
       await writeSecret(rule, plain, recipients);
     } finally {

@@ -16,13 +16,13 @@ export interface Command {
   /** Exit code for errors (age-compatible commands use 1). */
   readonly errorExitCode: number;
   /**
-   * Exit code for usage and configuration errors (USAGE, RULES, NOT_IN_RULES). Repository
+   * Exit code for usage and configuration errors (USAGE, RULES, NOT_IN_RULES, SOPS_CONFIG). Repository
    * commands use 2; age-compatible commands leave it unset (everything is 1, as age).
    */
   readonly usageExitCode?: number;
 }
 
-const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES"]);
+const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG"]);
 
 /** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
 const COMMANDS: Record<string, [summary: string, module: string]> = {

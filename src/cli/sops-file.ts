@@ -1,0 +1,342 @@
+/**
+ * What the sops commands share: is a path a sops file (by extension or --input-type), the
+ * `.sops.yaml` creation rule for it, reading, decrypting and writing it back atomically with its
+ * mode kept, and sops' tree paths (`["a"][0]`) for --extract and set.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Identity } from "../age/types.js";
+import { writeFileAtomic } from "../common/atomic-file.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import {
+  type CreationRule,
+  decryptDocument,
+  type EncryptionRules,
+  findSopsConfig,
+  isBranch,
+  loadSopsConfig,
+  noMatchingRuleError,
+  ruleFor,
+  SopsBranch,
+  SopsComment,
+  type SopsConfig,
+  type SopsDocument,
+  type SopsStore,
+  type SopsValue,
+  type StoreName,
+  storeByName,
+} from "../sops/index.js";
+import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
+import { findRulesFile, findSecret, loadRules } from "../vault/index.js";
+import type { Options } from "./args.js";
+import { printWarning } from "./report.js";
+import type { VaultValues } from "./vault-context.js";
+
+export const SOPS_OPTIONS = {
+  "input-type": { type: "string" },
+  config: { type: "string" },
+} as const satisfies Options;
+
+export const SOPS_OPTIONS_HELP = `sops files (by extension .yaml/.yml/.json/.env/.ini, or --input-type):
+    --input-type TYPE     Treat FILE as a sops file of TYPE: yaml, json, dotenv, ini or binary.
+    --config FILE         The .sops.yaml to use (default: $SOPS_CONFIG, else the first .sops.yaml
+                          found walking up from the current directory, as sops does).
+`;
+
+export interface SopsValues extends VaultValues {
+  "input-type"?: string;
+  config?: string;
+}
+
+const STORE_NAMES: readonly StoreName[] = ["yaml", "json", "dotenv", "ini", "binary"];
+
+/** The sops store a path has by its extension, or null (age secrets, binary files). */
+export function sopsStoreNameByExtension(file: string): StoreName | null {
+  const p = file.toLowerCase();
+  if (p.endsWith(".yaml") || p.endsWith(".yml")) return "yaml";
+  if (p.endsWith(".json")) return "json";
+  if (p.endsWith(".env")) return "dotenv";
+  if (p.endsWith(".ini")) return "ini";
+  return null;
+}
+
+function inputType(values: SopsValues): StoreName | null {
+  const t = values["input-type"];
+  if (t === undefined) return null;
+  if (!(STORE_NAMES as readonly string[]).includes(t)) {
+    throw new NixsealError("USAGE", `unknown --input-type "${t.slice(0, 20)}"`, {
+      hint: `use one of ${STORE_NAMES.join(", ")}`,
+    });
+  }
+  return t as StoreName;
+}
+
+/**
+ * Whether NAME is a sops file, and in which format: --input-type says so; else a sops extension,
+ * unless secrets.nix lists NAME (then it stays an age secret, as before sops support).
+ */
+export function sopsStoreOf(name: string, values: SopsValues): SopsStore | null {
+  const forced = inputType(values);
+  if (forced !== null) return storeByName(forced);
+  const byExtension = sopsStoreNameByExtension(name);
+  if (byExtension === null) return null;
+  const explicit = values.rules ?? process.env.RULES;
+  let rulesFile: string | null = null;
+  try {
+    rulesFile = findRulesFile({ rules: values.rules, near: name });
+  } catch (e) {
+    // No secrets.nix at all: a sops file. A --rules/RULES that does not exist is still an error.
+    if (explicit || !(e instanceof NixsealError && e.code === "RULES")) throw e;
+  }
+  if (rulesFile !== null) {
+    const rules = loadRules({ rules: rulesFile, noCache: values["no-cache"] === true });
+    if (findSecret(rules, name)) return null;
+  }
+  return storeByName(byExtension);
+}
+
+/** sops -> the store for a path that must be a sops file (set, updatekeys, rotate). */
+export function requireSopsStore(name: string, values: SopsValues): SopsStore {
+  const forced = inputType(values);
+  if (forced !== null) return storeByName(forced);
+  const byExtension = sopsStoreNameByExtension(name);
+  if (byExtension === null) {
+    throw new NixsealError(
+      "USAGE",
+      `${name} is not a sops file (no .yaml, .yml, .json, .env or .ini extension)`,
+      {
+        hint: "pass --input-type yaml|json|dotenv|ini|binary to say which format it is",
+      },
+    );
+  }
+  return storeByName(byExtension);
+}
+
+/** The `.sops.yaml` sops would use: --config, $SOPS_CONFIG, else found from the current directory. */
+export function sopsConfigOf(prog: string, values: SopsValues): SopsConfig {
+  const location = findSopsConfig(process.cwd(), values.config ?? process.env.SOPS_CONFIG);
+  if (location.warning) printWarning(prog, location.warning);
+  if (location.file === null) {
+    throw new NixsealError("SOPS_CONFIG", `no .sops.yaml found in ${process.cwd()} or any parent directory`, {
+      hint: "create a .sops.yaml with creation_rules (sops looks for it from the current directory upward), or pass --config FILE",
+    });
+  }
+  const config = loadSopsConfig(location.file);
+  for (const w of config.warnings) printWarning(prog, w.message);
+  return config;
+}
+
+/** The creation rule for `file`; sops' "no matching creation rules" error when there is none. */
+export function creationRuleOf(
+  prog: string,
+  file: string,
+  values: SopsValues,
+): { rule: CreationRule; config: SopsConfig } {
+  const config = sopsConfigOf(prog, values);
+  const rule = ruleFor(config, file);
+  if (rule === null) throw noMatchingRuleError(config, file);
+  return { rule, config };
+}
+
+/** The options of a creation rule that choose which values are encrypted. */
+export function encryptionRulesOf(rule: CreationRule): EncryptionRules {
+  const out: EncryptionRules = {};
+  if (rule.unencryptedSuffix) out.unencryptedSuffix = rule.unencryptedSuffix;
+  if (rule.encryptedSuffix) out.encryptedSuffix = rule.encryptedSuffix;
+  if (rule.unencryptedRegex) out.unencryptedRegex = rule.unencryptedRegex;
+  if (rule.encryptedRegex) out.encryptedRegex = rule.encryptedRegex;
+  if (rule.unencryptedCommentRegex) out.unencryptedCommentRegex = rule.unencryptedCommentRegex;
+  if (rule.encryptedCommentRegex) out.encryptedCommentRegex = rule.encryptedCommentRegex;
+  return out;
+}
+
+/**
+ * The age recipients of a rule, group by group. Keys of other types (pgp, kms, ...) cannot be
+ * wrapped by nixseal: warned about, and a group with nothing else is an error.
+ */
+export function ageGroupsOf(prog: string, rule: CreationRule, configFile: string, file: string): string[][] {
+  const groups: string[][] = [];
+  rule.keyGroups.forEach((g, i) => {
+    const label = rule.keyGroups.length > 1 ? ` (key group ${i + 1})` : "";
+    if (g.other.length > 0) {
+      printWarning(
+        prog,
+        `${file}: the creation rule names ${g.other.map((o) => `${o.type} ${o.id}`).join(", ")}${label}; nixseal cannot wrap the data key for them`,
+      );
+    }
+    if (g.age.length === 0) {
+      throw new NixsealError(
+        "SOPS_UNSUPPORTED",
+        `${file}: the creation rule in ${configFile}${label} names no age recipient`,
+        {
+          hint: "nixseal wraps data keys for age keys only: add an age recipient to the rule, or use sops for this file",
+          file: configFile,
+        },
+      );
+    }
+    groups.push([...g.age]);
+  });
+  if (groups.length === 0) {
+    throw new NixsealError("SOPS_CONFIG", `${file}: the creation rule in ${configFile} names no keys`, {
+      hint: "add age recipients to the rule",
+      file: configFile,
+    });
+  }
+  return groups;
+}
+
+/** Reads a sops file (size-limited, regular file). */
+export function readSopsFile(file: string): Buffer {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    throw ioError("read", file, e);
+  }
+  if (!st.isFile()) {
+    throw new NixsealError("IO", `${file} is not a regular file`, {
+      hint: "give the path of a sops file",
+      file,
+    });
+  }
+  if (st.size > MAX_DOCUMENT_SIZE) {
+    throw new NixsealError("SOPS_FORMAT", `${file} is larger than ${MAX_DOCUMENT_SIZE >> 20} MiB`, {
+      hint: "sops files this large are not supported",
+      file,
+    });
+  }
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw ioError("read", file, e);
+  }
+}
+
+/** Reads and decrypts a sops file (MAC verified unless ignoreMac). The caller closes it. */
+export async function openSopsFile(
+  file: string,
+  store: SopsStore,
+  identities: readonly Identity[],
+  ignoreMac = false,
+): Promise<SopsDocument> {
+  return decryptDocument(readSopsFile(file), store, { identities, ignoreMac, file });
+}
+
+/** Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask). */
+export function writeSopsFile(file: string, data: Uint8Array): void {
+  let mode = 0o644;
+  try {
+    mode = fs.statSync(file).mode & 0o7777;
+  } catch {}
+  writeFileAtomic(file, data, mode);
+}
+
+/** A file name for messages: relative to the current directory when inside it. */
+export function displayPath(file: string): string {
+  const rel = path.relative(process.cwd(), path.resolve(file));
+  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : path.resolve(file);
+}
+
+// ---- tree paths ---------------------------------------------------------------------------------
+
+export type TreePath = (string | number)[];
+
+/** Parses sops' tree path syntax, strictly: `["key"][0]["other"]`. */
+export function parseTreePath(text: string): TreePath {
+  const out: TreePath = [];
+  const re = /\[(?:"([^"]*)"|(0|[1-9][0-9]{0,8}))\]/y;
+  let i = 0;
+  while (i < text.length) {
+    re.lastIndex = i;
+    const m = re.exec(text);
+    if (m === null) {
+      throw new NixsealError(
+        "USAGE",
+        `invalid path ${JSON.stringify(text.slice(0, 80))} at character ${i + 1}`,
+        {
+          hint: `write the path as sops does: '["key"]["sub"][0]' (keys in double quotes, list indices as numbers)`,
+        },
+      );
+    }
+    out.push(m[1] !== undefined ? m[1] : Number(m[2]));
+    i = re.lastIndex;
+  }
+  if (out.length === 0) {
+    throw new NixsealError("USAGE", "empty path", {
+      hint: `write the path as sops does: '["key"]["sub"][0]'`,
+    });
+  }
+  return out;
+}
+
+export function formatTreePath(p: TreePath, upTo = p.length): string {
+  return p
+    .slice(0, upTo)
+    .map((k) => (typeof k === "number" ? `[${k}]` : `["${k}"]`))
+    .join("");
+}
+
+function notFound(p: TreePath, depth: number, why: string): NixsealError {
+  return new NixsealError("USAGE", `${formatTreePath(p, depth + 1)}: ${why}`, {
+    hint: "check the path against the decrypted file (nixseal decrypt FILE)",
+  });
+}
+
+/** The value at a path (sops --extract). */
+export function valueAt(root: SopsValue, p: TreePath): SopsValue {
+  let v: SopsValue = root;
+  p.forEach((k, depth) => {
+    if (typeof k === "string") {
+      if (!isBranch(v)) throw notFound(p, depth, "not a mapping");
+      const next = v.get(k);
+      if (next === undefined) throw notFound(p, depth, "no such key");
+      v = next;
+    } else {
+      if (!Array.isArray(v)) throw notFound(p, depth, "not a list");
+      const elems = v.filter((x) => !(x instanceof SopsComment)) as SopsValue[];
+      if (k >= elems.length) throw notFound(p, depth, `index out of range (the list has ${elems.length})`);
+      v = elems[k]!;
+    }
+  });
+  return v;
+}
+
+/**
+ * Sets the value at a path (sops set): missing mapping keys are created, a list index equal to
+ * the list's length appends. The first branch of the document is the root.
+ */
+export function setValueAt(root: SopsBranch, p: TreePath, value: SopsValue): void {
+  let v: SopsValue = root;
+  for (let depth = 0; depth < p.length; depth++) {
+    const k = p[depth]!;
+    const last = depth === p.length - 1;
+    const fresh = (): SopsValue => (last ? value : typeof p[depth + 1] === "number" ? [] : new SopsBranch());
+    if (typeof k === "string") {
+      if (!isBranch(v)) throw notFound(p, depth, "not a mapping");
+      let next = v.get(k);
+      if (next === undefined || last) {
+        next = fresh();
+        v.set(k, next);
+      }
+      v = next;
+    } else {
+      if (!Array.isArray(v)) throw notFound(p, depth, "not a list");
+      const positions: number[] = [];
+      v.forEach((x, i) => {
+        if (!(x instanceof SopsComment)) positions.push(i);
+      });
+      if (k > positions.length)
+        throw notFound(p, depth, `index out of range (the list has ${positions.length})`);
+      if (k === positions.length) {
+        const next = fresh();
+        v.push(next);
+        v = next;
+      } else if (last) {
+        v[positions[k]!] = value;
+        v = value;
+      } else {
+        v = v[positions[k]!] as SopsValue;
+      }
+    }
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * The sops commands through the built CLI: decrypt (files written by the real sops, --extract,
+ * --ignore-mac), encrypt (.sops.yaml rules), set, updatekeys and rotate, with the real `age`
+ * binary as the independent check of the wrapped data key.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { isolatedUserEnv, nixseal, REPO, tempDir, which } from "../helpers.js";
+
+const AGE = which("age");
+const AGE_KEYGEN = which("age-keygen");
+const NIX = which("nix-instantiate");
+const FIX = path.join(REPO, "test", "fixtures", "sops");
+
+let dir: string;
+let cleanup: () => void;
+let env: Record<string, string | undefined>;
+
+before(() => {
+  ({ dir, cleanup } = tempDir("nixseal-sops-cli-"));
+  const home = path.join(dir, "home");
+  fs.mkdirSync(home);
+  env = {
+    ...isolatedUserEnv(home, path.join(dir, "cache")),
+    SOPS_CONFIG: undefined,
+    SOPS_AGE_KEY_CMD: undefined,
+    SOPS_AGE_SSH_PRIVATE_KEY_FILE: undefined,
+    NO_COLOR: "1",
+  };
+});
+after(() => cleanup());
+
+let workCount = 0;
+/** A fresh work dir (its own .sops.yaml scope) under the test's temp dir. */
+function work(): string {
+  const w = path.join(dir, `w${workCount++}`);
+  fs.mkdirSync(w);
+  return w;
+}
+
+function sh(cwd: string, args: string[], input?: string, extra: Record<string, string | undefined> = {}) {
+  const r = nixseal(args, { cwd, env: { ...env, ...extra }, input });
+  return { ...r, out: r.stdout.toString("utf8") };
+}
+
+/** A new X25519 key pair in `w`: [identity file, recipient]. */
+function keygen(w: string, name: string): [string, string] {
+  const file = path.join(w, name);
+  const r = spawnSync(AGE_KEYGEN!, ["-o", file]);
+  assert.equal(r.status, 0, String(r.stderr));
+  const recipient = spawnSync(AGE_KEYGEN!, ["-y", file]).stdout.toString("utf8").trim();
+  return [file, recipient];
+}
+
+function sopsYaml(w: string, rules: string): void {
+  fs.writeFileSync(path.join(w, ".sops.yaml"), `creation_rules:\n${rules}`);
+}
+
+const missing = !AGE || !AGE_KEYGEN ? "age / age-keygen not installed" : false;
+
+describe("sops files written by the real sops decrypt through the CLI", () => {
+  test("sops-nix secrets.yaml (sops 3.7.1, age + pgp) with SOPS_AGE_KEY_FILE", () => {
+    const w = work();
+    fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.yaml"), path.join(w, "secrets.yaml"));
+    const r = sh(w, ["decrypt", "secrets.yaml"], undefined, {
+      SOPS_AGE_KEY_FILE: path.join(FIX, "sops-nix", "age-keys.txt"),
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(
+      r.out,
+      "test_key: test_value\na_list:\n    - e1\n    - e3\nnested:\n    test:\n        file: another value\n",
+    );
+    const one = sh(w, ["decrypt", "secrets.yaml", "--extract", '["nested"]["test"]["file"]'], undefined, {
+      SOPS_AGE_KEY_FILE: path.join(FIX, "sops-nix", "age-keys.txt"),
+    });
+    assert.equal(one.status, 0, one.stderr);
+    assert.equal(one.out, "another value");
+    const list = sh(w, ["decrypt", "secrets.yaml", "--extract", '["a_list"][1]'], undefined, {
+      SOPS_AGE_KEY_FILE: path.join(FIX, "sops-nix", "age-keys.txt"),
+    });
+    assert.equal(list.out, "e3");
+  });
+
+  test("sops-age secret.enc.json (sops 3.9.2) and secret.enc.env (dotenv) with -i", () => {
+    const w = work();
+    for (const f of ["secret.enc.json", "secret.enc.env"]) {
+      fs.copyFileSync(path.join(FIX, "sops-age", f), path.join(w, f));
+    }
+    const key = path.join(FIX, "sops-age", "key.txt");
+    const json = sh(w, ["decrypt", "secret.enc.json", "-i", key]);
+    assert.equal(json.status, 0, json.stderr);
+    assert.deepEqual(
+      JSON.parse(json.out),
+      JSON.parse(fs.readFileSync(path.join(FIX, "sops-age", "secret.json"), "utf8")),
+    );
+    const branch = sh(w, ["decrypt", "secret.enc.json", "-i", key, "--extract", '["complex"]']);
+    assert.equal(branch.status, 0, branch.stderr);
+    assert.deepEqual(JSON.parse(branch.out), { value: "this is a secret", array: ["one", "two", "three"] });
+    const out = path.join(w, "plain.env");
+    const env = sh(w, ["decrypt", "secret.enc.env", "-i", key, "-o", out]);
+    assert.equal(env.status, 0, env.stderr);
+    assert.equal(fs.readFileSync(out, "utf8"), "secret=this is a secret\nanother_secret=7\n");
+    assert.equal(fs.statSync(out).mode & 0o777, 0o600);
+  });
+
+  test("--extract: a path that is not in the file or does not parse is a usage error", () => {
+    const w = work();
+    fs.copyFileSync(path.join(FIX, "sops-age", "secret.enc.json"), path.join(w, "s.json"));
+    const key = path.join(FIX, "sops-age", "key.txt");
+    for (const [p, msg] of [
+      ['["nope"]', /no such key/],
+      ['["secret"]["x"]', /not a mapping/],
+      ['["complex"]["array"][3]', /out of range/],
+      ['["complex"', /invalid path/],
+      ["['complex']", /invalid path/],
+      ['["complex"][01]', /invalid path/],
+      ["", /empty path/],
+    ] as const) {
+      const r = sh(w, ["decrypt", "s.json", "-i", key, "--extract", p]);
+      assert.equal(r.status, 2, `${p}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+      assert.equal(r.out, "");
+    }
+  });
+
+  test("a file only pgp keys can open: the error lists the file's keys and the identities tried", () => {
+    const w = work();
+    fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.env"), path.join(w, "secrets.env"));
+    const r = sh(w, ["decrypt", "secrets.env", "-i", path.join(FIX, "sops-age", "key.txt")]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /no identity can decrypt the data key/);
+    assert.match(r.stderr, /pgp \(not supported by nixseal\)/);
+    assert.match(r.stderr, /tried: age identity from .*key\.txt/);
+  });
+});
+
+const YAML_DOC = `# the database
+db:
+    user: alice
+    password: s3cret # rotate yearly
+    port: 5432
+hosts:
+    - one
+    - two
+public_unencrypted: visible
+`;
+const JSON_DOC = '{\n\t"token": "abc",\n\t"n": 9007199254740993,\n\t"nested": {\n\t\t"on": true\n\t}\n}\n';
+const ENV_DOC = "# api\nAPI_KEY=xyz\nEMPTY=\nURL=https://example.org/?a=b\n";
+
+describe("encrypt and decrypt round trips", { skip: missing }, () => {
+  for (const [name, doc] of [
+    ["app.yaml", YAML_DOC],
+    ["app.json", JSON_DOC],
+    ["app.env", ENV_DOC],
+  ] as const) {
+    test(`${name}: encrypt to the .sops.yaml rule, the real age unwraps the data key, decrypt gives the document back`, () => {
+      const w = work();
+      const [idFile, recipient] = keygen(w, "key.txt");
+      sopsYaml(w, `    - path_regex: ^app\\.(yaml|json|env)$\n      age: ${recipient}\n`);
+      const enc = sh(w, ["encrypt", name], doc);
+      assert.equal(enc.status, 0, enc.stderr);
+      const text = fs.readFileSync(path.join(w, name), "utf8");
+      for (const secret of ["alice", "s3cret", "abc", "xyz", "rotate yearly", "the database"]) {
+        assert.ok(!text.includes(secret), `${secret} is encrypted`);
+      }
+      if (name === "app.yaml") assert.match(text, /public_unencrypted: visible/);
+      assert.ok(text.includes(recipient));
+      // Independent check: the real age opens the wrapped data key with the identity.
+      const armored =
+        name === "app.env"
+          ? text
+              .split("\n")
+              .find((l) => l.startsWith("sops_age__list_0__map_enc="))!
+              .slice("sops_age__list_0__map_enc=".length)
+              .replace(/\\n/g, "\n")
+          : name === "app.json"
+            ? (JSON.parse(text).sops.age[0].enc as string)
+            : text.slice(text.indexOf("-----BEGIN"), text.indexOf("-----END AGE ENCRYPTED FILE-----") + 32);
+      const key = spawnSync(AGE!, ["-d", "-i", idFile], { input: armored.replace(/^ +/gm, "") });
+      assert.equal(key.status, 0, String(key.stderr));
+      assert.equal(key.stdout.length, 32);
+      const dec = sh(w, ["decrypt", name, "-i", idFile]);
+      assert.equal(dec.status, 0, dec.stderr);
+      assert.equal(dec.out, doc);
+      // --in FILE reads the plaintext from a file.
+      fs.writeFileSync(path.join(w, "plain"), doc);
+      const again = sh(w, ["encrypt", name, "--in", path.join(w, "plain"), "--json"]);
+      assert.equal(again.status, 0, again.stderr);
+      assert.deepEqual(JSON.parse(again.out), {
+        file: name,
+        format: name === "app.env" ? "dotenv" : name.slice(4),
+        keyGroups: 1,
+        recipients: 1,
+      });
+      assert.equal(sh(w, ["decrypt", name, "-i", idFile]).out, doc);
+    });
+  }
+
+  test("encrypted_regex and key groups with a Shamir threshold come from the rule", () => {
+    const w = work();
+    const [a, ra] = keygen(w, "a.txt");
+    const [b, rb] = keygen(w, "b.txt");
+    const [, rc] = keygen(w, "c.txt");
+    sopsYaml(
+      w,
+      `    - path_regex: secrets/.*\\.yaml$\n      encrypted_regex: ^(password|token)$\n      shamir_threshold: 2\n      key_groups:\n        - age: [${ra}]\n        - age: [${rb}]\n        - age: [${rc}]\n`,
+    );
+    fs.mkdirSync(path.join(w, "secrets"));
+    const r = sh(w, ["encrypt", "secrets/x.yaml"], "user: bob\npassword: hunter2\n");
+    assert.equal(r.status, 0, r.stderr);
+    const text = fs.readFileSync(path.join(w, "secrets", "x.yaml"), "utf8");
+    assert.match(text, /^user: bob$/m);
+    assert.ok(!text.includes("hunter2"));
+    assert.match(text, /key_groups:/);
+    assert.match(text, /shamir_threshold: 2/);
+    assert.match(text, /encrypted_regex: \^\(password\|token\)\$/);
+    // One group is not enough, two are.
+    const one = sh(w, ["decrypt", "secrets/x.yaml", "-i", a]);
+    assert.equal(one.status, 1);
+    assert.match(one.stderr, /2 key groups needed to decrypt the data key, got 1/);
+    const two = sh(w, ["decrypt", "secrets/x.yaml", "-i", a, "-i", b]);
+    assert.equal(two.status, 0, two.stderr);
+    assert.equal(two.out, "user: bob\npassword: hunter2\n");
+  });
+
+  test("errors: no .sops.yaml, no matching rule, reserved sops key, already encrypted input", () => {
+    const w = work();
+    const [, recipient] = keygen(w, "key.txt");
+    const none = sh(w, ["encrypt", "a.yaml"], "a: 1\n");
+    assert.equal(none.status, 2);
+    assert.match(none.stderr, /no \.sops\.yaml found/);
+    assert.match(none.stderr, /hint:/);
+    sopsYaml(w, `    - path_regex: ^only\\.yaml$\n      age: ${recipient}\n`);
+    const noRule = sh(w, ["encrypt", "a.yaml"], "a: 1\n");
+    assert.equal(noRule.status, 2);
+    assert.match(noRule.stderr, /no matching creation rules found in .*\.sops\.yaml for a\.yaml/);
+    assert.match(noRule.stderr, /hint: add a creation rule/);
+    assert.ok(!fs.existsSync(path.join(w, "a.yaml")));
+    const reserved = sh(w, ["encrypt", "only.yaml"], "sops: 1\n");
+    assert.equal(reserved.status, 1);
+    assert.match(reserved.stderr, /"sops" is reserved/);
+    assert.equal(sh(w, ["encrypt", "only.yaml"], "a: 1\n").status, 0);
+    const encrypted = fs.readFileSync(path.join(w, "only.yaml"), "utf8");
+    const twice = sh(w, ["encrypt", "only.yaml"], encrypted);
+    assert.equal(twice.status, 1);
+    assert.match(twice.stderr, /already encrypted/);
+    assert.equal(fs.readFileSync(path.join(w, "only.yaml"), "utf8"), encrypted, "left as it was");
+    const bad = sh(w, ["encrypt", "only.yaml"], "a: 1\na: 2\n");
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /duplicate|unique/i);
+  });
+
+  test("MAC mismatch is an error, --ignore-mac decrypts anyway; a foreign identity lists recipients", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    const [stranger] = keygen(w, "stranger.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "s.yaml"], YAML_DOC).status, 0);
+    const file = path.join(w, "s.yaml");
+    fs.writeFileSync(
+      file,
+      fs.readFileSync(file, "utf8").replace("public_unencrypted: visible", "public_unencrypted: edited"),
+    );
+    const r = sh(w, ["decrypt", "s.yaml", "-i", idFile]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /MAC mismatch/);
+    assert.match(r.stderr, /--ignore-mac/);
+    assert.equal(r.out, "");
+    const forced = sh(w, ["decrypt", "s.yaml", "-i", idFile, "--ignore-mac"]);
+    assert.equal(forced.status, 0, forced.stderr);
+    assert.match(forced.out, /public_unencrypted: edited/);
+    const foreign = sh(w, ["decrypt", "s.yaml", "-i", stranger]);
+    assert.equal(foreign.status, 1);
+    assert.ok(foreign.stderr.includes(`${recipient}: no matching identity`), foreign.stderr);
+    assert.match(foreign.stderr, /tried: .*stranger\.txt/);
+  });
+});
+
+describe("age secrets keep their meaning", {
+  skip: missing || (!NIX ? "nix-instantiate not installed" : false),
+}, () => {
+  test("a NAME with a sops extension that secrets.nix lists stays an age secret", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    fs.writeFileSync(path.join(w, "secrets.nix"), `{ "conf.yaml".publicKeys = [ "${recipient}" ]; }\n`);
+    const r = sh(w, ["encrypt", "conf.yaml"], "not: [valid yaml");
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(
+      fs.readFileSync(path.join(w, "conf.yaml")).subarray(0, 21).toString() === "age-encryption.org/v1",
+    );
+    const d = sh(w, ["decrypt", "conf.yaml", "-i", idFile]);
+    assert.equal(d.status, 0, d.stderr);
+    assert.equal(d.out, "not: [valid yaml");
+    // Not listed: a sops file, even with a secrets.nix present.
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "other.yaml"], "a: b\n").status, 0);
+    assert.match(fs.readFileSync(path.join(w, "other.yaml"), "utf8"), /^a: ENC\[AES256_GCM/);
+    assert.equal(sh(w, ["decrypt", "other.yaml", "-i", idFile]).out, "a: b\n");
+  });
+});
