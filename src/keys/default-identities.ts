@@ -1,22 +1,38 @@
 /**
  * The identities a command decrypts with when the user names none, merged in this order:
  * -i flags, NIXSEAL_IDENTITY (a file), SOPS_AGE_KEY_FILE, SOPS_AGE_KEY (the keys themselves),
- * ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa.
+ * ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa,
+ * then SOPS_AGE_KEY_CMD (a command printing keys), then the ssh-to-age X25519 identities of the
+ * ssh-ed25519 keys among all those (sops-nix users encrypt to that recipient).
  * Files named explicitly must exist; the well-known defaults are used only where present.
  */
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
+import { SshEd25519Identity } from "../age/ssh-ed25519.js";
+import type { Identity, Stanza } from "../age/types.js";
+import { X25519_STANZA, type X25519Identity } from "../age/x25519.js";
+import { wipe } from "../common/bytes.js";
 import { NixsealError } from "../common/errors.js";
 import { loadIdentities } from "./identities.js";
-import { type KeyContext, parseIdentityString } from "./key-types.js";
+import {
+  type KeyContext,
+  parseIdentityString,
+  pluginNameOfIdentity,
+  resolvePluginIdentities,
+} from "./key-types.js";
+import type { SshKeyIdentity } from "./ssh-private.js";
 
 export interface IdentitySource {
   /** -i files, in order. */
   flags?: readonly string[];
   env?: NodeJS.ProcessEnv;
   home?: string;
+  /** How long SOPS_AGE_KEY_CMD may run (default KEY_COMMAND_TIMEOUT_MS). */
+  keyCommandTimeoutMs?: number;
+  /** Where the SOPS_AGE_KEY_CMD command line is logged (never its output); default: not logged. */
+  log?: (line: string) => void;
 }
 
 /** The nixseal identity file a new user gets (`nixseal init`). */
@@ -69,6 +85,16 @@ export async function loadDefaultIdentities(source: IdentitySource, ctx: KeyCont
       identities.push(parseIdentityString(line, `SOPS_AGE_KEY line ${i + 1}`));
     });
   }
+  if (env.SOPS_AGE_KEY_CMD) {
+    identities.push(
+      ...(await identitiesFromKeyCommand(env.SOPS_AGE_KEY_CMD, ctx, {
+        env,
+        timeoutMs: source.keyCommandTimeoutMs ?? KEY_COMMAND_TIMEOUT_MS,
+        log: source.log,
+      })),
+    );
+  }
+  identities.push(...sshToAgeIdentities(identities));
   if (identities.length === 0) {
     throw new NixsealError("AGE_NO_MATCH", "no identity found to decrypt with", {
       hint: `create one with 'nixseal init', or pass -i FILE (looked in: ${identityFiles(source)
@@ -78,4 +104,192 @@ export async function loadDefaultIdentities(source: IdentitySource, ctx: KeyCont
     });
   }
   return identities;
+}
+
+// --- SOPS_AGE_KEY_CMD ---------------------------------------------------------------------------
+
+/** The most a key command may print: key files are small; anything bigger is a mistake. */
+export const KEY_COMMAND_MAX_OUTPUT = 1024 * 1024;
+/** How long a key command may run (it may wait for a hardware token or a password manager). */
+export const KEY_COMMAND_TIMEOUT_MS = 60_000;
+
+/** One run per command line per process: the parsed identities, never the raw output. */
+const keyCommandRuns = new Map<string, Promise<Identity[]>>();
+
+function keyCommandError(message: string, hint: string): NixsealError {
+  return new NixsealError("AGE_IDENTITY", `SOPS_AGE_KEY_CMD ${message}`, { hint });
+}
+
+/**
+ * Runs SOPS_AGE_KEY_CMD with `sh -c` and reads identity lines from its standard output (at most
+ * KEY_COMMAND_MAX_OUTPUT bytes, within the timeout). Its standard error goes to ours, standard
+ * input is closed. The output is wiped once parsed and never appears in a message.
+ * sops runs the command once per age key with SOPS_AGE_RECIPIENT set; nixseal runs it once per
+ * process, without that variable (the keys it prints are tried against every recipient).
+ */
+export function identitiesFromKeyCommand(
+  command: string,
+  ctx: KeyContext,
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; log?: (line: string) => void } = {},
+): Promise<Identity[]> {
+  let run = keyCommandRuns.get(command);
+  if (run === undefined) {
+    options.log?.(`running SOPS_AGE_KEY_CMD: ${command}`);
+    run = runKeyCommand(
+      command,
+      options.env ?? process.env,
+      options.timeoutMs ?? KEY_COMMAND_TIMEOUT_MS,
+    ).then((out) => {
+      try {
+        return parseKeyCommandOutput(out, ctx);
+      } finally {
+        wipe(out);
+      }
+    });
+    keyCommandRuns.set(command, run);
+  }
+  return run;
+}
+
+function runKeyCommand(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("sh", ["-c", command], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const fail = (e: NixsealError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      child.stdout.destroy();
+      for (const c of chunks) wipe(c);
+      reject(e);
+    };
+    const timer = setTimeout(
+      () =>
+        fail(
+          keyCommandError(
+            `did not finish within ${Math.round(timeoutMs / 1000)} s`,
+            "check that the command in SOPS_AGE_KEY_CMD prints the keys without waiting for input",
+          ),
+        ),
+      timeoutMs,
+    );
+    child.stdout.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      chunks.push(chunk);
+      if (size > KEY_COMMAND_MAX_OUTPUT) {
+        fail(
+          keyCommandError(
+            `printed more than ${KEY_COMMAND_MAX_OUTPUT / 1024} KiB`,
+            "SOPS_AGE_KEY_CMD must print age identity lines (AGE-SECRET-KEY-1...), nothing else",
+          ),
+        );
+      }
+    });
+    child.on("error", () =>
+      fail(
+        keyCommandError(
+          "could not be started",
+          "check that sh exists and SOPS_AGE_KEY_CMD is a command line",
+        ),
+      ),
+    );
+    child.on("close", (code, signal) => {
+      if (settled) return;
+      if (code !== 0) {
+        fail(
+          keyCommandError(
+            signal ? `was killed by ${signal}` : `exited with status ${code}`,
+            "run the command in SOPS_AGE_KEY_CMD by hand to see why it fails (its error output is shown above)",
+          ),
+        );
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      const out = Buffer.concat(chunks);
+      for (const c of chunks) wipe(c);
+      resolve(out);
+    });
+  });
+}
+
+/** Identity lines as in an identity file: AGE-SECRET-KEY-1..., -PQ-1..., AGE-PLUGIN-..., # comments. */
+function parseKeyCommandOutput(out: Buffer, ctx: KeyContext): Identity[] {
+  const identities: Identity[] = [];
+  const plugin: string[] = [];
+  out
+    .toString("utf8")
+    .split("\n")
+    .forEach((raw, i) => {
+      const line = raw.replace(/\r$/, "").trim();
+      if (line === "" || line.startsWith("#")) return;
+      if (pluginNameOfIdentity(line) !== null) plugin.push(line);
+      else identities.push(parseIdentityString(line, `SOPS_AGE_KEY_CMD output line ${i + 1}`));
+    });
+  identities.push(...resolvePluginIdentities(plugin, ctx));
+  if (identities.length === 0) {
+    throw keyCommandError(
+      "printed no identity",
+      "SOPS_AGE_KEY_CMD must print age identity lines (AGE-SECRET-KEY-1...)",
+    );
+  }
+  return identities;
+}
+
+// --- ssh-to-age ---------------------------------------------------------------------------------
+
+function isSshKeyIdentity(id: Identity): id is SshKeyIdentity {
+  return "unlock" in id && "keyType" in id && "encrypted" in id;
+}
+
+/**
+ * The X25519 identity ssh-to-age derives from an ssh-ed25519 private key, as a lazy identity.
+ *
+ * An X25519 stanza does not say whose it is, so a passphrase-protected key cannot tell whether a
+ * stanza is for it without the passphrase. These identities therefore come last in the list (age
+ * tries identities in order and stops at the first that opens the file), and one asks for its
+ * passphrase only when a file has an X25519 stanza that no earlier identity opened. The ssh key
+ * and its derived identity share one unlock, so the passphrase is asked at most once for both.
+ * `deferred` tells callers that try several files in turn (a sops file's age entries) that this
+ * identity may ask: try every entry with the other identities first.
+ */
+export class SshDerivedX25519Identity implements Identity {
+  readonly description: string;
+  private derived: Promise<X25519Identity | null> | null = null;
+
+  constructor(private readonly ssh: SshKeyIdentity) {
+    this.description = `age X25519 identity derived from the ${ssh.description} (ssh-to-age)`;
+  }
+
+  /** True if using this identity may ask for a passphrase. */
+  get deferred(): boolean {
+    return this.ssh.encrypted;
+  }
+
+  private derive(): Promise<X25519Identity | null> {
+    this.derived ??= this.ssh
+      .unlock()
+      .then((id) => (id instanceof SshEd25519Identity ? id.toX25519Identity(this.description) : null));
+    return this.derived;
+  }
+
+  async unwrapFileKey(stanzas: readonly Stanza[]): Promise<Uint8Array | null> {
+    if (!stanzas.some((s) => s.type === X25519_STANZA)) return null;
+    const x = await this.derive();
+    return x === null ? null : x.unwrapFileKey(stanzas);
+  }
+}
+
+/** The ssh-to-age identities of the ssh-ed25519 keys (or keys that may be) among `identities`. */
+function sshToAgeIdentities(identities: readonly Identity[]): Identity[] {
+  const plain: Identity[] = [];
+  const protectedKeys: Identity[] = [];
+  for (const id of identities) {
+    if (!isSshKeyIdentity(id) || (id.keyType !== null && id.keyType !== "ssh-ed25519")) continue;
+    (id.encrypted ? protectedKeys : plain).push(new SshDerivedX25519Identity(id));
+  }
+  return [...plain, ...protectedKeys];
 }

@@ -1,0 +1,169 @@
+/** Identity sources: SOPS_AGE_KEY_CMD, and ssh-ed25519 keys acting as their ssh-to-age X25519 identity. */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { test } from "node:test";
+import { decrypt, encrypt } from "../../src/age/age.js";
+import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
+import { X25519Identity } from "../../src/age/x25519.js";
+import { loadDefaultIdentities, SshDerivedX25519Identity } from "../../src/keys/default-identities.js";
+import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
+import { isError, tempDir, which } from "../helpers.js";
+
+const plaintext = Buffer.from("the secret\n");
+
+function userEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: home, ...extra };
+}
+
+test("SOPS_AGE_KEY_CMD: runs once per process via sh -c, its keys decrypt, only the command line is logged", async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const id = X25519Identity.generate();
+    const script = path.join(dir, "print-key.sh");
+    const counter = path.join(dir, "runs");
+    fs.writeFileSync(
+      script,
+      `echo run >> '${counter}'\necho '# a comment'\necho '${id.encode()}'\necho 'progress on stderr' >&2\n`,
+    );
+    const file = await encrypt(plaintext, [id.recipient()]);
+    const command = `sh '${script}' --unique-${path.basename(dir)}`;
+    const logged: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const ids = await loadDefaultIdentities(
+        { env: userEnv(dir, { SOPS_AGE_KEY_CMD: command }), home: dir, log: (l) => logged.push(l) },
+        {},
+      );
+      assert.deepEqual(Buffer.from(await decrypt(file, ids)), plaintext);
+    }
+    assert.equal(fs.readFileSync(counter, "utf8"), "run\n", "the command ran once");
+    assert.deepEqual(logged, [`running SOPS_AGE_KEY_CMD: ${command}`]);
+    assert.ok(!logged.join("").includes("AGE-SECRET-KEY"));
+  } finally {
+    cleanup();
+  }
+});
+
+test("SOPS_AGE_KEY_CMD: failure, bad output, too much output and a hang are clear errors without the output", async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const load = (command: string, keyCommandTimeoutMs?: number) =>
+      loadDefaultIdentities(
+        {
+          env: userEnv(dir, { SOPS_AGE_KEY_CMD: command }),
+          home: dir,
+          ...(keyCommandTimeoutMs ? { keyCommandTimeoutMs } : {}),
+        },
+        {},
+      );
+    const secretish = "AGE-SECRET-KEY-1NOTREALLYAKEY";
+    await assert.rejects(load(`echo ${secretish}; exit 3 # ${dir}-a`), (e) => {
+      isError("AGE_IDENTITY", /SOPS_AGE_KEY_CMD exited with status 3/)(e);
+      assert.ok(!(e as Error).message.includes(secretish));
+      return true;
+    });
+    await assert.rejects(load(`echo ${secretish}x # ${dir}-b`), (e) => {
+      isError("AGE_IDENTITY", /SOPS_AGE_KEY_CMD output line 1/)(e);
+      assert.ok(!(e as Error).message.includes(secretish));
+      return true;
+    });
+    await assert.rejects(load(`echo '# nothing' # ${dir}-c`), isError("AGE_IDENTITY", /printed no identity/));
+    await assert.rejects(
+      load(`head -c 2000000 /dev/zero | tr '\\0' A # ${dir}-d`),
+      isError("AGE_IDENTITY", /printed more than 1024 KiB/),
+    );
+    const started = Date.now();
+    await assert.rejects(
+      load(`exec sleep 30 # ${dir}-e`, 300),
+      isError("AGE_IDENTITY", /did not finish within/),
+    );
+    assert.ok(Date.now() - started < 10_000);
+  } finally {
+    cleanup();
+  }
+});
+
+function sshKeygen(file: string, passphrase: string): string {
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", passphrase, "-C", "test", "-f", file]);
+  return fs.readFileSync(`${file}.pub`, "utf8");
+}
+
+/** The recipient ssh-to-age prints for an ssh-ed25519 public key line. */
+function sshToAgeRecipient(pubLine: string) {
+  const { key } = decodeSshPublicKeyLine(pubLine.trim());
+  assert.equal(key.type, "ssh-ed25519");
+  return sshEd25519ToAgeRecipient((key as { publicKey: Uint8Array }).publicKey);
+}
+
+/** Encrypts with the real age binary (the tests that use it skip without it). */
+function encryptTo(recipient: string): Uint8Array {
+  return execFileSync("age", ["-r", recipient], { input: plaintext });
+}
+
+test("an ssh-ed25519 key (-i or ~/.ssh/id_ed25519) also decrypts files for its ssh-to-age recipient", async (t) => {
+  if (which("ssh-keygen") === null) return t.skip("ssh-keygen not installed");
+  if (which("age") === null) return t.skip("age binary not installed");
+  const { dir, cleanup } = tempDir();
+  try {
+    fs.mkdirSync(path.join(dir, ".ssh"));
+    const key = path.join(dir, ".ssh", "id_ed25519");
+    const recipient = sshToAgeRecipient(sshKeygen(key, "")).toString();
+    assert.match(recipient, /^age1[0-9a-z]{58}$/);
+    const file = encryptTo(recipient);
+    // From ~/.ssh/id_ed25519, and from -i.
+    for (const source of [
+      { env: userEnv(dir), home: dir },
+      { flags: [key], env: userEnv(path.join(dir, "none")), home: path.join(dir, "none") },
+    ]) {
+      const ids = await loadDefaultIdentities(source, {});
+      assert.ok(ids.some((i) => i instanceof SshDerivedX25519Identity));
+      assert.deepEqual(Buffer.from(await decrypt(file, ids)), plaintext);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test("a passphrase-protected ssh key: its derived identity asks once, and only when no other identity matched", async (t) => {
+  if (which("ssh-keygen") === null) return t.skip("ssh-keygen not installed");
+  if (which("age") === null) return t.skip("age binary not installed");
+  const { dir, cleanup } = tempDir();
+  try {
+    const key = path.join(dir, "id_ed25519");
+    const recipient = sshToAgeRecipient(sshKeygen(key, "correct horse")).toString();
+    const other = X25519Identity.generate();
+    let asked = 0;
+    const ctx = {
+      passphrase: async () => {
+        asked++;
+        return Buffer.from("correct horse");
+      },
+    };
+    const env = userEnv(dir, { SOPS_AGE_KEY: other.encode() });
+    const ids = await loadDefaultIdentities({ flags: [key], env, home: dir }, ctx);
+    const derived = ids.filter((i) => i instanceof SshDerivedX25519Identity);
+    assert.equal(derived.length, 1);
+    assert.equal(ids[ids.length - 1], derived[0], "the derived identity comes last");
+    assert.equal((derived[0] as SshDerivedX25519Identity).deferred, true);
+    assert.equal(asked, 0, "loading asks nothing");
+
+    // A file for another identity that is loaded: opened without asking.
+    const forOther = encryptTo(other.recipient().toString());
+    assert.deepEqual(Buffer.from(await decrypt(forOther, ids)), plaintext);
+    assert.equal(asked, 0);
+
+    // A file for the ssh-to-age recipient: asks once, even when used twice.
+    const forSsh = encryptTo(recipient);
+    assert.deepEqual(Buffer.from(await decrypt(forSsh, ids)), plaintext);
+    assert.deepEqual(Buffer.from(await decrypt(forSsh, ids)), plaintext);
+    assert.equal(asked, 1);
+
+    // Nothing for us at all: the error lists what was tried, the passphrase is not asked again.
+    const stranger = encryptTo(X25519Identity.generate().recipient().toString());
+    await assert.rejects(decrypt(stranger, ids), isError("AGE_NO_MATCH"));
+    assert.equal(asked, 1);
+  } finally {
+    cleanup();
+  }
+});
