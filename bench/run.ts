@@ -29,6 +29,7 @@ import {
   which,
 } from "./common.js";
 import { smallDecrypt } from "./small-decrypt.js";
+import { sopsDecrypt } from "./sops-decrypt.js";
 
 /** bench/rekey.ts (its own author's), run through its exported benchRekey() when present. */
 const rekey: Benchmark = {
@@ -83,7 +84,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt];
 
 function usage(): string {
   return [

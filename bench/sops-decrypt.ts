@@ -1,0 +1,90 @@
+/**
+ * sops-decrypt: one sops YAML file holding 10 000 values (100 services × 100 keys, 8-64 random
+ * characters each, a comment per service), encrypted to one X25519 identity, decrypted by one
+ * Node process through src/sops (see sops-decrypt-child.ts): data key, every value, the MAC, the
+ * plaintext written out. Start-up included. Target (issue 4): well under 1 s. There is no sops
+ * binary on the benchmark machine, so there is no anchor in the same run.
+ */
+import { randomBytes, randomInt } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { X25519Identity } from "../src/age/x25519.js";
+import { encryptNewDocument, YamlStore } from "../src/sops/index.js";
+import {
+  type BenchContext,
+  type Benchmark,
+  type BenchResult,
+  interleaved,
+  scratchDir,
+  which,
+} from "./common.js";
+
+const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), "sops-decrypt-child.js");
+
+/** A plaintext YAML document with `services × keys` string values. */
+function plainDocument(services: number, keys: number): string {
+  let out = "";
+  for (let s = 0; s < services; s++) {
+    out += `# service ${s}\nservice_${String(s).padStart(3, "0")}:\n`;
+    for (let k = 0; k < keys; k++) {
+      const value = randomBytes(48).toString("base64url").slice(0, randomInt(8, 65));
+      out += `    key_${String(k).padStart(3, "0")}: ${value}\n`;
+    }
+  }
+  return out;
+}
+
+export const sopsDecrypt: Benchmark = {
+  name: "sops-decrypt",
+  description: "a sops YAML file with 10 000 values decrypted by one nixseal process (no sops anchor)",
+  async run(ctx: BenchContext): Promise<BenchResult | null> {
+    const { dir, remove } = scratchDir(ctx.scratch, "sops");
+    try {
+      const services = 100;
+      const keys = 100;
+      const id = X25519Identity.generate();
+      const identityFile = path.join(dir, "keys.txt");
+      fs.writeFileSync(identityFile, `${id.encode()}\n`, { mode: 0o600 });
+      const store = new YamlStore();
+      const plain = Buffer.from(plainDocument(services, keys));
+      const branches = store.parsePlain(plain);
+      const expected = Buffer.from(store.emitPlain(branches));
+      const sopsFile = path.join(dir, "secrets.yaml");
+      fs.writeFileSync(
+        sopsFile,
+        await encryptNewDocument(branches, store, { keyGroups: [[id.recipient().toString()]] }),
+      );
+      const outFile = path.join(dir, "out.yaml");
+      ctx.log(`sops-decrypt: ${services * keys} values, ${fs.statSync(sopsFile).size} bytes encrypted`);
+      const times = interleaved(ctx, [
+        { name: "nixseal", argv: [process.execPath, CHILD, identityFile, sopsFile, outFile] },
+      ]);
+      if (!fs.readFileSync(outFile).equals(expected)) throw new Error("nixseal wrote a wrong plaintext");
+      const sops = which("sops");
+      return {
+        title: `sops-decrypt: a sops YAML file with ${services * keys} values`,
+        rows: [
+          {
+            name: `${services * keys} values, 1 age (X25519) key`,
+            nixseal: times.get("nixseal")!,
+            anchorName: sops ? "not measured" : "sops (not installed)",
+            anchor: null,
+            target: "< 1000 ms",
+          },
+        ],
+        notes: [
+          `One YAML file: ${services} mappings of ${keys} string values (8-64 characters) with a comment ` +
+            `each (${Math.round(fs.statSync(sopsFile).size / 1024)} KiB encrypted), encrypted by nixseal ` +
+            "to one X25519 recipient. nixseal: one `node` process (start-up included) loads the identity " +
+            "file, unwraps the data key, decrypts every value and comment, verifies the MAC and writes " +
+            "the plaintext document to a file in a tmpfs; the output is checked.",
+          "No anchor: there is no sops binary on this machine, so the same file was not timed with " +
+            "`sops decrypt` in the same run.",
+        ],
+      };
+    } finally {
+      remove();
+    }
+  },
+};
