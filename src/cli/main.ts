@@ -30,6 +30,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   edit: ["edit a secret in $EDITOR (plaintext only in RAM)", "edit"],
   encrypt: ["encrypt stdin (or --in FILE) into a secret", "encrypt"],
   decrypt: ["decrypt a secret to stdout (or -o FILE, 0600)", "decrypt"],
+  set: ["set one value of a sops file (value on stdin)", "set"],
   rekey: ["re-encrypt secrets whose recipients changed", "rekey"],
   check: ["check files against the rules (CI, no private key needed)", "check"],
   list: ["list secrets and who can read them", "list"],

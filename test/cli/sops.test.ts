@@ -59,6 +59,11 @@ function sopsYaml(w: string, rules: string): void {
   fs.writeFileSync(path.join(w, ".sops.yaml"), `creation_rules:\n${rules}`);
 }
 
+/** The ENC[...] lines of a file (values and comments), in order. */
+function encLines(text: string): string[] {
+  return text.split("\n").filter((l) => l.includes("ENC[AES256_GCM") && !/^\s*mac:|^sops_mac=/.test(l));
+}
+
 const missing = !AGE || !AGE_KEYGEN ? "age / age-keygen not installed" : false;
 
 describe("sops files written by the real sops decrypt through the CLI", () => {
@@ -299,5 +304,70 @@ describe("age secrets keep their meaning", {
     assert.equal(sh(w, ["encrypt", "other.yaml"], "a: b\n").status, 0);
     assert.match(fs.readFileSync(path.join(w, "other.yaml"), "utf8"), /^a: ENC\[AES256_GCM/);
     assert.equal(sh(w, ["decrypt", "other.yaml", "-i", idFile]).out, "a: b\n");
+  });
+});
+
+describe("set", { skip: missing }, () => {
+  test("changes exactly one value's ciphertext line; the others keep theirs; the MAC verifies", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "s.yaml"], YAML_DOC).status, 0);
+    const file = path.join(w, "s.yaml");
+    fs.chmodSync(file, 0o640);
+    const before = encLines(fs.readFileSync(file, "utf8"));
+    const r = sh(w, ["set", "s.yaml", '["db"]["password"]', "-i", idFile], '"n3w"\n');
+    assert.equal(r.status, 0, r.stderr);
+    const afterText = fs.readFileSync(file, "utf8");
+    const after = encLines(afterText);
+    assert.equal(after.length, before.length);
+    const changed = after.filter((l, i) => l !== before[i]);
+    assert.equal(changed.length, 1, changed.join("\n"));
+    assert.match(changed[0]!, /^ {4}password: ENC\[/);
+    assert.equal(fs.statSync(file).mode & 0o777, 0o640, "mode kept");
+    const d = sh(w, ["decrypt", "s.yaml", "-i", idFile]);
+    assert.equal(d.status, 0, d.stderr);
+    assert.equal(d.out, YAML_DOC.replace("password: s3cret", "password: n3w"));
+    // JSON values, new keys, list append, --string raw input.
+    assert.equal(sh(w, ["set", "s.yaml", '["db"]["port"]', "-i", idFile], "6543").status, 0);
+    assert.equal(sh(w, ["set", "s.yaml", '["new"]["deep"]', "-i", idFile], '{"x": [true, 1.5]}').status, 0);
+    assert.equal(sh(w, ["set", "s.yaml", '["hosts"][2]', "-i", idFile], '"three"').status, 0);
+    assert.equal(sh(w, ["set", "s.yaml", '["cert"]', "--string", "-i", idFile], "line1\nline2\n").status, 0);
+    const all = sh(w, ["decrypt", "s.yaml", "-i", idFile, "--extract", '["db"]["port"]']);
+    assert.equal(all.out, "6543");
+    assert.equal(sh(w, ["decrypt", "s.yaml", "-i", idFile, "--extract", '["hosts"][2]']).out, "three");
+    assert.equal(sh(w, ["decrypt", "s.yaml", "-i", idFile, "--extract", '["cert"]']).out, "line1\nline2\n");
+    assert.deepEqual(
+      JSON.parse(sh(w, ["decrypt", "s.yaml", "-i", idFile, "--extract", '["new"]["deep"]["x"]']).out),
+      [true, 1.5],
+    );
+  });
+
+  test("dotenv and JSON files; bad input is refused and the file is left as it was", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "a.env"], ENV_DOC).status, 0);
+    assert.equal(sh(w, ["set", "a.env", '["API_KEY"]', "--string", "-i", idFile], "abc").status, 0);
+    assert.equal(sh(w, ["decrypt", "a.env", "-i", idFile]).out, ENV_DOC.replace("xyz", "abc"));
+    assert.equal(sh(w, ["encrypt", "a.json"], JSON_DOC).status, 0);
+    const big = sh(w, ["set", "a.json", '["n"]', "-i", idFile], "9223372036854775807");
+    assert.equal(big.status, 0, big.stderr);
+    assert.equal(sh(w, ["decrypt", "a.json", "-i", idFile, "--extract", '["n"]']).out, "9223372036854775807");
+    const original = fs.readFileSync(path.join(w, "a.json"));
+    for (const [args, input, code, msg] of [
+      [["set", "a.json", '["token"]'], "not json", 2, /not one JSON value/],
+      [["set", "a.json", '["token"]'], '"a", "b": 2', 2, /not one JSON value/],
+      [["set", "a.json", '["token"]["x"]'], '"v"', 2, /not a mapping/],
+      [["set", "a.json", "token"], '"v"', 2, /invalid path/],
+      [["set", "a.json", '["sops"]'], '"v"', 1, /reserved/],
+      [["set", "a.json"], '"v"', 2, /expected a sops FILE and a PATH/],
+      [["set", "a.age", '["x"]'], '"v"', 2, /not a sops file/],
+    ] as const) {
+      const r = sh(w, [...args, "-i", idFile], input);
+      assert.equal(r.status, code, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+    assert.deepEqual(fs.readFileSync(path.join(w, "a.json")), original);
   });
 });
