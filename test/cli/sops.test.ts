@@ -371,3 +371,91 @@ describe("set", { skip: missing }, () => {
     assert.deepEqual(fs.readFileSync(path.join(w, "a.json")), original);
   });
 });
+
+describe("updatekeys", { skip: missing }, () => {
+  test("a recipient added to .sops.yaml can decrypt; values, MAC and lastmodified are untouched", () => {
+    const w = work();
+    const [a, ra] = keygen(w, "a.txt");
+    const [b, rb] = keygen(w, "b.txt");
+    sopsYaml(w, `    - path_regex: \\.(yaml|json)$\n      age: ${ra}\n`);
+    assert.equal(sh(w, ["encrypt", "s.yaml"], YAML_DOC).status, 0);
+    assert.equal(sh(w, ["encrypt", "t.json"], JSON_DOC).status, 0);
+    const file = path.join(w, "s.yaml");
+    const before = fs.readFileSync(file, "utf8");
+    assert.equal(sh(w, ["decrypt", "s.yaml", "-i", b]).status, 1);
+    sopsYaml(w, `    - path_regex: \\.(yaml|json)$\n      age: ${ra},${rb}\n`);
+    const dry = sh(w, ["updatekeys", "s.yaml", "--dry-run"]);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.equal(dry.out, `s.yaml: would update: added ${rb}\n`);
+    assert.equal(fs.readFileSync(file, "utf8"), before, "dry run writes nothing");
+    const r = sh(w, ["updatekeys", "s.yaml", "t.json", "-i", a]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.out, `s.yaml: added ${rb}\nt.json: added ${rb}\n`);
+    const afterText = fs.readFileSync(file, "utf8");
+    assert.deepEqual(encLines(afterText), encLines(before), "every value keeps its ciphertext");
+    for (const re of [/^ {4}mac: .*$/m, /^ {4}lastmodified: .*$/m]) {
+      assert.equal(afterText.match(re)![0], before.match(re)![0]);
+    }
+    // a's entry is kept byte for byte, b's is new.
+    const armorOf = (t: string) => t.slice(t.indexOf("-----BEGIN"), t.indexOf("-----END") + 8);
+    assert.equal(armorOf(afterText), armorOf(before));
+    const d = sh(w, ["decrypt", "s.yaml", "-i", b]);
+    assert.equal(d.status, 0, d.stderr);
+    assert.equal(d.out, YAML_DOC);
+    assert.equal(sh(w, ["decrypt", "t.json", "-i", b]).out, JSON_DOC);
+    const again = sh(w, ["updatekeys", "s.yaml", "--json"]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.deepEqual(JSON.parse(again.out), {
+      file: "s.yaml",
+      added: [],
+      removed: [],
+      changed: false,
+      written: false,
+    });
+    // Removing a: a can no longer decrypt.
+    sopsYaml(w, `    - path_regex: \\.(yaml|json)$\n      age: ${rb}\n`);
+    const rm = sh(w, ["updatekeys", "s.yaml", "-i", b]);
+    assert.equal(rm.status, 0, rm.stderr);
+    assert.equal(rm.out, `s.yaml: removed ${ra}\n`);
+    assert.equal(sh(w, ["decrypt", "s.yaml", "-i", a]).status, 1);
+  });
+
+  test("every file's problem is reported; good files are still updated; pgp entries are kept", () => {
+    const w = work();
+    const [a, ra] = keygen(w, "a.txt");
+    const [, rb] = keygen(w, "b.txt");
+    sopsYaml(
+      w,
+      `    - path_regex: ^ok\\.yaml$\n      age: ${ra}\n    - path_regex: ^secrets\\.yaml$\n      age: ${ra}\n      pgp: 2504791468b153b8a3963cc97ba53d1919c5dfd4\n`,
+    );
+    assert.equal(sh(w, ["encrypt", "ok.yaml"], "a: b\n").status, 0);
+    // The sops-nix fixture: 2 age (not ours) + 2 pgp keys.
+    fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.yaml"), path.join(w, "secrets.yaml"));
+    sopsYaml(
+      w,
+      `    - path_regex: ^ok\\.yaml$\n      age: ${ra},${rb}\n    - path_regex: ^secrets\\.yaml$\n      age: ${ra}\n      pgp: 2504791468b153b8a3963cc97ba53d1919c5dfd4\n`,
+    );
+    const before = fs.readFileSync(path.join(w, "secrets.yaml"), "utf8");
+    const r = sh(w, ["updatekeys", "nothere.yaml", "secrets.yaml", "ok.yaml", "-i", a]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /nothere\.yaml.*no such file|no matching creation rules.*nothere/);
+    assert.match(r.stderr, /pgp 2504791468b153b8a3963cc97ba53d1919c5dfd4.*kept unchanged/);
+    assert.match(r.stderr, /secrets\.yaml: no identity can decrypt the data key/);
+    assert.equal(fs.readFileSync(path.join(w, "secrets.yaml"), "utf8"), before, "failed file untouched");
+    assert.equal(r.out, `ok.yaml: added ${rb}\n`);
+    // With the fixture's own age key: the age entries change, the pgp entries stay as they were.
+    const own = sh(w, ["updatekeys", "secrets.yaml"], undefined, {
+      SOPS_AGE_KEY_FILE: path.join(FIX, "sops-nix", "age-keys.txt"),
+    });
+    assert.equal(own.status, 0, own.stderr);
+    const after = fs.readFileSync(path.join(w, "secrets.yaml"), "utf8");
+    const pgpOf = (t: string) =>
+      t.slice(t.indexOf("    pgp:"), t.indexOf("    unencrypted_suffix")).replace(/^ +/gm, "");
+    assert.ok(pgpOf(before).includes("BEGIN PGP MESSAGE"));
+    // Same entries (sops 3.7.1 indented block scalars by 2 more; nixseal writes sops' current layout).
+    assert.equal(pgpOf(after), pgpOf(before));
+    assert.ok(after.includes(ra));
+    assert.deepEqual(encLines(after), encLines(before));
+    assert.equal(sh(w, ["decrypt", "secrets.yaml", "-i", a]).out.split("\n")[0], "test_key: test_value");
+  });
+});
