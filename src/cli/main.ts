@@ -32,6 +32,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   decrypt: ["decrypt a secret to stdout (or -o FILE, 0600)", "decrypt"],
   set: ["set one value of a sops file (value on stdin)", "set"],
   updatekeys: ["re-wrap a sops file's data key for its .sops.yaml keys", "updatekeys"],
+  rotate: ["give a sops file a new data key", "rotate"],
   rekey: ["re-encrypt secrets whose recipients changed", "rekey"],
   check: ["check files against the rules (CI, no private key needed)", "check"],
   list: ["list secrets and who can read them", "list"],

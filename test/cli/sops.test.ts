@@ -459,3 +459,52 @@ describe("updatekeys", { skip: missing }, () => {
     assert.equal(sh(w, ["decrypt", "secrets.yaml", "-i", a]).out.split("\n")[0], "test_key: test_value");
   });
 });
+
+describe("rotate", { skip: missing }, () => {
+  test("a new data key: every ciphertext changes, the same recipients decrypt, the real age agrees", () => {
+    const w = work();
+    const [a, ra] = keygen(w, "a.txt");
+    const [b, rb] = keygen(w, "b.txt");
+    sopsYaml(w, `    - age: ${ra},${rb}\n`);
+    assert.equal(sh(w, ["encrypt", "s.yaml"], YAML_DOC).status, 0);
+    const file = path.join(w, "s.yaml");
+    const before = fs.readFileSync(file, "utf8");
+    const oldKey = spawnSync(AGE!, ["-d", "-i", a], {
+      input: before.slice(before.indexOf("-----BEGIN"), before.indexOf("-----END") + 32).replace(/^ +/gm, ""),
+    }).stdout;
+    const r = sh(w, ["rotate", "s.yaml", "-i", a, "--json"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.out), { file: "s.yaml", rotated: true, recipients: 2 });
+    const after = fs.readFileSync(file, "utf8");
+    const [eb, ea] = [encLines(before), encLines(after)];
+    assert.equal(ea.length, eb.length);
+    for (let i = 0; i < ea.length; i++) assert.notEqual(ea[i], eb[i]);
+    const newKey = spawnSync(AGE!, ["-d", "-i", b], {
+      input: after
+        .slice(after.lastIndexOf("-----BEGIN"), after.lastIndexOf("-----END") + 32)
+        .replace(/^ +/gm, ""),
+    }).stdout;
+    assert.equal(newKey.length, 32);
+    assert.notDeepEqual(newKey, oldKey);
+    for (const id of [a, b]) assert.equal(sh(w, ["decrypt", "s.yaml", "-i", id]).out, YAML_DOC);
+  });
+
+  test("refuses files with pgp entries and files whose MAC does not verify", () => {
+    const w = work();
+    fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.yaml"), path.join(w, "secrets.yaml"));
+    const before = fs.readFileSync(path.join(w, "secrets.yaml"));
+    const ageKeys = { SOPS_AGE_KEY_FILE: path.join(FIX, "sops-nix", "age-keys.txt") };
+    const r = sh(w, ["rotate", "secrets.yaml"], undefined, ageKeys);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /2 pgp key entries; nixseal cannot wrap a new data key/);
+    assert.deepEqual(fs.readFileSync(path.join(w, "secrets.yaml")), before);
+    const [a, ra] = keygen(w, "a.txt");
+    sopsYaml(w, `    - age: ${ra}\n`);
+    assert.equal(sh(w, ["encrypt", "s.yaml"], YAML_DOC).status, 0);
+    const file = path.join(w, "s.yaml");
+    fs.writeFileSync(file, fs.readFileSync(file, "utf8").replace("visible", "tampered"));
+    const m = sh(w, ["rotate", "s.yaml", "-i", a]);
+    assert.equal(m.status, 1);
+    assert.match(m.stderr, /MAC mismatch/);
+  });
+});
