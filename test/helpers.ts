@@ -106,6 +106,7 @@ export function isolatedUserEnv(home: string, cacheDir: string): Record<string, 
     NIXSEAL_IDENTITY: undefined,
     SOPS_AGE_KEY_FILE: undefined,
     SOPS_AGE_KEY: undefined,
+    SOPS_AGE_KEY_CMD: undefined,
     RULES: undefined,
     NIXSEAL_PASSPHRASE_FILE: undefined,
   };
