@@ -300,8 +300,10 @@ describe("bad input", { skip: noAge }, () => {
   });
 });
 
-test("decryption streams with bounded memory (200 MiB through a pipe)", { skip: noAge }, async () => {
-  const size = 200 * 1024 * 1024;
+test("decryption streams with bounded memory (a 320 MiB file, plaintext to a pipe)", { skip: noAge }, async () => {
+  // Streaming peaks at ~140 MiB here (Node itself, read buffers, the parallel STREAM workers);
+  // holding the file would need more than its 320 MiB. The cap sits between, with margin both ways.
+  const size = 320 * 1024 * 1024;
   const input = path.join(dir, "big");
   const fd = fs.openSync(input, "w");
   const block = randomBytes(1024 * 1024);
@@ -334,5 +336,5 @@ test("decryption streams with bounded memory (200 MiB through a pipe)", { skip: 
   assert.equal(code, 0);
   assert.equal(bytes, size);
   assert.ok(peakKiB > 0, "RSS was sampled");
-  assert.ok(peakKiB < 160 * 1024, `peak RSS ${peakKiB} KiB for a 200 MiB file: not streaming`);
+  assert.ok(peakKiB < 220 * 1024, `peak RSS ${peakKiB} KiB for a 320 MiB file: not streaming`);
 });
