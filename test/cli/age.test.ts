@@ -300,7 +300,9 @@ describe("bad input", { skip: noAge }, () => {
   });
 });
 
-test("decryption streams with bounded memory (a 320 MiB file, plaintext to a pipe)", { skip: noAge }, async () => {
+test("decryption streams with bounded memory (a 320 MiB file, plaintext to a pipe)", {
+  skip: noAge,
+}, async () => {
   // Streaming peaks at ~140 MiB here (Node itself, read buffers, the parallel STREAM workers);
   // holding the file would need more than its 320 MiB. The cap sits between, with margin both ways.
   const size = 320 * 1024 * 1024;
