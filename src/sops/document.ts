@@ -93,21 +93,40 @@ export async function unwrapDataKey(
   const shares: Uint8Array[] = [];
   const lines: string[] = [];
   const damaged: string[] = [];
+  // Identities that may ask for a passphrase (an encrypted ssh key's ssh-to-age identity) are
+  // tried only after every age entry was tried with the others: a plain key that opens a later
+  // entry must not cost the user a prompt.
+  const isDeferred = (i: Identity) => (i as { deferred?: boolean }).deferred === true;
+  const eager = identities.filter((i) => !isDeferred(i));
+  const deferred = identities.filter(isDeferred);
+  const passes = deferred.length > 0 ? [eager, deferred] : [eager];
   for (let gi = 0; gi < groups.length && shares.length < needed; gi++) {
     const g = groups[gi]!;
     const label = groups.length > 1 ? ` (group ${gi + 1})` : "";
     let got: Uint8Array | null = null;
-    for (const entry of g.age) {
-      try {
-        got = await ageDecrypt(Buffer.from(entry.enc, "utf8"), identities);
-        break;
-      } catch (e) {
-        if (e instanceof NixsealError && e.code === "AGE_NO_MATCH") {
-          lines.push(`  ${entry.recipient}${label}: no matching identity`);
-        } else if (e instanceof NixsealError) {
-          lines.push(`  ${entry.recipient}${label}: its enc does not decrypt (${e.code})`);
-          damaged.push(entry.recipient);
-        } else throw e;
+    const outcome = new Map<string, string>();
+    for (const pass of passes) {
+      if (pass.length === 0) continue;
+      for (const entry of g.age) {
+        if (outcome.get(entry.recipient)?.startsWith("damaged")) continue;
+        try {
+          got = await ageDecrypt(Buffer.from(entry.enc, "utf8"), pass);
+          break;
+        } catch (e) {
+          if (e instanceof NixsealError && e.code === "AGE_NO_MATCH") {
+            outcome.set(entry.recipient, "no matching identity");
+          } else if (e instanceof NixsealError) {
+            outcome.set(entry.recipient, `damaged: its enc does not decrypt (${e.code})`);
+          } else throw e;
+        }
+      }
+      if (got !== null) break;
+    }
+    if (got === null) {
+      for (const [recipient, what] of outcome) {
+        const damagedEntry = what.startsWith("damaged: ");
+        lines.push(`  ${recipient}${label}: ${damagedEntry ? what.slice("damaged: ".length) : what}`);
+        if (damagedEntry) damaged.push(recipient);
       }
     }
     if (got === null) {

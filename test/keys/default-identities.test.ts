@@ -9,6 +9,7 @@ import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { loadDefaultIdentities, SshDerivedX25519Identity } from "../../src/keys/default-identities.js";
 import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
+import { closeDocument, decryptDocument, encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { isError, tempDir, which } from "../helpers.js";
 
 const plaintext = Buffer.from("the secret\n");
@@ -162,6 +163,39 @@ test("a passphrase-protected ssh key: its derived identity asks once, and only w
     // Nothing for us at all: the error lists what was tried, the passphrase is not asked again.
     const stranger = encryptTo(X25519Identity.generate().recipient().toString());
     await assert.rejects(decrypt(stranger, ids), isError("AGE_NO_MATCH"));
+    assert.equal(asked, 1);
+  } finally {
+    cleanup();
+  }
+});
+
+test("a sops file whose first age entry is an encrypted ssh key's: a plain key on a later entry opens it without a prompt", async (t) => {
+  if (which("ssh-keygen") === null) return t.skip("ssh-keygen not installed");
+  const { dir, cleanup } = tempDir();
+  try {
+    const key = path.join(dir, "id_ed25519");
+    const sshRecipient = sshToAgeRecipient(sshKeygen(key, "correct horse")).toString();
+    const plain = X25519Identity.generate();
+    let asked = 0;
+    const ctx = {
+      passphrase: async () => {
+        asked++;
+        return Buffer.from("correct horse");
+      },
+    };
+    const store = new YamlStore();
+    const doc = await encryptNewDocument(store.parsePlain(Buffer.from("token: abc\n")), store, {
+      keyGroups: [[sshRecipient, plain.recipient().toString()]],
+    });
+    const env = userEnv(dir, { SOPS_AGE_KEY: plain.encode() });
+    const ids = await loadDefaultIdentities({ flags: [key], env, home: dir }, ctx);
+    const opened = await decryptDocument(doc, store, { identities: ids, file: "t.yaml" });
+    closeDocument(opened);
+    assert.equal(asked, 0, "the plain key on the second entry must win before any prompt");
+
+    // Only the ssh key: its derived identity is tried, asking once.
+    const onlySsh = await loadDefaultIdentities({ flags: [key], env: userEnv(dir), home: dir }, ctx);
+    closeDocument(await decryptDocument(doc, store, { identities: onlySsh, file: "t.yaml" }));
     assert.equal(asked, 1);
   } finally {
     cleanup();
