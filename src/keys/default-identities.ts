@@ -1,6 +1,7 @@
 /**
  * The identities a command decrypts with when the user names none, merged in this order:
- * -i flags, NIXSEAL_IDENTITY (a file), SOPS_AGE_KEY_FILE, SOPS_AGE_KEY (the keys themselves),
+ * -i flags, NIXSEAL_IDENTITY (a file), SOPS_AGE_KEY_FILE, SOPS_AGE_SSH_PRIVATE_KEY_FILE (an ssh
+ * private key), SOPS_AGE_KEY (the keys themselves),
  * ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa,
  * then SOPS_AGE_KEY_CMD (a command printing keys), then the ssh-to-age X25519 identities of the
  * ssh-ed25519 keys among all those (sops-nix users encrypt to that recipient).
@@ -50,6 +51,9 @@ export function identityFiles(source: IdentitySource = {}): { file: string; requ
   for (const f of source.flags ?? []) out.push({ file: f, required: true });
   if (env.NIXSEAL_IDENTITY) out.push({ file: env.NIXSEAL_IDENTITY, required: true });
   if (env.SOPS_AGE_KEY_FILE) out.push({ file: env.SOPS_AGE_KEY_FILE, required: true });
+  // sops: the ssh private key for ssh-ed25519/ssh-rsa recipients, instead of ~/.ssh/id_*.
+  if (env.SOPS_AGE_SSH_PRIVATE_KEY_FILE)
+    out.push({ file: env.SOPS_AGE_SSH_PRIVATE_KEY_FILE, required: true });
   for (const f of [
     defaultIdentityPath(env, home),
     path.join(config, "sops", "age", "keys.txt"),

@@ -201,3 +201,30 @@ test("a sops file whose first age entry is an encrypted ssh key's: a plain key o
     cleanup();
   }
 });
+
+test("SOPS_AGE_SSH_PRIVATE_KEY_FILE: that ssh key opens ssh-ed25519 stanzas; a missing one is an error", async (t) => {
+  if (which("ssh-keygen") === null) return t.skip("ssh-keygen not installed");
+  if (which("age") === null) return t.skip("age binary not installed");
+  const { dir, cleanup } = tempDir();
+  try {
+    const key = path.join(dir, "elsewhere_ed25519");
+    const pub = sshKeygen(key, "");
+    fs.writeFileSync(path.join(dir, "key.pub"), pub);
+    const file = execFileSync("age", ["-R", path.join(dir, "key.pub")], { input: plaintext });
+    const home = path.join(dir, "home");
+    const ids = await loadDefaultIdentities(
+      { env: userEnv(home, { SOPS_AGE_SSH_PRIVATE_KEY_FILE: key }), home },
+      {},
+    );
+    assert.deepEqual(Buffer.from(await decrypt(file, ids)), plaintext);
+    await assert.rejects(
+      loadDefaultIdentities(
+        { env: userEnv(home, { SOPS_AGE_SSH_PRIVATE_KEY_FILE: path.join(dir, "missing") }), home },
+        {},
+      ),
+      (e: unknown) => isError("IO")(e) || isError("AGE_IDENTITY")(e),
+    );
+  } finally {
+    cleanup();
+  }
+});
