@@ -9,6 +9,14 @@ import { abortAllAtomicFiles } from "../common/atomic-file.js";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import {
+  checkEncryptable,
+  closeDocument,
+  reencryptDocument,
+  type SopsBranch,
+  type SopsDocument,
+  type SopsStore,
+} from "../sops/index.js";
+import {
   chooseEditBase,
   type EditorOutcome,
   EditSession,
@@ -20,9 +28,23 @@ import { decryptSecret, recipientsFor, requireSecret, writeSecret } from "../vau
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, sanitize } from "./report.js";
+import {
+  creationRuleOf,
+  encryptNewSopsFile,
+  openSopsFile,
+  SOPS_OPTIONS,
+  SOPS_OPTIONS_HELP,
+  displayPath as sopsDisplayPath,
+  sopsStoreOf,
+  writeSopsFile,
+} from "./sops-file.js";
+import { waitForEnter } from "./terminal.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const PROG = "nixseal edit";
+
+/** How often the editor opens for one sops edit before an invalid document is given up on. */
+const MAX_EDIT_ROUNDS = 10;
 
 const HELP = `Usage: nixseal edit NAME [--rules FILE] [-i FILE]... [--allow-disk-tempdir] [--json]
 
@@ -43,12 +65,22 @@ flags: make sure yours keeps no backups or history of the file elsewhere.
 The file is rewritten only if you changed the content; an unchanged secret stays byte-identical.
 Nothing is written if the editor exits with an error, or if a new secret is left empty.
 
+A FILE with a sops extension (.yaml, .yml, .json, .env, .ini) that secrets.nix does not list is
+a sops file: you edit the decrypted document, and it is written back with the same data key
+and keys; values you did not change keep their exact ciphertext, so git diffs show only what
+changed. A document with a syntax error is not written: the error is shown and the editor
+opens again on your text (after Enter at a terminal; at most ${MAX_EDIT_ROUNDS} times in all). A new
+sops file is encrypted for the keys of its .sops.yaml creation rule.
+
 Options:
     --allow-disk-tempdir  Edit in $TMPDIR (on disk) when no RAM-backed directory exists.
-${VAULT_OPTIONS_HELP}
+    --ignore-mac          Open a sops file even if its MAC does not verify (it is written back
+                          with a correct MAC).
+${SOPS_OPTIONS_HELP}${VAULT_OPTIONS_HELP}
 Example:
     $ EDITOR=nano nixseal edit hosts/web/db-password.age
     hosts/web/db-password.age: written (encrypted to 3 recipients)
+    $ nixseal edit secrets/hosts.yaml
 
 Exit codes: 0 success (also when unchanged), 1 failure (cannot decrypt, editor failed, cannot
 write), 2 usage or configuration error (bad flags, no secrets.nix, NAME not in the rules),
@@ -57,7 +89,9 @@ write), 2 usage or configuration error (bad flags, no secrets.nix, NAME not in t
 
 const OPTIONS = {
   ...VAULT_OPTIONS,
+  ...SOPS_OPTIONS,
   "allow-disk-tempdir": { type: "boolean" },
+  "ignore-mac": { type: "boolean" },
 } as const;
 
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
@@ -90,13 +124,9 @@ function displayPath(file: string): string {
   return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
 }
 
-async function edit(values: ReturnType<typeof parseEditArgs>["values"], name: string): Promise<number> {
-  const rules = rulesOf(values, name);
-  const rule = requireSecret(rules, name);
-  const ctx = keyContext();
-  // Recipients first: a broken rule fails before the user spends time in the editor.
-  const recipients = recipientsFor(rule, rules.file, ctx);
+type EditValues = ReturnType<typeof parseEditArgs>["values"];
 
+function editBase(values: EditValues) {
   const base = chooseEditBase({ allowDisk: values["allow-disk-tempdir"] === true });
   if (!base.ramBacked) {
     printWarning(PROG, `no RAM-backed directory: the plaintext goes to ${base.dir} on disk while you edit`);
@@ -104,14 +134,124 @@ async function edit(values: ReturnType<typeof parseEditArgs>["values"], name: st
   for (const stale of sweepStaleEditDirs(base.dir)) {
     printWarning(PROG, `removed ${stale}, left behind by an edit that was killed`);
   }
+  return base;
+}
 
-  let exists = true;
+function fileExists(file: string): boolean {
   try {
-    fs.lstatSync(rule.file);
+    fs.lstatSync(file);
+    return true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("read", rule.file, e);
-    exists = false;
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw ioError("read", file, e);
+    return false;
   }
+}
+
+/**
+ * sops edit: the decrypted document in the editor; an invalid one reopens the editor on the
+ * user's text (sops does the same), so no edit is lost to a typo.
+ */
+async function editSops(values: EditValues, file: string, store: SopsStore): Promise<number> {
+  const shown = sanitize(sopsDisplayPath(file));
+  const exists = fileExists(file);
+  // A new file needs a creation rule: fail before the user spends time in the editor.
+  if (!exists) creationRuleOf(PROG, file, values);
+  const base = editBase(values);
+  let doc: SopsDocument | null = null;
+  let original: Uint8Array = new Uint8Array(0);
+  let edited: Buffer | undefined;
+  let session: EditSession | undefined;
+  try {
+    if (exists) {
+      doc = await openSopsFile(
+        file,
+        store,
+        await identitiesOf(values, keyContext()),
+        values["ignore-mac"] === true,
+      );
+      original = store.emitPlain(doc.branches);
+    }
+    session = EditSession.create(path.basename(file), original, base);
+    let branches: SopsBranch[] | null = null;
+    for (let round = 1; ; round++) {
+      const outcome = await runEditor(session);
+      if (outcome.kind === "interrupted") {
+        session.dispose();
+        abortAllAtomicFiles();
+        process.stderr.write(
+          `${PROG}: interrupted by ${outcome.signal}; nothing written, the plaintext was removed\n`,
+        );
+        return SIGNAL_EXIT[outcome.signal] ?? 1;
+      }
+      if (outcome.kind !== "exit" || outcome.code !== 0) throw editorFailure(outcome, editorString());
+      wipe(edited);
+      edited = session.read();
+      if (Buffer.from(original.buffer, original.byteOffset, original.byteLength).equals(edited)) break;
+      if (!exists && edited.length === 0) break;
+      try {
+        branches = store.parsePlain(edited);
+        checkEncryptable(branches, store, shown);
+        break;
+      } catch (e) {
+        if (!(e instanceof NixsealError)) throw e;
+        branches = null;
+        if (round >= MAX_EDIT_ROUNDS) {
+          throw new NixsealError(e.code, `${shown}: ${e.message}`, {
+            hint: `still invalid after ${MAX_EDIT_ROUNDS} rounds in the editor; nothing was written`,
+            file,
+          });
+        }
+        // Only the parser's position, never the text: the error may reach a log.
+        process.stderr.write(`${PROG}: ${shown}: ${sanitize(e.message)}\n`);
+        if (
+          !(await waitForEnter("Press Enter to return to the editor (Ctrl-C gives up, nothing is written): "))
+        ) {
+          process.stderr.write(`${PROG}: reopening the editor\n`);
+        }
+      }
+    }
+    session.dispose();
+
+    let message: string;
+    let written = false;
+    if (branches === null) {
+      message = exists ? `${shown}: unchanged, not rewritten` : `${shown}: left empty, nothing written`;
+    } else if (doc !== null) {
+      writeSopsFile(file, reencryptDocument(doc, branches, { file: shown }));
+      written = true;
+      message = `${shown}: written (same data key and keys; unchanged values keep their ciphertext)`;
+    } else {
+      const { recipients } = await encryptNewSopsFile(PROG, file, store, branches, values);
+      written = true;
+      message = `${shown}: created (encrypted to ${recipients} recipient${recipients === 1 ? "" : "s"})`;
+    }
+    if (values.json) {
+      process.stdout.write(
+        `${JSON.stringify({ file: sopsDisplayPath(file), format: store.name, changed: written })}\n`,
+      );
+    } else {
+      process.stderr.write(`${message}\n`);
+    }
+    return 0;
+  } finally {
+    session?.dispose();
+    if (doc !== null) closeDocument(doc);
+    wipe(original, edited);
+  }
+}
+
+async function edit(values: EditValues, name: string): Promise<number> {
+  const store = sopsStoreOf(name, values);
+  if (store !== null) return editSops(values, name, store);
+  const rules = rulesOf(values, name);
+  const rule = requireSecret(rules, name);
+  const ctx = keyContext();
+  // Recipients first: a broken rule fails before the user spends time in the editor.
+  const recipients = recipientsFor(rule, rules.file, ctx);
+
+  const base = editBase(values);
+
+  const exists = fileExists(rule.file);
   const original: Uint8Array = exists
     ? await decryptSecret(rule, await identitiesOf(values, ctx))
     : new Uint8Array(0);

@@ -4,19 +4,16 @@ import * as tty from "node:tty";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import { readAll } from "../common/fd-io.js";
-import { encryptNewDocument, type SopsStore } from "../sops/index.js";
+import type { SopsStore } from "../sops/index.js";
 import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import {
-  ageGroupsOf,
-  creationRuleOf,
   displayPath,
-  encryptionRulesOf,
+  encryptNewSopsFile,
   SOPS_OPTIONS,
   SOPS_OPTIONS_HELP,
   sopsStoreOf,
-  writeSopsFile,
 } from "./sops-file.js";
 import { keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
@@ -49,22 +46,16 @@ async function encryptSops(
   plain: Buffer,
   values: { json?: boolean; config?: string },
 ): Promise<void> {
-  const prog = "nixseal encrypt";
-  const { rule, config } = creationRuleOf(prog, file, values);
-  const keyGroups = ageGroupsOf(prog, rule, config.file, displayPath(file));
-  const branches = store.parsePlain(plain);
-  const out = await encryptNewDocument(branches, store, {
-    keyGroups,
-    shamirThreshold: rule.shamirThreshold,
-    rules: encryptionRulesOf(rule),
-    macOnlyEncrypted: rule.macOnlyEncrypted,
-    file: displayPath(file),
-  });
-  writeSopsFile(file, out);
-  const recipients = keyGroups.reduce((n, g) => n + g.length, 0);
+  const { keyGroups, recipients } = await encryptNewSopsFile(
+    "nixseal encrypt",
+    file,
+    store,
+    store.parsePlain(plain),
+    values,
+  );
   if (values.json) {
     process.stdout.write(
-      `${JSON.stringify({ file: displayPath(file), format: store.name, keyGroups: keyGroups.length, recipients })}\n`,
+      `${JSON.stringify({ file: displayPath(file), format: store.name, keyGroups, recipients })}\n`,
     );
   } else if (tty.isatty(2)) {
     process.stderr.write(`encrypted ${displayPath(file)} for ${recipients} recipient(s)\n`);

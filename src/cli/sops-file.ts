@@ -12,6 +12,7 @@ import {
   type CreationRule,
   decryptDocument,
   type EncryptionRules,
+  encryptNewDocument,
   findSopsConfig,
   isBranch,
   loadSopsConfig,
@@ -183,6 +184,30 @@ export function ageGroupsOf(prog: string, rule: CreationRule, configFile: string
     });
   }
   return groups;
+}
+
+/**
+ * Encrypts plaintext documents into a new sops file FILE for the keys of its .sops.yaml creation
+ * rule (key groups, shamir_threshold, the (un)encrypted options), atomically.
+ */
+export async function encryptNewSopsFile(
+  prog: string,
+  file: string,
+  store: SopsStore,
+  branches: SopsBranch[],
+  values: SopsValues,
+): Promise<{ keyGroups: number; recipients: number }> {
+  const { rule, config } = creationRuleOf(prog, file, values);
+  const keyGroups = ageGroupsOf(prog, rule, config.file, displayPath(file));
+  const out = await encryptNewDocument(branches, store, {
+    keyGroups,
+    shamirThreshold: rule.shamirThreshold,
+    rules: encryptionRulesOf(rule),
+    macOnlyEncrypted: rule.macOnlyEncrypted,
+    file: displayPath(file),
+  });
+  writeSopsFile(file, out);
+  return { keyGroups: keyGroups.length, recipients: keyGroups.reduce((n, g) => n + g.length, 0) };
 }
 
 /** Reads a sops file (size-limited, regular file). */

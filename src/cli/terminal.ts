@@ -124,6 +124,21 @@ export async function askConfirm(prompt: string, yes: string, no?: string): Prom
   }
 }
 
+/**
+ * Shows `prompt` at the terminal and waits for Enter. False without a terminal (scripts), so the
+ * caller goes on without waiting.
+ */
+export async function waitForEnter(prompt: string): Promise<boolean> {
+  const t = openTty();
+  if (t === null) return false;
+  try {
+    await read({ prompt, input: t.input, output: t.output });
+    return true;
+  } finally {
+    t.close();
+  }
+}
+
 /** Reads a visible value at the terminal (plugins' request-public). */
 export async function askValue(prompt: string, secret: boolean): Promise<string> {
   const t = openTty();

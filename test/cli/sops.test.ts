@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
+import YAML from "yaml";
 import { isolatedUserEnv, nixseal, REPO, tempDir, which } from "../helpers.js";
 
 const AGE = which("age");
@@ -506,5 +507,118 @@ describe("rotate", { skip: missing }, () => {
     const m = sh(w, ["rotate", "s.yaml", "-i", a]);
     assert.equal(m.status, 1);
     assert.match(m.stderr, /MAC mismatch/);
+  });
+});
+
+/** An $EDITOR: a shell script run with the file to edit as $1; it counts its runs in `runs`. */
+function editorScript(w: string, body: string): string {
+  const file = path.join(w, `editor-${Math.random().toString(36).slice(2)}.sh`);
+  fs.writeFileSync(file, `#!/bin/sh\nset -e\necho run >> '${w}/runs'\n${body}\n`, { mode: 0o755 });
+  return file;
+}
+
+function runs(w: string): number {
+  try {
+    return fs.readFileSync(path.join(w, "runs"), "utf8").split("\n").filter(Boolean).length;
+  } catch {
+    return 0;
+  }
+}
+
+describe("edit sops files", { skip: missing }, () => {
+  test("one value changed: only its line's ciphertext changes, the MAC verifies, unchanged edit writes nothing", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: \\.yaml$\n      age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "app.yaml"], YAML_DOC).status, 0);
+    const before = fs.readFileSync(path.join(w, "app.yaml"), "utf8");
+    const ed = editorScript(w, `sed -i 's/user: alice/user: bob/' "$1"`);
+    const r = sh(w, ["edit", "app.yaml", "-i", idFile, "--json"], undefined, { EDITOR: ed });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.out), { file: "app.yaml", format: "yaml", changed: true });
+    const after = fs.readFileSync(path.join(w, "app.yaml"), "utf8");
+    const [b, a] = [encLines(before), encLines(after)];
+    assert.equal(b.length, a.length);
+    const differing = b.filter((l, i) => l !== a[i]);
+    assert.equal(differing.length, 1, "only the user line changed");
+    assert.match(differing[0]!, /^\s*user: ENC/);
+    assert.equal(sh(w, ["decrypt", "app.yaml", "-i", idFile]).out, YAML_DOC.replace("alice", "bob"));
+
+    const noop = editorScript(w, "true");
+    const same = sh(w, ["edit", "app.yaml", "-i", idFile], undefined, { EDITOR: noop });
+    assert.equal(same.status, 0, same.stderr);
+    assert.match(same.stderr, /unchanged, not rewritten/);
+    assert.equal(fs.readFileSync(path.join(w, "app.yaml"), "utf8"), after);
+  });
+
+  test("a real sops file with pgp entries: edited with the same data key, pgp entries kept", () => {
+    const w = work();
+    fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.yaml"), path.join(w, "secrets.yaml"));
+    const key = path.join(FIX, "sops-nix", "age-keys.txt");
+    const pgpOf = () => YAML.parse(fs.readFileSync(path.join(w, "secrets.yaml"), "utf8")).sops.pgp;
+    const pgpBefore = pgpOf();
+    assert.ok(pgpBefore.length >= 1);
+    const ed = editorScript(w, `sed -i 's/test_value/changed value/' "$1"`);
+    const r = sh(w, ["edit", "secrets.yaml"], undefined, { EDITOR: ed, SOPS_AGE_KEY_FILE: key });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(pgpOf(), pgpBefore, "the pgp entry is kept");
+    const dec = sh(w, ["decrypt", "secrets.yaml", "--extract", '["test_key"]'], undefined, {
+      SOPS_AGE_KEY_FILE: key,
+    });
+    assert.equal(dec.out, "changed value");
+  });
+
+  test("invalid syntax reopens the editor on the user's text; fixed on the second round, it is written", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: \\.yaml$\n      age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "app.yaml"], YAML_DOC).status, 0);
+    // Round 1 breaks the document (and keeps the user's change); round 2 must see that text.
+    const ed = editorScript(
+      w,
+      `if [ "$(wc -l < '${w}/runs')" -eq 1 ]; then
+  sed -i 's/port: 5432/port: 6543/' "$1"; echo 'broken: [unclosed' >> "$1"
+else
+  grep -q 'port: 6543' "$1" || { echo 'lost the edit' >&2; exit 3; }
+  sed -i '/^broken:/d' "$1"
+fi`,
+    );
+    const r = sh(w, ["edit", "app.yaml", "-i", idFile], undefined, { EDITOR: ed });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(runs(w), 2);
+    assert.match(r.stderr, /app\.yaml: invalid YAML document: .* at line \d+, column \d+/);
+    assert.ok(!r.stderr.includes("unclosed") && !r.stderr.includes("6543"), "no document text in the error");
+    assert.equal(sh(w, ["decrypt", "app.yaml", "-i", idFile]).out, YAML_DOC.replace("5432", "6543"));
+  });
+
+  test("a document that stays invalid: nothing written after the last round, the file is as it was", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: \\.json$\n      age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "app.json"], JSON_DOC).status, 0);
+    const before = fs.readFileSync(path.join(w, "app.json"));
+    const ed = editorScript(w, `printf '{"token": ' > "$1"`);
+    const r = sh(w, ["edit", "app.json", "-i", idFile], undefined, { EDITOR: ed });
+    assert.equal(r.status, 1);
+    assert.equal(runs(w), 10);
+    assert.match(r.stderr, /nothing was written/);
+    assert.deepEqual(fs.readFileSync(path.join(w, "app.json")), before);
+  });
+
+  test("a new sops file is encrypted for its creation rule; without a rule the editor never opens", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: ^new\\.env$\n      age: ${recipient}\n`);
+    const ed = editorScript(w, `printf 'TOKEN=abc\\n' > "$1"`);
+    const r = sh(w, ["edit", "new.env"], undefined, { EDITOR: ed });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /new\.env: created \(encrypted to 1 recipient\)/);
+    assert.equal(sh(w, ["decrypt", "new.env", "-i", idFile]).out, "TOKEN=abc\n");
+
+    const none = sh(w, ["edit", "other.yaml"], undefined, { EDITOR: ed });
+    assert.equal(none.status, 2, none.stderr);
+    assert.match(none.stderr, /no matching creation rule/i);
+    assert.equal(runs(w), 1, "the editor did not run for a file without a rule");
+    assert.ok(!fs.existsSync(path.join(w, "other.yaml")));
   });
 });

@@ -135,6 +135,18 @@ class YamlReader {
   }
 }
 
+/** 1-based line and column of a character offset (the parser leaves them out without prettyErrors). */
+function lineAndColumn(text: string, offset: number | undefined): { line: number; col: number } | null {
+  if (offset === undefined || offset < 0 || offset > text.length) return null;
+  let line = 1;
+  let start = 0;
+  for (let i = text.indexOf("\n"); i !== -1 && i < offset; i = text.indexOf("\n", i + 1)) {
+    line++;
+    start = i + 1;
+  }
+  return { line, col: offset - start + 1 };
+}
+
 function parseYaml(input: Uint8Array): SopsBranch[] {
   checkSize("yaml", input);
   const text = decodeUtf8("yaml", input);
@@ -152,7 +164,7 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
     const err = doc.errors[0];
     if (err !== undefined) {
       // The parser's own message quotes the source line, which may hold a secret: not used.
-      const pos = err.linePos?.[0];
+      const pos = err.linePos?.[0] ?? lineAndColumn(text, err.pos[0]);
       const at = pos ? ` at line ${pos.line}, column ${pos.col}` : "";
       const what = err.code === "DUPLICATE_KEY" ? "duplicate key" : err.code.toLowerCase().replace(/_/g, " ");
       throw yamlError(`${what}${at}`);
