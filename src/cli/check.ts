@@ -4,17 +4,21 @@ import { checkRepository } from "../vault/check.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { sanitize, useColor } from "./report.js";
-import { rulesOf, VAULT_OPTIONS } from "./vault-context.js";
+import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
+import { VAULT_OPTIONS } from "./vault-context.js";
 
-const HELP = `Usage: nixseal check [--rules FILE] [--json]
+const HELP = `Usage: nixseal check [--rules FILE] [--config FILE] [--json]
 
-Checks, without any private key, that the secret files agree with secrets.nix:
+Checks, without any private key, that the secret files agree with secrets.nix and .sops.yaml:
   - every secret in the rules has a file, and every *.age file is in the rules;
   - every file's header parses, is armored if and only if the rules say armor = true;
   - its recipient stanzas match the rules: count and types, the tags of ssh keys, and the
     nixseal recipients record (which names the exact recipient set).
 Files written by agenix or age carry no record: for their age1... recipients check can only
 count stanzas, and says so in a warning (run 'nixseal rekey' once to add the record).
+sops files: every sops file under the .sops.yaml's directory must match a creation rule, and
+its age recipients (read from its metadata) must be those the rule names, group by group; a
+sops file secrets.nix lists must have exactly its publicKeys. Either file may be absent.
 
 Output: one line per problem, naming the file and the secret; with --json one object
 {"rules":FILE,"secrets":N,"problems":[{"severity","kind","secret","file","message"}]}.
@@ -23,6 +27,8 @@ Warnings don't fail the check.
 Options:
     --rules FILE          The rules file (default: $RULES, else the first secrets.nix found
                           walking up from the current directory).
+    --config FILE         The .sops.yaml (default: $SOPS_CONFIG, else the first found walking
+                          up from the current directory).
     --json                Machine-readable output.
     --no-cache            Evaluate secrets.nix again instead of using the cache.
 
@@ -38,6 +44,7 @@ const OPTIONS = {
   rules: VAULT_OPTIONS.rules,
   json: VAULT_OPTIONS.json,
   "no-cache": VAULT_OPTIONS["no-cache"],
+  config: SOPS_OPTIONS.config,
   help: VAULT_OPTIONS.help,
 } as const;
 
@@ -56,8 +63,8 @@ export const command: Command = {
         hint: "nixseal check [--rules FILE] [--json]",
       });
     }
-    const rules = rulesOf(values);
-    const report = checkRepository(rules);
+    const { rules, sopsConfig } = repositoryOf("nixseal check", values);
+    const report = checkRepository(rules, sopsConfig);
     const drift = report.problems.filter((p) => p.severity === "drift").length;
     if (values.json) {
       process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -1,10 +1,14 @@
 /** `nixseal rekey [NAME...]`: re-wrap secrets for the recipients the rules name now. */
+import * as path from "node:path";
 import type { Identity } from "../age/types.js";
-import { type RekeyProgress, rekeyRepository } from "../vault/rekey.js";
+import { NixsealError } from "../common/errors.js";
+import { type RekeyFailure, type RekeyProgress, type RekeyResult, rekeyRepository } from "../vault/rekey.js";
+import { findSopsTargets, prepareSopsRekey, type SopsTarget, writeSopsRekey } from "../vault/sops-rekey.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, sanitize, useColor } from "./report.js";
-import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
+import { identitiesOf, keyContext, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal rekey [NAME...] [--force] [--dry-run] [--rules FILE] [-i IDENTITY]... [--json]
 
@@ -18,9 +22,15 @@ every failure is listed. Each file is then replaced atomically. Only the header 
 encrypted content stays as it is (removing a recipient does not take back what they could read;
 rotate the secret with 'nixseal edit' for that).
 
+sops files are rekeyed too: those secrets.nix lists (to their publicKeys) and those under the
+.sops.yaml's directory (to their creation rule's key groups). Their data key stays the same and
+is re-wrapped for the recipients wanted now, as 'sops updatekeys' does; values, MAC and
+lastmodified are untouched. They are part of the same all-or-nothing run.
+
 Options:
     --force               Rewrite every selected file, even those already right.
     --dry-run             Decrypt what would be rewritten and report it; write nothing.
+    --config FILE         The .sops.yaml (default: $SOPS_CONFIG, else found walking up).
 ${VAULT_OPTIONS_HELP}
 Example:
     $ $EDITOR secrets/secrets.nix          # add the new host's key to some secrets
@@ -39,6 +49,7 @@ the rules).
 
 const OPTIONS = {
   ...VAULT_OPTIONS,
+  config: SOPS_OPTIONS.config,
   force: { type: "boolean" },
   "dry-run": { type: "boolean" },
 } as const;
@@ -62,6 +73,26 @@ function progressDisplay(): { update(p: RekeyProgress): void; clear(): void } {
   };
 }
 
+/**
+ * Splits the NAMEs: those naming a sops file (by path, or by its name) select it; the rest are
+ * age secrets. No NAMEs: every sops file and every age secret.
+ */
+function selectSops(
+  all: SopsTarget[],
+  names: readonly string[],
+): { targets: SopsTarget[]; ageNames: string[] } {
+  if (names.length === 0) return { targets: all, ageNames: [] };
+  const targets = new Set<SopsTarget>();
+  const ageNames: string[] = [];
+  for (const n of names) {
+    const abs = path.resolve(n);
+    const t = all.find((x) => x.file === abs || x.name === n);
+    if (t) targets.add(t);
+    else ageNames.push(n);
+  }
+  return { targets: [...targets], ageNames };
+}
+
 export const command: Command = {
   name: "rekey",
   errorExitCode: 1,
@@ -72,25 +103,60 @@ export const command: Command = {
       process.stdout.write(HELP);
       return 0;
     }
-    const rules = rulesOf(values, positionals[0]);
+    const prog = "nixseal rekey";
+    const { rules, sopsConfig } = repositoryOf(prog, values, positionals[0]);
     const ctx = keyContext();
-    // Loaded once, only if something must be decrypted: a passphrase is asked once per command.
     let identities: Promise<Identity[]> | null = null;
+    const getIdentities = () => (identities ??= identitiesOf(values, ctx));
+    const dryRun = values["dry-run"] === true;
+
+    // sops files: which, and what they should be (from their metadata, nothing decrypted yet).
+    const found = findSopsTargets(rules, sopsConfig);
+    for (const u of found.uncovered)
+      printWarning(prog, `${u}: no creation rule matches this sops file: left alone`);
+    const { targets, ageNames } = selectSops(found.targets, positionals);
+    if (rules === null && ageNames.length > 0) {
+      throw new NixsealError(
+        "NOT_IN_RULES",
+        `${ageNames.join(", ")}: not a sops file here, and there is no secrets.nix`,
+        {
+          hint: "name sops files by their path, or create a secrets.nix for age secrets",
+        },
+      );
+    }
+    const sops = await prepareSopsRekey(targets, getIdentities);
+    const sopsFailed: RekeyFailure[] = [...(positionals.length === 0 ? found.failed : []), ...sops.failed];
+
     const display = progressDisplay();
-    let result: Awaited<ReturnType<typeof rekeyRepository>>;
+    let result: RekeyResult;
     try {
-      result = await rekeyRepository(rules, {
-        names: positionals,
-        force: values.force === true,
-        dryRun: values["dry-run"] === true,
-        identities: () => (identities ??= identitiesOf(values, ctx)),
-        ctx,
-        onProgress: (p) => display.update(p),
-      });
+      result =
+        rules === null || (positionals.length > 0 && ageNames.length === 0)
+          ? { rewritten: [], unchanged: [], missing: [], failed: [], dryRun, swept: [] }
+          : await rekeyRepository(rules, {
+              names: ageNames,
+              force: values.force === true,
+              // A sops failure means nothing is written: the age part only reports its own.
+              dryRun: dryRun || sopsFailed.length > 0,
+              identities: getIdentities,
+              ctx,
+              onProgress: (p) => display.update(p),
+              exclude: new Set(found.targets.map((t) => t.file)),
+            });
     } finally {
       display.clear();
     }
-    const prog = "nixseal rekey";
+    if (sopsFailed.length > 0 && !dryRun) {
+      result.dryRun = false;
+      result.rewritten = [];
+    }
+    result.failed.push(...sopsFailed);
+    if (result.failed.length === 0) {
+      if (!dryRun) result.failed.push(...writeSopsRekey(sops.prepared));
+      result.rewritten.push(...sops.prepared.map((p) => p.target.name));
+    }
+    result.unchanged.push(...sops.unchanged);
+    result.rewritten.sort();
     if (values.json) {
       const out = {
         rewritten: result.rewritten,

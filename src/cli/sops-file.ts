@@ -28,7 +28,7 @@ import {
   storeByName,
 } from "../sops/index.js";
 import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
-import { findRulesFile, findSecret, loadRules } from "../vault/index.js";
+import { findRulesFile, findSecret, loadRules, type Rules } from "../vault/index.js";
 import type { Options } from "./args.js";
 import { printWarning } from "./report.js";
 import type { VaultValues } from "./vault-context.js";
@@ -125,6 +125,40 @@ export function sopsConfigOf(prog: string, values: SopsValues): SopsConfig {
   const config = loadSopsConfig(location.file);
   for (const w of config.warnings) printWarning(prog, w.message);
   return config;
+}
+
+/**
+ * What a repository command checks against: secrets.nix (if there is one) and the .sops.yaml (if
+ * there is one). At least one must exist; a --rules/RULES/--config naming a missing file is an
+ * error, as is a malformed one.
+ */
+export function repositoryOf(
+  prog: string,
+  values: SopsValues,
+  near?: string,
+): { rules: Rules | null; sopsConfig: SopsConfig | null } {
+  let rules: Rules | null = null;
+  let missingRules: NixsealError | null = null;
+  try {
+    rules = loadRules({ rules: values.rules, noCache: values["no-cache"] === true, near });
+  } catch (e) {
+    const explicit = values.rules ?? process.env.RULES;
+    if (
+      explicit ||
+      !(e instanceof NixsealError && e.code === "RULES" && /^no secrets\.nix found/.test(e.message))
+    )
+      throw e;
+    missingRules = e;
+  }
+  const location = findSopsConfig(process.cwd(), values.config ?? process.env.SOPS_CONFIG);
+  if (location.warning) printWarning(prog, location.warning);
+  let sopsConfig: SopsConfig | null = null;
+  if (location.file !== null) {
+    sopsConfig = loadSopsConfig(location.file);
+    for (const w of sopsConfig.warnings) printWarning(prog, w.message);
+  }
+  if (rules === null && sopsConfig === null) throw missingRules!;
+  return { rules, sopsConfig };
 }
 
 /** The creation rule for `file`; sops' "no matching creation rules" error when there is none. */

@@ -8,26 +8,19 @@
  */
 import * as tty from "node:tty";
 import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
 import { isNixsealError, NixsealError } from "../common/errors.js";
+import { noMatchingRuleError, parseMetadata, ruleFor, type SopsConfig } from "../sops/index.js";
 import {
-  type AgeKeyEntry,
-  type CreationRule,
-  type KeyGroup,
-  noMatchingRuleError,
-  parseMetadata,
-  ruleFor,
-  type SopsConfig,
-  type SopsMetadata,
-  serializeMetadata,
-  unwrapDataKey,
-  wrapDataKey,
-} from "../sops/index.js";
+  diffSopsRecipients,
+  expectationOfCreationRule,
+  rewrappedKeyGroups,
+  type SopsExpectation,
+  withKeyGroups,
+} from "../vault/sops-files.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printError, printWarning } from "./report.js";
 import {
-  ageGroupsOf,
   displayPath,
   readSopsFile,
   requireSopsStore,
@@ -77,66 +70,18 @@ interface FileReport {
   written: boolean;
 }
 
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** The age recipients each group gets now: the rule's, trimmed and deduplicated. */
-function wantedGroups(rule: CreationRule, config: SopsConfig, file: string): string[][] {
-  for (const [i, g] of rule.keyGroups.entries()) {
-    if (g.other.length === 0) continue;
-    const label = rule.keyGroups.length > 1 ? ` (key group ${i + 1})` : "";
+/** The wanted recipients of a file's creation rule; non-age keys of the rule are warned about. */
+function expectationFor(config: SopsConfig, file: string, shown: string): SopsExpectation {
+  const rule = ruleFor(config, file);
+  if (rule === null) throw noMatchingRuleError(config, file);
+  const want = expectationOfCreationRule(rule, config.file);
+  if (want.otherKeys.length > 0) {
     printWarning(
       PROG,
-      `${file}: the creation rule names ${g.other.map((o) => `${o.type} ${o.id}`).join(", ")}${label}; nixseal cannot wrap the data key for them: the file's existing entries of those types are kept unchanged`,
+      `${shown}: the creation rule names ${want.otherKeys.join(", ")}; nixseal cannot wrap the data key for them: the file's existing entries of those types are kept unchanged`,
     );
   }
-  const quiet = { ...rule, keyGroups: rule.keyGroups.map((g) => ({ ...g, other: [] })) };
-  return ageGroupsOf(PROG, quiet, config.file, file).map((g) => [...new Set(g.map((r) => r.trim()))]);
-}
-
-function otherEntries(g: KeyGroup): string[] {
-  const out: string[] = [];
-  for (const [type, list] of g.other) if (list.length > 0) out.push(`${list.length} ${type}`);
-  return out;
-}
-
-/** The new key groups (re-wrapping the data key as needed), or null when nothing changes. */
-async function newKeyGroups(
-  meta: SopsMetadata,
-  wanted: string[][],
-  threshold: number,
-  dataKey: () => Promise<Uint8Array>,
-  file: string,
-): Promise<KeyGroup[]> {
-  const current = meta.keyGroups;
-  if (current.length === 1 && wanted.length === 1) {
-    // Same data key, one group: keep the entries of recipients that stay, wrap for the new ones.
-    const kept = new Map(current[0]!.age.map((e) => [e.recipient.trim(), e]));
-    const toWrap = wanted[0]!.filter((r) => !kept.has(r));
-    const wrapped = new Map<string, AgeKeyEntry>();
-    if (toWrap.length > 0) {
-      const key = await dataKey();
-      const [g] = await wrapDataKey(key, [toWrap]);
-      for (const e of g!.age) wrapped.set(e.recipient, e);
-    }
-    const age = wanted[0]!.map((r) => kept.get(r) ?? wrapped.get(r)!);
-    return [{ age, other: current[0]!.other }];
-  }
-  // Several groups: a new Shamir split, so every group's entries change.
-  const stranded = current.flatMap((g, i) => otherEntries(g).map((o) => `${o} (group ${i + 1})`));
-  if (stranded.length > 0) {
-    throw new NixsealError(
-      "SOPS_UNSUPPORTED",
-      `${file}: the key groups must be split anew, and the file has ${stranded.join(", ")} entries nixseal cannot re-wrap`,
-      {
-        hint: "run sops updatekeys for this file, or remove those keys from the file first",
-        file,
-      },
-    );
-  }
-  const key = await dataKey();
-  return wrapDataKey(key, wanted, threshold);
+  return want;
 }
 
 async function updateFile(
@@ -147,56 +92,27 @@ async function updateFile(
 ): Promise<FileReport> {
   const shown = displayPath(file);
   const store = requireSopsStore(file, values);
-  const rule = ruleFor(config, file);
-  if (rule === null) throw noMatchingRuleError(config, file);
-  const input = readSopsFile(file);
-  const { branches, metadata: raw } = store.parseEncrypted(input);
+  const want = expectationFor(config, file, shown);
+  const { branches, metadata: raw } = store.parseEncrypted(readSopsFile(file));
   if (raw === null) {
     throw new NixsealError("SOPS_METADATA", `${shown}: not a sops file: no sops metadata`, {
       hint: "encrypt it first (nixseal encrypt)",
       file: shown,
     });
   }
-  const meta = parseMetadata(raw);
-  const wanted = wantedGroups(rule, config, shown);
-  const have = meta.keyGroups.map((g) => g.age.map((e) => e.recipient.trim()));
-  const flatHave = new Set(have.flat());
-  const flatWanted = new Set(wanted.flat());
+  const content = { file: shown, store, branches, metadata: parseMetadata(raw) };
+  const diff = diffSopsRecipients(content.metadata, want);
   const report: FileReport = {
     file: shown,
-    added: [...flatWanted].filter((r) => !flatHave.has(r)),
-    removed: [...flatHave].filter((r) => !flatWanted.has(r)),
-    changed: have.length !== wanted.length || have.some((g, i) => !sameList(g, wanted[i]!)),
+    added: diff.added,
+    removed: diff.removed,
+    changed: diff.changed,
     written: false,
   };
-  const threshold = Math.min(
-    rule.shamirThreshold > 0 ? rule.shamirThreshold : meta.shamirThreshold,
-    wanted.length,
-  );
-  if (wanted.length > 1 && threshold !== meta.shamirThreshold) report.changed = true;
-  if (!report.changed || values["dry-run"]) return report;
-  let dataKey: Uint8Array | null = null;
-  try {
-    const groups = await newKeyGroups(
-      meta,
-      wanted,
-      threshold,
-      async () => {
-        dataKey ??= await unwrapDataKey(meta, await identities(), shown);
-        return dataKey;
-      },
-      shown,
-    );
-    const updated: SopsMetadata = {
-      ...meta,
-      keyGroups: groups,
-      shamirThreshold: groups.length > 1 ? threshold : 0,
-    };
-    writeSopsFile(file, store.emitEncrypted(branches, serializeMetadata(updated)));
-    report.written = true;
-  } finally {
-    if (dataKey !== null) wipe(dataKey);
-  }
+  if (!diff.changed || values["dry-run"]) return report;
+  const groups = await rewrappedKeyGroups(content, want, diff.threshold, identities);
+  writeSopsFile(file, withKeyGroups(content, groups, diff.threshold));
+  report.written = true;
   return report;
 }
 

@@ -8,9 +8,20 @@ import * as path from "node:path";
 import { ArmorDecoder, looksArmored } from "../age/armor.js";
 import { type Header, parseHeader } from "../age/format.js";
 import { NixsealError } from "../common/errors.js";
+import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
 import type { Rules, SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
+import {
+  diffSopsRecipients,
+  expectationOfCreationRule,
+  expectationOfPublicKeys,
+  findSopsFiles,
+  readRepositoryFile,
+  type SopsExpectation,
+  type SopsFileContent,
+  sopsContentOf,
+} from "./sops-files.js";
 
 export type ProblemKind =
   /** A rules entry whose file does not exist. */
@@ -40,8 +51,11 @@ export interface CheckProblem {
 }
 
 export interface CheckReport {
-  rules: string;
-  /** How many rules entries were checked. */
+  /** The secrets.nix checked, or null (a sops-only repository). */
+  rules: string | null;
+  /** The .sops.yaml checked, or null. */
+  sopsConfig: string | null;
+  /** How many secrets were checked: rules entries plus sops files found under .sops.yaml. */
   secrets: number;
   problems: CheckProblem[];
 }
@@ -159,11 +173,64 @@ export function expectationsOf(rules: Rules): Map<string, HeaderExpectation> {
   return out;
 }
 
-/** Checks the whole repository. Throws only for configuration errors (bad recipients in rules). */
-export function checkRepository(rules: Rules): CheckReport {
-  const expectations = expectationsOf(rules);
+/** The drift messages of a sops file against what its rule wants (no key needed). */
+function sopsMismatches(content: SopsFileContent, want: SopsExpectation): string[] {
+  const diff = diffSopsRecipients(content.metadata, want);
+  if (!diff.changed) return [];
+  const parts: string[] = [];
+  if (diff.added.length > 0) parts.push(`missing ${diff.added.join(", ")}`);
+  if (diff.removed.length > 0) parts.push(`not in the rule: ${diff.removed.join(", ")}`);
+  if (parts.length === 0) parts.push("key groups, their order or the Shamir threshold differ");
+  return [`the sops file's age recipients differ from ${want.source}: ${parts.join("; ")}`];
+}
+
+/**
+ * Checks the whole repository: the secrets of secrets.nix (age files, or sops files it lists),
+ * and the sops files under the .sops.yaml's directory against its creation rules. Throws only
+ * for configuration errors (bad recipients in the rules).
+ */
+export function checkRepository(rules: Rules | null, sopsConfig: SopsConfig | null = null): CheckReport {
   const problems: CheckProblem[] = [];
   const listed = new Set<string>();
+  let secrets = rules?.secrets.size ?? 0;
+  if (rules !== null) checkRules(rules, problems, listed);
+  if (sopsConfig !== null) secrets += checkSopsFiles(sopsConfig, problems, listed);
+  return { rules: rules?.file ?? null, sopsConfig: sopsConfig?.file ?? null, secrets, problems };
+}
+
+function checkSopsFiles(config: SopsConfig, problems: CheckProblem[], listed: Set<string>): number {
+  const dir = path.dirname(config.file);
+  const rel = (f: string) => path.relative(dir, f).split(path.sep).join("/");
+  let n = 0;
+  for (const f of findSopsFiles(dir)) {
+    if (listed.has(path.resolve(f))) continue;
+    n++;
+    const file = rel(f);
+    const problem = (kind: ProblemKind, message: string) =>
+      problems.push({ severity: "drift", kind, secret: file, file, message });
+    try {
+      const rule = ruleFor(config, f);
+      if (rule === null) {
+        problem("not-in-rules", `a sops file that no creation rule of ${path.basename(config.file)} matches`);
+        continue;
+      }
+      const content = sopsContentOf(file, readRepositoryFile(f));
+      if (content === null) continue;
+      for (const m of sopsMismatches(content, expectationOfCreationRule(rule, config.file)))
+        problem("recipients", m);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problem(
+        e.code === "SOPS_UNSUPPORTED" || e.code === "SOPS_CONFIG" ? "recipients" : "bad-header",
+        e.message,
+      );
+    }
+  }
+  return n;
+}
+
+function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>): void {
+  const expectations = expectationsOf(rules);
   for (const rule of rules.secrets.values()) {
     listed.add(path.resolve(rule.file));
     const file = relativeName(rules, rule.file);
@@ -178,6 +245,21 @@ export function checkRepository(rules: Rules): CheckReport {
         problem("drift", "missing-file", "the rules list it but the file does not exist");
       } else {
         problem("drift", "unreadable", e.message.replace(`${rule.file} `, "").replace(`${rule.file}: `, ""));
+      }
+      continue;
+    }
+    // A sops file secrets.nix lists: its publicKeys are the one key group it should have.
+    let sops: SopsFileContent | null = null;
+    try {
+      sops = sopsContentOf(rule.file, data);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problem("drift", "bad-header", e.message);
+      continue;
+    }
+    if (sops !== null) {
+      for (const m of sopsMismatches(sops, expectationOfPublicKeys(rule.publicKeys, rules.file))) {
+        problem("drift", "recipients", m);
       }
       continue;
     }
@@ -217,7 +299,6 @@ export function checkRepository(rules: Rules): CheckReport {
       message: `not listed in ${path.basename(rules.file)}`,
     });
   }
-  return { rules: rules.file, secrets: rules.secrets.size, problems };
 }
 
 function isSymlink(p: string): boolean {

@@ -80,6 +80,8 @@ export interface RekeyOptions {
   onProgress?: (p: RekeyProgress) => void;
   /** Worker threads for wrapping; default: one per core when the work is large enough. */
   workers?: number;
+  /** Absolute paths of files to leave alone (sops files secrets.nix lists: see sops-rekey.ts). */
+  exclude?: ReadonlySet<string>;
 }
 
 export interface RekeyFailure {
@@ -588,7 +590,9 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   const dryRun = options.dryRun === true;
   const progress = (phase: RekeyProgress["phase"], done: number, total: number) =>
     options.onProgress?.({ phase, done, total });
-  const selected = selectRules(rules, options.names ?? [], options.cwd ?? process.cwd());
+  const selected = selectRules(rules, options.names ?? [], options.cwd ?? process.cwd()).filter(
+    (r) => !options.exclude?.has(path.resolve(r.file)),
+  );
   const named = (options.names ?? []).length > 0;
   const result: RekeyResult = { rewritten: [], unchanged: [], missing: [], failed: [], dryRun, swept: [] };
   const failed: RekeyFailure[] = [];
