@@ -16,7 +16,11 @@ if (!identityFile || !sopsFile || !outFile) {
 }
 const identities = await loadIdentities([identityFile], {});
 const store = new YamlStore();
-const doc = await decryptDocument(fs.readFileSync(sopsFile), store, { identities, file: sopsFile });
+const doc = await decryptDocument(fs.readFileSync(sopsFile), store, {
+  identities,
+  file: sopsFile,
+  readOnly: true,
+});
 if (!doc.macVerified) throw new Error("MAC not verified");
 fs.writeFileSync(outFile, store.emitPlain(doc.branches), { mode: 0o600 });
 closeDocument(doc);

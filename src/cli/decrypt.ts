@@ -112,7 +112,7 @@ function extracted(v: SopsValue, store: SopsStore): Uint8Array {
 async function decryptSops(file: string, store: SopsStore, values: Record<string, unknown>): Promise<number> {
   const path = typeof values.extract === "string" ? parseTreePath(values.extract) : null;
   const identities = await identitiesOf(values, keyContext());
-  const doc = await openSopsFile(file, store, identities, values["ignore-mac"] === true);
+  const doc = await openSopsFile(file, store, identities, values["ignore-mac"] === true, true);
   try {
     let out: Uint8Array;
     if (path !== null) {

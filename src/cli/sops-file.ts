@@ -277,8 +277,9 @@ export async function openSopsFile(
   store: SopsStore,
   identities: readonly Identity[],
   ignoreMac = false,
+  readOnly = false,
 ): Promise<SopsDocument> {
-  return decryptDocument(readSopsFile(file), store, { identities, ignoreMac, file });
+  return decryptDocument(readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
 }
 
 /** Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask). */

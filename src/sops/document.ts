@@ -52,6 +52,11 @@ export interface DecryptOptions {
   ignoreMac?: boolean;
   /** For error messages. */
   file?: string;
+  /**
+   * The document will not be written back (decrypt): skip remembering each value's IV, which
+   * only serves keeping unchanged ciphertexts on re-encryption.
+   */
+  readOnly?: boolean;
 }
 
 /** A recipient of the data key: its string as written in the metadata, and optionally its key. */
@@ -237,7 +242,7 @@ export async function decryptDocument(
   const meta = parseMetadata(raw);
   const selector = new EncryptionSelector(meta.rules);
   const dataKey = await unwrapDataKey(meta, options.identities, file);
-  const cipher = new ValueCipher(dataKey);
+  const cipher = new ValueCipher(dataKey, options.readOnly !== true);
   const mac = new MacAccumulator(meta.macOnlyEncrypted);
   const raws = store.name === "binary";
   try {

@@ -183,7 +183,14 @@ export class ValueCipher {
   private readonly key: Buffer;
   private readonly stash = new Map<string, Buffer>();
 
-  constructor(dataKey: Uint8Array) {
+  /**
+   * `rememberIvs` false: decrypt only (nixseal decrypt), no IV stash; saves a hash per value. The
+   * document cannot then keep unchanged ciphertexts when written back.
+   */
+  constructor(
+    dataKey: Uint8Array,
+    private readonly rememberIvs = true,
+  ) {
     if (dataKey.length !== DATA_KEY_SIZE) {
       throw new NixsealError("SOPS_METADATA", "the sops data key is not 32 bytes", {
         hint: "the key wrapped in the sops metadata is damaged",
@@ -233,7 +240,7 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if (p.type !== "bytes") this.stash.set(this.stashKey(p.type, aad, bytes), p.iv);
+    if (this.rememberIvs && p.type !== "bytes") this.stash.set(this.stashKey(p.type, aad, bytes), p.iv);
     bytes.fill(0);
     return leaf;
   }
