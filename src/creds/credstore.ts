@@ -152,7 +152,25 @@ export async function openCredstore(
   }
   if (hmacKey === null) {
     hmacKey = randomBytes(KEY_SIZE);
-    await encryptCredential(KEY_NAME, hmacKey, { ...options, withKey: "auto", output: keyFile, mode: 0o600 });
+    try {
+      await encryptCredential(KEY_NAME, hmacKey, {
+        ...options,
+        withKey: "auto",
+        output: keyFile,
+        mode: 0o600,
+      });
+    } catch (e) {
+      // "auto" refuses a host key on tmpfs without a TPM2; the host key is then all there is
+      // (and if it is lost at reboot, the next run renews this key and re-encrypts everything).
+      if (!(e instanceof NixsealError && (e.code === "CREDS_UNAVAILABLE" || e.code === "CREDS_NO_TPM")))
+        throw e;
+      await encryptCredential(KEY_NAME, hmacKey, {
+        ...options,
+        withKey: "host",
+        output: keyFile,
+        mode: 0o600,
+      });
+    }
   }
   return { dir, options, keyRenewed, hmacKey };
 }

@@ -242,6 +242,16 @@ function failure(r: RunResult, what: string, operation: "encrypt" | "decrypt", f
       hint: "it was sealed with another TPM2, or the PCR state it is bound to changed (firmware or Secure Boot update); seal it again on this host",
     });
   }
+  if (/temporary file system/i.test(all)) {
+    return new NixsealError(
+      "CREDS_UNAVAILABLE",
+      `${what}: no TPM2, and the host key is on a temporary file system (${said})`,
+      {
+        file,
+        hint: "keep /var/lib/systemd/credential.secret on persistent storage (impermanence: persist it), or seal with --with-key=host knowing it is lost at reboot",
+      },
+    );
+  }
   if (
     /TPM2 support not installed|Failed to initialize TCTI|TPM2 not supported|No TPM2|Failed to find TPM2|TPM2 .*not available/i.test(
       all,

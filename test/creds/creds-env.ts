@@ -16,9 +16,27 @@ export function systemdCredsMissing(): string | null {
   return null;
 }
 
-/** A fresh credential host key location under `dir` (created on first use by systemd-creds). */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
+let persistentBase: string | null = null;
+
+/**
+ * A fresh credential host key location (created on first use by systemd-creds), under `dir`
+ * unless that is a tmpfs: `--with-key=auto` refuses a host key on a temporary file system, so
+ * then under /var/tmp (removed when the test process exits).
+ */
 export function hostKeyPath(dir: string, label: string): string {
-  const d = path.join(dir, `hostkey-${label}`);
+  let base = dir;
+  const type = fs.statfsSync(dir).type;
+  if (type === TMPFS_MAGIC || type === RAMFS_MAGIC) {
+    if (persistentBase === null) {
+      const made = fs.mkdtempSync(path.join("/var/tmp", "nixseal-test-hostkeys-"));
+      persistentBase = made;
+      process.on("exit", () => fs.rmSync(made, { recursive: true, force: true }));
+    }
+    base = persistentBase;
+  }
+  const d = path.join(base, `hostkey-${label}`);
   fs.mkdirSync(d, { recursive: true, mode: 0o700 });
   return path.join(d, "credential.secret");
 }
