@@ -40,6 +40,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   "git-setup": ["show decrypted diffs in git", "git-setup"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
+  "host-key": ["seal a host identity as a systemd credential (host key / TPM2)", "host-key"],
 };
 
 /** Commands other programs call (git's textconv driver); not listed in the help. */

@@ -37,6 +37,13 @@ export type ErrorCode =
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
+  // systemd credentials
+  | "CREDS_UNAVAILABLE" // systemd-creds is missing, not permitted, or failed for a reason of its own
+  | "CREDS_NO_TPM" // a TPM2 binding was asked for and no usable TPM2 is there
+  | "CREDS_DECRYPT" // a credential does not decrypt: other host key or TPM, other name, corrupted
+  | "CREDS_TOO_LARGE" // a credential over systemd's size limit
+  | "CREDS_NAME" // not a valid credential name
+  | "CREDS_STORE" // the credential store directory is unsafe or its records are malformed
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

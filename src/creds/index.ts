@@ -1,0 +1,40 @@
+/** systemd credentials: systemd-creds encrypt/decrypt, the credential store, sealed identities. */
+export {
+  type CredentialItem,
+  type Credstore,
+  closeCredstore,
+  credentialPath,
+  DEFAULT_CREDSTORE_DIR,
+  openCredstore,
+  removeStale,
+  type SyncOptions,
+  type SyncStatus,
+  storedCredentials,
+  syncCredential,
+  syncCredentials,
+} from "./credstore.js";
+export {
+  type KeyMaterial,
+  loadSealedIdentities,
+  parseKeyMaterial,
+  type SealedIdentitySource,
+} from "./sealed-identity.js";
+export {
+  CREDENTIAL_KEYS,
+  type CredentialKey,
+  decryptCredential,
+  decryptCredentialBytes,
+  type EncryptCredentialOptions,
+  encryptCredential,
+  encryptCredentialBytes,
+  isCredentialKey,
+  MAX_CREDENTIAL_SIZE,
+  MAX_ENCRYPTED_CREDENTIAL_SIZE,
+  readCredentialFile,
+  type SealedWith,
+  type SystemdCredsOptions,
+  sealedWith,
+  systemdCredsProgram,
+  validateCredentialName,
+  type WriteCredentialOptions,
+} from "./systemd-creds.js";
