@@ -14,7 +14,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encrypt, X25519Identity } from "../../src/age/index.js";
-import { REPO, tempDir, which } from "../helpers.js";
+import { nixseal, REPO, tempDir, which } from "../helpers.js";
 
 const NIX = which("nix-instantiate");
 const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
@@ -996,5 +996,109 @@ describe("flake.nix", { skip: missing }, () => {
       new RegExp(`exec ${pkg}/bin/nixseal install`),
     );
     assert.equal(value("eval-flake.nix", [m], "app"), `${pkg}/bin/nixseal`);
+  });
+});
+
+/**
+ * The other side of the contract: manifests the modules write, read by the real `nixseal
+ * install`. Skips until the installer (the TypeScript side of issue 5) is merged.
+ */
+const INSTALLER = fs.existsSync(path.join(REPO, "dist", "src", "cli", "install.js"));
+const noInstaller =
+  missing || (!INSTALLER && "needs the `nixseal install` command (dist/src/cli/install.js)");
+
+describe("manifests read by `nixseal install`", { skip: noInstaller }, () => {
+  const fixture = (p: string) => path.join(REPO, "test", "fixtures", "sops", p);
+
+  test("--check accepts the system, users and home-manager manifests (real age and sops files)", async () => {
+    const sub = path.join(dir, `check-${++counter}`);
+    fs.mkdirSync(sub);
+    fs.copyFileSync(path.join(dir, "db.age"), path.join(sub, "db.age"));
+    fs.copyFileSync(fixture("sops-nix/secrets.yaml"), path.join(sub, "secrets.yaml"));
+    const m = path.join(sub, "host.nix");
+    fs.writeFileSync(
+      m,
+      `{ config, ... }: {
+        nixseal.ageKeyFile = "/var/lib/nixseal/key.txt";
+        nixseal.secrets."db/password".file = ./db.age;
+        nixseal.secrets.yaml-value = { file = ./secrets.yaml; key = "nested/test/file"; };
+        nixseal.secrets.pw = { file = ./secrets.yaml; key = "test_key"; neededForUsers = true; };
+        nixseal.templates."app.conf".content = "a=\${config.nixseal.placeholder."db/password"}";
+      }`,
+    );
+    for (const attr of ["manifest", "usersManifest"]) {
+      const r = nixseal(["install", "--check", "--manifest", nixos([m], attr) as string]);
+      assert.equal(r.status, 0, `${attr}: ${r.stderr}`);
+    }
+    const hm = path.join(sub, "home.nix");
+    fs.writeFileSync(
+      hm,
+      `{ config, ... }: { nixseal.secrets.t.file = ./db.age; nixseal.templates.g.content = "\${config.nixseal.placeholder.t}"; }`,
+    );
+    const text = home([hm], "scriptText") as string;
+    const hmManifest = /\/nix\/store\/\S+-nixseal-home-manifest\.json/.exec(text)![0];
+    const r = nixseal(["install", "--check", "--manifest", hmManifest]);
+    assert.equal(r.status, 0, r.stderr);
+
+    // A sops key the file lacks is caught by the build-time check, naming the secret.
+    fs.writeFileSync(
+      m,
+      `{ ... }: { nixseal.ageKeyFile = "/k"; nixseal.secrets.gone = { file = ./secrets.yaml; key = "no/such"; }; }`,
+    );
+    const bad = nixseal(["install", "--check", "--manifest", nixos([m], "manifest") as string]);
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /gone/);
+  });
+
+  test("home-manager, end to end: module -> manifest -> what the user service does -> files and symlinks", async (t) => {
+    if (!fs.existsSync("/dev/shm")) return t.skip("needs /dev/shm (tmpfs)");
+    // Stands for $XDG_RUNTIME_DIR: on tmpfs, as `"mount": "existing"` requires.
+    const runtime = fs.mkdtempSync(path.join("/dev/shm", "nixseal-hm-"));
+    try {
+      const id = X25519Identity.generate();
+      const keyFile = path.join(runtime, "identity.txt");
+      fs.writeFileSync(keyFile, `${id.encode()}\n`, { mode: 0o600 });
+      const sub = path.join(dir, `e2e-${++counter}`);
+      fs.mkdirSync(sub);
+      fs.writeFileSync(
+        path.join(sub, "token.age"),
+        await encrypt(new TextEncoder().encode("token-value-42"), [id.recipient()]),
+      );
+      const link = path.join(runtime, "gitconfig.inc");
+      const hm = path.join(sub, "home.nix");
+      fs.writeFileSync(
+        hm,
+        `{ config, ... }: {
+          nixseal.ageKeyFile = "${keyFile}";
+          nixseal.identityPaths = [ ];
+          nixseal.secrets.github-token.file = ./token.age;
+          nixseal.templates.gitconfig = {
+            path = "${link}";
+            content = "[credential]\\n  token = \${config.nixseal.placeholder.github-token}\\n";
+          };
+        }`,
+      );
+      const text = home([hm], "scriptText") as string;
+      const manifestPath = /\/nix\/store\/\S+-nixseal-home-manifest\.json/.exec(text)![0];
+      // What the user service does: the runtime directory filled in, then install.
+      const local = path.join(runtime, "manifest.json");
+      fs.writeFileSync(
+        local,
+        fs.readFileSync(manifestPath, "utf8").replaceAll("/@XDG_RUNTIME_DIR@", runtime),
+      );
+      const r = nixseal(["install", "--manifest", local]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(!r.stdout.toString().includes("token-value-42"));
+      assert.ok(!r.stderr.includes("token-value-42"));
+      assert.equal(
+        fs.readFileSync(path.join(runtime, "nixseal/secrets/github-token"), "utf8"),
+        "token-value-42",
+      );
+      assert.ok(fs.lstatSync(link).isSymbolicLink());
+      assert.equal(fs.readFileSync(link, "utf8"), "[credential]\n  token = token-value-42\n");
+      assert.equal(fs.statSync(link).mode & 0o777, 0o400);
+    } finally {
+      fs.rmSync(runtime, { recursive: true, force: true });
+    }
   });
 });
