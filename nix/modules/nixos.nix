@@ -415,21 +415,17 @@ let
       }
     ];
 
-  duplicateNames = builtins.attrNames (
-    filterAttrs (_: n: n > 1) (
-      lib.foldl' (acc: name: acc // { ${name} = (acc.${name} or 0) + 1; }) { } allNames
-    )
-  );
+  # Secret names are unique among secrets, template names among templates.
+  duplicateNames = builtins.attrNames (builtins.intersectAttrs cfg.secrets cfg.templates);
   directoryNames = shared.namesUsedAsDirectories allNames;
 
   # Two entries given to one service under the same credential ID ("a/b" and "a-b").
   credentialClashes = lib.concatLists (
     mapAttrsToList (
       service: ids:
-      let
-        counts = lib.foldl' (acc: id: acc // { ${id} = (acc.${id} or 0) + 1; }) { } ids;
-      in
-      map (id: "${service}: ${id}") (builtins.attrNames (filterAttrs (_: n: n > 1) counts))
+      map (id: "${service}: ${id}") (
+        builtins.attrNames (filterAttrs (_: same: builtins.length same > 1) (builtins.groupBy (id: id) ids))
+      )
     ) (lib.zipAttrs (concatMap (e: map (svc: { ${shared.serviceAttr svc} = shared.credentialId e.name; }) e.value.services) everything))
   );
 
