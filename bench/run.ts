@@ -28,6 +28,7 @@ import {
   versionOf,
   which,
 } from "./common.js";
+import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
 
@@ -84,7 +85,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, nixEval];
 
 function usage(): string {
   return [

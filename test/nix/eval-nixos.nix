@@ -19,6 +19,11 @@ in
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
   manifest = c.system.build.nixsealManifest;
   usersManifest = c.system.build.nixsealUsersManifest;
+  # As a system build forces them: every assertion, then both manifests (bench/nix-eval.ts).
+  checkedManifest = builtins.deepSeq (map (a: a.assertion) c.assertions) [
+    c.system.build.nixsealManifest
+    c.system.build.nixsealUsersManifest
+  ];
   activationScripts = c.system.activationScripts;
   services = c.systemd.services;
   placeholder = c.nixseal.placeholder;
