@@ -8,7 +8,6 @@
 let
   inherit (lib)
     all
-    any
     concatStringsSep
     hasInfix
     hasPrefix
@@ -190,6 +189,4 @@ rec {
       value
     else
       throw "nixseal: refusing to write the manifest:\n${concatStringsSep "\n" (map (p: "- ${p}") problems)}";
-
-  anyTrue = any lib.id;
 }
