@@ -29,6 +29,7 @@ import {
   which,
 } from "./common.js";
 import { creds } from "./creds.js";
+import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
 
@@ -85,7 +86,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, creds];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, creds, nixEval];
 
 function usage(): string {
   return [
