@@ -37,6 +37,9 @@ export type ErrorCode =
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
+  // activation (nixseal install)
+  | "MANIFEST" // the activation manifest is malformed or invalid
+  | "INSTALL" // a secret cannot be installed (unknown owner, a path in the way, a template's secret failed)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
