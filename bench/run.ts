@@ -9,7 +9,7 @@
  *   --nixseal FILE  the nixseal CLI to time (default dist/src/cli/main.js of this checkout)
  *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
  *   --size-mib N    age-1gib: the file size (default 1024)
- *   --files N       small-decrypt: the number of files (default 1000)
+ *   --files N       small-decrypt, install: the number of files (default 1000)
  *   --no-record     print only, do not update bench/RESULTS.md
  */
 import * as fs from "node:fs";
@@ -29,6 +29,7 @@ import {
   which,
 } from "./common.js";
 import { creds } from "./creds.js";
+import { installBench } from "./install.js";
 import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
@@ -86,7 +87,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, creds, nixEval];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, installBench, creds, nixEval];
 
 function usage(): string {
   return [

@@ -44,6 +44,9 @@ export type ErrorCode =
   | "CREDS_TOO_LARGE" // a credential over systemd's size limit
   | "CREDS_NAME" // not a valid credential name
   | "CREDS_STORE" // the credential store directory is unsafe or its records are malformed
+  // activation (nixseal install)
+  | "MANIFEST" // the activation manifest is malformed or invalid
+  | "INSTALL" // a secret cannot be installed (unknown owner, a path in the way, a template's secret failed)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

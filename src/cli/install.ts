@@ -1,0 +1,159 @@
+/** `nixseal install --manifest FILE`: activation (the NixOS and home-manager modules run it). */
+import { NixsealError } from "../common/errors.js";
+import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
+import { parse } from "./args.js";
+import type { Command } from "./main.js";
+import { printError, printWarning, sanitize, useColor } from "./report.js";
+
+const HELP = `Usage: nixseal install --manifest FILE [--dry-run] [--check] [--json]
+
+Installs the secrets a NixOS or home-manager activation manifest lists (docs/manifest.md), in one
+process: mounts a ramfs on generationsDir (unless it is one), creates the next generation, decrypts
+every secret in memory (each encrypted file once) with the host's identities, writes each file
+with its final owner, group and mode, renders templates, switches secretsDir to the new
+generation atomically, makes the path symlinks, and prunes old generations. Units of secrets that
+were added, changed (content, owner, group or mode) or removed are appended to the restart and
+reload lists that switch-to-configuration reads.
+
+Every problem (a file that does not decrypt, a missing sops key, an unknown user, a template
+whose secret failed) is reported together; if there is any, the new generation is discarded and
+the previous one stays active. Only names are printed, never a value.
+
+Options:
+    --manifest FILE   The manifest (JSON, written by the modules into the Nix store).
+    --dry-run         Decrypt and compare with the active generation, change nothing; write
+                      only the dry-activation restart/reload lists.
+    --check           Validate the manifest and the structure of the encrypted files (age
+                      headers parse, sops keys exist) without decrypting; needs no key, so the
+                      module runs it at build time.
+    --json            Machine-readable report on standard output.
+
+Example:
+    $ nixseal install --manifest /nix/store/...-nixseal-manifest.json
+    nixseal install: generation 4 active (/run/nixseal/secrets)
+    nixseal install: changed: db/password
+    nixseal install: restart: postgresql.service
+
+Exit codes: 0 installed (or checked), 1 a secret could not be installed (the previous generation
+stays active), 2 invalid manifest or usage.
+`;
+
+const OPTIONS = {
+  manifest: { type: "string" },
+  "dry-run": { type: "boolean" },
+  check: { type: "boolean" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function problemJson(e: NixsealError): Record<string, string | null> {
+  return { code: e.code, message: e.message, hint: e.hint ?? null, file: e.file ?? null };
+}
+
+function flatten(e: unknown): NixsealError[] {
+  if (!(e instanceof NixsealError)) throw e;
+  return e.problems.length > 0 ? e.problems : [e];
+}
+
+function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
+  const out = (line: string) => process.stdout.write(`nixseal install: ${sanitize(line)}\n`);
+  const list = (label: string, names: readonly string[]) => {
+    if (names.length > 0) out(`${label}: ${names.join(", ")}`);
+  };
+  if (r.dryRun) out("dry run: nothing was changed");
+  else if (r.generation !== null) {
+    out(`generation ${r.generation} active (${manifest.secretsDir})${r.mounted ? ", ramfs mounted" : ""}`);
+  }
+  list("added", r.added);
+  list("changed", r.changed);
+  list("removed", r.removed);
+  if (r.added.length + r.changed.length + r.removed.length === 0 && r.problems.length === 0) {
+    out(`no change (${r.unchanged} unchanged)`);
+  }
+  list(r.dryRun ? "would restart" : "restart", r.restartUnits);
+  list(r.dryRun ? "would reload" : "reload", r.reloadUnits);
+  if (r.pruned.length > 0) out(`pruned generation${r.pruned.length === 1 ? "" : "s"} ${r.pruned.join(", ")}`);
+}
+
+export const command: Command = {
+  name: "install",
+  errorExitCode: 1,
+  usageExitCode: 2,
+  async run(argv) {
+    const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal install --help' for usage");
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (positionals.length > 0 || values.manifest === undefined) {
+      throw new NixsealError("USAGE", "expected --manifest FILE and no other arguments", {
+        hint: "nixseal install --manifest FILE [--dry-run] [--check]",
+      });
+    }
+    if (values.check && values["dry-run"]) {
+      throw new NixsealError("USAGE", "--check and --dry-run cannot be combined", {
+        hint: "--check validates without keys; --dry-run decrypts and compares",
+      });
+    }
+    const json = values.json === true;
+    let manifest: ReturnType<typeof readManifest>;
+    try {
+      manifest = readManifest(values.manifest);
+    } catch (e) {
+      const problems = flatten(e);
+      if (json) {
+        process.stdout.write(
+          `${JSON.stringify({ ok: false, manifestValid: false, problems: problems.map(problemJson) })}\n`,
+        );
+      } else {
+        printError("nixseal install", NixsealError.many(problems));
+      }
+      return 2;
+    }
+
+    if (values.check) {
+      const r = await checkManifestFiles(manifest);
+      if (json) {
+        const { problems, ...rest } = r;
+        process.stdout.write(
+          `${JSON.stringify({ ok: problems.length === 0, manifestValid: true, ...rest, problems: problems.map(problemJson) })}\n`,
+        );
+      } else if (r.problems.length > 0) {
+        printError("nixseal install", NixsealError.many(r.problems));
+      } else {
+        process.stderr.write(
+          `nixseal install: manifest valid: ${r.secrets} secret${r.secrets === 1 ? "" : "s"} from ${r.files} file${r.files === 1 ? "" : "s"}, ${r.templates} template${r.templates === 1 ? "" : "s"}\n`,
+        );
+      }
+      return r.problems.length === 0 ? 0 : 1;
+    }
+
+    const report = await install(manifest, { dryRun: values["dry-run"] === true });
+    if (json) {
+      const { warnings, problems, ...rest } = report;
+      process.stdout.write(
+        `${JSON.stringify({ ok: problems.length === 0, ...rest, warnings: warnings.map(problemJson), problems: problems.map(problemJson) })}\n`,
+      );
+    } else {
+      for (const w of report.warnings)
+        printWarning("nixseal install", `${w.message}${w.hint ? ` (${w.hint})` : ""}`);
+      printReport(report, manifest);
+      if (report.problems.length > 0) {
+        printError("nixseal install", NixsealError.many(report.problems));
+        const color = useColor(process.stderr);
+        const n = report.problems.length;
+        const tail =
+          report.generation !== null
+            ? `generation ${report.generation} is active, but not everything around it was done`
+            : report.dryRun
+              ? "a real install would fail and keep the active generation"
+              : report.previousGeneration !== null
+                ? `nothing was installed; generation ${report.previousGeneration} stays active`
+                : "nothing was installed";
+        const head = `${n} problem${n === 1 ? "" : "s"}`;
+        process.stderr.write(`nixseal install: ${color ? `\x1b[31m${head}\x1b[0m` : head}: ${tail}\n`);
+      }
+    }
+    return report.problems.length === 0 ? 0 : 1;
+  },
+};

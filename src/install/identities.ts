@@ -1,0 +1,101 @@
+/**
+ * The identities a host decrypts its secrets with, from the manifest: ssh host keys (an ed25519
+ * one also as the X25519 identity ssh-to-age derives from it, for files sops-nix users encrypted
+ * to that recipient) and age identity files. Nothing can ask for a passphrase here: activation
+ * has no terminal.
+ *
+ * A key that cannot be loaded is not fatal by itself (a host may list an rsa key it does not
+ * have): its problem is reported when no identity loads at all, or when a secret finds no
+ * identity that opens it.
+ */
+import * as fs from "node:fs";
+import { SshEd25519Identity } from "../age/ssh-ed25519.js";
+import type { Identity } from "../age/types.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import { SshDerivedX25519Identity } from "../keys/default-identities.js";
+import { loadIdentities } from "../keys/identities.js";
+import { MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey, type SshKeyIdentity } from "../keys/ssh-private.js";
+import type { ManifestIdentity } from "./manifest.js";
+
+export interface LoadedIdentities {
+  /** In the order to try: ssh keys and age keys as listed, then the ssh-to-age identities. */
+  identities: Identity[];
+  /** One per identity entry that could not be loaded. */
+  problems: NixsealError[];
+}
+
+function readSshKey(file: string): Buffer {
+  const fd = (() => {
+    try {
+      return fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      // A host key may be a symlink (impermanence setups): then open it normally.
+      if ((e as NodeJS.ErrnoException).code === "ELOOP") return fs.openSync(file, fs.constants.O_RDONLY);
+      throw e;
+    }
+  })();
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_SSH_KEY_FILE_SIZE) {
+      throw new NixsealError("KEY_FORMAT", `${file} is not an ssh private key file`, {
+        file,
+        hint: "identities of type ssh are OpenSSH private keys such as /etc/ssh/ssh_host_ed25519_key",
+      });
+    }
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function loadSsh(file: string): Promise<{ key: SshKeyIdentity; derived: Identity | null }> {
+  let data: Buffer;
+  try {
+    data = readSshKey(file);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read the ssh host key", file, e);
+  }
+  try {
+    const key = parseSshPrivateKey(data, { file });
+    if (key.encrypted) {
+      throw new NixsealError("KEY_ENCRYPTED", `${file} is passphrase-protected`, {
+        file,
+        hint: "a host key used at activation cannot have a passphrase (there is no one to type it)",
+      });
+    }
+    const unlocked = await key.unlock();
+    return {
+      key: unlocked,
+      derived: unlocked instanceof SshEd25519Identity ? new SshDerivedX25519Identity(unlocked) : null,
+    };
+  } finally {
+    data.fill(0);
+  }
+}
+
+/** Loads every identity of the manifest; problems are returned, not thrown. */
+export async function loadManifestIdentities(
+  entries: readonly ManifestIdentity[],
+): Promise<LoadedIdentities> {
+  const direct: Identity[] = [];
+  const derived: Identity[] = [];
+  const problems: NixsealError[] = [];
+  for (const entry of entries) {
+    try {
+      if (entry.type === "ssh") {
+        const { key, derived: x } = await loadSsh(entry.path);
+        direct.push(key);
+        if (x !== null) derived.push(x);
+      } else {
+        // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly.
+        direct.push(...(await loadIdentities([entry.path], {})));
+      }
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      const list = e.problems.length > 0 ? e.problems : [e];
+      for (const p of list) problems.push(p.withFile(entry.path));
+    }
+  }
+  return { identities: [...direct, ...derived], problems };
+}

@@ -1,0 +1,662 @@
+/**
+ * The activation manifest, version 1 (docs/manifest.md): parsed and validated strictly. Every
+ * problem is collected and reported in one NixsealError.many (code MANIFEST), each naming its
+ * place in the manifest (`secrets[3].mode`), what is wrong and what to do.
+ *
+ * The field tables below are the schema: a new field (issue 6: `services`) is one more line in
+ * ENTRY_FIELDS or SECRET_FIELDS plus its member in the types.
+ */
+import * as fs from "node:fs";
+import { ioError, NixsealError } from "../common/errors.js";
+
+export const MANIFEST_VERSION = 1;
+/** docs/manifest.md: the manifest file itself is at most 64 MiB. */
+export const MAX_MANIFEST_SIZE = 64 * 1024 * 1024;
+/** Generations kept besides the active one: more is a typo, not a wish. */
+export const MAX_KEEP_GENERATIONS = 1000;
+
+export type SecretFormat = "age" | "yaml" | "json" | "dotenv" | "ini" | "binary";
+export const SECRET_FORMATS: readonly SecretFormat[] = ["age", "yaml", "json", "dotenv", "ini", "binary"];
+export type Stage = "system" | "users";
+export type MountPolicy = "ramfs" | "tmpfs-noswap" | "existing";
+export type IdentityType = "ssh" | "age";
+
+export interface ManifestIdentity {
+  type: IdentityType;
+  path: string;
+}
+
+/** What secrets and templates share: where the file goes and who may read it. */
+export interface ManifestEntryBase {
+  /** A relative path: the file is <generation>/<name>. */
+  name: string;
+  /** A user name, a decimal uid, or null (the user running nixseal install). */
+  owner: string | null;
+  group: string | null;
+  /** 0..0o777. */
+  mode: number;
+  /** An absolute path where a symlink to <secretsDir>/<name> is made, or null. */
+  path: string | null;
+  restartUnits: string[];
+  reloadUnits: string[];
+}
+
+export interface ManifestSecret extends ManifestEntryBase {
+  kind: "secret";
+  /** The encrypted file (age or sops). */
+  file: string;
+  format: SecretFormat;
+  /** sops only: the value's path, "a/b"; null = the whole document. */
+  key: string | null;
+}
+
+export interface ManifestTemplate extends ManifestEntryBase {
+  kind: "template";
+  /** Text with placeholders, replaced at install time. */
+  content: string;
+}
+
+export type ManifestEntry = ManifestSecret | ManifestTemplate;
+
+export interface Manifest {
+  version: 1;
+  stage: Stage;
+  secretsDir: string;
+  generationsDir: string;
+  keepGenerations: number;
+  mount: MountPolicy;
+  restartListFile: string | null;
+  reloadListFile: string | null;
+  dryRestartListFile: string | null;
+  dryReloadListFile: string | null;
+  identities: ManifestIdentity[];
+  secrets: ManifestSecret[];
+  templates: ManifestTemplate[];
+  /** Secret name -> its placeholder string (a Map: names are data, never object keys). */
+  placeholders: Map<string, string>;
+}
+
+// ---- the rules of values --------------------------------------------------------------------
+
+const NAME_SEGMENT = /^[A-Za-z0-9._@+=-]+$/;
+const USER_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*\$?$/;
+const DECIMAL_ID = /^(0|[1-9][0-9]{0,9})$/;
+const MODE = /^[0-7]{3,4}$/;
+/** systemd.unit(5): name.type; templates and instances (foo@bar.service) included. */
+const UNIT_NAME =
+  /^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$/;
+/** The form the modules give placeholders; any such text left in a template must be known. */
+export const PLACEHOLDER_PATTERN = /<nixseal:[0-9a-f]{64}:placeholder>/g;
+
+/** Why a path is not acceptable, or null. docs/manifest.md: absolute and normalised. */
+export function pathProblem(p: string): string | null {
+  if (p.length === 0) return "is empty";
+  if (/[\0\n\r]/.test(p)) return "contains a NUL or newline character";
+  if (!p.startsWith("/")) return "is not absolute";
+  if (p.length > 4096) return "is longer than 4096 bytes";
+  if (p !== "/" && p.endsWith("/")) return "ends with /";
+  if (p.includes("//")) return "contains //";
+  if (p.split("/").some((s) => s === "." || s === "..")) return "contains a . or .. segment";
+  return null;
+}
+
+/** Why a secret/template name is not acceptable, or null. */
+export function nameProblem(name: string): string | null {
+  if (name.length === 0) return "is empty";
+  if (Buffer.byteLength(name) > 4096) return "is longer than 4096 bytes";
+  if (name.startsWith("/")) return "is absolute (names are relative paths such as db/password)";
+  for (const seg of name.split("/")) {
+    if (seg === "") return "has an empty segment (// or a trailing /)";
+    if (seg === "." || seg === "..") return "has a . or .. segment";
+    if (Buffer.byteLength(seg) > 255) return "has a segment longer than 255 bytes";
+    if (!NAME_SEGMENT.test(seg))
+      return "may only use the characters A-Z a-z 0-9 . _ @ + = - and / between segments";
+  }
+  return null;
+}
+
+function ownerProblem(v: string): string | null {
+  if (DECIMAL_ID.test(v)) return Number(v) <= 0xfffffffe ? null : "is an id out of range";
+  if (Buffer.byteLength(v) > 32) return "is longer than 32 bytes";
+  return USER_NAME.test(v) ? null : "is not a valid user or group name";
+}
+
+// ---- the validator ----------------------------------------------------------------------------
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+class Problems {
+  readonly list: NixsealError[] = [];
+  constructor(private readonly file: string) {}
+  add(at: string, message: string, hint: string): void {
+    this.list.push(
+      new NixsealError("MANIFEST", `${this.file}: ${at === "" ? "" : `${at}: `}${message}`, {
+        hint,
+        file: this.file,
+      }),
+    );
+  }
+}
+
+function isObject(v: Json | undefined): v is { [k: string]: Json } {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function typeName(v: Json | undefined): string {
+  if (v === undefined) return "missing";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+/** A field: how to read it from JSON (null = invalid, after reporting), and whether it must be there. */
+interface Field<T> {
+  required: boolean;
+  /** Used when an optional field is absent. */
+  default?: T;
+  read(v: Json, at: string, p: Problems): T | undefined;
+}
+
+function stringField(check: (s: string) => string | null, hint: string): Field<string>["read"] {
+  return (v, at, p) => {
+    if (typeof v !== "string") {
+      p.add(at, `must be a string, not ${typeName(v)}`, hint);
+      return undefined;
+    }
+    const why = check(v);
+    if (why !== null) {
+      p.add(at, `"${shown(v)}" ${why}`, hint);
+      return undefined;
+    }
+    return v;
+  };
+}
+
+function nullable<T>(read: Field<T>["read"]): Field<T | null>["read"] {
+  return (v, at, p) => (v === null ? null : read(v, at, p));
+}
+
+function enumField<T extends string>(values: readonly T[]): Field<T>["read"] {
+  return (v, at, p) => {
+    if (typeof v === "string" && (values as readonly string[]).includes(v)) return v as T;
+    p.add(
+      at,
+      `must be one of ${values.map((x) => `"${x}"`).join(", ")}, not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
+      "fix the value (see docs/manifest.md)",
+    );
+    return undefined;
+  };
+}
+
+/** Text of hostile input, shortened and with control characters made visible, for messages. */
+function shown(s: string): string {
+  const t = s.length > 60 ? `${s.slice(0, 60)}...` : s;
+  return JSON.stringify(t).slice(1, -1);
+}
+
+const PATH_HINT = "use an absolute, normalised path (no . or .. segments, no //, no trailing /)";
+const readPath = stringField(pathProblem, PATH_HINT);
+const readName = stringField(
+  nameProblem,
+  "names are relative paths of [A-Za-z0-9._@+=-] segments, e.g. db/password",
+);
+const readOwner = nullable(
+  stringField(
+    ownerProblem,
+    "a user or group name (e.g. postgres), a decimal id, or null for the user running install",
+  ),
+);
+const readMode: Field<number>["read"] = (v, at, p) => {
+  if (typeof v !== "string" || !MODE.test(v)) {
+    p.add(
+      at,
+      `must be an octal string of 3 or 4 digits such as "0400", not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
+      'write the mode as a string, e.g. "0440"',
+    );
+    return undefined;
+  }
+  const mode = Number.parseInt(v, 8);
+  if (mode > 0o777) {
+    p.add(at, `"${v}" sets the setuid, setgid or sticky bit`, "a secret's mode is at most 0777");
+    return undefined;
+  }
+  return mode;
+};
+const readUnits: Field<string[]>["read"] = (v, at, p) => {
+  if (!Array.isArray(v)) {
+    p.add(at, `must be a list of unit names, not ${typeName(v)}`, 'e.g. ["postgresql.service"]');
+    return undefined;
+  }
+  const out: string[] = [];
+  let ok = true;
+  v.forEach((u, i) => {
+    if (typeof u !== "string" || u.length > 256 || !UNIT_NAME.test(u)) {
+      p.add(
+        `${at}[${i}]`,
+        `${typeof u === "string" ? `"${shown(u)}"` : typeName(u)} is not a systemd unit name`,
+        "unit names look like foo.service or bar@x.socket (no /, no whitespace)",
+      );
+      ok = false;
+    } else if (!out.includes(u)) out.push(u);
+  });
+  return ok ? out : undefined;
+};
+
+/** Reads an object against its field table; unknown fields are errors. */
+function readObject(
+  v: Json | undefined,
+  at: string,
+  fields: Record<string, Field<unknown>>,
+  p: Problems,
+): Map<string, unknown> | null {
+  if (!isObject(v)) {
+    p.add(at, `must be an object, not ${typeName(v)}`, "see docs/manifest.md for the schema");
+    return null;
+  }
+  const out = new Map<string, unknown>();
+  let ok = true;
+  for (const key of Object.keys(v)) {
+    if (!Object.hasOwn(fields, key)) {
+      const where = at === "" ? key : `${at}.${key}`;
+      p.add(
+        where,
+        "unknown field",
+        `remove it or fix its spelling; known fields: ${Object.keys(fields).join(", ")}`,
+      );
+      ok = false;
+    }
+  }
+  for (const [key, field] of Object.entries(fields)) {
+    const where = at === "" ? key : `${at}.${key}`;
+    if (!Object.hasOwn(v, key)) {
+      if (field.required) {
+        p.add(where, "is missing", "every field of docs/manifest.md is required unless marked optional");
+        ok = false;
+      } else out.set(key, field.default);
+      continue;
+    }
+    const value = field.read(v[key]!, where, p);
+    if (value === undefined) ok = false;
+    else out.set(key, value);
+  }
+  return ok ? out : null;
+}
+
+const ENTRY_FIELDS: Record<string, Field<unknown>> = {
+  name: { required: true, read: readName },
+  owner: { required: true, read: readOwner },
+  group: { required: true, read: readOwner },
+  mode: { required: true, read: readMode },
+  path: { required: true, read: nullable(readPath) },
+  restartUnits: { required: true, read: readUnits },
+  reloadUnits: { required: true, read: readUnits },
+};
+
+const SECRET_FIELDS: Record<string, Field<unknown>> = {
+  ...ENTRY_FIELDS,
+  file: { required: true, read: readPath },
+  format: { required: true, read: enumField(SECRET_FORMATS) },
+  key: {
+    required: true,
+    read: nullable(
+      stringField(
+        (s) => (s === "" || s.split("/").some((x) => x === "") ? "has an empty segment" : null),
+        'a sops key path such as "db/password" (or null for the whole file)',
+      ),
+    ),
+  },
+};
+
+const TEMPLATE_FIELDS: Record<string, Field<unknown>> = {
+  ...ENTRY_FIELDS,
+  content: {
+    required: true,
+    read: (v, at, p) => {
+      if (typeof v === "string") return v;
+      p.add(at, `must be a string, not ${typeName(v)}`, "a template's content is text with placeholders");
+      return undefined;
+    },
+  },
+};
+
+const IDENTITY_FIELDS: Record<string, Field<unknown>> = {
+  type: { required: true, read: enumField<IdentityType>(["ssh", "age"]) },
+  path: { required: true, read: readPath },
+};
+
+function readList<T>(
+  v: Json,
+  at: string,
+  p: Problems,
+  each: (x: Json, at: string) => T | null,
+): T[] | undefined {
+  if (!Array.isArray(v)) {
+    p.add(at, `must be a list, not ${typeName(v)}`, "see docs/manifest.md for the schema");
+    return undefined;
+  }
+  const out: T[] = [];
+  let ok = true;
+  v.forEach((x, i) => {
+    const r = each(x, `${at}[${i}]`);
+    if (r === null) ok = false;
+    else out.push(r);
+  });
+  return ok ? out : undefined;
+}
+
+function entryOf(m: Map<string, unknown>): ManifestEntryBase {
+  return {
+    name: m.get("name") as string,
+    owner: m.get("owner") as string | null,
+    group: m.get("group") as string | null,
+    mode: m.get("mode") as number,
+    path: m.get("path") as string | null,
+    restartUnits: m.get("restartUnits") as string[],
+    reloadUnits: m.get("reloadUnits") as string[],
+  };
+}
+
+const TOP_FIELDS = (p: Problems): Record<string, Field<unknown>> => ({
+  version: {
+    required: true,
+    read: (v, at) => {
+      if (v === MANIFEST_VERSION) return v;
+      p.add(
+        at,
+        `manifest version ${typeof v === "number" ? v : typeName(v)} is not supported (this nixseal reads version ${MANIFEST_VERSION})`,
+        "upgrade nixseal to the version the NixOS module comes with",
+      );
+      return undefined;
+    },
+  },
+  stage: { required: false, default: "system", read: enumField<Stage>(["system", "users"]) },
+  secretsDir: { required: true, read: readPath },
+  generationsDir: { required: true, read: readPath },
+  keepGenerations: {
+    required: true,
+    read: (v, at) => {
+      if (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_KEEP_GENERATIONS) return v;
+      p.add(
+        at,
+        `must be a whole number from 0 to ${MAX_KEEP_GENERATIONS}, not ${typeof v === "number" ? v : typeName(v)}`,
+        "0 keeps only the active generation",
+      );
+      return undefined;
+    },
+  },
+  mount: {
+    required: false,
+    default: "ramfs",
+    read: enumField<MountPolicy>(["ramfs", "tmpfs-noswap", "existing"]),
+  },
+  restartListFile: { required: false, default: null, read: nullable(readPath) },
+  reloadListFile: { required: false, default: null, read: nullable(readPath) },
+  dryRestartListFile: { required: false, default: null, read: nullable(readPath) },
+  dryReloadListFile: { required: false, default: null, read: nullable(readPath) },
+  identities: {
+    required: true,
+    read: (v, at) =>
+      readList(v, at, p, (x, where) => {
+        const m = readObject(x, where, IDENTITY_FIELDS, p);
+        return m === null ? null : { type: m.get("type") as IdentityType, path: m.get("path") as string };
+      }),
+  },
+  secrets: {
+    required: true,
+    read: (v, at) =>
+      readList(v, at, p, (x, where): ManifestSecret | null => {
+        const m = readObject(x, where, SECRET_FIELDS, p);
+        if (m === null) return null;
+        return {
+          kind: "secret",
+          ...entryOf(m),
+          file: m.get("file") as string,
+          format: m.get("format") as SecretFormat,
+          key: m.get("key") as string | null,
+        };
+      }),
+  },
+  templates: {
+    required: true,
+    read: (v, at) =>
+      readList(v, at, p, (x, where): ManifestTemplate | null => {
+        const m = readObject(x, where, TEMPLATE_FIELDS, p);
+        if (m === null) return null;
+        return { kind: "template", ...entryOf(m), content: m.get("content") as string };
+      }),
+  },
+  placeholders: {
+    required: true,
+    read: (v, at) => {
+      if (!isObject(v)) {
+        p.add(
+          at,
+          `must be an object (secret name -> placeholder), not ${typeName(v)}`,
+          "see docs/manifest.md",
+        );
+        return undefined;
+      }
+      const out = new Map<string, string>();
+      let ok = true;
+      for (const [name, ph] of Object.entries(v)) {
+        if (typeof ph !== "string" || ph.length < 8 || ph.length > 1024) {
+          p.add(
+            `${at}["${shown(name)}"]`,
+            `must be a string of 8 to 1024 characters, not ${typeof ph === "string" ? `${ph.length} characters` : typeName(ph)}`,
+            "the modules make placeholders <nixseal:SHA256:placeholder>",
+          );
+          ok = false;
+        } else out.set(name, ph);
+      }
+      return ok ? out : undefined;
+    },
+  },
+});
+
+/** Checks between fields: names unique and not nested, keys only for sops, paths distinct... */
+function crossCheck(m: Manifest, p: Problems): void {
+  const owners = new Map<string, string>(); // name -> "secrets[i]"
+  const entries: [string, ManifestEntry][] = [
+    ...m.secrets.map((s, i) => [`secrets[${i}]`, s] as [string, ManifestEntry]),
+    ...m.templates.map((t, i) => [`templates[${i}]`, t] as [string, ManifestEntry]),
+  ];
+  for (const [at, e] of entries) {
+    const other = owners.get(e.name);
+    if (other !== undefined) {
+      p.add(
+        `${at}.name`,
+        `"${e.name}" is also the name of ${other}`,
+        "give every secret and template its own name",
+      );
+    } else owners.set(e.name, at);
+  }
+  // No name may be a directory of another (a and a/b).
+  const sorted = [...owners.keys()].sort();
+  for (let i = 0; i + 1 < sorted.length; i++) {
+    const a = sorted[i]!;
+    for (let j = i + 1; j < sorted.length && sorted[j]!.startsWith(a); j++) {
+      if (sorted[j]![a.length] === "/") {
+        p.add(
+          `${owners.get(sorted[j]!)}.name`,
+          `"${sorted[j]}" would need "${a}" (${owners.get(a)}) to be a directory`,
+          "a name cannot be both a file and a directory; rename one of them",
+        );
+      }
+    }
+  }
+  m.secrets.forEach((s, i) => {
+    if (s.key !== null && (s.format === "age" || s.format === "binary")) {
+      p.add(
+        `secrets[${i}].key`,
+        `a ${s.format} file has no keys`,
+        "set key to null, or set format to the sops file's format (yaml, json, dotenv, ini)",
+      );
+    }
+    if (s.key !== null && s.format === "dotenv" && s.key.includes("/")) {
+      p.add(
+        `secrets[${i}].key`,
+        `"${shown(s.key)}": a dotenv file is flat`,
+        "name the variable itself, e.g. DB_PASSWORD",
+      );
+    }
+    if (s.key !== null && s.format === "ini" && s.key.split("/").length !== 2) {
+      p.add(
+        `secrets[${i}].key`,
+        `"${shown(s.key)}" is not section/key`,
+        "an INI key is section/key, e.g. database/password",
+      );
+    }
+  });
+  if (m.generationsDir === m.secretsDir || isUnder(m.secretsDir, m.generationsDir)) {
+    p.add(
+      "secretsDir",
+      "must not be generationsDir or inside it",
+      "e.g. /run/nixseal/secrets and /run/nixseal/generations",
+    );
+  }
+  if (isUnder(m.generationsDir, m.secretsDir)) {
+    p.add(
+      "generationsDir",
+      "must not be inside secretsDir",
+      "e.g. /run/nixseal/secrets and /run/nixseal/generations",
+    );
+  }
+  const paths = new Map<string, string>();
+  for (const [at, e] of entries) {
+    if (e.path === null) continue;
+    const other = paths.get(e.path);
+    if (other !== undefined)
+      p.add(`${at}.path`, `"${e.path}" is also the path of ${other}`, "give every path one owner");
+    else paths.set(e.path, at);
+    for (const dir of [m.secretsDir, m.generationsDir]) {
+      if (e.path === dir || isUnder(e.path, dir) || isUnder(dir, e.path)) {
+        p.add(
+          `${at}.path`,
+          `"${e.path}" overlaps ${dir}`,
+          "a path is a symlink outside the secrets directories",
+        );
+      }
+    }
+  }
+  if (m.stage === "users") {
+    for (const [at, e] of entries) {
+      for (const f of ["owner", "group"] as const) {
+        const v = e[f];
+        if (v !== null && v !== "root" && v !== "0") {
+          p.add(
+            `${at}.${f}`,
+            `is "${v}", but the users stage runs before users and groups exist`,
+            "secrets needed for users belong to root (owner and group root)",
+          );
+        }
+      }
+      if (e.restartUnits.length > 0 || e.reloadUnits.length > 0) {
+        p.add(
+          `${at}`,
+          "has restart/reload units in the users stage",
+          "no service runs yet when users are created; remove the units",
+        );
+      }
+    }
+  }
+  const secretNames = new Set(m.secrets.map((s) => s.name));
+  const seen = new Map<string, string>();
+  for (const [name, ph] of m.placeholders) {
+    if (!secretNames.has(name)) {
+      p.add(
+        `placeholders["${shown(name)}"]`,
+        "names no secret of this manifest",
+        "every placeholder stands for a secret",
+      );
+    }
+    const other = seen.get(ph);
+    if (other !== undefined) {
+      p.add(
+        `placeholders["${shown(name)}"]`,
+        `is the same string as the placeholder of "${shown(other)}"`,
+        "placeholders must be unique",
+      );
+    } else seen.set(ph, name);
+  }
+  const known = new Set(m.placeholders.values());
+  m.templates.forEach((t, i) => {
+    for (const match of t.content.matchAll(PLACEHOLDER_PATTERN)) {
+      if (!known.has(match[0])) {
+        p.add(
+          `templates[${i}].content`,
+          `holds the placeholder ${match[0]}, which stands for no secret of this manifest`,
+          "define the secret the template uses (nixseal.secrets.<name>)",
+        );
+        break;
+      }
+    }
+  });
+}
+
+function isUnder(p: string, dir: string): boolean {
+  return p.startsWith(dir === "/" ? "/" : `${dir}/`);
+}
+
+/** Validates a parsed manifest; throws every problem at once (code MANIFEST). */
+export function validateManifest(json: unknown, file: string): Manifest {
+  const p = new Problems(file);
+  const m = readObject(json as Json, "", TOP_FIELDS(p), p);
+  if (m === null) throw NixsealError.many(p.list);
+  const manifest: Manifest = {
+    version: 1,
+    stage: m.get("stage") as Stage,
+    secretsDir: m.get("secretsDir") as string,
+    generationsDir: m.get("generationsDir") as string,
+    keepGenerations: m.get("keepGenerations") as number,
+    mount: m.get("mount") as MountPolicy,
+    restartListFile: m.get("restartListFile") as string | null,
+    reloadListFile: m.get("reloadListFile") as string | null,
+    dryRestartListFile: m.get("dryRestartListFile") as string | null,
+    dryReloadListFile: m.get("dryReloadListFile") as string | null,
+    identities: m.get("identities") as ManifestIdentity[],
+    secrets: m.get("secrets") as ManifestSecret[],
+    templates: m.get("templates") as ManifestTemplate[],
+    placeholders: m.get("placeholders") as Map<string, string>,
+  };
+  crossCheck(manifest, p);
+  if (p.list.length > 0) throw NixsealError.many(p.list);
+  return manifest;
+}
+
+/** Parses manifest text (JSON) and validates it. */
+export function parseManifest(text: string, file: string): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new NixsealError("MANIFEST", `${file}: not valid JSON: ${(e as Error).message.slice(0, 200)}`, {
+      hint: "the manifest is written by the nixseal NixOS module; check the file is the one it made",
+      file,
+    });
+  }
+  return validateManifest(json, file);
+}
+
+/** Reads and validates a manifest file (at most MAX_MANIFEST_SIZE bytes). */
+export function readManifest(file: string): Manifest {
+  let text: string;
+  try {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY);
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size > MAX_MANIFEST_SIZE) {
+        throw new NixsealError("MANIFEST", `${file}: larger than ${MAX_MANIFEST_SIZE / 1024 / 1024} MiB`, {
+          hint: "a manifest holds no secrets and is small; check the path",
+          file,
+        });
+      }
+      text = fs.readFileSync(fd, "utf8");
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read the manifest", file, e);
+  }
+  return parseManifest(text, file);
+}

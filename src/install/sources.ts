@@ -1,0 +1,241 @@
+/**
+ * The encrypted files secrets come from: each opened (read, decrypted) once however many secrets
+ * read it, values taken out of it in memory; or, for `--check`, only parsed. age files go through
+ * the engine's in-memory decrypt; sops files through src/sops, loaded only when a manifest has one.
+ */
+import * as fs from "node:fs";
+import { decrypt as ageDecrypt, readHeader } from "../age/age.js";
+import type { Identity } from "../age/types.js";
+import { wipe } from "../common/bytes.js";
+import { ioError, NixsealError } from "../common/errors.js";
+import type { ManifestSecret, SecretFormat } from "./manifest.js";
+
+/** The largest encrypted file a secret may come from (it is decrypted in memory). */
+export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
+
+type SopsModule = typeof import("../sops/index.js");
+let sopsModule: Promise<SopsModule> | null = null;
+/** src/sops (and its YAML parser) costs start-up time: only hosts with sops files pay it. */
+function sops(): Promise<SopsModule> {
+  sopsModule ??= import("../sops/index.js");
+  return sopsModule;
+}
+
+/** Which secrets share one opened file: the same path read in the same format. */
+export function sourceKey(s: Pick<ManifestSecret, "file" | "format">): string {
+  return `${s.format}\0${s.file}`;
+}
+
+/** Reads an encrypted file: a regular file (symlinks allowed: store paths), size-limited. */
+export function readEncryptedFile(file: string): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw ioError("read", file, e);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) {
+      throw new NixsealError("IO", `${file} is not a regular file`, {
+        file,
+        hint: "a secret's file is an encrypted file (age or sops)",
+      });
+    }
+    if (st.size > MAX_SECRET_FILE_SIZE) {
+      throw new NixsealError("IO", `${file} is larger than ${MAX_SECRET_FILE_SIZE / 1024 / 1024} MiB`, {
+        file,
+        hint: "secrets are decrypted in memory; keep large files out of secrets",
+      });
+    }
+    // One read of the size fstat gave (readFileSync would fstat and read again): 1000 secrets
+    // are 1000 files, and each syscall counts.
+    const buf = Buffer.allocUnsafe(st.size);
+    let n = 0;
+    while (n < buf.length) {
+      const r = fs.readSync(fd, buf, n, buf.length - n, n);
+      if (r === 0) break;
+      n += r;
+    }
+    return n === buf.length ? buf : buf.subarray(0, n);
+  } catch (e) {
+    if (e instanceof NixsealError) throw e;
+    throw ioError("read", file, e);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** An opened file: values of secrets come out of it until close() wipes what it holds. */
+export interface OpenedSource {
+  /**
+   * The plaintext of one secret. `owned`: the caller wipes it when done; otherwise it is the
+   * source's own memory, wiped by close().
+   */
+  valueOf(secret: ManifestSecret): { value: Uint8Array; owned: boolean };
+  close(): void;
+}
+
+/** Decrypts one encrypted file in memory. */
+export async function openSource(
+  file: string,
+  format: SecretFormat,
+  identities: readonly Identity[],
+): Promise<OpenedSource> {
+  const data = readEncryptedFile(file);
+  if (format === "age") {
+    let plain: Uint8Array;
+    try {
+      plain = await ageDecrypt(data, identities);
+    } catch (e) {
+      throw e instanceof NixsealError ? e.withFile(file) : e;
+    }
+    return {
+      valueOf: () => ({ value: plain, owned: false }),
+      close: () => wipe(plain),
+    };
+  }
+  const s = await sops();
+  const store = s.storeByName(format);
+  const doc = await s.decryptDocument(data, store, { identities, file });
+  return {
+    valueOf(secret) {
+      if (secret.key === null) {
+        const whole = store.emitPlain(doc.branches);
+        // The binary store hands out the document's own bytes: copy, so each secret owns its value.
+        return { value: format === "binary" ? Uint8Array.from(whole) : whole, owned: true };
+      }
+      const v = valueAtKey(doc.branches[0], secret, file);
+      return { value: sopsValueBytes(s, v, format, file, secret.key), owned: true };
+    },
+    close: () => s.closeDocument(doc),
+  };
+}
+
+type SopsValue = import("../sops/index.js").SopsValue;
+type SopsBranchT = import("../sops/index.js").SopsBranch;
+
+/** sops-nix's key paths: "a/b" walks mappings (INI: section/key; dotenv: the variable). */
+function valueAtKey(root: SopsBranchT | undefined, secret: ManifestSecret, file: string): SopsValue {
+  const segments = secret.key!.split("/");
+  let v: SopsValue | undefined = root;
+  for (let i = 0; i < segments.length; i++) {
+    const k = segments[i]!;
+    const here = segments.slice(0, i + 1).join("/");
+    if (v === undefined || v === null || typeof v !== "object" || !("items" in v)) {
+      throw new NixsealError("INSTALL", `"${segments.slice(0, i).join("/")}" is not a mapping`, {
+        file,
+        hint: `check the key "${secret.key}" against the decrypted file (nixseal decrypt ${file})`,
+      });
+    }
+    v = (v as SopsBranchT).get(k);
+    if (v === undefined) {
+      throw new NixsealError("INSTALL", `has no key "${here}"`, {
+        file,
+        hint: `add it (nixseal set), or fix the key "${secret.key}" in the NixOS configuration`,
+      });
+    }
+  }
+  return v!;
+}
+
+/** A value as a file's content: a string as it is, a mapping or list in the file's format. */
+function sopsValueBytes(
+  s: SopsModule,
+  v: SopsValue,
+  format: SecretFormat,
+  file: string,
+  key: string,
+): Uint8Array {
+  if (typeof v === "string") return Buffer.from(v, "utf8");
+  if (v instanceof Uint8Array) return Uint8Array.from(v);
+  if (s.isBranch(v)) {
+    return format === "json" ? new s.JsonStore().emitPlain([v]) : new s.YamlStore().emitPlain([v]);
+  }
+  if (Array.isArray(v)) {
+    throw new NixsealError("INSTALL", `the value at "${key}" is a list`, {
+      file,
+      hint: "point the key at a string or a mapping (a list has no file form nixseal would guess)",
+    });
+  }
+  if (v === null) return Buffer.from("null");
+  if (typeof v === "bigint" || typeof v === "boolean") return Buffer.from(String(v));
+  if (typeof v === "number") return Buffer.from(s.formatGoFloat(v));
+  if (v instanceof s.SopsTime) return Buffer.from(v.text);
+  return Buffer.from(String(v));
+}
+
+/**
+ * `--check`: the file's structure without decrypting: an age header parses; a sops file parses,
+ * has its metadata and holds every key asked of it. Problems are returned, one per cause.
+ */
+export async function checkSource(
+  file: string,
+  format: SecretFormat,
+  secrets: readonly ManifestSecret[],
+): Promise<NixsealError[]> {
+  const names = secrets.map((x) => `"${x.name}"`).join(", ");
+  const tagged = (e: NixsealError) =>
+    new NixsealError(
+      e.code,
+      `secret ${names} from ${file}: ${e.message.startsWith(`${file}: `) ? e.message.slice(file.length + 2) : e.message}`,
+      {
+        hint: e.hint ?? "check the file",
+        file,
+      },
+    );
+  let data: Buffer;
+  try {
+    data = readEncryptedFile(file);
+  } catch (e) {
+    if (e instanceof NixsealError) return [tagged(e)];
+    throw e;
+  }
+  try {
+    if (format === "age") {
+      const header = readHeader(data);
+      if (header.stanzas.length === 0) {
+        return [
+          tagged(
+            new NixsealError("AGE_HEADER", "the age header has no recipients", {
+              hint: "the file is damaged",
+            }),
+          ),
+        ];
+      }
+      return [];
+    }
+    const s = await sops();
+    const store = s.storeByName(format);
+    const { branches, metadata } = store.parseEncrypted(data);
+    if (metadata === null) {
+      return [
+        tagged(
+          new NixsealError("SOPS_METADATA", "not a sops file: no sops metadata", {
+            hint: `encrypt it with sops or nixseal, or set the secret's format (it is "${format}")`,
+          }),
+        ),
+      ];
+    }
+    s.parseMetadata(metadata);
+    const problems: NixsealError[] = [];
+    for (const secret of secrets) {
+      if (secret.key === null) continue;
+      try {
+        valueAtKey(branches[0], secret, file);
+      } catch (e) {
+        if (!(e instanceof NixsealError)) throw e;
+        problems.push(
+          new NixsealError(e.code, `secret "${secret.name}" from ${file}: ${e.message}`, {
+            hint: e.hint ?? "",
+            file,
+          }),
+        );
+      }
+    }
+    return problems;
+  } catch (e) {
+    if (e instanceof NixsealError) return [tagged(e)];
+    throw e;
+  }
+}

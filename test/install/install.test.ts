@@ -1,0 +1,652 @@
+/**
+ * `nixseal install` as root with the real installer: run inside a private mount namespace (the
+ * ramfs it mounts vanishes with it), real users and groups, real chown, real files.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { test } from "node:test";
+import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
+import { RAMFS_MAGIC } from "../../src/install/mount.js";
+import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
+import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
+import { nixseal, which } from "../helpers.js";
+import {
+  addUser,
+  ageFile,
+  type Host,
+  type InstallResult,
+  installTestsSkipReason,
+  jsonOf,
+  makeHost,
+  placeholderOf,
+  read,
+  removeUsers,
+  runPlan,
+  type Snapshot,
+  secret,
+  type TestUser,
+  template,
+  uniqueSecret,
+  writeManifest,
+} from "./fixture.js";
+
+const skip = installTestsSkipReason();
+
+function withHost(fn: (host: Host, users: TestUser[]) => Promise<void>, tool?: string) {
+  return async (t: { skip(msg: string): void }) => {
+    const why = skip ?? (tool !== undefined && !which(tool) ? `needs ${tool}` : null);
+    if (why !== null) {
+      t.skip(why);
+      return;
+    }
+    const host = makeHost();
+    const users: TestUser[] = [];
+    try {
+      await fn(host, users);
+    } finally {
+      removeUsers(users);
+      host.cleanup();
+    }
+  };
+}
+
+function installOk(r: unknown): InstallResult {
+  const i = r as InstallResult;
+  assert.equal(i.op, "install");
+  assert.equal(i.status, 0, `install failed:\n${i.stdout}\n${i.stderr}`);
+  return i;
+}
+
+function snap(r: unknown): Snapshot {
+  const s = r as Snapshot;
+  assert.equal(s.op, "snapshot");
+  return s;
+}
+
+test(
+  "install: owners, modes, subdirectories, templates, the secretsDir and path symlinks, on a ramfs",
+  withHost(async (host, users) => {
+    const app = addUser("app");
+    users.push(app);
+    const pw = uniqueSecret("pw");
+    const token = uniqueSecret("token");
+    const dbFile = await ageFile(host, "db", pw);
+    const tokenFile = await ageFile(host, "token", token);
+    const link = path.join(host.dir, "etc", "app", "db-password");
+    const confLink = path.join(host.dir, "etc", "app", "app.conf");
+    const m = writeManifest(
+      host,
+      [
+        secret("db/password", dbFile, {
+          owner: app.user,
+          group: app.group,
+          mode: "0440",
+          path: link,
+          restartUnits: ["postgresql.service"],
+        }),
+        secret("token", tokenFile, { reloadUnits: ["nginx.service"] }),
+        secret("by-id", tokenFile, { owner: String(app.uid), group: null, mode: "0600" }),
+      ],
+      [
+        template(
+          "app/app.conf",
+          `user=app\npassword=${placeholderOf("db/password")}\ntoken=${placeholderOf("token")}\n`,
+          {
+            owner: app.user,
+            group: app.group,
+            path: confLink,
+            restartUnits: ["app.service"],
+          },
+        ),
+      ],
+    );
+    const [run, gens, secretsDir, links] = runPlan(host, [
+      { op: "install", args: ["--manifest", m] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "snapshot", dir: host.secretsDir },
+      { op: "snapshot", dir: path.dirname(link) },
+    ]);
+    const out = installOk(run);
+    assert.match(out.stdout, /generation 1 active .*ramfs mounted/);
+    assert.match(out.stdout, /added: db\/password, token, by-id, app\/app\.conf/);
+    assert.match(out.stdout, /restart: postgresql\.service, app\.service/);
+    assert.match(out.stdout, /reload: nginx\.service/);
+
+    const g = snap(gens);
+    assert.equal(g.fsType, RAMFS_MAGIC, "generationsDir is a ramfs");
+    const f = g.files;
+    assert.equal(f["."]!.mode, 0o751);
+    assert.deepEqual(
+      { type: f["1"]!.type, mode: f["1"]!.mode, uid: f["1"]!.uid },
+      { type: "dir", mode: 0o751, uid: 0 },
+    );
+    assert.deepEqual(
+      { type: f["1/db"]!.type, mode: f["1/db"]!.mode, uid: f["1/db"]!.uid, gid: f["1/db"]!.gid },
+      {
+        type: "dir",
+        mode: 0o751,
+        uid: 0,
+        gid: 0,
+      },
+    );
+    assert.deepEqual(f["1/db/password"], {
+      type: "file",
+      mode: 0o440,
+      uid: app.uid,
+      gid: app.gid,
+      content: pw,
+    });
+    assert.deepEqual(f["1/token"], { type: "file", mode: 0o400, uid: 0, gid: 0, content: token });
+    assert.deepEqual(f["1/by-id"], { type: "file", mode: 0o600, uid: app.uid, gid: 0, content: token });
+    assert.deepEqual(f["1/app/app.conf"], {
+      type: "file",
+      mode: 0o400,
+      uid: app.uid,
+      gid: app.gid,
+      content: `user=app\npassword=${pw}\ntoken=${token}\n`,
+    });
+    // The metadata: root-only, beside the generations, names and keyed hashes but no plaintext.
+    assert.equal(f[".nixseal"]!.mode, 0o700);
+    const metaFiles = Object.entries(f).filter(([k]) => k.startsWith(".nixseal/"));
+    assert.deepEqual(metaFiles.map(([k]) => k).sort(), [".nixseal/1.json", ".nixseal/hmac-key"]);
+    for (const [k, info] of metaFiles) {
+      assert.equal(info.mode, 0o600, k);
+      assert.equal(info.uid, 0, k);
+      assert.ok(!info.content!.includes(pw) && !info.content!.includes(token), `${k} holds no plaintext`);
+    }
+    const meta = JSON.parse(f[".nixseal/1.json"]!.content!) as { entries: { name: string; hmac: string }[] };
+    const plainHash = createHash("sha256").update(pw).digest("hex");
+    assert.ok(
+      meta.entries.every((e) => e.hmac !== plainHash),
+      "the content hash is keyed",
+    );
+    assert.deepEqual(
+      meta.entries.map((e) => e.name),
+      ["db/password", "token", "by-id", "app/app.conf"],
+    );
+
+    const s = snap(secretsDir);
+    assert.deepEqual(s.files["."], {
+      type: "symlink",
+      mode: s.files["."]!.mode,
+      uid: 0,
+      gid: 0,
+      target: path.join(host.generationsDir, "1"),
+    });
+    const l = snap(links).files;
+    assert.equal(l["db-password"]!.type, "symlink");
+    assert.equal(l["db-password"]!.target, path.join(host.secretsDir, "db/password"));
+    assert.equal(l["app.conf"]!.target, path.join(host.secretsDir, "app/app.conf"));
+    assert.equal(read(host.restartList), "postgresql.service\napp.service\n");
+    assert.equal(read(host.reloadList), "nginx.service\n");
+    for (const text of [out.stdout, out.stderr]) {
+      assert.ok(!text.includes(pw) && !text.includes(token), "no value is printed");
+    }
+  }),
+);
+
+test(
+  "generations: unchanged, changed (content, mode), added, removed; restart/reload lists; pruning; stale path links",
+  withHost(async (host) => {
+    const a1 = await ageFile(host, "a1", uniqueSecret("a1"));
+    const a2 = await ageFile(host, "a2", uniqueSecret("a2"));
+    const b = await ageFile(host, "b", uniqueSecret("b"));
+    const c = await ageFile(host, "c", uniqueSecret("c"));
+    const d = await ageFile(host, "d", uniqueSecret("d"));
+    const linkA = path.join(host.dir, "links", "a");
+    const linkC = path.join(host.dir, "links", "c");
+    const first = [
+      secret("a", a1, { restartUnits: ["a.service"], path: linkA }),
+      secret("b", b, { reloadUnits: ["b.service"] }),
+      secret("c", c, { restartUnits: ["c.service"], path: linkC }),
+    ];
+    const m1 = writeManifest(host, first);
+    const m3 = writeManifest(host, [
+      secret("a", a2, { restartUnits: ["a.service"], path: linkA }),
+      secret("b", b, { reloadUnits: ["b.service"], mode: "0440" }),
+      secret("d", d, { restartUnits: ["d.service"] }),
+    ]);
+    const m4 = writeManifest(
+      host,
+      [
+        secret("a", a2, { restartUnits: ["a.service"], path: linkA }),
+        secret("b", b, { reloadUnits: ["b.service"], mode: "0440" }),
+        secret("d", d, { restartUnits: ["d.service"] }),
+      ],
+      [],
+      { keepGenerations: 0 },
+    );
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m1, "--json"] },
+      { op: "install", args: ["--manifest", m1, "--json"] },
+      { op: "install", args: ["--manifest", m3, "--json"] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "snapshot", dir: path.dirname(linkA) },
+      { op: "install", args: ["--manifest", m4, "--json"] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "install", args: ["--manifest", m4] },
+    ]);
+    const [j1, j2, j3] = [jsonOf(r[0]), jsonOf(r[1]), jsonOf(r[2])];
+    assert.equal(j1.generation, 1);
+    assert.deepEqual(j1.added, ["a", "b", "c"]);
+    assert.deepEqual(j2, {
+      ...j2,
+      generation: 2,
+      previousGeneration: 1,
+      added: [],
+      changed: [],
+      removed: [],
+      unchanged: 3,
+    });
+    assert.deepEqual(j3.changed, ["a", "b"]);
+    assert.deepEqual(j3.added, ["d"]);
+    assert.deepEqual(j3.removed, ["c"]);
+    assert.deepEqual(j3.restartUnits, ["a.service", "d.service", "c.service"]);
+    assert.deepEqual(j3.reloadUnits, ["b.service"]);
+    assert.deepEqual(j3.pruned, [1], "keepGenerations 1: generation 2 kept, 1 pruned");
+    const g3 = snap(r[3]).files;
+    assert.deepEqual(
+      Object.keys(g3)
+        .filter((k) => !k.includes("/") && k !== ".")
+        .sort(),
+      [".nixseal", "2", "3"],
+    );
+    assert.ok(g3[".nixseal/2.json"] && g3[".nixseal/3.json"] && !g3[".nixseal/1.json"]);
+    assert.equal(g3["3/b"]!.mode, 0o440);
+    assert.equal(g3["3/c"], undefined);
+    const links = snap(r[4]).files;
+    assert.equal(links.a!.target, path.join(host.secretsDir, "a"));
+    assert.equal(links.c, undefined, "the symlink of the removed secret is gone");
+    // keepGenerations 0: only the active generation stays.
+    const j4 = jsonOf(r[5]);
+    assert.deepEqual(j4.pruned, [2, 3]);
+    assert.deepEqual(
+      Object.keys(snap(r[6]).files)
+        .filter((k) => !k.includes("/") && k !== ".")
+        .sort(),
+      [".nixseal", "4"],
+    );
+    assert.match((r[7] as InstallResult).stdout, /no change \(3 unchanged\)/);
+    // Appended, run after run, in the files switch-to-configuration reads.
+    assert.equal(read(host.restartList), "a.service\nc.service\na.service\nd.service\nc.service\n");
+    assert.equal(read(host.reloadList), "b.service\nb.service\n");
+  }),
+);
+
+test(
+  "--dry-run decrypts and compares, mounts nothing, changes nothing but the dry lists",
+  withHost(async (host) => {
+    const v1 = uniqueSecret("v1");
+    const f1 = await ageFile(host, "v1", v1);
+    const f2 = await ageFile(host, "v2", uniqueSecret("v2"));
+    const m1 = writeManifest(host, [secret("s", f1, { restartUnits: ["s.service"] })]);
+    const m2 = writeManifest(host, [
+      secret("s", f2, { restartUnits: ["s.service"] }),
+      secret("t", f2, { reloadUnits: ["t.service"] }),
+    ]);
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m1, "--dry-run", "--json"] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "install", args: ["--manifest", m1] },
+      { op: "install", args: ["--manifest", m2, "--dry-run", "--json"] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "snapshot", dir: host.secretsDir },
+    ]);
+    const first = jsonOf(r[0]);
+    assert.equal(first.ok, true);
+    assert.equal(first.generation, null);
+    assert.deepEqual(first.added, ["s"]);
+    assert.equal(snap(r[1]).exists, false, "a dry run mounts and creates nothing");
+    installOk(r[2]);
+    const dry = jsonOf(r[3]);
+    assert.deepEqual([dry.changed, dry.added, dry.generation], [["s"], ["t"], null]);
+    const g = snap(r[4]).files;
+    assert.deepEqual(
+      Object.keys(g)
+        .filter((k) => !k.includes("/") && k !== ".")
+        .sort(),
+      [".nixseal", "1"],
+    );
+    assert.equal(g["1/s"]!.content, v1, "the active generation is untouched");
+    assert.equal(snap(r[5]).files["."]!.target, path.join(host.generationsDir, "1"));
+    assert.equal(read(host.restartList), "s.service\n", "only the real run wrote the real list");
+    assert.equal(read(host.reloadList), "");
+    assert.equal(read(host.dryRestartList), "s.service\ns.service\n");
+    assert.equal(read(host.dryReloadList), "t.service\n");
+  }),
+);
+
+test(
+  "a failing install reports every problem at once; the old generation stays active and intact",
+  withHost(async (host) => {
+    const good = uniqueSecret("good");
+    const db1 = uniqueSecret("db1");
+    const goodFile = await ageFile(host, "good", good);
+    const dbFile = await ageFile(host, "db", db1);
+    const m1 = writeManifest(
+      host,
+      [secret("good", goodFile, { restartUnits: ["good.service"] }), secret("db", dbFile)],
+      [template("t.conf", `pw=${placeholderOf("db")}\n`)],
+    );
+    // The second configuration: db re-encrypted to another key, a user and a group that do
+    // not exist, a sops key that is not there, and a path occupied by a real file.
+    const other = path.join(host.dir, "other_key");
+    spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", other]);
+    const otherPub = fs.readFileSync(`${other}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
+    const dbWrong = await ageFile(host, "db-wrong", uniqueSecret("db2"), otherPub);
+    const yaml = path.join(host.dir, "store", "hosts.yaml");
+    await writeSopsYaml(yaml, "a: 1\n", hostToAge(host));
+    const occupied = path.join(host.dir, "etc", "occupied");
+    fs.writeFileSync(occupied, "not ours\n");
+    const missingUser = `nxsnosuch${process.pid}`;
+    const m2 = writeManifest(
+      host,
+      [
+        secret("good", goodFile, { restartUnits: ["good.service"] }),
+        secret("db", dbWrong),
+        secret("owned", goodFile, { owner: missingUser, group: "nxsnosuchgroup" }),
+        secret("y", yaml, { format: "yaml", key: "missing/key" }),
+        secret("p", goodFile, { path: occupied }),
+      ],
+      [template("t.conf", `pw=${placeholderOf("db")}\n`)],
+    );
+    // A failure found only while decrypting: generation 2 is made, then removed.
+    const m3 = writeManifest(host, [secret("good", goodFile), secret("db", dbWrong)]);
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m1] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "install", args: ["--manifest", m2] },
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "snapshot", dir: host.secretsDir },
+      { op: "install", args: ["--manifest", m3, "--json"] },
+      { op: "snapshot", dir: host.generationsDir },
+    ]);
+    installOk(r[0]);
+    const before = snap(r[1]).files;
+    const failed = r[2] as InstallResult;
+    assert.equal(failed.status, 1);
+    const err = failed.stderr;
+    for (const pattern of [
+      /secret "db" from \S*db-wrong\.age: no identity matched any of the recipients \(ssh-ed25519\)/,
+      new RegExp(`secret "owned": unknown user "${missingUser}"`),
+      /secret "owned": unknown group "nxsnosuchgroup"/,
+      /secret "y" from \S*hosts\.yaml: has no key "missing"/,
+      /secret "p": its path .*occupied is a file, not a symlink/,
+      /template "t\.conf": uses secret "db", which could not be decrypted/,
+      /6 problems: nothing was installed; generation 1 stays active/,
+    ]) {
+      assert.match(err, pattern);
+    }
+    assert.equal((err.match(/hint:/g) ?? []).length, 6, "a hint for every problem");
+    assert.ok(!err.includes(good) && !failed.stdout.includes(good), "no value is printed");
+    const after = snap(r[3]).files;
+    assert.deepEqual(after, before, "the generations (files, owners, modes, contents) are as they were");
+    assert.equal(snap(r[4]).files["."]!.target, path.join(host.generationsDir, "1"));
+    assert.equal(read(occupied), "not ours\n");
+    assert.equal(read(host.restartList), "good.service\n", "a failed install restarts nothing");
+    const j3 = jsonOf(r[5]);
+    assert.equal(j3.ok, false);
+    assert.equal(j3.generation, null);
+    assert.equal((j3.problems as unknown[]).length, 1);
+    assert.deepEqual(snap(r[6]).files, before, "the new generation was removed");
+  }),
+);
+
+/** The ssh-to-age recipient of the host's ed25519 key. */
+function hostToAge(host: Host): string {
+  return sshToAge(host.hostPub);
+}
+
+function sshToAge(pubLine: string): string {
+  const { key } = decodeSshPublicKeyLine(pubLine);
+  return sshEd25519ToAgeRecipient((key as { publicKey: Uint8Array }).publicKey).toString();
+}
+
+async function writeSopsYaml(file: string, plainYaml: string, recipient: string): Promise<void> {
+  const store = new YamlStore();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(
+    file,
+    await encryptNewDocument(store.parsePlain(Buffer.from(plainYaml)), store, { keyGroups: [[recipient]] }),
+  );
+}
+
+test(
+  "sops: several keys of one YAML file, read once; the ssh host key acts as its ssh-to-age identity",
+  withHost(async (host) => {
+    const user = uniqueSecret("user");
+    const pw = uniqueSecret("pw");
+    const yaml = path.join(host.dir, "store", "hosts.yaml");
+    // Indented as sops prints YAML (4 spaces), so the whole document comes back byte for byte.
+    const plain = `db:\n    user: ${user}\n    password: ${pw}\n    port: 5432\napi: key\n`;
+    await writeSopsYaml(yaml, plain, hostToAge(host));
+    const m = writeManifest(host, [
+      secret("db/user", yaml, { format: "yaml", key: "db/user" }),
+      secret("db/password", yaml, { format: "yaml", key: "db/password" }),
+      secret("db/port", yaml, { format: "yaml", key: "db/port" }),
+      secret("dbconf", yaml, { format: "yaml", key: "db" }),
+      secret("whole.yaml", yaml, { format: "yaml" }),
+    ]);
+    const strace = which("strace");
+    const log = path.join(host.dir, "strace.log");
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m], ...(strace ? { strace: log } : {}) },
+      { op: "snapshot", dir: host.generationsDir },
+    ]);
+    installOk(r[0]);
+    const f = snap(r[1]).files;
+    assert.equal(f["1/db/user"]!.content, user);
+    assert.equal(f["1/db/password"]!.content, pw);
+    assert.equal(f["1/db/port"]!.content, "5432");
+    assert.equal(f["1/dbconf"]!.content, `user: ${user}\npassword: ${pw}\nport: 5432\n`);
+    assert.equal(f["1/whole.yaml"]!.content, plain);
+    if (strace) {
+      const opens = read(log)
+        .split("\n")
+        .filter((l) => l.includes("openat(") && l.includes(JSON.stringify(yaml)));
+      assert.equal(opens.length, 1, `the sops file is read once:\n${opens.join("\n")}`);
+    }
+  }),
+);
+
+test(
+  "child processes: only mount and getent run, and none of them sees a plaintext (argv or environment)",
+  withHost(async (host, users) => {
+    const app = addUser("ch");
+    users.push(app);
+    const value = uniqueSecret("child");
+    const f = await ageFile(host, "child", value);
+    const ok = writeManifest(
+      host,
+      [secret("s", f, { owner: app.user, group: app.group })],
+      [template("t", `x=${placeholderOf("s")}`)],
+    );
+    const missing = writeManifest(host, [secret("s", f, { owner: `nxsmissing${process.pid}` })]);
+    const users1 = writeManifest(host, [secret("s", f)], [], {
+      stage: "users",
+      secretsDir: path.join(host.dir, "run", "secrets-for-users"),
+      generationsDir: path.join(host.dir, "run", "secrets-for-users.d"),
+    });
+    const logs = ["ok", "missing", "users"].map((n) => path.join(host.dir, `strace-${n}.log`));
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", ok], strace: logs[0]! },
+      { op: "install", args: ["--manifest", missing], strace: logs[1]! },
+      { op: "install", args: ["--manifest", users1], strace: logs[2]! },
+    ]);
+    installOk(r[0]);
+    assert.equal((r[1] as InstallResult).status, 1);
+    installOk(r[2]);
+    const programs = (log: string) =>
+      read(log)
+        .split("\n")
+        .filter((l) => l.includes('execve("') && !/= -1 E/.test(l))
+        .map((l) => path.basename(/execve\("([^"]+)"/.exec(l)![1]!));
+    const [p0, p1, p2] = logs.map(programs);
+    assert.deepEqual(
+      p0,
+      ["node", "mount"],
+      "a first install: one mount, no getent (the users are in /etc/passwd)",
+    );
+    assert.deepEqual(
+      p1,
+      ["node", "getent"],
+      "an unknown user: one getent (and nothing mounted: the install failed before)",
+    );
+    assert.deepEqual(p2, ["node", "mount"], "the users stage never asks NSS");
+    for (const log of logs) {
+      for (const line of read(log)
+        .split("\n")
+        .filter((l) => l.includes("execve("))) {
+        assert.ok(!line.includes(value), "no plaintext in any argv or environment");
+      }
+    }
+  }, "strace"),
+);
+
+test(
+  "generationsDir: an existing ramfs is used as it is; mount existing refuses a disk",
+  withHost(async (host) => {
+    const f = await ageFile(host, "x", uniqueSecret("x"));
+    const m = writeManifest(host, [secret("x", f)]);
+    const disk = writeManifest(host, [secret("x", f)], [], {
+      mount: "existing",
+      generationsDir: path.join(host.dir, "disk", "generations"),
+      secretsDir: path.join(host.dir, "disk", "secrets"),
+    });
+    const r = runPlan(host, [
+      { op: "mountRamfs", dir: host.generationsDir },
+      { op: "install", args: ["--manifest", m, "--json"] },
+      { op: "install", args: ["--manifest", disk] },
+      { op: "snapshot", dir: path.join(host.dir, "disk") },
+    ]);
+    const j = jsonOf(r[1]);
+    assert.equal(j.ok, true);
+    assert.equal(j.mounted, false);
+    const refused = r[2] as InstallResult;
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /generationsDir .*disk\/generations is not on a ramfs or tmpfs/);
+    assert.deepEqual(
+      Object.keys(snap(r[3]).files).filter((k) => k !== "." && k !== "generations"),
+      [],
+      "nothing written to the disk",
+    );
+  }),
+);
+
+test(
+  "stage users: root-only secrets installed before users exist",
+  withHost(async (host) => {
+    const hash = uniqueSecret("$6$hash");
+    const f = await ageFile(host, "root-pw", hash);
+    const m = writeManifest(host, [secret("root-password", f, { owner: "root", group: "0" })], [], {
+      stage: "users",
+      restartListFile: null,
+      reloadListFile: null,
+    });
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m] },
+      { op: "snapshot", dir: host.generationsDir },
+    ]);
+    installOk(r[0]);
+    assert.deepEqual(snap(r[1]).files["1/root-password"], {
+      type: "file",
+      mode: 0o400,
+      uid: 0,
+      gid: 0,
+      content: hash,
+    });
+    const bad = writeManifest(host, [secret("x", f, { owner: "nobody" })], [], { stage: "users" });
+    const refused = nixseal(["install", "--manifest", bad]);
+    assert.equal(refused.status, 2);
+    assert.match(
+      refused.stderr,
+      /secrets\[0\]\.owner: is "nobody", but the users stage runs before users and groups exist/,
+    );
+  }),
+);
+
+test("install --check: structure of every file without any key; exit 1 with all problems, 2 for a bad manifest", async (t) => {
+  if (!which("ssh-keygen")) {
+    t.skip("needs ssh-keygen");
+    return;
+  }
+  const host = makeHost();
+  try {
+    const good = await ageFile(host, "good", "v");
+    const truncated = path.join(host.dir, "store", "truncated.age");
+    fs.writeFileSync(truncated, fs.readFileSync(good).subarray(0, 40));
+    const notAge = path.join(host.dir, "store", "plain.txt");
+    fs.writeFileSync(notAge, "just text\n");
+    const yaml = path.join(host.dir, "store", "hosts.yaml");
+    await writeSopsYaml(yaml, "db:\n  password: x\n", hostToAge(host));
+    const m = writeManifest(
+      host,
+      [
+        secret("good", good),
+        secret("pw", yaml, { format: "yaml", key: "db/password" }),
+        secret("whole", yaml, { format: "yaml" }),
+      ],
+      [],
+      { identities: [{ type: "ssh", path: "/nonexistent/key" }] },
+    );
+    const ok = nixseal(["install", "--check", "--manifest", m]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stderr, /manifest valid: 3 secrets from 2 files, 0 templates/);
+    const bad = writeManifest(host, [
+      secret("good", good),
+      secret("cut", truncated),
+      secret("text", notAge),
+      secret("gone", path.join(host.dir, "store", "none.age")),
+      secret("pw", yaml, { format: "yaml", key: "db/password" }),
+      secret("user", yaml, { format: "yaml", key: "db/user" }),
+      secret("yaml-as-json", yaml, { format: "json" }),
+    ]);
+    const r = nixseal(["install", "--check", "--manifest", bad, "--json"]);
+    assert.equal(r.status, 1);
+    const j = JSON.parse(r.stdout.toString()) as {
+      ok: boolean;
+      problems: { code: string; message: string; hint: string }[];
+    };
+    assert.equal(j.ok, false);
+    const messages = j.problems.map((p) => `${p.code} ${p.message}`);
+    assert.equal(j.problems.length, 5, messages.join("\n"));
+    for (const pattern of [
+      /AGE_HEADER secret "cut"/,
+      /AGE_HEADER secret "text"/,
+      /IO secret "gone" .*no such file/,
+      /INSTALL secret "user" from \S*hosts\.yaml: has no key "db\/user"/,
+      /SOPS_FORMAT secret "yaml-as-json"/,
+    ]) {
+      assert.ok(
+        messages.some((x) => pattern.test(x)),
+        `${pattern} in\n${messages.join("\n")}`,
+      );
+    }
+    assert.ok(j.problems.every((p) => p.hint.length > 0));
+    const invalid = path.join(host.dir, "invalid.json");
+    fs.writeFileSync(invalid, JSON.stringify({ version: 1 }));
+    const inv = nixseal(["install", "--check", "--manifest", invalid]);
+    assert.equal(inv.status, 2);
+    assert.match(inv.stderr, /secretsDir: is missing/);
+    assert.match(inv.stderr, /secrets: is missing/);
+  } finally {
+    host.cleanup();
+  }
+});
+
+test("install: --help has an example; usage errors exit 2", () => {
+  const help = nixseal(["install", "--help"]);
+  assert.equal(help.status, 0);
+  assert.match(help.stdout.toString(), /Example:\n\s+\$ nixseal install --manifest/);
+  const none = nixseal(["install"]);
+  assert.equal(none.status, 2);
+  assert.match(none.stderr, /expected --manifest FILE/);
+  const both = nixseal(["install", "--manifest", "/x.json", "--check", "--dry-run"]);
+  assert.equal(both.status, 2);
+  const missing = nixseal(["install", "--manifest", "/nonexistent/manifest.json"]);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /cannot read the manifest \/nonexistent\/manifest\.json: no such file/);
+});

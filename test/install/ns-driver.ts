@@ -1,0 +1,104 @@
+/**
+ * Runs inside `unshare --mount --propagation private` for the install tests: the ramfs that
+ * `nixseal install` mounts lives only in that namespace, so every step that must see it (runs
+ * of the real CLI, looks at the files) happens here, in order; the results go back as JSON.
+ * Not a test itself: without --plan it does nothing (the test runner loads every file here).
+ *
+ * Usage: node ns-driver.js --plan PLAN.json > RESULTS.json
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
+
+export type Step =
+  /** `nixseal install ARGS...`; with `strace`, under strace -f writing the execve/openat log there. */
+  | { op: "install"; args: string[]; env?: Record<string, string>; strace?: string }
+  /** Every file, directory and symlink under `dir` (not following symlinks), with its fs type. */
+  | { op: "snapshot"; dir: string }
+  | { op: "mountRamfs"; dir: string }
+  | { op: "copy"; from: string; to: string };
+
+export interface FileInfo {
+  type: "file" | "dir" | "symlink" | "other";
+  mode: number;
+  uid: number;
+  gid: number;
+  content?: string;
+  target?: string;
+}
+
+export type StepResult =
+  | { op: "install"; status: number | null; stdout: string; stderr: string }
+  | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
+  | { op: "mountRamfs" | "copy"; ok: boolean };
+
+function infoOf(p: string): FileInfo {
+  const st = fs.lstatSync(p);
+  const base = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+  if (st.isSymbolicLink()) return { type: "symlink", ...base, target: fs.readlinkSync(p) };
+  if (st.isDirectory()) return { type: "dir", ...base };
+  if (st.isFile()) return { type: "file", ...base, content: fs.readFileSync(p, "latin1") };
+  return { type: "other", ...base };
+}
+
+function snapshot(dir: string): StepResult {
+  const files: Record<string, FileInfo> = {};
+  if (!fs.existsSync(dir) && !isLink(dir)) return { op: "snapshot", exists: false, fsType: null, files };
+  const walk = (rel: string) => {
+    const abs = rel === "" ? dir : path.join(dir, rel);
+    const info = infoOf(abs);
+    files[rel === "" ? "." : rel] = info;
+    if (info.type === "dir")
+      for (const name of fs.readdirSync(abs).sort()) walk(rel === "" ? name : `${rel}/${name}`);
+  };
+  walk("");
+  let fsType: number | null = null;
+  try {
+    fsType = fs.statfsSync(dir).type >>> 0;
+  } catch {}
+  return { op: "snapshot", exists: true, fsType, files };
+}
+
+function isLink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function runStep(step: Step): StepResult {
+  switch (step.op) {
+    case "install": {
+      const argv = [process.execPath, CLI, "install", ...step.args];
+      const cmd = step.strace
+        ? ["strace", "-f", "-v", "-s", "65536", "-e", "trace=execve,openat", "-o", step.strace, ...argv]
+        : argv;
+      const r = spawnSync(cmd[0]!, cmd.slice(1), {
+        env: { ...process.env, ...step.env },
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      return { op: "install", status: r.status, stdout: r.stdout, stderr: r.stderr };
+    }
+    case "snapshot":
+      return snapshot(step.dir);
+    case "mountRamfs": {
+      fs.mkdirSync(step.dir, { recursive: true });
+      const r = spawnSync("mount", ["-t", "ramfs", "-o", "mode=0751", "test", step.dir]);
+      return { op: "mountRamfs", ok: r.status === 0 };
+    }
+    case "copy":
+      fs.copyFileSync(step.from, step.to);
+      return { op: "copy", ok: true };
+  }
+}
+
+const i = process.argv.indexOf("--plan");
+if (i > 0 && process.argv[i + 1]) {
+  const plan = JSON.parse(fs.readFileSync(process.argv[i + 1]!, "utf8")) as Step[];
+  process.stdout.write(JSON.stringify(plan.map(runStep)));
+}
