@@ -27,9 +27,19 @@ import { loadManifestIdentities } from "./identities.js";
 import type { Manifest, ManifestEntry, ManifestSecret } from "./manifest.js";
 import { ensureRamDir, makeDirs } from "./mount.js";
 import { OwnerResolver, type OwnerResolverOptions } from "./owners.js";
+import { prefetchAgeFiles } from "./parallel-sources.js";
 import { GenerationDirSink, type InstallEntry, type SecretSink } from "./sink.js";
 import { openSource, sourceKey } from "./sources.js";
 import { PlaceholderScanner } from "./templates.js";
+
+/** The size of a file (following symlinks: store paths), or null if it cannot be stat-ed. */
+function fileSize(file: string): number | null {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return null;
+  }
+}
 
 export interface InstallOptions {
   /** Decrypt and compare, write only the dry restart/reload lists. */
@@ -306,13 +316,27 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
     else g.push(s);
   }
   let noMatch = false;
+  // Many small age files: decrypted on both cores first (parallel-sources.ts), taken below.
+  const prefetched =
+    identities.length > 0
+      ? await prefetchAgeFiles(
+          [...groups.values()].filter((g) => g[0]!.format === "age").map((g) => g[0]!.file),
+          m.identities,
+          identities,
+          fileSize,
+        )
+      : null;
   try {
     if (identities.length > 0) {
       for (const group of groups.values()) {
         const { file, format } = group[0]!;
         let source: Awaited<ReturnType<typeof openSource>>;
         try {
-          source = await openSource(file, format, identities);
+          const plain = format === "age" ? (prefetched?.take(file) ?? null) : null;
+          source =
+            plain !== null
+              ? { valueOf: () => ({ value: plain, owned: false }), close: () => wipe(plain) }
+              : await openSource(file, format, identities);
         } catch (e) {
           if (!(e instanceof NixsealError)) throw e;
           if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") noMatch = true;
@@ -363,6 +387,7 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
     }
   } finally {
     for (const v of kept.values()) wipe(v);
+    prefetched?.close();
   }
   // A secret no identity opened: the identities that failed to load may be why.
   if (noMatch) problems.push(...identityProblems);

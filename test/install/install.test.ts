@@ -8,8 +8,11 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
+import { encrypt } from "../../src/age/age.js";
 import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
+import { X25519Identity } from "../../src/age/x25519.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
+import { parseRecipientString } from "../../src/keys/key-types.js";
 import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { nixseal, which } from "../helpers.js";
@@ -650,3 +653,50 @@ test("install: --help has an example; usage errors exit 2", () => {
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /cannot read the manifest \/nonexistent\/manifest\.json: no such file/);
 });
+
+test(
+  "many secrets (decrypted on two threads): every value lands under its own name; the failures are exactly the bad files",
+  withHost(async (host) => {
+    const hostRecipient = parseRecipientString(host.hostPub, "host");
+    const stranger = parseRecipientString(X25519Identity.generate().recipient().toString(), "stranger");
+    const count = 400;
+    const bad = new Set([7, 150, 399]);
+    const values: string[] = [];
+    const entries: ReturnType<typeof secret>[] = [];
+    fs.mkdirSync(path.join(host.dir, "store"), { recursive: true });
+    for (let i = 0; i < count; i++) {
+      const value = uniqueSecret(`v${i}`);
+      values.push(value);
+      const file = path.join(host.dir, "store", `s${i}.age`);
+      fs.writeFileSync(file, await encrypt(Buffer.from(value), [bad.has(i) ? stranger : hostRecipient]));
+      entries.push(secret(`s/${i}`, file));
+    }
+    // Two secrets reading one file.
+    entries.push(secret("twin", entries[42]!.file));
+    const failing = writeManifest(host, entries);
+    const fixed = writeManifest(
+      host,
+      entries.filter((_, i) => !bad.has(i)),
+    );
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", failing] },
+      { op: "snapshot", dir: host.secretsDir },
+      { op: "install", args: ["--manifest", fixed] },
+      // The trailing slash follows the secretsDir symlink into the active generation.
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+    ]);
+    const failed = r[0] as InstallResult;
+    assert.equal(failed.status, 1);
+    const named = [...failed.stderr.matchAll(/secret "(s\/\d+)"/g)].map((m) => m[1]);
+    assert.deepEqual([...new Set(named)].sort(), ["s/150", "s/399", "s/7"]);
+    assert.equal(snap(r[1]).exists, false, "no generation became active");
+    installOk(r[2]);
+    const files = snap(r[3]).files;
+    for (let i = 0; i < count; i++) {
+      if (bad.has(i)) assert.equal(files[`s/${i}`], undefined);
+      else assert.equal(files[`s/${i}`]?.content, values[i], `s/${i}`);
+    }
+    assert.equal(files.twin?.content, values[42]);
+    for (const v of values) assert.ok(!failed.stderr.includes(v) && !failed.stdout.includes(v));
+  }),
+);
