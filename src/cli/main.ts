@@ -38,6 +38,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   list: ["list secrets and who can read them", "list"],
   who: ["who can read a secret / what a recipient can read", "who"],
   "git-setup": ["show decrypted diffs in git", "git-setup"],
+  audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", "audit"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
 };

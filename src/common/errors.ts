@@ -37,6 +37,9 @@ export type ErrorCode =
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
+  // audit
+  | "AUDIT_NO_SECRETS" // no secret could be decrypted: nothing to compare the store against
+  | "AUDIT_STORE" // nix-store could not list a closure or its derivations
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
