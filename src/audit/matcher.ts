@@ -183,6 +183,8 @@ export class Scanner {
   /** Buffer index of the next window start to check. */
   private next = 0;
   private finished = false;
+  /** The highest buffer index written since the last wipe (small files touch little of it). */
+  private dirty = 0;
 
   constructor(matcher: Matcher, onMatch: MatchSink, chunkSize: number) {
     this.matcher = matcher;
@@ -216,6 +218,7 @@ export class Scanner {
     if (this.finished) throw new Error("scanner finished");
     if (n < 0 || this.len + n > this.buf.length) throw new RangeError("commit beyond the buffer");
     this.len += n;
+    if (this.len > this.dirty) this.dirty = this.len;
     // Only windows whose longest possible occurrence lies in the buffer: the rest wait for more data.
     const last = this.len - this.matcher.maxLength;
     if (last >= this.next) {
@@ -264,7 +267,8 @@ export class Scanner {
 
   /** Zeroes the buffer (it held file contents). */
   wipe(): void {
-    this.buf.fill(0);
+    this.buf.fill(0, 0, this.dirty);
+    this.dirty = 0;
   }
 
   private compact(): void {

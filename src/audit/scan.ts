@@ -175,13 +175,18 @@ export async function scanPaths(
       }
       slot.hits = [];
       slot.scanner.reset();
+      let read = 0;
       for (;;) {
         const space = slot.scanner.space();
         const { bytesRead } = await fh.read(space, 0, space.length, null);
         if (bytesRead === 0) break;
         slot.scanner.commit(bytesRead);
+        read += bytesRead;
         stats.bytes += bytesRead;
         progress(file);
+        // A short read that reaches the size fstat gave is the end: no extra read for EOF
+        // (most store files are small). A file still growing is read to its real end.
+        if (bytesRead < space.length && read >= st.size) break;
       }
       slot.scanner.finish();
       stats.files++;
