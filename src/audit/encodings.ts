@@ -397,8 +397,9 @@ export function encodeAs(v: Uint8Array, encoding: EncodingName, alignment = 0): 
 
 /**
  * The patterns to look for for one value, or why it is skipped. An encoding that gives the same
- * bytes as an earlier one (one that changes nothing, or JSON and Nix escapes of a value that
- * needs the same escapes in both) adds its name to that pattern instead of a new pattern.
+ * bytes as an earlier one adds no pattern: one that changes nothing is left out, and one that
+ * gives the same as another encoding (JSON and Nix escapes of a value that needs the same
+ * escapes in both) adds its name to that pattern.
  */
 export function patternsFor(value: Uint8Array, options: PatternOptions = {}): ValuePatterns {
   const skip = skipReason(value, options);
@@ -412,7 +413,8 @@ export function patternsFor(value: Uint8Array, options: PatternOptions = {}): Va
       if (bytes === null || bytes.length === 0) continue;
       const same = out.find((p) => equalBytes(p.bytes, bytes));
       if (same) {
-        if (!same.encodings.includes(encoding)) same.encodings.push(encoding);
+        // An encoding that leaves the value as it is is not worth naming: "raw" says it.
+        if (same !== out[0] && !same.encodings.includes(encoding)) same.encodings.push(encoding);
         continue;
       }
       out.push({ encodings: [encoding], alignment, bytes });

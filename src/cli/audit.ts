@@ -2,6 +2,7 @@
  * `nixseal audit`: proves that no secret the user can decrypt reached the Nix store (or any
  * other tree): every secret and its common encodings, one pass over every file.
  */
+import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/types.js";
 import {
@@ -266,7 +267,18 @@ export const command: Command = {
       return 0;
     }
     const closures = [...(values.closure ?? [])];
-    if (values.system) closures.push("/run/current-system");
+    if (values.system) {
+      if (!fs.existsSync("/run/current-system")) {
+        throw new NixsealError(
+          "AUDIT_STORE",
+          "--system: /run/current-system does not exist (this is not a NixOS system)",
+          {
+            hint: "give the system to check with --closure STORE_PATH --drv",
+          },
+        );
+      }
+      closures.push("/run/current-system");
+    }
     if (positionals.length === 0 && closures.length === 0) {
       throw new NixsealError("USAGE", "nothing to scan: give PATHs, --closure STORE_PATH or --system", {
         hint: "e.g. nixseal audit --closure ./result --drv",
