@@ -170,6 +170,22 @@ describe("nixseal audit with the real Nix", { skip: missing }, () => {
     );
   });
 
+  test("--drv also covers sources a derivation copied into the store (a path to a decrypted file)", () => {
+    const plain = path.join(dir, "token-copy.txt");
+    fs.writeFileSync(plain, `token=${apiToken}\n`);
+    // `src = /path` copies the file into the store; the output does not refer to it.
+    const [out] = build("source", derivation("source", `echo built > $out`, `src = ${plain};`));
+    const without = sh(["audit", "--closure", out]);
+    assert.equal(without.status, 0, without.err);
+    const r = sh(["audit", "--closure", out, "--drv", "--json"]);
+    assert.equal(r.status, 1, r.err);
+    const leaks = JSON.parse(r.out).leaks as JsonLeak[];
+    assert.equal(leaks.length, 1);
+    assert.match(leaks[0]!.file, /^\/nix\/store\/[0-9a-z]{32}-token-copy\.txt$/);
+    assert.deepEqual([leaks[0]!.secret, leaks[0]!.offset, leaks[0]!.encoding], ["api-token.age", 6, "raw"]);
+    built.push(leaks[0]!.file);
+  });
+
   test("a secret embedded base64-encoded in a config file is found, with its offset", () => {
     const header = "Authorization: Basic ";
     const b64 = Buffer.from(`admin:${apiToken}`).toString("base64");
