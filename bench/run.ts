@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { age1gib } from "./age-1gib.js";
+import { audit } from "./audit.js";
 import {
   type BenchContext,
   type Benchmark,
@@ -87,7 +88,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, installBench, creds, nixEval];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, installBench, creds, nixEval, audit];
 
 function usage(): string {
   return [

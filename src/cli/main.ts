@@ -39,6 +39,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   who: ["who can read a secret / what a recipient can read", "who"],
   "git-setup": ["show decrypted diffs in git", "git-setup"],
   install: ["install a host's secrets from an activation manifest", "install"],
+  audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", "audit"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
   "host-key": ["seal a host identity as a systemd credential (host key / TPM2)", "host-key"],

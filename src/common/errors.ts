@@ -47,6 +47,9 @@ export type ErrorCode =
   // activation (nixseal install)
   | "MANIFEST" // the activation manifest is malformed or invalid
   | "INSTALL" // a secret cannot be installed (unknown owner, a path in the way, a template's secret failed)
+  // audit
+  | "AUDIT_NO_SECRETS" // no secret could be decrypted: nothing to compare the store against
+  | "AUDIT_STORE" // nix-store could not list a closure or its derivations
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
