@@ -88,7 +88,16 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, installBench, creds, nixEval, audit];
+const BENCHMARKS: Benchmark[] = [
+  age1gib,
+  smallDecrypt,
+  rekey,
+  sopsDecrypt,
+  installBench,
+  creds,
+  nixEval,
+  audit,
+];
 
 function usage(): string {
   return [
