@@ -37,6 +37,10 @@ export type ErrorCode =
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
+  // build-time secrets
+  | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
+  | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
+  | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
