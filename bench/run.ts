@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { age1gib } from "./age-1gib.js";
+import { buildHook } from "./build-hook.js";
 import {
   type BenchContext,
   type Benchmark,
@@ -84,7 +85,7 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt];
+const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, buildHook];
 
 function usage(): string {
   return [
