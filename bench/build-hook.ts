@@ -67,29 +67,34 @@ function expression(n: number, salt: string): string {
   return `{\n${items.join("\n")}\n}\n`;
 }
 
-/** Builds n fresh trivial derivations through a daemon with this hook; wall time in ms. */
-function timeBuilds(dir: string, config: Config, n: number): number {
-  const salt = `${config.name.replace(/\W/g, "")}-${randomBytes(4).toString("hex")}`;
+/** Instantiates n fresh trivial derivations (a salt keeps them unbuilt); returns the .drv paths. */
+function freshDrvs(dir: string, label: string, n: number): string[] {
+  const salt = `${label.replace(/\W/g, "")}-${randomBytes(4).toString("hex")}`;
   const file = path.join(dir, `${salt}.nix`);
   fs.writeFileSync(file, expression(n, salt));
-  // Instantiate first, so only building is timed.
   const inst = spawnSync("nix-instantiate", [file], { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
   if (inst.status !== 0) throw new Error(`nix-instantiate: ${inst.stderr}`);
-  const drvs = inst.stdout.trim().split("\n");
-  const { socket, child, conf } = startDaemon(dir, config.hook);
-  try {
-    const t = performance.now();
-    const r = spawnSync("nix-store", ["--realise", ...drvs], {
-      encoding: "utf8",
-      maxBuffer: 64 * 1024 * 1024,
-      env: { ...process.env, NIX_REMOTE: `unix://${socket}`, NIX_CONF_DIR: conf },
-    });
-    const ms = performance.now() - t;
-    if (r.status !== 0) throw new Error(`nix-store --realise (${config.name}): ${r.stderr.slice(0, 1500)}`);
-    return ms;
-  } finally {
-    stopDaemon(child);
+  return inst.stdout.trim().split("\n");
+}
+
+/** Builds the derivations through the daemon at `socket`; wall time in ms. */
+function timeRealise(drvs: string[], socket: string, conf: string, label: string): number {
+  const t = performance.now();
+  const r = spawnSync("nix-store", ["--realise", ...drvs], {
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, NIX_REMOTE: `unix://${socket}`, NIX_CONF_DIR: conf },
+  });
+  const ms = performance.now() - t;
+  if (r.status !== 0) {
+    const why = r.stderr
+      .split("\n")
+      .filter((l) => !l.startsWith("  /nix/store/"))
+      .join("\n")
+      .slice(-3000);
+    throw new Error(`nix-store --realise (${label}): ${why}`);
   }
+  return ms;
 }
 
 export const buildHook: Benchmark = {
@@ -122,18 +127,55 @@ export const buildHook: Benchmark = {
         { name: "hook (sh wrapper)", hook: wrapper },
         { name: "hook (node directly)", hook: direct },
       ];
+      // One daemon per configuration, all up for the whole run, so batches can interleave.
+      const daemons = configs.map((c) => ({ config: c, ...startDaemon(dir, c.hook) }));
       const times = new Map<string, number[]>(configs.map((c) => [c.name, []]));
-      ctx.log(`  warm-up (${n} builds with no hook)`);
-      timeBuilds(dir, configs[0]!, n);
-      for (let round = 0; round < ctx.runs; round++) {
-        const order = round % 2 === 0 ? configs : [...configs].reverse();
-        for (const c of order) {
-          const ms = timeBuilds(dir, c, n);
-          times.get(c.name)!.push(ms);
-          ctx.log(
-            `  run ${round + 1}/${ctx.runs}: ${c.name}: ${ms.toFixed(0)} ms (${(ms / n).toFixed(1)} ms/build)`,
-          );
+      const batch = Math.min(20, n);
+      try {
+        ctx.log(`  warm-up (${batch} builds per configuration)`);
+        for (const d of daemons)
+          timeRealise(freshDrvs(dir, d.config.name, batch), d.socket, d.conf, d.config.name);
+        for (let round = 0; round < ctx.runs; round++) {
+          const total = new Map<string, number>(configs.map((c) => [c.name, 0]));
+          for (let done = 0, k = 0; done < n; done += batch, k++) {
+            const size = Math.min(batch, n - done);
+            const order = (round + k) % 2 === 0 ? daemons : [...daemons].reverse();
+            for (const d of order) {
+              const drvs = freshDrvs(dir, d.config.name, size);
+              total.set(
+                d.config.name,
+                total.get(d.config.name)! + timeRealise(drvs, d.socket, d.conf, d.config.name),
+              );
+            }
+          }
+          for (const c of configs) {
+            const ms = total.get(c.name)!;
+            times.get(c.name)!.push(ms);
+            ctx.log(
+              `  run ${round + 1}/${ctx.runs}: ${c.name}: ${ms.toFixed(0)} ms (${(ms / n).toFixed(1)} ms/build)`,
+            );
+          }
         }
+      } finally {
+        for (const d of daemons) stopDaemon(d.child);
+      }
+      // The hook alone, on a .drv that names no secret: N runs of the wrapper against N runs of
+      // the cheapest possible hook (a /bin/sh that exits), so the sandbox's noise is out.
+      const plainDrv = freshDrvs(dir, "plain", 1)[0]!;
+      const hookAlone = (hook: string) => {
+        const t = performance.now();
+        for (let i = 0; i < n; i++) {
+          const r = spawnSync(hook, [plainDrv, `${plainDrv}.chroot`], { stdio: "ignore" });
+          if (r.status !== 0) throw new Error(`${hook} failed`);
+        }
+        return performance.now() - t;
+      };
+      const emptyHook = path.join(dir, "empty-hook");
+      fs.writeFileSync(emptyHook, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      const alone = { wrapper: [] as number[], empty: [] as number[] };
+      for (let round = 0; round < ctx.runs; round++) {
+        alone.wrapper.push(hookAlone(wrapper));
+        alone.empty.push(hookAlone(emptyHook));
       }
       const perBuild = (name: string) => {
         const xs = [...times.get(name)!].sort((a, b) => a - b);
@@ -152,6 +194,13 @@ export const buildHook: Benchmark = {
             target: `≤ +5 ms/build (+${perBuild("hook (sh wrapper)")} ms/build)`,
           },
           {
+            name: `the hook alone, ${n} runs on a .drv naming no secret (sh wrapper)`,
+            nixseal: alone.wrapper,
+            anchorName: "an empty /bin/sh hook",
+            anchor: alone.empty,
+            target: `(${(([...alone.wrapper].sort((a, b) => a - b)[alone.wrapper.length >> 1]! - [...alone.empty].sort((a, b) => a - b)[alone.empty.length >> 1]!) / n).toFixed(2)} ms/run over the empty hook)`,
+          },
+          {
             name: `${n} builds, hook as node main.js directly`,
             nixseal: times.get("hook (node directly)")!,
             anchorName: "no pre-build hook",
@@ -160,7 +209,7 @@ export const buildHook: Benchmark = {
           },
         ],
         notes: [
-          "max-jobs = 1 (each hook run is on the critical path); sandbox = true; build users nixbld; a fresh set of derivations per configuration and round, instantiated before timing (only `nix-store --realise` is timed).",
+          "max-jobs = 1 (each hook run is on the critical path); sandbox = true; build users nixbld; three daemons (no hook, wrapper, node directly) up at once; fresh derivations in batches of 20, instantiated before timing (only `nix-store --realise` is timed), the configurations' order alternating per batch.",
         ],
       };
     } finally {
