@@ -139,3 +139,88 @@ export function askAgent(request: AgentRequest): Promise<AgentAnswer> {
     );
   });
 }
+
+/** What the agent shows its user for one request (all fields are public: names, paths, URLs). */
+export interface AgentPrompt {
+  secret: string;
+  drv: string;
+  url: string;
+}
+
+/**
+ * The agent's side: listens on `<agentDir>/<uid>` (created 0600 by this user, which is what
+ * proves the uid to the hook) and answers each request with `decide`, one at a time. Returns a
+ * function that stops listening and removes the socket.
+ */
+export async function serveAgent(
+  agentDir: string,
+  uid: number,
+  decideRequest: (p: AgentPrompt) => Promise<AgentAnswer>,
+): Promise<{ socket: string; close: () => void }> {
+  const socket = path.join(agentDir, String(uid));
+  try {
+    const st = fs.lstatSync(socket);
+    // A stale socket of ours (a killed agent) is replaced; anything else is an error.
+    if (st.isSocket() && st.uid === uid) fs.unlinkSync(socket);
+  } catch {}
+  let queue = Promise.resolve();
+  const server = net.createServer((conn) => {
+    let buf = "";
+    conn.setEncoding("utf8");
+    conn.on("error", () => conn.destroy());
+    conn.on("data", (d: string) => {
+      buf += d;
+      if (buf.length > MAX_AGENT_MESSAGE) return conn.destroy();
+      const nl = buf.indexOf("\n");
+      if (nl < 0) return;
+      let req: { type?: unknown; secret?: unknown; drv?: unknown; url?: unknown } | null = null;
+      try {
+        req = JSON.parse(buf.slice(0, nl));
+      } catch {}
+      buf = "";
+      if (
+        req === null ||
+        req.type !== "request" ||
+        typeof req.secret !== "string" ||
+        typeof req.drv !== "string" ||
+        typeof req.url !== "string"
+      ) {
+        conn.end(`${JSON.stringify({ approved: false, reason: "malformed request" })}\n`);
+        return;
+      }
+      const prompt = { secret: req.secret, drv: req.drv, url: req.url };
+      queue = queue.then(async () => {
+        if (conn.destroyed) return;
+        const answer = await decideRequest(prompt).catch(
+          (e: Error): AgentAnswer => ({ approved: false, reason: e.message }),
+        );
+        const msg = answer.approved
+          ? {
+              approved: true,
+              secret: answer.plaintext === null ? null : Buffer.from(answer.plaintext).toString("base64"),
+            }
+          : { approved: false, reason: answer.reason };
+        if (answer.approved) answer.plaintext?.fill(0);
+        conn.end(`${JSON.stringify(msg)}\n`);
+      });
+    });
+  });
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socket, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  return {
+    socket,
+    close: () => {
+      server.close();
+      try {
+        fs.unlinkSync(socket);
+      } catch {}
+    },
+  };
+}

@@ -40,6 +40,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   "git-setup": ["show decrypted diffs in git", "git-setup"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
+  agent: ["approve build secrets for your builds at the terminal", "agent"],
   "build-hook": ["Nix pre/post-build hook giving secrets to allowed fetchers", "build-hook"],
 };
 

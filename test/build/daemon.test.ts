@@ -22,6 +22,8 @@ import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
 import { CLI, REPO, which } from "../helpers.js";
 
+const HAVE_SCRIPT = which("script") !== null;
+
 const TOOLS = ["nix-daemon", "nix-build", "nix-instantiate", "useradd", "userdel", "runuser", "grep"];
 const missing = TOOLS.filter((t) => which(t) === null);
 const isRoot = process.getuid?.() === 0;
@@ -180,6 +182,7 @@ in {
     NODE_OPTIONS = "--require /run/nixseal-secret"; outputHash = hash; outputHashMode = "flat";
   };
   needsApproval = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "approval-token"; name = "nxs-approval-${RUN}"; };
+  declined = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "approval-token"; name = "nxs-declined-${RUN}"; };
   sandboxOff = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "mods-token"; name = "nxs-sandbox-off-${RUN}"; };
 }
 `;
@@ -412,4 +415,93 @@ test("with the sandbox off the hook never runs and the fetcher says what to chec
   assert.match(r.stderr, /the build secret "mods-token" was not provided to this build/);
   assert.match(r.stderr, /is the sandbox on \(sandbox = true\) and nixseal's pre-build-hook configured\?/);
   assertTokenNowhere([r.stdout, r.stderr]);
+});
+
+/** Runs `nixseal agent` as a user inside a pseudo-terminal (util-linux script). */
+function startAgent(user: string) {
+  const child = spawn(
+    "runuser",
+    [
+      "-u",
+      user,
+      "--",
+      "env",
+      "-i",
+      `HOME=${path.join(work, `home-${user}`)}`,
+      "PATH=/usr/bin:/bin",
+      "TERM=dumb",
+      "script",
+      "-qfec",
+      `${process.execPath} ${CLI} agent --agent-dir ${path.join(work, "agents")}`,
+      "/dev/null",
+    ],
+    { stdio: ["pipe", "pipe", "pipe"], detached: true },
+  );
+  let screen = "";
+  child.stdout.on("data", (d) => {
+    screen += d;
+  });
+  child.stderr.on("data", (d) => {
+    screen += d;
+  });
+  const waitFor = async (re: RegExp, from = 0): Promise<string> => {
+    for (let i = 0; i < 600; i++) {
+      const m = re.exec(screen.slice(from));
+      if (m) return m[0];
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`the agent did not show ${re}; its screen:\n${screen}`);
+  };
+  return {
+    child,
+    waitFor,
+    get screen() {
+      return screen;
+    },
+    type: (text: string) => child.stdin.write(text),
+    stop: () => {
+      try {
+        process.kill(-child.pid!, "SIGTERM");
+      } catch {}
+    },
+  };
+}
+
+test("prompt: the user's agent, in a pseudo-terminal, shows the request; yes gives the secret, no refuses", {
+  skip: SKIP || (!HAVE_SCRIPT && "needs script (util-linux)"),
+}, async () => {
+  const agent = startAgent(USER_A);
+  try {
+    await agent.waitFor(/listening on \S+/);
+    const approved = buildAs(USER_A, "needsApproval");
+    const asked = await agent.waitFor(
+      /asks for the secret "approval-token"\s+to send it to \S+\s+Approve\? \[y\/N\]/,
+    );
+    assert.match(asked, new RegExp(`to send it to http://127\\.0\\.0\\.1:${port}/files/mod-${RUN}\\.zip`));
+    assert.match(agent.screen, new RegExp(`build /nix/store/\\w{32}-nxs-approval-${RUN}\\.drv asks`));
+    agent.type("y\n");
+    const r = await approved;
+    assert.equal(r.status, 0, `${r.stderr}\n--- daemon log:\n${daemonLog()}`);
+    assert.deepEqual(fs.readFileSync(r.stdout.trim().split("\n").pop()!), CONTENT);
+    assert.match(daemonLog(), /gave secret "approval-token" to \/nix\/store\/\w{32}-nxs-approval-/);
+
+    const mark = agent.screen.length;
+    const declined = buildAs(USER_A, "declined");
+    await agent.waitFor(
+      /nxs-declined-\w+\.drv asks for the secret "approval-token"[\s\S]*Approve\? \[y\/N\]/,
+      mark,
+    );
+    agent.type("n\n");
+    const d = await declined;
+    assert.notEqual(d.status, 0);
+    assert.match(
+      d.stderr,
+      /needs approval from a nixseal agent, but the user declined \(declined at the terminal\)/,
+    );
+    assert.deepEqual(secretFilesLeft(), []);
+    assertTokenNowhere([r.stdout, r.stderr, d.stderr, agent.screen]);
+  } finally {
+    agent.stop();
+  }
 });
