@@ -280,7 +280,10 @@ before(async () => {
 after(() => {
   killDaemon();
   server?.close();
-  for (const u of usersMade) spawnSync("userdel", [u]);
+  for (const u of usersMade) {
+    const r = spawnSync("userdel", [u], { encoding: "utf8" });
+    if (r.status !== 0) process.stderr.write(`cleanup: userdel ${u} failed: ${r.stderr}\n`);
+  }
   if (work) fs.rmSync(work, { recursive: true, force: true });
   if (runtimeDir) fs.rmSync(path.dirname(runtimeDir), { recursive: true, force: true });
 });
@@ -460,10 +463,14 @@ function startAgent(user: string) {
       return screen;
     },
     type: (text: string) => child.stdin.write(text),
-    stop: () => {
+    /** Stops the agent and waits for it: its user can only be removed once it has exited. */
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
       try {
         process.kill(-child.pid!, "SIGTERM");
       } catch {}
+      await exited;
     },
   };
 }
@@ -502,6 +509,6 @@ test("prompt: the user's agent, in a pseudo-terminal, shows the request; yes giv
     assert.deepEqual(secretFilesLeft(), []);
     assertTokenNowhere([r.stdout, r.stderr, d.stderr, agent.screen]);
   } finally {
-    agent.stop();
+    await agent.stop();
   }
 });
