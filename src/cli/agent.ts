@@ -64,6 +64,56 @@ function openTerminal(): { input: tty.ReadStream; output: tty.WriteStream; close
   }
 }
 
+/** The agent directory: --agent-dir, else the policy's, else the default. */
+export function agentDirOf(values: { "agent-dir"?: string; policy?: string }): string {
+  if (values["agent-dir"] !== undefined) return values["agent-dir"];
+  try {
+    return readPolicy(values.policy ?? DEFAULT_POLICY_FILE).agentDir;
+  } catch {
+    return "/run/nixseal/agents";
+  }
+}
+
+/** Starts answering requests at this terminal; `close` stops listening and removes the socket. */
+export async function startTerminalAgent(agentDir: string): Promise<{ socket: string; close: () => void }> {
+  const term = openTerminal();
+  if (term === null) {
+    throw new NixsealError("USAGE", "nixseal agent needs a terminal to ask on", {
+      hint: "run it in a terminal (or through 'nixseal build', which starts it)",
+    });
+  }
+  if (!fs.existsSync(agentDir)) {
+    term.close();
+    throw new NixsealError("IO", `the agent directory ${agentDir} does not exist`, {
+      file: agentDir,
+      hint: "the NixOS module creates it; elsewhere: install -d -m 1733 /run/nixseal/agents (as root)",
+    });
+  }
+  const uid = process.getuid?.() ?? -1;
+  const approve = async (p: AgentPrompt): Promise<AgentAnswer> => {
+    term.output.write(
+      `nixseal agent: build ${sanitize(p.drv)} asks for the secret "${sanitize(p.secret)}"\n  to send it to ${sanitize(p.url)}\n`,
+    );
+    const answer = String(await read({ prompt: "Approve? [y/N] ", input: term.input, output: term.output }));
+    const yes = /^(y|yes)$/i.test(answer.trim());
+    term.output.write(yes ? "nixseal agent: approved\n" : "nixseal agent: declined\n");
+    return yes
+      ? { approved: true, plaintext: null }
+      : { approved: false, reason: "declined at the terminal" };
+  };
+  const served = await serveAgent(agentDir, uid, approve);
+  // main.ts exits on signals; the socket goes with the process.
+  process.once("exit", () => served.close());
+  term.output.write(`nixseal agent: listening on ${served.socket}\n`);
+  return {
+    socket: served.socket,
+    close: () => {
+      served.close();
+      term.close();
+    },
+  };
+}
+
 export const command: Command = {
   name: "agent",
   errorExitCode: 1,
@@ -79,53 +129,16 @@ export const command: Command = {
         hint: "nixseal agent [--agent-dir DIR]",
       });
     }
-    let agentDir = values["agent-dir"];
-    if (agentDir === undefined) {
-      try {
-        agentDir = readPolicy(values.policy ?? DEFAULT_POLICY_FILE).agentDir;
-      } catch {
-        agentDir = "/run/nixseal/agents";
-      }
-    }
-    const term = openTerminal();
-    if (term === null) {
-      throw new NixsealError("USAGE", "nixseal agent needs a terminal to ask on", {
-        hint: "run it in a terminal (or through 'nixseal build', which starts it)",
-      });
-    }
-    if (!fs.existsSync(agentDir)) {
-      term.close();
-      throw new NixsealError("IO", `the agent directory ${agentDir} does not exist`, {
-        file: agentDir,
-        hint: "the NixOS module creates it; elsewhere: install -d -m 1733 /run/nixseal/agents (as root)",
-      });
-    }
-    const uid = process.getuid?.() ?? -1;
-    const approve = async (p: AgentPrompt): Promise<AgentAnswer> => {
-      term.output.write(
-        `nixseal agent: build ${sanitize(p.drv)} asks for the secret "${sanitize(p.secret)}"\n  to send it to ${sanitize(p.url)}\n`,
-      );
-      const answer = String(
-        await read({ prompt: "Approve? [y/N] ", input: term.input, output: term.output }),
-      );
-      const yes = /^(y|yes)$/i.test(answer.trim());
-      term.output.write(yes ? "nixseal agent: approved\n" : "nixseal agent: declined\n");
-      return yes
-        ? { approved: true, plaintext: null }
-        : { approved: false, reason: "declined at the terminal" };
-    };
-    const served = await serveAgent(agentDir, uid, approve);
-    // main.ts exits on signals; the socket goes with the process.
-    process.once("exit", () => served.close());
-    term.output.write(`nixseal agent: listening on ${served.socket} (Ctrl-C to stop)\n`);
+    const agentDir = agentDirOf(values);
+    const agent = await startTerminalAgent(agentDir);
+    process.stderr.write("nixseal agent: Ctrl-C to stop\n");
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
       process.once("SIGHUP", stop);
     });
-    served.close();
-    term.close();
+    agent.close();
     return 0;
   },
 };

@@ -183,6 +183,7 @@ in {
   };
   needsApproval = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "approval-token"; name = "nxs-approval-${RUN}"; };
   declined = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "approval-token"; name = "nxs-declined-${RUN}"; };
+  viaBuild = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "approval-token"; name = "nxs-via-build-${RUN}"; };
   sandboxOff = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "mods-token"; name = "nxs-sandbox-off-${RUN}"; };
 }
 `;
@@ -420,8 +421,8 @@ test("with the sandbox off the hook never runs and the fetcher says what to chec
   assertTokenNowhere([r.stdout, r.stderr]);
 });
 
-/** Runs `nixseal agent` as a user inside a pseudo-terminal (util-linux script). */
-function startAgent(user: string) {
+/** Runs `nixseal agent` (or another nixseal command) as a user inside a pseudo-terminal. */
+function startAgent(user: string, command = `agent --agent-dir ${path.join(work, "agents")}`) {
   const child = spawn(
     "runuser",
     [
@@ -433,9 +434,11 @@ function startAgent(user: string) {
       `HOME=${path.join(work, `home-${user}`)}`,
       "PATH=/usr/bin:/bin",
       "TERM=dumb",
+      `NIX_REMOTE=unix://${socket}`,
+      `NIX_CONF_DIR=${path.join(work, "conf")}`,
       "script",
       "-qfec",
-      `${process.execPath} ${CLI} agent --agent-dir ${path.join(work, "agents")}`,
+      `${process.execPath} ${CLI} ${command}`,
       "/dev/null",
     ],
     { stdio: ["pipe", "pipe", "pipe"], detached: true },
@@ -510,5 +513,34 @@ test("prompt: the user's agent, in a pseudo-terminal, shows the request; yes giv
     assertTokenNowhere([r.stdout, r.stderr, d.stderr, agent.screen]);
   } finally {
     await agent.stop();
+  }
+});
+
+test("nixseal build runs nix build with an agent at the same terminal", {
+  skip: SKIP || (!HAVE_SCRIPT && "needs script (util-linux)"),
+}, async () => {
+  const out = path.join(work, `home-${USER_A}`, "result");
+  const build = startAgent(
+    USER_A,
+    `build --agent-dir ${path.join(work, "agents")} -- --extra-experimental-features nix-command -f ${path.join(work, "builds.nix")} viaBuild --out-link ${out}`,
+  );
+  try {
+    await build.waitFor(
+      /nxs-via-build-\w+\.drv asks for the secret "approval-token"[\s\S]*Approve\? \[y\/N\]/,
+    );
+    build.type("yes\n");
+    const code = await new Promise((r) =>
+      build.child.exitCode !== null ? r(build.child.exitCode) : build.child.once("exit", r),
+    );
+    assert.equal(code, 0, build.screen);
+    assert.deepEqual(fs.readFileSync(out), CONTENT);
+    assert.equal(
+      fs.existsSync(path.join(work, "agents", String(Number(sh("id", ["-u", USER_A]))))),
+      false,
+      "the agent's socket is gone",
+    );
+    assertTokenNowhere([build.screen]);
+  } finally {
+    await build.stop();
   }
 });
