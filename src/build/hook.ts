@@ -87,8 +87,8 @@ function sandboxPaths(lines: string[]): string {
 }
 
 /** Writes the refusal reasons for the fetcher to show, and returns the mount line for them. */
-function refusalMount(policy: BuildSecretsPolicy, dirName: string, text: string): string {
-  return `${SANDBOX_REFUSAL_PATH}=${materializeSecret(policy.runtimeDir, dirName, Buffer.from(text), "refusal")}`;
+function refusalMount(policy: BuildSecretsPolicy, dirName: string, chroot: string, text: string): string {
+  return `${SANDBOX_REFUSAL_PATH}=${materializeSecret(policy.runtimeDir, dirName, Buffer.from(text), "refusal", chroot)}`;
 }
 
 export async function preBuildHook(
@@ -139,7 +139,7 @@ export async function preBuildHook(
   if (decision.kind === "refuse") {
     log.push(`refused secret ${shown} to ${drvPath}: ${decision.reasons.join("; ")}`);
     const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n${decision.reasons.map((r) => `  - ${r}\n`).join("")}`;
-    return { output: sandboxPaths([refusalMount(policy, dirName, text)]), log };
+    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
   }
 
   let plaintext: Uint8Array | null = null;
@@ -160,19 +160,19 @@ export async function preBuildHook(
         const reason = `the secret needs approval from a nixseal agent, but ${answer.reason}`;
         log.push(`refused secret ${shown} to ${drvPath}: ${reason}`);
         const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n  - ${reason}\n`;
-        return { output: sandboxPaths([refusalMount(policy, dirName, text)]), log };
+        return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
       }
       plaintext = answer.plaintext;
     }
     plaintext ??= await decryptBuildSecret(decision.secret.file, policy.identities);
-    const file = materializeSecret(policy.runtimeDir, dirName, plaintext);
+    const file = materializeSecret(policy.runtimeDir, dirName, plaintext, "secret", chroot);
     log.push(`gave secret ${shown} to ${drvPath} (${client.how}; URL ${decision.url})`);
     return { output: sandboxPaths([`${SANDBOX_SECRET_PATH}=${file}`]), log };
   } catch (e) {
     const message = e instanceof NixsealError ? e.message : `internal error: ${(e as Error).message}`;
     log.push(`could not provide secret ${shown} to ${drvPath}: ${message}`);
     const text = `nixseal could not provide the build secret ${shown} to ${drvPath}:\n  - ${message}\n  (details in the nix-daemon log)\n`;
-    return { output: sandboxPaths([refusalMount(policy, dirName, text)]), log };
+    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
   } finally {
     plaintext?.fill(0);
   }

@@ -120,11 +120,14 @@ export function materializeSecret(
   dirName: string,
   plaintext: Uint8Array,
   fileName: "secret" | "refusal" = "secret",
+  chroot?: string,
 ): string {
   ensureRuntimeDir(runtimeDir);
   const dir = path.join(runtimeDir, dirName);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });
+  // The sandbox directory Nix gave the hook: the build runs while it exists (any Nix version).
+  if (chroot !== undefined) fs.writeFileSync(path.join(dir, "chroot"), chroot, { mode: 0o600 });
   const file = path.join(dir, fileName);
   const fd = fs.openSync(
     file,
@@ -159,9 +162,9 @@ export function removeSecretDir(runtimeDir: string, dirName: string): boolean {
 }
 
 /**
- * Removes the directories of builds that no longer run: their `<drv>.chroot` is gone (Nix 2.8
- * keeps the sandbox root there while the build runs), or they are older than `maxAgeMs`.
- * Returns the names removed.
+ * Removes the directories of builds that no longer run: the sandbox directory the hook was given
+ * (recorded in the directory; Nix 2.8 uses `<drv>.chroot`) is gone, or they are older than
+ * `maxAgeMs` (an already running build keeps its bind mount). Returns the names removed.
  */
 export function sweepSecretDirs(
   runtimeDir: string,
@@ -184,7 +187,12 @@ export function sweepSecretDirs(
     } catch {
       continue;
     }
-    const running = DRV_NAME_RE.test(name) && fs.existsSync(path.join(storeDir, `${name}.chroot`));
+    let chroot = path.join(storeDir, `${name}.chroot`);
+    try {
+      const recorded = fs.readFileSync(path.join(dir, "chroot"), "utf8");
+      if (recorded.startsWith("/") && recorded.length < 4096) chroot = recorded;
+    } catch {}
+    const running = DRV_NAME_RE.test(name) && fs.existsSync(chroot);
     if (!running || age > maxAgeMs) {
       fs.rmSync(dir, { recursive: true, force: true });
       removed.push(name);

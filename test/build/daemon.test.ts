@@ -158,7 +158,7 @@ function buildsNix(): string {
   const url = (p: string) => `http://127.0.0.1:${port}/${p}`;
   return `
 let
-  fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.js"; };
+  fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
   lib = import ./lib { inherit fetcher; interpreter = "/usr/bin/node"; };
   hash = "${SRI}";
 in {
@@ -235,7 +235,7 @@ before(async () => {
   fetcherStorePath = sh("nix-instantiate", [
     "--eval",
     "--expr",
-    `"\${builtins.path { path = ${path.join(work, "nixseal-fetcher.js")}; name = "nixseal-fetcher.js"; }}"`,
+    `"\${builtins.path { path = ${path.join(work, "nixseal-fetcher.js")}; name = "nixseal-fetcher.mjs"; }}"`,
   ]).replace(/^"|"$/g, "");
   fs.writeFileSync(path.join(work, "builds.nix"), buildsNix());
   fs.writeFileSync(path.join(work, "policy.json"), JSON.stringify(policy(), null, 2), { mode: 0o644 });
