@@ -292,7 +292,9 @@ test("the hook: exact output for Nix, a 0444 secret in a 0700 dir, refusal file,
     assert.match(r.log.join("\n"), /gave secret "token" to .*-mod\.zip\.drv/);
     assert.ok(!r.log.join("\n").includes("tok-123"));
 
-    // A running build's directory survives the sweeper; the post-build hook removes it.
+    // A running build's directory survives the sweeper (its sandbox directory, as the hook was
+    // given it, still exists); the post-build hook removes it.
+    assert.equal(fs.readFileSync(path.join(path.dirname(secretFile), "chroot"), "utf8"), chroot);
     assert.deepEqual(sweepSecretDirs(path.join(shm, "build"), store), []);
     postBuildHook(drvPath, policyFile);
     assert.equal(fs.existsSync(path.dirname(secretFile)), false);
