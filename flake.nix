@@ -60,6 +60,16 @@
         nixseal = self.homeManagerModules.default;
       };
 
-      lib = import ./nix/lib;
+      lib = import ./nix/lib { };
+
+      # fetchurl with this system's fetcher (build-time secrets, docs/build-secrets.md).
+      libFor = forAllSystems (
+        pkgs:
+        import ./nix/lib {
+          fetcher = "${self.packages.${pkgs.stdenv.hostPlatform.system}.default}/lib/node_modules/nixseal/dist/src/build/fetcher.js";
+          interpreter = "${pkgs.nodejs}/bin/node";
+          system = pkgs.stdenv.hostPlatform.system;
+        }
+      );
     };
 }

@@ -17,6 +17,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { age1gib } from "./age-1gib.js";
 import { audit } from "./audit.js";
+import { buildHook } from "./build-hook.js";
 import {
   type BenchContext,
   type Benchmark,
@@ -97,6 +98,7 @@ const BENCHMARKS: Benchmark[] = [
   creds,
   nixEval,
   audit,
+  buildHook,
 ];
 
 function usage(): string {

@@ -445,6 +445,9 @@ let
   ) everything;
 in
 {
+  # Build-time secrets (nixseal.buildSecrets): their own file, docs/build-secrets.md.
+  imports = [ ./build-secrets.nix ];
+
   options.nixseal = {
     secrets = mkOption {
       type = types.attrsOf secretType;

@@ -50,6 +50,10 @@ export type ErrorCode =
   // audit
   | "AUDIT_NO_SECRETS" // no secret could be decrypted: nothing to compare the store against
   | "AUDIT_STORE" // nix-store could not list a closure or its derivations
+  // build-time secrets
+  | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
+  | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
+  | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -19,6 +19,7 @@ let
   fakePkgs = {
     stdenv.hostPlatform.system = system;
     writeTextFile = { name, text, ... }: builtins.toFile name text;
+    writeScript = name: text: builtins.toFile name text;
     writeShellScript = name: text: builtins.toFile name text;
     runtimeShell = "/bin/sh";
     gnused = "/fake-gnused";

@@ -981,7 +981,7 @@ describe("flake.nix", { skip: missing }, () => {
       nixosModules: ["agenix-compat", "default", "nixseal", "sops-compat"],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: [],
+      lib: ["credentials", "fetchurl"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });

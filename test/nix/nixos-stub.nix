@@ -137,6 +137,19 @@ in
       type = types.attrsOf anyAttrs;
       default = { };
     };
+    # Set by build-secrets.nix (imported by nixos.nix) when nixseal.buildSecrets is used.
+    nix.settings = mkOption {
+      type = types.attrsOf types.unspecified;
+      default = { };
+    };
+    systemd.tmpfiles.rules = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+    systemd.timers = mkOption {
+      type = types.attrsOf anyAttrs;
+      default = { };
+    };
   };
 
   config = {

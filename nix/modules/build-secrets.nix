@@ -1,0 +1,222 @@
+# nixseal build-time secrets (the `nixseal.buildSecrets` part of the NixOS module; imported by
+# nixos.nix). Options -> the policy /etc/nixseal/build-secrets.json (docs/build-secrets.md) and the
+# nix.conf settings: sandbox = true, pre-build-hook and post-build-hook (`nixseal build-hook`).
+# All behaviour lives in `nixseal build-hook`; nothing here reads a secret.
+#
+#   nixseal.buildSecrets.mods-token = {
+#     file = ./secrets/mods-token.age;                        # age file for the host's identity
+#     allowedUrlPrefixes = [ "https://mods.example.com/api/" ];
+#     allowedUsers = [ "alice" ];                             # optional: who may build with it
+#     prompt = false;                                         # true: alice's `nixseal agent` approves
+#   };
+{
+  config,
+  lib,
+  ...
+}:
+let
+  inherit (lib) mkIf mkOption types;
+
+  cfg = config.nixseal.buildSecrets;
+  settings = config.nixseal.buildSecretsSettings;
+  pkgs = config._module.args.pkgs or null;
+  package = config.nixseal.package or null;
+
+  policyFile = "/etc/nixseal/build-secrets.json";
+
+  # The host identities, as the activation manifest lists them (from the main module's options
+  # when it is imported too).
+  mainIdentities =
+    let
+      n = config.nixseal;
+    in
+    lib.optional ((n.ageKeyFile or null) != null) {
+      type = "age";
+      path = n.ageKeyFile;
+    }
+    ++ map (path: {
+      type = "ssh";
+      inherit path;
+    }) (n.identityPaths or [ ])
+    ++ map (i: { inherit (i) type path; }) (n.extraIdentities or [ ]);
+
+  secretType = types.submodule {
+    options = {
+      file = mkOption {
+        type = types.either types.path types.str;
+        description = "The age-encrypted secret (a path: copied to the store, which is fine for ciphertext).";
+      };
+      allowedUrlPrefixes = mkOption {
+        type = types.nonEmptyListOf types.str;
+        example = [ "https://mods.example.com/api/" ];
+        description = ''
+          The URLs the secret may be sent to: canonical https:// URLs (http:// only to localhost);
+          a URL matches when scheme, host and port are equal and its path starts with the prefix's
+          path at a segment boundary.
+        '';
+      };
+      allowedUsers = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Users (names or uids) whose builds may get the secret; empty: any user allowed to build.";
+      };
+      prompt = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Ask the building user's `nixseal agent` to approve each build that wants the secret.";
+      };
+      fetcherStorePaths = mkOption {
+        type = types.listOf types.str;
+        default = lib.optional (settings.fetcher != null) settings.fetcher;
+        defaultText = lib.literalExpression "[ config.nixseal.buildSecretsSettings.fetcher ]";
+        description = "Store paths of the trusted fetcher that may receive the secret.";
+      };
+    };
+  };
+
+  hookScript =
+    kind:
+    let
+      nixseal = if package != null then "${package}/bin/nixseal" else "nixseal";
+      grep = if pkgs != null then "${pkgs.gnugrep}/bin/grep" else "grep";
+      text =
+        if kind == "pre" then
+          ''
+            #!/bin/sh
+            # Only derivations that name a build secret start nixseal.
+            [ -f "$1" ] && ${grep} -qF '("nixsealSecret",' "$1" || exit 0
+            exec ${nixseal} build-hook --policy ${policyFile} "$@"
+          ''
+        else
+          ''
+            #!/bin/sh
+            d="''${DRV_PATH##*/}"
+            case "$d" in ''' | .* | *[!0-9A-Za-z+._?=-]*) exit 0 ;; esac
+            [ -e ${settings.runtimeDir}/"$d" ] || exit 0
+            exec ${nixseal} build-hook --post --policy ${policyFile}
+          '';
+    in
+    if pkgs != null then
+      pkgs.writeScript "nixseal-${kind}-build-hook" text
+    else
+      # Evaluation tests without nixpkgs only: not executable, never used by a real system.
+      builtins.toFile "nixseal-${kind}-build-hook" text;
+
+  policy = {
+    version = 1;
+    inherit (settings) runtimeDir agentDir agentTimeoutSeconds;
+    identities = settings.identities;
+    interpreters = lib.optional (settings.interpreter != null) settings.interpreter;
+    secrets = lib.mapAttrs (_: s: {
+      file = toString s.file;
+      inherit (s)
+        allowedUrlPrefixes
+        allowedUsers
+        prompt
+        fetcherStorePaths
+        ;
+    }) cfg;
+  };
+in
+{
+  options.nixseal.buildSecrets = mkOption {
+    type = types.attrsOf secretType;
+    default = { };
+    description = ''
+      Secrets that fixed-output derivations made with nixseal's `lib.fetchurl` may get at build
+      time, through nixseal's pre-build hook (see docs/build-secrets.md). Setting any turns on
+      `nix.settings.sandbox` and the hooks.
+    '';
+  };
+
+  options.nixseal.buildSecretsSettings = {
+    identities = mkOption {
+      type = types.listOf (
+        types.submodule {
+          options = {
+            type = mkOption { type = types.enum [ "ssh" "age" ]; };
+            path = mkOption { type = types.str; };
+          };
+        }
+      );
+      default = mainIdentities;
+      defaultText = lib.literalExpression "the identities of the activation manifest (nixseal.identityPaths, ageKeyFile, extraIdentities)";
+      description = "Host identities that decrypt build secrets (private keys stay on the host: strings, not paths).";
+    };
+    fetcher = mkOption {
+      type = types.nullOr types.str;
+      default = if package != null then "${package}/lib/node_modules/nixseal/dist/src/build/fetcher.js" else null;
+      defaultText = lib.literalExpression ''"''${config.nixseal.package}/lib/node_modules/nixseal/dist/src/build/fetcher.js"'';
+      description = "The store path of nixseal's fetcher that lib.fetchurl uses (pass the same to lib.fetchurl).";
+    };
+    interpreter = mkOption {
+      type = types.nullOr types.str;
+      default = if pkgs != null then "${pkgs.nodejs}/bin/node" else null;
+      defaultText = lib.literalExpression ''"''${pkgs.nodejs}/bin/node"'';
+      description = "The Node.js that runs the fetcher (the derivation's builder; its args are [ fetcher ]).";
+    };
+    runtimeDir = mkOption {
+      type = types.str;
+      default = "/run/nixseal/build";
+      description = "Where per-build secret files live while their build runs (tmpfs, 0700 root).";
+    };
+    agentDir = mkOption {
+      type = types.str;
+      default = "/run/nixseal/agents";
+      description = "Where users' `nixseal agent` sockets are (root-owned, mode 1733).";
+    };
+    agentTimeoutSeconds = mkOption {
+      type = types.ints.between 1 3600;
+      default = 120;
+      description = "How long a build waits for a user to answer a prompt before it is refused.";
+    };
+  };
+
+  config = mkIf (cfg != { }) {
+    assertions = [
+      {
+        assertion = (config.nix.settings.sandbox or true) != false;
+        message = "nixseal.buildSecrets needs nix.settings.sandbox = true: Nix runs no pre-build hook for unsandboxed builds.";
+      }
+      {
+        assertion = settings.fetcher != null || lib.all (s: s.fetcherStorePaths != [ ]) (lib.attrValues cfg);
+        message = "nixseal.buildSecrets: set nixseal.buildSecretsSettings.fetcher (or nixseal.package) so the policy can pin the trusted fetcher.";
+      }
+      {
+        assertion = settings.identities != [ ] || lib.all (s: s.prompt) (lib.attrValues cfg);
+        message = "nixseal.buildSecrets: no host identity to decrypt build secrets with (nixseal.identityPaths, ageKeyFile or buildSecretsSettings.identities).";
+      }
+    ];
+
+    nix.settings = {
+      # The hook runs only for sandboxed builds, and only the sandbox keeps the secret to one build.
+      sandbox = lib.mkDefault true;
+      pre-build-hook = hookScript "pre";
+      post-build-hook = hookScript "post";
+    };
+
+    # A real file, not a symlink into the store: the hook refuses a policy it cannot trust.
+    environment.etc."nixseal/build-secrets.json" = {
+      text = builtins.toJSON policy;
+      mode = "0644";
+    };
+
+    systemd.tmpfiles.rules = [ "d ${settings.agentDir} 1733 root root -" ];
+
+    # Failed builds get no post-build hook: sweep their secrets.
+    systemd.services.nixseal-build-secrets-sweep = {
+      description = "Remove build secrets of nix builds that have ended";
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${if package != null then "${package}/bin/nixseal" else "nixseal"} build-hook --sweep --policy ${policyFile}";
+      };
+    };
+    systemd.timers.nixseal-build-secrets-sweep = {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "5min";
+        OnUnitActiveSec = "5min";
+      };
+    };
+  };
+}

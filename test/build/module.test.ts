@@ -1,0 +1,142 @@
+/**
+ * nix/modules/build-secrets.nix evaluated by the real Nix with nixpkgs' lib (NIXPKGS_LIB): the
+ * policy it writes passes the hook's own validation, nix.conf gets the sandbox and both hooks,
+ * and misconfigurations fail with assertions.
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { test } from "node:test";
+import { parsePolicy } from "../../src/build/policy.js";
+import { REPO, tempDir, which } from "../helpers.js";
+
+const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
+const SKIP = !which("nix-instantiate")
+  ? "needs nix-instantiate"
+  : !NIXPKGS_LIB
+    ? "needs NIXPKGS_LIB (a nixpkgs checkout's lib, e.g. /work/nixpkgs-lib)"
+    : false;
+
+const FETCHER = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixseal-fetcher.js";
+const NODE = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nodejs/bin/node";
+
+interface Evaluated {
+  failedAssertions: string[];
+  settings: Record<string, unknown>;
+  policy: { text: string; mode: string } | null;
+  tmpfiles: string[];
+  sweep: string | null;
+  preHookText: string | null;
+  postHookText: string | null;
+}
+
+function evaluate(config: object): Evaluated {
+  const libDir = fs.existsSync(path.join(NIXPKGS_LIB!, "lib", "default.nix"))
+    ? path.join(NIXPKGS_LIB!, "lib")
+    : NIXPKGS_LIB!;
+  const r = spawnSync(
+    "nix-instantiate",
+    [
+      "--eval",
+      "--strict",
+      "--json",
+      "--read-write-mode",
+      path.join(REPO, "test", "build", "nix", "eval-module.nix"),
+      "--arg",
+      "nixpkgsLib",
+      libDir,
+      "--arg",
+      "module",
+      path.join(REPO, "nix", "modules", "build-secrets.nix"),
+      "--argstr",
+      "configJson",
+      JSON.stringify(config),
+    ],
+    { encoding: "utf8" },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as Evaluated;
+}
+
+const SECRET = {
+  file: "/var/lib/nixseal/mods-token.age",
+  allowedUrlPrefixes: ["https://mods.example.com/api/"],
+  allowedUsers: ["alice"],
+};
+
+function config(extra: object = {}): object {
+  return {
+    nixseal: {
+      buildSecrets: { "mods-token": SECRET, approval: { ...SECRET, prompt: true, allowedUsers: [] } },
+      buildSecretsSettings: {
+        fetcher: FETCHER,
+        interpreter: NODE,
+        identities: [{ type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" }],
+      },
+    },
+    ...extra,
+  };
+}
+
+test("the module writes a policy the hook accepts, and sets the sandbox and both hooks", {
+  skip: SKIP,
+}, () => {
+  const e = evaluate(config());
+  assert.deepEqual(e.failedAssertions, []);
+  assert.equal(e.settings.sandbox, true);
+  assert.equal(e.policy?.mode, "0644", "a copied file, not a symlink into the store");
+  const { dir, cleanup } = tempDir();
+  try {
+    const policy = parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json");
+    assert.deepEqual(policy.interpreters, [NODE]);
+    assert.deepEqual(policy.identities, [{ type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" }]);
+    const s = policy.secrets.get("mods-token")!;
+    assert.deepEqual(s.fetcherStorePaths, [FETCHER]);
+    assert.deepEqual(s.allowedUsers, ["alice"]);
+    assert.equal(s.allowedUrlPrefixes[0]!.href, "https://mods.example.com/api/");
+    assert.equal(policy.secrets.get("approval")!.prompt, true);
+    // The hook scripts are valid sh and call the hook with the policy.
+    for (const [kind, text] of [
+      ["pre", e.preHookText],
+      ["post", e.postHookText],
+    ] as const) {
+      const file = path.join(dir, kind);
+      fs.writeFileSync(file, text!);
+      const r = spawnSync("sh", ["-n", file], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(text!, /build-hook .*--policy \/etc\/nixseal\/build-secrets\.json/);
+    }
+    assert.match(e.preHookText!, /-qF '\("nixsealSecret",' "\$1" \|\| exit 0/);
+    assert.match(e.postHookText!, /\[ -e \/run\/nixseal\/build\/"\$d" \] \|\| exit 0/);
+  } finally {
+    cleanup();
+  }
+  assert.deepEqual(e.tmpfiles, ["d /run/nixseal/agents 1733 root root -"]);
+  assert.match(e.sweep!, /build-hook --sweep --policy \/etc\/nixseal\/build-secrets\.json$/);
+});
+
+test("no build secrets: nothing is set", { skip: SKIP }, () => {
+  const e = evaluate({});
+  assert.deepEqual(e.settings, {});
+  assert.equal(e.policy, null);
+});
+
+test("misconfigurations fail as assertions with a clear message", { skip: SKIP }, () => {
+  const off = evaluate(config({ nix: { settings: { sandbox: false } } }));
+  assert.ok(
+    off.failedAssertions.some((m) => /needs nix\.settings\.sandbox = true/.test(m)),
+    off.failedAssertions.join("\n"),
+  );
+  const noFetcher = evaluate({
+    nixseal: {
+      buildSecrets: { t: SECRET },
+      buildSecretsSettings: { identities: [{ type: "age", path: "/k" }] },
+    },
+  });
+  assert.ok(noFetcher.failedAssertions.some((m) => /set nixseal\.buildSecretsSettings\.fetcher/.test(m)));
+  const noIdentity = evaluate({
+    nixseal: { buildSecrets: { t: SECRET }, buildSecretsSettings: { fetcher: FETCHER } },
+  });
+  assert.ok(noIdentity.failedAssertions.some((m) => /no host identity/.test(m)));
+});
