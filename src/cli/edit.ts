@@ -124,6 +124,24 @@ function displayPath(file: string): string {
   return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file;
 }
 
+/**
+ * Runs the editor once: the edited bytes, or the exit code when nixseal was interrupted (the
+ * plaintext is removed, nothing is written). An editor that fails is an error.
+ */
+async function editorRound(session: EditSession): Promise<Buffer | number> {
+  const outcome = await runEditor(session);
+  if (outcome.kind === "interrupted") {
+    session.dispose();
+    abortAllAtomicFiles();
+    process.stderr.write(
+      `${PROG}: interrupted by ${outcome.signal}; nothing written, the plaintext was removed\n`,
+    );
+    return SIGNAL_EXIT[outcome.signal] ?? 1;
+  }
+  if (outcome.kind !== "exit" || outcome.code !== 0) throw editorFailure(outcome, editorString());
+  return session.read();
+}
+
 type EditValues = ReturnType<typeof parseEditArgs>["values"];
 
 function editBase(values: EditValues) {
@@ -174,18 +192,10 @@ async function editSops(values: EditValues, file: string, store: SopsStore): Pro
     session = EditSession.create(path.basename(file), original, base);
     let branches: SopsBranch[] | null = null;
     for (let round = 1; ; round++) {
-      const outcome = await runEditor(session);
-      if (outcome.kind === "interrupted") {
-        session.dispose();
-        abortAllAtomicFiles();
-        process.stderr.write(
-          `${PROG}: interrupted by ${outcome.signal}; nothing written, the plaintext was removed\n`,
-        );
-        return SIGNAL_EXIT[outcome.signal] ?? 1;
-      }
-      if (outcome.kind !== "exit" || outcome.code !== 0) throw editorFailure(outcome, editorString());
+      const result = await editorRound(session);
+      if (typeof result === "number") return result;
       wipe(edited);
-      edited = session.read();
+      edited = result;
       if (Buffer.from(original.buffer, original.byteOffset, original.byteLength).equals(edited)) break;
       if (!exists && edited.length === 0) break;
       try {
@@ -260,17 +270,9 @@ async function edit(values: EditValues, name: string): Promise<number> {
   let session: EditSession | undefined;
   try {
     session = EditSession.create(rule.name, original, base);
-    const outcome = await runEditor(session);
-    if (outcome.kind === "interrupted") {
-      session.dispose();
-      abortAllAtomicFiles();
-      process.stderr.write(
-        `${PROG}: interrupted by ${outcome.signal}; nothing written, the plaintext was removed\n`,
-      );
-      return SIGNAL_EXIT[outcome.signal] ?? 1;
-    }
-    if (outcome.kind !== "exit" || outcome.code !== 0) throw editorFailure(outcome, editorString());
-    edited = session.read();
+    const result = await editorRound(session);
+    if (typeof result === "number") return result;
+    edited = result;
     // The plaintext is in memory now; the directory can go before the (slower) encryption.
     session.dispose();
 

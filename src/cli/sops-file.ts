@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/types.js";
 import { writeFileAtomic } from "../common/atomic-file.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/errors.js";
 import {
   type CreationRule,
   decryptDocument,
@@ -27,8 +27,8 @@ import {
   type StoreName,
   storeByName,
 } from "../sops/index.js";
-import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
 import { findRulesFile, findSecret, loadRules, type Rules } from "../vault/index.js";
+import { readRepositoryFile } from "../vault/sops-files.js";
 import type { Options } from "./args.js";
 import { printWarning } from "./report.js";
 import type { VaultValues } from "./vault-context.js";
@@ -244,31 +244,9 @@ export async function encryptNewSopsFile(
   return { keyGroups: keyGroups.length, recipients: keyGroups.reduce((n, g) => n + g.length, 0) };
 }
 
-/** Reads a sops file (size-limited, regular file). */
+/** Reads a sops file (size-limited, regular file; a symlink the user typed is followed). */
 export function readSopsFile(file: string): Buffer {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (e) {
-    throw ioError("read", file, e);
-  }
-  if (!st.isFile()) {
-    throw new NixsealError("IO", `${file} is not a regular file`, {
-      hint: "give the path of a sops file",
-      file,
-    });
-  }
-  if (st.size > MAX_DOCUMENT_SIZE) {
-    throw new NixsealError("SOPS_FORMAT", `${file} is larger than ${MAX_DOCUMENT_SIZE >> 20} MiB`, {
-      hint: "sops files this large are not supported",
-      file,
-    });
-  }
-  try {
-    return fs.readFileSync(file);
-  } catch (e) {
-    throw ioError("read", file, e);
-  }
+  return readRepositoryFile(file, true);
 }
 
 /** Reads and decrypts a sops file (MAC verified unless ignoreMac). The caller closes it. */

@@ -8,6 +8,7 @@ import * as path from "node:path";
 import { ArmorDecoder, looksArmored } from "../age/armor.js";
 import { type Header, parseHeader } from "../age/format.js";
 import { NixsealError } from "../common/errors.js";
+import { walkFiles } from "../common/walk.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
 import type { Rules, SecretRule } from "./rules.js";
@@ -120,23 +121,13 @@ export function inspectSecretFile(
 /** Every *.age file under `dir`, skipping dot directories (.git, ...) and never following links. */
 export function findAgeFiles(dir: string): string[] {
   const out: string[] = [];
-  const walk = (d: string) => {
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) {
-        if (!e.name.startsWith(".")) walk(p);
-      } else if (e.name.endsWith(".age") && (e.isFile() || e.isSymbolicLink())) {
-        out.push(p);
-      }
-    }
-  };
-  walk(dir);
+  walkFiles(
+    dir,
+    (name) => name.startsWith("."),
+    (e, p) => {
+      if (e.name.endsWith(".age") && (e.isFile() || e.isSymbolicLink())) out.push(p);
+    },
+  );
   return out.sort();
 }
 

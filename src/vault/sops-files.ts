@@ -11,6 +11,7 @@ import * as path from "node:path";
 import type { Identity } from "../age/types.js";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
+import { walkFiles } from "../common/walk.js";
 import {
   type AgeKeyEntry,
   type CreationRule,
@@ -80,11 +81,14 @@ export function sopsContentOf(file: string, data: Uint8Array): SopsFileContent |
   return { file, store, branches, metadata: parseMetadata(metadata) };
 }
 
-/** Reads a file that must be a regular file of reasonable size (no symlink followed). */
-export function readRepositoryFile(file: string): Buffer {
+/**
+ * Reads a file that must be a regular file of reasonable size. A symlink is refused unless
+ * `followSymlinks` (a path the user typed).
+ */
+export function readRepositoryFile(file: string, followSymlinks = false): Buffer {
   let st: fs.Stats;
   try {
-    st = fs.lstatSync(file);
+    st = followSymlinks ? fs.statSync(file) : fs.lstatSync(file);
   } catch (e) {
     throw ioError("read", file, e);
   }
@@ -115,32 +119,20 @@ const SKIPPED_DIRS = new Set([".git", "node_modules", ".direnv", "result"]);
  */
 export function findSopsFiles(dir: string): string[] {
   const out: string[] = [];
-  const walk = (d: string, depth: number) => {
-    if (depth > 32) return;
-    let entries: fs.Dirent[];
-    try {
-      entries = fs.readdirSync(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) {
-        if (!SKIPPED_DIRS.has(e.name)) walk(p, depth + 1);
-      } else if (e.isFile() && e.name !== ".sops.yaml" && sopsStoreNameOf(e.name) !== null) {
-        let text: string;
-        try {
-          const st = fs.statSync(p);
-          if (st.size > MAX_DOCUMENT_SIZE) continue;
-          text = fs.readFileSync(p, "utf8");
-        } catch {
-          continue;
-        }
-        if (METADATA_MARKERS[sopsStoreNameOf(e.name)!]!.test(text)) out.push(p);
+  walkFiles(
+    dir,
+    (name) => SKIPPED_DIRS.has(name),
+    (e, p) => {
+      const store = sopsStoreNameOf(e.name);
+      if (!e.isFile() || e.name === ".sops.yaml" || store === null) return;
+      try {
+        if (fs.statSync(p).size > MAX_DOCUMENT_SIZE) return;
+        if (METADATA_MARKERS[store]!.test(fs.readFileSync(p, "utf8"))) out.push(p);
+      } catch {
+        // Unreadable: not ours to judge here (check reports files it was asked about).
       }
-    }
-  };
-  walk(dir, 0);
+    },
+  );
   return out.sort();
 }
 
