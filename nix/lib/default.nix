@@ -1,4 +1,6 @@
-# nixseal's Nix library (the flake's `lib` output): fetchers with secrets, fixed-output
-# derivations that get their credential from the nixseal broker at build time (issue: build-time
-# secrets). Empty until that lands; kept so the flake's interface is stable.
-{ }
+# nixseal's Nix library (the flake's `lib` output).
+{
+  # The systemd credentials convention for module authors: mkCredential, credentialName, ...
+  # (docs/systemd-credentials.md).
+  credentials = import ./credentials.nix;
+}

@@ -186,6 +186,8 @@ describe("NixOS module: the manifests", { skip: missing }, () => {
       keepGenerations: 3,
       mount: "ramfs",
       ...SYSTEM_LISTS,
+      restartMode: "lists",
+      credstoreDir: "/var/lib/nixseal/credstore",
       // The age key file first, then the host keys (ed25519 first) from services.openssh.
       identities: [
         { type: "age", path: "/var/lib/nixseal/key.txt" },
@@ -981,7 +983,7 @@ describe("flake.nix", { skip: missing }, () => {
       nixosModules: ["agenix-compat", "default", "nixseal", "sops-compat"],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: [],
+      lib: ["credentials"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });
