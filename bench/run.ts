@@ -30,6 +30,7 @@ import {
 } from "./common.js";
 import { creds } from "./creds.js";
 import { installBench } from "./install.js";
+import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
@@ -87,7 +88,16 @@ const rekey: Benchmark = {
   },
 };
 
-const BENCHMARKS: Benchmark[] = [age1gib, smallDecrypt, rekey, sopsDecrypt, installBench, creds, nixEval];
+const BENCHMARKS: Benchmark[] = [
+  age1gib,
+  smallDecrypt,
+  rekey,
+  sopsDecrypt,
+  installBench,
+  creds,
+  nixEval,
+  installCreds,
+];
 
 function usage(): string {
   return [
