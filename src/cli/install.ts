@@ -86,7 +86,7 @@ function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
   list("credentials removed", c.removed);
   if (c.keyRenewed)
     out(
-      "the credential store's key did not unseal (new host key or TPM2): every credential was encrypted again",
+      `the credential store's key did not unseal (new host key or TPM2): every credential ${r.dryRun ? "would be" : "was"} encrypted again`,
     );
   if (r.pruned.length > 0) out(`pruned generation${r.pruned.length === 1 ? "" : "s"} ${r.pruned.join(", ")}`);
 }
