@@ -267,10 +267,32 @@ test(
 
     // A reboot (a new namespace: the ramfs and its records are gone, the store is not): the
     // credentials the units will load are the ones already there, so nothing restarts.
-    const [boot] = runPlan(host, [{ op: "install", args: ["--manifest", m2, "--json"], env: host.env }]);
+    // Then b becomes a plain file: changed, in the generation, its credential removed.
+    const m4 = writeManifest(
+      host,
+      [entry("a", files.a2), secret("b", files.b, { restartUnits: ["b-file.service"] })],
+      [],
+      extra,
+    );
+    const [boot, , toFile, gens] = runPlan(host, [
+      { op: "install", args: ["--manifest", m2, "--json"], env: host.env },
+      { op: "copy", from: path.join(host.credstore, "b"), to: saved("b", 2) },
+      { op: "install", args: ["--manifest", m4, "--json"], env: host.env },
+      { op: "snapshot", dir: host.generationsDir },
+    ]);
     const jb = jsonOf(installOk(boot));
     assert.deepEqual([jb.added, jb.changed, jb.unchanged, jb.restartUnits], [[], [], 2, []]);
-    assert.deepEqual(bytes(path.join(host.credstore, "b")), before.b);
+    assert.deepEqual(bytes(saved("b", 2)), before.b);
+    const jf = jsonOf(installOk(toFile));
+    assert.deepEqual([jf.changed, jf.restartUnits], [["b"], ["b-file.service"]]);
+    assert.deepEqual((jf.credentials as { removed: string[] }).removed, ["b"]);
+    assert.equal(bytes(path.join(host.credstore, "b")), null);
+    const g = snap(gens).files;
+    const active = Object.keys(g)
+      .filter((k) => /^\d+$/.test(k))
+      .sort((x, y) => Number(y) - Number(x))[0]!;
+    assert.equal(g[`${active}/b`]!.content, b);
+    assert.equal(g[`${active}/a`], undefined);
   }),
 );
 
