@@ -32,6 +32,7 @@ import {
 } from "./common.js";
 import { creds } from "./creds.js";
 import { installBench } from "./install.js";
+import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
@@ -99,6 +100,7 @@ const BENCHMARKS: Benchmark[] = [
   nixEval,
   audit,
   buildHook,
+  installCreds,
 ];
 
 function usage(): string {

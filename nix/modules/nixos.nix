@@ -5,6 +5,11 @@
 # manifests hold store paths of *encrypted* files, names, owners, modes, template texts with
 # placeholders and unit names: never a secret. Nothing here reads a secret file.
 #
+# Secrets and templates with `credential` set are sealed by `nixseal install` into a persistent
+# credential store with systemd-creds (host key and/or TPM2) instead of the ramfs, and the listed
+# units load them with LoadCredentialEncrypted= (nix/lib/credentials.nix, the convention module
+# authors use too).
+#
 # Two stages, as NixOS needs them:
 # - "users": secrets with `neededForUsers` (e.g. for `users.users.<name>.hashedPasswordFile`),
 #   installed before users and groups are created, owned by root, in /run/nixseal-for-users;
@@ -30,7 +35,12 @@ let
     ;
 
   shared = import ./shared.nix { inherit lib; };
+  creds = import ../lib/credentials.nix;
   cfg = config.nixseal;
+
+  # systemd-creds for the activation script, whose PATH lacks systemd (and /run/current-system
+  # is not made yet at first boot). null where there is no systemd option (evaluation tests).
+  systemdPackage = config.systemd.package or null;
 
   # The module needs pkgs only to write the manifest as a checked derivation and for the default
   # package; without it (evaluation tests of the module alone) it falls back to builtins.toFile.
@@ -46,6 +56,49 @@ let
       g = usersCfg.${owner}.group or "";
     in
     if owner == "root" || owner == "0" then "root" else if g != "" then g else "root";
+
+  credentialType =
+    name:
+    types.submodule {
+      options = {
+        encrypt = mkOption {
+          type = types.enum [
+            "auto"
+            "host"
+            "tpm2"
+            "host+tpm2"
+          ];
+          default = "auto";
+          description = ''
+            What the credential is sealed with (`systemd-creds encrypt --with-key=`): `host`, the
+            host's key in /var/lib/systemd/credential.secret; `tpm2`, the TPM2 chip; `host+tpm2`,
+            both; `auto`, the host key plus the TPM2 when the host has one.
+          '';
+        };
+        services = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [ "myapp" ];
+          description = ''
+            Services (attributes of systemd.services) that load it with
+            `LoadCredentialEncrypted=`; they read it at `$CREDENTIALS_DIRECTORY/<name>` (`%d/<name>`
+            in unit settings) and are restarted when it changes.
+          '';
+        };
+        name = mkOption {
+          type = types.str;
+          default = shared.credentialId name;
+          defaultText = literalExpression ''the secret's name with "/" replaced by "-"'';
+          description = "The credential's name (ID): letters, digits and `._@+=-`, not starting with `.`.";
+        };
+        tpm2Pcrs = mkOption {
+          type = types.nullOr (types.strMatching "[0-9]{1,2}([+][0-9]{1,2})*");
+          default = null;
+          example = "7";
+          description = "TPM2 PCRs the credential is bound to (`--tpm2-pcrs=`); null: systemd's default.";
+        };
+      };
+    };
 
   commonOptions =
     {
@@ -98,7 +151,20 @@ let
           Services (attributes of systemd.services) that get this ${kind} as a systemd credential:
           `LoadCredential=` puts a copy at `$CREDENTIALS_DIRECTORY/<name>` (with `/` in the name
           replaced by `-`), readable by the service's user, DynamicUser= included. These
-          services are also restarted when it changes.
+          services are also restarted when it changes. For hosts with systemd-creds, prefer
+          {option}`credential`: the plaintext is then nowhere but in the unit's credentials.
+        '';
+      };
+      credential = mkOption {
+        type = types.nullOr (credentialType name);
+        default = null;
+        example = literalExpression ''{ encrypt = "tpm2"; services = [ "myapp" ]; }'';
+        description = ''
+          Seal this ${kind} as an encrypted systemd credential instead of writing it to the secrets
+          directory: at activation `nixseal install` encrypts it on the host with systemd-creds
+          (host key and/or TPM2) into {option}`nixseal.credstoreDir`, and each listed service gets
+          `LoadCredentialEncrypted=<name>:<credstoreDir>/<name>`. It is encrypted again (and the
+          services restarted) only when its value changes.
         '';
       };
     };
@@ -196,12 +262,18 @@ let
         type = types.enum [
           "ssh"
           "age"
+          "systemd-creds"
         ];
-        description = "`ssh`: an OpenSSH ed25519 or rsa private key. `age`: a file of AGE-SECRET-KEY-1... lines.";
+        description = "`ssh`: an OpenSSH ed25519 or rsa private key. `age`: a file of AGE-SECRET-KEY-1... lines. `systemd-creds`: a key sealed with `nixseal host-key seal` or `new`.";
       };
       path = mkOption {
         type = shared.hostPath;
         description = "The identity file on the host.";
+      };
+      name = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "`systemd-creds` only: the name it was sealed under (`--name`); null: the file's name.";
       };
     };
   };
@@ -210,7 +282,11 @@ let
   forSystem = filterAttrs (_: s: !s.neededForUsers) cfg.secrets;
 
   identities = lib.unique (
-    optional (cfg.ageKeyFile != null) {
+    map (path: {
+      type = "systemd-creds";
+      inherit path;
+    }) cfg.sealedIdentityPaths
+    ++ optional (cfg.ageKeyFile != null) {
       type = "age";
       path = cfg.ageKeyFile;
     }
@@ -218,10 +294,21 @@ let
       type = "ssh";
       inherit path;
     }) cfg.identityPaths
-    ++ map (i: { inherit (i) type path; }) cfg.extraIdentities
+    ++ map (i: { inherit (i) type path; } // lib.optionalAttrs (i.name != null) { inherit (i) name; }) cfg.extraIdentities
   );
 
   serviceUnits = services: map (s: "${shared.serviceAttr s}.service") services;
+
+  # The manifest's `credential`: present only when set (absent means a file in the generation).
+  credentialEntry =
+    e:
+    lib.optionalAttrs (e.credential != null) {
+      credential = {
+        inherit (e.credential) name tpm2Pcrs;
+        withKey = e.credential.encrypt;
+        services = serviceUnits e.credential.services;
+      };
+    };
 
   secretEntry = name: s: {
     inherit name;
@@ -236,7 +323,8 @@ let
       reloadUnits
       ;
     restartUnits = lib.unique (s.restartUnits ++ serviceUnits s.services);
-  };
+  }
+  // credentialEntry s;
 
   templateEntry = name: t: {
     inherit name;
@@ -249,7 +337,8 @@ let
       reloadUnits
       ;
     restartUnits = lib.unique (t.restartUnits ++ serviceUnits t.services);
-  };
+  }
+  // credentialEntry t;
 
   # Refused outright, not only by assertion: the manifest must never name a file outside the
   # store (it would not be in the closure; a plaintext string path is a likely mistake).
@@ -266,19 +355,33 @@ let
       secrets,
       templates,
     }:
-    shared.failIfAny fileProblems {
-      version = shared.manifestVersion;
-      inherit stage secretsDir generationsDir;
-      inherit (cfg) keepGenerations mount;
-      restartListFile = if stage == "system" then "/run/nixos/activation-restart-list" else null;
-      reloadListFile = if stage == "system" then "/run/nixos/activation-reload-list" else null;
-      dryRestartListFile = if stage == "system" then "/run/nixos/dry-activation-restart-list" else null;
-      dryReloadListFile = if stage == "system" then "/run/nixos/dry-activation-reload-list" else null;
-      inherit identities;
-      secrets = mapAttrsToList secretEntry secrets;
-      templates = mapAttrsToList templateEntry templates;
-      placeholders = mapAttrs (name: _: shared.placeholderFor name) secrets;
-    };
+    let
+      system = stage == "system";
+      # From a unit (sysusers/userborn), switch-to-configuration has read its lists already.
+      lists = system && !useSystemdActivation;
+    in
+    shared.failIfAny fileProblems (
+      {
+        version = shared.manifestVersion;
+        inherit stage secretsDir generationsDir;
+        inherit (cfg) keepGenerations mount;
+        restartListFile = if lists then "/run/nixos/activation-restart-list" else null;
+        reloadListFile = if lists then "/run/nixos/activation-reload-list" else null;
+        dryRestartListFile = if lists then "/run/nixos/dry-activation-restart-list" else null;
+        dryReloadListFile = if lists then "/run/nixos/dry-activation-reload-list" else null;
+      }
+      // lib.optionalAttrs system {
+        restartMode = if useSystemdActivation then "systemctl" else "lists";
+        # Always named, so that the last credential's removal also removes it from the store.
+        inherit (cfg) credstoreDir;
+      }
+      // {
+        inherit identities;
+        secrets = mapAttrsToList secretEntry secrets;
+        templates = mapAttrsToList templateEntry templates;
+        placeholders = mapAttrs (name: _: shared.placeholderFor name) secrets;
+      }
+    );
 
   systemManifestValue = manifestFor {
     stage = "system";
@@ -319,11 +422,14 @@ let
 
   # NixOS runs scripts that support dry activation with NIXOS_ACTION=dry-activate; the installer
   # then only compares and writes the dry restart lists.
+  # The activation script's PATH has no systemd: systemd-creds (credentials, sealed identities)
+  # comes from the system's systemd package.
+  withSystemd = lib.optionalString (systemdPackage != null) "PATH=${systemdPackage}/bin:$PATH ";
   installScript = manifest: ''
     if [ "''${NIXOS_ACTION-}" = dry-activate ]; then
-      ${nixsealBin} install --dry-run --manifest ${manifest}
+      ${withSystemd}${nixsealBin} install --dry-run --manifest ${manifest}
     else
-      ${nixsealBin} install --manifest ${manifest}
+      ${withSystemd}${nixsealBin} install --manifest ${manifest}
     fi
   '';
 
@@ -331,7 +437,7 @@ let
     restartTriggers = [ manifest ];
     unitConfig = {
       DefaultDependencies = false;
-      RequiresMountsFor = map (i: i.path) identities;
+      RequiresMountsFor = map (i: i.path) identities ++ optional haveCredentials cfg.credstoreDir;
     };
     serviceConfig = {
       Type = "oneshot";
@@ -369,6 +475,7 @@ let
       v = e.value;
       isSecret = e.kind == "secrets";
       forUsersSecret = isSecret && v.neededForUsers;
+      c = v.credential;
       unknownPlaceholders = builtins.filter (p: !(placeholderOwners ? ${p})) (
         if isSecret then [ ] else shared.placeholdersIn v.content
       );
@@ -406,6 +513,26 @@ let
         message = "${where "neededForUsers"}: a secret needed for users is installed before users exist and restarts nothing; remove its restartUnits, reloadUnits and services, or give it to them through a second secret.";
       }
       {
+        assertion = c == null || creds.isValidName c.name;
+        message = "${where "credential.name"} = ${builtins.toJSON (if c == null then "" else c.name)} is not a valid credential name: letters, digits and ._@+=-, no `/` or `:`, not starting with `.`, at most 255 characters.";
+      }
+      {
+        assertion = c == null || !forUsersSecret;
+        message = "${where "credential"}: a secret needed for users is installed before any service runs; it cannot be a credential. Declare a second secret from the same file for the service.";
+      }
+      {
+        assertion = c == null || v.path == null;
+        message = "${where "path"}: a credential is not written to the secrets directory, so a symlink to it would point nowhere; remove `path` (services read $CREDENTIALS_DIRECTORY/${if c == null then "" else c.name}).";
+      }
+      {
+        assertion = c == null || v.services == [ ];
+        message = "${where "services"}: with `credential` set the ${if isSecret then "secret" else "template"} is not in the secrets directory for `LoadCredential=`; list the services in ${where "credential.services"} instead.";
+      }
+      {
+        assertion = c == null || c.tpm2Pcrs == null || c.encrypt != "host";
+        message = "${where "credential.tpm2Pcrs"} is set, but credential.encrypt is \"host\": no TPM2 is involved; remove tpm2Pcrs or use \"tpm2\", \"host+tpm2\" or \"auto\".";
+      }
+      {
         assertion = unknownPlaceholders == [ ];
         message = "${where "content"} uses a placeholder that names no secret of nixseal.secrets (${lib.concatStringsSep ", " unknownPlaceholders}); use config.nixseal.placeholder.<name> of a declared secret.";
       }
@@ -419,15 +546,50 @@ let
   duplicateNames = builtins.attrNames (builtins.intersectAttrs cfg.secrets cfg.templates);
   directoryNames = shared.namesUsedAsDirectories allNames;
 
-  # Two entries given to one service under the same credential ID ("a/b" and "a-b").
+  # Two entries given to one service under the same credential ID ("a/b" and "a-b"), through
+  # `services` or `credential.services`.
   credentialClashes = lib.concatLists (
     mapAttrsToList (
       service: ids:
       map (id: "${service}: ${id}") (
         builtins.attrNames (filterAttrs (_: same: builtins.length same > 1) (builtins.groupBy (id: id) ids))
       )
-    ) (lib.zipAttrs (concatMap (e: map (svc: { ${shared.serviceAttr svc} = shared.credentialId e.name; }) e.value.services) everything))
+    ) (
+      lib.zipAttrs (
+        concatMap (
+          e:
+          map (svc: { ${shared.serviceAttr svc} = shared.credentialId e.name; }) e.value.services
+          ++ lib.optionals (e.value.credential != null) (
+            map (svc: { ${shared.serviceAttr svc} = e.value.credential.name; }) e.value.credential.services
+          )
+        ) everything
+      )
+    )
   );
+
+  # Entries sealed as credentials, and credential names used by two entries.
+  withCredential = builtins.filter (e: e.value.credential != null) everything;
+  haveCredentials = withCredential != [ ];
+  duplicateCredentials = builtins.attrNames (
+    filterAttrs (_: same: builtins.length same > 1) (builtins.groupBy (n: n) (map (e: e.value.credential.name) withCredential))
+  );
+
+  # LoadCredentialEncrypted= wiring: systemd decrypts the sealed credential into the service's
+  # credentials directory at start (mkCredential, the convention of nix/lib/credentials.nix).
+  encryptedWiring = concatMap (
+    e:
+    map (
+      svc:
+      {
+        ${shared.serviceAttr svc} =
+          (creds.mkCredential {
+            name = e.value.credential.name;
+            service = shared.serviceAttr svc;
+            source = "${cfg.credstoreDir}/${e.value.credential.name}";
+          }).service;
+      }
+    ) e.value.credential.services
+  ) (builtins.filter (e: creds.isValidName e.value.credential.name) withCredential);
 
   # LoadCredential= wiring: systemd copies the file into the service's credentials directory at
   # start, readable by the service's user whoever owns the original.
@@ -494,6 +656,27 @@ in
         OpenSSH private keys used to decrypt (ssh-ed25519 and ssh-rsa recipients; an ed25519 key
         also acts as the age X25519 identity ssh-to-age derives from it, for sops-nix files).
         Strings, not Nix paths: a private key must never be copied to the store.
+      '';
+    };
+
+    sealedIdentityPaths = mkOption {
+      type = types.listOf shared.hostPath;
+      default = [ ];
+      example = [ "/var/lib/nixseal/host-key.cred" ];
+      description = ''
+        Identities sealed as systemd credentials with `nixseal host-key new` or `nixseal host-key
+        seal` (sealed under the file's name), tried first. They are decrypted by systemd-creds in
+        memory at activation: a copy of the disk without the host key (or the TPM2) opens nothing.
+        For one sealed under another name, use {option}`nixseal.extraIdentities` with `name`.
+      '';
+    };
+
+    credstoreDir = mkOption {
+      type = shared.hostPath;
+      default = creds.credstoreDir;
+      description = ''
+        Where `nixseal install` keeps the credentials of entries with `credential` set (a
+        directory it owns, 0700 root, on persistent storage: with an impermanent root, persist it).
       '';
     };
 
@@ -593,6 +776,10 @@ in
             message = "nixseal: ${lib.concatStringsSep ", " directoryNames} is both a file and the directory of another name (\"a\" and \"a/b\"); rename one.";
           }
           {
+            assertion = duplicateCredentials == [ ];
+            message = "nixseal: the credential name(s) ${lib.concatStringsSep ", " duplicateCredentials} are used by more than one secret or template; set credential.name so that each is unique.";
+          }
+          {
             assertion = credentialClashes == [ ];
             message = "nixseal: two secrets or templates would be the same credential of a service (`/` becomes `-`): ${lib.concatStringsSep "; " credentialClashes}; rename one.";
           }
@@ -603,7 +790,9 @@ in
         ];
     })
 
-    (mkIf (credentialWiring != [ ]) { systemd.services = mkMerge credentialWiring; })
+    (mkIf (credentialWiring != [ ] || encryptedWiring != [ ]) {
+      systemd.services = mkMerge (credentialWiring ++ encryptedWiring);
+    })
 
     # Classic activation: the users stage before the `users` script, the system stage after users
     # and groups exist.

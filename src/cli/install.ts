@@ -13,7 +13,15 @@ every secret in memory (each encrypted file once) with the host's identities, wr
 with its final owner, group and mode, renders templates, switches secretsDir to the new
 generation atomically, makes the path symlinks, and prunes old generations. Units of secrets that
 were added, changed (content, owner, group or mode) or removed are appended to the restart and
-reload lists that switch-to-configuration reads.
+reload lists that switch-to-configuration reads (restartMode "systemctl": restarted with one
+systemctl call per verb, for installs run from a unit).
+
+Secrets and templates with a "credential" are not written to the generation: they are sealed
+with systemd-creds (host key and/or TPM2; the plaintext through a pipe) into the credential store
+(credstoreDir, default /var/lib/nixseal/credstore), which units load with
+LoadCredentialEncrypted=. Only credentials whose value changed are encrypted again, and only
+their units are restarted; credentials no longer listed are removed. Identities of type
+"systemd-creds" (nixseal host-key seal/new) are decrypted in memory.
 
 Every problem (a file that does not decrypt, a missing sops key, an unknown user, a template
 whose secret failed) is reported together; if there is any, the new generation is discarded and
@@ -72,6 +80,14 @@ function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
   }
   list(r.dryRun ? "would restart" : "restart", r.restartUnits);
   list(r.dryRun ? "would reload" : "reload", r.reloadUnits);
+  const c = r.credentials;
+  list("credentials created", c.created);
+  list("credentials updated", c.updated);
+  list("credentials removed", c.removed);
+  if (c.keyRenewed)
+    out(
+      `the credential store's key did not unseal (new host key or TPM2): every credential ${r.dryRun ? "would be" : "was"} encrypted again`,
+    );
   if (r.pruned.length > 0) out(`pruned generation${r.pruned.length === 1 ? "" : "s"} ${r.pruned.join(", ")}`);
 }
 

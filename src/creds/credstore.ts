@@ -76,21 +76,41 @@ export interface CredentialItem extends SyncOptions {
   withKey: CredentialKey;
 }
 
+export interface OpenCredstoreOptions {
+  /**
+   * Change nothing on disk (a dry run, or a run that already failed): no directory is made and
+   * no key written. A store that does not exist counts as empty; a key that is missing or does
+   * not unseal is replaced by a throwaway one (so everything counts as changed, as a real run
+   * would find it).
+   */
+  readOnly?: boolean;
+  /**
+   * Do not unseal the store's key (no systemd-creds runs): for storedCredentials and removeStale
+   * only, e.g. to clean up after the last credential was removed. syncCredential refuses such a
+   * store.
+   */
+  withoutKey?: boolean;
+}
+
 /**
- * Makes sure `dir` is a private directory of ours: created 0700 if absent, refused if it is a
- * symlink, belongs to another user, or is open to group or others.
+ * Makes sure `dir` is a private directory of ours: created 0700 if absent (unless `create` is
+ * false: then false is returned for an absent one), refused if it is a symlink, belongs to
+ * another user, or is open to group or others.
  */
-function ensurePrivateDir(dir: string): void {
-  try {
-    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
-    fs.mkdirSync(dir, { mode: 0o700 });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw ioError("create the directory", dir, e);
+function ensurePrivateDir(dir: string, create = true): boolean {
+  if (create) {
+    try {
+      fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw ioError("create the directory", dir, e);
+    }
   }
   let st: fs.Stats;
   try {
     st = fs.lstatSync(dir);
   } catch (e) {
+    if (!create && (e as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw ioError("read", dir, e);
   }
   const uid = process.geteuid?.() ?? st.uid;
@@ -114,6 +134,7 @@ function ensurePrivateDir(dir: string): void {
       },
     );
   }
+  return true;
 }
 
 function metaDir(dir: string): string {
@@ -127,6 +148,7 @@ function metaDir(dir: string): string {
 export async function openCredstore(
   dir: string = DEFAULT_CREDSTORE_DIR,
   options: SystemdCredsOptions = {},
+  open: OpenCredstoreOptions = {},
 ): Promise<Credstore> {
   if (!path.isAbsolute(dir)) {
     throw new NixsealError("CREDS_STORE", `credential store ${dir} is not an absolute path`, {
@@ -134,12 +156,13 @@ export async function openCredstore(
     });
   }
   dir = path.normalize(dir);
-  ensurePrivateDir(dir);
-  ensurePrivateDir(metaDir(dir));
+  const create = open.readOnly !== true;
+  const exists = ensurePrivateDir(dir, create) && ensurePrivateDir(metaDir(dir), create);
+  if (open.withoutKey) return { dir, options, keyRenewed: false, hmacKey: Buffer.alloc(0) };
   const keyFile = path.join(metaDir(dir), KEY_FILE);
   let hmacKey: Buffer | null = null;
   let keyRenewed = false;
-  if (fs.existsSync(keyFile)) {
+  if (exists && fs.existsSync(keyFile)) {
     try {
       const k = Buffer.from(await decryptCredential(KEY_NAME, keyFile, options));
       if (k.length === KEY_SIZE) hmacKey = k;
@@ -150,6 +173,7 @@ export async function openCredstore(
     }
     keyRenewed = hmacKey === null;
   }
+  if (hmacKey === null && !create) hmacKey = randomBytes(KEY_SIZE);
   if (hmacKey === null) {
     hmacKey = randomBytes(KEY_SIZE);
     try {
@@ -240,18 +264,28 @@ function currentFileHash(file: string): Buffer | null {
   }
 }
 
+/** A credential encrypted and ready to be written into the store (nothing secret in it). */
+export interface PreparedCredential {
+  name: string;
+  status: "created" | "updated";
+  /** The encrypted credential, as systemd-creds wrote it. */
+  credential: Buffer;
+  /** The record line that goes beside it. */
+  record: string;
+}
+
 /**
- * Makes the store's credential `name` hold `plaintext`, sealed with `withKey`: "unchanged" if it
- * already does (no process runs), else encrypted again ("created" or "updated"). The plaintext
- * goes to systemd-creds through a pipe; the caller still owns it and wipes it.
+ * What syncCredential would do for `name`, without writing anything: "unchanged" (no process
+ * runs), or the credential encrypted again, ready for commitCredential. With `encrypt: false`
+ * (dry runs) nothing is encrypted either: only the status is told.
  */
-export async function syncCredential(
+export async function prepareCredential(
   store: Credstore,
   name: string,
   plaintext: Uint8Array,
   withKey: CredentialKey,
-  options: SyncOptions = {},
-): Promise<SyncStatus> {
+  options: SyncOptions & { encrypt?: boolean } = {},
+): Promise<PreparedCredential | "unchanged" | "created" | "updated"> {
   validateCredentialName(name);
   if (!isCredentialKey(withKey)) {
     throw new NixsealError(
@@ -261,6 +295,11 @@ export async function syncCredential(
         hint: "one of auto, host, tpm2, host+tpm2",
       },
     );
+  }
+  if (store.hmacKey.length === 0) {
+    throw new NixsealError("CREDS_STORE", `credential store ${store.dir} was opened without its key`, {
+      hint: "open it with openCredstore() without withoutKey to change credentials",
+    });
   }
   const pcrs = options.tpm2Pcrs ?? "";
   const digest = digestOf(store, name, withKey, pcrs, plaintext);
@@ -277,36 +316,55 @@ export async function syncCredential(
   ) {
     return "unchanged";
   }
+  const status = existing === null ? "created" : "updated";
+  if (options.encrypt === false) return status;
   const credential = await encryptCredentialBytes(name, plaintext, {
     ...store.options,
     withKey,
     tpm2Pcrs: options.tpm2Pcrs,
   });
-  const out = AtomicFile.open(file, 0o400);
-  out.write(credential);
-  out.commit();
   const fileHash = createHash("sha256").update(credential).digest("hex");
-  writeFileAtomic(
-    recordPath(store, name),
-    Buffer.from(
-      `${RECORD_MAGIC} ${withKey} ${pcrs === "" ? "-" : pcrs} ${digest.toString("hex")} ${fileHash}\n`,
-      "latin1",
-    ),
-    0o600,
-  );
-  return existing === null ? "created" : "updated";
+  return {
+    name,
+    status,
+    credential,
+    record: `${RECORD_MAGIC} ${withKey} ${pcrs === "" ? "-" : pcrs} ${digest.toString("hex")} ${fileHash}\n`,
+  };
 }
 
 /**
- * syncCredential for many credentials, a few systemd-creds processes at a time. Every problem is
- * collected (named after its credential); the credentials that worked are in place either way.
+ * Writes a prepared credential: the credential first (atomically, 0400), then its record. A
+ * crash in between leaves a record that does not match the file: the next run encrypts again.
  */
-export async function syncCredentials(
+export function commitCredential(store: Credstore, prepared: PreparedCredential): void {
+  const out = AtomicFile.open(credentialPath(store, prepared.name), 0o400);
+  out.write(prepared.credential);
+  out.commit();
+  writeFileAtomic(recordPath(store, prepared.name), Buffer.from(prepared.record, "latin1"), 0o600);
+}
+
+/**
+ * Makes the store's credential `name` hold `plaintext`, sealed with `withKey`: "unchanged" if it
+ * already does (no process runs), else encrypted again ("created" or "updated"). The plaintext
+ * goes to systemd-creds through a pipe; the caller still owns it and wipes it.
+ */
+export async function syncCredential(
   store: Credstore,
-  items: readonly CredentialItem[],
-  options: { concurrency?: number } = {},
-): Promise<{ results: Map<string, SyncStatus>; problems: NixsealError[] }> {
-  const results = new Map<string, SyncStatus>();
+  name: string,
+  plaintext: Uint8Array,
+  withKey: CredentialKey,
+  options: SyncOptions = {},
+): Promise<SyncStatus> {
+  const prepared = await prepareCredential(store, name, plaintext, withKey, options);
+  if (typeof prepared === "string") return prepared;
+  commitCredential(store, prepared);
+  return prepared.status;
+}
+
+function duplicatesOf(items: readonly CredentialItem[]): {
+  queue: CredentialItem[];
+  problems: NixsealError[];
+} {
   const problems: NixsealError[] = [];
   const seen = new Set<string>();
   const queue: CredentialItem[] = [];
@@ -322,13 +380,23 @@ export async function syncCredentials(
       queue.push(item);
     }
   }
-  const concurrency = Math.max(1, options.concurrency ?? Math.min(8, os.availableParallelism() * 2));
+  return { queue, problems };
+}
+
+/** Runs `work` on every item, a few at a time; problems are collected, named after the credential. */
+async function eachCredential(
+  queue: readonly CredentialItem[],
+  concurrency: number | undefined,
+  problems: NixsealError[],
+  work: (item: CredentialItem) => Promise<void>,
+): Promise<void> {
+  const n = Math.max(1, concurrency ?? Math.min(8, os.availableParallelism() * 2));
   let next = 0;
   const worker = async () => {
     while (next < queue.length) {
       const item = queue[next++]!;
       try {
-        results.set(item.name, await syncCredential(store, item.name, item.plaintext, item.withKey, item));
+        await work(item);
       } catch (e) {
         if (!(e instanceof NixsealError)) throw e;
         problems.push(
@@ -342,7 +410,80 @@ export async function syncCredentials(
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, worker));
+}
+
+/**
+ * syncCredentials in two steps, for callers that must be all-or-nothing (nixseal install): every
+ * credential is compared and, if changed, encrypted, a few systemd-creds processes at a time,
+ * but nothing is written. Commit the result with commitCredentials only if there is no problem.
+ * With `encrypt: false` (dry runs) only the statuses are found.
+ */
+export async function prepareCredentials(
+  store: Credstore,
+  items: readonly CredentialItem[],
+  options: { concurrency?: number; encrypt?: boolean } = {},
+): Promise<{ results: Map<string, SyncStatus>; prepared: PreparedCredential[]; problems: NixsealError[] }> {
+  const results = new Map<string, SyncStatus>();
+  const prepared: PreparedCredential[] = [];
+  const { queue, problems } = duplicatesOf(items);
+  await eachCredential(queue, options.concurrency, problems, async (item) => {
+    const p = await prepareCredential(store, item.name, item.plaintext, item.withKey, {
+      ...item,
+      encrypt: options.encrypt,
+    });
+    if (typeof p === "string") results.set(item.name, p);
+    else {
+      results.set(item.name, p.status);
+      prepared.push(p);
+    }
+  });
+  return { results, prepared, problems };
+}
+
+/**
+ * Writes prepared credentials (each atomically, credential then record) and syncs the store's
+ * directories. Every problem is collected; a credential whose write failed keeps its old file
+ * and record, so it stays consistent and the next run encrypts it again.
+ */
+export function commitCredentials(
+  store: Credstore,
+  prepared: readonly PreparedCredential[],
+): { written: string[]; problems: NixsealError[] } {
+  const written: string[] = [];
+  const problems: NixsealError[] = [];
+  for (const p of prepared) {
+    try {
+      commitCredential(store, p);
+      written.push(p.name);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problems.push(
+        e.message.includes(p.name)
+          ? e
+          : new NixsealError(e.code, `credential ${p.name}: ${e.message}`, { hint: e.hint, file: e.file }),
+      );
+    }
+  }
+  syncDirectory(store.dir);
+  syncDirectory(metaDir(store.dir));
+  return { written, problems };
+}
+
+/**
+ * syncCredential for many credentials, a few systemd-creds processes at a time. Every problem is
+ * collected (named after its credential); the credentials that worked are in place either way.
+ */
+export async function syncCredentials(
+  store: Credstore,
+  items: readonly CredentialItem[],
+  options: { concurrency?: number } = {},
+): Promise<{ results: Map<string, SyncStatus>; problems: NixsealError[] }> {
+  const results = new Map<string, SyncStatus>();
+  const { queue, problems } = duplicatesOf(items);
+  await eachCredential(queue, options.concurrency, problems, async (item) => {
+    results.set(item.name, await syncCredential(store, item.name, item.plaintext, item.withKey, item));
+  });
   syncDirectory(store.dir);
   syncDirectory(metaDir(store.dir));
   return { results, problems };
@@ -354,6 +495,8 @@ export function storedCredentials(store: Credstore): string[] {
   try {
     entries = fs.readdirSync(metaDir(store.dir));
   } catch (e) {
+    // A store not made yet (a read-only open) holds nothing.
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw ioError("read", metaDir(store.dir), e);
   }
   return entries

@@ -32,6 +32,8 @@ export interface MetaEntry {
   path: string | null;
   restartUnits: string[];
   reloadUnits: string[];
+  /** The credential ID of an entry sealed into the credstore (not a file here); null/absent: a file. */
+  credential?: string | null;
 }
 
 export interface GenerationMeta {
@@ -72,7 +74,8 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       typeof e.hmac !== "string" ||
       !(e.path === null || typeof e.path === "string") ||
       !isStringList(e.restartUnits) ||
-      !isStringList(e.reloadUnits)
+      !isStringList(e.reloadUnits) ||
+      !(e.credential === undefined || e.credential === null || typeof e.credential === "string")
     ) {
       return null;
     }
@@ -86,6 +89,7 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       path: e.path,
       restartUnits: e.restartUnits,
       reloadUnits: e.reloadUnits,
+      credential: (e.credential as string | null | undefined) ?? null,
     });
   }
   return { version: 1, generation, entries };

@@ -1,8 +1,9 @@
 /**
  * The identities a host decrypts its secrets with, from the manifest: ssh host keys (an ed25519
  * one also as the X25519 identity ssh-to-age derives from it, for files sops-nix users encrypted
- * to that recipient) and age identity files. Nothing can ask for a passphrase here: activation
- * has no terminal.
+ * to that recipient), age identity files, and keys sealed as systemd credentials (`nixseal
+ * host-key seal/new`), decrypted by systemd-creds in memory. Nothing can ask for a passphrase
+ * here: activation has no terminal.
  *
  * A key that cannot be loaded is not fatal by itself (a host may list an rsa key it does not
  * have): its problem is reported when no identity loads at all, or when a secret finds no
@@ -12,6 +13,7 @@ import * as fs from "node:fs";
 import { SshEd25519Identity } from "../age/ssh-ed25519.js";
 import type { Identity } from "../age/types.js";
 import { ioError, NixsealError } from "../common/errors.js";
+import { loadSealedIdentities } from "../creds/index.js";
 import { SshDerivedX25519Identity } from "../keys/default-identities.js";
 import { loadIdentities } from "../keys/identities.js";
 import { MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey, type SshKeyIdentity } from "../keys/ssh-private.js";
@@ -87,6 +89,13 @@ export async function loadManifestIdentities(
         const { key, derived: x } = await loadSsh(entry.path);
         direct.push(key);
         if (x !== null) derived.push(x);
+      } else if (entry.type === "systemd-creds") {
+        // An ssh-ed25519 key sealed this way brings its ssh-to-age identity along.
+        const sealed = await loadSealedIdentities({
+          path: entry.path,
+          ...(entry.name === null ? {} : { name: entry.name }),
+        });
+        direct.push(...sealed.identities);
       } else {
         // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly.
         direct.push(...(await loadIdentities([entry.path], {})));

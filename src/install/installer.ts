@@ -4,11 +4,22 @@
  * Order of work: paths in the way and owners are checked, identities loaded; generationsDir is
  * made a ramfs and generation N+1 created; every encrypted file is decrypted once, in memory,
  * and each value goes to the sinks (a file in the generation, created with its final owner and
- * mode); templates are rendered. Every problem is collected; if there is any, the new
- * generation is removed and the active one stays. Otherwise the metadata is written, secretsDir
- * switched atomically, `path` symlinks made, units of changed secrets appended to the
- * restart/reload lists, and old generations pruned. Nothing here prints: the report goes back
- * to src/cli/install.ts, and holds names only, never a value.
+ * mode); templates are rendered. Entries with a `credential` go to the credential store instead
+ * (src/creds): compared with what it holds and, if changed, encrypted again by systemd-creds
+ * (the plaintext through a pipe), but not written yet. Every problem is collected; if there is
+ * any, the new generation is removed, nothing is written to the credential store, and the
+ * active generation stays. Otherwise the metadata is written, secretsDir switched atomically,
+ * the prepared credentials written (each atomically) and stale ones removed, `path` symlinks
+ * made, units of changed secrets appended to the restart/reload lists (or restarted with one
+ * systemctl call per verb), and old generations pruned. Nothing here prints: the report goes
+ * back to src/cli/install.ts, and holds names only, never a value.
+ *
+ * Why credentials are written after the switch: the credential store is persistent and has no
+ * generations, so it cannot be switched together with the ramfs. Encrypting before the switch
+ * finds every problem (no TPM2, too large) while the install can still be called off; writing
+ * after it means a failed install never leaves the store holding values of a configuration that
+ * is not active. Should a write fail after the switch (a full disk), that credential keeps its
+ * old file and record, each pair consistent and decryptable, and the next run encrypts it again.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -16,6 +27,19 @@ import type { Identity } from "../age/types.js";
 import { wipe } from "../common/bytes.js";
 import { ioError, NixsealError } from "../common/errors.js";
 import { writeAllSync } from "../common/fd-io.js";
+import {
+  type CredentialItem,
+  type Credstore,
+  closeCredstore,
+  commitCredentials,
+  DEFAULT_CREDSTORE_DIR,
+  openCredstore,
+  type PreparedCredential,
+  prepareCredentials,
+  removeStale,
+  type SyncStatus,
+  storedCredentials,
+} from "../creds/index.js";
 import {
   contentHash,
   type GenerationMeta,
@@ -30,6 +54,7 @@ import { OwnerResolver, type OwnerResolverOptions } from "./owners.js";
 import { prefetchAgeFiles } from "./parallel-sources.js";
 import { GenerationDirSink, type InstallEntry, type SecretSink } from "./sink.js";
 import { openSource, sourceKey } from "./sources.js";
+import { restartWithSystemctl } from "./systemctl.js";
 import { PlaceholderScanner } from "./templates.js";
 
 /** The size of a file (following symlinks: store paths), or null if it cannot be stat-ed. */
@@ -47,6 +72,18 @@ export interface InstallOptions {
   /** More places each value goes besides the generation (issue 6: systemd credentials). */
   sinks?: readonly SecretSink[];
   owners?: OwnerResolverOptions;
+}
+
+/** What happened in the credential store (names are credential IDs). */
+export interface CredentialsReport {
+  /** The store's directory, or null if this install did not touch it. */
+  store: string | null;
+  created: string[];
+  updated: string[];
+  unchanged: number;
+  removed: string[];
+  /** The store's key no longer unsealed (new host key or TPM2): every credential was redone. */
+  keyRenewed: boolean;
 }
 
 export interface InstallReport {
@@ -68,6 +105,7 @@ export interface InstallReport {
   pruned: number[];
   /** True if this install mounted the ramfs/tmpfs on generationsDir. */
   mounted: boolean;
+  credentials: CredentialsReport;
   /** Problems that did not stop the install (e.g. an identity file missing but not needed). */
   warnings: NixsealError[];
   /** Non-empty means the install failed (exit 1); the previous generation is still active. */
@@ -143,14 +181,24 @@ function addUnique(list: string[], items: readonly string[]): void {
 export async function install(m: Manifest, options: InstallOptions = {}): Promise<InstallReport> {
   // Files and directories get exactly the mode asked for: open(2)/mkdir(2) with umask 0.
   const umask = process.umask(0);
+  const held: Held = { credstore: null, plaintexts: [] };
   try {
-    return await runInstall(m, options);
+    return await runInstall(m, options, held);
   } finally {
     process.umask(umask);
+    for (const p of held.plaintexts) wipe(p);
+    if (held.credstore !== null) closeCredstore(held.credstore);
   }
 }
 
-async function runInstall(m: Manifest, options: InstallOptions): Promise<InstallReport> {
+/** What must be released on every way out of an install. */
+interface Held {
+  credstore: Credstore | null;
+  /** Copies of credential plaintexts, until systemd-creds has them. */
+  plaintexts: Uint8Array[];
+}
+
+async function runInstall(m: Manifest, options: InstallOptions, held: Held): Promise<InstallReport> {
   const dry = options.dryRun === true;
   const gens = new Generations(m.generationsDir);
   const report: InstallReport = {
@@ -166,6 +214,7 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
     reloadUnits: [],
     pruned: [],
     mounted: false,
+    credentials: { store: null, created: [], updated: [], unchanged: 0, removed: [], keyRenewed: false },
     warnings: [],
     problems: [],
   };
@@ -278,9 +327,22 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
   }
 
   const meta: MetaEntry[] = [];
+  const credentialItems: CredentialItem[] = [];
   const emit = (item: InstallEntry | undefined, content: Uint8Array): void => {
     if (item === undefined) return; // its owner problem is reported already
-    for (const sink of sinks) {
+    const credential = item.entry.credential;
+    if (credential !== null) {
+      // Not a file anywhere: the plaintext goes to systemd-creds, through a pipe, later.
+      const copy = Uint8Array.from(content);
+      held.plaintexts.push(copy);
+      credentialItems.push({
+        name: credential.name,
+        plaintext: copy,
+        withKey: credential.withKey,
+        ...(credential.tpm2Pcrs === null ? {} : { tpm2Pcrs: credential.tpm2Pcrs }),
+      });
+    }
+    for (const sink of credential === null ? sinks : []) {
       try {
         sink.write(item, content);
       } catch (e) {
@@ -298,8 +360,9 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
       mode: item.mode,
       hmac: contentHash(key, content),
       path: e.path,
-      restartUnits: e.restartUnits,
+      restartUnits: credential === null ? e.restartUnits : union(e.restartUnits, credential.services),
       reloadUnits: e.reloadUnits,
+      credential: credential?.name ?? null,
     });
   };
 
@@ -393,24 +456,63 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
   if (noMatch) problems.push(...identityProblems);
   else report.warnings.push(...identityProblems);
 
+  // 7. Credentials: compared with the store and, if changed, encrypted (not written yet). Run
+  // even when something else failed already (read-only then), so that every problem is found.
+  const credentialEntries = entries.filter((e) => e.credential !== null);
+  const wanted = new Set(credentialEntries.map((e) => e.credential!.name));
+  const storeDir = m.credstoreDir ?? DEFAULT_CREDSTORE_DIR;
+  let prepared: PreparedCredential[] = [];
+  const credentialStatus = new Map<string, SyncStatus>();
+  let stale: string[] = [];
+  try {
+    if (m.stage === "system" && credentialEntries.length > 0) {
+      const readOnly = dry || problems.length > 0;
+      held.credstore = await openCredstore(storeDir, {}, { readOnly });
+      report.credentials.store = held.credstore.dir;
+      report.credentials.keyRenewed = held.credstore.keyRenewed;
+      const r = await prepareCredentials(held.credstore, credentialItems, { encrypt: !dry });
+      problems.push(...r.problems);
+      prepared = r.prepared;
+      for (const [name, status] of r.results) {
+        credentialStatus.set(name, status);
+        if (status === "unchanged") report.credentials.unchanged++;
+        else report.credentials[status].push(name);
+      }
+    } else if (m.stage === "system" && m.credstoreDir !== null && fs.existsSync(storeDir)) {
+      // No credential any more: only stale ones to remove, no key needed (nor systemd-creds).
+      held.credstore = await openCredstore(storeDir, {}, { readOnly: true, withoutKey: true });
+      report.credentials.store = held.credstore.dir;
+    }
+    if (held.credstore !== null) stale = storedCredentials(held.credstore).filter((n) => !wanted.has(n));
+  } catch (e) {
+    if (!(e instanceof NixsealError)) throw e;
+    problems.push(e);
+  } finally {
+    for (const p of held.plaintexts) wipe(p);
+    held.plaintexts.length = 0;
+  }
+
   if (problems.length > 0) {
     for (const sink of sinks) sink.abort();
     wipe(key);
+    report.credentials.created = [];
+    report.credentials.updated = [];
     return report;
   }
 
-  // 7. What changed since the active generation.
+  // 8. What changed since the active generation.
   const previous = report.previousGeneration === null ? null : gens.readMeta(report.previousGeneration);
-  diff(previous, meta, report);
+  diff(previous, meta, credentialStatus, report);
   wipe(key);
 
   if (dry) {
+    report.credentials.removed = stale;
     appendUnits(m.dryRestartListFile, report.restartUnits);
     appendUnits(m.dryReloadListFile, report.reloadUnits);
     return report;
   }
 
-  // 8. Switch.
+  // 9. Switch.
   const n = generation!;
   const newMeta: GenerationMeta = { version: 1, generation: n, entries: meta };
   try {
@@ -425,15 +527,32 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
   }
   report.generation = n;
 
-  // 9. After the switch: symlinks, lists, pruning. Problems here are reported (exit 1), but the
-  // new generation stays active: it is complete, and the old one may already be pruned.
+  // 10. After the switch: credentials, symlinks, restarts, pruning. Problems here are reported
+  // (exit 1), but the new generation stays active: it is complete, and the old one may already
+  // be pruned.
+  if (held.credstore !== null) {
+    const store = held.credstore;
+    if (prepared.length > 0) problems.push(...commitCredentials(store, prepared).problems);
+    try {
+      const r = removeStale(store, wanted);
+      report.credentials.removed = r.removed;
+      problems.push(...r.problems);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problems.push(e);
+    }
+  }
   linkPaths(m, meta, previous, problems);
-  try {
-    appendUnits(m.restartListFile, report.restartUnits);
-    appendUnits(m.reloadListFile, report.reloadUnits);
-  } catch (e) {
-    if (!(e instanceof NixsealError)) throw e;
-    problems.push(e);
+  if (m.restartMode === "systemctl") {
+    problems.push(...restartWithSystemctl(report.restartUnits, report.reloadUnits));
+  } else {
+    try {
+      appendUnits(m.restartListFile, report.restartUnits);
+      appendUnits(m.reloadListFile, report.reloadUnits);
+    } catch (e) {
+      if (!(e instanceof NixsealError)) throw e;
+      problems.push(e);
+    }
   }
   try {
     report.pruned = gens.prune(n, m.keepGenerations);
@@ -443,17 +562,46 @@ async function runInstall(m: Manifest, options: InstallOptions): Promise<Install
   return report;
 }
 
-function sameFile(a: MetaEntry, b: MetaEntry): boolean {
-  return a.hmac === b.hmac && a.uid === b.uid && a.gid === b.gid && a.mode === b.mode;
+function union(a: readonly string[], b: readonly string[]): string[] {
+  const out = [...a];
+  addUnique(out, b);
+  return out;
 }
 
-function diff(previous: GenerationMeta | null, now: readonly MetaEntry[], report: InstallReport): void {
+function sameFile(a: MetaEntry, b: MetaEntry): boolean {
+  return (
+    a.hmac === b.hmac &&
+    a.uid === b.uid &&
+    a.gid === b.gid &&
+    a.mode === b.mode &&
+    (a.credential ?? null) === (b.credential ?? null)
+  );
+}
+
+/**
+ * Whether an entry is the same as before. A file: same content, owner, group and mode. A
+ * credential: what the store says (its file was not encrypted again), and it was that same
+ * credential before, or there is no record of before (a reboot emptied the ramfs; the store is
+ * persistent and its units loaded this very file).
+ */
+function unchanged(old: MetaEntry | undefined, e: MetaEntry, credentials: Map<string, SyncStatus>): boolean {
+  if (e.credential === null || e.credential === undefined) return old !== undefined && sameFile(old, e);
+  if (credentials.get(e.credential) !== "unchanged") return false;
+  return old === undefined || old.credential === e.credential;
+}
+
+function diff(
+  previous: GenerationMeta | null,
+  now: readonly MetaEntry[],
+  credentials: Map<string, SyncStatus>,
+  report: InstallReport,
+): void {
   const before = new Map((previous?.entries ?? []).map((e) => [e.name, e]));
   const names = new Set<string>();
   for (const e of now) {
     names.add(e.name);
     const old = before.get(e.name);
-    if (old !== undefined && sameFile(old, e)) {
+    if (unchanged(old, e, credentials)) {
       report.unchanged++;
       continue;
     }
@@ -478,7 +626,7 @@ function linkPaths(
 ): void {
   const wanted = new Set<string>();
   for (const e of meta) {
-    if (e.path === null) continue;
+    if (e.path === null || e.credential) continue;
     wanted.add(e.path);
     const target = path.join(m.secretsDir, e.name);
     try {

@@ -8,6 +8,7 @@
  */
 import * as fs from "node:fs";
 import { ioError, NixsealError } from "../common/errors.js";
+import { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName } from "../creds/index.js";
 
 export const MANIFEST_VERSION = 1;
 /** docs/manifest.md: the manifest file itself is at most 64 MiB. */
@@ -19,11 +20,25 @@ export type SecretFormat = "age" | "yaml" | "json" | "dotenv" | "ini" | "binary"
 export const SECRET_FORMATS: readonly SecretFormat[] = ["age", "yaml", "json", "dotenv", "ini", "binary"];
 export type Stage = "system" | "users";
 export type MountPolicy = "ramfs" | "tmpfs-noswap" | "existing";
-export type IdentityType = "ssh" | "age";
+export type IdentityType = "ssh" | "age" | "systemd-creds";
+export type RestartMode = "lists" | "systemctl";
 
 export interface ManifestIdentity {
   type: IdentityType;
   path: string;
+  /** systemd-creds only: the name it was sealed under (null: the file's name). */
+  name: string | null;
+}
+
+/** A secret or template sealed as a systemd credential in the credstore instead of a file. */
+export interface ManifestCredential {
+  /** The credential ID: <credstoreDir>/<name>, `LoadCredentialEncrypted=<name>:...`. */
+  name: string;
+  withKey: CredentialKey;
+  /** --tpm2-pcrs= ("7", "0+7"), or null for systemd's default. */
+  tpm2Pcrs: string | null;
+  /** The units that load it: restarted when it is created, changes or is removed. */
+  services: string[];
 }
 
 /** What secrets and templates share: where the file goes and who may read it. */
@@ -39,6 +54,8 @@ export interface ManifestEntryBase {
   path: string | null;
   restartUnits: string[];
   reloadUnits: string[];
+  /** Sealed into the credstore instead of written to the generation (null: a file). */
+  credential: ManifestCredential | null;
 }
 
 export interface ManifestSecret extends ManifestEntryBase {
@@ -69,6 +86,10 @@ export interface Manifest {
   reloadListFile: string | null;
   dryRestartListFile: string | null;
   dryReloadListFile: string | null;
+  /** "lists": the restart/reload list files; "systemctl": one systemctl call per verb. */
+  restartMode: RestartMode;
+  /** The credential store; null: absent from the manifest (the default dir, used only if needed). */
+  credstoreDir: string | null;
   identities: ManifestIdentity[];
   secrets: ManifestSecret[];
   templates: ManifestTemplate[];
@@ -242,6 +263,46 @@ const readUnits: Field<string[]>["read"] = (v, at, p) => {
   return ok ? out : undefined;
 };
 
+const PCRS = /^\d{1,2}(\+\d{1,2})*$/;
+
+const CREDENTIAL_FIELDS: Record<string, Field<unknown>> = {
+  name: {
+    required: true,
+    read: stringField((s) => {
+      try {
+        validateCredentialName(s);
+        return null;
+      } catch {
+        return "is not a valid credential name";
+      }
+    }, "credential names use letters, digits and ._@+=- (no / or :), do not start with ., at most 255 characters"),
+  },
+  withKey: { required: true, read: enumField<CredentialKey>(CREDENTIAL_KEYS) },
+  tpm2Pcrs: {
+    required: false,
+    default: null,
+    read: nullable(
+      stringField(
+        (s) => (PCRS.test(s) ? null : "is not a PCR list"),
+        'PCR indexes joined by "+", such as "7" or "0+7"',
+      ),
+    ),
+  },
+  services: { required: true, read: (v, at, p) => readUnits(v, at, p) },
+};
+
+const readCredential: Field<ManifestCredential | null>["read"] = (v, at, p) => {
+  if (v === null) return null;
+  const m = readObject(v, at, CREDENTIAL_FIELDS, p);
+  if (m === null) return undefined;
+  return {
+    name: m.get("name") as string,
+    withKey: m.get("withKey") as CredentialKey,
+    tpm2Pcrs: m.get("tpm2Pcrs") as string | null,
+    services: m.get("services") as string[],
+  };
+};
+
 /** Reads an object against its field table; unknown fields are errors. */
 function readObject(
   v: Json | undefined,
@@ -290,6 +351,7 @@ const ENTRY_FIELDS: Record<string, Field<unknown>> = {
   path: { required: true, read: nullable(readPath) },
   restartUnits: { required: true, read: readUnits },
   reloadUnits: { required: true, read: readUnits },
+  credential: { required: false, default: null, read: readCredential },
 };
 
 const SECRET_FIELDS: Record<string, Field<unknown>> = {
@@ -320,8 +382,13 @@ const TEMPLATE_FIELDS: Record<string, Field<unknown>> = {
 };
 
 const IDENTITY_FIELDS: Record<string, Field<unknown>> = {
-  type: { required: true, read: enumField<IdentityType>(["ssh", "age"]) },
+  type: { required: true, read: enumField<IdentityType>(["ssh", "age", "systemd-creds"]) },
   path: { required: true, read: readPath },
+  name: {
+    required: false,
+    default: null,
+    read: nullable(CREDENTIAL_FIELDS.name!.read as Field<string>["read"]),
+  },
 };
 
 function readList<T>(
@@ -353,6 +420,7 @@ function entryOf(m: Map<string, unknown>): ManifestEntryBase {
     path: m.get("path") as string | null,
     restartUnits: m.get("restartUnits") as string[],
     reloadUnits: m.get("reloadUnits") as string[],
+    credential: m.get("credential") as ManifestCredential | null,
   };
 }
 
@@ -393,12 +461,25 @@ const TOP_FIELDS = (p: Problems): Record<string, Field<unknown>> => ({
   reloadListFile: { required: false, default: null, read: nullable(readPath) },
   dryRestartListFile: { required: false, default: null, read: nullable(readPath) },
   dryReloadListFile: { required: false, default: null, read: nullable(readPath) },
+  restartMode: { required: false, default: "lists", read: enumField<RestartMode>(["lists", "systemctl"]) },
+  credstoreDir: { required: false, default: null, read: nullable(readPath) },
   identities: {
     required: true,
     read: (v, at) =>
       readList(v, at, p, (x, where) => {
         const m = readObject(x, where, IDENTITY_FIELDS, p);
-        return m === null ? null : { type: m.get("type") as IdentityType, path: m.get("path") as string };
+        if (m === null) return null;
+        const type = m.get("type") as IdentityType;
+        const name = m.get("name") as string | null;
+        if (name !== null && type !== "systemd-creds") {
+          p.add(
+            `${where}.name`,
+            `is set, but a ${type} identity has no name`,
+            "remove it (only systemd-creds identities are sealed under a name)",
+          );
+          return null;
+        }
+        return { type, path: m.get("path") as string, name };
       }),
   },
   secrets: {
@@ -559,6 +640,7 @@ function crossCheck(m: Manifest, p: Problems): void {
       }
     }
   }
+  credentialChecks(m, entries, p);
   const secretNames = new Set(m.secrets.map((s) => s.name));
   const seen = new Map<string, string>();
   for (const [name, ph] of m.placeholders) {
@@ -593,6 +675,76 @@ function crossCheck(m: Manifest, p: Problems): void {
   });
 }
 
+/** Credentials: IDs unique, not in the users stage, no `path`, a credstore apart from the ramfs. */
+function credentialChecks(m: Manifest, entries: readonly [string, ManifestEntry][], p: Problems): void {
+  const ids = new Map<string, string>();
+  for (const [at, e] of entries) {
+    const c = e.credential;
+    if (c === null) continue;
+    const other = ids.get(c.name);
+    if (other !== undefined) {
+      p.add(
+        `${at}.credential.name`,
+        `"${c.name}" is also the credential of ${other}`,
+        "give every credential its own name (a credential holds one secret)",
+      );
+    } else ids.set(c.name, at);
+    if (m.stage === "users") {
+      p.add(
+        `${at}.credential`,
+        "is set in the users stage",
+        "no service runs before users exist; make it a credential of a secret without neededForUsers",
+      );
+    }
+    if (e.path !== null) {
+      p.add(
+        `${at}.path`,
+        "is set, but a credential is not written to the secrets directory, so the symlink would point nowhere",
+        "remove path (services read the credential from $CREDENTIALS_DIRECTORY), or remove credential",
+      );
+    }
+    if (c.tpm2Pcrs !== null && c.withKey === "host") {
+      p.add(
+        `${at}.credential.tpm2Pcrs`,
+        'is set, but withKey is "host": no TPM2 is involved',
+        'remove tpm2Pcrs, or set withKey to "tpm2", "host+tpm2" or "auto"',
+      );
+    }
+  }
+  if (m.credstoreDir !== null) {
+    if (m.stage === "users") {
+      p.add(
+        "credstoreDir",
+        "is set in the users stage",
+        "the credential store belongs to the system stage (it removes credentials the manifest does not list)",
+      );
+    }
+    for (const [field, dir] of [
+      ["secretsDir", m.secretsDir],
+      ["generationsDir", m.generationsDir],
+    ] as const) {
+      if (m.credstoreDir === dir || isUnder(m.credstoreDir, dir) || isUnder(dir, m.credstoreDir)) {
+        p.add(
+          "credstoreDir",
+          `"${m.credstoreDir}" overlaps ${field} ${dir}`,
+          "the credential store is a persistent directory of its own, e.g. /var/lib/nixseal/credstore",
+        );
+      }
+    }
+  }
+  if (m.restartMode === "systemctl") {
+    for (const f of ["restartListFile", "reloadListFile"] as const) {
+      if (m[f] !== null) {
+        p.add(
+          f,
+          'is set, but restartMode is "systemctl": units are restarted through systemctl, not the list',
+          "set it to null (a list nobody reads now would restart units at a later switch)",
+        );
+      }
+    }
+  }
+}
+
 function isUnder(p: string, dir: string): boolean {
   return p.startsWith(dir === "/" ? "/" : `${dir}/`);
 }
@@ -613,6 +765,8 @@ export function validateManifest(json: unknown, file: string): Manifest {
     reloadListFile: m.get("reloadListFile") as string | null,
     dryRestartListFile: m.get("dryRestartListFile") as string | null,
     dryReloadListFile: m.get("dryReloadListFile") as string | null,
+    restartMode: m.get("restartMode") as RestartMode,
+    credstoreDir: m.get("credstoreDir") as string | null,
     identities: m.get("identities") as ManifestIdentity[],
     secrets: m.get("secrets") as ManifestSecret[],
     templates: m.get("templates") as ManifestTemplate[],

@@ -7,8 +7,10 @@ import * as path from "node:path";
 import { after, before, test } from "node:test";
 import {
   closeCredstore,
+  commitCredentials,
   credentialPath,
   openCredstore,
+  prepareCredentials,
   removeStale,
   storedCredentials,
   syncCredential,
@@ -199,4 +201,56 @@ test("an unsafe store directory is refused", { skip }, async () => {
   fs.symlinkSync(real, link);
   await assert.rejects(openCredstore(link), isError("CREDS_STORE", /symbolic link/));
   await assert.rejects(openCredstore("relative/dir"), isError("CREDS_STORE", /absolute/));
+});
+
+test("prepare, then commit: nothing is written until commit; a read-only open writes nothing at all", {
+  skip,
+}, async () => {
+  const storeDir = path.join(dir, "staged");
+  // Read-only on a store that does not exist: nothing made, everything would be created.
+  let store = await openCredstore(storeDir, {}, { readOnly: true });
+  try {
+    const r = await prepareCredentials(store, [{ name: "a", plaintext: Buffer.from("A"), withKey: "host" }], {
+      encrypt: false,
+    });
+    assert.deepEqual([...r.results], [["a", "created"]]);
+    assert.deepEqual(r.prepared, []);
+    assert.equal(fs.existsSync(storeDir), false);
+  } finally {
+    closeCredstore(store);
+  }
+  store = await openCredstore(storeDir);
+  try {
+    await syncCredential(store, "a", Buffer.from("A"), "host");
+    const before = fs.readFileSync(credentialPath(store, "a"));
+    const r = await prepareCredentials(store, [
+      { name: "a", plaintext: Buffer.from("A2"), withKey: "host" },
+      { name: "b", plaintext: Buffer.from("B"), withKey: "host" },
+    ]);
+    assert.deepEqual(r.problems, []);
+    assert.deepEqual([...r.results].sort(), [
+      ["a", "updated"],
+      ["b", "created"],
+    ]);
+    // Encrypted, not written: the old credential is still the one in the store.
+    assert.deepEqual(fs.readFileSync(credentialPath(store, "a")), before);
+    assert.equal(fs.existsSync(credentialPath(store, "b")), false);
+    assert.deepEqual(commitCredentials(store, r.prepared), {
+      written: r.prepared.map((p) => p.name),
+      problems: [],
+    });
+    assert.deepEqual(realDecrypt("a", credentialPath(store, "a")), Buffer.from("A2"));
+    assert.deepEqual(realDecrypt("b", credentialPath(store, "b")), Buffer.from("B"));
+    assert.equal(await syncCredential(store, "b", Buffer.from("B"), "host"), "unchanged");
+  } finally {
+    closeCredstore(store);
+  }
+  // Without its key: listing and removal work, changing does not.
+  store = await openCredstore(storeDir, {}, { withoutKey: true });
+  assert.deepEqual(storedCredentials(store), ["a", "b"]);
+  await assert.rejects(
+    syncCredential(store, "a", Buffer.from("A"), "host"),
+    isError("CREDS_STORE", /without its key/),
+  );
+  assert.deepEqual(removeStale(store, ["b"]).removed, ["a"]);
 });

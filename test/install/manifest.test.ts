@@ -399,3 +399,139 @@ test("readManifest: not JSON, a missing file, a file too large", () => {
     cleanup();
   }
 });
+
+test("credentials: read with their defaults; absent or null means a file", () => {
+  const j = valid();
+  j.secrets[0].credential = { name: "db-password", withKey: "auto", services: ["postgresql.service"] };
+  j.secrets[1].credential = null;
+  j.templates[0].credential = {
+    name: "app.conf",
+    withKey: "host+tpm2",
+    tpm2Pcrs: "0+7",
+    services: ["app.service", "app.service"],
+  };
+  j.credstoreDir = "/var/lib/nixseal/credstore";
+  j.restartMode = "systemctl";
+  const m = validateManifest(j, "/m.json");
+  assert.deepEqual(m.secrets[0]!.credential, {
+    name: "db-password",
+    withKey: "auto",
+    tpm2Pcrs: null,
+    services: ["postgresql.service"],
+  });
+  assert.equal(m.secrets[1]!.credential, null);
+  assert.deepEqual(m.templates[0]!.credential, {
+    name: "app.conf",
+    withKey: "host+tpm2",
+    tpm2Pcrs: "0+7",
+    services: ["app.service"],
+  });
+  assert.equal(m.credstoreDir, "/var/lib/nixseal/credstore");
+  assert.equal(m.restartMode, "systemctl");
+  const d = validateManifest(valid(), "/m.json");
+  assert.equal(d.credstoreDir, null, "absent: the default store, used only when a credential needs it");
+  assert.equal(d.restartMode, "lists");
+  assert.equal(d.secrets[0]!.credential, null);
+});
+
+test("credentials: bad names, keys, PCRs, units and unknown fields are each reported", () => {
+  const j = valid();
+  j.secrets[0].credential = { name: "db/password", withKey: "tpm3", services: ["not a unit"] };
+  j.secrets[1].credential = { name: "ok", withKey: "tpm2", tpm2Pcrs: "7,8", services: [], extra: 1 };
+  j.templates[0].credential = "app.conf";
+  const list = problemsOf(j).map((p) => p.message);
+  for (const pattern of [
+    /secrets\[0\]\.credential\.name: "db\/password" is not a valid credential name/,
+    /secrets\[0\]\.credential\.withKey: must be one of "auto", "host", "tpm2", "host\+tpm2", not "tpm3"/,
+    /secrets\[0\]\.credential\.services\[0\]: "not a unit" is not a systemd unit name/,
+    /secrets\[1\]\.credential\.extra: unknown field/,
+    /secrets\[1\]\.credential\.tpm2Pcrs: "7,8" is not a PCR list/,
+    /templates\[0\]\.credential: must be an object, not a string/,
+  ]) {
+    assert.ok(
+      list.some((m) => pattern.test(m)),
+      `${pattern} in:\n${list.join("\n")}`,
+    );
+  }
+  assert.equal(list.length, 6, list.join("\n"));
+});
+
+test("credentials: unique IDs, no path, no users stage, PCRs only with a TPM2, a credstore apart", () => {
+  const j = valid();
+  j.secrets[0].credential = { name: "same", withKey: "host", tpm2Pcrs: "7", services: [] };
+  j.secrets[1].credential = { name: "same", withKey: "auto", services: [] };
+  j.credstoreDir = "/run/nixseal/generations/creds";
+  const list = problemsOf(j).map((p) => p.message);
+  for (const pattern of [
+    /secrets\[1\]\.credential\.name: "same" is also the credential of secrets\[0\]/,
+    /secrets\[1\]\.path: is set, but a credential is not written to the secrets directory/,
+    /secrets\[0\]\.credential\.tpm2Pcrs: is set, but withKey is "host"/,
+    /credstoreDir: "\/run\/nixseal\/generations\/creds" overlaps generationsDir/,
+  ]) {
+    assert.ok(
+      list.some((m) => pattern.test(m)),
+      `${pattern} in:\n${list.join("\n")}`,
+    );
+  }
+  assert.equal(list.length, 4, list.join("\n"));
+
+  const u = valid();
+  u.stage = "users";
+  u.secrets = [
+    {
+      ...u.secrets[0],
+      owner: "root",
+      group: "root",
+      restartUnits: [],
+      credential: { name: "pw", withKey: "auto", services: [] },
+    },
+  ];
+  u.templates = [];
+  u.credstoreDir = "/var/lib/nixseal/credstore";
+  const ul = problemsOf(u).map((p) => p.message);
+  assert.ok(
+    ul.some((m) => /secrets\[0\]\.credential: is set in the users stage/.test(m)),
+    ul.join("\n"),
+  );
+  assert.ok(
+    ul.some((m) => /credstoreDir: is set in the users stage/.test(m)),
+    ul.join("\n"),
+  );
+  assert.equal(ul.length, 2, ul.join("\n"));
+});
+
+test("identities of type systemd-creds, with an optional name; restartMode systemctl takes no list files", () => {
+  const j = valid();
+  j.identities = [
+    { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred" },
+    { type: "systemd-creds", path: "/var/lib/nixseal/ssh.cred", name: "ssh-host-key" },
+  ];
+  const m = validateManifest(j, "/m.json");
+  assert.deepEqual(m.identities, [
+    { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred", name: null },
+    { type: "systemd-creds", path: "/var/lib/nixseal/ssh.cred", name: "ssh-host-key" },
+  ]);
+  const bad = valid();
+  bad.identities = [
+    { type: "ssh", path: "/etc/ssh/k", name: "x" },
+    { type: "systemd-creds", path: "/k.cred", name: "a:b" },
+    { type: "tpm", path: "/k" },
+  ];
+  const list = problemsOf(bad).map((p) => p.message);
+  for (const pattern of [
+    /identities\[0\]\.name: is set, but a ssh identity has no name/,
+    /identities\[1\]\.name: "a:b" is not a valid credential name/,
+    /identities\[2\]\.type: must be one of "ssh", "age", "systemd-creds", not "tpm"/,
+  ]) {
+    assert.ok(
+      list.some((m) => pattern.test(m)),
+      `${pattern} in:\n${list.join("\n")}`,
+    );
+  }
+  assert.equal(list.length, 3, list.join("\n"));
+  assertOneProblem(
+    { ...valid(), restartMode: "systemctl", restartListFile: "/run/nixos/activation-restart-list" },
+    /restartListFile: is set, but restartMode is "systemctl"/,
+  );
+  assertOneProblem({ ...valid(), restartMode: "dbus" }, /restartMode: must be one of "lists", "systemctl"/);
+});

@@ -38,7 +38,7 @@ test("decrypt worker: loads the host key itself, claims files from the shared co
     const counter = new SharedArrayBuffer(4);
     // The main thread has already claimed the first two files.
     Atomics.store(new Int32Array(counter), 0, 2);
-    const input: WorkerInput = { files, identities: [{ type: "ssh", path: key }], counter };
+    const input: WorkerInput = { files, identities: [{ type: "ssh", path: key, name: null }], counter };
     const outcomes = await new Promise<WorkerOutcome[]>((resolve, reject) => {
       const w = new Worker(WORKER, { workerData: input });
       w.once("message", resolve);

@@ -186,6 +186,8 @@ describe("NixOS module: the manifests", { skip: missing }, () => {
       keepGenerations: 3,
       mount: "ramfs",
       ...SYSTEM_LISTS,
+      restartMode: "lists",
+      credstoreDir: "/var/lib/nixseal/credstore",
       // The age key file first, then the host keys (ed25519 first) from services.openssh.
       identities: [
         { type: "age", path: "/var/lib/nixseal/key.txt" },

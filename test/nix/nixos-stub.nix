@@ -82,6 +82,11 @@ in
       type = types.attrsOf unit;
       default = { };
     };
+    # NixOS's systemd package (null here unless a test sets one: no nixpkgs).
+    systemd.package = mkOption {
+      type = types.nullOr types.unspecified;
+      default = null;
+    };
     systemd.sysusers.enable = mkOption {
       type = types.bool;
       default = false;
