@@ -17,6 +17,7 @@ import {
   ageFile,
   type Host,
   type InstallResult,
+  installOk,
   installTestsSkipReason,
   jsonOf,
   makeHost,
@@ -25,6 +26,7 @@ import {
   runPlan,
   type Snapshot,
   secret,
+  snap,
   template,
   uniqueSecret,
   writeManifest,
@@ -67,19 +69,6 @@ function withCredHost(fn: (host: CredHost) => Promise<void>) {
       host.cleanup();
     }
   };
-}
-
-function installOk(r: unknown): InstallResult {
-  const i = r as InstallResult;
-  assert.equal(i.op, "install");
-  assert.equal(i.status, 0, `install failed:\n${i.stdout}\n${i.stderr}`);
-  return i;
-}
-
-function snap(r: unknown): Snapshot {
-  const s = r as Snapshot;
-  assert.equal(s.op, "snapshot");
-  return s;
 }
 
 /** The real systemd-creds decrypting a stored credential, as the service manager would. */

@@ -223,3 +223,18 @@ export function read(file: string): string {
     return "";
   }
 }
+
+/** An install step that must have succeeded. */
+export function installOk(r: unknown): InstallResult {
+  const i = r as InstallResult;
+  assert.equal(i.op, "install");
+  assert.equal(i.status, 0, `install failed:\n${i.stdout}\n${i.stderr}`);
+  return i;
+}
+
+/** A snapshot step's result. */
+export function snap(r: unknown): Snapshot {
+  const s = r as Snapshot;
+  assert.equal(s.op, "snapshot");
+  return s;
+}

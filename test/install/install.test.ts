@@ -21,6 +21,7 @@ import {
   ageFile,
   type Host,
   type InstallResult,
+  installOk,
   installTestsSkipReason,
   jsonOf,
   makeHost,
@@ -28,8 +29,8 @@ import {
   read,
   removeUsers,
   runPlan,
-  type Snapshot,
   secret,
+  snap,
   type TestUser,
   template,
   uniqueSecret,
@@ -54,19 +55,6 @@ function withHost(fn: (host: Host, users: TestUser[]) => Promise<void>, tool?: s
       host.cleanup();
     }
   };
-}
-
-function installOk(r: unknown): InstallResult {
-  const i = r as InstallResult;
-  assert.equal(i.op, "install");
-  assert.equal(i.status, 0, `install failed:\n${i.stdout}\n${i.stderr}`);
-  return i;
-}
-
-function snap(r: unknown): Snapshot {
-  const s = r as Snapshot;
-  assert.equal(s.op, "snapshot");
-  return s;
 }
 
 test(

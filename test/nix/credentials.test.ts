@@ -13,11 +13,10 @@ import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encrypt, X25519Identity } from "../../src/age/index.js";
 import { hostKeyPath, systemdCredsMissing } from "../creds/creds-env.js";
-import { nixseal, REPO, tempDir, which } from "../helpers.js";
+import { nixseal, tempDir, which } from "../helpers.js";
 import { ageFile, installTestsSkipReason, jsonOf, makeHost, runPlan } from "../install/fixture.js";
+import { NIX, NIXPKGS_LIB, nixEval } from "./eval.js";
 
-const NIX = which("nix-instantiate");
-const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
 const missing = !NIXPKGS_LIB
   ? "needs NIXPKGS_LIB (a checkout of nixpkgs's lib, e.g. nix-community/nixpkgs.lib)"
   : !NIX
@@ -42,37 +41,8 @@ function module(text: string, where = dir): string {
   return file;
 }
 
-type EvalResult = { ok: true; value: unknown } | { ok: false; stderr: string };
-
-function nixEval(modules: string[], attr: string): EvalResult {
-  const r = spawnSync(
-    NIX!,
-    [
-      "--read-write-mode",
-      "--eval",
-      "--strict",
-      "--json",
-      "--option",
-      "substituters",
-      "",
-      path.join(REPO, "test", "nix", "eval-nixos.nix"),
-      "--argstr",
-      "nixpkgsLib",
-      NIXPKGS_LIB!,
-      "--arg",
-      "modules",
-      `[ ${modules.map((m) => JSON.stringify(m)).join(" ")} ]`,
-      "-A",
-      attr,
-    ],
-    { encoding: "utf8", timeout: 120_000 },
-  );
-  if (r.error) throw r.error;
-  return r.status === 0 ? { ok: true, value: JSON.parse(r.stdout) } : { ok: false, stderr: r.stderr };
-}
-
 function nixos(modules: string[], attr: string): unknown {
-  const r = nixEval(modules, attr);
+  const r = nixEval("eval-nixos.nix", modules, attr);
   if (!r.ok) assert.fail(`evaluating ${attr} failed:\n${r.stderr}`);
   return r.value;
 }
@@ -237,7 +207,7 @@ describe("NixOS module: secrets as systemd credentials", { skip: missing }, () =
     const typo = module(
       `{ ... }: { nixseal.ageKeyFile = "/k"; nixseal.secrets.a = { file = ./db.age; credential.encrypt = "tpm"; }; }`,
     );
-    const r = nixEval([typo], "manifest");
+    const r = nixEval("eval-nixos.nix", [typo], "manifest");
     assert.ok(!r.ok);
     assert.match(r.stderr, /nixseal\.secrets\.a\.credential\.encrypt/);
   });

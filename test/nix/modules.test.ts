@@ -14,10 +14,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encrypt, X25519Identity } from "../../src/age/index.js";
-import { nixseal, REPO, tempDir, which } from "../helpers.js";
+import { nixseal, REPO, tempDir } from "../helpers.js";
+import { NIX, NIXPKGS_LIB, nixEval } from "./eval.js";
 
-const NIX = which("nix-instantiate");
-const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
 const missing = !NIXPKGS_LIB
   ? "needs NIXPKGS_LIB (a checkout of nixpkgs's lib, e.g. nix-community/nixpkgs.lib)"
   : !NIX
@@ -55,36 +54,6 @@ function module(text: string): string {
   const file = path.join(dir, `module-${++counter}.nix`);
   fs.writeFileSync(file, text);
   return file;
-}
-
-type EvalResult = { ok: true; value: unknown } | { ok: false; stderr: string };
-
-function nixEval(evaluator: string, modules: string[], attr: string): EvalResult {
-  const r = spawnSync(
-    NIX!,
-    [
-      "--read-write-mode",
-      "--eval",
-      "--strict",
-      "--json",
-      "--option",
-      "substituters",
-      "",
-      path.join(REPO, "test", "nix", evaluator),
-      "--argstr",
-      "nixpkgsLib",
-      NIXPKGS_LIB!,
-      "--arg",
-      "modules",
-      `[ ${modules.map((m) => JSON.stringify(m)).join(" ")} ]`,
-      "-A",
-      attr,
-    ],
-    { encoding: "utf8", timeout: 120_000 },
-  );
-  if (r.error) throw r.error;
-  if (r.status !== 0) return { ok: false, stderr: r.stderr };
-  return { ok: true, value: JSON.parse(r.stdout) };
 }
 
 function value(evaluator: string, modules: string[], attr: string): unknown {
