@@ -3,6 +3,7 @@
  * installed, else spawn and a clock), medians, a scratch directory in RAM.
  */
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -149,4 +150,12 @@ export function versionOf(program: string, args = ["--version"]): string | null 
   const r = spawnSync(program, args, { encoding: "utf8" });
   if (r.status !== 0 && !r.stdout) return null;
   return (r.stdout || r.stderr).trim().split("\n")[0] ?? null;
+}
+
+/** A digest of the files directly in `dir` (names and contents), to check what a run produced. */
+export function digestOf(dir: string): string {
+  const digest = createHash("sha256");
+  for (const name of fs.readdirSync(dir).sort())
+    digest.update(name).update(fs.readFileSync(path.join(dir, name)));
+  return digest.digest("hex");
 }

@@ -16,6 +16,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  digestOf,
   interleaved,
   type ResultRow,
   scratchDir,
@@ -84,14 +85,6 @@ async function makeFixture(
     }),
   );
   return { inDir, manifest, secretsDir, expected: digest.digest("hex") };
-}
-
-/** The digest of the plaintexts under `dir` (names without .age). */
-function digestOf(dir: string): string {
-  const digest = createHash("sha256");
-  for (const name of fs.readdirSync(dir).sort())
-    digest.update(name).update(fs.readFileSync(path.join(dir, name)));
-  return digest.digest("hex");
 }
 
 export const installBench: Benchmark = {

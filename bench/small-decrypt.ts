@@ -17,6 +17,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  digestOf,
   interleaved,
   type ResultRow,
   scratchDir,
@@ -56,14 +57,6 @@ async function makeFiles(dir: string, key: KeyPair, count: number): Promise<stri
     digest.update(name).update(plain);
     fs.writeFileSync(path.join(dir, `${name}.age`), await encrypt(plain, [recipient]));
   }
-  return digest.digest("hex");
-}
-
-/** The digest of the plaintexts written to `dir`, to check what a run produced. */
-function digestOf(dir: string): string {
-  const digest = createHash("sha256");
-  for (const name of fs.readdirSync(dir).sort())
-    digest.update(name).update(fs.readFileSync(path.join(dir, name)));
   return digest.digest("hex");
 }
 
