@@ -580,7 +580,8 @@ describe("edit sops files", { skip: missing }, () => {
     // Round 1 breaks the document (and keeps the user's change); round 2 must see that text.
     const ed = editorScript(
       w,
-      `if [ "$(wc -l < '${w}/runs')" -eq 1 ]; then
+      `echo "$1" >> '${w}/edited-paths'
+if [ "$(wc -l < '${w}/runs')" -eq 1 ]; then
   sed -i 's/port: 5432/port: 6543/' "$1"; echo 'broken: [unclosed' >> "$1"
 else
   grep -q 'port: 6543' "$1" || { echo 'lost the edit' >&2; exit 3; }
@@ -593,6 +594,11 @@ fi`,
     assert.match(r.stderr, /app\.yaml: invalid YAML document: .* at line \d+, column \d+/);
     assert.ok(!r.stderr.includes("unclosed") && !r.stderr.includes("6543"), "no document text in the error");
     assert.equal(sh(w, ["decrypt", "app.yaml", "-i", idFile]).out, YAML_DOC.replace("5432", "6543"));
+    // The plaintext's private directory is gone, and it was never inside the repository.
+    const edited = fs.readFileSync(path.join(w, "edited-paths"), "utf8").trim().split("\n");
+    assert.equal(new Set(edited).size, 1, "both rounds edit the same file");
+    assert.ok(!edited[0]!.startsWith(w), "the plaintext is not written beside the secret");
+    assert.ok(!fs.existsSync(path.dirname(edited[0]!)), "the edit directory is removed");
   });
 
   test("a document that stays invalid: nothing written after the last round, the file is as it was", () => {
