@@ -5,7 +5,7 @@
   lib,
   buildNpmPackage,
   importNpmLock,
-  nodejs_20,
+  nodejs_24,
   makeWrapper,
   util-linux,
   getent,
@@ -30,7 +30,7 @@ buildNpmPackage {
     ];
   };
 
-  nodejs = nodejs_20;
+  nodejs = nodejs_24;
   npmDeps = importNpmLock { npmRoot = ../.; };
   npmConfigHook = importNpmLock.npmConfigHook;
 
