@@ -66,7 +66,7 @@
       libFor = forAllSystems (
         pkgs:
         import ./nix/lib {
-          fetcher = "${self.packages.${pkgs.stdenv.hostPlatform.system}.default}/lib/node_modules/nixseal/dist/src/build/fetcher.js";
+          fetcher = "${self.packages.${pkgs.stdenv.hostPlatform.system}.default}/lib/node_modules/nixseal/dist/src/build-secrets/fetcher.js";
           interpreter = "${pkgs.nodejs}/bin/node";
           system = pkgs.stdenv.hostPlatform.system;
         }

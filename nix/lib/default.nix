@@ -10,7 +10,7 @@
 # The flake's `lib` has `credentials` only (it is the same on every system); `libFor.<system>`
 # adds `fetchurl` with the fetcher of that system's nixseal package.
 {
-  # Store path of nixseal's fetcher (dist/src/build/fetcher.js of the nixseal package).
+  # Store path of nixseal's fetcher (dist/src/build-secrets/fetcher.js of the nixseal package).
   fetcher ? null,
   # The Node.js that runs it (null if `fetcher` is directly executable).
   interpreter ? null,

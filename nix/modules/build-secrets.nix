@@ -145,8 +145,8 @@ in
     };
     fetcher = mkOption {
       type = types.nullOr types.str;
-      default = if package != null then "${package}/lib/node_modules/nixseal/dist/src/build/fetcher.js" else null;
-      defaultText = lib.literalExpression ''"''${config.nixseal.package}/lib/node_modules/nixseal/dist/src/build/fetcher.js"'';
+      default = if package != null then "${package}/lib/node_modules/nixseal/dist/src/build-secrets/fetcher.js" else null;
+      defaultText = lib.literalExpression ''"''${config.nixseal.package}/lib/node_modules/nixseal/dist/src/build-secrets/fetcher.js"'';
       description = "The store path of nixseal's fetcher that lib.fetchurl uses (pass the same to lib.fetchurl).";
     };
     interpreter = mkOption {

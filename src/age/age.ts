@@ -5,8 +5,7 @@
  * age spec: "Encrypted file format", "Header MAC", "Payload".
  */
 import { randomBytes } from "node:crypto";
-import { constantTimeEqual, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { constantTimeEqual, NixsealError, wipe } from "../common/index.js";
 import { ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
 import {
   encodeHeaderWithoutMac,

@@ -3,7 +3,7 @@
  * age spec: "ASCII armor" — reject every non-canonical encoding except whitespace around the
  * block; LF and CRLF line endings are both accepted. Push-based so large files stream.
  */
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 export const ARMOR_HEADER = "-----BEGIN AGE ENCRYPTED FILE-----";
 export const ARMOR_FOOTER = "-----END AGE ENCRYPTED FILE-----";

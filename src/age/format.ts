@@ -2,8 +2,7 @@
  * The age v1 header: parsing with every canonicality check the spec asks for, and encoding.
  * age spec: "Header".
  */
-import { decodeBase64NoPad, encodeBase64NoPad } from "../common/base64.js";
-import { NixsealError } from "../common/errors.js";
+import { decodeBase64NoPad, encodeBase64NoPad, NixsealError } from "../common/index.js";
 import type { Stanza } from "./types.js";
 
 export const VERSION_LINE = "age-encryption.org/v1";

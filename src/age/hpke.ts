@@ -18,8 +18,7 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto";
-import { asBuffer, concatBytes, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { asBuffer, concatBytes, NixsealError, wipe } from "../common/index.js";
 import {
   x25519,
   x25519Ephemeral,

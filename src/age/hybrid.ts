@@ -4,9 +4,7 @@
  * age spec: "The MLKEM768-X25519 (i.e. X-Wing) hybrid post-quantum recipient type".
  */
 import { createSecretKey, type KeyObject, randomBytes } from "node:crypto";
-import { decodeBase64NoPad, encodeBase64NoPad } from "../common/base64.js";
-import { asBuffer, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { asBuffer, decodeBase64NoPad, encodeBase64NoPad, NixsealError, wipe } from "../common/index.js";
 import { decodeBech32, encodeBech32 } from "./bech32.js";
 import {
   hpkeOpenBase,

@@ -9,8 +9,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { tmpdir } from "node:os";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError, wipe } from "../common/index.js";
 import { findPluginBinary, pluginBinaryName } from "./plugin-encoding.js";
 import type { Stanza } from "./types.js";
 

@@ -6,9 +6,7 @@
  * - identity: Bech32 with the HRP `AGE-PLUGIN-<NAME>-` (uppercase), e.g. `AGE-PLUGIN-YUBIKEY-1Q...`
  * - program: `age-plugin-<name>`, searched on PATH (absolute entries only).
  */
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable, NixsealError, wipe } from "../common/index.js";
 import { decodeBech32, encodeBech32 } from "./bech32.js";
 
 /** age-plugin spec: NAME = 1*(ALPHA / DIGIT / "-" / "_" / "." / "+"). No path separators. */

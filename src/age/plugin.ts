@@ -9,8 +9,7 @@
  *
  * Nothing here prints: the plugin's messages and questions go to an injected PluginUI.
  */
-import { wipe } from "../common/bytes.js";
-import { isNixsealError, NixsealError } from "../common/errors.js";
+import { isNixsealError, NixsealError, wipe } from "../common/index.js";
 import {
   decodeBase64Bytes,
   encodeStanzaBytes as encodeCommand,

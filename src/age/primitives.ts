@@ -14,7 +14,7 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto";
-import { asBuffer } from "../common/bytes.js";
+import { asBuffer } from "../common/index.js";
 
 /** HKDF-SHA-256 (RFC 5869) for outputs of at most 32 bytes, as age uses it. */
 export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: string, length = 32): Uint8Array {

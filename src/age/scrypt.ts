@@ -2,9 +2,7 @@
  * The scrypt recipient type: passphrase encryption. age spec: "The scrypt recipient type".
  */
 import { randomBytes, scryptSync } from "node:crypto";
-import { decodeBase64NoPad, encodeBase64NoPad } from "../common/base64.js";
-import { concatBytes, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { concatBytes, decodeBase64NoPad, encodeBase64NoPad, NixsealError, wipe } from "../common/index.js";
 import { openZeroNonce, sealZeroNonce } from "./primitives.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 

@@ -18,7 +18,7 @@
  */
 import { createRequire } from "node:module";
 import type { MessagePort, Worker } from "node:worker_threads";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import {
   CHUNK_SIZE,
   ENCRYPTED_CHUNK_SIZE,

@@ -6,7 +6,7 @@
  * Memory stays bounded by one read buffer plus one chunk, whatever the file size.
  */
 import { createCipheriv, createDecipheriv } from "node:crypto";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 export const CHUNK_SIZE = 64 * 1024;
 export const TAG_SIZE = 16;

@@ -3,9 +3,7 @@
  * age spec: "The X25519 recipient type".
  */
 import { type KeyObject, randomBytes } from "node:crypto";
-import { decodeBase64NoPad, encodeBase64NoPad } from "../common/base64.js";
-import { concatBytes, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { concatBytes, decodeBase64NoPad, encodeBase64NoPad, NixsealError, wipe } from "../common/index.js";
 import { decodeBech32, encodeBech32 } from "./bech32.js";
 import {
   hkdfSha256,

@@ -3,7 +3,7 @@
  * and the matches turned into leaks that name the secret, the file, the byte offset and the
  * encoding — never the value or the bytes around it.
  */
-import type { NixsealError } from "../common/errors.js";
+import type { NixsealError } from "../common/index.js";
 import { describeSkip, encodingLabel, patternsFor } from "./encodings.js";
 import { Matcher } from "./matcher.js";
 import { type HitPlace, type ScanOptions, type ScanStats, scanPaths } from "./scan.js";

@@ -13,7 +13,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError } from "../common/errors.js";
+import { ioError, NixsealError } from "../common/index.js";
 import type { Matcher, Scanner } from "./matcher.js";
 
 export type HitPlace = "content" | "name" | "link-target";

@@ -9,13 +9,13 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import type { Identity } from "../age/index.js";
+import { ioError, NixsealError, wipe } from "../common/index.js";
 import {
   closeDocument,
   decryptDocument,
   isEncryptedValue,
+  MAX_DOCUMENT_SIZE,
   ruleFor,
   SopsBranch,
   SopsComment,
@@ -24,7 +24,6 @@ import {
   type SopsValue,
   storeForPath,
 } from "../sops/index.js";
-import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
 import { decryptSecret, type Rules } from "../vault/index.js";
 
 export interface AuditSecret {

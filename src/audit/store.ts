@@ -5,7 +5,7 @@
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 /** Paths per nix-store call: keeps argv far below the kernel's limit for system closures. */
 const BATCH = 2000;

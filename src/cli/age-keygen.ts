@@ -3,12 +3,9 @@
  * overwrite an existing file.
  */
 import * as tty from "node:tty";
-import { PluginRecipient } from "../age/plugin.js";
-import { writeNewFileAtomic } from "../common/atomic-file.js";
-import { NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
-import { loadIdentitiesAsRecipients } from "../keys/index.js";
-import { generateIdentity } from "../keys/key-types.js";
+import { PluginRecipient } from "../age/index.js";
+import { NixsealError, writeAllSync, writeNewFileAtomic } from "../common/index.js";
+import { generateIdentity, loadIdentitiesAsRecipients } from "../keys/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning } from "./report.js";

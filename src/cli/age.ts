@@ -4,13 +4,16 @@
  */
 import * as fs from "node:fs";
 import * as tty from "node:tty";
-import { AgeDecryptor, AgeEncryptor } from "../age/age.js";
-import { ScryptIdentity, ScryptRecipient } from "../age/scrypt.js";
-import type { Identity, Recipient, Stanza } from "../age/types.js";
-import { AtomicFile } from "../common/atomic-file.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { readSome, writeAllSync } from "../common/fd-io.js";
+import {
+  AgeDecryptor,
+  AgeEncryptor,
+  type Identity,
+  type Recipient,
+  ScryptIdentity,
+  ScryptRecipient,
+  type Stanza,
+} from "../age/index.js";
+import { AtomicFile, ioError, NixsealError, readSome, wipe, writeAllSync } from "../common/index.js";
 import {
   type KeyContext,
   loadIdentities,

@@ -1,14 +1,19 @@
 /**
  * `nixseal agent`: approves build secrets marked `prompt = true` for the builds this user asks
- * for. It listens on <agentDir>/<uid> (see src/build/agent.ts) and asks at the terminal for each
+ * for. It listens on <agentDir>/<uid> (see src/build-secrets/agent.ts) and asks at the terminal for each
  * request, showing the derivation, the URL and the secret's name.
  */
 import * as fs from "node:fs";
 import * as tty from "node:tty";
 import { read } from "read";
-import { type AgentAnswer, type AgentPrompt, serveAgent } from "../build/agent.js";
-import { DEFAULT_POLICY_FILE, readPolicy } from "../build/index.js";
-import { NixsealError } from "../common/errors.js";
+import {
+  type AgentAnswer,
+  type AgentPrompt,
+  DEFAULT_POLICY_FILE,
+  readPolicy,
+  serveAgent,
+} from "../build-secrets/index.js";
+import { NixsealError } from "../common/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { sanitize } from "./report.js";

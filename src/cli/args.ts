@@ -1,6 +1,6 @@
 /** Command-line parsing on node:util parseArgs, with errors in nixseal's style. */
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;
 

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
+import type { Identity } from "../age/index.js";
 import {
   type AuditReport,
   auditPaths,
@@ -19,7 +19,7 @@ import {
   storePathOf,
   wipeSecrets,
 } from "../audit/index.js";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { findSopsConfig, loadSopsConfig, type SopsConfig } from "../sops/index.js";
 import { findRulesFile, loadRules, type Rules } from "../vault/index.js";
 import { parse } from "./args.js";

@@ -1,6 +1,6 @@
 /**
  * `nixseal build-hook`: Nix's pre-build-hook (and, with --post, its post-build-hook) that gives
- * build secrets to the fixed-output derivations the policy allows. See src/build/hook.ts.
+ * build secrets to the fixed-output derivations the policy allows. See src/build-secrets/hook.ts.
  */
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,9 +14,8 @@ import {
   preBuildHook,
   readPolicy,
   sweepSecretDirs,
-} from "../build/index.js";
-import { NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+} from "../build-secrets/index.js";
+import { findExecutable, NixsealError } from "../common/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { sanitize } from "./report.js";

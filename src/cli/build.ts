@@ -3,8 +3,7 @@
  * for as long as the build, so builds that need a prompt = true secret can ask.
  */
 import { spawn } from "node:child_process";
-import { NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable, NixsealError } from "../common/index.js";
 import { agentDirOf, startTerminalAgent } from "./agent.js";
 import type { Command } from "./main.js";
 import { printWarning } from "./report.js";

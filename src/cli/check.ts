@@ -1,6 +1,6 @@
 /** `nixseal check`: do the secret files agree with the rules? For CI: needs no private key. */
-import { NixsealError } from "../common/errors.js";
-import { checkRepository } from "../vault/check.js";
+import { NixsealError } from "../common/index.js";
+import { checkRepository } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { sanitize, useColor } from "./report.js";

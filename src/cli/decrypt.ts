@@ -1,8 +1,5 @@
 /** `nixseal decrypt NAME`: a secret to stdout, or to -o FILE (created 0600, atomically). */
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import { ioError, NixsealError, wipe, writeAllSync, writeFileAtomic } from "../common/index.js";
 import {
   closeDocument,
   formatGoFloat,

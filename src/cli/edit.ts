@@ -5,9 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { abortAllAtomicFiles } from "../common/atomic-file.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { abortAllAtomicFiles, ioError, NixsealError, wipe } from "../common/index.js";
 import {
   checkEncryptable,
   closeDocument,
@@ -18,13 +16,16 @@ import {
 } from "../sops/index.js";
 import {
   chooseEditBase,
+  decryptSecret,
   type EditorOutcome,
   EditSession,
   editorString,
+  recipientsFor,
+  requireSecret,
   runEditor,
   sweepStaleEditDirs,
-} from "../vault/edit-session.js";
-import { decryptSecret, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
+  writeSecret,
+} from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, sanitize } from "./report.js";

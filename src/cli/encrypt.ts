@@ -1,9 +1,7 @@
 /** `nixseal encrypt NAME`: plaintext from stdin (or --in FILE) into a secret, atomically. */
 import * as fs from "node:fs";
 import * as tty from "node:tty";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { readAll } from "../common/fd-io.js";
+import { ioError, NixsealError, readAll, wipe } from "../common/index.js";
 import type { SopsStore } from "../sops/index.js";
 import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
 import { parse } from "./args.js";

@@ -8,8 +8,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import type { Rules } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";

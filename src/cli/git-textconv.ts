@@ -8,12 +8,15 @@
  */
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
-import { decrypt, describeStanzas, readHeader } from "../age/age.js";
-import { nonInteractivePluginUI } from "../age/plugin.js";
-import type { Identity, Stanza } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import {
+  decrypt,
+  describeStanzas,
+  type Identity,
+  nonInteractivePluginUI,
+  readHeader,
+  type Stanza,
+} from "../age/index.js";
+import { NixsealError, wipe, writeAllSync } from "../common/index.js";
 import { type KeyContext, loadDefaultIdentities } from "../keys/index.js";
 import { MAX_SECRET_FILE_SIZE } from "../vault/index.js";
 import type { Command } from "./main.js";

@@ -6,8 +6,7 @@
  */
 import * as path from "node:path";
 import * as tty from "node:tty";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError, wipe } from "../common/index.js";
 import {
   CREDENTIAL_KEYS,
   type CredentialKey,
@@ -19,8 +18,7 @@ import {
   type SystemdCredsOptions,
   validateCredentialName,
 } from "../creds/index.js";
-import { readKeyFile } from "../keys/index.js";
-import { generateIdentity } from "../keys/key-types.js";
+import { generateIdentity, readKeyFile } from "../keys/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 

@@ -5,10 +5,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { PluginRecipient } from "../age/plugin.js";
-import { X25519Identity } from "../age/x25519.js";
-import { writeNewFileAtomic } from "../common/atomic-file.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { PluginRecipient, X25519Identity } from "../age/index.js";
+import { ioError, NixsealError, writeNewFileAtomic } from "../common/index.js";
 import { defaultIdentityPath, loadIdentitiesAsRecipients } from "../keys/index.js";
 import { RULES_FILE } from "../vault/index.js";
 import { parse } from "./args.js";

@@ -1,5 +1,5 @@
 /** `nixseal install --manifest FILE`: activation (the NixOS and home-manager modules run it). */
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";

@@ -1,9 +1,8 @@
 /** `nixseal list`: every secret with its recipients, size and last change in git. */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NixsealError } from "../common/errors.js";
-import { describeRecipient } from "../vault/describe.js";
-import { lastChanges } from "../vault/git-info.js";
+import { NixsealError } from "../common/index.js";
+import { describeRecipient, lastChanges } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { useColor } from "./report.js";

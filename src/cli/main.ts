@@ -3,8 +3,7 @@
  * The nixseal command. Commands are imported lazily so `nixseal --version` and small commands
  * start fast. Only src/cli/ prints or exits.
  */
-import { abortAllAtomicFiles } from "../common/atomic-file.js";
-import { isNixsealError } from "../common/errors.js";
+import { abortAllAtomicFiles, isNixsealError } from "../common/index.js";
 import { printError } from "./report.js";
 import { version } from "./version.js";
 

@@ -1,9 +1,17 @@
 /** `nixseal rekey [NAME...]`: re-wrap secrets for the recipients the rules name now. */
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { NixsealError } from "../common/errors.js";
-import { type RekeyFailure, type RekeyProgress, type RekeyResult, rekeyRepository } from "../vault/rekey.js";
-import { findSopsTargets, prepareSopsRekey, type SopsTarget, writeSopsRekey } from "../vault/sops-rekey.js";
+import type { Identity } from "../age/index.js";
+import { NixsealError } from "../common/index.js";
+import {
+  findSopsTargets,
+  prepareSopsRekey,
+  type RekeyFailure,
+  type RekeyProgress,
+  type RekeyResult,
+  rekeyRepository,
+  type SopsTarget,
+  writeSopsRekey,
+} from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, sanitize, useColor } from "./report.js";

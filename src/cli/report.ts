@@ -2,7 +2,7 @@
  * How errors reach people: one line per problem naming the file and what went wrong, then a
  * hint line. The only place (with the commands) that writes to the terminal.
  */
-import { isNixsealError, type NixsealError } from "../common/errors.js";
+import { isNixsealError, type NixsealError } from "../common/index.js";
 
 export function useColor(stream: NodeJS.WriteStream): boolean {
   return !process.env.NO_COLOR && stream.isTTY === true && process.env.TERM !== "dumb";

@@ -3,7 +3,7 @@
  * data key wrapped for the same age recipients and key groups. The file's MAC is verified first.
  */
 import * as tty from "node:tty";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { closeDocument, encryptNewDocument } from "../sops/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";

@@ -4,11 +4,15 @@
  * the git diff shows the changed value, lastmodified and the MAC only.
  */
 import * as tty from "node:tty";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { readAll } from "../common/fd-io.js";
-import { closeDocument, JsonStore, reencryptDocument, SopsBranch, type SopsValue } from "../sops/index.js";
-import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
+import { ioError, NixsealError, readAll, wipe } from "../common/index.js";
+import {
+  closeDocument,
+  JsonStore,
+  MAX_DOCUMENT_SIZE,
+  reencryptDocument,
+  SopsBranch,
+  type SopsValue,
+} from "../sops/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import {

@@ -5,9 +5,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { NixsealError } from "../common/errors.js";
+import type { Identity } from "../age/index.js";
+import { NixsealError, writeFileAtomic } from "../common/index.js";
 import {
   type CreationRule,
   decryptDocument,
@@ -27,8 +26,7 @@ import {
   type StoreName,
   storeByName,
 } from "../sops/index.js";
-import { findRulesFile, findSecret, loadRules, type Rules } from "../vault/index.js";
-import { readRepositoryFile } from "../vault/sops-files.js";
+import { findRulesFile, findSecret, loadRules, type Rules, readRepositoryFile } from "../vault/index.js";
 import type { Options } from "./args.js";
 import { printWarning } from "./report.js";
 import type { VaultValues } from "./vault-context.js";

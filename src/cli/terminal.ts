@@ -5,8 +5,8 @@
 import * as fs from "node:fs";
 import * as tty from "node:tty";
 import { read } from "read";
-import { nonInteractivePluginUI, type PluginUI } from "../age/plugin.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { nonInteractivePluginUI, type PluginUI } from "../age/index.js";
+import { ioError, NixsealError } from "../common/index.js";
 import { sanitize } from "./report.js";
 
 const MAX_PASSPHRASE_FILE = 64 * 1024;

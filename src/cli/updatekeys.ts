@@ -7,8 +7,8 @@
  * refused. Every file is handled on its own, all or nothing, and every problem is reported.
  */
 import * as tty from "node:tty";
-import type { Identity } from "../age/types.js";
-import { isNixsealError, NixsealError } from "../common/errors.js";
+import type { Identity } from "../age/index.js";
+import { isNixsealError, NixsealError } from "../common/index.js";
 import { noMatchingRuleError, parseMetadata, ruleFor, type SopsConfig } from "../sops/index.js";
 import {
   diffSopsRecipients,
@@ -16,7 +16,7 @@ import {
   rewrappedKeyGroups,
   type SopsExpectation,
   withKeyGroups,
-} from "../vault/sops-files.js";
+} from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printError, printWarning } from "./report.js";

@@ -2,7 +2,7 @@
  * What every secrets-repository command shares: the common options (--rules, -i, --json,
  * --no-cache), the rules, and the identities to decrypt with (asked for lazily, once).
  */
-import type { Identity } from "../age/types.js";
+import type { Identity } from "../age/index.js";
 import { type KeyContext, loadDefaultIdentities } from "../keys/index.js";
 import { loadRules, type Rules } from "../vault/index.js";
 import type { Options } from "./args.js";

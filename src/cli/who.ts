@@ -1,8 +1,7 @@
 /** `nixseal who NAME|RECIPIENT`: who can read a secret, or what a recipient can read. */
 import * as fs from "node:fs";
-import { NixsealError } from "../common/errors.js";
-import { describeRecipient, normalizeRecipient } from "../vault/describe.js";
-import { findSecret } from "../vault/index.js";
+import { NixsealError } from "../common/index.js";
+import { describeRecipient, findSecret, normalizeRecipient } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";

@@ -24,9 +24,15 @@ import { createHash, createHmac, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { AtomicFile, syncDirectory, writeFileAtomic } from "../common/atomic-file.js";
-import { constantTimeEqual, wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import {
+  AtomicFile,
+  constantTimeEqual,
+  ioError,
+  NixsealError,
+  syncDirectory,
+  wipe,
+  writeFileAtomic,
+} from "../common/index.js";
 import {
   type CredentialKey,
   decryptCredential,

@@ -5,16 +5,10 @@
  * A copied disk image without the host's key (or its TPM2) yields no identity.
  */
 import * as path from "node:path";
-import { SshEd25519Identity } from "../age/ssh-ed25519.js";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
-import {
-  looksLikeSshPrivateKey,
-  parseIdentityString,
-  parseSshPrivateKey,
-  recipientOfIdentity,
-} from "../keys/index.js";
+import type { Identity } from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
+import { parseIdentityString, recipientOfIdentity } from "../keys/index.js";
+import { looksLikeSshPrivateKey, parseSshPrivateKey, SshEd25519Identity } from "../ssh/index.js";
 import { decryptCredential, type SystemdCredsOptions } from "./systemd-creds.js";
 
 /** The manifest's identity entry for a sealed key. */

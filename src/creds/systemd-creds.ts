@@ -13,10 +13,7 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { AtomicFile } from "../common/atomic-file.js";
-import { asBuffer, wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { AtomicFile, asBuffer, findExecutable, ioError, NixsealError, wipe } from "../common/index.js";
 
 /** Which keys a credential is sealed with (systemd-creds --with-key=). */
 export type CredentialKey = "auto" | "host" | "tpm2" | "host+tpm2";

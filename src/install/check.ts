@@ -4,7 +4,7 @@
  * age header that parses; a sops file with its metadata and every requested key). Nothing is
  * decrypted, so this runs in the Nix sandbox.
  */
-import type { NixsealError } from "../common/errors.js";
+import type { NixsealError } from "../common/index.js";
 import type { Manifest, ManifestSecret } from "./manifest.js";
 import { checkSource, sourceKey } from "./sources.js";
 

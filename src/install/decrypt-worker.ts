@@ -4,7 +4,7 @@
  * plaintexts back by transfer (no copy left behind in this thread).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { loadManifestIdentities } from "./identities.js";
 import { decryptAgeFile, type WorkerInput, type WorkerOutcome } from "./parallel-sources.js";
 

@@ -9,8 +9,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import { ioError, NixsealError, writeAllSync } from "../common/index.js";
 import { GENERATIONS_DIR_MODE } from "./mount.js";
 
 /** Not a decimal name, so never taken for a generation. */

@@ -10,13 +10,16 @@
  * identity that opens it.
  */
 import * as fs from "node:fs";
-import { SshEd25519Identity } from "../age/ssh-ed25519.js";
-import type { Identity } from "../age/types.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import type { Identity } from "../age/index.js";
+import { ioError, NixsealError } from "../common/index.js";
 import { loadSealedIdentities } from "../creds/index.js";
-import { SshDerivedX25519Identity } from "../keys/default-identities.js";
-import { loadIdentities } from "../keys/identities.js";
-import { MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey, type SshKeyIdentity } from "../keys/ssh-private.js";
+import { loadIdentities, SshDerivedX25519Identity } from "../keys/index.js";
+import {
+  MAX_SSH_KEY_FILE_SIZE,
+  parseSshPrivateKey,
+  SshEd25519Identity,
+  type SshKeyIdentity,
+} from "../ssh/index.js";
 import type { ManifestIdentity } from "./manifest.js";
 
 export interface LoadedIdentities {

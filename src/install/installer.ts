@@ -23,10 +23,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import type { Identity } from "../age/index.js";
+import { ioError, NixsealError, wipe, writeAllSync } from "../common/index.js";
 import {
   type CredentialItem,
   type Credstore,

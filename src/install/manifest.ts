@@ -7,7 +7,7 @@
  * ENTRY_FIELDS or SECRET_FIELDS plus its member in the types.
  */
 import * as fs from "node:fs";
-import { ioError, NixsealError } from "../common/errors.js";
+import { ioError, NixsealError } from "../common/index.js";
 import { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName } from "../creds/index.js";
 
 export const MANIFEST_VERSION = 1;

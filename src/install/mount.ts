@@ -5,8 +5,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable, ioError, NixsealError } from "../common/index.js";
 import type { MountPolicy } from "./manifest.js";
 
 /** statfs(2) f_type values (linux/magic.h). */

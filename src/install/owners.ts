@@ -6,7 +6,7 @@
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable } from "../common/index.js";
 
 export type Database = "passwd" | "group";
 

@@ -10,10 +10,8 @@
  * files (ssh and age key files; not sealed ones, which would need systemd-creds a second time).
  */
 import * as os from "node:os";
-import { decrypt as ageDecrypt } from "../age/age.js";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { decrypt as ageDecrypt, type Identity } from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
 import type { ManifestIdentity } from "./manifest.js";
 import { readEncryptedFile } from "./sources.js";
 

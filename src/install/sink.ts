@@ -6,8 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import { ioError, NixsealError, writeAllSync } from "../common/index.js";
 import type { ManifestEntry } from "./manifest.js";
 import { GENERATIONS_DIR_MODE } from "./mount.js";
 

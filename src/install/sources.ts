@@ -4,10 +4,8 @@
  * the engine's in-memory decrypt; sops files through src/sops, loaded only when a manifest has one.
  */
 import * as fs from "node:fs";
-import { decrypt as ageDecrypt, readHeader } from "../age/age.js";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { decrypt as ageDecrypt, type Identity, readHeader } from "../age/index.js";
+import { ioError, NixsealError, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
 
 /** The largest encrypted file a secret may come from (it is decrypted in memory). */

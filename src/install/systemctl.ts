@@ -12,8 +12,7 @@
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable, NixsealError } from "../common/index.js";
 
 /** Where systemctl is looked for when it is not on PATH (NixOS activation, minimal PATHs). */
 const FALLBACK_LOCATIONS = ["/run/current-system/sw/bin/systemctl", "/usr/bin/systemctl", "/bin/systemctl"];

@@ -3,7 +3,7 @@
  * time into bytes (secrets are bytes, not necessarily text). The placeholders are the only
  * thing of a secret the Nix store ever sees.
  */
-import { concatBytes, utf8 } from "../common/bytes.js";
+import { concatBytes, utf8 } from "../common/index.js";
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

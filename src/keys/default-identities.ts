@@ -11,11 +11,9 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { SshEd25519Identity } from "../age/ssh-ed25519.js";
-import type { Identity, Stanza } from "../age/types.js";
-import { X25519_STANZA, type X25519Identity } from "../age/x25519.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { type Identity, type Stanza, X25519_STANZA, type X25519Identity } from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
+import { SshEd25519Identity, type SshKeyIdentity } from "../ssh/index.js";
 import { loadIdentities } from "./identities.js";
 import {
   type KeyContext,
@@ -23,7 +21,6 @@ import {
   pluginNameOfIdentity,
   resolvePluginIdentities,
 } from "./key-types.js";
-import type { SshKeyIdentity } from "./ssh-private.js";
 
 export interface IdentitySource {
   /** -i files, in order. */

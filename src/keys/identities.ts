@@ -3,14 +3,17 @@
  * AGE-SECRET-KEY-PQ-1... / AGE-PLUGIN-... with `#` comments; an OpenSSH or PEM private key;
  * or a passphrase-encrypted age file holding such lines.
  */
-import { decrypt } from "../age/age.js";
-import { looksArmored } from "../age/armor.js";
-import { looksLikeAgeBinary } from "../age/format.js";
-import { nonInteractivePluginUI, pluginRecipients } from "../age/plugin.js";
-import { ScryptIdentity } from "../age/scrypt.js";
-import type { Identity, Recipient } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import {
+  decrypt,
+  type Identity,
+  looksArmored,
+  looksLikeAgeBinary,
+  nonInteractivePluginUI,
+  pluginRecipients,
+  type Recipient,
+  ScryptIdentity,
+} from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
 import {
   type KeyContext,
   parseIdentityString,

@@ -1,24 +1,16 @@
 /** Where identities and recipients come from: the public face of src/keys/. */
-export { defaultIdentityPath, identityFiles, loadDefaultIdentities } from "./default-identities.js";
+export {
+  defaultIdentityPath,
+  loadDefaultIdentities,
+  SshDerivedX25519Identity,
+} from "./default-identities.js";
 export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
+  generateIdentity,
   type KeyContext,
   parseIdentityString,
   parseRecipientString,
+  pluginNameOfRecipient,
   recipientOfIdentity,
 } from "./key-types.js";
-export { loadRecipients, readKeyFile, readKeyFileText } from "./recipients.js";
-export {
-  looksLikeSshPrivateKey,
-  parseSshPrivateKey,
-  type SshKeyIdentity,
-  type SshPrivateKeyOptions,
-  sshPrivateKeyToAgeIdentity,
-} from "./ssh-private.js";
-export {
-  looksLikeSshPublicKey,
-  parseSshPublicKey,
-  parseSshPublicKeyLine,
-  sshFingerprint,
-  sshPublicKeyToAgeRecipient,
-} from "./ssh-public.js";
+export { loadRecipients, readKeyFile } from "./recipients.js";

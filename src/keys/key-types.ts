@@ -4,22 +4,30 @@
  */
 
 import * as fs from "node:fs";
-import { decodeBech32 } from "../age/bech32.js";
-import { HybridIdentity, HybridRecipient, loadMlKem } from "../age/hybrid.js";
 import {
+  decodeBech32,
+  HybridIdentity,
+  HybridRecipient,
+  type Identity,
   isPluginIdentity,
   isPluginRecipient,
+  loadMlKem,
   nonInteractivePluginUI,
   type PluginUI,
   pluginIdentities,
   pluginNameOf,
   pluginRecipients,
-} from "../age/plugin.js";
-import type { Identity, Recipient } from "../age/types.js";
-import { X25519Identity, X25519Recipient } from "../age/x25519.js";
-import { NixsealError } from "../common/errors.js";
-import { parseSshPrivateKey, type SshKeyIdentity } from "./ssh-private.js";
-import { looksLikeSshPublicKey, parseSshPublicKey } from "./ssh-public.js";
+  type Recipient,
+  X25519Identity,
+  X25519Recipient,
+} from "../age/index.js";
+import { NixsealError } from "../common/index.js";
+import {
+  looksLikeSshPublicKey,
+  parseSshPrivateKey,
+  parseSshPublicKey,
+  type SshKeyIdentity,
+} from "../ssh/index.js";
 
 function isSshKeyIdentity(id: Identity): id is SshKeyIdentity {
   return typeof (id as Partial<SshKeyIdentity>).unlock === "function" && "keyType" in id;

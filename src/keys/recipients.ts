@@ -4,9 +4,8 @@
  * (plugins, grouped so each plugin runs once), ssh-ed25519 / ssh-rsa public keys.
  */
 import * as fs from "node:fs";
-import type { Recipient } from "../age/types.js";
-import { X25519Recipient } from "../age/x25519.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { type Recipient, X25519Recipient } from "../age/index.js";
+import { ioError, NixsealError } from "../common/index.js";
 import {
   type KeyContext,
   parseRecipientString as parseOne,

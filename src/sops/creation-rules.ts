@@ -5,7 +5,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
-import { ioError, NixsealError } from "../common/errors.js";
+import { ioError, NixsealError } from "../common/index.js";
 import { compileGoRegexp } from "./go-regexp.js";
 
 export { compileGoRegexp };

@@ -5,11 +5,9 @@
  * sops: sops.go Tree.Encrypt/Decrypt, cmd/sops/common (MAC), stores/stores.go (metadata).
  */
 import { randomBytes } from "node:crypto";
-import { decrypt as ageDecrypt, encrypt as ageEncrypt } from "../age/age.js";
-import type { Identity, Recipient } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
-import { parseRecipientString } from "../keys/key-types.js";
+import { decrypt as ageDecrypt, encrypt as ageEncrypt, type Identity, type Recipient } from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
+import { parseRecipientString } from "../keys/index.js";
 import { decryptMac, encryptMac, MacAccumulator, nowRfc3339 } from "./mac.js";
 import {
   type AgeKeyEntry,

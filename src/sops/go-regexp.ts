@@ -24,7 +24,7 @@
  * slow (RE2 is linear time). The patterns come from the user's own `.sops.yaml`, and the inputs
  * are short paths and key names, so we accept that.
  */
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 const MAX_REPEAT = 1000; // Go regexp/syntax maxRepeat / "invalid repeat count"
 

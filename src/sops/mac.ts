@@ -5,7 +5,7 @@
  * `lastmodified` timestamp (Go RFC 3339) as additional data.
  */
 import { createHash, type Hash } from "node:crypto";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import type { SopsLeaf } from "./tree.js";
 import { macBytes, type ValueCipher } from "./value-cipher.js";
 

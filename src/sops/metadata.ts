@@ -4,7 +4,7 @@
  * age entries are understood; every other key type's entries (pgp, kms, gcp_kms, azure_kv,
  * hc_vault, hckms) are kept as they are, so a file re-written with the same data key keeps them.
  */
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { cloneValue, SopsBranch, type SopsValue } from "./tree.js";
 import { countRules, type EncryptionRules, formatGoFloat } from "./value-cipher.js";
 

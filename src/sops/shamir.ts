@@ -11,8 +11,7 @@
  * secret-dependent branches. Both give the same products; we do the latter (constant time).
  */
 import { randomBytes } from "node:crypto";
-import { wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError, wipe } from "../common/index.js";
 
 /** Bytes a share adds to the secret: the trailing x-coordinate. */
 export const SHARE_OVERHEAD = 1;

@@ -4,7 +4,7 @@
  * sops: "A branch is an ordered list of TreeItem{Key, Value}; comments are items whose key is a
  * Comment (in maps) or list elements of type Comment".
  */
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 /** A comment line, without its leading `#` (sops keeps the space after it: `# x` → ` x`). */
 export class SopsComment {

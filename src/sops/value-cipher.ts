@@ -5,7 +5,7 @@
  * (sops.go `shouldBeEncrypted`).
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { compileGoRegexp } from "./go-regexp.js";
 import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 

@@ -5,10 +5,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ArmorDecoder, looksArmored } from "../age/armor.js";
-import { type Header, parseHeader } from "../age/format.js";
-import { NixsealError } from "../common/errors.js";
-import { walkFiles } from "../common/walk.js";
+import { ArmorDecoder, type Header, looksArmored, parseHeader } from "../age/index.js";
+import { NixsealError, walkFiles } from "../common/index.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
 import type { Rules, SecretRule } from "./rules.js";

@@ -7,7 +7,7 @@ import {
   looksLikeSshPublicKey,
   sshFingerprint,
   sshPublicKeyWire,
-} from "../keys/ssh-public.js";
+} from "../ssh/index.js";
 
 export interface RecipientInfo {
   /** The recipient as written in the rules. */

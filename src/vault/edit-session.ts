@@ -11,8 +11,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ioError, NixsealError } from "../common/errors.js";
-import { findExecutable } from "../common/path-search.js";
+import { findExecutable, ioError, NixsealError } from "../common/index.js";
 import { MAX_SECRET_FILE_SIZE } from "./secrets.js";
 
 /** statfs(2) f_type of tmpfs (linux/magic.h). */

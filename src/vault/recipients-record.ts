@@ -14,13 +14,17 @@
  * ssh stanzas carry a 4-byte tag of their key, so those are checked even without a record.
  */
 import { createHash } from "node:crypto";
-import { HYBRID_STANZA, HybridRecipient } from "../age/hybrid.js";
-import { SSH_ED25519_STANZA, SshEd25519Recipient } from "../age/ssh-ed25519.js";
-import { SSH_RSA_STANZA, SshRsaRecipient } from "../age/ssh-rsa.js";
-import type { Recipient, Stanza } from "../age/types.js";
-import { X25519_STANZA, X25519Recipient } from "../age/x25519.js";
-import { NixsealError } from "../common/errors.js";
-import { parseRecipientString, pluginNameOfRecipient } from "../keys/key-types.js";
+import {
+  HYBRID_STANZA,
+  HybridRecipient,
+  type Recipient,
+  type Stanza,
+  X25519_STANZA,
+  X25519Recipient,
+} from "../age/index.js";
+import { NixsealError } from "../common/index.js";
+import { parseRecipientString, pluginNameOfRecipient } from "../keys/index.js";
+import { SSH_ED25519_STANZA, SSH_RSA_STANZA, SshEd25519Recipient, SshRsaRecipient } from "../ssh/index.js";
 
 export const RECIPIENTS_RECORD_STANZA = "nixseal-recipients";
 /** Domain separation: a digest of this kind can never be confused with another SHA-256. */

@@ -8,11 +8,16 @@
  * `buildHeader` is also what the main thread runs when a rekey is too small for workers to pay.
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { encodeHeaderWithoutMac, encodeMacLine } from "../age/format.js";
-import { hkdfSha256, hmacSha256 } from "../age/primitives.js";
-import type { Recipient, Stanza } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { parseRecipientString } from "../keys/key-types.js";
+import {
+  encodeHeaderWithoutMac,
+  encodeMacLine,
+  hkdfSha256,
+  hmacSha256,
+  type Recipient,
+  type Stanza,
+} from "../age/index.js";
+import { wipe } from "../common/index.js";
+import { parseRecipientString } from "../keys/index.js";
 import { recordStanza } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */

@@ -21,16 +21,20 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
-import { describeStanzas, unwrapFileKey } from "../age/age.js";
-import { ArmorEncoder } from "../age/armor.js";
-import type { Header } from "../age/format.js";
-import { PluginIdentity, PluginRecipient } from "../age/plugin.js";
-import { hkdfSha256 } from "../age/primitives.js";
-import { PayloadDecryptor } from "../age/stream.js";
-import type { Identity, Recipient, Stanza } from "../age/types.js";
-import { AtomicFile, syncDirectory } from "../common/atomic-file.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import {
+  ArmorEncoder,
+  describeStanzas,
+  type Header,
+  hkdfSha256,
+  type Identity,
+  PayloadDecryptor,
+  PluginIdentity,
+  PluginRecipient,
+  type Recipient,
+  type Stanza,
+  unwrapFileKey,
+} from "../age/index.js";
+import { AtomicFile, ioError, NixsealError, syncDirectory, wipe } from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
 import { RECIPIENTS_RECORD_STANZA } from "./recipients-record.js";

@@ -9,8 +9,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 
 export const RULES_FILE = "secrets.nix";
 const MAX_RULES_SIZE = 4 * 1024 * 1024;

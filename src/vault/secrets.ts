@@ -4,10 +4,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { decrypt, encrypt } from "../age/age.js";
-import type { Identity, Recipient } from "../age/types.js";
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { ioError, NixsealError } from "../common/errors.js";
+import { decrypt, encrypt, type Identity, type Recipient } from "../age/index.js";
+import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
 import { withRecipientsRecord } from "./recipients-record.js";
 import type { SecretRule } from "./rules.js";

@@ -8,14 +8,13 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { wipe } from "../common/bytes.js";
-import { ioError, NixsealError } from "../common/errors.js";
-import { walkFiles } from "../common/walk.js";
+import type { Identity } from "../age/index.js";
+import { ioError, NixsealError, walkFiles, wipe } from "../common/index.js";
 import {
   type AgeKeyEntry,
   type CreationRule,
   type KeyGroup,
+  MAX_DOCUMENT_SIZE,
   parseMetadata,
   type SopsBranch,
   type SopsMetadata,
@@ -25,7 +24,6 @@ import {
   unwrapDataKey,
   wrapDataKey,
 } from "../sops/index.js";
-import { MAX_DOCUMENT_SIZE } from "../sops/tree.js";
 
 /** What a sops file's key groups should be. */
 export interface SopsExpectation {

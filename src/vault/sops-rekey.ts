@@ -7,9 +7,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Identity } from "../age/types.js";
-import { writeFileAtomic } from "../common/atomic-file.js";
-import { NixsealError } from "../common/errors.js";
+import type { Identity } from "../age/index.js";
+import { NixsealError, writeFileAtomic } from "../common/index.js";
 import type { KeyGroup, SopsConfig } from "../sops/index.js";
 import { ruleFor } from "../sops/index.js";
 import type { RekeyFailure } from "./rekey.js";

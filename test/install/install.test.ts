@@ -9,12 +9,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { encrypt } from "../../src/age/age.js";
-import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
-import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
+import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
+import { decodeSshPublicKeyLine } from "../../src/ssh/public-key.js";
 import { nixseal, which } from "../helpers.js";
 import {
   addUser,

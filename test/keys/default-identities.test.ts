@@ -5,11 +5,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { decrypt, encrypt } from "../../src/age/age.js";
-import { sshEd25519ToAgeRecipient } from "../../src/age/ssh-ed25519.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { loadDefaultIdentities, SshDerivedX25519Identity } from "../../src/keys/default-identities.js";
-import { decodeSshPublicKeyLine } from "../../src/keys/ssh-public.js";
 import { closeDocument, decryptDocument, encryptNewDocument, YamlStore } from "../../src/sops/index.js";
+import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
+import { decodeSshPublicKeyLine } from "../../src/ssh/public-key.js";
 import { isError, tempDir, which } from "../helpers.js";
 
 const plaintext = Buffer.from("the secret\n");

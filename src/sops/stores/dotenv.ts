@@ -3,7 +3,7 @@
  * or quoting; `#` lines are comments; `\n` in a value stands for a newline. The metadata is
  * flattened into `sops_...` keys.
  */
-import { NixsealError } from "../../common/errors.js";
+import { NixsealError } from "../../common/index.js";
 import { SopsBranch, SopsComment, SopsTime } from "../tree.js";
 import { formatGoFloat } from "../value-cipher.js";
 import { flattenBranch, unflatten } from "./flatten.js";

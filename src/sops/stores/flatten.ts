@@ -2,7 +2,7 @@
  * sops stores/flatten.go: the metadata of dotenv and INI files, flattened to one level with
  * `__map_` and `__list_N` separators (`age__list_0__map_enc`), and back.
  */
-import { NixsealError } from "../../common/errors.js";
+import { NixsealError } from "../../common/index.js";
 import { SopsBranch, type SopsList, type SopsValue } from "../tree.js";
 import { formatGoFloat } from "../value-cipher.js";
 

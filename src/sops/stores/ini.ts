@@ -9,7 +9,7 @@
  * section (ini.v1 keeps the last value) and a repeated section (sops would write two items with
  * the same path, which no reader can tell apart).
  */
-import { NixsealError } from "../../common/errors.js";
+import { NixsealError } from "../../common/index.js";
 import { SopsBranch, SopsComment, SopsTime } from "../tree.js";
 import { formatGoFloat } from "../value-cipher.js";
 import { flattenBranch, unflatten } from "./flatten.js";

@@ -1,5 +1,5 @@
 /** What every sops store (YAML, JSON, dotenv, INI, binary) does: sops stores/stores.go `Store`. */
-import { NixsealError } from "../../common/errors.js";
+import { NixsealError } from "../../common/index.js";
 import { MAX_DOCUMENT_SIZE, type SopsBranch } from "../tree.js";
 
 export type StoreName = "yaml" | "json" | "dotenv" | "ini" | "binary";

@@ -18,7 +18,7 @@ import {
   YAMLMap,
   YAMLSeq,
 } from "yaml";
-import type { NixsealError } from "../../common/errors.js";
+import type { NixsealError } from "../../common/index.js";
 import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsValue } from "../tree.js";
 import { isInt64 } from "../value-cipher.js";
 import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";

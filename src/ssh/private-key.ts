@@ -14,12 +14,9 @@
  */
 import { createDecipheriv, createPrivateKey, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
-import { checkSshEd25519Stanza, SSH_ED25519_STANZA, SshEd25519Identity } from "../age/ssh-ed25519.js";
-import { checkSshRsaStanza, SSH_RSA_STANZA, SshRsaIdentity } from "../age/ssh-rsa.js";
-import type { Identity, Recipient, Stanza } from "../age/types.js";
-import type { X25519Identity } from "../age/x25519.js";
-import { asBuffer, constantTimeEqual, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
+import type { Identity, Recipient, Stanza, X25519Identity } from "../age/index.js";
+import { asBuffer, constantTimeEqual, NixsealError, wipe } from "../common/index.js";
+import { checkSshEd25519Stanza, SSH_ED25519_STANZA, SshEd25519Identity } from "./ed25519.js";
 import {
   decodeSshPublicKeyBlob,
   decodeSshPublicKeyLine,
@@ -30,8 +27,9 @@ import {
   sshPublicKeyWire,
   sshRecipientOf,
   unsupportedSshKeyType,
-} from "./ssh-public.js";
-import { SshWireReader } from "./ssh-wire.js";
+} from "./public-key.js";
+import { checkSshRsaStanza, SSH_RSA_STANZA, SshRsaIdentity } from "./rsa.js";
+import { SshWireReader } from "./wire.js";
 
 /** A key file larger than this is not a key (the largest, RSA 16384, is about 12 KiB). */
 export const MAX_SSH_KEY_FILE_SIZE = 64 * 1024;

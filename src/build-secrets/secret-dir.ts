@@ -8,8 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { decrypt } from "../age/index.js";
-import { NixsealError } from "../common/errors.js";
-import { writeAllSync } from "../common/fd-io.js";
+import { NixsealError, writeAllSync } from "../common/index.js";
 import { loadDefaultIdentities } from "../keys/index.js";
 import type { IdentitySpec } from "./policy.js";
 

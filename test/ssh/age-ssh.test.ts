@@ -24,6 +24,8 @@ import { after, before, test } from "node:test";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { decrypt, encrypt, readHeader } from "../../src/age/age.js";
 import { encodeBech32 } from "../../src/age/bech32.js";
+import type { Identity, Stanza } from "../../src/age/types.js";
+import { encodeBase64NoPad } from "../../src/common/base64.js";
 import {
   combinedTweakScalar,
   ed25519PublicToMontgomery,
@@ -32,12 +34,10 @@ import {
   SshEd25519Recipient,
   sshEd25519ToAgeRecipient,
   sshEd25519ToX25519Identity,
-} from "../../src/age/ssh-ed25519.js";
-import { SSH_RSA_STANZA, type SshRsaIdentity, SshRsaRecipient } from "../../src/age/ssh-rsa.js";
-import type { Identity, Stanza } from "../../src/age/types.js";
-import { encodeBase64NoPad } from "../../src/common/base64.js";
-import { parseSshPrivateKey } from "../../src/keys/ssh-private.js";
-import { parseSshPublicKey } from "../../src/keys/ssh-public.js";
+} from "../../src/ssh/ed25519.js";
+import { parseSshPrivateKey } from "../../src/ssh/private-key.js";
+import { parseSshPublicKey } from "../../src/ssh/public-key.js";
+import { SSH_RSA_STANZA, type SshRsaIdentity, SshRsaRecipient } from "../../src/ssh/rsa.js";
 import { isError } from "../helpers.js";
 
 const plaintext = Buffer.from("the ssh-encrypted secret\n");

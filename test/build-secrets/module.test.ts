@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
-import { parsePolicy } from "../../src/build/policy.js";
+import { parsePolicy } from "../../src/build-secrets/policy.js";
 import { REPO, tempDir, which } from "../helpers.js";
 
 const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
@@ -42,7 +42,7 @@ function evaluate(config: object): Evaluated {
       "--strict",
       "--json",
       "--read-write-mode",
-      path.join(REPO, "test", "build", "nix", "eval-module.nix"),
+      path.join(REPO, "test", "build-secrets", "nix", "eval-module.nix"),
       "--arg",
       "nixpkgsLib",
       libDir,

@@ -10,10 +10,9 @@
  * "age-encryption.org/v1/ssh-rsa".
  */
 import { constants, createPublicKey, type KeyObject, privateDecrypt, publicEncrypt } from "node:crypto";
-import { concatBytes } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
-import { sshTag, sshWireString } from "./ssh-ed25519.js";
-import type { Identity, Recipient, Stanza } from "./types.js";
+import type { Identity, Recipient, Stanza } from "../age/index.js";
+import { concatBytes, NixsealError } from "../common/index.js";
+import { sshTag, sshWireString } from "./ed25519.js";
 
 export const SSH_RSA_STANZA = "ssh-rsa";
 const OAEP_LABEL = Buffer.from("age-encryption.org/v1/ssh-rsa", "latin1");

@@ -4,7 +4,7 @@
  * Every read is bounded by the data that is left, so a hostile length cannot make us allocate
  * or read past the end.
  */
-import type { NixsealError } from "../common/errors.js";
+import type { NixsealError } from "../common/index.js";
 
 /** Builds the error a malformed input raises; the caller decides the code and names the file. */
 export type WireErrorFactory = (message: string) => NixsealError;

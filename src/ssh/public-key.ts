@@ -4,18 +4,17 @@
  * Wire format: RFC 4253 section 6.6 (ssh-rsa), RFC 8709 (ssh-ed25519).
  */
 import { createHash } from "node:crypto";
+import type { Recipient, X25519Recipient } from "../age/index.js";
+import { NixsealError } from "../common/index.js";
 import {
   SSH_ED25519_STANZA,
   SshEd25519Recipient,
   sshEd25519ToAgeRecipient,
   sshEd25519WireKey,
   sshTag,
-} from "../age/ssh-ed25519.js";
-import { SSH_RSA_STANZA, SshRsaRecipient, sshRsaWireKey } from "../age/ssh-rsa.js";
-import type { Recipient } from "../age/types.js";
-import type { X25519Recipient } from "../age/x25519.js";
-import { NixsealError } from "../common/errors.js";
-import { SshWireReader, type WireErrorFactory } from "./ssh-wire.js";
+} from "./ed25519.js";
+import { SSH_RSA_STANZA, SshRsaRecipient, sshRsaWireKey } from "./rsa.js";
+import { SshWireReader, type WireErrorFactory } from "./wire.js";
 
 export type SshKeyType = typeof SSH_ED25519_STANZA | typeof SSH_RSA_STANZA;
 

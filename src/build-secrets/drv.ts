@@ -14,7 +14,7 @@
  * lengths, and duplicates (two outputs or env keys of one name) are errors rather than "last wins".
  */
 import * as fs from "node:fs";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 
 /** Bigger .drv files exist (huge env strings), but not ones that ask for a secret. */
 export const MAX_DRV_BYTES = 32 * 1024 * 1024;

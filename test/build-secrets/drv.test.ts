@@ -7,7 +7,12 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
-import { isFixedOutput, MAX_DRV_BYTES, parseDerivation, readDerivationFile } from "../../src/build/drv.js";
+import {
+  isFixedOutput,
+  MAX_DRV_BYTES,
+  parseDerivation,
+  readDerivationFile,
+} from "../../src/build-secrets/drv.js";
 import { isError, tempDir, which } from "../helpers.js";
 
 const NIX_INSTANTIATE = which("nix-instantiate");

@@ -229,7 +229,7 @@ before(async () => {
   // The Nix side: the library and the fetcher, copied where the build users can read them.
   fs.cpSync(path.join(REPO, "nix", "lib"), path.join(work, "lib"), { recursive: true });
   fs.copyFileSync(
-    path.join(REPO, "dist", "src", "build", "fetcher.js"),
+    path.join(REPO, "dist", "src", "build-secrets", "fetcher.js"),
     path.join(work, "nixseal-fetcher.js"),
   );
   fetcherStorePath = sh("nix-instantiate", [

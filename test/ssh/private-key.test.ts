@@ -22,9 +22,9 @@ import {
   poly1305,
   type SshKeyIdentity,
   sshPrivateKeyToAgeIdentity,
-} from "../../src/keys/ssh-private.js";
-import { parseSshPublicKey, sshPublicKeyToAgeRecipient } from "../../src/keys/ssh-public.js";
-import { SshWireReader, SshWireWriter } from "../../src/keys/ssh-wire.js";
+} from "../../src/ssh/private-key.js";
+import { parseSshPublicKey, sshPublicKeyToAgeRecipient } from "../../src/ssh/public-key.js";
+import { SshWireReader, SshWireWriter } from "../../src/ssh/wire.js";
 import { isError } from "../helpers.js";
 
 const plaintext = Buffer.from("a secret for an ssh key\n");

@@ -12,7 +12,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import { type Derivation, isFixedOutput } from "./drv.js";
 import { parseSecretUrl, parseUrlPrefix, urlUnderPrefix } from "./url.js";
 

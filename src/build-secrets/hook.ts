@@ -14,7 +14,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NixsealError } from "../common/errors.js";
+import { NixsealError } from "../common/index.js";
 import type { AgentAnswer, AgentRequest } from "./agent.js";
 import { buildClientOf, uidOfUser } from "./client.js";
 import { type Derivation, MAX_DRV_BYTES, parseDerivation } from "./drv.js";

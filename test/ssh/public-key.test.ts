@@ -10,15 +10,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { SshEd25519Recipient } from "../../src/age/ssh-ed25519.js";
-import { SshRsaRecipient } from "../../src/age/ssh-rsa.js";
 import { NixsealError } from "../../src/common/errors.js";
-import {
-  looksLikeSshPublicKey,
-  parseSshPublicKey,
-  parseSshPublicKeyLine,
-} from "../../src/keys/ssh-public.js";
-import { encodeSshMpint, SshWireReader, SshWireWriter } from "../../src/keys/ssh-wire.js";
+import { SshEd25519Recipient } from "../../src/ssh/ed25519.js";
+import { looksLikeSshPublicKey, parseSshPublicKey, parseSshPublicKeyLine } from "../../src/ssh/public-key.js";
+import { SshRsaRecipient } from "../../src/ssh/rsa.js";
+import { encodeSshMpint, SshWireReader, SshWireWriter } from "../../src/ssh/wire.js";
 import { isError } from "../helpers.js";
 
 const HAVE_SSH_KEYGEN = spawnSync("ssh-keygen", ["-?"], { stdio: "ignore" }).error === undefined;

@@ -14,21 +14,30 @@
  * sops-nix users rely on to use host keys as age recipients.
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
-import { decodeBase64NoPad, encodeBase64NoPad } from "../common/base64.js";
-import { asBuffer, concatBytes, wipe } from "../common/bytes.js";
-import { NixsealError } from "../common/errors.js";
 import {
+  FILE_KEY_SIZE,
   hkdfSha256,
+  type Identity,
   openZeroNonce,
+  type Recipient,
+  type Stanza,
   sealZeroNonce,
+  X25519Identity,
+  X25519Recipient,
   x25519,
   x25519Ephemeral,
   x25519PrivateKey,
   x25519PublicBytes,
   x25519PublicKey,
-} from "./primitives.js";
-import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
-import { X25519Identity, X25519Recipient } from "./x25519.js";
+} from "../age/index.js";
+import {
+  asBuffer,
+  concatBytes,
+  decodeBase64NoPad,
+  encodeBase64NoPad,
+  NixsealError,
+  wipe,
+} from "../common/index.js";
 
 export const SSH_ED25519_STANZA = "ssh-ed25519";
 /** agessh: the HKDF info of both the tweak and the wrapping key. */
@@ -41,7 +50,7 @@ export function sshTag(wireKey: Uint8Array): string {
   return encodeBase64NoPad(createHash("sha256").update(wireKey).digest().subarray(0, 4));
 }
 
-/** RFC 4251 "string". Kept here (and not in src/keys/ssh-wire.ts): lower layers do not import keys/. */
+/** RFC 4251 "string". Kept here (and not in src/ssh/wire.ts): lower layers do not import keys/. */
 export function sshWireString(b: Uint8Array | string): Uint8Array {
   const bytes = typeof b === "string" ? Buffer.from(b, "latin1") : b;
   const out = Buffer.alloc(4 + bytes.length);

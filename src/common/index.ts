@@ -1,0 +1,15 @@
+/** The public face of src/common/. */
+
+export {
+  AtomicFile,
+  abortAllAtomicFiles,
+  syncDirectory,
+  writeFileAtomic,
+  writeNewFileAtomic,
+} from "./atomic-file.js";
+export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
+export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
+export { ioError, isNixsealError, NixsealError } from "./errors.js";
+export { readAll, readSome, writeAllSync } from "./fd-io.js";
+export { findExecutable } from "./path-search.js";
+export { walkFiles } from "./walk.js";
