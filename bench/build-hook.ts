@@ -4,7 +4,7 @@
  * anchor), once with the `nixseal build-hook --wrapper pre` /bin/sh wrapper (grep, no Node for a
  * derivation that names no secret) and once with the hook run as `node main.js build-hook`
  * directly (what the wrapper saves). Each round builds fresh derivations (a salt), and the order
- * of the configurations alternates between rounds. Target (issue 7): at most 5 ms added per build.
+ * of the configurations alternates between rounds. Target: at most 5 ms added per build.
  *
  * Needs root, nix-daemon and nix-build; skipped otherwise. The daemon listens on a private
  * socket (NIX_DAEMON_SOCKET_PATH) and is stopped after each configuration.

@@ -4,7 +4,7 @@
  * secret one `age -d` process, then chown and chmod, as agenix's activation script does, in the
  * same run on the same files. Both write a fresh generation of files owned by nobody:nogroup
  * (mode 0400) in a tmpfs, and both outputs are checked. Also 10 000 secrets with nixseal alone,
- * to show how the cost grows. Target (issue 5): at most 300 ms for 1000 secrets.
+ * to show how the cost grows. Target: at most 300 ms for 1000 secrets.
  */
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes, randomInt } from "node:crypto";

@@ -3,7 +3,7 @@
  * added to secrets.nix, against an agenix-style loop (one `age -d` and one `age -e` process per
  * file, as agenix's rekey runs; agenix also evaluates secrets.nix once per file, which this
  * loop leaves out, so the anchor is generous), in the same run on the same files. Plus
- * `nixseal --version` start-up. Targets (issue 3): rekey under 2 s, start-up under 120 ms.
+ * `nixseal --version` start-up. Targets: rekey under 2 s, start-up under 120 ms.
  *
  * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N]`, or
  * through bench/run.ts via `benchRekey()`.

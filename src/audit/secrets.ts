@@ -10,7 +10,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { ioError, NixsealError, wipe } from "../common/index.js";
+import { ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import {
   closeDocument,
   decryptDocument,
@@ -82,7 +82,7 @@ export async function loadSecrets(options: LoadSecretsOptions): Promise<LoadedSe
         const value = await decryptSecret(rule, options.identities);
         out.secrets.push({ name: rule.name, file: rule.file, value });
       } catch (e) {
-        if (!(e instanceof NixsealError)) throw e;
+        rethrowUnlessNixseal(e);
         out.undecryptable.push({ file: rule.file, name: rule.name, error: e });
       }
     }
@@ -128,7 +128,7 @@ export async function loadSecrets(options: LoadSecretsOptions): Promise<LoadedSe
       out.files++;
       out.secrets.push(...values);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       const notSops =
         e.code === "SOPS_FORMAT" || (e.code === "SOPS_METADATA" && /no sops metadata/.test(e.message));
       if (notSops && !explicit) continue;

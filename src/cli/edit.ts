@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { abortAllAtomicFiles, ioError, NixsealError, wipe } from "../common/index.js";
+import { abortAllAtomicFiles, ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import {
   checkEncryptable,
   closeDocument,
@@ -204,7 +204,7 @@ async function editSops(values: EditValues, file: string, store: SopsStore): Pro
         checkEncryptable(branches, store, shown);
         break;
       } catch (e) {
-        if (!(e instanceof NixsealError)) throw e;
+        rethrowUnlessNixseal(e);
         branches = null;
         if (round >= MAX_EDIT_ROUNDS) {
           throw new NixsealError(e.code, `${shown}: ${e.message}`, {

@@ -1,5 +1,5 @@
 /** `nixseal install --manifest FILE`: activation (the NixOS and home-manager modules run it). */
-import { NixsealError } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal } from "../common/index.js";
 import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
@@ -59,7 +59,7 @@ function problemJson(e: NixsealError): Record<string, string | null> {
 }
 
 function flatten(e: unknown): NixsealError[] {
-  if (!(e instanceof NixsealError)) throw e;
+  rethrowUnlessNixseal(e);
   return e.problems.length > 0 ? e.problems : [e];
 }
 

@@ -74,7 +74,7 @@ Exit codes: 0 success, 1 error (see README.md for each command's codes).
 
 function installSignalHandlers(): void {
   const onSignal = (signal: NodeJS.Signals, code: number) => {
-    // Never leave a half-written temp file behind (DESIGN invariant 3).
+    // Never leave a half-written temp file behind (docs/architecture.md, invariant 3).
     abortAllAtomicFiles();
     process.stderr.write(`nixseal: interrupted by ${signal}\n`);
     process.exit(code);

@@ -1,5 +1,5 @@
 /**
- * Atomic file replacement (DESIGN invariant 3): write to a temp file in the target's directory,
+ * Atomic file replacement (docs/architecture.md, invariant 3): write to a temp file in the target's directory,
  * created with its final mode, fsync, rename over the target, fsync the directory. Until
  * commit() the target is untouched; abort() removes the temp file.
  */

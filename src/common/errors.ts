@@ -81,7 +81,7 @@ export class NixsealError extends Error {
   }
 
   /**
-   * Several problems found in one run (DESIGN invariant 4: report all, not just the first).
+   * Several problems found in one run (docs/architecture.md, invariant 4: report all, not just the first).
    * The CLI prints each of `problems`; with one problem, that problem itself is returned.
    */
   static many(problems: NixsealError[]): NixsealError {
@@ -106,6 +106,14 @@ export class NixsealError extends Error {
 
 export function isNixsealError(e: unknown): e is NixsealError {
   return e instanceof NixsealError;
+}
+
+/**
+ * For `catch (e)` blocks that handle nixseal's own errors (report, collect, go on) and let
+ * anything else, a bug, propagate unchanged: after this call `e` is a NixsealError.
+ */
+export function rethrowUnlessNixseal(e: unknown): asserts e is NixsealError {
+  rethrowUnlessNixseal(e);
 }
 
 /** Wraps a Node.js system error (ENOENT, EACCES, ...) into a NixsealError naming the file. */

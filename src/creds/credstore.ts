@@ -29,6 +29,7 @@ import {
   constantTimeEqual,
   ioError,
   NixsealError,
+  rethrowUnlessNixseal,
   syncDirectory,
   wipe,
   writeFileAtomic,
@@ -404,7 +405,7 @@ async function eachCredential(
       try {
         await work(item);
       } catch (e) {
-        if (!(e instanceof NixsealError)) throw e;
+        rethrowUnlessNixseal(e);
         problems.push(
           e.message.includes(item.name)
             ? e
@@ -463,7 +464,7 @@ export function commitCredentials(
       commitCredential(store, p);
       written.push(p.name);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problems.push(
         e.message.includes(p.name)
           ? e

@@ -4,7 +4,7 @@
  * plaintexts back by transfer (no copy left behind in this thread).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { NixsealError } from "../common/index.js";
+import { rethrowUnlessNixseal } from "../common/index.js";
 import { loadManifestIdentities } from "./identities.js";
 import { decryptAgeFile, type WorkerInput, type WorkerOutcome } from "./parallel-sources.js";
 
@@ -24,7 +24,7 @@ async function work(input: WorkerInput): Promise<void> {
       out.push({ index, plain: own });
       transfer.push(own);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       out.push({ index, error: { code: e.code, message: e.message, hint: e.hint, file: e.file } });
     }
   }

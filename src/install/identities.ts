@@ -11,7 +11,7 @@
  */
 import * as fs from "node:fs";
 import type { Identity } from "../age/index.js";
-import { ioError, NixsealError } from "../common/index.js";
+import { ioError, NixsealError, rethrowUnlessNixseal } from "../common/index.js";
 import { loadSealedIdentities } from "../creds/index.js";
 import { loadIdentities, SshDerivedX25519Identity } from "../keys/index.js";
 import {
@@ -104,7 +104,7 @@ export async function loadManifestIdentities(
         direct.push(...(await loadIdentities([entry.path], {})));
       }
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       const list = e.problems.length > 0 ? e.problems : [e];
       for (const p of list) problems.push(p.withFile(entry.path));
     }

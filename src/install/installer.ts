@@ -24,7 +24,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { ioError, NixsealError, wipe, writeAllSync } from "../common/index.js";
+import { ioError, NixsealError, rethrowUnlessNixseal, wipe, writeAllSync } from "../common/index.js";
 import {
   type CredentialItem,
   type Credstore,
@@ -67,7 +67,7 @@ function fileSize(file: string): number | null {
 export interface InstallOptions {
   /** Decrypt and compare, write only the dry restart/reload lists. */
   dryRun?: boolean;
-  /** More places each value goes besides the generation (issue 6: systemd credentials). */
+  /** More places each value goes besides the generation (systemd credentials). */
   sinks?: readonly SecretSink[];
   owners?: OwnerResolverOptions;
 }
@@ -316,7 +316,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
       sinks.push(new GenerationDirSink(gens.pathOf(n), () => gens.remove(n), `generation ${n}`));
       sinks.push(...(options.sinks ?? []));
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problems.push(e);
       key = gens.hmacKey(false);
     }
@@ -344,7 +344,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
       try {
         sink.write(item, content);
       } catch (e) {
-        if (!(e instanceof NixsealError)) throw e;
+        rethrowUnlessNixseal(e);
         problems.push(problemAbout([item.entry], e));
         return;
       }
@@ -399,7 +399,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
               ? { valueOf: () => ({ value: plain, owned: false }), close: () => wipe(plain) }
               : await openSource(file, format, identities);
         } catch (e) {
-          if (!(e instanceof NixsealError)) throw e;
+          rethrowUnlessNixseal(e);
           if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") noMatch = true;
           problems.push(problemAbout(group, e, file));
           continue;
@@ -410,7 +410,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
             try {
               v = source.valueOf(s);
             } catch (e) {
-              if (!(e instanceof NixsealError)) throw e;
+              rethrowUnlessNixseal(e);
               problems.push(problemAbout([s], e, file));
               continue;
             }
@@ -483,7 +483,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
     }
     if (held.credstore !== null) stale = storedCredentials(held.credstore).filter((n) => !wanted.has(n));
   } catch (e) {
-    if (!(e instanceof NixsealError)) throw e;
+    rethrowUnlessNixseal(e);
     problems.push(e);
   } finally {
     for (const p of held.plaintexts) wipe(p);
@@ -518,7 +518,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
     makeDirs(path.dirname(m.secretsDir), 0o755);
     replaceSymlink(m.secretsDir, gens.pathOf(n));
   } catch (e) {
-    if (!(e instanceof NixsealError)) throw e;
+    rethrowUnlessNixseal(e);
     problems.push(e);
     for (const sink of sinks) sink.abort();
     return report;
@@ -536,7 +536,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
       report.credentials.removed = r.removed;
       problems.push(...r.problems);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problems.push(e);
     }
   }
@@ -548,7 +548,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
       appendUnits(m.restartListFile, report.restartUnits);
       appendUnits(m.reloadListFile, report.reloadUnits);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problems.push(e);
     }
   }
@@ -646,7 +646,7 @@ function linkPaths(
       makeDirs(path.dirname(e.path), 0o755);
       replaceSymlink(e.path, target);
     } catch (err) {
-      if (!(err instanceof NixsealError)) throw err;
+      rethrowUnlessNixseal(err);
       problems.push(
         new NixsealError(err.code, `${e.kind} "${e.name}": ${err.message}`, {
           hint: err.hint ?? "",

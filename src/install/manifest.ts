@@ -3,7 +3,7 @@
  * problem is collected and reported in one NixsealError.many (code MANIFEST), each naming its
  * place in the manifest (`secrets[3].mode`), what is wrong and what to do.
  *
- * The field tables below are the schema: a new field (issue 6: `services`) is one more line in
+ * The field tables below are the schema: a new field (`services`, say) is one more line in
  * ENTRY_FIELDS or SECRET_FIELDS plus its member in the types.
  */
 import * as fs from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * Plaintext only in RAM (DESIGN invariant 2): generationsDir must be on a ramfs (never swapped)
+ * Plaintext only in RAM (docs/architecture.md, invariant 2): generationsDir must be on a ramfs (never swapped)
  * or a tmpfs. One `mount` process per install, and none when it already is one.
  */
 import { spawnSync } from "node:child_process";

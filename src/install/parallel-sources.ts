@@ -11,7 +11,7 @@
  */
 import * as os from "node:os";
 import { decrypt as ageDecrypt, type Identity } from "../age/index.js";
-import { NixsealError, wipe } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestIdentity } from "./manifest.js";
 import { readEncryptedFile } from "./sources.js";
 
@@ -112,7 +112,7 @@ export async function prefetchAgeFiles(
     try {
       results.set(file, await decryptAgeFile(file, identities));
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       results.set(file, e);
     }
   }
@@ -135,7 +135,7 @@ export async function prefetchAgeFiles(
     try {
       results.set(file, await decryptAgeFile(file, identities));
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       results.set(file, e);
     }
   }

@@ -1,6 +1,6 @@
 /**
  * Where a decrypted value goes. Today: a file in the new generation (GenerationDirSink). Later
- * sinks (issue 6: systemd credentials for `services`) implement the same interface and are
+ * sinks (systemd credentials for `services`) implement the same interface and are
  * handed to install(); each sees every entry with its content once, and is told to undo its
  * work when the install fails.
  */

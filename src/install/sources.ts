@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import { decrypt as ageDecrypt, type Identity, readHeader } from "../age/index.js";
-import { ioError, NixsealError, wipe } from "../common/index.js";
+import { ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
 
 /** The largest encrypted file a secret may come from (it is decrypted in memory). */
@@ -222,7 +222,7 @@ export async function checkSource(
       try {
         valueAtKey(branches[0], secret, file);
       } catch (e) {
-        if (!(e instanceof NixsealError)) throw e;
+        rethrowUnlessNixseal(e);
         problems.push(
           new NixsealError(e.code, `secret "${secret.name}" from ${file}: ${e.message}`, {
             hint: e.hint ?? "",

@@ -40,7 +40,7 @@ function exists(path: string): boolean {
  * Finds the `.sops.yaml` sops would use. With `override` (sops `--config` / `SOPS_CONFIG`; the
  * caller reads the environment) that file is used as given, without searching. Otherwise the
  * search starts in `startDir` and goes up to 100 levels. Note that sops itself starts from the
- * current directory, not from the encrypted file's directory (getsops/sops#242): pass
+ * current directory, not from the encrypted file's directory, as sops does: pass
  * `process.cwd()` to behave exactly like sops.
  */
 export function findSopsConfig(startDir: string, override?: string): SopsConfigLocation {

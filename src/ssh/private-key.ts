@@ -15,7 +15,7 @@
 import { createDecipheriv, createPrivateKey, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
 import type { Identity, Recipient, Stanza, X25519Identity } from "../age/index.js";
-import { asBuffer, constantTimeEqual, NixsealError, wipe } from "../common/index.js";
+import { asBuffer, constantTimeEqual, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { checkSshEd25519Stanza, SSH_ED25519_STANZA, SshEd25519Identity } from "./ed25519.js";
 import {
   decodeSshPublicKeyBlob,
@@ -694,7 +694,7 @@ function parsePemPublicKey(options: SshPrivateKeyOptions): SshPublicKeyData | nu
   try {
     return decodeSshPublicKeyLine(line).key;
   } catch (e) {
-    if (!(e instanceof NixsealError)) throw e;
+    rethrowUnlessNixseal(e);
     const code = e.code === "AGE_RECIPIENT" ? "KEY_FORMAT" : e.code;
     throw new NixsealError(code, `${file}: the public key given for it: ${e.message}`, {
       file,

@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ArmorDecoder, type Header, looksArmored, parseHeader } from "../age/index.js";
-import { NixsealError, walkFiles } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal, walkFiles } from "../common/index.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
 import type { Rules, SecretRule } from "./rules.js";
@@ -152,7 +152,7 @@ export function expectationsOf(rules: Rules): Map<string, HeaderExpectation> {
       }
       out.set(rule.name, expect);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       for (const p of e.problems.length ? e.problems : [e]) {
         problems.push(new NixsealError("RULES", p.message, { file: rules.file, hint: p.hint }));
       }
@@ -208,7 +208,7 @@ function checkSopsFiles(config: SopsConfig, problems: CheckProblem[], listed: Se
       for (const m of sopsMismatches(content, expectationOfCreationRule(rule, config.file)))
         problem("recipients", m);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problem(
         e.code === "SOPS_UNSUPPORTED" || e.code === "SOPS_CONFIG" ? "recipients" : "bad-header",
         e.message,
@@ -229,7 +229,7 @@ function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>)
     try {
       data = readSecretFile(rule);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       if (!fs.existsSync(rule.file) && !isSymlink(rule.file)) {
         problem("drift", "missing-file", "the rules list it but the file does not exist");
       } else {
@@ -242,7 +242,7 @@ function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>)
     try {
       sops = sopsContentOf(rule.file, data);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problem("drift", "bad-header", e.message);
       continue;
     }
@@ -256,7 +256,7 @@ function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>)
     try {
       inspection = inspectSecretFile(rule, data, expectations.get(rule.name)!);
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       problem("drift", "bad-header", e.message);
       continue;
     }

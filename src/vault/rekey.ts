@@ -34,7 +34,14 @@ import {
   type Stanza,
   unwrapFileKey,
 } from "../age/index.js";
-import { AtomicFile, ioError, NixsealError, syncDirectory, wipe } from "../common/index.js";
+import {
+  AtomicFile,
+  ioError,
+  NixsealError,
+  rethrowUnlessNixseal,
+  syncDirectory,
+  wipe,
+} from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
 import { RECIPIENTS_RECORD_STANZA } from "./recipients-record.js";
@@ -317,7 +324,7 @@ function verifyPayload(job: Job, fileKey: Uint8Array): void {
 }
 
 function failureOf(job: Job, e: unknown, tried: string): RekeyFailure {
-  if (!(e instanceof NixsealError)) throw e;
+  rethrowUnlessNixseal(e);
   if (e.code === "AGE_NO_MATCH") {
     const stanzas = job.header.stanzas.filter((s) => s.type !== RECIPIENTS_RECORD_STANZA);
     return {
@@ -667,7 +674,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         newHeader: null,
       });
     } catch (e) {
-      if (!(e instanceof NixsealError)) throw e;
+      rethrowUnlessNixseal(e);
       failed.push({ secret: rule.name, file: rel, message: e.message, hint: e.hint });
     }
   });

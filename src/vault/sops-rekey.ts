@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { NixsealError, writeFileAtomic } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal, writeFileAtomic } from "../common/index.js";
 import type { KeyGroup, SopsConfig } from "../sops/index.js";
 import { ruleFor } from "../sops/index.js";
 import type { RekeyFailure } from "./rekey.js";
@@ -45,7 +45,7 @@ export interface SopsTargets {
 }
 
 function failureOf(name: string, file: string, e: unknown): RekeyFailure {
-  if (!(e instanceof NixsealError)) throw e;
+  rethrowUnlessNixseal(e);
   return { secret: name, file, message: e.message, hint: e.hint };
 }
 
@@ -73,7 +73,7 @@ export function findSopsTargets(rules: Rules | null, config: SopsConfig | null):
         if (e instanceof NixsealError && e.code.startsWith("SOPS")) {
           listed.add(abs);
           out.failed.push(failureOf(rule.name, rel, e));
-        } else if (!(e instanceof NixsealError)) throw e;
+        } else rethrowUnlessNixseal(e);
       }
     }
   }

@@ -972,7 +972,7 @@ describe("flake.nix", { skip: missing }, () => {
 
 /**
  * The other side of the contract: manifests the modules write, read by the real `nixseal
- * install`. Skips until the installer (the TypeScript side of issue 5) is merged.
+ * install`. Needs the built installer.
  */
 const INSTALLER = fs.existsSync(path.join(REPO, "dist", "src", "cli", "install.js"));
 const noInstaller =

@@ -248,7 +248,7 @@ creation_rules:
   assert.deepEqual(validateSopsConfig(c), []);
 });
 
-test("key_groups: the stray '-' of sops-nix#360 gives two groups; flat keys beside key_groups are ignored with a warning", () => {
+test("key_groups: a stray '-' (as sops-nix users write it) gives two groups; flat keys beside key_groups are ignored with a warning", () => {
   const c = conf(
     `creation_rules:\n  - age: ${AGE_C}\n    key_groups:\n    - pgp:\n      - ABCD\n    - age:\n      - ${AGE_A}\n`,
   );
