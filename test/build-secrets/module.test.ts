@@ -15,7 +15,7 @@ const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
 const SKIP = !which("nix-instantiate")
   ? "needs nix-instantiate"
   : !NIXPKGS_LIB
-    ? "needs NIXPKGS_LIB (a nixpkgs checkout's lib, e.g. /work/nixpkgs-lib)"
+    ? "needs NIXPKGS_LIB (nixpkgs's lib folder, or a checkout of nixpkgs.lib)"
     : false;
 
 const FETCHER = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixseal-fetcher.js";
