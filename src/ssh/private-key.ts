@@ -17,6 +17,8 @@ import { createRequire } from "node:module";
 import type { Identity, Recipient, Stanza, X25519Identity } from "../age/index.js";
 import { asBuffer, constantTimeEqual, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { checkSshEd25519Stanza, SSH_ED25519_STANZA, SshEd25519Identity } from "./ed25519.js";
+import { formatError, noPassphrase, unsupportedFormat, wrongPassphrase } from "./key-file-errors.js";
+import { type PemBlock, parsePem } from "./pem.js";
 import {
   decodeSshPublicKeyBlob,
   decodeSshPublicKeyLine,
@@ -73,37 +75,6 @@ export interface SshKeyIdentity extends Identity {
   unlock(): Promise<SshKeyIdentity>;
 }
 
-// --- errors -----------------------------------------------------------------------------------
-
-function formatError(file: string, message: string, hint?: string): NixsealError {
-  return new NixsealError("KEY_FORMAT", `malformed ssh private key ${file}: ${message}`, {
-    file,
-    hint: hint ?? "the key file is damaged or truncated; restore it or generate a new key with ssh-keygen",
-  });
-}
-
-function wrongPassphrase(file: string): NixsealError {
-  return new NixsealError("KEY_ENCRYPTED", `cannot decrypt the ssh key ${file}: wrong passphrase`, {
-    file,
-    hint: "wrong passphrase; try again (check NIXSEAL_PASSPHRASE_FILE if you set it)",
-  });
-}
-
-function noPassphrase(file: string): NixsealError {
-  return new NixsealError(
-    "KEY_ENCRYPTED",
-    `the ssh key ${file} is passphrase-protected and no passphrase is available`,
-    {
-      file,
-      hint: "the key is passphrase-protected; run in a terminal or set NIXSEAL_PASSPHRASE_FILE",
-    },
-  );
-}
-
-function unsupportedFormat(file: string, what: string, hint: string): NixsealError {
-  return new NixsealError("KEY_UNSUPPORTED", `${file}: ${what} is not supported`, { file, hint });
-}
-
 function describe(type: SshKeyType | null, file: string, encrypted: boolean): string {
   return `${type ?? "ssh"} key ${file}${encrypted ? " (passphrase-protected)" : ""}`;
 }
@@ -155,50 +126,6 @@ function identityFromKeyObject(key: KeyObject, file: string, encrypted: boolean)
     name,
     "age supports only ssh-ed25519 and ssh-rsa keys; use ssh-keygen -t ed25519",
   );
-}
-
-// --- PEM --------------------------------------------------------------------------------------
-
-interface PemBlock {
-  label: string;
-  headers: Map<string, string>;
-  /** The base64 body with whitespace removed. */
-  body: string;
-  /** The block as text, from BEGIN to END, for node:crypto. */
-  text: string;
-}
-
-function parsePem(text: string, file: string): PemBlock {
-  const begin = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n/.exec(text);
-  if (begin === null) {
-    throw formatError(
-      file,
-      "not an ssh private key (no -----BEGIN ... PRIVATE KEY----- line)",
-      "check the path",
-    );
-  }
-  const label = begin[1]!;
-  const endMarker = `-----END ${label}-----`;
-  const end = text.indexOf(endMarker, begin.index);
-  if (end < 0) throw formatError(file, `missing the ${endMarker} line (truncated?)`);
-  const inner = text.slice(begin.index + begin[0].length, end);
-  const headers = new Map<string, string>();
-  let bodyText = inner;
-  // RFC 1421 style headers (PKCS#1 legacy encryption): "Name: value" lines, then a blank line.
-  if (/^[A-Za-z-]+:/.test(inner)) {
-    const blank = /\r?\n\r?\n/.exec(inner);
-    if (blank === null) throw formatError(file, "PEM headers without the blank line after them");
-    for (const line of inner.slice(0, blank.index).split(/\r?\n/)) {
-      const colon = line.indexOf(":");
-      if (colon > 0) headers.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
-    }
-    bodyText = inner.slice(blank.index + blank[0].length);
-  }
-  const body = bodyText.replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length % 4 !== 0) {
-    throw formatError(file, "the base64 body is invalid");
-  }
-  return { label, headers, body, text: text.slice(begin.index, end + endMarker.length) };
 }
 
 // --- OpenSSH: ciphers --------------------------------------------------------------------------
