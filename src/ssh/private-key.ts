@@ -14,10 +14,18 @@
  */
 import { createDecipheriv, createPrivateKey, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
-import type { Identity, Recipient, Stanza, X25519Identity } from "../age/index.js";
+import type { X25519Identity } from "../age/index.js";
 import { asBuffer, constantTimeEqual, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
-import { checkSshEd25519Stanza, SSH_ED25519_STANZA, SshEd25519Identity } from "./ed25519.js";
-import { formatError, noPassphrase, unsupportedFormat, wrongPassphrase } from "./key-file-errors.js";
+import { SSH_ED25519_STANZA, SshEd25519Identity } from "./ed25519.js";
+import { EncryptedSshIdentity } from "./encrypted-identity.js";
+import { formatError, unsupportedFormat, wrongPassphrase } from "./key-file-errors.js";
+import {
+  ed25519Identity,
+  identityFromKeyObject,
+  rsaIdentity,
+  type SshKeyIdentity,
+  sameKey,
+} from "./key-identity.js";
 import { type PemBlock, parsePem } from "./pem.js";
 import {
   decodeSshPublicKeyBlob,
@@ -25,12 +33,9 @@ import {
   isKnownUnsupportedSshType,
   type SshKeyType,
   type SshPublicKeyData,
-  sshPublicKeyTag,
-  sshPublicKeyWire,
-  sshRecipientOf,
   unsupportedSshKeyType,
 } from "./public-key.js";
-import { checkSshRsaStanza, SSH_RSA_STANZA, SshRsaIdentity } from "./rsa.js";
+import { SSH_RSA_STANZA } from "./rsa.js";
 import { rsaKeyFromParts } from "./rsa-der.js";
 import { SshWireReader } from "./wire.js";
 
@@ -59,74 +64,6 @@ export interface SshPrivateKeyOptions {
    * asks for it. Not needed for OpenSSH-format keys, which carry their public key in clear.
    */
   publicKey?: string | Uint8Array;
-}
-
-/** An identity from an ssh key file. */
-export interface SshKeyIdentity extends Identity {
-  /** The key's ssh type, or null while unknown (an encrypted PEM key given without its .pub). */
-  readonly keyType: SshKeyType | null;
-  /** True if the file is passphrase-protected. */
-  readonly encrypted: boolean;
-  /**
-   * The age recipient of this key, or null while unknown. May throw AGE_RECIPIENT for an RSA key
-   * under 2048 bits, which age decrypts with but refuses to encrypt to.
-   */
-  recipient(): Recipient | null;
-  /** The decrypted identity, asking for the passphrase now if needed (still at most once). */
-  unlock(): Promise<SshKeyIdentity>;
-}
-
-function describe(type: SshKeyType | null, file: string, encrypted: boolean): string {
-  return `${type ?? "ssh"} key ${file}${encrypted ? " (passphrase-protected)" : ""}`;
-}
-
-// --- identities from decoded keys -------------------------------------------------------------
-
-/** A decrypted key as an identity; `recipient()` is the age one. */
-function ed25519Identity(seed: Uint8Array, file: string, encrypted: boolean): SshKeyIdentity {
-  const id = new SshEd25519Identity(seed, { description: describe(SSH_ED25519_STANZA, file, encrypted) });
-  const extra = { keyType: SSH_ED25519_STANZA as SshKeyType, encrypted, unlock: async () => result };
-  const result: SshEd25519Identity & SshKeyIdentity = Object.assign(id, extra);
-  return result;
-}
-
-function rsaIdentity(key: KeyObject, file: string, encrypted: boolean): SshKeyIdentity {
-  const id = new SshRsaIdentity(key, { description: describe(SSH_RSA_STANZA, file, encrypted) });
-  const extra = { keyType: SSH_RSA_STANZA as SshKeyType, encrypted, unlock: async () => result };
-  const result: SshRsaIdentity & SshKeyIdentity = Object.assign(id, extra);
-  return result;
-}
-
-/** The public numbers of a decrypted identity, to compare with the public key given in clear. */
-function sameKey(id: SshKeyIdentity, pub: SshPublicKeyData): boolean {
-  if (id instanceof SshEd25519Identity)
-    return pub.type === SSH_ED25519_STANZA && constantTimeEqual(id.publicKey, pub.publicKey);
-  if (id instanceof SshRsaIdentity) {
-    return pub.type === SSH_RSA_STANZA && Buffer.from(id.wireKey).equals(sshPublicKeyWire(pub));
-  }
-  return false;
-}
-
-/** An identity from a node:crypto private key (PEM input). */
-function identityFromKeyObject(key: KeyObject, file: string, encrypted: boolean): SshKeyIdentity {
-  const type = key.asymmetricKeyType;
-  if (type === "rsa") return rsaIdentity(key, file, encrypted);
-  if (type === "ed25519") {
-    // OpenSSL exports an Ed25519 key as the 48-byte PKCS#8 form ending in the 32-byte seed.
-    const der = key.export({ format: "der", type: "pkcs8" });
-    try {
-      if (der.length !== 48) throw formatError(file, "unexpected Ed25519 PKCS#8 encoding");
-      return ed25519Identity(der.subarray(16), file, encrypted);
-    } finally {
-      der.fill(0);
-    }
-  }
-  const name = type === "ec" ? "an ECDSA key" : type === "dsa" ? "a DSA key" : `a ${type ?? "unknown"} key`;
-  throw unsupportedFormat(
-    file,
-    name,
-    "age supports only ssh-ed25519 and ssh-rsa keys; use ssh-keygen -t ed25519",
-  );
 }
 
 // --- OpenSSH: ciphers --------------------------------------------------------------------------
@@ -388,115 +325,6 @@ function parseOpenSshPrivateSection(plain: Uint8Array, key: OpenSshKey, file: st
   }
   if (!sameKey(identity, key.publicKey)) throw fail("the private and public halves do not match");
   return identity;
-}
-
-// --- the lazy identity of a passphrase-protected key ------------------------------------------
-
-interface KnownPublicKey {
-  data: SshPublicKeyData;
-  tag: string;
-}
-
-/**
- * A passphrase-protected key (agessh.EncryptedSSHIdentity): asks for the passphrase only when
- * a stanza is for this key, once; keeps the decrypted key for the files that follow.
- */
-class EncryptedSshIdentity implements SshKeyIdentity {
-  readonly description: string;
-  readonly encrypted = true;
-  private readonly file: string;
-  private readonly known: KnownPublicKey | null;
-  /** The stanza types this key may answer (one when the public key is known). */
-  private readonly candidateTypes: readonly SshKeyType[];
-  private readonly askPassphrase: (() => Promise<Uint8Array>) | undefined;
-  private readonly decryptWith: (passphrase: Uint8Array) => SshKeyIdentity;
-  private decrypted: SshKeyIdentity | null = null;
-  private decrypting: Promise<SshKeyIdentity> | null = null;
-
-  constructor(args: {
-    file: string;
-    known: SshPublicKeyData | null;
-    candidateTypes: readonly SshKeyType[];
-    passphrase: (() => Promise<Uint8Array>) | undefined;
-    decryptWith: (passphrase: Uint8Array) => SshKeyIdentity;
-  }) {
-    this.file = args.file;
-    this.known = args.known === null ? null : { data: args.known, tag: sshPublicKeyTag(args.known) };
-    this.candidateTypes = this.known === null ? args.candidateTypes : [this.known.data.type];
-    this.askPassphrase = args.passphrase;
-    this.decryptWith = args.decryptWith;
-    this.description = describe(this.keyType, this.file, true);
-  }
-
-  get keyType(): SshKeyType | null {
-    if (this.decrypted !== null) return this.decrypted.keyType;
-    return this.candidateTypes.length === 1 ? this.candidateTypes[0]! : null;
-  }
-
-  recipient(): Recipient | null {
-    if (this.decrypted !== null) return this.decrypted.recipient();
-    return this.known === null ? null : sshRecipientOf(this.known.data);
-  }
-
-  /** Is one of the stanzas for this key? Malformed stanzas of our types are refused here too. */
-  private matches(stanzas: readonly Stanza[]): boolean {
-    let match = false;
-    for (const s of stanzas) {
-      if (s.type === SSH_ED25519_STANZA && this.candidateTypes.includes(SSH_ED25519_STANZA))
-        checkSshEd25519Stanza(s);
-      else if (s.type === SSH_RSA_STANZA && this.candidateTypes.includes(SSH_RSA_STANZA))
-        checkSshRsaStanza(s);
-      else continue;
-      if (this.known === null || s.args[0] === this.known.tag) match = true;
-    }
-    return match;
-  }
-
-  private async decrypt(): Promise<SshKeyIdentity> {
-    if (this.askPassphrase === undefined) throw noPassphrase(this.file);
-    let passphrase: Uint8Array;
-    try {
-      passphrase = await this.askPassphrase();
-    } catch (e) {
-      if (e instanceof NixsealError) throw e.withFile(this.file);
-      throw new NixsealError("KEY_ENCRYPTED", `could not read the passphrase for the ssh key ${this.file}`, {
-        file: this.file,
-        hint: "the key is passphrase-protected; run in a terminal or set NIXSEAL_PASSPHRASE_FILE",
-        cause: e,
-      });
-    }
-    try {
-      const id = this.decryptWith(passphrase);
-      if (this.known !== null && !sameKey(id, this.known.data)) {
-        throw new NixsealError(
-          "KEY_FORMAT",
-          `the ssh key ${this.file} does not match the public key given for it`,
-          {
-            file: this.file,
-            hint: `check that ${this.file}.pub belongs to ${this.file}`,
-          },
-        );
-      }
-      this.decrypted = id;
-      return id;
-    } finally {
-      wipe(passphrase);
-    }
-  }
-
-  unlock(): Promise<SshKeyIdentity> {
-    // One passphrase request per identity, even for concurrent files; a failure is remembered
-    // too, so a wrong passphrase is not asked again for every file.
-    this.decrypting ??= this.decrypt();
-    return this.decrypting;
-  }
-
-  async unwrapFileKey(stanzas: readonly Stanza[]): Promise<Uint8Array | null> {
-    if (this.decrypted !== null) return this.decrypted.unwrapFileKey(stanzas);
-    if (!this.matches(stanzas)) return null;
-    const id = await this.unlock();
-    return id.unwrapFileKey(stanzas);
-  }
 }
 
 // --- entry points ---------------------------------------------------------------------------
