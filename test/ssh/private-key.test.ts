@@ -16,11 +16,11 @@ import { decrypt, encrypt } from "../../src/age/age.js";
 import type { Recipient } from "../../src/age/types.js";
 import { NixsealError } from "../../src/common/errors.js";
 import type { SshKeyIdentity } from "../../src/ssh/key-identity.js";
+import { poly1305 } from "../../src/ssh/openssh-encryption.js";
 import {
   looksLikeSshPrivateKey,
   MAX_SSH_KEY_FILE_SIZE,
   parseSshPrivateKey,
-  poly1305,
   sshPrivateKeyToAgeIdentity,
 } from "../../src/ssh/private-key.js";
 import { parseSshPublicKey, sshPublicKeyToAgeRecipient } from "../../src/ssh/public-key.js";
