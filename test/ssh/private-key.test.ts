@@ -99,6 +99,20 @@ function skipWithout(t: { skip: (m: string) => void }, tools: [boolean, string][
   return false;
 }
 
+/** The base64-decoded blob of an OpenSSH key file, its cipher name and where the AEAD tag starts. */
+function openSshBlob(file: string): { blob: Buffer; cipher: string; tagAt: number } {
+  const text = fs.readFileSync(file, "latin1");
+  const blob = Buffer.from(text.replace(/-----[A-Z ]+-----/g, "").replace(/\s+/g, ""), "base64");
+  const r = new SshWireReader(blob.subarray(15), (m) => new NixsealError("INTERNAL", m));
+  const cipher = r.readText();
+  r.readString(); // kdf name
+  r.readString(); // kdf options
+  r.readUint32(); // key count
+  r.readString(); // public key
+  r.readString(); // private section
+  return { blob, cipher, tagAt: blob.length - r.remaining };
+}
+
 // --- OpenSSH format ---------------------------------------------------------------------------
 
 test("unencrypted OpenSSH keys: identities that decrypt age's files, with type and file in the description", async (t) => {
@@ -139,6 +153,7 @@ for (const cipher of CIPHERS) {
     if (skipWithout(t, [[HAVE_SSH_KEYGEN, "ssh-keygen"]])) return;
     const file = keygen(["-t", "ed25519", "-Z", cipher, "-a", "2"], PASS);
     assert.match(fs.readFileSync(file, "latin1"), /BEGIN OPENSSH PRIVATE KEY/);
+    assert.equal(openSshBlob(file).cipher, cipher, "the file is encrypted with the cipher under test");
     const pubLine = fs.readFileSync(`${file}.pub`, "utf8");
     const ageFile = await ageFileFor(pubLine);
     const pass = passphraseCounter();
@@ -175,6 +190,7 @@ for (const cipher of [
   test(`passphrase-protected OpenSSH rsa key, cipher ${cipher}`, async (t) => {
     if (skipWithout(t, [[HAVE_SSH_KEYGEN, "ssh-keygen"]])) return;
     const file = keygen(["-t", "rsa", "-b", "2048", "-Z", cipher, "-a", "2"], PASS);
+    assert.equal(openSshBlob(file).cipher, cipher, "the file is encrypted with the cipher under test");
     const pubLine = fs.readFileSync(`${file}.pub`, "utf8");
     const pass = passphraseCounter();
     const id = load(file, { passphrase: pass.fn });
@@ -183,6 +199,38 @@ for (const cipher of [
     assert.equal(pass.calls, 1);
   });
 }
+
+test("chacha20-poly1305@openssh.com: an altered Poly1305 tag or section is refused even with the right passphrase", async (t) => {
+  if (skipWithout(t, [[HAVE_SSH_KEYGEN, "ssh-keygen"]])) return;
+  const file = keygen(["-t", "ed25519", "-Z", "chacha20-poly1305@openssh.com", "-a", "2"], PASS);
+  const { blob, cipher, tagAt } = openSshBlob(file);
+  assert.equal(cipher, "chacha20-poly1305@openssh.com");
+  assert.equal(blob.length - tagAt, 16, "the file ends in a 16-byte Poly1305 tag");
+  const ageFile = await ageFileFor(fs.readFileSync(`${file}.pub`, "utf8"));
+  const open = (data: Uint8Array, pass: ReturnType<typeof passphraseCounter>) =>
+    decrypt(ageFile, [parseSshPrivateKey(data, { file, passphrase: pass.fn })]);
+  // Our rebuild of the untouched blob opens: the crafting itself is sound.
+  assert.deepEqual(
+    Buffer.from(await open(openSshFile({ raw: blob } as never), passphraseCounter())),
+    plaintext,
+  );
+  // Without the tag check, an altered tag would open and an altered last byte of the section
+  // (padding) would be "invalid padding": both must fail authentication instead.
+  for (const [what, at] of [
+    ["tag", blob.length - 1],
+    ["section", tagAt - 1],
+  ] as const) {
+    const altered = Buffer.from(blob);
+    altered[at]! ^= 1;
+    const pass = passphraseCounter();
+    await assert.rejects(
+      open(openSshFile({ raw: altered } as never), pass),
+      isError("KEY_ENCRYPTED", new RegExp(`${file}.*wrong passphrase`)),
+      what,
+    );
+    assert.equal(pass.calls, 1, what);
+  }
+});
 
 test("a passphrase-protected key asks once for two files, never for a file to another key", async (t) => {
   if (skipWithout(t, [[HAVE_SSH_KEYGEN, "ssh-keygen"]])) return;
