@@ -29,7 +29,7 @@ export class EncryptedSshIdentity implements SshKeyIdentity {
   /** The stanza types this key may answer (one when the public key is known). */
   private readonly candidateTypes: readonly SshKeyType[];
   private readonly askPassphrase: (() => Promise<Uint8Array>) | undefined;
-  private readonly decryptWith: (passphrase: Uint8Array) => SshKeyIdentity;
+  private readonly decryptWith: (passphrase: Uint8Array) => Promise<SshKeyIdentity>;
   private decrypted: SshKeyIdentity | null = null;
   private decrypting: Promise<SshKeyIdentity> | null = null;
 
@@ -38,7 +38,7 @@ export class EncryptedSshIdentity implements SshKeyIdentity {
     known: SshPublicKeyData | null;
     candidateTypes: readonly SshKeyType[];
     passphrase: (() => Promise<Uint8Array>) | undefined;
-    decryptWith: (passphrase: Uint8Array) => SshKeyIdentity;
+    decryptWith: (passphrase: Uint8Array) => Promise<SshKeyIdentity>;
   }) {
     this.file = args.file;
     this.known = args.known === null ? null : { data: args.known, tag: sshPublicKeyTag(args.known) };
@@ -86,7 +86,7 @@ export class EncryptedSshIdentity implements SshKeyIdentity {
       });
     }
     try {
-      const id = this.decryptWith(passphrase);
+      const id = await this.decryptWith(passphrase);
       if (this.known !== null && !sameKey(id, this.known.data)) {
         throw new NixsealError(
           "KEY_FORMAT",

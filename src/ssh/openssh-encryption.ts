@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import { asBuffer, constantTimeEqual } from "../common/index.js";
 
 export interface CipherSpec {
-  /** node:crypto name, or "chacha20-poly1305@openssh.com" handled here. */
+  /** node:crypto name, or "chacha20-poly1305@openssh.com", done with @noble/ciphers. */
   node: string;
   keyLen: number;
   ivLen: number;
@@ -36,67 +36,57 @@ export const OPENSSH_CIPHERS: Record<string, CipherSpec> = {
   },
 };
 
-const P1305 = (1n << 130n) - 5n;
+type ChaChaModule = typeof import("@noble/ciphers/chacha.js");
+type Poly1305Module = typeof import("@noble/ciphers/_poly1305.js");
+let noble: { chacha20orig: ChaChaModule["chacha20orig"]; poly1305: Poly1305Module["poly1305"] } | undefined;
 
-function leBigInt(b: Uint8Array): bigint {
-  let n = 0n;
-  for (let i = b.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(b[i]!);
-  return n;
+/**
+ * ChaCha20 and Poly1305 from @noble/ciphers, loaded on first use: only a key file encrypted with
+ * chacha20-poly1305@openssh.com needs them. node:crypto's "chacha20" is the IETF variant (32-bit
+ * counter, 96-bit nonce), not the original one OpenSSH uses (64-bit counter, 64-bit nonce), and
+ * node:crypto has Poly1305 only inside the IETF AEAD, whose MAC input differs from OpenSSH's.
+ */
+async function loadChaChaPoly(): Promise<NonNullable<typeof noble>> {
+  if (noble === undefined) {
+    const [{ chacha20orig }, { poly1305 }] = await Promise.all([
+      import("@noble/ciphers/chacha.js"),
+      import("@noble/ciphers/_poly1305.js"),
+    ]);
+    noble = { chacha20orig, poly1305 };
+  }
+  return noble;
 }
 
 /**
- * Poly1305 (RFC 8439 section 2.5). node:crypto has no standalone Poly1305, only inside the IETF
- * AEAD, whose MAC input layout differs from OpenSSH's. Key files are small, so BigInt is enough.
+ * chacha20-poly1305@openssh.com as sshkey.c uses it for key files: sequence number 0 as the
+ * nonce, no length field (so the second key, the header key, is unused), the Poly1305 key is the
+ * first 32 bytes of the main key's stream at counter 0, the tag is over the ciphertext, and the
+ * payload is the stream from counter 1. Returns null if the tag does not verify.
  */
-export function poly1305(key: Uint8Array, message: Uint8Array): Uint8Array {
-  const r = leBigInt(key.subarray(0, 16)) & 0x0ffffffc0ffffffc0ffffffc0fffffffn;
-  const s = leBigInt(key.subarray(16, 32));
-  let acc = 0n;
-  for (let i = 0; i < message.length; i += 16) {
-    const block = message.subarray(i, Math.min(i + 16, message.length));
-    acc = ((acc + leBigInt(block) + (1n << BigInt(8 * block.length))) * r) % P1305;
-  }
-  acc = (acc + s) & ((1n << 128n) - 1n);
-  const tag = new Uint8Array(16);
-  for (let i = 0; i < 16; i++) {
-    tag[i] = Number(acc & 0xffn);
-    acc >>= 8n;
-  }
-  return tag;
-}
-
-/** OpenSSH's original-ChaCha20 with a 64-bit counter and 64-bit nonce, on OpenSSL's IETF layout. */
-function chacha20(key: Uint8Array, counter: number, data: Uint8Array): Buffer {
-  // OpenSSL's IV: 32-bit little-endian block counter then a 96-bit nonce. OpenSSH's layout is a
-  // 64-bit counter then a 64-bit nonce (the sequence number, 0 for key files); with a small
-  // counter and a zero nonce both are the same 16 bytes.
-  const iv = Buffer.alloc(16);
-  iv.writeUInt32LE(counter, 0);
-  const c = createDecipheriv("chacha20", asBuffer(key), iv);
-  return Buffer.concat([c.update(data), c.final()]);
-}
-
-/**
- * chacha20-poly1305@openssh.com with sequence number 0 and no length field, as sshkey.c uses it
- * for key files: Poly1305 key = first 32 bytes of the ChaCha20 stream (main key, counter 0), tag
- * over the ciphertext, payload with counter 1. Returns null if the tag does not verify.
- */
-function openChaChaPolyOpenSsh(key: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | null {
+async function openChaChaPolyOpenSsh(
+  key: Uint8Array,
+  ciphertext: Uint8Array,
+  tag: Uint8Array,
+): Promise<Buffer | null> {
+  const { chacha20orig, poly1305 } = await loadChaChaPoly();
   const mainKey = key.subarray(0, 32);
-  const polyKey = chacha20(mainKey, 0, new Uint8Array(32));
-  const expected = poly1305(polyKey, ciphertext);
+  const nonce = new Uint8Array(8);
+  const polyKey = chacha20orig(mainKey, nonce, new Uint8Array(32), undefined, 0);
+  const expected = poly1305(ciphertext, polyKey);
   polyKey.fill(0);
   if (!constantTimeEqual(expected, tag)) return null;
-  return chacha20(mainKey, 1, ciphertext);
+  const plain = Buffer.alloc(ciphertext.length);
+  chacha20orig(mainKey, nonce, ciphertext, plain, 1);
+  return plain;
 }
 
 /** Decrypts the private section; null when authentication fails (AEAD ciphers). */
-export function decryptSection(
+export async function decryptSection(
   spec: CipherSpec,
   keyIv: Uint8Array,
   encrypted: Uint8Array,
   tag: Uint8Array,
-): Buffer | null {
+): Promise<Buffer | null> {
   const key = keyIv.subarray(0, spec.keyLen);
   const iv = keyIv.subarray(spec.keyLen, spec.keyLen + spec.ivLen);
   if (spec.node === "chacha20-poly1305@openssh.com") return openChaChaPolyOpenSsh(key, encrypted, tag);

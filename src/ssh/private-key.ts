@@ -76,12 +76,12 @@ function parseOpenSsh(block: PemBlock, options: SshPrivateKeyOptions): SshKeyIde
     known: key.publicKey,
     candidateTypes: [key.publicKey.type],
     passphrase: options.passphrase,
-    decryptWith: (passphrase) => {
+    decryptWith: async (passphrase) => {
       const keyIv = bcryptPbkdf(passphrase, key.salt, spec.keyLen + spec.ivLen, key.rounds);
       if (keyIv === null) throw wrongPassphrase(file);
       let plain: Buffer | null = null;
       try {
-        plain = decryptSection(spec, keyIv, key.encrypted, key.tag);
+        plain = await decryptSection(spec, keyIv, key.encrypted, key.tag);
         if (plain === null) throw wrongPassphrase(file);
         return parseOpenSshPrivateSection(plain, key, file);
       } finally {
@@ -128,7 +128,7 @@ function parsePemKey(block: PemBlock, options: SshPrivateKeyOptions): SshKeyIden
       known,
       candidateTypes,
       passphrase: options.passphrase,
-      decryptWith: (passphrase) => {
+      decryptWith: async (passphrase) => {
         let key: KeyObject;
         try {
           key = createPrivateKey({ key: block.text, format: "pem", passphrase: asBuffer(passphrase) });

@@ -16,7 +16,6 @@ import { decrypt, encrypt } from "../../src/age/age.js";
 import type { Recipient } from "../../src/age/types.js";
 import { NixsealError } from "../../src/common/errors.js";
 import type { SshKeyIdentity } from "../../src/ssh/key-identity.js";
-import { poly1305 } from "../../src/ssh/openssh-encryption.js";
 import {
   looksLikeSshPrivateKey,
   MAX_SSH_KEY_FILE_SIZE,
@@ -230,6 +229,40 @@ test("chacha20-poly1305@openssh.com: an altered Poly1305 tag or section is refus
     );
     assert.equal(pass.calls, 1, what);
   }
+});
+
+test("@noble/ciphers is loaded only when a chacha20-poly1305@openssh.com key is decrypted", (t) => {
+  if (skipWithout(t, [[HAVE_SSH_KEYGEN, "ssh-keygen"]])) return;
+  const keys = [
+    keygen(["-t", "ed25519"]),
+    keygen(["-t", "ed25519", "-Z", "aes256-ctr", "-a", "2"], PASS),
+    keygen(["-t", "ed25519", "-Z", "chacha20-poly1305@openssh.com", "-a", "2"], PASS),
+  ];
+  // A separate process, so that no other test has loaded it; a resolve hook sees every import.
+  const script = path.join(dir, `lazy${counter++}.mjs`);
+  fs.writeFileSync(
+    script,
+    `import fs from "node:fs";
+import { registerHooks } from "node:module";
+let loaded = false;
+registerHooks({
+  resolve(specifier, context, next) {
+    const r = next(specifier, context);
+    if (r.url.includes("/@noble/ciphers/")) loaded = true;
+    return r;
+  },
+});
+const { parseSshPrivateKey } = await import(${JSON.stringify(new URL("../../src/ssh/index.js", import.meta.url).href)});
+const seen = [loaded];
+for (const file of ${JSON.stringify(keys)}) {
+  const id = parseSshPrivateKey(fs.readFileSync(file), { file, passphrase: async () => Buffer.from(${JSON.stringify(PASS)}) });
+  await id.unlock();
+  seen.push(loaded);
+}
+process.stdout.write(JSON.stringify(seen));
+`,
+  );
+  assert.deepEqual(JSON.parse(run(process.execPath, [script]).toString()), [false, false, false, true]);
 });
 
 test("a passphrase-protected key asks once for two files, never for a file to another key", async (t) => {
@@ -688,16 +721,6 @@ test("an encrypted PEM key with a .pub of the wrong kind is refused at once", (t
     () => load(file, { publicKey: "ecdsa-sha2-nistp256 AAAAE2VjZHNh" }),
     isError("KEY_UNSUPPORTED", /unsupported ssh key type/, /ssh-ed25519 and ssh-rsa/),
   );
-});
-
-// --- OpenSSH's chacha20-poly1305: the Poly1305 we implement --------------------------------------
-
-test("poly1305 matches RFC 8439 section 2.5.2", () => {
-  const key = Buffer.from("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b", "hex");
-  const tag = poly1305(key, Buffer.from("Cryptographic Forum Research Group"));
-  assert.equal(Buffer.from(tag).toString("hex"), "a8061dc1305136c6c22b8baf0c0127a9");
-  // RFC 8439 A.3 test vector #1: all-zero key and message give a zero tag.
-  assert.equal(Buffer.from(poly1305(new Uint8Array(32), new Uint8Array(64))).toString("hex"), "0".repeat(32));
 });
 
 test("identities from several key files work side by side in one decrypt", async (t) => {
