@@ -1,12 +1,8 @@
 /** SSH keys for age (what Go's agessh is): the ssh-ed25519 and ssh-rsa recipients and identities, the
  * public key line, private key files (OpenSSH and PEM) and the wire encoding. The public face of src/ssh/. */
 export { SSH_ED25519_STANZA, SshEd25519Identity, SshEd25519Recipient } from "./ed25519.js";
-export {
-  looksLikeSshPrivateKey,
-  MAX_SSH_KEY_FILE_SIZE,
-  parseSshPrivateKey,
-  type SshKeyIdentity,
-} from "./private-key.js";
+export type { SshKeyIdentity } from "./key-identity.js";
+export { looksLikeSshPrivateKey, MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey } from "./private-key.js";
 export {
   decodeSshPublicKeyLine,
   looksLikeSshPublicKey,
