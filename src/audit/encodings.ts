@@ -24,6 +24,9 @@ export type EncodingName =
   | "url-lower"
   | "url-form"
   | "url-component"
+  | "url-plus"
+  | "url-php"
+  | "url-path"
   | "json"
   | "json-ascii"
   | "nix-string"
@@ -43,6 +46,9 @@ export const ENCODINGS: readonly EncodingName[] = [
   "url-lower",
   "url-form",
   "url-component",
+  "url-plus",
+  "url-php",
+  "url-path",
   "json",
   "json-ascii",
   "nix-string",
@@ -253,10 +259,16 @@ function percentEncode(
   return Uint8Array.from(out);
 }
 
-// RFC 3986 unreserved: ALPHA DIGIT - . _ ~
+// The encoders below all write upper-case hex; `url-lower` is the one lower-case form.
+// RFC 3986 unreserved: ALPHA DIGIT - . _ ~ (Python's quote(s, safe=""), PHP's rawurlencode;
+// with '+' for a space: Python's quote_plus, Go's url.QueryEscape).
 const unreserved = (b: number) => isAlnum(b) || b === 0x2d || b === 0x2e || b === 0x5f || b === 0x7e;
-// WHATWG urlencoded serializer: ALPHA DIGIT * - . _
+// WHATWG urlencoded serializer: ALPHA DIGIT * - . _ (URLSearchParams, Java's URLEncoder)
 const formSafe = (b: number) => isAlnum(b) || b === 0x2a || b === 0x2d || b === 0x2e || b === 0x5f;
+// PHP's urlencode: ALPHA DIGIT - _ . (so '~' and '*' are escaped too), '+' for a space
+const phpSafe = (b: number) => isAlnum(b) || b === 0x2d || b === 0x2e || b === 0x5f;
+// Python's quote(s) with its default safe="/": unreserved and '/'
+const pathSafe = (b: number) => unreserved(b) || b === 0x2f;
 // ECMAScript encodeURIComponent: ALPHA DIGIT - _ . ! ~ * ' ( )
 const componentSafe = (b: number) =>
   unreserved(b) || b === 0x21 || b === 0x2a || b === 0x27 || b === 0x28 || b === 0x29;
@@ -376,6 +388,12 @@ export function encodeAs(v: Uint8Array, encoding: EncodingName, alignment = 0): 
       return percentEncode(v, formSafe, true, true);
     case "url-component":
       return percentEncode(v, componentSafe, true, false);
+    case "url-plus":
+      return percentEncode(v, unreserved, true, true);
+    case "url-php":
+      return percentEncode(v, phpSafe, true, true);
+    case "url-path":
+      return percentEncode(v, pathSafe, true, false);
     case "json":
     case "json-ascii":
     case "nix-string": {

@@ -1,7 +1,9 @@
 /**
  * The encodings of a secret, checked against independent encoders: Node's Buffer (base64,
- * base64url, hex), encodeURIComponent and URLSearchParams, JSON.stringify, the real Nix for Nix
- * strings, and /bin/sh for shell words.
+ * base64url, hex), encodeURIComponent and URLSearchParams, Python's urllib.parse (quote,
+ * quote_plus), JSON.stringify, the real Nix for Nix strings, and /bin/sh for shell words. For
+ * encoders not installed here (Go, PHP) the expected strings are written out from their
+ * documented rules, and checked against Python where the two coincide.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -114,6 +116,109 @@ test("encodings: URL-encoded forms (RFC 3986 upper and lower, form, encodeURICom
   }
 });
 
+/** Python's urllib.parse encodings of each value: [quote_plus(v), quote(v), quote(v, safe="")]. */
+function pythonQuotes(values: string[]): [string, string, string][] {
+  const script =
+    "import json, sys\nfrom urllib.parse import quote, quote_plus\n" +
+    "print(json.dumps([[quote_plus(v), quote(v), quote(v, safe='')] for v in json.load(sys.stdin)]))";
+  const r = spawnSync("python3", ["-c", script], { input: JSON.stringify(values), encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+test("encodings: Python's quote_plus, quote and quote(safe='') of any value are found", (t) => {
+  if (!which("python3")) return t.skip("needs python3");
+  const rand = prng(17);
+  const secrets = Array.from({ length: 300 }, () => randomSecret(rand));
+  // Values where the plus form and the kept '~' or '/' meet: the cases nixseal used to miss.
+  secrets.push("k a~b c*d/e~z", "kpass word~1*2z", "k/usr/lib x*z", "k~~ ** //z");
+  const quoted = pythonQuotes(secrets);
+  secrets.forEach((secret, i) => {
+    const ps = patternsOf(secret);
+    for (const encoded of quoted[i]!) {
+      // Python writes upper-case hex (url-lower is for the encoders that do not).
+      assert.doesNotMatch(encoded, /%(?:[a-f][0-9a-fA-F]|[0-9A-F][a-f])/, encoded);
+      const text = Buffer.from(`postgres://u:${encoded}@db/x`);
+      const found = findIn(text, ps);
+      assert.ok(
+        found.some((f) => f.offset === 13),
+        `${JSON.stringify(secret)} as ${encoded}: ${JSON.stringify(found)}`,
+      );
+    }
+  });
+});
+
+test("encodings: Go's QueryEscape, PHP's urlencode and rawurlencode, encodeURIComponent (documented rules)", (t) => {
+  const value = "p@ss word~*'()!/:;\u00e9";
+  // Go, net/url documentation and source: QueryEscape keeps A-Z a-z 0-9 - _ . ~, writes a space
+  // as '+' and every other byte as %XX with upper-case hex.
+  const go = "p%40ss+word~%2A%27%28%29%21%2F%3A%3B%C3%A9";
+  // The PHP manual: urlencode "Returns a string in which all non-alphanumeric characters except
+  // -_. have been replaced with a percent (%) sign followed by two hex digits and spaces encoded
+  // as plus (+) signs" (upper-case hex in PHP's ext/standard/url.c); rawurlencode does the same
+  // except that '~' is kept too (since PHP 5.3.0, RFC 3986) and a space is %20.
+  const phpUrlencode = "p%40ss+word%7E%2A%27%28%29%21%2F%3A%3B%C3%A9";
+  const phpRawurlencode = "p%40ss%20word~%2A%27%28%29%21%2F%3A%3B%C3%A9";
+  // ECMAScript encodeURIComponent keeps A-Z a-z 0-9 - _ . ! ~ * ' ( ).
+  const component = "p%40ss%20word~*'()!%2F%3A%3B%C3%A9";
+  assert.equal(encodeURIComponent(value), component);
+  if (which("python3")) {
+    // Where Python's encoders follow the same rules, they must give the same strings.
+    const [[plus, , strict]] = pythonQuotes([value]) as [[string, string, string]];
+    assert.equal(plus, go, "Python's quote_plus and Go's QueryEscape");
+    assert.equal(strict, phpRawurlencode, "Python's quote(safe='') and PHP's rawurlencode");
+  } else t.diagnostic("python3 missing: the Go and PHP strings are not cross-checked");
+  const ps = patternsOf(value);
+  for (const [who, encoded] of [
+    ["Go QueryEscape", go],
+    ["PHP urlencode", phpUrlencode],
+    ["PHP rawurlencode", phpRawurlencode],
+    ["encodeURIComponent", component],
+    // The lower-case hex an ad-hoc encoder (printf '%%%02x') writes for RFC 3986.
+    ["RFC 3986, lower-case hex", phpRawurlencode.replace(/%[0-9A-F]{2}/g, (x) => x.toLowerCase())],
+  ]) {
+    const found = findIn(Buffer.from(`?pw=${encoded}&x`), ps);
+    assert.ok(
+      found.some((f) => f.offset === 4),
+      `${who}: ${encoded}: ${JSON.stringify(found)}`,
+    );
+  }
+});
+
+test("encodings: a URL form adds a pattern only when its bytes differ for that value", () => {
+  // The URL-encoded patterns of each value, by label, worked out by hand from the rules above.
+  const urlPatterns = (v: string) =>
+    Object.fromEntries(
+      patternsOf(v)
+        .filter((p) => p.encodings[0]!.startsWith("url"))
+        .map((p) => [p.encodings.join("/"), Buffer.from(p.bytes).toString("latin1")]),
+    );
+  assert.deepEqual(urlPatterns("pass word 123"), {
+    "url/url-lower/url-component/url-path": "pass%20word%20123",
+    "url-form/url-plus/url-php": "pass+word+123",
+  });
+  assert.deepEqual(urlPatterns("pass word~123"), {
+    "url/url-lower/url-component/url-path": "pass%20word~123",
+    "url-form/url-php": "pass+word%7E123",
+    "url-plus": "pass+word~123",
+  });
+  assert.deepEqual(urlPatterns("pass word*123"), {
+    "url/url-path": "pass%20word%2A123",
+    "url-lower": "pass%20word%2a123",
+    "url-form": "pass+word*123",
+    "url-component": "pass%20word*123",
+    "url-plus/url-php": "pass+word%2A123",
+  });
+  assert.deepEqual(urlPatterns("pass/word 123"), {
+    "url/url-component": "pass%2Fword%20123",
+    "url-lower": "pass%2fword%20123",
+    "url-form/url-plus/url-php": "pass%2Fword+123",
+    "url-path": "pass/word%20123",
+  });
+  // A value that no URL encoder changes has no URL pattern at all.
+  assert.deepEqual(urlPatterns("Tok3n-With.Dots_And_Underscores"), {});
+});
+
 test("encodings: JSON.stringify bodies and Python-style \\u escapes are found", () => {
   const rand = prng(13);
   for (let i = 0; i < 300; i++) {
@@ -197,7 +302,7 @@ test("encodings: an encoding that changes nothing adds no pattern; all patterns 
       "base64/base64url",
       "hex",
       "HEX",
-      "url/url-form/url-component",
+      "url/url-form/url-component/url-plus/url-php/url-path",
       "url-lower",
       "json/json-ascii/nix-string/drv-string/shell-double",
     ],
