@@ -12,4 +12,26 @@ export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
 export { readAll, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
+export {
+  booleanField,
+  enumField,
+  type Field,
+  type FieldTable,
+  integerField,
+  isObject,
+  type Json,
+  nullable,
+  Problems,
+  pathProblem,
+  placeOf,
+  readList,
+  readMode,
+  readObject,
+  readPath,
+  readPrincipal,
+  readUnits,
+  shown,
+  stringField,
+  typeName,
+} from "./validation.js";
 export { walkFiles } from "./walk.js";
