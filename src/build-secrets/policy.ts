@@ -21,6 +21,7 @@ import {
   NixsealError,
   Problems,
   pathProblem,
+  readAllSync,
   readList,
   readObject,
   readPath,
@@ -353,14 +354,7 @@ export function readPolicy(file: string): BuildSecretsPolicy {
         hint: `make it root-owned and not group/other-writable: chown root ${file}; chmod 644 ${file}`,
       });
     }
-    const buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = fs.readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return parsePolicy(buf.subarray(0, off).toString("utf8"), file);
+    return parsePolicy(readAllSync(fd, st.size).toString("utf8"), file);
   } finally {
     fs.closeSync(fd);
   }

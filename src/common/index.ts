@@ -10,7 +10,7 @@ export {
 export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
-export { readAll, readSome, writeAllSync } from "./fd-io.js";
+export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
 export {
   booleanField,
