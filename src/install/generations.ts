@@ -272,13 +272,16 @@ export class Generations {
 
   /**
    * Keeps `active` and the `keep` newest complete generations before it; removes the others
-   * (older ones, and incomplete leftovers of interrupted installs). Returns what it removed.
+   * (older ones, and incomplete leftovers of interrupted installs: run under the install lock,
+   * no other install is writing one). Never the generation `secretsDir` points to at this
+   * moment, whatever `active` says. Returns what it removed.
    */
-  prune(active: number, keep: number): number[] {
+  prune(active: number, keep: number, secretsDir: string): number[] {
     const removed: number[] = [];
+    const pointedTo = this.active(secretsDir);
     let kept = 0;
     for (const n of this.list().reverse()) {
-      if (n === active) continue;
+      if (n === active || n === pointedTo) continue;
       if (n < active && kept < keep && fs.existsSync(this.metaFile(n))) {
         kept++;
         continue;

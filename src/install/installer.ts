@@ -21,10 +21,13 @@
  * is not active. Should a write fail after the switch (a full disk), that credential keeps its
  * old file and record, each pair consistent and decryptable, and the next run encrypts it again.
  */
-import { wipe } from "../common/index.js";
+import * as path from "node:path";
+import { rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { type Credstore, closeCredstore } from "../creds/index.js";
 import { Generations } from "./generations.js";
+import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
+import { makeDirs } from "./mount.js";
 import type { OwnerResolverOptions } from "./owners.js";
 import type { InstallReport } from "./report.js";
 import type { SecretSink } from "./sink.js";
@@ -58,13 +61,14 @@ export interface InstallOptions {
 export async function install(m: Manifest, options: InstallOptions = {}): Promise<InstallReport> {
   // Files and directories get exactly the mode asked for: open(2)/mkdir(2) with umask 0.
   const umask = process.umask(0);
-  const held: Held = { credstore: null, plaintexts: [] };
+  const held: Held = { credstore: null, plaintexts: [], lock: null };
   try {
     return await runInstall(m, options, held);
   } finally {
     process.umask(umask);
     for (const p of held.plaintexts) wipe(p);
     if (held.credstore !== null) closeCredstore(held.credstore);
+    held.lock?.release();
   }
 }
 
@@ -73,6 +77,8 @@ interface Held {
   credstore: Credstore | null;
   /** Copies of credential plaintexts, until systemd-creds has them. */
   plaintexts: Uint8Array[];
+  /** One install at a time (lock.ts); a dry run changes nothing and takes none. */
+  lock: InstallLock | null;
 }
 
 function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | null): InstallReport {
@@ -99,6 +105,18 @@ function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | nul
 async function runInstall(m: Manifest, options: InstallOptions, held: Held): Promise<InstallReport> {
   const dry = options.dryRun === true;
   const gens = new Generations(m.generationsDir);
+  if (!dry) {
+    try {
+      makeDirs(path.dirname(m.generationsDir), 0o755);
+      held.lock = await InstallLock.acquire(m.generationsDir);
+    } catch (e) {
+      rethrowUnlessNixseal(e);
+      const failed = emptyReport(m, dry, gens.active(m.secretsDir));
+      failed.problems.push(e);
+      return failed;
+    }
+  }
+  // Read under the lock: no other install switches or prunes from here on.
   const report = emptyReport(m, dry, gens.active(m.secretsDir));
   const problems = new InstallProblems(report.problems);
   const entries: ManifestEntry[] = [...m.secrets, ...m.templates];
@@ -164,7 +182,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   }
 
   const n = target.generation!;
-  if (!switchGeneration(m, gens, n, writer.meta, problems)) {
+  if (!switchGeneration(m, gens, n, writer.meta, held.lock!, problems)) {
     for (const sink of target.sinks) sink.abort();
     return report;
   }

@@ -7,7 +7,7 @@ import type { InstallProblems } from "./problems.js";
 /** Returns the generations removed. */
 export function prune(m: Manifest, gens: Generations, active: number, problems: InstallProblems): number[] {
   try {
-    return gens.prune(active, m.keepGenerations);
+    return gens.prune(active, m.keepGenerations, m.secretsDir);
   } catch (e) {
     problems.add(ioError("prune old generations in", m.generationsDir, e));
     return [];
