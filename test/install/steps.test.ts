@@ -4,6 +4,7 @@
  * data and a temp directory; the install tests (install.test.ts) run the whole chain as root.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
@@ -12,7 +13,8 @@ import type { GenerationMeta, MetaEntry } from "../../src/install/generations.js
 import { diff } from "../../src/install/steps/diff.js";
 import { linkPaths } from "../../src/install/steps/link-paths.js";
 import { InstallProblems } from "../../src/install/steps/problems.js";
-import { tempDir } from "../helpers.js";
+import { tempDir, which } from "../helpers.js";
+import { addUser, removeUsers, type TestUser } from "./fixture.js";
 
 function entry(name: string, more: Partial<MetaEntry> = {}): MetaEntry {
   return {
@@ -183,3 +185,117 @@ function isLink(p: string): boolean {
     return false;
   }
 }
+
+const asRoot =
+  process.geteuid?.() !== 0
+    ? "needs root (a real unprivileged user owns the directories)"
+    : !which("useradd") || !which("runuser")
+      ? "needs useradd and runuser"
+      : false;
+
+/** A temp tree others may traverse, a real user, and `as(user, cmd...)` run as that user. */
+function withUser(fn: (dir: string, u: TestUser, secretsDir: string) => void): () => void {
+  return () => {
+    const { dir, cleanup } = tempDir("nixseal-steps-");
+    fs.chmodSync(dir, 0o755);
+    const u = addUser("walk");
+    try {
+      fn(dir, u, path.join(dir, "run", "secrets"));
+    } finally {
+      removeUsers([u]);
+      cleanup();
+    }
+  };
+}
+
+function asUser(u: TestUser, ...argv: string[]): void {
+  const r = spawnSync("runuser", ["-u", u.user, "--", ...argv], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+function oneProblem(problems: InstallProblems, re: RegExp): void {
+  assert.equal(problems.list.length, 1, problems.list.map((p) => p.message).join("\n"));
+  const p = problems.list[0]!;
+  assert.match(p.message, re);
+  assert.doesNotMatch(p.message, /\n/, "one line");
+  assert.match(p.hint ?? "", /root owns/);
+}
+
+test(
+  "linkPaths: a symlink a user made on the path is not followed; root's is",
+  { skip: asRoot },
+  withUser((dir, u, secretsDir) => {
+    const shared = path.join(dir, "tmp");
+    const victim = path.join(dir, "victim");
+    fs.mkdirSync(shared, { mode: 0o777 });
+    fs.chmodSync(shared, 0o1777); // like /tmp: anyone may add entries
+    fs.mkdirSync(victim, { mode: 0o755 });
+    asUser(u, "ln", "-s", victim, path.join(shared, "app"));
+    const problems = new InstallProblems();
+    linkPaths(
+      secretsDir,
+      [entry("token", { path: path.join(shared, "app", "deep", "token") })],
+      null,
+      problems,
+    );
+    oneProblem(
+      problems,
+      new RegExp(`secret "token": its path .*: .*/tmp/app is a symlink owned by uid ${u.uid}`),
+    );
+    assert.deepEqual(fs.readdirSync(victim), [], "nothing made where the user's symlink points");
+
+    // A symlink of root's (as /etc/static on NixOS) is followed.
+    const real = path.join(dir, "static");
+    fs.mkdirSync(real, { mode: 0o755 });
+    fs.symlinkSync(real, path.join(dir, "etc"));
+    const ok = new InstallProblems();
+    linkPaths(secretsDir, [entry("token", { path: path.join(dir, "etc", "app", "token") })], null, ok);
+    assert.deepEqual(ok.list, []);
+    assert.equal(fs.readlinkSync(path.join(real, "app", "token")), path.join(secretsDir, "token"));
+  }),
+);
+
+test(
+  "linkPaths: a directory a user owns, or one group or others may write, is not used",
+  { skip: asRoot },
+  withUser((dir, u, secretsDir) => {
+    const home = path.join(dir, "home");
+    fs.mkdirSync(home, { mode: 0o755 });
+    fs.chownSync(home, u.uid, u.gid);
+    const open = path.join(dir, "open");
+    fs.mkdirSync(open);
+    fs.chmodSync(open, 0o777);
+    const grouped = path.join(dir, "grouped");
+    fs.mkdirSync(grouped);
+    fs.chmodSync(grouped, 0o775);
+    fs.chownSync(grouped, 0, u.gid);
+    for (const [parent, why] of [
+      [home, `home is a directory owned by uid ${u.uid}`],
+      [open, "open is writable by every user"],
+      [grouped, `grouped is writable by group ${u.gid}`],
+    ] as const) {
+      const problems = new InstallProblems();
+      linkPaths(secretsDir, [entry("s", { path: path.join(parent, "sub", "s") })], null, problems);
+      oneProblem(problems, new RegExp(why));
+      assert.deepEqual(fs.readdirSync(parent), [], `nothing made in ${parent}`);
+    }
+  }),
+);
+
+test(
+  "linkPaths: a removed entry's link under a user's symlink is left alone",
+  { skip: asRoot },
+  withUser((dir, u, secretsDir) => {
+    const shared = path.join(dir, "tmp");
+    fs.mkdirSync(shared);
+    fs.chmodSync(shared, 0o1777);
+    const elsewhere = path.join(dir, "elsewhere");
+    fs.mkdirSync(elsewhere, { mode: 0o755 });
+    const theirs = path.join(elsewhere, "old");
+    fs.symlinkSync(path.join(secretsDir, "old"), theirs);
+    asUser(u, "ln", "-s", elsewhere, path.join(shared, "d"));
+    const problems = new InstallProblems();
+    linkPaths(secretsDir, [], gen(1, [entry("old", { path: path.join(shared, "d", "old") })]), problems);
+    assert.equal(fs.readlinkSync(theirs), path.join(secretsDir, "old"), "not removed through the symlink");
+  }),
+);
