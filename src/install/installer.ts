@@ -124,8 +124,9 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   checkPathsFree(m, entries, problems);
   const items = resolveOwners(m, entries, options.owners, problems);
   const keys = await loadIdentities(m, problems);
-  const target = prepareGeneration(m, gens, dry, options.sinks ?? [], problems);
+  const target = prepareGeneration(m, gens, report.previousGeneration, dry, options.sinks ?? [], problems);
   report.mounted = target.mounted;
+  report.pruned = target.pruned;
   const writer = new EntryWriter(target.sinks, target.key, held.plaintexts, problems);
 
   const scanner = new PlaceholderScanner(m.placeholders);
@@ -193,7 +194,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   commitCredentialPlan(credentials, report.credentials, problems);
   linkPaths(m.secretsDir, writer.meta, previous, problems);
   notifyUnits(m, changes, problems);
-  report.pruned = prune(m, gens, n, problems);
+  report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
 }
 

@@ -1,6 +1,6 @@
 /**
- * Step 4: where values go. A new generation on a ramfs (mounted if need be), and the hash key of
- * its metadata; nothing when this is a dry run or the install failed already (the key is then
+ * Step 4: where values go. A new generation on a ramfs (mounted if need be; on a full tmpfs,
+ * after making room: Generations.makeRoom), and the hash key of its metadata; nothing when this is a dry run or the install failed already (the key is then
  * read only, or a throwaway one).
  */
 import { rethrowUnlessNixseal } from "../../common/index.js";
@@ -19,16 +19,26 @@ export interface PreparedGeneration {
   key: Buffer;
   /** True if this install mounted the ramfs/tmpfs on generationsDir. */
   mounted: boolean;
+  /** Old generations removed to make room before writing (see Generations.makeRoom). */
+  pruned: number[];
 }
 
 export function prepareGeneration(
   m: Manifest,
   gens: Generations,
+  /** The active generation (null: none). */
+  active: number | null,
   dry: boolean,
   extraSinks: readonly SecretSink[],
   problems: InstallProblems,
 ): PreparedGeneration {
-  const out: PreparedGeneration = { generation: null, sinks: [], key: Buffer.alloc(0), mounted: false };
+  const out: PreparedGeneration = {
+    generation: null,
+    sinks: [],
+    key: Buffer.alloc(0),
+    mounted: false,
+    pruned: [],
+  };
   if (dry || problems.any) {
     out.key = gens.hmacKey(false);
     return out;
@@ -36,6 +46,7 @@ export function prepareGeneration(
   try {
     out.mounted = ensureRamDir(m.generationsDir, m.mount).mounted;
     out.key = gens.hmacKey(true);
+    out.pruned = gens.makeRoom(active, m.keepGenerations, m.secretsDir);
     const n = gens.create();
     out.generation = n;
     out.sinks.push(new GenerationDirSink(gens.pathOf(n), () => gens.remove(n), `generation ${n}`));
