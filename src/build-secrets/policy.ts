@@ -13,6 +13,8 @@
 import * as fs from "node:fs";
 import {
   booleanField,
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
   enumField,
   type FieldTable,
   integerField,
@@ -26,6 +28,7 @@ import {
   readObject,
   readPath,
   readPrincipal,
+  shown,
   typeName,
 } from "../common/index.js";
 import { type Derivation, isFixedOutput } from "./drv.js";
@@ -275,6 +278,13 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
     throw new NixsealError("BUILD_POLICY", `${file}: not valid JSON: ${(e as Error).message}`, {
       file,
       hint: "the policy is a JSON object; see docs/build-secrets.md",
+    });
+  }
+  const dup = duplicateKey(text);
+  if (dup !== null) {
+    throw new NixsealError("BUILD_POLICY", `${file}: ${dup.at}: duplicate key "${shown(dup.key)}"`, {
+      file,
+      hint: DUPLICATE_KEY_HINT,
     });
   }
   if (!isObject(doc)) {

@@ -14,6 +14,8 @@ export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
 export {
   booleanField,
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
   enumField,
   type Field,
   type FieldTable,

@@ -297,3 +297,69 @@ export const readUnits: Reader<string[]> = (v, at, p) => {
   });
   return ok ? out : undefined;
 };
+// ---- duplicate keys ---------------------------------------------------------------------------
+
+type Frame =
+  | { object: true; keys: Set<string>; key: string | null; expectKey: boolean }
+  | { object: false; index: number };
+
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+function placeOfFrames(frames: readonly Frame[]): string {
+  let at = "";
+  for (const f of frames) {
+    if (!f.object) at += `[${f.index}]`;
+    else if (f.key !== null) at = PLAIN_KEY.test(f.key) ? placeOf(at, f.key) : `${at}["${shown(f.key)}"]`;
+  }
+  return at;
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (JSON.parse keeps the last, other
+ * readers the first: strict validation refuses both), as its place (`secrets[2].owner`) and the
+ * key; null if there is none. For text JSON.parse accepted: one linear
+ * pass, a set of keys per open object.
+ */
+export function duplicateKey(text: string): { at: string; key: string } | null {
+  const frames: Frame[] = [];
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      for (;;) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          j += 2;
+        } else if (d === 0x22 || Number.isNaN(d)) break;
+        else j++;
+      }
+      const top = frames[frames.length - 1];
+      if (top?.object && top.expectKey) {
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (top.keys.has(key)) return { at: placeOfFrames([...frames.slice(0, -1), { ...top, key }]), key };
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+      i = j + 1;
+      continue;
+    }
+    if (c === 0x7b /* { */) frames.push({ object: true, keys: new Set(), key: null, expectKey: true });
+    else if (c === 0x5b /* [ */) frames.push({ object: false, index: 0 });
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) frames.pop();
+    else if (c === 0x2c /* , */) {
+      const top = frames[frames.length - 1];
+      if (top?.object) top.expectKey = true;
+      else if (top) top.index++;
+    }
+    i++;
+  }
+  return null;
+}
+
+export const DUPLICATE_KEY_HINT =
+  "write each key once: JSON readers disagree on which of two values wins, so nixseal takes neither";

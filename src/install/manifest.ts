@@ -8,6 +8,8 @@
  */
 import * as fs from "node:fs";
 import {
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
   enumField,
   type Field,
   type FieldTable,
@@ -626,6 +628,13 @@ export function parseManifest(text: string, file: string): Manifest {
   } catch (e) {
     throw new NixsealError("MANIFEST", `${file}: not valid JSON: ${(e as Error).message.slice(0, 200)}`, {
       hint: "the manifest is written by the nixseal NixOS module; check the file is the one it made",
+      file,
+    });
+  }
+  const dup = duplicateKey(text);
+  if (dup !== null) {
+    throw new NixsealError("MANIFEST", `${file}: ${dup.at}: duplicate key "${shown(dup.key)}"`, {
+      hint: DUPLICATE_KEY_HINT,
       file,
     });
   }

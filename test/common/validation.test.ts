@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { parsePolicy } from "../../src/build-secrets/policy.js";
-import { validateManifest } from "../../src/install/manifest.js";
+import { duplicateKey } from "../../src/common/validation.js";
+import { parseManifest, validateManifest } from "../../src/install/manifest.js";
+import { isError } from "../helpers.js";
 import { type Cases, MODES, PATHS, PRINCIPALS, UNITS } from "./shared-rules.js";
 
 function manifest(entry: Record<string, unknown> = {}, top: Record<string, unknown> = {}) {
@@ -109,4 +111,50 @@ test("modes and unit names", () => {
   check(UNITS, "manifest restartUnits", /secrets\[0\]\.restartUnits\[0\]: /, (v) =>
     validateManifest(manifest({ restartUnits: [v] }), "m.json"),
   );
+});
+
+test("duplicate keys: refused with their place, in the manifest and the policy", () => {
+  const text = JSON.stringify(manifest());
+  const dupOwner = text.replace('"owner":"root"', '"owner":"root","own\\u0065r":"postgres"');
+  assert.throws(
+    () => parseManifest(dupOwner, "m.json"),
+    isError("MANIFEST", /^m\.json: secrets\[0\]\.owner: duplicate key "owner"$/, /JSON readers disagree/),
+  );
+  assert.throws(
+    () => parseManifest(`{"version":1,${text.slice(1)}`, "m.json"),
+    isError("MANIFEST", /^m\.json: version: duplicate key "version"$/),
+  );
+  const ph = JSON.stringify(manifest({}, { placeholders: { "db/password": "x".repeat(8) } })).replace(
+    '"db/password":"xxxxxxxx"',
+    '"db/password":"xxxxxxxx","db/password":"yyyyyyyy"',
+  );
+  assert.throws(
+    () => parseManifest(ph, "m.json"),
+    isError("MANIFEST", /placeholders\["db\/password"\]: duplicate key "db\/password"/),
+  );
+  const pol = JSON.stringify(policy()).replace('"file":', '"file":"/a","file":');
+  assert.throws(
+    () => parsePolicy(pol, "p.json"),
+    isError("BUILD_POLICY", /^p\.json: secrets\.token\.file: duplicate key "file"$/),
+  );
+});
+
+test("duplicate keys: the same key in different objects, and braces or quotes inside strings, are fine", () => {
+  const m = manifest({}, {});
+  m.secrets.push({ ...m.secrets[0]!, name: "t", path: null });
+  (m.secrets[0] as Record<string, unknown>).name = 's"{"name":1,';
+  assert.equal(duplicateKey(JSON.stringify(m)), null);
+  assert.equal(duplicateKey('[{"a":1},{"a":2},{"b":{"a":1}},"{\\"a\\":1,\\"a\\":2}"]'), null);
+  assert.deepEqual(duplicateKey('{"a":[{"b":1},{"c":1,"c":2}]}'), { at: "a[1].c", key: "c" });
+});
+
+test("duplicate keys: linear time on hostile input", () => {
+  const many = `{${Array.from({ length: 200_000 }, (_, i) => `"k${i}":${i}`).join(",")},"k0":1}`;
+  const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+  const escapes = `{"${"\\u0061".repeat(200_000)}":1}`;
+  const t0 = performance.now();
+  assert.deepEqual(duplicateKey(many), { at: "k0", key: "k0" });
+  assert.equal(duplicateKey(deep), null);
+  assert.equal(duplicateKey(escapes), null);
+  assert.ok(performance.now() - t0 < 3000, `took ${performance.now() - t0} ms`);
 });
