@@ -25,7 +25,6 @@ export {
   nullable,
   Problems,
   pathProblem,
-  placeOf,
   readList,
   readMode,
   readObject,

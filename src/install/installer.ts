@@ -34,7 +34,7 @@ import type { SecretSink } from "./sink.js";
 import { checkPathsFree } from "./steps/check-paths.js";
 import { commitCredentialPlan, encryptCredentials } from "./steps/credentials.js";
 import { decryptSources } from "./steps/decrypt-sources.js";
-import { type Changes, diff } from "./steps/diff.js";
+import { diff } from "./steps/diff.js";
 import { linkPaths } from "./steps/link-paths.js";
 import { loadIdentities } from "./steps/load-identities.js";
 import { prepareGeneration } from "./steps/prepare-generation.js";
@@ -173,7 +173,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
 
   const previous = report.previousGeneration === null ? null : gens.readMeta(report.previousGeneration);
   const changes = diff(previous, writer.meta, credentials.status);
-  takeChanges(report, changes);
+  Object.assign(report, changes);
   wipe(target.key);
 
   if (dry) {
@@ -196,13 +196,4 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
-}
-
-function takeChanges(report: InstallReport, c: Changes): void {
-  report.added = c.added;
-  report.changed = c.changed;
-  report.removed = c.removed;
-  report.unchanged = c.unchanged;
-  report.restartUnits = c.restartUnits;
-  report.reloadUnits = c.reloadUnits;
 }

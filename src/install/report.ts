@@ -1,6 +1,7 @@
 /** What `nixseal install` reports back to src/cli/install.ts: names only, never a value. */
 import type { NixsealError } from "../common/index.js";
 import type { Manifest } from "./manifest.js";
+import type { Changes } from "./steps/diff.js";
 
 /** What happened in the credential store (names are credential IDs). */
 export interface CredentialsReport {
@@ -14,21 +15,18 @@ export interface CredentialsReport {
   keyRenewed: boolean;
 }
 
-export interface InstallReport {
+/**
+ * Changes: secret and template names by what happened to them (compared with the previous
+ * generation), and the units appended to the restart/reload list files (the dry ones in a dry
+ * run).
+ */
+export interface InstallReport extends Changes {
   stage: Manifest["stage"];
   dryRun: boolean;
   /** The generation now active (null: dry run, or the install failed). */
   generation: number | null;
   /** The generation active before (null: none). */
   previousGeneration: number | null;
-  /** Secret and template names, by what happened to them (compared with the previous generation). */
-  added: string[];
-  changed: string[];
-  removed: string[];
-  unchanged: number;
-  /** Units appended to the restart/reload list files (the dry ones in a dry run). */
-  restartUnits: string[];
-  reloadUnits: string[];
   /** Generations removed by pruning. */
   pruned: number[];
   /** True if this install mounted the ramfs/tmpfs on generationsDir. */

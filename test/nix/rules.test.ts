@@ -69,7 +69,13 @@ test("the option types use the same rules", { skip: missing }, () => {
     units: { helper: "unitName.check", cases: UNITS },
     modes: { helper: "mode.check", cases: MODES },
   });
-  PRINCIPALS.forEach(([v, ok], i) => assert.equal(got.principals![i], ok, `principal ${JSON.stringify(v)}`));
-  UNITS.forEach(([v, ok], i) => assert.equal(got.units![i], ok, `unit ${JSON.stringify(v)}`));
-  MODES.forEach(([v, ok], i) => assert.equal(got.modes![i], ok, `mode ${JSON.stringify(v)}`));
+  for (const [k, cases] of [
+    ["principals", PRINCIPALS],
+    ["units", UNITS],
+    ["modes", MODES],
+  ] as const) {
+    cases.forEach(([v, ok], i) => {
+      assert.equal(got[k]![i], ok, `${k}: ${JSON.stringify(v)}`);
+    });
+  }
 });
