@@ -76,13 +76,19 @@ rec {
     in
     builtins.filter (name: dirs ? ${name}) names;
 
-  # Absolute, normalised (no `.`/`..` segment, no `//`, no trailing `/`), no newline.
+  # The rules below are those of src/common/validation.ts (the manifest and the build-secrets
+  # policy); test/nix/rules.test.ts holds both sides to one table.
+
+  # Absolute, normalised (no `.`/`..` segment, no `//`, no trailing `/`), not `/` itself, no
+  # newline or carriage return (Nix strings hold no NUL), at most 4096 bytes.
   isNormalisedAbsolute =
     p:
     builtins.isString p
     && hasPrefix "/" p
     && p != "/"
+    && stringLength p <= 4096
     && !(hasInfix "\n" p)
+    && !(hasInfix "\r" p)
     && all (s: s != "" && s != "." && s != "..") (lib.tail (splitString "/" p));
 
   isInStore = p: hasPrefix storePrefix p;
@@ -137,16 +143,39 @@ rec {
       "age";
 
   # "0400", "440": 3 or 4 octal digits, at most 0777 (no setuid, setgid or sticky bit).
-  mode = types.strMatching "0?[0-7]{3}";
+  modePattern = "0?[0-7]{3}";
+  validMode = s: builtins.isString s && builtins.match modePattern s != null;
+  mode = types.strMatching modePattern;
 
-  # A user or group: a name as useradd accepts it, or a decimal id.
-  principal = types.addCheck (types.strMatching "[A-Za-z_][A-Za-z0-9_.-]*[$]?|[0-9]+") (
-    s: stringLength s <= 32
-  );
-  isNumericId = s: builtins.match "[0-9]+" s != null;
+  # A decimal id: no leading zero, at most 4294967294 ((uid_t)-1 is no owner).
+  isNumericId =
+    s:
+    builtins.isString s
+    && builtins.match "0|[1-9][0-9]{0,9}" s != null
+    && builtins.fromJSON s <= 4294967294;
 
-  # A systemd unit name with its suffix: no `/`, no whitespace.
-  unitName = types.strMatching "[^/[:space:]]+[.][a-z]+";
+  # A user or group: a name as shadow's useradd/groupadd accept it ([A-Za-z0-9_.][A-Za-z0-9_.-]*
+  # with an optional final `$`, not all digits, not `.` or `..`) within NixOS's limit of 31
+  # characters, or a decimal id.
+  validPrincipal =
+    s:
+    builtins.isString s
+    && (
+      if builtins.match "[0-9]+" s != null then
+        isNumericId s
+      else
+        stringLength s <= 31
+        && s != "."
+        && s != ".."
+        && builtins.match "[A-Za-z0-9_.][A-Za-z0-9_.-]*[$]?" s != null
+    );
+  principal = types.addCheck (types.strMatching "[A-Za-z0-9_.][A-Za-z0-9_.-]*[$]?") validPrincipal;
+
+  # A systemd unit name (systemd.unit(5) characters) with its type suffix, at most 255
+  # characters: no `/`, no whitespace.
+  unitPattern = "[A-Za-z0-9:_.\\@-]+[.](service|socket|target|device|mount|automount|swap|timer|path|slice|scope)";
+  validUnitName = s: builtins.isString s && stringLength s <= 255 && builtins.match unitPattern s != null;
+  unitName = types.addCheck (types.strMatching unitPattern) (s: stringLength s <= 255);
 
   # A service name in `services = [ "foo" ]` (the attribute of systemd.services), with or without
   # its .service suffix.

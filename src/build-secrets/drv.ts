@@ -14,7 +14,7 @@
  * lengths, and duplicates (two outputs or env keys of one name) are errors rather than "last wins".
  */
 import * as fs from "node:fs";
-import { NixsealError } from "../common/index.js";
+import { NixsealError, readAllSync } from "../common/index.js";
 
 /** Bigger .drv files exist (huge env strings), but not ones that ask for a secret. */
 export const MAX_DRV_BYTES = 32 * 1024 * 1024;
@@ -238,14 +238,7 @@ export function readDerivationFile(file: string): Derivation {
       });
     }
     if (st.size > MAX_DRV_BYTES) return parseDerivation(new Uint8Array(MAX_DRV_BYTES + 1), file);
-    const buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = fs.readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return parseDerivation(buf.subarray(0, off), file);
+    return parseDerivation(readAllSync(fd, st.size), file);
   } finally {
     fs.closeSync(fd);
   }

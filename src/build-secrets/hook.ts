@@ -14,7 +14,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NixsealError } from "../common/index.js";
+import { NixsealError, readAllSync } from "../common/index.js";
 import type { AgentAnswer, AgentRequest } from "./agent.js";
 import { buildClientOf, uidOfUser } from "./client.js";
 import { type Derivation, MAX_DRV_BYTES, parseDerivation } from "./drv.js";
@@ -69,14 +69,7 @@ function readDrvBytes(drvPath: string): Buffer | null {
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile() || st.size > MAX_DRV_BYTES) return null;
-    const buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = fs.readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return buf.subarray(0, off);
+    return readAllSync(fd, st.size);
   } finally {
     fs.closeSync(fd);
   }

@@ -11,8 +11,26 @@
  * policy names users, the build was asked for by one of them.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
-import { NixsealError } from "../common/index.js";
+import {
+  booleanField,
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
+  enumField,
+  type FieldTable,
+  integerField,
+  isObject,
+  type Json,
+  NixsealError,
+  Problems,
+  pathProblem,
+  readAllSync,
+  readList,
+  readObject,
+  readPath,
+  readPrincipal,
+  shown,
+  typeName,
+} from "../common/index.js";
 import { type Derivation, isFixedOutput } from "./drv.js";
 import { parseSecretUrl, parseUrlPrefix, urlUnderPrefix } from "./url.js";
 
@@ -85,67 +103,174 @@ export interface BuildSecretsPolicy {
   secrets: Map<string, SecretPolicy>;
 }
 
-// --- validation -------------------------------------------------------------------------------
+// --- validation ---------------------------------------------------------------------------------
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const USER_RE = /^([a-z_][a-z0-9_.-]{0,31}\$?|\d{1,10})$/;
+const SCHEMA_HINT = "see docs/build-secrets.md for the schema";
 
-function isNormalAbsolute(p: string): boolean {
-  return (
-    p.startsWith("/") &&
-    p.length < 4096 &&
-    !/[\0\n\r]/.test(p) &&
-    (p === "/" || (!p.endsWith("/") && path.posix.normalize(p) === p))
-  );
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-class Problems {
-  readonly list: NixsealError[] = [];
-  constructor(readonly file: string) {}
-  add(where: string, message: string, hint: string): void {
-    this.list.push(
-      new NixsealError("BUILD_POLICY", `${this.file}: ${where}: ${message}`, { file: this.file, hint }),
+/** A list of strings each read by `each` (null: reported). */
+function stringList(each: (s: string, at: string, p: Problems) => string | null, hint: string) {
+  return (v: Json, at: string, p: Problems): string[] | undefined =>
+    readList(
+      v,
+      at,
+      p,
+      (x, where) => {
+        if (typeof x !== "string") {
+          p.add(where, `must be a string, not ${typeName(x)}`, hint);
+          return null;
+        }
+        return each(x, where, p);
+      },
+      hint,
     );
-  }
-  unknownFields(where: string, obj: Record<string, unknown>, known: readonly string[]): void {
-    for (const k of Object.keys(obj)) {
-      if (!known.includes(k)) {
-        this.add(where, `unknown field "${k.slice(0, 60)}"`, `the fields here are: ${known.join(", ")}`);
-      }
-    }
-  }
-  absolutePath(where: string, v: unknown): string | null {
-    if (typeof v !== "string" || !isNormalAbsolute(v)) {
-      this.add(
-        where,
-        "must be an absolute, normalised path",
-        "e.g. /var/lib/nixseal/token.age (no '..', no trailing '/')",
-      );
-      return null;
-    }
-    return v;
-  }
-  stringList(where: string, v: unknown, each: (s: string, w: string) => string | null): string[] {
-    if (!Array.isArray(v)) {
-      this.add(where, "must be a list", "write a JSON array");
-      return [];
-    }
-    const out: string[] = [];
-    v.forEach((item, i) => {
-      const s = each(item as string, `${where}[${i}]`);
-      if (s !== null) out.push(s);
-    });
-    return out;
-  }
 }
+
+const pathItem = (s: string, at: string, p: Problems): string | null => readPath(s, at, p) ?? null;
+
+const IDENTITY_FIELDS: FieldTable = {
+  type: { required: true, read: enumField(["ssh", "age"], "as in the activation manifest") },
+  path: { required: true, read: readPath },
+};
+
+const SECRET_FIELDS: FieldTable = {
+  file: { required: true, read: readPath },
+  allowedUrlPrefixes: {
+    required: true,
+    read: (v, at, p) => {
+      const prefixes: URL[] = [];
+      const hint =
+        "a prefix is a canonical https:// URL such as https://example.com/api/ (http:// only to localhost)";
+      const ok = stringList((s, w) => {
+        const r = parseUrlPrefix(s);
+        if (!r.ok) {
+          p.add(w, r.reason, hint);
+          return null;
+        }
+        prefixes.push(r.url);
+        return s;
+      }, hint)(v, at, p);
+      if (ok === undefined) return undefined;
+      if (ok.length === 0) {
+        p.add(at, "is empty", "name at least one URL prefix the secret may be sent to");
+        return undefined;
+      }
+      return prefixes;
+    },
+  },
+  allowedUsers: {
+    required: false,
+    default: [],
+    read: stringList((s, w, p) => readPrincipal(s, w, p) ?? null, 'a list of users, e.g. ["alice", "1000"]'),
+  },
+  prompt: {
+    required: false,
+    default: false,
+    read: booleanField("prompt = true asks the user's nixseal agent for each build"),
+  },
+  fetcherStorePaths: {
+    required: true,
+    read: (v, at, p) => {
+      const paths = stringList(pathItem, "the store paths of nixseal's fetcher")(v, at, p);
+      if (paths !== undefined && paths.length === 0) {
+        p.add(at, "is empty", "name the store path of nixseal's fetcher");
+        return undefined;
+      }
+      return paths;
+    },
+  },
+};
+
+const TOP_FIELDS: FieldTable = {
+  version: {
+    required: true,
+    read: (v, at, p) => {
+      if (v === 1) return v;
+      p.add(at, `must be 1 (got ${JSON.stringify(v)})`, "upgrade nixseal if the policy is newer");
+      return undefined;
+    },
+  },
+  storeDir: { required: false, default: "/nix/store", read: readPath },
+  runtimeDir: { required: false, default: DEFAULT_RUNTIME_DIR, read: readPath },
+  agentDir: { required: false, default: DEFAULT_AGENT_DIR, read: readPath },
+  agentTimeoutSeconds: {
+    required: false,
+    default: DEFAULT_AGENT_TIMEOUT_SECONDS,
+    read: integerField(1, 3600, `the default is ${DEFAULT_AGENT_TIMEOUT_SECONDS}`),
+  },
+  identities: {
+    required: true,
+    read: (v, at, p) =>
+      readList(
+        v,
+        at,
+        p,
+        (x, where): IdentitySpec | null => {
+          const m = readObject(
+            x,
+            where,
+            IDENTITY_FIELDS,
+            p,
+            'an identity is {"type": "ssh" or "age", "path"}',
+          );
+          return m === null
+            ? null
+            : { type: m.get("type") as IdentitySpec["type"], path: m.get("path") as string };
+        },
+        'e.g. [{"type":"ssh","path":"/etc/ssh/ssh_host_ed25519_key"}]',
+      ),
+  },
+  interpreters: {
+    required: false,
+    default: [],
+    read: stringList(pathItem, "store paths of interpreters, e.g. a nodejs package's bin/node"),
+  },
+  secrets: {
+    required: true,
+    read: (v, at, p) => {
+      if (!isObject(v)) {
+        p.add(
+          at,
+          `must be an object: secret name -> settings, not ${typeName(v)}`,
+          'e.g. {"mods-token": {"file": ..., ...}}',
+        );
+        return undefined;
+      }
+      const out = new Map<string, SecretPolicy>();
+      let ok = true;
+      for (const [name, settings] of Object.entries(v)) {
+        const where = `${at}.${JSON.stringify(name.slice(0, 80))}`;
+        if (!NAME_RE.test(name)) {
+          p.add(
+            where,
+            "is not a valid secret name",
+            "names are 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)",
+          );
+          ok = false;
+          continue;
+        }
+        const m = readObject(settings, where, SECRET_FIELDS, p, SCHEMA_HINT);
+        if (m === null) {
+          ok = false;
+          continue;
+        }
+        out.set(name, {
+          name,
+          file: m.get("file") as string,
+          allowedUrlPrefixes: m.get("allowedUrlPrefixes") as URL[],
+          allowedUsers: m.get("allowedUsers") as string[],
+          prompt: m.get("prompt") as boolean,
+          fetcherStorePaths: m.get("fetcherStorePaths") as string[],
+        });
+      }
+      return ok ? out : undefined;
+    },
+  },
+};
 
 /** Parses and validates the policy text; every problem is reported at once. */
 export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
-  const problems = new Problems(file);
+  const problems = new Problems("BUILD_POLICY", file);
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -155,186 +280,52 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
       hint: "the policy is a JSON object; see docs/build-secrets.md",
     });
   }
+  const dup = duplicateKey(text);
+  if (dup !== null) {
+    throw new NixsealError("BUILD_POLICY", `${file}: ${dup.at}: duplicate key "${shown(dup.key)}"`, {
+      file,
+      hint: DUPLICATE_KEY_HINT,
+    });
+  }
   if (!isObject(doc)) {
     throw new NixsealError("BUILD_POLICY", `${file}: must be a JSON object`, {
       file,
-      hint: "see docs/build-secrets.md for the schema",
+      hint: SCHEMA_HINT,
     });
   }
-  problems.unknownFields("top level", doc, [
-    "version",
-    "storeDir",
-    "runtimeDir",
-    "agentDir",
-    "agentTimeoutSeconds",
-    "identities",
-    "interpreters",
-    "secrets",
-  ]);
-  if (doc.version !== 1) {
-    problems.add(
-      "version",
-      `must be 1 (got ${JSON.stringify(doc.version) ?? "nothing"})`,
-      "upgrade nixseal if the policy is newer",
-    );
-  }
+  const m = readObject(doc, "", TOP_FIELDS, problems, SCHEMA_HINT);
   const storeDir =
-    doc.storeDir === undefined ? "/nix/store" : problems.absolutePath("storeDir", doc.storeDir);
-  const runtimeDir =
-    doc.runtimeDir === undefined ? DEFAULT_RUNTIME_DIR : problems.absolutePath("runtimeDir", doc.runtimeDir);
-  const agentDir =
-    doc.agentDir === undefined ? DEFAULT_AGENT_DIR : problems.absolutePath("agentDir", doc.agentDir);
-  let agentTimeoutSeconds = DEFAULT_AGENT_TIMEOUT_SECONDS;
-  if (doc.agentTimeoutSeconds !== undefined) {
-    const t = doc.agentTimeoutSeconds;
-    if (typeof t !== "number" || !Number.isInteger(t) || t < 1 || t > 3600) {
-      problems.add(
-        "agentTimeoutSeconds",
-        "must be a whole number of seconds from 1 to 3600",
-        "the default is 120",
-      );
-    } else agentTimeoutSeconds = t;
-  }
-
-  const identities: IdentitySpec[] = [];
-  if (!Array.isArray(doc.identities)) {
-    problems.add(
-      "identities",
-      "must be a list of {type, path}",
-      'e.g. [{"type":"ssh","path":"/etc/ssh/ssh_host_ed25519_key"}]',
-    );
-  } else {
-    doc.identities.forEach((id: unknown, i) => {
-      const where = `identities[${i}]`;
-      if (!isObject(id)) {
-        problems.add(where, "must be an object {type, path}", 'type is "ssh" or "age"');
-        return;
-      }
-      problems.unknownFields(where, id, ["type", "path"]);
-      if (id.type !== "ssh" && id.type !== "age")
-        problems.add(`${where}.type`, 'must be "ssh" or "age"', "as in the activation manifest");
-      const p = problems.absolutePath(`${where}.path`, id.path);
-      if (p !== null && (id.type === "ssh" || id.type === "age")) identities.push({ type: id.type, path: p });
-    });
-  }
-
-  const interpreters =
-    doc.interpreters === undefined
-      ? []
-      : problems.stringList("interpreters", doc.interpreters, (s, w) => problems.absolutePath(w, s));
-
-  const secrets = new Map<string, SecretPolicy>();
-  if (!isObject(doc.secrets)) {
-    problems.add(
-      "secrets",
-      "must be an object: secret name -> settings",
-      'e.g. {"mods-token": {"file": ..., ...}}',
-    );
-  } else {
-    for (const name of Object.keys(doc.secrets)) {
-      const s = doc.secrets[name];
-      const where = `secrets.${JSON.stringify(name.slice(0, 80))}`;
-      if (!NAME_RE.test(name)) {
-        problems.add(
-          where,
-          "is not a valid secret name",
-          "names are 1-128 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)",
-        );
-        continue;
-      }
-      if (!isObject(s)) {
-        problems.add(
-          where,
-          "must be an object",
-          "fields: file, allowedUrlPrefixes, fetcherStorePaths, allowedUsers, prompt",
-        );
-        continue;
-      }
-      problems.unknownFields(where, s, [
-        "file",
-        "allowedUrlPrefixes",
-        "allowedUsers",
-        "prompt",
-        "fetcherStorePaths",
-      ]);
-      const file = problems.absolutePath(`${where}.file`, s.file);
-      const prefixes: URL[] = [];
-      problems.stringList(`${where}.allowedUrlPrefixes`, s.allowedUrlPrefixes, (p, w) => {
-        const r =
-          typeof p === "string" ? parseUrlPrefix(p) : ({ ok: false, reason: "must be a string" } as const);
-        if (!r.ok) {
+    doc.storeDir === undefined
+      ? "/nix/store"
+      : typeof doc.storeDir === "string" && pathProblem(doc.storeDir) === null
+        ? doc.storeDir
+        : null;
+  // The fetchers are pinned by store path: each must lie in the store this policy names.
+  if (typeof storeDir === "string" && isObject(doc.secrets)) {
+    for (const [name, settings] of Object.entries(doc.secrets)) {
+      if (!NAME_RE.test(name) || !isObject(settings) || !Array.isArray(settings.fetcherStorePaths)) continue;
+      settings.fetcherStorePaths.forEach((f, i) => {
+        if (typeof f === "string" && pathProblem(f) === null && !f.startsWith(`${storeDir}/`)) {
           problems.add(
-            w,
-            r.reason,
-            "a prefix is a canonical https:// URL such as https://example.com/api/ (http:// only to localhost)",
-          );
-          return null;
-        }
-        prefixes.push(r.url);
-        return p;
-      });
-      if (Array.isArray(s.allowedUrlPrefixes) && s.allowedUrlPrefixes.length === 0) {
-        problems.add(
-          `${where}.allowedUrlPrefixes`,
-          "is empty",
-          "name at least one URL prefix the secret may be sent to",
-        );
-      }
-      const users =
-        s.allowedUsers === undefined
-          ? []
-          : problems.stringList(`${where}.allowedUsers`, s.allowedUsers, (u, w) => {
-              if (typeof u !== "string" || !USER_RE.test(u)) {
-                problems.add(w, "is not a user name or decimal uid", 'e.g. "alice" or "1000"');
-                return null;
-              }
-              return u;
-            });
-      if (s.prompt !== undefined && typeof s.prompt !== "boolean") {
-        problems.add(
-          `${where}.prompt`,
-          "must be true or false",
-          "prompt = true asks the user's nixseal agent for each build",
-        );
-      }
-      const fetchers = problems.stringList(`${where}.fetcherStorePaths`, s.fetcherStorePaths, (p, w) => {
-        const abs = problems.absolutePath(w, p);
-        if (abs !== null && storeDir !== null && !abs.startsWith(`${storeDir}/`)) {
-          problems.add(
-            w,
+            `secrets.${JSON.stringify(name.slice(0, 80))}.fetcherStorePaths[${i}]`,
             `is not in the Nix store (${storeDir})`,
             "the trusted fetcher is pinned by its store path",
           );
-          return null;
         }
-        return abs;
       });
-      if (Array.isArray(s.fetcherStorePaths) && s.fetcherStorePaths.length === 0) {
-        problems.add(`${where}.fetcherStorePaths`, "is empty", "name the store path of nixseal's fetcher");
-      }
-      if (file !== null) {
-        secrets.set(name, {
-          name,
-          file,
-          allowedUrlPrefixes: prefixes,
-          allowedUsers: users,
-          prompt: s.prompt === true,
-          fetcherStorePaths: fetchers,
-        });
-      }
     }
   }
-  if (problems.list.length > 0) throw NixsealError.many(problems.list);
+  problems.throwIfAny();
   return {
     file,
     version: 1,
-    storeDir: storeDir!,
-    runtimeDir: runtimeDir!,
-    agentDir: agentDir!,
-    agentTimeoutSeconds,
-    identities,
-    interpreters,
-    secrets,
+    storeDir: m!.get("storeDir") as string,
+    runtimeDir: m!.get("runtimeDir") as string,
+    agentDir: m!.get("agentDir") as string,
+    agentTimeoutSeconds: m!.get("agentTimeoutSeconds") as number,
+    identities: m!.get("identities") as IdentitySpec[],
+    interpreters: m!.get("interpreters") as string[],
+    secrets: m!.get("secrets") as Map<string, SecretPolicy>,
   };
 }
 
@@ -373,14 +364,7 @@ export function readPolicy(file: string): BuildSecretsPolicy {
         hint: `make it root-owned and not group/other-writable: chown root ${file}; chmod 644 ${file}`,
       });
     }
-    const buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = fs.readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return parsePolicy(buf.subarray(0, off).toString("utf8"), file);
+    return parsePolicy(readAllSync(fd, st.size).toString("utf8"), file);
   } finally {
     fs.closeSync(fd);
   }

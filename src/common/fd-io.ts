@@ -59,6 +59,22 @@ export async function readAll(fd: number, maxBytes: number): Promise<Buffer | nu
   return all;
 }
 
+/**
+ * Reads the first `size` bytes of an open regular file (the size fstat gave), synchronously,
+ * with positional reads: one read for most files, where readFileSync would fstat and read
+ * again. Returns fewer bytes if the file is shorter by now.
+ */
+export function readAllSync(fd: number, size: number): Buffer {
+  const buf = Buffer.allocUnsafe(size);
+  let n = 0;
+  while (n < buf.length) {
+    const r = fs.readSync(fd, buf, n, buf.length - n, n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n === buf.length ? buf : buf.subarray(0, n);
+}
+
 /** Writes everything, synchronously, with writev for batches. */
 export function writeAllSync(fd: number, data: Uint8Array | readonly Uint8Array[]): void {
   const parts: Uint8Array[] = data instanceof Uint8Array ? [data] : data.filter((d) => d.length > 0);

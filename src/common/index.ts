@@ -10,6 +10,29 @@ export {
 export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
-export { readAll, readSome, writeAllSync } from "./fd-io.js";
+export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
+export {
+  booleanField,
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
+  enumField,
+  type Field,
+  type FieldTable,
+  integerField,
+  isObject,
+  type Json,
+  nullable,
+  Problems,
+  pathProblem,
+  readList,
+  readMode,
+  readObject,
+  readPath,
+  readPrincipal,
+  readUnits,
+  shown,
+  stringField,
+  typeName,
+} from "./validation.js";
 export { walkFiles } from "./walk.js";

@@ -270,15 +270,54 @@ export class Generations {
     }
   }
 
+  /** The bytes a generation's files take (their blocks), not following symlinks. */
+  diskUsage(n: number): number {
+    let total = 0;
+    const walk = (dir: string): void => {
+      for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, d.name);
+        total += fs.lstatSync(p).blocks * 512;
+        if (d.isDirectory()) walk(p);
+      }
+    };
+    try {
+      walk(this.pathOf(n));
+    } catch {}
+    return total;
+  }
+
+  /**
+   * Room for a new generation on a size-limited generationsDir (a tmpfs; a ramfs has no limit):
+   * when less is free than `active` takes (an identical install needs as much), the
+   * generations that pruning after the switch would remove anyway go now, before the new one is
+   * written. Only those: `active` and the `keep - 1` newest complete ones before it stay, which
+   * after the switch are the `keep` kept behind the new one. Returns what it removed.
+   */
+  makeRoom(active: number | null, keep: number, secretsDir: string): number[] {
+    if (active === null) return [];
+    let st: fs.StatsFs;
+    try {
+      st = fs.statfsSync(this.dir);
+    } catch {
+      return [];
+    }
+    if (st.blocks === 0) return []; // ramfs: no size limit
+    if (st.bavail * st.bsize >= this.diskUsage(active)) return [];
+    return this.prune(active, Math.max(keep - 1, 0), secretsDir);
+  }
+
   /**
    * Keeps `active` and the `keep` newest complete generations before it; removes the others
-   * (older ones, and incomplete leftovers of interrupted installs). Returns what it removed.
+   * (older ones, and incomplete leftovers of interrupted installs: run under the install lock,
+   * no other install is writing one). Never the generation `secretsDir` points to at this
+   * moment, whatever `active` says. Returns what it removed.
    */
-  prune(active: number, keep: number): number[] {
+  prune(active: number, keep: number, secretsDir: string): number[] {
     const removed: number[] = [];
+    const pointedTo = this.active(secretsDir);
     let kept = 0;
     for (const n of this.list().reverse()) {
-      if (n === active) continue;
+      if (n === active || n === pointedTo) continue;
       if (n < active && kept < keep && fs.existsSync(this.metaFile(n))) {
         kept++;
         continue;

@@ -7,7 +7,29 @@
  * ENTRY_FIELDS or SECRET_FIELDS plus its member in the types.
  */
 import * as fs from "node:fs";
-import { ioError, NixsealError } from "../common/index.js";
+import {
+  DUPLICATE_KEY_HINT,
+  duplicateKey,
+  enumField,
+  type Field,
+  type FieldTable,
+  integerField,
+  ioError,
+  isObject,
+  type Json,
+  NixsealError,
+  nullable,
+  Problems,
+  readList,
+  readMode,
+  readObject,
+  readPath,
+  readPrincipal,
+  readUnits,
+  shown,
+  stringField,
+  typeName,
+} from "../common/index.js";
 import { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName } from "../creds/index.js";
 
 export const MANIFEST_VERSION = 1;
@@ -100,26 +122,10 @@ export interface Manifest {
 // ---- the rules of values --------------------------------------------------------------------
 
 const NAME_SEGMENT = /^[A-Za-z0-9._@+=-]+$/;
-const USER_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*\$?$/;
-const DECIMAL_ID = /^(0|[1-9][0-9]{0,9})$/;
-const MODE = /^[0-7]{3,4}$/;
-/** systemd.unit(5): name.type; templates and instances (foo@bar.service) included. */
-const UNIT_NAME =
-  /^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$/;
 /** The form the modules give placeholders; any such text left in a template must be known. */
 export const PLACEHOLDER_PATTERN = /<nixseal:[0-9a-f]{64}:placeholder>/g;
-
-/** Why a path is not acceptable, or null. docs/manifest.md: absolute and normalised. */
-export function pathProblem(p: string): string | null {
-  if (p.length === 0) return "is empty";
-  if (/[\0\n\r]/.test(p)) return "contains a NUL or newline character";
-  if (!p.startsWith("/")) return "is not absolute";
-  if (p.length > 4096) return "is longer than 4096 bytes";
-  if (p !== "/" && p.endsWith("/")) return "ends with /";
-  if (p.includes("//")) return "contains //";
-  if (p.split("/").some((s) => s === "." || s === "..")) return "contains a . or .. segment";
-  return null;
-}
+/** Where the schema is told. */
+const SCHEMA_HINT = "see docs/manifest.md for the schema";
 
 /** Why a secret/template name is not acceptable, or null. */
 export function nameProblem(name: string): string | null {
@@ -136,136 +142,19 @@ export function nameProblem(name: string): string | null {
   return null;
 }
 
-function ownerProblem(v: string): string | null {
-  if (DECIMAL_ID.test(v)) return Number(v) <= 0xfffffffe ? null : "is an id out of range";
-  if (Buffer.byteLength(v) > 32) return "is longer than 32 bytes";
-  return USER_NAME.test(v) ? null : "is not a valid user or group name";
-}
-
 // ---- the validator ----------------------------------------------------------------------------
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
-
-class Problems {
-  readonly list: NixsealError[] = [];
-  constructor(private readonly file: string) {}
-  add(at: string, message: string, hint: string): void {
-    this.list.push(
-      new NixsealError("MANIFEST", `${this.file}: ${at === "" ? "" : `${at}: `}${message}`, {
-        hint,
-        file: this.file,
-      }),
-    );
-  }
-}
-
-function isObject(v: Json | undefined): v is { [k: string]: Json } {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function typeName(v: Json | undefined): string {
-  if (v === undefined) return "missing";
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  return typeof v === "object" ? "an object" : `a ${typeof v}`;
-}
-
-/** A field: how to read it from JSON (null = invalid, after reporting), and whether it must be there. */
-interface Field<T> {
-  required: boolean;
-  /** Used when an optional field is absent. */
-  default?: T;
-  read(v: Json, at: string, p: Problems): T | undefined;
-}
-
-function stringField(check: (s: string) => string | null, hint: string): Field<string>["read"] {
-  return (v, at, p) => {
-    if (typeof v !== "string") {
-      p.add(at, `must be a string, not ${typeName(v)}`, hint);
-      return undefined;
-    }
-    const why = check(v);
-    if (why !== null) {
-      p.add(at, `"${shown(v)}" ${why}`, hint);
-      return undefined;
-    }
-    return v;
-  };
-}
-
-function nullable<T>(read: Field<T>["read"]): Field<T | null>["read"] {
-  return (v, at, p) => (v === null ? null : read(v, at, p));
-}
-
-function enumField<T extends string>(values: readonly T[]): Field<T>["read"] {
-  return (v, at, p) => {
-    if (typeof v === "string" && (values as readonly string[]).includes(v)) return v as T;
-    p.add(
-      at,
-      `must be one of ${values.map((x) => `"${x}"`).join(", ")}, not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
-      "fix the value (see docs/manifest.md)",
-    );
-    return undefined;
-  };
-}
-
-/** Text of hostile input, shortened and with control characters made visible, for messages. */
-function shown(s: string): string {
-  const t = s.length > 60 ? `${s.slice(0, 60)}...` : s;
-  return JSON.stringify(t).slice(1, -1);
-}
-
-const PATH_HINT = "use an absolute, normalised path (no . or .. segments, no //, no trailing /)";
-const readPath = stringField(pathProblem, PATH_HINT);
+const ENUM_HINT = "fix the value (see docs/manifest.md)";
 const readName = stringField(
   nameProblem,
   "names are relative paths of [A-Za-z0-9._@+=-] segments, e.g. db/password",
 );
-const readOwner = nullable(
-  stringField(
-    ownerProblem,
-    "a user or group name (e.g. postgres), a decimal id, or null for the user running install",
-  ),
-);
-const readMode: Field<number>["read"] = (v, at, p) => {
-  if (typeof v !== "string" || !MODE.test(v)) {
-    p.add(
-      at,
-      `must be an octal string of 3 or 4 digits such as "0400", not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
-      'write the mode as a string, e.g. "0440"',
-    );
-    return undefined;
-  }
-  const mode = Number.parseInt(v, 8);
-  if (mode > 0o777) {
-    p.add(at, `"${v}" sets the setuid, setgid or sticky bit`, "a secret's mode is at most 0777");
-    return undefined;
-  }
-  return mode;
-};
-const readUnits: Field<string[]>["read"] = (v, at, p) => {
-  if (!Array.isArray(v)) {
-    p.add(at, `must be a list of unit names, not ${typeName(v)}`, 'e.g. ["postgresql.service"]');
-    return undefined;
-  }
-  const out: string[] = [];
-  let ok = true;
-  v.forEach((u, i) => {
-    if (typeof u !== "string" || u.length > 256 || !UNIT_NAME.test(u)) {
-      p.add(
-        `${at}[${i}]`,
-        `${typeof u === "string" ? `"${shown(u)}"` : typeName(u)} is not a systemd unit name`,
-        "unit names look like foo.service or bar@x.socket (no /, no whitespace)",
-      );
-      ok = false;
-    } else if (!out.includes(u)) out.push(u);
-  });
-  return ok ? out : undefined;
-};
+/** A user or group; null: the user running install. */
+const readOwner = nullable(readPrincipal);
 
 const PCRS = /^\d{1,2}(\+\d{1,2})*$/;
 
-const CREDENTIAL_FIELDS: Record<string, Field<unknown>> = {
+const CREDENTIAL_FIELDS: FieldTable = {
   name: {
     required: true,
     read: stringField((s) => {
@@ -277,7 +166,7 @@ const CREDENTIAL_FIELDS: Record<string, Field<unknown>> = {
       }
     }, "credential names use letters, digits and ._@+=- (no / or :), do not start with ., at most 255 characters"),
   },
-  withKey: { required: true, read: enumField<CredentialKey>(CREDENTIAL_KEYS) },
+  withKey: { required: true, read: enumField<CredentialKey>(CREDENTIAL_KEYS, ENUM_HINT) },
   tpm2Pcrs: {
     required: false,
     default: null,
@@ -293,7 +182,7 @@ const CREDENTIAL_FIELDS: Record<string, Field<unknown>> = {
 
 const readCredential: Field<ManifestCredential | null>["read"] = (v, at, p) => {
   if (v === null) return null;
-  const m = readObject(v, at, CREDENTIAL_FIELDS, p);
+  const m = readObject(v, at, CREDENTIAL_FIELDS, p, SCHEMA_HINT);
   if (m === null) return undefined;
   return {
     name: m.get("name") as string,
@@ -303,47 +192,7 @@ const readCredential: Field<ManifestCredential | null>["read"] = (v, at, p) => {
   };
 };
 
-/** Reads an object against its field table; unknown fields are errors. */
-function readObject(
-  v: Json | undefined,
-  at: string,
-  fields: Record<string, Field<unknown>>,
-  p: Problems,
-): Map<string, unknown> | null {
-  if (!isObject(v)) {
-    p.add(at, `must be an object, not ${typeName(v)}`, "see docs/manifest.md for the schema");
-    return null;
-  }
-  const out = new Map<string, unknown>();
-  let ok = true;
-  for (const key of Object.keys(v)) {
-    if (!Object.hasOwn(fields, key)) {
-      const where = at === "" ? key : `${at}.${key}`;
-      p.add(
-        where,
-        "unknown field",
-        `remove it or fix its spelling; known fields: ${Object.keys(fields).join(", ")}`,
-      );
-      ok = false;
-    }
-  }
-  for (const [key, field] of Object.entries(fields)) {
-    const where = at === "" ? key : `${at}.${key}`;
-    if (!Object.hasOwn(v, key)) {
-      if (field.required) {
-        p.add(where, "is missing", "every field of docs/manifest.md is required unless marked optional");
-        ok = false;
-      } else out.set(key, field.default);
-      continue;
-    }
-    const value = field.read(v[key]!, where, p);
-    if (value === undefined) ok = false;
-    else out.set(key, value);
-  }
-  return ok ? out : null;
-}
-
-const ENTRY_FIELDS: Record<string, Field<unknown>> = {
+const ENTRY_FIELDS: FieldTable = {
   name: { required: true, read: readName },
   owner: { required: true, read: readOwner },
   group: { required: true, read: readOwner },
@@ -354,10 +203,10 @@ const ENTRY_FIELDS: Record<string, Field<unknown>> = {
   credential: { required: false, default: null, read: readCredential },
 };
 
-const SECRET_FIELDS: Record<string, Field<unknown>> = {
+const SECRET_FIELDS: FieldTable = {
   ...ENTRY_FIELDS,
   file: { required: true, read: readPath },
-  format: { required: true, read: enumField(SECRET_FORMATS) },
+  format: { required: true, read: enumField(SECRET_FORMATS, ENUM_HINT) },
   key: {
     required: true,
     read: nullable(
@@ -369,7 +218,7 @@ const SECRET_FIELDS: Record<string, Field<unknown>> = {
   },
 };
 
-const TEMPLATE_FIELDS: Record<string, Field<unknown>> = {
+const TEMPLATE_FIELDS: FieldTable = {
   ...ENTRY_FIELDS,
   content: {
     required: true,
@@ -381,8 +230,8 @@ const TEMPLATE_FIELDS: Record<string, Field<unknown>> = {
   },
 };
 
-const IDENTITY_FIELDS: Record<string, Field<unknown>> = {
-  type: { required: true, read: enumField<IdentityType>(["ssh", "age", "systemd-creds"]) },
+const IDENTITY_FIELDS: FieldTable = {
+  type: { required: true, read: enumField<IdentityType>(["ssh", "age", "systemd-creds"], ENUM_HINT) },
   path: { required: true, read: readPath },
   name: {
     required: false,
@@ -390,26 +239,6 @@ const IDENTITY_FIELDS: Record<string, Field<unknown>> = {
     read: nullable(CREDENTIAL_FIELDS.name!.read as Field<string>["read"]),
   },
 };
-
-function readList<T>(
-  v: Json,
-  at: string,
-  p: Problems,
-  each: (x: Json, at: string) => T | null,
-): T[] | undefined {
-  if (!Array.isArray(v)) {
-    p.add(at, `must be a list, not ${typeName(v)}`, "see docs/manifest.md for the schema");
-    return undefined;
-  }
-  const out: T[] = [];
-  let ok = true;
-  v.forEach((x, i) => {
-    const r = each(x, `${at}[${i}]`);
-    if (r === null) ok = false;
-    else out.push(r);
-  });
-  return ok ? out : undefined;
-}
 
 function entryOf(m: Map<string, unknown>): ManifestEntryBase {
   return {
@@ -424,7 +253,7 @@ function entryOf(m: Map<string, unknown>): ManifestEntryBase {
   };
 }
 
-const TOP_FIELDS = (p: Problems): Record<string, Field<unknown>> => ({
+const TOP_FIELDS = (p: Problems): FieldTable => ({
   version: {
     required: true,
     read: (v, at) => {
@@ -437,74 +266,88 @@ const TOP_FIELDS = (p: Problems): Record<string, Field<unknown>> => ({
       return undefined;
     },
   },
-  stage: { required: false, default: "system", read: enumField<Stage>(["system", "users"]) },
+  stage: { required: false, default: "system", read: enumField<Stage>(["system", "users"], ENUM_HINT) },
   secretsDir: { required: true, read: readPath },
   generationsDir: { required: true, read: readPath },
   keepGenerations: {
     required: true,
-    read: (v, at) => {
-      if (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_KEEP_GENERATIONS) return v;
-      p.add(
-        at,
-        `must be a whole number from 0 to ${MAX_KEEP_GENERATIONS}, not ${typeof v === "number" ? v : typeName(v)}`,
-        "0 keeps only the active generation",
-      );
-      return undefined;
-    },
+    read: integerField(0, MAX_KEEP_GENERATIONS, "0 keeps only the active generation"),
   },
   mount: {
     required: false,
     default: "ramfs",
-    read: enumField<MountPolicy>(["ramfs", "tmpfs-noswap", "existing"]),
+    read: enumField<MountPolicy>(["ramfs", "tmpfs-noswap", "existing"], ENUM_HINT),
   },
   restartListFile: { required: false, default: null, read: nullable(readPath) },
   reloadListFile: { required: false, default: null, read: nullable(readPath) },
   dryRestartListFile: { required: false, default: null, read: nullable(readPath) },
   dryReloadListFile: { required: false, default: null, read: nullable(readPath) },
-  restartMode: { required: false, default: "lists", read: enumField<RestartMode>(["lists", "systemctl"]) },
+  restartMode: {
+    required: false,
+    default: "lists",
+    read: enumField<RestartMode>(["lists", "systemctl"], ENUM_HINT),
+  },
   credstoreDir: { required: false, default: null, read: nullable(readPath) },
   identities: {
     required: true,
     read: (v, at) =>
-      readList(v, at, p, (x, where) => {
-        const m = readObject(x, where, IDENTITY_FIELDS, p);
-        if (m === null) return null;
-        const type = m.get("type") as IdentityType;
-        const name = m.get("name") as string | null;
-        if (name !== null && type !== "systemd-creds") {
-          p.add(
-            `${where}.name`,
-            `is set, but a ${type} identity has no name`,
-            "remove it (only systemd-creds identities are sealed under a name)",
-          );
-          return null;
-        }
-        return { type, path: m.get("path") as string, name };
-      }),
+      readList(
+        v,
+        at,
+        p,
+        (x, where) => {
+          const m = readObject(x, where, IDENTITY_FIELDS, p, SCHEMA_HINT);
+          if (m === null) return null;
+          const type = m.get("type") as IdentityType;
+          const name = m.get("name") as string | null;
+          if (name !== null && type !== "systemd-creds") {
+            p.add(
+              `${where}.name`,
+              `is set, but a ${type} identity has no name`,
+              "remove it (only systemd-creds identities are sealed under a name)",
+            );
+            return null;
+          }
+          return { type, path: m.get("path") as string, name };
+        },
+        SCHEMA_HINT,
+      ),
   },
   secrets: {
     required: true,
     read: (v, at) =>
-      readList(v, at, p, (x, where): ManifestSecret | null => {
-        const m = readObject(x, where, SECRET_FIELDS, p);
-        if (m === null) return null;
-        return {
-          kind: "secret",
-          ...entryOf(m),
-          file: m.get("file") as string,
-          format: m.get("format") as SecretFormat,
-          key: m.get("key") as string | null,
-        };
-      }),
+      readList(
+        v,
+        at,
+        p,
+        (x, where): ManifestSecret | null => {
+          const m = readObject(x, where, SECRET_FIELDS, p, SCHEMA_HINT);
+          if (m === null) return null;
+          return {
+            kind: "secret",
+            ...entryOf(m),
+            file: m.get("file") as string,
+            format: m.get("format") as SecretFormat,
+            key: m.get("key") as string | null,
+          };
+        },
+        SCHEMA_HINT,
+      ),
   },
   templates: {
     required: true,
     read: (v, at) =>
-      readList(v, at, p, (x, where): ManifestTemplate | null => {
-        const m = readObject(x, where, TEMPLATE_FIELDS, p);
-        if (m === null) return null;
-        return { kind: "template", ...entryOf(m), content: m.get("content") as string };
-      }),
+      readList(
+        v,
+        at,
+        p,
+        (x, where): ManifestTemplate | null => {
+          const m = readObject(x, where, TEMPLATE_FIELDS, p, SCHEMA_HINT);
+          if (m === null) return null;
+          return { kind: "template", ...entryOf(m), content: m.get("content") as string };
+        },
+        SCHEMA_HINT,
+      ),
   },
   placeholders: {
     required: true,
@@ -751,8 +594,8 @@ function isUnder(p: string, dir: string): boolean {
 
 /** Validates a parsed manifest; throws every problem at once (code MANIFEST). */
 export function validateManifest(json: unknown, file: string): Manifest {
-  const p = new Problems(file);
-  const m = readObject(json as Json, "", TOP_FIELDS(p), p);
+  const p = new Problems("MANIFEST", file);
+  const m = readObject(json as Json, "", TOP_FIELDS(p), p, SCHEMA_HINT);
   if (m === null) throw NixsealError.many(p.list);
   const manifest: Manifest = {
     version: 1,
@@ -785,6 +628,13 @@ export function parseManifest(text: string, file: string): Manifest {
   } catch (e) {
     throw new NixsealError("MANIFEST", `${file}: not valid JSON: ${(e as Error).message.slice(0, 200)}`, {
       hint: "the manifest is written by the nixseal NixOS module; check the file is the one it made",
+      file,
+    });
+  }
+  const dup = duplicateKey(text);
+  if (dup !== null) {
+    throw new NixsealError("MANIFEST", `${file}: ${dup.at}: duplicate key "${shown(dup.key)}"`, {
+      hint: DUPLICATE_KEY_HINT,
       file,
     });
   }

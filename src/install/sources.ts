@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import { decrypt as ageDecrypt, type Identity, readHeader } from "../age/index.js";
-import { ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import { ioError, NixsealError, readAllSync, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
 
 /** The largest encrypted file a secret may come from (it is decrypted in memory). */
@@ -46,16 +46,8 @@ export function readEncryptedFile(file: string): Buffer {
         hint: "secrets are decrypted in memory; keep large files out of secrets",
       });
     }
-    // One read of the size fstat gave (readFileSync would fstat and read again): 1000 secrets
-    // are 1000 files, and each syscall counts.
-    const buf = Buffer.allocUnsafe(st.size);
-    let n = 0;
-    while (n < buf.length) {
-      const r = fs.readSync(fd, buf, n, buf.length - n, n);
-      if (r === 0) break;
-      n += r;
-    }
-    return n === buf.length ? buf : buf.subarray(0, n);
+    // One read of the size fstat gave: 1000 secrets are 1000 files, and each syscall counts.
+    return readAllSync(fd, st.size);
   } catch (e) {
     if (e instanceof NixsealError) throw e;
     throw ioError("read", file, e);

@@ -6,7 +6,7 @@
  *
  * Usage: node ns-driver.js --plan PLAN.json > RESULTS.json
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,6 +19,13 @@ export type Step =
   /** Every file, directory and symlink under `dir` (not following symlinks), with its fs type. */
   | { op: "snapshot"; dir: string }
   | { op: "mountRamfs"; dir: string }
+  /** A tmpfs of `size` (mount -o size=) on `dir`: a small, fillable generations dir. */
+  | { op: "mountTmpfs"; dir: string; size: string }
+  /**
+   * `pairs` rounds of two `nixseal install ARGS...` started together; after each round, what
+   * secretsDir points to and the content of `file` under it.
+   */
+  | { op: "installPairs"; args: string[]; pairs: number; secretsDir: string; file: string }
   | { op: "copy"; from: string; to: string };
 
 export interface FileInfo {
@@ -33,7 +40,48 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "copy"; ok: boolean };
+  | { op: "mountRamfs" | "mountTmpfs" | "copy"; ok: boolean }
+  | {
+      op: "installPairs";
+      rounds: {
+        statuses: (number | null)[];
+        stderr: string;
+        target: string | null;
+        content: string | null;
+      }[];
+    };
+
+function runCli(args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, "install", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (d: string) => {
+      stderr += d;
+    });
+    child.on("close", (status) => resolve({ status, stderr }));
+  });
+}
+
+async function installPairs(step: Extract<Step, { op: "installPairs" }>): Promise<StepResult> {
+  const rounds: Extract<StepResult, { op: "installPairs" }>["rounds"] = [];
+  for (let i = 0; i < step.pairs; i++) {
+    const both = await Promise.all([runCli(step.args), runCli(step.args)]);
+    let target: string | null = null;
+    let content: string | null = null;
+    try {
+      target = fs.readlinkSync(step.secretsDir);
+      content = fs.readFileSync(path.join(step.secretsDir, step.file), "utf8");
+    } catch {}
+    rounds.push({
+      statuses: both.map((r) => r.status),
+      stderr: both.map((r) => r.stderr).join(""),
+      target,
+      content,
+    });
+  }
+  return { op: "installPairs", rounds };
+}
 
 function infoOf(p: string): FileInfo {
   const st = fs.lstatSync(p);
@@ -70,7 +118,7 @@ function isLink(p: string): boolean {
   }
 }
 
-function runStep(step: Step): StepResult {
+async function runStep(step: Step): Promise<StepResult> {
   switch (step.op) {
     case "install": {
       const argv = [process.execPath, CLI, "install", ...step.args];
@@ -91,6 +139,13 @@ function runStep(step: Step): StepResult {
       const r = spawnSync("mount", ["-t", "ramfs", "-o", "mode=0751", "test", step.dir]);
       return { op: "mountRamfs", ok: r.status === 0 };
     }
+    case "mountTmpfs": {
+      fs.mkdirSync(step.dir, { recursive: true });
+      const r = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${step.size},mode=0751`, "test", step.dir]);
+      return { op: "mountTmpfs", ok: r.status === 0 };
+    }
+    case "installPairs":
+      return installPairs(step);
     case "copy":
       fs.copyFileSync(step.from, step.to);
       return { op: "copy", ok: true };
@@ -100,5 +155,7 @@ function runStep(step: Step): StepResult {
 const i = process.argv.indexOf("--plan");
 if (i > 0 && process.argv[i + 1]) {
   const plan = JSON.parse(fs.readFileSync(process.argv[i + 1]!, "utf8")) as Step[];
-  process.stdout.write(JSON.stringify(plan.map(runStep)));
+  const results: StepResult[] = [];
+  for (const step of plan) results.push(await runStep(step));
+  process.stdout.write(JSON.stringify(results));
 }

@@ -1,0 +1,365 @@
+/**
+ * The validation kit of nixseal's JSON inputs (the activation manifest, docs/manifest.md; the
+ * build-secrets policy, docs/build-secrets.md): one problems collector that names the file and
+ * the place of each problem (`secrets[3].mode`), field tables read strictly (unknown fields are
+ * errors), and the rules both inputs share with the Nix modules (nix/modules/shared.nix checks
+ * the same at evaluation time; test/nix/rules.test.ts holds both to one table):
+ *
+ * - paths: absolute and normalised (no `.`/`..` segment, no `//`, no trailing `/`), not `/`
+ *   itself, no NUL/newline/carriage return, at most 4096 bytes;
+ * - user and group names as shadow's useradd/groupadd accept them and NixOS allows (at most 31
+ *   characters): [A-Za-z0-9_.][A-Za-z0-9_.-]* with an optional final `$`, not all digits, not
+ *   `.` or `..`; or a decimal id 0..4294967294 without leading zeros;
+ * - modes: 3 or 4 octal digits, at most 0777;
+ * - unit names: systemd.unit(5) characters and a unit type suffix, at most 255 characters.
+ */
+import { type ErrorCode, NixsealError } from "./errors.js";
+
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/** Every problem of one input, each naming the file and its place in it. */
+export class Problems {
+  readonly list: NixsealError[] = [];
+  constructor(
+    /** The NixsealError code of this input's problems (MANIFEST, BUILD_POLICY). */
+    readonly code: ErrorCode,
+    readonly file: string,
+  ) {}
+
+  add(at: string, message: string, hint: string): void {
+    this.list.push(
+      new NixsealError(this.code, `${this.file}: ${at === "" ? "" : `${at}: `}${message}`, {
+        hint,
+        file: this.file,
+      }),
+    );
+  }
+
+  /** Throws every problem at once (NixsealError.many), if there is any. */
+  throwIfAny(): void {
+    if (this.list.length > 0) throw NixsealError.many(this.list);
+  }
+}
+
+export function isObject(v: unknown): v is { [k: string]: Json } {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+export function typeName(v: unknown): string {
+  if (v === undefined) return "missing";
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+/** Text of hostile input, shortened and with control characters made visible, for messages. */
+export function shown(s: string): string {
+  const t = s.length > 60 ? `${s.slice(0, 60)}...` : s;
+  return JSON.stringify(t).slice(1, -1);
+}
+
+/** `at.key`, or `key` at the top. */
+export function placeOf(at: string, key: string): string {
+  return at === "" ? key : `${at}.${key}`;
+}
+
+// ---- field tables -----------------------------------------------------------------------------
+
+/** Reads one value: the result, or undefined after reporting why not. */
+export type Reader<T> = (v: Json, at: string, p: Problems) => T | undefined;
+
+/** A field: how to read it, and whether it must be there. */
+export interface Field<T> {
+  required: boolean;
+  /** Used when an optional field is absent. */
+  default?: T;
+  read: Reader<T>;
+}
+
+export type FieldTable = Record<string, Field<unknown>>;
+
+export function stringField(check: (s: string) => string | null, hint: string): Reader<string> {
+  return (v, at, p) => {
+    if (typeof v !== "string") {
+      p.add(at, `must be a string, not ${typeName(v)}`, hint);
+      return undefined;
+    }
+    const why = check(v);
+    if (why !== null) {
+      p.add(at, `"${shown(v)}" ${why}`, hint);
+      return undefined;
+    }
+    return v;
+  };
+}
+
+export function nullable<T>(read: Reader<T>): Reader<T | null> {
+  return (v, at, p) => (v === null ? null : read(v, at, p));
+}
+
+export function enumField<T extends string>(values: readonly T[], hint: string): Reader<T> {
+  return (v, at, p) => {
+    if (typeof v === "string" && (values as readonly string[]).includes(v)) return v as T;
+    p.add(
+      at,
+      `must be one of ${values.map((x) => `"${x}"`).join(", ")}, not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
+      hint,
+    );
+    return undefined;
+  };
+}
+
+export function booleanField(hint: string): Reader<boolean> {
+  return (v, at, p) => {
+    if (typeof v === "boolean") return v;
+    p.add(at, `must be true or false, not ${typeName(v)}`, hint);
+    return undefined;
+  };
+}
+
+export function integerField(min: number, max: number, hint: string): Reader<number> {
+  return (v, at, p) => {
+    if (typeof v === "number" && Number.isInteger(v) && v >= min && v <= max) return v;
+    p.add(
+      at,
+      `must be a whole number from ${min} to ${max}, not ${typeof v === "number" ? v : typeName(v)}`,
+      hint,
+    );
+    return undefined;
+  };
+}
+
+/**
+ * Reads an object against its field table; unknown fields are errors. Returns the values read
+ * (absent optional fields: their default), or null if anything was wrong (all of it reported).
+ */
+export function readObject(
+  v: Json | undefined,
+  at: string,
+  fields: FieldTable,
+  p: Problems,
+  schemaHint: string,
+): Map<string, unknown> | null {
+  if (!isObject(v)) {
+    p.add(at, `must be an object, not ${typeName(v)}`, schemaHint);
+    return null;
+  }
+  const out = new Map<string, unknown>();
+  let ok = true;
+  for (const key of Object.keys(v)) {
+    if (!Object.hasOwn(fields, key)) {
+      p.add(
+        placeOf(at, shown(key)),
+        "unknown field",
+        `remove it or fix its spelling; known fields: ${Object.keys(fields).join(", ")}`,
+      );
+      ok = false;
+    }
+  }
+  for (const [key, field] of Object.entries(fields)) {
+    const where = placeOf(at, key);
+    if (!Object.hasOwn(v, key)) {
+      if (field.required) {
+        p.add(where, "is missing", `${schemaHint} (every field is required unless marked optional)`);
+        ok = false;
+      } else out.set(key, field.default);
+      continue;
+    }
+    const value = field.read(v[key]!, where, p);
+    if (value === undefined) ok = false;
+    else out.set(key, value);
+  }
+  return ok ? out : null;
+}
+
+/** Reads a list, each item with `each` (null: a problem, reported). */
+export function readList<T>(
+  v: Json,
+  at: string,
+  p: Problems,
+  each: (x: Json, at: string) => T | null,
+  hint: string,
+): T[] | undefined {
+  if (!Array.isArray(v)) {
+    p.add(at, `must be a list, not ${typeName(v)}`, hint);
+    return undefined;
+  }
+  const out: T[] = [];
+  let ok = true;
+  v.forEach((x, i) => {
+    const r = each(x, `${at}[${i}]`);
+    if (r === null) ok = false;
+    else out.push(r);
+  });
+  return ok ? out : undefined;
+}
+
+// ---- the shared rules -------------------------------------------------------------------------
+
+export const MAX_PATH_BYTES = 4096;
+
+/** Why a path is not acceptable, or null: absolute and normalised, not `/` itself. */
+export function pathProblem(p: string): string | null {
+  if (p.length === 0) return "is empty";
+  if (/[\0\n\r]/.test(p)) return "contains a NUL, newline or carriage return character";
+  if (!p.startsWith("/")) return "is not absolute";
+  if (p === "/") return "is the root directory itself";
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return `is longer than ${MAX_PATH_BYTES} bytes`;
+  if (p.endsWith("/")) return "ends with /";
+  if (p.includes("//")) return "contains //";
+  if (p.split("/").some((s) => s === "." || s === "..")) return "contains a . or .. segment";
+  return null;
+}
+
+export const PATH_HINT =
+  "use an absolute, normalised path (no . or .. segments, no //, no trailing /, not / itself)";
+
+/** NixOS refuses longer user and group names (users.users.<name>.name, users.groups). */
+export const MAX_PRINCIPAL_NAME = 31;
+const PRINCIPAL_NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/;
+const DECIMAL_ID = /^(0|[1-9][0-9]{0,9})$/;
+/** (uid_t)-1 means "no change" to chown(2): never an owner. */
+export const MAX_ID = 0xfffffffe;
+
+/** Why a user or group (a name or a decimal id) is not acceptable, or null. */
+export function principalProblem(v: string): string | null {
+  if (/^[0-9]+$/.test(v)) {
+    if (!DECIMAL_ID.test(v)) return "is a decimal id with a leading zero or too many digits";
+    return Number(v) <= MAX_ID ? null : `is an id above ${MAX_ID}`;
+  }
+  if (v.length > MAX_PRINCIPAL_NAME) return `is longer than ${MAX_PRINCIPAL_NAME} characters`;
+  if (v === "." || v === ".." || !PRINCIPAL_NAME.test(v)) return "is not a valid user or group name";
+  return null;
+}
+
+export const PRINCIPAL_HINT =
+  "a user or group name as useradd accepts it (letters, digits, _ . -, an optional final $; at most 31 characters) or a decimal id";
+
+const MODE = /^[0-7]{3,4}$/;
+
+/** A mode string ("0440", "440") as a number, or why not. */
+export function parseMode(v: string): number | string {
+  if (!MODE.test(v)) return "is not an octal string of 3 or 4 digits";
+  const mode = Number.parseInt(v, 8);
+  return mode > 0o777 ? "sets the setuid, setgid or sticky bit" : mode;
+}
+
+/** systemd.unit(5): name.type; templates and instances (foo@bar.service) included. */
+const UNIT_NAME =
+  /^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|device|mount|automount|swap|timer|path|slice|scope)$/;
+/** systemd's UNIT_NAME_MAX is 256 with the terminating NUL. */
+export const MAX_UNIT_NAME = 255;
+
+export function unitNameProblem(u: string): string | null {
+  if (u.length > MAX_UNIT_NAME) return `is longer than ${MAX_UNIT_NAME} characters`;
+  return UNIT_NAME.test(u) ? null : "is not a systemd unit name";
+}
+
+// ---- readers of the shared rules --------------------------------------------------------------
+
+export const readPath: Reader<string> = stringField(pathProblem, PATH_HINT);
+
+export const readPrincipal: Reader<string> = stringField(principalProblem, PRINCIPAL_HINT);
+
+export const readMode: Reader<number> = (v, at, p) => {
+  const mode = typeof v === "string" ? parseMode(v) : "";
+  if (typeof mode === "number") return mode;
+  if (typeof v === "string" && MODE.test(v)) {
+    p.add(at, `"${v}" ${mode}`, "a secret's mode is at most 0777");
+    return undefined;
+  }
+  p.add(
+    at,
+    `must be an octal string of 3 or 4 digits such as "0400", not ${typeof v === "string" ? `"${shown(v)}"` : typeName(v)}`,
+    'write the mode as a string, e.g. "0440"',
+  );
+  return undefined;
+};
+
+/** A list of unit names; duplicates are dropped. */
+export const readUnits: Reader<string[]> = (v, at, p) => {
+  if (!Array.isArray(v)) {
+    p.add(at, `must be a list of unit names, not ${typeName(v)}`, 'e.g. ["postgresql.service"]');
+    return undefined;
+  }
+  const out: string[] = [];
+  let ok = true;
+  v.forEach((u, i) => {
+    const why = typeof u === "string" ? unitNameProblem(u) : "is not a systemd unit name";
+    if (why !== null) {
+      p.add(
+        `${at}[${i}]`,
+        `${typeof u === "string" ? `"${shown(u)}"` : typeName(u)} ${why}`,
+        "unit names look like foo.service or bar@x.socket (no /, no whitespace)",
+      );
+      ok = false;
+    } else if (!out.includes(u as string)) out.push(u as string);
+  });
+  return ok ? out : undefined;
+};
+// ---- duplicate keys ---------------------------------------------------------------------------
+
+type Frame =
+  | { object: true; keys: Set<string>; key: string | null; expectKey: boolean }
+  | { object: false; index: number };
+
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+function placeOfFrames(frames: readonly Frame[]): string {
+  let at = "";
+  for (const f of frames) {
+    if (!f.object) at += `[${f.index}]`;
+    else if (f.key !== null) at = PLAIN_KEY.test(f.key) ? placeOf(at, f.key) : `${at}["${shown(f.key)}"]`;
+  }
+  return at;
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (JSON.parse keeps the last, other
+ * readers the first: strict validation refuses both), as its place (`secrets[2].owner`) and the
+ * key; null if there is none. For text JSON.parse accepted: one linear
+ * pass, a set of keys per open object.
+ */
+export function duplicateKey(text: string): { at: string; key: string } | null {
+  const frames: Frame[] = [];
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      for (;;) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          j += 2;
+        } else if (d === 0x22 || Number.isNaN(d)) break;
+        else j++;
+      }
+      const top = frames[frames.length - 1];
+      if (top?.object && top.expectKey) {
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (top.keys.has(key)) return { at: placeOfFrames([...frames.slice(0, -1), { ...top, key }]), key };
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+      i = j + 1;
+      continue;
+    }
+    if (c === 0x7b /* { */) frames.push({ object: true, keys: new Set(), key: null, expectKey: true });
+    else if (c === 0x5b /* [ */) frames.push({ object: false, index: 0 });
+    else if (c === 0x7d /* } */ || c === 0x5d /* ] */) frames.pop();
+    else if (c === 0x2c /* , */) {
+      const top = frames[frames.length - 1];
+      if (top?.object) top.expectKey = true;
+      else if (top) top.index++;
+    }
+    i++;
+  }
+  return null;
+}
+
+export const DUPLICATE_KEY_HINT =
+  "write each key once: JSON readers disagree on which of two values wins, so nixseal takes neither";
