@@ -5,24 +5,19 @@ import {
   formatGoFloat,
   isBranch,
   JsonStore,
+  parseTreePath,
   SopsBranch,
   SopsComment,
   type SopsStore,
   SopsTime,
   type SopsValue,
+  valueAt,
   YamlStore,
 } from "../sops/index.js";
 import { decryptSecret, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import {
-  openSopsFile,
-  parseTreePath,
-  SOPS_OPTIONS,
-  SOPS_OPTIONS_HELP,
-  sopsStoreOf,
-  valueAt,
-} from "./sops-file.js";
+import { openSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP, sopsStoreOf } from "./sops-file.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal decrypt NAME [-o FILE] [--rules FILE] [-i IDENTITY]...

@@ -7,24 +7,18 @@ import * as tty from "node:tty";
 import { ioError, NixsealError, readAll, wipe } from "../common/index.js";
 import {
   closeDocument,
+  formatTreePath,
   JsonStore,
   MAX_DOCUMENT_SIZE,
+  parseTreePath,
   reencryptDocument,
   SopsBranch,
   type SopsValue,
+  setValueAt,
 } from "../sops/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import {
-  displayPath,
-  formatTreePath,
-  openSopsFile,
-  parseTreePath,
-  requireSopsStore,
-  SOPS_OPTIONS,
-  setValueAt,
-  writeSopsFile,
-} from "./sops-file.js";
+import { displayPath, openSopsFile, requireSopsStore, SOPS_OPTIONS, writeSopsFile } from "./sops-file.js";
 import { identitiesOf, keyContext, VAULT_OPTIONS } from "./vault-context.js";
 
 const HELP = `Usage: nixseal set FILE PATH [--string] [-i IDENTITY]... < value

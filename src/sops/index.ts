@@ -39,6 +39,7 @@ export { JsonStore } from "./stores/json.js";
 export type { SopsStore, StoreName } from "./stores/store.js";
 export { YamlStore } from "./stores/yaml.js";
 export { isBranch, SopsBranch, SopsComment, SopsTime, type SopsValue } from "./tree.js";
+export { formatTreePath, parseTreePath, setValueAt, valueAt } from "./tree-path.js";
 export { type EncryptionRules, formatGoFloat, isEncryptedValue } from "./value-cipher.js";
 
 /** A store by name. */
