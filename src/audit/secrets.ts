@@ -22,7 +22,8 @@ import {
   type SopsConfig,
   SopsTime,
   type SopsValue,
-  storeForPath,
+  storeByName,
+  storeNameByExtension,
 } from "../sops/index.js";
 import { decryptSecret, type Rules } from "../vault/index.js";
 
@@ -146,7 +147,7 @@ async function sopsValues(
   shown: string,
   identities: readonly Identity[],
 ): Promise<AuditSecret[]> {
-  const store = storeForPath(file);
+  const store = storeByName(storeNameByExtension(file) ?? "binary");
   // The encrypted tree says which values were encrypted (those under an unencrypted suffix are
   // public in git already); decryptDocument replaces the leaves of its own copy in place.
   const encrypted = store.parseEncrypted(input).branches;

@@ -22,6 +22,7 @@ import {
   type SopsStore,
   type StoreName,
   storeByName,
+  storeNameByExtension,
 } from "../sops/index.js";
 import { findRulesFile, findSecret, loadRules, type Rules, readRepositoryFile } from "../vault/index.js";
 import type { Options } from "./args.js";
@@ -46,16 +47,6 @@ export interface SopsValues extends VaultValues {
 
 const STORE_NAMES: readonly StoreName[] = ["yaml", "json", "dotenv", "ini", "binary"];
 
-/** The sops store a path has by its extension, or null (age secrets, binary files). */
-export function sopsStoreNameByExtension(file: string): StoreName | null {
-  const p = file.toLowerCase();
-  if (p.endsWith(".yaml") || p.endsWith(".yml")) return "yaml";
-  if (p.endsWith(".json")) return "json";
-  if (p.endsWith(".env")) return "dotenv";
-  if (p.endsWith(".ini")) return "ini";
-  return null;
-}
-
 function inputType(values: SopsValues): StoreName | null {
   const t = values["input-type"];
   if (t === undefined) return null;
@@ -74,7 +65,7 @@ function inputType(values: SopsValues): StoreName | null {
 export function sopsStoreOf(name: string, values: SopsValues): SopsStore | null {
   const forced = inputType(values);
   if (forced !== null) return storeByName(forced);
-  const byExtension = sopsStoreNameByExtension(name);
+  const byExtension = storeNameByExtension(name);
   if (byExtension === null) return null;
   const explicit = values.rules ?? process.env.RULES;
   let rulesFile: string | null = null;
@@ -95,7 +86,7 @@ export function sopsStoreOf(name: string, values: SopsValues): SopsStore | null 
 export function requireSopsStore(name: string, values: SopsValues): SopsStore {
   const forced = inputType(values);
   if (forced !== null) return storeByName(forced);
-  const byExtension = sopsStoreNameByExtension(name);
+  const byExtension = storeNameByExtension(name);
   if (byExtension === null) {
     throw new NixsealError(
       "USAGE",

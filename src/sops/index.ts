@@ -62,17 +62,16 @@ export function storeByName(name: StoreName): SopsStore {
   }
 }
 
-/** sops cmd/sops/formats: the store for a file name (.yaml/.yml, .json, .env, .ini, else binary). */
-export function storeNameForPath(path: string): StoreName {
-  const p = path.toLowerCase();
+/**
+ * The sops store a file's name gives it, as sops chooses (cmd/sops/formats): .yaml/.yml, .json,
+ * .env, .ini; null for any other name (sops reads such a file as binary).
+ */
+export function storeNameByExtension(file: string): Exclude<StoreName, "binary"> | null {
+  const p = file.toLowerCase();
   if (p.endsWith(".yaml") || p.endsWith(".yml")) return "yaml";
   if (p.endsWith(".json")) return "json";
   if (p.endsWith(".env")) return "dotenv";
   if (p.endsWith(".ini")) return "ini";
-  return "binary";
-}
-
-export function storeForPath(path: string): SopsStore {
-  return storeByName(storeNameForPath(path));
+  return null;
 }
 export { MAX_DOCUMENT_SIZE } from "./tree.js";

@@ -21,6 +21,7 @@ import {
   type SopsStore,
   serializeMetadata,
   storeByName,
+  storeNameByExtension,
   unwrapDataKey,
   wrapDataKey,
 } from "../sops/index.js";
@@ -35,16 +36,6 @@ export interface SopsExpectation {
   source: string;
   /** Non-age keys the rule names, which nixseal cannot wrap for ("pgp ABC..."). */
   otherKeys: string[];
-}
-
-/** The sops store of a path by its extension (as sops chooses it), or null. */
-export function sopsStoreNameOf(file: string): "yaml" | "json" | "dotenv" | "ini" | null {
-  const p = file.toLowerCase();
-  if (p.endsWith(".yaml") || p.endsWith(".yml")) return "yaml";
-  if (p.endsWith(".json")) return "json";
-  if (p.endsWith(".env")) return "dotenv";
-  if (p.endsWith(".ini")) return "ini";
-  return null;
 }
 
 /** Cheap test before a full parse: does the text carry a sops metadata block? */
@@ -69,7 +60,7 @@ export interface SopsFileContent {
  * metadata is damaged is an error.
  */
 export function sopsContentOf(file: string, data: Uint8Array): SopsFileContent | null {
-  const name = sopsStoreNameOf(file);
+  const name = storeNameByExtension(file);
   if (name === null) return null;
   const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("utf8");
   if (!METADATA_MARKERS[name]!.test(text)) return null;
@@ -121,7 +112,7 @@ export function findSopsFiles(dir: string): string[] {
     dir,
     (name) => SKIPPED_DIRS.has(name),
     (e, p) => {
-      const store = sopsStoreNameOf(e.name);
+      const store = storeNameByExtension(e.name);
       if (!e.isFile() || e.name === ".sops.yaml" || store === null) return;
       try {
         if (fs.statSync(p).size > MAX_DOCUMENT_SIZE) return;
