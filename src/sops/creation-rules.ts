@@ -7,6 +7,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { ioError, NixsealError } from "../common/index.js";
 import { compileGoRegexp } from "./go-regexp.js";
+import { YamlAliases } from "./yaml-aliases.js";
 
 export { compileGoRegexp };
 
@@ -149,7 +150,9 @@ type YValue =
   | { kind: "scalar"; value: unknown; text: string; line: number };
 
 const MAX_NODES = 200_000; // bounds alias expansion ("billion laughs")
+const MAX_ALIASED_NODES = 20_000; // nodes copied by aliases: anchors in a config are key lists
 const MAX_DEPTH = 64;
+const TOO_LARGE = "the document is too large or too deeply nested once aliases are expanded";
 
 class ConfigReader {
   private nodes = 0;
@@ -159,7 +162,7 @@ class ConfigReader {
   constructor(
     readonly file: string,
     private readonly lines: LineCounter,
-    private readonly doc: ReturnType<typeof parseDocument>,
+    private readonly aliases: YamlAliases | null,
   ) {}
 
   lineOf(offset: number | undefined): number {
@@ -173,14 +176,10 @@ class ConfigReader {
 
   convert(node: unknown, depth = 0): YValue {
     if (++this.nodes > MAX_NODES || depth > MAX_DEPTH) {
-      throw this.error(
-        0,
-        "the document is too large or too deeply nested once aliases are expanded",
-        "simplify it",
-      );
+      throw this.error(0, TOO_LARGE, "simplify it");
     }
     if (isAlias(node)) {
-      const target = node.resolve(this.doc);
+      const target = this.aliases?.target(node);
       if (target === undefined)
         throw this.error(this.lineOf(node.range?.[0]), "unresolved alias", "define the anchor first");
       return this.convert(target, depth + 1);
@@ -592,7 +591,8 @@ export function parseSopsConfig(text: string, file: string): SopsConfig {
     merge: false,
     prettyErrors: false,
   });
-  const reader = new ConfigReader(absolute, lines, doc);
+  const aliases = YamlAliases.of(doc.contents, text);
+  const reader = new ConfigReader(absolute, lines, aliases);
   const syntax = [...doc.errors];
   if (syntax.length > 0) {
     throw NixsealError.many(
@@ -609,6 +609,15 @@ export function parseSopsConfig(text: string, file: string): SopsConfig {
       ),
     );
   }
+  // Aliases are measured before anything is expanded (yaml-aliases.ts).
+  const expansion = aliases?.expansion(doc.contents, {
+    maxNodes: MAX_NODES,
+    maxAliasedNodes: MAX_ALIASED_NODES,
+    maxDepth: MAX_DEPTH,
+    aliasIsNode: true,
+    keysNest: false,
+  });
+  if (expansion !== undefined && "refused" in expansion) throw reader.error(0, TOO_LARGE, "simplify it");
   let root: YValue;
   try {
     root = reader.convert(doc.contents);

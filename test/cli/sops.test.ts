@@ -9,7 +9,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import YAML from "yaml";
-import { isolatedUserEnv, nixseal, REPO, tempDir, which } from "../helpers.js";
+import { CLI, isolatedUserEnv, nixseal, REPO, tempDir, which } from "../helpers.js";
+import { makeHost, secret, writeManifest } from "../install/fixture.js";
 
 const AGE = which("age");
 const AGE_KEYGEN = which("age-keygen");
@@ -732,5 +733,68 @@ describe("check and rekey cover sops files", { skip: missing }, () => {
     assert.equal(rekey.status, 0, rekey.stderr);
     assert.equal(sh(w, ["decrypt", "secrets/one.yaml", "-i", b, "--input-type", "yaml"]).out, YAML_DOC);
     assert.equal(sh(w, ["check"]).status, 0);
+  });
+});
+
+describe("hostile sops files fail fast", { skip: missing }, () => {
+  /** `levels` mappings, each holding the one before it twice: 2^levels leaves from a few bytes a level. */
+  function anchorChain(levels: number): string {
+    let s = "a0: &a0 {x: v, y: v}\n";
+    for (let i = 1; i <= levels; i++) s += `a${i}: &a${i} {x: *a${i - 1}, y: *a${i - 1}}\n`;
+    return s;
+  }
+
+  /** The CLI, killed after 10 s (a regression fails instead of stalling the suite); its wall time. */
+  function timed(w: string, args: string[]) {
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, [CLI, ...args], {
+      cwd: w,
+      env: { ...process.env, ...env } as NodeJS.ProcessEnv,
+      input: "",
+      timeout: 10_000,
+      killSignal: "SIGKILL",
+    });
+    const ms = performance.now() - t0;
+    assert.notEqual(r.signal, "SIGKILL", `nixseal ${args[0]} still running after 10 s`);
+    return { status: r.status, stderr: String(r.stderr), ms };
+  }
+
+  test("chained YAML anchors: decrypt and install --check refuse the file within a second of their start-up", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: \\.yaml$\n      age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "app.yaml"], "db:\n    password: s3cret\n").status, 0);
+    const sopsFile = path.join(w, "app.yaml");
+    const host = makeHost();
+    try {
+      const m = writeManifest(host, [secret("db", sopsFile, { format: "yaml", key: "db/password" })]);
+      // The same commands on the file as it was: what start-up and a small file cost on this machine.
+      const decryptBefore = timed(w, ["decrypt", "app.yaml", "-i", idFile]);
+      assert.equal(decryptBefore.status, 0, decryptBefore.stderr);
+      const checkBefore = timed(w, ["install", "--check", "--manifest", m]);
+      assert.equal(checkBefore.status, 0, checkBefore.stderr);
+
+      // Anchors added to its document, and six more documents of them (3.6 KB in all).
+      const chain = anchorChain(17);
+      fs.writeFileSync(sopsFile, `${chain}${fs.readFileSync(sopsFile, "utf8")}${`---\n${chain}`.repeat(6)}`);
+      const size = fs.statSync(sopsFile).size;
+      assert.ok(size > 3500 && size < 5000, String(size));
+
+      const d = timed(w, ["decrypt", "app.yaml", "-i", idFile]);
+      assert.equal(d.status, 1, d.stderr);
+      assert.match(d.stderr, /error: invalid YAML document: aliases expand to more than \d+ nodes/);
+      assert.match(d.stderr, /hint: .*anchors and aliases/);
+      assert.ok(d.ms < decryptBefore.ms + 1000, `decrypt took ${Math.round(d.ms)} ms`);
+
+      const c = timed(w, ["install", "--check", "--manifest", m]);
+      assert.equal(c.status, 1, c.stderr);
+      assert.match(
+        c.stderr,
+        /secret "db" from \S*app\.yaml: invalid YAML document: aliases expand to more than/,
+      );
+      assert.ok(c.ms < checkBefore.ms + 1000, `install --check took ${Math.round(c.ms)} ms`);
+    } finally {
+      host.cleanup();
+    }
   });
 });

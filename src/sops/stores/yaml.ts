@@ -1,8 +1,9 @@
 /**
  * The sops YAML store (sops stores/yaml/store.go, go.yaml.in/yaml/v3): every document a mapping,
  * comments turned into comment items where they stand (one per line, inline ones flagged),
- * anchors/aliases expanded, duplicate keys refused; written with a 4-space indent, sequences
- * indented under their key, as sops writes. Built on eemeli/yaml's node API.
+ * anchors/aliases expanded (measured first, and refused over a bound: yaml-aliases.ts),
+ * duplicate keys refused; written with a 4-space indent, sequences indented under their key, as
+ * sops writes. Built on eemeli/yaml's node API.
  */
 import {
   Document,
@@ -21,10 +22,24 @@ import {
 import type { NixsealError } from "../../common/index.js";
 import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsValue } from "../tree.js";
 import { isInt64 } from "../value-cipher.js";
+import { YamlAliases } from "../yaml-aliases.js";
 import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
 
-/** Bound on nodes produced by alias expansion (a "billion laughs" document stops here). */
+/**
+ * Bound on the nodes of a file, every document and every alias expansion counted (a "billion
+ * laughs" document is refused before it is expanded).
+ */
 const MAX_EXPANDED_NODES = 1_000_000;
+/**
+ * Bound on the nodes aliases copy, in a file: anchors that save repeating a block are far
+ * below it, and a few hundred bytes cannot make seconds of work.
+ */
+const MAX_ALIASED_NODES = 100_000;
+
+/** The node budget of one file, shared by its documents. */
+interface NodeBudget {
+  used: number;
+}
 
 function commentLines(c: string | null | undefined): string[] {
   if (!c) return [];
@@ -35,12 +50,16 @@ function yamlError(message: string): NixsealError {
   return formatError("yaml", message);
 }
 
+const TOO_MANY_NODES = `more than ${MAX_EXPANDED_NODES} nodes in the file, aliases expanded`;
+
 class YamlReader {
-  private nodes = 0;
-  constructor(private readonly doc: Document.Parsed) {}
+  constructor(
+    private readonly aliases: YamlAliases | null,
+    private readonly budget: NodeBudget,
+  ) {}
 
   private count(): void {
-    if (++this.nodes > MAX_EXPANDED_NODES) throw yamlError("too many nodes (alias expansion too large)");
+    if (++this.budget.used > MAX_EXPANDED_NODES) throw yamlError(TOO_MANY_NODES);
   }
 
   private resolve(n: unknown, depth: number): Node | null {
@@ -48,7 +67,7 @@ class YamlReader {
     let hops = 0;
     while (node !== null && isAlias(node)) {
       if (++hops > MAX_DEPTH) throw yamlError("alias chain too long");
-      const target = node.resolve(this.doc) as Node | undefined;
+      const target = this.aliases?.target(node);
       if (target === undefined) throw yamlError(`unknown alias *${node.source}`);
       node = target;
     }
@@ -147,6 +166,41 @@ function lineAndColumn(text: string, offset: number | undefined): { line: number
   return { line, col: offset - start + 1 };
 }
 
+/**
+ * The aliases of each document, every document's expansion measured before any is expanded:
+ * the limits hold for the whole file, however many documents it has.
+ */
+function measureAliases(docs: readonly Document.Parsed[], text: string): (YamlAliases | null)[] {
+  let nodes = 0;
+  let aliased = 0;
+  return docs.map((doc) => {
+    if (doc.errors.length > 0) return null; // reported when the document is read
+    const aliases = YamlAliases.of(doc.contents, text);
+    if (aliases === null) return null;
+    const size = aliases.expansion(doc.contents, {
+      maxNodes: MAX_EXPANDED_NODES - nodes,
+      maxAliasedNodes: MAX_ALIASED_NODES - aliased,
+      maxDepth: MAX_DEPTH,
+      aliasIsNode: false,
+      keysNest: true,
+    });
+    if ("refused" in size) {
+      throw formatError(
+        "yaml",
+        size.refused === "depth"
+          ? "nesting too deep once aliases are expanded"
+          : size.refused === "aliased"
+            ? `aliases expand to more than ${MAX_ALIASED_NODES} nodes`
+            : TOO_MANY_NODES,
+        "write the values out instead of through anchors and aliases (sops itself never writes them)",
+      );
+    }
+    nodes += size.nodes;
+    aliased += size.aliased;
+    return aliases;
+  });
+}
+
 function parseYaml(input: Uint8Array): SopsBranch[] {
   checkSize("yaml", input);
   const text = decodeUtf8("yaml", input);
@@ -160,7 +214,9 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
   });
   if (!Array.isArray(docs)) return [];
   const out: SopsBranch[] = [];
-  for (const doc of docs) {
+  const aliases = measureAliases(docs, text);
+  const budget: NodeBudget = { used: 0 };
+  docs.forEach((doc, i) => {
     const err = doc.errors[0];
     if (err !== undefined) {
       // The parser's own message quotes the source line, which may hold a secret: not used.
@@ -169,7 +225,7 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
       const what = err.code === "DUPLICATE_KEY" ? "duplicate key" : err.code.toLowerCase().replace(/_/g, " ");
       throw yamlError(`${what}${at}`);
     }
-    const reader = new YamlReader(doc);
+    const reader = new YamlReader(aliases[i]!, budget);
     const b = new SopsBranch();
     for (const l of commentLines(doc.commentBefore)) b.items.push({ key: new SopsComment(l), value: null });
     const root = doc.contents;
@@ -186,7 +242,7 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
     }
     for (const l of commentLines(doc.comment)) b.items.push({ key: new SopsComment(l), value: null });
     out.push(b);
-  }
+  });
   return out;
 }
 
