@@ -375,7 +375,8 @@ interface EncryptParams {
 function encryptBranches(plain: readonly SopsBranch[], p: EncryptParams): Uint8Array {
   checkEncryptable(plain, p.store, p.file);
   const selector = new EncryptionSelector(p.rules);
-  const unencCommentRe = selector.rules.unencryptedCommentRegex;
+  const unencComment = selector.rules.unencryptedCommentRegex;
+  const unencCommentRe = unencComment ? goRegExp(unencComment, "unencrypted_comment_regex") : null;
   const branches = plain.map((b) => cloneValue(b));
   const mac = new MacAccumulator(p.macOnlyEncrypted);
   walkBranches(branches, (v, path, comments) => {
@@ -384,7 +385,7 @@ function encryptBranches(plain: readonly SopsBranch[], p: EncryptParams): Uint8A
     if ((!p.macOnlyEncrypted || encrypted) && !isComment) mac.add(v as SopsLeaf);
     if (!encrypted) return v;
     const out = p.cipher.encrypt(v, `${path.join(":")}:`);
-    if (isComment && unencCommentRe && goRegExp(unencCommentRe, "unencrypted_comment_regex").test(out)) {
+    if (isComment && unencCommentRe?.test(out)) {
       throw new NixsealError("SOPS_METADATA", "an encrypted comment matches unencrypted_comment_regex", {
         hint: "make unencrypted_comment_regex unable to match ENC[...] text",
       });

@@ -6,7 +6,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { NixsealError } from "../common/index.js";
-import { compileGoRegexp } from "./go-regexp.js";
+import { compileGoRegexp, type GoRegexp } from "./go-regexp.js";
 import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 
 /** sops aes/cipher.go: `nonceSize = 32` (decryption accepts whatever IV length is stored). */
@@ -267,8 +267,8 @@ export interface EncryptionRules {
 
 export const DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted";
 
-/** Go RE2 → JS RegExp with Go's meaning (see go-regexp.ts); for regexes stored in a file's metadata. */
-export function goRegExp(src: string, where: string): RegExp {
+/** A Go regexp (see go-regexp.ts) stored in a file's metadata. */
+export function goRegExp(src: string, where: string): GoRegexp {
   return compileGoRegexp(src, where, "SOPS_METADATA");
 }
 
@@ -286,10 +286,10 @@ export function countRules(r: EncryptionRules): number {
 
 export class EncryptionSelector {
   private readonly r: EncryptionRules;
-  private readonly unencRe: RegExp | null;
-  private readonly encRe: RegExp | null;
-  private readonly unencCommentRe: RegExp | null;
-  private readonly encCommentRe: RegExp | null;
+  private readonly unencRe: GoRegexp | null;
+  private readonly encRe: GoRegexp | null;
+  private readonly unencCommentRe: GoRegexp | null;
+  private readonly encCommentRe: GoRegexp | null;
 
   constructor(rules: EncryptionRules) {
     if (countRules(rules) > 1) {

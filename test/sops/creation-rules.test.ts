@@ -108,7 +108,7 @@ creation_rules:
   // sampleConfigWithInvalidComplicatedRegexp: Go rejects \K (and lookbehind).
   throwsConfig(
     () => ruleFor(conf('creation_rules:\n  - path_regex: "[ ]\\\\K(?<!\\\\d )(?="\n    kms: x\n'), "/conf/a"),
-    /invalid escape sequence: "\\K"/,
+    /invalid escape sequence: `\\K`/,
   );
 });
 
@@ -358,7 +358,7 @@ test("validateSopsConfig lists what sops would only notice when a rule is used",
 `);
   const problems = validateSopsConfig(c).map((p) => p.message);
   assert.equal(problems.length, 4, problems.join("\n"));
-  assert.match(problems[0]!, /path_regex of creation rule 1 .*lookahead/);
+  assert.match(problems[0]!, /path_regex of creation rule 1 .*invalid or unsupported Perl syntax: `\(\?=`/);
   assert.match(problems[1]!, /encrypted_regex of creation rule 2 .*nested repetition/);
   assert.match(problems[2]!, /shamir_threshold 5 does not fit 2 key group/);
   assert.match(problems[3]!, /creation rule 4 names no keys/);
@@ -508,7 +508,7 @@ test("a loaded config matches relative to its own directory", () => {
 // ---------------------------------------------------------------------------------------------
 // Go regular expressions
 
-test("Go regexp translation: semantics that differ from plain JS", () => {
+test("Go regexps: semantics that differ from JavaScript's RegExp", () => {
   const m = (re: string, s: string) => compileGoRegexp(re).test(s);
   assert.ok(m("a.c", "a\rc"), ". matches \\r in Go");
   assert.ok(!m("a.c", "a\nc"));
@@ -550,33 +550,65 @@ test("Go regexp translation: semantics that differ from plain JS", () => {
   assert.ok(m("\\/\\#\\:\\ ", "/#: "), "escaped punctuation is literal");
 });
 
-test("Go regexp translation: refused patterns name the reason", () => {
+test("Go regexps: syntax Go has and JavaScript lacks works as in Go", () => {
+  const m = (re: string, s: string) => compileGoRegexp(re).test(s);
+  // Flags anywhere, scoped, and turned off again.
+  assert.ok(m("^a(?i)b$", "aB"));
+  assert.ok(!m("^a(?i)b$", "AB"), "(?i) applies from where it stands");
+  assert.ok(m("^(?i:secret)_key$", "SECRET_key"));
+  assert.ok(!m("^(?i:secret)_key$", "SECRET_KEY"), "(?i:...) applies inside the group only");
+  assert.ok(m("^(?i)a(?-i)b$", "Ab"));
+  assert.ok(!m("^(?i)a(?-i)b$", "AB"));
+  assert.ok(m("a(?s:.)b", "a\nb"));
+  assert.ok(!m("a.b", "a\nb"));
+  assert.ok(m("(?U)^a+$", "aaa"), "ungreedy changes what is captured, not whether it matches");
+  // \z is the end of the text; so is $ without (?m): no newline before it.
+  assert.ok(m("ab\\z", "ab"));
+  assert.ok(!m("ab\\z", "ab\n"));
+  // POSIX classes, inside brackets.
+  assert.ok(m("^[[:alpha:]]+$", "abcXYZ"));
+  assert.ok(!m("^[[:alpha:]]+$", "abc1"));
+  assert.ok(m("^[[:alnum:]_-]+$", "db_pass-1"));
+  // Named groups, both spellings.
+  assert.ok(m("^(?P<kind>db|api)_password$", "db_password"));
+  assert.ok(m("^(?<kind>db|api)_password$", "api_password"));
+  assert.ok(!m("(?P<kind>db|api)_password", "web_password"));
+  // Perl mode: a '-' between ranges is literal.
+  assert.ok(m("^[a-b-c]$", "-"));
+  assert.ok(m("^[a-b-c]$", "c"));
+});
+
+test("Go regexps: patterns Go refuses are refused with Go's reason", () => {
   for (const [re, why] of [
-    ["(?=a)", /lookahead/],
-    ["(?<!a)b", /lookahead and lookbehind/],
-    ["(a)\\1", /backreferences/],
+    ["(?=a)", /invalid or unsupported Perl syntax/],
+    ["(?<!a)b", /invalid named capture/],
+    ["(?P=x)", /invalid or unsupported Perl syntax/],
+    ["(a)\\1", /invalid escape sequence/],
     ["\\K", /invalid escape sequence/],
     ["\\8", /invalid escape sequence/],
-    ["a**", /nested repetition/],
-    ["a{2}{3}", /nested repetition/],
-    ["*a", /missing argument/],
-    ["a|+", /missing argument/],
+    ["\\C", /invalid escape sequence/],
+    ["\\Z", /invalid escape sequence/],
+    ["a**", /invalid nested repetition operator/],
+    ["a{2}{3}", /invalid nested repetition operator/],
+    ["*a", /missing argument to repetition operator/],
+    ["a|+", /missing argument to repetition operator/],
     ["a{1001}", /invalid repeat count/],
+    ["(a{100}){100}", /invalid repeat count/],
     ["a{3,2}", /invalid repeat count/],
-    ["[z-a]", /reversed range/],
-    ["[a-b-c]", /misplaced -/],
-    ["[[:foo:]]", /invalid character class/],
+    ["[z-a]", /invalid character class range/],
+    ["[[:foo:]]", /invalid character class range/],
+    ["\\p{Klingon}", /invalid character class range/],
     ["[abc", /missing closing \]/],
     ["(abc", /missing closing \)/],
     ["abc)", /unexpected \)/],
     ["a\\", /trailing backslash/],
-    ["a(?i)b", /only at the very start/],
-    ["(?i:a)", /only at the very start/],
-    ["(?U)a*", /not supported/],
-    ["\\C", /any byte/],
-    ["\\p{Klingon}", /unknown Unicode class/],
-    ["\\x{110000}", /invalid escape/],
+    ["(?P<n>a)(?P<n>b)", /duplicate capture group name/],
+    ["\\x{110000}", /invalid escape sequence/],
   ] as const) {
     assert.throws(() => compileGoRegexp(re), isError("SOPS_CONFIG", why), re);
   }
+  assert.throws(
+    () => compileGoRegexp("(?=a)", "encrypted_regex", "SOPS_METADATA"),
+    isError("SOPS_METADATA", /^cannot compile encrypted_regex "\(\?=a\)": /, /RE2/),
+  );
 });

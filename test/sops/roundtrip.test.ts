@@ -233,6 +233,26 @@ test("tampering: a changed enc of the only recipient is reported as damaged", as
   });
 });
 
+test("encrypted_regex in Go's syntax (flags mid-pattern, named groups, \\z) picks the values Go would", async () => {
+  const store = new YamlStore();
+  const plain = "Password: a\nTOKEN: b\nuser: c\npasswords: d\nPASSWORD: e\n";
+  const enc = Buffer.from(
+    await encryptNewDocument(store.parsePlain(Buffer.from(plain)), store, {
+      keyGroups: [[recipient]],
+      rules: { encryptedRegex: "^(?i)(?P<kind>token|pass(?-i)word)\\z" },
+    }),
+  ).toString("utf8");
+  const line = (k: string) => enc.split("\n").find((l) => l.startsWith(`${k}:`)) ?? "";
+  // (?-i) makes the rest of its group case-sensitive again ("word"); \z is the end of the key.
+  assert.match(line("Password"), /ENC\[AES256_GCM,/);
+  assert.match(line("TOKEN"), /ENC\[AES256_GCM,/);
+  assert.equal(line("user"), "user: c");
+  assert.equal(line("passwords"), "passwords: d");
+  assert.equal(line("PASSWORD"), "PASSWORD: e");
+  const doc = await decryptDocument(Buffer.from(enc), store, { identities: [id] });
+  assert.equal(Buffer.from(store.emitPlain(doc.branches)).toString("utf8"), plain);
+});
+
 // ---- hostile input ----------------------------------------------------------------------------
 
 test("encrypt refuses a top-level sops key, an encrypted file, and sops_ keys in dotenv", async () => {
