@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { decrypt as ageDecrypt, encrypt as ageEncrypt, type Identity, type Recipient } from "../age/index.js";
 import { NixsealError, wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
-import { decryptMac, encryptMac, MacAccumulator, nowRfc3339 } from "./mac.js";
+import { decryptMac, encryptMac, MacAccumulator, nowRfc3339, sameMac } from "./mac.js";
 import {
   type AgeKeyEntry,
   type KeyGroup,
@@ -278,7 +278,7 @@ export async function decryptDocument(
     const computed = mac.hex();
     let macVerified = false;
     try {
-      macVerified = decryptMac(meta.mac, cipher, meta.lastModified) === computed;
+      macVerified = sameMac(decryptMac(meta.mac, cipher, meta.lastModified), computed);
     } catch (e) {
       if (!options.ignoreMac) throw e;
     }

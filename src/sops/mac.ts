@@ -4,7 +4,7 @@
  * `mac_only_encrypted`), written as 128 upper-case hex digits and stored encrypted with the
  * `lastmodified` timestamp (Go RFC 3339) as additional data.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash, type Hash, timingSafeEqual } from "node:crypto";
 import { NixsealError } from "../common/index.js";
 import type { SopsLeaf } from "./tree.js";
 import { macBytes, type ValueCipher } from "./value-cipher.js";
@@ -98,4 +98,15 @@ export function decryptMac(stored: string, cipher: ValueCipher, lastModified: st
     throw new NixsealError("SOPS_MAC", "the stored MAC is not a string", { hint: "the file was damaged" });
   }
   return v;
+}
+
+/**
+ * Whether the stored MAC is the computed one, in constant time (sops compares the hex strings):
+ * how far two MACs agree must not show in how long the comparison takes. Only the length can
+ * differ visibly, and the computed one always has 128 characters.
+ */
+export function sameMac(stored: string, computed: string): boolean {
+  const a = Buffer.from(stored, "utf8");
+  const b = Buffer.from(computed, "utf8");
+  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -1,5 +1,7 @@
 /** Round trips through every store, IV reuse, tampering and hostile input. */
 import assert from "node:assert/strict";
+import crypto, { createHash } from "node:crypto";
+import { syncBuiltinESMExports } from "node:module";
 import { test } from "node:test";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
@@ -216,6 +218,42 @@ test("tampering: lastmodified or the MAC changed", async () => {
     (_m, c: string) => `mac: ENC[AES256_GCM,data:${c === "A" ? "B" : "A"}`,
   );
   await assert.rejects(decryptYaml(mac), codeOf("SOPS_MAC"));
+});
+
+test("the MAC is compared in constant time: timingSafeEqual on two buffers of the same length", async (t) => {
+  const s = await encryptedYaml();
+  // sops' MAC, computed here: SHA-512 over the values in order, in upper-case hex.
+  const want = createHash("sha512").update("one").update("two").update("x").digest("hex").toUpperCase();
+  const calls: { a: string; b: string; equal: boolean }[] = [];
+  const real = crypto.timingSafeEqual;
+  t.mock.method(crypto, "timingSafeEqual", (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+    const equal = real(a, b);
+    const text = (v: NodeJS.ArrayBufferView) =>
+      Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("latin1");
+    calls.push({ a: text(a), b: text(b), equal });
+    return equal;
+  });
+  syncBuiltinESMExports(); // the named import in src/sops sees the mock
+  try {
+    const doc = await decryptYaml(s);
+    assert.equal(doc.macVerified, true);
+    assert.ok(
+      calls.some((c) => c.a === want && c.b === want && c.equal),
+      `no constant-time comparison of the MAC among ${calls.length} calls`,
+    );
+    calls.length = 0;
+    await assert.rejects(
+      decryptYaml(s.replace("pub_unencrypted: x", "pub_unencrypted: y")),
+      codeOf("SOPS_MAC"),
+    );
+    assert.ok(
+      calls.some((c) => c.a === want && c.b.length === want.length && c.b !== want && !c.equal),
+      "a changed value: the stored and the computed MAC compared in constant time, and found different",
+    );
+  } finally {
+    t.mock.restoreAll();
+    syncBuiltinESMExports();
+  }
 });
 
 test("tampering: a changed enc of the only recipient is reported as damaged", async () => {
