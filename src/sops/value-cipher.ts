@@ -272,6 +272,24 @@ export function goRegExp(src: string, where: string): GoRegexp {
   return compileGoRegexp(src, where, "SOPS_METADATA");
 }
 
+/**
+ * A key-name regex that remembers its answer per key: every leaf tests again each key above it,
+ * so a document asks about the same few names thousands of times.
+ */
+function rememberingKeys(re: GoRegexp): GoRegexp {
+  const answers = new Map<string, boolean>();
+  return {
+    test(key: string): boolean {
+      let answer = answers.get(key);
+      if (answer === undefined) {
+        answer = re.test(key);
+        answers.set(key, answer);
+      }
+      return answer;
+    },
+  };
+}
+
 /** The number of rules set; sops refuses more than one. */
 export function countRules(r: EncryptionRules): number {
   return [
@@ -301,8 +319,9 @@ export class EncryptionSelector {
     }
     this.r = countRules(rules) === 0 ? { unencryptedSuffix: DEFAULT_UNENCRYPTED_SUFFIX } : rules;
     const re = (s: string | undefined, w: string) => (s ? goRegExp(s, w) : null);
-    this.unencRe = re(this.r.unencryptedRegex, "unencrypted_regex");
-    this.encRe = re(this.r.encryptedRegex, "encrypted_regex");
+    const keyRe = (s: string | undefined, w: string) => (s ? rememberingKeys(goRegExp(s, w)) : null);
+    this.unencRe = keyRe(this.r.unencryptedRegex, "unencrypted_regex");
+    this.encRe = keyRe(this.r.encryptedRegex, "encrypted_regex");
     this.unencCommentRe = re(this.r.unencryptedCommentRegex, "unencrypted_comment_regex");
     this.encCommentRe = re(this.r.encryptedCommentRegex, "encrypted_comment_regex");
   }
