@@ -8,8 +8,9 @@
  * classes, `(?P<name>...)`, `\Q...\E`) and Go's meaning (`.` and `$` as in Go, ASCII `\d \s
  * \w \b`, Unicode classes); what Go refuses (lookaround, backreferences, repeat counts over
  * 1000) is refused with Go's message. Matching takes time linear in the input, as in Go: a
- * pattern in a file cannot make nixseal spin (JavaScript's RegExp backtracks, so `(a*)*b`
- * against a long key name would run for minutes). re2js is loaded on the first compile.
+ * pattern in a file cannot make nixseal spin (docs/architecture.md, invariant 7; JavaScript's
+ * RegExp backtracks, so `(a*)*b` against a long key name would run for minutes). re2js is loaded
+ * on the first compile.
  */
 import { createRequire } from "node:module";
 import { NixsealError } from "../common/index.js";

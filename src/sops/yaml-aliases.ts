@@ -4,7 +4,8 @@
  * with every alias replaced by a copy of its anchor's node. A few hundred bytes of chained
  * anchors (`aN: &aN {x: *aN-1, y: *aN-1}`) expand to millions of nodes, so the size and depth of
  * the expanded tree are computed first, in one pass over the parsed nodes (each node's size
- * remembered), and a document over the readers' limits is refused before any copy is made.
+ * remembered), and a document over the readers' limits is refused before any copy is made
+ * (docs/architecture.md, invariant 7).
  *
  * The `yaml` package resolves an alias (`Alias.resolve`) by walking the whole document, on
  * every call; its `maxAliasCount` option applies only to `toJS()`, which these readers do not
