@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ArmorDecoder, type Header, looksArmored, parseHeader } from "../age/index.js";
+import { type ExtractedHeader, extractHeader } from "../age/index.js";
 import { NixsealError, rethrowUnlessNixseal, walkFiles } from "../common/index.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
@@ -59,32 +59,6 @@ export interface CheckReport {
   problems: CheckProblem[];
 }
 
-/** A secret file's bytes as binary age (armor removed) and whether it was armored. */
-export function unarmor(data: Uint8Array): { binary: Uint8Array; armored: boolean } {
-  if (!looksArmored(data)) return { binary: data, armored: false };
-  const parts: Buffer[] = [];
-  const dec = new ArmorDecoder();
-  dec.push(data, parts);
-  dec.finish(parts);
-  return { binary: Buffer.concat(parts), armored: true };
-}
-
-/** Parses the header of a whole secret file (binary or armored); throws AGE_HEADER/AGE_ARMOR. */
-export function headerOf(binary: Uint8Array): Header {
-  if (binary.length === 0) {
-    throw new NixsealError("AGE_HEADER", "the file is empty, not an age file", {
-      hint: "an encrypted file is never empty; restore it from git",
-    });
-  }
-  const header = parseHeader(binary);
-  if (header === null) {
-    throw new NixsealError("AGE_HEADER", "invalid age header: the file is truncated", {
-      hint: "the file was cut short; restore it from a good copy",
-    });
-  }
-  return header;
-}
-
 /** How one secret file compares with its rule. */
 export interface FileInspection {
   /** Ways the file contradicts its rule (empty: consistent). */
@@ -101,16 +75,13 @@ export function inspectSecretFile(
   rule: SecretRule,
   data: Uint8Array,
   expect: HeaderExpectation,
-): FileInspection & { header: Header; binary: Uint8Array; armored: boolean } {
-  const { binary, armored } = unarmor(data);
-  const header = headerOf(binary);
-  const c = compareHeader(header.stanzas, expect);
+): FileInspection & ExtractedHeader {
+  const file = extractHeader(data);
+  const c = compareHeader(file.header.stanzas, expect);
   return {
-    header,
-    binary,
-    armored,
+    ...file,
     mismatches: c.mismatches,
-    armorMismatch: armored !== rule.armor,
+    armorMismatch: file.armored !== rule.armor,
     unrecorded: c.record.state === "absent",
     unverifiable: c.unverifiable,
   };

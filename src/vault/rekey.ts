@@ -23,16 +23,17 @@ import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import {
   ArmorEncoder,
+  decryptHeader,
   describeStanzas,
+  FILE_KEY_SIZE,
+  fileKeyIdentity,
   type Header,
-  hkdfSha256,
   type Identity,
-  PayloadDecryptor,
   PluginIdentity,
   PluginRecipient,
   type Recipient,
   type Stanza,
-  unwrapFileKey,
+  verifyPayload,
 } from "../age/index.js";
 import {
   AtomicFile,
@@ -49,7 +50,6 @@ import { buildHeader, type WrapJob, type WrapReply, type WrapSet, wrapWorkerSetu
 import { type Rules, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile, recipientsFor } from "./secrets.js";
 
-const NONCE_SIZE = 16;
 /** Files per message to a worker: large enough to amortise messaging, small enough to balance. */
 const BATCH = 32;
 /** Below this many stanzas to wrap, worker start-up (~40 ms) costs more than it saves. */
@@ -126,8 +126,9 @@ interface Job {
   rel: string;
   set: number;
   stat: fs.Stats;
-  binary: Uint8Array;
   header: Header;
+  /** The payload nonce and the encrypted payload, kept as they are. */
+  payload: Uint8Array;
   fileKey: Uint8Array | null;
   newHeader: Uint8Array | null;
 }
@@ -297,32 +298,6 @@ export function sweepStaleTempFiles(rules: Rules): string[] {
 
 // --- decrypting -----------------------------------------------------------------------------
 
-/** An identity that returns a file key already found (so age.ts checks its size and the MAC). */
-function knownKey(fileKey: Uint8Array): Identity {
-  return { description: "", unwrapFileKey: () => Uint8Array.from(fileKey) };
-}
-
-/** age spec: "Payload": the whole payload must authenticate (and nothing may follow it). */
-function verifyPayload(job: Job, fileKey: Uint8Array): void {
-  const nonce = job.binary.subarray(job.header.length, job.header.length + NONCE_SIZE);
-  if (nonce.length < NONCE_SIZE) {
-    throw new NixsealError("AGE_HEADER", "the file is truncated: the payload nonce is missing", {
-      hint: "the file was cut short; restore it from a good copy",
-    });
-  }
-  const key = hkdfSha256(fileKey, nonce, "payload");
-  const dec = new PayloadDecryptor(key);
-  wipe(key);
-  const out: Buffer[] = [];
-  try {
-    dec.push(job.binary.subarray(job.header.length + NONCE_SIZE), out);
-    dec.finish(out);
-  } finally {
-    dec.destroy();
-    for (const b of out) b.fill(0);
-  }
-}
-
 function failureOf(job: Job, e: unknown, tried: string): RekeyFailure {
   rethrowUnlessNixseal(e);
   if (e.code === "AGE_NO_MATCH") {
@@ -360,7 +335,7 @@ async function unwrapAll(
   let done = 0;
   const accept = (job: Job, fileKey: Uint8Array) => {
     try {
-      verifyPayload(job, fileKey);
+      verifyPayload(fileKey, job.payload);
       job.fileKey = fileKey;
       onKey(job);
     } catch (e) {
@@ -375,7 +350,7 @@ async function unwrapAll(
     }
     try {
       // Sequential on purpose: a passphrase-protected key asks once, on the first file for it.
-      accept(job, await unwrapFileKey(job.header, direct));
+      accept(job, await decryptHeader(job.header, direct));
       progress(++done);
     } catch (e) {
       if (e instanceof NixsealError && e.code === "AGE_NO_MATCH" && plugins.length > 0) undecided.push(job);
@@ -399,8 +374,8 @@ async function unwrapAll(
         continue;
       } else {
         try {
-          // Through age.ts, which checks the key's size and the header MAC.
-          accept(job, await unwrapFileKey(job.header, [knownKey(r.fileKey)]));
+          // Through src/age, which checks the key's size and the header MAC.
+          accept(job, await decryptHeader(job.header, [fileKeyIdentity(r.fileKey)]));
         } catch (e) {
           failures.push(failureOf(job, e, tried));
         } finally {
@@ -435,6 +410,14 @@ function labelsKey(r: Recipient): string {
 
 function mixedLabels(recipients: readonly Recipient[]): boolean {
   return new Set(recipients.map(labelsKey)).size > 1;
+}
+
+/**
+ * Stanzas already wrapped for a file (plugins wrap a whole set's file keys in one run) as one
+ * recipient, with the labels its recipients share.
+ */
+function prewrapped(stanzas: Stanza[], labels: readonly string[] | undefined): Recipient {
+  return { labels, wrapFileKey: () => stanzas };
 }
 
 function mixedLabelsFailure(job: Job): RekeyFailure {
@@ -497,8 +480,8 @@ class WrapPool {
       for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[w]!) w = i;
       if (this.load[w]! >= 2) return;
       const jobs = this.pending.splice(0, BATCH);
-      const keys = new Uint8Array(jobs.length * 16);
-      for (const [i, j] of jobs.entries()) keys.set(j.fileKey!, i * 16);
+      const keys = new Uint8Array(jobs.length * FILE_KEY_SIZE);
+      for (const [i, j] of jobs.entries()) keys.set(j.fileKey!, i * FILE_KEY_SIZE);
       const batch = this.nextBatch++;
       this.inFlight.set(batch, jobs);
       this.load[w]!++;
@@ -557,7 +540,7 @@ function sameFile(a: fs.Stats, b: fs.Stats): boolean {
 
 /** The new file: new header, then the old nonce and payload, as they were; armored if the rules say so. */
 function newFileBytes(job: Job): Buffer {
-  const body = [Buffer.from(job.newHeader!), Buffer.from(job.binary.subarray(job.header.length))];
+  const body = [Buffer.from(job.newHeader!), Buffer.from(job.payload)];
   if (!job.rule.armor) return Buffer.concat(body);
   const out: Buffer[] = [];
   const enc = new ArmorEncoder();
@@ -668,8 +651,8 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         rel,
         set,
         stat,
-        binary: seen.binary,
         header: seen.header,
+        payload: seen.payload,
         fileKey: null,
         newHeader: null,
       });
@@ -737,8 +720,9 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         failed.push(...mine.map(mixedLabelsFailure));
         continue;
       }
+      const labels = s.recipients[0]?.labels;
       for (const [i, j] of mine.entries()) {
-        j.newHeader = await buildHeader(j.fileKey!, [], s.wrap.digest, perFile[i]);
+        j.newHeader = await buildHeader(j.fileKey!, [prewrapped(perFile[i]!, labels)], s.wrap.digest);
       }
     }
     if (failed.length > 0) return finish();
