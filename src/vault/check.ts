@@ -9,7 +9,7 @@ import { type ExtractedHeader, extractHeader } from "../age/index.js";
 import { NixsealError, rethrowUnlessNixseal, walkFiles } from "../common/index.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
-import type { Rules, SecretRule } from "./rules.js";
+import { type Rules, relativeName, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import {
   diffSopsRecipients,
@@ -98,10 +98,6 @@ export function findAgeFiles(dir: string): string[] {
     },
   );
   return out.sort();
-}
-
-function relativeName(rules: Rules, file: string): string {
-  return path.relative(rules.dir, file).split(path.sep).join("/");
 }
 
 /**

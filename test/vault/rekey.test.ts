@@ -17,9 +17,11 @@ import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
 import { type KeyContext, loadIdentities } from "../../src/keys/index.js";
 import { RECIPIENTS_RECORD_STANZA } from "../../src/vault/recipients-record.js";
-import { LOCK_FILE, type RekeyOptions, rekeyRepository, sweepStaleTempFiles } from "../../src/vault/rekey.js";
+import { type RekeyOptions, rekeyRepository } from "../../src/vault/rekey.js";
+import { LOCK_FILE } from "../../src/vault/rekey-lock.js";
 import type { Rules } from "../../src/vault/rules.js";
 import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
+import { sweepStaleTempFiles } from "../../src/vault/temp-sweep.js";
 import { makeRules, tempDir, which } from "../helpers.js";
 
 const SSH_KEYGEN = which("ssh-keygen");
