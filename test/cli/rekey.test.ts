@@ -150,7 +150,8 @@ in
   test("check: clean as agenix left it; only age1 recipients without a record get a warning", () => {
     const r = sh(["check"]);
     assert.equal(r.status, 0, r.stderr + r.stdout.toString());
-    const lines = r.stdout.toString().trim().split("\n");
+    const all = r.stdout.toString().trim().split("\n");
+    const lines = all.filter((l) => l.startsWith("warning:"));
     // Files whose recipients are all ssh keys are fully verified by their tags.
     assert.deepEqual(lines.map((l) => l.split(" ")[1]).sort(), [
       "-dash.age",
@@ -162,10 +163,26 @@ in
         l,
         /^warning: .*no recipients record: 1 of \d recipients can't be verified.*nixseal rekey/,
       );
-    assert.match(r.stderr, /5 secrets match the rules \(3 warnings\)/);
+    // Every file says what was verified; the admin's age1 key is verified nowhere.
+    const checked = new Map(
+      all.filter((l) => l.startsWith("checked:")).map((l) => [l.split(" ")[1], l] as const),
+    );
+    assert.equal(checked.size, 5);
+    for (const f of ["user-only.age", "hosts/web/api-token.age"])
+      assert.match(checked.get(f)!, /: verified: stanza count and types, ssh key tags$/);
+    for (const f of ["-dash.age", "db-password.age", "tls-key.age"])
+      assert.match(
+        checked.get(f)!,
+        /: verified: stanza count and types, ssh key tags; not verified: 1 X25519 recipient$/,
+      );
+    assert.match(
+      r.stderr,
+      /5 secrets match the rules \(2 verified from their headers, 3 not fully verified; 3 warnings\)/,
+    );
     const json = JSON.parse(sh(["check", "--json"]).stdout.toString());
     assert.equal(json.problems.length, 3);
     assert.ok(json.problems.every((p: { severity: string }) => p.severity === "warning"));
+    assert.equal(json.files.length, 5);
   });
 
   test("check needs no identity at all (empty HOME)", () => {
@@ -206,7 +223,7 @@ in
     );
     const c = sh(["check"]);
     assert.equal(c.status, 0);
-    assert.equal(c.stdout.toString(), "", "no warnings once recorded");
+    assert.ok(!c.stdout.toString().includes("warning:"), "no warnings once recorded");
   });
 
   test("a new host key in secrets.nix: check reports drift, rekey rewrites exactly those files", () => {
@@ -220,7 +237,11 @@ in
     // db-password and tls-key use `systems`; the others don't.
     const c = sh(["check"]);
     assert.equal(c.status, 1, c.stderr);
-    const lines = c.stdout.toString().trim().split("\n");
+    const lines = c.stdout
+      .toString()
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("checked:"));
     assert.ok(lines.length >= 2);
     for (const l of lines)
       assert.match(l, /^drift: (db-password|tls-key)\.age \(secret "(db-password|tls-key)\.age"\): /);
