@@ -3,7 +3,8 @@
  *
  * - Which files: decided from the header alone (no key needed), by the same comparison `check`
  *   makes: the recipients record, stanza types and count, ssh tags, armor. A file already right
- *   stays byte-identical; --force rewrites every selected file.
+ *   stays byte-identical: one whose record names the rules' recipients, or one without a record
+ *   whose every recipient its stanzas identify (ssh keys). --force rewrites every selected file.
  * - All or nothing: every affected file is decrypted (header unwrapped, MAC and the whole payload
  *   verified) before anything is written; if one fails, nothing is written and every failure is
  *   reported.
@@ -151,8 +152,14 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       const data = readSecretFile(rule);
       const expect = expectations.get(rule.name)!;
       const seen = inspectSecretFile(rule, data, expect);
+      // Rewritten: what contradicts the rules, and files without a record whose recipients their
+      // stanzas don't prove (once: then the record names them). A file whose every recipient is
+      // identified by its stanza is right as it is, record or not (agenix's files of ssh keys).
       const needed =
-        options.force === true || seen.mismatches.length > 0 || seen.armorMismatch || seen.unrecorded;
+        options.force === true ||
+        seen.mismatches.length > 0 ||
+        seen.armorMismatch ||
+        (seen.unrecorded && !seen.proven);
       if (!needed) {
         result.unchanged.push(rule.name);
         return;

@@ -409,6 +409,45 @@ describe("rekeyRepository", () => {
 describe("what rekey can know: stanzas that name their key, and the record's word", {
   skip: (!AGE || !SSH_KEYGEN) && "age or ssh-keygen not installed",
 }, () => {
+  test("files of ssh keys only, as age wrote them (no record), are proven by their tags and stay byte-identical", async () => {
+    const repo = path.join(dir, "ssh-only");
+    fs.mkdirSync(repo, { recursive: true });
+    const user = sshKeygen(path.join(dir, "ssh-only-user"), "user1@laptop");
+    const host = sshKeygen(path.join(dir, "ssh-only-host"), "root@system1");
+    const rules = makeRules(repo, {
+      "secret1.age": { publicKeys: [user, host] },
+      "secret2.age": { publicKeys: [user] },
+      "armored-secret.age": { publicKeys: [user], armor: true },
+    });
+    for (const rule of rules.secrets.values())
+      ageEncrypt(rule.file, `value of ${rule.name}`, rule.publicKeys, rule.armor);
+    const before = snapshot(rules);
+    const o = options([]);
+    const r = await rekeyRepository(rules, o);
+    assert.deepEqual(r.rewritten, []);
+    assert.deepEqual(r.unchanged.sort(), ["armored-secret.age", "secret1.age", "secret2.age"]);
+    assert.equal(o.calls, 0, "nothing to decrypt, so no identity is even loaded");
+    for (const [name, bytes] of before)
+      assert.ok(bytes.equals(fs.readFileSync(path.join(repo, name))), `${name} byte-identical`);
+    const report = checkRepository(rules);
+    assert.deepEqual(report.problems, []);
+    for (const f of report.files) {
+      assert.deepEqual(f.verified, ["stanza count and types", "ssh key tags"], f.file);
+      assert.deepEqual([...f.claimedByRecord, ...f.unverified], [], f.file);
+    }
+
+    // A key added to the rules is drift: that file is rewritten (and gets the record).
+    const newHost = sshKeygen(path.join(dir, "ssh-only-new"), "root@system2");
+    rules.secrets.get("secret1.age")!.publicKeys.push(newHost);
+    const userKey = await loadIdentities([path.join(dir, "ssh-only-user")], {});
+    const r2 = await rekeyRepository(rules, options(userKey));
+    assert.deepEqual(r2.rewritten, ["secret1.age"]);
+    assert.deepEqual(
+      readHeader(fs.readFileSync(path.join(repo, "secret1.age"))).stanzas.map((s) => s.type),
+      ["ssh-ed25519", "ssh-ed25519", "ssh-ed25519", RECIPIENTS_RECORD_STANZA],
+    );
+  });
+
   test("a file for {alice, mallory} with the record for {alice, bob}: check says it rests on the record; --force is the remedy", async () => {
     const [alice, bob, mallory] = [
       X25519Identity.generate(),
