@@ -55,10 +55,11 @@ export function describeStanzas(stanzas: readonly Stanza[]): string {
 }
 
 /**
- * Finds the file key: tries each identity in order, then verifies the header MAC.
- * age spec: an scrypt stanza must be the only stanza.
+ * Finds the file key of a header (age's DecryptHeader): tries each identity in order, then
+ * verifies the header MAC. The caller wipes the key. age spec: an scrypt stanza must be the
+ * only stanza.
  */
-export async function unwrapFileKey(header: Header, identities: readonly Identity[]): Promise<Uint8Array> {
+export async function decryptHeader(header: Header, identities: readonly Identity[]): Promise<Uint8Array> {
   const { stanzas } = header;
   if (stanzas.length === 0) {
     throw new NixsealError("AGE_HEADER", "invalid age header: no recipient stanzas", {
@@ -128,6 +129,24 @@ function checkLabels(recipients: readonly Recipient[]): void {
   }
 }
 
+/**
+ * A binary header for `fileKey`: every recipient's stanzas, in order, then the MAC under the
+ * file key. With a new file key this starts a new file; with the key of an existing file it is
+ * a new header for that file's nonce and payload, which stay valid as they are (a rekey).
+ */
+export async function encryptHeader(
+  fileKey: Uint8Array,
+  recipients: readonly Recipient[],
+): Promise<Uint8Array> {
+  const stanzas: Stanza[] = [];
+  for (const r of recipients) stanzas.push(...(await r.wrapFileKey(fileKey)));
+  // After wrapping: plugins only tell their labels when they wrap.
+  checkLabels(recipients);
+  const macInput = encodeHeaderWithoutMac(stanzas);
+  const mac = headerMac(fileKey, macInput);
+  return Buffer.concat([macInput, encodeMacLine(mac)]);
+}
+
 /** Wraps a new file key for every recipient; returns the header bytes and the payload key. */
 async function makeHeader(
   recipients: readonly Recipient[],
@@ -139,13 +158,7 @@ async function makeHeader(
   }
   const fileKey = randomFileKey();
   try {
-    const stanzas: Stanza[] = [];
-    for (const r of recipients) stanzas.push(...(await r.wrapFileKey(fileKey)));
-    // After wrapping: plugins only tell their labels when they wrap.
-    checkLabels(recipients);
-    const macInput = encodeHeaderWithoutMac(stanzas);
-    const mac = headerMac(fileKey, macInput);
-    const header = Buffer.concat([macInput, encodeMacLine(mac)]);
+    const header = await encryptHeader(fileKey, recipients);
     const nonce = randomBytes(NONCE_SIZE);
     return { header, key: payloadKey(fileKey, nonce), nonce };
   } finally {
@@ -223,7 +236,7 @@ export class AgeDecryptor {
     }
     if (all.length < this.header.length + NONCE_SIZE) return;
     this.nonce = all.subarray(this.header.length, this.header.length + NONCE_SIZE);
-    const fileKey = await unwrapFileKey(this.header, this.identities);
+    const fileKey = await decryptHeader(this.header, this.identities);
     const key = payloadKey(fileKey, this.nonce);
     wipe(fileKey);
     this.payload = new ParallelPayloadDecryptor(key);
@@ -373,20 +386,12 @@ async function decryptBinaryInMemory(
     return null;
   const header = parseHeader(file);
   if (header === null || file.length < header.length + NONCE_SIZE) return null;
-  const nonce = file.subarray(header.length, header.length + NONCE_SIZE);
-  const fileKey = await unwrapFileKey(header, identities);
-  const key = payloadKey(fileKey, nonce);
-  wipe(fileKey);
-  const payload = new PayloadDecryptor(key);
-  wipe(key);
-  const out: Buffer[] = [];
+  const fileKey = await decryptHeader(header, identities);
+  let out: Buffer[];
   try {
-    payload.push(file.subarray(header.length + NONCE_SIZE), out);
-    payload.finish(out);
-  } catch (e) {
-    for (const b of out) b.fill(0);
-    payload.destroy();
-    throw e;
+    out = openPayload(fileKey, file.subarray(header.length));
+  } finally {
+    wipe(fileKey);
   }
   if (out.length === 1) return out[0]!;
   const plain = Buffer.concat(out);
@@ -394,21 +399,97 @@ async function decryptBinaryInMemory(
   return plain;
 }
 
-/** Parses just the header of an age file (binary or armored), e.g. to list its recipients. */
-export function readHeader(file: Uint8Array): Header {
-  let bin: Uint8Array = file;
-  if (looksArmored(file)) {
-    const parts: Buffer[] = [];
-    const dec = new ArmorDecoder();
-    dec.push(file, parts);
-    dec.finish(parts);
-    bin = Buffer.concat(parts);
+/**
+ * Decrypts a whole payload held in memory: the nonce, then every STREAM chunk, which must all
+ * authenticate (and nothing may follow the last). Returns the plaintext chunks; the caller
+ * wipes them. age spec: "Payload".
+ */
+function openPayload(fileKey: Uint8Array, payload: Uint8Array): Buffer[] {
+  if (payload.length < NONCE_SIZE) {
+    throw new NixsealError("AGE_HEADER", "the file is truncated: the payload nonce is missing", {
+      hint: "the file was cut short; restore it from a good copy",
+    });
   }
-  const h = parseHeader(bin);
+  const key = payloadKey(fileKey, payload.subarray(0, NONCE_SIZE));
+  const dec = new PayloadDecryptor(key);
+  wipe(key);
+  const out: Buffer[] = [];
+  try {
+    dec.push(payload.subarray(NONCE_SIZE), out);
+    dec.finish(out);
+  } catch (e) {
+    for (const b of out) b.fill(0);
+    dec.destroy();
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * Checks that a file's payload (`payload` of extractHeader: nonce and chunks) decrypts and
+ * authenticates to its end under `fileKey`, keeping no plaintext. Throws as decrypt() does.
+ */
+export function verifyPayload(fileKey: Uint8Array, payload: Uint8Array): void {
+  for (const b of openPayload(fileKey, payload)) b.fill(0);
+}
+
+/**
+ * An identity that "unwraps" a file key already known (age's injected file key identity): with
+ * decryptHeader, it checks the key's size and the header MAC of a file whose key was found
+ * another way, e.g. by a plugin for a whole batch of files.
+ */
+export function fileKeyIdentity(fileKey: Uint8Array): Identity {
+  return { description: "", unwrapFileKey: () => Uint8Array.from(fileKey) };
+}
+
+/** A whole file as binary age: armor removed (throws AGE_ARMOR if the armor is bad). */
+function unarmor(file: Uint8Array): { binary: Uint8Array; armored: boolean } {
+  if (!looksArmored(file)) return { binary: file, armored: false };
+  const parts: Buffer[] = [];
+  const dec = new ArmorDecoder();
+  dec.push(file, parts);
+  dec.finish(parts);
+  return { binary: Buffer.concat(parts), armored: true };
+}
+
+/** The complete header at the start of a binary file; throws AGE_HEADER if it is not there. */
+function completeHeader(binary: Uint8Array): Header {
+  const h = parseHeader(binary);
   if (h === null) {
     throw new NixsealError("AGE_HEADER", "invalid age header: the file is truncated", {
       hint: "the file was cut short; restore it from a good copy",
     });
   }
   return h;
+}
+
+/** Parses just the header of an age file (binary or armored), e.g. to list its recipients. */
+export function readHeader(file: Uint8Array): Header {
+  return completeHeader(unarmor(file).binary);
+}
+
+/** An age file split at the end of its header, as extractHeader splits it. */
+export interface ExtractedHeader {
+  header: Header;
+  /** The whole file as binary age (armor removed). */
+  binary: Uint8Array;
+  /** Whether the file was armored. */
+  armored: boolean;
+  /** What follows the header, as it is in the file: the payload nonce and the encrypted chunks. */
+  payload: Uint8Array;
+}
+
+/**
+ * Splits a whole age file (binary or armored) into its header and its payload, as age's
+ * ExtractHeader does, without any key. Throws AGE_HEADER or AGE_ARMOR.
+ */
+export function extractHeader(file: Uint8Array): ExtractedHeader {
+  if (file.length === 0) {
+    throw new NixsealError("AGE_HEADER", "the file is empty, not an age file", {
+      hint: "an encrypted file is never empty; restore it from git",
+    });
+  }
+  const { binary, armored } = unarmor(file);
+  const header = completeHeader(binary);
+  return { header, binary, armored, payload: binary.subarray(header.length) };
 }

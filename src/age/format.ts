@@ -46,33 +46,76 @@ export function looksLikeAgeBinary(start: Uint8Array): boolean {
   return Buffer.from(start.buffer, start.byteOffset, n).equals(INTRO.subarray(0, n));
 }
 
+/** A stanza read from a buffer: the stanza and where it ends, or why there is none (yet). */
+export type StanzaRead =
+  | { stanza: Stanza; end: number }
+  /** The buffer ends before the stanza does: read more and try again. */
+  | { incomplete: true }
+  /** Not a valid stanza, whatever follows: why, in a few words. */
+  | { invalid: string };
+
+const ARROW = Buffer.from(STANZA_PREFIX, "latin1");
+
+/**
+ * Reads one stanza at `pos`, strictly as the age header grammar says: `-> type args...`, then
+ * the base64 body in full 64-column lines and one shorter (possibly empty) line. Used for the
+ * header and for the plugin protocol, whose stanzas are the same (age-plugin spec). A first line
+ * longer than `maxLine` is invalid. The body is decoded into fresh bytes: it may be a secret
+ * (a plugin sends file keys this way), and the caller wipes it.
+ */
+export function readStanza(data: Uint8Array, pos: number, maxLine: number): StanzaRead {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const nl = buf.indexOf(0x0a, pos);
+  if (nl < 0) return buf.length - pos > maxLine ? { invalid: "a line is too long" } : { incomplete: true };
+  if (nl - pos > maxLine) return { invalid: "a line is too long" };
+  if (nl - pos < ARROW.length || buf.compare(ARROW, 0, ARROW.length, pos, pos + ARROW.length) !== 0) {
+    return { invalid: "a line is not a stanza (does not start with '-> ')" };
+  }
+  const args = buf.toString("latin1", pos + ARROW.length, nl).split(" ");
+  if (!args.every(isArgument)) return { invalid: "a stanza has malformed arguments" };
+  const type = args.shift()!;
+  const parts: Uint8Array[] = [];
+  const fail = (why: string | null): StanzaRead => {
+    for (const part of parts) part.fill(0);
+    return why === null ? { incomplete: true } : { invalid: why };
+  };
+  let p = nl + 1;
+  for (;;) {
+    const end = buf.indexOf(0x0a, p);
+    if (end < 0) return fail(buf.length - p > COLUMNS ? "a stanza body line is too long" : null);
+    if (end - p > COLUMNS) return fail("a stanza body line is too long");
+    const bytes = decodeBase64NoPad(buf.toString("latin1", p, end));
+    if (bytes === null) return fail("a stanza body is not canonical base64 in 64-column lines");
+    parts.push(bytes);
+    const full = end - p === COLUMNS;
+    p = end + 1;
+    if (!full) break;
+  }
+  let body: Uint8Array;
+  if (parts.length === 1) body = parts[0]!;
+  else {
+    body = Buffer.concat(parts);
+    for (const part of parts) part.fill(0);
+  }
+  return { stanza: { type, args, body }, end: p };
+}
+
 /**
  * Parses a header at the start of `data`. Returns null when `data` ends before the header does
  * (the caller reads more and calls again); throws AGE_HEADER when the header is invalid.
  */
 export function parseHeader(data: Uint8Array): Header | null {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let pos = 0;
-  // Reads one LF-terminated line, or null if there is no LF yet.
-  const nextLine = (): string | null => {
-    const end = buf.indexOf(0x0a, pos);
-    if (end < 0) {
-      if (buf.length - pos > MAX_HEADER_SIZE) throw headerError("header line too long");
-      return null;
-    }
-    const line = buf.toString("latin1", pos, end);
-    pos = end + 1;
-    return line;
-  };
-
-  const first = nextLine();
-  if (first === null) {
+  const firstEnd = buf.indexOf(0x0a);
+  if (firstEnd < 0) {
+    if (buf.length > MAX_HEADER_SIZE) throw headerError("a line is too long");
     // Fail early on data that cannot become an age header.
     const n = Math.min(buf.length, INTRO.length);
     if (!buf.subarray(0, n).equals(INTRO.subarray(0, n)))
       throw headerError("not an age file (bad version line)");
     return null;
   }
+  const first = buf.toString("latin1", 0, firstEnd);
   if (first !== VERSION_LINE) {
     if (first.startsWith("age-encryption.org/")) {
       throw new NixsealError("AGE_HEADER", `unsupported age format version "${first.slice(19, 40)}"`, {
@@ -83,40 +126,38 @@ export function parseHeader(data: Uint8Array): Header | null {
   }
 
   const stanzas: Stanza[] = [];
+  let pos = firstEnd + 1;
   for (;;) {
-    const lineStart = pos;
-    const line = nextLine();
-    if (line === null) return null;
-    if (line.startsWith(MAC_PREFIX)) {
-      const macB64 = line.slice(MAC_PREFIX.length);
-      const mac = decodeBase64NoPad(macB64);
+    // "---" starts the MAC line, which ends the header; every other line starts a stanza.
+    if (buf.length - pos >= 3 && buf[pos] === 0x2d && buf[pos + 1] === 0x2d && buf[pos + 2] === 0x2d) {
+      const end = buf.indexOf(0x0a, pos);
+      if (end < 0) {
+        if (buf.length - pos > MAX_HEADER_SIZE) throw headerError("a line is too long");
+        return null;
+      }
+      const line = buf.toString("latin1", pos, end);
+      if (!line.startsWith(MAC_PREFIX)) throw headerError("malformed header MAC");
+      const mac = decodeBase64NoPad(line.slice(MAC_PREFIX.length));
       if (mac === null || mac.length !== 32) throw headerError("malformed header MAC");
-      const macInput = new Uint8Array(data.buffer, data.byteOffset, lineStart + 3);
-      return { stanzas, mac, macInput, length: pos };
+      const macInput = new Uint8Array(data.buffer, data.byteOffset, pos + 3);
+      return { stanzas, mac, macInput, length: end + 1 };
     }
-    if (!line.startsWith(STANZA_PREFIX)) {
-      if (line === "---") throw headerError("malformed header MAC");
-      throw headerError("malformed recipient stanza line");
-    }
-    const args = line.slice(STANZA_PREFIX.length).split(" ");
-    for (const a of args) if (!isArgument(a)) throw headerError("malformed recipient stanza arguments");
-    const type = args.shift()!;
-    // Body: full 64-column lines, then one shorter (possibly empty) line.
-    const parts: Uint8Array[] = [];
-    for (;;) {
-      const bodyLine = nextLine();
-      if (bodyLine === null) return null;
-      if (bodyLine.length > COLUMNS) throw headerError("stanza body line too long");
-      const bytes = decodeBase64NoPad(bodyLine);
-      if (bytes === null) throw headerError("stanza body is not canonical base64");
-      parts.push(bytes);
-      if (bodyLine.length < COLUMNS) break;
-    }
-    stanzas.push({ type, args, body: Buffer.concat(parts) });
+    const r = readStanza(buf, pos, MAX_HEADER_SIZE);
+    if ("incomplete" in r) return null;
+    if ("invalid" in r) throw headerError(r.invalid);
+    stanzas.push(r.stanza);
+    pos = r.end;
   }
 }
 
-function encodeStanza(s: Stanza): string {
+/**
+ * Writes one stanza: `-> type args...`, then the base64 body in 64-column lines, the last one
+ * shorter (possibly empty). Throws INTERNAL for an argument the grammar does not allow.
+ */
+export function encodeStanza(s: Stanza): string {
+  if (!isArgument(s.type) || !s.args.every(isArgument)) {
+    throw new NixsealError("INTERNAL", `stanza "${s.type.slice(0, 40)}" has an invalid argument`);
+  }
   let out = `${STANZA_PREFIX}${[s.type, ...s.args].join(" ")}\n`;
   const b64 = encodeBase64NoPad(s.body);
   for (let i = 0; i < b64.length; i += COLUMNS) out += `${b64.slice(i, i + COLUMNS)}\n`;
@@ -128,12 +169,7 @@ function encodeStanza(s: Stanza): string {
 /** The bytes the header MAC covers, for a header we write. */
 export function encodeHeaderWithoutMac(stanzas: readonly Stanza[]): Uint8Array {
   let out = `${VERSION_LINE}\n`;
-  for (const s of stanzas) {
-    if (!isArgument(s.type) || !s.args.every(isArgument)) {
-      throw new NixsealError("INTERNAL", `stanza "${s.type}" has an invalid argument`);
-    }
-    out += encodeStanza(s);
-  }
+  for (const s of stanzas) out += encodeStanza(s);
   out += "---";
   return Buffer.from(out, "latin1");
 }

@@ -4,20 +4,19 @@ export {
   AgeDecryptor,
   AgeEncryptor,
   decrypt,
+  decryptHeader,
   describeStanzas,
+  type ExtractedHeader,
   encrypt,
+  encryptHeader,
+  extractHeader,
+  fileKeyIdentity,
   readHeader,
-  unwrapFileKey,
+  verifyPayload,
 } from "./age.js";
 export { ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
 export { decodeBech32 } from "./bech32.js";
-export {
-  encodeHeaderWithoutMac,
-  encodeMacLine,
-  type Header,
-  looksLikeAgeBinary,
-  parseHeader,
-} from "./format.js";
+export { type Header, looksLikeAgeBinary, parseHeader } from "./format.js";
 export { HYBRID_STANZA, HybridIdentity, HybridRecipient, loadMlKem } from "./hybrid.js";
 export type { PluginUI } from "./plugin.js";
 export {
@@ -32,7 +31,6 @@ export {
 } from "./plugin.js";
 export {
   hkdfSha256,
-  hmacSha256,
   openZeroNonce,
   sealZeroNonce,
   x25519,
@@ -42,6 +40,6 @@ export {
   x25519PublicKey,
 } from "./primitives.js";
 export { ScryptIdentity, ScryptRecipient } from "./scrypt.js";
-export { PayloadDecryptor, PayloadEncryptor } from "./stream.js";
+export { PayloadEncryptor } from "./stream.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519_STANZA, X25519Identity, X25519Recipient } from "./x25519.js";

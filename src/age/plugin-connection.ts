@@ -4,17 +4,16 @@
  *
  * A plugin is untrusted code that may crash, exit early, write garbage or hang: every read is
  * parsed strictly, bounded in size and (unless disabled) in time, and the child is killed when
- * anything goes wrong. Secret bodies (file keys, values the user typed) are encoded straight to
- * bytes, never to strings, and the buffers are zeroed once the pipe has taken them.
+ * anything goes wrong. Stanzas are framed exactly as in the header (format.ts); buffers that may
+ * hold a secret body (file keys, values the user typed) are zeroed once the pipe has taken them.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { tmpdir } from "node:os";
-import { NixsealError, wipe } from "../common/index.js";
+import { NixsealError } from "../common/index.js";
+import { encodeStanza, readStanza } from "./format.js";
 import { findPluginBinary, pluginBinaryName } from "./plugin-encoding.js";
 import type { Stanza } from "./types.js";
 
-/** age spec: stanza bodies are wrapped at 64 columns. */
-const COLUMNS = 64;
 /** A stanza's first line; hybrid post-quantum stanzas carry ~1.5 kB arguments, so be generous. */
 const MAX_LINE = 64 * 1024;
 /** Everything a plugin may have written that we have not consumed yet. */
@@ -46,149 +45,19 @@ export interface PluginRunOptions {
   searchPath?: string;
 }
 
-// --- base64 straight to and from bytes (no intermediate strings for secrets) -------------------
-
-const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const ENC = Uint8Array.from(B64, (c) => c.charCodeAt(0));
-const DEC = new Int16Array(256).fill(-1);
-for (let i = 0; i < ENC.length; i++) DEC[ENC[i]!] = i;
-
-/** Standard base64 without padding, as ASCII bytes. */
-export function encodeBase64Bytes(data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil((data.length * 4) / 3));
-  let o = 0;
-  let i = 0;
-  for (; i + 3 <= data.length; i += 3) {
-    const n = (data[i]! << 16) | (data[i + 1]! << 8) | data[i + 2]!;
-    out[o++] = ENC[n >>> 18]!;
-    out[o++] = ENC[(n >>> 12) & 63]!;
-    out[o++] = ENC[(n >>> 6) & 63]!;
-    out[o++] = ENC[n & 63]!;
-  }
-  const rest = data.length - i;
-  if (rest > 0) {
-    const n = (data[i]! << 16) | (rest === 2 ? data[i + 1]! << 8 : 0);
-    out[o++] = ENC[n >>> 18]!;
-    out[o++] = ENC[(n >>> 12) & 63]!;
-    if (rest === 2) out[o++] = ENC[(n >>> 6) & 63]!;
-  }
-  return out;
-}
+// --- stanza framing: the age header's own (format.ts) -------------------------------------------
 
 /**
- * Decodes canonical unpadded base64 from ASCII bytes, or returns null.
- * age spec: decoders MUST reject non-canonical encodings (and padding).
+ * One command or response as bytes on the wire. The result may hold a secret body (a file key,
+ * a value the user typed): the caller wipes it. (The base64 of the body passes through a string
+ * on the way, which cannot be wiped; docs/threat-model.md, "The memory of the JavaScript process".)
  */
-export function decodeBase64Bytes(src: Uint8Array): Uint8Array | null {
-  const n = src.length;
-  if (n % 4 === 1) return null;
-  const out = new Uint8Array(Math.floor((n * 3) / 4));
-  let o = 0;
-  let acc = 0;
-  let bits = 0;
-  for (let i = 0; i < n; i++) {
-    const v = DEC[src[i]!]!;
-    if (v < 0) {
-      out.fill(0);
-      return null;
-    }
-    acc = ((acc << 6) | v) & 0xffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (acc >>> bits) & 0xff;
-    }
-  }
-  // Canonical: the unused low bits of the last character are zero.
-  if ((acc & ((1 << bits) - 1)) !== 0) {
-    out.fill(0);
-    return null;
-  }
-  return out;
-}
-
-// --- stanza framing -----------------------------------------------------------------------------
-
-/** age spec: an argument is one or more VCHAR (0x21-0x7E). */
-export function isStanzaArgument(s: string): boolean {
-  if (s.length === 0) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x21 || c > 0x7e) return false;
-  }
-  return true;
-}
-
-/**
- * Serializes one stanza: `-> type args...\n`, then the base64 body in 64-column lines, the last
- * one shorter (possibly empty). The result may hold a secret body: the caller wipes it.
- */
-export function encodeStanzaBytes(
+export function encodeCommand(
   type: string,
-  args: readonly string[],
+  args: readonly string[] = [],
   body: Uint8Array = new Uint8Array(0),
 ): Buffer {
-  for (const a of [type, ...args]) {
-    if (!isStanzaArgument(a)) throw new NixsealError("INTERNAL", "plugin stanza with an invalid argument");
-  }
-  const first = Buffer.from(`-> ${[type, ...args].join(" ")}\n`, "latin1");
-  const b64 = encodeBase64Bytes(body);
-  const lines = Math.floor(b64.length / COLUMNS) + 1;
-  const out = Buffer.alloc(first.length + b64.length + lines);
-  first.copy(out, 0);
-  let o = first.length;
-  for (let i = 0; i < lines; i++) {
-    const part = b64.subarray(i * COLUMNS, Math.min((i + 1) * COLUMNS, b64.length));
-    out.set(part, o);
-    o += part.length;
-    out[o++] = 0x0a;
-  }
-  wipe(b64);
-  return out;
-}
-
-/** A stanza the plugin sent, or a reason why what it sent is not one. */
-type ParseResult = { stanza: Stanza; end: number } | { incomplete: true } | { invalid: string };
-
-/** Parses one stanza starting at `pos`, strictly as the age header grammar says. */
-export function parseStanzaAt(buf: Uint8Array, pos: number): ParseResult {
-  const nl = buf.indexOf(0x0a, pos);
-  if (nl < 0) {
-    return buf.length - pos > MAX_LINE ? { invalid: "a line is too long" } : { incomplete: true };
-  }
-  if (nl - pos > MAX_LINE) return { invalid: "a line is too long" };
-  if (buf[pos] !== 0x2d || buf[pos + 1] !== 0x3e || buf[pos + 2] !== 0x20) {
-    return { invalid: "a line is not a stanza (does not start with '-> ')" };
-  }
-  const line = Buffer.from(buf.buffer, buf.byteOffset + pos + 3, nl - pos - 3).toString("latin1");
-  const words = line.split(" ");
-  if (!words.every(isStanzaArgument)) return { invalid: "a stanza has malformed arguments" };
-  const type = words.shift()!;
-  const parts: Uint8Array[] = [];
-  let p = nl + 1;
-  for (;;) {
-    const end = buf.indexOf(0x0a, p);
-    if (end < 0) {
-      for (const part of parts) wipe(part);
-      return buf.length - p > COLUMNS ? { invalid: "a stanza body line is too long" } : { incomplete: true };
-    }
-    const len = end - p;
-    const bytes = len > COLUMNS ? null : decodeBase64Bytes(buf.subarray(p, end));
-    if (bytes === null) {
-      for (const part of parts) wipe(part);
-      return { invalid: "a stanza body is not canonical base64 in 64-column lines" };
-    }
-    parts.push(bytes);
-    p = end + 1;
-    if (len < COLUMNS) break;
-  }
-  let body: Uint8Array;
-  if (parts.length === 1) body = parts[0]!;
-  else {
-    body = Buffer.concat(parts);
-    for (const part of parts) wipe(part);
-  }
-  return { stanza: { type, args: words, body }, end: p };
+  return Buffer.from(encodeStanza({ type, args: [...args], body }), "latin1");
 }
 
 // --- text coming from a plugin ---------------------------------------------------------------------
@@ -327,7 +196,7 @@ export class PluginProcess {
 
   /** Sends one stanza. */
   send(type: string, args: readonly string[] = [], body: Uint8Array = new Uint8Array(0)): void {
-    this.write(encodeStanzaBytes(type, args, body));
+    this.write(encodeCommand(type, args, body));
   }
 
   protocolError(what: string): NixsealError {
@@ -349,7 +218,7 @@ export class PluginProcess {
     let waitNotified = onWaiting === undefined;
     for (;;) {
       if (this.overflow) throw this.protocolError("it wrote more than 1 MiB without a complete stanza");
-      const r = parseStanzaAt(this.pending, this.pos);
+      const r = readStanza(this.pending, this.pos, MAX_LINE);
       if ("stanza" in r) {
         // Wipe the consumed base64 (it may be a file key) as we go.
         this.pending.fill(0, this.pos, r.end);

@@ -9,10 +9,10 @@
  *
  * Nothing here prints: the plugin's messages and questions go to an injected PluginUI.
  */
+import { base64nopad } from "@scure/base";
 import { isNixsealError, NixsealError, wipe } from "../common/index.js";
 import {
-  decodeBase64Bytes,
-  encodeStanzaBytes as encodeCommand,
+  encodeCommand,
   PluginProcess,
   type PluginRunOptions,
   sanitizePluginText,
@@ -90,6 +90,15 @@ function parseIndex(s: string | undefined): number | null {
   return Number(s);
 }
 
+/** A `confirm` option: canonical unpadded base64 (age spec), or null. */
+function decodeOption(arg: string): Uint8Array | null {
+  try {
+    return base64nopad.decode(arg);
+  } catch {
+    return null;
+  }
+}
+
 /** What one plugin run shares: the process, the UI, the errors the plugin reported. */
 class PluginSession {
   readonly plugin: string;
@@ -165,7 +174,7 @@ class PluginSession {
         if (s.args.length !== 1 && s.args.length !== 2) {
           throw this.proc.protocolError("a confirm command has the wrong number of arguments");
         }
-        const options = s.args.map((a) => decodeBase64Bytes(Buffer.from(a, "latin1")));
+        const options = s.args.map(decodeOption);
         if (options.some((o) => o === null)) throw this.proc.protocolError("a confirm option is not base64");
         const yes = sanitizePluginText(options[0]!, 100);
         const no = options[1] ? sanitizePluginText(options[1], 100) : undefined;

@@ -23,7 +23,10 @@ const HELP = `Usage: nixseal rekey [NAME...] [--force] [--dry-run] [--rules FILE
 Re-encrypts secrets for the recipients secrets.nix names now (all secrets, or the NAMEs given).
 Which files need it is decided from their headers, without decrypting: only files whose
 recipients differ from the rules are rewritten, the others stay byte-identical. Files written by
-agenix or age (no nixseal recipients record) are rewritten once.
+agenix or age (no nixseal recipients record) are rewritten once if they have age1... (or
+post-quantum, plugin) recipients, whose stanzas don't say who they are for: the record then
+names them. Files whose recipients are all ssh keys are verified by their stanzas' key tags and
+left as they are.
 
 All or nothing: every affected file is decrypted first; if any cannot be, nothing is written and
 every failure is listed. Each file is then replaced atomically. Only the header is rewritten: the

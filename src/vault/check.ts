@@ -2,14 +2,17 @@
  * `nixseal check`: do the files and the rules agree? For CI: no private key, no plugin, no
  * decryption. Every rules entry has a file, every *.age file is in the rules, every header
  * parses, and its stanzas match its rules (types, count, ssh tags, the recipients record).
+ * What that proves differs by recipient: an ssh stanza names its key (by tag); an X25519,
+ * post-quantum or plugin stanza names nobody, and only the record, written by whoever wrote the
+ * file, says who it is for. The report says which is which, file by file.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ArmorDecoder, type Header, looksArmored, parseHeader } from "../age/index.js";
+import { type ExtractedHeader, extractHeader } from "../age/index.js";
 import { NixsealError, rethrowUnlessNixseal, walkFiles } from "../common/index.js";
 import { ruleFor, type SopsConfig } from "../sops/index.js";
 import { compareHeader, expectationOf, type HeaderExpectation } from "./recipients-record.js";
-import type { Rules, SecretRule } from "./rules.js";
+import { type Rules, relativeName, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import {
   diffSopsRecipients,
@@ -49,6 +52,23 @@ export interface CheckProblem {
   message: string;
 }
 
+/**
+ * What a check of one age file found to agree with the rules, and on what grounds: no header
+ * can show who an X25519, post-quantum or plugin stanza is for, so for those recipients "match"
+ * means that the recipients record, written by whoever wrote the file, says so.
+ */
+export interface FileStatement {
+  secret: string;
+  /** Relative to the rules directory. */
+  file: string;
+  /** Checked against the rules from the header: "stanza count and types", "ssh key tags", ... */
+  verified: string[];
+  /** Recipients only the record names ("2 X25519 recipients"). */
+  claimedByRecord: string[];
+  /** Not verified at all: recipients of a file without a record, unknown stanzas. */
+  unverified: string[];
+}
+
 export interface CheckReport {
   /** The secrets.nix checked, or null (a sops-only repository). */
   rules: string | null;
@@ -57,32 +77,8 @@ export interface CheckReport {
   /** How many secrets were checked: rules entries plus sops files found under .sops.yaml. */
   secrets: number;
   problems: CheckProblem[];
-}
-
-/** A secret file's bytes as binary age (armor removed) and whether it was armored. */
-export function unarmor(data: Uint8Array): { binary: Uint8Array; armored: boolean } {
-  if (!looksArmored(data)) return { binary: data, armored: false };
-  const parts: Buffer[] = [];
-  const dec = new ArmorDecoder();
-  dec.push(data, parts);
-  dec.finish(parts);
-  return { binary: Buffer.concat(parts), armored: true };
-}
-
-/** Parses the header of a whole secret file (binary or armored); throws AGE_HEADER/AGE_ARMOR. */
-export function headerOf(binary: Uint8Array): Header {
-  if (binary.length === 0) {
-    throw new NixsealError("AGE_HEADER", "the file is empty, not an age file", {
-      hint: "an encrypted file is never empty; restore it from git",
-    });
-  }
-  const header = parseHeader(binary);
-  if (header === null) {
-    throw new NixsealError("AGE_HEADER", "invalid age header: the file is truncated", {
-      hint: "the file was cut short; restore it from a good copy",
-    });
-  }
-  return header;
+  /** Every age file without drift: what its check verified and what it takes on the record's word. */
+  files: FileStatement[];
 }
 
 /** How one secret file compares with its rule. */
@@ -92,8 +88,18 @@ export interface FileInspection {
   armorMismatch: boolean;
   /** No recipients record in the header. */
   unrecorded: boolean;
-  /** Recipients that can't be verified from the header without a record. */
+  /** Recipients whose stanzas don't say who they are for: only a record names them. */
   unverifiable: number;
+  /** What the header shows and was checked (see compareHeader). */
+  verified: string[];
+  /** Recipients only the record names. */
+  claimedByRecord: string[];
+  /** What nothing in the header shows (no record; stanzas nobody in the rules reads). */
+  unverified: string[];
+  /** Stanzas of a type nobody in the rules reads (rage's grease), in a file without a record. */
+  unread: string | null;
+  /** Every recipient identified by its stanza, and nothing else in the header: right as it is. */
+  proven: boolean;
 }
 
 /** Compares one secret file's bytes with its rule (the expectation comes from the rule). */
@@ -101,18 +107,20 @@ export function inspectSecretFile(
   rule: SecretRule,
   data: Uint8Array,
   expect: HeaderExpectation,
-): FileInspection & { header: Header; binary: Uint8Array; armored: boolean } {
-  const { binary, armored } = unarmor(data);
-  const header = headerOf(binary);
-  const c = compareHeader(header.stanzas, expect);
+): FileInspection & ExtractedHeader {
+  const file = extractHeader(data);
+  const c = compareHeader(file.header.stanzas, expect);
   return {
-    header,
-    binary,
-    armored,
+    ...file,
     mismatches: c.mismatches,
-    armorMismatch: armored !== rule.armor,
+    armorMismatch: file.armored !== rule.armor,
     unrecorded: c.record.state === "absent",
     unverifiable: c.unverifiable,
+    verified: c.verified,
+    claimedByRecord: c.claimedByRecord,
+    unverified: c.unverified,
+    unread: c.unread,
+    proven: c.proven,
   };
 }
 
@@ -127,10 +135,6 @@ export function findAgeFiles(dir: string): string[] {
     },
   );
   return out.sort();
-}
-
-function relativeName(rules: Rules, file: string): string {
-  return path.relative(rules.dir, file).split(path.sep).join("/");
 }
 
 /**
@@ -180,11 +184,12 @@ function sopsMismatches(content: SopsFileContent, want: SopsExpectation): string
  */
 export function checkRepository(rules: Rules | null, sopsConfig: SopsConfig | null = null): CheckReport {
   const problems: CheckProblem[] = [];
+  const files: FileStatement[] = [];
   const listed = new Set<string>();
   let secrets = rules?.secrets.size ?? 0;
-  if (rules !== null) checkRules(rules, problems, listed);
+  if (rules !== null) checkRules(rules, problems, files, listed);
   if (sopsConfig !== null) secrets += checkSopsFiles(sopsConfig, problems, listed);
-  return { rules: rules?.file ?? null, sopsConfig: sopsConfig?.file ?? null, secrets, problems };
+  return { rules: rules?.file ?? null, sopsConfig: sopsConfig?.file ?? null, secrets, problems, files };
 }
 
 function checkSopsFiles(config: SopsConfig, problems: CheckProblem[], listed: Set<string>): number {
@@ -218,7 +223,12 @@ function checkSopsFiles(config: SopsConfig, problems: CheckProblem[], listed: Se
   return n;
 }
 
-function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>): void {
+function checkRules(
+  rules: Rules,
+  problems: CheckProblem[],
+  files: FileStatement[],
+  listed: Set<string>,
+): void {
   const expectations = expectationsOf(rules);
   for (const rule of rules.secrets.values()) {
     listed.add(path.resolve(rule.file));
@@ -270,13 +280,29 @@ function checkRules(rules: Rules, problems: CheckProblem[], listed: Set<string>)
           : "the file is armored but the rules say binary",
       );
     }
-    if (inspection.mismatches.length === 0 && inspection.unrecorded && inspection.unverifiable > 0) {
+    if (inspection.mismatches.length > 0) continue;
+    if (inspection.unrecorded && inspection.unverifiable > 0) {
       problem(
         "warning",
         "unrecorded",
         `no recipients record: ${inspection.unverifiable} of ${rule.publicKeys.length} recipients can't be verified from the header; run 'nixseal rekey' once to add the record`,
       );
     }
+    if (inspection.unread !== null) {
+      problem(
+        "warning",
+        "unrecorded",
+        `${inspection.unread}: who can decrypt them can't be verified; run 'nixseal rekey' once to rewrite the file without them`,
+      );
+    }
+    if (inspection.armorMismatch) continue;
+    files.push({
+      secret: rule.name,
+      file,
+      verified: inspection.verified,
+      claimedByRecord: inspection.claimedByRecord,
+      unverified: inspection.unverified,
+    });
   }
   for (const f of findAgeFiles(rules.dir)) {
     if (listed.has(path.resolve(f))) continue;

@@ -5,7 +5,7 @@
  * start-up of every command.
  */
 
-export { checkRepository } from "./check.js";
+export { type CheckReport, checkRepository } from "./check.js";
 export { describeRecipient, normalizeRecipient } from "./describe.js";
 export {
   chooseEditBase,

@@ -11,7 +11,10 @@
  * exactly that), and it is covered by the header MAC like every stanza. The record only
  * speaks about public keys that the repository's secrets.nix lists anyway.
  *
- * ssh stanzas carry a 4-byte tag of their key, so those are checked even without a record.
+ * ssh stanzas carry a 4-byte tag of their key, so those are checked even without a record: a
+ * file whose every recipient is an ssh key is verified by its stanzas alone. The record, like
+ * every stanza, is written by whoever wrote the file: it says who the anonymous stanzas are for,
+ * it does not prove it (docs/threat-model.md, "What check verifies").
  */
 import { createHash } from "node:crypto";
 import {
@@ -172,10 +175,27 @@ export interface HeaderComparison {
   mismatches: string[];
   record: RecordState;
   /**
-   * Recipients whose stanzas cannot be told apart without the record (X25519, post-quantum,
-   * plugins). Only meaningful when the record is absent.
+   * Recipients whose stanzas do not say who they are for (X25519, post-quantum, plugins): only
+   * the record names them, and it is a claim by whoever wrote the file.
    */
   unverifiable: number;
+  /** What the header shows and was checked against the rules (when there is no mismatch). */
+  verified: string[];
+  /** Recipients only the record names, by kind ("2 X25519 recipients"); empty without a record. */
+  claimedByRecord: string[];
+  /** What nothing in the header shows: the anonymous recipients of a file without a record, and `unread`. */
+  unverified: string[];
+  /**
+   * Stanzas of a type nobody in the rules reads, as rage adds one ("grease") to every file it
+   * writes: tolerated in a file without a record (drift beside one), but nobody can tell whether
+   * someone else can read them. null if there are none.
+   */
+  unread: string | null;
+  /**
+   * Every recipient is identified by its stanza (ssh key tags) and the header holds exactly the
+   * rules' stanzas: the file is right whether or not it carries a record.
+   */
+  proven: boolean;
 }
 
 function plural(n: number, word: string): string {
@@ -189,8 +209,13 @@ function shownKey(r: RecipientClass): string {
 }
 
 /**
- * Compares a header's stanzas with what the rules expect: the record, the stanza count and
- * types, and the ssh tags. Needs no key: this is what `check` runs and how `rekey` decides.
+ * Compares a header's stanzas with what the rules expect, and says what that comparison is worth.
+ * Needs no key: this is what `check` runs and how `rekey` decides.
+ *
+ * Verified from the header: one stanza per recipient (count), each of the recipient's type, and
+ * for ssh keys the key's tag; a record must name the rules' recipients. Not verifiable from any
+ * header: who an X25519, post-quantum or plugin stanza is for (age spec: recipient privacy). The
+ * record names them, but it is written by whoever wrote the file, like the stanzas.
  */
 export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectation): HeaderComparison {
   const mismatches: string[] = [];
@@ -199,26 +224,21 @@ export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectat
   if (record.state === "present" && record.digest !== expect.digest) {
     mismatches.push("the recipients record differs from the rules (recipients were added or removed)");
   }
-  const left = stanzas.filter((s) => s.type !== RECIPIENTS_RECORD_STANZA && !isGrease(s));
-  let plugins = 0;
-  let unverifiable = 0;
+  const others = stanzas.filter((s) => s.type !== RECIPIENTS_RECORD_STANZA);
+  const grease = others.filter(isGrease);
+  const left = others.filter((s) => !isGrease(s));
+  const plugins = expect.recipients.filter((r) => r.expected.kind === "plugin").length;
+  let tagged = 0;
   // ssh keys: each must have a stanza with its tag.
   for (const r of expect.recipients) {
     const e = r.expected;
-    if (e.kind === "plugin") {
-      plugins++;
-      unverifiable++;
-      continue;
-    }
-    if (e.kind === "anonymous") {
-      unverifiable++;
-      continue;
-    }
+    if (e.kind !== "tagged") continue;
+    tagged++;
     const i = left.findIndex((s) => s.type === e.type && s.args[0] === e.tag);
     if (i >= 0) left.splice(i, 1);
     else mismatches.push(`no ${e.type} stanza for the key ${shownKey(r)} of the rules (tag ${e.tag})`);
   }
-  // X25519 and post-quantum: only the count per type can be compared.
+  // X25519 and post-quantum: one stanza of the type each; who it is for, no header can show.
   const anonymous = new Map<string, number>();
   for (const r of expect.recipients) {
     if (r.expected.kind === "anonymous")
@@ -226,7 +246,8 @@ export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectat
   }
   for (const [type, want] of anonymous) {
     const have = left.filter((s) => s.type === type).length;
-    if (have !== want && !(plugins > 0 && have > want)) {
+    // With plugins, stanzas of the type beyond `want` may be theirs: counted with them below.
+    if (have < want || (have > want && plugins === 0)) {
       mismatches.push(
         `${plural(have, `${type} stanza`)} for ${plural(want, `${type} recipient`)} in the rules`,
       );
@@ -251,10 +272,41 @@ export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectat
       const types = [...new Set(unknown.map((s) => s.type))].join(", ");
       mismatches.push(`${plural(unknown.length, "stanza")} of a type the rules don't use (${types})`);
     }
-  } else if (left.length < plugins) {
+  } else if (left.length !== plugins) {
+    // age-plugin spec: a plugin writes at most one stanza per recipient; nixseal asks at least one.
     mismatches.push(
-      `${plural(plugins, "plugin recipient")} in the rules but only ${plural(left.length, "stanza")} left for them`,
+      `${plural(plugins, "plugin recipient")} in the rules but ${plural(left.length, "stanza")} left for them`,
     );
   }
-  return { mismatches, record, unverifiable };
+  const greaseTypes = [...new Set(grease.map((s) => s.type))].join(", ");
+  if (grease.length > 0 && record.state === "present") {
+    // nixseal never writes them: beside a record, they were added by someone else.
+    mismatches.push(`${plural(grease.length, "stanza")} of a type the rules don't use (${greaseTypes})`);
+  }
+
+  const verified = [
+    plugins === 0 ? "stanza count and types" : "stanza count and types (of plugin stanzas: count only)",
+  ];
+  if (tagged > 0) verified.push("ssh key tags");
+  if (record.state === "present") verified.push("the record names the rules' recipients");
+  const kinds: string[] = [];
+  for (const [type, n] of anonymous) kinds.push(plural(n, `${type} recipient`));
+  if (plugins > 0) kinds.push(plural(plugins, "plugin recipient"));
+  const unverifiable = expect.recipients.length - tagged;
+  const unread =
+    grease.length > 0 && record.state !== "present"
+      ? `${plural(grease.length, "stanza")} of a type nobody in the rules reads (${greaseTypes})`
+      : null;
+  const unverified = record.state === "present" ? [] : [...kinds];
+  if (unread !== null) unverified.push(unread);
+  return {
+    mismatches,
+    record,
+    unverifiable,
+    verified,
+    claimedByRecord: record.state === "present" ? kinds : [],
+    unverified,
+    unread,
+    proven: mismatches.length === 0 && unverifiable === 0 && grease.length === 0,
+  };
 }

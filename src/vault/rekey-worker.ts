@@ -8,40 +8,24 @@
  * `buildHeader` is also what the main thread runs when a rekey is too small for workers to pay.
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import {
-  encodeHeaderWithoutMac,
-  encodeMacLine,
-  hkdfSha256,
-  hmacSha256,
-  type Recipient,
-  type Stanza,
-} from "../age/index.js";
+import { encryptHeader, FILE_KEY_SIZE, type Recipient } from "../age/index.js";
 import { wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
-import { recordStanza } from "./recipients-record.js";
+import { RecipientsRecord } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */
 const WORKER_KIND = "nixseal-rekey-wrap";
 
 /**
- * A complete binary age header for `fileKey`: the stanzas of `recipients`, then the recipients
- * record, then the MAC (age spec: "Header MAC": HMAC-SHA-256 keyed by HKDF(file key, "header")
- * over the header up to and including "---").
+ * A complete binary age header for an existing file key: the stanzas of `recipients`, then the
+ * recipients record (recipients-record.ts), then the MAC (src/age does the header).
  */
-export async function buildHeader(
+export function buildHeader(
   fileKey: Uint8Array,
   recipients: readonly Recipient[],
   digest: string,
-  extraStanzas: readonly Stanza[] = [],
 ): Promise<Uint8Array> {
-  const stanzas: Stanza[] = [];
-  for (const r of recipients) stanzas.push(...(await r.wrapFileKey(fileKey)));
-  stanzas.push(...extraStanzas, recordStanza(digest));
-  const macInput = encodeHeaderWithoutMac(stanzas);
-  const macKey = hkdfSha256(fileKey, new Uint8Array(0), "header");
-  const mac = hmacSha256(macKey, macInput);
-  wipe(macKey);
-  return Buffer.concat([macInput, encodeMacLine(mac)]);
+  return encryptHeader(fileKey, [...recipients, new RecipientsRecord(digest, recipients)]);
 }
 
 /** One recipient set: the rules' strings of a secret (no plugins) and the record's digest. */
@@ -55,7 +39,7 @@ export interface WrapWorkerSetup {
   sets: WrapSet[];
 }
 
-/** A batch of files: file i uses set `sets[i]` and the file key at keys[16i .. 16i+16]. */
+/** A batch of files: file i uses set `sets[i]` and the i-th file key in `keys` (FILE_KEY_SIZE each). */
 export interface WrapJob {
   batch: number;
   sets: number[];
@@ -83,7 +67,7 @@ function serveJobs(setup: WrapWorkerSetup): void {
       const headers: Uint8Array[] = [];
       for (let i = 0; i < job.sets.length; i++) {
         const set = job.sets[i]!;
-        const key = job.keys.subarray(i * 16, i * 16 + 16);
+        const key = job.keys.subarray(i * FILE_KEY_SIZE, (i + 1) * FILE_KEY_SIZE);
         headers.push(await buildHeader(key, recipientsOf(set), setup.sets[set]!.digest));
       }
       wipe(job.keys);

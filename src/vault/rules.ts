@@ -279,6 +279,11 @@ export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}
   return rules;
 }
 
+/** A file's name relative to the rules directory, with "/" separators (as in the rules). */
+export function relativeName(rules: Rules, file: string): string {
+  return path.relative(rules.dir, file).split(path.sep).join("/");
+}
+
 /**
  * Resolves what the user typed to a rule: the attribute name itself, or a path (relative to
  * the current directory) to the file, with or without ".age".

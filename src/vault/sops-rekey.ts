@@ -11,7 +11,7 @@ import type { Identity } from "../age/index.js";
 import { NixsealError, rethrowUnlessNixseal, writeFileAtomic } from "../common/index.js";
 import type { KeyGroup, SopsConfig } from "../sops/index.js";
 import { ruleFor } from "../sops/index.js";
-import type { RekeyFailure } from "./rekey.js";
+import type { RekeyFailure } from "./rekey-job.js";
 import type { Rules } from "./rules.js";
 import {
   diffSopsRecipients,

@@ -11,6 +11,7 @@ import { delimiter, join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { decrypt, encrypt, readHeader } from "../../src/age/age.js";
+import { readStanza } from "../../src/age/format.js";
 import {
   encodePluginIdentity,
   encodePluginRecipient,
@@ -29,12 +30,7 @@ import {
   pluginRecipients,
   sanitizePluginText,
 } from "../../src/age/plugin.js";
-import {
-  decodeBase64Bytes,
-  encodeBase64Bytes,
-  encodeStanzaBytes,
-  parseStanzaAt,
-} from "../../src/age/plugin-connection.js";
+import { encodeCommand } from "../../src/age/plugin-connection.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { isNixsealError, type NixsealError } from "../../src/common/errors.js";
 
@@ -279,40 +275,49 @@ describe("finding plugin programs", () => {
 // --- the wire format --------------------------------------------------------------------------------
 
 describe("stanza framing", () => {
-  test("base64 to and from bytes matches Node's encoder and rejects non-canonical input", () => {
+  test("commands are framed as header stanzas: base64 bodies as Node encodes them, read back exactly", () => {
     for (let n = 0; n < 70; n++) {
       const data = randomBytes(n);
-      const enc = encodeBase64Bytes(data);
-      assert.equal(Buffer.from(enc).toString("latin1"), data.toString("base64").replace(/=+$/, ""));
-      assert.deepEqual(Buffer.from(decodeBase64Bytes(enc)!), data);
-    }
-    for (const bad of ["aGk=", "aGl", "a", "aG k", "aGk\n", "////A"]) {
-      assert.equal(decodeBase64Bytes(Buffer.from(bad, "latin1")), null, bad);
+      const enc = encodeCommand("file-key", ["0"], data);
+      const lines = enc.toString("latin1").split("\n");
+      assert.equal(lines[0], "-> file-key 0");
+      assert.equal(lines.slice(1).join(""), data.toString("base64").replace(/=+$/, ""));
+      const r = readStanza(enc, 0, 64 * 1024);
+      assert.ok("stanza" in r, `${n} bytes`);
+      assert.equal(r.end, enc.length);
+      assert.deepEqual(Buffer.from(r.stanza.body), data);
     }
   });
 
   test("64-column body lines, the last one shorter; strict parsing", () => {
     const body = randomBytes(48); // exactly 64 base64 columns: an empty last line follows
-    const enc = encodeStanzaBytes("recipient-stanza", ["0", "nstest", "abc"], body);
+    const enc = encodeCommand("recipient-stanza", ["0", "nstest", "abc"], body);
     const lines = enc.toString("latin1").split("\n");
     assert.equal(lines[0], "-> recipient-stanza 0 nstest abc");
     assert.equal(lines[1]!.length, 64);
     assert.equal(lines[2], "");
-    const r = parseStanzaAt(enc, 0);
+    const r = readStanza(enc, 0, 64 * 1024);
     assert.ok("stanza" in r);
     assert.equal(r.end, enc.length);
     assert.deepEqual(r.stanza.args, ["0", "nstest", "abc"]);
     assert.deepEqual(Buffer.from(r.stanza.body), body);
-    assert.ok("incomplete" in parseStanzaAt(enc.subarray(0, enc.length - 1), 0));
+    assert.ok("incomplete" in readStanza(enc.subarray(0, enc.length - 1), 0, 64 * 1024));
     for (const bad of [
       "garbage\n",
       "->  x\n\n",
       "-> x\naGk=\n",
+      "-> x\naGl\n",
+      "-> x\na\n",
+      "-> x\naG k\n",
+      "-> x\n////A\n",
       `-> x\n${"A".repeat(65)}\n`,
+      `-> x\n${"A".repeat(65)}`,
       "-> x y\tz\n\n",
+      `-> ${"x".repeat(100)}\n\n`,
     ]) {
-      assert.ok("invalid" in parseStanzaAt(Buffer.from(bad, "latin1"), 0), JSON.stringify(bad));
+      assert.ok("invalid" in readStanza(Buffer.from(bad, "latin1"), 0, 64), JSON.stringify(bad));
     }
+    assert.throws(() => encodeCommand("add-identity", ["has space"]), /invalid argument/);
   });
 
   test("text from plugins is made safe to print", () => {

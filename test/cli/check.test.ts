@@ -50,7 +50,7 @@ describe("nixseal check", { skip: missing }, () => {
   let a: string;
   let b: string;
 
-  test("clean repository: exit 0, nothing on stdout once every file is recorded", () => {
+  test("clean repository: exit 0; each file's line says its X25519 recipients are the record's claim", () => {
     a = recipient();
     b = recipient();
     writeRules(
@@ -63,8 +63,33 @@ describe("nixseal check", { skip: missing }, () => {
     }
     const r = check();
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.stdout.toString(), "");
-    assert.equal(r.stderr, "nixseal check: 2 secrets match the rules\n");
+    // No header shows who an X25519 stanza is for: check says what it verified and what only
+    // the record (written by whoever wrote the file) says.
+    const lines = r.stdout.toString().trim().split("\n").sort();
+    assert.equal(lines.length, 2, r.stdout.toString());
+    assert.match(
+      lines[0]!,
+      /^checked: one\.age \(secret "one\.age"\): verified: stanza count and types, the record names the rules' recipients; claimed by the record: 1 X25519 recipient$/,
+    );
+    assert.match(
+      lines[1]!,
+      /^checked: two\.age \(secret "two\.age"\): verified: .*; claimed by the record: 2 X25519 recipients$/,
+    );
+    assert.ok(!lines.some((l) => /ssh key tags/.test(l)), "no ssh key in these rules");
+    assert.equal(r.stderr, "nixseal check: 2 secrets match the rules (2 relying on the recipients record)\n");
+    const j = JSON.parse(check(["--json"]).stdout.toString());
+    assert.deepEqual(
+      j.files.map((f: { file: string; claimedByRecord: string[]; unverified: string[] }) => [
+        f.file,
+        f.claimedByRecord,
+        f.unverified,
+      ]),
+      [
+        ["one.age", ["1 X25519 recipient"], []],
+        ["two.age", ["2 X25519 recipients"], []],
+      ],
+    );
+    assert.ok(j.files.every((f: { verified: string[] }) => f.verified.includes("stanza count and types")));
   });
 
   test("drift: exit 1, one line per problem naming file and secret; --json lists the same", () => {
@@ -75,7 +100,13 @@ describe("nixseal check", { skip: missing }, () => {
     );
     const r = check();
     assert.equal(r.status, 1);
-    const lines = r.stdout.toString().trim().split("\n").sort();
+    const all = r.stdout.toString().trim().split("\n").sort();
+    // The file without drift still says on what grounds it matches; the others don't.
+    assert.deepEqual(
+      all.filter((l) => l.startsWith("checked:")).map((l) => l.split(" ")[1]),
+      ["two.age"],
+    );
+    const lines = all.filter((l) => !l.startsWith("checked:"));
     assert.equal(lines.length, 4, r.stdout.toString());
     assert.match(lines[0]!, /^drift: old\/forgotten\.age: not listed in secrets\.nix$/);
     assert.match(

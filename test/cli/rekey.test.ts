@@ -150,7 +150,8 @@ in
   test("check: clean as agenix left it; only age1 recipients without a record get a warning", () => {
     const r = sh(["check"]);
     assert.equal(r.status, 0, r.stderr + r.stdout.toString());
-    const lines = r.stdout.toString().trim().split("\n");
+    const all = r.stdout.toString().trim().split("\n");
+    const lines = all.filter((l) => l.startsWith("warning:"));
     // Files whose recipients are all ssh keys are fully verified by their tags.
     assert.deepEqual(lines.map((l) => l.split(" ")[1]).sort(), [
       "-dash.age",
@@ -162,10 +163,26 @@ in
         l,
         /^warning: .*no recipients record: 1 of \d recipients can't be verified.*nixseal rekey/,
       );
-    assert.match(r.stderr, /5 secrets match the rules \(3 warnings\)/);
+    // Every file says what was verified; the admin's age1 key is verified nowhere.
+    const checked = new Map(
+      all.filter((l) => l.startsWith("checked:")).map((l) => [l.split(" ")[1], l] as const),
+    );
+    assert.equal(checked.size, 5);
+    for (const f of ["user-only.age", "hosts/web/api-token.age"])
+      assert.match(checked.get(f)!, /: verified: stanza count and types, ssh key tags$/);
+    for (const f of ["-dash.age", "db-password.age", "tls-key.age"])
+      assert.match(
+        checked.get(f)!,
+        /: verified: stanza count and types, ssh key tags; not verified: 1 X25519 recipient$/,
+      );
+    assert.match(
+      r.stderr,
+      /5 secrets match the rules \(2 verified from their headers, 3 not fully verified; 3 warnings\)/,
+    );
     const json = JSON.parse(sh(["check", "--json"]).stdout.toString());
     assert.equal(json.problems.length, 3);
     assert.ok(json.problems.every((p: { severity: string }) => p.severity === "warning"));
+    assert.equal(json.files.length, 5);
   });
 
   test("check needs no identity at all (empty HOME)", () => {
@@ -178,19 +195,18 @@ in
     assert.equal(r.status, 0, r.stderr);
   });
 
-  test("rekey adds the record once (the user's ~/.ssh key decrypts); the files stay agenix-readable", () => {
+  test("rekey adds the record once where an age1 recipient needs it; files of ssh keys only stay as agenix wrote them", () => {
     const before = snapshot(repo);
     const r = sh(["rekey", "--json"]);
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout.toString());
-    assert.deepEqual(out.rewritten.sort(), [
-      "-dash.age",
-      "db-password.age",
-      "hosts/web/api-token.age",
-      "tls-key.age",
-      "user-only.age",
+    assert.deepEqual(out.rewritten.sort(), ["-dash.age", "db-password.age", "tls-key.age"]);
+    assert.deepEqual(out.unchanged.sort(), ["hosts/web/api-token.age", "user-only.age"]);
+    assert.deepEqual(changed(before, snapshot(repo)), [
+      "secrets/-dash.age",
+      "secrets/db-password.age",
+      "secrets/tls-key.age",
     ]);
-    assert.equal(changed(before, snapshot(repo)).length, 5);
     // The real age binary reads every file with every key it was for.
     for (const [f, text] of Object.entries(plaintexts)) {
       assert.equal(ageDecrypt(path.join(repo, f), path.join(home, ".ssh", "id_ed25519")), text);
@@ -206,7 +222,7 @@ in
     );
     const c = sh(["check"]);
     assert.equal(c.status, 0);
-    assert.equal(c.stdout.toString(), "", "no warnings once recorded");
+    assert.ok(!c.stdout.toString().includes("warning:"), "no warnings once recorded");
   });
 
   test("a new host key in secrets.nix: check reports drift, rekey rewrites exactly those files", () => {
@@ -220,7 +236,11 @@ in
     // db-password and tls-key use `systems`; the others don't.
     const c = sh(["check"]);
     assert.equal(c.status, 1, c.stderr);
-    const lines = c.stdout.toString().trim().split("\n");
+    const lines = c.stdout
+      .toString()
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("checked:"));
     assert.ok(lines.length >= 2);
     for (const l of lines)
       assert.match(l, /^drift: (db-password|tls-key)\.age \(secret "(db-password|tls-key)\.age"\): /);
@@ -330,6 +350,89 @@ in
     assert.match(r.stderr, /no secrets\.nix found/);
     assert.equal(sh(["rekey", "--help"]).status, 0);
     assert.match(sh(["check", "--help"]).stdout.toString(), /Exit codes: 0 clean/);
+  });
+});
+
+describe("agenix's example repository: every recipient an ssh key", { skip: missing }, () => {
+  // As agenix's own example: a user key and a system key (ssh-ed25519), five secrets, one
+  // armored, one whose name starts with '-'; the files written by the real age binary.
+  test("check verifies every file by its stanzas' key tags; rekey leaves all five byte-identical", () => {
+    const root = path.join(dir, "agenix-example");
+    const home = path.join(root, "home");
+    fs.mkdirSync(path.join(home, ".ssh"), { recursive: true });
+    const user1 = sshKeygen(path.join(home, ".ssh", "id_ed25519"), "user1@example");
+    const system1Key = path.join(root, "ssh_host_ed25519_key");
+    const system1 = sshKeygen(system1Key, "root@system1");
+    const secrets = path.join(root, "secrets");
+    fs.mkdirSync(secrets);
+    fs.writeFileSync(
+      path.join(secrets, "secrets.nix"),
+      `let
+  user1 = "${user1}";
+  system1 = "${system1}";
+in
+{
+  "secret1.age".publicKeys = [ user1 system1 ];
+  "secret2.age".publicKeys = [ user1 ];
+  "passwordfile-user1.age".publicKeys = [ user1 system1 ];
+  "-leading-hyphen-filename.age".publicKeys = [ user1 system1 ];
+  "armored-secret.age" = { publicKeys = [ user1 ]; armor = true; };
+}
+`,
+    );
+    const keysOf: Record<string, string[]> = {
+      "secret1.age": [user1, system1],
+      "secret2.age": [user1],
+      "passwordfile-user1.age": [user1, system1],
+      "-leading-hyphen-filename.age": [user1, system1],
+      "armored-secret.age": [user1],
+    };
+    for (const [f, keys] of Object.entries(keysOf))
+      ageEncrypt(path.join(secrets, f), `value of ${f}\n`, keys, f.startsWith("armored"));
+    const env = envFor(home);
+    const run = (args: string[]) => nixseal(args, { cwd: secrets, env });
+
+    const c = run(["check"]);
+    assert.equal(c.status, 0, c.stderr + c.stdout.toString());
+    const lines = c.stdout.toString().trim().split("\n").sort();
+    assert.equal(lines.length, 5, c.stdout.toString());
+    for (const l of lines)
+      assert.match(l, /^checked: \S+ \(secret "\S+"\): verified: stanza count and types, ssh key tags$/);
+    assert.equal(c.stderr, "nixseal check: 5 secrets match the rules\n");
+
+    const before = snapshot(root);
+    const dry = run(["rekey", "--dry-run", "--json"]);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.deepEqual(JSON.parse(dry.stdout.toString()).rewritten, []);
+    const r = run(["rekey"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.toString(), "");
+    assert.match(r.stderr, /0 rewritten, 5 unchanged/);
+    assert.deepEqual(changed(before, snapshot(root)), []);
+
+    // A second system key: the files that list it are rewritten, the others still are not.
+    const system2 = sshKeygen(path.join(root, "ssh_host_2"), "root@system2");
+    const rulesFile = path.join(secrets, "secrets.nix");
+    fs.writeFileSync(
+      rulesFile,
+      fs
+        .readFileSync(rulesFile, "utf8")
+        .replace(`system1 = "${system1}";`, `system1 = "${system1}";\n  system2 = "${system2}";`)
+        .replace(
+          '"secret1.age".publicKeys = [ user1 system1 ];',
+          '"secret1.age".publicKeys = [ user1 system1 system2 ];',
+        ),
+    );
+    const r2 = run(["rekey"]);
+    assert.equal(r2.status, 0, r2.stderr);
+    assert.equal(r2.stdout.toString(), "rewritten secret1.age\n");
+    assert.deepEqual(changed(before, snapshot(root)), ["secrets/secret1.age"]);
+    assert.equal(
+      ageDecrypt(path.join(secrets, "secret1.age"), path.join(root, "ssh_host_2")),
+      "value of secret1.age\n",
+    );
+    assert.equal(ageDecrypt(path.join(secrets, "secret1.age"), system1Key), "value of secret1.age\n");
+    assert.equal(run(["check"]).status, 0);
   });
 });
 

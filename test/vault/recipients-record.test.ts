@@ -23,6 +23,7 @@ import {
   RECIPIENTS_RECORD_STANZA,
   readRecipientsRecord,
   recipientsDigest,
+  recordStanza,
   withRecipientsRecord,
 } from "../../src/vault/recipients-record.js";
 import { tempDir, which } from "../helpers.js";
@@ -180,12 +181,19 @@ describe("compareHeader", () => {
     assert.match(three.mismatches.join(), /3 X25519 stanzas for 2 X25519 recipients/);
   });
 
-  test("rage's grease stanza is ignored; an unknown stanza type is drift", () => {
+  test("rage's grease stanza is tolerated without a record but never verified; beside a record it is drift", () => {
     const expect = expectationOf([x()], "t");
-    assert.deepEqual(
-      compareHeader([stanza("X25519", "a"), stanza("7$x-grease", "q")], expect).mismatches,
-      [],
+    const rage = compareHeader([stanza("X25519", "a"), stanza("7$x-grease", "q")], expect);
+    assert.deepEqual(rage.mismatches, []);
+    assert.match(rage.unread!, /1 stanza of a type nobody in the rules reads \(7\$x-grease\)/);
+    assert.ok(rage.unverified.includes(rage.unread!));
+    assert.equal(rage.proven, false);
+    // nixseal never writes grease: beside its record, the stanza is someone else's addition.
+    const recorded = compareHeader(
+      [stanza("X25519", "a"), stanza("7$x-grease", "q"), recordStanza(expect.digest)],
+      expect,
     );
+    assert.match(recorded.mismatches.join(), /1 stanza of a type the rules don't use \(7\$x-grease\)/);
     assert.match(
       compareHeader([stanza("X25519", "a"), stanza("piv-p256", "q")], expect).mismatches.join(),
       /type the rules don't use \(piv-p256\)/,
@@ -204,8 +212,14 @@ describe("compareHeader", () => {
       keys.map((k) => parseRecipientString(k, "t")),
     );
     const stanzas = readHeader(plain).stanzas;
-    assert.deepEqual(compareHeader(stanzas, expectationOf(keys, "t")).mismatches, []);
-    assert.equal(compareHeader(stanzas, expectationOf(keys, "t")).unverifiable, 0);
+    const all = compareHeader(stanzas, expectationOf(keys, "t"));
+    assert.deepEqual(all.mismatches, []);
+    assert.equal(all.unverifiable, 0);
+    // Every recipient is named by its stanza: right without a record, nothing taken on trust.
+    assert.equal(all.proven, true);
+    assert.deepEqual(all.verified, ["stanza count and types", "ssh key tags"]);
+    assert.deepEqual(all.claimedByRecord, []);
+    assert.deepEqual(all.unverified, []);
     // The rules lose the host key: its stanza is now for a key not in the rules.
     const fewer = compareHeader(stanzas, expectationOf([user, rsa], "t")).mismatches.join();
     assert.match(fewer, /1 ssh stanza for keys not in the rules/);
@@ -215,11 +229,62 @@ describe("compareHeader", () => {
     assert.match(more, /no ssh-ed25519 stanza for the key "tags-new@test"/);
   });
 
-  test("plugin recipients accept any stanzas left over, but at least one each", () => {
+  test("plugin recipients take the stanzas left over, of any type: exactly one each", () => {
     const plugin = encodePluginRecipient("nstest", new Uint8Array(32).fill(7));
     const expect = expectationOf([x(), plugin], "t");
-    assert.deepEqual(compareHeader([stanza("X25519", "a"), stanza("nstest", "z")], expect).mismatches, []);
+    const one = compareHeader(
+      [stanza("X25519", "a"), stanza("nstest", "z"), recordStanza(expect.digest)],
+      expect,
+    );
+    assert.deepEqual(one.mismatches, []);
+    assert.deepEqual(one.claimedByRecord, ["1 X25519 recipient", "1 plugin recipient"]);
+    assert.equal(one.proven, false);
     assert.match(compareHeader([stanza("X25519", "a")], expect).mismatches.join(), /1 plugin recipient/);
+    // A plugin writes at most one stanza per recipient (age-plugin spec): an X25519 stanza more
+    // than the rules have is someone's, whatever the record says.
+    assert.match(
+      compareHeader(
+        [stanza("X25519", "a"), stanza("X25519", "m"), stanza("nstest", "z"), recordStanza(expect.digest)],
+        expect,
+      ).mismatches.join(),
+      /1 plugin recipient in the rules but 2 stanzas left for them/,
+    );
+  });
+
+  test("what a match rests on: the stanzas for ssh keys, the record's word for X25519 recipients", {
+    skip: !SSH_KEYGEN && "ssh-keygen not installed",
+  }, () => {
+    const host = sshKey("rests-host");
+    const [a, b] = [x(), x()];
+    const expect = expectationOf([host, a, b], "t");
+    const tag = (expect.recipients[0]!.expected as { tag: string }).tag;
+    const stanzas = [stanza("ssh-ed25519", tag, "s"), stanza("X25519", "a"), stanza("X25519", "m")];
+    // Without a record: the X25519 recipients are verified by nothing.
+    const bare = compareHeader(stanzas, expect);
+    assert.deepEqual(bare.mismatches, []);
+    assert.deepEqual(bare.verified, ["stanza count and types", "ssh key tags"]);
+    assert.deepEqual(bare.claimedByRecord, []);
+    assert.deepEqual(bare.unverified, ["2 X25519 recipients"]);
+    assert.equal(bare.proven, false);
+    // With a record for the rules: the record says who they are, and that is all anyone knows
+    // (these stanzas could be for anybody: "m" is not b).
+    const recorded = compareHeader([...stanzas, recordStanza(expect.digest)], expect);
+    assert.deepEqual(recorded.mismatches, []);
+    assert.deepEqual(recorded.verified, [
+      "stanza count and types",
+      "ssh key tags",
+      "the record names the rules' recipients",
+    ]);
+    assert.deepEqual(recorded.claimedByRecord, ["2 X25519 recipients"]);
+    assert.deepEqual(recorded.unverified, []);
+    assert.equal(recorded.proven, false);
+    // One stanza short or one too many, the record does not cover it.
+    for (const wrong of [stanzas.slice(0, 2), [...stanzas, stanza("X25519", "z")]]) {
+      assert.match(
+        compareHeader([...wrong, recordStanza(expect.digest)], expect).mismatches.join(),
+        /X25519 stanzas? for 2 X25519 recipients/,
+      );
+    }
   });
 
   test("a malformed or doubled record is drift", () => {

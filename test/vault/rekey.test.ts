@@ -11,15 +11,18 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { decrypt, readHeader } from "../../src/age/age.js";
-import type { Identity } from "../../src/age/types.js";
+import { decrypt, decryptHeader, encryptHeader, extractHeader, readHeader } from "../../src/age/age.js";
+import type { Identity, Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
 import { type KeyContext, loadIdentities } from "../../src/keys/index.js";
-import { RECIPIENTS_RECORD_STANZA } from "../../src/vault/recipients-record.js";
-import { LOCK_FILE, type RekeyOptions, rekeyRepository, sweepStaleTempFiles } from "../../src/vault/rekey.js";
+import { checkRepository } from "../../src/vault/check.js";
+import { expectationOf, RECIPIENTS_RECORD_STANZA, recordStanza } from "../../src/vault/recipients-record.js";
+import { type RekeyOptions, rekeyRepository } from "../../src/vault/rekey.js";
+import { LOCK_FILE } from "../../src/vault/rekey-lock.js";
 import type { Rules } from "../../src/vault/rules.js";
 import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
+import { sweepStaleTempFiles } from "../../src/vault/temp-sweep.js";
 import { makeRules, tempDir, which } from "../helpers.js";
 
 const SSH_KEYGEN = which("ssh-keygen");
@@ -81,6 +84,32 @@ function options(
     ...extra,
   };
   return o;
+}
+
+/**
+ * Gives a file a new header under its own file key, with the stanzas `edit` makes of its old
+ * ones: what anyone who can read a file (or write one: age has no sender authentication) can do.
+ */
+async function reheader(
+  file: string,
+  identity: Identity,
+  edit: (stanzas: Stanza[], fileKey: Uint8Array) => Stanza[] | Promise<Stanza[]>,
+): Promise<void> {
+  const parts = extractHeader(fs.readFileSync(file));
+  const fileKey = await decryptHeader(parts.header, [identity]);
+  const header = await encryptHeader(fileKey, [{ wrapFileKey: (k) => edit(parts.header.stanzas, k) }]);
+  fs.writeFileSync(file, Buffer.concat([header, parts.payload]));
+}
+
+function ageEncrypt(file: string, plaintext: string, recipients: string[], armor = false): void {
+  const args = [...(armor ? ["-a"] : []), ...recipients.flatMap((r) => ["-r", r]), "-o", file];
+  const r = spawnSync(AGE!, args, { input: plaintext });
+  assert.equal(r.status, 0, r.stderr.toString());
+}
+
+function sshKeygen(file: string, comment: string): string {
+  execFileSync(SSH_KEYGEN!, ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
+  return fs.readFileSync(`${file}.pub`, "utf8").trim();
 }
 
 function tempFiles(d: string): string[] {
@@ -374,6 +403,186 @@ describe("rekeyRepository", () => {
     assert.deepEqual(r1.rewritten, ["a.age"]);
     const r2 = await rekeyRepository(rules, options([id]));
     assert.deepEqual(r2.unchanged, ["a.age"]);
+  });
+});
+
+describe("what rekey can know: stanzas that name their key, and the record's word", {
+  skip: (!AGE || !SSH_KEYGEN) && "age or ssh-keygen not installed",
+}, () => {
+  test("files of ssh keys only, as age wrote them (no record), are proven by their tags and stay byte-identical", async () => {
+    const repo = path.join(dir, "ssh-only");
+    fs.mkdirSync(repo, { recursive: true });
+    const user = sshKeygen(path.join(dir, "ssh-only-user"), "user1@laptop");
+    const host = sshKeygen(path.join(dir, "ssh-only-host"), "root@system1");
+    const rules = makeRules(repo, {
+      "secret1.age": { publicKeys: [user, host] },
+      "secret2.age": { publicKeys: [user] },
+      "armored-secret.age": { publicKeys: [user], armor: true },
+    });
+    for (const rule of rules.secrets.values())
+      ageEncrypt(rule.file, `value of ${rule.name}`, rule.publicKeys, rule.armor);
+    const before = snapshot(rules);
+    const o = options([]);
+    const r = await rekeyRepository(rules, o);
+    assert.deepEqual(r.rewritten, []);
+    assert.deepEqual(r.unchanged.sort(), ["armored-secret.age", "secret1.age", "secret2.age"]);
+    assert.equal(o.calls, 0, "nothing to decrypt, so no identity is even loaded");
+    for (const [name, bytes] of before)
+      assert.ok(bytes.equals(fs.readFileSync(path.join(repo, name))), `${name} byte-identical`);
+    const report = checkRepository(rules);
+    assert.deepEqual(report.problems, []);
+    for (const f of report.files) {
+      assert.deepEqual(f.verified, ["stanza count and types", "ssh key tags"], f.file);
+      assert.deepEqual([...f.claimedByRecord, ...f.unverified], [], f.file);
+    }
+
+    // A key added to the rules is drift: that file is rewritten (and gets the record).
+    const newHost = sshKeygen(path.join(dir, "ssh-only-new"), "root@system2");
+    rules.secrets.get("secret1.age")!.publicKeys.push(newHost);
+    const userKey = await loadIdentities([path.join(dir, "ssh-only-user")], {});
+    const r2 = await rekeyRepository(rules, options(userKey));
+    assert.deepEqual(r2.rewritten, ["secret1.age"]);
+    assert.deepEqual(
+      readHeader(fs.readFileSync(path.join(repo, "secret1.age"))).stanzas.map((s) => s.type),
+      ["ssh-ed25519", "ssh-ed25519", "ssh-ed25519", RECIPIENTS_RECORD_STANZA],
+    );
+  });
+
+  test("a file for {alice, mallory} with the record for {alice, bob}: check says it rests on the record; --force is the remedy", async () => {
+    const [alice, bob, mallory] = [
+      X25519Identity.generate(),
+      X25519Identity.generate(),
+      X25519Identity.generate(),
+    ];
+    const [a, b, m] = [alice, bob, mallory].map((i) => i.recipient().toString()) as [string, string, string];
+    const repo = path.join(dir, "forged-record");
+    fs.mkdirSync(repo, { recursive: true });
+    const rules = makeRules(repo, { "s.age": { publicKeys: [a, b] } });
+    const file = path.join(repo, "s.age");
+    // Written for alice and mallory, with the record of the rules' {alice, bob}: the header MAC
+    // is right (its writer had the file key), and so is the count of X25519 stanzas.
+    ageEncrypt(file, "the secret", [a, m]);
+    await reheader(file, alice, (stanzas) => [...stanzas, recordStanza(expectationOf([a, b], "t").digest)]);
+    assert.equal(Buffer.from(await decrypt(fs.readFileSync(file), [mallory])).toString(), "the secret");
+
+    const report = checkRepository(rules);
+    assert.deepEqual(report.problems, []);
+    assert.deepEqual(report.files, [
+      {
+        secret: "s.age",
+        file: "s.age",
+        verified: ["stanza count and types", "the record names the rules' recipients"],
+        claimedByRecord: ["2 X25519 recipients"],
+        unverified: [],
+      },
+    ]);
+    // rekey cannot know either (it holds alice's key, not bob's): the file stays as it is.
+    const before = fs.readFileSync(file);
+    assert.deepEqual((await rekeyRepository(rules, options([alice]))).unchanged, ["s.age"]);
+    assert.ok(before.equals(fs.readFileSync(file)));
+    // --force wraps the file key anew for exactly the rules' recipients.
+    assert.deepEqual((await rekeyRepository(rules, options([alice], { force: true }))).rewritten, ["s.age"]);
+    await assert.rejects(decrypt(fs.readFileSync(file), [mallory]), /no identity matched/);
+    assert.equal(Buffer.from(await decrypt(fs.readFileSync(file), [bob])).toString(), "the secret");
+  });
+
+  test("a stanza more than the record's recipients (a grease-typed one) is drift, and rekey rewrites the file without it", async () => {
+    const alice = X25519Identity.generate();
+    const a = alice.recipient().toString();
+    const repo = path.join(dir, "grease-beside-record");
+    const rules = makeRules(repo, { "s.age": { publicKeys: [a] } });
+    await writeAll(rules);
+    const file = path.join(repo, "s.age");
+    // Any identity may claim any stanza type (a plugin's, say): this one could be anybody's.
+    const extra: Stanza = { type: "zz-grease", args: ["x"], body: new Uint8Array(32).fill(1) };
+    await reheader(file, alice, (stanzas) => [stanzas[0]!, extra, ...stanzas.slice(1)]);
+
+    const report = checkRepository(rules);
+    assert.deepEqual(
+      report.problems.map((p) => [p.severity, p.kind]),
+      [["drift", "recipients"]],
+    );
+    assert.match(report.problems[0]!.message, /1 stanza of a type the rules don't use \(zz-grease\)/);
+    assert.deepEqual(report.files, []);
+    const r = await rekeyRepository(rules, options([alice]));
+    assert.deepEqual(r.rewritten, ["s.age"]);
+    assert.deepEqual(
+      readHeader(fs.readFileSync(file)).stanzas.map((s) => s.type),
+      ["X25519", RECIPIENTS_RECORD_STANZA],
+    );
+    assert.deepEqual(checkRepository(rules).problems, []);
+  });
+
+  test("beside a plugin recipient, an X25519 stanza more than the rules have is drift, and rekey rewrites the file", async () => {
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${FIXTURES}${path.delimiter}${savedPath ?? ""}`;
+    try {
+      const out = execFileSync(path.join(FIXTURES, "age-plugin-nstest"), ["--generate"], {
+        encoding: "utf8",
+      });
+      const plugin = /# public key: (\S+)/.exec(out)![1]!;
+      const [alice, mallory] = [X25519Identity.generate(), X25519Identity.generate()];
+      const a = alice.recipient().toString();
+      const rules = makeRules(path.join(dir, "plugin-extra"), { "p.age": { publicKeys: [a, plugin] } });
+      await writeAll(rules);
+      const file = rules.secrets.get("p.age")!.file;
+      assert.deepEqual(checkRepository(rules).problems, []);
+      // Mallory's stanza goes in before the record, which still names the rules' recipients.
+      await reheader(file, alice, async (stanzas, fileKey) => [
+        ...stanzas.slice(0, -1),
+        ...(await mallory.recipient().wrapFileKey(fileKey)),
+        stanzas.at(-1)!,
+      ]);
+      assert.equal(Buffer.from(await decrypt(fs.readFileSync(file), [mallory])).toString(), "value of p.age");
+
+      const report = checkRepository(rules);
+      assert.deepEqual(
+        report.problems.map((p) => [p.severity, p.kind]),
+        [["drift", "recipients"]],
+      );
+      assert.match(
+        report.problems[0]!.message,
+        /1 plugin recipient in the rules but 2 stanzas left for them/,
+      );
+      const r = await rekeyRepository(rules, options([alice]));
+      assert.deepEqual(r.rewritten, ["p.age"]);
+      await assert.rejects(decrypt(fs.readFileSync(file), [mallory]), /no identity matched/);
+      assert.deepEqual(checkRepository(rules).problems, []);
+    } finally {
+      if (savedPath === undefined) delete process.env.PATH;
+      else process.env.PATH = savedPath;
+    }
+  });
+
+  test("rage's grease in a file of ssh keys without a record: not proven, a warning, rewritten once", async () => {
+    const repo = path.join(dir, "rage-grease");
+    fs.mkdirSync(repo, { recursive: true });
+    const keyFile = path.join(dir, "rage-grease-user");
+    const user = sshKeygen(keyFile, "user@rage");
+    const rules = makeRules(repo, { "s.age": { publicKeys: [user] } });
+    const file = path.join(repo, "s.age");
+    ageEncrypt(file, "from rage", [user]);
+    const [id] = await loadIdentities([keyFile], {});
+    const grease: Stanza = { type: "0*a-grease", args: ["q"], body: new Uint8Array(20).fill(9) };
+    await reheader(file, id!, (stanzas) => [...stanzas, grease]);
+
+    const report = checkRepository(rules);
+    assert.deepEqual(
+      report.problems.map((p) => [p.severity, p.kind]),
+      [["warning", "unrecorded"]],
+    );
+    assert.match(report.problems[0]!.message, /1 stanza of a type nobody in the rules reads \(0\*a-grease\)/);
+    assert.deepEqual(report.files[0]!.unverified, [
+      "1 stanza of a type nobody in the rules reads (0*a-grease)",
+    ]);
+    const r = await rekeyRepository(rules, options([id!]));
+    assert.deepEqual(r.rewritten, ["s.age"]);
+    assert.deepEqual(
+      readHeader(fs.readFileSync(file)).stanzas.map((s) => s.type),
+      ["ssh-ed25519", RECIPIENTS_RECORD_STANZA],
+    );
+    assert.deepEqual(checkRepository(rules).problems, []);
+    assert.deepEqual((await rekeyRepository(rules, options([id!]))).unchanged, ["s.age"]);
   });
 });
 

@@ -1,0 +1,52 @@
+/**
+ * Writing a rekeyed file: its new header in front of its old nonce and payload, replaced
+ * atomically, and only if nobody changed the file since it was read.
+ */
+import * as fs from "node:fs";
+import { ArmorEncoder } from "../age/index.js";
+import { AtomicFile, ioError, NixsealError } from "../common/index.js";
+import type { Job } from "./rekey-job.js";
+
+function sameFile(a: fs.Stats, b: fs.Stats): boolean {
+  return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs;
+}
+
+/** The new file: new header, then the old nonce and payload, as they were; armored if the rules say so. */
+function newFileBytes(job: Job): Buffer {
+  const body = [Buffer.from(job.newHeader!), Buffer.from(job.payload)];
+  if (!job.rule.armor) return Buffer.concat(body);
+  const out: Buffer[] = [];
+  const enc = new ArmorEncoder();
+  for (const b of body) enc.push(b, out);
+  enc.finish(out);
+  return Buffer.concat(out);
+}
+
+/**
+ * Replaces one file atomically, refusing if it changed since it was read (a concurrent edit
+ * wins). The directory is fsync-ed once for all files, after the last rename.
+ */
+export async function writeJob(job: Job): Promise<void> {
+  const bytes = newFileBytes(job);
+  // Keep the file's permission bits (the temp file is created with them, less the umask).
+  const f = AtomicFile.open(job.rule.file, job.stat.mode & 0o777);
+  f.write(bytes);
+  await f.commitAsync(() => {
+    let now: fs.Stats;
+    try {
+      now = fs.lstatSync(job.rule.file);
+    } catch (e) {
+      throw ioError("read", job.rule.file, e);
+    }
+    if (!sameFile(now, job.stat)) {
+      throw new NixsealError(
+        "IO",
+        `${job.rule.file} changed while rekey was running; it was left as it is now`,
+        {
+          file: job.rule.file,
+          hint: "run 'nixseal rekey' again",
+        },
+      );
+    }
+  });
+}
