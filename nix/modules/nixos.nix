@@ -15,8 +15,9 @@
 #   installed before users and groups are created, owned by root, in /run/nixseal-for-users;
 # - "system": everything else, after users and groups exist.
 #
-# This file holds the options of the whole module (where the generations live, the package) and
-# imports the parts, one a feature; each says what it owns:
+# This file holds the options of the whole module (where the generations live, the package: some
+# declared in common-options.nix, as the home-manager module has them too) and imports the parts,
+# one a feature; each says what it owns:
 # - nixos/secrets.nix: nixseal.secrets, the system manifest, the checks of names, owners, groups;
 # - nixos/templates.nix: nixseal.templates and nixseal.placeholder;
 # - nixos/users-stage.nix: neededForUsers, the users manifest, its activation script and unit;
@@ -33,6 +34,7 @@
 let
   inherit (lib) mkOption types;
   shared = import ./shared.nix { inherit lib; };
+  common = import ./common-options.nix { inherit lib; };
   pkgs = config._module.args.pkgs or null;
 in
 {
@@ -46,7 +48,11 @@ in
     ./build-secrets.nix
   ];
 
-  options.nixseal = {
+  options.nixseal = common.general {
+    inherit pkgs;
+    flakeModule = "nixosModules.default";
+  }
+  // {
     secretsDir = mkOption {
       type = shared.hostPath;
       default = "/run/nixseal/secrets";
@@ -59,12 +65,6 @@ in
       description = "Where generations live (a ramfs, or tmpfs with {option}`nixseal.mount`).";
     };
 
-    keepGenerations = mkOption {
-      type = types.ints.unsigned;
-      default = 1;
-      description = "Older generations kept besides the active one (0: only the active one).";
-    };
-
     mount = mkOption {
       type = types.enum [
         "ramfs"
@@ -74,26 +74,6 @@ in
       description = ''
         What the generations directory is mounted as: ramfs (never swapped), or tmpfs with
         `noswap` (Linux 6.4 or later; has a size limit and shows usage in df).
-      '';
-    };
-
-    package = mkOption {
-      type = types.package;
-      default =
-        if pkgs != null && pkgs ? nixseal then
-          pkgs.nixseal
-        else
-          throw "nixseal.package is not set: use the flake's nixosModules.default, add its overlays.default, or set nixseal.package.";
-      defaultText = lib.literalExpression "pkgs.nixseal (the flake's package, with nixosModules.default)";
-      description = "The nixseal package whose `nixseal install` runs at activation.";
-    };
-
-    checkManifest = mkOption {
-      type = types.bool;
-      default = true;
-      description = ''
-        Run `nixseal install --check` on the manifests when they are built: their structure, and
-        that each encrypted file parses and holds the sops keys asked for. Nothing is decrypted.
       '';
     };
   };

@@ -13,7 +13,6 @@
 let
   inherit (lib)
     literalExpression
-    mapAttrs
     mapAttrsToList
     mkOption
     optional
@@ -21,6 +20,7 @@ let
     ;
 
   shared = import ../shared.nix { inherit lib; };
+  common = import ../common-options.nix { inherit lib; };
   cfg = config.nixseal;
   usersCfg = config.users.users;
 
@@ -31,6 +31,8 @@ let
       g = usersCfg.${owner}.group or "";
     in
     if owner == "root" || owner == "0" then "root" else if g != "" then g else "root";
+
+  fileOptions = common.fileOptions { pathExample = "/etc/myapp/password"; };
 
   serviceUnits = services: map (s: "${shared.serviceAttr s}.service") services;
 
@@ -46,7 +48,7 @@ let
     };
 in
 rec {
-  inherit shared cfg serviceUnits;
+  inherit shared common cfg serviceUnits;
   creds = import ../../lib/credentials.nix;
 
   # The module needs pkgs only to write the manifest as a checked derivation and for the default
@@ -131,11 +133,13 @@ rec {
     }) cfg.templates;
 
   # The options every secret and template has (nix/modules/nixos/secrets.nix,
-  # nix/modules/nixos/templates.nix); `services` and `credential` are
+  # nix/modules/nixos/templates.nix), mode and path as the home-manager module has them
+  # (nix/modules/common-options.nix); `services` and `credential` are
   # nix/modules/nixos/credentials.nix's.
   entryOptions =
     { kind, config }:
-    {
+    fileOptions
+    // {
       owner = mkOption {
         type = shared.principal;
         default = "root";
@@ -147,18 +151,6 @@ rec {
         default = defaultGroupOf config.owner;
         defaultText = literalExpression ''config.users.users.''${owner}.group, or "root"'';
         description = "Group of the installed file: a name from users.groups, or a numeric id.";
-      };
-      mode = mkOption {
-        type = shared.mode;
-        default = "0400";
-        example = "0440";
-        description = "Permissions of the installed file, in octal (at most 0777). The file is created with them.";
-      };
-      path = mkOption {
-        type = types.nullOr shared.hostPath;
-        default = null;
-        example = "/etc/myapp/password";
-        description = "If set, a symlink made there pointing to the installed file (which stays in the secrets directory).";
       };
       restartUnits = mkOption {
         type = types.listOf shared.unitName;
@@ -204,13 +196,6 @@ rec {
   }
   // credentialEntry t;
 
-  # Refused outright, not only by assertion: the manifest must never name a file outside the
-  # store (it would not be in the closure; a plaintext string path is a likely mistake).
-  fileProblems = mapAttrsToList (
-    name: s:
-    "${shared.optionPath "secrets" name "file"} = \"${toString s.file}\" is a string outside the Nix store; write it as a Nix path (./file.age, without quotes) so that the encrypted file is copied to the store"
-  ) (lib.filterAttrs (_: s: !(shared.fileIsStorable s.file)) cfg.secrets);
-
   # The manifest of one stage, written to the store (checked by `nixseal install --check` when
   # nixseal.checkManifest is set).
   writeManifest =
@@ -229,7 +214,7 @@ rec {
     in
     shared.writeManifest {
       inherit pkgs name;
-      value = shared.failIfAny fileProblems (
+      value = shared.failIfAny (common.fileProblems cfg.secrets) (
         {
           version = shared.manifestVersion;
           inherit stage secretsDir generationsDir;
@@ -248,7 +233,7 @@ rec {
           inherit identities;
           secrets = mapAttrsToList secretEntry secrets;
           templates = mapAttrsToList templateEntry templates;
-          placeholders = mapAttrs (name: _: shared.placeholderFor name) secrets;
+          placeholders = common.placeholders secrets;
         }
       );
       check = if cfg.checkManifest then nixsealBin else null;

@@ -32,30 +32,8 @@ let
         kind = "secret";
         inherit config;
       }
+      // l.common.secretFileOptions config
       // {
-        file = mkOption {
-          type = shared.encryptedFile;
-          example = literalExpression "./secrets/db-password.age";
-          description = ''
-            The encrypted file (age, or a sops file). Write it as a Nix path (`./db.age`, no
-            quotes): the *encrypted* file is copied to the store. A string must be a store path.
-          '';
-        };
-        format = mkOption {
-          type = types.enum shared.formats;
-          default = shared.formatOf config.file;
-          defaultText = literalExpression ''"yaml"/"json"/"dotenv"/"ini" by the file's extension, else "age"'';
-          description = "The file's format: an age file, or a sops file in one of sops's stores.";
-        };
-        key = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          example = "db/password";
-          description = ''
-            sops files only: the path of the value inside the document (`a/b`; the key for
-            dotenv; `section/key` for ini). null: the whole decrypted document.
-          '';
-        };
         installedPath = mkOption {
           type = types.str;
           readOnly = true;

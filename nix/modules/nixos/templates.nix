@@ -13,7 +13,6 @@
 let
   inherit (lib)
     literalExpression
-    mapAttrs
     mapAttrsToList
     mkIf
     mkOption
@@ -55,10 +54,7 @@ let
     }
   );
 
-  # The placeholder of each secret -> its name.
-  placeholderOwners = lib.listToAttrs (
-    mapAttrsToList (name: _: lib.nameValuePair (shared.placeholderFor name) name) cfg.secrets
-  );
+  placeholderOwners = l.common.placeholderOwners cfg.secrets;
 in
 {
   options.nixseal = {
@@ -68,13 +64,7 @@ in
       description = "Files rendered at activation from a text with placeholders of secrets, into {option}`nixseal.secretsDir`.";
     };
 
-    placeholder = mkOption {
-      type = types.attrsOf types.str;
-      readOnly = true;
-      default = mapAttrs (name: _: shared.placeholderFor name) cfg.secrets;
-      defaultText = literalExpression ''"<nixseal:" + sha256 of the name + ":placeholder>" for each secret'';
-      description = "The placeholder of each secret, to use in {option}`nixseal.templates.<name>.content`.";
-    };
+    placeholder = l.common.placeholder cfg.secrets;
   };
 
   config = mkIf (cfg.templates != { }) {

@@ -31,7 +31,7 @@ let
 
   # The placeholder of each secret needed for users -> its name: templates are rendered in the
   # system stage, which does not hold them.
-  usersPlaceholderOwners = lib.mapAttrs' (name: _: lib.nameValuePair (shared.placeholderFor name) name) forUsers;
+  usersPlaceholderOwners = l.common.placeholderOwners forUsers;
 
   secretAssertions =
     name: v:
