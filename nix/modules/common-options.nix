@@ -111,6 +111,32 @@ rec {
       };
     };
 
+  # The manifest's `identities`, in the order `nixseal install` tries them: sealed identities,
+  # the age key file, the OpenSSH keys, the others (the home-manager module has only the age key
+  # file and the OpenSSH keys).
+  identities =
+    {
+      sealedIdentityPaths ? [ ],
+      ageKeyFile,
+      identityPaths,
+      extraIdentities ? [ ],
+    }:
+    lib.unique (
+      map (path: {
+        type = "systemd-creds";
+        inherit path;
+      }) sealedIdentityPaths
+      ++ lib.optional (ageKeyFile != null) {
+        type = "age";
+        path = ageKeyFile;
+      }
+      ++ map (path: {
+        type = "ssh";
+        inherit path;
+      }) identityPaths
+      ++ map (i: { inherit (i) type path; } // lib.optionalAttrs (i.name != null) { inherit (i) name; }) extraIdentities
+    );
+
   # Refused outright, not only by assertion: a manifest must never name a file outside the store
   # (it would not be in the closure; a plaintext string path is a likely mistake).
   fileProblems =

@@ -55,16 +55,7 @@ let
     };
   };
 
-  identities = lib.unique (
-    lib.optional (cfg.ageKeyFile != null) {
-      type = "age";
-      path = cfg.ageKeyFile;
-    }
-    ++ map (path: {
-      type = "ssh";
-      inherit path;
-    }) cfg.identityPaths
-  );
+  identities = common.identities { inherit (cfg) ageKeyFile identityPaths; };
 
   # owner/group null: the user running `nixseal install`. No restart lists: home-manager has no
   # switch that reads them.

@@ -62,22 +62,15 @@ rec {
   userborn = options.services ? userborn && config.services.userborn.enable;
   useSystemdActivation = sysusers || userborn;
 
-  # The identities of both manifests, in the order they are tried (nix/modules/nixos/identities.nix).
-  identities = lib.unique (
-    map (path: {
-      type = "systemd-creds";
-      inherit path;
-    }) cfg.sealedIdentityPaths
-    ++ optional (cfg.ageKeyFile != null) {
-      type = "age";
-      path = cfg.ageKeyFile;
-    }
-    ++ map (path: {
-      type = "ssh";
-      inherit path;
-    }) cfg.identityPaths
-    ++ map (i: { inherit (i) type path; } // lib.optionalAttrs (i.name != null) { inherit (i) name; }) cfg.extraIdentities
-  );
+  # The identities of both manifests (options of nix/modules/nixos/identities.nix).
+  identities = common.identities {
+    inherit (cfg)
+      sealedIdentityPaths
+      ageKeyFile
+      identityPaths
+      extraIdentities
+      ;
+  };
 
   # Whether any secret or template is sealed as a credential (nix/modules/nixos/credentials.nix).
   haveCredentials = lib.any (e: e.credential != null) (
