@@ -3,8 +3,9 @@
 # a unit (sysusers/userborn), the options every secret and template has, and how the manifest of
 # a stage (docs/manifest.md) is made from config.nixseal and written to the store.
 #
-# Everything here is cheap or a function: what costs a pass over every secret (the assertions,
-# the wiring of services) stays in the one part that needs it.
+# Each part that imports it computes these values anew, so they are cheap or functions; what is
+# costly stays in the one part that needs it (the checks, the wiring of services, each manifest,
+# which the others read back from system.build).
 {
   config,
   lib,

@@ -1,9 +1,10 @@
 # The secrets part of the NixOS module (imported by nix/modules/nixos.nix): the option
-# nixseal.secrets with what every secret has (its encrypted file, format, key, owner, group, mode,
-# path, restart and reload lists), the system stage's manifest (system.build.nixsealManifest: the
-# secrets without neededForUsers, and the templates), and the checks that apply to every secret
-# and template: names, files, keys, owners, groups. `neededForUsers` is
-# nix/modules/nixos/users-stage.nix's, `services` and `credential` are
+# nixseal.secrets (each secret's file, format and key from nix/modules/common-options.nix, as the
+# home-manager module has them; owner, group, mode, path and restart lists from
+# nix/modules/nixos/lib.nix, as templates have them; installedPath), the system stage's manifest
+# (system.build.nixsealManifest: the secrets without neededForUsers, and the templates), and the
+# checks that apply to every secret and template: names, files, keys, owners, groups.
+# `neededForUsers` is nix/modules/nixos/users-stage.nix's, `services` and `credential` are
 # nix/modules/nixos/credentials.nix's.
 {
   config,

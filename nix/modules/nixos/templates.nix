@@ -1,7 +1,8 @@
 # The templates part of the NixOS module (imported by nix/modules/nixos.nix): the option
 # nixseal.templates (files rendered at activation from a text with placeholders), the read-only
-# nixseal.placeholder that gives each secret's placeholder, and the check that a template's
-# placeholders name declared secrets. Templates go into the system stage's manifest
+# nixseal.placeholder that gives each secret's placeholder (declared in
+# nix/modules/common-options.nix, as the home-manager module has it), and the check that a
+# template's placeholders name declared secrets. Templates go into the system stage's manifest
 # (nix/modules/nixos/secrets.nix); the options they share with secrets are in
 # nix/modules/nixos/lib.nix, `services` and `credential` in nix/modules/nixos/credentials.nix.
 {
