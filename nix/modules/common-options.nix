@@ -1,7 +1,8 @@
 # The options the NixOS module (nix/modules/nixos.nix and its parts in nix/modules/nixos/) and
 # the home-manager module (nix/modules/home-manager.nix) both have, declared here once, and what
 # both compute from them the same way. Not a module: each module puts these declarations in its
-# own `options`. The rules they check are nix/modules/shared.nix's.
+# own `options`. The rules they check are nix/modules/shared.nix's, passed on as `shared` to the
+# parts of the NixOS module.
 { lib }:
 let
   inherit (lib)
@@ -15,6 +16,8 @@ let
   shared = import ./shared.nix { inherit lib; };
 in
 rec {
+  inherit shared;
+
   # nixseal.package, nixseal.checkManifest and nixseal.keepGenerations. `flakeModule` is the
   # flake output that sets the package (flake.nix), named when none is set.
   general =

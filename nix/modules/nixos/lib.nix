@@ -20,8 +20,8 @@ let
     types
     ;
 
-  shared = import ../shared.nix { inherit lib; };
   common = import ../common-options.nix { inherit lib; };
+  inherit (common) shared;
   cfg = config.nixseal;
   usersCfg = config.users.users;
 
