@@ -69,8 +69,21 @@ rec {
     secrets:
     lib.listToAttrs (mapAttrsToList (name: _: lib.nameValuePair (shared.placeholderFor name) name) secrets);
 
-  # What a secret is decrypted from: options of each secret (`config` is the secret's).
-  secretFileOptions = config: {
+  # What a secret is decrypted from: options of each secret (`config` is the secret's). Those
+  # that do not depend on it are made once.
+  secretFileOptions =
+    config:
+    secretFileStaticOptions
+    // {
+      format = mkOption {
+        type = types.enum shared.formats;
+        default = shared.formatOf config.file;
+        defaultText = literalExpression ''"yaml"/"json"/"dotenv"/"ini" by the file's extension, else "age"'';
+        description = "The file's format: an age file, or a sops file in one of sops's stores.";
+      };
+    };
+
+  secretFileStaticOptions = {
     file = mkOption {
       type = shared.encryptedFile;
       example = literalExpression "./secrets/db-password.age";
@@ -78,12 +91,6 @@ rec {
         The encrypted file (age, or a sops file). Write it as a Nix path (`./db.age`, no
         quotes): the *encrypted* file is copied to the store. A string must be a store path.
       '';
-    };
-    format = mkOption {
-      type = types.enum shared.formats;
-      default = shared.formatOf config.file;
-      defaultText = literalExpression ''"yaml"/"json"/"dotenv"/"ini" by the file's extension, else "age"'';
-      description = "The file's format: an age file, or a sops file in one of sops's stores.";
     };
     key = mkOption {
       type = types.nullOr types.str;

@@ -73,9 +73,10 @@ let
       };
     };
 
-  # The two options, on secrets and on templates alike.
-  entryOptions = kind: name: {
-    services = mkOption {
+  # The two options, on secrets and on templates alike; `services` is made once per kind.
+  servicesOption = lib.genAttrs [ "secret" "template" ] (
+    kind:
+    mkOption {
       type = types.listOf types.str;
       default = [ ];
       example = [ "myapp" ];
@@ -86,7 +87,11 @@ let
         services are also restarted when it changes. For hosts with systemd-creds, prefer
         {option}`credential`: the plaintext is then nowhere but in the unit's credentials.
       '';
-    };
+    }
+  );
+
+  entryOptions = kind: name: {
+    services = servicesOption.${kind};
     credential = mkOption {
       type = types.nullOr (credentialType name);
       default = null;

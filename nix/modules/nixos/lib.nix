@@ -127,11 +127,12 @@ rec {
     }) cfg.templates;
 
   # The options every secret and template has (nix/modules/nixos/secrets.nix,
-  # nix/modules/nixos/templates.nix), mode and path as the home-manager module has them
-  # (nix/modules/common-options.nix); `services` and `credential` are
-  # nix/modules/nixos/credentials.nix's.
-  entryOptions =
-    { kind, config }:
+  # nix/modules/nixos/templates.nix): mode and path as the home-manager module has them
+  # (nix/modules/common-options.nix), owner, group, restart and reload lists; `services` and
+  # `credential` are nix/modules/nixos/credentials.nix's. All but `group` (whose default is the
+  # owner's group) are made once per kind, not once per entry.
+  staticEntryOptions = lib.genAttrs [ "secret" "template" ] (
+    kind:
     fileOptions
     // {
       owner = mkOption {
@@ -139,12 +140,6 @@ rec {
         default = "root";
         example = "postgres";
         description = "User owning the installed file: a name from users.users, or a numeric id.";
-      };
-      group = mkOption {
-        type = shared.principal;
-        default = defaultGroupOf config.owner;
-        defaultText = literalExpression ''config.users.users.''${owner}.group, or "root"'';
-        description = "Group of the installed file: a name from users.groups, or a numeric id.";
       };
       restartUnits = mkOption {
         type = types.listOf shared.unitName;
@@ -157,6 +152,19 @@ rec {
         default = [ ];
         example = [ "nginx.service" ];
         description = "Units reloaded when this ${kind} changes.";
+      };
+    }
+  );
+
+  entryOptions =
+    { kind, config }:
+    staticEntryOptions.${kind}
+    // {
+      group = mkOption {
+        type = shared.principal;
+        default = defaultGroupOf config.owner;
+        defaultText = literalExpression ''config.users.users.''${owner}.group, or "root"'';
+        description = "Group of the installed file: a name from users.groups, or a numeric id.";
       };
     };
 
