@@ -7,6 +7,10 @@
 # `nixseal.runtimeDir` is set, the manifest says `/@XDG_RUNTIME_DIR@` where it goes, and the
 # service writes a copy of the manifest with the real directory (a manifest holds no secret)
 # before `nixseal install` reads it.
+#
+# The options it shares with the NixOS module (package, checkManifest, keepGenerations,
+# placeholder, and each secret's file, format, key, mode and path) are declared in
+# nix/modules/common-options.nix.
 {
   config,
   lib,
@@ -14,9 +18,7 @@
 }:
 let
   inherit (lib)
-    filterAttrs
     literalExpression
-    mapAttrs
     mapAttrsToList
     mkIf
     mkOption
@@ -24,6 +26,7 @@ let
     ;
 
   shared = import ./shared.nix { inherit lib; };
+  common = import ./common-options.nix { inherit lib; };
   cfg = config.nixseal;
   pkgs = config._module.args.pkgs or null;
   home = config.home.homeDirectory;
@@ -31,46 +34,20 @@ let
   runtimeToken = "/@XDG_RUNTIME_DIR@";
   runtimeDir = if cfg.runtimeDir != null then cfg.runtimeDir else runtimeToken;
 
-  commonOptions = kind: {
-    mode = mkOption {
-      type = shared.mode;
-      default = "0400";
-      description = "Permissions of the installed file, in octal (at most 0777).";
-    };
-    path = mkOption {
-      type = types.nullOr shared.hostPath;
-      default = null;
-      example = literalExpression ''"''${config.home.homeDirectory}/.gitconfig"'';
-      description = "If set, a symlink made there pointing to the installed ${kind}.";
-    };
+  # mode and path, as the NixOS module has them (nix/modules/common-options.nix).
+  fileOptions = common.fileOptions {
+    pathExample = literalExpression ''"''${config.home.homeDirectory}/.gitconfig"'';
   };
 
   secretType = types.submodule (
     { config, ... }:
     {
-      options = commonOptions "secret" // {
-        file = mkOption {
-          type = shared.encryptedFile;
-          example = literalExpression "./secrets/github-token.age";
-          description = "The encrypted file (age or sops), as a Nix path: only the encrypted file is copied to the store.";
-        };
-        format = mkOption {
-          type = types.enum shared.formats;
-          default = shared.formatOf config.file;
-          defaultText = literalExpression ''by the file's extension, else "age"'';
-          description = "The file's format.";
-        };
-        key = mkOption {
-          type = types.nullOr types.str;
-          default = null;
-          description = "sops files only: the value's path inside the document (`a/b`); null: the whole document.";
-        };
-      };
+      options = fileOptions // common.secretFileOptions config;
     }
   );
 
   templateType = types.submodule {
-    options = commonOptions "template" // {
+    options = fileOptions // {
       content = mkOption {
         type = types.lines;
         description = "The file's text, with `config.nixseal.placeholder.<secret>` where a secret goes.";
@@ -78,21 +55,7 @@ let
     };
   };
 
-  identities = lib.unique (
-    lib.optional (cfg.ageKeyFile != null) {
-      type = "age";
-      path = cfg.ageKeyFile;
-    }
-    ++ map (path: {
-      type = "ssh";
-      inherit path;
-    }) cfg.identityPaths
-  );
-
-  fileProblems = mapAttrsToList (
-    name: s:
-    "${shared.optionPath "secrets" name "file"} = \"${toString s.file}\" is a string outside the Nix store; write it as a Nix path (./file.age, without quotes) so that the encrypted file is copied to the store"
-  ) (filterAttrs (_: s: !(shared.fileIsStorable s.file)) cfg.secrets);
+  identities = common.identities { inherit (cfg) ageKeyFile identityPaths; };
 
   # owner/group null: the user running `nixseal install`. No restart lists: home-manager has no
   # switch that reads them.
@@ -105,7 +68,7 @@ let
     reloadUnits = [ ];
   };
 
-  manifestValue = shared.failIfAny fileProblems {
+  manifestValue = shared.failIfAny (common.fileProblems cfg.secrets) {
     version = shared.manifestVersion;
     stage = "system";
     secretsDir = "${runtimeDir}/nixseal/secrets";
@@ -126,7 +89,7 @@ let
       }
     ) cfg.secrets;
     templates = mapAttrsToList (name: t: entry name t // { inherit (t) content; }) cfg.templates;
-    placeholders = mapAttrs (name: _: shared.placeholderFor name) cfg.secrets;
+    placeholders = common.placeholders cfg.secrets;
   };
 
   manifest = shared.writeManifest {
@@ -168,9 +131,7 @@ let
     else
       builtins.toFile "nixseal-home-install.sh" installScriptText;
 
-  placeholderOwners = lib.listToAttrs (
-    mapAttrsToList (name: _: lib.nameValuePair (shared.placeholderFor name) name) cfg.secrets
-  );
+  placeholderOwners = common.placeholderOwners cfg.secrets;
   allNames = builtins.attrNames cfg.secrets ++ builtins.attrNames cfg.templates;
 in
 {
@@ -196,13 +157,7 @@ in
       '';
       description = "Files rendered by the user service from a text with placeholders.";
     };
-    placeholder = mkOption {
-      type = types.attrsOf types.str;
-      readOnly = true;
-      default = mapAttrs (name: _: shared.placeholderFor name) cfg.secrets;
-      defaultText = literalExpression ''"<nixseal:" + sha256 of the name + ":placeholder>"'';
-      description = "The placeholder of each secret, for template contents.";
-    };
+    placeholder = common.placeholder cfg.secrets;
     identityPaths = mkOption {
       type = types.listOf shared.hostPath;
       default = [
@@ -234,26 +189,10 @@ in
       defaultText = literalExpression ''"''${runtimeDir}/nixseal/secrets"'';
       description = "Where the secrets are (a symlink to the active generation).";
     };
-    keepGenerations = mkOption {
-      type = types.ints.unsigned;
-      default = 1;
-      description = "Older generations kept besides the active one.";
-    };
-    package = mkOption {
-      type = types.package;
-      default =
-        if pkgs != null && pkgs ? nixseal then
-          pkgs.nixseal
-        else
-          throw "nixseal.package is not set: use the flake's homeManagerModules.default, add its overlays.default, or set nixseal.package.";
-      defaultText = literalExpression "pkgs.nixseal";
-      description = "The nixseal package.";
-    };
-    checkManifest = mkOption {
-      type = types.bool;
-      default = true;
-      description = "Run `nixseal install --check` on the manifest when it is built (nothing is decrypted).";
-    };
+  }
+  // common.general {
+    inherit pkgs;
+    flakeModule = "homeManagerModules.default";
   };
 
   config = mkIf (cfg.secrets != { } || cfg.templates != { }) {
