@@ -115,8 +115,11 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
 
 // ---- writing -------------------------------------------------------------------------------
 
-/** Strings the yaml library writes plain (no indicator start, no `: `/` #`, no trailing `:`). */
-const PLAIN_VALUE = /^(?:[A-Za-z0-9_]|-[A-Za-z0-9_])[A-Za-z0-9_./+=-]*$/;
+/**
+ * Strings the yaml library writes plain (no indicator start, no `: `/` #`, no trailing `:`, not
+ * `-` alone, no `---` document marker), base64url included.
+ */
+const PLAIN_VALUE = /^(?!---)(?:[A-Za-z0-9_]|-[A-Za-z0-9_-])[A-Za-z0-9_./+=-]*$/;
 
 interface SchemaTag {
   default?: boolean | string;
