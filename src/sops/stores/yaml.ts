@@ -24,6 +24,7 @@ import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsV
 import { isInt64 } from "../value-cipher.js";
 import { YamlAliases } from "../yaml-aliases.js";
 import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
+import { emitCanonical, parseCanonicalData } from "./yaml-canonical.js";
 
 /**
  * Bound on the nodes of a file, every document and every alias expansion counted (a "billion
@@ -170,8 +171,12 @@ function lineAndColumn(text: string, offset: number | undefined): { line: number
  * The aliases of each document, every document's expansion measured before any is expanded:
  * the limits hold for the whole file, however many documents it has.
  */
-function measureAliases(docs: readonly Document.Parsed[], text: string): (YamlAliases | null)[] {
-  let nodes = 0;
+function measureAliases(
+  docs: readonly Document.Parsed[],
+  text: string,
+  nodesBefore: number,
+): (YamlAliases | null)[] {
+  let nodes = nodesBefore;
   let aliased = 0;
   return docs.map((doc) => {
     if (doc.errors.length > 0) return null; // reported when the document is read
@@ -203,7 +208,11 @@ function measureAliases(docs: readonly Document.Parsed[], text: string): (YamlAl
 
 function parseYaml(input: Uint8Array): SopsBranch[] {
   checkSize("yaml", input);
-  const text = decodeUtf8("yaml", input);
+  return parseYamlText(decodeUtf8("yaml", input), 0);
+}
+
+/** `nodesBefore`: nodes of the same file already read (the fast path's), counted in the budget. */
+function parseYamlText(text: string, nodesBefore: number): SopsBranch[] {
   const docs = parseAllDocuments(text, {
     intAsBigInt: true,
     uniqueKeys: false, // checked below with a Set: the parser's own check is quadratic
@@ -214,8 +223,8 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
   });
   if (!Array.isArray(docs)) return [];
   const out: SopsBranch[] = [];
-  const aliases = measureAliases(docs, text);
-  const budget: NodeBudget = { used: 0 };
+  const aliases = measureAliases(docs, text, nodesBefore);
+  const budget: NodeBudget = { used: nodesBefore };
   docs.forEach((doc, i) => {
     const err = doc.errors[0];
     if (err !== undefined) {
@@ -332,7 +341,53 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
+/** The strings scalarNode writes double-quoted though they would be plain. */
+function quotedAsYaml11(s: string): boolean {
+  return YAML11_TIMESTAMP.test(s) || YAML11_BOOL.test(s);
+}
+
+/** Every document through the fast writer (yaml-canonical.ts), or null if one is not in its form. */
+function emitCanonicalDocs(branches: readonly SopsBranch[]): string[] | null {
+  const parts: string[] = [];
+  for (const b of branches) {
+    const s = emitCanonical(b, quotedAsYaml11);
+    if (s === null) return null;
+    parts.push(s);
+  }
+  return parts;
+}
+
+/**
+ * A sops file in the form sops writes, read without building a yaml Document for its data:
+ * the data by yaml-canonical.ts, only the metadata block by the yaml library. Null: take the
+ * full path (also for every error, so that errors are the full path's).
+ */
+function parseEncryptedFast(
+  input: Uint8Array,
+): { branches: SopsBranch[]; metadata: SopsBranch | null } | null {
+  checkSize("yaml", input);
+  const text = decodeUtf8("yaml", input);
+  const data = parseCanonicalData(text);
+  if (data === null || data.rest === text.length) return null;
+  let rest: SopsBranch[];
+  try {
+    rest = parseYamlText(text.slice(data.rest), data.nodes);
+  } catch {
+    return null;
+  }
+  if (rest.length !== 1) return null;
+  for (const it of rest[0]!.items) if (typeof it.key === "string" && data.branch.has(it.key)) return null;
+  return extractMetadata([new SopsBranch([...data.branch.items, ...rest[0]!.items])]);
+}
+
 function emitYaml(branches: SopsBranch[]): Uint8Array {
+  const fast = emitCanonicalDocs(branches);
+  if (fast !== null) return Buffer.from(fast.join("---\n"), "utf8");
+  return emitYamlDocuments(branches);
+}
+
+/** The full writer, through yaml Documents (exported for the tests of the fast one). */
+export function emitYamlDocuments(branches: readonly SopsBranch[]): Uint8Array {
   const parts: string[] = [];
   for (const b of branches) {
     const doc = new Document(null, { version: "1.2" });
@@ -368,7 +423,7 @@ export class YamlStore implements SopsStore {
   }
 
   parseEncrypted(input: Uint8Array): { branches: SopsBranch[]; metadata: SopsBranch | null } {
-    return extractMetadata(parseYaml(input));
+    return parseEncryptedFast(input) ?? extractMetadata(parseYaml(input));
   }
 
   emitPlain(branches: SopsBranch[]): Uint8Array {
@@ -377,9 +432,15 @@ export class YamlStore implements SopsStore {
 
   /** sops SerializeMetadata: the metadata is appended to every document. */
   emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array {
-    const docs = (branches.length > 0 ? branches : [new SopsBranch()]).map(
-      (b) => new SopsBranch([...b.items, { key: "sops", value: metadata }]),
-    );
-    return emitYaml(docs);
+    const data = branches.length > 0 ? branches : [new SopsBranch()];
+    const fast = emitCanonicalDocs(data);
+    if (fast !== null) {
+      // The metadata block printed alone is printed as it would be after the data's keys.
+      const meta = Buffer.from(emitYaml([new SopsBranch([{ key: "sops", value: metadata }])])).toString(
+        "utf8",
+      );
+      return Buffer.from(fast.map((d) => d + meta).join("---\n"), "utf8");
+    }
+    return emitYaml(data.map((b) => new SopsBranch([...b.items, { key: "sops", value: metadata }])));
   }
 }

@@ -1,0 +1,226 @@
+/**
+ * The fast YAML path (src/sops/stores/yaml-canonical.ts) against the full one through the yaml
+ * library: on random trees and texts, whenever the fast path answers, its answer is the full
+ * path's, byte for byte; and it answers for the common form sops writes.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { test } from "node:test";
+import { X25519Identity } from "../../src/age/x25519.js";
+import {
+  decryptDocument,
+  encryptNewDocument,
+  SopsBranch,
+  SopsComment,
+  type SopsValue,
+  YamlStore,
+} from "../../src/sops/index.js";
+import { extractMetadata } from "../../src/sops/stores/store.js";
+import { emitYamlDocuments } from "../../src/sops/stores/yaml.js";
+import { emitCanonical, parseCanonicalData } from "../../src/sops/stores/yaml-canonical.js";
+
+/** A small deterministic generator, so that a failure can be replayed. */
+function rng(seed: number): (n: number) => number {
+  let s = seed >>> 0 || 1;
+  return (n) => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  };
+}
+
+const ODD_KEYS = [
+  "true",
+  "Null",
+  "1",
+  "a b",
+  "x.y",
+  "-a",
+  "_k",
+  "key_unencrypted",
+  "yes",
+  "ENC",
+  "sops",
+  "é",
+];
+const ODD_VALUES = [
+  "123",
+  "-1",
+  "+1",
+  "1e5",
+  "1E-5",
+  "0x1F",
+  "0o17",
+  ".5",
+  "1.",
+  "1_000",
+  "3abc",
+  "-abc",
+  "--x",
+  "---",
+  "-",
+  "...x",
+  "yes",
+  "No",
+  "on",
+  "y",
+  "2024-01-02",
+  "2024-01-02T03:04:05Z",
+  "null",
+  "~",
+  "true",
+  "False",
+  ".inf",
+  ".NaN",
+  "",
+  "a: b",
+  "a #b",
+  "#a",
+  "a:",
+  "a b",
+  " a",
+  "a\nb",
+  "é",
+  "a/b+c=",
+  "x.y.z",
+  "ENC[AES256_GCM,data:,iv:AAAA,tag:AAAA,type:str]",
+];
+const COMMENTS = [" c", "c", " ENC[x]", " ", "", "a\tb", " trailing "];
+
+function encLike(r: (n: number) => number): string {
+  const b64 = (n: number) => randomBytes(n).toString("base64");
+  return `ENC[AES256_GCM,data:${b64(r(40))},iv:${b64(32)},tag:${b64(16)},type:${["str", "int", "comment"][r(3)]}]`;
+}
+
+function randomKey(r: (n: number) => number): string {
+  return r(8) === 0 ? ODD_KEYS[r(ODD_KEYS.length)]! : `key_${r(1000)}`;
+}
+
+function randomLeaf(r: (n: number) => number, encrypted: boolean): SopsValue {
+  const k = r(20);
+  if (encrypted && k < 16) return encLike(r);
+  if (k < 8)
+    return randomBytes(48)
+      .toString("base64url")
+      .slice(0, 1 + r(64));
+  if (k < 17) {
+    const v = ODD_VALUES[r(ODD_VALUES.length)]!;
+    return encrypted || !v.startsWith("ENC[") ? v : "x";
+  }
+  if (k === 17) return BigInt(r(100));
+  if (k === 18) return r(2) === 0;
+  return r(2) === 0 ? null : [encrypted ? encLike(r) : "x"];
+}
+
+function randomBranch(r: (n: number) => number, depth: number, encrypted: boolean): SopsBranch {
+  const b = new SopsBranch();
+  const n = 1 + r(6);
+  for (let i = 0; i < n; i++) {
+    if (r(4) === 0)
+      b.items.push({ key: new SopsComment(COMMENTS[r(COMMENTS.length)]!, r(10) === 0), value: null });
+    const key = randomKey(r);
+    if (b.has(key)) continue;
+    const value = depth < 3 && r(3) === 0 ? randomBranch(r, depth + 1, encrypted) : randomLeaf(r, encrypted);
+    b.items.push({ key, value });
+  }
+  if (r(12) === 0) b.items.push({ key: new SopsComment(" last"), value: null });
+  return b;
+}
+
+const store = new YamlStore();
+
+test("the fast writer prints what the full writer prints, and is used for the common form", () => {
+  let fast = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const r = rng(seed);
+    const docs =
+      r(10) === 0 ? [randomBranch(r, 0, false), randomBranch(r, 0, false)] : [randomBranch(r, 0, r(2) === 0)];
+    const full = Buffer.from(emitYamlDocuments(docs)).toString("utf8");
+    const got = Buffer.from(store.emitPlain(docs)).toString("utf8");
+    assert.equal(got, full, `seed ${seed}`);
+    if (docs.every((d) => emitCanonical(d, () => false) !== null)) fast++;
+  }
+  assert.ok(fast > 300, `only ${fast} trees in the common form`);
+});
+
+test("the fast reader reads what the full reader reads, or leaves the text to it", () => {
+  let answered = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const r = rng(seed);
+    let text = Buffer.from(emitYamlDocuments([randomBranch(r, 0, true)])).toString("utf8");
+    // Damage the form: the fast reader must then agree with the full one or step aside.
+    const lines = text.split("\n");
+    const at = r(Math.max(1, lines.length - 1));
+    switch (r(12)) {
+      case 0:
+        lines.splice(at, 0, "");
+        break;
+      case 1:
+        lines[at] = `  ${lines[at]}`;
+        break;
+      case 2:
+        lines[at] = `${lines[at]} `;
+        break;
+      case 3:
+        lines.splice(at, 0, `${" ".repeat(4 * r(3))}# moved`);
+        break;
+      case 4:
+        lines.splice(at, 0, lines[at]!);
+        break;
+      case 5:
+        lines[at] = `${lines[at]} # inline`;
+        break;
+      case 6:
+        lines.splice(at, 0, "---");
+        break;
+      default:
+        break;
+    }
+    text = lines.join("\n");
+    let full: SopsBranch[] | Error;
+    try {
+      full = store.parsePlain(Buffer.from(text));
+    } catch (e) {
+      full = e as Error;
+    }
+    const fast = parseCanonicalData(text);
+    // A top-level `sops:` line ends the data part; the whole file is compared below.
+    if (fast === null || fast.rest !== text.length) continue;
+    answered++;
+    assert.ok(!(full instanceof Error), `seed ${seed}: the full reader refused: ${String(full)}\n${text}`);
+    assert.equal(full.length, 1, `seed ${seed}`);
+    assert.deepEqual(fast.branch, full[0], `seed ${seed}\n${text}`);
+  }
+  assert.ok(answered > 100, `the fast reader answered only ${answered} times`);
+});
+
+test("sops files: the fast paths read and write them as the full paths do", async () => {
+  const id = X25519Identity.generate();
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = rng(seed);
+    const plain = randomBranch(r, 0, false);
+    const enc = await encryptNewDocument([plain], store, { keyGroups: [[id.recipient().toString()]] });
+    const full = extractMetadata(store.parsePlain(enc));
+    assert.ok(full.metadata !== null);
+    assert.deepEqual(store.parseEncrypted(enc), full, `seed ${seed}`);
+    // The same tree through both writers (the full path need not give back `text`: it moves
+    // a comment after a nested mapping's last key to before the next key).
+    const withMeta = full.branches.map(
+      (b) => new SopsBranch([...b.items, { key: "sops", value: full.metadata! }]),
+    );
+    assert.equal(
+      Buffer.from(store.emitEncrypted(full.branches, full.metadata)).toString("utf8"),
+      Buffer.from(emitYamlDocuments(withMeta)).toString("utf8"),
+      `seed ${seed}`,
+    );
+    const doc = await decryptDocument(enc, store, { identities: [id] });
+    assert.equal(
+      Buffer.from(store.emitPlain(doc.branches)).toString("utf8"),
+      Buffer.from(emitYamlDocuments(doc.branches)).toString("utf8"),
+      `seed ${seed}`,
+    );
+  }
+});
