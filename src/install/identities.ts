@@ -59,7 +59,7 @@ async function loadSsh(file: string): Promise<{ key: SshKeyIdentity; derived: Id
     data = readSshKey(file);
   } catch (e) {
     if (e instanceof NixsealError) throw e;
-    throw ioError("read the ssh host key", file, e);
+    throw ioError("read the ssh key", file, e);
   }
   try {
     const key = parseSshPrivateKey(data, { file });

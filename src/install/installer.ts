@@ -147,8 +147,10 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
     for (const v of kept.values()) wipe(v);
   }
   // A secret no identity opened: the identities that failed to load may be why.
+  // Otherwise a missing identity file is skipped silently, as docs/manifest.md says (defaults
+  // such as a user's ~/.ssh/id_rsa often do not exist); an unreadable or broken one is a warning.
   if (noMatch) problems.add(...keys.deferred);
-  else report.warnings.push(...keys.deferred);
+  else report.warnings.push(...keys.deferred.filter((e) => !isMissingFile(e)));
 
   const credentials = await encryptCredentials(
     m,
@@ -196,4 +198,8 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
+}
+
+function isMissingFile(e: { code: string; cause?: unknown }): boolean {
+  return e.code === "IO" && (e.cause as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
 }

@@ -688,3 +688,25 @@ test(
     for (const v of values) assert.ok(!failed.stderr.includes(v) && !failed.stdout.includes(v));
   }),
 );
+
+test(
+  "a missing identity file is skipped without a warning while another key decrypts; an unreadable one is a warning",
+  withHost(async (host) => {
+    const a = await ageFile(host, "a", uniqueSecret("a"));
+    const broken = path.join(host.dir, "broken_key");
+    fs.writeFileSync(broken, "not a key\n", { mode: 0o600 });
+    const m = writeManifest(host, [secret("a", a)], [], {
+      identities: [
+        { type: "ssh", path: path.join(host.dir, "home", ".ssh", "id_rsa") },
+        { type: "ssh", path: broken },
+        { type: "ssh", path: host.hostKey },
+      ],
+    });
+    const r = runPlan(host, [{ op: "install", args: ["--manifest", m, "--json"] }]);
+    const j = jsonOf(r[0]) as { ok: boolean; warnings: { message: string }[] };
+    assert.equal(j.ok, true);
+    assert.equal(j.warnings.length, 1, JSON.stringify(j.warnings));
+    assert.match(j.warnings[0]!.message, /broken_key/);
+    assert.doesNotMatch(JSON.stringify(j.warnings), /id_rsa|host key/);
+  }),
+);
