@@ -83,6 +83,22 @@ describe("NixOS module: secrets as systemd credentials", { skip: missing }, () =
     }`);
   });
 
+  test("installedPath of a credential: where its one service finds it; with several services, an error saying where", () => {
+    assert.equal(nixos([host], "secrets.token.installedPath"), "/run/credentials/myapp.service/api-token");
+    assert.equal(
+      nixos([host], 'templates."app.env".installedPath'),
+      "/run/credentials/myapp.service/app.env",
+    );
+    assert.equal(nixos([host], "secrets.plain.installedPath"), "/run/nixseal/secrets/plain");
+    const r = nixEval("eval-nixos.nix", [host], 'secrets."db/password".installedPath');
+    assert.equal(r.ok, false);
+    if (!r.ok)
+      assert.match(
+        r.stderr,
+        /loaded by 2 services, so it has no one file; each service reads it as \$CREDENTIALS_DIRECTORY\/db-password/,
+      );
+  });
+
   test("the manifest: each credential's name, key, PCRs and units; the credstore; sealed identities first", () => {
     const m = manifestOf([host]);
     assert.equal(m.credstoreDir, "/var/lib/nixseal/credstore");
