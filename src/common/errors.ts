@@ -113,7 +113,7 @@ export function isNixsealError(e: unknown): e is NixsealError {
  * anything else, a bug, propagate unchanged: after this call `e` is a NixsealError.
  */
 export function rethrowUnlessNixseal(e: unknown): asserts e is NixsealError {
-  rethrowUnlessNixseal(e);
+  if (!(e instanceof NixsealError)) throw e;
 }
 
 /** Wraps a Node.js system error (ENOENT, EACCES, ...) into a NixsealError naming the file. */
