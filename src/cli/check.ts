@@ -3,7 +3,7 @@ import { NixsealError } from "../common/index.js";
 import { checkRepository } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { sanitize, useColor } from "./report.js";
+import { redactSecrets, safeText, useColor } from "./report.js";
 import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
 import { VAULT_OPTIONS } from "./vault-context.js";
 
@@ -67,14 +67,15 @@ export const command: Command = {
     const report = checkRepository(rules, sopsConfig);
     const drift = report.problems.filter((p) => p.severity === "drift").length;
     if (values.json) {
-      process.stdout.write(`${JSON.stringify(report)}\n`);
+      const problems = report.problems.map((p) => ({ ...p, message: redactSecrets(p.message) }));
+      process.stdout.write(`${JSON.stringify({ ...report, problems })}\n`);
     } else {
       const color = useColor(process.stdout);
       const paint = (code: string, s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
       for (const p of report.problems) {
         const label = p.severity === "drift" ? paint("31", "drift:") : paint("33", "warning:");
         const who = p.secret === null ? "" : ` (secret "${p.secret}")`;
-        process.stdout.write(`${label} ${sanitize(`${p.file}${who}: ${p.message}`)}\n`);
+        process.stdout.write(`${label} ${safeText(`${p.file}${who}: ${p.message}`)}\n`);
       }
       const n = report.secrets;
       const summary =

@@ -2,11 +2,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { NixsealError } from "../common/index.js";
-import { describeRecipient, lastChanges } from "../vault/index.js";
+import { lastChanges } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { useColor } from "./report.js";
-import { rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal list [--rules FILE] [--json]
 
@@ -51,7 +51,7 @@ export const command: Command = {
           size,
           armor: rule.armor,
           lastChange: changes.get(rel) ?? null,
-          recipients: rule.publicKeys.map(describeRecipient),
+          recipients: rule.publicKeys.map(shownRecipient),
         };
       });
     if (values.json) {

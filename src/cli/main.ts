@@ -4,7 +4,7 @@
  * start fast. Only src/cli/ prints or exits.
  */
 import { abortAllAtomicFiles, isNixsealError } from "../common/index.js";
-import { printError } from "./report.js";
+import { printError, quoteArg } from "./report.js";
 import { version } from "./version.js";
 
 export interface Command {
@@ -96,7 +96,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS[name] ?? HIDDEN_COMMANDS[name];
   if (!entry) {
-    process.stderr.write(`nixseal: error: unknown command "${name.slice(0, 40)}"\n`);
+    // What was typed is quoted, shortened, and not at all if it may be a secret key.
+    process.stderr.write(`nixseal: error: unknown command ${quoteArg(name)}\n`);
     process.stderr.write(`nixseal: hint: run 'nixseal --help' for the list of commands\n`);
     return 2;
   }

@@ -9,6 +9,7 @@
 import * as tty from "node:tty";
 import type { Identity } from "../age/index.js";
 import { isNixsealError, NixsealError } from "../common/index.js";
+import { looksLikeSecretKey } from "../keys/index.js";
 import { noMatchingRuleError, parseMetadata, ruleFor, type SopsConfig } from "../sops/index.js";
 import {
   diffSopsRecipients,
@@ -118,6 +119,11 @@ async function updateFile(
 
 const CONFIG_CODES = new Set(["USAGE", "SOPS_CONFIG"]);
 
+/** A recipient in the output; a secret key written into .sops.yaml by mistake is not shown. */
+function shownKey(r: string): string {
+  return looksLikeSecretKey(r) ? "(a SECRET key, not shown: remove it from .sops.yaml)" : r;
+}
+
 export const command: Command = {
   name: "updatekeys",
   errorExitCode: 1,
@@ -156,10 +162,14 @@ export const command: Command = {
         continue;
       }
       if (values.json) {
-        process.stdout.write(`${JSON.stringify(report)}\n`);
+        const shown = { ...report, added: report.added.map(shownKey), removed: report.removed.map(shownKey) };
+        process.stdout.write(`${JSON.stringify(shown)}\n`);
         continue;
       }
-      const parts = [...report.added.map((r) => `added ${r}`), ...report.removed.map((r) => `removed ${r}`)];
+      const parts = [
+        ...report.added.map((r) => `added ${shownKey(r)}`),
+        ...report.removed.map((r) => `removed ${shownKey(r)}`),
+      ];
       if (!report.changed) {
         process.stdout.write(`${report.file}: already up to date\n`);
       } else {

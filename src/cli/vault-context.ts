@@ -3,8 +3,8 @@
  * --no-cache), the rules, and the identities to decrypt with (asked for lazily, once).
  */
 import type { Identity } from "../age/index.js";
-import { type KeyContext, loadDefaultIdentities } from "../keys/index.js";
-import { loadRules, type Rules } from "../vault/index.js";
+import { type KeyContext, loadDefaultIdentities, looksLikeSecretKey } from "../keys/index.js";
+import { describeRecipient, loadRules, type Rules } from "../vault/index.js";
 import type { Options } from "./args.js";
 import { askPassphrase, pluginUI } from "./terminal.js";
 
@@ -46,4 +46,15 @@ export function rulesOf(values: VaultValues, near?: string): Rules {
 
 export function identitiesOf(values: VaultValues, ctx: KeyContext = keyContext()): Promise<Identity[]> {
   return loadDefaultIdentities({ flags: values.identity ?? [] }, ctx);
+}
+
+/**
+ * A recipient of the rules as list and who show it. A secret key written into the rules by
+ * mistake is flagged, and nothing of it is shown.
+ */
+export function shownRecipient(s: string): ReturnType<typeof describeRecipient> {
+  if (looksLikeSecretKey(s)) {
+    return { recipient: "(not shown)", kind: "unknown", label: "a SECRET key, not a recipient: remove it" };
+  }
+  return describeRecipient(s);
 }
