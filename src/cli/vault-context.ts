@@ -19,8 +19,9 @@ export const VAULT_OPTIONS = {
 export const VAULT_OPTIONS_HELP = `Common options:
     --rules FILE          The rules file (default: $RULES, else the first secrets.nix found
                           walking up from the current directory, else ./secrets/secrets.nix).
-    -i, --identity FILE   An identity to decrypt with (repeatable). Without -i: NIXSEAL_IDENTITY,
-                          SOPS_AGE_KEY_FILE, SOPS_AGE_SSH_PRIVATE_KEY_FILE, SOPS_AGE_KEY,
+    -i, --identity FILE   An identity to decrypt with (repeatable). Given -i, only those are
+                          used, as with age. Without -i: NIXSEAL_IDENTITY, SOPS_AGE_KEY_FILE,
+                          SOPS_AGE_SSH_PRIVATE_KEY_FILE, SOPS_AGE_KEY,
                           ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt,
                           ~/.ssh/id_ed25519, ~/.ssh/id_rsa, then SOPS_AGE_KEY_CMD.
     --json                Machine-readable output.
