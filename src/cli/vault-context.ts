@@ -25,7 +25,7 @@ export const VAULT_OPTIONS_HELP = `Common options:
                           ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt,
                           ~/.ssh/id_ed25519, ~/.ssh/id_rsa, then SOPS_AGE_KEY_CMD.
     --json                Machine-readable output.
-    --no-cache            Evaluate secrets.nix again instead of using the cache.
+    --no-cache            Evaluate secrets.nix directly: the cache is neither read nor written.
 `;
 
 export interface VaultValues {
