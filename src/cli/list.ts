@@ -19,7 +19,7 @@ Example:
     db-password.age    412 B   2026-11-02  alice@laptop, web (ssh-ed25519)
     $ nixseal list --json | jq '.[] | select(.recipients | length < 2)'
 
-Exit codes: 0 success, 2 usage or rules error.
+Exit codes: 0 success, 1 failure (a file cannot be read), 2 usage or rules error.
 `;
 
 export const command: Command = {

@@ -67,8 +67,8 @@ Usage: nixseal COMMAND [ARGS...]
 Commands:
 ${lines.join("\n")}
 
-Run 'nixseal COMMAND --help' for a command's options and an example.
-Exit codes: 0 success, 1 error (see README.md for each command's codes).
+Run 'nixseal COMMAND --help' for a command's options, an example and its exit codes.
+Exit codes: 0 success, 1 failure, 2 usage error (no or an unknown COMMAND).
 `;
 }
 
@@ -86,9 +86,15 @@ function installSignalHandlers(): void {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
+  if (name === undefined) {
+    // A usage error like an unknown command: the overview goes to stderr, stdout stays empty.
+    process.stderr.write(usage());
+    process.stderr.write("nixseal: error: no COMMAND given\n");
+    return 2;
+  }
+  if (name === "-h" || name === "--help" || name === "help") {
     process.stdout.write(usage());
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   if (name === "--version" || name === "-V" || name === "version") {
     process.stdout.write(`nixseal ${version()}\n`);

@@ -1,11 +1,11 @@
 /** `nixseal who NAME|RECIPIENT`: who can read a secret, or what a recipient can read. */
 import * as fs from "node:fs";
 import { NixsealError } from "../common/index.js";
-import { looksLikeSecretKey } from "../keys/index.js";
+import { looksLikeSecretKey, parseRecipientString, pluginNameOfRecipient } from "../keys/index.js";
 import { findSecret, normalizeRecipient } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { quoteArg } from "./report.js";
+import { printError, quoteArg } from "./report.js";
 import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal who NAME|RECIPIENT|FILE.pub [--rules FILE] [--json]
@@ -18,8 +18,20 @@ Example:
     $ nixseal who db-password.age
     $ nixseal who ~/.ssh/id_ed25519.pub
 
-Exit codes: 0 success, 1 nothing found, 2 usage or rules error.
+Exit codes: 0 success, 1 nothing found (a valid recipient that no secret lists), 2 usage or
+rules error (neither a secret NAME nor a recipient, no secrets.nix).
 `;
+
+/** Is this a recipient nixseal could encrypt to (parsed only: no plugin is run)? */
+function isRecipient(s: string): boolean {
+  if (pluginNameOfRecipient(s) !== null) return true;
+  try {
+    parseRecipientString(s, "who");
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** The first key line of a public key file; a file holding a private key is refused. */
 function recipientOfFile(file: string): string {
@@ -77,13 +89,27 @@ export const command: Command = {
       .map((s) => s.name)
       .sort();
     if (secrets.length === 0) {
-      throw new NixsealError(
-        "NOT_IN_RULES",
-        `${quoteArg(arg, 60)} is neither a secret nor a recipient in ${rules.file}`,
-        {
-          hint: "pass a secret name from 'nixseal list', or a recipient exactly as in secrets.nix",
-        },
+      if (!isRecipient(recipient)) {
+        throw new NixsealError(
+          "NOT_IN_RULES",
+          `${quoteArg(arg, 60)} is neither a secret nor a recipient in ${rules.file}`,
+          {
+            hint: "pass a secret name from 'nixseal list', or a recipient exactly as in secrets.nix",
+          },
+        );
+      }
+      // A valid question with an empty answer: exit 1 ("nothing found"), not a usage error.
+      printError(
+        "nixseal who",
+        new NixsealError(
+          "NOT_IN_RULES",
+          `no secret in ${rules.file} is for ${fromFile ? arg : shownRecipient(recipient).label}`,
+          {
+            hint: "add the recipient to the publicKeys of a secret in secrets.nix, then run 'nixseal rekey'",
+          },
+        ),
       );
+      return 1;
     }
     if (values.json)
       process.stdout.write(`${JSON.stringify({ recipient: shownRecipient(recipient), secrets })}\n`);
