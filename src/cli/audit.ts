@@ -260,6 +260,7 @@ export const command: Command = {
   name: "audit",
   errorExitCode: 2,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal audit --help' for usage");
     if (values.help) {

@@ -103,6 +103,7 @@ export const command: Command = {
   // Only --sweep and --wrapper can fail: the hooks themselves never throw (see below).
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal build-hook --help' for usage");
     if (values.help) {

@@ -52,6 +52,7 @@ export const command: Command = {
   name: "check",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal check --help' for usage");
     if (values.help) {

@@ -341,6 +341,7 @@ export const command: Command = {
   name: "edit",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parseEditArgs(argv);
     if (values.help) {

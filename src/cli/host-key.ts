@@ -109,6 +109,7 @@ export const command: Command = {
   name: "host-key",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, USAGE_HINT);
     if (values.help || positionals[0] === "help") {

@@ -117,6 +117,7 @@ export const command: Command = {
   name: "init",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal init --help' for usage");
     if (values.help) {

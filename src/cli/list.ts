@@ -26,6 +26,7 @@ export const command: Command = {
   name: "list",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, VAULT_OPTIONS, "run 'nixseal list --help' for usage");
     if (values.help) {

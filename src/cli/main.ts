@@ -4,7 +4,7 @@
  * start fast. Only src/cli/ prints or exits.
  */
 import { abortAllAtomicFiles, isNixsealError } from "../common/index.js";
-import { printError, quoteArg } from "./report.js";
+import { printError, quoteArg, reportFailure, wantsJson } from "./report.js";
 import { version } from "./version.js";
 
 export interface Command {
@@ -19,6 +19,11 @@ export interface Command {
    * commands use 2; age-compatible commands leave it unset (everything is 1, as age).
    */
   readonly usageExitCode?: number;
+  /**
+   * The command takes --json: then a failure also prints `{"error": {...}}` on stdout (see
+   * report.ts, failureJson).
+   */
+  readonly json?: boolean;
 }
 
 const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG"]);
@@ -113,7 +118,7 @@ async function main(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (e) {
     abortAllAtomicFiles();
-    printError(`nixseal ${command.name}`, e);
+    reportFailure(`nixseal ${command.name}`, e, command.json === true && wantsJson(rest));
     if (command.usageExitCode !== undefined && isNixsealError(e) && USAGE_CODES.has(e.code)) {
       return command.usageExitCode;
     }

@@ -105,6 +105,7 @@ export const command: Command = {
   name: "rekey",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal rekey --help' for usage");
     if (values.help) {

@@ -78,3 +78,65 @@ export function printError(prog: string, err: unknown): void {
 export function printWarning(prog: string, message: string): void {
   process.stderr.write(`${prog}: ${paint("33", "warning:")} ${safeText(message)}\n`);
 }
+
+export interface ErrorJson {
+  code: string;
+  message: string;
+  hint: string | null;
+  file: string | null;
+}
+
+/** One problem as --json shows it (the same redaction as on the terminal). */
+export function errorJson(e: NixsealError): ErrorJson {
+  return {
+    code: e.code,
+    message: redactSecrets(e.message),
+    hint: e.hint === undefined ? null : redactSecrets(e.hint),
+    file: e.file ?? null,
+  };
+}
+
+/**
+ * The --json form of a failure: one line on stdout, `{"error": {"code", "message", "hint",
+ * "file"}}`, plus `"problems": [...]` (each in the same form) when one run found several.
+ * Anything but a NixsealError is a bug: code INTERNAL.
+ */
+export function failureJson(err: unknown): string {
+  return `${JSON.stringify({ error: failureObject(err) })}\n`;
+}
+
+/** The object under "error" in failureJson. */
+export function failureObject(err: unknown): ErrorJson & { problems?: ErrorJson[] } {
+  let error: ErrorJson & { problems?: ErrorJson[] };
+  if (isNixsealError(err)) {
+    const list = err.problems.length > 0 ? err.problems : [err];
+    error = errorJson(list.length === 1 ? list[0]! : err);
+    if (list.length > 1) error.problems = list.map(errorJson);
+  } else {
+    error = {
+      code: "INTERNAL",
+      message: redactSecrets(String((err as Error)?.message ?? err)),
+      hint: "this is a bug in nixseal; please report it with the command you ran",
+      file: null,
+    };
+  }
+  return error;
+}
+
+/**
+ * Reports a failure: the error lines on stderr and, with --json, the JSON form on stdout (so a
+ * script reading stdout always gets one object).
+ */
+export function reportFailure(prog: string, err: unknown, json: boolean): void {
+  printError(prog, err);
+  if (json) process.stdout.write(failureJson(err));
+}
+
+/** Did the user ask for --json (before any "--")? */
+export function wantsJson(argv: readonly string[]): boolean {
+  for (const a of argv) {
+    if (a === "--") return false;
+    if (a === "--json") return true;
+  }
+  return false;
+}

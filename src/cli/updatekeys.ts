@@ -20,7 +20,7 @@ import {
 } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printError, printWarning } from "./report.js";
+import { errorJson, printError, printWarning } from "./report.js";
 import {
   displayPath,
   readSopsFile,
@@ -47,7 +47,8 @@ Each file is updated on its own, all or nothing; every file's problem is reporte
 Options:
     --dry-run             Show what would change; write nothing (no identity needed).
 ${SOPS_OPTIONS_HELP}    -i, --identity FILE   An identity to decrypt the data key with (repeatable).
-    --json                One JSON object per file on standard output.
+    --json                One JSON object per file on standard output; a file that failed has
+                          "error": {"code", "message", "hint", "file"}.
     -h, --help            This help.
 
 Example:
@@ -128,6 +129,7 @@ export const command: Command = {
   name: "updatekeys",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal updatekeys --help' for usage");
     if (values.help) {
@@ -156,8 +158,10 @@ export const command: Command = {
         if (isNixsealError(e) && CONFIG_CODES.has(e.code)) configFailures++;
         else failures++;
         if (values.json) {
-          const code = isNixsealError(e) ? e.code : "INTERNAL";
-          process.stdout.write(`${JSON.stringify({ file: displayPath(file), error: code })}\n`);
+          const error = isNixsealError(e)
+            ? errorJson(e)
+            : { code: "INTERNAL", message: String((e as Error)?.message ?? e), hint: null, file: null };
+          process.stdout.write(`${JSON.stringify({ file: displayPath(file), error })}\n`);
         }
         continue;
       }

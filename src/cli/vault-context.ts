@@ -24,7 +24,8 @@ export const VAULT_OPTIONS_HELP = `Common options:
                           SOPS_AGE_SSH_PRIVATE_KEY_FILE, SOPS_AGE_KEY,
                           ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt,
                           ~/.ssh/id_ed25519, ~/.ssh/id_rsa, then SOPS_AGE_KEY_CMD.
-    --json                Machine-readable output.
+    --json                Machine-readable output on stdout, one JSON object; a failure prints
+                          {"error": {"code", "message", "hint", "file"}}.
     --no-cache            Evaluate secrets.nix directly: the cache is neither read nor written.
 `;
 

@@ -5,7 +5,7 @@ import { looksLikeSecretKey, parseRecipientString, pluginNameOfRecipient } from 
 import { findSecret, normalizeRecipient } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printError, quoteArg } from "./report.js";
+import { quoteArg, reportFailure } from "./report.js";
 import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal who NAME|RECIPIENT|FILE.pub [--rules FILE] [--json]
@@ -55,6 +55,7 @@ export const command: Command = {
   name: "who",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, VAULT_OPTIONS, "run 'nixseal who --help' for usage");
     if (values.help) {
@@ -99,7 +100,7 @@ export const command: Command = {
         );
       }
       // A valid question with an empty answer: exit 1 ("nothing found"), not a usage error.
-      printError(
+      reportFailure(
         "nixseal who",
         new NixsealError(
           "NOT_IN_RULES",
@@ -108,6 +109,7 @@ export const command: Command = {
             hint: "add the recipient to the publicKeys of a secret in secrets.nix, then run 'nixseal rekey'",
           },
         ),
+        values.json === true,
       );
       return 1;
     }

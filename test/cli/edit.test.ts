@@ -388,13 +388,14 @@ echo "second line" >> "$1"`,
     if (!fs.existsSync(file)) ageEncrypt(file, `${MARKER} db\n`); // (when run alone)
     const before = fs.readFileSync(file);
     for (const blank of [{}, { EDITOR: "  ", VISUAL: "" }]) {
-      const r = edit(["db.age"], { ...blank, PATH: `${viBin}:${process.env.PATH}` });
+      const r = edit(["db.age", "--json"], { ...blank, PATH: `${viBin}:${process.env.PATH}` });
       assert.equal(r.status, 1, r.stderr);
       assert.match(
         r.stderr,
         /error: no editor to run: VISUAL and EDITOR are not set, and vi needs a terminal/,
       );
       assert.match(r.stderr, /hint: run nixseal edit in a terminal, or set EDITOR/);
+      assert.equal(JSON.parse(r.stdout.toString()).error.code, "NO_TERMINAL");
       assert.equal(fs.existsSync(path.join(records, "vi-ran")), false, "vi was started");
     }
     assert.deepEqual(fs.readFileSync(file), before);
