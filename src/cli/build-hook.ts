@@ -18,7 +18,7 @@ import {
 import { findExecutable, NixsealError } from "../common/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { sanitize } from "./report.js";
+import { quoteArg, sanitize } from "./report.js";
 
 const HELP = `Usage: nixseal build-hook DRV [CHROOT]          (Nix's pre-build-hook)
        nixseal build-hook --post                   (Nix's post-build-hook; reads DRV_PATH)
@@ -113,7 +113,7 @@ export const command: Command = {
     const policyFile = values.policy ?? DEFAULT_POLICY_FILE;
     if (values.wrapper !== undefined) {
       if (values.wrapper !== "pre" && values.wrapper !== "post") {
-        throw new NixsealError("USAGE", `--wrapper takes pre or post, not "${values.wrapper.slice(0, 20)}"`, {
+        throw new NixsealError("USAGE", `--wrapper takes pre or post, not ${quoteArg(values.wrapper, 20)}`, {
           hint: "nixseal build-hook --wrapper pre",
         });
       }

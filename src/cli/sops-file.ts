@@ -28,7 +28,7 @@ import {
 } from "../sops/index.js";
 import { findRulesFile, findSecret, loadRules, type Rules, readRepositoryFile } from "../vault/index.js";
 import type { Options } from "./args.js";
-import { printWarning } from "./report.js";
+import { printWarning, quoteArg } from "./report.js";
 import type { VaultValues } from "./vault-context.js";
 
 export const SOPS_OPTIONS = {
@@ -63,7 +63,7 @@ function inputType(values: SopsValues): StoreName | null {
   const t = values["input-type"];
   if (t === undefined) return null;
   if (!(STORE_NAMES as readonly string[]).includes(t)) {
-    throw new NixsealError("USAGE", `unknown --input-type "${t.slice(0, 20)}"`, {
+    throw new NixsealError("USAGE", `unknown --input-type ${quoteArg(t, 20)}`, {
       hint: `use one of ${STORE_NAMES.join(", ")}`,
     });
   }
@@ -286,13 +286,9 @@ export function parseTreePath(text: string): TreePath {
     re.lastIndex = i;
     const m = re.exec(text);
     if (m === null) {
-      throw new NixsealError(
-        "USAGE",
-        `invalid path ${JSON.stringify(text.slice(0, 80))} at character ${i + 1}`,
-        {
-          hint: `write the path as sops does: '["key"]["sub"][0]' (keys in double quotes, list indices as numbers)`,
-        },
-      );
+      throw new NixsealError("USAGE", `invalid path ${quoteArg(text, 80)} at character ${i + 1}`, {
+        hint: `write the path as sops does: '["key"]["sub"][0]' (keys in double quotes, list indices as numbers)`,
+      });
     }
     out.push(m[1] !== undefined ? m[1] : Number(m[2]));
     i = re.lastIndex;

@@ -187,9 +187,20 @@ describe("command-line arguments and identity variables", () => {
   test("unknown commands and options, who, SOPS_AGE_KEY, SOPS_AGE_KEY_CMD, NIXSEAL_IDENTITY", () => {
     secrets.forEach((s, i) => {
       const f = fileWith(`id${i}.txt`, s.line);
-      expectQuietFailure(s, [s.line]);
-      expectQuietFailure(s, ["decrypt", "--json", `--${s.line}`]);
-      expectQuietFailure(s, ["who", s.line, "--json"]);
+      // Arguments are quoted by one function (one check of the marks, in any case): three kinds
+      // of line are enough there.
+      if (i === 0 || i === 1 || i === secrets.length - 1) {
+        expectQuietFailure(s, [s.line]);
+        expectQuietFailure(s, ["decrypt", "--json", `--${s.line}`]);
+        expectQuietFailure(s, ["who", s.line, "--json"]);
+        expectQuietFailure(s, ["decrypt", "x.yaml", "--extract", s.line, "--json"]);
+        expectQuietFailure(s, ["decrypt", "x.yaml", "--input-type", s.line]);
+        expectQuietFailure(s, ["host-key", s.line]);
+        expectQuietFailure(s, ["host-key", "seal", s.line, "-o", path.join(dir, "out.cred")]);
+        expectQuietFailure(s, ["host-key", "new", "--with-key", s.line, "-o", path.join(dir, "out.cred")]);
+        expectQuietFailure(s, ["audit", dir, "--min-length", s.line]);
+        expectQuietFailure(s, ["build-hook", "--wrapper", s.line]);
+      }
       for (const [name, value] of [
         ["SOPS_AGE_KEY", s.line],
         ["SOPS_AGE_KEY_CMD", `cat '${f}'`],
