@@ -70,12 +70,12 @@ export function isPluginIdentity(s: string): boolean {
   return k.kind === "identity";
 }
 
-/** Parses `age1<name>1...`; the error repeats the (public) recipient string, shortened. */
+/** Parses `age1<name>1...`; the error does not repeat the string (the caller says where it is). */
 export function parsePluginRecipient(s: string): { plugin: string; data: Uint8Array } {
   const k = parsePluginKey(s);
   if (k === null || k.kind !== "recipient") {
     if (k !== null) wipe(k.data);
-    throw new NixsealError("AGE_RECIPIENT", `invalid plugin recipient "${s.slice(0, 80)}"`, {
+    throw new NixsealError("AGE_RECIPIENT", `invalid plugin recipient (${s.length} characters)`, {
       hint: "a plugin recipient looks like age1<name>1...; check for a typo",
     });
   }
@@ -95,7 +95,7 @@ export function parsePluginIdentity(s: string): { plugin: string; data: Uint8Arr
 
 function checkName(plugin: string): void {
   if (!isValidPluginName(plugin)) {
-    throw new NixsealError("AGE_PLUGIN", `invalid plugin name "${plugin.slice(0, 40)}"`, {
+    throw new NixsealError("AGE_PLUGIN", `invalid plugin name "${plugin.slice(0, 20)}"`, {
       hint: "a plugin name has only letters, digits and - _ . +",
     });
   }

@@ -385,8 +385,10 @@ export class PluginRecipient implements Recipient {
   }
 }
 
+/** A recipient as errors show it: its type prefix (age1<name>1) only. */
 function shorten(s: string): string {
-  return s.length > 40 ? `${s.slice(0, 24)}…${s.slice(-8)}` : s;
+  const sep = s.lastIndexOf("1");
+  return sep > 0 && sep <= 40 ? `${s.slice(0, sep + 1)}…` : "…";
 }
 
 // --- identity-v1 ----------------------------------------------------------------------------------
@@ -568,7 +570,7 @@ export function pluginRecipients(
   const groups = groupByPlugin(strings, (s) => {
     const k = parsePluginKey(s);
     if (k === null) {
-      throw new NixsealError("AGE_RECIPIENT", `not a plugin recipient: "${s.slice(0, 80)}"`, {
+      throw new NixsealError("AGE_RECIPIENT", `not a plugin recipient (${s.length} characters)`, {
         hint: "a plugin recipient looks like age1<name>1...",
       });
     }

@@ -40,7 +40,8 @@ export class X25519Recipient implements Recipient {
   static parse(s: string): X25519Recipient {
     const d = decodeBech32(s);
     if (d === null || d.hrp !== "age" || d.data.length !== 32 || s !== s.toLowerCase()) {
-      throw new NixsealError("AGE_RECIPIENT", `invalid X25519 recipient "${s.slice(0, 80)}"`, {
+      // Only the type is named: the caller says where the string is (file and line).
+      throw new NixsealError("AGE_RECIPIENT", `invalid X25519 recipient (age1..., ${s.length} characters)`, {
         hint: "an age recipient looks like age1... (62 characters); check for a typo",
       });
     }

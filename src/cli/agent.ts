@@ -38,7 +38,8 @@ Example:
       to send it to https://mods.example.com/api/mod.zip
     Approve? [y/N] y
 
-Exit codes: 0 when interrupted, 1 error (no terminal, the agent directory is missing).
+Exit codes: 0 success (stopped with Ctrl-C, SIGTERM or SIGHUP: its normal end), 1 failure (no
+terminal, NO_TERMINAL; the agent directory is missing), 2 usage error.
 `;
 
 const OPTIONS = {
@@ -83,7 +84,7 @@ export function agentDirOf(values: { "agent-dir"?: string; policy?: string }): s
 export async function startTerminalAgent(agentDir: string): Promise<{ socket: string; close: () => void }> {
   const term = openTerminal();
   if (term === null) {
-    throw new NixsealError("USAGE", "nixseal agent needs a terminal to ask on", {
+    throw new NixsealError("NO_TERMINAL", "nixseal agent needs a terminal to ask on", {
       hint: "run it in a terminal (or through 'nixseal build', which starts it)",
     });
   }
@@ -137,12 +138,20 @@ export const command: Command = {
     const agentDir = agentDirOf(values);
     const agent = await startTerminalAgent(agentDir);
     process.stderr.write("nixseal agent: Ctrl-C to stop\n");
+    // A signal is how the agent is meant to end: it replaces main.ts's handlers (which report an
+    // interruption and exit 128+n) while it waits, and the agent exits 0.
+    const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+    const saved = signals.map((s) => [s, process.listeners(s)] as const);
     await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-      process.once("SIGHUP", stop);
+      for (const s of signals) {
+        process.removeAllListeners(s);
+        process.once(s, () => resolve());
+      }
     });
+    for (const [s, listeners] of saved) {
+      process.removeAllListeners(s);
+      for (const l of listeners) process.on(s, l);
+    }
     agent.close();
     return 0;
   },

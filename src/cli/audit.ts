@@ -24,7 +24,7 @@ import { findSopsConfig, loadSopsConfig, type SopsConfig } from "../sops/index.j
 import { findRulesFile, loadRules, type Rules } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printError, printWarning, sanitize, useColor } from "./report.js";
+import { printError, printWarning, quoteArg, sanitize, useColor } from "./report.js";
 import { displayPath } from "./sops-file.js";
 import { identitiesOf, keyContext, VAULT_OPTIONS } from "./vault-context.js";
 
@@ -92,7 +92,7 @@ const PROG = "nixseal audit";
 
 function positiveInt(text: string, flag: string): number {
   if (!/^[1-9][0-9]{0,5}$/.test(text)) {
-    throw new NixsealError("USAGE", `${flag} needs a positive whole number, not "${text.slice(0, 20)}"`, {
+    throw new NixsealError("USAGE", `${flag} needs a positive whole number, not ${quoteArg(text, 20)}`, {
       hint: `e.g. ${flag} 8`,
     });
   }
@@ -260,6 +260,7 @@ export const command: Command = {
   name: "audit",
   errorExitCode: 2,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal audit --help' for usage");
     if (values.help) {

@@ -18,7 +18,7 @@ import {
 import { findExecutable, NixsealError } from "../common/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { sanitize } from "./report.js";
+import { quoteArg, sanitize } from "./report.js";
 
 const HELP = `Usage: nixseal build-hook DRV [CHROOT]          (Nix's pre-build-hook)
        nixseal build-hook --post                   (Nix's post-build-hook; reads DRV_PATH)
@@ -51,8 +51,9 @@ Example (nix.conf on a non-NixOS machine; the NixOS module sets this up itself):
     pre-build-hook = /usr/local/libexec/nixseal-pre-build-hook
     post-build-hook = /usr/local/libexec/nixseal-post-build-hook
 
-Exit codes: 0 always as a hook (a refusal prints nothing for Nix; the build then fails with the
-fetcher's message), 2 usage error.
+Exit codes: 0 success (as a hook always: a refusal prints nothing for Nix and the build fails
+with the fetcher's message; a failing hook would stop every build), 1 failure (--sweep: the
+policy is missing or invalid, BUILD_POLICY), 2 usage error.
 `;
 
 const OPTIONS = {
@@ -99,8 +100,10 @@ exec ${node} ${main} build-hook --post --policy ${policy}
 
 export const command: Command = {
   name: "build-hook",
-  errorExitCode: 0,
+  // Only --sweep and --wrapper can fail: the hooks themselves never throw (see below).
+  errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal build-hook --help' for usage");
     if (values.help) {
@@ -110,7 +113,7 @@ export const command: Command = {
     const policyFile = values.policy ?? DEFAULT_POLICY_FILE;
     if (values.wrapper !== undefined) {
       if (values.wrapper !== "pre" && values.wrapper !== "post") {
-        throw new NixsealError("USAGE", `--wrapper takes pre or post, not "${values.wrapper.slice(0, 20)}"`, {
+        throw new NixsealError("USAGE", `--wrapper takes pre or post, not ${quoteArg(values.wrapper, 20)}`, {
           hint: "nixseal build-hook --wrapper pre",
         });
       }
@@ -145,7 +148,11 @@ export const command: Command = {
         });
       }
       // A failing post-build hook stops all further builds: never fail here.
-      for (const line of postBuildHook(drvPath, policyFile).log) log(line);
+      try {
+        for (const line of postBuildHook(drvPath, policyFile).log) log(line);
+      } catch (e) {
+        log(`internal error for ${drvPath}: ${(e as Error).message}`);
+      }
       return 0;
     }
     if (positionals.length < 1 || positionals.length > 2) {

@@ -24,7 +24,8 @@ Example:
       to send it to https://mods.example.com/api/mod.zip
     Approve? [y/N] y
 
-Exit codes: nix build's.
+Exit codes: 0 success, 1 failure (nix is not on PATH), 2 usage error; otherwise nix build's own
+exit code.
 `;
 
 export const command: Command = {

@@ -3,7 +3,7 @@ import { NixsealError } from "../common/index.js";
 import { type CheckReport, checkRepository } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { sanitize, useColor } from "./report.js";
+import { redactSecrets, safeText, useColor } from "./report.js";
 import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
 import { VAULT_OPTIONS } from "./vault-context.js";
 
@@ -84,6 +84,7 @@ export const command: Command = {
   name: "check",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal check --help' for usage");
     if (values.help) {
@@ -99,7 +100,8 @@ export const command: Command = {
     const report = checkRepository(rules, sopsConfig);
     const drift = report.problems.filter((p) => p.severity === "drift").length;
     if (values.json) {
-      process.stdout.write(`${JSON.stringify(report)}\n`);
+      const problems = report.problems.map((p) => ({ ...p, message: redactSecrets(p.message) }));
+      process.stdout.write(`${JSON.stringify({ ...report, problems })}\n`);
     } else {
       const color = useColor(process.stdout);
       const paint = (code: string, s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -109,13 +111,13 @@ export const command: Command = {
           grounds.push(`claimed by the record: ${f.claimedByRecord.join(", ")}`);
         if (f.unverified.length > 0) grounds.push(`not verified: ${f.unverified.join(", ")}`);
         process.stdout.write(
-          `${paint("32", "checked:")} ${sanitize(`${f.file} (secret "${f.secret}"): ${grounds.join("; ")}`)}\n`,
+          `${paint("32", "checked:")} ${safeText(`${f.file} (secret "${f.secret}"): ${grounds.join("; ")}`)}\n`,
         );
       }
       for (const p of report.problems) {
         const label = p.severity === "drift" ? paint("31", "drift:") : paint("33", "warning:");
         const who = p.secret === null ? "" : ` (secret "${p.secret}")`;
-        process.stdout.write(`${label} ${sanitize(`${p.file}${who}: ${p.message}`)}\n`);
+        process.stdout.write(`${label} ${safeText(`${p.file}${who}: ${p.message}`)}\n`);
       }
       const n = report.secrets;
       const summary =

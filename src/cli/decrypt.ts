@@ -3,6 +3,7 @@ import { ioError, NixsealError, wipe, writeAllSync, writeFileAtomic } from "../c
 import {
   closeDocument,
   formatGoFloat,
+  formatTreePath,
   isBranch,
   JsonStore,
   parseTreePath,
@@ -17,7 +18,7 @@ import {
 import { decryptSecret, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { openSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP, sopsStoreOf } from "./sops-file.js";
+import { displayPath, openSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP, sopsStoreOf } from "./sops-file.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal decrypt NAME [-o FILE] [--rules FILE] [-i IDENTITY]...
@@ -35,6 +36,11 @@ Options:
                           (a string as it is, a mapping or list in the file's format).
     --ignore-mac          sops files: decrypt even if the MAC does not verify.
 ${SOPS_OPTIONS_HELP}${VAULT_OPTIONS_HELP}
+With --json, standard output is one object instead of the plaintext: {"file": FILE, "value":
+TEXT} (age secrets also "secret": NAME; sops files "format" and, with --extract, "path"). TEXT is
+exactly what would be printed without --json: as a string when it is valid UTF-8, else base64
+with "encoding": "base64". With -o, the plaintext goes to the file and "value" is left out.
+
 Example:
     $ nixseal decrypt db-password.age
     $ nixseal decrypt tls-key.age -o /run/user/1000/tls-key.pem
@@ -51,15 +57,52 @@ const OPTIONS = {
   "ignore-mac": { type: "boolean" },
 } as const;
 
-function writeOut(output: string | undefined, data: Uint8Array): void {
-  if (output !== undefined && output !== "-") {
-    writeFileAtomic(output, data, 0o600);
-  } else {
-    try {
-      writeAllSync(1, data);
-    } catch (e) {
-      throw ioError("write", "standard output", e);
-    }
+function writeStdout(data: Uint8Array): void {
+  try {
+    writeAllSync(1, data);
+  } catch (e) {
+    throw ioError("write", "standard output", e);
+  }
+}
+
+/**
+ * The plaintext for --json: a string when it is valid UTF-8 (a byte order mark kept), else
+ * base64. (A JS string cannot be wiped; the bytes written are.)
+ */
+function jsonValue(data: Uint8Array): { value: string; encoding?: "base64" } {
+  try {
+    return { value: new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(data) };
+  } catch {
+    return {
+      value: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64"),
+      encoding: "base64",
+    };
+  }
+}
+
+/**
+ * Writes the plaintext to -o FILE (0600, atomically) or stdout; with --json, stdout gets one
+ * object describing it (with the value unless it went to a file).
+ */
+function writeOut(
+  values: { output?: string; json?: boolean },
+  data: Uint8Array,
+  about: Record<string, string>,
+): void {
+  const toFile = values.output !== undefined && values.output !== "-";
+  if (toFile) writeFileAtomic(values.output!, data, 0o600);
+  if (!values.json) {
+    if (!toFile) writeStdout(data);
+    return;
+  }
+  const line = Buffer.from(
+    `${JSON.stringify(toFile ? { ...about, output: values.output } : { ...about, ...jsonValue(data) })}\n`,
+    "utf8",
+  );
+  try {
+    writeStdout(line);
+  } finally {
+    line.fill(0);
   }
 }
 
@@ -112,8 +155,10 @@ async function decryptSops(file: string, store: SopsStore, values: Record<string
     } else {
       out = store.emitPlain(doc.branches);
     }
+    const about: Record<string, string> = { file: displayPath(file), format: store.name };
+    if (path !== null) about.path = formatTreePath(path);
     try {
-      writeOut(values.output as string | undefined, out);
+      writeOut(values as { output?: string; json?: boolean }, out, about);
     } finally {
       if (out instanceof Buffer) out.fill(0);
     }
@@ -127,6 +172,7 @@ export const command: Command = {
   name: "decrypt",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal decrypt --help' for usage");
     if (values.help) {
@@ -148,7 +194,7 @@ export const command: Command = {
     const ctx = keyContext();
     const plain = await decryptSecret(rule, await identitiesOf(values, ctx));
     try {
-      writeOut(values.output, plain);
+      writeOut(values, plain, { secret: rule.name, file: rule.file });
     } finally {
       wipe(plain);
     }

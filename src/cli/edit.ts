@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as tty from "node:tty";
 import { abortAllAtomicFiles, ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import {
   checkEncryptable,
@@ -39,7 +40,7 @@ import {
   sopsStoreOf,
   writeSopsFile,
 } from "./sops-file.js";
-import { waitForEnter } from "./terminal.js";
+import { hasTerminal, waitForEnter } from "./terminal.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const PROG = "nixseal edit";
@@ -59,7 +60,9 @@ without ".age" (so "config.yaml.age" opens as config.yaml). The directory is rem
 overwritten with zeros first, when the editor exits, on errors and on Ctrl-C/SIGTERM/SIGHUP.
 
 The editor is $VISUAL, else $EDITOR, else vi, run through /bin/sh as git does, so
-EDITOR="code --wait" works (GUI editors must wait until the file is closed). vim and neovim are
+EDITOR="code --wait" works (GUI editors must wait until the file is closed). vi needs a
+terminal: without one (standard input and output not a terminal) and with neither VISUAL nor
+EDITOR set, edit stops at once with an error, before anything is decrypted. vim and neovim are
 started with swap, backup, undo and viminfo/shada files turned off. Other editors get no extra
 flags: make sure yours keeps no backups or history of the file elsewhere.
 
@@ -69,9 +72,10 @@ Nothing is written if the editor exits with an error, or if a new secret is left
 A FILE with a sops extension (.yaml, .yml, .json, .env, .ini) that secrets.nix does not list is
 a sops file: you edit the decrypted document, and it is written back with the same data key
 and keys; values you did not change keep their exact ciphertext, so git diffs show only what
-changed. A document with a syntax error is not written: the error is shown and the editor
-opens again on your text (after Enter at a terminal; at most ${MAX_EDIT_ROUNDS} times in all). A new
-sops file is encrypted for the keys of its .sops.yaml creation rule.
+changed. A document with a syntax error is not written: the error is shown and, at a terminal,
+the editor opens again on your text after Enter (at most ${MAX_EDIT_ROUNDS} times in all). Without a
+terminal there is no one to fix it: edit stops with the error and writes nothing. A new sops
+file is encrypted for the keys of its .sops.yaml creation rule.
 
 Options:
     --allow-disk-tempdir  Edit in $TMPDIR (on disk) when no RAM-backed directory exists.
@@ -83,9 +87,10 @@ Example:
     hosts/web/db-password.age: written (encrypted to 3 recipients)
     $ nixseal edit secrets/hosts.yaml
 
-Exit codes: 0 success (also when unchanged), 1 failure (cannot decrypt, editor failed, cannot
-write), 2 usage or configuration error (bad flags, no secrets.nix, NAME not in the rules),
-129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM (nothing written).
+Exit codes: 0 success (also when unchanged), 1 failure (cannot decrypt, editor failed, no
+terminal for vi, an invalid sops document, cannot write), 2 usage or configuration error (bad
+flags, no secrets.nix, NAME not in the rules), 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM
+(nothing written).
 `;
 
 const OPTIONS = {
@@ -118,6 +123,23 @@ function editorFailure(outcome: EditorOutcome, editor: string): NixsealError {
       });
     }
   }
+}
+
+/**
+ * Without a terminal the default editor (vi) would draw its screens into a pipe or a log and wait
+ * for keys that never come: stop before anything is decrypted. An editor the user set is run
+ * (it may be a GUI editor or a script).
+ */
+function requireUsableEditor(): void {
+  const chosen = [process.env.VISUAL, process.env.EDITOR].some((v) => v !== undefined && v.trim() !== "");
+  if (chosen || (tty.isatty(0) && tty.isatty(1))) return;
+  throw new NixsealError(
+    "NO_TERMINAL",
+    "no editor to run: VISUAL and EDITOR are not set, and vi needs a terminal",
+    {
+      hint: "run nixseal edit in a terminal, or set EDITOR (e.g. EDITOR='code --wait', or a script editing the file named by $1); nothing was changed",
+    },
+  );
 }
 
 function displayPath(file: string): string {
@@ -212,6 +234,13 @@ async function editSops(values: EditValues, file: string, store: SopsStore): Pro
             file,
           });
         }
+        if (!hasTerminal()) {
+          // No one to fix it (a script, CI): stop now; reopening would only fail the same way.
+          throw new NixsealError(e.code, `${shown}: ${e.message}`, {
+            hint: "nothing was written, and without a terminal the editor is not opened again: run nixseal edit in a terminal, or have the editor write a valid document",
+            file,
+          });
+        }
         // Only the parser's position, never the text: the error may reach a log.
         process.stderr.write(`${PROG}: ${shown}: ${sanitize(e.message)}\n`);
         if (
@@ -252,6 +281,7 @@ async function editSops(values: EditValues, file: string, store: SopsStore): Pro
 }
 
 async function edit(values: EditValues, name: string): Promise<number> {
+  requireUsableEditor();
   const store = sopsStoreOf(name, values);
   if (store !== null) return editSops(values, name, store);
   const rules = rulesOf(values, name);
@@ -311,6 +341,7 @@ export const command: Command = {
   name: "edit",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parseEditArgs(argv);
     if (values.help) {

@@ -64,6 +64,7 @@ export const command: Command = {
   name: "encrypt",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal encrypt --help' for usage");
     if (values.help) {

@@ -157,6 +157,7 @@ export const command: Command = {
   name: "git-setup",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const parsed = parse(argv, OPTIONS, "run 'nixseal git-setup --help' for usage");
     const values = parsed.values;

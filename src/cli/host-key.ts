@@ -21,6 +21,7 @@ import {
 import { generateIdentity, readKeyFile } from "../keys/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
+import { quoteArg } from "./report.js";
 
 const HELP = `Usage:
     nixseal host-key new  [--with-key KEY] [--pq] -o FILE [--name NAME] [--force] [--json]
@@ -109,6 +110,7 @@ export const command: Command = {
   name: "host-key",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, USAGE_HINT);
     if (values.help || positionals[0] === "help") {
@@ -119,17 +121,14 @@ export const command: Command = {
     if (verb === undefined) throw usageError("missing subcommand: new, seal or recipient");
     const withKey = values["with-key"] ?? "auto";
     if (!isCredentialKey(withKey)) {
-      throw usageError(
-        `unknown --with-key "${withKey.slice(0, 20)}"`,
-        `one of ${CREDENTIAL_KEYS.join(", ")}`,
-      );
+      throw usageError(`unknown --with-key ${quoteArg(withKey, 20)}`, `one of ${CREDENTIAL_KEYS.join(", ")}`);
     }
     const creds: SystemdCredsOptions = { tpm2Device: values["tpm2-device"] };
     if (values.name !== undefined) checkName(values.name);
     switch (verb) {
       case "new":
       case "seal": {
-        if (rest.length > 0) throw usageError(`unexpected argument "${rest[0]!.slice(0, 40)}"`);
+        if (rest.length > 0) throw usageError(`unexpected argument ${quoteArg(rest[0]!)}`);
         const output = values.output;
         if (output === undefined || output === "-") {
           throw usageError(
@@ -178,7 +177,7 @@ export const command: Command = {
         return 0;
       }
       default:
-        throw usageError(`unknown subcommand "${verb.slice(0, 40)}"`, "one of: new, seal, recipient");
+        throw usageError(`unknown subcommand ${quoteArg(verb)}`, "one of: new, seal, recipient");
     }
   },
 };

@@ -70,7 +70,19 @@ async function findOrCreateIdentity(
     return { file, recipient: text, created: false };
   }
   const file = defaultIdentityPath();
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  // ~/.config (or $XDG_CONFIG_HOME) may be created, but never the home directory that holds it.
+  const holder = path.dirname(path.dirname(path.dirname(file)));
+  if (!fs.statSync(holder, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new NixsealError("IO", `cannot create the identity ${file}: ${holder} does not exist`, {
+      file,
+      hint: "set HOME (or XDG_CONFIG_HOME) to an existing directory, or pass -i FILE with an identity",
+    });
+  }
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw ioError("create", path.dirname(file), e);
+  }
   const id = X25519Identity.generate();
   const recipient = id.recipient().toString();
   const created = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -105,6 +117,7 @@ export const command: Command = {
   name: "init",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal init --help' for usage");
     if (values.help) {

@@ -3,7 +3,7 @@ import { NixsealError, rethrowUnlessNixseal } from "../common/index.js";
 import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printError, printWarning, sanitize, useColor } from "./report.js";
+import { failureObject, printError, printWarning, sanitize, useColor } from "./report.js";
 
 const HELP = `Usage: nixseal install --manifest FILE [--dry-run] [--check] [--json]
 
@@ -95,6 +95,7 @@ export const command: Command = {
   name: "install",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal install --help' for usage");
     if (values.help) {
@@ -119,7 +120,12 @@ export const command: Command = {
       const problems = flatten(e);
       if (json) {
         process.stdout.write(
-          `${JSON.stringify({ ok: false, manifestValid: false, problems: problems.map(problemJson) })}\n`,
+          `${JSON.stringify({
+            ok: false,
+            manifestValid: false,
+            error: failureObject(NixsealError.many(problems)),
+            problems: problems.map(problemJson),
+          })}\n`,
         );
       } else {
         printError("nixseal install", NixsealError.many(problems));

@@ -2,11 +2,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { NixsealError } from "../common/index.js";
-import { describeRecipient, lastChanges } from "../vault/index.js";
+import { lastChanges } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { useColor } from "./report.js";
-import { rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal list [--rules FILE] [--json]
 
@@ -19,13 +19,14 @@ Example:
     db-password.age    412 B   2026-11-02  alice@laptop, web (ssh-ed25519)
     $ nixseal list --json | jq '.[] | select(.recipients | length < 2)'
 
-Exit codes: 0 success, 2 usage or rules error.
+Exit codes: 0 success, 1 failure (a file cannot be read), 2 usage or rules error.
 `;
 
 export const command: Command = {
   name: "list",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, VAULT_OPTIONS, "run 'nixseal list --help' for usage");
     if (values.help) {
@@ -51,7 +52,7 @@ export const command: Command = {
           size,
           armor: rule.armor,
           lastChange: changes.get(rel) ?? null,
-          recipients: rule.publicKeys.map(describeRecipient),
+          recipients: rule.publicKeys.map(shownRecipient),
         };
       });
     if (values.json) {

@@ -4,7 +4,7 @@
  * start fast. Only src/cli/ prints or exits.
  */
 import { abortAllAtomicFiles, isNixsealError } from "../common/index.js";
-import { printError } from "./report.js";
+import { printError, quoteArg, reportFailure, wantsJson } from "./report.js";
 import { version } from "./version.js";
 
 export interface Command {
@@ -19,6 +19,11 @@ export interface Command {
    * commands use 2; age-compatible commands leave it unset (everything is 1, as age).
    */
   readonly usageExitCode?: number;
+  /**
+   * The command takes --json: then a failure also prints `{"error": {...}}` on stdout (see
+   * report.ts, failureJson).
+   */
+  readonly json?: boolean;
 }
 
 const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG"]);
@@ -67,8 +72,8 @@ Usage: nixseal COMMAND [ARGS...]
 Commands:
 ${lines.join("\n")}
 
-Run 'nixseal COMMAND --help' for a command's options and an example.
-Exit codes: 0 success, 1 error (see README.md for each command's codes).
+Run 'nixseal COMMAND --help' for a command's options, an example and its exit codes.
+Exit codes: 0 success, 1 failure, 2 usage error (no or an unknown COMMAND).
 `;
 }
 
@@ -86,9 +91,15 @@ function installSignalHandlers(): void {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
+  if (name === undefined) {
+    // A usage error like an unknown command: the overview goes to stderr, stdout stays empty.
+    process.stderr.write(usage());
+    process.stderr.write("nixseal: error: no COMMAND given\n");
+    return 2;
+  }
+  if (name === "-h" || name === "--help" || name === "help") {
     process.stdout.write(usage());
-    return name === undefined ? 1 : 0;
+    return 0;
   }
   if (name === "--version" || name === "-V" || name === "version") {
     process.stdout.write(`nixseal ${version()}\n`);
@@ -96,7 +107,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS[name] ?? HIDDEN_COMMANDS[name];
   if (!entry) {
-    process.stderr.write(`nixseal: error: unknown command "${name.slice(0, 40)}"\n`);
+    // What was typed is quoted, shortened, and not at all if it may be a secret key.
+    process.stderr.write(`nixseal: error: unknown command ${quoteArg(name)}\n`);
     process.stderr.write(`nixseal: hint: run 'nixseal --help' for the list of commands\n`);
     return 2;
   }
@@ -106,7 +118,7 @@ async function main(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (e) {
     abortAllAtomicFiles();
-    printError(`nixseal ${command.name}`, e);
+    reportFailure(`nixseal ${command.name}`, e, command.json === true && wantsJson(rest));
     if (command.usageExitCode !== undefined && isNixsealError(e) && USAGE_CODES.has(e.code)) {
       return command.usageExitCode;
     }

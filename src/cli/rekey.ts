@@ -14,7 +14,7 @@ import {
 } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printWarning, sanitize, useColor } from "./report.js";
+import { printWarning, redactSecrets, safeText, useColor } from "./report.js";
 import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
 import { identitiesOf, keyContext, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
@@ -108,6 +108,7 @@ export const command: Command = {
   name: "rekey",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal rekey --help' for usage");
     if (values.help) {
@@ -176,8 +177,8 @@ export const command: Command = {
         failed: result.failed.map((f) => ({
           secret: f.secret,
           file: f.file,
-          error: f.message,
-          hint: f.hint,
+          error: redactSecrets(f.message),
+          hint: f.hint === undefined ? undefined : redactSecrets(f.hint),
         })),
         swept: result.swept,
         dryRun: result.dryRun,
@@ -191,7 +192,7 @@ export const command: Command = {
       const red = (s: string) => (useColor(process.stderr) ? `\x1b[31m${s}\x1b[0m` : s);
       for (const f of result.failed) {
         process.stderr.write(
-          `${prog}: ${red("error:")} ${sanitize(`${f.file} (secret "${f.secret}"): ${f.message}`)}\n`,
+          `${prog}: ${red("error:")} ${safeText(`${f.file} (secret "${f.secret}"): ${f.message}`)}\n`,
         );
       }
       const hints = [...new Set(result.failed.map((f) => f.hint).filter((h): h is string => !!h))];
@@ -200,12 +201,12 @@ export const command: Command = {
         written === 0 || result.dryRun
           ? "nothing was changed"
           : `${written} file${written === 1 ? " was" : "s were"} rewritten, the ${result.failed.length} above were left as they were`;
-      process.stderr.write(`${prog}: hint: ${sanitize([outcome, ...hints].join("; "))}\n`);
+      process.stderr.write(`${prog}: hint: ${safeText([outcome, ...hints].join("; "))}\n`);
       return 1;
     }
     if (!values.json) {
       const verb = result.dryRun ? "would rewrite" : "rewritten";
-      process.stdout.write(result.rewritten.map((n) => `${verb} ${sanitize(n)}\n`).join(""));
+      process.stdout.write(result.rewritten.map((n) => `${verb} ${safeText(n)}\n`).join(""));
       process.stderr.write(
         `${prog}: ${result.rewritten.length} ${result.dryRun ? "to rewrite" : "rewritten"}, ${result.unchanged.length} unchanged${
           result.missing.length ? `, ${result.missing.length} without a file` : ""

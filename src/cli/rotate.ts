@@ -39,6 +39,7 @@ export const command: Command = {
   name: "rotate",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal rotate --help' for usage");
     if (values.help) {

@@ -77,6 +77,7 @@ export const command: Command = {
   name: "set",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal set --help' for usage");
     if (values.help) {

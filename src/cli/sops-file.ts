@@ -26,7 +26,7 @@ import {
 } from "../sops/index.js";
 import { findRulesFile, findSecret, loadRules, type Rules, readRepositoryFile } from "../vault/index.js";
 import type { Options } from "./args.js";
-import { printWarning } from "./report.js";
+import { printWarning, quoteArg } from "./report.js";
 import type { VaultValues } from "./vault-context.js";
 
 export const SOPS_OPTIONS = {
@@ -51,7 +51,7 @@ function inputType(values: SopsValues): StoreName | null {
   const t = values["input-type"];
   if (t === undefined) return null;
   if (!(STORE_NAMES as readonly string[]).includes(t)) {
-    throw new NixsealError("USAGE", `unknown --input-type "${t.slice(0, 20)}"`, {
+    throw new NixsealError("USAGE", `unknown --input-type ${quoteArg(t, 20)}`, {
       hint: `use one of ${STORE_NAMES.join(", ")}`,
     });
   }

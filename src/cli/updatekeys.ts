@@ -9,6 +9,7 @@
 import * as tty from "node:tty";
 import type { Identity } from "../age/index.js";
 import { isNixsealError, NixsealError } from "../common/index.js";
+import { looksLikeSecretKey } from "../keys/index.js";
 import { noMatchingRuleError, parseMetadata, ruleFor, type SopsConfig } from "../sops/index.js";
 import {
   diffSopsRecipients,
@@ -19,7 +20,7 @@ import {
 } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { printError, printWarning } from "./report.js";
+import { errorJson, printError, printWarning } from "./report.js";
 import {
   displayPath,
   readSopsFile,
@@ -46,7 +47,8 @@ Each file is updated on its own, all or nothing; every file's problem is reporte
 Options:
     --dry-run             Show what would change; write nothing (no identity needed).
 ${SOPS_OPTIONS_HELP}    -i, --identity FILE   An identity to decrypt the data key with (repeatable).
-    --json                One JSON object per file on standard output.
+    --json                One JSON object per file on standard output; a file that failed has
+                          "error": {"code", "message", "hint", "file"}.
     -h, --help            This help.
 
 Example:
@@ -118,10 +120,16 @@ async function updateFile(
 
 const CONFIG_CODES = new Set(["USAGE", "SOPS_CONFIG"]);
 
+/** A recipient in the output; a secret key written into .sops.yaml by mistake is not shown. */
+function shownKey(r: string): string {
+  return looksLikeSecretKey(r) ? "(a SECRET key, not shown: remove it from .sops.yaml)" : r;
+}
+
 export const command: Command = {
   name: "updatekeys",
   errorExitCode: 1,
   usageExitCode: 2,
+  json: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal updatekeys --help' for usage");
     if (values.help) {
@@ -150,16 +158,22 @@ export const command: Command = {
         if (isNixsealError(e) && CONFIG_CODES.has(e.code)) configFailures++;
         else failures++;
         if (values.json) {
-          const code = isNixsealError(e) ? e.code : "INTERNAL";
-          process.stdout.write(`${JSON.stringify({ file: displayPath(file), error: code })}\n`);
+          const error = isNixsealError(e)
+            ? errorJson(e)
+            : { code: "INTERNAL", message: String((e as Error)?.message ?? e), hint: null, file: null };
+          process.stdout.write(`${JSON.stringify({ file: displayPath(file), error })}\n`);
         }
         continue;
       }
       if (values.json) {
-        process.stdout.write(`${JSON.stringify(report)}\n`);
+        const shown = { ...report, added: report.added.map(shownKey), removed: report.removed.map(shownKey) };
+        process.stdout.write(`${JSON.stringify(shown)}\n`);
         continue;
       }
-      const parts = [...report.added.map((r) => `added ${r}`), ...report.removed.map((r) => `removed ${r}`)];
+      const parts = [
+        ...report.added.map((r) => `added ${shownKey(r)}`),
+        ...report.removed.map((r) => `removed ${shownKey(r)}`),
+      ];
       if (!report.changed) {
         process.stdout.write(`${report.file}: already up to date\n`);
       } else {

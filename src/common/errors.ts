@@ -57,6 +57,7 @@ export type ErrorCode =
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
+  | "NO_TERMINAL" // the command needs a terminal (to ask, or to run the default editor) and has none
   | "INTERNAL";
 
 export interface NixsealErrorOptions {

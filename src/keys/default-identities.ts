@@ -1,11 +1,13 @@
 /**
- * The identities a command decrypts with when the user names none, merged in this order:
- * -i flags, NIXSEAL_IDENTITY (a file), SOPS_AGE_KEY_FILE, SOPS_AGE_SSH_PRIVATE_KEY_FILE (an ssh
- * private key), SOPS_AGE_KEY (the keys themselves),
- * ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519, ~/.ssh/id_rsa,
- * then SOPS_AGE_KEY_CMD (a command printing keys), then the ssh-to-age X25519 identities of the
- * ssh-ed25519 keys among all those (sops-nix users encrypt to that recipient).
- * Files named explicitly must exist; the well-known defaults are used only where present.
+ * The identities a command decrypts with. Files given with -i are the only ones used, as with
+ * `age -i` (an identity from the environment must not open a file the user meant to open with
+ * another key). Without -i, the defaults, merged in this order: NIXSEAL_IDENTITY (a file),
+ * SOPS_AGE_KEY_FILE, SOPS_AGE_SSH_PRIVATE_KEY_FILE (an ssh private key), SOPS_AGE_KEY (the keys
+ * themselves), ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt, ~/.ssh/id_ed25519,
+ * ~/.ssh/id_rsa, then SOPS_AGE_KEY_CMD (a command printing keys). Either way, then the
+ * ssh-to-age X25519 identities of the ssh-ed25519 keys among them (sops-nix users encrypt to
+ * that recipient). Files named explicitly must exist; the well-known defaults are used only
+ * where present.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
@@ -23,7 +25,7 @@ import {
 } from "./key-types.js";
 
 export interface IdentitySource {
-  /** -i files, in order. */
+  /** -i files, in order. When there are any, they are the only identities used. */
   flags?: readonly string[];
   env?: NodeJS.ProcessEnv;
   home?: string;
@@ -41,11 +43,12 @@ export function defaultIdentityPath(env: NodeJS.ProcessEnv = process.env, home =
 
 /** The identity files that would be used, in order (for messages and `nixseal list`). */
 export function identityFiles(source: IdentitySource = {}): { file: string; required: boolean }[] {
+  const flags = source.flags ?? [];
+  if (flags.length > 0) return flags.map((file) => ({ file, required: true }));
   const env = source.env ?? process.env;
   const home = source.home ?? os.homedir();
   const config = env.XDG_CONFIG_HOME || path.join(home, ".config");
   const out: { file: string; required: boolean }[] = [];
-  for (const f of source.flags ?? []) out.push({ file: f, required: true });
   if (env.NIXSEAL_IDENTITY) out.push({ file: env.NIXSEAL_IDENTITY, required: true });
   if (env.SOPS_AGE_KEY_FILE) out.push({ file: env.SOPS_AGE_KEY_FILE, required: true });
   // sops: the ssh private key for ssh-ed25519/ssh-rsa recipients, instead of ~/.ssh/id_*.
@@ -78,7 +81,8 @@ export async function loadDefaultIdentities(source: IdentitySource, ctx: KeyCont
     files.push(file);
   }
   const identities = files.length > 0 ? await loadIdentities(files, ctx) : [];
-  if (env.SOPS_AGE_KEY) {
+  const onlyFlags = (source.flags ?? []).length > 0;
+  if (!onlyFlags && env.SOPS_AGE_KEY) {
     // Inline keys (sops' variable): lines of AGE-SECRET-KEY-1..., comments allowed.
     env.SOPS_AGE_KEY.split("\n").forEach((raw, i) => {
       const line = raw.trim();
@@ -86,7 +90,7 @@ export async function loadDefaultIdentities(source: IdentitySource, ctx: KeyCont
       identities.push(parseIdentityString(line, `SOPS_AGE_KEY line ${i + 1}`));
     });
   }
-  if (env.SOPS_AGE_KEY_CMD) {
+  if (!onlyFlags && env.SOPS_AGE_KEY_CMD) {
     identities.push(
       ...(await identitiesFromKeyCommand(env.SOPS_AGE_KEY_CMD, ctx, {
         env,

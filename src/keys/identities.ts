@@ -24,6 +24,9 @@ import {
 } from "./key-types.js";
 import { readKeyFile } from "./recipients.js";
 
+/** The first line of every binary age file. */
+const AGE_INTRO = "age-encryption.org/v1\n";
+
 function looksLikePem(text: string): boolean {
   return /^\s*-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(text);
 }
@@ -50,10 +53,11 @@ function parseIdentityLines(
     }
   });
   if (n === 0) {
+    const what = text.trim() === "" ? "it is empty" : "only comments";
     problems.push(
-      new NixsealError("AGE_IDENTITY", `no identities found in ${source}`, {
+      new NixsealError("AGE_IDENTITY", `no identity in ${source} (${what})`, {
         file: source,
-        hint: "an identity file holds AGE-SECRET-KEY-1... lines (age-keygen makes one) or an ssh private key",
+        hint: "an identity file holds AGE-SECRET-KEY-1... lines (age-keygen makes one) or an ssh private key; check the path given with -i",
       }),
     );
   }
@@ -75,7 +79,9 @@ async function loadIdentityParts(
       const head = data.subarray(0, 2048);
       if (looksLikePem(head.toString("latin1")) && !head.includes("AGE ENCRYPTED FILE")) {
         identities.push(parseSshPrivateKeyFile(data, source, ctx));
-      } else if (looksArmored(head) || looksLikeAgeBinary(head)) {
+      } else if (looksArmored(head) || (head.length >= AGE_INTRO.length && looksLikeAgeBinary(head))) {
+        // (An empty file is a prefix of every age file: it goes to the line parser, which says
+        // that it holds no identity.)
         identities.push(...(await decryptIdentityFile(data, source, ctx, plugin, problems)));
       } else {
         identities.push(...parseIdentityLines(data.toString("utf8"), source, plugin, problems));

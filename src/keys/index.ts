@@ -8,6 +8,7 @@ export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
   generateIdentity,
   type KeyContext,
+  looksLikeSecretKey,
   parseIdentityString,
   parseRecipientString,
   pluginNameOfRecipient,

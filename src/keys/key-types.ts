@@ -41,15 +41,63 @@ export interface KeyContext {
   pluginUI?: PluginUI;
 }
 
+/**
+ * Marks of a secret key on a line: age and plugin identities, PEM/OpenSSH private keys. Checked
+ * without regard to case (a lowercased key is still the key).
+ */
+const SECRET_KEY_MARK = /AGE-SECRET-KEY-|AGE-PLUGIN-|-----BEGIN/i;
+
+/**
+ * Does this text look like (part of) a secret key? Nothing of such a text may appear in a
+ * message (docs/threat-model.md, "What errors show").
+ */
+export function looksLikeSecretKey(text: string): boolean {
+  return SECRET_KEY_MARK.test(text);
+}
+
+/**
+ * All that an error may quote of a key line: its type prefix ("ssh-dss", "pgp:", "age1yubikey1"),
+ * at most 20 characters; null for a line that looks like a secret key or has no such prefix (a
+ * line of base64, which may be a piece of a private key).
+ */
+export function typePrefixOf(line: string): string | null {
+  const t = line.trim();
+  if (looksLikeSecretKey(t)) return null;
+  const word = /^[A-Za-z][A-Za-z0-9._+-]{0,18}(?::|(?=\s))/.exec(t);
+  if (word) return word[0];
+  if (/^age/i.test(t)) {
+    // Bech32: the human-readable part ends at the last "1" (the data part has none).
+    const sep = t.lastIndexOf("1");
+    if (sep >= 3 && sep < 20) return t.slice(0, sep + 1);
+  }
+  return null;
+}
+
 function unknownRecipient(s: string, where: string): NixsealError {
-  const shown = s.length > 40 ? `${s.slice(0, 40)}...` : s;
-  return new NixsealError("AGE_RECIPIENT", `${where}: unknown recipient type "${shown}"`, {
+  const prefix = typePrefixOf(s);
+  const shown = prefix === null ? "" : ` "${prefix}..."`;
+  return new NixsealError("AGE_RECIPIENT", `${where}: unknown recipient type${shown}`, {
     hint: "recipients look like age1..., age1pq1..., age1<plugin>1..., ssh-ed25519 AAAA... or ssh-rsa AAAA...",
   });
 }
 
+function secretKeyAsRecipient(s: string, where: string): NixsealError {
+  const pem = /-----BEGIN/i.test(s);
+  return new NixsealError(
+    "AGE_RECIPIENT",
+    `${where}: this looks like ${pem ? "a private key" : "an identity (a secret key)"}, not a recipient`,
+    {
+      hint: pem
+        ? "use the public key (the .pub file, or ssh-keygen -y -f KEY); and keep the private key out of recipient lists"
+        : "use the public key (age-keygen -y prints it); and keep that secret key out of recipient lists",
+    },
+  );
+}
+
 /** Parses one recipient string (not a plugin one: see pluginNameOfRecipient). */
 export function parseRecipientString(s: string, where: string): Recipient {
+  // First: a secret key must never reach a parser whose error might quote it.
+  if (looksLikeSecretKey(s)) throw secretKeyAsRecipient(s, where);
   try {
     if (s.startsWith("age1pq1")) return HybridRecipient.parse(s);
     if (s.startsWith("age1") && !s.includes(" ")) return X25519Recipient.parse(s);
@@ -65,11 +113,6 @@ export function parseRecipientString(s: string, where: string): Recipient {
         throw new NixsealError(e.code, `${where}: ${e.message}`, { hint: e.hint });
       throw e;
     }
-  }
-  if (s.startsWith("AGE-SECRET-KEY-") || s.startsWith("AGE-PLUGIN-")) {
-    throw new NixsealError("AGE_RECIPIENT", `${where}: this is an identity (a secret key), not a recipient`, {
-      hint: "use the public key (age-keygen -y prints it); and keep that secret key out of recipient lists",
-    });
   }
   throw unknownRecipient(s, where);
 }
@@ -105,7 +148,9 @@ export function parseIdentityString(s: string, where: string): Identity {
   }
   // Never echo the line: it may be a mangled secret key.
   throw new NixsealError("AGE_IDENTITY", `${where}: not an identity line`, {
-    hint: "identity lines start with AGE-SECRET-KEY-1, AGE-SECRET-KEY-PQ-1 or AGE-PLUGIN-; comments start with #",
+    hint: /^age-(secret-key|plugin)-/.test(s)
+      ? "age secret keys are written in upper case (AGE-SECRET-KEY-1...); restore the key from a good copy"
+      : "identity lines start with AGE-SECRET-KEY-1, AGE-SECRET-KEY-PQ-1 or AGE-PLUGIN-; comments start with #",
   });
 }
 

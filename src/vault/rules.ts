@@ -80,8 +80,28 @@ export function findRulesFile(options: FindRulesOptions = {}): string {
   });
 }
 
-function cacheDir(env: NodeJS.ProcessEnv): string {
-  const base = env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+/**
+ * Where evaluated rules are cached: $XDG_CACHE_HOME/nixseal/rules, else ~/.cache/nixseal/rules;
+ * null when there is no usable place. The cache directory (~/.cache, $XDG_CACHE_HOME) may be
+ * created, but only inside a directory that exists: nixseal never creates a home directory (a
+ * service with HOME=/nonexistent must not make one). Relative paths are ignored, as the XDG
+ * base directory specification asks.
+ */
+export function rulesCacheDir(env: NodeJS.ProcessEnv = process.env): string | null {
+  const xdg = env.XDG_CACHE_HOME;
+  let base: string;
+  if (xdg && path.isAbsolute(xdg)) {
+    base = xdg;
+  } else {
+    const home = env.HOME || os.homedir();
+    if (!home || !path.isAbsolute(home)) return null;
+    base = path.join(home, ".cache");
+  }
+  try {
+    if (!fs.statSync(path.dirname(base)).isDirectory()) return null;
+  } catch {
+    return null;
+  }
   return path.join(base, "nixseal", "rules");
 }
 
@@ -247,7 +267,10 @@ export function parseRules(file: string, value: unknown): Rules {
   return { file, dir, secrets };
 }
 
-/** Loads the rules, from the cache when nothing changed. */
+/**
+ * Loads the rules, from the cache when nothing changed. With noCache the cache is neither read
+ * nor written.
+ */
 export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}): Rules {
   const env = options.env ?? process.env;
   const file = findRulesFile(options);
@@ -261,20 +284,22 @@ export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}
     if (e instanceof NixsealError) throw e;
     throw ioError("read", file, e);
   }
-  const key = cacheKey(file, content);
-  const cached = path.join(cacheDir(env), `${key}.json`);
-  if (!options.noCache) {
+  const dir = options.noCache ? null : rulesCacheDir(env);
+  const cached = dir === null ? null : path.join(dir, `${cacheKey(file, content)}.json`);
+  if (cached !== null) {
     try {
       return parseRules(file, JSON.parse(fs.readFileSync(cached, "utf8")));
     } catch {}
   }
   const value = evaluateRules(file);
   const rules = parseRules(file, value);
-  try {
-    fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
-    writeFileAtomic(cached, Buffer.from(JSON.stringify(value)), 0o600);
-  } catch {
-    // The cache is an optimisation: a read-only home must not break the command.
+  if (cached !== null) {
+    try {
+      fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
+      writeFileAtomic(cached, Buffer.from(JSON.stringify(value)), 0o600);
+    } catch {
+      // The cache is an optimisation: a read-only home must not break the command.
+    }
   }
   return rules;
 }

@@ -379,6 +379,29 @@ echo "second line" >> "$1"`,
     assert.match(usage.stderr, /missing NAME/);
   });
 
+  test("no terminal and neither VISUAL nor EDITOR: an error at once, vi never started, nothing decrypted", () => {
+    // A vi that records that it ran (the real one would draw screens into the pipe and wait).
+    const viBin = path.join(dir, "vi-bin");
+    fs.mkdirSync(viBin);
+    fs.writeFileSync(path.join(viBin, "vi"), `#!/bin/sh\ntouch ${records}/vi-ran\n`, { mode: 0o755 });
+    const file = path.join(repo, "db.age");
+    if (!fs.existsSync(file)) ageEncrypt(file, `${MARKER} db\n`); // (when run alone)
+    const before = fs.readFileSync(file);
+    for (const blank of [{}, { EDITOR: "  ", VISUAL: "" }]) {
+      const r = edit(["db.age", "--json"], { ...blank, PATH: `${viBin}:${process.env.PATH}` });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /error: no editor to run: VISUAL and EDITOR are not set, and vi needs a terminal/,
+      );
+      assert.match(r.stderr, /hint: run nixseal edit in a terminal, or set EDITOR/);
+      assert.equal(JSON.parse(r.stdout.toString()).error.code, "NO_TERMINAL");
+      assert.equal(fs.existsSync(path.join(records, "vi-ran")), false, "vi was started");
+    }
+    assert.deepEqual(fs.readFileSync(file), before);
+    assert.deepEqual(fs.readdirSync(runtime), [], "no edit directory was made");
+  });
+
   test("no identity can decrypt: exit 1, the identities tried are listed, no editor, nothing left", () => {
     const otherKey = path.join(dir, "other-key.txt");
     const otherRecipient = ageKeygen(otherKey);

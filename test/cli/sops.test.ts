@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import YAML from "yaml";
-import { CLI, isolatedUserEnv, nixseal, REPO, tempDir, which } from "../helpers.js";
+import { CLI, isolatedUserEnv, nixseal, REPO, run, tempDir, which } from "../helpers.js";
 import { makeHost, secret, writeManifest } from "../install/fixture.js";
 
 const AGE = which("age");
@@ -530,6 +530,28 @@ function runs(w: string): number {
   }
 }
 
+const SCRIPT = which("script");
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, "'\\''")}'`;
+}
+
+/**
+ * Runs nixseal at a terminal (a pty made by script(1)) and presses Enter after each of the
+ * first `enters` editor runs, one at a time as a person would (each waits for the editor run
+ * before it). `out` is what the terminal showed: nixseal's stdout and stderr.
+ */
+function shAtTerminal(w: string, args: string[], enters: number, extra: Record<string, string | undefined>) {
+  const cmd = [process.execPath, CLI, ...args].map(shellQuote).join(" ");
+  const runsFile = shellQuote(path.join(w, "runs"));
+  const feeder = `i=0; while [ $i -lt ${enters} ]; do i=$((i+1)); t=0; while [ "$(cat ${runsFile} 2>/dev/null | wc -l)" -lt $i ] && [ $t -lt 600 ]; do sleep 0.05; t=$((t+1)); done; sleep 0.2; echo; done; sleep 1`;
+  const r = run("/bin/sh", ["-c", `(${feeder}) | ${shellQuote(SCRIPT!)} -qec ${shellQuote(cmd)} /dev/null`], {
+    cwd: w,
+    env: { ...env, ...extra },
+  });
+  return { status: r.status, out: `${r.stdout.toString("utf8")}${r.stderr}` };
+}
+
 describe("edit sops files", { skip: missing }, () => {
   test("one value changed: only its line's ciphertext changes, the MAC verifies, unchanged edit writes nothing", () => {
     const w = work();
@@ -573,7 +595,9 @@ describe("edit sops files", { skip: missing }, () => {
     assert.equal(dec.out, "changed value");
   });
 
-  test("invalid syntax reopens the editor on the user's text; fixed on the second round, it is written", () => {
+  test("at a terminal, invalid syntax reopens the editor on the user's text; fixed on the second round, it is written", {
+    skip: SCRIPT ? false : "script (util-linux) is not installed",
+  }, () => {
     const w = work();
     const [idFile, recipient] = keygen(w, "key.txt");
     sopsYaml(w, `    - path_regex: \\.yaml$\n      age: ${recipient}\n`);
@@ -589,11 +613,12 @@ else
   sed -i '/^broken:/d' "$1"
 fi`,
     );
-    const r = sh(w, ["edit", "app.yaml", "-i", idFile], undefined, { EDITOR: ed });
-    assert.equal(r.status, 0, r.stderr);
+    const r = shAtTerminal(w, ["edit", "app.yaml", "-i", idFile], 1, { EDITOR: ed });
+    assert.equal(r.status, 0, r.out);
     assert.equal(runs(w), 2);
-    assert.match(r.stderr, /app\.yaml: invalid YAML document: .* at line \d+, column \d+/);
-    assert.ok(!r.stderr.includes("unclosed") && !r.stderr.includes("6543"), "no document text in the error");
+    assert.match(r.out, /app\.yaml: invalid YAML document: .* at line \d+, column \d+/);
+    assert.match(r.out, /Press Enter to return to the editor/);
+    assert.ok(!r.out.includes("unclosed") && !r.out.includes("6543"), "no document text in the error");
     assert.equal(sh(w, ["decrypt", "app.yaml", "-i", idFile]).out, YAML_DOC.replace("5432", "6543"));
     // The plaintext's private directory is gone, and it was never inside the repository.
     const edited = fs.readFileSync(path.join(w, "edited-paths"), "utf8").trim().split("\n");
@@ -602,7 +627,23 @@ fi`,
     assert.ok(!fs.existsSync(path.dirname(edited[0]!)), "the edit directory is removed");
   });
 
-  test("a document that stays invalid: nothing written after the last round, the file is as it was", () => {
+  test("at a terminal, a document that stays invalid: nothing written after the last round, the file is as it was", {
+    skip: SCRIPT ? false : "script (util-linux) is not installed",
+  }, () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - path_regex: \\.json$\n      age: ${recipient}\n`);
+    assert.equal(sh(w, ["encrypt", "app.json"], JSON_DOC).status, 0);
+    const before = fs.readFileSync(path.join(w, "app.json"));
+    const ed = editorScript(w, `printf '{"token": ' > "$1"`);
+    const r = shAtTerminal(w, ["edit", "app.json", "-i", idFile], 9, { EDITOR: ed });
+    assert.equal(r.status, 1, r.out);
+    assert.equal(runs(w), 10);
+    assert.match(r.out, /still invalid after 10 rounds in the editor; nothing was written/);
+    assert.deepEqual(fs.readFileSync(path.join(w, "app.json")), before);
+  });
+
+  test("without a terminal, a syntax error ends the edit at once: nothing written, the editor not reopened", () => {
     const w = work();
     const [idFile, recipient] = keygen(w, "key.txt");
     sopsYaml(w, `    - path_regex: \\.json$\n      age: ${recipient}\n`);
@@ -610,9 +651,14 @@ fi`,
     const before = fs.readFileSync(path.join(w, "app.json"));
     const ed = editorScript(w, `printf '{"token": ' > "$1"`);
     const r = sh(w, ["edit", "app.json", "-i", idFile], undefined, { EDITOR: ed });
-    assert.equal(r.status, 1);
-    assert.equal(runs(w), 10);
-    assert.match(r.stderr, /nothing was written/);
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(runs(w), 1, "the editor ran once");
+    assert.match(r.stderr, /error: app\.json: invalid JSON/);
+    assert.match(
+      r.stderr,
+      /hint: nothing was written, and without a terminal the editor is not opened again/,
+    );
+    assert.doesNotMatch(r.stderr, /reopening/);
     assert.deepEqual(fs.readFileSync(path.join(w, "app.json")), before);
   });
 

@@ -141,8 +141,9 @@ test("a passphrase-protected ssh key: its derived identity asks once, and only w
         return Buffer.from("correct horse");
       },
     };
-    const env = userEnv(dir, { SOPS_AGE_KEY: other.encode() });
-    const ids = await loadDefaultIdentities({ flags: [key], env, home: dir }, ctx);
+    const otherFile = path.join(dir, "other.txt");
+    fs.writeFileSync(otherFile, `${other.encode()}\n`);
+    const ids = await loadDefaultIdentities({ flags: [key, otherFile], env: userEnv(dir), home: dir }, ctx);
     const derived = ids.filter((i) => i instanceof SshDerivedX25519Identity);
     assert.equal(derived.length, 1);
     assert.equal(ids[ids.length - 1], derived[0], "the derived identity comes last");
@@ -187,8 +188,9 @@ test("a sops file whose first age entry is an encrypted ssh key's: a plain key o
     const doc = await encryptNewDocument(store.parsePlain(Buffer.from("token: abc\n")), store, {
       keyGroups: [[sshRecipient, plain.recipient().toString()]],
     });
-    const env = userEnv(dir, { SOPS_AGE_KEY: plain.encode() });
-    const ids = await loadDefaultIdentities({ flags: [key], env, home: dir }, ctx);
+    const plainFile = path.join(dir, "plain.txt");
+    fs.writeFileSync(plainFile, `${plain.encode()}\n`);
+    const ids = await loadDefaultIdentities({ flags: [key, plainFile], env: userEnv(dir), home: dir }, ctx);
     const opened = await decryptDocument(doc, store, { identities: ids, file: "t.yaml" });
     closeDocument(opened);
     assert.equal(asked, 0, "the plain key on the second entry must win before any prompt");
@@ -223,6 +225,41 @@ test("SOPS_AGE_SSH_PRIVATE_KEY_FILE: that ssh key opens ssh-ed25519 stanzas; a m
         {},
       ),
       (e: unknown) => isError("IO")(e) || isError("AGE_IDENTITY")(e),
+    );
+  } finally {
+    cleanup();
+  }
+});
+
+test("-i files replace the defaults: no identity from the environment, the home or a key command is added", async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const alice = X25519Identity.generate();
+    const bob = X25519Identity.generate();
+    const bobFile = path.join(dir, "bob.txt");
+    fs.writeFileSync(bobFile, `${bob.encode()}\n`);
+    const aliceFile = path.join(dir, "alice.txt");
+    fs.writeFileSync(aliceFile, `${alice.encode()}\n`);
+    fs.mkdirSync(path.join(dir, ".config", "nixseal"), { recursive: true });
+    fs.writeFileSync(path.join(dir, ".config", "nixseal", "identity.txt"), `${alice.encode()}\n`);
+    const forAlice = await encrypt(plaintext, [alice.recipient()]);
+    const env = userEnv(dir, {
+      NIXSEAL_IDENTITY: aliceFile,
+      SOPS_AGE_KEY_FILE: aliceFile,
+      SOPS_AGE_KEY: alice.encode(),
+      SOPS_AGE_KEY_CMD: `cat '${aliceFile}'`,
+    });
+    // Without -i every one of them opens the file...
+    assert.deepEqual(
+      Buffer.from(await decrypt(forAlice, await loadDefaultIdentities({ env, home: dir }, {}))),
+      plaintext,
+    );
+    // ...with -i bob.txt, none of them: bob is not a recipient.
+    const ids = await loadDefaultIdentities({ flags: [bobFile], env, home: dir }, {});
+    assert.equal(ids.length, 1);
+    await assert.rejects(
+      decrypt(forAlice, ids),
+      isError("AGE_NO_MATCH", undefined, /tried: [^;]*bob\.txt:1; use/),
     );
   } finally {
     cleanup();
