@@ -26,7 +26,11 @@ export type Step =
    * secretsDir points to and the content of `file` under it.
    */
   | { op: "installPairs"; args: string[]; pairs: number; secretsDir: string; file: string }
-  | { op: "copy"; from: string; to: string };
+  | { op: "copy"; from: string; to: string }
+  /** lstat and stat of `path`, and whether open(2) with O_NOFOLLOW opens it (what services see). */
+  | { op: "stat"; path: string }
+  /** Replaces `path` with a regular file holding `content` (a file changed by hand), or removes it (null). */
+  | { op: "write"; path: string; content: string | null };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -40,7 +44,14 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "mountTmpfs" | "copy"; ok: boolean }
+  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "write"; ok: boolean }
+  | {
+      op: "stat";
+      lstatType: FileInfo["type"] | null;
+      stat: { mode: number; uid: number; gid: number } | null;
+      noFollowOpen: boolean;
+      content: string | null;
+    }
   | {
       op: "installPairs";
       rounds: {
@@ -110,6 +121,24 @@ function snapshot(dir: string): StepResult {
   return { op: "snapshot", exists: true, fsType, files };
 }
 
+function statPath(p: string): StepResult {
+  let lstatType: FileInfo["type"] | null = null;
+  let stat: { mode: number; uid: number; gid: number } | null = null;
+  let noFollowOpen = false;
+  let content: string | null = null;
+  try {
+    lstatType = infoOf(p).type;
+    const st = fs.statSync(p);
+    stat = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    content = fs.readFileSync(p, "latin1");
+  } catch {}
+  try {
+    fs.closeSync(fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW));
+    noFollowOpen = true;
+  } catch {}
+  return { op: "stat", lstatType, stat, noFollowOpen, content };
+}
+
 function isLink(p: string): boolean {
   try {
     return fs.lstatSync(p).isSymbolicLink();
@@ -149,6 +178,12 @@ async function runStep(step: Step): Promise<StepResult> {
     case "copy":
       fs.copyFileSync(step.from, step.to);
       return { op: "copy", ok: true };
+    case "stat":
+      return statPath(step.path);
+    case "write":
+      fs.rmSync(step.path, { force: true });
+      if (step.content !== null) fs.writeFileSync(step.path, step.content);
+      return { op: "write", ok: true };
   }
 }
 

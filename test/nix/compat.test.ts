@@ -1,0 +1,162 @@
+/**
+ * The compat modules behave as the tools they replace (sops-nix, agenix): what a host sees after
+ * importing nix/modules/sops-compat.nix or nix/modules/agenix-compat.nix in place of the old
+ * module. Evaluated by the real Nix with nixpkgs's lib (NIXPKGS_LIB); the manifests they write
+ * are then installed by the real `nixseal install` as root in a private mount namespace
+ * (test/install/ns-driver.ts), with /run moved into a temp directory.
+ *
+ * The expected behaviour is the old tools' (sops-nix's modules/sops and sops-install-secrets,
+ * agenix's modules/age.nix), written here by hand.
+ */
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { REPO, tempDir } from "../helpers.js";
+import {
+  addUser,
+  type Host,
+  installOk,
+  installTestsSkipReason,
+  jsonOf,
+  makeHost,
+  removeUsers,
+  runPlan,
+  type TestUser,
+} from "../install/fixture.js";
+import type { StepResult } from "../install/ns-driver.js";
+import { NIX, NIXPKGS_LIB, nixEval } from "./eval.js";
+
+const missing = !NIXPKGS_LIB ? "needs NIXPKGS_LIB" : !NIX ? "needs nix-instantiate" : false;
+const INSTALLER = fs.existsSync(path.join(REPO, "dist", "src", "cli", "install.js"));
+const noInstall = missing || installTestsSkipReason() || (!INSTALLER && "needs dist/src/cli/install.js");
+
+const SOPS = path.join(REPO, "nix", "modules", "sops-compat.nix");
+const FIXTURE = path.join(REPO, "test", "fixtures", "sops", "sops-nix");
+
+let dir: string;
+let cleanup: () => void;
+let counter = 0;
+
+before(() => {
+  ({ dir, cleanup } = tempDir("nixseal-compat-"));
+  fs.chmodSync(dir, 0o755);
+  fs.copyFileSync(path.join(FIXTURE, "secrets.yaml"), path.join(dir, "secrets.yaml"));
+  fs.copyFileSync(path.join(FIXTURE, "age-keys.txt"), path.join(dir, "age-keys.txt"));
+  fs.chmodSync(path.join(dir, "age-keys.txt"), 0o600);
+});
+after(() => cleanup?.());
+
+type Json = Record<string, unknown>;
+type Manifest = Json & { secrets: Json[]; templates: Json[] };
+
+function module(text: string): string {
+  const file = path.join(dir, `module-${++counter}.nix`);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+function nixos(m: string, attr: string): unknown {
+  const r = nixEval("eval-nixos.nix", [m], attr);
+  if (!r.ok) assert.fail(`evaluating ${attr} failed:\n${r.stderr}`);
+  return r.value;
+}
+
+function manifestOf(m: string, attr = "manifest"): Manifest {
+  return JSON.parse(fs.readFileSync(nixos(m, attr) as string, "utf8")) as Manifest;
+}
+
+const byName = (entries: Json[], name: string) => entries.find((e) => e.name === name);
+
+/** The manifest with every /run/ path moved under the host's temp dir; written beside it. */
+function localManifest(host: Host, m: Manifest, label: string): string {
+  const file = path.join(host.dir, `${label}.json`);
+  fs.writeFileSync(
+    file,
+    JSON.stringify(m).replaceAll('"/run/', `"${host.dir}/run/`).replaceAll('"/etc/', `"${host.dir}/etc/`),
+  );
+  return file;
+}
+
+function step(results: StepResult[], i: number, op: StepResult["op"]) {
+  const r = results[i]!;
+  assert.equal(r.op, op);
+  return r;
+}
+
+describe("sops-nix compatibility: the layout of /run/secrets", { skip: missing }, () => {
+  test("/run/secrets and /run/secrets-for-users are the stable links; no per-name symlink at the default path", () => {
+    const m = module(`{ config, ... }: {
+      imports = [ ${SOPS} ];
+      sops.defaultSopsFile = ./secrets.yaml;
+      sops.age.keyFile = "/k";
+      sops.secrets.test_key = { };
+      sops.secrets.other = { key = "nested/test/file"; path = "/etc/other"; };
+      sops.secrets.pw = { key = "test_key"; neededForUsers = true; };
+      sops.templates."a.conf".content = "x=\${config.sops.placeholder.test_key}";
+      sops.templates."b.conf" = { content = "y"; path = "/etc/b.conf"; };
+    }`);
+    const sys = manifestOf(m);
+    assert.equal(sys.secretsDir, "/run/secrets");
+    assert.equal(sys.generationsDir, "/run/secrets.d");
+    assert.equal(byName(sys.secrets, "test_key")!.path, null);
+    // A path elsewhere: a symlink to /run/secrets/<name>, as sops-nix makes.
+    assert.equal(byName(sys.secrets, "other")!.path, "/etc/other");
+    // Templates: /run/secrets/rendered/<name> is the file; a path elsewhere links to it.
+    assert.equal(byName(sys.templates, "rendered/a.conf")!.path, null);
+    assert.equal(byName(sys.templates, "rendered/b.conf")!.path, "/etc/b.conf");
+    const users = manifestOf(m, "usersManifest");
+    assert.equal(users.secretsDir, "/run/secrets-for-users");
+    assert.equal(users.generationsDir, "/run/secrets-for-users.d");
+    assert.equal(byName(users.secrets, "pw")!.path, null);
+  });
+});
+
+describe("sops-nix compatibility, installed by the real `nixseal install`", { skip: noInstall }, () => {
+  let host: Host;
+  let user: TestUser;
+  before(() => {
+    host = makeHost();
+    user = addUser("sops");
+  });
+  after(() => {
+    removeUsers([user]);
+    host.cleanup();
+  });
+
+  test("/run/secrets/<name> is the file: stat shows its owner and mode, O_NOFOLLOW opens it; templates in both places", () => {
+    const m = module(`{ config, ... }: {
+      imports = [ ${SOPS} ];
+      users.users.${user.user}.group = "${user.group}";
+      users.groups.${user.group} = { };
+      sops.defaultSopsFile = ./secrets.yaml;
+      sops.age.keyFile = "${path.join(dir, "age-keys.txt")}";
+      sops.secrets.test_key = { owner = "${user.user}"; mode = "0440"; };
+      sops.templates."app.conf" = { content = "v=\${config.sops.placeholder.test_key}"; path = "/etc/app.conf"; };
+    }`);
+    const file = localManifest(host, manifestOf(m), "sops-layout");
+    const run = `${host.dir}/run`;
+    const results = runPlan(host, [
+      { op: "install", args: ["--json", "--manifest", file] },
+      { op: "stat", path: `${run}/secrets/test_key` },
+      { op: "stat", path: `${run}/secrets` },
+      { op: "stat", path: `${run}/secrets/rendered/app.conf` },
+      { op: "stat", path: `${host.dir}/etc/app.conf` },
+    ]);
+    installOk(results[0]);
+    assert.deepEqual(jsonOf(results[0]).problems, []);
+    const secret = step(results, 1, "stat") as Extract<StepResult, { op: "stat" }>;
+    assert.equal(secret.lstatType, "file");
+    assert.deepEqual(secret.stat, { mode: 0o440, uid: user.uid, gid: user.gid });
+    assert.equal(secret.noFollowOpen, true);
+    assert.equal(secret.content, "test_value");
+    const top = step(results, 2, "stat") as Extract<StepResult, { op: "stat" }>;
+    assert.equal(top.lstatType, "symlink");
+    const rendered = step(results, 3, "stat") as Extract<StepResult, { op: "stat" }>;
+    assert.equal(rendered.lstatType, "file");
+    assert.equal(rendered.content, "v=test_value");
+    const linked = step(results, 4, "stat") as Extract<StepResult, { op: "stat" }>;
+    assert.equal(linked.lstatType, "symlink");
+    assert.equal(linked.content, "v=test_value");
+  });
+});
