@@ -198,7 +198,7 @@ in
     keepGenerations = mkOption {
       type = types.ints.unsigned;
       default = 1;
-      description = "Number of secrets generations to keep (nixseal.keepGenerations).";
+      description = "Number of secrets generations to keep; 0 keeps all of them, as in sops-nix (nixseal.keepGenerations \"all\").";
     };
     useTmpfs = mkOption {
       type = types.bool;
@@ -306,7 +306,8 @@ in
 
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);
-      nixseal.keepGenerations = mkDefault cfg.keepGenerations;
+      # sops-nix's 0 means "never prune"; nixseal's 0 means "only the active one".
+      nixseal.keepGenerations = mkDefault (if cfg.keepGenerations == 0 then "all" else cfg.keepGenerations);
       nixseal.mount = mkIf cfg.useTmpfs (mkDefault "tmpfs-noswap");
 
       assertions = [

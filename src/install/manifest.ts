@@ -38,6 +38,16 @@ export const MAX_MANIFEST_SIZE = 64 * 1024 * 1024;
 /** Generations kept besides the active one: more is a typo, not a wish. */
 export const MAX_KEEP_GENERATIONS = 1000;
 
+const readKeepGenerationsCount = integerField(
+  0,
+  MAX_KEEP_GENERATIONS,
+  '0 keeps only the active generation; "all" keeps every one (sops-nix\'s keepGenerations = 0)',
+);
+
+/** A count of generations, or "all": never prune (what sops-nix does with keepGenerations = 0). */
+const readKeepGenerations: Field<number>["read"] = (v, at, p) =>
+  v === "all" ? Number.POSITIVE_INFINITY : readKeepGenerationsCount(v, at, p);
+
 export type SecretFormat = "age" | "yaml" | "json" | "dotenv" | "ini" | "binary";
 export const SECRET_FORMATS: readonly SecretFormat[] = ["age", "yaml", "json", "dotenv", "ini", "binary"];
 export type Stage = "system" | "users";
@@ -102,6 +112,7 @@ export interface Manifest {
   stage: Stage;
   secretsDir: string;
   generationsDir: string;
+  /** Older generations kept besides the active one; Infinity for "all" (never prune). */
   keepGenerations: number;
   mount: MountPolicy;
   restartListFile: string | null;
@@ -269,10 +280,7 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
   stage: { required: false, default: "system", read: enumField<Stage>(["system", "users"], ENUM_HINT) },
   secretsDir: { required: true, read: readPath },
   generationsDir: { required: true, read: readPath },
-  keepGenerations: {
-    required: true,
-    read: integerField(0, MAX_KEEP_GENERATIONS, "0 keeps only the active generation"),
-  },
+  keepGenerations: { required: true, read: readKeepGenerations },
   mount: {
     required: false,
     default: "ramfs",

@@ -112,6 +112,22 @@ describe("sops-nix compatibility: the layout of /run/secrets", { skip: missing }
   });
 });
 
+describe("sops-nix compatibility: options", { skip: missing }, () => {
+  test('keepGenerations = 0 keeps every generation, as in sops-nix ("all"); other counts pass as they are', () => {
+    const keep = (n: number) =>
+      manifestOf(
+        module(`{ ... }: {
+          imports = [ ${SOPS} ];
+          sops.age.keyFile = "/k";
+          sops.keepGenerations = ${n};
+          sops.secrets.a.sopsFile = ./secrets.yaml;
+        }`),
+      ).keepGenerations;
+    assert.equal(keep(0), "all");
+    assert.equal(keep(3), 3);
+  });
+});
+
 describe("sops-nix compatibility, installed by the real `nixseal install`", { skip: noInstall }, () => {
   let host: Host;
   let user: TestUser;
