@@ -304,6 +304,11 @@ in
       nixseal.secretsForUsersDir = mkDefault "/run/secrets-for-users";
       nixseal.generationsForUsersDir = mkDefault "/run/secrets-for-users.d";
 
+      # Under systemd-sysusers / userborn, sops-nix installs the users stage from
+      # sops-install-secrets-for-users.service; hosts add to that unit (a preStart that fetches
+      # the key), so nixseal's unit takes its name.
+      nixseal.usersStageUnit = mkDefault "sops-install-secrets-for-users";
+
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);
       # sops-nix's 0 means "never prune"; nixseal's 0 means "only the active one".

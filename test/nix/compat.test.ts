@@ -126,6 +126,32 @@ describe("sops-nix compatibility: options", { skip: missing }, () => {
     assert.equal(keep(0), "all");
     assert.equal(keep(3), 3);
   });
+
+  for (const [option, unit] of [
+    ["systemd.sysusers.enable", "systemd-sysusers.service"],
+    ["services.userborn.enable", "userborn.service"],
+  ] as const) {
+    test(`${option}: the users stage is sops-install-secrets-for-users.service, and the host's preStart is part of it`, () => {
+      const m = module(`{ ... }: {
+        imports = [ ${SOPS} ];
+        ${option} = true;
+        sops.age.keyFile = "/k";
+        sops.secrets.pw = { sopsFile = ./secrets.yaml; key = "test_key"; neededForUsers = true; };
+        systemd.services.sops-install-secrets-for-users.preStart = "cp /boot/key /k";
+      }`);
+      const services = nixos(m, "services") as Record<string, Json & { serviceConfig: Json }>;
+      assert.equal(services["nixseal-install-for-users"], undefined);
+      const svc = services["sops-install-secrets-for-users"]!;
+      assert.equal(svc.preStart, "cp /boot/key /k");
+      assert.deepEqual(svc.before, [unit]);
+      assert.deepEqual(svc.requiredBy, [unit]);
+      assert.match(
+        svc.serviceConfig.ExecStart as string,
+        /\/bin\/nixseal install --manifest \/nix\/store\/\S+-nixseal-manifest-for-users\.json$/,
+      );
+      assert.deepEqual(nixos(m, "failedAssertions"), []);
+    });
+  }
 });
 
 describe("sops-nix compatibility, installed by the real `nixseal install`", { skip: noInstall }, () => {
