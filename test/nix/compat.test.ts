@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { encrypt, X25519Identity } from "../../src/age/index.js";
 import { REPO, tempDir } from "../helpers.js";
 import {
   addUser,
@@ -32,14 +33,27 @@ const INSTALLER = fs.existsSync(path.join(REPO, "dist", "src", "cli", "install.j
 const noInstall = missing || installTestsSkipReason() || (!INSTALLER && "needs dist/src/cli/install.js");
 
 const SOPS = path.join(REPO, "nix", "modules", "sops-compat.nix");
+const AGENIX = path.join(REPO, "nix", "modules", "agenix-compat.nix");
 const FIXTURE = path.join(REPO, "test", "fixtures", "sops", "sops-nix");
 
 let dir: string;
 let cleanup: () => void;
 let counter = 0;
 
-before(() => {
+const AGE_ID = X25519Identity.generate();
+
+before(async () => {
   ({ dir, cleanup } = tempDir("nixseal-compat-"));
+  fs.writeFileSync(path.join(dir, "age-identity.txt"), `${AGE_ID.encode()}\n`, { mode: 0o600 });
+  for (const [name, text] of [
+    ["pw.age", "$y$j9T$hash-of-alice"],
+    ["api.age", "api-token-value"],
+  ] as const) {
+    fs.writeFileSync(
+      path.join(dir, name),
+      await encrypt(new TextEncoder().encode(text), [AGE_ID.recipient()]),
+    );
+  }
   fs.chmodSync(dir, 0o755);
   fs.copyFileSync(path.join(FIXTURE, "secrets.yaml"), path.join(dir, "secrets.yaml"));
   fs.copyFileSync(path.join(FIXTURE, "age-keys.txt"), path.join(dir, "age-keys.txt"));
@@ -200,5 +214,73 @@ describe("sops-nix compatibility, installed by the real `nixseal install`", { sk
     const linked = step(results, 4, "stat") as Extract<StepResult, { op: "stat" }>;
     assert.equal(linked.lstatType, "symlink");
     assert.equal(linked.content, "v=test_value");
+  });
+});
+
+/** An agenix host: alice's password file is an agenix secret, beside an ordinary one. */
+function agenixHost(passwordOption: string): string {
+  return module(`{ config, ... }: {
+    imports = [ ${AGENIX} ];
+    age.identityPaths = [ "${path.join(dir, "age-identity.txt")}" ];
+    age.secrets.pw.file = ./pw.age;
+    age.secrets.api.file = ./api.age;
+    users.users.alice = { group = "users"; ${passwordOption} = config.age.secrets.pw.path; };
+    users.groups.users = { };
+  }`);
+}
+
+describe("agenix compatibility: password files arrive before users are created", { skip: missing }, () => {
+  for (const option of ["hashedPasswordFile", "passwordFile"]) {
+    test(`a secret that is a user's ${option} is in the users stage's manifest`, () => {
+      const m = agenixHost(option);
+      assert.deepEqual(nixos(m, "failedAssertions"), []);
+      const users = manifestOf(m, "usersManifest");
+      assert.deepEqual(
+        users.secrets.map((e) => [e.name, e.path, e.owner]),
+        [["pw", "/run/agenix/pw", "0"]],
+      );
+      assert.deepEqual(
+        manifestOf(m).secrets.map((e) => e.name),
+        ["api"],
+      );
+    });
+  }
+});
+
+describe("agenix compatibility, installed by the real `nixseal install`", { skip: noInstall }, () => {
+  let host: Host;
+  before(() => {
+    host = makeHost();
+  });
+  after(() => host.cleanup());
+
+  test("the users stage installs the password file; the system stage, after users exist, the rest", () => {
+    const m = agenixHost("hashedPasswordFile");
+    const usersFile = localManifest(host, manifestOf(m, "usersManifest"), "agenix-users");
+    const systemFile = localManifest(host, manifestOf(m), "agenix-system");
+    const agenix = `${host.dir}/run/agenix`;
+    const results = runPlan(host, [
+      { op: "install", args: ["--json", "--manifest", usersFile] },
+      { op: "stat", path: `${agenix}/pw` },
+      { op: "stat", path: `${agenix}/api` },
+      { op: "install", args: ["--json", "--manifest", systemFile] },
+      { op: "stat", path: `${agenix}/api` },
+      { op: "stat", path: `${agenix}/pw` },
+    ]);
+    installOk(results[0]);
+    // What NixOS's users script reads, before any user exists: the hash is there.
+    const pw = step(results, 1, "stat") as Extract<StepResult, { op: "stat" }>;
+    assert.equal(pw.content, "$y$j9T$hash-of-alice");
+    assert.deepEqual(pw.stat, { mode: 0o400, uid: 0, gid: 0 });
+    assert.equal((step(results, 2, "stat") as Extract<StepResult, { op: "stat" }>).lstatType, null);
+    assert.equal(jsonOf(results[3]).ok, true, JSON.stringify(jsonOf(results[3]).problems));
+    assert.equal(
+      (step(results, 4, "stat") as Extract<StepResult, { op: "stat" }>).content,
+      "api-token-value",
+    );
+    assert.equal(
+      (step(results, 5, "stat") as Extract<StepResult, { op: "stat" }>).content,
+      "$y$j9T$hash-of-alice",
+    );
   });
 });
