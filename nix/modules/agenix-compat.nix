@@ -159,6 +159,9 @@ in
       }
     ) cfg.secrets;
 
+    # agenix replaces a file at a secret's path by its symlink; so does nixseal here, naming it.
+    nixseal.replaceExisting = mkDefault true;
+
     nixseal.identityPaths = mkDefault (builtins.filter looksLikeSshKey identityStrings);
     nixseal.extraIdentities = mkDefault (
       map (path: {

@@ -308,6 +308,8 @@ in
       # sops-install-secrets-for-users.service; hosts add to that unit (a preStart that fetches
       # the key), so nixseal's unit takes its name.
       nixseal.usersStageUnit = mkDefault "sops-install-secrets-for-users";
+      # sops-nix replaces a file at a secret's path by its symlink; so does nixseal here, naming it.
+      nixseal.replaceExisting = mkDefault true;
 
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);

@@ -192,7 +192,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   // After the switch: problems here are reported (exit 1), but the new generation stays active:
   // it is complete, and the old one may already be pruned.
   commitCredentialPlan(credentials, report.credentials, problems);
-  linkPaths(m.secretsDir, writer.meta, previous, problems);
+  report.warnings.push(...linkPaths(m.secretsDir, writer.meta, previous, problems, m.replaceExisting));
   notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;

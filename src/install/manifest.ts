@@ -8,6 +8,7 @@
  */
 import * as fs from "node:fs";
 import {
+  booleanField,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -123,6 +124,11 @@ export interface Manifest {
   restartMode: RestartMode;
   /** The credential store; null: absent from the manifest (the default dir, used only if needed). */
   credstoreDir: string | null;
+  /**
+   * A regular file at an entry's `path` is replaced by the symlink, with a warning, instead of
+   * stopping the install: what sops-nix and agenix do, set by the compat modules only.
+   */
+  replaceExisting: boolean;
   identities: ManifestIdentity[];
   secrets: ManifestSecret[];
   templates: ManifestTemplate[];
@@ -296,6 +302,11 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
     read: enumField<RestartMode>(["lists", "systemctl"], ENUM_HINT),
   },
   credstoreDir: { required: false, default: null, read: nullable(readPath) },
+  replaceExisting: {
+    required: false,
+    default: false,
+    read: booleanField("true only for hosts moving from sops-nix or agenix (the compat modules set it)"),
+  },
   identities: {
     required: true,
     read: (v, at) =>
@@ -618,6 +629,7 @@ export function validateManifest(json: unknown, file: string): Manifest {
     dryReloadListFile: m.get("dryReloadListFile") as string | null,
     restartMode: m.get("restartMode") as RestartMode,
     credstoreDir: m.get("credstoreDir") as string | null,
+    replaceExisting: m.get("replaceExisting") as boolean,
     identities: m.get("identities") as ManifestIdentity[],
     secrets: m.get("secrets") as ManifestSecret[],
     templates: m.get("templates") as ManifestTemplate[],

@@ -5,6 +5,8 @@
  * namespace (ns-driver.ts). Native mode is tested in install.test.ts.
  */
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { after, before, test } from "node:test";
 import {
   ageFile,
@@ -17,6 +19,7 @@ import {
   snap,
   writeManifest,
 } from "./fixture.js";
+import type { StepResult } from "./ns-driver.js";
 
 const skip = installTestsSkipReason() ?? false;
 
@@ -49,4 +52,46 @@ test('keepGenerations "all": nothing is pruned (sops-nix\'s keepGenerations = 0)
   const g = snap(r[3]).files;
   assert.deepEqual(generationsIn(g), ["1", "2", "3"]);
   assert.equal((g["1/s"] as { content: string }).content, "one");
+});
+
+test("replaceExisting: a file at a path is replaced by the link, with a warning naming it; a directory still stops the install", {
+  skip,
+}, async () => {
+  const file = await ageFile(host, "replace", "new-secret");
+  const etc = path.join(host.dir, "etc", "replace");
+  const occupied = path.join(etc, "token");
+  const dirThere = path.join(etc, "dir");
+  fs.mkdirSync(dirThere, { recursive: true });
+  fs.writeFileSync(occupied, "old content written by hand");
+  const native = writeManifest(host, [secret("token", file, { path: occupied })]);
+  const compat = writeManifest(host, [secret("token", file, { path: occupied })], [], {
+    replaceExisting: true,
+  });
+  const intoDir = writeManifest(host, [secret("token", file, { path: dirThere })], [], {
+    replaceExisting: true,
+  });
+  const r = runPlan(host, [
+    { op: "install", args: ["--json", "--manifest", native] },
+    { op: "stat", path: occupied },
+    { op: "install", args: ["--json", "--manifest", compat] },
+    { op: "stat", path: occupied },
+    { op: "install", args: ["--json", "--manifest", intoDir] },
+  ]);
+  // Native: refused, the file untouched.
+  assert.equal((r[0] as { status: number }).status, 1);
+  assert.match(JSON.stringify(jsonOf(r[0]).problems), /is a file, not a symlink/);
+  assert.equal((r[1] as Extract<StepResult, { op: "stat" }>).content, "old content written by hand");
+  // Compat: replaced, as sops-nix and agenix do, and said so.
+  const j = jsonOf(r[2]);
+  assert.deepEqual(j.problems, []);
+  const warnings = j.warnings as { message: string; file: string }[];
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!.message, new RegExp(`the file ${occupied} was replaced by a symlink`));
+  assert.equal(warnings[0]!.file, occupied);
+  const after = r[3] as Extract<StepResult, { op: "stat" }>;
+  assert.equal(after.lstatType, "symlink");
+  assert.equal(after.content, "new-secret");
+  // A directory is never replaced.
+  assert.equal((r[4] as { status: number }).status, 1);
+  assert.match(JSON.stringify(jsonOf(r[4]).problems), /is a directory, not a symlink/);
 });

@@ -127,6 +127,12 @@ test('keepGenerations: a count up to 1000, or "all" (never prune); anything else
   assert.match(problemsOf({ ...valid(), keepGenerations: "none" })[0]!.hint!, /"all" keeps every one/);
 });
 
+test("replaceExisting: false when absent, a boolean only", () => {
+  assert.equal(validateManifest(valid(), "/m.json").replaceExisting, false);
+  assert.equal(validateManifest({ ...valid(), replaceExisting: true }, "/m.json").replaceExisting, true);
+  assertOneProblem({ ...valid(), replaceExisting: "yes" }, /replaceExisting: must be true or false/);
+});
+
 test("unknown fields are errors, at the top and in entries (a typo never gives a file to root)", () => {
   const m = valid();
   m.secrets[0].onwer = "postgres";

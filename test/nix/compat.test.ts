@@ -168,6 +168,24 @@ describe("sops-nix compatibility: options", { skip: missing }, () => {
   }
 });
 
+describe("both compat modules", { skip: missing }, () => {
+  test("replaceExisting: set in both stages' manifests by the compat modules, absent natively", () => {
+    const sops = module(`{ ... }: {
+      imports = [ ${SOPS} ];
+      sops.age.keyFile = "/k";
+      sops.secrets.a = { sopsFile = ./secrets.yaml; key = "test_key"; };
+      sops.secrets.b = { sopsFile = ./secrets.yaml; key = "test_key"; neededForUsers = true; };
+    }`);
+    assert.equal(manifestOf(sops).replaceExisting, true);
+    assert.equal(manifestOf(sops, "usersManifest").replaceExisting, true);
+    const agenix = agenixHost("hashedPasswordFile");
+    assert.equal(manifestOf(agenix).replaceExisting, true);
+    assert.equal(manifestOf(agenix, "usersManifest").replaceExisting, true);
+    const native = module(`{ ... }: { nixseal.ageKeyFile = "/k"; nixseal.secrets.a.file = ./pw.age; }`);
+    assert.equal(manifestOf(native).replaceExisting, undefined);
+  });
+});
+
 describe("sops-nix compatibility, installed by the real `nixseal install`", { skip: noInstall }, () => {
   let host: Host;
   let user: TestUser;
