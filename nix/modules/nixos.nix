@@ -75,6 +75,19 @@ in
       '';
     };
 
+    changeDetection = mkOption {
+      type = types.enum [
+        "records"
+        "files"
+      ];
+      default = "records";
+      internal = true;
+      description = ''
+        How `nixseal install` finds what changed (docs/manifest.md): "records", or "files" as
+        sops-nix does (the active files as found, nothing restarted at boot); sops-compat sets it.
+      '';
+    };
+
     mount = mkOption {
       type = types.enum [
         "ramfs"

@@ -310,6 +310,8 @@ in
       nixseal.usersStageUnit = mkDefault "sops-install-secrets-for-users";
       # sops-nix replaces a file at a secret's path by its symlink; so does nixseal here, naming it.
       nixseal.replaceExisting = mkDefault true;
+      # sops-nix compares with the files of the active generation and restarts nothing at boot.
+      nixseal.changeDetection = mkDefault "files";
 
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);

@@ -55,6 +55,12 @@ export type Stage = "system" | "users";
 export type MountPolicy = "ramfs" | "tmpfs-noswap" | "existing";
 export type IdentityType = "ssh" | "age" | "systemd-creds";
 export type RestartMode = "lists" | "systemctl";
+/**
+ * How changes are found. "records": the active generation's metadata (keyed hashes), and every
+ * entry's units at boot. "files": sops-nix's way, the active generation's files as they are
+ * (a file changed or removed by hand counts), and no units when there is no active generation.
+ */
+export type ChangeDetection = "records" | "files";
 
 export interface ManifestIdentity {
   type: IdentityType;
@@ -122,6 +128,7 @@ export interface Manifest {
   dryReloadListFile: string | null;
   /** "lists": the restart/reload list files; "systemctl": one systemctl call per verb. */
   restartMode: RestartMode;
+  changeDetection: ChangeDetection;
   /** The credential store; null: absent from the manifest (the default dir, used only if needed). */
   credstoreDir: string | null;
   /**
@@ -300,6 +307,11 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
     required: false,
     default: "lists",
     read: enumField<RestartMode>(["lists", "systemctl"], ENUM_HINT),
+  },
+  changeDetection: {
+    required: false,
+    default: "records",
+    read: enumField<ChangeDetection>(["records", "files"], ENUM_HINT),
   },
   credstoreDir: { required: false, default: null, read: nullable(readPath) },
   replaceExisting: {
@@ -628,6 +640,7 @@ export function validateManifest(json: unknown, file: string): Manifest {
     dryRestartListFile: m.get("dryRestartListFile") as string | null,
     dryReloadListFile: m.get("dryReloadListFile") as string | null,
     restartMode: m.get("restartMode") as RestartMode,
+    changeDetection: m.get("changeDetection") as ChangeDetection,
     credstoreDir: m.get("credstoreDir") as string | null,
     replaceExisting: m.get("replaceExisting") as boolean,
     identities: m.get("identities") as ManifestIdentity[],

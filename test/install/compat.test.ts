@@ -95,3 +95,51 @@ test("replaceExisting: a file at a path is replaced by the link, with a warning 
   assert.equal((r[4] as { status: number }).status, 1);
   assert.match(JSON.stringify(jsonOf(r[4]).problems), /is a directory, not a symlink/);
 });
+
+test('changeDetection "files": nothing restarted at boot; files changed or removed by hand are noticed; no stray file survives', {
+  skip,
+}, async () => {
+  const run = path.join(host.dir, "run", "files-mode");
+  const secretsDir = path.join(run, "secrets");
+  const restartList = path.join(run, "restart-list");
+  const reloadList = path.join(run, "reload-list");
+  const a = await ageFile(host, "fm-a", "value-a");
+  const b = await ageFile(host, "fm-b", "value-b");
+  const c = await ageFile(host, "fm-c", "value-c");
+  const entries = [
+    secret("a", a, { restartUnits: ["a.service"] }),
+    secret("b", b, { reloadUnits: ["b.service"] }),
+    secret("c", c, { restartUnits: ["c.service"] }),
+  ];
+  const where = {
+    secretsDir,
+    generationsDir: path.join(run, "secrets.d"),
+    restartListFile: restartList,
+    reloadListFile: reloadList,
+  };
+  const files = writeManifest(host, entries, [], { ...where, changeDetection: "files" });
+  const r = runPlan(host, [
+    { op: "install", args: ["--json", "--manifest", files] },
+    { op: "install", args: ["--json", "--manifest", files] },
+    { op: "write", path: path.join(secretsDir, "a"), content: "changed by hand" },
+    { op: "write", path: path.join(secretsDir, "b"), content: null },
+    { op: "write", path: path.join(secretsDir, "stray"), content: "left by hand" },
+    { op: "install", args: ["--json", "--manifest", files] },
+    { op: "stat", path: path.join(secretsDir, "stray") },
+    { op: "stat", path: path.join(secretsDir, "a") },
+  ]);
+  const [boot, again, afterHand] = [jsonOf(r[0]), jsonOf(r[1]), jsonOf(r[5])];
+  assert.deepEqual(boot.problems, []);
+  // Boot (no generation before): sops-nix restarts nothing.
+  assert.deepEqual(boot.added, ["a", "b", "c"]);
+  assert.deepEqual([boot.restartUnits, boot.reloadUnits], [[], []]);
+  assert.deepEqual([again.restartUnits, again.reloadUnits, again.unchanged], [[], [], 3]);
+  // The files as they were found: a changed, b missing; c untouched restarts nothing.
+  assert.deepEqual(afterHand.changed, ["a"]);
+  assert.deepEqual(afterHand.added, ["b"]);
+  assert.deepEqual([afterHand.restartUnits, afterHand.reloadUnits], [["a.service"], ["b.service"]]);
+  assert.equal(fs.readFileSync(restartList, "utf8"), "a.service\n");
+  assert.equal(fs.readFileSync(reloadList, "utf8"), "b.service\n");
+  assert.equal((r[6] as Extract<StepResult, { op: "stat" }>).lstatType, null, "the stray file is gone");
+  assert.equal((r[7] as Extract<StepResult, { op: "stat" }>).content, "value-a");
+});

@@ -133,6 +133,18 @@ test("replaceExisting: false when absent, a boolean only", () => {
   assertOneProblem({ ...valid(), replaceExisting: "yes" }, /replaceExisting: must be true or false/);
 });
 
+test('changeDetection: "records" when absent, or "files"; anything else is refused', () => {
+  assert.equal(validateManifest(valid(), "/m.json").changeDetection, "records");
+  assert.equal(
+    validateManifest({ ...valid(), changeDetection: "files" }, "/m.json").changeDetection,
+    "files",
+  );
+  assertOneProblem(
+    { ...valid(), changeDetection: "mtime" },
+    /changeDetection: must be one of "records", "files"/,
+  );
+});
+
 test("unknown fields are errors, at the top and in entries (a typo never gives a file to root)", () => {
   const m = valid();
   m.secrets[0].onwer = "postgres";

@@ -169,7 +169,7 @@ describe("sops-nix compatibility: options", { skip: missing }, () => {
 });
 
 describe("both compat modules", { skip: missing }, () => {
-  test("replaceExisting: set in both stages' manifests by the compat modules, absent natively", () => {
+  test("replaceExisting in both compat modules' manifests, changeDetection files in sops-compat's; absent natively", () => {
     const sops = module(`{ ... }: {
       imports = [ ${SOPS} ];
       sops.age.keyFile = "/k";
@@ -177,12 +177,15 @@ describe("both compat modules", { skip: missing }, () => {
       sops.secrets.b = { sopsFile = ./secrets.yaml; key = "test_key"; neededForUsers = true; };
     }`);
     assert.equal(manifestOf(sops).replaceExisting, true);
+    assert.equal(manifestOf(sops).changeDetection, "files");
     assert.equal(manifestOf(sops, "usersManifest").replaceExisting, true);
     const agenix = agenixHost("hashedPasswordFile");
     assert.equal(manifestOf(agenix).replaceExisting, true);
     assert.equal(manifestOf(agenix, "usersManifest").replaceExisting, true);
     const native = module(`{ ... }: { nixseal.ageKeyFile = "/k"; nixseal.secrets.a.file = ./pw.age; }`);
     assert.equal(manifestOf(native).replaceExisting, undefined);
+    assert.equal(manifestOf(native).changeDetection, undefined);
+    assert.equal(manifestOf(agenix).changeDetection, undefined, "agenix restarts nothing: no units to find");
   });
 });
 

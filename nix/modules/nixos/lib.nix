@@ -223,6 +223,7 @@ rec {
           inherit (cfg) keepGenerations mount;
         }
         // lib.optionalAttrs cfg.replaceExisting { replaceExisting = true; }
+        // lib.optionalAttrs (cfg.changeDetection != "records") { inherit (cfg) changeDetection; }
         // {
           restartListFile = if lists then "/run/nixos/activation-restart-list" else null;
           reloadListFile = if lists then "/run/nixos/activation-reload-list" else null;

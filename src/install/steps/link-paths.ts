@@ -36,7 +36,10 @@ export function linkPaths(
           new NixsealError(
             "INSTALL",
             `${e.kind} "${e.name}": the file ${e.path} was replaced by a symlink to ${target}`,
-            { hint: "its old content is gone; stop whatever wrote it there, or give the secret another path", file: e.path },
+            {
+              hint: "its old content is gone; stop whatever wrote it there, or give the secret another path",
+              file: e.path,
+            },
           ),
         );
         continue;
