@@ -143,3 +143,56 @@ test('changeDetection "files": nothing restarted at boot; files changed or remov
   assert.equal((r[6] as Extract<StepResult, { op: "stat" }>).lstatType, null, "the stray file is gone");
   assert.equal((r[7] as Extract<StepResult, { op: "stat" }>).content, "value-a");
 });
+
+test('changeDetection "files" on the first switch from sops-nix: its generation (no nixseal metadata) is compared file by file, then pruned', {
+  skip,
+}, async () => {
+  const run = path.join(host.dir, "run", "from-sops-nix");
+  const secretsDir = path.join(run, "secrets");
+  const generationsDir = path.join(run, "secrets.d");
+  const same = await ageFile(host, "sn-same", "unchanged-value");
+  const differs = await ageFile(host, "sn-differs", "new-value");
+  const m = writeManifest(
+    host,
+    [
+      secret("same", same, { restartUnits: ["same.service"] }),
+      secret("differs", differs, { restartUnits: ["differs.service"] }),
+    ],
+    [],
+    {
+      secretsDir,
+      generationsDir,
+      restartListFile: path.join(run, "restart-list"),
+      reloadListFile: path.join(run, "reload-list"),
+      changeDetection: "files",
+    },
+  );
+  // What sops-nix left: a ramfs on /run/secrets.d, generation 1 (files, no nixseal metadata),
+  // /run/secrets linking to it.
+  const r2 = runPlan(host, [
+    { op: "mountRamfs", dir: generationsDir },
+    { op: "mkdir", path: path.join(generationsDir, "1"), mode: 0o751 },
+    { op: "write", path: path.join(generationsDir, "1", "same"), content: "unchanged-value" },
+    { op: "write", path: path.join(generationsDir, "1", "differs"), content: "old-value" },
+    { op: "chmod", path: path.join(generationsDir, "1", "same"), mode: 0o400 },
+    { op: "chmod", path: path.join(generationsDir, "1", "differs"), mode: 0o400 },
+    { op: "symlink", path: secretsDir, target: path.join(generationsDir, "1"), replace: true },
+    { op: "install", args: ["--json", "--manifest", m] },
+    { op: "install", args: ["--json", "--manifest", m] },
+    { op: "snapshot", dir: generationsDir },
+  ]);
+  const first = jsonOf(r2[7]);
+  assert.deepEqual(first.problems, []);
+  assert.equal(first.previousGeneration, 1);
+  assert.deepEqual(first.changed, ["differs"]);
+  assert.deepEqual(first.restartUnits, ["differs.service"]);
+  // Without nixseal's metadata it is not a generation to keep: it goes once it is not active.
+  assert.deepEqual(first.pruned, [1]);
+  assert.deepEqual(jsonOf(r2[8]).unchanged, 2);
+  assert.deepEqual(
+    Object.keys(snap(r2[9]).files)
+      .filter((k) => /^[0-9]+$/.test(k))
+      .sort(),
+    ["2", "3"],
+  );
+});

@@ -30,7 +30,11 @@ export type Step =
   /** lstat and stat of `path`, and whether open(2) with O_NOFOLLOW opens it (what services see). */
   | { op: "stat"; path: string }
   /** Replaces `path` with a regular file holding `content` (a file changed by hand), or removes it (null). */
-  | { op: "write"; path: string; content: string | null };
+  | { op: "write"; path: string; content: string | null }
+  | { op: "mkdir"; path: string; mode: number }
+  | { op: "chmod"; path: string; mode: number }
+  /** A symlink at `path` to `target`, replacing whatever symlink or empty directory is there. */
+  | { op: "symlink"; path: string; target: string; replace: boolean };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -44,7 +48,7 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "write"; ok: boolean }
+  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "write" | "mkdir" | "chmod" | "symlink"; ok: boolean }
   | {
       op: "stat";
       lstatType: FileInfo["type"] | null;
@@ -184,6 +188,18 @@ async function runStep(step: Step): Promise<StepResult> {
       fs.rmSync(step.path, { force: true });
       if (step.content !== null) fs.writeFileSync(step.path, step.content);
       return { op: "write", ok: true };
+    case "mkdir":
+      fs.mkdirSync(step.path, { recursive: true, mode: step.mode });
+      fs.chmodSync(step.path, step.mode);
+      return { op: "mkdir", ok: true };
+    case "chmod":
+      fs.chmodSync(step.path, step.mode);
+      return { op: "chmod", ok: true };
+    case "symlink":
+      if (step.replace) fs.rmSync(step.path, { force: true });
+      fs.mkdirSync(path.dirname(step.path), { recursive: true });
+      fs.symlinkSync(step.target, step.path);
+      return { op: "symlink", ok: true };
   }
 }
 
