@@ -79,6 +79,20 @@ let
     || lib.hasInfix "/.ssh/" p
     || lib.hasInfix "/ssh/" p;
   identityStrings = map toString cfg.identityPaths;
+
+  # agenix decrypts every secret before NixOS creates users, so a user's password file may be an
+  # agenix secret. nixseal's system stage runs after users are created; such secrets go to its
+  # users stage instead (installed before users, owned by root: the users stage checks that).
+  # The password files of users: hashedPasswordFile (which nixpkgs's renamed passwordFile sets
+  # too), or passwordFile on a NixOS without hashedPasswordFile.
+  passwordFiles = lib.concatMap (
+    u:
+    let
+      f = if u ? hashedPasswordFile then u.hashedPasswordFile else u.passwordFile or null;
+    in
+    lib.optional (f != null) (toString f)
+  ) (builtins.attrValues users);
+  neededForUsers = s: builtins.elem s.path passwordFiles;
 in
 {
   imports = [
@@ -141,8 +155,12 @@ in
           group
           ;
         path = s.path;
+        neededForUsers = neededForUsers s;
       }
     ) cfg.secrets;
+
+    # agenix replaces a file at a secret's path by its symlink; so does nixseal here, naming it.
+    nixseal.replaceExisting = mkDefault true;
 
     nixseal.identityPaths = mkDefault (builtins.filter looksLikeSshKey identityStrings);
     nixseal.extraIdentities = mkDefault (

@@ -44,9 +44,12 @@ rec {
       };
 
       keepGenerations = mkOption {
-        type = types.ints.unsigned;
+        type = types.either types.ints.unsigned (types.enum [ "all" ]);
         default = 1;
-        description = "Older generations kept besides the active one (0: only the active one).";
+        description = ''
+          Older generations kept besides the active one (0: only the active one; "all": never
+          prune, as sops-nix's keepGenerations = 0).
+        '';
       };
     };
 

@@ -65,6 +65,29 @@ in
       description = "Where generations live (a ramfs, or tmpfs with {option}`nixseal.mount`).";
     };
 
+    replaceExisting = mkOption {
+      type = types.bool;
+      default = false;
+      internal = true;
+      description = ''
+        Replace a regular file at a secret's `path` by the symlink, with a warning naming it,
+        instead of stopping the install. What sops-nix and agenix do; the compat modules set it.
+      '';
+    };
+
+    changeDetection = mkOption {
+      type = types.enum [
+        "records"
+        "files"
+      ];
+      default = "records";
+      internal = true;
+      description = ''
+        How `nixseal install` finds what changed (docs/manifest.md): "records", or "files" as
+        sops-nix does (the active files as found, nothing restarted at boot); sops-compat sets it.
+      '';
+    };
+
     mount = mkOption {
       type = types.enum [
         "ramfs"

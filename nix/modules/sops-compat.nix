@@ -3,8 +3,11 @@
 # so moving from sops-nix is replacing one import. Names, defaults and paths are sops-nix's
 # (modules/sops of Mic92/sops-nix): a secret is found at `sops.secrets.<name>.path`, by default
 # /run/secrets/<name> (/run/secrets-for-users/<name> with neededForUsers), a template at
-# /run/secrets/rendered/<name>, each a symlink to where nixseal installs it. The same sops files,
-# the same age keys, the same ssh host keys (used directly, no ssh-to-age step).
+# /run/secrets/rendered/<name>. As with sops-nix, /run/secrets itself is the symlink to the active
+# generation (/run/secrets.d/N; /run/secrets-for-users -> /run/secrets-for-users.d/N), so
+# /run/secrets/<name> is the file itself, with its owner and mode (nixseal.secretsDir and
+# generationsDir are set so); only a `path` elsewhere gets a symlink, to that file. The same sops
+# files, the same age keys, the same ssh host keys (used directly, no ssh-to-age step).
 {
   config,
   lib,
@@ -87,7 +90,7 @@ let
           type = types.str;
           default =
             if config.neededForUsers then "/run/secrets-for-users/${config.name}" else "/run/secrets/${config.name}";
-          description = "Path where the secret is found (a symlink to nixseal's copy).";
+          description = "Path where the secret is found: the file itself when it is /run/secrets/<name>, else a symlink to that file.";
         };
         format = mkOption {
           type = types.enum [
@@ -125,7 +128,7 @@ let
         path = mkOption {
           type = types.singleLineStr;
           default = "/run/secrets/rendered/${config.name}";
-          description = "Path where the rendered file is found (a symlink to nixseal's copy).";
+          description = "Path where the rendered file is found: /run/secrets/rendered/<name> itself, or a symlink to it elsewhere.";
         };
         content = mkOption {
           type = types.lines;
@@ -140,6 +143,11 @@ let
       };
     }
   );
+
+  nixsealCfg = config.nixseal;
+  # Where nixseal installs a secret: a `path` there needs no symlink (it is the file itself).
+  installDirOf = s: if s.neededForUsers then nixsealCfg.secretsForUsersDir else nixsealCfg.secretsDir;
+  linkUnlessInstalled = installed: p: if p == installed then null else p;
 
   ownerOf = v: if v.owner != null then v.owner else toString v.uid;
   groupOf = v: if v.group != null then v.group else toString v.gid;
@@ -190,7 +198,7 @@ in
     keepGenerations = mkOption {
       type = types.ints.unsigned;
       default = 1;
-      description = "Number of secrets generations to keep (nixseal.keepGenerations).";
+      description = "Number of secrets generations to keep; 0 keeps all of them, as in sops-nix (nixseal.keepGenerations \"all\").";
     };
     useTmpfs = mkOption {
       type = types.bool;
@@ -264,8 +272,8 @@ in
             restartUnits
             reloadUnits
             neededForUsers
-            path
             ;
+          path = linkUnlessInstalled "${installDirOf s}/${s.name}" s.path;
           key = if s.format == "binary" || s.key == "" then null else s.key;
           owner = ownerOf s;
           group = groupOf s;
@@ -280,16 +288,35 @@ in
             mode
             restartUnits
             reloadUnits
-            path
             ;
+          # Rendered to /run/secrets/rendered/<name> as sops-nix does; a `path` elsewhere is a
+          # symlink to it (both exist, as with sops-nix).
+          path = linkUnlessInstalled "${nixsealCfg.secretsDir}/${templateName t}" t.path;
           owner = ownerOf t;
           group = groupOf t;
         }
       ) cfg.templates;
 
+      # sops-nix's layout: the stable symlinks /run/secrets and /run/secrets-for-users, the
+      # generations beside them.
+      nixseal.secretsDir = mkDefault "/run/secrets";
+      nixseal.generationsDir = mkDefault "/run/secrets.d";
+      nixseal.secretsForUsersDir = mkDefault "/run/secrets-for-users";
+      nixseal.generationsForUsersDir = mkDefault "/run/secrets-for-users.d";
+
+      # Under systemd-sysusers / userborn, sops-nix installs the users stage from
+      # sops-install-secrets-for-users.service; hosts add to that unit (a preStart that fetches
+      # the key), so nixseal's unit takes its name.
+      nixseal.usersStageUnit = mkDefault "sops-install-secrets-for-users";
+      # sops-nix replaces a file at a secret's path by its symlink; so does nixseal here, naming it.
+      nixseal.replaceExisting = mkDefault true;
+      # sops-nix compares with the files of the active generation and restarts nothing at boot.
+      nixseal.changeDetection = mkDefault "files";
+
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);
-      nixseal.keepGenerations = mkDefault cfg.keepGenerations;
+      # sops-nix's 0 means "never prune"; nixseal's 0 means "only the active one".
+      nixseal.keepGenerations = mkDefault (if cfg.keepGenerations == 0 then "all" else cfg.keepGenerations);
       nixseal.mount = mkIf cfg.useTmpfs (mkDefault "tmpfs-noswap");
 
       assertions = [

@@ -24,7 +24,7 @@
 import * as path from "node:path";
 import { rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { type Credstore, closeCredstore } from "../creds/index.js";
-import { Generations } from "./generations.js";
+import { type GenerationMeta, Generations, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
 import { makeDirs } from "./mount.js";
@@ -38,6 +38,7 @@ import { diff } from "./steps/diff.js";
 import { linkPaths } from "./steps/link-paths.js";
 import { loadIdentities } from "./steps/load-identities.js";
 import { prepareGeneration } from "./steps/prepare-generation.js";
+import { previousAsFound } from "./steps/previous-as-found.js";
 import { InstallProblems } from "./steps/problems.js";
 import { prune } from "./steps/prune.js";
 import { renderTemplates, secretsTemplatesNeed } from "./steps/render-templates.js";
@@ -174,7 +175,16 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   }
 
   const previous = report.previousGeneration === null ? null : gens.readMeta(report.previousGeneration);
-  const changes = diff(previous, writer.meta, credentials.status);
+  const changes = diff(
+    compareWith(m, gens, report.previousGeneration, previous, writer.meta, target.key),
+    writer.meta,
+    credentials.status,
+  );
+  // sops-nix restarts nothing at boot, when there is no generation before (changeDetection "files").
+  if (m.changeDetection === "files" && report.previousGeneration === null) {
+    changes.restartUnits = [];
+    changes.reloadUnits = [];
+  }
   Object.assign(report, changes);
   wipe(target.key);
 
@@ -194,7 +204,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   // After the switch: problems here are reported (exit 1), but the new generation stays active:
   // it is complete, and the old one may already be pruned.
   commitCredentialPlan(credentials, report.credentials, problems);
-  linkPaths(m.secretsDir, writer.meta, previous, problems);
+  report.warnings.push(...linkPaths(m.secretsDir, writer.meta, previous, problems, m.replaceExisting));
   notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
@@ -202,4 +212,17 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
 
 function isMissingFile(e: { code: string; cause?: unknown }): boolean {
   return e.code === "IO" && (e.cause as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}
+
+/** What the diff compares with: the records, or the active generation's files as found. */
+function compareWith(
+  m: Manifest,
+  gens: Generations,
+  active: number | null,
+  recorded: GenerationMeta | null,
+  now: readonly MetaEntry[],
+  key: Uint8Array,
+): GenerationMeta | null {
+  if (m.changeDetection !== "files" || active === null) return recorded;
+  return previousAsFound(gens.pathOf(active), active, recorded, now, key);
 }

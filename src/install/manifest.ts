@@ -8,6 +8,7 @@
  */
 import * as fs from "node:fs";
 import {
+  booleanField,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -38,12 +39,28 @@ export const MAX_MANIFEST_SIZE = 64 * 1024 * 1024;
 /** Generations kept besides the active one: more is a typo, not a wish. */
 export const MAX_KEEP_GENERATIONS = 1000;
 
+const readKeepGenerationsCount = integerField(
+  0,
+  MAX_KEEP_GENERATIONS,
+  '0 keeps only the active generation; "all" keeps every one (sops-nix\'s keepGenerations = 0)',
+);
+
+/** A count of generations, or "all": never prune (what sops-nix does with keepGenerations = 0). */
+const readKeepGenerations: Field<number>["read"] = (v, at, p) =>
+  v === "all" ? Number.POSITIVE_INFINITY : readKeepGenerationsCount(v, at, p);
+
 export type SecretFormat = "age" | "yaml" | "json" | "dotenv" | "ini" | "binary";
 export const SECRET_FORMATS: readonly SecretFormat[] = ["age", "yaml", "json", "dotenv", "ini", "binary"];
 export type Stage = "system" | "users";
 export type MountPolicy = "ramfs" | "tmpfs-noswap" | "existing";
 export type IdentityType = "ssh" | "age" | "systemd-creds";
 export type RestartMode = "lists" | "systemctl";
+/**
+ * How changes are found. "records": the active generation's metadata (keyed hashes), and every
+ * entry's units at boot. "files": sops-nix's way, the active generation's files as they are
+ * (a file changed or removed by hand counts), and no units when there is no active generation.
+ */
+export type ChangeDetection = "records" | "files";
 
 export interface ManifestIdentity {
   type: IdentityType;
@@ -102,6 +119,7 @@ export interface Manifest {
   stage: Stage;
   secretsDir: string;
   generationsDir: string;
+  /** Older generations kept besides the active one; Infinity for "all" (never prune). */
   keepGenerations: number;
   mount: MountPolicy;
   restartListFile: string | null;
@@ -110,8 +128,14 @@ export interface Manifest {
   dryReloadListFile: string | null;
   /** "lists": the restart/reload list files; "systemctl": one systemctl call per verb. */
   restartMode: RestartMode;
+  changeDetection: ChangeDetection;
   /** The credential store; null: absent from the manifest (the default dir, used only if needed). */
   credstoreDir: string | null;
+  /**
+   * A regular file at an entry's `path` is replaced by the symlink, with a warning, instead of
+   * stopping the install: what sops-nix and agenix do, set by the compat modules only.
+   */
+  replaceExisting: boolean;
   identities: ManifestIdentity[];
   secrets: ManifestSecret[];
   templates: ManifestTemplate[];
@@ -269,10 +293,7 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
   stage: { required: false, default: "system", read: enumField<Stage>(["system", "users"], ENUM_HINT) },
   secretsDir: { required: true, read: readPath },
   generationsDir: { required: true, read: readPath },
-  keepGenerations: {
-    required: true,
-    read: integerField(0, MAX_KEEP_GENERATIONS, "0 keeps only the active generation"),
-  },
+  keepGenerations: { required: true, read: readKeepGenerations },
   mount: {
     required: false,
     default: "ramfs",
@@ -287,7 +308,17 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
     default: "lists",
     read: enumField<RestartMode>(["lists", "systemctl"], ENUM_HINT),
   },
+  changeDetection: {
+    required: false,
+    default: "records",
+    read: enumField<ChangeDetection>(["records", "files"], ENUM_HINT),
+  },
   credstoreDir: { required: false, default: null, read: nullable(readPath) },
+  replaceExisting: {
+    required: false,
+    default: false,
+    read: booleanField("true only for hosts moving from sops-nix or agenix (the compat modules set it)"),
+  },
   identities: {
     required: true,
     read: (v, at) =>
@@ -609,7 +640,9 @@ export function validateManifest(json: unknown, file: string): Manifest {
     dryRestartListFile: m.get("dryRestartListFile") as string | null,
     dryReloadListFile: m.get("dryReloadListFile") as string | null,
     restartMode: m.get("restartMode") as RestartMode,
+    changeDetection: m.get("changeDetection") as ChangeDetection,
     credstoreDir: m.get("credstoreDir") as string | null,
+    replaceExisting: m.get("replaceExisting") as boolean,
     identities: m.get("identities") as ManifestIdentity[],
     secrets: m.get("secrets") as ManifestSecret[],
     templates: m.get("templates") as ManifestTemplate[],

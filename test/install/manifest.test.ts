@@ -112,6 +112,39 @@ test("a valid manifest: values read, optional fields take their defaults", () =>
   assert.equal(m2.restartListFile, "/run/nixos/activation-restart-list");
 });
 
+test('keepGenerations: a count up to 1000, or "all" (never prune); anything else is refused', () => {
+  assert.equal(validateManifest({ ...valid(), keepGenerations: 0 }, "/m.json").keepGenerations, 0);
+  assert.equal(
+    validateManifest({ ...valid(), keepGenerations: "all" }, "/m.json").keepGenerations,
+    Number.POSITIVE_INFINITY,
+  );
+  for (const bad of ["All", "1", 1.5, 1001, null]) {
+    assertOneProblem(
+      { ...valid(), keepGenerations: bad },
+      /keepGenerations: must be a whole number from 0 to 1000/,
+    );
+  }
+  assert.match(problemsOf({ ...valid(), keepGenerations: "none" })[0]!.hint!, /"all" keeps every one/);
+});
+
+test("replaceExisting: false when absent, a boolean only", () => {
+  assert.equal(validateManifest(valid(), "/m.json").replaceExisting, false);
+  assert.equal(validateManifest({ ...valid(), replaceExisting: true }, "/m.json").replaceExisting, true);
+  assertOneProblem({ ...valid(), replaceExisting: "yes" }, /replaceExisting: must be true or false/);
+});
+
+test('changeDetection: "records" when absent, or "files"; anything else is refused', () => {
+  assert.equal(validateManifest(valid(), "/m.json").changeDetection, "records");
+  assert.equal(
+    validateManifest({ ...valid(), changeDetection: "files" }, "/m.json").changeDetection,
+    "files",
+  );
+  assertOneProblem(
+    { ...valid(), changeDetection: "mtime" },
+    /changeDetection: must be one of "records", "files"/,
+  );
+});
+
 test("unknown fields are errors, at the top and in entries (a typo never gives a file to root)", () => {
   const m = valid();
   m.secrets[0].onwer = "postgres";

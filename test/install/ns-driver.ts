@@ -26,7 +26,15 @@ export type Step =
    * secretsDir points to and the content of `file` under it.
    */
   | { op: "installPairs"; args: string[]; pairs: number; secretsDir: string; file: string }
-  | { op: "copy"; from: string; to: string };
+  | { op: "copy"; from: string; to: string }
+  /** lstat and stat of `path`, and whether open(2) with O_NOFOLLOW opens it (what services see). */
+  | { op: "stat"; path: string }
+  /** Replaces `path` with a regular file holding `content` (a file changed by hand), or removes it (null). */
+  | { op: "write"; path: string; content: string | null }
+  | { op: "mkdir"; path: string; mode: number }
+  | { op: "chmod"; path: string; mode: number }
+  /** A symlink at `path` to `target`, replacing whatever symlink or empty directory is there. */
+  | { op: "symlink"; path: string; target: string; replace: boolean };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -40,7 +48,14 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "mountTmpfs" | "copy"; ok: boolean }
+  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "write" | "mkdir" | "chmod" | "symlink"; ok: boolean }
+  | {
+      op: "stat";
+      lstatType: FileInfo["type"] | null;
+      stat: { mode: number; uid: number; gid: number } | null;
+      noFollowOpen: boolean;
+      content: string | null;
+    }
   | {
       op: "installPairs";
       rounds: {
@@ -110,6 +125,24 @@ function snapshot(dir: string): StepResult {
   return { op: "snapshot", exists: true, fsType, files };
 }
 
+function statPath(p: string): StepResult {
+  let lstatType: FileInfo["type"] | null = null;
+  let stat: { mode: number; uid: number; gid: number } | null = null;
+  let noFollowOpen = false;
+  let content: string | null = null;
+  try {
+    lstatType = infoOf(p).type;
+    const st = fs.statSync(p);
+    stat = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    content = fs.readFileSync(p, "latin1");
+  } catch {}
+  try {
+    fs.closeSync(fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW));
+    noFollowOpen = true;
+  } catch {}
+  return { op: "stat", lstatType, stat, noFollowOpen, content };
+}
+
 function isLink(p: string): boolean {
   try {
     return fs.lstatSync(p).isSymbolicLink();
@@ -149,6 +182,24 @@ async function runStep(step: Step): Promise<StepResult> {
     case "copy":
       fs.copyFileSync(step.from, step.to);
       return { op: "copy", ok: true };
+    case "stat":
+      return statPath(step.path);
+    case "write":
+      fs.rmSync(step.path, { force: true });
+      if (step.content !== null) fs.writeFileSync(step.path, step.content);
+      return { op: "write", ok: true };
+    case "mkdir":
+      fs.mkdirSync(step.path, { recursive: true, mode: step.mode });
+      fs.chmodSync(step.path, step.mode);
+      return { op: "mkdir", ok: true };
+    case "chmod":
+      fs.chmodSync(step.path, step.mode);
+      return { op: "chmod", ok: true };
+    case "symlink":
+      if (step.replace) fs.rmSync(step.path, { force: true });
+      fs.mkdirSync(path.dirname(step.path), { recursive: true });
+      fs.symlinkSync(step.target, step.path);
+      return { op: "symlink", ok: true };
   }
 }
 

@@ -743,22 +743,22 @@ describe("sops-nix compatibility", { skip: missing }, () => {
         owner: "1000",
         group: "100",
         mode: "0440",
-        path: "/run/secrets/api",
+        path: null,
       }),
-      entry("blob", { file: "STORE:blob.bin", format: "binary", key: null, path: "/run/secrets/blob" }),
+      entry("blob", { file: "STORE:blob.bin", format: "binary", key: null, path: null }),
       entry("custom-name", { file: "STORE:app.yaml", key: "custom", path: "/etc/custom" }),
       entry("db/password", {
         file: "STORE:app.yaml",
         key: "db/password",
         owner: "nginx",
         group: "nginx",
-        path: "/run/secrets/db/password",
+        path: null,
         restartUnits: ["nginx.service"],
       }),
       entry("whole", {
         file: "STORE:app.yaml",
         key: null,
-        path: "/run/secrets/whole",
+        path: null,
         reloadUnits: ["x.service"],
       }),
     ]);
@@ -769,7 +769,7 @@ describe("sops-nix compatibility", { skip: missing }, () => {
         owner: "nginx",
         group: "nginx",
         mode: "0400",
-        path: "/run/secrets/rendered/app.env",
+        path: null,
         restartUnits: ["app.service"],
         reloadUnits: [],
       },
@@ -781,7 +781,7 @@ describe("sops-nix compatibility", { skip: missing }, () => {
     ]);
     const users = readManifest(nixos([m], "usersManifest"));
     assert.deepEqual(users.secrets, [
-      entry("root-pw", { file: "STORE:app.yaml", key: "root-pw", path: "/run/secrets-for-users/root-pw" }),
+      entry("root-pw", { file: "STORE:app.yaml", key: "root-pw", path: null }),
     ]);
     // config.sops.placeholder is nixseal's placeholder of the secret's (file) name.
     const ph = nixos([m], "config.sops.placeholder") as Record<string, string>;

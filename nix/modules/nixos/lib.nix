@@ -221,6 +221,10 @@ rec {
           version = shared.manifestVersion;
           inherit stage secretsDir generationsDir;
           inherit (cfg) keepGenerations mount;
+        }
+        // lib.optionalAttrs cfg.replaceExisting { replaceExisting = true; }
+        // lib.optionalAttrs (cfg.changeDetection != "records") { inherit (cfg) changeDetection; }
+        // {
           restartListFile = if lists then "/run/nixos/activation-restart-list" else null;
           reloadListFile = if lists then "/run/nixos/activation-reload-list" else null;
           dryRestartListFile = if lists then "/run/nixos/dry-activation-restart-list" else null;

@@ -83,6 +83,18 @@ in
       description = "{option}`nixseal.secretsDir` of the secrets with `neededForUsers`.";
     };
 
+    usersStageUnit = mkOption {
+      type = types.strMatching "[A-Za-z0-9:_.@-]+";
+      default = "nixseal-install-for-users";
+      internal = true;
+      description = ''
+        Name (without .service) of the unit that installs the users stage under
+        systemd-sysusers / userborn. The compat modules give it the old tool's name
+        (sops-install-secrets-for-users), so that a host's own settings of that unit, such as a
+        `preStart` that provides the key, apply to it and run before the install.
+      '';
+    };
+
     generationsForUsersDir = mkOption {
       type = shared.hostPath;
       default = "/run/nixseal-for-users.d";
@@ -122,7 +134,7 @@ in
 
     # systemd-sysusers / userborn create users from a unit: this one runs before it.
     (mkIf (l.useSystemdActivation && haveUsersStage) {
-      systemd.services.nixseal-install-for-users = l.installService usersManifest // {
+      systemd.services.${cfg.usersStageUnit} = l.installService usersManifest // {
         description = "nixseal: install secrets needed for users";
         wantedBy = [ "sysinit.target" ];
         before =

@@ -2,7 +2,8 @@
  * Step 1: nothing of the user's is replaced. secretsDir and each entry's `path` are nixseal's only
  * as symlinks; anything else there (a file, a directory) stops the install before it starts, and
  * so does a `path` under a directory or symlink another user can change (safe-path.ts; checked
- * again when the link is made).
+ * again when the link is made). Only with the manifest's `replaceExisting` (the compat modules)
+ * is a regular file at a `path` replaced by the link, as sops-nix and agenix do.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -21,6 +22,9 @@ export function inTheWay(p: string): string | null {
     return null;
   }
 }
+
+/** What `replaceExisting` lets the link replace: a regular file, never a directory. */
+export const REPLACEABLE = "a file";
 
 export const PATH_IN_THE_WAY_HINT = "move it away (nixseal replaces only symlinks there)";
 
@@ -42,7 +46,8 @@ export function checkPathsFree(
     if (e.path === null) continue;
     if (e.credential !== null) continue; // refused by the manifest's validation already
     const what = inTheWay(e.path);
-    if (what !== null) {
+    // The compat modules: a regular file is replaced by the link, as sops-nix and agenix do.
+    if (what !== null && !(what === REPLACEABLE && m.replaceExisting)) {
       problems.install(e, `its path ${e.path} is ${what}, not a symlink`, PATH_IN_THE_WAY_HINT, e.path);
     }
     try {

@@ -1,4 +1,7 @@
-/** The last step: old generations go, keeping the active one and `keepGenerations` before it. */
+/**
+ * The last step: old generations go, keeping the active one and `keepGenerations` before it
+ * (Infinity, the manifest's "all": only leftovers of interrupted installs go).
+ */
 import { ioError } from "../../common/index.js";
 import type { Generations } from "../generations.js";
 import type { Manifest } from "../manifest.js";
