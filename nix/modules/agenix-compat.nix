@@ -21,6 +21,7 @@ let
     ;
 
   cfg = config.age;
+  octalMode = m: builtins.match "0?[0-7]{3}" m != null;
   users = config.users.users;
 
   secretType = types.submodule (
@@ -150,10 +151,12 @@ in
       lib.nameValuePair s.name {
         inherit (s)
           file
-          mode
           owner
           group
           ;
+        # A symbolic mode (agenix passes it to chmod) fails the assertion below, named as the
+        # user wrote it; nixseal's own option then keeps its default rather than a type error.
+        mode = if octalMode s.mode then s.mode else "0400";
         path = s.path;
         neededForUsers = neededForUsers s;
       }
@@ -169,6 +172,11 @@ in
         inherit path;
       }) (builtins.filter (p: !(looksLikeSshKey p)) identityStrings)
     );
+
+    assertions = mapAttrsToList (name: s: {
+      assertion = octalMode s.mode;
+      message = "age.secrets.${name}.mode = \"${s.mode}\": use an octal mode such as \"0400\" or \"0440\" (nixseal creates the file with its mode and never runs chmod, so symbolic modes like u=r are not understood).";
+    }) cfg.secrets;
 
     warnings = mapAttrsToList (
       name: _:

@@ -250,6 +250,21 @@ function agenixHost(passwordOption: string): string {
   }`);
 }
 
+describe("agenix compatibility: modes", { skip: missing }, () => {
+  test("a symbolic mode fails an assertion naming age.secrets.<name>.mode and saying to use octal", () => {
+    const m = module(`{ ... }: {
+      imports = [ ${AGENIX} ];
+      age.identityPaths = [ "${path.join(dir, "age-identity.txt")}" ];
+      age.secrets.api = { file = ./api.age; mode = "u=r"; };
+      age.secrets.pw = { file = ./pw.age; mode = "0440"; };
+    }`);
+    const failed = nixos(m, "failedAssertions") as string[];
+    assert.equal(failed.length, 1, JSON.stringify(failed));
+    assert.match(failed[0]!, /^age\.secrets\.api\.mode = "u=r": use an octal mode such as "0400"/);
+    assert.doesNotMatch(failed[0]!, /nixseal\.secrets/);
+  });
+});
+
 describe("agenix compatibility: password files arrive before users are created", { skip: missing }, () => {
   for (const option of ["hashedPasswordFile", "passwordFile"]) {
     test(`a secret that is a user's ${option} is in the users stage's manifest`, () => {
