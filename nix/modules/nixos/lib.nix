@@ -156,6 +156,32 @@ rec {
     }
   );
 
+  # The read-only installedPath of a secret or template: `path`, else `otherwise`; a credential
+  # has no file of its own, so it is where its one service finds it (several: an error saying where).
+  installedPathOf =
+    {
+      kind,
+      name,
+      config,
+      otherwise,
+    }:
+    if config.credential != null then
+      (
+        let
+          svcs = config.credential.services;
+          svc = builtins.head svcs;
+          unit = if lib.hasSuffix ".service" svc then svc else "${svc}.service";
+        in
+        if builtins.length svcs == 1 then
+          "/run/credentials/${unit}/${config.credential.name}"
+        else
+          throw "nixseal.${kind}s.${name}.installedPath: this ${kind} is a systemd credential loaded by ${toString (builtins.length svcs)} services, so it has no one file; each service reads it as $CREDENTIALS_DIRECTORY/${config.credential.name} (%d/${config.credential.name} in unit settings)"
+      )
+    else if config.path != null then
+      config.path
+    else
+      otherwise;
+
   entryOptions =
     { kind, config }:
     staticEntryOptions.${kind}

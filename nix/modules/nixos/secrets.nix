@@ -38,26 +38,11 @@ let
         installedPath = mkOption {
           type = types.str;
           readOnly = true;
-          default =
-              if config.credential != null then
-                (
-                  let
-                    svcs = config.credential.services;
-                  in
-                  if builtins.length svcs == 1 then
-                    "/run/credentials/${
-                      let
-                        svc = builtins.head svcs;
-                      in
-                      if lib.hasSuffix ".service" svc then svc else "${svc}.service"
-                    }/${config.credential.name}"
-                  else
-                    throw "nixseal.secrets.${name}.installedPath: this secret is a systemd credential loaded by ${toString (builtins.length svcs)} services, so it has no one file; each service reads it as $CREDENTIALS_DIRECTORY/${config.credential.name} (%d/${config.credential.name} in unit settings)"
-                )
-              else if config.path != null then
-              config.path
-            else
-              "${if config.neededForUsers then cfg.secretsForUsersDir else cfg.secretsDir}/${name}";
+          default = l.installedPathOf {
+            kind = "secret";
+            inherit name config;
+            otherwise = "${if config.neededForUsers then cfg.secretsForUsersDir else cfg.secretsDir}/${name}";
+          };
           defaultText = literalExpression ''path, or "''${secretsDir}/<name>"; for a credential, "/run/credentials/<its one service>.service/<credential name>"'';
           description = "Where services find the secret: `path` if set, else its place in the secrets directory. A `credential` secret has no file of its own: this is where its one service finds it (with several services, reading this is an error naming `$CREDENTIALS_DIRECTORY`).";
         };
