@@ -5,7 +5,7 @@
  * one section per benchmark, with the date, the machine and the exact command.
  *
  * Options:
- *   --runs N        timed runs per command, after one warm-up run (default 3)
+ *   --runs N        timed runs per command, after one warm-up run (default 3; startup: 15)
  *   --nixseal FILE  the nixseal CLI to time (default dist/src/cli/main.js of this checkout)
  *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
  *   --size-mib N    age-1gib: the file size (default 1024)
@@ -36,6 +36,7 @@ import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
+import { startup } from "./startup.js";
 
 /** bench/rekey.ts (its own author's), run through its exported benchRekey() when present. */
 const rekey: Benchmark = {
@@ -91,6 +92,7 @@ const rekey: Benchmark = {
 };
 
 const BENCHMARKS: Benchmark[] = [
+  startup,
   age1gib,
   smallDecrypt,
   rekey,
