@@ -8,6 +8,7 @@ import {
   AgeDecryptor,
   AgeEncryptor,
   type Identity,
+  prestartStreamWorkers,
   type Recipient,
   ScryptIdentity,
   ScryptRecipient,
@@ -290,6 +291,7 @@ async function pump(
 }
 
 async function encryptCommand(values: Values, input: string | undefined): Promise<void> {
+  startWorkersEarly(input);
   const ctx = keyContext();
   let recipients: Recipient[];
   if (values.passphrase) {
@@ -327,6 +329,7 @@ async function encryptCommand(values: Values, input: string | undefined): Promis
 }
 
 async function decryptCommand(values: Values, input: string | undefined): Promise<void> {
+  startWorkersEarly(input);
   const identities: Identity[] = values.identity?.length
     ? [new ScryptGuard(), ...(await loadIdentities(values.identity, keyContext()))]
     : [new PassphrasePrompt()];
@@ -347,6 +350,17 @@ async function decryptCommand(values: Values, input: string | undefined): Promis
   } finally {
     if (fd !== 0) fs.closeSync(fd);
   }
+}
+
+/**
+ * A large input file will be encrypted or decrypted on worker threads: start them now, so they
+ * boot while keys load (see prestartStreamWorkers). Errors are left to openInput().
+ */
+function startWorkersEarly(input: string | undefined): void {
+  try {
+    const st = input === undefined || input === "-" ? fs.fstatSync(0) : fs.statSync(input);
+    if (st.isFile()) prestartStreamWorkers(st.size);
+  } catch {}
 }
 
 type Values = ReturnType<typeof parseAgeArgs>["values"];
