@@ -10,15 +10,22 @@
  * directory, else $HOME/.cache/nixseal/compile-cache when HOME is an existing directory of this
  * user's (HOME itself is never created; HOME=/ counts as no home: root during activation).
  * NIXSEAL_NO_COMPILE_CACHE (any value) turns it off.
+ *
+ * node:fs is loaded with require(), not import, here and in the other files main.ts loads first:
+ * for `import`, Node builds an ES module wrapper that reads every export of node:fs, the lazy
+ * ones too, and so loads fs/promises, the streams and readline (~30 internal modules, ~10% of
+ * Node's own start-up). `nixseal --version` needs none of them.
  */
-import * as fs from "node:fs";
+import type { Stats } from "node:fs";
 import * as module from "node:module";
 import * as path from "node:path";
+
+const fs = module.createRequire(import.meta.url)("node:fs") as typeof import("node:fs");
 
 const GROUP_OR_OTHER_WRITABLE = 0o022;
 
 /** A real directory (no symlink), owned by `uid` (or root when `rootToo`), writable by nobody else. */
-function trusted(st: fs.Stats, uid: number, rootToo: boolean): boolean {
+function trusted(st: Stats, uid: number, rootToo: boolean): boolean {
   return (
     st.isDirectory() &&
     (st.uid === uid || (rootToo && st.uid === 0)) &&
@@ -51,7 +58,7 @@ function trustedBelow(base: string, parts: readonly string[], uid: number): stri
   for (const part of parts) {
     dir = path.join(dir, part);
     try {
-      let st: fs.Stats;
+      let st: Stats;
       try {
         st = fs.lstatSync(dir);
       } catch (e) {
