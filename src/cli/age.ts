@@ -81,6 +81,12 @@ const OPTIONS = {
  * as far as the input goes, so a small file costs no more than before.
  */
 const READ_SIZE = 8 * 1024 * 1024;
+/**
+ * The first read is small: decryption copies everything up to the end of the header out of the
+ * read buffer (to parse it, and to tell armor from binary), which for a full first read is 8 MiB
+ * copied three times into fresh memory; the payload after it is read in place.
+ */
+const FIRST_READ_SIZE = 64 * 1024;
 
 /**
  * Output buffers at least this large are freed as soon as they are written (see release()):
@@ -246,9 +252,9 @@ async function pump(
     Buffer.from(new SharedArrayBuffer(READ_SIZE)),
   ];
   const used = [0, 0];
-  const read = async (i: number): Promise<number> => {
+  const read = async (i: number, size = READ_SIZE): Promise<number> => {
     try {
-      const n = await readSome(input, buffers[i]!);
+      const n = await readSome(input, buffers[i]!.subarray(0, size));
       used[i] = Math.max(used[i]!, n);
       return n;
     } catch (e) {
@@ -262,7 +268,7 @@ async function pump(
   } catch {}
   const out: Buffer[] = [];
   let current = 0;
-  let pending: Promise<number> | null = read(current);
+  let pending: Promise<number> | null = read(current, FIRST_READ_SIZE);
   try {
     for (;;) {
       const n = await pending;
