@@ -24,6 +24,8 @@ export interface BenchContext {
   hyperfine: string | null;
   /** Named numeric options from the command line (--size-mib, --files). */
   option(name: string): number | undefined;
+  /** Named text options from the command line (--disk-dir). */
+  text(name: string): string | undefined;
   log(line: string): void;
 }
 

@@ -2,8 +2,9 @@
  * Node's compile cache for nixseal's own modules (V8 code cache: start-up without compiling every
  * module again), kept only where no other user can write. A cache another user could plant files
  * in would be code run by whoever runs nixseal next (root, during activation), so the directory is
- * used only when every directory on its path is owned by this user or root and writable by nobody
- * else; otherwise nixseal simply runs without it. Imports only node: modules: it runs before the
+ * used only when it and its parents up to the base directory are this user's and writable by
+ * nobody else, and every directory above is this user's or root's and writable by nobody else (or
+ * sticky, as /tmp); otherwise nixseal simply runs without it. Imports only node: modules: it runs before the
  * rest of nixseal is loaded (src/cli/main.ts).
  *
  * Where: $XDG_CACHE_HOME/nixseal/compile-cache when XDG_CACHE_HOME is an existing absolute
@@ -24,26 +25,36 @@ const fs = module.createRequire(import.meta.url)("node:fs") as typeof import("no
 
 const GROUP_OR_OTHER_WRITABLE = 0o022;
 
-/** A real directory (no symlink), owned by `uid` (or root when `rootToo`), writable by nobody else. */
-function trusted(st: Stats, uid: number, rootToo: boolean): boolean {
+const STICKY = 0o1000;
+
+/** A real directory (no symlink), owned by `uid`, writable by nobody else. */
+function owned(st: Stats, uid: number): boolean {
+  return st.isDirectory() && st.uid === uid && (st.mode & GROUP_OR_OTHER_WRITABLE) === 0;
+}
+
+/**
+ * A directory above the cache: this user's or root's, and writable by nobody else, or sticky
+ * (/tmp): there nobody else can rename or remove the entry below, which is this user's.
+ */
+function safeAbove(st: Stats, uid: number): boolean {
   return (
     st.isDirectory() &&
-    (st.uid === uid || (rootToo && st.uid === 0)) &&
-    (st.mode & GROUP_OR_OTHER_WRITABLE) === 0
+    (st.uid === uid || st.uid === 0) &&
+    ((st.mode & GROUP_OR_OTHER_WRITABLE) === 0 || (st.mode & STICKY) !== 0)
   );
 }
 
 /**
- * `dir` (an existing directory) resolved, when it is this user's and every directory above it
- * belongs to this user or root and none is writable by anyone else; else null.
+ * `dir` (an existing directory) resolved, when it is this user's and writable by nobody else,
+ * and every directory above it is safe (safeAbove); else null.
  */
 function trustedExisting(dir: string, uid: number): string | null {
   let real: string;
   try {
     real = fs.realpathSync(dir);
-    if (!trusted(fs.statSync(real), uid, false)) return null;
+    if (!owned(fs.statSync(real), uid)) return null;
     for (let d = path.dirname(real); ; d = path.dirname(d)) {
-      if (!trusted(fs.statSync(d), uid, true)) return null;
+      if (!safeAbove(fs.statSync(d), uid)) return null;
       if (path.dirname(d) === d) break;
     }
   } catch {
@@ -66,7 +77,7 @@ function trustedBelow(base: string, parts: readonly string[], uid: number): stri
         fs.mkdirSync(dir, { mode: 0o700 });
         st = fs.lstatSync(dir);
       }
-      if (!trusted(st, uid, false)) return null;
+      if (!owned(st, uid)) return null;
     } catch {
       return null;
     }
