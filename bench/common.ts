@@ -24,6 +24,8 @@ export interface BenchContext {
   hyperfine: string | null;
   /** Named numeric options from the command line (--size-mib, --files). */
   option(name: string): number | undefined;
+  /** Named text options from the command line (--disk-dir). */
+  text(name: string): string | undefined;
   log(line: string): void;
 }
 
@@ -91,15 +93,27 @@ function quote(arg: string): string {
   return /^[A-Za-z0-9_./=:@%+,-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
 }
 
+/** One run of a command: wall time, and CPU time (user + system) when hyperfine measured it. */
+export interface Measurement {
+  wallMs: number;
+  cpuMs: number | null;
+}
+
 /**
  * Runs each command once, in the order given, and returns their wall times in ms (process start
  * to exit). Fails if a command fails. With hyperfine: `hyperfine -N --runs 1`.
  */
 export function timeOnce(ctx: BenchContext, commands: readonly TimedCommand[]): number[] {
+  return measureOnce(ctx, commands).map((m) => m.wallMs);
+}
+
+/** timeOnce, with each command's CPU time too (hyperfine only; null without it). */
+export function measureOnce(ctx: BenchContext, commands: readonly TimedCommand[]): Measurement[] {
   if (ctx.hyperfine) {
     const json = path.join(ctx.scratch, `hyperfine-${process.pid}.json`);
     const args = ["-N", "--runs", "1", "--style", "none", "--export-json", json];
-    for (const c of commands) args.push("--command-name", c.name);
+    // The = form: a name starting with "-" is not taken for an option.
+    for (const c of commands) args.push(`--command-name=${c.name}`);
     for (const c of commands) args.push(c.argv.map(quote).join(" "));
     const r = spawnSync(ctx.hyperfine, args, { encoding: "utf8" });
     if (r.status !== 0) {
@@ -107,9 +121,13 @@ export function timeOnce(ctx: BenchContext, commands: readonly TimedCommand[]): 
         `hyperfine failed (${commands.map((c) => c.name).join(", ")}): ${r.stderr || r.stdout}`,
       );
     }
-    const results = (JSON.parse(fs.readFileSync(json, "utf8")) as { results: { times: number[] }[] }).results;
+    const results = (
+      JSON.parse(fs.readFileSync(json, "utf8")) as {
+        results: { times: number[]; user: number; system: number }[];
+      }
+    ).results;
     fs.rmSync(json, { force: true });
-    return results.map((x) => x.times[0]! * 1000);
+    return results.map((x) => ({ wallMs: x.times[0]! * 1000, cpuMs: (x.user + x.system) * 1000 }));
   }
   return commands.map((c) => {
     const t = performance.now();
@@ -119,7 +137,7 @@ export function timeOnce(ctx: BenchContext, commands: readonly TimedCommand[]): 
     });
     const ms = performance.now() - t;
     if (r.status !== 0) throw new Error(`${c.name} failed: ${r.stderr}`);
-    return ms;
+    return { wallMs: ms, cpuMs: null };
   });
 }
 
@@ -129,17 +147,33 @@ export function timeOnce(ctx: BenchContext, commands: readonly TimedCommand[]): 
  * Returns the times per command name.
  */
 export function interleaved(ctx: BenchContext, commands: readonly TimedCommand[]): Map<string, number[]> {
-  const times = new Map<string, number[]>(commands.map((c) => [c.name, []]));
+  const out = new Map<string, number[]>();
+  for (const [name, ms] of interleavedMeasurements(ctx, commands, ctx.runs)) {
+    out.set(
+      name,
+      ms.map((m) => m.wallMs),
+    );
+  }
+  return out;
+}
+
+/** interleaved(), `runs` rounds, with the CPU time of every run too (see measureOnce). */
+export function interleavedMeasurements(
+  ctx: BenchContext,
+  commands: readonly TimedCommand[],
+  runs: number,
+): Map<string, Measurement[]> {
+  const times = new Map<string, Measurement[]>(commands.map((c) => [c.name, []]));
   ctx.log(`  warm-up: ${commands.map((c) => c.name).join(", ")}`);
-  timeOnce(ctx, commands);
-  for (let round = 0; round < ctx.runs; round++) {
+  measureOnce(ctx, commands);
+  for (let round = 0; round < runs; round++) {
     const order = round % 2 === 0 ? [...commands] : [...commands].reverse();
-    const t = timeOnce(ctx, order);
+    const t = measureOnce(ctx, order);
     order.forEach((c, i) => {
       times.get(c.name)!.push(t[i]!);
     });
     ctx.log(
-      `  run ${round + 1}/${ctx.runs}: ${order.map((c, i) => `${c.name} ${t[i]!.toFixed(0)} ms`).join(", ")}`,
+      `  run ${round + 1}/${runs}: ${order.map((c, i) => `${c.name} ${t[i]!.wallMs.toFixed(0)} ms`).join(", ")}`,
     );
   }
   return times;

@@ -5,10 +5,11 @@
  * one section per benchmark, with the date, the machine and the exact command.
  *
  * Options:
- *   --runs N        timed runs per command, after one warm-up run (default 3)
+ *   --runs N        timed runs per command, after one warm-up run (default 3; startup: 15)
  *   --nixseal FILE  the nixseal CLI to time (default dist/src/cli/main.js of this checkout)
  *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
  *   --size-mib N    age-1gib: the file size (default 1024)
+ *   --disk-dir DIR  age-1gib: where the on-disk runs put their files (default the OS temp dir)
  *   --files N       small-decrypt, install: the number of files (default 1000)
  *   --no-record     print only, do not update bench/RESULTS.md
  */
@@ -36,6 +37,7 @@ import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
+import { startup } from "./startup.js";
 
 /** bench/rekey.ts (its own author's), run through its exported benchRekey() when present. */
 const rekey: Benchmark = {
@@ -91,6 +93,7 @@ const rekey: Benchmark = {
 };
 
 const BENCHMARKS: Benchmark[] = [
+  startup,
   age1gib,
   smallDecrypt,
   rekey,
@@ -105,7 +108,7 @@ const BENCHMARKS: Benchmark[] = [
 
 function usage(): string {
   return [
-    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--files N] [--no-record]",
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--no-record]",
     "",
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
@@ -120,7 +123,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--files"]);
+  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--disk-dir", "--files"]);
   const args: Args = { names: [], values: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -257,6 +260,7 @@ async function main(): Promise<number> {
     scratch: args.values.get("--dir") ?? defaultScratchBase(),
     hyperfine: which("hyperfine"),
     option: num,
+    text: (name) => args.values.get(name),
     log: (line) => process.stderr.write(`${line}\n`),
   };
   if (!fs.existsSync(ctx.cli)) throw new Error(`${ctx.cli} does not exist: run npm run build first`);

@@ -1,7 +1,12 @@
 /** Command-line parsing on node:util parseArgs, with errors in nixseal's style. */
-import { type ParseArgsConfig, parseArgs } from "node:util";
+import { createRequire } from "node:module";
+import type { ParseArgsConfig } from "node:util";
 import { NixsealError } from "../common/index.js";
 import { quoteArg } from "./report.js";
+
+// require(), not import: the ES module wrapper of node:util reads every export, lazy ones too,
+// and so loads ~15 internal modules more at every start (see compile-cache.ts).
+const { parseArgs } = createRequire(import.meta.url)("node:util") as typeof import("node:util");
 
 export type Options = NonNullable<ParseArgsConfig["options"]>;
 

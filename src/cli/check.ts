@@ -1,10 +1,10 @@
 /** `nixseal check`: do the secret files agree with the rules? For CI: needs no private key. */
 import { NixsealError } from "../common/index.js";
-import { type CheckReport, checkRepository } from "../vault/index.js";
+import { type CheckReport, loadSopsAndRekey } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { redactSecrets, safeText, useColor } from "./report.js";
-import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
+import { SOPS_OPTIONS } from "./sops-kind.js";
 import { VAULT_OPTIONS } from "./vault-context.js";
 
 const HELP = `Usage: nixseal check [--rules FILE] [--config FILE] [--json]
@@ -96,6 +96,10 @@ export const command: Command = {
         hint: "nixseal check [--rules FILE] [--json]",
       });
     }
+    const [{ repositoryOf }, { checkRepository }] = await Promise.all([
+      import("./sops-file.js"),
+      loadSopsAndRekey(),
+    ]);
     const { rules, sopsConfig } = repositoryOf("nixseal check", values);
     const report = checkRepository(rules, sopsConfig);
     const drift = report.problems.filter((p) => p.severity === "drift").length;

@@ -1,24 +1,9 @@
 /** `nixseal decrypt NAME`: a secret to stdout, or to -o FILE (created 0600, atomically). */
 import { ioError, NixsealError, wipe, writeAllSync, writeFileAtomic } from "../common/index.js";
-import {
-  closeDocument,
-  formatGoFloat,
-  formatTreePath,
-  isBranch,
-  JsonStore,
-  parseTreePath,
-  SopsBranch,
-  SopsComment,
-  type SopsStore,
-  SopsTime,
-  type SopsValue,
-  valueAt,
-  YamlStore,
-} from "../sops/index.js";
 import { decryptSecret, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import { displayPath, openSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP, sopsStoreOf } from "./sops-file.js";
+import { mayBeSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP } from "./sops-kind.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal decrypt NAME [-o FILE] [--rules FILE] [-i IDENTITY]...
@@ -84,7 +69,7 @@ function jsonValue(data: Uint8Array): { value: string; encoding?: "base64" } {
  * Writes the plaintext to -o FILE (0600, atomically) or stdout; with --json, stdout gets one
  * object describing it (with the value unless it went to a file).
  */
-function writeOut(
+export function writeOut(
   values: { output?: string; json?: boolean },
   data: Uint8Array,
   about: Record<string, string>,
@@ -106,68 +91,6 @@ function writeOut(
   }
 }
 
-/** A JSON rendering of a value (lists for --extract; bigints exact, comments dropped). */
-function jsonOf(v: SopsValue, indent: string): string {
-  const inner = `${indent}\t`;
-  if (isBranch(v)) {
-    const items = v.items.filter((it) => typeof it.key === "string");
-    if (items.length === 0) return "{}";
-    return `{\n${items.map((it) => `${inner}${JSON.stringify(it.key)}: ${jsonOf(it.value, inner)}`).join(",\n")}\n${indent}}`;
-  }
-  if (Array.isArray(v)) {
-    const elems = v.filter((x) => !(x instanceof SopsComment)) as SopsValue[];
-    if (elems.length === 0) return "[]";
-    return `[\n${elems.map((x) => `${inner}${jsonOf(x, inner)}`).join(",\n")}\n${indent}]`;
-  }
-  if (typeof v === "string") return JSON.stringify(v);
-  if (v instanceof Uint8Array) return JSON.stringify(Buffer.from(v).toString("utf8"));
-  return leafText(v);
-}
-
-function leafText(v: SopsValue): string {
-  if (v === null) return "null";
-  if (typeof v === "bigint") return v.toString();
-  if (typeof v === "number") return formatGoFloat(v);
-  if (typeof v === "boolean") return v ? "true" : "false";
-  if (v instanceof SopsTime) return v.text;
-  return String(v);
-}
-
-/** sops --extract: a string raw, a mapping in the file's format (YAML or JSON), a list as JSON. */
-function extracted(v: SopsValue, store: SopsStore): Uint8Array {
-  if (typeof v === "string") return Buffer.from(v, "utf8");
-  if (v instanceof Uint8Array) return v;
-  if (v instanceof SopsBranch) {
-    return store.name === "yaml" ? new YamlStore().emitPlain([v]) : new JsonStore().emitPlain([v]);
-  }
-  if (Array.isArray(v)) return Buffer.from(`${jsonOf(v, "")}\n`, "utf8");
-  return Buffer.from(leafText(v), "utf8");
-}
-
-async function decryptSops(file: string, store: SopsStore, values: Record<string, unknown>): Promise<number> {
-  const path = typeof values.extract === "string" ? parseTreePath(values.extract) : null;
-  const identities = await identitiesOf(values, keyContext());
-  const doc = await openSopsFile(file, store, identities, values["ignore-mac"] === true, true);
-  try {
-    let out: Uint8Array;
-    if (path !== null) {
-      out = extracted(valueAt(doc.branches[0] ?? new SopsBranch(), path), store);
-    } else {
-      out = store.emitPlain(doc.branches);
-    }
-    const about: Record<string, string> = { file: displayPath(file), format: store.name };
-    if (path !== null) about.path = formatTreePath(path);
-    try {
-      writeOut(values as { output?: string; json?: boolean }, out, about);
-    } finally {
-      if (out instanceof Buffer) out.fill(0);
-    }
-  } finally {
-    closeDocument(doc);
-  }
-  return 0;
-}
-
 export const command: Command = {
   name: "decrypt",
   errorExitCode: 1,
@@ -182,8 +105,12 @@ export const command: Command = {
     if (positionals.length !== 1) {
       throw new NixsealError("USAGE", "expected exactly one secret NAME", { hint: "nixseal decrypt NAME" });
     }
-    const store = sopsStoreOf(positionals[0]!, values);
-    if (store !== null) return decryptSops(positionals[0]!, store, values);
+    if (mayBeSopsFile(positionals[0]!, values)) {
+      // src/sops/ and the YAML library are loaded only for a name that may be a sops file.
+      const { decryptIfSops } = await import("./decrypt-sops.js");
+      const done = await decryptIfSops(positionals[0]!, values, writeOut);
+      if (done !== null) return done;
+    }
     if (values.extract !== undefined || values["ignore-mac"]) {
       throw new NixsealError("USAGE", "--extract and --ignore-mac apply to sops files only", {
         hint: "for an age secret, decrypt the whole file",

@@ -7,14 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tty from "node:tty";
 import { abortAllAtomicFiles, ioError, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
-import {
-  checkEncryptable,
-  closeDocument,
-  reencryptDocument,
-  type SopsBranch,
-  type SopsDocument,
-  type SopsStore,
-} from "../sops/index.js";
+import type { SopsBranch, SopsDocument, SopsStore } from "../sops/index.js";
 import {
   chooseEditBase,
   decryptSecret,
@@ -30,16 +23,7 @@ import {
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, sanitize } from "./report.js";
-import {
-  creationRuleOf,
-  encryptNewSopsFile,
-  openSopsFile,
-  SOPS_OPTIONS,
-  SOPS_OPTIONS_HELP,
-  displayPath as sopsDisplayPath,
-  sopsStoreOf,
-  writeSopsFile,
-} from "./sops-file.js";
+import { mayBeSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP } from "./sops-kind.js";
 import { hasTerminal, waitForEnter } from "./terminal.js";
 import { identitiesOf, keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
@@ -192,7 +176,19 @@ function fileExists(file: string): boolean {
  * sops edit: the decrypted document in the editor; an invalid one reopens the editor on the
  * user's text (sops does the same), so no edit is lost to a typo.
  */
-async function editSops(values: EditValues, file: string, store: SopsStore): Promise<number> {
+async function editSops(
+  values: EditValues,
+  file: string,
+  store: SopsStore,
+  {
+    creationRuleOf,
+    encryptNewSopsFile,
+    openSopsFile,
+    displayPath: sopsDisplayPath,
+    writeSopsFile,
+  }: typeof import("./sops-file.js"),
+): Promise<number> {
+  const { checkEncryptable, closeDocument, reencryptDocument } = await import("../sops/index.js");
   const shown = sanitize(sopsDisplayPath(file));
   const exists = fileExists(file);
   // A new file needs a creation rule: fail before the user spends time in the editor.
@@ -282,8 +278,12 @@ async function editSops(values: EditValues, file: string, store: SopsStore): Pro
 
 async function edit(values: EditValues, name: string): Promise<number> {
   requireUsableEditor();
-  const store = sopsStoreOf(name, values);
-  if (store !== null) return editSops(values, name, store);
+  if (mayBeSopsFile(name, values)) {
+    // src/sops/ and the YAML library are loaded only for a name that may be a sops file.
+    const sopsFile = await import("./sops-file.js");
+    const store = sopsFile.sopsStoreOf(name, values);
+    if (store !== null) return editSops(values, name, store, sopsFile);
+  }
   const rules = rulesOf(values, name);
   const rule = requireSecret(rules, name);
   const ctx = keyContext();

@@ -6,13 +6,7 @@ import type { SopsStore } from "../sops/index.js";
 import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
-import {
-  displayPath,
-  encryptNewSopsFile,
-  SOPS_OPTIONS,
-  SOPS_OPTIONS_HELP,
-  sopsStoreOf,
-} from "./sops-file.js";
+import { mayBeSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP } from "./sops-kind.js";
 import { keyContext, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal encrypt NAME [--in FILE] [--rules FILE] [--json]
@@ -38,7 +32,10 @@ Exit codes: 0 success, 1 failure, 2 usage or rules error.
 
 const OPTIONS = { ...VAULT_OPTIONS, ...SOPS_OPTIONS, in: { type: "string" } } as const;
 
+type SopsFileModule = typeof import("./sops-file.js");
+
 async function encryptSops(
+  { displayPath, encryptNewSopsFile }: SopsFileModule,
   file: string,
   store: SopsStore,
   plain: Buffer,
@@ -76,7 +73,9 @@ export const command: Command = {
         hint: "nixseal encrypt NAME < plaintext",
       });
     }
-    const store = sopsStoreOf(positionals[0]!, values);
+    // src/sops/ and the YAML library are loaded only for a name that may be a sops file.
+    const sopsFile = mayBeSopsFile(positionals[0]!, values) ? await import("./sops-file.js") : null;
+    const store = sopsFile?.sopsStoreOf(positionals[0]!, values) ?? null;
     const rules = store === null ? rulesOf(values, positionals[0]) : null;
     const rule = rules === null ? null : requireSecret(rules, positionals[0]!);
     const recipients = rules === null || rule === null ? null : recipientsFor(rule, rules.file, keyContext());
@@ -103,9 +102,9 @@ export const command: Command = {
         hint: "secrets are small; encrypt large files with 'nixseal age'",
       });
     }
-    if (store !== null) {
+    if (sopsFile !== null && store !== null) {
       try {
-        await encryptSops(positionals[0]!, store, plain, values);
+        await encryptSops(sopsFile, positionals[0]!, store, plain, values);
       } finally {
         wipe(plain);
       }

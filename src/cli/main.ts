@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 /**
- * The nixseal command. Commands are imported lazily so `nixseal --version` and small commands
- * start fast. Only src/cli/ prints or exits.
+ * The nixseal command. Start-up matters (nixseal runs once per secret in scripts, in activation,
+ * as a build hook): this file imports only what enables Node's compile cache and the version;
+ * everything else, each command first, is imported when it is needed, after the cache is on, so
+ * a command loads only its own modules. Only src/cli/ prints or exits.
  */
-import { abortAllAtomicFiles, isNixsealError } from "../common/index.js";
-import { printError, quoteArg, reportFailure, wantsJson } from "./report.js";
+import { enableCompileCache } from "./compile-cache.js";
 import { version } from "./version.js";
+
+// Before any other module of nixseal is loaded (static imports would run before this line).
+enableCompileCache();
 
 export interface Command {
   /** Runs the command; returns the exit code. Throws NixsealError for failures. */
@@ -77,6 +81,9 @@ Exit codes: 0 success, 1 failure, 2 usage error (no or an unknown COMMAND).
 `;
 }
 
+/** Set once src/common/ is loaded (no temp file can exist before). */
+let abortAllAtomicFiles = (): void => {};
+
 function installSignalHandlers(): void {
   const onSignal = (signal: NodeJS.Signals, code: number) => {
     // Never leave a half-written temp file behind (docs/architecture.md, invariant 3).
@@ -108,18 +115,21 @@ async function main(argv: string[]): Promise<number> {
   const entry = COMMANDS[name] ?? HIDDEN_COMMANDS[name];
   if (!entry) {
     // What was typed is quoted, shortened, and not at all if it may be a secret key.
+    const { quoteArg } = await import("./report.js");
     process.stderr.write(`nixseal: error: unknown command ${quoteArg(name)}\n`);
     process.stderr.write(`nixseal: hint: run 'nixseal --help' for the list of commands\n`);
     return 2;
   }
   installSignalHandlers();
-  const command = await loadCommand(entry[1]);
+  const [common, command] = await Promise.all([import("../common/index.js"), loadCommand(entry[1])]);
+  abortAllAtomicFiles = common.abortAllAtomicFiles;
   try {
     return await command.run(rest);
   } catch (e) {
     abortAllAtomicFiles();
+    const { reportFailure, wantsJson } = await import("./report.js");
     reportFailure(`nixseal ${command.name}`, e, command.json === true && wantsJson(rest));
-    if (command.usageExitCode !== undefined && isNixsealError(e) && USAGE_CODES.has(e.code)) {
+    if (command.usageExitCode !== undefined && common.isNixsealError(e) && USAGE_CODES.has(e.code)) {
       return command.usageExitCode;
     }
     return command.errorExitCode;
@@ -130,9 +140,10 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
-  (e) => {
+  async (e) => {
+    process.exitCode = 1;
+    const { printError } = await import("./report.js");
     abortAllAtomicFiles();
     printError("nixseal", e);
-    process.exitCode = 1;
   },
 );

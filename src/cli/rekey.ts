@@ -3,19 +3,16 @@ import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { NixsealError } from "../common/index.js";
 import {
-  findSopsTargets,
-  prepareSopsRekey,
+  loadSopsAndRekey,
   type RekeyFailure,
   type RekeyProgress,
   type RekeyResult,
-  rekeyRepository,
   type SopsTarget,
-  writeSopsRekey,
 } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, redactSecrets, safeText, useColor } from "./report.js";
-import { repositoryOf, SOPS_OPTIONS } from "./sops-file.js";
+import { SOPS_OPTIONS } from "./sops-kind.js";
 import { identitiesOf, keyContext, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal rekey [NAME...] [--force] [--dry-run] [--rules FILE] [-i IDENTITY]... [--json]
@@ -116,6 +113,8 @@ export const command: Command = {
       return 0;
     }
     const prog = "nixseal rekey";
+    const [{ repositoryOf }, { findSopsTargets, prepareSopsRekey, rekeyRepository, writeSopsRekey }] =
+      await Promise.all([import("./sops-file.js"), loadSopsAndRekey()]);
     const { rules, sopsConfig } = repositoryOf(prog, values, positionals[0]);
     const ctx = keyContext();
     let identities: Promise<Identity[]> | null = null;

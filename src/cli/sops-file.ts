@@ -24,26 +24,11 @@ import {
   storeByName,
   storeNameByExtension,
 } from "../sops/index.js";
-import { findRulesFile, findSecret, loadRules, type Rules, readRepositoryFile } from "../vault/index.js";
-import type { Options } from "./args.js";
+import { findRulesFile, findSecret, loadRules, loadSopsAndRekey, type Rules } from "../vault/index.js";
 import { printWarning, quoteArg } from "./report.js";
-import type { VaultValues } from "./vault-context.js";
+import type { SopsValues } from "./sops-kind.js";
 
-export const SOPS_OPTIONS = {
-  "input-type": { type: "string" },
-  config: { type: "string" },
-} as const satisfies Options;
-
-export const SOPS_OPTIONS_HELP = `sops files (by extension .yaml/.yml/.json/.env/.ini, or --input-type):
-    --input-type TYPE     Treat FILE as a sops file of TYPE: yaml, json, dotenv, ini or binary.
-    --config FILE         The .sops.yaml to use (default: $SOPS_CONFIG, else the first .sops.yaml
-                          found walking up from the current directory, as sops does).
-`;
-
-export interface SopsValues extends VaultValues {
-  "input-type"?: string;
-  config?: string;
-}
+export { SOPS_OPTIONS, SOPS_OPTIONS_HELP, type SopsValues } from "./sops-kind.js";
 
 const STORE_NAMES: readonly StoreName[] = ["yaml", "json", "dotenv", "ini", "binary"];
 
@@ -231,7 +216,8 @@ export async function encryptNewSopsFile(
 }
 
 /** Reads a sops file (size-limited, regular file; a symlink the user typed is followed). */
-export function readSopsFile(file: string): Buffer {
+export async function readSopsFile(file: string): Promise<Buffer> {
+  const { readRepositoryFile } = await loadSopsAndRekey();
   return readRepositoryFile(file, true);
 }
 
@@ -243,7 +229,7 @@ export async function openSopsFile(
   ignoreMac = false,
   readOnly = false,
 ): Promise<SopsDocument> {
-  return decryptDocument(readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
+  return decryptDocument(await readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
 }
 
 /** Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask). */

@@ -4,12 +4,18 @@
  */
 import * as fs from "node:fs";
 import * as tty from "node:tty";
-import { read } from "read";
+import type { Options as ReadOptions } from "read";
 import { nonInteractivePluginUI, type PluginUI } from "../age/index.js";
 import { ioError, NixsealError } from "../common/index.js";
 import { sanitize } from "./report.js";
 
 const MAX_PASSPHRASE_FILE = 64 * 1024;
+
+/** The `read` package's prompt, loaded when a prompt is shown (most runs never show one). */
+async function read(options: ReadOptions): Promise<string> {
+  const mod = await import("read");
+  return mod.read(options);
+}
 
 /** Opens the controlling terminal, or null when there is none (CI, cron, systemd). */
 function openTty(): { input: tty.ReadStream; output: tty.WriteStream; close(): void } | null {
@@ -161,24 +167,37 @@ export function tellUser(message: string): void {
   process.stderr.write(`${sanitize(message)}\n`);
 }
 
+const terminalPluginUI: PluginUI = {
+  displayMessage(plugin, message) {
+    tellUser(`age-plugin-${plugin}: ${message}`);
+  },
+  requestValue(plugin, prompt, secret) {
+    return askValue(`age-plugin-${plugin}: ${prompt}`, secret);
+  },
+  confirm(plugin, prompt, yes, no) {
+    return askConfirm(`age-plugin-${plugin}: ${prompt}`, yes, no);
+  },
+  waitTimer(plugin) {
+    tellUser(`waiting on age-plugin-${plugin}...`);
+  },
+};
+
 /**
  * How plugins talk to the user: at /dev/tty (stdin may be the ciphertext), or, without a
- * terminal, the non-interactive UI whose prompts fail with a clear error.
+ * terminal, the non-interactive UI whose prompts fail with a clear error. Which one is decided
+ * when a plugin first asks: opening the terminal to find out costs start-up time (Node's tty
+ * streams), and most runs use no plugin.
  */
 export function pluginUI(): PluginUI {
-  if (!hasTerminal()) return nonInteractivePluginUI;
+  let chosen: PluginUI | undefined;
+  const ui = () => {
+    chosen ??= hasTerminal() ? terminalPluginUI : nonInteractivePluginUI;
+    return chosen;
+  };
   return {
-    displayMessage(plugin, message) {
-      tellUser(`age-plugin-${plugin}: ${message}`);
-    },
-    requestValue(plugin, prompt, secret) {
-      return askValue(`age-plugin-${plugin}: ${prompt}`, secret);
-    },
-    confirm(plugin, prompt, yes, no) {
-      return askConfirm(`age-plugin-${plugin}: ${prompt}`, yes, no);
-    },
-    waitTimer(plugin) {
-      tellUser(`waiting on age-plugin-${plugin}...`);
-    },
+    displayMessage: (plugin, message) => ui().displayMessage(plugin, message),
+    requestValue: (plugin, prompt, secret) => ui().requestValue(plugin, prompt, secret),
+    confirm: (plugin, prompt, yes, no) => ui().confirm(plugin, prompt, yes, no),
+    waitTimer: (plugin) => ui().waitTimer?.(plugin),
   };
 }

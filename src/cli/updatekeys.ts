@@ -11,13 +11,7 @@ import type { Identity } from "../age/index.js";
 import { isNixsealError, NixsealError } from "../common/index.js";
 import { looksLikeSecretKey } from "../keys/index.js";
 import { noMatchingRuleError, parseMetadata, ruleFor, type SopsConfig } from "../sops/index.js";
-import {
-  diffSopsRecipients,
-  expectationOfCreationRule,
-  rewrappedKeyGroups,
-  type SopsExpectation,
-  withKeyGroups,
-} from "../vault/index.js";
+import { loadSopsAndRekey, type SopsExpectation } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { errorJson, printError, printWarning } from "./report.js";
@@ -73,9 +67,10 @@ interface FileReport {
 }
 
 /** The wanted recipients of a file's creation rule; non-age keys of the rule are warned about. */
-function expectationFor(config: SopsConfig, file: string, shown: string): SopsExpectation {
+async function expectationFor(config: SopsConfig, file: string, shown: string): Promise<SopsExpectation> {
   const rule = ruleFor(config, file);
   if (rule === null) throw noMatchingRuleError(config, file);
+  const { expectationOfCreationRule } = await loadSopsAndRekey();
   const want = expectationOfCreationRule(rule, config.file);
   if (want.otherKeys.length > 0) {
     printWarning(
@@ -94,8 +89,8 @@ async function updateFile(
 ): Promise<FileReport> {
   const shown = displayPath(file);
   const store = requireSopsStore(file, values);
-  const want = expectationFor(config, file, shown);
-  const { branches, metadata: raw } = store.parseEncrypted(readSopsFile(file));
+  const want = await expectationFor(config, file, shown);
+  const { branches, metadata: raw } = store.parseEncrypted(await readSopsFile(file));
   if (raw === null) {
     throw new NixsealError("SOPS_METADATA", `${shown}: not a sops file: no sops metadata`, {
       hint: "encrypt it first (nixseal encrypt)",
@@ -103,6 +98,7 @@ async function updateFile(
     });
   }
   const content = { file: shown, store, branches, metadata: parseMetadata(raw) };
+  const { diffSopsRecipients, rewrappedKeyGroups, withKeyGroups } = await loadSopsAndRekey();
   const diff = diffSopsRecipients(content.metadata, want);
   const report: FileReport = {
     file: shown,

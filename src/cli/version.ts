@@ -1,4 +1,7 @@
-import * as fs from "node:fs";
+import { createRequire } from "node:module";
+
+// require(), not import: see compile-cache.ts.
+const fs = createRequire(import.meta.url)("node:fs") as typeof import("node:fs");
 
 /** nixseal's version, from package.json. */
 export function version(): string {

@@ -1,11 +1,11 @@
 /**
  * The user's secrets repository: the public face of src/vault/.
- * rekey.ts, check.ts, describe.ts, git-info.ts and edit-session.ts are imported directly by the
- * commands that use them: re-exporting them here would load rekey's worker machinery into the
- * start-up of every command.
+ * What reads sops files or rekeys (check, rekey, sops-files, sops-rekey) is loaded at first use
+ * through loadSopsAndRekey(): a static re-export here would load src/sops/, the YAML library and
+ * rekey's worker machinery into every command that only decrypts or encrypts an age secret.
  */
 
-export { type CheckReport, checkRepository } from "./check.js";
+export type { CheckReport } from "./check.js";
 export { describeRecipient, normalizeRecipient } from "./describe.js";
 export {
   chooseEditBase,
@@ -16,15 +16,13 @@ export {
   sweepStaleEditDirs,
 } from "./edit-session.js";
 export { lastChanges } from "./git-info.js";
-export { type RekeyFailure, type RekeyProgress, type RekeyResult, rekeyRepository } from "./rekey.js";
+export type { RekeyFailure, RekeyProgress, RekeyResult } from "./rekey.js";
 export { findRulesFile, findSecret, loadRules, RULES_FILE, type Rules, requireSecret } from "./rules.js";
 export { decryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";
-export {
-  diffSopsRecipients,
-  expectationOfCreationRule,
-  readRepositoryFile,
-  rewrappedKeyGroups,
-  type SopsExpectation,
-  withKeyGroups,
-} from "./sops-files.js";
-export { findSopsTargets, prepareSopsRekey, type SopsTarget, writeSopsRekey } from "./sops-rekey.js";
+export type { SopsExpectation } from "./sops-files.js";
+export type { SopsTarget } from "./sops-rekey.js";
+
+/** checkRepository, rekeyRepository and the sops-file functions, loaded at first use. */
+export function loadSopsAndRekey(): Promise<typeof import("./sops-and-rekey.js")> {
+  return import("./sops-and-rekey.js");
+}
