@@ -150,15 +150,15 @@ test("duplicate keys: the same key in different objects, and braces or quotes in
 
 test("duplicate keys: counting keys first (the parsed value given) finds exactly what the full scan finds", () => {
   const texts = [
-    String.raw`{"a":1,"b":{"a":2}}`,
-    String.raw`{"a":1,"a":2}`,
+    `{"a":1,"b":{"a":2}}`,
+    `{"a":1,"a":2}`,
     '{ "a" : 1 ,\n "a"\t: 2 }',
     String.raw`{"k\\":1,"k\\":2}`,
     String.raw`{"k\\\"":1,"x":"a\\","y":"\\\"c\":\"d"}`,
     // Escaped colons in values: the text has fewer ":" characters than the parsed strings.
     String.raw`{"u":"\u003a","a":{"v":"\u003a:","v":1}}`,
-    String.raw`{"__proto__":1,"__proto__":2}`,
-    String.raw`[[[{"a":[1,{"b":1,"b":2}]}]]]`,
+    `{"__proto__":1,"__proto__":2}`,
+    `[[[{"a":[1,{"b":1,"b":2}]}]]]`,
     String.raw`{"s":"{\"a\":1,\"a\":2}"}`,
   ];
   for (const text of texts) {
