@@ -14,6 +14,8 @@ export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
 export {
   booleanField,
+  CREDENTIAL_KEYS,
+  type CredentialKey,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -34,5 +36,6 @@ export {
   shown,
   stringField,
   typeName,
+  validateCredentialName,
 } from "./validation.js";
 export { walkFiles } from "./walk.js";

@@ -288,6 +288,26 @@ export function unitNameProblem(u: string): string | null {
   return UNIT_NAME.test(u) ? null : "is not a systemd unit name";
 }
 
+/** Which keys a systemd credential is sealed with (systemd-creds --with-key=). */
+export type CredentialKey = "auto" | "host" | "tpm2" | "host+tpm2";
+export const CREDENTIAL_KEYS: readonly CredentialKey[] = ["auto", "host", "tpm2", "host+tpm2"];
+
+const CREDENTIAL_NAME = /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]*$/;
+
+/**
+ * Checks a credential name. systemd accepts any file name without ':' (LoadCredential='s
+ * separator); nixseal is stricter, so that a name is also a safe file name in a credential
+ * store: letters, digits and `._@+=-`, not starting with '.', at most 255 bytes.
+ */
+export function validateCredentialName(name: string): void {
+  if (name.length === 0 || name.length > 255 || !CREDENTIAL_NAME.test(name)) {
+    const shown = JSON.stringify(name.length > 60 ? `${name.slice(0, 60)}...` : name);
+    throw new NixsealError("CREDS_NAME", `${shown} is not a valid credential name`, {
+      hint: "credential names use letters, digits and ._@+=- (no '/', no ':'), do not start with '.', at most 255 characters",
+    });
+  }
+}
+
 // ---- readers of the shared rules --------------------------------------------------------------
 
 export const readPath: Reader<string> = stringField(pathProblem, PATH_HINT);

@@ -8,6 +8,8 @@
  */
 import * as fs from "node:fs";
 import {
+  CREDENTIAL_KEYS,
+  type CredentialKey,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -29,8 +31,8 @@ import {
   shown,
   stringField,
   typeName,
+  validateCredentialName,
 } from "../common/index.js";
-import { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName } from "../creds/index.js";
 
 export const MANIFEST_VERSION = 1;
 /** docs/manifest.md: the manifest file itself is at most 64 MiB. */
