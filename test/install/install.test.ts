@@ -688,3 +688,163 @@ test(
     for (const v of values) assert.ok(!failed.stderr.includes(v) && !failed.stdout.includes(v));
   }),
 );
+
+test(
+  "re-activation: unchanged values come from the active generation, only changed ones are decrypted; without the host key an unchanged install still succeeds",
+  withHost(async (host, users) => {
+    const app = addUser("re");
+    users.push(app);
+    const [va, vb, vb2, vc] = ["a", "b", "b2", "c"].map(uniqueSecret) as [string, string, string, string];
+    const [fa, fb, fb2, fc] = await Promise.all([
+      ageFile(host, "a", va),
+      ageFile(host, "b", vb),
+      ageFile(host, "b2", vb2),
+      ageFile(host, "c", vc),
+    ]);
+    const pw = uniqueSecret("pw");
+    const yaml = path.join(host.dir, "store", "re.yaml");
+    await writeSopsYaml(yaml, `db:\n    password: ${pw}\n    user: app\n`, hostToAge(host));
+    const entries = (b: string) => [
+      secret("a", fa, { restartUnits: ["a.service"] }),
+      secret("b", b, { restartUnits: ["b.service"] }),
+      secret("c/in-dir", fc, { owner: app.user, group: app.group, mode: "0440" }),
+      secret("twin", fa),
+      secret("pw", yaml, { format: "yaml", key: "db/password" }),
+      secret("user", yaml, { format: "yaml", key: "db/user" }),
+    ];
+    const templates = [template("t.conf", `b=${placeholderOf("b")}\n`, { restartUnits: ["t.service"] })];
+    const m1 = writeManifest(host, entries(fb), templates);
+    const m2 = writeManifest(host, entries(fb2), templates);
+    const aside = path.join(host.dir, "host-key-aside");
+    const install = (m: string, ...more: string[]) => ({
+      op: "install" as const,
+      args: ["--manifest", m, "--json", ...more],
+    });
+    const r = runPlan(host, [
+      install(m1),
+      install(m1),
+      install(m1, "--dry-run"),
+      { op: "copy", from: host.hostKey, to: aside },
+      { op: "remove", path: host.hostKey },
+      install(m1),
+      install(m2),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      { op: "copy", from: aside, to: host.hostKey },
+      install(m2),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+    ]);
+    const counts = (j: Record<string, unknown>) => [j.decrypted, j.reused, j.repaired];
+    const first = jsonOf(r[0]);
+    assert.equal(first.ok, true);
+    assert.deepEqual(counts(first), [6, 0, []], "a first install decrypts everything");
+    const same = jsonOf(r[1]);
+    assert.equal(same.ok, true);
+    assert.deepEqual(counts(same), [0, 6, []], "nothing changed: every value from the active generation");
+    assert.deepEqual([same.changed, same.added, same.unchanged, same.restartUnits], [[], [], 7, []]);
+    assert.deepEqual(counts(jsonOf(r[2])), [0, 6, []], "a dry run takes them from there too");
+
+    const keyless = jsonOf(r[5]);
+    assert.equal(keyless.ok, true, JSON.stringify(keyless.problems));
+    assert.deepEqual(counts(keyless), [0, 6, []], "no key needed when nothing must be decrypted");
+    assert.deepEqual(keyless.warnings, [], "the identities were not even read");
+
+    const failed = jsonOf(r[6]);
+    assert.equal(failed.ok, false);
+    assert.equal(failed.generation, null);
+    const problems = failed.problems as { code: string; message: string; hint: string }[];
+    const messages = problems.map((p) => p.message).join("\n");
+    assert.match(messages, /cannot read the ssh host key/);
+    assert.match(messages, /no identity could be loaded, so secret "b" cannot be decrypted/);
+    assert.match(messages, /template "t\.conf": uses secret "b", which could not be decrypted/);
+    assert.deepEqual(
+      [...new Set([...messages.matchAll(/secret "([^"]+)"/g)].map((m) => m[1]))],
+      ["b"],
+      "only the changed secret fails",
+    );
+    assert.ok(problems.every((p) => p.hint.length > 0));
+    const kept = snap(r[7]).files;
+    assert.equal(kept.b?.content, vb, "the active generation stays");
+
+    const changed = jsonOf(r[9]);
+    assert.equal(changed.ok, true);
+    assert.deepEqual(counts(changed), [1, 5, []], "only the changed secret is decrypted");
+    assert.deepEqual(changed.changed, ["b", "t.conf"]);
+    assert.deepEqual(changed.restartUnits, ["b.service", "t.service"]);
+    const f = snap(r[10]).files;
+    assert.equal(f.a?.content, va);
+    assert.equal(f.twin?.content, va);
+    assert.equal(f.b?.content, vb2);
+    assert.equal(f["t.conf"]?.content, `b=${vb2}\n`);
+    assert.equal(f.pw?.content, pw);
+    assert.equal(f.user?.content, "app");
+    assert.deepEqual(f["c/in-dir"], { type: "file", mode: 0o440, uid: app.uid, gid: app.gid, content: vc });
+  }),
+);
+
+test(
+  "re-activation: a file altered, removed or re-moded in the active generation is decrypted again, not copied; a changed mode, owner or identity set decrypts again",
+  withHost(async (host, users) => {
+    const app = addUser("rp");
+    users.push(app);
+    const values = ["a", "b", "c", "d"].map(uniqueSecret) as [string, string, string, string];
+    const files = await Promise.all(values.map((v, i) => ageFile(host, `rp${i}`, v)));
+    const [a, b, c, d] = ["a", "b", "c", "d"];
+    const entries = (more: { aMode?: string; bOwner?: string } = {}) => [
+      secret(a!, files[0]!, { mode: more.aMode ?? "0400", restartUnits: ["a.service"] }),
+      secret(b!, files[1]!, { owner: more.bOwner ?? "root" }),
+      secret(c!, files[2]!),
+      secret(d!, files[3]!),
+    ];
+    const m1 = writeManifest(host, entries());
+    const mMode = writeManifest(host, entries({ aMode: "0440" }));
+    const mOwner = writeManifest(host, entries({ aMode: "0440", bOwner: app.user }));
+    const mIds = writeManifest(host, entries({ aMode: "0440", bOwner: app.user }), [], {
+      identities: [
+        { type: "ssh", path: host.hostKey },
+        { type: "age", path: path.join(host.dir, "no-such-key.txt") },
+      ],
+    });
+    const install = (m: string) => ({ op: "install" as const, args: ["--manifest", m, "--json"] });
+    const r = runPlan(host, [
+      install(m1),
+      { op: "write", path: path.join(host.secretsDir, "a"), content: "tampered" },
+      { op: "remove", path: path.join(host.secretsDir, "b") },
+      { op: "chmod", path: path.join(host.secretsDir, "c"), mode: 0o444 },
+      install(m1),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      install(mMode),
+      install(mOwner),
+      install(mIds),
+      install(mIds),
+    ]);
+    const counts = (j: Record<string, unknown>) => [j.decrypted, j.reused, j.repaired];
+    const repaired = jsonOf(r[4]);
+    assert.equal(repaired.ok, true);
+    assert.deepEqual(counts(repaired), [3, 1, ["a", "b", "c"]], "d alone was intact");
+    const warnings = (repaired.warnings as { message: string }[]).map((w) => w.message);
+    assert.equal(warnings.length, 3);
+    assert.match(warnings[0]!, /secret "a": its file in generation 1 was changed or removed/);
+    const f = snap(r[5]).files;
+    assert.equal(f.a?.content, values[0], "decrypted again, not the altered copy");
+    assert.equal(f.b?.content, values[1]);
+    assert.deepEqual([f.c?.content, f.c?.mode], [values[2], 0o400]);
+    assert.equal(f.d?.content, values[3]);
+
+    const mode = jsonOf(r[6]);
+    assert.deepEqual(counts(mode), [1, 3, []], "a new mode: that file decrypted again");
+    assert.deepEqual(mode.changed, ["a"]);
+    const owner = jsonOf(r[7]);
+    assert.deepEqual(counts(owner), [1, 3, []], "a new owner: that file decrypted again");
+    assert.deepEqual(owner.changed, ["b"]);
+    const ids = jsonOf(r[8]);
+    assert.equal(ids.ok, true);
+    assert.deepEqual(counts(ids), [4, 0, []], "another identity set: everything decrypted again");
+    assert.deepEqual([ids.changed, ids.unchanged], [[], 4], "the same values: nothing restarts");
+    assert.match(
+      JSON.stringify(ids.warnings),
+      /no-such-key\.txt/,
+      "the identity that failed to load is a warning",
+    );
+    assert.deepEqual(counts(jsonOf(r[9])), [0, 4, []], "and then the same set again: reused");
+  }),
+);

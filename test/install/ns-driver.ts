@@ -26,7 +26,11 @@ export type Step =
    * secretsDir points to and the content of `file` under it.
    */
   | { op: "installPairs"; args: string[]; pairs: number; secretsDir: string; file: string }
-  | { op: "copy"; from: string; to: string };
+  | { op: "copy"; from: string; to: string }
+  /** Changes behind nixseal's back: remove a file, overwrite one (keeping owner and mode), chmod one. */
+  | { op: "remove"; path: string }
+  | { op: "write"; path: string; content: string }
+  | { op: "chmod"; path: string; mode: number };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -40,7 +44,7 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "mountTmpfs" | "copy"; ok: boolean }
+  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "remove" | "write" | "chmod"; ok: boolean }
   | {
       op: "installPairs";
       rounds: {
@@ -149,6 +153,15 @@ async function runStep(step: Step): Promise<StepResult> {
     case "copy":
       fs.copyFileSync(step.from, step.to);
       return { op: "copy", ok: true };
+    case "remove":
+      fs.rmSync(step.path);
+      return { op: "remove", ok: true };
+    case "write":
+      fs.writeFileSync(step.path, step.content);
+      return { op: "write", ok: true };
+    case "chmod":
+      fs.chmodSync(step.path, step.mode);
+      return { op: "chmod", ok: true };
   }
 }
 
