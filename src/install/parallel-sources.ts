@@ -20,10 +20,23 @@ import type { Manifest, ManifestIdentity } from "./manifest.js";
 import type { GenerationTarget } from "./sink.js";
 import type { SourceJob, ValueOrigin } from "./source-jobs.js";
 
-/** Fewer files to decrypt than this are done faster than a worker starts. */
+/** Fewer files to decrypt than this are done faster on one thread than on two. */
 export const PARALLEL_MIN_DECRYPTS = 256;
-/** Files only copied from the active generation are cheaper still: a worker pays from this many. */
-export const PARALLEL_MIN_COPIES = 4096;
+/**
+ * A few files to decrypt among this many copied from the active generation: the worker loads the
+ * key formats and decrypts them while the main thread copies, instead of the main thread loading
+ * them after the copies. It pays only when the copies take longer than a worker's start, which
+ * costs about twice what loading those modules costs the main thread (measured).
+ */
+export const PARALLEL_MIN_COPIES = 2048;
+
+/**
+ * How the two threads share the age files. "share": both claim whole jobs from one counter (a
+ * first install, or many changes). "rest": the main thread copies what the active generation
+ * holds and the worker decrypts the rest (a few changes among many). Copies alone are left to
+ * the main thread: measured, a worker's start costs more than it takes off their syscalls.
+ */
+export type WorkerMode = "share" | "rest";
 
 /** The worker's start (workerData). */
 export interface WorkerStart {
@@ -93,11 +106,30 @@ function estimate(m: Manifest, previous: GenerationMeta | null, identities: stri
   return [files.size, decrypts];
 }
 
+/** Whether a worker pays for this install, and how the threads then share the files (null: it does not). */
+export function workerModeFor(
+  m: Manifest,
+  previous: GenerationMeta | null,
+  identities: string,
+  cores: number,
+): WorkerMode | null {
+  if (cores < 2) return null;
+  if (m.identities.length === 0 || m.identities.some((e) => e.type !== "ssh" && e.type !== "age"))
+    return null;
+  const [files, decrypts] = estimate(m, previous, identities);
+  if (decrypts >= PARALLEL_MIN_DECRYPTS) return "share";
+  if (decrypts > 0 && files - decrypts >= PARALLEL_MIN_COPIES) return "rest";
+  return null;
+}
+
 /** A worker thread for the age files of one install. */
 export class DecryptWorker {
   private done = false;
 
-  private constructor(private readonly worker: Worker) {
+  private constructor(
+    private readonly worker: Worker,
+    readonly mode: WorkerMode,
+  ) {
     // A worker that fails or stops before run() is simply not used.
     const gone = () => {
       this.done = true;
@@ -112,17 +144,13 @@ export class DecryptWorker {
     previous: GenerationMeta | null,
     identities: string,
   ): Promise<DecryptWorker | null> {
-    if (os.availableParallelism() < 2) return null;
-    if (m.identities.length === 0 || m.identities.some((e) => e.type !== "ssh" && e.type !== "age"))
-      return null;
-    const [files, decrypts] = estimate(m, previous, identities);
-    if (decrypts < PARALLEL_MIN_DECRYPTS && files < PARALLEL_MIN_COPIES) return null;
+    const mode = workerModeFor(m, previous, identities, os.availableParallelism());
+    if (mode === null) return null;
     try {
       const { Worker } = await import("node:worker_threads");
       const start: WorkerStart = { identities: m.identities };
-      return new DecryptWorker(
-        new Worker(new URL("./decrypt-worker.js", import.meta.url), { workerData: start }),
-      );
+      const url = new URL("./decrypt-worker.js", import.meta.url);
+      return new DecryptWorker(new Worker(url, { workerData: start }), mode);
     } catch {
       return null;
     }

@@ -30,6 +30,8 @@ export interface JobEntry {
   /** Its file's owner, group and mode; null: not written (its owner is unknown: reported). */
   owner: FileOwner | null;
   recorded: RecordedValue | null;
+  /** To be decrypted because its copy in the active generation was altered or gone (origin "repaired"). */
+  repaired: boolean;
 }
 
 export interface SourceJob {
@@ -62,25 +64,25 @@ export interface JobResult {
   entryErrors: [JobEntry, NixsealError][];
 }
 
+/** What reuseFromActive leaves for decryptPending. */
+export interface Reused {
+  result: JobResult;
+  /** The encrypted file (null: it could not be read: result.error says why). */
+  data: Buffer | null;
+  /** The entries still without a value, and why they are decrypted. */
+  pending: [JobEntry, ValueOrigin][];
+}
+
 /**
- * Does one job: each entry's value goes to `each` (which writes it; the value is wiped after).
- * Never throws for the file's or an entry's problem: the result tells.
+ * The first half of a job: reads the file, takes its SHA-256, and hands over (to `each`) the
+ * values the active generation holds intact. Never throws for the file's or an entry's problem.
  */
-export async function runJob(
+export function reuseFromActive(
   job: SourceJob,
   ctx: JobContext,
   each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
-): Promise<JobResult> {
+): Reused {
   const result: JobResult = { cipher: null, error: null, noIdentity: false, failed: [], entryErrors: [] };
-  let cipher = "";
-  const deliver = (entry: JobEntry, value: Uint8Array, origin: ValueOrigin) => {
-    try {
-      each(entry, value, origin, cipher);
-    } catch (e) {
-      rethrowUnlessNixseal(e);
-      result.entryErrors.push([entry, e]);
-    }
-  };
   let data: Buffer;
   try {
     data = readEncryptedFile(job.file);
@@ -88,21 +90,21 @@ export async function runJob(
     rethrowUnlessNixseal(e);
     result.error = e;
     result.failed = job.entries;
-    return result;
+    return { result, data: null, pending: [] };
   }
-  cipher = hash("sha256", data, "hex");
+  const cipher = hash("sha256", data, "hex");
   result.cipher = cipher;
   const pending: [JobEntry, ValueOrigin][] = [];
   for (const entry of job.entries) {
     const recorded = entry.recorded;
     if (recorded === null || recorded.cipher !== cipher || ctx.activeDir === null) {
-      pending.push([entry, "decrypted"]);
+      pending.push([entry, entry.repaired ? "repaired" : "decrypted"]);
       continue;
     }
     const value = readRecordedFile(ctx.activeDir, entry.name, recorded);
     if (value !== null && hasContentHash(ctx.hmacKey, value, recorded.hmac)) {
       try {
-        deliver(entry, value, "reused");
+        deliver(result, each, entry, value, "reused", cipher);
       } finally {
         wipe(value);
       }
@@ -111,13 +113,40 @@ export async function runJob(
       pending.push([entry, "repaired"]);
     }
   }
-  if (pending.length === 0) return result;
+  return { result, data, pending };
+}
 
+function deliver(
+  result: JobResult,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+  entry: JobEntry,
+  value: Uint8Array,
+  origin: ValueOrigin,
+  cipher: string,
+): void {
+  try {
+    each(entry, value, origin, cipher);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.entryErrors.push([entry, e]);
+  }
+}
+
+/** The second half: decrypts the file for the entries reuseFromActive left (loading the identities then). */
+export async function decryptPending(
+  job: SourceJob,
+  r: Reused,
+  ctx: JobContext,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+): Promise<void> {
+  const { result, data, pending } = r;
+  if (data === null || pending.length === 0) return;
+  const cipher = result.cipher!;
   const identities = await ctx.identities();
   if (identities === null) {
     result.noIdentity = true;
     result.failed = pending.map(([e]) => e);
-    return result;
+    return;
   }
   let source: Awaited<ReturnType<typeof decryptSource>>;
   try {
@@ -126,7 +155,7 @@ export async function runJob(
     rethrowUnlessNixseal(e);
     result.error = e;
     result.failed = pending.map(([entry]) => entry);
-    return result;
+    return;
   }
   try {
     for (const [entry, origin] of pending) {
@@ -139,7 +168,7 @@ export async function runJob(
         continue;
       }
       try {
-        deliver(entry, v.value, origin);
+        deliver(result, each, entry, v.value, origin, cipher);
       } finally {
         if (v.owned) wipe(v.value);
       }
@@ -147,5 +176,18 @@ export async function runJob(
   } finally {
     source.close();
   }
-  return result;
+}
+
+/**
+ * Does one job whole: each entry's value goes to `each` (which writes it; the value is wiped
+ * after). Never throws for the file's or an entry's problem: the result tells.
+ */
+export async function runJob(
+  job: SourceJob,
+  ctx: JobContext,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+): Promise<JobResult> {
+  const r = reuseFromActive(job, ctx, each);
+  await decryptPending(job, r, ctx, each);
+  return r.result;
 }

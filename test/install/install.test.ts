@@ -10,7 +10,10 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
+import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
+import { validateManifest } from "../../src/install/manifest.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
+import { PARALLEL_MIN_COPIES, workerModeFor } from "../../src/install/parallel-sources.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
@@ -846,5 +849,97 @@ test(
       "the identity that failed to load is a warning",
     );
     assert.deepEqual(counts(jsonOf(r[9])), [0, 4, []], "and then the same set again: reused");
+  }),
+);
+
+test(
+  "re-activation of many secrets with a few changed (the main thread copies, the worker decrypts the rest): every value right, a tampered copy repaired, and without the key only the changed ones fail",
+  withHost(async (host) => {
+    const hostRecipient = parseRecipientString(host.hostPub, "host");
+    const count = PARALLEL_MIN_COPIES + 8;
+    const changed = new Set([3, 700, count - 1]);
+    const values: string[] = [];
+    const newValues = new Map<number, string>();
+    const first: ReturnType<typeof secret>[] = [];
+    const second: ReturnType<typeof secret>[] = [];
+    const third: ReturnType<typeof secret>[] = [];
+    fs.mkdirSync(path.join(host.dir, "store"), { recursive: true });
+    const write = async (file: string, value: string) =>
+      fs.writeFileSync(file, await encrypt(Buffer.from(value), [hostRecipient]));
+    for (let i = 0; i < count; i++) {
+      const value = uniqueSecret(`m${i}`);
+      values.push(value);
+      const file = path.join(host.dir, "store", `m${i}.age`);
+      await write(file, value);
+      first.push(secret(`m/${i}`, file));
+      let file2 = file;
+      if (changed.has(i)) {
+        newValues.set(i, uniqueSecret(`n${i}`));
+        file2 = path.join(host.dir, "store", `n${i}.age`);
+        await write(file2, newValues.get(i)!);
+      }
+      second.push(secret(`m/${i}`, file2));
+      third.push(secret(`m/${i}`, i === 10 ? first[3]!.file : file2));
+    }
+    const m1 = writeManifest(host, first);
+    const m2 = writeManifest(host, second);
+    const m3 = writeManifest(host, third);
+    // What the first install records, as far as the choice of the worker's part looks at it.
+    const ids = identitySetHash([{ type: "ssh", path: host.hostKey, name: null }]);
+    const recorded: GenerationMeta = {
+      version: 1,
+      generation: 1,
+      identities: ids,
+      entries: first.map((s) => ({
+        ...s,
+        kind: "secret" as const,
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+        hmac: "",
+        credential: null,
+        cipher: "recorded",
+      })),
+    };
+    assert.equal(
+      workerModeFor(validateManifest(JSON.parse(read(m2)), m2), recorded, ids, 2),
+      "rest",
+      "this case is the worker's 'rest' mode (on two cores)",
+    );
+    const aside = path.join(host.dir, "key-aside");
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m1, "--json"] },
+      { op: "write", path: path.join(host.secretsDir, "m", "5"), content: "tampered" },
+      { op: "install", args: ["--manifest", m2, "--json"] },
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      { op: "copy", from: host.hostKey, to: aside },
+      { op: "remove", path: host.hostKey },
+      { op: "install", args: ["--manifest", m3, "--json"] },
+    ]);
+    const j1 = jsonOf(r[0]);
+    assert.deepEqual([j1.ok, j1.decrypted, j1.reused], [true, count, 0]);
+    const j2 = jsonOf(r[2]);
+    assert.equal(j2.ok, true, JSON.stringify(j2.problems));
+    assert.deepEqual(
+      [j2.decrypted, j2.reused, j2.repaired],
+      [changed.size + 1, count - changed.size - 1, ["m/5"]],
+    );
+    assert.deepEqual(
+      j2.changed,
+      [...changed].map((i) => `m/${i}`),
+    );
+    const files = snap(r[3]).files;
+    for (let i = 0; i < count; i++) {
+      assert.equal(files[`m/${i}`]?.content, newValues.get(i) ?? values[i], `m/${i}`);
+    }
+    const j3 = jsonOf(r[6]);
+    assert.equal(j3.ok, false);
+    const messages = (j3.problems as { message: string }[]).map((p) => p.message).join("\n");
+    assert.match(messages, /no identity could be loaded, so secret "m\/10" cannot be decrypted/);
+    assert.deepEqual(
+      [...new Set([...messages.matchAll(/secret "([^"]+)"/g)].map((m) => m[1]))],
+      ["m/10"],
+      "only the changed secret fails",
+    );
   }),
 );

@@ -9,7 +9,16 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
-import type { WorkerJobResult, WorkerJobs, WorkerStart } from "../../src/install/parallel-sources.js";
+import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
+import { validateManifest } from "../../src/install/manifest.js";
+import {
+  PARALLEL_MIN_COPIES,
+  PARALLEL_MIN_DECRYPTS,
+  type WorkerJobResult,
+  type WorkerJobs,
+  type WorkerStart,
+  workerModeFor,
+} from "../../src/install/parallel-sources.js";
 import type { SourceJob } from "../../src/install/source-jobs.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { tempDir, which } from "../helpers.js";
@@ -67,7 +76,8 @@ test("decrypt worker: loads the host key itself, claims jobs from the shared cou
       jobs.push({
         file,
         format: "age",
-        entries: [{ index: 10 + i, name: `n-${i}`, key: null, owner, recorded }],
+        // 3: left by the main thread to decrypt because its copy was not intact.
+        entries: [{ index: 10 + i, name: `n-${i}`, key: null, owner, recorded, repaired: i === 3 }],
       });
     }
     // One file read by two secrets, one of them in a subdirectory.
@@ -77,6 +87,7 @@ test("decrypt worker: loads the host key itself, claims jobs from the shared cou
       key: null,
       owner: { ...me, mode: 0o400 },
       recorded: null,
+      repaired: false,
     });
     const counter = new SharedArrayBuffer(4);
     // The main thread has already claimed the first two jobs.
@@ -105,7 +116,7 @@ test("decrypt worker: loads the host key itself, claims jobs from the shared cou
       }
       assert.equal(r.error, null);
       assert.equal(r.cipher, createHash("sha256").update(fs.readFileSync(jobs[i]!.file)).digest("hex"));
-      const origin = i === 5 ? "reused" : i === 6 ? "repaired" : "decrypted";
+      const origin = i === 5 ? "reused" : i === 6 || i === 3 ? "repaired" : "decrypted";
       assert.deepEqual(r.values[0], [10 + i, hmac(values[i]!), origin], `job ${i}`);
       const st = fs.statSync(path.join(target, `n-${i}`));
       assert.equal(st.mode & 0o7777, 0o440);
@@ -145,8 +156,8 @@ test("decrypt worker: without a loadable identity it decrypts nothing and says s
             file,
             format: "age",
             entries: [
-              { index: 0, name: "old", key: null, owner: me, recorded },
-              { index: 1, name: "new", key: null, owner: me, recorded: null },
+              { index: 0, name: "old", key: null, owner: me, recorded, repaired: false },
+              { index: 1, name: "new", key: null, owner: me, recorded: null, repaired: false },
             ],
           },
         ],
@@ -163,4 +174,66 @@ test("decrypt worker: without a loadable identity it decrypts nothing and says s
   } finally {
     cleanup();
   }
+});
+
+test("worker mode: shared on a first install of many files, the rest after copies on a large re-activation, none otherwise", () => {
+  const ids = [{ type: "ssh" as const, path: "/etc/ssh/ssh_host_ed25519_key", name: null }];
+  const idHash = identitySetHash(ids);
+  const manifest = (n: number, changed = new Set<number>()) =>
+    validateManifest(
+      {
+        version: 1,
+        secretsDir: "/run/s",
+        generationsDir: "/run/g",
+        keepGenerations: 1,
+        identities: ids,
+        secrets: Array.from({ length: n }, (_, i) => ({
+          name: `s${i}`,
+          file: `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`,
+          format: "age",
+          key: null,
+          owner: "root",
+          group: "root",
+          mode: "0400",
+          path: null,
+          restartUnits: [],
+          reloadUnits: [],
+        })),
+        templates: [],
+        placeholders: {},
+      },
+      "/m.json",
+    );
+  const active = (n: number, identities = idHash): GenerationMeta => ({
+    version: 1,
+    generation: 1,
+    identities,
+    entries: Array.from({ length: n }, (_, i) => ({
+      name: `s${i}`,
+      kind: "secret",
+      uid: 0,
+      gid: 0,
+      mode: 0o400,
+      hmac: "h",
+      path: null,
+      restartUnits: [],
+      reloadUnits: [],
+      credential: null,
+      file: `/nix/store/old-s${i}.age`,
+      format: "age",
+      key: null,
+      cipher: "c",
+    })),
+  });
+  const few = new Set([1, 2, 3]);
+  const many = new Set(Array.from({ length: PARALLEL_MIN_DECRYPTS }, (_, i) => i));
+  const big = PARALLEL_MIN_COPIES + 10;
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS), null, idHash, 2), "share", "a first install");
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS - 1), null, idHash, 2), null, "too few files");
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS), null, idHash, 1), null, "one core");
+  assert.equal(workerModeFor(manifest(big), active(big), idHash, 2), null, "nothing changed");
+  assert.equal(workerModeFor(manifest(big, few), active(big), idHash, 2), "rest", "a few changed among many");
+  assert.equal(workerModeFor(manifest(big, many), active(big), idHash, 2), "share", "many changed");
+  assert.equal(workerModeFor(manifest(300, few), active(300), idHash, 2), null, "a few changed among few");
+  assert.equal(workerModeFor(manifest(big), active(big, "other"), idHash, 2), "share", "new identities");
 });

@@ -10,13 +10,19 @@
 import { NixsealError } from "../../common/index.js";
 import { type GenerationMeta, identitySetHash, type MetaEntry } from "../generations.js";
 import type { Manifest, ManifestSecret } from "../manifest.js";
-import { type DecryptWorker, deserializeError, type WorkerJobResult } from "../parallel-sources.js";
+import {
+  type DecryptWorker,
+  deserializeError,
+  PARALLEL_MIN_DECRYPTS,
+  type WorkerJobResult,
+} from "../parallel-sources.js";
 import type { GenerationTarget, InstallEntry } from "../sink.js";
 import {
   type JobContext,
   type JobEntry,
   type JobResult,
   type RecordedValue,
+  reuseFromActive,
   runJob,
   type SourceJob,
   type ValueOrigin,
@@ -106,6 +112,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
         key: s.key,
         owner: item === undefined ? null : { uid: item.uid, gid: item.gid, mode: item.mode },
         recorded: item === undefined ? null : recordedOf(s, item, before.get(s.name)),
+        repaired: false,
       };
     });
     (mainOnly ? mainJobs : workerJobs).push(jobs.length);
@@ -117,70 +124,106 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
     hmacKey: input.hmacKey,
     activeDir: active?.dir ?? null,
   };
-  const results: (JobResult | WorkerJobResult | undefined)[] = new Array(jobs.length);
+  // Per job: what the threads found (a job may be done in two halves, see below).
+  const results: (JobResult | WorkerJobResult)[][] = jobs.map(() => []);
   const origins = new Map<number, ValueOrigin>(); // secret index -> where its value came from
-  const runHere = async (j: number, replace: boolean) => {
-    const job = jobs[j]!;
-    results[j] = await runJob(job, ctx, (entry, value, origin, cipher) => {
+  const each =
+    (replace: boolean) => (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => {
       const s = m.secrets[entry.index]!;
       if (needed.has(s.name)) kept.set(s.name, Uint8Array.from(value));
       const source = { file: s.file, format: s.format, key: s.key, cipher };
       const hmac = origin === "reused" ? entry.recorded!.hmac : null;
       writer.write(items.get(s.name), value, source, hmac, replace);
       origins.set(entry.index, origin);
-    });
+    };
+  const runHere = async (j: number, job: SourceJob, replace: boolean) => {
+    results[j]!.push(await runJob(job, ctx, each(replace)));
   };
 
-  // The worker's share: age files claimed from one counter by both threads.
-  const counter = new SharedArrayBuffer(4);
-  const shared = workerJobs.map((j) => jobs[j]!);
-  const fromWorker =
-    input.worker !== null && shared.length > 0
-      ? input.worker.run({
-          jobs: shared,
-          counter,
-          hmacKey: input.hmacKey,
-          target: input.target,
-          activeDir: ctx.activeDir,
-        })
-      : Promise.resolve([]);
-  for (const j of mainJobs) await runHere(j, false);
-  const claim = new Int32Array(counter);
-  for (;;) {
-    const i = Atomics.add(claim, 0, 1);
-    if (i >= shared.length) break;
-    await runHere(workerJobs[i]!, false);
-  }
-  for (const r of await fromWorker) {
-    if (r.noIdentity) continue; // done again here, where the identities are loaded (or reported)
-    const j = workerJobs[r.job]!;
-    results[j] = { ...r, job: j };
-    for (const [index, hmac, origin] of r.values) {
-      const s = m.secrets[index]!;
-      const item = items.get(s.name);
-      if (item === undefined) continue;
-      writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher: r.cipher! });
-      origins.set(index, origin);
+  const worker = input.worker;
+  if (worker === null) {
+    for (let j = 0; j < jobs.length; j++) await runHere(j, jobs[j]!, false);
+  } else {
+    // The worker's share (parallel-sources.ts, WorkerMode). "rest": values the active generation
+    // holds are copied here first, while the worker loads its modules and keys; what is left to
+    // decrypt goes to the worker, and this thread takes a part only when there is much of it
+    // (else it would load the key formats itself, the very cost the worker hides). "share":
+    // both threads do whole jobs.
+    const toWorker: SourceJob[] = [];
+    const jobOf: number[] = [];
+    for (const j of workerJobs) {
+      const job = jobs[j]!;
+      let rest = job;
+      if (worker.mode === "rest" && job.entries.some((e) => e.recorded !== null)) {
+        const r = reuseFromActive(job, ctx, each(false));
+        results[j]!.push(r.result);
+        if (r.pending.length === 0) continue;
+        rest = {
+          ...job,
+          entries: r.pending.map(([e, origin]) => ({
+            ...e,
+            recorded: null,
+            repaired: origin === "repaired",
+          })),
+        };
+      }
+      toWorker.push(rest);
+      jobOf.push(j);
     }
+    const counter = new SharedArrayBuffer(4);
+    const fromWorker =
+      toWorker.length > 0
+        ? worker.run({
+            jobs: toWorker,
+            counter,
+            hmacKey: input.hmacKey,
+            target: input.target,
+            activeDir: ctx.activeDir,
+          })
+        : Promise.resolve([]);
+    for (const j of mainJobs) await runHere(j, jobs[j]!, false);
+    const done = new Set<number>();
+    if (worker.mode === "share" || toWorker.length >= PARALLEL_MIN_DECRYPTS) {
+      const claim = new Int32Array(counter);
+      for (;;) {
+        const i = Atomics.add(claim, 0, 1);
+        if (i >= toWorker.length) break;
+        await runHere(jobOf[i]!, toWorker[i]!, false);
+        done.add(i);
+      }
+    }
+    for (const r of await fromWorker) {
+      if (r.noIdentity) continue; // done again here, where the identities are loaded (or reported)
+      const j = jobOf[r.job]!;
+      results[j]!.push(r);
+      done.add(r.job);
+      for (const [index, hmac, origin] of r.values) {
+        const s = m.secrets[index]!;
+        const item = items.get(s.name);
+        if (item === undefined) continue;
+        writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher: r.cipher! });
+        origins.set(index, origin);
+      }
+    }
+    // Given to the worker and not done (it failed, or loaded no identity): here, replacing what it wrote.
+    for (let i = 0; i < toWorker.length; i++) if (!done.has(i)) await runHere(jobOf[i]!, toWorker[i]!, true);
   }
-  // Claimed by the worker and not done (it failed, or loaded no identity): here, replacing what it wrote.
-  for (const j of workerJobs) if (results[j] === undefined) await runHere(j, true);
 
   // Problems in the manifest's order of files, whichever thread met them.
+  const secretOf = (e: JobEntry | number) => m.secrets[typeof e === "number" ? e : e.index]!;
   for (let j = 0; j < jobs.length; j++) {
-    const r = results[j]!;
-    const job = jobs[j]!;
-    const secretOf = (index: number) => m.secrets[index]!;
-    const failed = r.failed.map((e) => secretOf(typeof e === "number" ? e : e.index));
-    if (r.noIdentity) out.noIdentity.push(...failed.map((s) => s.name));
-    if (r.error !== null) {
-      const e = r.error instanceof NixsealError ? r.error : deserializeError(r.error);
-      if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") out.noMatch = true;
-      problems.about(failed, e, job.file);
-    }
-    for (const [entry, err] of r.entryErrors) {
-      const e = err instanceof NixsealError ? err : deserializeError(err);
-      problems.about([secretOf(typeof entry === "number" ? entry : entry.index)], e, job.file);
+    const file = jobs[j]!.file;
+    for (const r of results[j]!) {
+      const failed = r.failed.map(secretOf);
+      if (r.noIdentity) out.noIdentity.push(...failed.map((s) => s.name));
+      if (r.error !== null) {
+        const e = r.error instanceof NixsealError ? r.error : deserializeError(r.error);
+        if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") out.noMatch = true;
+        problems.about(failed, e, file);
+      }
+      for (const [entry, err] of r.entryErrors) {
+        problems.about([secretOf(entry)], err instanceof NixsealError ? err : deserializeError(err), file);
+      }
     }
   }
   for (const [index, origin] of [...origins].sort((a, b) => a[0] - b[0])) {
