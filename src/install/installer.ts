@@ -107,6 +107,21 @@ function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | nul
   };
 }
 
+/** One warning for the secrets whose copy in the active generation was altered or gone. */
+function repairedWarning(m: Manifest, active: number, names: readonly string[]): NixsealError {
+  const shown = names.slice(0, 10).map((n) => `"${n}"`);
+  const more = names.length > shown.length ? ` and ${names.length - shown.length} more` : "";
+  const which = `${names.length === 1 ? "secret" : "secrets"} ${shown.join(", ")}${more}`;
+  return new NixsealError(
+    "INSTALL",
+    `the files of ${which} in generation ${active} were changed or removed since they were installed; decrypted again`,
+    {
+      hint: `only nixseal should write under ${m.generationsDir}; check what else did`,
+      file: path.join(m.generationsDir, String(active)),
+    },
+  );
+}
+
 /** The credential step when there is nothing for it: src/creds is not even loaded. */
 function noCredentials(): CredentialPlan {
   return { store: null, wanted: new Set(), prepared: [], status: new Map(), stale: [] };
@@ -176,18 +191,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   // A secret no identity opened: the identities that failed to load may be why.
   if (outcome.noMatch) problems.add(...keys.deferred);
   else report.warnings.push(...keys.deferred);
-  for (const name of outcome.repaired) {
-    report.warnings.push(
-      new NixsealError(
-        "INSTALL",
-        `secret "${name}": its file in generation ${activeN} was changed or removed since it was installed; decrypted again`,
-        {
-          hint: `only nixseal should write under ${m.generationsDir}; check what else did`,
-          file: path.join(gens.pathOf(activeN!), name),
-        },
-      ),
-    );
-  }
+  if (outcome.repaired.length > 0) report.warnings.push(repairedWarning(m, activeN!, outcome.repaired));
 
   const cred =
     m.stage === "system" && (m.credstoreDir !== null || entries.some((e) => e.credential !== null))
