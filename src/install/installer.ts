@@ -111,10 +111,11 @@ function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | nul
 function repairedWarning(m: Manifest, active: number, names: readonly string[]): NixsealError {
   const shown = names.slice(0, 10).map((n) => `"${n}"`);
   const more = names.length > shown.length ? ` and ${names.length - shown.length} more` : "";
-  const which = `${names.length === 1 ? "secret" : "secrets"} ${shown.join(", ")}${more}`;
+  const one = names.length === 1;
+  const which = `${one ? "file of secret" : "files of secrets"} ${shown.join(", ")}${more}`;
   return new NixsealError(
     "INSTALL",
-    `the files of ${which} in generation ${active} were changed or removed since they were installed; decrypted again`,
+    `the ${which} in generation ${active} ${one ? "was" : "were"} changed or removed since ${one ? "it was" : "they were"} installed; decrypted again`,
     {
       hint: `only nixseal should write under ${m.generationsDir}; check what else did`,
       file: path.join(m.generationsDir, String(active)),
