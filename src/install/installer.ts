@@ -149,8 +149,9 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   const entries: ManifestEntry[] = [...m.secrets, ...m.templates];
   const activeN = report.previousGeneration;
   const previous = activeN === null ? null : gens.readMeta(activeN);
+  const identities = identitySetHash(m.identities);
   // Started first, so that its start-up overlaps with the steps up to decrypting.
-  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identitySetHash(m.identities));
+  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities);
 
   checkPathsFree(m, entries, problems);
   const items = resolveOwners(m, entries, options.owners, problems);
@@ -175,6 +176,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
       problems,
       hmacKey: target.key,
       keyFresh: target.keyFresh,
+      identities,
       active: activeN === null || previous === null ? null : { dir: gens.pathOf(activeN), meta: previous },
       target: target.writer?.target ?? null,
       worker: held.worker,
@@ -234,8 +236,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   }
 
   const n = target.generation!;
-  const ids = identitySetHash(m.identities);
-  if (!switchGeneration(m, gens, n, meta, ids, held.lock!, problems)) {
+  if (!switchGeneration(m, gens, n, meta, identities, held.lock!, problems)) {
     target.writer?.abort();
     return report;
   }

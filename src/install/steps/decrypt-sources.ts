@@ -8,7 +8,7 @@
  * wiped by the caller) until step 6 renders the templates.
  */
 import { NixsealError } from "../../common/index.js";
-import { type GenerationMeta, identitySetHash, type MetaEntry } from "../generations.js";
+import type { GenerationMeta, MetaEntry } from "../generations.js";
 import type { Manifest, ManifestSecret } from "../manifest.js";
 import {
   type DecryptWorker,
@@ -44,6 +44,8 @@ export interface DecryptInput {
   hmacKey: Uint8Array;
   /** The key was made now: no recorded hash can be checked, so nothing is reused. */
   keyFresh: boolean;
+  /** identitySetHash of the manifest's identities: values are reused only under the same set. */
+  identities: string;
   /** The active generation's number and metadata (null: none, e.g. after a reboot). */
   active: { dir: string; meta: GenerationMeta } | null;
   /** Where the worker creates its files (null: nowhere, as for the writer). */
@@ -91,7 +93,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
   // What may be reused: the same identity set, a key that can check the recorded hashes.
   const active = input.active;
   const before = new Map<string, MetaEntry>();
-  if (active !== null && !input.keyFresh && active.meta.identities === identitySetHash(m.identities)) {
+  if (active !== null && !input.keyFresh && active.meta.identities === input.identities) {
     for (const e of active.meta.entries) before.set(e.name, e);
   }
 
@@ -136,8 +138,10 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       writer.write(items.get(s.name), value, source, hmac, replace);
       origins.set(entry.index, origin);
     };
+  const writeNew = each(false);
+  const replaceWorkers = each(true);
   const runHere = async (j: number, job: SourceJob, replace: boolean) => {
-    results[j]!.push(await runJob(job, ctx, each(replace)));
+    results[j]!.push(await runJob(job, ctx, replace ? replaceWorkers : writeNew));
   };
 
   const worker = input.worker;
@@ -155,7 +159,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       const job = jobs[j]!;
       let rest = job;
       if (worker.mode === "rest" && job.entries.some((e) => e.recorded !== null)) {
-        const r = reuseFromActive(job, ctx, each(false));
+        const r = reuseFromActive(job, ctx, writeNew);
         results[j]!.push(r.result);
         if (r.pending.length === 0) continue;
         rest = {
