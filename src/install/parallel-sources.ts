@@ -20,8 +20,13 @@ import type { Manifest, ManifestIdentity } from "./manifest.js";
 import type { GenerationTarget } from "./sink.js";
 import type { SourceJob, ValueOrigin } from "./source-jobs.js";
 
-/** Fewer files to decrypt than this are done faster on one thread than on two. */
-export const PARALLEL_MIN_DECRYPTS = 256;
+/**
+ * Fewer files to decrypt than this are done faster on one thread than on two. A worker is ready
+ * to decrypt when it has started Node (about as long as loading the key formats takes) and loaded
+ * those formats itself: by then the main thread, which loaded them once, has decrypted some 400
+ * small files alone (measured: a worker's start costs about twice the main thread's loading).
+ */
+export const PARALLEL_MIN_DECRYPTS = 512;
 /**
  * A few files to decrypt among this many copied from the active generation: the worker loads the
  * key formats and decrypts them while the main thread copies, instead of the main thread loading

@@ -13,7 +13,11 @@ import { X25519Identity } from "../../src/age/x25519.js";
 import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
 import { validateManifest } from "../../src/install/manifest.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
-import { PARALLEL_MIN_COPIES, workerModeFor } from "../../src/install/parallel-sources.js";
+import {
+  PARALLEL_MIN_COPIES,
+  PARALLEL_MIN_DECRYPTS,
+  workerModeFor,
+} from "../../src/install/parallel-sources.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
@@ -650,8 +654,9 @@ test(
   withHost(async (host) => {
     const hostRecipient = parseRecipientString(host.hostPub, "host");
     const stranger = parseRecipientString(X25519Identity.generate().recipient().toString(), "stranger");
-    const count = 400;
-    const bad = new Set([7, 150, 399]);
+    // Enough files for the decrypt worker (parallel-sources.ts) to share them.
+    const count = PARALLEL_MIN_DECRYPTS + 40;
+    const bad = new Set([7, 150, count - 1]);
     const values: string[] = [];
     const entries: ReturnType<typeof secret>[] = [];
     fs.mkdirSync(path.join(host.dir, "store"), { recursive: true });
@@ -665,6 +670,7 @@ test(
     // Two secrets reading one file.
     entries.push(secret("twin", entries[42]!.file));
     const failing = writeManifest(host, entries);
+    assert.equal(workerModeFor(validateManifest(JSON.parse(read(failing)), failing), null, "", 2), "share");
     const fixed = writeManifest(
       host,
       entries.filter((_, i) => !bad.has(i)),
@@ -679,7 +685,7 @@ test(
     const failed = r[0] as InstallResult;
     assert.equal(failed.status, 1);
     const named = [...failed.stderr.matchAll(/secret "(s\/\d+)"/g)].map((m) => m[1]);
-    assert.deepEqual([...new Set(named)].sort(), ["s/150", "s/399", "s/7"]);
+    assert.deepEqual([...new Set(named)].sort(), [...bad].map((i) => `s/${i}`).sort());
     assert.equal(snap(r[1]).exists, false, "no generation became active");
     installOk(r[2]);
     const files = snap(r[3]).files;
