@@ -26,7 +26,9 @@ export {
   type Json,
   nullable,
   Problems,
+  parseMode,
   pathProblem,
+  principalProblem,
   readList,
   readMode,
   readObject,
@@ -36,6 +38,7 @@ export {
   shown,
   stringField,
   typeName,
+  unitNameProblem,
   validateCredentialName,
 } from "./validation.js";
 export { walkFiles } from "./walk.js";
