@@ -1,16 +1,18 @@
 /**
- * Jobs (source-jobs.ts) on two cores: the main thread and one worker thread claim age files from
- * a shared counter (so neither waits for the other, and a worker that starts late simply does
- * fewer), and each does its jobs whole: reads the file, takes or decrypts each value, creates the
- * file in the new generation, computes its keyed hash. No plaintext crosses between the threads:
- * the worker sends back only hashes, origins and errors.
+ * Jobs (source-jobs.ts) on two cores: a worker thread claims age files from a shared counter,
+ * and so does the main thread when there are many to decrypt (so neither waits for the other,
+ * and a worker that starts late simply does fewer). Each thread does its jobs whole: reads the
+ * file, takes or decrypts each value, creates the file in the new generation, computes its keyed
+ * hash. No plaintext crosses between the threads: the worker sends back only hashes, origins and
+ * errors.
  *
- * The worker is started as early as the install knows it will pay (a worker costs ~30 ms of
- * start-up, mostly loading modules, and overlaps with the main thread's own start: the lock,
- * owners, the new generation), and told its jobs once they are known. It loads the identities
- * from their files itself (ssh and age key files; not sealed ones, which would need systemd-creds
- * a second time). Anything it claimed and did not finish (it failed, or could load no identity)
- * the main thread does again.
+ * A worker's start costs about twice what loading the key formats (src/age, src/ssh, src/keys)
+ * costs the main thread: Node starts again in the thread, then loads those modules itself. So it
+ * is started only when it will pay (workerModeFor), as early as the install knows that (right
+ * after the lock, overlapping with the owners and the new generation), and told its jobs once
+ * they are known. It loads the identities from their files itself (ssh and age key files; not
+ * sealed ones, which would need systemd-creds a second time). Anything it was given and did not
+ * finish (it failed, or could load no identity) the main thread does again.
  */
 import * as os from "node:os";
 import type { Worker } from "node:worker_threads";
