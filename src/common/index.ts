@@ -14,6 +14,8 @@ export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
 export {
   booleanField,
+  CREDENTIAL_KEYS,
+  type CredentialKey,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -24,7 +26,9 @@ export {
   type Json,
   nullable,
   Problems,
+  parseMode,
   pathProblem,
+  principalProblem,
   readList,
   readMode,
   readObject,
@@ -34,5 +38,7 @@ export {
   shown,
   stringField,
   typeName,
+  unitNameProblem,
+  validateCredentialName,
 } from "./validation.js";
 export { walkFiles } from "./walk.js";

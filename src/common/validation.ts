@@ -129,6 +129,22 @@ export function integerField(min: number, max: number, hint: string): Reader<num
   };
 }
 
+/** A field table as two arrays, made once per table: reading thousands of entries must not rebuild it. */
+interface CompiledTable {
+  keys: string[];
+  fields: Field<unknown>[];
+}
+const compiledTables = new WeakMap<FieldTable, CompiledTable>();
+
+function compiled(fields: FieldTable): CompiledTable {
+  let t = compiledTables.get(fields);
+  if (t === undefined) {
+    t = { keys: Object.keys(fields), fields: Object.values(fields) };
+    compiledTables.set(fields, t);
+  }
+  return t;
+}
+
 /**
  * Reads an object against its field table; unknown fields are errors. Returns the values read
  * (absent optional fields: their default), or null if anything was wrong (all of it reported).
@@ -144,28 +160,41 @@ export function readObject(
     p.add(at, `must be an object, not ${typeName(v)}`, schemaHint);
     return null;
   }
+  const t = compiled(fields);
   const out = new Map<string, unknown>();
   let ok = true;
-  for (const key of Object.keys(v)) {
-    if (!Object.hasOwn(fields, key)) {
-      p.add(
-        placeOf(at, shown(key)),
-        "unknown field",
-        `remove it or fix its spelling; known fields: ${Object.keys(fields).join(", ")}`,
-      );
-      ok = false;
+  // Index loops, not for...of: this runs once per manifest entry, mostly before the JIT warms up.
+  let known = 0;
+  for (let i = 0; i < t.keys.length; i++) if (Object.hasOwn(v, t.keys[i]!)) known++;
+  // As many keys as known ones present: none is unknown (the common case, no second loop).
+  const keys = Object.keys(v);
+  if (keys.length !== known) {
+    for (const key of keys) {
+      if (!Object.hasOwn(fields, key)) {
+        p.add(
+          placeOf(at, shown(key)),
+          "unknown field",
+          `remove it or fix its spelling; known fields: ${t.keys.join(", ")}`,
+        );
+        ok = false;
+      }
     }
   }
-  for (const [key, field] of Object.entries(fields)) {
-    const where = placeOf(at, key);
+  for (let i = 0; i < t.keys.length; i++) {
+    const key = t.keys[i]!;
+    const field = t.fields[i]!;
     if (!Object.hasOwn(v, key)) {
       if (field.required) {
-        p.add(where, "is missing", `${schemaHint} (every field is required unless marked optional)`);
+        p.add(
+          placeOf(at, key),
+          "is missing",
+          `${schemaHint} (every field is required unless marked optional)`,
+        );
         ok = false;
       } else out.set(key, field.default);
       continue;
     }
-    const value = field.read(v[key]!, where, p);
+    const value = field.read(v[key]!, placeOf(at, key), p);
     if (value === undefined) ok = false;
     else out.set(key, value);
   }
@@ -186,11 +215,11 @@ export function readList<T>(
   }
   const out: T[] = [];
   let ok = true;
-  v.forEach((x, i) => {
-    const r = each(x, `${at}[${i}]`);
+  for (let i = 0; i < v.length; i++) {
+    const r = each(v[i]!, `${at}[${i}]`);
     if (r === null) ok = false;
     else out.push(r);
-  });
+  }
   return ok ? out : undefined;
 }
 
@@ -204,10 +233,14 @@ export function pathProblem(p: string): string | null {
   if (/[\0\n\r]/.test(p)) return "contains a NUL, newline or carriage return character";
   if (!p.startsWith("/")) return "is not absolute";
   if (p === "/") return "is the root directory itself";
-  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return `is longer than ${MAX_PATH_BYTES} bytes`;
+  // A UTF-16 unit is at most 3 UTF-8 bytes: short paths need no count.
+  if (p.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(p) > MAX_PATH_BYTES)
+    return `is longer than ${MAX_PATH_BYTES} bytes`;
   if (p.endsWith("/")) return "ends with /";
   if (p.includes("//")) return "contains //";
-  if (p.split("/").some((s) => s === "." || s === "..")) return "contains a . or .. segment";
+  // p starts with "/", so a . or .. segment is "/." or "/.." followed by "/" or the end.
+  if (p.includes("/./") || p.includes("/../") || p.endsWith("/.") || p.endsWith("/.."))
+    return "contains a . or .. segment";
   return null;
 }
 
@@ -255,6 +288,26 @@ export function unitNameProblem(u: string): string | null {
   return UNIT_NAME.test(u) ? null : "is not a systemd unit name";
 }
 
+/** Which keys a systemd credential is sealed with (systemd-creds --with-key=). */
+export type CredentialKey = "auto" | "host" | "tpm2" | "host+tpm2";
+export const CREDENTIAL_KEYS: readonly CredentialKey[] = ["auto", "host", "tpm2", "host+tpm2"];
+
+const CREDENTIAL_NAME = /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]*$/;
+
+/**
+ * Checks a credential name. systemd accepts any file name without ':' (LoadCredential='s
+ * separator); nixseal is stricter, so that a name is also a safe file name in a credential
+ * store: letters, digits and `._@+=-`, not starting with '.', at most 255 bytes.
+ */
+export function validateCredentialName(name: string): void {
+  if (name.length === 0 || name.length > 255 || !CREDENTIAL_NAME.test(name)) {
+    const shown = JSON.stringify(name.length > 60 ? `${name.slice(0, 60)}...` : name);
+    throw new NixsealError("CREDS_NAME", `${shown} is not a valid credential name`, {
+      hint: "credential names use letters, digits and ._@+=- (no '/', no ':'), do not start with '.', at most 255 characters",
+    });
+  }
+}
+
 // ---- readers of the shared rules --------------------------------------------------------------
 
 export const readPath: Reader<string> = stringField(pathProblem, PATH_HINT);
@@ -284,7 +337,8 @@ export const readUnits: Reader<string[]> = (v, at, p) => {
   }
   const out: string[] = [];
   let ok = true;
-  v.forEach((u, i) => {
+  for (let i = 0; i < v.length; i++) {
+    const u = v[i];
     const why = typeof u === "string" ? unitNameProblem(u) : "is not a systemd unit name";
     if (why !== null) {
       p.add(
@@ -294,7 +348,7 @@ export const readUnits: Reader<string[]> = (v, at, p) => {
       );
       ok = false;
     } else if (!out.includes(u as string)) out.push(u as string);
-  });
+  }
   return ok ? out : undefined;
 };
 // ---- duplicate keys ---------------------------------------------------------------------------
@@ -314,13 +368,58 @@ function placeOfFrames(frames: readonly Frame[]): string {
   return at;
 }
 
+/** How many keys the objects of a parsed JSON value hold (without recursion: nesting is input). */
+function keysInValue(value: unknown): number {
+  let n = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v !== "object" || v === null) continue;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) stack.push(v[i]);
+      continue;
+    }
+    const keys = Object.keys(v);
+    n += keys.length;
+    for (let i = 0; i < keys.length; i++) stack.push((v as Record<string, unknown>)[keys[i]!]);
+  }
+  return n;
+}
+
+/** How many keys a JSON text writes, a duplicate counted each time: the strings a ":" follows. */
+function keysInText(text: string): number {
+  let n = 0;
+  let i = text.indexOf('"');
+  while (i !== -1) {
+    // The closing quote: the next one not escaped (preceded by an even number of backslashes).
+    let j = text.indexOf('"', i + 1);
+    for (;;) {
+      if (j === -1) return n;
+      let backslashes = 0;
+      while (text.charCodeAt(j - 1 - backslashes) === 0x5c) backslashes++;
+      if (backslashes % 2 === 0) break;
+      j = text.indexOf('"', j + 1);
+    }
+    let k = j + 1;
+    for (let c = text.charCodeAt(k); c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; ) {
+      c = text.charCodeAt(++k);
+    }
+    if (text.charCodeAt(k) === 0x3a /* : */) n++;
+    i = text.indexOf('"', k);
+  }
+  return n;
+}
+
 /**
  * The first key that appears twice in one object of a JSON text (JSON.parse keeps the last, other
  * readers the first: strict validation refuses both), as its place (`secrets[2].owner`) and the
  * key; null if there is none. For text JSON.parse accepted: one linear
- * pass, a set of keys per open object.
+ * pass, a set of keys per open object. Given `parsed` (JSON.parse of the text), the keys are
+ * counted first, which is much cheaper: JSON.parse drops the first of two equal keys, so as many
+ * keys in the parsed value as in the text means there is no duplicate.
  */
-export function duplicateKey(text: string): { at: string; key: string } | null {
+export function duplicateKey(text: string, parsed?: unknown): { at: string; key: string } | null {
+  if (parsed !== undefined && keysInText(text) === keysInValue(parsed)) return null;
   const frames: Frame[] = [];
   const n = text.length;
   let i = 0;

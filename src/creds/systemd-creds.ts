@@ -13,11 +13,21 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { AtomicFile, asBuffer, findExecutable, ioError, NixsealError, wipe } from "../common/index.js";
+import {
+  AtomicFile,
+  asBuffer,
+  CREDENTIAL_KEYS,
+  type CredentialKey,
+  findExecutable,
+  ioError,
+  NixsealError,
+  validateCredentialName,
+  wipe,
+} from "../common/index.js";
 
-/** Which keys a credential is sealed with (systemd-creds --with-key=). */
-export type CredentialKey = "auto" | "host" | "tpm2" | "host+tpm2";
-export const CREDENTIAL_KEYS: readonly CredentialKey[] = ["auto", "host", "tpm2", "host+tpm2"];
+// The rules of names and keys live in the validation kit, so that the activation manifest checks
+// them without loading this folder (src/common/validation.ts).
+export { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName };
 
 /** systemd's CREDENTIAL_SIZE_MAX: the most plaintext a credential may hold (1 MiB). */
 export const MAX_CREDENTIAL_SIZE = 1024 * 1024;
@@ -75,22 +85,6 @@ const SEAL_IDS: ReadonlyMap<string, SealedWith | "none"> = new Map([
   // --with-key=tpm2-absent / auto-initrd without a TPM: a fixed zero key, no secrecy at all.
   ["058469daf6f54324800549da0f8ea2fb", "none"],
 ]);
-
-const NAME_RE = /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]*$/;
-
-/**
- * Checks a credential name. systemd accepts any file name without ':' (LoadCredential='s
- * separator); nixseal is stricter, so that a name is also a safe file name in a credential
- * store: letters, digits and `._@+=-`, not starting with '.', at most 255 bytes.
- */
-export function validateCredentialName(name: string): void {
-  if (name.length === 0 || name.length > 255 || !NAME_RE.test(name)) {
-    const shown = JSON.stringify(name.length > 60 ? `${name.slice(0, 60)}...` : name);
-    throw new NixsealError("CREDS_NAME", `${shown} is not a valid credential name`, {
-      hint: "credential names use letters, digits and ._@+=- (no '/', no ':'), do not start with '.', at most 255 characters",
-    });
-  }
-}
 
 export function isCredentialKey(s: string): s is CredentialKey {
   return (CREDENTIAL_KEYS as readonly string[]).includes(s);

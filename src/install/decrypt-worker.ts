@@ -1,34 +1,62 @@
 /**
- * The worker thread of parallel-sources.ts: loads the manifest's identities itself, claims files
- * from the shared counter alongside the main thread, decrypts them in memory and posts the
- * plaintexts back by transfer (no copy left behind in this thread).
+ * The worker thread of parallel-sources.ts: loads the manifest's identities itself while the
+ * main thread prepares the generation, then claims jobs from the shared counter alongside the
+ * main thread and does each whole (source-jobs.ts): the files it writes are created here, and
+ * only their keyed hashes, origins and errors go back, never a plaintext.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { rethrowUnlessNixseal } from "../common/index.js";
+import type { Identity } from "../age/index.js";
 import { loadManifestIdentities } from "./identities.js";
-import { decryptAgeFile, type WorkerInput, type WorkerOutcome } from "./parallel-sources.js";
+import {
+  type SerializedError,
+  serializeError,
+  type WorkerJobResult,
+  type WorkerJobs,
+  type WorkerStart,
+} from "./parallel-sources.js";
+import { contentHash, createSecretFile } from "./sink.js";
+import { runJob } from "./source-jobs.js";
 
-async function work(input: WorkerInput): Promise<void> {
-  const { identities } = await loadManifestIdentities(input.identities);
-  const claim = new Int32Array(input.counter);
-  const out: WorkerOutcome[] = [];
-  const transfer: ArrayBuffer[] = [];
+const start = workerData as WorkerStart;
+// Started now: loading the keys overlaps with the main thread's work until the jobs come.
+const identities: Promise<readonly Identity[] | null> = loadManifestIdentities(start.identities).then(
+  (loaded) => (loaded.identities.length > 0 ? loaded.identities : null),
+  () => null,
+);
+
+async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
+  const claim = new Int32Array(w.counter);
+  const made = new Set<string>();
+  const out: WorkerJobResult[] = [];
+  const ctx = { identities: () => identities, hmacKey: w.hmacKey, activeDir: w.activeDir };
   for (;;) {
-    const index = Atomics.add(claim, 0, 1);
-    if (index >= input.files.length) break;
-    try {
-      const plain = await decryptAgeFile(input.files[index]!, identities);
-      const own = new ArrayBuffer(plain.byteLength);
-      new Uint8Array(own).set(plain);
-      plain.fill(0);
-      out.push({ index, plain: own });
-      transfer.push(own);
-    } catch (e) {
-      rethrowUnlessNixseal(e);
-      out.push({ index, error: { code: e.code, message: e.message, hint: e.hint, file: e.file } });
-    }
+    const job = Atomics.add(claim, 0, 1);
+    if (job >= w.jobs.length) break;
+    const values: [number, string, WorkerJobResult["values"][number][2]][] = [];
+    const r = await runJob(w.jobs[job]!, ctx, (entry, value, origin) => {
+      const hmac = origin === "reused" ? entry.recorded!.hmac : contentHash(w.hmacKey, value);
+      if (w.target !== null && entry.owner !== null)
+        createSecretFile(w.target, entry.name, entry.owner, value, made);
+      values.push([entry.index, hmac, origin]);
+    });
+    out.push({
+      job,
+      cipher: r.cipher,
+      error: r.error === null ? null : serializeError(r.error),
+      noIdentity: r.noIdentity,
+      failed: r.failed.map((e) => e.index),
+      entryErrors: r.entryErrors.map(([e, err]): [number, SerializedError] => [e.index, serializeError(err)]),
+      values,
+    });
   }
-  parentPort!.postMessage(out, transfer);
+  return out;
 }
 
-await work(workerData as WorkerInput);
+parentPort!.once("message", async (w: WorkerJobs) => {
+  try {
+    parentPort!.postMessage(await work(w));
+  } finally {
+    w.hmacKey.fill(0);
+    parentPort!.close();
+  }
+});

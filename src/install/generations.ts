@@ -4,9 +4,10 @@
  * directory (<generationsDir>/.nixseal, 0700), one metadata file per generation (names, owners,
  * modes, units, a keyed hash of each content — never the content) and the per-host hash key.
  * The metadata lets the next install tell what changed, and which units a removed secret had,
- * without reading the old plaintext.
+ * without reading the old plaintext; and, with the SHA-256 of each encrypted file and of the
+ * identity set, which values it may take from the active generation instead of decrypting them.
  */
-import { createHmac, randomBytes } from "node:crypto";
+import { hash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ioError, NixsealError, writeAllSync } from "../common/index.js";
@@ -33,12 +34,31 @@ export interface MetaEntry {
   reloadUnits: string[];
   /** The credential ID of an entry sealed into the credstore (not a file here); null/absent: a file. */
   credential?: string | null;
+  /** A secret's source: the encrypted file, its format and key (absent in older metadata). */
+  file?: string | null;
+  format?: string | null;
+  key?: string | null;
+  /** SHA-256 (hex) of the encrypted file's bytes (ciphertext, not secret). */
+  cipher?: string | null;
 }
 
 export interface GenerationMeta {
   version: 1;
   generation: number;
+  /** identitySetHash of the manifest's identities (absent in older metadata). */
+  identities?: string | null;
   entries: MetaEntry[];
+}
+
+/** A hash of the identities a manifest lists (type, path, name: what it asks for, not key material). */
+export function identitySetHash(
+  identities: readonly { type: string; path: string; name: string | null }[],
+): string {
+  return hash("sha256", JSON.stringify(identities.map((i) => [i.type, i.path, i.name])), "hex");
+}
+
+function isOptionalString(v: unknown): boolean {
+  return v === undefined || v === null || typeof v === "string";
 }
 
 function isStringList(v: unknown): v is string[] {
@@ -60,6 +80,7 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
   if (typeof json !== "object" || json === null) return null;
   const j = json as Record<string, unknown>;
   if (j.version !== 1 || j.generation !== generation || !Array.isArray(j.entries)) return null;
+  if (!isOptionalString(j.identities)) return null;
   const entries: MetaEntry[] = [];
   for (const raw of j.entries as unknown[]) {
     if (typeof raw !== "object" || raw === null) return null;
@@ -74,7 +95,11 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       !(e.path === null || typeof e.path === "string") ||
       !isStringList(e.restartUnits) ||
       !isStringList(e.reloadUnits) ||
-      !(e.credential === undefined || e.credential === null || typeof e.credential === "string")
+      !isOptionalString(e.credential) ||
+      !isOptionalString(e.file) ||
+      !isOptionalString(e.format) ||
+      !isOptionalString(e.key) ||
+      !isOptionalString(e.cipher)
     ) {
       return null;
     }
@@ -89,9 +114,13 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       restartUnits: e.restartUnits,
       reloadUnits: e.reloadUnits,
       credential: (e.credential as string | null | undefined) ?? null,
+      file: (e.file as string | null | undefined) ?? null,
+      format: (e.format as string | null | undefined) ?? null,
+      key: (e.key as string | null | undefined) ?? null,
+      cipher: (e.cipher as string | null | undefined) ?? null,
     });
   }
-  return { version: 1, generation, entries };
+  return { version: 1, generation, identities: (j.identities as string | null | undefined) ?? null, entries };
 }
 
 /** Creates a file that must not exist yet, with its final mode, and writes it whole. */
@@ -215,8 +244,9 @@ export class Generations {
   /**
    * The per-host key of the content hashes; created (0600) when `create` and missing. Without
    * `create` (dry runs), a missing key gives a throwaway one: nothing then compares equal.
+   * `fresh`: the key was not there before, so no recorded hash can be checked with it.
    */
-  hmacKey(create: boolean): Buffer {
+  hmacKey(create: boolean): { key: Buffer; fresh: boolean } {
     const file = path.join(this.metaDir, HMAC_KEY_FILE);
     try {
       const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -226,7 +256,7 @@ export class Generations {
           fs.fstatSync(fd).size === HMAC_KEY_SIZE &&
           fs.readSync(fd, key, 0, HMAC_KEY_SIZE, 0) === HMAC_KEY_SIZE
         ) {
-          return key;
+          return { key, fresh: false };
         }
       } finally {
         fs.closeSync(fd);
@@ -244,7 +274,7 @@ export class Generations {
         throw ioError("create", file, e);
       }
     }
-    return key;
+    return { key, fresh: true };
   }
 
   readMeta(n: number): GenerationMeta | null {
@@ -302,7 +332,11 @@ export class Generations {
       return [];
     }
     if (st.blocks === 0) return []; // ramfs: no size limit
-    if (st.bavail * st.bsize >= this.diskUsage(active)) return [];
+    // At least as much free as the whole filesystem holds: room for the active generation's
+    // size for sure, without walking its files.
+    const free = st.bavail * st.bsize;
+    if (free >= (st.blocks - st.bfree) * st.bsize) return [];
+    if (free >= this.diskUsage(active)) return [];
     return this.prune(active, Math.max(keep - 1, 0), secretsDir);
   }
 
@@ -335,9 +369,4 @@ export class Generations {
     } catch {}
     return removed.sort((a, b) => a - b);
   }
-}
-
-/** The keyed hash of a content (compared between generations; reveals nothing without the key). */
-export function contentHash(key: Uint8Array, content: Uint8Array): string {
-  return createHmac("sha256", key).update(content).digest("hex");
 }

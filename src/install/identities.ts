@@ -12,7 +12,6 @@
 import * as fs from "node:fs";
 import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, rethrowUnlessNixseal } from "../common/index.js";
-import { loadSealedIdentities } from "../creds/index.js";
 import { loadIdentities, SshDerivedX25519Identity } from "../keys/index.js";
 import {
   MAX_SSH_KEY_FILE_SIZE,
@@ -93,7 +92,9 @@ export async function loadManifestIdentities(
         direct.push(key);
         if (x !== null) derived.push(x);
       } else if (entry.type === "systemd-creds") {
-        // An ssh-ed25519 key sealed this way brings its ssh-to-age identity along.
+        // An ssh-ed25519 key sealed this way brings its ssh-to-age identity along. src/creds is
+        // loaded only for such a host: installs (and the decrypt worker) start faster without it.
+        const { loadSealedIdentities } = await import("../creds/index.js");
         const sealed = await loadSealedIdentities({
           path: entry.path,
           ...(entry.name === null ? {} : { name: entry.name }),

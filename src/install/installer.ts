@@ -1,10 +1,12 @@
 /**
  * `nixseal install`: one process takes a manifest to an active generation of secrets.
  *
- * Order of work: paths in the way and owners are checked, identities loaded; generationsDir is
- * made a ramfs and generation N+1 created; every encrypted file is decrypted once, in memory,
- * and each value goes to the sinks (a file in the generation, created with its final owner and
- * mode); templates are rendered. Entries with a `credential` go to the credential store instead
+ * Order of work: paths in the way and owners are checked; generationsDir is made a ramfs and
+ * generation N+1 created; every encrypted file is read once, and each secret's value is taken
+ * from the active generation when nothing about it changed (the same encrypted file, identities,
+ * owner, group and mode, and its copy there intact), else decrypted in memory (the identities are
+ * loaded then, on first need; many age files on two threads); each value becomes a file in the
+ * generation, created with its final owner and mode; templates are rendered. Entries with a `credential` go to the credential store instead
  * (src/creds): compared with what it holds and, if changed, encrypted again by systemd-creds
  * (the plaintext through a pipe), but not written yet. Every problem is collected; if there is
  * any, the new generation is removed, nothing is written to the credential store, and the
@@ -22,21 +24,20 @@
  * old file and record, each pair consistent and decryptable, and the next run encrypts it again.
  */
 import * as path from "node:path";
-import { rethrowUnlessNixseal, wipe } from "../common/index.js";
-import { type Credstore, closeCredstore } from "../creds/index.js";
-import { type GenerationMeta, Generations, type MetaEntry } from "./generations.js";
+import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import { type GenerationMeta, Generations, identitySetHash, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
 import { makeDirs } from "./mount.js";
 import type { OwnerResolverOptions } from "./owners.js";
+import { DecryptWorker } from "./parallel-sources.js";
 import type { InstallReport } from "./report.js";
-import type { SecretSink } from "./sink.js";
 import { checkPathsFree } from "./steps/check-paths.js";
-import { commitCredentialPlan, encryptCredentials } from "./steps/credentials.js";
+import type { CredentialPlan } from "./steps/credentials.js";
 import { decryptSources } from "./steps/decrypt-sources.js";
 import { diff } from "./steps/diff.js";
 import { linkPaths } from "./steps/link-paths.js";
-import { loadIdentities } from "./steps/load-identities.js";
+import { LazyIdentities, noIdentityProblems } from "./steps/load-identities.js";
 import { prepareGeneration } from "./steps/prepare-generation.js";
 import { previousAsFound } from "./steps/previous-as-found.js";
 import { InstallProblems } from "./steps/problems.js";
@@ -53,33 +54,35 @@ export type { CredentialsReport, InstallReport } from "./report.js";
 export interface InstallOptions {
   /** Decrypt and compare, write only the dry restart/reload lists. */
   dryRun?: boolean;
-  /** More places each value goes besides the generation (systemd credentials). */
-  sinks?: readonly SecretSink[];
   owners?: OwnerResolverOptions;
 }
 
 /** Installs the secrets of a manifest (see the file comment). Never throws for a secret's problem. */
 export async function install(m: Manifest, options: InstallOptions = {}): Promise<InstallReport> {
-  // Files and directories get exactly the mode asked for: open(2)/mkdir(2) with umask 0.
+  // Files and directories get exactly the mode asked for: open(2)/mkdir(2) with umask 0 (the
+  // decrypt worker's files too: the umask is the process's).
   const umask = process.umask(0);
-  const held: Held = { credstore: null, plaintexts: [], lock: null };
+  const held: Held = { closeCredstore: null, plaintexts: [], lock: null, worker: null };
   try {
     return await runInstall(m, options, held);
   } finally {
+    await held.worker?.close();
     process.umask(umask);
     for (const p of held.plaintexts) wipe(p);
-    if (held.credstore !== null) closeCredstore(held.credstore);
+    held.closeCredstore?.();
     held.lock?.release();
   }
 }
 
 /** What must be released on every way out of an install. */
 interface Held {
-  credstore: Credstore | null;
+  closeCredstore: (() => void) | null;
   /** Copies of credential plaintexts, until systemd-creds has them. */
   plaintexts: Uint8Array[];
   /** One install at a time (lock.ts); a dry run changes nothing and takes none. */
   lock: InstallLock | null;
+  /** The decrypt thread, when one pays (parallel-sources.ts). */
+  worker: DecryptWorker | null;
 }
 
 function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | null): InstallReport {
@@ -97,9 +100,33 @@ function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | nul
     pruned: [],
     mounted: false,
     credentials: { store: null, created: [], updated: [], unchanged: 0, removed: [], keyRenewed: false },
+    decrypted: 0,
+    reused: 0,
+    repaired: [],
     warnings: [],
     problems: [],
   };
+}
+
+/** One warning for the secrets whose copy in the active generation was altered or gone. */
+function repairedWarning(m: Manifest, active: number, names: readonly string[]): NixsealError {
+  const shown = names.slice(0, 10).map((n) => `"${n}"`);
+  const more = names.length > shown.length ? ` and ${names.length - shown.length} more` : "";
+  const one = names.length === 1;
+  const which = `${one ? "file of secret" : "files of secrets"} ${shown.join(", ")}${more}`;
+  return new NixsealError(
+    "INSTALL",
+    `the ${which} in generation ${active} ${one ? "was" : "were"} changed or removed since ${one ? "it was" : "they were"} installed; decrypted again`,
+    {
+      hint: `only nixseal should write under ${m.generationsDir}; check what else did`,
+      file: path.join(m.generationsDir, String(active)),
+    },
+  );
+}
+
+/** The credential step when there is nothing for it: src/creds is not even loaded. */
+function noCredentials(): CredentialPlan {
+  return { store: null, wanted: new Set(), prepared: [], status: new Map(), stale: [] };
 }
 
 /** The steps in order; each adds to the one problems collector, whose list is report.problems. */
@@ -121,63 +148,89 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   const report = emptyReport(m, dry, gens.active(m.secretsDir));
   const problems = new InstallProblems(report.problems);
   const entries: ManifestEntry[] = [...m.secrets, ...m.templates];
+  const activeN = report.previousGeneration;
+  const previous = activeN === null ? null : gens.readMeta(activeN);
+  const identities = identitySetHash(m.identities);
+  // Started first, so that its start-up overlaps with the steps up to decrypting.
+  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities);
 
   checkPathsFree(m, entries, problems);
   const items = resolveOwners(m, entries, options.owners, problems);
-  const keys = await loadIdentities(m, problems);
-  const target = prepareGeneration(m, gens, report.previousGeneration, dry, options.sinks ?? [], problems);
+  const keys = new LazyIdentities(m);
+  const target = prepareGeneration(m, gens, activeN, dry, problems);
   report.mounted = target.mounted;
   report.pruned = target.pruned;
-  const writer = new EntryWriter(target.sinks, target.key, held.plaintexts, problems);
+  const writer = new EntryWriter(target.writer, target.key, held.plaintexts, problems);
 
-  const scanner = new PlaceholderScanner(m.placeholders);
+  // Without templates (most hosts) no placeholder is looked for.
+  const scanner = m.templates.length > 0 ? new PlaceholderScanner(m.placeholders) : null;
   const kept = new Map<string, Uint8Array>();
-  let noMatch: boolean;
+  let outcome: Awaited<ReturnType<typeof decryptSources>>;
   try {
-    noMatch = await decryptSources(
+    outcome = await decryptSources({
       m,
-      keys.identities,
+      keys,
       items,
       writer,
-      secretsTemplatesNeed(m, scanner),
+      needed: scanner === null ? new Set() : secretsTemplatesNeed(m, scanner),
       kept,
       problems,
-    );
-    renderTemplates(m, scanner, items, writer, kept, problems);
+      hmacKey: target.key,
+      keyFresh: target.keyFresh,
+      identities,
+      active: activeN === null || previous === null ? null : { dir: gens.pathOf(activeN), meta: previous },
+      target: target.writer?.target ?? null,
+      worker: held.worker,
+    });
+    if (scanner !== null) renderTemplates(m, scanner, items, writer, kept, problems);
   } finally {
     for (const v of kept.values()) wipe(v);
   }
+  await held.worker?.close();
+  held.worker = null;
+  report.decrypted = outcome.decrypted;
+  report.reused = outcome.reused;
+  report.repaired = outcome.repaired;
+  if (outcome.noIdentity.length > 0) problems.add(...noIdentityProblems(m, keys, outcome.noIdentity));
   // A secret no identity opened: the identities that failed to load may be why.
   // Otherwise a missing identity file is skipped silently, as docs/manifest.md says (defaults
   // such as a user's ~/.ssh/id_rsa often do not exist); an unreadable or broken one is a warning.
-  if (noMatch) problems.add(...keys.deferred);
+  if (outcome.noMatch) problems.add(...keys.deferred);
   else report.warnings.push(...keys.deferred.filter((e) => !isMissingFile(e)));
+  if (outcome.repaired.length > 0) report.warnings.push(repairedWarning(m, activeN!, outcome.repaired));
 
-  const credentials = await encryptCredentials(
-    m,
-    entries,
-    writer.credentialItems,
-    held.plaintexts,
-    dry,
-    report.credentials,
-    problems,
-    (store) => {
-      held.credstore = store;
-    },
-  );
+  const cred =
+    m.stage === "system" && (m.credstoreDir !== null || entries.some((e) => e.credential !== null))
+      ? await import("./steps/credentials.js")
+      : null;
+  const credentials =
+    cred === null
+      ? noCredentials()
+      : await cred.encryptCredentials(
+          m,
+          entries,
+          writer.credentialItems,
+          held.plaintexts,
+          dry,
+          report.credentials,
+          problems,
+          (close) => {
+            held.closeCredstore = close;
+          },
+        );
 
   if (problems.any) {
-    for (const sink of target.sinks) sink.abort();
+    target.writer?.abort();
     wipe(target.key);
     report.credentials.created = [];
     report.credentials.updated = [];
     return report;
   }
 
-  const previous = report.previousGeneration === null ? null : gens.readMeta(report.previousGeneration);
+  const meta = writer.meta;
   const changes = diff(
-    compareWith(m, gens, report.previousGeneration, previous, writer.meta, target.key),
-    writer.meta,
+    compareWith(m, gens, report.previousGeneration, previous, meta, target.key),
+    meta,
     credentials.status,
   );
   // sops-nix restarts nothing at boot, when there is no generation before (changeDetection "files").
@@ -195,17 +248,17 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   }
 
   const n = target.generation!;
-  if (!switchGeneration(m, gens, n, writer.meta, held.lock!, problems)) {
-    for (const sink of target.sinks) sink.abort();
+  if (!switchGeneration(m, gens, n, meta, identities, held.lock!, problems)) {
+    target.writer?.abort();
     return report;
   }
   report.generation = n;
 
   // After the switch: problems here are reported (exit 1), but the new generation stays active:
   // it is complete, and the old one may already be pruned.
-  commitCredentialPlan(credentials, report.credentials, problems);
-  report.warnings.push(...linkPaths(m.secretsDir, writer.meta, previous, problems, m.replaceExisting));
-  notifyUnits(m, changes, problems);
+  cred?.commitCredentialPlan(credentials, report.credentials, problems);
+  report.warnings.push(...linkPaths(m.secretsDir, meta, previous, problems, m.replaceExisting));
+  await notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
 }

@@ -9,6 +9,8 @@
 import * as fs from "node:fs";
 import {
   booleanField,
+  CREDENTIAL_KEYS,
+  type CredentialKey,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   enumField,
@@ -21,6 +23,9 @@ import {
   NixsealError,
   nullable,
   Problems,
+  parseMode,
+  pathProblem,
+  principalProblem,
   readList,
   readMode,
   readObject,
@@ -30,8 +35,9 @@ import {
   shown,
   stringField,
   typeName,
+  unitNameProblem,
+  validateCredentialName,
 } from "../common/index.js";
-import { CREDENTIAL_KEYS, type CredentialKey, validateCredentialName } from "../creds/index.js";
 
 export const MANIFEST_VERSION = 1;
 /** docs/manifest.md: the manifest file itself is at most 64 MiB. */
@@ -146,6 +152,9 @@ export interface Manifest {
 // ---- the rules of values --------------------------------------------------------------------
 
 const NAME_SEGMENT = /^[A-Za-z0-9._@+=-]+$/;
+/** Segments of NAME_SEGMENT joined by "/": ASCII, so at most 255 characters is at most 255 bytes. */
+const COMMON_NAME = /^[A-Za-z0-9._@+=-]+(?:\/[A-Za-z0-9._@+=-]+)*$/;
+const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/;
 /** The form the modules give placeholders; any such text left in a template must be known. */
 export const PLACEHOLDER_PATTERN = /<nixseal:[0-9a-f]{64}:placeholder>/g;
 /** Where the schema is told. */
@@ -153,6 +162,8 @@ const SCHEMA_HINT = "see docs/manifest.md for the schema";
 
 /** Why a secret/template name is not acceptable, or null. */
 export function nameProblem(name: string): string | null {
+  // The common case in one test: a short name of allowed segments, none of them . or ..
+  if (name.length <= 255 && COMMON_NAME.test(name) && !DOT_SEGMENT.test(name)) return null;
   if (name.length === 0) return "is empty";
   if (Buffer.byteLength(name) > 4096) return "is longer than 4096 bytes";
   if (name.startsWith("/")) return "is absolute (names are relative paths such as db/password)";
@@ -234,13 +245,99 @@ const SECRET_FIELDS: FieldTable = {
   key: {
     required: true,
     read: nullable(
-      stringField(
-        (s) => (s === "" || s.split("/").some((x) => x === "") ? "has an empty segment" : null),
-        'a sops key path such as "db/password" (or null for the whole file)',
-      ),
+      stringField(keyProblem, 'a sops key path such as "db/password" (or null for the whole file)'),
     ),
   },
 };
+
+function keyProblem(s: string): string | null {
+  return s === "" || s.split("/").some((x) => x === "") ? "has an empty segment" : null;
+}
+
+/** One secret through its field table, every problem reported (see quickSecret for the common case). */
+export function readSecret(x: Json, where: string, p: Problems): ManifestSecret | null {
+  const m = readObject(x, where, SECRET_FIELDS, p, SCHEMA_HINT);
+  if (m === null) return null;
+  return {
+    kind: "secret",
+    name: m.get("name") as string,
+    owner: m.get("owner") as string | null,
+    group: m.get("group") as string | null,
+    mode: m.get("mode") as number,
+    path: m.get("path") as string | null,
+    restartUnits: m.get("restartUnits") as string[],
+    reloadUnits: m.get("reloadUnits") as string[],
+    credential: m.get("credential") as ManifestCredential | null,
+    file: m.get("file") as string,
+    format: m.get("format") as SecretFormat,
+    key: m.get("key") as string | null,
+  };
+}
+
+/** A list of unit names as readUnits reads it, or null if it has any problem (readUnits tells which). */
+function quickUnits(v: Json | undefined): string[] | null {
+  if (!Array.isArray(v)) return null;
+  for (let i = 0; i < v.length; i++) {
+    const u = v[i];
+    if (typeof u !== "string" || unitNameProblem(u) !== null) return null;
+  }
+  return v.length < 2 ? [...(v as string[])] : [...new Set(v as string[])];
+}
+
+/** An owner or group as readOwner reads it; undefined if it has a problem. */
+function quickPrincipal(v: Json | undefined): string | null | undefined {
+  if (v === null) return null;
+  return typeof v === "string" && principalProblem(v) === null ? v : undefined;
+}
+
+const SECRET_KEYS = new Set(Object.keys(SECRET_FIELDS));
+
+/**
+ * The common secret (no credential, nothing wrong) checked in one pass over its fields, with the
+ * rules of SECRET_FIELDS but without a place string or a call through the table per field: the
+ * table's way costs ten times as much before the JIT warms up, and a host's manifest has
+ * thousands of secrets. Returns exactly what readObject would (test/install/manifest.test.ts
+ * holds the two together), or null for anything else, which then goes through readObject and
+ * is reported there.
+ */
+export function quickSecret(v: Json): ManifestSecret | null {
+  if (!isObject(v)) return null;
+  let n = 0;
+  for (const k in v) {
+    if (!SECRET_KEYS.has(k)) return null;
+    n++;
+  }
+  if (n !== (Object.hasOwn(v, "credential") ? SECRET_KEYS.size : SECRET_KEYS.size - 1)) return null;
+  if (v.credential !== undefined && v.credential !== null) return null;
+  const { name, file, format, key, mode, path } = v;
+  if (typeof name !== "string" || nameProblem(name) !== null) return null;
+  if (typeof file !== "string" || pathProblem(file) !== null) return null;
+  if (typeof format !== "string" || !(SECRET_FORMATS as readonly string[]).includes(format)) return null;
+  if (key !== null && (typeof key !== "string" || keyProblem(key) !== null)) return null;
+  if (path !== null && (typeof path !== "string" || pathProblem(path) !== null)) return null;
+  const parsedMode = typeof mode === "string" ? parseMode(mode) : null;
+  if (typeof parsedMode !== "number") return null;
+  const owner = quickPrincipal(v.owner);
+  const group = quickPrincipal(v.group);
+  if (owner === undefined || group === undefined) return null;
+  const restartUnits = quickUnits(v.restartUnits);
+  const reloadUnits = quickUnits(v.reloadUnits);
+  if (restartUnits === null || reloadUnits === null) return null;
+  return {
+    kind: "secret",
+    name,
+    owner,
+    group,
+    mode: parsedMode,
+    path,
+    restartUnits,
+    reloadUnits,
+    credential: null,
+    file,
+    format: format as SecretFormat,
+    key,
+  };
+}
 
 const TEMPLATE_FIELDS: FieldTable = {
   ...ENTRY_FIELDS,
@@ -263,19 +360,6 @@ const IDENTITY_FIELDS: FieldTable = {
     read: nullable(CREDENTIAL_FIELDS.name!.read as Field<string>["read"]),
   },
 };
-
-function entryOf(m: Map<string, unknown>): ManifestEntryBase {
-  return {
-    name: m.get("name") as string,
-    owner: m.get("owner") as string | null,
-    group: m.get("group") as string | null,
-    mode: m.get("mode") as number,
-    path: m.get("path") as string | null,
-    restartUnits: m.get("restartUnits") as string[],
-    reloadUnits: m.get("reloadUnits") as string[],
-    credential: m.get("credential") as ManifestCredential | null,
-  };
-}
 
 const TOP_FIELDS = (p: Problems): FieldTable => ({
   version: {
@@ -351,17 +435,7 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
         v,
         at,
         p,
-        (x, where): ManifestSecret | null => {
-          const m = readObject(x, where, SECRET_FIELDS, p, SCHEMA_HINT);
-          if (m === null) return null;
-          return {
-            kind: "secret",
-            ...entryOf(m),
-            file: m.get("file") as string,
-            format: m.get("format") as SecretFormat,
-            key: m.get("key") as string | null,
-          };
-        },
+        (x, where): ManifestSecret | null => quickSecret(x) ?? readSecret(x, where, p),
         SCHEMA_HINT,
       ),
   },
@@ -375,7 +449,18 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
         (x, where): ManifestTemplate | null => {
           const m = readObject(x, where, TEMPLATE_FIELDS, p, SCHEMA_HINT);
           if (m === null) return null;
-          return { kind: "template", ...entryOf(m), content: m.get("content") as string };
+          return {
+            kind: "template",
+            name: m.get("name") as string,
+            owner: m.get("owner") as string | null,
+            group: m.get("group") as string | null,
+            mode: m.get("mode") as number,
+            path: m.get("path") as string | null,
+            restartUnits: m.get("restartUnits") as string[],
+            reloadUnits: m.get("reloadUnits") as string[],
+            credential: m.get("credential") as ManifestCredential | null,
+            content: m.get("content") as string,
+          };
         },
         SCHEMA_HINT,
       ),
@@ -408,22 +493,36 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
   },
 });
 
+/**
+ * Every entry with its place in the manifest, made only when a problem names it: a manifest of
+ * 10 000 secrets is checked without 10 000 place strings.
+ */
+class EntryPlaces {
+  readonly all: readonly ManifestEntry[];
+  constructor(private readonly m: Manifest) {
+    this.all = m.templates.length === 0 ? m.secrets : [...m.secrets, ...m.templates];
+  }
+  at(i: number): string {
+    const n = this.m.secrets.length;
+    return i < n ? `secrets[${i}]` : `templates[${i - n}]`;
+  }
+}
+
 /** Checks between fields: names unique and not nested, keys only for sops, paths distinct... */
 function crossCheck(m: Manifest, p: Problems): void {
-  const owners = new Map<string, string>(); // name -> "secrets[i]"
-  const entries: [string, ManifestEntry][] = [
-    ...m.secrets.map((s, i) => [`secrets[${i}]`, s] as [string, ManifestEntry]),
-    ...m.templates.map((t, i) => [`templates[${i}]`, t] as [string, ManifestEntry]),
-  ];
-  for (const [at, e] of entries) {
+  const places = new EntryPlaces(m);
+  const entries = places.all;
+  const owners = new Map<string, number>(); // name -> index in entries
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     const other = owners.get(e.name);
     if (other !== undefined) {
       p.add(
-        `${at}.name`,
-        `"${e.name}" is also the name of ${other}`,
+        `${places.at(i)}.name`,
+        `"${e.name}" is also the name of ${places.at(other)}`,
         "give every secret and template its own name",
       );
-    } else owners.set(e.name, at);
+    } else owners.set(e.name, i);
   }
   // No name may be a directory of another (a and a/b).
   const sorted = [...owners.keys()].sort();
@@ -432,36 +531,38 @@ function crossCheck(m: Manifest, p: Problems): void {
     for (let j = i + 1; j < sorted.length && sorted[j]!.startsWith(a); j++) {
       if (sorted[j]![a.length] === "/") {
         p.add(
-          `${owners.get(sorted[j]!)}.name`,
-          `"${sorted[j]}" would need "${a}" (${owners.get(a)}) to be a directory`,
+          `${places.at(owners.get(sorted[j]!)!)}.name`,
+          `"${sorted[j]}" would need "${a}" (${places.at(owners.get(a)!)}) to be a directory`,
           "a name cannot be both a file and a directory; rename one of them",
         );
       }
     }
   }
-  m.secrets.forEach((s, i) => {
-    if (s.key !== null && (s.format === "age" || s.format === "binary")) {
+  for (let i = 0; i < m.secrets.length; i++) {
+    const s = m.secrets[i]!;
+    if (s.key === null) continue;
+    if (s.format === "age" || s.format === "binary") {
       p.add(
         `secrets[${i}].key`,
         `a ${s.format} file has no keys`,
         "set key to null, or set format to the sops file's format (yaml, json, dotenv, ini)",
       );
     }
-    if (s.key !== null && s.format === "dotenv" && s.key.includes("/")) {
+    if (s.format === "dotenv" && s.key.includes("/")) {
       p.add(
         `secrets[${i}].key`,
         `"${shown(s.key)}": a dotenv file is flat`,
         "name the variable itself, e.g. DB_PASSWORD",
       );
     }
-    if (s.key !== null && s.format === "ini" && s.key.split("/").length !== 2) {
+    if (s.format === "ini" && s.key.split("/").length !== 2) {
       p.add(
         `secrets[${i}].key`,
         `"${shown(s.key)}" is not section/key`,
         "an INI key is section/key, e.g. database/password",
       );
     }
-  });
+  }
   if (m.generationsDir === m.secretsDir || isUnder(m.secretsDir, m.generationsDir)) {
     p.add(
       "secretsDir",
@@ -476,17 +577,22 @@ function crossCheck(m: Manifest, p: Problems): void {
       "e.g. /run/nixseal/secrets and /run/nixseal/generations",
     );
   }
-  const paths = new Map<string, string>();
-  for (const [at, e] of entries) {
+  const paths = new Map<string, number>();
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     if (e.path === null) continue;
     const other = paths.get(e.path);
     if (other !== undefined)
-      p.add(`${at}.path`, `"${e.path}" is also the path of ${other}`, "give every path one owner");
-    else paths.set(e.path, at);
+      p.add(
+        `${places.at(i)}.path`,
+        `"${e.path}" is also the path of ${places.at(other)}`,
+        "give every path one owner",
+      );
+    else paths.set(e.path, i);
     for (const dir of [m.secretsDir, m.generationsDir]) {
       if (e.path === dir || isUnder(e.path, dir) || isUnder(dir, e.path)) {
         p.add(
-          `${at}.path`,
+          `${places.at(i)}.path`,
           `"${e.path}" overlaps ${dir}`,
           "a path is a symlink outside the secrets directories",
         );
@@ -494,12 +600,13 @@ function crossCheck(m: Manifest, p: Problems): void {
     }
   }
   if (m.stage === "users") {
-    for (const [at, e] of entries) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
       for (const f of ["owner", "group"] as const) {
         const v = e[f];
         if (v !== null && v !== "root" && v !== "0") {
           p.add(
-            `${at}.${f}`,
+            `${places.at(i)}.${f}`,
             `is "${v}", but the users stage runs before users and groups exist`,
             "secrets needed for users belong to root (owner and group root)",
           );
@@ -507,32 +614,35 @@ function crossCheck(m: Manifest, p: Problems): void {
       }
       if (e.restartUnits.length > 0 || e.reloadUnits.length > 0) {
         p.add(
-          `${at}`,
+          places.at(i),
           "has restart/reload units in the users stage",
           "no service runs yet when users are created; remove the units",
         );
       }
     }
   }
-  credentialChecks(m, entries, p);
-  const secretNames = new Set(m.secrets.map((s) => s.name));
-  const seen = new Map<string, string>();
-  for (const [name, ph] of m.placeholders) {
-    if (!secretNames.has(name)) {
-      p.add(
-        `placeholders["${shown(name)}"]`,
-        "names no secret of this manifest",
-        "every placeholder stands for a secret",
-      );
+  credentialChecks(m, places, p);
+  if (m.placeholders.size > 0) {
+    const secretNames = new Set<string>();
+    for (const s of m.secrets) secretNames.add(s.name);
+    const seen = new Map<string, string>();
+    for (const [name, ph] of m.placeholders) {
+      if (!secretNames.has(name)) {
+        p.add(
+          `placeholders["${shown(name)}"]`,
+          "names no secret of this manifest",
+          "every placeholder stands for a secret",
+        );
+      }
+      const other = seen.get(ph);
+      if (other !== undefined) {
+        p.add(
+          `placeholders["${shown(name)}"]`,
+          `is the same string as the placeholder of "${shown(other)}"`,
+          "placeholders must be unique",
+        );
+      } else seen.set(ph, name);
     }
-    const other = seen.get(ph);
-    if (other !== undefined) {
-      p.add(
-        `placeholders["${shown(name)}"]`,
-        `is the same string as the placeholder of "${shown(other)}"`,
-        "placeholders must be unique",
-      );
-    } else seen.set(ph, name);
   }
   const known = new Set(m.placeholders.values());
   m.templates.forEach((t, i) => {
@@ -550,19 +660,22 @@ function crossCheck(m: Manifest, p: Problems): void {
 }
 
 /** Credentials: IDs unique, not in the users stage, no `path`, a credstore apart from the ramfs. */
-function credentialChecks(m: Manifest, entries: readonly [string, ManifestEntry][], p: Problems): void {
-  const ids = new Map<string, string>();
-  for (const [at, e] of entries) {
+function credentialChecks(m: Manifest, places: EntryPlaces, p: Problems): void {
+  const ids = new Map<string, number>();
+  const entries = places.all;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     const c = e.credential;
     if (c === null) continue;
+    const at = places.at(i);
     const other = ids.get(c.name);
     if (other !== undefined) {
       p.add(
         `${at}.credential.name`,
-        `"${c.name}" is also the credential of ${other}`,
+        `"${c.name}" is also the credential of ${places.at(other)}`,
         "give every credential its own name (a credential holds one secret)",
       );
-    } else ids.set(c.name, at);
+    } else ids.set(c.name, i);
     if (m.stage === "users") {
       p.add(
         `${at}.credential`,
@@ -664,7 +777,7 @@ export function parseManifest(text: string, file: string): Manifest {
       file,
     });
   }
-  const dup = duplicateKey(text);
+  const dup = duplicateKey(text, json);
   if (dup !== null) {
     throw new NixsealError("MANIFEST", `${file}: ${dup.at}: duplicate key "${shown(dup.key)}"`, {
       hint: DUPLICATE_KEY_HINT,

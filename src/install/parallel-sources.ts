@@ -1,143 +1,182 @@
 /**
- * Decrypting many small age files on two cores: the main thread and one worker thread claim
- * files from a shared counter (so neither waits for the other, and a worker that starts late
- * simply does fewer), each decrypts what it claimed in memory with the same identities, and the
- * worker hands its plaintexts back by transfer. The installer then takes each file's result as
- * if it had opened the file itself (see openSource): same values, same errors.
+ * Jobs (source-jobs.ts) on two cores: a worker thread claims age files from a shared counter,
+ * and so does the main thread when there are many to decrypt (so neither waits for the other,
+ * and a worker that starts late simply does fewer). Each thread does its jobs whole: reads the
+ * file, takes or decrypts each value, creates the file in the new generation, computes its keyed
+ * hash. No plaintext crosses between the threads: the worker sends back only hashes, origins and
+ * errors.
  *
- * Used only where it pays: many files (a worker costs ~30 ms to start), all small (everything
- * prefetched is held in memory until written), identities the worker can load itself from their
- * files (ssh and age key files; not sealed ones, which would need systemd-creds a second time).
+ * A worker's start costs about twice what loading the key formats (src/age, src/ssh, src/keys)
+ * costs the main thread: Node starts again in the thread, then loads those modules itself. So it
+ * is started only when it will pay (workerModeFor), as early as the install knows that (right
+ * after the lock, overlapping with the owners and the new generation), and told its jobs once
+ * they are known. It loads the identities from their files itself (ssh and age key files; not
+ * sealed ones, which would need systemd-creds a second time). Anything it was given and did not
+ * finish (it failed, or could load no identity) the main thread does again.
  */
 import * as os from "node:os";
-import { decrypt as ageDecrypt, type Identity } from "../age/index.js";
-import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
-import type { ManifestIdentity } from "./manifest.js";
-import { readEncryptedFile } from "./sources.js";
+import type { Worker } from "node:worker_threads";
+import { NixsealError } from "../common/index.js";
+import type { GenerationMeta } from "./generations.js";
+import type { Manifest, ManifestIdentity } from "./manifest.js";
+import type { GenerationTarget } from "./sink.js";
+import type { SourceJob, ValueOrigin } from "./source-jobs.js";
 
-/** Fewer files than this are decrypted faster than a worker starts. */
-export const PARALLEL_MIN_FILES = 256;
-/** Files larger than this are left to the one-at-a-time path (bounded memory). */
-export const PARALLEL_MAX_FILE_SIZE = 64 * 1024;
+/**
+ * Fewer files to decrypt than this are done faster on one thread than on two. A worker is ready
+ * to decrypt when it has started Node (about as long as loading the key formats takes) and loaded
+ * those formats itself: by then the main thread, which loaded them once, has decrypted some 400
+ * small files alone (measured: a worker's start costs about twice the main thread's loading).
+ */
+export const PARALLEL_MIN_DECRYPTS = 512;
+/**
+ * A few files to decrypt among this many copied from the active generation: the worker loads the
+ * key formats and decrypts them while the main thread copies, instead of the main thread loading
+ * them after the copies. It pays only when the copies take longer than a worker's start, which
+ * costs about twice what loading those modules costs the main thread (measured).
+ */
+export const PARALLEL_MIN_COPIES = 2048;
 
-/** What the worker sends back for one file. */
-export type WorkerOutcome =
-  | { index: number; plain: ArrayBuffer }
-  | {
-      index: number;
-      error: { code: string; message: string; hint: string | undefined; file: string | undefined };
-    };
+/**
+ * How the two threads share the age files. "share": both claim whole jobs from one counter (a
+ * first install, or many changes). "rest": the main thread copies what the active generation
+ * holds and the worker decrypts the rest (a few changes among many). Copies alone are left to
+ * the main thread: measured, a worker's start costs more than it takes off their syscalls.
+ */
+export type WorkerMode = "share" | "rest";
 
-export interface WorkerInput {
-  files: string[];
+/** The worker's start (workerData). */
+export interface WorkerStart {
   identities: ManifestIdentity[];
+}
+
+/** The worker's jobs, sent once they are known. */
+export interface WorkerJobs {
+  jobs: SourceJob[];
+  /** Int32 at 0: the next job to claim, shared with the main thread. */
   counter: SharedArrayBuffer;
+  hmacKey: Uint8Array;
+  /** Where files go; null: nowhere (a dry run, or an install that already failed). */
+  target: GenerationTarget | null;
+  activeDir: string | null;
 }
 
-/** Decrypts one age file as openSource does (errors carry the file). */
-export async function decryptAgeFile(file: string, identities: readonly Identity[]): Promise<Uint8Array> {
-  const data = readEncryptedFile(file);
-  try {
-    return await ageDecrypt(data, identities);
-  } catch (e) {
-    throw e instanceof NixsealError ? e.withFile(file) : e;
-  }
+export interface SerializedError {
+  code: string;
+  message: string;
+  hint: string | undefined;
+  file: string | undefined;
 }
 
-/** Results of prefetched files, each taken once. */
-export class PrefetchedSources {
-  constructor(private readonly results: Map<string, Uint8Array | NixsealError>) {}
-
-  /** The plaintext of `file` (the caller owns and wipes it), or null if it was not prefetched. */
-  take(file: string): Uint8Array | null {
-    const r = this.results.get(file);
-    if (r === undefined) return null;
-    this.results.delete(file);
-    if (r instanceof NixsealError) throw r;
-    return r;
-  }
-
-  /** Wipes whatever was not taken (a run that stopped early). */
-  close(): void {
-    for (const r of this.results.values()) if (!(r instanceof NixsealError)) wipe(r);
-    this.results.clear();
-  }
+/** One job the worker did. Entries are named by their index in the manifest's secrets. */
+export interface WorkerJobResult {
+  job: number;
+  cipher: string | null;
+  error: SerializedError | null;
+  /** Decrypting was needed and the worker could load no identity: the main thread does the job. */
+  noIdentity: boolean;
+  failed: number[];
+  entryErrors: [number, SerializedError][];
+  /** [index, keyed hash, origin] of each value written. */
+  values: [number, string, ValueOrigin][];
 }
 
-function smallFiles(files: readonly string[], size: (f: string) => number | null): string[] {
-  return files.filter((f) => {
-    const n = size(f);
-    return n !== null && n <= PARALLEL_MAX_FILE_SIZE;
-  });
+export function serializeError(e: NixsealError): SerializedError {
+  return { code: e.code, message: e.message, hint: e.hint, file: e.file };
+}
+
+export function deserializeError(e: SerializedError): NixsealError {
+  return new NixsealError(e.code as NixsealError["code"], e.message, { hint: e.hint, file: e.file });
 }
 
 /**
- * Decrypts the small ones of `files` on the main thread and a worker together, or returns null
- * when parallelism would not pay (the caller then opens files one by one).
+ * How many age files a worker could take and how many of them will likely be decrypted (not
+ * copied from the active generation: a different file, format, key or identity set than it
+ * recorded), before anything is read.
  */
-export async function prefetchAgeFiles(
-  files: readonly string[],
-  entries: readonly ManifestIdentity[],
-  identities: readonly Identity[],
-  size: (f: string) => number | null,
-): Promise<PrefetchedSources | null> {
-  if (files.length < PARALLEL_MIN_FILES || os.availableParallelism() < 2) return null;
-  if (entries.some((e) => e.type !== "ssh" && e.type !== "age")) return null;
-  const list = smallFiles(files, size);
-  if (list.length < PARALLEL_MIN_FILES) return null;
+function estimate(m: Manifest, previous: GenerationMeta | null, identities: string): [number, number] {
+  const recorded = new Map<string, string>(); // name -> the encrypted file it came from
+  if (previous !== null && previous.identities === identities) {
+    for (const e of previous.entries) {
+      if (e.kind === "secret" && !e.credential && e.cipher && e.format === "age" && e.file)
+        recorded.set(e.name, e.file);
+    }
+  }
+  const files = new Map<string, boolean>(); // file -> likely decrypted
+  for (const s of m.secrets) {
+    if (s.format !== "age" || s.credential !== null) continue;
+    const likely = recorded.get(s.name) !== s.file;
+    files.set(s.file, (files.get(s.file) ?? false) || likely);
+  }
+  let decrypts = 0;
+  for (const d of files.values()) if (d) decrypts++;
+  return [files.size, decrypts];
+}
 
-  const counter = new SharedArrayBuffer(4);
-  const claim = new Int32Array(counter);
-  const results = new Map<string, Uint8Array | NixsealError>();
-  const { Worker } = await import("node:worker_threads");
-  const input: WorkerInput = { files: list, identities: [...entries], counter };
-  let worker: InstanceType<typeof Worker> | null = null;
-  let fromWorker: Promise<WorkerOutcome[]>;
-  try {
-    worker = new Worker(new URL("./decrypt-worker.js", import.meta.url), { workerData: input });
-    const w = worker;
-    fromWorker = new Promise<WorkerOutcome[]>((resolve) => {
-      // A worker that fails leaves its files to the main thread (below): never a lost secret.
-      w.once("message", (m: WorkerOutcome[]) => resolve(m));
-      w.once("error", () => resolve([]));
-      w.once("exit", () => resolve([]));
+/** Whether a worker pays for this install, and how the threads then share the files (null: it does not). */
+export function workerModeFor(
+  m: Manifest,
+  previous: GenerationMeta | null,
+  identities: string,
+  cores: number,
+): WorkerMode | null {
+  if (cores < 2) return null;
+  if (m.identities.length === 0 || m.identities.some((e) => e.type !== "ssh" && e.type !== "age"))
+    return null;
+  const [files, decrypts] = estimate(m, previous, identities);
+  if (decrypts >= PARALLEL_MIN_DECRYPTS) return "share";
+  if (decrypts > 0 && files - decrypts >= PARALLEL_MIN_COPIES) return "rest";
+  return null;
+}
+
+/** A worker thread for the age files of one install. */
+export class DecryptWorker {
+  private done = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    readonly mode: WorkerMode,
+  ) {
+    // A worker that fails or stops before run() is simply not used.
+    const gone = () => {
+      this.done = true;
+    };
+    worker.on("error", gone);
+    worker.on("exit", gone);
+  }
+
+  /** Starts a worker when it will pay (see the file comment), else returns null. */
+  static async startIfWorthIt(
+    m: Manifest,
+    previous: GenerationMeta | null,
+    identities: string,
+  ): Promise<DecryptWorker | null> {
+    const mode = workerModeFor(m, previous, identities, os.availableParallelism());
+    if (mode === null) return null;
+    try {
+      const { Worker } = await import("node:worker_threads");
+      const start: WorkerStart = { identities: m.identities };
+      const url = new URL("./decrypt-worker.js", import.meta.url);
+      return new DecryptWorker(new Worker(url, { workerData: start }), mode);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Gives the worker its jobs; resolves with what it did ([] if it failed). */
+  run(jobs: WorkerJobs): Promise<WorkerJobResult[]> {
+    if (this.done) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      this.worker.once("message", (r: WorkerJobResult[]) => resolve(r));
+      this.worker.once("error", () => resolve([]));
+      this.worker.once("exit", () => resolve([]));
+      this.worker.postMessage(jobs);
     });
-  } catch {
-    fromWorker = Promise.resolve([]);
   }
-  for (;;) {
-    const i = Atomics.add(claim, 0, 1);
-    if (i >= list.length) break;
-    const file = list[i]!;
-    try {
-      results.set(file, await decryptAgeFile(file, identities));
-    } catch (e) {
-      rethrowUnlessNixseal(e);
-      results.set(file, e);
-    }
+
+  /** Stops the worker (done or not). */
+  async close(): Promise<void> {
+    this.done = true;
+    await this.worker.terminate();
   }
-  const outcomes = await fromWorker;
-  await worker?.terminate();
-  for (const o of outcomes) {
-    const file = list[o.index]!;
-    if ("plain" in o) results.set(file, new Uint8Array(o.plain));
-    else {
-      const err = new NixsealError(o.error.code as NixsealError["code"], o.error.message, {
-        hint: o.error.hint,
-        file: o.error.file,
-      });
-      results.set(file, err);
-    }
-  }
-  // Whatever the worker claimed and did not deliver (it failed): decrypt here.
-  for (const file of list) {
-    if (results.has(file)) continue;
-    try {
-      results.set(file, await decryptAgeFile(file, identities));
-    } catch (e) {
-      rethrowUnlessNixseal(e);
-      results.set(file, e);
-    }
-  }
-  return new PrefetchedSources(results);
 }

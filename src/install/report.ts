@@ -32,6 +32,14 @@ export interface InstallReport extends Changes {
   /** True if this install mounted the ramfs/tmpfs on generationsDir. */
   mounted: boolean;
   credentials: CredentialsReport;
+  /**
+   * Where the secrets' values came from: decrypted, or taken from the active generation (same
+   * encrypted file, identities, owner, group and mode; its copy checked against the recorded
+   * keyed hash). `repaired`: secrets whose copy there was altered or gone, decrypted again.
+   */
+  decrypted: number;
+  reused: number;
+  repaired: string[];
   /** Problems that did not stop the install (e.g. an identity file missing but not needed). */
   warnings: NixsealError[];
   /** Non-empty means the install failed (exit 1); the previous generation is still active. */

@@ -2,14 +2,23 @@
  * The encrypted files secrets come from: each opened (read, decrypted) once however many secrets
  * read it, values taken out of it in memory; or, for `--check`, only parsed. age files go through
  * the engine's in-memory decrypt; sops files through src/sops, loaded only when a manifest has one.
+ * src/age itself is loaded only when something is decrypted: a re-activation that takes every
+ * value from the active generation reads the encrypted files (their hashes) and nothing more.
  */
 import * as fs from "node:fs";
-import { decrypt as ageDecrypt, type Identity, readHeader } from "../age/index.js";
+import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, readAllSync, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
 
 /** The largest encrypted file a secret may come from (it is decrypted in memory). */
 export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
+
+type AgeModule = typeof import("../age/index.js");
+let ageModule: Promise<AgeModule> | null = null;
+function age(): Promise<AgeModule> {
+  ageModule ??= import("../age/index.js");
+  return ageModule;
+}
 
 type SopsModule = typeof import("../sops/index.js");
 let sopsModule: Promise<SopsModule> | null = null;
@@ -62,21 +71,22 @@ export interface OpenedSource {
    * The plaintext of one secret. `owned`: the caller wipes it when done; otherwise it is the
    * source's own memory, wiped by close().
    */
-  valueOf(secret: ManifestSecret): { value: Uint8Array; owned: boolean };
+  valueOf(secret: Pick<ManifestSecret, "key">): { value: Uint8Array; owned: boolean };
   close(): void;
 }
 
-/** Decrypts one encrypted file in memory. */
-export async function openSource(
+/** Decrypts the content `data` of the encrypted file `file` in memory. */
+export async function decryptSource(
+  data: Uint8Array,
   file: string,
   format: SecretFormat,
   identities: readonly Identity[],
 ): Promise<OpenedSource> {
-  const data = readEncryptedFile(file);
   if (format === "age") {
+    const { decrypt } = await age();
     let plain: Uint8Array;
     try {
-      plain = await ageDecrypt(data, identities);
+      plain = await decrypt(data, identities);
     } catch (e) {
       throw e instanceof NixsealError ? e.withFile(file) : e;
     }
@@ -106,7 +116,11 @@ type SopsValue = import("../sops/index.js").SopsValue;
 type SopsBranchT = import("../sops/index.js").SopsBranch;
 
 /** sops-nix's key paths: "a/b" walks mappings (INI: section/key; dotenv: the variable). */
-function valueAtKey(root: SopsBranchT | undefined, secret: ManifestSecret, file: string): SopsValue {
+function valueAtKey(
+  root: SopsBranchT | undefined,
+  secret: Pick<ManifestSecret, "key">,
+  file: string,
+): SopsValue {
   const segments = secret.key!.split("/");
   let v: SopsValue | undefined = root;
   for (let i = 0; i < segments.length; i++) {
@@ -183,7 +197,7 @@ export async function checkSource(
   }
   try {
     if (format === "age") {
-      const header = readHeader(data);
+      const header = (await age()).readHeader(data);
       if (header.stanzas.length === 0) {
         return [
           tagged(

@@ -148,6 +148,26 @@ test("duplicate keys: the same key in different objects, and braces or quotes in
   assert.deepEqual(duplicateKey('{"a":[{"b":1},{"c":1,"c":2}]}'), { at: "a[1].c", key: "c" });
 });
 
+test("duplicate keys: counting keys first (the parsed value given) finds exactly what the full scan finds", () => {
+  const texts = [
+    `{"a":1,"b":{"a":2}}`,
+    `{"a":1,"a":2}`,
+    '{ "a" : 1 ,\n "a"\t: 2 }',
+    String.raw`{"k\\":1,"k\\":2}`,
+    String.raw`{"k\\\"":1,"x":"a\\","y":"\\\"c\":\"d"}`,
+    // Escaped colons in values: the text has fewer ":" characters than the parsed strings.
+    String.raw`{"u":"\u003a","a":{"v":"\u003a:","v":1}}`,
+    `{"__proto__":1,"__proto__":2}`,
+    `[[[{"a":[1,{"b":1,"b":2}]}]]]`,
+    String.raw`{"s":"{\"a\":1,\"a\":2}"}`,
+  ];
+  for (const text of texts) {
+    assert.deepEqual(duplicateKey(text, JSON.parse(text)), duplicateKey(text), text);
+  }
+  assert.deepEqual(duplicateKey('{"a":1,"a":2}', { a: 2 }), { at: "a", key: "a" });
+  assert.equal(duplicateKey('{"a":1,"b":2}', { a: 1, b: 2 }), null);
+});
+
 test("duplicate keys: linear time on hostile input", () => {
   const many = `{${Array.from({ length: 200_000 }, (_, i) => `"k${i}":${i}`).join(",")},"k0":1}`;
   const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;

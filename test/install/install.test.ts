@@ -10,7 +10,14 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
+import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
+import { validateManifest } from "../../src/install/manifest.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
+import {
+  PARALLEL_MIN_COPIES,
+  PARALLEL_MIN_DECRYPTS,
+  workerModeFor,
+} from "../../src/install/parallel-sources.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
@@ -647,8 +654,9 @@ test(
   withHost(async (host) => {
     const hostRecipient = parseRecipientString(host.hostPub, "host");
     const stranger = parseRecipientString(X25519Identity.generate().recipient().toString(), "stranger");
-    const count = 400;
-    const bad = new Set([7, 150, 399]);
+    // Enough files for the decrypt worker (parallel-sources.ts) to share them.
+    const count = PARALLEL_MIN_DECRYPTS + 40;
+    const bad = new Set([7, 150, count - 1]);
     const values: string[] = [];
     const entries: ReturnType<typeof secret>[] = [];
     fs.mkdirSync(path.join(host.dir, "store"), { recursive: true });
@@ -662,6 +670,7 @@ test(
     // Two secrets reading one file.
     entries.push(secret("twin", entries[42]!.file));
     const failing = writeManifest(host, entries);
+    assert.equal(workerModeFor(validateManifest(JSON.parse(read(failing)), failing), null, "", 2), "share");
     const fixed = writeManifest(
       host,
       entries.filter((_, i) => !bad.has(i)),
@@ -676,7 +685,7 @@ test(
     const failed = r[0] as InstallResult;
     assert.equal(failed.status, 1);
     const named = [...failed.stderr.matchAll(/secret "(s\/\d+)"/g)].map((m) => m[1]);
-    assert.deepEqual([...new Set(named)].sort(), ["s/150", "s/399", "s/7"]);
+    assert.deepEqual([...new Set(named)].sort(), [...bad].map((i) => `s/${i}`).sort());
     assert.equal(snap(r[1]).exists, false, "no generation became active");
     installOk(r[2]);
     const files = snap(r[3]).files;
@@ -708,5 +717,260 @@ test(
     assert.equal(j.warnings.length, 1, JSON.stringify(j.warnings));
     assert.match(j.warnings[0]!.message, /broken_key/);
     assert.doesNotMatch(JSON.stringify(j.warnings), /id_rsa|host key/);
+  }),
+);
+
+test(
+  "re-activation: unchanged values come from the active generation, only changed ones are decrypted; without the host key an unchanged install still succeeds",
+  withHost(async (host, users) => {
+    const app = addUser("re");
+    users.push(app);
+    const [va, vb, vb2, vc] = ["a", "b", "b2", "c"].map(uniqueSecret) as [string, string, string, string];
+    const [fa, fb, fb2, fc] = await Promise.all([
+      ageFile(host, "a", va),
+      ageFile(host, "b", vb),
+      ageFile(host, "b2", vb2),
+      ageFile(host, "c", vc),
+    ]);
+    const pw = uniqueSecret("pw");
+    const yaml = path.join(host.dir, "store", "re.yaml");
+    await writeSopsYaml(yaml, `db:\n    password: ${pw}\n    user: app\n`, hostToAge(host));
+    const entries = (b: string) => [
+      secret("a", fa, { restartUnits: ["a.service"] }),
+      secret("b", b, { restartUnits: ["b.service"] }),
+      secret("c/in-dir", fc, { owner: app.user, group: app.group, mode: "0440" }),
+      secret("twin", fa),
+      secret("pw", yaml, { format: "yaml", key: "db/password" }),
+      secret("user", yaml, { format: "yaml", key: "db/user" }),
+    ];
+    const templates = [template("t.conf", `b=${placeholderOf("b")}\n`, { restartUnits: ["t.service"] })];
+    const m1 = writeManifest(host, entries(fb), templates);
+    const m2 = writeManifest(host, entries(fb2), templates);
+    const aside = path.join(host.dir, "host-key-aside");
+    const install = (m: string, ...more: string[]) => ({
+      op: "install" as const,
+      args: ["--manifest", m, "--json", ...more],
+    });
+    const r = runPlan(host, [
+      install(m1),
+      install(m1),
+      install(m1, "--dry-run"),
+      { op: "copy", from: host.hostKey, to: aside },
+      { op: "remove", path: host.hostKey },
+      install(m1),
+      install(m2),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      { op: "copy", from: aside, to: host.hostKey },
+      install(m2),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+    ]);
+    const counts = (j: Record<string, unknown>) => [j.decrypted, j.reused, j.repaired];
+    const first = jsonOf(r[0]);
+    assert.equal(first.ok, true);
+    assert.deepEqual(counts(first), [6, 0, []], "a first install decrypts everything");
+    const same = jsonOf(r[1]);
+    assert.equal(same.ok, true);
+    assert.deepEqual(counts(same), [0, 6, []], "nothing changed: every value from the active generation");
+    assert.deepEqual([same.changed, same.added, same.unchanged, same.restartUnits], [[], [], 7, []]);
+    assert.deepEqual(counts(jsonOf(r[2])), [0, 6, []], "a dry run takes them from there too");
+
+    const keyless = jsonOf(r[5]);
+    assert.equal(keyless.ok, true, JSON.stringify(keyless.problems));
+    assert.deepEqual(counts(keyless), [0, 6, []], "no key needed when nothing must be decrypted");
+    assert.deepEqual(keyless.warnings, [], "the identities were not even read");
+
+    const failed = jsonOf(r[6]);
+    assert.equal(failed.ok, false);
+    assert.equal(failed.generation, null);
+    const problems = failed.problems as { code: string; message: string; hint: string }[];
+    const messages = problems.map((p) => p.message).join("\n");
+    assert.match(messages, /cannot read the ssh host key/);
+    assert.match(messages, /no identity could be loaded, so secret "b" cannot be decrypted/);
+    assert.match(messages, /template "t\.conf": uses secret "b", which could not be decrypted/);
+    assert.deepEqual(
+      [...new Set([...messages.matchAll(/secret "([^"]+)"/g)].map((m) => m[1]))],
+      ["b"],
+      "only the changed secret fails",
+    );
+    assert.ok(problems.every((p) => p.hint.length > 0));
+    const kept = snap(r[7]).files;
+    assert.equal(kept.b?.content, vb, "the active generation stays");
+
+    const changed = jsonOf(r[9]);
+    assert.equal(changed.ok, true);
+    assert.deepEqual(counts(changed), [1, 5, []], "only the changed secret is decrypted");
+    assert.deepEqual(changed.changed, ["b", "t.conf"]);
+    assert.deepEqual(changed.restartUnits, ["b.service", "t.service"]);
+    const f = snap(r[10]).files;
+    assert.equal(f.a?.content, va);
+    assert.equal(f.twin?.content, va);
+    assert.equal(f.b?.content, vb2);
+    assert.equal(f["t.conf"]?.content, `b=${vb2}\n`);
+    assert.equal(f.pw?.content, pw);
+    assert.equal(f.user?.content, "app");
+    assert.deepEqual(f["c/in-dir"], { type: "file", mode: 0o440, uid: app.uid, gid: app.gid, content: vc });
+  }),
+);
+
+test(
+  "re-activation: a file altered, removed or re-moded in the active generation is decrypted again, not copied; a changed mode, owner or identity set decrypts again",
+  withHost(async (host, users) => {
+    const app = addUser("rp");
+    users.push(app);
+    const values = ["a", "b", "c", "d"].map(uniqueSecret) as [string, string, string, string];
+    const files = await Promise.all(values.map((v, i) => ageFile(host, `rp${i}`, v)));
+    const [a, b, c, d] = ["a", "b", "c", "d"];
+    const entries = (more: { aMode?: string; bOwner?: string } = {}) => [
+      secret(a!, files[0]!, { mode: more.aMode ?? "0400", restartUnits: ["a.service"] }),
+      secret(b!, files[1]!, { owner: more.bOwner ?? "root" }),
+      secret(c!, files[2]!),
+      secret(d!, files[3]!),
+    ];
+    const m1 = writeManifest(host, entries());
+    const mMode = writeManifest(host, entries({ aMode: "0440" }));
+    const mOwner = writeManifest(host, entries({ aMode: "0440", bOwner: app.user }));
+    const mIds = writeManifest(host, entries({ aMode: "0440", bOwner: app.user }), [], {
+      identities: [
+        { type: "ssh", path: host.hostKey },
+        { type: "age", path: path.join(host.dir, "no-such-key.txt") },
+      ],
+    });
+    const install = (m: string) => ({ op: "install" as const, args: ["--manifest", m, "--json"] });
+    const r = runPlan(host, [
+      install(m1),
+      { op: "overwrite", path: path.join(host.secretsDir, "a"), content: "tampered" },
+      { op: "remove", path: path.join(host.secretsDir, "b") },
+      { op: "chmod", path: path.join(host.secretsDir, "c"), mode: 0o444 },
+      install(m1),
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      install(mMode),
+      install(mOwner),
+      install(mIds),
+      install(mIds),
+    ]);
+    const counts = (j: Record<string, unknown>) => [j.decrypted, j.reused, j.repaired];
+    const repaired = jsonOf(r[4]);
+    assert.equal(repaired.ok, true);
+    assert.deepEqual(counts(repaired), [3, 1, ["a", "b", "c"]], "d alone was intact");
+    const warnings = (repaired.warnings as { message: string }[]).map((w) => w.message);
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0]!,
+      /the files of secrets "a", "b", "c" in generation 1 were changed or removed since they were installed/,
+    );
+    const f = snap(r[5]).files;
+    assert.equal(f.a?.content, values[0], "decrypted again, not the altered copy");
+    assert.equal(f.b?.content, values[1]);
+    assert.deepEqual([f.c?.content, f.c?.mode], [values[2], 0o400]);
+    assert.equal(f.d?.content, values[3]);
+
+    const mode = jsonOf(r[6]);
+    assert.deepEqual(counts(mode), [1, 3, []], "a new mode: that file decrypted again");
+    assert.deepEqual(mode.changed, ["a"]);
+    const owner = jsonOf(r[7]);
+    assert.deepEqual(counts(owner), [1, 3, []], "a new owner: that file decrypted again");
+    assert.deepEqual(owner.changed, ["b"]);
+    const ids = jsonOf(r[8]);
+    assert.equal(ids.ok, true);
+    assert.deepEqual(counts(ids), [4, 0, []], "another identity set: everything decrypted again");
+    assert.deepEqual([ids.changed, ids.unchanged], [[], 4], "the same values: nothing restarts");
+    assert.match(
+      JSON.stringify(ids.warnings),
+      /no-such-key\.txt/,
+      "the identity that failed to load is a warning",
+    );
+    assert.deepEqual(counts(jsonOf(r[9])), [0, 4, []], "and then the same set again: reused");
+  }),
+);
+
+test(
+  "re-activation of many secrets with a few changed (the main thread copies, the worker decrypts the rest): every value right, a tampered copy repaired, and without the key only the changed ones fail",
+  withHost(async (host) => {
+    const hostRecipient = parseRecipientString(host.hostPub, "host");
+    const count = PARALLEL_MIN_COPIES + 8;
+    const changed = new Set([3, 700, count - 1]);
+    const values: string[] = [];
+    const newValues = new Map<number, string>();
+    const first: ReturnType<typeof secret>[] = [];
+    const second: ReturnType<typeof secret>[] = [];
+    const third: ReturnType<typeof secret>[] = [];
+    fs.mkdirSync(path.join(host.dir, "store"), { recursive: true });
+    const write = async (file: string, value: string) =>
+      fs.writeFileSync(file, await encrypt(Buffer.from(value), [hostRecipient]));
+    for (let i = 0; i < count; i++) {
+      const value = uniqueSecret(`m${i}`);
+      values.push(value);
+      const file = path.join(host.dir, "store", `m${i}.age`);
+      await write(file, value);
+      first.push(secret(`m/${i}`, file));
+      let file2 = file;
+      if (changed.has(i)) {
+        newValues.set(i, uniqueSecret(`n${i}`));
+        file2 = path.join(host.dir, "store", `n${i}.age`);
+        await write(file2, newValues.get(i)!);
+      }
+      second.push(secret(`m/${i}`, file2));
+      third.push(secret(`m/${i}`, i === 10 ? first[3]!.file : file2));
+    }
+    const m1 = writeManifest(host, first);
+    const m2 = writeManifest(host, second);
+    const m3 = writeManifest(host, third);
+    // What the first install records, as far as the choice of the worker's part looks at it.
+    const ids = identitySetHash([{ type: "ssh", path: host.hostKey, name: null }]);
+    const recorded: GenerationMeta = {
+      version: 1,
+      generation: 1,
+      identities: ids,
+      entries: first.map((s) => ({
+        ...s,
+        kind: "secret" as const,
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+        hmac: "",
+        credential: null,
+        cipher: "recorded",
+      })),
+    };
+    assert.equal(
+      workerModeFor(validateManifest(JSON.parse(read(m2)), m2), recorded, ids, 2),
+      "rest",
+      "this case is the worker's 'rest' mode (on two cores)",
+    );
+    const aside = path.join(host.dir, "key-aside");
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", m1, "--json"] },
+      { op: "overwrite", path: path.join(host.secretsDir, "m", "5"), content: "tampered" },
+      { op: "install", args: ["--manifest", m2, "--json"] },
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      { op: "copy", from: host.hostKey, to: aside },
+      { op: "remove", path: host.hostKey },
+      { op: "install", args: ["--manifest", m3, "--json"] },
+    ]);
+    const j1 = jsonOf(r[0]);
+    assert.deepEqual([j1.ok, j1.decrypted, j1.reused], [true, count, 0]);
+    const j2 = jsonOf(r[2]);
+    assert.equal(j2.ok, true, JSON.stringify(j2.problems));
+    assert.deepEqual(
+      [j2.decrypted, j2.reused, j2.repaired],
+      [changed.size + 1, count - changed.size - 1, ["m/5"]],
+    );
+    assert.deepEqual(
+      j2.changed,
+      [...changed].map((i) => `m/${i}`),
+    );
+    const files = snap(r[3]).files;
+    for (let i = 0; i < count; i++) {
+      assert.equal(files[`m/${i}`]?.content, newValues.get(i) ?? values[i], `m/${i}`);
+    }
+    const j3 = jsonOf(r[6]);
+    assert.equal(j3.ok, false);
+    const messages = (j3.problems as { message: string }[]).map((p) => p.message).join("\n");
+    assert.match(messages, /no identity could be loaded, so secret "m\/10" cannot be decrypted/);
+    assert.deepEqual(
+      [...new Set([...messages.matchAll(/secret "([^"]+)"/g)].map((m) => m[1]))],
+      ["m/10"],
+      "only the changed secret fails",
+    );
   }),
 );

@@ -4,7 +4,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { NixsealError } from "../../src/common/errors.js";
-import { parseManifest, readManifest, validateManifest } from "../../src/install/manifest.js";
+import { type Json, Problems } from "../../src/common/validation.js";
+import {
+  parseManifest,
+  quickSecret,
+  readManifest,
+  readSecret,
+  validateManifest,
+} from "../../src/install/manifest.js";
+import { MODES, PATHS, PRINCIPALS, UNITS } from "../common/shared-rules.js";
 import { isError, tempDir } from "../helpers.js";
 
 const PH = `<nixseal:${"ab".repeat(32)}:placeholder>`;
@@ -567,4 +575,73 @@ test("identities of type systemd-creds, with an optional name; restartMode syste
     /restartListFile: is set, but restartMode is "systemctl"/,
   );
   assertOneProblem({ ...valid(), restartMode: "dbus" }, /restartMode: must be one of "lists", "systemctl"/);
+});
+
+test("the quick reading of a secret accepts only what the field table accepts, and reads it the same", () => {
+  const base: Record<string, Json> = {
+    name: "db/password",
+    file: "/nix/store/aaaa-db.age",
+    format: "age",
+    key: null,
+    owner: "postgres",
+    group: "postgres",
+    mode: "0400",
+    path: null,
+    restartUnits: ["postgresql.service"],
+    reloadUnits: [],
+  };
+  const values: Record<string, Json[]> = {
+    name: [
+      "a",
+      "a/b/c",
+      "",
+      "/a",
+      "a//b",
+      "a/",
+      "./a",
+      "a/..",
+      "..",
+      ".hidden",
+      "a b",
+      "x".repeat(255),
+      "x".repeat(256),
+      7,
+      null,
+    ],
+    file: [...PATHS.map(([p]) => p), 1, null],
+    format: ["age", "yaml", "json", "dotenv", "ini", "binary", "AGE", "", null],
+    key: [null, "a", "a/b", "", "a//b", "/a", "a/", 3],
+    owner: [...PRINCIPALS.map(([x]) => x), null, 0],
+    group: [...PRINCIPALS.map(([x]) => x), null, false],
+    mode: [...MODES.map(([x]) => x), 400, null],
+    path: [null, ...PATHS.map(([x]) => x), 5],
+    restartUnits: [
+      [],
+      ...UNITS.map(([u]) => [u]),
+      ["a.service", "a.service", "b.socket"],
+      "a.service",
+      [1],
+      null,
+    ],
+    reloadUnits: [[], ["x.service"], ["x.service", "x.service"], {}, null],
+    credential: [null, { name: "c", withKey: "host", services: [] }, 1],
+  };
+  const entries: Json[] = [base, { ...base, credential: null }, { ...base, extra: 1 }, [], null, "s"];
+  for (const field of Object.keys(base)) {
+    const { [field]: _, ...without } = base;
+    entries.push(without);
+  }
+  for (const [field, list] of Object.entries(values))
+    for (const v of list) entries.push({ ...base, [field]: v });
+  let quick = 0;
+  for (const e of entries) {
+    const fast = quickSecret(e);
+    const p = new Problems("MANIFEST", "/m.json");
+    const slow = readSecret(e, "secrets[0]", p);
+    if (fast === null) continue;
+    quick++;
+    assert.deepEqual(p.list, [], `accepted quickly but the table finds problems: ${JSON.stringify(e)}`);
+    assert.deepEqual(fast, slow, JSON.stringify(e));
+  }
+  assert.ok(quick > 50, `the quick reading takes the valid entries (${quick} of ${entries.length})`);
 });

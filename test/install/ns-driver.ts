@@ -34,7 +34,10 @@ export type Step =
   | { op: "mkdir"; path: string; mode: number }
   | { op: "chmod"; path: string; mode: number }
   /** A symlink at `path` to `target`, replacing whatever symlink or empty directory is there. */
-  | { op: "symlink"; path: string; target: string; replace: boolean };
+  | { op: "symlink"; path: string; target: string; replace: boolean }
+  /** Changes behind nixseal's back: remove a file, overwrite one in place (keeping owner and mode). */
+  | { op: "remove"; path: string }
+  | { op: "overwrite"; path: string; content: string };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -48,7 +51,19 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
-  | { op: "mountRamfs" | "mountTmpfs" | "copy" | "write" | "mkdir" | "chmod" | "symlink"; ok: boolean }
+  | {
+      op:
+        | "mountRamfs"
+        | "mountTmpfs"
+        | "copy"
+        | "write"
+        | "mkdir"
+        | "chmod"
+        | "symlink"
+        | "remove"
+        | "overwrite";
+      ok: boolean;
+    }
   | {
       op: "stat";
       lstatType: FileInfo["type"] | null;
@@ -200,6 +215,12 @@ async function runStep(step: Step): Promise<StepResult> {
       fs.mkdirSync(path.dirname(step.path), { recursive: true });
       fs.symlinkSync(step.target, step.path);
       return { op: "symlink", ok: true };
+    case "remove":
+      fs.rmSync(step.path);
+      return { op: "remove", ok: true };
+    case "overwrite":
+      fs.writeFileSync(step.path, step.content);
+      return { op: "overwrite", ok: true };
   }
 }
 

@@ -1,6 +1,7 @@
 /** The decryption worker of nixseal install, driven directly (the installer uses it only when it pays). */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
@@ -8,7 +9,17 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
-import type { WorkerInput, WorkerOutcome } from "../../src/install/parallel-sources.js";
+import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
+import { validateManifest } from "../../src/install/manifest.js";
+import {
+  PARALLEL_MIN_COPIES,
+  PARALLEL_MIN_DECRYPTS,
+  type WorkerJobResult,
+  type WorkerJobs,
+  type WorkerStart,
+  workerModeFor,
+} from "../../src/install/parallel-sources.js";
+import type { SourceJob } from "../../src/install/source-jobs.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { tempDir, which } from "../helpers.js";
 
@@ -21,7 +32,16 @@ const WORKER = path.join(
   "decrypt-worker.js",
 );
 
-test("decrypt worker: loads the host key itself, claims files from the shared counter, returns plaintexts and errors with their file", async (t) => {
+function runWorker(start: WorkerStart, jobs: WorkerJobs): Promise<WorkerJobResult[]> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(WORKER, { workerData: start });
+    w.once("message", resolve);
+    w.once("error", reject);
+    w.postMessage(jobs);
+  });
+}
+
+test("decrypt worker: loads the host key itself, claims jobs from the shared counter, writes the files and returns only hashes, origins and errors", async (t) => {
   if (!which("ssh-keygen")) return t.skip("needs ssh-keygen");
   const { dir, cleanup } = tempDir();
   try {
@@ -29,39 +49,191 @@ test("decrypt worker: loads the host key itself, claims files from the shared co
     assert.equal(spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]).status, 0);
     const host = parseRecipientString(fs.readFileSync(`${key}.pub`, "utf8").trim(), "host");
     const stranger = parseRecipientString(X25519Identity.generate().recipient().toString(), "stranger");
-    const files: string[] = [];
-    for (let i = 0; i < 6; i++) {
-      const f = path.join(dir, `s${i}.age`);
-      fs.writeFileSync(f, await encrypt(Buffer.from(`value ${i}`), [i === 4 ? stranger : host]));
-      files.push(f);
-    }
-    const counter = new SharedArrayBuffer(4);
-    // The main thread has already claimed the first two files.
-    Atomics.store(new Int32Array(counter), 0, 2);
-    const input: WorkerInput = { files, identities: [{ type: "ssh", path: key, name: null }], counter };
-    const outcomes = await new Promise<WorkerOutcome[]>((resolve, reject) => {
-      const w = new Worker(WORKER, { workerData: input });
-      w.once("message", resolve);
-      w.once("error", reject);
-    });
-    assert.deepEqual(
-      outcomes.map((o) => o.index),
-      [2, 3, 4, 5],
-      "only the unclaimed files, each once",
-    );
-    for (const o of outcomes) {
-      if (o.index === 4) {
-        assert.ok("error" in o);
-        assert.equal(o.error.code, "AGE_NO_MATCH");
-        assert.equal(o.error.file, files[4]);
-        assert.ok(o.error.hint);
-      } else {
-        assert.ok("plain" in o);
-        assert.equal(Buffer.from(o.plain).toString(), `value ${o.index}`);
+    const hmacKey = randomBytes(32);
+    const hmac = (v: string) => createHmac("sha256", hmacKey).update(v).digest("hex");
+    const active = path.join(dir, "active");
+    const target = path.join(dir, "new");
+    fs.mkdirSync(active);
+    fs.mkdirSync(target);
+    const me = { uid: process.geteuid!(), gid: process.getegid!() };
+    const values = Array.from({ length: 8 }, (_, i) => `value ${i} ${randomBytes(8).toString("hex")}`);
+    const jobs: SourceJob[] = [];
+    for (let i = 0; i < values.length; i++) {
+      const file = path.join(dir, `s${i}.age`);
+      const data = await encrypt(Buffer.from(values[i]!), [i === 4 ? stranger : host]);
+      fs.writeFileSync(file, data);
+      const owner = { ...me, mode: 0o440 };
+      // 5 and 6 as the active generation recorded them: 5 intact there, 6 altered since.
+      let recorded = null;
+      if (i === 5 || i === 6) {
+        fs.writeFileSync(path.join(active, `n-${i}`), i === 5 ? values[i]! : "tampered", { mode: 0o440 });
+        recorded = {
+          cipher: createHash("sha256").update(data).digest("hex"),
+          hmac: hmac(values[i]!),
+          ...owner,
+        };
       }
+      jobs.push({
+        file,
+        format: "age",
+        // 3: left by the main thread to decrypt because its copy was not intact.
+        entries: [{ index: 10 + i, name: `n-${i}`, key: null, owner, recorded, repaired: i === 3 }],
+      });
     }
-    assert.equal(Atomics.load(new Int32Array(counter), 0) >= files.length, true);
+    // One file read by two secrets, one of them in a subdirectory.
+    jobs[7]!.entries.push({
+      index: 30,
+      name: "sub/twin",
+      key: null,
+      owner: { ...me, mode: 0o400 },
+      recorded: null,
+      repaired: false,
+    });
+    const counter = new SharedArrayBuffer(4);
+    // The main thread has already claimed the first two jobs.
+    Atomics.store(new Int32Array(counter), 0, 2);
+    const results = await runWorker(
+      { identities: [{ type: "ssh", path: key, name: null }] },
+      { jobs, counter, hmacKey, target: { dir: target, created: me }, activeDir: active },
+    );
+    assert.deepEqual(
+      results.map((r) => r.job),
+      [2, 3, 4, 5, 6, 7],
+      "only the unclaimed jobs, each once",
+    );
+    const text = JSON.stringify(results);
+    for (const v of values) assert.ok(!text.includes(v), "no plaintext comes back");
+    for (const r of results) {
+      const i = r.job;
+      if (i === 4) {
+        assert.equal(r.error?.code, "AGE_NO_MATCH");
+        assert.equal(r.error?.file, jobs[4]!.file);
+        assert.ok(r.error?.hint);
+        assert.deepEqual(r.failed, [14]);
+        assert.deepEqual(r.values, []);
+        assert.equal(fs.existsSync(path.join(target, "n-4")), false);
+        continue;
+      }
+      assert.equal(r.error, null);
+      assert.equal(r.cipher, createHash("sha256").update(fs.readFileSync(jobs[i]!.file)).digest("hex"));
+      const origin = i === 5 ? "reused" : i === 6 || i === 3 ? "repaired" : "decrypted";
+      assert.deepEqual(r.values[0], [10 + i, hmac(values[i]!), origin], `job ${i}`);
+      const st = fs.statSync(path.join(target, `n-${i}`));
+      assert.equal(st.mode & 0o7777, 0o440);
+      assert.equal(fs.readFileSync(path.join(target, `n-${i}`), "utf8"), values[i]);
+    }
+    assert.deepEqual(results.find((r) => r.job === 7)!.values[1], [30, hmac(values[7]!), "decrypted"]);
+    assert.equal(fs.readFileSync(path.join(target, "sub", "twin"), "utf8"), values[7]);
+    assert.equal(fs.statSync(path.join(target, "sub")).mode & 0o7777, 0o751);
+    assert.equal(fs.existsSync(path.join(target, "n-0")), false, "claimed by the main thread: not done here");
   } finally {
     cleanup();
   }
+});
+
+test("decrypt worker: without a loadable identity it decrypts nothing and says so; what it can copy it still copies", async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const identity = X25519Identity.generate();
+    const r = parseRecipientString(identity.recipient().toString(), "r");
+    const file = path.join(dir, "s.age");
+    const data = await encrypt(Buffer.from("v"), [r]);
+    fs.writeFileSync(file, data);
+    fs.mkdirSync(path.join(dir, "active"));
+    fs.writeFileSync(path.join(dir, "active", "old"), "v", { mode: 0o400 });
+    const hmacKey = randomBytes(32);
+    const me = { uid: process.geteuid!(), gid: process.getegid!(), mode: 0o400 };
+    const recorded = {
+      cipher: createHash("sha256").update(data).digest("hex"),
+      hmac: createHmac("sha256", hmacKey).update("v").digest("hex"),
+      ...me,
+    };
+    const results = await runWorker(
+      { identities: [{ type: "age", path: path.join(dir, "missing-key.txt"), name: null }] },
+      {
+        jobs: [
+          {
+            file,
+            format: "age",
+            entries: [
+              { index: 0, name: "old", key: null, owner: me, recorded, repaired: false },
+              { index: 1, name: "new", key: null, owner: me, recorded: null, repaired: false },
+            ],
+          },
+        ],
+        counter: new SharedArrayBuffer(4),
+        hmacKey,
+        target: null,
+        activeDir: path.join(dir, "active"),
+      },
+    );
+    assert.equal(results.length, 1);
+    assert.equal(results[0]!.noIdentity, true);
+    assert.deepEqual(results[0]!.failed, [1]);
+    assert.deepEqual(results[0]!.values, [[0, recorded.hmac, "reused"]]);
+  } finally {
+    cleanup();
+  }
+});
+
+test("worker mode: shared on a first install of many files, the rest after copies on a large re-activation, none otherwise", () => {
+  const ids = [{ type: "ssh" as const, path: "/etc/ssh/ssh_host_ed25519_key", name: null }];
+  const idHash = identitySetHash(ids);
+  const manifest = (n: number, changed = new Set<number>()) =>
+    validateManifest(
+      {
+        version: 1,
+        secretsDir: "/run/s",
+        generationsDir: "/run/g",
+        keepGenerations: 1,
+        identities: ids,
+        secrets: Array.from({ length: n }, (_, i) => ({
+          name: `s${i}`,
+          file: `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`,
+          format: "age",
+          key: null,
+          owner: "root",
+          group: "root",
+          mode: "0400",
+          path: null,
+          restartUnits: [],
+          reloadUnits: [],
+        })),
+        templates: [],
+        placeholders: {},
+      },
+      "/m.json",
+    );
+  const active = (n: number, identities = idHash): GenerationMeta => ({
+    version: 1,
+    generation: 1,
+    identities,
+    entries: Array.from({ length: n }, (_, i) => ({
+      name: `s${i}`,
+      kind: "secret",
+      uid: 0,
+      gid: 0,
+      mode: 0o400,
+      hmac: "h",
+      path: null,
+      restartUnits: [],
+      reloadUnits: [],
+      credential: null,
+      file: `/nix/store/old-s${i}.age`,
+      format: "age",
+      key: null,
+      cipher: "c",
+    })),
+  });
+  const few = new Set([1, 2, 3]);
+  const many = new Set(Array.from({ length: PARALLEL_MIN_DECRYPTS }, (_, i) => i));
+  const big = PARALLEL_MIN_COPIES + 10;
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS), null, idHash, 2), "share", "a first install");
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS - 1), null, idHash, 2), null, "too few files");
+  assert.equal(workerModeFor(manifest(PARALLEL_MIN_DECRYPTS), null, idHash, 1), null, "one core");
+  assert.equal(workerModeFor(manifest(big), active(big), idHash, 2), null, "nothing changed");
+  assert.equal(workerModeFor(manifest(big, few), active(big), idHash, 2), "rest", "a few changed among many");
+  assert.equal(workerModeFor(manifest(big, many), active(big), idHash, 2), "share", "many changed");
+  assert.equal(workerModeFor(manifest(300, few), active(300), idHash, 2), null, "a few changed among few");
+  assert.equal(workerModeFor(manifest(big), active(big, "other"), idHash, 2), "share", "new identities");
 });

@@ -1,5 +1,6 @@
 /**
- * Step 7 and its half after the switch: the systemd credential store. Before the switch each
+ * Step 7 and its half after the switch: the systemd credential store (this module, and src/creds
+ * with it, is loaded only when the manifest has credentials or names a credstoreDir). Before the switch each
  * credential is compared with the store and, if changed, encrypted (not written): run even when
  * something else failed already (read-only then), so that every problem is found. After the
  * switch the prepared files are written and the credentials no longer listed removed. Why the
@@ -10,6 +11,7 @@ import { rethrowUnlessNixseal, wipe } from "../../common/index.js";
 import {
   type CredentialItem,
   type Credstore,
+  closeCredstore,
   commitCredentials,
   DEFAULT_CREDSTORE_DIR,
   openCredstore,
@@ -49,7 +51,8 @@ export async function encryptCredentials(
   dry: boolean,
   report: CredentialsReport,
   problems: InstallProblems,
-  onOpen: (store: Credstore) => void,
+  /** Called with what closes the store once it is open (the installer calls it on every way out). */
+  onOpen: (close: () => void) => void,
 ): Promise<CredentialPlan> {
   const credentialEntries = entries.filter((e) => e.credential !== null);
   const plan: CredentialPlan = {
@@ -63,8 +66,9 @@ export async function encryptCredentials(
   try {
     if (m.stage === "system" && credentialEntries.length > 0) {
       const readOnly = dry || problems.any;
-      plan.store = await openCredstore(storeDir, {}, { readOnly });
-      onOpen(plan.store);
+      const store = await openCredstore(storeDir, {}, { readOnly });
+      plan.store = store;
+      onOpen(() => closeCredstore(store));
       report.store = plan.store.dir;
       report.keyRenewed = plan.store.keyRenewed;
       const r = await prepareCredentials(plan.store, [...items], { encrypt: !dry });
@@ -77,8 +81,9 @@ export async function encryptCredentials(
       }
     } else if (m.stage === "system" && m.credstoreDir !== null && fs.existsSync(storeDir)) {
       // No credential any more: only stale ones to remove, no key needed (nor systemd-creds).
-      plan.store = await openCredstore(storeDir, {}, { readOnly: true, withoutKey: true });
-      onOpen(plan.store);
+      const store = await openCredstore(storeDir, {}, { readOnly: true, withoutKey: true });
+      plan.store = store;
+      onOpen(() => closeCredstore(store));
       report.store = plan.store.dir;
     }
     if (plan.store !== null) plan.stale = storedCredentials(plan.store).filter((n) => !plan.wanted.has(n));

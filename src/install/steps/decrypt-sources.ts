@@ -1,101 +1,239 @@
 /**
- * Step 5: every encrypted file is opened once (many small age files decrypted on both cores
- * first, parallel-sources.ts) and each of its secrets' values handed to the EntryWriter. Values
- * a template needs are kept (copies, wiped by the caller) until step 6 renders the templates.
+ * Step 5: every secret's value, each encrypted file read once (source-jobs.ts: one job per file).
+ * A secret whose encrypted file (its SHA-256), format, key, identity set, owner, group and mode
+ * are those the active generation recorded takes its value from there, checked against the keyed
+ * hash recorded with it; only new and changed ones, and any whose copy there was altered or is
+ * gone (reported as repaired), are decrypted. Many age files are shared with the decrypt worker
+ * (parallel-sources.ts), which writes its files itself. Values a template needs are kept (copies,
+ * wiped by the caller) until step 6 renders the templates.
  */
-import * as fs from "node:fs";
-import type { Identity } from "../../age/index.js";
-import { rethrowUnlessNixseal, wipe } from "../../common/index.js";
+import { NixsealError } from "../../common/index.js";
+import type { GenerationMeta, MetaEntry } from "../generations.js";
 import type { Manifest, ManifestSecret } from "../manifest.js";
-import { prefetchAgeFiles } from "../parallel-sources.js";
-import type { InstallEntry } from "../sink.js";
-import { openSource, sourceKey } from "../sources.js";
+import {
+  type DecryptWorker,
+  deserializeError,
+  PARALLEL_MIN_DECRYPTS,
+  type WorkerJobResult,
+} from "../parallel-sources.js";
+import type { GenerationTarget, InstallEntry } from "../sink.js";
+import {
+  type JobContext,
+  type JobEntry,
+  type JobResult,
+  type RecordedValue,
+  reuseFromActive,
+  runJob,
+  type SourceJob,
+  type ValueOrigin,
+} from "../source-jobs.js";
+import { sourceKey } from "../sources.js";
+import type { LazyIdentities } from "./load-identities.js";
 import type { InstallProblems } from "./problems.js";
 import type { EntryWriter } from "./write-entries.js";
 
-/** The size of a file (following symlinks: store paths), or null if it cannot be stat-ed. */
-function fileSize(file: string): number | null {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return null;
-  }
+export interface DecryptInput {
+  m: Manifest;
+  keys: LazyIdentities;
+  items: ReadonlyMap<string, InstallEntry>;
+  writer: EntryWriter;
+  /** The secrets templates use: their values go to `kept`. */
+  needed: ReadonlySet<string>;
+  kept: Map<string, Uint8Array>;
+  problems: InstallProblems;
+  hmacKey: Uint8Array;
+  /** The key was made now: no recorded hash can be checked, so nothing is reused. */
+  keyFresh: boolean;
+  /** identitySetHash of the manifest's identities: values are reused only under the same set. */
+  identities: string;
+  /** The active generation's number and metadata (null: none, e.g. after a reboot). */
+  active: { dir: string; meta: GenerationMeta } | null;
+  /** Where the worker creates its files (null: nowhere, as for the writer). */
+  target: GenerationTarget | null;
+  worker: DecryptWorker | null;
 }
 
-/** Secrets grouped by the encrypted file (and format) they come from, in manifest order. */
-function bySource(secrets: readonly ManifestSecret[]): ManifestSecret[][] {
-  const groups = new Map<string, ManifestSecret[]>();
-  for (const s of secrets) {
-    const k = sourceKey(s);
+export interface DecryptOutcome {
+  /** Some file had no matching identity (the identities that failed to load may be why). */
+  noMatch: boolean;
+  /** Secrets that needed decrypting when no identity could be loaded. */
+  noIdentity: string[];
+  /** How many values were decrypted, and how many taken from the active generation. */
+  decrypted: number;
+  reused: number;
+  /** Secrets whose copy in the active generation was altered or gone: decrypted again. */
+  repaired: string[];
+}
+
+/** Secrets grouped by the encrypted file (and format) they come from, in manifest order, as indexes. */
+function bySource(secrets: readonly ManifestSecret[]): number[][] {
+  const groups = new Map<string, number[]>();
+  for (let i = 0; i < secrets.length; i++) {
+    const k = sourceKey(secrets[i]!);
     const g = groups.get(k);
-    if (g === undefined) groups.set(k, [s]);
-    else g.push(s);
+    if (g === undefined) groups.set(k, [i]);
+    else g.push(i);
   }
   return [...groups.values()];
 }
 
-/**
- * Decrypts every secret; `needed` names the secrets templates use, whose values go to `kept`.
- * Returns true if some file had no matching identity (then the identities that failed to load
- * may be why).
- */
-export async function decryptSources(
-  m: Manifest,
-  identities: readonly Identity[],
-  items: ReadonlyMap<string, InstallEntry>,
-  writer: EntryWriter,
-  needed: ReadonlySet<string>,
-  kept: Map<string, Uint8Array>,
-  problems: InstallProblems,
-): Promise<boolean> {
-  if (identities.length === 0) return false;
-  const groups = bySource(m.secrets);
-  let noMatch = false;
-  const prefetched = await prefetchAgeFiles(
-    groups.filter((g) => g[0]!.format === "age").map((g) => g[0]!.file),
-    m.identities,
-    [...identities],
-    fileSize,
-  );
-  try {
-    for (const group of groups) {
-      const { file, format } = group[0]!;
-      let source: Awaited<ReturnType<typeof openSource>>;
-      try {
-        const plain = format === "age" ? (prefetched?.take(file) ?? null) : null;
-        source =
-          plain !== null
-            ? { valueOf: () => ({ value: plain, owned: false }), close: () => wipe(plain) }
-            : await openSource(file, format, [...identities]);
-      } catch (e) {
-        rethrowUnlessNixseal(e);
-        if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") noMatch = true;
-        problems.about(group, e, file);
-        continue;
+/** What the active generation recorded of `s`, if its file may be taken from there. */
+function recordedOf(s: ManifestSecret, item: InstallEntry, old: MetaEntry | undefined): RecordedValue | null {
+  if (old === undefined || old.kind !== "secret" || old.credential || s.credential !== null) return null;
+  if (!old.cipher || old.format !== s.format || (old.key ?? null) !== s.key) return null;
+  if (old.uid !== item.uid || old.gid !== item.gid || old.mode !== item.mode) return null;
+  return { cipher: old.cipher, hmac: old.hmac, uid: old.uid, gid: old.gid, mode: old.mode };
+}
+
+export async function decryptSources(input: DecryptInput): Promise<DecryptOutcome> {
+  const { m, items, writer, needed, kept, problems } = input;
+  const out: DecryptOutcome = { noMatch: false, noIdentity: [], decrypted: 0, reused: 0, repaired: [] };
+  if (m.secrets.length === 0) return out;
+
+  // What may be reused: the same identity set, a key that can check the recorded hashes.
+  const active = input.active;
+  const before = new Map<string, MetaEntry>();
+  if (active !== null && !input.keyFresh && active.meta.identities === input.identities) {
+    for (const e of active.meta.entries) before.set(e.name, e);
+  }
+
+  const mainJobs: number[] = [];
+  const workerJobs: number[] = [];
+  const jobs: SourceJob[] = [];
+  for (const group of bySource(m.secrets)) {
+    const first = m.secrets[group[0]!]!;
+    let mainOnly = first.format !== "age" || input.worker === null;
+    const entries: JobEntry[] = group.map((index) => {
+      const s = m.secrets[index]!;
+      const item = items.get(s.name);
+      // Credentials and the values of templates are needed here, on the main thread.
+      if (s.credential !== null || needed.has(s.name)) mainOnly = true;
+      return {
+        index,
+        name: s.name,
+        key: s.key,
+        owner: item === undefined ? null : { uid: item.uid, gid: item.gid, mode: item.mode },
+        recorded: item === undefined ? null : recordedOf(s, item, before.get(s.name)),
+        repaired: false,
+      };
+    });
+    (mainOnly ? mainJobs : workerJobs).push(jobs.length);
+    jobs.push({ file: first.file, format: first.format, entries });
+  }
+
+  const ctx: JobContext = {
+    identities: () => input.keys.get(),
+    hmacKey: input.hmacKey,
+    activeDir: active?.dir ?? null,
+  };
+  // Per job: what the threads found (a job may be done in two halves, see below).
+  const results: (JobResult | WorkerJobResult)[][] = jobs.map(() => []);
+  const origins = new Map<number, ValueOrigin>(); // secret index -> where its value came from
+  const each =
+    (replace: boolean) => (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => {
+      const s = m.secrets[entry.index]!;
+      if (needed.has(s.name)) kept.set(s.name, Uint8Array.from(value));
+      const source = { file: s.file, format: s.format, key: s.key, cipher };
+      const hmac = origin === "reused" ? entry.recorded!.hmac : null;
+      writer.write(items.get(s.name), value, source, hmac, replace);
+      origins.set(entry.index, origin);
+    };
+  const writeNew = each(false);
+  const replaceWorkers = each(true);
+  const runHere = async (j: number, job: SourceJob, replace: boolean) => {
+    results[j]!.push(await runJob(job, ctx, replace ? replaceWorkers : writeNew));
+  };
+
+  const worker = input.worker;
+  if (worker === null) {
+    for (let j = 0; j < jobs.length; j++) await runHere(j, jobs[j]!, false);
+  } else {
+    // The worker's share (parallel-sources.ts, WorkerMode). "rest": values the active generation
+    // holds are copied here first, while the worker loads its modules and keys; what is left to
+    // decrypt goes to the worker, and this thread takes a part only when there is much of it
+    // (else it would load the key formats itself, the very cost the worker hides). "share":
+    // both threads do whole jobs.
+    const toWorker: SourceJob[] = [];
+    const jobOf: number[] = [];
+    for (const j of workerJobs) {
+      const job = jobs[j]!;
+      let rest = job;
+      if (worker.mode === "rest" && job.entries.some((e) => e.recorded !== null)) {
+        const r = reuseFromActive(job, ctx, writeNew);
+        results[j]!.push(r.result);
+        if (r.pending.length === 0) continue;
+        rest = {
+          ...job,
+          entries: r.pending.map(([e, origin]) => ({
+            ...e,
+            recorded: null,
+            repaired: origin === "repaired",
+          })),
+        };
       }
-      try {
-        for (const s of group) {
-          let v: { value: Uint8Array; owned: boolean };
-          try {
-            v = source.valueOf(s);
-          } catch (e) {
-            rethrowUnlessNixseal(e);
-            problems.about([s], e, file);
-            continue;
-          }
-          try {
-            writer.write(items.get(s.name), v.value);
-            if (needed.has(s.name)) kept.set(s.name, Uint8Array.from(v.value));
-          } finally {
-            if (v.owned) wipe(v.value);
-          }
-        }
-      } finally {
-        source.close();
+      toWorker.push(rest);
+      jobOf.push(j);
+    }
+    const counter = new SharedArrayBuffer(4);
+    const fromWorker =
+      toWorker.length > 0
+        ? worker.run({
+            jobs: toWorker,
+            counter,
+            hmacKey: input.hmacKey,
+            target: input.target,
+            activeDir: ctx.activeDir,
+          })
+        : Promise.resolve([]);
+    for (const j of mainJobs) await runHere(j, jobs[j]!, false);
+    const done = new Set<number>();
+    if (worker.mode === "share" || toWorker.length >= PARALLEL_MIN_DECRYPTS) {
+      const claim = new Int32Array(counter);
+      for (;;) {
+        const i = Atomics.add(claim, 0, 1);
+        if (i >= toWorker.length) break;
+        await runHere(jobOf[i]!, toWorker[i]!, false);
+        done.add(i);
       }
     }
-  } finally {
-    prefetched?.close();
+    for (const r of await fromWorker) {
+      if (r.noIdentity) continue; // done again here, where the identities are loaded (or reported)
+      const j = jobOf[r.job]!;
+      results[j]!.push(r);
+      done.add(r.job);
+      for (const [index, hmac, origin] of r.values) {
+        const s = m.secrets[index]!;
+        const item = items.get(s.name);
+        if (item === undefined) continue;
+        writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher: r.cipher! });
+        origins.set(index, origin);
+      }
+    }
+    // Given to the worker and not done (it failed, or loaded no identity): here, replacing what it wrote.
+    for (let i = 0; i < toWorker.length; i++) if (!done.has(i)) await runHere(jobOf[i]!, toWorker[i]!, true);
   }
-  return noMatch;
+
+  // Problems in the manifest's order of files, whichever thread met them.
+  const secretOf = (e: JobEntry | number) => m.secrets[typeof e === "number" ? e : e.index]!;
+  for (let j = 0; j < jobs.length; j++) {
+    const file = jobs[j]!.file;
+    for (const r of results[j]!) {
+      const failed = r.failed.map(secretOf);
+      if (r.noIdentity) out.noIdentity.push(...failed.map((s) => s.name));
+      if (r.error !== null) {
+        const e = r.error instanceof NixsealError ? r.error : deserializeError(r.error);
+        if (e.code === "AGE_NO_MATCH" || e.code === "SOPS_NO_KEY") out.noMatch = true;
+        problems.about(failed, e, file);
+      }
+      for (const [entry, err] of r.entryErrors) {
+        problems.about([secretOf(entry)], err instanceof NixsealError ? err : deserializeError(err), file);
+      }
+    }
+  }
+  for (const [index, origin] of [...origins].sort((a, b) => a[0] - b[0])) {
+    if (origin === "reused") out.reused++;
+    else out.decrypted++;
+    if (origin === "repaired") out.repaired.push(m.secrets[index]!.name);
+  }
+  return out;
 }

@@ -9,7 +9,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { wipe } from "../../common/index.js";
-import { contentHash, type GenerationMeta, type MetaEntry } from "../generations.js";
+import type { GenerationMeta, MetaEntry } from "../generations.js";
+import { contentHash } from "../sink.js";
 
 /** A file larger than this is not read (taken as changed): generations hold secrets, not data. */
 const MAX_COMPARED_SIZE = 64 * 1024 * 1024;

@@ -32,7 +32,7 @@ export function renderTemplates(
       continue;
     }
     try {
-      writer.write(items.get(t.name), r.bytes);
+      writer.write(items.get(t.name), r.bytes, null);
     } finally {
       wipe(r.bytes);
     }

@@ -4,7 +4,10 @@ import { OwnerResolver, type OwnerResolverOptions } from "../owners.js";
 import type { InstallEntry } from "../sink.js";
 import type { InstallProblems } from "./problems.js";
 
-/** Entry name -> the entry with ids; an entry whose owner or group is unknown is left out (reported). */
+/**
+ * Entry name -> the entry with ids and its slot (its index in `entries`); an entry whose owner or
+ * group is unknown is left out (reported).
+ */
 export function resolveOwners(
   m: Manifest,
   entries: readonly ManifestEntry[],
@@ -18,7 +21,8 @@ export function resolveOwners(
   }
   resolver.resolve();
   const items = new Map<string, InstallEntry>();
-  for (const e of entries) {
+  for (let slot = 0; slot < entries.length; slot++) {
+    const e = entries[slot]!;
     const uid = resolver.id("passwd", e.owner);
     const gid = resolver.id("group", e.group);
     if (uid === undefined) {
@@ -35,7 +39,7 @@ export function resolveOwners(
         "create the group (users.groups.<name>) or fix the group",
       );
     }
-    if (uid !== undefined && gid !== undefined) items.set(e.name, { entry: e, uid, gid, mode: e.mode });
+    if (uid !== undefined && gid !== undefined) items.set(e.name, { entry: e, uid, gid, mode: e.mode, slot });
   }
   return items;
 }

@@ -7,7 +7,6 @@ import * as path from "node:path";
 import { ioError, rethrowUnlessNixseal, writeAllSync } from "../../common/index.js";
 import type { Manifest } from "../manifest.js";
 import { makeDirs } from "../mount.js";
-import { restartWithSystemctl } from "../systemctl.js";
 import type { Changes } from "./diff.js";
 import type { InstallProblems } from "./problems.js";
 
@@ -39,8 +38,10 @@ export function appendDryUnits(m: Manifest, changes: Changes): void {
   appendUnits(m.dryReloadListFile, changes.reloadUnits);
 }
 
-export function notifyUnits(m: Manifest, changes: Changes, problems: InstallProblems): void {
+export async function notifyUnits(m: Manifest, changes: Changes, problems: InstallProblems): Promise<void> {
   if (m.restartMode === "systemctl") {
+    // Loaded only in this mode: most installs append to the lists.
+    const { restartWithSystemctl } = await import("../systemctl.js");
     problems.add(...restartWithSystemctl(changes.restartUnits, changes.reloadUnits));
     return;
   }

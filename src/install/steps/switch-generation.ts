@@ -17,12 +17,14 @@ export function switchGeneration(
   gens: Generations,
   n: number,
   meta: MetaEntry[],
+  /** identitySetHash of the manifest's identities, recorded for the next install. */
+  identities: string,
   lock: InstallLock,
   problems: InstallProblems,
 ): boolean {
   try {
     lock.verify();
-    gens.writeMeta({ version: 1, generation: n, entries: meta });
+    gens.writeMeta({ version: 1, generation: n, identities, entries: meta });
     makeDirs(path.dirname(m.secretsDir), 0o755);
     replaceSymlink(m.secretsDir, gens.pathOf(n));
     return true;

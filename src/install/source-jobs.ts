@@ -1,0 +1,193 @@
+/**
+ * One encrypted file and the secrets it holds: a job, done whole by one thread (the main one or
+ * the decrypt worker, parallel-sources.ts). The file is read once and its SHA-256 taken (the
+ * metadata records it: never any plaintext); each secret whose file, identities, owner, group and
+ * mode are those the active generation recorded takes its value from there, read back and checked
+ * against the keyed hash recorded with it; the others, and any whose copy there was altered or is
+ * missing, are decrypted. A reboot (no active generation) decrypts everything.
+ */
+import { hash } from "node:crypto";
+import type { Identity } from "../age/index.js";
+import { type NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import type { SecretFormat } from "./manifest.js";
+import { type FileOwner, hasContentHash, readRecordedFile } from "./sink.js";
+import { decryptSource, readEncryptedFile } from "./sources.js";
+
+/** What the active generation recorded of a secret, when the new one may take its file from there. */
+export interface RecordedValue extends FileOwner {
+  /** SHA-256 (hex) of the encrypted file the value came from. */
+  cipher: string;
+  /** The keyed hash of the value. */
+  hmac: string;
+}
+
+export interface JobEntry {
+  /** The secret's position in the manifest's secrets. */
+  index: number;
+  name: string;
+  /** sops: the value's key path; null: the whole file. */
+  key: string | null;
+  /** Its file's owner, group and mode; null: not written (its owner is unknown: reported). */
+  owner: FileOwner | null;
+  recorded: RecordedValue | null;
+  /** To be decrypted because its copy in the active generation was altered or gone (origin "repaired"). */
+  repaired: boolean;
+}
+
+export interface SourceJob {
+  file: string;
+  format: SecretFormat;
+  entries: JobEntry[];
+}
+
+/** Where a value came from: the active generation, decrypted, or decrypted because the copy there was altered or gone. */
+export type ValueOrigin = "reused" | "decrypted" | "repaired";
+
+export interface JobContext {
+  /** The identities, loaded on first need; null if none could be loaded. */
+  identities(): Promise<readonly Identity[] | null>;
+  /** The key of the keyed hashes. */
+  hmacKey: Uint8Array;
+  /** The active generation's directory, or null (no reuse). */
+  activeDir: string | null;
+}
+
+export interface JobResult {
+  /** SHA-256 (hex) of the encrypted file; null if it could not be read. */
+  cipher: string | null;
+  /** Why `failed` got no value (the file could not be read or decrypted); null if none failed so. */
+  error: NixsealError | null;
+  /** True if decrypting was needed and no identity could be loaded (error is then null). */
+  noIdentity: boolean;
+  failed: JobEntry[];
+  /** Problems of single entries: a sops key that is not there, a file that could not be written. */
+  entryErrors: [JobEntry, NixsealError][];
+}
+
+/** What reuseFromActive leaves for decryptPending. */
+export interface Reused {
+  result: JobResult;
+  /** The encrypted file (null: it could not be read: result.error says why). */
+  data: Buffer | null;
+  /** The entries still without a value, and why they are decrypted. */
+  pending: [JobEntry, ValueOrigin][];
+}
+
+/**
+ * The first half of a job: reads the file, takes its SHA-256, and hands over (to `each`) the
+ * values the active generation holds intact. Never throws for the file's or an entry's problem.
+ */
+export function reuseFromActive(
+  job: SourceJob,
+  ctx: JobContext,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+): Reused {
+  const result: JobResult = { cipher: null, error: null, noIdentity: false, failed: [], entryErrors: [] };
+  let data: Buffer;
+  try {
+    data = readEncryptedFile(job.file);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.error = e;
+    result.failed = job.entries;
+    return { result, data: null, pending: [] };
+  }
+  const cipher = hash("sha256", data, "hex");
+  result.cipher = cipher;
+  const pending: [JobEntry, ValueOrigin][] = [];
+  for (const entry of job.entries) {
+    const recorded = entry.recorded;
+    if (recorded === null || recorded.cipher !== cipher || ctx.activeDir === null) {
+      pending.push([entry, entry.repaired ? "repaired" : "decrypted"]);
+      continue;
+    }
+    const value = readRecordedFile(ctx.activeDir, entry.name, recorded);
+    if (value !== null && hasContentHash(ctx.hmacKey, value, recorded.hmac)) {
+      try {
+        deliver(result, each, entry, value, "reused", cipher);
+      } finally {
+        wipe(value);
+      }
+    } else {
+      wipe(value);
+      pending.push([entry, "repaired"]);
+    }
+  }
+  return { result, data, pending };
+}
+
+function deliver(
+  result: JobResult,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+  entry: JobEntry,
+  value: Uint8Array,
+  origin: ValueOrigin,
+  cipher: string,
+): void {
+  try {
+    each(entry, value, origin, cipher);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.entryErrors.push([entry, e]);
+  }
+}
+
+/** The second half: decrypts the file for the entries reuseFromActive left (loading the identities then). */
+export async function decryptPending(
+  job: SourceJob,
+  r: Reused,
+  ctx: JobContext,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+): Promise<void> {
+  const { result, data, pending } = r;
+  if (data === null || pending.length === 0) return;
+  const cipher = result.cipher!;
+  const identities = await ctx.identities();
+  if (identities === null) {
+    result.noIdentity = true;
+    result.failed = pending.map(([e]) => e);
+    return;
+  }
+  let source: Awaited<ReturnType<typeof decryptSource>>;
+  try {
+    source = await decryptSource(data, job.file, job.format, identities);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.error = e;
+    result.failed = pending.map(([entry]) => entry);
+    return;
+  }
+  try {
+    for (const [entry, origin] of pending) {
+      let v: { value: Uint8Array; owned: boolean };
+      try {
+        v = source.valueOf({ key: entry.key });
+      } catch (e) {
+        rethrowUnlessNixseal(e);
+        result.entryErrors.push([entry, e]);
+        continue;
+      }
+      try {
+        deliver(result, each, entry, v.value, origin, cipher);
+      } finally {
+        if (v.owned) wipe(v.value);
+      }
+    }
+  } finally {
+    source.close();
+  }
+}
+
+/**
+ * Does one job whole: each entry's value goes to `each` (which writes it; the value is wiped
+ * after). Never throws for the file's or an entry's problem: the result tells.
+ */
+export async function runJob(
+  job: SourceJob,
+  ctx: JobContext,
+  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+): Promise<JobResult> {
+  const r = reuseFromActive(job, ctx, each);
+  await decryptPending(job, r, ctx, each);
+  return r.result;
+}
