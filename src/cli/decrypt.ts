@@ -1,5 +1,5 @@
 /** `nixseal decrypt NAME`: a secret to stdout, or to -o FILE (created 0600, atomically). */
-import { ioError, NixsealError, wipe, writeAllSync, writeFileAtomic } from "../common/index.js";
+import { ioError, NixsealError, wipe, writeAllSync, writeOutputFile } from "../common/index.js";
 import { decryptSecret, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
@@ -75,7 +75,7 @@ export function writeOut(
   about: Record<string, string>,
 ): void {
   const toFile = values.output !== undefined && values.output !== "-";
-  if (toFile) writeFileAtomic(values.output!, data, 0o600);
+  if (toFile) writeOutputFile(values.output!, data, 0o600);
   if (!values.json) {
     if (!toFile) writeStdout(data);
     return;

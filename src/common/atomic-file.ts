@@ -166,6 +166,28 @@ export function writeFileAtomic(target: string, data: Uint8Array, mode: number):
   f.commit();
 }
 
+/**
+ * An output file the user named (`-o FILE`): a character device or a pipe (`-o /dev/null`,
+ * `-o /dev/stdout`, a FIFO) is written directly, since renaming over it would replace the device
+ * node with a regular file; anything else is replaced atomically with its final mode.
+ */
+export function writeOutputFile(target: string, data: Uint8Array, mode: number): void {
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(target);
+  } catch {}
+  if (st !== null && (st.isCharacterDevice() || st.isFIFO())) {
+    const fd = fs.openSync(target, fs.constants.O_WRONLY);
+    try {
+      writeAllSync(fd, data);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return;
+  }
+  writeFileAtomic(target, data, mode);
+}
+
 /** Removes every temp file not yet committed (called from signal handlers). */
 export function abortAllAtomicFiles(): void {
   for (const f of [...live]) f.abort();

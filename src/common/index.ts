@@ -6,6 +6,7 @@ export {
   syncDirectory,
   writeFileAtomic,
   writeNewFileAtomic,
+  writeOutputFile,
 } from "./atomic-file.js";
 export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";

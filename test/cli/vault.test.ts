@@ -4,7 +4,7 @@
  * every error a clear line with a hint and a documented exit code.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -113,6 +113,28 @@ describe("init, encrypt, decrypt, list, who", { skip: missing }, () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(fs.readFileSync(out, "utf8"), "from a file");
     assert.equal(fs.statSync(out).mode & 0o777, 0o600);
+  });
+
+  test("decrypt -o to a pipe or device writes into it and leaves it one (never renamed over)", async () => {
+    const fifo = path.join(dir, "out.fifo");
+    assert.equal(spawnSync("mkfifo", [fifo]).status, 0);
+    const got = path.join(dir, "from-fifo.txt");
+    const reader = spawn("sh", ["-c", 'cat "$0" > "$1"', fifo, got]);
+    const done = new Promise((resolve) => reader.on("exit", resolve));
+    try {
+      const r = sh(["decrypt", "secrets/db-password.age", "-o", fifo]);
+      assert.equal(r.status, 0, r.stderr.toString());
+      // Renamed over, the FIFO would never see a writer and the reader would wait forever.
+      const timedOut = await Promise.race([
+        done.then(() => false),
+        new Promise((resolve) => setTimeout(() => resolve(true), 10_000).unref()),
+      ]);
+      assert.equal(timedOut, false, "nothing was written into the FIFO");
+    } finally {
+      reader.kill();
+    }
+    assert.equal(fs.readFileSync(got, "utf8"), "from a file");
+    assert.ok(fs.lstatSync(fifo).isFIFO(), "the FIFO is still a FIFO");
   });
 
   test("identities from SOPS_AGE_KEY and NIXSEAL_IDENTITY", () => {
