@@ -229,7 +229,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
 
   const meta = writer.meta;
   const changes = diff(
-    compareWith(m, gens, report.previousGeneration, previous, meta, target.key),
+    compareWith(m, gens, report.previousGeneration, previous, meta, target.key, outcome.reusedNames),
     meta,
     credentials.status,
   );
@@ -275,7 +275,8 @@ function compareWith(
   recorded: GenerationMeta | null,
   now: readonly MetaEntry[],
   key: Uint8Array,
+  foundAsRecorded: ReadonlySet<string>,
 ): GenerationMeta | null {
   if (m.changeDetection !== "files" || active === null) return recorded;
-  return previousAsFound(gens.pathOf(active), active, recorded, now, key);
+  return previousAsFound(gens.pathOf(active), active, recorded, now, key, foundAsRecorded);
 }

@@ -63,6 +63,8 @@ export interface DecryptOutcome {
   reused: number;
   /** Secrets whose copy in the active generation was altered or gone: decrypted again. */
   repaired: string[];
+  /** Secrets whose value was taken from the active generation: their file there is as recorded. */
+  reusedNames: Set<string>;
 }
 
 /** Secrets grouped by the encrypted file (and format) they come from, in manifest order, as indexes. */
@@ -87,7 +89,14 @@ function recordedOf(s: ManifestSecret, item: InstallEntry, old: MetaEntry | unde
 
 export async function decryptSources(input: DecryptInput): Promise<DecryptOutcome> {
   const { m, items, writer, needed, kept, problems } = input;
-  const out: DecryptOutcome = { noMatch: false, noIdentity: [], decrypted: 0, reused: 0, repaired: [] };
+  const out: DecryptOutcome = {
+    noMatch: false,
+    noIdentity: [],
+    decrypted: 0,
+    reused: 0,
+    repaired: [],
+    reusedNames: new Set(),
+  };
   if (m.secrets.length === 0) return out;
 
   // What may be reused: the same identity set, a key that can check the recorded hashes.
@@ -231,8 +240,10 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
     }
   }
   for (const [index, origin] of [...origins].sort((a, b) => a[0] - b[0])) {
-    if (origin === "reused") out.reused++;
-    else out.decrypted++;
+    if (origin === "reused") {
+      out.reused++;
+      out.reusedNames.add(m.secrets[index]!.name);
+    } else out.decrypted++;
     if (origin === "repaired") out.repaired.push(m.secrets[index]!.name);
   }
   return out;

@@ -52,6 +52,11 @@ export function previousAsFound(
   recorded: GenerationMeta | null,
   now: readonly MetaEntry[],
   key: Uint8Array,
+  /**
+   * Entries whose file there was read already and found as recorded (the values taken from the
+   * active generation, decrypt-sources.ts): their record stands for them, without a second read.
+   */
+  foundAsRecorded: ReadonlySet<string> = new Set(),
 ): GenerationMeta {
   const before = new Map((recorded?.entries ?? []).map((e) => [e.name, e]));
   const entries: MetaEntry[] = [];
@@ -60,7 +65,7 @@ export function previousAsFound(
     if (seen.has(e.name)) continue;
     seen.add(e.name);
     const old = before.get(e.name);
-    if (e.credential) {
+    if (e.credential || (old !== undefined && foundAsRecorded.has(e.name))) {
       if (old) entries.push(old);
       continue;
     }
