@@ -136,22 +136,38 @@ export const command: Command = {
       });
     }
     const agentDir = agentDirOf(values);
-    const agent = await startTerminalAgent(agentDir);
-    process.stderr.write("nixseal agent: Ctrl-C to stop\n");
     // A signal is how the agent is meant to end: it replaces main.ts's handlers (which report an
-    // interruption and exit 128+n) while it waits, and the agent exits 0.
+    // interruption and exit 128+n) before the socket exists, so that a Ctrl-C typed as soon as the
+    // agent listens is its normal end too, and the agent exits 0.
+    // Ours is added before main.ts's are removed (and theirs back before ours goes): a signal with
+    // no listener at all, even for an instant, would kill the process with the default action.
     const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-    const saved = signals.map((s) => [s, process.listeners(s)] as const);
-    await new Promise<void>((resolve) => {
-      for (const s of signals) {
-        process.removeAllListeners(s);
-        process.once(s, () => resolve());
-      }
+    let stop = () => {};
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
     });
+    const onSignal = () => stop();
+    const saved = signals.map((s) => [s, process.listeners(s)] as const);
     for (const [s, listeners] of saved) {
-      process.removeAllListeners(s);
-      for (const l of listeners) process.on(s, l);
+      process.on(s, onSignal);
+      for (const l of listeners) process.removeListener(s, l);
     }
+    const restore = () => {
+      for (const [s, listeners] of saved) {
+        for (const l of listeners) process.on(s, l);
+        process.removeListener(s, onSignal);
+      }
+    };
+    let agent: Awaited<ReturnType<typeof startTerminalAgent>>;
+    try {
+      agent = await startTerminalAgent(agentDir);
+    } catch (e) {
+      restore();
+      throw e;
+    }
+    process.stderr.write("nixseal agent: Ctrl-C to stop\n");
+    await stopped;
+    restore();
     agent.close();
     return 0;
   },
