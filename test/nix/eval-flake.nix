@@ -39,6 +39,7 @@ let
       self.nixosModules.default
       self.nixosModules.agenix-compat
       self.nixosModules.sops-compat
+      self.nixosModules.nixops-keys-compat
       { _module.args.pkgs = fakePkgs; }
     ]
     ++ map (m: /. + m) modules;
@@ -69,4 +70,6 @@ in
   homeService = home.config.systemd.user.services.nixseal.Service.ExecStart;
   homeScript = builtins.readFile (lib.last (lib.splitString " " home.config.systemd.user.services.nixseal.Service.ExecStart));
   app = self.apps.${system}.default.program;
+  pushPlan = nixos.config.system.build.nixsealPushPlan;
+  systemPackages = nixos.config.environment.systemPackages;
 }

@@ -270,7 +270,7 @@ let
       ++ concatMap (name: keyProblems name cfg.keys.${name}) (builtins.attrNames cfg.keys)
       ++ mapAttrsToList (
         path: names:
-        "nixseal.keys: ${lib.concatStringsSep ", " names} are all placed at ${path}; give each its own `name` or `destDir`."
+        "nixseal.keys: ${lib.concatStringsSep ", " names} share the path ${path}; give each its own `name` or `destDir`."
       ) samePath
     );
 
