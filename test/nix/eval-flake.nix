@@ -23,6 +23,7 @@ let
     writeShellScript = name: text: builtins.toFile name text;
     runtimeShell = "/bin/sh";
     gnused = "/fake-gnused";
+    coreutils = "/fake-coreutils";
   };
   nixpkgs = {
     inherit lib;
@@ -72,4 +73,5 @@ in
   app = self.apps.${system}.default.program;
   pushPlan = nixos.config.system.build.nixsealPushPlan;
   systemPackages = nixos.config.environment.systemPackages;
+  services = nixos.config.systemd.services;
 }

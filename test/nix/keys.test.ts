@@ -7,11 +7,12 @@
  * Expected plans are written here by hand from docs/push.md's schema and the options given.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { encrypt, X25519Identity } from "../../src/age/index.js";
-import { REPO, tempDir } from "../helpers.js";
+import { REPO, tempDir, which } from "../helpers.js";
 import { NIX, NIXPKGS_LIB, nixEval } from "./eval.js";
 
 const missing = !NIXPKGS_LIB
@@ -22,6 +23,7 @@ const missing = !NIXPKGS_LIB
 
 const NIXOPS = path.join(REPO, "nix", "modules", "nixops-keys-compat.nix");
 const COLMENA = path.join(REPO, "nix", "modules", "colmena-keys-compat.nix");
+const SYSTEMD_ANALYZE = which("systemd-analyze");
 const STORE_FILE = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-/;
 
 let dir: string;
@@ -205,7 +207,64 @@ describe("nixseal.keys: the push plan", { skip: missing }, () => {
   });
 });
 
+/**
+ * A NixOS service's options as the unit file NixOS writes from them (the few settings key units
+ * use), with `aliases` as [Install] Alias= (NixOS links them instead; systemd checks both alike).
+ */
+function unitFile(s: Json): string {
+  const lines = (section: string, entries: [string, unknown][]) => [
+    `[${section}]`,
+    ...entries.flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}=${x}`)),
+  ];
+  return [
+    ...lines("Unit", [["Description", s.description], ...Object.entries((s.unitConfig ?? {}) as Json)]),
+    ...lines("Service", Object.entries((s.serviceConfig ?? {}) as Json)),
+    ...lines("Install", [
+      ["WantedBy", s.wantedBy ?? []],
+      ["Alias", s.aliases ?? []],
+    ]),
+    "",
+  ].join("\n");
+}
+
+/** systemd's own check of unit files: exit 0 and nothing said, or what it refuses. */
+function systemdVerify(units: Record<string, Json>): string {
+  const unitDir = fs.mkdtempSync(path.join(dir, "units-"));
+  const files = Object.entries(units).map(([name, s]) => {
+    const file = path.join(unitDir, `${name}.service`);
+    fs.writeFileSync(file, unitFile(s));
+    return file;
+  });
+  const r = spawnSync(SYSTEMD_ANALYZE!, ["verify", "--man=no", ...files], {
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return r.status === 0 ? r.stderr.trim() : `exit ${r.status}: ${r.stderr}`;
+}
+
 describe("nixseal.keys: on the host", { skip: missing }, () => {
+  test("systemd accepts the key units (and NixOps's names for them)", {
+    skip: !SYSTEMD_ANALYZE && "needs systemd-analyze",
+  }, () => {
+    const m = module(`{ ... }: {
+      imports = [ ${NIXOPS} ];
+      nixseal.keys.db.source.file = ./db.age;
+      deployment.keys."acme-credentials.secret".keyCommand = [ "true" ];
+    }`);
+    const services = nixos(m, "services") as Record<string, Json>;
+    const keyUnits = Object.fromEntries(
+      Object.entries(services).filter(([n]) => n.startsWith("nixseal-key-")),
+    );
+    assert.deepEqual(Object.keys(keyUnits).sort(), ["nixseal-key-acme-credentials.secret", "nixseal-key-db"]);
+    assert.equal(systemdVerify(keyUnits), "");
+    // The check can fail: a unit without its command is refused.
+    const { ExecStart: _, ...withoutCommand } = keyUnits["nixseal-key-db"]!.serviceConfig as Json;
+    assert.match(
+      systemdVerify({ "nixseal-key-db": { ...keyUnits["nixseal-key-db"]!, serviceConfig: withoutCommand } }),
+      /no ExecStart=/,
+    );
+  });
+
   test("a key unit per key, active only while the key is there; the keys group; nixseal on PATH", () => {
     const m = module(`{ ... }: {
       nixseal.keys.db.source.file = ./db.age;
@@ -217,7 +276,7 @@ describe("nixseal.keys: on the host", { skip: missing }, () => {
       ["nixseal-key-api", "/run/keys/app/api.token"],
     ] as const) {
       const s = services[unit]!;
-      assert.deepEqual(s.serviceConfig, { Type: "oneshot", RemainAfterExit: true }, unit);
+      assert.deepEqual(s.serviceConfig, { Type: "oneshot", RemainAfterExit: true, ExecStart: "true" }, unit);
       assert.deepEqual(s.unitConfig, { ConditionPathExists: keyPath }, unit);
       assert.deepEqual(s.wantedBy, ["multi-user.target"], unit);
       assert.equal("aliases" in s, false, unit);
@@ -467,6 +526,10 @@ describe("flake.nix: nixosModules.nixops-keys-compat", { skip: missing }, () => 
     };
     assert.deepEqual(flake("failedAssertions"), []);
     assert.deepEqual(flake("systemPackages"), [flake("fakePackage")]);
+    // With nixpkgs, the key unit's command is coreutils' true.
+    const unit = (flake("services") as Record<string, Json>)["nixseal-key-k"]!;
+    assert.equal((unit.serviceConfig as Json).ExecStart, "/fake-coreutils/bin/true");
+    assert.deepEqual(unit.aliases, ["k-key.service"]);
     const p = flake("pushPlan") as Plan;
     assert.deepEqual(Object.keys(p.hosts), ["web1"]);
     assert.deepEqual(

@@ -9,8 +9,8 @@
 # entry names), never a key: the deployer reads and decrypts them at push time
 # (docs/architecture.md, invariant 1).
 #
-# Key units: nixseal-key-<name>.service is a oneshot unit with RemainAfterExit= and
-# ConditionPathExists= on the key's path. `nixseal receive` starts it when the key arrives and
+# Key units: nixseal-key-<name>.service is a oneshot unit (running `true`) with RemainAfterExit=
+# and ConditionPathExists= on the key's path. `nixseal receive` starts it when the key arrives and
 # stops it when the key is removed; at boot (wanted by multi-user.target) it is active only if the
 # key is there (a RAM-backed destDir is empty after a reboot until the next push). A service
 # that needs the key orders itself after it and binds to it (docs/push.md, "Key units").
@@ -328,6 +328,9 @@ let
       };
 
   hostName = config.networking.hostName or "";
+
+  # coreutils' true; without nixpkgs (evaluation tests), the name systemd finds in its search path.
+  trueCommand = if l.pkgs != null && l.pkgs ? coreutils then "${l.pkgs.coreutils}/bin/true" else "true";
 in
 {
   options.nixseal.keys = mkOption {
@@ -426,6 +429,8 @@ in
             serviceConfig = {
               Type = "oneshot";
               RemainAfterExit = true;
+              # systemd refuses a service with no command at all.
+              ExecStart = trueCommand;
             };
           }
           // optionalAttrs (k.unitAliases != [ ]) { aliases = k.unitAliases; }
