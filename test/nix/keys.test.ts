@@ -243,20 +243,46 @@ function systemdVerify(units: Record<string, Json>): string {
 }
 
 describe("nixseal.keys: on the host", { skip: missing }, () => {
-  test("systemd accepts the key units (and NixOps's names for them)", {
+  test("systemd accepts the key units (and NixOps's names for them); their condition is the key's presence", {
     skip: !SYSTEMD_ANALYZE && "needs systemd-analyze",
   }, () => {
     const m = module(`{ ... }: {
       imports = [ ${NIXOPS} ];
       nixseal.keys.db.source.file = ./db.age;
+      nixseal.keys.odd = { source.pass = "odd"; destDir = "/run/keys/100%n"; };
       deployment.keys."acme-credentials.secret".keyCommand = [ "true" ];
     }`);
     const services = nixos(m, "services") as Record<string, Json>;
     const keyUnits = Object.fromEntries(
       Object.entries(services).filter(([n]) => n.startsWith("nixseal-key-")),
     );
-    assert.deepEqual(Object.keys(keyUnits).sort(), ["nixseal-key-acme-credentials.secret", "nixseal-key-db"]);
+    assert.deepEqual(Object.keys(keyUnits).sort(), [
+      "nixseal-key-acme-credentials.secret",
+      "nixseal-key-db",
+      "nixseal-key-odd",
+    ]);
+    // A `%` in the path is not a specifier: systemd sees the path as it is.
+    assert.deepEqual(keyUnits["nixseal-key-odd"]!.unitConfig, {
+      ConditionPathExists: "/run/keys/100%%n/odd",
+    });
     assert.equal(systemdVerify(keyUnits), "");
+    // The condition holds exactly while the key file is there (here under the test's directory).
+    const keyDir = path.join(dir, "keys", "100%n");
+    const withKeyHere = module(
+      `{ ... }: { nixseal.keys.odd = { source.pass = "odd"; destDir = "${keyDir}"; }; }`,
+    );
+    const condition = (
+      (nixos(withKeyHere, "services") as Record<string, Json>)["nixseal-key-odd"]!.unitConfig as Json
+    ).ConditionPathExists as string;
+    const holds = () =>
+      spawnSync(SYSTEMD_ANALYZE!, ["condition", `ConditionPathExists=${condition}`], { timeout: 60_000 })
+        .status;
+    assert.equal(holds(), 1, "no key yet");
+    fs.mkdirSync(keyDir, { recursive: true });
+    fs.writeFileSync(path.join(keyDir, "odd"), "");
+    assert.equal(holds(), 0, "the key is there");
+    fs.rmSync(path.join(keyDir, "odd"));
+    assert.equal(holds(), 1, "the key was removed");
     // The check can fail: a unit without its command is refused.
     const { ExecStart: _, ...withoutCommand } = keyUnits["nixseal-key-db"]!.serviceConfig as Json;
     assert.match(

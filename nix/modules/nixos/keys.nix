@@ -277,7 +277,8 @@ let
   sourceEntry =
     s:
     if s.file != null then
-      { file = if builtins.isPath s.file then shared.fileString s.file else toString s.file; }
+      # A Nix path is copied to the store here (it is encrypted); a string stays as it is.
+      { file = shared.fileString s.file; }
       // optionalAttrs (s.key != null) { inherit (s) key; }
     else if s.command != null then
       { inherit (s) command; }
@@ -425,7 +426,8 @@ in
           {
             description = "nixseal: key ${name} is present at ${k.path}";
             wantedBy = [ "multi-user.target" ];
-            unitConfig.ConditionPathExists = k.path;
+            # `%` starts a specifier in unit settings.
+            unitConfig.ConditionPathExists = builtins.replaceStrings [ "%" ] [ "%%" ] k.path;
             serviceConfig = {
               Type = "oneshot";
               RemainAfterExit = true;
