@@ -97,7 +97,7 @@ describe("nixseal.keys: the push plan", { skip: missing }, () => {
       nixseal.keys.api = {
         source = { file = ./app.yaml; key = "api/token"; };
         name = "api.token";
-        destDir = "/run/keys/app";
+        destDir = "/run/app-keys";
         reloadUnits = [ "nginx.service" ];
         uploadAt = "post-activation";
         persist = "credential";
@@ -135,7 +135,7 @@ describe("nixseal.keys: the push plan", { skip: missing }, () => {
             api: keyEntry("api", {
               source: { file: "STORE:app.yaml", key: "api/token" },
               name: "api.token",
-              destDir: "/run/keys/app",
+              destDir: "/run/app-keys",
               reloadUnits: ["nginx.service"],
               uploadAt: "post-activation",
               persist: "credential",
@@ -152,7 +152,7 @@ describe("nixseal.keys: the push plan", { skip: missing }, () => {
     assert.equal(JSON.stringify(p).includes(PLAINTEXT), false);
     assert.deepEqual(failed(m), []);
     // Services find a key at its path.
-    assert.equal(nixos(m, "config.nixseal.keys.api.path"), "/run/keys/app/api.token");
+    assert.equal(nixos(m, "config.nixseal.keys.api.path"), "/run/app-keys/api.token");
   });
 
   test("nixseal.push: address, user, port and ssh options as given; null user and port left to ssh", () => {
@@ -294,12 +294,12 @@ describe("nixseal.keys: on the host", { skip: missing }, () => {
   test("a key unit per key, active only while the key is there; the keys group; nixseal on PATH", () => {
     const m = module(`{ ... }: {
       nixseal.keys.db.source.file = ./db.age;
-      nixseal.keys.api = { source.pass = "api"; name = "api.token"; destDir = "/run/keys/app"; };
+      nixseal.keys.api = { source.pass = "api"; name = "api.token"; destDir = "/run/app-keys"; };
     }`);
     const services = nixos(m, "services") as Record<string, Json>;
     for (const [unit, keyPath] of [
       ["nixseal-key-db", "/run/keys/db"],
-      ["nixseal-key-api", "/run/keys/app/api.token"],
+      ["nixseal-key-api", "/run/app-keys/api.token"],
     ] as const) {
       const s = services[unit]!;
       assert.deepEqual(s.serviceConfig, { Type: "oneshot", RemainAfterExit: true, ExecStart: "true" }, unit);
@@ -330,6 +330,8 @@ describe("nixseal.keys: bad options", { skip: missing }, () => {
       nixseal.keys.e = { source.command = [ ]; name = "x"; destDir = "/run/k"; };
       nixseal.keys.f.source.key = "x";
       nixseal.keys.g = { source.pass = "g"; destDir = "/run/../etc"; mode = "01777"; };
+      nixseal.keys.h = { source = { file = ./db.age; key = "a"; }; name = "a..b"; destDir = "/run/k/inner"; };
+      nixseal.keys."i..j".source.pass = "i";
     }`);
     const expected = [
       /^nixseal\.keys\."a\/b": the name must be .*no `\/`/,
@@ -349,6 +351,11 @@ describe("nixseal.keys: bad options", { skip: missing }, () => {
       /^nixseal\.keys\.g\.destDir = "\/run\/\.\.\/etc" is not a normalised absolute path/,
       /^nixseal\.keys\.g\.mode = "01777" is not an octal mode/,
       /^nixseal\.keys: d, e share the path \/run\/k\/x/,
+      /^nixseal\.keys\.h\.source\.key is set, but "db\.age" is an age file/,
+      /^nixseal\.keys\.h\.name = "a\.\.b" is not a file name/,
+      /^nixseal\.keys\."i\.\.j": the name must be/,
+      /^nixseal\.keys\."i\.\.j"\.name = "i\.\.j" is not a file name/,
+      /^nixseal\.keys: destDir \/run\/k\/inner is inside destDir \/run\/k;/,
     ];
     const messages = failed(m);
     for (const re of expected) {
@@ -369,16 +376,44 @@ describe("nixseal.keys: bad options", { skip: missing }, () => {
       "nixseal.push.targetHost is not set (networking.hostName is empty); set the address `nixseal push` connects to.",
     ]);
     const dash = module(`{ ... }: {
-      nixseal.push = { targetHost = "-oProxyCommand=x"; targetUser = "-l"; };
+      nixseal.push = {
+        targetHost = "-oProxyCommand=x";
+        targetUser = "-l";
+        name = "../x";
+        nixsealCommand = "nixseal; rm -rf /";
+        sshOptions = [ "-o" "A=b\\nc" ];
+      };
       nixseal.keys.k.source.pass = "k";
     }`);
     const messages = failed(dash);
-    assert.equal(messages.length, 2, messages.join("\n"));
+    assert.equal(messages.length, 5, messages.join("\n"));
     assert.match(
       messages[0]!,
       /^nixseal\.push\.targetHost = "-oProxyCommand=x" is not a host name or address/,
     );
     assert.match(messages[1]!, /^nixseal\.push\.targetUser = "-l" is not a user name/);
+    assert.match(messages[2]!, /^nixseal\.push\.name = "\.\.\/x" is not a name for the plan/);
+    assert.match(
+      messages[3]!,
+      /^nixseal\.push\.nixsealCommand = "nixseal; rm -rf \/" is not a program name or path/,
+    );
+    assert.match(messages[4]!, /^nixseal\.push\.sshOptions: "A=b\\nc" contains a newline/);
+  });
+
+  test("addresses ssh takes: names, IPv4, IPv6 (a zone in brackets); not host:port", () => {
+    const hosts = ["web1.example.org", "10.0.0.5", "[fe80::1%eth0]", "2001:db8::1", "::1"];
+    const planned = hosts.map(
+      (h) =>
+        plan(module(`{ ... }: { nixseal.push.targetHost = "${h}"; nixseal.keys.k.source.pass = "k"; }`)).hosts
+          .nixos!.targetHost,
+    );
+    assert.deepEqual(planned, hosts);
+    assert.match(
+      failed(
+        module(`{ ... }: { nixseal.push.targetHost = "web1:22"; nixseal.keys.k.source.pass = "k"; }`),
+      )[0]!,
+      /^nixseal\.push\.targetHost = "web1:22" is not a host name or address/,
+    );
   });
 });
 

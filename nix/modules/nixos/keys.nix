@@ -45,15 +45,24 @@ let
   # instance), no leading `.` or `-`, and room for the prefix and suffix within 255 characters.
   keyNamePattern = "[A-Za-z0-9_][A-Za-z0-9._-]*";
   maxKeyName = 235;
-  validKeyName = n: builtins.stringLength n <= maxKeyName && builtins.match keyNamePattern n != null;
+  validKeyName =
+    n: builtins.stringLength n <= maxKeyName && builtins.match keyNamePattern n != null && !(lib.hasInfix ".." n);
 
-  # The file name in destDir: one path segment, no leading `.` (no `.`, `..` or hidden file).
+  # The file name in destDir, and the host's name in the plan: one path segment, no leading `.`,
+  # no `..` (the plan's rule for names, as `nixseal push` checks it).
   fileNamePattern = "[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]*";
-  validFileName = n: builtins.stringLength n <= 255 && builtins.match fileNamePattern n != null;
+  validFileName =
+    n: builtins.stringLength n <= 255 && builtins.match fileNamePattern n != null && !(lib.hasInfix ".." n);
 
-  # ssh's destination: a host name or an address, never something ssh would read as an option.
+  # ssh's destination: a host name, an IPv4 or IPv6 address (bare or in brackets), never
+  # something ssh would read as an option.
   validTargetHost =
-    h: builtins.isString h && builtins.stringLength h <= 253 && builtins.match "[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*" h != null;
+    h:
+    builtins.stringLength h <= 253
+    && builtins.match "[A-Za-z0-9_][A-Za-z0-9._%-]*|\\[[0-9A-Za-z:.%]+]|[0-9A-Fa-f:]+" h != null;
+
+  # The program ssh runs on the host (through the login shell): no shell syntax.
+  validRemoteCommand = c: builtins.stringLength c <= 4096 && builtins.match "[A-Za-z0-9_./+@][A-Za-z0-9_./+@-]*" c != null;
 
   # A `pass` entry: a relative path in the password store, not an option of `pass show`.
   validPassEntry =
@@ -209,6 +218,9 @@ let
       })."
     ++ optional (s.key != null && s.file == null) "${where name "source.key"} is set without source.file: a key selects a value inside a sops file."
     ++ optional (
+      s.key != null && s.file != null && shared.formatOf s.file == "age"
+    ) "${where name "source.key"} is set, but ${quoted (baseNameOf (toString s.file))} is an age file (sops files end in .yaml, .yml, .json, .env or .ini); remove key, or name the sops file."
+    ++ optional (
       s.file != null && !(builtins.isPath s.file) && !(shared.isNormalisedAbsolute (toString s.file))
     ) "${where name "source.file"} = ${quoted (toString s.file)} is not an absolute path; write it as a Nix path (./file.age, without quotes: the encrypted file is copied to the store) or as an absolute path on the deployer."
     ++ optional (
@@ -223,10 +235,10 @@ let
   keyProblems =
     name: k:
     optional (!(validKeyName name))
-      "nixseal.keys.${lib.strings.escapeNixIdentifier name}: the name must be at most ${toString maxKeyName} characters of A-Z a-z 0-9 . _ -, not starting with `.` or `-` (no `/`: it names the unit nixseal-key-<name>.service; set `name` for the file name)."
+      "nixseal.keys.${lib.strings.escapeNixIdentifier name}: the name must be at most ${toString maxKeyName} characters of A-Z a-z 0-9 . _ -, not starting with `.` or `-`, without `..` (no `/`: it names the unit nixseal-key-<name>.service; set `name` for the file name)."
     ++ sourceProblems name k.source
     ++ optional (!(validFileName k.name))
-      "${where name "name"} = ${quoted k.name} is not a file name; use one path segment of A-Z a-z 0-9 . _ @ + = - (no `/`, not starting with `.`), at most 255 bytes."
+      "${where name "name"} = ${quoted k.name} is not a file name; use one path segment of A-Z a-z 0-9 . _ @ + = - (no `/` or `..`, not starting with `.`), at most 255 bytes."
     ++ optional (!(shared.isNormalisedAbsolute k.destDir) || shared.isInStore k.destDir)
       "${where name "destDir"} = ${quoted k.destDir} is not a normalised absolute path outside the Nix store; write it like \"/run/keys\" (no `.` or `..` segment, no trailing `/`)."
     ++ optional (!(shared.validMode k.mode))
@@ -251,17 +263,28 @@ let
     builtins.groupBy (name: cfg.keys.${name}.path) (builtins.attrNames cfg.keys)
   );
 
+  # Each destDir becomes one directory of its own on the host, so one may not hold another.
+  destDirs = lib.unique (mapAttrsToList (_: k: k.destDir) cfg.keys);
+  nestedDestDirs = concatMap (
+    outer: map (inner: { inherit outer inner; }) (builtins.filter (d: lib.hasPrefix "${outer}/" d) destDirs)
+  ) destDirs;
+
   hostProblems =
     optional (pushCfg.name == "")
       "nixseal.push.name is empty (networking.hostName is not set); set the host's name in the plan."
     ++ optional (pushCfg.targetHost == null || pushCfg.targetHost == "")
       "nixseal.push.targetHost is not set (networking.hostName is empty); set the address `nixseal push` connects to."
     ++ optional (pushCfg.targetHost != null && pushCfg.targetHost != "" && !(validTargetHost pushCfg.targetHost))
-      "nixseal.push.targetHost = ${quoted pushCfg.targetHost} is not a host name or address; use letters, digits and . _ : % - (not starting with `-`)."
+      "nixseal.push.targetHost = ${quoted pushCfg.targetHost} is not a host name or address; use a name, an IPv4 address or an IPv6 address (with a zone in brackets: [fe80::1%eth0]), not starting with `-`, and the port in nixseal.push.targetPort."
     ++ optional (pushCfg.targetUser != null && !(shared.validPrincipal pushCfg.targetUser && !(shared.isNumericId pushCfg.targetUser)))
       "nixseal.push.targetUser = ${quoted pushCfg.targetUser} is not a user name; use the name ssh logs in as (e.g. \"root\"), or null for ssh's default."
-    ++ optional (!(shared.isNormalisedAbsolute pushCfg.nixsealCommand) && builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" pushCfg.nixsealCommand == null)
-      "nixseal.push.nixsealCommand = ${quoted pushCfg.nixsealCommand} is neither an absolute path nor a program name.";
+    ++ optional (pushCfg.name != "" && !(validFileName pushCfg.name))
+      "nixseal.push.name = ${quoted pushCfg.name} is not a name for the plan; use A-Z a-z 0-9 . _ @ + = - (no `/` or `..`, not starting with `.`)."
+    ++ optional (!(validRemoteCommand pushCfg.nixsealCommand))
+      "nixseal.push.nixsealCommand = ${quoted pushCfg.nixsealCommand} is not a program name or path; use letters, digits and _ . / + @ - (no spaces or shell syntax: ssh runs it through a shell)."
+    ++ map (
+      o: "nixseal.push.sshOptions: ${quoted o} contains a newline or carriage return; give each ssh argument as one string without them."
+    ) (builtins.filter (o: lib.hasInfix "\n" o || lib.hasInfix "\r" o) pushCfg.sshOptions);
 
   problems =
     pushCfg.problems
@@ -272,6 +295,10 @@ let
         path: names:
         "nixseal.keys: ${lib.concatStringsSep ", " names} share the path ${path}; give each its own `name` or `destDir`."
       ) samePath
+      ++ map (
+        n:
+        "nixseal.keys: destDir ${n.inner} is inside destDir ${n.outer}; `nixseal push` gives each destDir a directory of its own, so keep them apart (e.g. /run/keys and /run/app-keys)."
+      ) nestedDestDirs
     );
 
   sourceEntry =
