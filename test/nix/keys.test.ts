@@ -305,6 +305,8 @@ describe("nixseal.keys: on the host", { skip: missing }, () => {
       assert.deepEqual(s.serviceConfig, { Type: "oneshot", RemainAfterExit: true, ExecStart: "true" }, unit);
       assert.deepEqual(s.unitConfig, { ConditionPathExists: keyPath }, unit);
       assert.deepEqual(s.wantedBy, ["multi-user.target"], unit);
+      // Not restarted by a switch (which would restart the services bound to it too).
+      assert.equal(s.restartIfChanged, false, unit);
       assert.equal("aliases" in s, false, unit);
     }
     assert.ok("keys" in (nixos(m, "groups") as Json));

@@ -453,6 +453,9 @@ in
           {
             description = "nixseal: key ${name} is present at ${k.path}";
             wantedBy = [ "multi-user.target" ];
+            # It runs nothing, so a new definition (a new coreutils) needs no restart, which would
+            # also restart every service bound to it; `nixseal receive` starts and stops it.
+            restartIfChanged = false;
             # `%` starts a specifier in unit settings.
             unitConfig.ConditionPathExists = builtins.replaceStrings [ "%" ] [ "%%" ] k.path;
             serviceConfig = {
