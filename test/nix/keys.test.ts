@@ -493,6 +493,22 @@ describe("NixOps/colmena deployment.keys (nixops-keys-compat)", { skip: missing 
     assert.deepEqual(nixos(m, "warnings"), []);
   });
 
+  test("a keyFile in the store (a flake's own file) works, with a warning that the key is world-readable there", () => {
+    const m = module(`{ ... }: {
+      imports = [ ${NIXOPS} ];
+      deployment.keys.k.keyFile = "\${builtins.toFile "flake-key" "not-a-real-key"}";
+    }`);
+    const source = plan(m).hosts.nixos!.keys.k!.source as { command: string[] };
+    assert.equal(source.command[0], "cat");
+    assert.match(source.command[1]!, STORE_FILE);
+    const warnings = nixos(m, "warnings") as string[];
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(
+      warnings[0]!,
+      /^deployment\.keys\.k\.keyFile is in the Nix store \(\/nix\/store\/.*-flake-key: a flake's files are copied there\), where the plaintext key is world-readable; .*nixseal encrypt secrets\/k\.age/,
+    );
+  });
+
   test("text works, with a warning naming the command that encrypts it; the plan names a file, not the key", () => {
     const m = module(`{ ... }: { imports = [ ${NIXOPS} ]; deployment.keys.db-pass.text = "${PLAINTEXT}"; }`);
     const p = plan(m);
