@@ -4,7 +4,7 @@ export {
   loadDefaultIdentities,
   SshDerivedX25519Identity,
 } from "./default-identities.js";
-export { type NewKeyPair, newAgeKeyPair, newSshEd25519KeyPair, newWireGuardKeyPair } from "./generate.js";
+export { newAgeKeyPair, newSshEd25519KeyPair, newWireGuardKeyPair } from "./generate.js";
 export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
   generateIdentity,
