@@ -952,7 +952,7 @@ describe("flake.nix", { skip: missing }, () => {
       nixosModules: ["agenix-compat", "default", "nixseal", "sops-compat"],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: ["credentials", "fetchurl"],
+      lib: ["credentials", "fetchurl", "generated"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });
