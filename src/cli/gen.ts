@@ -40,7 +40,7 @@ const HELP = `Usage:
     nixseal gen wireguard [OUTPUT]
     nixseal gen hash --sha512-crypt [--rounds N] [--salt SALT] [OUTPUT]  (password on stdin)
 
-    OUTPUT: [--out DIR] [--name NAME] [--json]
+    OUTPUT: [--out DIR] [--name NAME] [--public-name NAME] [--json]
 
 Built-in generators for generator scripts (docs/generators.md). Each writes files into a
 directory: --out DIR, else $out (what 'nixseal generate' gives a script). Secret files are
@@ -71,6 +71,7 @@ and a public part to stderr as "Public key: ...".
 Options:
     --out DIR          The directory to write into (it must exist).
     --name NAME        The secret file's name (the public file is NAME.pub): a plain file name.
+    --public-name PUB  Key pairs: the public file's name instead of NAME.pub.
     --length N         password: the number of characters (1 to ${MAX_PASSWORD_LENGTH}, default 32).
     --charset SET      password: alnum (default), base64 or hex.
     --comment TEXT     ssh-ed25519: the key's comment (default: none).
@@ -98,6 +99,7 @@ Exit codes: 0 success, 1 failure (a file exists, the directory cannot be written
 const OPTIONS = {
   out: { type: "string" },
   name: { type: "string" },
+  "public-name": { type: "string" },
   length: { type: "string" },
   charset: { type: "string" },
   comment: { type: "string" },
@@ -123,6 +125,8 @@ const KIND_OPTIONS: Record<Kind, readonly OptionName[]> = {
   hash: ["sha512-crypt", "rounds", "salt"],
 };
 const COMMON_OPTIONS: readonly OptionName[] = ["out", "name", "json", "help"];
+/** The kinds with a public file (--public-name). */
+const KEY_PAIRS: readonly Kind[] = ["age-key", "ssh-ed25519", "wireguard"];
 
 const DEFAULT_NAME: Record<Kind, string> = {
   password: "password",
@@ -256,7 +260,13 @@ function outputDirectory(out: string | undefined): string | null {
   try {
     st = fs.statSync(dir);
   } catch (e) {
-    throw ioError("use the output directory", dir, e);
+    const error = ioError("use the output directory", dir, e);
+    if (out !== undefined) throw error;
+    // $out is also set in `nix develop` shells, to a directory that may not exist.
+    throw new NixsealError("IO", `${error.message} (from $out)`, {
+      file: dir,
+      hint: "$out is set in this environment: unset it, or give --out DIR",
+    });
   }
   if (!st.isDirectory()) {
     throw new NixsealError("IO", `the output directory ${dir} is not a directory`, {
@@ -274,12 +284,12 @@ interface Written {
 }
 
 /** Writes the files, each new with its final mode; all or nothing. */
-function writeFiles(dir: string, name: string, output: Output): Written[] {
+function writeFiles(dir: string, name: string, publicName: string, output: Output): Written[] {
   const files: { name: string; data: Uint8Array; mode: number; secret: boolean }[] = [
     { name, data: output.secret, mode: 0o600, secret: true },
   ];
   if (output.public !== undefined) {
-    files.push({ name: `${name}.pub`, data: Buffer.from(output.public, "utf8"), mode: 0o644, secret: false });
+    files.push({ name: publicName, data: Buffer.from(output.public, "utf8"), mode: 0o644, secret: false });
   }
   const existing = files.map((f) => path.join(dir, f.name)).filter((p) => fs.existsSync(p) || isLink(p));
   if (existing.length > 0) {
@@ -334,7 +344,10 @@ export const command: Command = {
     }
     const kind = kindArg as Kind;
     const misplaced = (Object.keys(values) as OptionName[]).filter(
-      (o) => !COMMON_OPTIONS.includes(o) && !KIND_OPTIONS[kind].includes(o),
+      (o) =>
+        !COMMON_OPTIONS.includes(o) &&
+        !KIND_OPTIONS[kind].includes(o) &&
+        !(o === "public-name" && KEY_PAIRS.includes(kind)),
     );
     if (misplaced.length > 0) {
       throw usage(
@@ -343,12 +356,19 @@ export const command: Command = {
       );
     }
     const name = values.name ?? DEFAULT_NAME[kind];
-    if (!FILE_NAME.test(name)) {
-      throw usage(
-        `--name ${JSON.stringify(name.slice(0, 40))} is not a plain file name`,
-        "letters, digits and . _ @ + = - (not first: .), at most 251 characters",
-      );
+    const publicName = values["public-name"] ?? `${name}.pub`;
+    for (const [option, n] of [
+      ["--name", name],
+      ["--public-name", publicName],
+    ] as const) {
+      if (!FILE_NAME.test(n)) {
+        throw usage(
+          `${option} ${JSON.stringify(n.slice(0, 40))} is not a plain file name`,
+          "letters, digits and . _ @ + = - (not first: .), at most 251 characters",
+        );
+      }
     }
+    if (publicName === name) throw usage("--public-name is the secret file's name", "give two names");
     const dir = outputDirectory(values.out);
     if (dir === null && values.json) throw usage("--json lists the files written", "give --out DIR");
     const secretToTerminal = dir === null && tty.isatty(1);
@@ -366,7 +386,7 @@ export const command: Command = {
         if (output.public !== undefined) process.stderr.write(`Public key: ${output.public}`);
         return 0;
       }
-      const written = writeFiles(dir, name, output);
+      const written = writeFiles(dir, name, publicName, output);
       if (values.json) process.stdout.write(`${JSON.stringify({ files: written })}\n`);
       return 0;
     } finally {

@@ -28,6 +28,9 @@ function mode(file: string): number {
   return fs.statSync(file).mode & 0o777;
 }
 
+/** mkpasswd (Debian whois) checks the hashes too where it is installed; openssl always does. */
+const MKPASSWD = which("mkpasswd");
+
 /** The umask the CLI runs with (inherited from this process). */
 const UMASK = (() => {
   const m = process.umask();
@@ -218,6 +221,13 @@ describe("values", () => {
         const theirs = run("openssl", ["passwd", "-6", "-salt", opensslSalt, "-stdin"], { input: password });
         assert.equal(theirs.status, 0, theirs.stderr);
         assert.equal(`${ours.stdout.toString()}\n`, theirs.stdout.toString(), `${password} ${rounds}`);
+        // mkpasswd takes salts of 8 to 16 characters.
+        if (MKPASSWD && salt.length >= 8) {
+          const args = ["-m", "sha-512", "-S", salt, "-s", ...(rounds ? ["-R", String(rounds)] : [])];
+          const mk = run(MKPASSWD, args, { input: password });
+          assert.equal(mk.status, 0, mk.stderr);
+          assert.equal(mk.stdout.toString(), `${ours.stdout.toString()}\n`);
+        }
       }
     }
   });
@@ -270,6 +280,20 @@ describe("files and terminals", () => {
     fs.symlinkSync(path.join(dir, "elsewhere"), path.join(out2, "password"));
     assert.equal(nixseal(["gen", "password", "--out", out2]).status, 1);
     assert.equal(fs.existsSync(path.join(dir, "elsewhere")), false);
+  });
+
+  test("--public-name names the public file; $out that does not exist says where it came from", () => {
+    const out = freshDir();
+    const r = nixseal(["gen", "wireguard", "--out", out, "--name", "private", "--public-name", "public"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(fs.readdirSync(out).sort(), ["private", "public"]);
+    const derived = nixseal(["gen", "password", "--public-name", "x"]);
+    assert.equal(derived.status, 2);
+    assert.match(derived.stderr, /does not take --public-name/);
+    const gone = nixseal(["gen", "password"], { env: { out: path.join(dir, "outputs", "out") } });
+    assert.equal(gone.status, 1);
+    assert.match(gone.stderr, /no such file \(from \$out\)/);
+    assert.match(gone.stderr, /hint: \$out is set in this environment/);
   });
 
   test("--json lists the files written", () => {
