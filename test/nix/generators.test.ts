@@ -103,6 +103,7 @@ describe("NixOS module: nixseal.generators", { skip: missing }, () => {
         runtimeInputs = [
           { type = "derivation"; name = "wireguard-tools"; outPath = "${fakeWg}"; }
           "/run/current-system/sw/bin"
+          "${fakeWg}/sbin"
         ];
       };
       nixseal.generators.ca = {
@@ -145,7 +146,7 @@ describe("NixOS module: nixseal.generators", { skip: missing }, () => {
           // Not shared: this host's own instance.
           hosts: ["web1"],
           // A package is its bin directory; a string is used as it is.
-          runtimeInputs: [`${fakeWg}/bin`, "/run/current-system/sw/bin"],
+          runtimeInputs: [`${fakeWg}/bin`, "/run/current-system/sw/bin", `${fakeWg}/sbin`],
         },
         ca: {
           ...GENERATOR_DEFAULTS,

@@ -138,8 +138,9 @@ let
     };
   };
 
-  # runtimeInputs: a package stands for its bin directory; a string is a directory as given.
-  runtimeInput = types.either types.package (types.strMatching "/.*");
+  # runtimeInputs: a package stands for its bin directory; a string is a directory as given
+  # (tried first: types.package would take a store path string for a package).
+  runtimeInput = types.either (types.strMatching "/.*") types.package;
   runtimeDir = x: if lib.isDerivation x then "${lib.getBin x}/bin" else toString x;
 
   generatorType = types.submodule (
