@@ -280,18 +280,22 @@ describe("NixOS module: nixseal.generators", { skip: missing }, () => {
     assert.deepEqual(nixos([none], "failedAssertions"), []);
   });
 
-  test("script and import.command: exactly one", () => {
+  test("script and import.command: exactly one; an import has one file and no prompts", () => {
     const both = module(`{ ... }: {
       services.openssh.enable = true;
       nixseal.hostName = "h";
       nixseal.hostPublicKey = "${HOST_KEY}";
       nixseal.generators.a = { files.x.secret = false; };
       nixseal.generators.b = { files.x.secret = false; script = "s"; import.command = [ "c" ]; };
+      nixseal.generators.c = { files.x.secret = false; files.y.secret = false; import.command = [ "c" ]; };
+      nixseal.generators.d = { files.x.secret = false; import.command = [ "c" ]; prompts.p = { }; };
     }`);
     const failed = nixos([both], "failedAssertions") as string[];
     assert.deepEqual(failed.sort(), [
       "nixseal.generators.a: set exactly one of script and import.command.",
       "nixseal.generators.b: set exactly one of script and import.command.",
+      "nixseal.generators.c: an import.command generator has exactly one file (the command's output) and no prompts.",
+      "nixseal.generators.d: an import.command generator has exactly one file (the command's output) and no prompts.",
     ]);
   });
 

@@ -314,11 +314,13 @@ in
           db-password = {
             files.password = { owner = "postgres"; };
             script = "nixseal gen password --length 32";
+            runtimeInputs = [ config.nixseal.package ];
           };
           wireguard = {
             files.key = { owner = "systemd-network"; };
-            files."key.pub" = { secret = false; };
-            script = "nixseal gen wireguard";
+            files.pub = { secret = false; };
+            script = "nixseal gen wireguard --public-name pub";
+            runtimeInputs = [ config.nixseal.package ];
           };
         }
       '';
@@ -373,9 +375,17 @@ in
         shared.optionPath "generators" x.gen "files"
       }.${x.file}: generated/${outputOf x.gen x.g x.file x.f} does not exist yet; run `nixseal generate --flake .#${toString cfg.hostName}` in the secrets repository and commit what it stages.";
     }) missingSecrets
-    ++ lib.mapAttrsToList (gen: g: {
-      assertion = (g.script == null) != (g.import.command == null);
-      message = "nixseal.generators.${gen}: set exactly one of script and import.command.";
-    }) cfg.generators;
+    ++ lib.concatLists (
+      lib.mapAttrsToList (gen: g: [
+        {
+          assertion = (g.script == null) != (g.import.command == null);
+          message = "nixseal.generators.${gen}: set exactly one of script and import.command.";
+        }
+        {
+          assertion = g.import.command == null || (builtins.length (builtins.attrNames g.files) == 1 && g.prompts == { });
+          message = "nixseal.generators.${gen}: an import.command generator has exactly one file (the command's output) and no prompts.";
+        }
+      ]) cfg.generators
+    );
   };
 }
