@@ -26,6 +26,7 @@
 # - nixos/activation.nix: the system stage's activation script and unit;
 # - nixos/keys.nix: deploy-time keys (nixseal.keys, nixseal.push, the plan of `nixseal push`,
 #   docs/push.md);
+# - nixos/generators.nix: nixseal.generators (generated secrets), system.build.nixsealGenerators;
 # - nixos/lib.nix (not a module): what the parts share, such as the writing of a manifest;
 # - build-secrets.nix: build-time secrets (nixseal.buildSecrets, docs/build-secrets.md).
 {
@@ -48,6 +49,7 @@ in
     ./nixos/identities.nix
     ./nixos/activation.nix
     ./nixos/keys.nix
+    ./nixos/generators.nix
     ./build-secrets.nix
   ];
 

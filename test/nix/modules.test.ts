@@ -959,7 +959,7 @@ describe("flake.nix", { skip: missing }, () => {
       ],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: ["credentials", "fetchurl"],
+      lib: ["credentials", "fetchurl", "generated"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });
