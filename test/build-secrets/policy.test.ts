@@ -333,3 +333,42 @@ test("the hook: exact output for Nix, a 0444 secret in a 0700 dir, refusal file,
     fs.rmSync(shm, { recursive: true, force: true });
   }
 });
+
+test("source: host (the default) and host-or-agent need the host's file; agent must not have one", () => {
+  const withSecret = (settings: Record<string, unknown>) =>
+    JSON.stringify(
+      policyDoc({
+        secrets: {
+          token: {
+            allowedUrlPrefixes: ["https://mods.example.com/api/"],
+            fetcherStorePaths: [FETCHER],
+            ...settings,
+          },
+        },
+      }),
+    );
+  const host = parsePolicy(withSecret({ file: "/k.age" }), "p.json").secrets.get("token")!;
+  assert.equal(host.source, "host");
+  assert.equal(host.file, "/k.age");
+  const agent = parsePolicy(withSecret({ source: "agent", prompt: true }), "p.json").secrets.get("token")!;
+  assert.equal(agent.source, "agent");
+  assert.equal(agent.file, null);
+  assert.equal(agent.prompt, true);
+  const either = parsePolicy(withSecret({ source: "host-or-agent", file: "/k.age" }), "p.json");
+  assert.equal(either.secrets.get("token")!.source, "host-or-agent");
+
+  for (const [settings, re] of [
+    [
+      { source: "agent", file: "/k.age" },
+      /token"\.file: is set, but source = "agent": the host holds nothing/,
+    ],
+    [{}, /"token": has no file \(source = "host" needs the host's age-encrypted secret\)/],
+    [{ source: "host-or-agent" }, /"token": has no file \(source = "host-or-agent"/],
+    [
+      { source: "user", file: "/k.age" },
+      /source: must be one of "host", "agent", "host-or-agent", not "user"/,
+    ],
+  ] as const) {
+    assert.throws(() => parsePolicy(withSecret(settings), "p.json"), isError("BUILD_POLICY", re));
+  }
+});
