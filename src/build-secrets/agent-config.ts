@@ -176,6 +176,15 @@ export function readAgentConfig(file: string, home: string): AgentConfig {
         { file, hint: HINT },
       );
     }
+    // It names commands the agent runs as this user: nobody else may have written it.
+    const uid = process.getuid?.();
+    if ((uid !== undefined && st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) {
+      throw new NixsealError(
+        "AGENT_CONFIG",
+        `${file} is not owned by you or is writable by group or others (it names commands the agent runs)`,
+        { file, hint: `chmod go-w ${file} (and make it yours)` },
+      );
+    }
     return parseAgentConfig(readAllSync(fd, st.size).toString("utf8"), file, home);
   } finally {
     fs.closeSync(fd);

@@ -271,3 +271,21 @@ test("the protocol over a real socket: a value only when asked for one, within i
     cleanup();
   }
 });
+
+test("agent.json that others could have written is refused (it names commands the agent runs)", () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = path.join(dir, "agent.json");
+    fs.writeFileSync(file, JSON.stringify({ secrets: { t: { command: ["pass", "show", "t"] } } }), {
+      mode: 0o600,
+    });
+    assert.equal(readAgentConfig(file, "/h").secrets.size, 1);
+    fs.chmodSync(file, 0o666);
+    assert.throws(
+      () => readAgentConfig(file, "/h"),
+      isError("AGENT_CONFIG", /is not owned by you or is writable by group or others/),
+    );
+  } finally {
+    cleanup();
+  }
+});
