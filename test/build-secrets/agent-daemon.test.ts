@@ -216,6 +216,7 @@ function policy(): object {
       "typed-token": secret({ source: "agent" }),
       "file-token": secret({ source: "agent", allowedUsers: [USER_A] }),
       "cmd-token": secret({ source: "agent" }),
+      "dir-token": secret({ source: "agent" }),
       "confirm-token": secret({ source: "agent", prompt: true }),
       // The host's file is missing: the agent supplies it.
       "either-token": secret({ source: "host-or-agent", file: path.join(work, "absent.age") }),
@@ -239,6 +240,9 @@ in {
   ${fetch("fromFile", "file-token")}
   ${fetch("fromFileByB", "file-token")}
   ${fetch("fromPass", "cmd-token")}
+  ${fetch("fromDir", "dir-token")}
+  ${fetch("ownA", "typed-token")}
+  ${fetch("ownB", "typed-token")}
   ${fetch("confirmed", "confirm-token")}
   ${fetch("either", "either-token")}
   ${fetch("noAgent", "typed-token")}
@@ -292,6 +296,7 @@ before(async () => {
   asA(["sh", "-c", 'umask 077; cat > "$HOME/.config/nixseal/identity.txt"'], `${a.identity}\n`);
   const ciphertext = await encrypt(Buffer.from(`${TOKEN}\n`), [parseRecipientString(a.recipient, "test")]);
   asA(["sh", "-c", 'cat > "$HOME/secrets/file-token.age"'], Buffer.from(ciphertext));
+  asA(["sh", "-c", 'cat > "$HOME/secrets/dir-token.age"'], Buffer.from(ciphertext));
   asA(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", `nixseal test <${USER_A}@example.invalid>`]);
   asA(["pass", "init", `${USER_A}@example.invalid`]);
   asA(["pass", "insert", "-m", "nixseal/cmd-token"], `${TOKEN}\n`);
@@ -455,7 +460,7 @@ test("typed at the agent's prompt (hidden): the build succeeds; with --remember,
 test("from the user's own age file (agent.json, the user's identity) and from pass: no question asked", {
   skip: SKIP,
 }, async () => {
-  const agent = startAgent(USER_A, `agent --agent-dir ${agentDir}`);
+  const agent = startAgent(USER_A, `agent --agent-dir ${agentDir} --secrets ${home(USER_A)}/secrets`);
   try {
     await agent.waitFor(/listening on /);
     const r = await buildAs(USER_A, ["fromFile"]);
@@ -469,8 +474,13 @@ test("from the user's own age file (agent.json, the user's identity) and from pa
     assert.deepEqual(fs.readFileSync(outputOf(p)), CONTENT);
     assert.match(daemonLog(), gaveFromAgent("fromPass"));
     assert.match(agent.screen, /gave "cmd-token" from the command "pass"/);
+
+    // Not in agent.json: --secrets DIR/NAME.age.
+    const d = await buildAs(USER_A, ["fromDir"]);
+    assert.equal(d.status, 0, `${d.stderr}\n--- agent:\n${agent.screen}`);
+    assert.match(agent.screen, /gave "dir-token" from your file \S+\/secrets\/dir-token\.age/);
     assert.doesNotMatch(agent.screen, /Approve\?|Value of/);
-    assertTokenNowhere([r.stdout, r.stderr, p.stdout, p.stderr, agent.screen]);
+    assertTokenNowhere([r.stdout, r.stderr, p.stdout, p.stderr, d.stdout, d.stderr, agent.screen]);
   } finally {
     await agent.stop();
   }
@@ -613,5 +623,32 @@ test("nixseal build uses the agent the user already runs (its socket answers) in
   } finally {
     await agent.stop();
     fs.rmSync(out, { force: true });
+  }
+});
+
+test("nixseal build without a running agent runs its own, which asks once for the whole build", {
+  skip: SKIP,
+}, async () => {
+  const build = startAgent(
+    USER_A,
+    `build --agent-dir ${agentDir} -- --extra-experimental-features nix-command -f ${path.join(work, "builds.nix")} ownA ownB --no-link`,
+  );
+  try {
+    await build.waitFor(
+      /nxs-own[ab]-\w+\.drv asks for the secret "typed-token"[\s\S]*Value of "typed-token"/,
+    );
+    build.type(`${TOKEN}\n`);
+    const code = await new Promise((r) =>
+      build.child.exitCode !== null ? r(build.child.exitCode) : build.child.once("exit", r),
+    );
+    assert.equal(code, 0, build.screen);
+    assert.match(daemonLog(), gaveFromAgent("ownA"));
+    assert.match(daemonLog(), gaveFromAgent("ownB"));
+    assert.equal(build.screen.match(/Value of/g)?.length, 1, build.screen);
+    assert.match(build.screen, /gave the remembered value for "typed-token"/);
+    assert.equal(fs.existsSync(path.join(agentDir, String(uidOf(USER_A)))), false, "its agent is gone");
+    assertTokenNowhere([build.screen]);
+  } finally {
+    await build.stop();
   }
 });
