@@ -199,7 +199,10 @@ export function socketAnswers(socket: string, timeoutMs = 2000): Promise<boolean
   });
 }
 
-/** Parses one request line; null if it is not a well-formed request. */
+/** The fields of a request ("file": sent by hooks of older nixseal versions, ignored). */
+const REQUEST_FIELDS = new Set(["type", "secret", "drv", "url", "want", "prompt", "timeoutMs", "file"]);
+
+/** Parses one request line; null if it is not a well-formed request (unknown fields included). */
 function parseRequest(line: string): AgentPrompt | null {
   let req: unknown;
   try {
@@ -209,6 +212,7 @@ function parseRequest(line: string): AgentPrompt | null {
   }
   if (typeof req !== "object" || req === null || Array.isArray(req)) return null;
   const r = req as Record<string, unknown>;
+  if (Object.keys(r).some((k) => !REQUEST_FIELDS.has(k))) return null;
   if (
     r.type !== "request" ||
     typeof r.secret !== "string" ||

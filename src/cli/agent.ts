@@ -166,7 +166,11 @@ export async function startTerminalAgent(
   const remembered = new RememberedAnswers(options.rememberMs);
   let identities: Promise<Identity[]> | null = null;
   const myIdentities = () => {
-    identities ??= loadDefaultIdentities({ flags: options.identityFlags }, keyContext());
+    // Loaded once (identities keep what they unlock); a failure is retried at the next request.
+    identities ??= loadDefaultIdentities({ flags: options.identityFlags }, keyContext()).catch((e) => {
+      identities = null;
+      throw e;
+    });
     return identities;
   };
   const say = (text: string) => term.output.write(`nixseal agent: ${text}\n`);

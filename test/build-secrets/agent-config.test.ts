@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { test } from "node:test";
 import { encrypt } from "../../src/age/index.js";
@@ -261,6 +262,22 @@ test("the protocol over a real socket: a value only when asked for one, within i
       approved: false,
       reason: 'the agent could not supply it (the command "pass" exited with 1)',
     });
+    // The agent reads requests strictly: an unknown field is a malformed request, never asked.
+    const before = seen.length;
+    const raw = await new Promise<string>((resolve) => {
+      let got = "";
+      const c = net.connect(served.socket, () =>
+        c.write(
+          `${JSON.stringify({ type: "request", secret: "tok", drv: "/d", url: "https://a.example/", want: "value", shell: "x" })}\n`,
+        ),
+      );
+      c.on("data", (d) => {
+        got += d;
+      });
+      c.on("close", () => resolve(got));
+    });
+    assert.deepEqual(JSON.parse(raw), { approved: false, reason: "malformed request" });
+    assert.equal(seen.length, before);
     // A second agent of the same user does not take over the socket.
     await assert.rejects(
       serveAgent(dir, uid, async () => ({ approved: false, reason: "x" })),
