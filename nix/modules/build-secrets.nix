@@ -9,6 +9,10 @@
 #     allowedUsers = [ "alice" ];                             # optional: who may build with it
 #     prompt = false;                                         # true: alice's `nixseal agent` approves
 #   };
+#   nixseal.buildSecrets.api-key = {                          # the host holds nothing:
+#     source = "agent";                                       # the requesting user's agent supplies it
+#     allowedUrlPrefixes = [ "https://api.example.com/" ];
+#   };
 {
   config,
   lib,
@@ -42,9 +46,24 @@ let
 
   secretType = types.submodule {
     options = {
+      source = mkOption {
+        type = types.enum [
+          "host"
+          "agent"
+          "host-or-agent"
+        ];
+        default = "host";
+        description = ''
+          Who supplies the value: "host" (`file`, decrypted with the host identities), "agent" (the
+          requesting user's `nixseal agent`, from their agent.json, a command or typed; the host
+          holds nothing, so no `file`), or "host-or-agent" (`file` when it is there and decrypts,
+          else the agent).
+        '';
+      };
       file = mkOption {
-        type = types.either types.path types.str;
-        description = "The age-encrypted secret (a path: copied to the store, which is fine for ciphertext).";
+        type = types.nullOr (types.either types.path types.str);
+        default = null;
+        description = "The age-encrypted secret (a path: copied to the store, which is fine for ciphertext); required unless source = \"agent\".";
       };
       allowedUrlPrefixes = mkOption {
         type = types.nonEmptyListOf types.str;
@@ -63,7 +82,7 @@ let
       prompt = mkOption {
         type = types.bool;
         default = false;
-        description = "Ask the building user's `nixseal agent` to approve each build that wants the secret.";
+        description = "The building user confirms each build at their `nixseal agent`, even for a value the host or their agent.json gives.";
       };
       fetcherStorePaths = mkOption {
         type = types.listOf types.str;
@@ -107,15 +126,19 @@ let
     inherit (settings) runtimeDir agentDir agentTimeoutSeconds;
     identities = settings.identities;
     interpreters = lib.optional (settings.interpreter != null) settings.interpreter;
-    secrets = lib.mapAttrs (_: s: {
-      file = toString s.file;
-      inherit (s)
-        allowedUrlPrefixes
-        allowedUsers
-        prompt
-        fetcherStorePaths
-        ;
-    }) cfg;
+    secrets = lib.mapAttrs (
+      _: s:
+      lib.optionalAttrs (s.file != null) { file = toString s.file; }
+      // {
+        inherit (s)
+          source
+          allowedUrlPrefixes
+          allowedUsers
+          prompt
+          fetcherStorePaths
+          ;
+      }
+    ) cfg;
   };
 in
 {
@@ -183,7 +206,15 @@ in
         message = "nixseal.buildSecrets: set nixseal.buildSecretsSettings.fetcher (or nixseal.package) so the policy can pin the trusted fetcher.";
       }
       {
-        assertion = settings.identities != [ ] || lib.all (s: s.prompt) (lib.attrValues cfg);
+        assertion = lib.all (s: (s.source == "agent") == (s.file == null)) (lib.attrValues cfg);
+        message = "nixseal.buildSecrets: ${
+          lib.concatStringsSep ", " (
+            lib.attrNames (lib.filterAttrs (_: s: (s.source == "agent") != (s.file == null)) cfg)
+          )
+        }: a secret with source = \"agent\" has no file (the host holds nothing); any other source needs file.";
+      }
+      {
+        assertion = settings.identities != [ ] || lib.all (s: s.source == "agent") (lib.attrValues cfg);
         message = "nixseal.buildSecrets: no host identity to decrypt build secrets with (nixseal.identityPaths, ageKeyFile or buildSecretsSettings.identities).";
       }
     ];

@@ -15,7 +15,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { NixsealError, readAllSync } from "../common/index.js";
-import type { AgentAnswer, AgentRequest } from "./agent.js";
+import type { AgentAnswer, AgentRequest, AgentWant } from "./agent.js";
 import { buildClientOf, uidOfUser } from "./client.js";
 import { type Derivation, MAX_DRV_BYTES, parseDerivation } from "./drv.js";
 import {
@@ -48,14 +48,14 @@ export interface HookResult {
   log: string[];
 }
 
-/** Asks the user's agent to approve (and possibly supply) a prompt = true secret. */
+/** Asks the user's agent to approve a secret (prompt = true) or to supply its value (source "agent"). */
 export type AgentAsk = (request: AgentRequest) => Promise<AgentAnswer>;
 
 export interface PreHookOptions {
   policyFile: string;
   /** The hook's parent (the daemon worker): who asked for the build is found from it. */
   ppid: number;
-  /** How prompt = true secrets are approved; absent: they are refused. */
+  /** How approvals and agent-supplied values are asked for; absent: such secrets are refused. */
   askAgent?: AgentAsk;
 }
 
@@ -135,31 +135,73 @@ export async function preBuildHook(
     return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
   }
 
+  const secret = decision.secret;
+  const ask = (want: AgentWant): Promise<AgentAnswer> =>
+    options.askAgent
+      ? options.askAgent({
+          secret: decision.name,
+          drvPath,
+          url: decision.url,
+          want,
+          prompt: secret.prompt,
+          uid: client.uid,
+          agentDir: policy.agentDir,
+          timeoutMs: policy.agentTimeoutSeconds * 1000,
+        })
+      : Promise.resolve({ approved: false, reason: "no agent support in this hook" } as const);
+  const refuseFor = (reason: string): HookResult => {
+    log.push(`refused secret ${shown} to ${drvPath}: ${reason}`);
+    const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n  - ${reason}\n`;
+    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
+  };
+
   let plaintext: Uint8Array | null = null;
   try {
-    if (decision.secret.prompt) {
-      const answer = options.askAgent
-        ? await options.askAgent({
-            secret: decision.name,
-            drvPath,
-            url: decision.url,
-            file: decision.secret.file,
-            uid: client.uid,
-            agentDir: policy.agentDir,
-            timeoutMs: policy.agentTimeoutSeconds * 1000,
-          })
-        : ({ approved: false, reason: "no agent support in this hook" } as const);
+    // The host's value: "host" always (approved first, so nothing is decrypted for a build the
+    // user declines); "host-or-agent" when its file is there and decrypts.
+    let hostProblem: string | null = null;
+    let from = "the host";
+    if (secret.source === "host" && secret.prompt) {
+      const answer = await ask("approval");
       if (!answer.approved) {
-        const reason = `the secret needs approval from a nixseal agent, but ${answer.reason}`;
-        log.push(`refused secret ${shown} to ${drvPath}: ${reason}`);
-        const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n  - ${reason}\n`;
-        return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
+        return refuseFor(`the secret needs approval from a nixseal agent, but ${answer.reason}`);
+      }
+      from = "the host, approved at the agent";
+    }
+    if (secret.source !== "agent") {
+      try {
+        plaintext = await decryptBuildSecret(secret.file!, policy.identities);
+      } catch (e) {
+        if (secret.source === "host") throw e;
+        hostProblem = e instanceof NixsealError ? e.message : String(e);
+      }
+    }
+    if (plaintext !== null) {
+      if (secret.source === "host-or-agent" && secret.prompt) {
+        const answer = await ask("approval");
+        if (!answer.approved) {
+          return refuseFor(`the secret needs approval from a nixseal agent, but ${answer.reason}`);
+        }
+        from = "the host, approved at the agent";
+      }
+    } else {
+      if (hostProblem !== null) {
+        log.push(
+          `secret ${shown} for ${drvPath}: the host's file is not usable (${hostProblem}); asking the agent`,
+        );
+      }
+      const answer = await ask("value");
+      if (!answer.approved || answer.plaintext === null) {
+        const why = answer.approved ? "it supplied no value" : answer.reason;
+        return refuseFor(
+          `the secret is supplied by the requesting user's nixseal agent${hostProblem !== null ? " (the host's file is not usable)" : ""}, but ${why}`,
+        );
       }
       plaintext = answer.plaintext;
+      from = "the requesting user's agent";
     }
-    plaintext ??= await decryptBuildSecret(decision.secret.file, policy.identities);
     const file = materializeSecret(policy.runtimeDir, dirName, plaintext, "secret", chroot);
-    log.push(`gave secret ${shown} to ${drvPath} (${client.how}; URL ${decision.url})`);
+    log.push(`gave secret ${shown} to ${drvPath} (${client.how}; URL ${decision.url}; from ${from})`);
     return { output: sandboxPaths([`${SANDBOX_SECRET_PATH}=${file}`]), log };
   } catch (e) {
     const message = e instanceof NixsealError ? e.message : `internal error: ${(e as Error).message}`;

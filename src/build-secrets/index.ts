@@ -6,4 +6,13 @@ export { DEFAULT_SWEEP_AGE_MS, sweepSecretDirs } from "./secret-dir.js";
 
 /** The text the wrapper's grep looks for (how Nix writes the marker attribute in a .drv). */
 export const MARKER_TEXT = '("nixsealSecret",';
-export { type AgentPrompt, serveAgent } from "./agent.js";
+export { type AgentPrompt, serveAgent, socketAnswers } from "./agent.js";
+export {
+  agentConfigPath,
+  parseRemember,
+  RememberedAnswers,
+  readAgentConfig,
+  valueFromCommand,
+  valueFromFile,
+  valueSourceOf,
+} from "./agent-config.js";

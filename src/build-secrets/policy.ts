@@ -77,14 +77,23 @@ export interface IdentitySpec {
   path: string;
 }
 
+/**
+ * Who supplies a secret's value: the host (its age `file`, decrypted with the host identities),
+ * the requesting user's `nixseal agent` (the host holds nothing), or the host when its file is
+ * there and decrypts, else the agent.
+ */
+export type SecretSource = "host" | "agent" | "host-or-agent";
+export const SECRET_SOURCES: readonly SecretSource[] = ["host", "agent", "host-or-agent"];
+
 export interface SecretPolicy {
   name: string;
-  /** The age-encrypted secret (outside or inside the store: ciphertext may be anywhere). */
-  file: string;
+  source: SecretSource;
+  /** The age-encrypted secret (outside or inside the store: ciphertext may be anywhere); null for source "agent". */
+  file: string | null;
   allowedUrlPrefixes: URL[];
   /** User names or decimal uids; empty: any user who may build. */
   allowedUsers: string[];
-  /** Ask the user's agent to approve (and maybe provide) the secret for each build. */
+  /** The user confirms each build at the agent's terminal, even for a value the host or a file gives. */
   prompt: boolean;
   /** Store paths of the trusted fetcher program this secret may be given to. */
   fetcherStorePaths: string[];
@@ -134,7 +143,13 @@ const IDENTITY_FIELDS: FieldTable = {
 };
 
 const SECRET_FIELDS: FieldTable = {
-  file: { required: true, read: readPath },
+  source: {
+    required: false,
+    default: "host",
+    read: enumField(SECRET_SOURCES, '"host" (the default), "agent" or "host-or-agent"'),
+  },
+  // Required unless source = "agent" (checked with the source below).
+  file: { required: false, default: null, read: readPath },
   allowedUrlPrefixes: {
     required: true,
     read: (v, at, p) => {
@@ -166,7 +181,7 @@ const SECRET_FIELDS: FieldTable = {
   prompt: {
     required: false,
     default: false,
-    read: booleanField("prompt = true asks the user's nixseal agent for each build"),
+    read: booleanField("prompt = true asks the user to confirm each build at their nixseal agent"),
   },
   fetcherStorePaths: {
     required: true,
@@ -254,9 +269,30 @@ const TOP_FIELDS: FieldTable = {
           ok = false;
           continue;
         }
+        const source = m.get("source") as SecretSource;
+        const file = m.get("file") as string | null;
+        if (source === "agent" && file !== null) {
+          p.add(
+            `${where}.file`,
+            'is set, but source = "agent": the host holds nothing for this secret',
+            'remove file, or use source = "host-or-agent" to prefer the host\'s file',
+          );
+          ok = false;
+          continue;
+        }
+        if (source !== "agent" && file === null) {
+          p.add(
+            where,
+            `has no file (source = "${source}" needs the host's age-encrypted secret)`,
+            'add file, or set source = "agent" so the requesting user\'s nixseal agent supplies the value',
+          );
+          ok = false;
+          continue;
+        }
         out.set(name, {
           name,
-          file: m.get("file") as string,
+          source,
+          file,
           allowedUrlPrefixes: m.get("allowedUrlPrefixes") as URL[],
           allowedUsers: m.get("allowedUsers") as string[],
           prompt: m.get("prompt") as boolean,

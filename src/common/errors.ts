@@ -54,6 +54,8 @@ export type ErrorCode =
   | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
   | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
+  | "AGENT_CONFIG" // the user's agent.json (where `nixseal agent` gets build secrets) is invalid
+  | "AGENT_RUNNING" // another `nixseal agent` of this user already answers on its socket
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

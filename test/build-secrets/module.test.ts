@@ -140,3 +140,52 @@ test("misconfigurations fail as assertions with a clear message", { skip: SKIP }
   });
   assert.ok(noIdentity.failedAssertions.some((m) => /no host identity/.test(m)));
 });
+
+test("source: an agent-supplied secret has no file in the policy; a file with source = agent, or none without it, fails", {
+  skip: SKIP,
+}, () => {
+  const { file: _file, ...noFile } = SECRET;
+  const e = evaluate({
+    nixseal: {
+      buildSecrets: {
+        typed: { ...noFile, source: "agent" },
+        either: { ...SECRET, source: "host-or-agent", prompt: true },
+      },
+      // No host identity is needed when only the agent supplies values, but "either" needs one.
+      buildSecretsSettings: {
+        fetcher: FETCHER,
+        interpreter: NODE,
+        identities: [{ type: "age", path: "/k" }],
+      },
+    },
+  });
+  assert.deepEqual(e.failedAssertions, []);
+  const written = JSON.parse(e.policy!.text) as { secrets: Record<string, Record<string, unknown>> };
+  assert.equal("file" in written.secrets.typed!, false, "the host holds nothing for source = agent");
+  const policy = parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json");
+  assert.equal(policy.secrets.get("typed")!.source, "agent");
+  assert.equal(policy.secrets.get("typed")!.file, null);
+  assert.equal(policy.secrets.get("either")!.source, "host-or-agent");
+  assert.equal(policy.secrets.get("either")!.file, SECRET.file);
+
+  const agentOnly = evaluate({
+    nixseal: {
+      buildSecrets: { typed: { ...noFile, source: "agent" } },
+      buildSecretsSettings: { fetcher: FETCHER, interpreter: NODE },
+    },
+  });
+  assert.deepEqual(agentOnly.failedAssertions, [], "no host identity is needed when the host holds nothing");
+
+  const bad = evaluate({
+    nixseal: {
+      buildSecrets: { withFile: { ...SECRET, source: "agent" }, without: noFile },
+      buildSecretsSettings: { fetcher: FETCHER, identities: [{ type: "age", path: "/k" }] },
+    },
+  });
+  assert.ok(
+    bad.failedAssertions.some((m) =>
+      /withFile, without: a secret with source = "agent" has no file .* any other source needs file/.test(m),
+    ),
+    bad.failedAssertions.join("\n"),
+  );
+});

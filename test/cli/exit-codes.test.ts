@@ -137,6 +137,10 @@ describe("failing runs exit with the documented code", () => {
     fs.writeFileSync(path.join(repo, "secrets.nix"), `{ "x.age".publicKeys = [ "${a}" ]; }\n`);
     const rulesDir = path.join(dir, "rules-is-a-dir");
     fs.mkdirSync(rulesDir);
+    // A user's agent.json with a mistake (read before the agent looks for a terminal).
+    const xdg = path.join(dir, "xdg");
+    fs.mkdirSync(path.join(xdg, "nixseal"), { recursive: true });
+    fs.writeFileSync(path.join(xdg, "nixseal", "agent.json"), '{"secrets": {"t": {"command": []}}}');
 
     const cases: Record<string, Case[]> = {
       init: [
@@ -235,9 +239,17 @@ describe("failing runs exit with the documented code", () => {
       agent: [
         { args: ["agent", "extra"], code: 2, why: /takes no arguments/ },
         { args: ["agent", "--agent-dir", dir], code: 1, why: /needs a terminal/ },
+        { args: ["agent", "--remember", "forever"], code: 2, why: /--remember "forever" is not a duration/ },
+        {
+          args: ["agent", "--agent-dir", dir],
+          code: 1,
+          why: /agent\.json: secrets\."t"\.command: must have 1 to 64 elements/,
+          env: { XDG_CONFIG_HOME: xdg },
+        },
       ],
       build: [
         { args: ["build", "--agent-dir"], code: 2, why: /needs a directory/ },
+        { args: ["build", "--remember", "1y", ".#x"], code: 2, why: /--remember "1y" is not a duration/ },
         { args: ["build", ".#x"], code: 1, why: /nix is not on PATH/, env: { PATH: "/nonexistent" } },
       ],
     };
