@@ -94,11 +94,10 @@ function readSecret(name: string): Buffer {
       refusal = fs.readFileSync(REFUSAL_PATH, "utf8");
     } catch {}
     if (refusal !== "") {
-      const lines = refusal.trim().split("\n").slice(0, 20).map(clean);
-      throw new FetchError(
-        lines.join("\n"),
-        "see the policy /etc/nixseal/build-secrets.json (docs/build-secrets.md)",
-      );
+      // The hook ends the reasons with "hint: ..." naming the policy it read.
+      const lines = refusal.trim().split("\n").slice(0, 21).map(clean);
+      const hint = lines.length > 1 && lines.at(-1)!.startsWith("hint: ") ? lines.pop()!.slice(6) : null;
+      throw new FetchError(lines.join("\n"), hint ?? "see the nix-daemon log and docs/build-secrets.md");
     }
     throw new FetchError(
       `the build secret "${name}" was not provided to this build (${SECRET_PATH} is missing)`,

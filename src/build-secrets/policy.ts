@@ -72,9 +72,12 @@ export const ALLOWED_ATTRS: ReadonlySet<string> = new Set([
   "requiredSystemFeatures",
 ]);
 
+/** A host identity, with the types and fields of the activation manifest's (docs/manifest.md). */
 export interface IdentitySpec {
-  type: "ssh" | "age";
+  type: "ssh" | "age" | "systemd-creds";
   path: string;
+  /** systemd-creds only: the name the key was sealed under (default: the file's name). */
+  name?: string;
 }
 
 export interface SecretPolicy {
@@ -129,8 +132,20 @@ function stringList(each: (s: string, at: string, p: Problems) => string | null,
 const pathItem = (s: string, at: string, p: Problems): string | null => readPath(s, at, p) ?? null;
 
 const IDENTITY_FIELDS: FieldTable = {
-  type: { required: true, read: enumField(["ssh", "age"], "as in the activation manifest") },
+  type: {
+    required: true,
+    read: enumField(["ssh", "age", "systemd-creds"], "as in the activation manifest (docs/manifest.md)"),
+  },
   path: { required: true, read: readPath },
+  name: {
+    required: false,
+    default: null,
+    read: (v, at, p) => {
+      if (typeof v === "string" && /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]{0,254}$/.test(v)) return v;
+      p.add(at, "is not a credential name", "letters, digits and ._@+=-, not starting with '.'");
+      return undefined;
+    },
+  },
 };
 
 const SECRET_FIELDS: FieldTable = {
@@ -211,11 +226,20 @@ const TOP_FIELDS: FieldTable = {
             where,
             IDENTITY_FIELDS,
             p,
-            'an identity is {"type": "ssh" or "age", "path"}',
+            'an identity is {"type": "ssh", "age" or "systemd-creds", "path"}',
           );
-          return m === null
-            ? null
-            : { type: m.get("type") as IdentitySpec["type"], path: m.get("path") as string };
+          if (m === null) return null;
+          const type = m.get("type") as IdentitySpec["type"];
+          const name = m.get("name") as string | null;
+          if (name !== null && type !== "systemd-creds") {
+            p.add(
+              `${where}.name`,
+              `is set, but a ${type} identity has no name`,
+              "remove it (only systemd-creds identities are sealed under a name)",
+            );
+            return null;
+          }
+          return { type, path: m.get("path") as string, ...(name === null ? {} : { name }) };
         },
         'e.g. [{"type":"ssh","path":"/etc/ssh/ssh_host_ed25519_key"}]',
       ),
@@ -367,6 +391,28 @@ export function readPolicy(file: string): BuildSecretsPolicy {
     return parsePolicy(readAllSync(fd, st.size).toString("utf8"), file);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/**
+ * The directories a policy names, read as far as its text allows: for when the policy is invalid
+ * and the hooks must still put a refusal somewhere or clean up. The file's ownership is checked
+ * as for the policy itself (an untrusted file must not choose where root writes or removes);
+ * null when it cannot be trusted or names no usable directories.
+ */
+export function policyDirsOf(file: string): { runtimeDir: string; storeDir: string } | null {
+  try {
+    const st = fs.lstatSync(file);
+    if (!st.isFile() || st.uid !== 0 || (st.mode & 0o022) !== 0 || st.size > MAX_POLICY_BYTES) return null;
+    const doc = JSON.parse(fs.readFileSync(file, "utf8")) as unknown;
+    if (!isObject(doc)) return null;
+    const pick = (v: unknown, dflt: string) =>
+      v === undefined ? dflt : typeof v === "string" && pathProblem(v) === null ? v : null;
+    const runtimeDir = pick(doc.runtimeDir, DEFAULT_RUNTIME_DIR);
+    const storeDir = pick(doc.storeDir, "/nix/store");
+    return runtimeDir === null || storeDir === null ? null : { runtimeDir, storeDir };
+  } catch {
+    return null;
   }
 }
 

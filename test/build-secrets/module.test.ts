@@ -108,7 +108,7 @@ test("the module writes a policy the hook accepts, and sets the sandbox and both
       assert.match(text!, /build-hook .*--policy \/etc\/nixseal\/build-secrets\.json/);
     }
     assert.match(e.preHookText!, /-qF '\("nixsealSecret",' "\$1" \|\| exit 0/);
-    assert.match(e.postHookText!, /\[ -e \/run\/nixseal\/build\/"\$d" \] \|\| exit 0/);
+    assert.match(e.postHookText!, /-qF '\("nixsealSecret",' "\$DRV_PATH" \|\| exit 0/);
   } finally {
     cleanup();
   }
@@ -139,4 +139,26 @@ test("misconfigurations fail as assertions with a clear message", { skip: SKIP }
     nixseal: { buildSecrets: { t: SECRET }, buildSecretsSettings: { fetcher: FETCHER } },
   });
   assert.ok(noIdentity.failedAssertions.some((m) => /no host identity/.test(m)));
+});
+
+test("identities as in the activation manifest: a sealed key (systemd-creds, with its name) reaches the policy", {
+  skip: SKIP,
+}, () => {
+  const e = evaluate({
+    nixseal: {
+      buildSecrets: { t: SECRET },
+      buildSecretsSettings: {
+        fetcher: FETCHER,
+        identities: [
+          { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred", name: "host-key" },
+          { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+        ],
+      },
+    },
+  });
+  assert.deepEqual(e.failedAssertions, []);
+  assert.deepEqual(parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json").identities, [
+    { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred", name: "host-key" },
+    { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+  ]);
 });
