@@ -106,6 +106,7 @@ let
       i: { inherit (i) type path; } // lib.optionalAttrs ((i.name or null) != null) { inherit (i) name; }
     ) settings.identities;
     interpreters = lib.optional (settings.interpreter != null) settings.interpreter;
+    gitPaths = lib.optional (settings.git != null) settings.git;
     secrets = lib.mapAttrs (_: s: {
       file = toString s.file;
       inherit (s)
@@ -164,6 +165,12 @@ in
       default = if pkgs != null then "${pkgs.nodejs}/bin/node" else null;
       defaultText = lib.literalExpression ''"''${pkgs.nodejs}/bin/node"'';
       description = "The Node.js that runs the fetcher (the derivation's builder; its args are [ fetcher ]).";
+    };
+    git = mkOption {
+      type = types.nullOr types.str;
+      default = if pkgs != null then "${pkgs.gitMinimal}/bin/git" else null;
+      defaultText = lib.literalExpression ''"''${pkgs.gitMinimal}/bin/git"'';
+      description = "The git that lib.fetchgit's derivations may run (the policy's gitPaths; pass the same to lib.fetchgit).";
     };
     runtimeDir = mkOption {
       type = types.str;

@@ -47,6 +47,12 @@ export const SECRET_ATTR = "nixsealSecret";
 /** Optional attribute: the header template, "Name: text with {secret}". */
 export const HEADER_ATTR = "nixsealHeader";
 export const DEFAULT_HEADER = "Authorization: Bearer {secret}";
+/** fetchgit: the commit to fetch (its presence makes the derivation a git fetch). */
+export const REV_ATTR = "rev";
+/** fetchgit: the git program, one of the policy's gitPaths. */
+export const GIT_ATTR = "nixsealGit";
+/** fetchgit: the user name sent with the token (Basic auth); the fetcher's default otherwise. */
+export const USER_ATTR = "nixsealUser";
 /** Where the secret appears inside the sandbox (one file, bind-mounted read-only by Nix). */
 export const SANDBOX_SECRET_PATH = "/run/nixseal-secret";
 
@@ -67,6 +73,9 @@ export const ALLOWED_ATTRS: ReadonlySet<string> = new Set([
   "url",
   SECRET_ATTR,
   HEADER_ATTR,
+  REV_ATTR,
+  GIT_ATTR,
+  USER_ATTR,
   "preferLocalBuild",
   "allowSubstitutes",
   "requiredSystemFeatures",
@@ -103,6 +112,8 @@ export interface BuildSecretsPolicy {
   identities: IdentitySpec[];
   /** Interpreters (e.g. a nodejs store path's bin/node) that may run a fetcher given as args[0]. */
   interpreters: string[];
+  /** Git programs (store paths) the fetcher may run for fetchgit. */
+  gitPaths: string[];
   secrets: Map<string, SecretPolicy>;
 }
 
@@ -249,6 +260,11 @@ const TOP_FIELDS: FieldTable = {
     default: [],
     read: stringList(pathItem, "store paths of interpreters, e.g. a nodejs package's bin/node"),
   },
+  gitPaths: {
+    required: false,
+    default: [],
+    read: stringList(pathItem, "store paths of git programs, e.g. a git package's bin/git"),
+  },
   secrets: {
     required: true,
     read: (v, at, p) => {
@@ -339,6 +355,18 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
       });
     }
   }
+  // git runs next to the secret too: it must be pinned like the fetcher, by a store path.
+  if (typeof storeDir === "string" && Array.isArray(doc.gitPaths)) {
+    doc.gitPaths.forEach((g, i) => {
+      if (typeof g === "string" && pathProblem(g) === null && !g.startsWith(`${storeDir}/`)) {
+        problems.add(
+          `gitPaths[${i}]`,
+          `is not in the Nix store (${storeDir})`,
+          "pin a git from the store: e.g. nix-build '<nixpkgs>' -A gitMinimal, then its bin/git",
+        );
+      }
+    });
+  }
   problems.throwIfAny();
   return {
     file,
@@ -349,6 +377,7 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
     agentTimeoutSeconds: m!.get("agentTimeoutSeconds") as number,
     identities: m!.get("identities") as IdentitySpec[],
     interpreters: m!.get("interpreters") as string[],
+    gitPaths: m!.get("gitPaths") as string[],
     secrets: m!.get("secrets") as Map<string, SecretPolicy>,
   };
 }
@@ -523,9 +552,29 @@ export function decide(
     } else url = r.url.href;
   }
 
-  const header = drv.env.get(HEADER_ATTR) ?? DEFAULT_HEADER;
-  const hp = headerProblem(header);
-  if (hp !== null) reasons.push(hp);
+  const rev = drv.env.get(REV_ATTR);
+  if (rev === undefined) {
+    const header = drv.env.get(HEADER_ATTR) ?? DEFAULT_HEADER;
+    const hp = headerProblem(header);
+    if (hp !== null) reasons.push(hp);
+    for (const attr of [GIT_ATTR, USER_ATTR]) {
+      if (drv.env.has(attr)) reasons.push(`it sets ${attr}, which only a git fetch (with rev) has`);
+    }
+  } else {
+    // fetchgit: the token goes to git through the fetcher's credential helper, never a header.
+    if (!/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/.test(rev)) reasons.push("its rev is not a full commit id");
+    if (drv.env.has(HEADER_ATTR)) reasons.push(`a git fetch has no ${HEADER_ATTR}`);
+    const git = drv.env.get(GIT_ATTR);
+    if (git === undefined || !policy.gitPaths.includes(git)) {
+      reasons.push(
+        `its git (${JSON.stringify((git ?? "none").slice(0, 200))}) is not one of the policy's gitPaths (${policy.gitPaths.join(", ") || "none"})`,
+      );
+    }
+    const user = drv.env.get(USER_ATTR);
+    if (user !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(user)) {
+      reasons.push(`its ${USER_ATTR} is not a plain user name`);
+    }
+  }
 
   if (secret.allowedUsers.length > 0) {
     if (client.uid === null) {
