@@ -1,5 +1,12 @@
 /** Build-time secrets: the public face of src/build-secrets/. */
 export { type AgentAnswer, askAgent } from "./agent.js";
+export {
+  addFetcherToStore,
+  type CheckReport,
+  checkBuildSetup,
+  FETCHER_FILE,
+  updatePolicyFetcher,
+} from "./doctor.js";
 export { postBuildHook, preBuildHook } from "./hook.js";
 export { DEFAULT_POLICY_FILE, DEFAULT_RUNTIME_DIR, readPolicy } from "./policy.js";
 export { DEFAULT_SWEEP_AGE_MS, sweepSecretDirs } from "./secret-dir.js";

@@ -5,14 +5,18 @@
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
+  addFetcherToStore,
   askAgent,
+  checkBuildSetup,
   DEFAULT_POLICY_FILE,
   DEFAULT_SWEEP_AGE_MS,
+  FETCHER_FILE,
   MARKER_TEXT,
   postBuildHook,
   preBuildHook,
   readPolicy,
   sweepSecretDirs,
+  updatePolicyFetcher,
 } from "../build-secrets/index.js";
 import { findExecutable, NixsealError } from "../common/index.js";
 import { parse } from "./args.js";
@@ -23,6 +27,8 @@ const HELP = `Usage: nixseal build-hook DRV [CHROOT]          (Nix's pre-build-h
        nixseal build-hook --post                   (Nix's post-build-hook; reads DRV_PATH)
        nixseal build-hook --sweep [--max-age-minutes N] [--json]
        nixseal build-hook --wrapper pre|post       (print a fast /bin/sh wrapper for nix.conf)
+       nixseal build-hook --check [--json]         (is this host set up? every problem, with hints)
+       nixseal build-hook --fetcher-path [--update] (the fetcher's store path; pin it in the policy)
 
 As the pre-build-hook, for a derivation that names a build secret (attribute nixsealSecret),
 checks it against the policy and, if it is allowed, decrypts the secret with the host identity
@@ -38,7 +44,17 @@ Options:
                            maximum age (failed builds get no post-build hook).
     --max-age-minutes N    For --sweep (default ${DEFAULT_SWEEP_AGE_MS / 60000}).
     --wrapper pre|post     Print a /bin/sh wrapper that calls this nixseal only when needed.
-    --json                 With --sweep: print {"removed": [...]}.
+    --check                Check the set-up: the policy parses; its fetchers are this nixseal's;
+                           its interpreters, git programs, identities and secret files exist;
+                           the nix.conf Nix reads (nix show-config, NIX_CONF_DIR included) has
+                           sandbox = true and both hooks as working wrappers for this policy;
+                           runtimeDir is on tmpfs/ramfs; agentDir is root's with mode 1733.
+    --fetcher-path         Add this nixseal's fetcher to the Nix store (as nixseal-fetcher.mjs)
+                           and print its store path. It changes with every nixseal upgrade.
+    --update               With --fetcher-path: pin that path as every secret's fetcher in the
+                           policy (replacing older nixseal fetchers there).
+    --json                 With --sweep: print {"removed": [...]}; with --check:
+                           {"ok": ..., "problems": [{"message", "hint"}], "checked": [...]}.
     -h, --help             This help.
 
 Example (nix.conf on a non-NixOS machine; the NixOS module sets this up itself):
@@ -52,7 +68,8 @@ Example (nix.conf on a non-NixOS machine; the NixOS module sets this up itself):
 
 Exit codes: 0 success (as a hook always: a refusal prints nothing for Nix and the build fails
 with the fetcher's message; a failing hook would stop every build), 1 failure (--sweep: the
-policy is missing or invalid, BUILD_POLICY), 2 usage error.
+policy is missing or invalid, BUILD_POLICY; --check: any problem; --fetcher-path: nix-store
+failed or --update found no valid policy), 2 usage error.
 `;
 
 const OPTIONS = {
@@ -61,6 +78,9 @@ const OPTIONS = {
   sweep: { type: "boolean" },
   "max-age-minutes": { type: "string" },
   wrapper: { type: "string" },
+  check: { type: "boolean" },
+  "fetcher-path": { type: "boolean" },
+  update: { type: "boolean" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -119,6 +139,45 @@ export const command: Command = {
       }
       process.stdout.write(wrapperScript(values.wrapper, policyFile));
       return 0;
+    }
+    if (values.update && !values["fetcher-path"]) {
+      throw new NixsealError("USAGE", "--update goes with --fetcher-path", {
+        hint: "nixseal build-hook --fetcher-path --update [--policy FILE]",
+      });
+    }
+    if (values["fetcher-path"]) {
+      const storePath = addFetcherToStore();
+      if (values.update) {
+        const changed = updatePolicyFetcher(policyFile, storePath);
+        log(
+          changed.length === 0
+            ? `${policyFile} already pins ${storePath}`
+            : `pinned ${storePath} as the fetcher of ${changed.map((n) => JSON.stringify(n)).join(", ")} in ${policyFile}`,
+        );
+      }
+      process.stdout.write(`${storePath}\n`);
+      return 0;
+    }
+    if (values.check) {
+      const report = checkBuildSetup({ policyFile, fetcherFile: FETCHER_FILE });
+      if (values.json) {
+        process.stdout.write(
+          `${JSON.stringify({ ok: report.problems.length === 0, problems: report.problems, checked: report.checked })}\n`,
+        );
+      } else {
+        for (const c of report.checked) process.stdout.write(`ok: ${sanitize(c)}\n`);
+        for (const p of report.problems) {
+          process.stderr.write(
+            `nixseal build-hook: problem: ${sanitize(p.message)}\n  hint: ${sanitize(p.hint)}\n`,
+          );
+        }
+        process.stderr.write(
+          report.problems.length === 0
+            ? "nixseal build-hook: the build-secrets set-up is complete\n"
+            : `nixseal build-hook: ${report.problems.length} problem(s) found\n`,
+        );
+      }
+      return report.problems.length === 0 ? 0 : 1;
     }
     if (values.sweep) {
       const minutes =
