@@ -18,9 +18,11 @@ import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { encrypt } from "../../src/age/index.js";
+import type { Derivation } from "../../src/build-secrets/drv.js";
+import { decide, parsePolicy } from "../../src/build-secrets/policy.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
-import { CLI, REPO, which } from "../helpers.js";
+import { CLI, isError, REPO, which } from "../helpers.js";
 
 const TOOLS = ["nix-daemon", "nix-build", "nix-instantiate", "nix-store", "nix-hash", "git", "grep"];
 const missing = TOOLS.filter((t) => which(t) === null);
@@ -38,6 +40,7 @@ const SKIP =
 
 const RUN = randomBytes(4).toString("hex");
 const TOKEN = `nxs-git-token-${randomBytes(16).toString("hex")}`;
+const WRONG_TOKEN = `nxs-git-revoked-${randomBytes(16).toString("hex")}`;
 
 let work = "";
 let runtimeDir = "";
@@ -160,6 +163,7 @@ let
   lib = import ./lib { inherit fetcher git; interpreter = "/usr/bin/node"; };
 in {
   good = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-${RUN}"; };
+  revoked = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "revoked-token"; name = "nxs-git-revoked-${RUN}"; };
   outside = lib.fetchgit { url = "${url("public/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-outside-${RUN}"; };
   otherGit = derivation {
     name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = "/usr/bin/node";
@@ -223,6 +227,10 @@ before(async () => {
   fs.writeFileSync(path.join(work, "host-key.txt"), `${host.identity}\n`, { mode: 0o600 });
   const ciphertext = await encrypt(Buffer.from(`${TOKEN}\n`), [parseRecipientString(host.recipient, "test")]);
   fs.writeFileSync(path.join(work, "git-token.age"), ciphertext, { mode: 0o600 });
+  const wrong = await encrypt(Buffer.from(`${WRONG_TOKEN}\n`), [
+    parseRecipientString(host.recipient, "test"),
+  ]);
+  fs.writeFileSync(path.join(work, "wrong-token.age"), wrong, { mode: 0o600 });
 
   // git for the sandbox, pinned by its store path: the program and its http helper.
   const gitDir = path.join(work, "nixseal-git");
@@ -254,6 +262,11 @@ before(async () => {
     secrets: {
       "git-token": {
         file: path.join(work, "git-token.age"),
+        allowedUrlPrefixes: [`http://127.0.0.1:${port}/private/`],
+        fetcherStorePaths: [fetcherStorePath],
+      },
+      "revoked-token": {
+        file: path.join(work, "wrong-token.age"),
         allowedUrlPrefixes: [`http://127.0.0.1:${port}/private/`],
         fetcherStorePaths: [fetcherStorePath],
       },
@@ -383,4 +396,125 @@ test("fetchgit refused: a repository outside the allowed prefixes, and a git the
     "the token was never sent",
   );
   assertTokenNowhere([outside.stderr, other.stderr]);
+});
+
+// --- the decision for git fetches (no Nix needed) -------------------------------------------------
+
+const STORE_FETCHER = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixseal-fetcher.mjs";
+const STORE_NODE = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nodejs/bin/node";
+const STORE_GIT = "/nix/store/gggggggggggggggggggggggggggggggg-git-minimal/bin/git";
+
+function gitPolicy(extra: Record<string, unknown> = {}) {
+  return parsePolicy(
+    JSON.stringify({
+      version: 1,
+      identities: [{ type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" }],
+      interpreters: [STORE_NODE],
+      gitPaths: [STORE_GIT],
+      secrets: {
+        "git-token": {
+          file: "/var/lib/nixseal/git-token.age",
+          allowedUrlPrefixes: ["https://git.example.com/org/"],
+          fetcherStorePaths: [STORE_FETCHER],
+        },
+      },
+      ...extra,
+    }),
+    "p.json",
+  );
+}
+
+function gitDrv(env: Record<string, string | undefined> = {}): Derivation {
+  const out = "/nix/store/cccccccccccccccccccccccccccccccc-project";
+  const all: Record<string, string | undefined> = {
+    builder: STORE_NODE,
+    name: "project",
+    out,
+    system: "x86_64-linux",
+    outputHash: "sha256-AAAA",
+    outputHashMode: "recursive",
+    url: "https://git.example.com/org/project.git",
+    rev: "0123456789abcdef0123456789abcdef01234567",
+    nixsealGit: STORE_GIT,
+    nixsealSecret: "git-token",
+    ...env,
+  };
+  return {
+    outputs: new Map([["out", { path: out, hashAlgo: "r:sha256", hash: "00".repeat(32) }]]),
+    inputDrvs: new Map(),
+    inputSrcs: [STORE_FETCHER],
+    platform: "x86_64-linux",
+    builder: STORE_NODE,
+    args: [STORE_FETCHER],
+    env: new Map(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined)),
+  };
+}
+
+test("decide, git fetches: allowed with a pinned git and a full rev; every deviation refused", () => {
+  const policy = gitPolicy();
+  const client = { uid: 1000, how: "test" };
+  const uidOf = () => null;
+  assert.equal(decide(gitDrv(), policy, client, uidOf).kind, "allow");
+  assert.equal(decide(gitDrv({ nixsealUser: "oauth2" }), policy, client, uidOf).kind, "allow");
+  const reasons = (drv: Derivation, p = policy) => {
+    const r = decide(drv, p, client, uidOf);
+    assert.equal(r.kind, "refuse");
+    return (r as { reasons: string[] }).reasons.join("\n");
+  };
+  assert.match(
+    reasons(gitDrv({ nixsealGit: "/bin/sh" })),
+    /its git \("\/bin\/sh"\) is not one of the policy's gitPaths/,
+  );
+  assert.match(reasons(gitDrv({ nixsealGit: undefined })), /its git \("none"\) is not one of/);
+  assert.match(reasons(gitDrv(), gitPolicy({ gitPaths: [] })), /gitPaths \(none\)/);
+  assert.match(reasons(gitDrv({ rev: "main" })), /rev is not a full commit id/);
+  assert.match(reasons(gitDrv({ rev: "0123456" })), /rev is not a full commit id/);
+  assert.match(reasons(gitDrv({ nixsealHeader: "X-Token: {secret}" })), /a git fetch has no nixsealHeader/);
+  assert.match(reasons(gitDrv({ nixsealUser: "a b" })), /nixsealUser is not a plain user name/);
+  assert.match(
+    reasons(gitDrv({ url: "https://git.example.com/other/project.git" })),
+    /not under an allowed prefix/,
+  );
+  assert.match(reasons(gitDrv({ GIT_CONFIG_GLOBAL: "/tmp/evil" })), /must not see: "GIT_CONFIG_GLOBAL"/);
+  // The git attributes belong to git fetches only.
+  assert.match(
+    reasons(gitDrv({ rev: undefined })),
+    /it sets nixsealGit, which only a git fetch \(with rev\) has/,
+  );
+  // gitPaths are pinned by store path.
+  assert.throws(
+    () => gitPolicy({ gitPaths: ["/usr/bin/git"] }),
+    isError("BUILD_POLICY", /gitPaths\[0\]: is not in the Nix store/),
+  );
+});
+
+test("fetchgit with a token the server refuses fails with a clear message and leaves neither token anywhere", {
+  skip: SKIP,
+}, async () => {
+  const r = await build("revoked");
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /nixseal-fetch: error: git fetch failed/);
+  assert.match(r.stderr, /nixseal-fetch: hint: the server refused the secret/);
+  assert.ok(!r.stderr.includes(WRONG_TOKEN), "the refused token is not shown");
+  // A failed build gets no post-build hook: its secret stays (in RAM, root's) until the sweeper,
+  // which removes it once the build has ended.
+  const swept = spawnSync(
+    process.execPath,
+    [CLI, "build-hook", "--sweep", "--json", "--policy", path.join(work, "policy.json")],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.equal(swept.status, 0, swept.stderr);
+  assert.match(swept.stdout, /nxs-git-revoked-/);
+  assert.deepEqual(fs.readdirSync(runtimeDir), [], "the sweeper removed the failed build's secret");
+  const found = spawnSync(
+    "grep",
+    ["-rlF", "--binary-files=text", "--no-messages", WRONG_TOKEN, "/nix/store", "/nix/var/log/nix", "/tmp"],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.equal(found.stdout, "", `the refused token was found in: ${found.stdout}`);
+  assertTokenNowhere([r.stderr]);
 });

@@ -162,3 +162,12 @@ test("identities as in the activation manifest: a sealed key (systemd-creds, wit
     { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
   ]);
 });
+
+test("the git that lib.fetchgit runs is pinned in the policy's gitPaths", { skip: SKIP }, () => {
+  const GIT = "/nix/store/gggggggggggggggggggggggggggggggg-git-minimal/bin/git";
+  const base = config() as { nixseal: { buildSecretsSettings: Record<string, unknown> } };
+  base.nixseal.buildSecretsSettings.git = GIT;
+  const e = evaluate(base);
+  assert.deepEqual(e.failedAssertions, []);
+  assert.deepEqual(parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json").gitPaths, [GIT]);
+});
