@@ -65,6 +65,9 @@ Example (nix.conf on a non-NixOS machine; the NixOS module sets this up itself):
     sandbox = true
     pre-build-hook = /usr/local/libexec/nixseal-pre-build-hook
     post-build-hook = /usr/local/libexec/nixseal-post-build-hook
+    $ nixseal build-hook --fetcher-path --update   # pin this nixseal's fetcher in the policy
+    $ nixseal build-hook --check                   # then: every remaining problem, with a hint
+    (All steps: docs/build-secrets.md, "Another Linux with Nix".)
 
 Exit codes: 0 success (as a hook always: a refusal prints nothing for Nix and the build fails
 with the fetcher's message; a failing hook would stop every build), 1 failure (--sweep: the
