@@ -261,9 +261,11 @@ function runGit(git: string, env: Record<string, string>, args: string[], what: 
     const lines = text.trim().split("\n").slice(-8).map(clean).join("\n  ");
     throw new FetchError(
       `git ${what} failed (exit ${r.status ?? r.signal}):\n  ${lines}`,
-      /Authentication failed|could not read Username|401|403/.test(text)
-        ? "the server refused the secret: is it still valid, and allowed to read this repository?"
-        : "check the URL and the rev (a full commit id that the repository has)",
+      /cannot run .*credential-helper/.test(text)
+        ? "git starts its credential helper through the shell it was built with: a git from nixpkgs has it in its closure; for a git built with /bin/sh, add /bin/sh to sandbox-paths"
+        : /Authentication failed|could not read Username|401|403/.test(text)
+          ? "the server refused the secret: is it still valid, and allowed to read this repository?"
+          : "check the URL and the rev (a full commit id that the repository has)",
     );
   }
 }
@@ -292,7 +294,8 @@ function fetchGit(out: string, url: URL, rev: string, git: string, user: string)
   fs.writeFileSync(helper, credentialHelper(process.execPath, url, user), { mode: 0o500 });
   const caFile = path.join(top, "ca.pem");
   fs.writeFileSync(caFile, `${tls.rootCertificates.join("\n")}\n`, { mode: 0o400 });
-  const config = path.join(top, "gitconfig");
+  // The global config, also where a git without GIT_CONFIG_GLOBAL (before 2.32) looks for it.
+  const config = path.join(home, ".gitconfig");
   const scheme = url.protocol.slice(0, -1);
   fs.writeFileSync(
     config,

@@ -7,7 +7,8 @@
  *
  * git inside the sandbox: a copy of the host's git and its http helper added to the store (the
  * policy pins git by store path); its shared libraries come from the same sandbox paths that make
- * the host's Node run there (/lib and /lib64), as in test/build-secrets/daemon.test.ts.
+ * the host's Node run there (/lib and /lib64), as in test/build-secrets/daemon.test.ts, and the
+ * shell it starts credential helpers with (/bin/sh, compiled in) is the file /usr/bin/dash.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -291,6 +292,8 @@ before(async () => {
       "sandbox = true",
       "substituters =",
       "build-users-group = nixbld",
+      // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
+      // (nixpkgs' git is built with a shell from the store, which is in its closure).
       "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64 /usr/bin/node",
       `pre-build-hook = ${path.join(work, "pre-hook")}`,
       `post-build-hook = ${path.join(work, "post-hook")}`,
