@@ -28,21 +28,18 @@ let
 
   policyFile = "/etc/nixseal/build-secrets.json";
 
-  # The host identities, as the activation manifest lists them (from the main module's options
-  # when it is imported too).
+  # The host identities, exactly as the activation manifest lists them (from the main module's
+  # options when it is imported too): sealed keys, the age key file, ssh keys, extraIdentities.
   mainIdentities =
     let
       n = config.nixseal;
     in
-    lib.optional ((n.ageKeyFile or null) != null) {
-      type = "age";
-      path = n.ageKeyFile;
-    }
-    ++ map (path: {
-      type = "ssh";
-      inherit path;
-    }) (n.identityPaths or [ ])
-    ++ map (i: { inherit (i) type path; }) (n.extraIdentities or [ ]);
+    (import ./common-options.nix { inherit lib; }).identities {
+      sealedIdentityPaths = n.sealedIdentityPaths or [ ];
+      ageKeyFile = n.ageKeyFile or null;
+      identityPaths = n.identityPaths or [ ];
+      extraIdentities = n.extraIdentities or [ ];
+    };
 
   secretType = types.submodule {
     options = {
@@ -109,9 +106,9 @@ let
         else
           ''
             #!/bin/sh
-            d="''${DRV_PATH##*/}"
-            case "$d" in ''' | .* | *[!0-9A-Za-z+._?=-]*) exit 0 ;; esac
-            [ -e ${settings.runtimeDir}/"$d" ] || exit 0
+            # Only builds of derivations that named a build secret start nixseal, which cleans
+            # up in the runtimeDir the policy names.
+            [ -n "$DRV_PATH" ] && [ -f "$DRV_PATH" ] && ${grep} -qF '("nixsealSecret",' "$DRV_PATH" || exit 0
             exec ${nixseal} build-hook --post --policy ${policyFile}
           '';
     in
@@ -124,8 +121,11 @@ let
   policy = {
     version = 1;
     inherit (settings) runtimeDir agentDir agentTimeoutSeconds;
-    identities = settings.identities;
+    identities = map (
+      i: { inherit (i) type path; } // lib.optionalAttrs ((i.name or null) != null) { inherit (i) name; }
+    ) settings.identities;
     interpreters = lib.optional (settings.interpreter != null) settings.interpreter;
+    gitPaths = lib.optional (settings.git != null) settings.git;
     secrets = lib.mapAttrs (
       _: s:
       lib.optionalAttrs (s.file != null) { file = toString s.file; }
@@ -157,8 +157,19 @@ in
       type = types.listOf (
         types.submodule {
           options = {
-            type = mkOption { type = types.enum [ "ssh" "age" ]; };
+            type = mkOption {
+              type = types.enum [
+                "ssh"
+                "age"
+                "systemd-creds"
+              ];
+            };
             path = mkOption { type = types.str; };
+            name = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "systemd-creds only: the name the key was sealed under (default: the file's name).";
+            };
           };
         }
       );
@@ -177,6 +188,12 @@ in
       default = if pkgs != null then "${pkgs.nodejs}/bin/node" else null;
       defaultText = lib.literalExpression ''"''${pkgs.nodejs}/bin/node"'';
       description = "The Node.js that runs the fetcher (the derivation's builder; its args are [ fetcher ]).";
+    };
+    git = mkOption {
+      type = types.nullOr types.str;
+      default = if pkgs != null then "${pkgs.gitMinimal}/bin/git" else null;
+      defaultText = lib.literalExpression ''"''${pkgs.gitMinimal}/bin/git"'';
+      description = "The git that lib.fetchgit's derivations may run (the policy's gitPaths; pass the same to lib.fetchgit).";
     };
     runtimeDir = mkOption {
       type = types.str;

@@ -22,6 +22,7 @@ import {
   type BuildSecretsPolicy,
   DEFAULT_RUNTIME_DIR,
   decide,
+  policyDirsOf,
   readPolicy,
   SANDBOX_SECRET_PATH,
   SECRET_ATTR,
@@ -79,9 +80,19 @@ function sandboxPaths(lines: string[]): string {
   return `extra-sandbox-paths\n${lines.join("\n")}\n\n`;
 }
 
-/** Writes the refusal reasons for the fetcher to show, and returns the mount line for them. */
-function refusalMount(policy: BuildSecretsPolicy, dirName: string, chroot: string, text: string): string {
-  return `${SANDBOX_REFUSAL_PATH}=${materializeSecret(policy.runtimeDir, dirName, Buffer.from(text), "refusal", chroot)}`;
+/**
+ * Writes the refusal reasons for the fetcher to show, and returns the mount line for them. The
+ * last line, "hint: ...", names the policy the hook read (the fetcher shows it as its hint).
+ */
+function refusalMount(
+  runtimeDir: string,
+  policyFile: string,
+  dirName: string,
+  chroot: string,
+  text: string,
+): string {
+  const withHint = `${text}hint: see the build-secrets policy ${policyFile} (docs/build-secrets.md)\n`;
+  return `${SANDBOX_REFUSAL_PATH}=${materializeSecret(runtimeDir, dirName, Buffer.from(withHint), "refusal", chroot)}`;
 }
 
 export async function preBuildHook(
@@ -118,7 +129,29 @@ export async function preBuildHook(
   } catch (e) {
     const list = e instanceof NixsealError && e.problems.length > 0 ? e.problems : [e as Error];
     for (const p of list) log.push(`refused secret ${shown} to ${drvPath}: ${p.message}`);
-    return { output: "", log };
+    // Tell the build why, not only the daemon log: without a refusal the fetcher could only
+    // guess that the hook did not run. Where to write it comes from the policy's text if it
+    // names the directories and is root's; else the defaults.
+    const dirs = policyDirsOf(options.policyFile) ?? {
+      runtimeDir: DEFAULT_RUNTIME_DIR,
+      storeDir: "/nix/store",
+    };
+    try {
+      const text = `nixseal refused the build secret ${shown} to ${drvPath}: its build-secrets policy is unusable:\n${list
+        .map((p) => `  - ${p.message.replace(/\n/g, " ")}\n`)
+        .join("")}`;
+      const mount = refusalMount(
+        dirs.runtimeDir,
+        options.policyFile,
+        drvDirName(drvPath, dirs.storeDir),
+        chroot,
+        text,
+      );
+      return { output: sandboxPaths([mount]), log };
+    } catch (e2) {
+      log.push(`could not tell the build ${drvPath} why: ${(e2 as Error).message}`);
+      return { output: "", log };
+    }
   }
   const dirName = drvDirName(drvPath, policy.storeDir);
   ensureRuntimeDir(policy.runtimeDir);
@@ -132,7 +165,10 @@ export async function preBuildHook(
   if (decision.kind === "refuse") {
     log.push(`refused secret ${shown} to ${drvPath}: ${decision.reasons.join("; ")}`);
     const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n${decision.reasons.map((r) => `  - ${r}\n`).join("")}`;
-    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
+    return {
+      output: sandboxPaths([refusalMount(policy.runtimeDir, policy.file, dirName, chroot, text)]),
+      log,
+    };
   }
 
   const secret = decision.secret;
@@ -152,7 +188,10 @@ export async function preBuildHook(
   const refuseFor = (reason: string): HookResult => {
     log.push(`refused secret ${shown} to ${drvPath}: ${reason}`);
     const text = `nixseal refused the build secret ${shown} to ${drvPath}:\n  - ${reason}\n`;
-    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
+    return {
+      output: sandboxPaths([refusalMount(policy.runtimeDir, policy.file, dirName, chroot, text)]),
+      log,
+    };
   };
 
   let plaintext: Uint8Array | null = null;
@@ -207,26 +246,39 @@ export async function preBuildHook(
     const message = e instanceof NixsealError ? e.message : `internal error: ${(e as Error).message}`;
     log.push(`could not provide secret ${shown} to ${drvPath}: ${message}`);
     const text = `nixseal could not provide the build secret ${shown} to ${drvPath}:\n  - ${message}\n  (details in the nix-daemon log)\n`;
-    return { output: sandboxPaths([refusalMount(policy, dirName, chroot, text)]), log };
+    return {
+      output: sandboxPaths([refusalMount(policy.runtimeDir, policy.file, dirName, chroot, text)]),
+      log,
+    };
   } finally {
     plaintext?.fill(0);
   }
 }
 
-/** Removes the directory of a finished build (post-build hook; `DRV_PATH` from Nix). */
+/**
+ * Removes the directory of a finished build (post-build hook; `DRV_PATH` from Nix), in the
+ * runtimeDir the policy names now. An unusable policy is logged loudly (the daemon log); the
+ * directory it names is still cleaned if its text says where, never a guessed default.
+ */
 export function postBuildHook(drvPath: string, policyFile: string): HookResult {
   const log: string[] = [];
-  let runtimeDir = DEFAULT_RUNTIME_DIR;
-  let storeDir = "/nix/store";
+  let dirs: { runtimeDir: string; storeDir: string } | null;
   try {
     const policy = readPolicy(policyFile);
-    runtimeDir = policy.runtimeDir;
-    storeDir = policy.storeDir;
+    dirs = { runtimeDir: policy.runtimeDir, storeDir: policy.storeDir };
   } catch (e) {
-    log.push(`post-build: using ${runtimeDir}: ${(e as Error).message}`);
+    dirs = policyDirsOf(policyFile);
+    log.push(
+      `post-build: error: the build-secrets policy is unusable: ${(e as Error).message}; ${
+        dirs === null
+          ? `the secret directory of ${path.basename(drvPath)} may remain until the policy is fixed and 'nixseal build-hook --sweep' runs`
+          : `cleaning up in ${dirs.runtimeDir}, as its text says`
+      }`,
+    );
   }
+  if (dirs === null) return { output: "", log };
   try {
-    if (removeSecretDir(runtimeDir, drvDirName(drvPath, storeDir))) {
+    if (removeSecretDir(dirs.runtimeDir, drvDirName(drvPath, dirs.storeDir))) {
       log.push(`removed the secret directory of ${path.basename(drvPath)}`);
     }
   } catch (e) {

@@ -76,7 +76,7 @@ test("every problem of a policy is reported in one run, with the file and the pl
         /json: colour: unknown field/,
         /version: must be 1/,
         /runtimeDir: "run\/relative" is not absolute/,
-        /identities\[0\]\.type: must be one of "ssh", "age", not "gpg"/,
+        /identities\[0\]\.type: must be one of "ssh", "age", "systemd-creds", not "gpg"/,
         /secrets\."\.\.\/evil": is not a valid secret name/,
         /secrets\."token"\.extra: unknown field/,
         /secrets\."token"\.file: "\/a\/\.\.\/b\.age" contains a \. or \.\. segment/,

@@ -235,6 +235,13 @@ describe("failing runs exit with the documented code", () => {
           code: 1,
           why: /none\.json/,
         },
+        // The doctor fails on any problem (here: no policy at all).
+        {
+          args: ["build-hook", "--check", "--policy", path.join(dir, "none.json")],
+          code: 1,
+          why: /problem: cannot read the build-secrets policy .*none\.json/,
+        },
+        { args: ["build-hook", "--update"], code: 2, why: /--update goes with --fetcher-path/ },
       ],
       agent: [
         { args: ["agent", "extra"], code: 2, why: /takes no arguments/ },
