@@ -18,6 +18,7 @@ import {
   parseSshPrivateKey,
   SshEd25519Identity,
   type SshKeyIdentity,
+  SshRsaIdentity,
 } from "../ssh/index.js";
 import type { ManifestIdentity } from "./manifest.js";
 
@@ -78,6 +79,49 @@ async function loadSsh(file: string): Promise<{ key: SshKeyIdentity; derived: Id
   }
 }
 
+/**
+ * sops-nix's `sops.gnupg.home`: gpg decrypts sops files' pgp entries with the keys there. src/sops
+ * is loaded only for such a host. Nothing runs until a file's pgp entry must be opened.
+ */
+async function loadGpgHome(home: string): Promise<Identity> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(home);
+  } catch (e) {
+    throw ioError("use the GnuPG home", home, e);
+  }
+  if (!st.isDirectory()) {
+    throw new NixsealError("GPG", `${home} is not a GnuPG home directory`, {
+      file: home,
+      hint: "a gpg identity's path is a GnuPG home (a directory such as /var/lib/sops or /root/.gnupg)",
+    });
+  }
+  const { GpgHomeIdentity } = await import("../sops/index.js");
+  return new GpgHomeIdentity(home);
+}
+
+/**
+ * sops-nix's `sops.gnupg.sshKeyPaths`: an RSA ssh key as the PGP key sops-nix's ssh-to-pgp makes
+ * of it (src/sops/ssh-to-pgp.ts). Only its fingerprint is computed now; gpg runs only when a
+ * file's pgp entry names it.
+ */
+async function loadGpgSsh(file: string): Promise<Identity> {
+  const { key } = await loadSsh(file);
+  if (!(key instanceof SshRsaIdentity)) {
+    throw new NixsealError("KEY_UNSUPPORTED", `${file} is not an RSA key`, {
+      file,
+      hint: "sops-nix's gnupg.sshKeyPaths takes RSA keys (such as /etc/ssh/ssh_host_rsa_key); list ed25519 keys in age.sshKeyPaths",
+    });
+  }
+  const der = key.exportPkcs1();
+  try {
+    const { GpgSshIdentity } = await import("../sops/index.js");
+    return new GpgSshIdentity(der, { file });
+  } finally {
+    der.fill(0);
+  }
+}
+
 /** Loads every identity of the manifest; problems are returned, not thrown. */
 export async function loadManifestIdentities(
   entries: readonly ManifestIdentity[],
@@ -100,6 +144,10 @@ export async function loadManifestIdentities(
           ...(entry.name === null ? {} : { name: entry.name }),
         });
         direct.push(...sealed.identities);
+      } else if (entry.type === "gpg") {
+        direct.push(await loadGpgHome(entry.path));
+      } else if (entry.type === "gpg-ssh") {
+        direct.push(await loadGpgSsh(entry.path));
       } else {
         // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly.
         direct.push(...(await loadIdentities([entry.path], {})));

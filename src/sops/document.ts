@@ -180,7 +180,8 @@ export async function unwrapDataKey(
       }
     }
     // pgp entries (sops: tried after age keys, as the key services' order in keysources).
-    if (got === null) got = await unwrapPgpEntries(g, groupPath(groups, gi), pgpIds, label, lines, gpgProblems);
+    if (got === null)
+      got = await unwrapPgpEntries(g, groupPath(groups, gi), pgpIds, label, lines, gpgProblems);
     if (got === null) {
       for (const l of otherKeysLine(g)) lines.push(`  ${l}${label}`);
       continue;
@@ -221,11 +222,10 @@ export async function unwrapDataKey(
       // gpg itself failed (not installed, a broken home): that, not the keys, is what to fix.
       const first = gpgProblems[0]!;
       const why = [...new Set(gpgProblems.map((e) => `  ${e.message}`))];
-      throw new NixsealError(
-        "GPG",
-        `${head}\n${lines.join("\n")}\n${tried.join("\n")}\n${why.join("\n")}`,
-        { hint: first.hint ?? "check gpg", file },
-      );
+      throw new NixsealError("GPG", `${head}\n${lines.join("\n")}\n${tried.join("\n")}\n${why.join("\n")}`, {
+        hint: first.hint ?? "check gpg",
+        file,
+      });
     }
     const hasPgp = groups.some((g) => (g.other.get("pgp")?.length ?? 0) > 0);
     throw new NixsealError("SOPS_NO_KEY", `${head}\n${lines.join("\n")}\n${tried.join("\n")}`, {

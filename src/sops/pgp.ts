@@ -50,7 +50,11 @@ export function pgpEntries(list: readonly SopsValue[] | undefined, where: string
     if (typeof fp !== "string" || !FINGERPRINT.test(fp)) {
       throw bad(`${where}.pgp has an entry whose fp is not a key fingerprint`);
     }
-    if (typeof enc !== "string" || enc.length > MAX_PGP_ENC_SIZE || !enc.includes("-----BEGIN PGP MESSAGE-----")) {
+    if (
+      typeof enc !== "string" ||
+      enc.length > MAX_PGP_ENC_SIZE ||
+      !enc.includes("-----BEGIN PGP MESSAGE-----")
+    ) {
       throw bad(`${where}.pgp entry ${fp.toUpperCase()} has no armored PGP message in enc`);
     }
     out.push({ fp: fp.toUpperCase(), enc });

@@ -159,7 +159,14 @@ export function sshRsaToPgp(pkcs1: Uint8Array): SshPgpKey {
   const ints = derIntegers(pkcs1);
   // RFC 8017 A.1.2: version, n, e, d, p, q, dP, dQ, qInv.
   if (ints.length !== 9) throw badKey();
-  const [, n, e, d, p0, q0] = ints as [Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+  const [, n, e, d, p0, q0] = ints as [
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+  ];
   const publicBody = publicKeyBody(n, e);
   const fingerprint = v4Fingerprint(publicBody);
   const fpBytes = Buffer.from(fingerprint, "hex");
@@ -180,7 +187,11 @@ export function sshRsaToPgp(pkcs1: Uint8Array): SshPgpKey {
     subpacket(25, Buffer.of(1)), // primary user ID
     subpacket(33, Buffer.concat([Buffer.of(4), fpBytes])), // issuer fingerprint
   ]);
-  const sigHead = Buffer.concat([Buffer.of(4, SIG_POSITIVE_CERT, PUBKEY_ALGO_RSA, HASH_SHA256), u16(hashed.length), hashed]);
+  const sigHead = Buffer.concat([
+    Buffer.of(4, SIG_POSITIVE_CERT, PUBKEY_ALGO_RSA, HASH_SHA256),
+    u16(hashed.length),
+    hashed,
+  ]);
   // RFC 4880 5.2.4: key, user ID (0xB4 and a four-octet length), the signature's hashed part, trailer.
   const signed = Buffer.concat([
     Buffer.of(0x99),
@@ -208,7 +219,13 @@ export function sshRsaToPgp(pkcs1: Uint8Array): SshPgpKey {
     wipe(der);
   }
   const unhashed = subpacket(16, fpBytes.subarray(12)); // issuer key ID
-  const sigBody = Buffer.concat([sigHead, u16(unhashed.length), unhashed, digest.subarray(0, 2), mpi(signature)]);
+  const sigBody = Buffer.concat([
+    sigHead,
+    u16(unhashed.length),
+    unhashed,
+    digest.subarray(0, 2),
+    mpi(signature),
+  ]);
   const secretKey = Buffer.concat([packet(5, secretBody), packet(13, uid), packet(2, sigBody)]);
   wipe(secretBody);
   return { fingerprint, secretKey };

@@ -139,7 +139,8 @@ describe("sops files written by the real sops decrypt through the CLI", () => {
     const r = sh(w, ["decrypt", "secrets.env", "-i", path.join(FIX, "sops-age", "key.txt")]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /no identity can decrypt the data key/);
-    assert.match(r.stderr, /pgp \(not supported by nixseal\)/);
+    assert.match(r.stderr, /pgp 7FB89715AADA920D65D25E63F9BA9DEBD03F57C0: no GnuPG identity given/);
+    assert.match(r.stderr, /pgp 2504791468B153B8A3963CC97BA53D1919C5DFD4: no GnuPG identity given/);
     assert.match(r.stderr, /tried: age identity from .*key\.txt/);
   });
 });
