@@ -133,6 +133,32 @@ describe("sops files written by the real sops decrypt through the CLI", () => {
     }
   });
 
+  test("a file only pgp keys can open decrypts with the user's GnuPG home (GNUPGHOME), no age identity needed", {
+    skip: which("gpg") === null ? "needs gpg" : false,
+  }, () => {
+    const w = work();
+    const gnupg = path.join(w, "gnupg");
+    fs.mkdirSync(gnupg, { mode: 0o700 });
+    try {
+      const imp = spawnSync("gpg", [
+        "--homedir",
+        gnupg,
+        "--batch",
+        "--import",
+        path.join(FIX, "sops-nix", "key.asc"),
+      ]);
+      assert.equal(imp.status, 0, String(imp.stderr));
+      fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.env"), path.join(w, "secrets.env"));
+      const r = sh(w, ["decrypt", "secrets.env", "--extract", '["example_key"]'], undefined, {
+        GNUPGHOME: gnupg,
+      });
+      assert.equal(r.status, 0, r.stderr.toString());
+      assert.equal(r.out, "example_value");
+    } finally {
+      spawnSync("gpgconf", ["--homedir", gnupg, "--kill", "gpg-agent"]);
+    }
+  });
+
   test("a file only pgp keys can open: the error lists the file's keys and the identities tried", () => {
     const w = work();
     fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.env"), path.join(w, "secrets.env"));
