@@ -2,8 +2,9 @@
  * The identities a host decrypts its secrets with, from the manifest: ssh host keys (an ed25519
  * one also as the X25519 identity ssh-to-age derives from it, for files sops-nix users encrypted
  * to that recipient), age identity files, and keys sealed as systemd credentials (`nixseal
- * host-key seal/new`), decrypted by systemd-creds in memory. Nothing can ask for a passphrase
- * here: activation has no terminal.
+ * host-key seal/new`), decrypted by systemd-creds in memory; for sops files' pgp entries, GnuPG
+ * homes and RSA ssh keys as the PGP keys sops-nix makes of them (src/sops/gpg.ts). Nothing can
+ * ask for a passphrase here: activation has no terminal.
  *
  * A key that cannot be loaded is not fatal by itself (a host may list an rsa key it does not
  * have): its problem is reported when no identity loads at all, or when a secret finds no

@@ -25,7 +25,7 @@ export {
   unwrapDataKey,
   wrapDataKey,
 } from "./document.js";
-export { GpgHomeIdentity, type GpgOptions, GpgSshIdentity } from "./gpg.js";
+export { GpgHomeIdentity, GpgSshIdentity } from "./gpg.js";
 export {
   type AgeKeyEntry,
   type KeyGroup,
@@ -33,7 +33,6 @@ export {
   type SopsMetadata,
   serializeMetadata,
 } from "./metadata.js";
-export { isPgpIdentity, type PgpIdentity, type PgpKeyEntry } from "./pgp.js";
 export { BinaryStore } from "./stores/binary.js";
 export { DotenvStore } from "./stores/dotenv.js";
 export { IniStore } from "./stores/ini.js";
