@@ -123,7 +123,7 @@ async function unwrapPgpEntries(
       : problems.length === pgpIds.length
         ? "gpg could not be asked (see below)"
         : "no secret key for it in the GnuPG identities";
-  for (const e of entries) lines.push(`  pgp ${e.fp}${label}: ${why}`);
+  for (const fp of new Set(entries.map((e) => e.fp))) lines.push(`  pgp ${fp}${label}: ${why}`);
   return null;
 }
 

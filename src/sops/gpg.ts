@@ -177,12 +177,17 @@ function names(have: Set<string>, fp: string): boolean {
   return false;
 }
 
-/** Decrypts one armored data key in `home`; null if gpg has no key for it. */
+/**
+ * Decrypts one armored data key in `home`; null if gpg has no key for it: it says so, or the
+ * message is encrypted to none of `ownKeyIds` (the home's keys, as 16-digit key IDs) whatever
+ * its `fp` claims.
+ */
 async function decryptEntry(
   program: string,
   home: string,
   entry: PgpKeyEntry,
   options: GpgOptions,
+  ownKeyIds: ReadonlySet<string>,
 ): Promise<Uint8Array | null> {
   const r = await runGpg(
     program,
@@ -202,7 +207,10 @@ async function decryptEntry(
     return r.stdout;
   }
   wipe(r.stdout);
-  if (has("NO_SECKEY") && !has("DECRYPTION_OKAY")) return null;
+  const encryptedTo = r.status
+    .filter((l) => l.startsWith("ENC_TO "))
+    .map((l) => (l.split(" ")[1] ?? "").toUpperCase());
+  if (has("NO_SECKEY") || !encryptedTo.some((k) => ownKeyIds.has(k))) return null;
   throw new NixsealError(
     "GPG",
     `gpg cannot decrypt the data key of pgp ${entry.fp}: ${lastMessage(r.stderr)}`,
@@ -261,9 +269,13 @@ export class GpgHomeIdentity implements PgpIdentity {
     const program = gpgProgram(this.options);
     this.listing ??= secretKeyFingerprints(program, this.home, this.options);
     const have = await this.listing;
+    const keyIds = new Set([...have].map((f) => f.slice(-16)));
+    // One try per fingerprint: a file repeating an entry cannot make gpg run more often.
+    const tried = new Set<string>();
     for (const e of entries) {
-      if (!names(have, e.fp)) continue;
-      const key = await decryptEntry(program, this.home, e, this.options);
+      if (!names(have, e.fp) || tried.has(e.fp)) continue;
+      tried.add(e.fp);
+      const key = await decryptEntry(program, this.home, e, this.options, keyIds);
       if (key === null) continue;
       this.cache.put(e, key);
       return key;
@@ -390,7 +402,8 @@ export class GpgSshIdentity implements PgpIdentity {
   }
 
   async unwrapPgp(entries: readonly PgpKeyEntry[]): Promise<Uint8Array | null> {
-    const mine = entries.filter((e) => this.fingerprint.endsWith(e.fp));
+    // Only the first entry for this key: a file repeating it cannot make gpg run more often.
+    const mine = entries.filter((e) => this.fingerprint.endsWith(e.fp)).slice(0, 1);
     if (mine.length === 0) return null;
     const cached = this.cache.get(mine);
     if (cached !== null) return cached;
@@ -404,7 +417,13 @@ export class GpgSshIdentity implements PgpIdentity {
       throw e;
     }
     for (const e of mine) {
-      const key = await decryptEntry(at.program, at.home, e, this.options);
+      const key = await decryptEntry(
+        at.program,
+        at.home,
+        e,
+        this.options,
+        new Set([this.fingerprint.slice(-16)]),
+      );
       if (key === null) continue;
       this.cache.put(e, key);
       return key;

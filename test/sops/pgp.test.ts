@@ -18,6 +18,7 @@ import {
   decryptDocument,
   GpgHomeIdentity,
   GpgSshIdentity,
+  SopsBranch,
   YamlStore,
 } from "../../src/sops/index.js";
 import { sshRsaToPgp } from "../../src/sops/ssh-to-pgp.js";
@@ -156,6 +157,21 @@ test("one gpg run per data key: a listing once, a file read twice decrypted once
   for (const file of [a, b, a, b, a])
     closeDocument(await decryptDocument(file, new YamlStore(), { identities: [id] }));
   assert.deepEqual(counting.runs().sort(), ["--decrypt", "--decrypt", "--list-secret-keys"]);
+
+  // A hostile file repeating an entry of this key 50 times (its enc for another key): one try.
+  const stranger = gpgHome();
+  const other = await sopsFileFor("c: 3\n", [{ home: stranger, fp: newKey(stranger, "mallory") }]);
+  const store = new YamlStore();
+  const { branches, metadata } = store.parseEncrypted(other);
+  const entry = (metadata!.get("pgp") as SopsBranch[])[0]!;
+  const forged = new SopsBranch(entry.items.map((it) => (it.key === "fp" ? { key: "fp", value: fp } : it)));
+  metadata!.set(
+    "pgp",
+    Array.from({ length: 50 }, () => forged),
+  );
+  const hostile = store.emitEncrypted(branches, metadata!);
+  await assert.rejects(decryptDocument(hostile, store, { identities: [id] }), isError("SOPS_NO_KEY"));
+  assert.equal(counting.runs().filter((r) => r === "--decrypt").length, 3);
 });
 
 test("an RSA ssh key's PGP key: nothing runs for files not encrypted to it; its temporary home is removed on close", {
