@@ -155,8 +155,8 @@ async function secretKeyFingerprints(
     MAX_LISTING_OUTPUT,
     options,
   );
-  // gpg exits 2 for an empty or new home ("no secret keys"); that is an empty list.
-  if (r.signal !== null || (r.code !== 0 && r.stdout.length > 0)) {
+  // An empty home lists nothing and exits 0; a missing or unreadable one fails.
+  if (r.signal !== null || r.code !== 0) {
     throw new NixsealError("GPG", `gpg cannot list the secret keys of ${home}: ${lastMessage(r.stderr)}`, {
       hint: "check the GnuPG home (it must exist, belong to this user and be readable only by it)",
       file: home,

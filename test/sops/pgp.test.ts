@@ -134,6 +134,21 @@ test("no key fits: the error names the file's fingerprints and the GnuPG home tr
   );
 });
 
+test("a GnuPG home that does not exist: a GPG error naming it", { skip }, async () => {
+  const home = gpgHome();
+  const fp = newKey(home, "hank");
+  const file = await sopsFileFor("x: 1\n", [{ home, fp }]);
+  const missing = path.join(home, "no-such-home");
+  await assert.rejects(
+    decryptDocument(file, new YamlStore(), { identities: [new GpgHomeIdentity(missing)], file: "x.yaml" }),
+    isError(
+      "GPG",
+      new RegExp(`gpg cannot list the secret keys of ${missing}: .*directory does not exist`),
+      /GnuPG home/,
+    ),
+  );
+});
+
 test("gpg missing from PATH: a GPG error that says to install it", { skip }, async () => {
   const home = gpgHome();
   const fp = newKey(home, "dave");
