@@ -215,9 +215,10 @@ async function decryptEntry(
     "GPG",
     `gpg cannot decrypt the data key of pgp ${entry.fp}: ${lastMessage(r.stderr)}`,
     {
-      hint: has("NO_SECKEY")
-        ? "the GnuPG home lacks that secret key"
-        : "a passphrase-protected key cannot be used at activation; otherwise the file's pgp entry is damaged",
+      hint:
+        options.interactive === true
+          ? "check the key's passphrase and gpg-agent's pinentry; otherwise the file's pgp entry is damaged"
+          : "a passphrase-protected key cannot be used at activation (no one to type it); otherwise the file's pgp entry is damaged",
     },
   );
 }

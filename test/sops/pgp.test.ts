@@ -149,6 +149,39 @@ test("a GnuPG home that does not exist: a GPG error naming it", { skip }, async 
   );
 });
 
+test("a key that needs a passphrase, at activation: a GPG error at once, not a wait for a pinentry", {
+  skip,
+}, async () => {
+  const home = gpgHome();
+  gpg(home, [
+    "--pinentry-mode",
+    "loopback",
+    "--passphrase",
+    "pw",
+    "--quick-gen-key",
+    "ivy <ivy@example.org>",
+    "future-default",
+    "default",
+    "never",
+  ]);
+  const listing = gpg(home, ["--with-colons", "--list-secret-keys"]).stdout.toString();
+  const fp = listing
+    .split("\n")
+    .find((l) => l.startsWith("fpr:"))!
+    .split(":")[9]!;
+  // The agent forgets the passphrase it was given.
+  spawnSync("gpgconf", ["--homedir", home, "--kill", "gpg-agent"]);
+  const file = await sopsFileFor("x: 1\n", [{ home, fp }]);
+  await assert.rejects(
+    decryptDocument(file, new YamlStore(), { identities: [new GpgHomeIdentity(home)], file: "x.yaml" }),
+    isError(
+      "GPG",
+      new RegExp(`gpg cannot decrypt the data key of pgp ${fp}`),
+      /passphrase-protected key cannot be used at activation/,
+    ),
+  );
+});
+
 test("gpg missing from PATH: a GPG error that says to install it", { skip }, async () => {
   const home = gpgHome();
   const fp = newKey(home, "dave");
