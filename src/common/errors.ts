@@ -36,6 +36,7 @@ export type ErrorCode =
   | "SOPS_NO_KEY" // no identity could unwrap the data key from any key group
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
+  | "GPG" // gpg is missing, failed, or its home has none of a sops file's pgp keys
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
   // systemd credentials
   | "CREDS_UNAVAILABLE" // systemd-creds is missing, not permitted, or failed for a reason of its own

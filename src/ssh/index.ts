@@ -11,4 +11,4 @@ export {
   sshFingerprint,
   sshPublicKeyWire,
 } from "./public-key.js";
-export { SSH_RSA_STANZA, SshRsaRecipient } from "./rsa.js";
+export { SSH_RSA_STANZA, SshRsaIdentity, SshRsaRecipient } from "./rsa.js";
