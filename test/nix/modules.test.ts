@@ -1008,7 +1008,7 @@ describe("flake.nix", { skip: missing }, () => {
       ],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: ["credentials", "fetchurl", "generated"],
+      lib: ["credentials", "fetchgit", "fetchurl", "generated"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });
