@@ -5,9 +5,11 @@ export type { SshKeyIdentity } from "./key-identity.js";
 export { looksLikeSshPrivateKey, MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey } from "./private-key.js";
 export {
   decodeSshPublicKeyLine,
+  isKnownUnsupportedSshType,
   looksLikeSshPublicKey,
   parseSshPublicKey,
   sshFingerprint,
+  sshPublicKeyToAgeRecipient,
   sshPublicKeyWire,
 } from "./public-key.js";
 export { SSH_RSA_STANZA, SshRsaRecipient } from "./rsa.js";
