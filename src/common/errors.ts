@@ -54,6 +54,8 @@ export type ErrorCode =
   | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
   | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
+  // host bootstrap (nixseal host add)
+  | "HOST" // a host cannot be added: unreachable, its host key contradicts known_hosts, the remote command failed
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
