@@ -48,6 +48,8 @@ export interface Sshd {
   clientOptions: string[];
   /** The client's known_hosts file (empty at first). */
   knownHosts: string;
+  /** What sshd has logged so far (LogLevel VERBOSE: every connection shows). */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ export async function startSshd(dir: string, label = "host"): Promise<Sshd> {
       "UsePAM no",
       "StrictModes no",
       "PrintMotd no",
+      "LogLevel VERBOSE",
       "",
     ].join("\n"),
   );
@@ -117,6 +120,7 @@ export async function startSshd(dir: string, label = "host"): Promise<Sshd> {
       "BatchMode=yes",
       "ConnectTimeout=30",
     ],
+    log: () => log,
     async stop() {
       if (child.exitCode === null) child.kill("SIGTERM");
       await exited;
