@@ -18,6 +18,7 @@ import { identitiesOf, keyContext, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./v
 const HELP = `Usage: nixseal host add NAME --ssh [USER@]HOST [--port N] [--ssh-option OPT]...
                         [--sealed [--sealed-file FILE] [--nixseal-command CMD]] [--replace]
                         [--rules FILE] [-i IDENTITY]... [--json]
+       nixseal host add NAME --public-key FILE [--replace] [--rules FILE] [-i IDENTITY]...
 
 Adds a host to the secrets repository: its recipient is recorded as NAME in hosts.nix, beside
 secrets.nix (created if missing; one NAME = "recipient"; line per host), and the secrets whose
@@ -35,6 +36,10 @@ With --sealed, 'nixseal host-key new -o FILE' runs on the host over ssh instead 
 creds): a fresh age identity sealed by the host's credential key/TPM2, whose recipient is
 recorded. List FILE in the host's nixseal.sealedIdentityPaths.
 
+With --public-key FILE, no connection is made: the recipient is FILE's one key, a host key's
+.pub (ssh-ed25519 or ssh-rsa) or an age1... line. For a host that is not installed yet, such as
+one nixos-anywhere will install with --extra-files (docs/deploy-engines.md).
+
 Options:
     --ssh DEST            The host, as ssh takes it ([user@]host or a ~/.ssh/config alias).
     --port N              The ssh port.
@@ -44,6 +49,7 @@ Options:
     --sealed-file FILE    Where the host keeps it (default ${DEFAULT_SEALED_FILE}).
     --nixseal-command CMD The nixseal program on the host (default ${DEFAULT_REMOTE_NIXSEAL[0]},
                           else nixseal on the remote PATH).
+    --public-key FILE     Record FILE's key (a .pub file or an age1... line); no connection.
     --replace             NAME is already in hosts.nix with another key: record the new one.
 ${VAULT_OPTIONS_HELP}
 Example:
@@ -66,6 +72,7 @@ const OPTIONS = {
   "sealed-file": { type: "string" },
   "nixseal-command": { type: "string" },
   replace: { type: "boolean" },
+  "public-key": { type: "string" },
 } as const;
 
 const USAGE_HINT = "run 'nixseal host --help' for usage";
@@ -115,7 +122,9 @@ function report(r: AddHostResult, json: boolean): void {
       })}\n`,
     );
   }
-  if (r.source === "host-key") {
+  if (r.source === "public-key") {
+    // Nothing to verify over the network: the user made or copied the key.
+  } else if (r.source === "host-key") {
     if (r.verifiedBy)
       process.stderr.write(
         `${prog}: ${r.address}: host key ${r.fingerprint} verified by ${safeText(r.verifiedBy)}\n`,
@@ -160,8 +169,15 @@ export const command: Command = {
     if (name === undefined) throw usageError("missing NAME", "nixseal host add NAME --ssh [USER@]HOST");
     if (rest.length > 0) throw usageError(`unexpected argument ${quoteArg(rest[0]!)}`);
     const destination = values.ssh;
-    if (destination === undefined) throw usageError("--ssh [USER@]HOST is required");
-    const badDestination = destinationProblem(destination);
+    const publicKey = values["public-key"];
+    if (publicKey !== undefined) {
+      if (destination !== undefined || values.sealed || values.port !== undefined || values["ssh-option"])
+        throw usageError(
+          "--public-key takes the recipient from the file: no --ssh, --port, --ssh-option or --sealed",
+        );
+    } else if (destination === undefined)
+      throw usageError("--ssh [USER@]HOST (or --public-key FILE) is required");
+    const badDestination = destination === undefined ? null : destinationProblem(destination);
     if (badDestination !== null) throw usageError(badDestination);
     let port: number | undefined;
     if (values.port !== undefined) {
@@ -184,7 +200,8 @@ export const command: Command = {
     let identities: ReturnType<typeof identitiesOf> | null = null;
     const result = await addHost({
       name,
-      target: { destination, port, options },
+      target: destination === undefined ? undefined : { destination, port, options },
+      publicKey,
       sealed: values.sealed
         ? { commands: remote !== undefined ? [remote] : DEFAULT_REMOTE_NIXSEAL, file: sealedFile }
         : undefined,

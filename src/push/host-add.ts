@@ -7,7 +7,7 @@
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { NixsealError } from "../common/index.js";
-import type { KeyContext } from "../keys/index.js";
+import { type KeyContext, parseRecipientString, readKeyFile } from "../keys/index.js";
 import {
   findRulesFile,
   hostNameProblem,
@@ -24,9 +24,15 @@ import { remoteSealedRecipient, type SshTarget, scanHostKey } from "./host-keys.
 
 export interface AddHostOptions {
   name: string;
-  target: SshTarget;
+  /** The host over ssh (not used with publicKey). */
+  target?: SshTarget;
   /** Create a sealed identity on the host instead of reading its ssh host key. */
   sealed?: { commands: readonly string[]; file: string };
+  /**
+   * Or take the recipient from this file (a host key's .pub, or one age1... line), without any
+   * connection: for a host not installed yet (nixos-anywhere --extra-files).
+   */
+  publicKey?: string;
   /** Record a new recipient for a NAME hosts.nix already has with another. */
   replace: boolean;
   rules?: string;
@@ -38,7 +44,7 @@ export interface AddHostOptions {
 export interface AddHostResult {
   name: string;
   recipient: string;
-  source: "host-key" | "sealed";
+  source: "host-key" | "sealed" | "public-key";
   /** host-key: the key's fingerprint, and the known_hosts file that vouched for it (null: none). */
   fingerprint?: string;
   verifiedBy?: string | null;
@@ -55,6 +61,22 @@ export interface AddHostResult {
   /** The secrets of secrets.nix that name the recipient now. */
   secrets: string[];
   rekey: RekeyResult | null;
+}
+
+/** The one recipient in a public key file; every other line is empty or a # comment. */
+function recipientOfFile(file: string): string {
+  const lines = readKeyFile(file)
+    .toString("utf8")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#"));
+  if (lines.length !== 1) {
+    throw new NixsealError("HOST", `${file} holds ${lines.length} keys, not one`, {
+      file,
+      hint: "pass the host key's .pub file (ssh-keygen writes one beside the key) or a file with one age1... line",
+    });
+  }
+  return parseRecipientString(lines[0]!, file).toString();
 }
 
 export async function addHost(options: AddHostOptions): Promise<AddHostResult> {
@@ -76,30 +98,36 @@ export async function addHost(options: AddHostOptions): Promise<AddHostResult> {
     if (!(e instanceof NixsealError && e.code === "RULES" && rulesImportHostsFile(rulesFile))) throw e;
   }
 
-  const base = options.sealed
-    ? await (async () => {
-        const { recipient, command } = await remoteSealedRecipient(
-          options.target,
-          options.sealed!.commands,
-          options.sealed!.file,
-        );
-        return {
-          recipient,
-          source: "sealed" as const,
-          remoteCommand: command,
-          sealedFile: options.sealed!.file,
-        };
-      })()
-    : await (async () => {
-        const scanned = await scanHostKey(options.target);
-        return {
-          recipient: scanned.recipient,
-          source: "host-key" as const,
-          fingerprint: scanned.fingerprint,
-          verifiedBy: scanned.verifiedBy,
-          address: scanned.address,
-        };
-      })();
+  const target = options.target;
+  if (target === undefined && options.publicKey === undefined)
+    throw new NixsealError("USAGE", "no host given", { hint: "pass --ssh [USER@]HOST or --public-key FILE" });
+  const base =
+    options.publicKey !== undefined
+      ? { recipient: recipientOfFile(options.publicKey), source: "public-key" as const }
+      : options.sealed
+        ? await (async () => {
+            const { recipient, command } = await remoteSealedRecipient(
+              target!,
+              options.sealed!.commands,
+              options.sealed!.file,
+            );
+            return {
+              recipient,
+              source: "sealed" as const,
+              remoteCommand: command,
+              sealedFile: options.sealed!.file,
+            };
+          })()
+        : await (async () => {
+            const scanned = await scanHostKey(target!);
+            return {
+              recipient: scanned.recipient,
+              source: "host-key" as const,
+              fingerprint: scanned.fingerprint,
+              verifiedBy: scanned.verifiedBy,
+              address: scanned.address,
+            };
+          })();
   const { recipient } = base;
   const previous = hosts.hosts.get(name);
   if (previous !== undefined && normalizeRecipient(previous) !== recipient && !options.replace) {

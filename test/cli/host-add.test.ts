@@ -280,6 +280,11 @@ describe("nixseal host add", { skip: skip ?? false }, () => {
       ],
       [["host", "add", "web1", "--ssh", "-oProxyCommand=sh", "--port", "22"], /./],
       [["host", "add", "web1", ...sshArgs(a), "--nixseal-command", "x"], /go with --sealed/],
+      [
+        ["host", "add", "web1", "--public-key", `${a.hostKey}.pub`, ...sshArgs(a)],
+        /--public-key takes the recipient from the file/,
+      ],
+      [["host", "add", "web1"], /--ssh \[USER@\]HOST \(or --public-key FILE\) is required/],
     ];
     for (const [args, why] of cases) {
       const r = nixseal(args, { cwd: repo.dir, env });
