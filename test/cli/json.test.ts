@@ -78,6 +78,7 @@ describe("failures with --json", () => {
       [["install", "--json"], "USAGE"],
       [["audit", "--json"], "USAGE"],
       [["host-key", "--json"], "USAGE"],
+      [["host", "add", "if", "--ssh", "web1", "--json"], "USAGE"],
       [["build-hook", "--sweep", "--policy", path.join(dir, "none.json"), "--json"], "BUILD_POLICY"],
     ];
     for (const [args, code, file] of cases) {
