@@ -267,9 +267,9 @@ describe("nixseal host add", { skip: skip ?? false }, () => {
     assert.deepEqual(evaluated(repo.hostsFile), { web1: a.hostPublic });
   });
 
-  test("bad input is refused before any connection: NAME, hosts.nix's form, options", () => {
+  test("bad input is refused before any connection: NAME, hosts.nix's form, options", async () => {
     const repo = makeRepo();
-    const logBefore = a.log().length;
+    const logBefore = (await a.settledLog()).length;
     const cases: [string[], RegExp][] = [
       [["host", "add", "web.1", ...sshArgs(a)], /invalid host name "web\.1"/],
       [["host", "add", "rec", ...sshArgs(a)], /"rec" is a Nix keyword/],
@@ -303,7 +303,8 @@ describe("nixseal host add", { skip: skip ?? false }, () => {
     const none = nixseal(["host", "add", "web1", ...sshArgs(a)], { cwd: path.join(dir, "home"), env });
     assert.equal(none.status, 2, none.stderr);
     assert.match(none.stderr, /no secrets\.nix found/);
-    assert.equal(a.log().length, logBefore, `sshd saw a connection:\n${a.log().slice(logBefore)}`);
+    const logAfter = await a.settledLog();
+    assert.equal(logAfter.length, logBefore, `sshd saw a connection:\n${logAfter.slice(logBefore)}`);
   });
 
   test("--sealed: host-key new runs on the host over ssh; the sealed identity decrypts the rekeyed secrets", {

@@ -50,6 +50,8 @@ export interface Sshd {
   knownHosts: string;
   /** What sshd has logged so far (LogLevel VERBOSE: every connection shows). */
   log(): string;
+  /** The log once nothing was added to it for `quietMs` (late lines of earlier connections). */
+  settledLog(quietMs?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -121,6 +123,12 @@ export async function startSshd(dir: string, label = "host"): Promise<Sshd> {
       "ConnectTimeout=30",
     ],
     log: () => log,
+    async settledLog(quietMs = 1000) {
+      for (let seen = log; ; seen = log) {
+        await new Promise((r) => setTimeout(r, quietMs));
+        if (log === seen) return log;
+      }
+    },
     async stop() {
       if (child.exitCode === null) child.kill("SIGTERM");
       await exited;
