@@ -53,6 +53,11 @@
         # nixseal secrets (each imports the main module too).
         agenix-compat = withPackage "agenix-compat" ./nix/modules/agenix-compat.nix;
         sops-compat = withPackage "sops-compat" ./nix/modules/sops-compat.nix;
+        # NixOps/colmena `deployment.keys` sent by `nixseal push` (docs/push.md): on a host
+        # deployed without them (declares `deployment.*`), or inside a colmena hive or NixOps
+        # network (uses theirs).
+        nixops-keys-compat = withPackage "nixops-keys-compat" ./nix/modules/nixops-keys-compat.nix;
+        colmena-keys-compat = withPackage "colmena-keys-compat" ./nix/modules/colmena-keys-compat.nix;
       };
 
       homeManagerModules = {

@@ -108,7 +108,7 @@ const BENCHMARKS: Benchmark[] = [
 
 function usage(): string {
   return [
-    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--no-record]",
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--no-record] [--quiet LOAD]",
     "",
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
@@ -123,7 +123,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--disk-dir", "--files"]);
+  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--disk-dir", "--files", "--quiet"]);
   const args: Args = { names: [], values: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -235,6 +235,13 @@ function record(file: string, name: string, text: string): void {
   fs.writeFileSync(file, doc);
 }
 
+async function waitForQuiet(limit: number, log: (line: string) => void): Promise<void> {
+  const deadline = Date.now() + 5 * 60_000;
+  if (os.loadavg()[0]! >= limit) log(`waiting for the load average to fall below ${limit}...`);
+  while (os.loadavg()[0]! >= limit && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5000));
+  if (os.loadavg()[0]! >= limit) log(`load still ${os.loadavg()[0]!.toFixed(2)} after 5 minutes: going on`);
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   if (args.flags.has("--help")) {
@@ -272,7 +279,11 @@ async function main(): Promise<number> {
     load: "",
   };
   process.stdout.write(`Machine: ${info.machine}\n`);
+  const quiet = num("--quiet");
   for (const b of selected) {
+    // Benchmarks load the machine themselves: with --quiet L, each one waits (at most 5 minutes)
+    // until the 1-minute load average is below L again, so that the next one starts on a quiet machine.
+    if (quiet !== undefined) await waitForQuiet(quiet, ctx.log);
     const before = os.loadavg()[0]!.toFixed(2);
     ctx.log(`== ${b.name}`);
     const result = await b.run(ctx);

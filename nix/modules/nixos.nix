@@ -24,6 +24,9 @@
 # - nixos/credentials.nix: `services` and `credential` (LoadCredential=, LoadCredentialEncrypted=);
 # - nixos/identities.nix: what decrypts (host keys, age keys, sealed identities);
 # - nixos/activation.nix: the system stage's activation script and unit;
+# - nixos/keys.nix: deploy-time keys (nixseal.keys, nixseal.push, the plan of `nixseal push`,
+#   docs/push.md);
+# - nixos/generators.nix: nixseal.generators (generated secrets), system.build.nixsealGenerators;
 # - nixos/lib.nix (not a module): what the parts share, such as the writing of a manifest;
 # - build-secrets.nix: build-time secrets (nixseal.buildSecrets, docs/build-secrets.md).
 {
@@ -45,6 +48,8 @@ in
     ./nixos/credentials.nix
     ./nixos/identities.nix
     ./nixos/activation.nix
+    ./nixos/keys.nix
+    ./nixos/generators.nix
     ./build-secrets.nix
   ];
 

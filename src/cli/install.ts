@@ -9,7 +9,9 @@ const HELP = `Usage: nixseal install --manifest FILE [--dry-run] [--check] [--js
 
 Installs the secrets a NixOS or home-manager activation manifest lists (docs/manifest.md), in one
 process: mounts a ramfs on generationsDir (unless it is one), creates the next generation, decrypts
-every secret in memory (each encrypted file once) with the host's identities, writes each file
+in memory (each encrypted file once) with the host's identities every secret that is new or
+changed (a secret whose encrypted file, identities, owner, group and mode are those of the active
+generation takes its value from there, checked against the keyed hash kept with it), writes each file
 with its final owner, group and mode, renders templates, switches secretsDir to the new
 generation atomically, makes the path symlinks, and prunes old generations. Units of secrets that
 were added, changed (content, owner, group or mode) or removed are appended to the restart and

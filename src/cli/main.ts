@@ -49,6 +49,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   install: ["install a host's secrets from an activation manifest", "install"],
   audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", "audit"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],
+  gen: ["generate a password, key pair or hash into $out (for generator scripts)", "gen"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
   "host-key": ["seal a host identity as a systemd credential (host key / TPM2)", "host-key"],
   host: ["add a host to the secrets repository (hosts.nix) and rekey its secrets", "host"],

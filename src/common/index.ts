@@ -14,6 +14,20 @@ export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./e
 export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
 export {
+  MAX_PASSWORD_LENGTH,
+  PASSWORD_CHARSETS,
+  type PasswordCharset,
+  randomCharacters,
+  randomHex,
+} from "./random-text.js";
+export {
+  checkShaCryptParameters,
+  randomShaCryptSalt,
+  SHA_CRYPT_DEFAULT_ROUNDS,
+  SHA_CRYPT_MAX_PASSWORD,
+  sha512Crypt,
+} from "./sha-crypt.js";
+export {
   booleanField,
   CREDENTIAL_KEYS,
   type CredentialKey,

@@ -4,6 +4,7 @@ export {
   loadDefaultIdentities,
   SshDerivedX25519Identity,
 } from "./default-identities.js";
+export { newAgeKeyPair, newSshEd25519KeyPair, newWireGuardKeyPair } from "./generate.js";
 export { loadIdentities, loadIdentitiesAsRecipients } from "./identities.js";
 export {
   generateIdentity,

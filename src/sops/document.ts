@@ -223,6 +223,18 @@ export async function wrapDataKey(
 
 // ---- decrypt -----------------------------------------------------------------------------------
 
+/** store.parseEncrypted, whose syntax errors name the file they are in. */
+function parseNamingFile(input: Uint8Array, store: SopsStore, file: string | undefined) {
+  try {
+    return store.parseEncrypted(input);
+  } catch (e) {
+    if (e instanceof NixsealError && e.file === undefined && file !== undefined) {
+      throw new NixsealError(e.code, e.message, { hint: e.hint, file, cause: e });
+    }
+    throw e;
+  }
+}
+
 /** Parses and decrypts a sops file, verifying the MAC (unless ignoreMac). */
 export async function decryptDocument(
   input: Uint8Array,
@@ -230,7 +242,7 @@ export async function decryptDocument(
   options: DecryptOptions,
 ): Promise<SopsDocument> {
   const file = options.file;
-  const { branches, metadata: raw } = store.parseEncrypted(input);
+  const { branches, metadata: raw } = parseNamingFile(input, store, file);
   if (raw === null) {
     throw new NixsealError("SOPS_METADATA", `${where(file)}not a sops file: no sops metadata`, {
       hint: "encrypt it first (nixseal encrypt), or check the file's format",

@@ -213,6 +213,10 @@ describe("failing runs exit with the documented code", () => {
       "git-textconv": [{ args: ["git-textconv"], code: 2, why: /exactly one FILE/ }],
       age: [{ args: ["age", "-r", "bogus"], code: 1, why: /unknown recipient type/, input: "x" }],
       "age-keygen": [{ args: ["age-keygen", "a", "b"], code: 1, why: /too many arguments/ }],
+      gen: [
+        { args: ["gen", "password", "--length", "0"], code: 2, why: /length must be 1 to/ },
+        { args: ["gen", "hex", "8", "--out", path.join(dir, "no-such-dir")], code: 1, why: /no-such-dir/ },
+      ],
       install: [{ args: ["install"], code: 2, why: /expected --manifest FILE/ }],
       audit: [{ args: ["audit"], code: 2, why: /nothing to scan/ }],
       "host-key": [

@@ -80,6 +80,11 @@ describe("failures with --json", () => {
       [["host-key", "--json"], "USAGE"],
       [["host", "add", "if", "--ssh", "web1", "--json"], "USAGE"],
       [["build-hook", "--sweep", "--policy", path.join(dir, "none.json"), "--json"], "BUILD_POLICY"],
+      [
+        ["gen", "hex", "8", "--out", path.join(dir, "no-such-dir"), "--json"],
+        "IO",
+        path.join(dir, "no-such-dir"),
+      ],
     ];
     for (const [args, code, file] of cases) {
       const r = nixseal(args, { cwd: dir, env });

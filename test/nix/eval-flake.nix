@@ -23,6 +23,7 @@ let
     writeShellScript = name: text: builtins.toFile name text;
     runtimeShell = "/bin/sh";
     gnused = "/fake-gnused";
+    coreutils = "/fake-coreutils";
   };
   nixpkgs = {
     inherit lib;
@@ -39,6 +40,7 @@ let
       self.nixosModules.default
       self.nixosModules.agenix-compat
       self.nixosModules.sops-compat
+      self.nixosModules.nixops-keys-compat
       { _module.args.pkgs = fakePkgs; }
     ]
     ++ map (m: /. + m) modules;
@@ -69,4 +71,7 @@ in
   homeService = home.config.systemd.user.services.nixseal.Service.ExecStart;
   homeScript = builtins.readFile (lib.last (lib.splitString " " home.config.systemd.user.services.nixseal.Service.ExecStart));
   app = self.apps.${system}.default.program;
+  pushPlan = nixos.config.system.build.nixsealPushPlan;
+  systemPackages = nixos.config.environment.systemPackages;
+  services = nixos.config.systemd.services;
 }

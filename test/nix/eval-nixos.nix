@@ -24,6 +24,8 @@ in
     c.system.build.nixsealManifest
     c.system.build.nixsealUsersManifest
   ];
+  pushPlan = c.system.build.nixsealPushPlan;
+  warnings = c.warnings;
   activationScripts = c.system.activationScripts;
   services = c.systemd.services;
   placeholder = c.nixseal.placeholder;
@@ -36,5 +38,7 @@ in
     inherit (c.systemd) services;
     inherit (c.users) users groups;
   };
+  groups = c.users.groups;
+  systemPackages = c.environment.systemPackages;
   config = c;
 }

@@ -949,10 +949,17 @@ describe("flake.nix", { skip: missing }, () => {
       sops.secrets.z.sopsFile = ./app.yaml;
     }`);
     assert.deepEqual(value("eval-flake.nix", [m], "outputs"), {
-      nixosModules: ["agenix-compat", "default", "nixseal", "sops-compat"],
+      nixosModules: [
+        "agenix-compat",
+        "colmena-keys-compat",
+        "default",
+        "nixops-keys-compat",
+        "nixseal",
+        "sops-compat",
+      ],
       homeManagerModules: ["default", "nixseal"],
       overlays: ["default"],
-      lib: ["credentials", "fetchurl"],
+      lib: ["credentials", "fetchurl", "generated"],
       packages: ["default", "nixseal"],
       apps: ["default"],
     });

@@ -151,6 +151,15 @@ in
       type = types.listOf types.str;
       default = [ ];
     };
+    # Read by nix/modules/nixos/keys.nix (the plan's host name and address), NixOS's default.
+    networking.hostName = mkOption {
+      type = types.str;
+      default = "nixos";
+    };
+    environment.systemPackages = mkOption {
+      type = types.listOf types.unspecified;
+      default = [ ];
+    };
     systemd.timers = mkOption {
       type = types.attrsOf anyAttrs;
       default = { };
