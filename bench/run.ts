@@ -123,7 +123,15 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const withValue = new Set(["--runs", "--nixseal", "--dir", "--size-mib", "--disk-dir", "--files", "--quiet"]);
+  const withValue = new Set([
+    "--runs",
+    "--nixseal",
+    "--dir",
+    "--size-mib",
+    "--disk-dir",
+    "--files",
+    "--quiet",
+  ]);
   const args: Args = { names: [], values: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
