@@ -32,9 +32,9 @@ checked against every known_hosts file ssh would consult for HOST: a different k
 there is an error (never silently trusted); with no entry the fingerprint is printed and said
 to be unverified: compare it with the host's (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub).
 
-With --sealed, 'nixseal host-key new -o FILE' runs on the host over ssh instead (root, systemd-
-creds): a fresh age identity sealed by the host's credential key/TPM2, whose recipient is
-recorded. List FILE in the host's nixseal.sealedIdentityPaths.
+With --sealed, 'nixseal host-key new -o FILE' runs on the host over ssh instead (as root, with
+systemd-creds): a fresh age identity sealed by the host's credential key and TPM2, whose
+recipient is recorded. List FILE in the host's nixseal.sealedIdentityPaths.
 
 With --public-key FILE, no connection is made: the recipient is FILE's one key, a host key's
 .pub (ssh-ed25519 or ssh-rsa) or an age1... line. For a host that is not installed yet, such as
