@@ -106,6 +106,7 @@ function report(r: AddHostResult, json: boolean): void {
         fingerprint: r.fingerprint ?? null,
         verifiedBy: r.verifiedBy ?? null,
         sealedFile: r.sealedFile ?? null,
+        remoteCommand: r.remoteCommand ?? null,
         hostsFile: r.hostsFile,
         previous: r.previous ?? null,
         changed: r.changed,

@@ -31,7 +31,11 @@ before(async () => {
   ({ dir, cleanup } = tempDir("nixseal-host-add-"));
   fs.mkdirSync(path.join(dir, "home"));
   env = { ...isolatedUserEnv(path.join(dir, "home"), path.join(dir, "cache")), NO_COLOR: "1" };
-  a = await startSshd(dir, "a");
+  // Host a's sessions find a `nixseal` on their PATH (put there by the --sealed test).
+  fs.mkdirSync(path.join(dir, "remote-bin"));
+  a = await startSshd(dir, "a", [
+    `SetEnv PATH=${path.join(dir, "remote-bin")}:/usr/sbin:/usr/bin:/sbin:/bin`,
+  ]);
   b = await startSshd(dir, "b");
 });
 after(async () => {
@@ -314,7 +318,7 @@ describe("nixseal host add", { skip: skip ?? false }, () => {
     const repo = makeRepo();
     // The host's nixseal: this checkout, with a credential host key of the test's own.
     const credKey = hostKeyPath(dir, "sealed");
-    const wrapper = path.join(dir, "remote-nixseal");
+    const wrapper = path.join(dir, "remote-bin", "nixseal");
     fs.writeFileSync(
       wrapper,
       `#!/bin/sh\nSYSTEMD_CREDENTIAL_SECRET='${credKey}' exec '${process.execPath}' '${CLI}' "$@"\n`,
@@ -323,17 +327,13 @@ describe("nixseal host add", { skip: skip ?? false }, () => {
     const remoteDir = path.join(dir, "remote-var");
     fs.mkdirSync(remoteDir);
     const sealedFile = path.join(remoteDir, "host-key.cred");
-    const r = hostAdd(repo, "web1", a, [
-      "--sealed",
-      "--nixseal-command",
-      wrapper,
-      "--sealed-file",
-      sealedFile,
-      "--json",
-    ]);
+    // No --nixseal-command: without NixOS's /run/current-system/sw/bin/nixseal there, the
+    // `nixseal` on the host's PATH runs.
+    const r = hostAdd(repo, "web1", a, ["--sealed", "--sealed-file", sealedFile, "--json"]);
     assert.equal(r.status, 0, r.stderr);
     const json = JSON.parse(r.stdout.toString());
     assert.equal(json.source, "sealed");
+    if (!fs.existsSync("/run/current-system/sw/bin/nixseal")) assert.equal(json.remoteCommand, "nixseal");
     assert.match(json.recipient, /^age1[0-9a-z]{58}$/);
     assert.deepEqual(json.rewritten, ["web.age"]);
     assert.deepEqual(evaluated(repo.hostsFile), { web1: json.recipient });

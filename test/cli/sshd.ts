@@ -56,7 +56,7 @@ export interface Sshd {
 }
 
 /** Starts sshd in `dir` (its own subdirectory), and waits until it accepts connections. */
-export async function startSshd(dir: string, label = "host"): Promise<Sshd> {
+export async function startSshd(dir: string, label = "host", extraConfig: string[] = []): Promise<Sshd> {
   const base = path.join(dir, `sshd-${label}`);
   fs.mkdirSync(base, { mode: 0o700 });
   fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
@@ -83,6 +83,7 @@ export async function startSshd(dir: string, label = "host"): Promise<Sshd> {
       "StrictModes no",
       "PrintMotd no",
       "LogLevel VERBOSE",
+      ...extraConfig,
       "",
     ].join("\n"),
   );
