@@ -67,12 +67,13 @@
 
       lib = import ./nix/lib { };
 
-      # fetchurl with this system's fetcher (build-time secrets, docs/build-secrets.md).
+      # fetchurl and fetchgit with this system's fetcher (build-time secrets, docs/build-secrets.md).
       libFor = forAllSystems (
         pkgs:
         import ./nix/lib {
           fetcher = "${self.packages.${pkgs.stdenv.hostPlatform.system}.default}/lib/node_modules/nixseal/dist/src/build-secrets/fetcher.js";
           interpreter = "${pkgs.nodejs}/bin/node";
+          git = "${pkgs.gitMinimal}/bin/git";
           system = pkgs.stdenv.hostPlatform.system;
         }
       );

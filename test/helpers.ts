@@ -109,6 +109,7 @@ export function isolatedUserEnv(home: string, cacheDir: string): Record<string, 
     SOPS_AGE_KEY_CMD: undefined,
     RULES: undefined,
     NIXSEAL_PASSPHRASE_FILE: undefined,
+    GNUPGHOME: undefined,
   };
 }
 

@@ -5,9 +5,12 @@
 #                (docs/generators.md, "Reading generated files from Nix").
 #   fetchurl:    fixed-output downloads whose credential comes from the nixseal build hook
 #                (docs/build-secrets.md); needs the fetcher's store path:
+#   fetchgit:    the same for a commit of a private git repository; needs `git` too.
 #
-#   nixsealLib = import ./nix/lib { fetcher = ...; interpreter = "${pkgs.nodejs}/bin/node"; };
+#   nixsealLib = import ./nix/lib { fetcher = ...; interpreter = "${pkgs.nodejs}/bin/node";
+#                                   git = "${pkgs.gitMinimal}/bin/git"; };
 #   nixsealLib.fetchurl { url = ...; hash = ...; secret = "mods-token"; }
+#   nixsealLib.fetchgit { url = ...; rev = ...; hash = ...; secret = "git-token"; }
 #
 # The flake's `lib` has `credentials` and `generated` only (it is the same on every system); `libFor.<system>`
 # adds `fetchurl` with the fetcher of that system's nixseal package.
@@ -16,6 +19,8 @@
   fetcher ? null,
   # The Node.js that runs it (null if `fetcher` is directly executable).
   interpreter ? null,
+  # The git program fetchgit runs (a store path the policy lists in gitPaths).
+  git ? null,
   system ? builtins.currentSystem or null,
 }:
 
@@ -27,4 +32,9 @@
       throw "nixseal lib.fetchurl needs the fetcher: use nixseal.libFor.<system>.fetchurl, or import nix/lib { fetcher = ...; }"
     else
       import ./fetchurl.nix { inherit fetcher interpreter system; };
+  fetchgit =
+    if fetcher == null || git == null then
+      throw "nixseal lib.fetchgit needs the fetcher and git: import nix/lib { fetcher = ...; git = ...; }"
+    else
+      import ./fetchgit.nix { inherit fetcher interpreter git system; };
 }

@@ -9,6 +9,10 @@
 #     allowedUsers = [ "alice" ];                             # optional: who may build with it
 #     prompt = false;                                         # true: alice's `nixseal agent` approves
 #   };
+#   nixseal.buildSecrets.api-key = {                          # the host holds nothing:
+#     source = "agent";                                       # the requesting user's agent supplies it
+#     allowedUrlPrefixes = [ "https://api.example.com/" ];
+#   };
 {
   config,
   lib,
@@ -24,27 +28,39 @@ let
 
   policyFile = "/etc/nixseal/build-secrets.json";
 
-  # The host identities, as the activation manifest lists them (from the main module's options
-  # when it is imported too).
+  # The host identities, exactly as the activation manifest lists them (from the main module's
+  # options when it is imported too): sealed keys, the age key file, ssh keys, extraIdentities.
   mainIdentities =
     let
       n = config.nixseal;
     in
-    lib.optional ((n.ageKeyFile or null) != null) {
-      type = "age";
-      path = n.ageKeyFile;
-    }
-    ++ map (path: {
-      type = "ssh";
-      inherit path;
-    }) (n.identityPaths or [ ])
-    ++ map (i: { inherit (i) type path; }) (n.extraIdentities or [ ]);
+    (import ./common-options.nix { inherit lib; }).identities {
+      sealedIdentityPaths = n.sealedIdentityPaths or [ ];
+      ageKeyFile = n.ageKeyFile or null;
+      identityPaths = n.identityPaths or [ ];
+      extraIdentities = n.extraIdentities or [ ];
+    };
 
   secretType = types.submodule {
     options = {
+      source = mkOption {
+        type = types.enum [
+          "host"
+          "agent"
+          "host-or-agent"
+        ];
+        default = "host";
+        description = ''
+          Who supplies the value: "host" (`file`, decrypted with the host identities), "agent" (the
+          requesting user's `nixseal agent`, from their agent.json, a command or typed; the host
+          holds nothing, so no `file`), or "host-or-agent" (`file` when it is there and decrypts,
+          else the agent).
+        '';
+      };
       file = mkOption {
-        type = types.either types.path types.str;
-        description = "The age-encrypted secret (a path: copied to the store, which is fine for ciphertext).";
+        type = types.nullOr (types.either types.path types.str);
+        default = null;
+        description = "The age-encrypted secret (a path: copied to the store, which is fine for ciphertext); required unless source = \"agent\".";
       };
       allowedUrlPrefixes = mkOption {
         type = types.nonEmptyListOf types.str;
@@ -63,7 +79,7 @@ let
       prompt = mkOption {
         type = types.bool;
         default = false;
-        description = "Ask the building user's `nixseal agent` to approve each build that wants the secret.";
+        description = "The building user confirms each build at their `nixseal agent`, even for a value the host or their agent.json gives.";
       };
       fetcherStorePaths = mkOption {
         type = types.listOf types.str;
@@ -90,9 +106,9 @@ let
         else
           ''
             #!/bin/sh
-            d="''${DRV_PATH##*/}"
-            case "$d" in ''' | .* | *[!0-9A-Za-z+._?=-]*) exit 0 ;; esac
-            [ -e ${settings.runtimeDir}/"$d" ] || exit 0
+            # Only builds of derivations that named a build secret start nixseal, which cleans
+            # up in the runtimeDir the policy names.
+            [ -n "$DRV_PATH" ] && [ -f "$DRV_PATH" ] && ${grep} -qF '("nixsealSecret",' "$DRV_PATH" || exit 0
             exec ${nixseal} build-hook --post --policy ${policyFile}
           '';
     in
@@ -105,17 +121,24 @@ let
   policy = {
     version = 1;
     inherit (settings) runtimeDir agentDir agentTimeoutSeconds;
-    identities = settings.identities;
+    identities = map (
+      i: { inherit (i) type path; } // lib.optionalAttrs ((i.name or null) != null) { inherit (i) name; }
+    ) settings.identities;
     interpreters = lib.optional (settings.interpreter != null) settings.interpreter;
-    secrets = lib.mapAttrs (_: s: {
-      file = toString s.file;
-      inherit (s)
-        allowedUrlPrefixes
-        allowedUsers
-        prompt
-        fetcherStorePaths
-        ;
-    }) cfg;
+    gitPaths = lib.optional (settings.git != null) settings.git;
+    secrets = lib.mapAttrs (
+      _: s:
+      lib.optionalAttrs (s.file != null) { file = toString s.file; }
+      // {
+        inherit (s)
+          source
+          allowedUrlPrefixes
+          allowedUsers
+          prompt
+          fetcherStorePaths
+          ;
+      }
+    ) cfg;
   };
 in
 {
@@ -134,8 +157,19 @@ in
       type = types.listOf (
         types.submodule {
           options = {
-            type = mkOption { type = types.enum [ "ssh" "age" ]; };
+            type = mkOption {
+              type = types.enum [
+                "ssh"
+                "age"
+                "systemd-creds"
+              ];
+            };
             path = mkOption { type = types.str; };
+            name = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "systemd-creds only: the name the key was sealed under (default: the file's name).";
+            };
           };
         }
       );
@@ -154,6 +188,12 @@ in
       default = if pkgs != null then "${pkgs.nodejs}/bin/node" else null;
       defaultText = lib.literalExpression ''"''${pkgs.nodejs}/bin/node"'';
       description = "The Node.js that runs the fetcher (the derivation's builder; its args are [ fetcher ]).";
+    };
+    git = mkOption {
+      type = types.nullOr types.str;
+      default = if pkgs != null then "${pkgs.gitMinimal}/bin/git" else null;
+      defaultText = lib.literalExpression ''"''${pkgs.gitMinimal}/bin/git"'';
+      description = "The git that lib.fetchgit's derivations may run (the policy's gitPaths; pass the same to lib.fetchgit).";
     };
     runtimeDir = mkOption {
       type = types.str;
@@ -183,7 +223,15 @@ in
         message = "nixseal.buildSecrets: set nixseal.buildSecretsSettings.fetcher (or nixseal.package) so the policy can pin the trusted fetcher.";
       }
       {
-        assertion = settings.identities != [ ] || lib.all (s: s.prompt) (lib.attrValues cfg);
+        assertion = lib.all (s: (s.source == "agent") == (s.file == null)) (lib.attrValues cfg);
+        message = "nixseal.buildSecrets: ${
+          lib.concatStringsSep ", " (
+            lib.attrNames (lib.filterAttrs (_: s: (s.source == "agent") != (s.file == null)) cfg)
+          )
+        }: a secret with source = \"agent\" has no file (the host holds nothing); any other source needs file.";
+      }
+      {
+        assertion = settings.identities != [ ] || lib.all (s: s.source == "agent") (lib.attrValues cfg);
         message = "nixseal.buildSecrets: no host identity to decrypt build secrets with (nixseal.identityPaths, ageKeyFile or buildSecretsSettings.identities).";
       }
     ];

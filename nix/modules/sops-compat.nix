@@ -247,12 +247,18 @@ in
       home = mkOption {
         type = types.nullOr types.str;
         default = null;
-        description = "Not supported: nixseal decrypts with age keys only.";
+        example = "/var/lib/sops";
+        description = "A GnuPG home whose keys open the files' pgp entries (gpg decrypts them at activation): a `gpg` identity of nixseal.";
       };
       sshKeyPaths = mkOption {
         type = types.listOf types.path;
         default = [ ];
-        description = "Not supported (PGP): nixseal decrypts with age keys only.";
+        example = [ "/etc/ssh/ssh_host_rsa_key" ];
+        description = ''
+          RSA ssh keys used as the PGP keys sops-nix makes of them, for the files' pgp entries (a
+          `gpg-ssh` identity of nixseal each). Unlike sops-nix, the default is empty: list the RSA
+          host key here if the files were encrypted to its PGP fingerprint.
+        '';
       };
     };
   };
@@ -315,14 +321,26 @@ in
 
       nixseal.identityPaths = mkDefault (map toString cfg.age.sshKeyPaths);
       nixseal.ageKeyFile = mkIf (cfg.age.keyFile != null) (mkDefault cfg.age.keyFile);
+      # PGP: gpg opens the pgp entries, with the keys of a GnuPG home or with RSA ssh keys made
+      # into the PGP keys sops-nix makes of them (src/sops/ssh-to-pgp.ts).
+      nixseal.extraIdentities =
+        lib.optional (cfg.gnupg.home != null) {
+          type = "gpg";
+          path = cfg.gnupg.home;
+        }
+        ++ map (p: {
+          type = "gpg-ssh";
+          path = toString p;
+        }) cfg.gnupg.sshKeyPaths;
       # sops-nix's 0 means "never prune"; nixseal's 0 means "only the active one".
       nixseal.keepGenerations = mkDefault (if cfg.keepGenerations == 0 then "all" else cfg.keepGenerations);
       nixseal.mount = mkIf cfg.useTmpfs (mkDefault "tmpfs-noswap");
 
       assertions = [
         {
-          assertion = cfg.gnupg.home == null && cfg.gnupg.sshKeyPaths == [ ];
-          message = "sops.gnupg: nixseal decrypts sops files with age keys only (no PGP); add an age recipient to .sops.yaml, run `nixseal updatekeys`, and remove sops.gnupg.";
+          # As sops-nix: one or the other.
+          assertion = cfg.gnupg.home == null || cfg.gnupg.sshKeyPaths == [ ];
+          message = "sops.gnupg: set only one of sops.gnupg.home and sops.gnupg.sshKeyPaths.";
         }
       ];
       warnings = lib.optional cfg.age.generateKey "sops.age.generateKey: nixseal does not generate keys at activation; create ${toString cfg.age.keyFile} once with `nixseal age-keygen -o ${toString cfg.age.keyFile}`.";

@@ -1,19 +1,30 @@
 /**
  * nixseal's trusted fetcher: the builder of the fixed-output derivations that nix/lib/fetchurl.nix
- * makes. It runs inside the Nix sandbox and reads the secret the pre-build hook mounted at
+ * and nix/lib/fetchgit.nix make. It runs inside the Nix sandbox and reads the secret the pre-build hook mounted at
  * /run/nixseal-secret, puts it into one request header, and downloads the derivation's `url` to
  * `$out`. The secret goes to that URL's origin only: redirects to another scheme, host or port
  * are refused, TLS is verified (Node's built-in CA list, so no certificate file is needed in the
  * sandbox), and http:// is accepted only to 127.0.0.1/localhost (for tests and local mirrors).
  * It never prints the secret, nor a response body (a server may echo the token back in an error).
  *
+ * With a `rev` attribute it fetches that commit of the git repository at `url` instead, with the
+ * git program the policy pins (`nixsealGit`), and writes its tree to `$out` without `.git`: what
+ * an unauthenticated clone of that commit checks out. Git gets the token from a credential helper
+ * this fetcher writes (a script that reads /run/nixseal-secret when git asks, for the URL's origin
+ * only): never in argv, the environment or the URL. Git runs without system or global config
+ * (its own config file, an empty HOME), never prompts, follows no redirect, speaks only http(s),
+ * and verifies TLS with Node's built-in CA list.
+ *
  * This file imports nothing but Node's own modules: it is added to the store as one file and
  * pinned by that store path in the policy. The hook has already checked the URL and the header
  * against the policy; the checks here are a second line, not the authority.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
+import * as path from "node:path";
+import * as tls from "node:tls";
 
 const SECRET_PATH = "/run/nixseal-secret";
 const REFUSAL_PATH = "/run/nixseal-refusal";
@@ -94,11 +105,10 @@ function readSecret(name: string): Buffer {
       refusal = fs.readFileSync(REFUSAL_PATH, "utf8");
     } catch {}
     if (refusal !== "") {
-      const lines = refusal.trim().split("\n").slice(0, 20).map(clean);
-      throw new FetchError(
-        lines.join("\n"),
-        "see the policy /etc/nixseal/build-secrets.json (docs/build-secrets.md)",
-      );
+      // The hook ends the reasons with "hint: ..." naming the policy it read.
+      const lines = refusal.trim().split("\n").slice(0, 21).map(clean);
+      const hint = lines.length > 1 && lines.at(-1)!.startsWith("hint: ") ? lines.pop()!.slice(6) : null;
+      throw new FetchError(lines.join("\n"), hint ?? "see the nix-daemon log and docs/build-secrets.md");
     }
     throw new FetchError(
       `the build secret "${name}" was not provided to this build (${SECRET_PATH} is missing)`,
@@ -196,6 +206,164 @@ async function download(out: string, startUrl: URL, headers: Record<string, stri
   }
 }
 
+// --- fetchgit -----------------------------------------------------------------------------------
+
+const REV_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+const USER_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const DEFAULT_GIT_USER = "x-access-token";
+const MAX_GIT_OUTPUT = 1024 * 1024;
+
+/**
+ * The credential helper git runs (`credential.helper` is this script's path: git executes a
+ * helper without a shell when its name has no special characters). It answers `get` for the one
+ * origin the derivation fetches from, with the secret read from the file the hook mounted; any
+ * other request gets no answer, and git, which may not prompt, fails.
+ */
+function credentialHelper(node: string, url: URL, user: string): string {
+  const expect = JSON.stringify({ protocol: url.protocol.slice(0, -1), host: url.host, user });
+  return `#!${node}
+// nixseal-fetch's git credential helper (written for one build; holds no secret).
+const fs = require("node:fs");
+const want = ${expect};
+if (process.argv[2] !== "get") process.exit(0);
+let input = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (d) => { input += d; if (input.length > 65536) process.exit(1); });
+process.stdin.on("end", () => {
+  const got = {};
+  for (const line of input.split("\\n")) {
+    const i = line.indexOf("=");
+    if (i > 0) got[line.slice(0, i)] = line.slice(i + 1);
+  }
+  if (got.protocol !== want.protocol || got.host !== want.host) {
+    process.stderr.write("nixseal-fetch: git asked for credentials for another origin: refused\\n");
+    process.exit(0);
+  }
+  let secret = fs.readFileSync(${JSON.stringify(SECRET_PATH)}, "latin1");
+  if (secret.endsWith("\\n")) secret = secret.slice(0, -1);
+  if (secret.endsWith("\\r")) secret = secret.slice(0, -1);
+  if (secret === "" || /[\\x00-\\x1f\\x7f]/.test(secret)) process.exit(1);
+  process.stdout.write("username=" + want.user + "\\npassword=" + secret + "\\n");
+});
+`;
+}
+
+/** Runs git with a clean, fixed environment; its output is shown only on failure, cleaned. */
+function runGit(git: string, env: Record<string, string>, args: string[], what: string): void {
+  const r = spawnSync(git, args, {
+    env,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: MAX_GIT_OUTPUT,
+  });
+  if (r.error !== undefined || r.status !== 0) {
+    const text = `${r.stderr ?? ""}${r.error === undefined ? "" : String(r.error.message)}`;
+    const lines = text.trim().split("\n").slice(-8).map(clean).join("\n  ");
+    throw new FetchError(
+      `git ${what} failed (exit ${r.status ?? r.signal}):\n  ${lines}`,
+      /cannot run .*credential-helper/.test(text)
+        ? "git starts its credential helper through the shell it was built with: a git from nixpkgs has it in its closure; for a git built with /bin/sh, add /bin/sh to sandbox-paths"
+        : /Authentication failed|could not read Username|401|403/.test(text)
+          ? "the server refused the secret: is it still valid, and allowed to read this repository?"
+          : "check the URL and the rev (a full commit id that the repository has)",
+    );
+  }
+}
+
+/** Fetches commit `rev` of the repository at `url` and checks its tree out into `out`. */
+function fetchGit(out: string, url: URL, rev: string, git: string, user: string): void {
+  if (!REV_RE.test(rev)) {
+    throw new FetchError(
+      `rev is not a full commit id: ${clean(rev)}`,
+      "give the 40 (or 64) hex digits of the commit",
+    );
+  }
+  if (!USER_RE.test(user)) {
+    throw new FetchError(`invalid user name for git: ${clean(user)}`, "letters, digits, '.', '_' and '-'");
+  }
+  if (!path.isAbsolute(git)) {
+    throw new FetchError(`nixsealGit is not an absolute path: ${clean(git)}`, "use nixseal's lib.fetchgit");
+  }
+  const top = fs.mkdtempSync(path.join(process.env.TMPDIR ?? "/tmp", "nixseal-git-"));
+  const home = path.join(top, "home");
+  const gitDir = path.join(top, "repo.git");
+  const templates = path.join(top, "templates");
+  fs.mkdirSync(home, { mode: 0o700 });
+  fs.mkdirSync(templates, { mode: 0o700 });
+  const helper = path.join(top, "credential-helper");
+  fs.writeFileSync(helper, credentialHelper(process.execPath, url, user), { mode: 0o500 });
+  const caFile = path.join(top, "ca.pem");
+  fs.writeFileSync(caFile, `${tls.rootCertificates.join("\n")}\n`, { mode: 0o400 });
+  // The global config, also where a git without GIT_CONFIG_GLOBAL (before 2.32) looks for it.
+  const config = path.join(home, ".gitconfig");
+  const scheme = url.protocol.slice(0, -1);
+  fs.writeFileSync(
+    config,
+    [
+      "[credential]",
+      `\thelper = ${helper}`,
+      "[http]",
+      "\tfollowRedirects = false",
+      `\tsslCAInfo = ${caFile}`,
+      "\tsslVerify = true",
+      "[protocol]",
+      "\tallow = never",
+      `[protocol "${scheme}"]`,
+      "\tallow = always",
+      "[core]",
+      "\taskPass =",
+      "[transfer]",
+      "\tfsckObjects = true",
+      "[advice]",
+      "\tdetachedHead = false",
+      "",
+    ].join("\n"),
+    { mode: 0o400 },
+  );
+  const prefix = path.dirname(path.dirname(git));
+  const execPath = path.join(prefix, "libexec", "git-core");
+  const env: Record<string, string> = {
+    HOME: home,
+    PATH: path.dirname(git),
+    TMPDIR: top,
+    GIT_CONFIG_NOSYSTEM: "1",
+    GIT_CONFIG_GLOBAL: config,
+    GIT_TERMINAL_PROMPT: "0",
+    GIT_TEMPLATE_DIR: templates,
+    GIT_DIR: gitDir,
+    LC_ALL: "C",
+    ...(fs.existsSync(execPath) ? { GIT_EXEC_PATH: execPath } : {}),
+  };
+  try {
+    runGit(git, env, ["init", "--quiet", "--bare", gitDir], "init");
+    process.stderr.write(`nixseal-fetch: fetching ${rev} from ${url.href}\n`);
+    // By commit id (protocol v2 servers and GitHub allow it); else every branch and tag.
+    const byRev = spawnSync(git, ["fetch", "--quiet", "--no-tags", "--depth=1", url.href, rev], {
+      env,
+      stdio: "ignore",
+    });
+    if (byRev.status !== 0) {
+      runGit(
+        git,
+        env,
+        ["fetch", "--quiet", "--no-tags", url.href, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+        "fetch",
+      );
+    }
+    runGit(git, env, ["cat-file", "-e", `${rev}^{commit}`], `lookup of commit ${rev}`);
+    fs.mkdirSync(out, { mode: 0o755 });
+    runGit(
+      git,
+      { ...env, GIT_WORK_TREE: out },
+      ["checkout", "--quiet", "--force", rev, "--", "."],
+      "checkout",
+    );
+    // The index lives in GIT_DIR: $out holds the tree only.
+  } finally {
+    fs.rmSync(top, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<number> {
   const env = process.env;
   const name = env.nixsealSecret ?? "";
@@ -209,6 +377,13 @@ async function main(): Promise<number> {
     }
     // The secret (or the hook's refusal) first: a refusal explains more than any check here.
     const secret = readSecret(name);
+    if (env.rev !== undefined) {
+      // fetchgit: git's credential helper reads the secret itself, when git asks.
+      secret.fill(0);
+      const url = checkUrl(env.url);
+      fetchGit(out, url, env.rev, env.nixsealGit ?? "", env.nixsealUser ?? DEFAULT_GIT_USER);
+      return 0;
+    }
     let url: URL;
     let header: { name: string; before: string; after: string };
     try {
@@ -234,7 +409,7 @@ async function main(): Promise<number> {
       e instanceof FetchError ? e : new FetchError(`internal error: ${clean(String(e))}`, "report this bug");
     process.stderr.write(`nixseal-fetch: error: ${err.message}\nnixseal-fetch: hint: ${err.hint}\n`);
     try {
-      fs.rmSync(out, { force: true });
+      fs.rmSync(out, { recursive: true, force: true });
     } catch {}
     return 1;
   }

@@ -47,6 +47,12 @@ export const SECRET_ATTR = "nixsealSecret";
 /** Optional attribute: the header template, "Name: text with {secret}". */
 export const HEADER_ATTR = "nixsealHeader";
 export const DEFAULT_HEADER = "Authorization: Bearer {secret}";
+/** fetchgit: the commit to fetch (its presence makes the derivation a git fetch). */
+export const REV_ATTR = "rev";
+/** fetchgit: the git program, one of the policy's gitPaths. */
+export const GIT_ATTR = "nixsealGit";
+/** fetchgit: the user name sent with the token (Basic auth); the fetcher's default otherwise. */
+export const USER_ATTR = "nixsealUser";
 /** Where the secret appears inside the sandbox (one file, bind-mounted read-only by Nix). */
 export const SANDBOX_SECRET_PATH = "/run/nixseal-secret";
 
@@ -67,24 +73,39 @@ export const ALLOWED_ATTRS: ReadonlySet<string> = new Set([
   "url",
   SECRET_ATTR,
   HEADER_ATTR,
+  REV_ATTR,
+  GIT_ATTR,
+  USER_ATTR,
   "preferLocalBuild",
   "allowSubstitutes",
   "requiredSystemFeatures",
 ]);
 
+/** A host identity, with the types and fields of the activation manifest's (docs/manifest.md). */
 export interface IdentitySpec {
-  type: "ssh" | "age";
+  type: "ssh" | "age" | "systemd-creds";
   path: string;
+  /** systemd-creds only: the name the key was sealed under (default: the file's name). */
+  name?: string;
 }
+
+/**
+ * Who supplies a secret's value: the host (its age `file`, decrypted with the host identities),
+ * the requesting user's `nixseal agent` (the host holds nothing), or the host when its file is
+ * there and decrypts, else the agent.
+ */
+export type SecretSource = "host" | "agent" | "host-or-agent";
+export const SECRET_SOURCES: readonly SecretSource[] = ["host", "agent", "host-or-agent"];
 
 export interface SecretPolicy {
   name: string;
-  /** The age-encrypted secret (outside or inside the store: ciphertext may be anywhere). */
-  file: string;
+  source: SecretSource;
+  /** The age-encrypted secret (outside or inside the store: ciphertext may be anywhere); null for source "agent". */
+  file: string | null;
   allowedUrlPrefixes: URL[];
   /** User names or decimal uids; empty: any user who may build. */
   allowedUsers: string[];
-  /** Ask the user's agent to approve (and maybe provide) the secret for each build. */
+  /** The user confirms each build at the agent's terminal, even for a value the host or a file gives. */
   prompt: boolean;
   /** Store paths of the trusted fetcher program this secret may be given to. */
   fetcherStorePaths: string[];
@@ -100,6 +121,8 @@ export interface BuildSecretsPolicy {
   identities: IdentitySpec[];
   /** Interpreters (e.g. a nodejs store path's bin/node) that may run a fetcher given as args[0]. */
   interpreters: string[];
+  /** Git programs (store paths) the fetcher may run for fetchgit. */
+  gitPaths: string[];
   secrets: Map<string, SecretPolicy>;
 }
 
@@ -129,12 +152,30 @@ function stringList(each: (s: string, at: string, p: Problems) => string | null,
 const pathItem = (s: string, at: string, p: Problems): string | null => readPath(s, at, p) ?? null;
 
 const IDENTITY_FIELDS: FieldTable = {
-  type: { required: true, read: enumField(["ssh", "age"], "as in the activation manifest") },
+  type: {
+    required: true,
+    read: enumField(["ssh", "age", "systemd-creds"], "as in the activation manifest (docs/manifest.md)"),
+  },
   path: { required: true, read: readPath },
+  name: {
+    required: false,
+    default: null,
+    read: (v, at, p) => {
+      if (typeof v === "string" && /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]{0,254}$/.test(v)) return v;
+      p.add(at, "is not a credential name", "letters, digits and ._@+=-, not starting with '.'");
+      return undefined;
+    },
+  },
 };
 
 const SECRET_FIELDS: FieldTable = {
-  file: { required: true, read: readPath },
+  source: {
+    required: false,
+    default: "host",
+    read: enumField(SECRET_SOURCES, '"host" (the default), "agent" or "host-or-agent"'),
+  },
+  // Required unless source = "agent" (checked with the source below).
+  file: { required: false, default: null, read: readPath },
   allowedUrlPrefixes: {
     required: true,
     read: (v, at, p) => {
@@ -166,7 +207,7 @@ const SECRET_FIELDS: FieldTable = {
   prompt: {
     required: false,
     default: false,
-    read: booleanField("prompt = true asks the user's nixseal agent for each build"),
+    read: booleanField("prompt = true asks the user to confirm each build at their nixseal agent"),
   },
   fetcherStorePaths: {
     required: true,
@@ -211,11 +252,20 @@ const TOP_FIELDS: FieldTable = {
             where,
             IDENTITY_FIELDS,
             p,
-            'an identity is {"type": "ssh" or "age", "path"}',
+            'an identity is {"type": "ssh", "age" or "systemd-creds", "path"}',
           );
-          return m === null
-            ? null
-            : { type: m.get("type") as IdentitySpec["type"], path: m.get("path") as string };
+          if (m === null) return null;
+          const type = m.get("type") as IdentitySpec["type"];
+          const name = m.get("name") as string | null;
+          if (name !== null && type !== "systemd-creds") {
+            p.add(
+              `${where}.name`,
+              `is set, but a ${type} identity has no name`,
+              "remove it (only systemd-creds identities are sealed under a name)",
+            );
+            return null;
+          }
+          return { type, path: m.get("path") as string, ...(name === null ? {} : { name }) };
         },
         'e.g. [{"type":"ssh","path":"/etc/ssh/ssh_host_ed25519_key"}]',
       ),
@@ -224,6 +274,11 @@ const TOP_FIELDS: FieldTable = {
     required: false,
     default: [],
     read: stringList(pathItem, "store paths of interpreters, e.g. a nodejs package's bin/node"),
+  },
+  gitPaths: {
+    required: false,
+    default: [],
+    read: stringList(pathItem, "store paths of git programs, e.g. a git package's bin/git"),
   },
   secrets: {
     required: true,
@@ -254,9 +309,30 @@ const TOP_FIELDS: FieldTable = {
           ok = false;
           continue;
         }
+        const source = m.get("source") as SecretSource;
+        const file = m.get("file") as string | null;
+        if (source === "agent" && file !== null) {
+          p.add(
+            `${where}.file`,
+            'is set, but source = "agent": the host holds nothing for this secret',
+            'remove file, or use source = "host-or-agent" to prefer the host\'s file',
+          );
+          ok = false;
+          continue;
+        }
+        if (source !== "agent" && file === null) {
+          p.add(
+            where,
+            `has no file (source = "${source}" needs the host's age-encrypted secret)`,
+            'add file, or set source = "agent" so the requesting user\'s nixseal agent supplies the value',
+          );
+          ok = false;
+          continue;
+        }
         out.set(name, {
           name,
-          file: m.get("file") as string,
+          source,
+          file,
           allowedUrlPrefixes: m.get("allowedUrlPrefixes") as URL[],
           allowedUsers: m.get("allowedUsers") as string[],
           prompt: m.get("prompt") as boolean,
@@ -315,6 +391,18 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
       });
     }
   }
+  // git runs next to the secret too: it must be pinned like the fetcher, by a store path.
+  if (typeof storeDir === "string" && Array.isArray(doc.gitPaths)) {
+    doc.gitPaths.forEach((g, i) => {
+      if (typeof g === "string" && pathProblem(g) === null && !g.startsWith(`${storeDir}/`)) {
+        problems.add(
+          `gitPaths[${i}]`,
+          `is not in the Nix store (${storeDir})`,
+          "pin a git from the store: e.g. nix-build '<nixpkgs>' -A gitMinimal, then its bin/git",
+        );
+      }
+    });
+  }
   problems.throwIfAny();
   return {
     file,
@@ -325,6 +413,7 @@ export function parsePolicy(text: string, file: string): BuildSecretsPolicy {
     agentTimeoutSeconds: m!.get("agentTimeoutSeconds") as number,
     identities: m!.get("identities") as IdentitySpec[],
     interpreters: m!.get("interpreters") as string[],
+    gitPaths: m!.get("gitPaths") as string[],
     secrets: m!.get("secrets") as Map<string, SecretPolicy>,
   };
 }
@@ -367,6 +456,28 @@ export function readPolicy(file: string): BuildSecretsPolicy {
     return parsePolicy(readAllSync(fd, st.size).toString("utf8"), file);
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/**
+ * The directories a policy names, read as far as its text allows: for when the policy is invalid
+ * and the hooks must still put a refusal somewhere or clean up. The file's ownership is checked
+ * as for the policy itself (an untrusted file must not choose where root writes or removes);
+ * null when it cannot be trusted or names no usable directories.
+ */
+export function policyDirsOf(file: string): { runtimeDir: string; storeDir: string } | null {
+  try {
+    const st = fs.lstatSync(file);
+    if (!st.isFile() || st.uid !== 0 || (st.mode & 0o022) !== 0 || st.size > MAX_POLICY_BYTES) return null;
+    const doc = JSON.parse(fs.readFileSync(file, "utf8")) as unknown;
+    if (!isObject(doc)) return null;
+    const pick = (v: unknown, dflt: string) =>
+      v === undefined ? dflt : typeof v === "string" && pathProblem(v) === null ? v : null;
+    const runtimeDir = pick(doc.runtimeDir, DEFAULT_RUNTIME_DIR);
+    const storeDir = pick(doc.storeDir, "/nix/store");
+    return runtimeDir === null || storeDir === null ? null : { runtimeDir, storeDir };
+  } catch {
+    return null;
   }
 }
 
@@ -477,9 +588,29 @@ export function decide(
     } else url = r.url.href;
   }
 
-  const header = drv.env.get(HEADER_ATTR) ?? DEFAULT_HEADER;
-  const hp = headerProblem(header);
-  if (hp !== null) reasons.push(hp);
+  const rev = drv.env.get(REV_ATTR);
+  if (rev === undefined) {
+    const header = drv.env.get(HEADER_ATTR) ?? DEFAULT_HEADER;
+    const hp = headerProblem(header);
+    if (hp !== null) reasons.push(hp);
+    for (const attr of [GIT_ATTR, USER_ATTR]) {
+      if (drv.env.has(attr)) reasons.push(`it sets ${attr}, which only a git fetch (with rev) has`);
+    }
+  } else {
+    // fetchgit: the token goes to git through the fetcher's credential helper, never a header.
+    if (!/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/.test(rev)) reasons.push("its rev is not a full commit id");
+    if (drv.env.has(HEADER_ATTR)) reasons.push(`a git fetch has no ${HEADER_ATTR}`);
+    const git = drv.env.get(GIT_ATTR);
+    if (git === undefined || !policy.gitPaths.includes(git)) {
+      reasons.push(
+        `its git (${JSON.stringify((git ?? "none").slice(0, 200))}) is not one of the policy's gitPaths (${policy.gitPaths.join(", ") || "none"})`,
+      );
+    }
+    const user = drv.env.get(USER_ATTR);
+    if (user !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(user)) {
+      reasons.push(`its ${USER_ATTR} is not a plain user name`);
+    }
+  }
 
   if (secret.allowedUsers.length > 0) {
     if (client.uid === null) {

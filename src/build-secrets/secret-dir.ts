@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { decrypt } from "../age/index.js";
+import { decrypt, type Identity } from "../age/index.js";
 import { NixsealError, writeAllSync } from "../common/index.js";
 import { loadDefaultIdentities } from "../keys/index.js";
 import type { IdentitySpec } from "./policy.js";
@@ -64,17 +64,34 @@ export function ensureRuntimeDir(runtimeDir: string): void {
   }
 }
 
-/** Loads the host identities of the policy; missing files are skipped unless none is left. */
-export async function loadHostIdentities(specs: readonly IdentitySpec[]) {
-  const present = specs.filter((s) => fs.existsSync(s.path)).map((s) => s.path);
+/**
+ * Loads the host identities of the policy; missing files are skipped unless none is left. ssh and
+ * age files as at activation; a systemd-creds entry is a key sealed with `nixseal host-key seal`,
+ * opened by systemd-creds in memory (src/creds is loaded only then).
+ */
+export async function loadHostIdentities(specs: readonly IdentitySpec[]): Promise<Identity[]> {
+  const present = specs.filter((s) => fs.existsSync(s.path));
   if (present.length === 0) {
     throw new NixsealError("BUILD_SECRET", "no host identity found to decrypt build secrets with", {
       hint: `create one of: ${specs.map((s) => s.path).join(", ") || "(the policy lists none)"}`,
     });
   }
+  const files = present.filter((s) => s.type !== "systemd-creds").map((s) => s.path);
+  const sealed = present.filter((s) => s.type === "systemd-creds");
+  const out: Identity[] = [];
+  for (const s of sealed) {
+    const { loadSealedIdentities } = await import("../creds/index.js");
+    out.push(
+      ...(await loadSealedIdentities({ path: s.path, ...(s.name === undefined ? {} : { name: s.name }) }))
+        .identities,
+    );
+  }
   // The default-identity loader adds the ssh-to-age identity of ed25519 host keys; with an empty
   // environment and no home it reads nothing but these files.
-  return loadDefaultIdentities({ flags: present, env: {}, home: "/nonexistent" }, {});
+  if (files.length > 0) {
+    out.push(...(await loadDefaultIdentities({ flags: files, env: {}, home: "/nonexistent" }, {})));
+  }
+  return out;
 }
 
 /** Decrypts one age file with the host identities. The caller wipes the result. */

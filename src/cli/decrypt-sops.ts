@@ -1,8 +1,14 @@
 /** `nixseal decrypt FILE.yaml`: the sops half of decrypt, loaded only when NAME may be a sops file. */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as nodePath from "node:path";
+import type { Identity } from "../age/index.js";
+import { NixsealError } from "../common/index.js";
 import {
   closeDocument,
   formatGoFloat,
   formatTreePath,
+  GpgHomeIdentity,
   isBranch,
   JsonStore,
   parseTreePath,
@@ -66,6 +72,35 @@ export async function decryptIfSops(
   return store === null ? null : decryptSops(file, store, values, write);
 }
 
+/** The user's GnuPG home as sops finds it (GNUPGHOME, else ~/.gnupg), or null if there is none. */
+function userGnupgHome(env: NodeJS.ProcessEnv = process.env): string | null {
+  const home = env.GNUPGHOME || nodePath.join(env.HOME || os.homedir(), ".gnupg");
+  if (!nodePath.isAbsolute(home)) return null;
+  try {
+    return fs.statSync(home).isDirectory() ? home : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The age identities, and the user's GnuPG home for pgp entries (as sops uses gpg): gpg runs only
+ * if no age identity opens the file. With a GnuPG home, having no age identity is not an error.
+ */
+async function sopsIdentities(values: Record<string, unknown>): Promise<Identity[]> {
+  const gnupgHome = userGnupgHome();
+  let identities: Identity[];
+  try {
+    identities = await identitiesOf(values, keyContext());
+  } catch (e) {
+    if (gnupgHome === null || !(e instanceof NixsealError && e.code === "AGE_NO_MATCH")) throw e;
+    identities = [];
+  }
+  // gpg may ask for the key's passphrase through its pinentry, as it does for sops.
+  if (gnupgHome !== null) identities.push(new GpgHomeIdentity(gnupgHome, { interactive: true }));
+  return identities;
+}
+
 async function decryptSops(
   file: string,
   store: SopsStore,
@@ -73,7 +108,7 @@ async function decryptSops(
   write: typeof writeOut,
 ): Promise<number> {
   const path = typeof values.extract === "string" ? parseTreePath(values.extract) : null;
-  const identities = await identitiesOf(values, keyContext());
+  const identities = await sopsIdentities(values);
   const doc = await openSopsFile(file, store, identities, values["ignore-mac"] === true, true);
   try {
     let out: Uint8Array;

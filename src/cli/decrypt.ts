@@ -13,7 +13,9 @@ Decrypts a secret to standard output, or to FILE (created with mode 0600 and rep
 decryption succeeded). NAME is the name in secrets.nix or a path to the file.
 
 A FILE with a sops extension (.yaml, .yml, .json, .env, .ini) that secrets.nix does not list is
-a sops file: the decrypted document is written in the same format, its MAC verified.
+a sops file: the decrypted document is written in the same format, its MAC verified. Its data
+key is unwrapped with the age identities, else (as sops does) with gpg and the user's GnuPG home
+(GNUPGHOME, else ~/.gnupg) for its pgp entries.
 
 Options:
     -o, --output FILE     Write the plaintext to FILE (0600) instead of standard output.

@@ -36,6 +36,7 @@ export type ErrorCode =
   | "SOPS_NO_KEY" // no identity could unwrap the data key from any key group
   | "SOPS_ENCRYPTED" // encrypt was given a file that is already encrypted
   | "SOPS_RESERVED" // the document uses the reserved top-level key `sops` (or `sops_` in dotenv)
+  | "GPG" // gpg is missing, failed, or its home has none of a sops file's pgp keys
   | "SOPS_UNSUPPORTED" // a feature of the file nixseal cannot handle (e.g. only PGP/KMS keys)
   // systemd credentials
   | "CREDS_UNAVAILABLE" // systemd-creds is missing, not permitted, or failed for a reason of its own
@@ -54,6 +55,8 @@ export type ErrorCode =
   | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
   | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
+  | "AGENT_CONFIG" // the user's agent.json (where `nixseal agent` gets build secrets) is invalid
+  | "AGENT_RUNNING" // another `nixseal agent` of this user already answers on its socket
   // host bootstrap (nixseal host add)
   | "HOST" // a host cannot be added: unreachable, its host key contradicts known_hosts, the remote command failed
   // general

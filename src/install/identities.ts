@@ -2,8 +2,9 @@
  * The identities a host decrypts its secrets with, from the manifest: ssh host keys (an ed25519
  * one also as the X25519 identity ssh-to-age derives from it, for files sops-nix users encrypted
  * to that recipient), age identity files, and keys sealed as systemd credentials (`nixseal
- * host-key seal/new`), decrypted by systemd-creds in memory. Nothing can ask for a passphrase
- * here: activation has no terminal.
+ * host-key seal/new`), decrypted by systemd-creds in memory; for sops files' pgp entries, GnuPG
+ * homes and RSA ssh keys as the PGP keys sops-nix makes of them (src/sops/gpg.ts). Nothing can
+ * ask for a passphrase here: activation has no terminal.
  *
  * A key that cannot be loaded is not fatal by itself (a host may list an rsa key it does not
  * have): its problem is reported when no identity loads at all, or when a secret finds no
@@ -18,6 +19,7 @@ import {
   parseSshPrivateKey,
   SshEd25519Identity,
   type SshKeyIdentity,
+  SshRsaIdentity,
 } from "../ssh/index.js";
 import type { ManifestIdentity } from "./manifest.js";
 
@@ -78,6 +80,49 @@ async function loadSsh(file: string): Promise<{ key: SshKeyIdentity; derived: Id
   }
 }
 
+/**
+ * sops-nix's `sops.gnupg.home`: gpg decrypts sops files' pgp entries with the keys there. src/sops
+ * is loaded only for such a host. Nothing runs until a file's pgp entry must be opened.
+ */
+async function loadGpgHome(home: string): Promise<Identity> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(home);
+  } catch (e) {
+    throw ioError("use the GnuPG home", home, e);
+  }
+  if (!st.isDirectory()) {
+    throw new NixsealError("GPG", `${home} is not a GnuPG home directory`, {
+      file: home,
+      hint: "a gpg identity's path is a GnuPG home (a directory such as /var/lib/sops or /root/.gnupg)",
+    });
+  }
+  const { GpgHomeIdentity } = await import("../sops/index.js");
+  return new GpgHomeIdentity(home);
+}
+
+/**
+ * sops-nix's `sops.gnupg.sshKeyPaths`: an RSA ssh key as the PGP key sops-nix's ssh-to-pgp makes
+ * of it (src/sops/ssh-to-pgp.ts). Only its fingerprint is computed now; gpg runs only when a
+ * file's pgp entry names it.
+ */
+async function loadGpgSsh(file: string): Promise<Identity> {
+  const { key } = await loadSsh(file);
+  if (!(key instanceof SshRsaIdentity)) {
+    throw new NixsealError("KEY_UNSUPPORTED", `${file} is not an RSA key`, {
+      file,
+      hint: "sops-nix's gnupg.sshKeyPaths takes RSA keys (such as /etc/ssh/ssh_host_rsa_key); list ed25519 keys in age.sshKeyPaths",
+    });
+  }
+  const der = key.exportPkcs1();
+  try {
+    const { GpgSshIdentity } = await import("../sops/index.js");
+    return new GpgSshIdentity(der, { file });
+  } finally {
+    der.fill(0);
+  }
+}
+
 /** Loads every identity of the manifest; problems are returned, not thrown. */
 export async function loadManifestIdentities(
   entries: readonly ManifestIdentity[],
@@ -100,6 +145,10 @@ export async function loadManifestIdentities(
           ...(entry.name === null ? {} : { name: entry.name }),
         });
         direct.push(...sealed.identities);
+      } else if (entry.type === "gpg") {
+        direct.push(await loadGpgHome(entry.path));
+      } else if (entry.type === "gpg-ssh") {
+        direct.push(await loadGpgSsh(entry.path));
       } else {
         // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly.
         direct.push(...(await loadIdentities([entry.path], {})));

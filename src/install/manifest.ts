@@ -59,7 +59,11 @@ export type SecretFormat = "age" | "yaml" | "json" | "dotenv" | "ini" | "binary"
 export const SECRET_FORMATS: readonly SecretFormat[] = ["age", "yaml", "json", "dotenv", "ini", "binary"];
 export type Stage = "system" | "users";
 export type MountPolicy = "ramfs" | "tmpfs-noswap" | "existing";
-export type IdentityType = "ssh" | "age" | "systemd-creds";
+/**
+ * "gpg": a GnuPG home directory (sops-nix's `sops.gnupg.home`) for sops files' pgp entries;
+ * "gpg-ssh": an RSA ssh key used as the PGP key sops-nix makes of it (`sops.gnupg.sshKeyPaths`).
+ */
+export type IdentityType = "ssh" | "age" | "systemd-creds" | "gpg" | "gpg-ssh";
 export type RestartMode = "lists" | "systemctl";
 /**
  * How changes are found. "records": the active generation's metadata (keyed hashes), and every
@@ -352,7 +356,10 @@ const TEMPLATE_FIELDS: FieldTable = {
 };
 
 const IDENTITY_FIELDS: FieldTable = {
-  type: { required: true, read: enumField<IdentityType>(["ssh", "age", "systemd-creds"], ENUM_HINT) },
+  type: {
+    required: true,
+    read: enumField<IdentityType>(["ssh", "age", "systemd-creds", "gpg", "gpg-ssh"], ENUM_HINT),
+  },
   path: { required: true, read: readPath },
   name: {
     required: false,

@@ -113,6 +113,14 @@ function estimate(m: Manifest, previous: GenerationMeta | null, identities: stri
   return [files.size, decrypts];
 }
 
+/**
+ * The identities the worker loads: those that open age files. gpg and gpg-ssh identities open
+ * only sops files' pgp entries, and sops files stay on the main thread.
+ */
+function workerIdentities(identities: readonly ManifestIdentity[]): ManifestIdentity[] {
+  return identities.filter((e) => e.type === "ssh" || e.type === "age");
+}
+
 /** Whether a worker pays for this install, and how the threads then share the files (null: it does not). */
 export function workerModeFor(
   m: Manifest,
@@ -121,7 +129,8 @@ export function workerModeFor(
   cores: number,
 ): WorkerMode | null {
   if (cores < 2) return null;
-  if (m.identities.length === 0 || m.identities.some((e) => e.type !== "ssh" && e.type !== "age"))
+  // A sealed identity would need systemd-creds a second time in the worker: the main thread alone.
+  if (workerIdentities(m.identities).length === 0 || m.identities.some((e) => e.type === "systemd-creds"))
     return null;
   const [files, decrypts] = estimate(m, previous, identities);
   if (decrypts >= PARALLEL_MIN_DECRYPTS) return "share";
@@ -155,7 +164,7 @@ export class DecryptWorker {
     if (mode === null) return null;
     try {
       const { Worker } = await import("node:worker_threads");
-      const start: WorkerStart = { identities: m.identities };
+      const start: WorkerStart = { identities: workerIdentities(m.identities) };
       const url = new URL("./decrypt-worker.js", import.meta.url);
       return new DecryptWorker(new Worker(url, { workerData: start }), mode);
     } catch {

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { decrypt as ageDecrypt, encrypt as ageEncrypt, type Identity, type Recipient } from "../age/index.js";
-import { NixsealError, wipe } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
 import { decryptMac, encryptMac, MacAccumulator, nowRfc3339, sameMac } from "./mac.js";
 import {
@@ -17,6 +17,7 @@ import {
   type SopsMetadata,
   serializeMetadata,
 } from "./metadata.js";
+import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { combine, split } from "./shamir.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type SopsStore } from "./stores/store.js";
@@ -78,8 +79,52 @@ function where(file: string | undefined): string {
 
 function otherKeysLine(g: KeyGroup): string[] {
   const out: string[] = [];
-  for (const [t, list] of g.other) out.push(`${list.length}× ${t} (not supported by nixseal)`);
+  for (const [t, list] of g.other) {
+    if (t !== "pgp") out.push(`${list.length}× ${t} (not supported by nixseal)`);
+  }
   return out;
+}
+
+/** Where a group's entries are in the metadata, for messages. */
+function groupPath(groups: readonly KeyGroup[], gi: number): string {
+  return groups.length > 1 ? `sops.key_groups[${gi}]` : "sops";
+}
+
+/**
+ * A group's pgp entries tried with the PGP identities (gpg), after every age entry failed: the
+ * data key or share, or null with a line per fingerprint in `lines`. gpg's own failures (not
+ * installed, broken home) go to `gpgProblems`.
+ */
+async function unwrapPgpEntries(
+  g: KeyGroup,
+  where: string,
+  pgpIds: readonly PgpIdentity[],
+  label: string,
+  lines: string[],
+  gpgProblems: NixsealError[],
+): Promise<Uint8Array | null> {
+  const list = g.other.get("pgp");
+  if (list === undefined || list.length === 0) return null;
+  const entries = pgpEntries(list, where);
+  const problems: NixsealError[] = [];
+  for (const id of pgpIds) {
+    try {
+      const got = await id.unwrapPgp(entries);
+      if (got !== null) return got;
+    } catch (e) {
+      rethrowUnlessNixseal(e);
+      problems.push(e);
+    }
+  }
+  gpgProblems.push(...problems);
+  const why =
+    pgpIds.length === 0
+      ? "no GnuPG identity given"
+      : problems.length === pgpIds.length
+        ? "gpg could not be asked (see below)"
+        : "no secret key for it in the GnuPG identities";
+  for (const fp of new Set(entries.map((e) => e.fp))) lines.push(`  pgp ${fp}${label}: ${why}`);
+  return null;
 }
 
 /**
@@ -103,6 +148,8 @@ export async function unwrapDataKey(
   const eager = identities.filter((i) => !isDeferred(i));
   const deferred = identities.filter(isDeferred);
   const passes = deferred.length > 0 ? [eager, deferred] : [eager];
+  const pgpIds = identities.filter(isPgpIdentity);
+  const gpgProblems: NixsealError[] = [];
   for (let gi = 0; gi < groups.length && shares.length < needed; gi++) {
     const g = groups[gi]!;
     const label = groups.length > 1 ? ` (group ${gi + 1})` : "";
@@ -132,6 +179,9 @@ export async function unwrapDataKey(
         if (damagedEntry) damaged.push(recipient);
       }
     }
+    // pgp entries (sops: tried after age keys, as the key services' order in keysources).
+    if (got === null)
+      got = await unwrapPgpEntries(g, groupPath(groups, gi), pgpIds, label, lines, gpgProblems);
     if (got === null) {
       for (const l of otherKeysLine(g)) lines.push(`  ${l}${label}`);
       continue;
@@ -168,8 +218,20 @@ export async function unwrapDataKey(
       groups.length > 1
         ? `${where(file)}${needed} key groups needed to decrypt the data key, got ${shares.length}:`
         : `${where(file)}no identity can decrypt the data key; the file's keys are:`;
+    if (gpgProblems.length > 0) {
+      // gpg itself failed (not installed, a broken home): that, not the keys, is what to fix.
+      const first = gpgProblems[0]!;
+      const why = [...new Set(gpgProblems.map((e) => `  ${e.message}`))];
+      throw new NixsealError("GPG", `${head}\n${lines.join("\n")}\n${tried.join("\n")}\n${why.join("\n")}`, {
+        hint: first.hint ?? "check gpg",
+        file,
+      });
+    }
+    const hasPgp = groups.some((g) => (g.other.get("pgp")?.length ?? 0) > 0);
     throw new NixsealError("SOPS_NO_KEY", `${head}\n${lines.join("\n")}\n${tried.join("\n")}`, {
-      hint: "pass an identity for one of these recipients (-i, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY)",
+      hint: hasPgp
+        ? "pass an identity for one of these recipients (-i, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY), or use a GnuPG home holding one of the pgp keys"
+        : "pass an identity for one of these recipients (-i, SOPS_AGE_KEY_FILE, SOPS_AGE_KEY)",
       file,
     });
   }

@@ -25,6 +25,7 @@ export {
   unwrapDataKey,
   wrapDataKey,
 } from "./document.js";
+export { GpgHomeIdentity, GpgSshIdentity } from "./gpg.js";
 export {
   type AgeKeyEntry,
   type KeyGroup,

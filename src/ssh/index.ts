@@ -13,4 +13,4 @@ export {
   sshPublicKeyToAgeRecipient,
   sshPublicKeyWire,
 } from "./public-key.js";
-export { SSH_RSA_STANZA, SshRsaRecipient } from "./rsa.js";
+export { SSH_RSA_STANZA, SshRsaIdentity, SshRsaRecipient } from "./rsa.js";

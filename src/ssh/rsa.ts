@@ -173,6 +173,14 @@ export class SshRsaIdentity implements Identity {
     return new SshRsaRecipient(this.n, this.e);
   }
 
+  /**
+   * The private key as PKCS#1 DER (RFC 8017 appendix A.1.2), for the PGP key sops-nix makes of
+   * an RSA host key (src/sops/ssh-to-pgp.ts). The caller wipes it.
+   */
+  exportPkcs1(): Buffer {
+    return this.key.export({ format: "der", type: "pkcs1" });
+  }
+
   unwrapFileKey(stanzas: readonly Stanza[]): Uint8Array | null {
     for (const s of stanzas) {
       if (s.type !== SSH_RSA_STANZA) continue;

@@ -390,6 +390,9 @@ for (const [what, user, attr, reason] of ATTACKS) {
     if (!["ownShell", "notFixed", "nodeOptions"].includes(attr)) {
       // The fetcher ran and showed the user why (from the refusal the hook mounted).
       assert.match(r.stderr, new RegExp(`nixseal refused the build secret[^]*${reason.source}`));
+      // The hint names the policy the hook was given (--policy), not the default path.
+      assert.match(r.stderr, /nixseal-fetch: hint: see the build-secrets policy \/tmp\/\S+\/policy\.json/);
+      assert.doesNotMatch(r.stderr, /\/etc\/nixseal/);
     }
     assert.deepEqual(secretFilesLeft(), [], "no secret was written for a refused build");
     assert.ok(

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { parsePolicy } from "../../src/build-secrets/policy.js";
 import { REPO, tempDir, which } from "../helpers.js";
+import { nixEval } from "../nix/eval.js";
 
 const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
 const SKIP = !which("nix-instantiate")
@@ -108,7 +109,7 @@ test("the module writes a policy the hook accepts, and sets the sandbox and both
       assert.match(text!, /build-hook .*--policy \/etc\/nixseal\/build-secrets\.json/);
     }
     assert.match(e.preHookText!, /-qF '\("nixsealSecret",' "\$1" \|\| exit 0/);
-    assert.match(e.postHookText!, /\[ -e \/run\/nixseal\/build\/"\$d" \] \|\| exit 0/);
+    assert.match(e.postHookText!, /-qF '\("nixsealSecret",' "\$DRV_PATH" \|\| exit 0/);
   } finally {
     cleanup();
   }
@@ -139,4 +140,115 @@ test("misconfigurations fail as assertions with a clear message", { skip: SKIP }
     nixseal: { buildSecrets: { t: SECRET }, buildSecretsSettings: { fetcher: FETCHER } },
   });
   assert.ok(noIdentity.failedAssertions.some((m) => /no host identity/.test(m)));
+});
+
+test("source: an agent-supplied secret has no file in the policy; a file with source = agent, or none without it, fails", {
+  skip: SKIP,
+}, () => {
+  const { file: _file, ...noFile } = SECRET;
+  const e = evaluate({
+    nixseal: {
+      buildSecrets: {
+        typed: { ...noFile, source: "agent" },
+        either: { ...SECRET, source: "host-or-agent", prompt: true },
+      },
+      // No host identity is needed when only the agent supplies values, but "either" needs one.
+      buildSecretsSettings: {
+        fetcher: FETCHER,
+        interpreter: NODE,
+        identities: [{ type: "age", path: "/k" }],
+      },
+    },
+  });
+  assert.deepEqual(e.failedAssertions, []);
+  const written = JSON.parse(e.policy!.text) as { secrets: Record<string, Record<string, unknown>> };
+  assert.equal("file" in written.secrets.typed!, false, "the host holds nothing for source = agent");
+  const policy = parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json");
+  assert.equal(policy.secrets.get("typed")!.source, "agent");
+  assert.equal(policy.secrets.get("typed")!.file, null);
+  assert.equal(policy.secrets.get("either")!.source, "host-or-agent");
+  assert.equal(policy.secrets.get("either")!.file, SECRET.file);
+
+  const agentOnly = evaluate({
+    nixseal: {
+      buildSecrets: { typed: { ...noFile, source: "agent" } },
+      buildSecretsSettings: { fetcher: FETCHER, interpreter: NODE },
+    },
+  });
+  assert.deepEqual(agentOnly.failedAssertions, [], "no host identity is needed when the host holds nothing");
+
+  const bad = evaluate({
+    nixseal: {
+      buildSecrets: { withFile: { ...SECRET, source: "agent" }, without: noFile },
+      buildSecretsSettings: { fetcher: FETCHER, identities: [{ type: "age", path: "/k" }] },
+    },
+  });
+  assert.ok(
+    bad.failedAssertions.some((m) =>
+      /withFile, without: a secret with source = "agent" has no file .* any other source needs file/.test(m),
+    ),
+    bad.failedAssertions.join("\n"),
+  );
+});
+
+test("identities as in the activation manifest: a sealed key (systemd-creds, with its name) reaches the policy", {
+  skip: SKIP,
+}, () => {
+  const e = evaluate({
+    nixseal: {
+      buildSecrets: { t: SECRET },
+      buildSecretsSettings: {
+        fetcher: FETCHER,
+        identities: [
+          { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred", name: "host-key" },
+          { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+        ],
+      },
+    },
+  });
+  assert.deepEqual(e.failedAssertions, []);
+  assert.deepEqual(parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json").identities, [
+    { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred", name: "host-key" },
+    { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+  ]);
+});
+
+test("the git that lib.fetchgit runs is pinned in the policy's gitPaths", { skip: SKIP }, () => {
+  const GIT = "/nix/store/gggggggggggggggggggggggggggggggg-git-minimal/bin/git";
+  const base = config() as { nixseal: { buildSecretsSettings: Record<string, unknown> } };
+  base.nixseal.buildSecretsSettings.git = GIT;
+  const e = evaluate(base);
+  assert.deepEqual(e.failedAssertions, []);
+  assert.deepEqual(parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json").gitPaths, [GIT]);
+});
+
+test("with the whole NixOS module, the build policy lists the activation manifest's identities, sealed keys included", {
+  skip: SKIP,
+}, () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const mod = path.join(dir, "host.nix");
+    fs.writeFileSync(
+      mod,
+      `{ ... }: {
+        nixseal.sealedIdentityPaths = [ "/var/lib/nixseal/host-key.cred" ];
+        nixseal.identityPaths = [ "/etc/ssh/ssh_host_ed25519_key" ];
+        nixseal.buildSecrets.t = {
+          file = "/var/lib/nixseal/t.age";
+          allowedUrlPrefixes = [ "https://mods.example.com/api/" ];
+        };
+        nixseal.buildSecretsSettings.fetcher = "${FETCHER}";
+      }`,
+    );
+    const r = nixEval("eval-nixos.nix", [mod], "config.environment.etc");
+    assert.ok(r.ok, r.ok ? "" : r.stderr);
+    const etc = r.value as Record<string, { text: string }>;
+    const policy = parsePolicy(etc["nixseal/build-secrets.json"]!.text, "/etc/nixseal/build-secrets.json");
+    assert.deepEqual(policy.identities, [
+      { type: "systemd-creds", path: "/var/lib/nixseal/host-key.cred" },
+      { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+    ]);
+  } finally {
+    cleanup();
+  }
 });

@@ -76,7 +76,7 @@ test("every problem of a policy is reported in one run, with the file and the pl
         /json: colour: unknown field/,
         /version: must be 1/,
         /runtimeDir: "run\/relative" is not absolute/,
-        /identities\[0\]\.type: must be one of "ssh", "age", not "gpg"/,
+        /identities\[0\]\.type: must be one of "ssh", "age", "systemd-creds", not "gpg"/,
         /secrets\."\.\.\/evil": is not a valid secret name/,
         /secrets\."token"\.extra: unknown field/,
         /secrets\."token"\.file: "\/a\/\.\.\/b\.age" contains a \. or \.\. segment/,
@@ -328,6 +328,144 @@ test("the hook: exact output for Nix, a 0444 secret in a 0700 dir, refusal file,
       output: "",
       log: [],
     });
+  } finally {
+    cleanup();
+    fs.rmSync(shm, { recursive: true, force: true });
+  }
+});
+
+test("source: host (the default) and host-or-agent need the host's file; agent must not have one", () => {
+  const withSecret = (settings: Record<string, unknown>) =>
+    JSON.stringify(
+      policyDoc({
+        secrets: {
+          token: {
+            allowedUrlPrefixes: ["https://mods.example.com/api/"],
+            fetcherStorePaths: [FETCHER],
+            ...settings,
+          },
+        },
+      }),
+    );
+  const host = parsePolicy(withSecret({ file: "/k.age" }), "p.json").secrets.get("token")!;
+  assert.equal(host.source, "host");
+  assert.equal(host.file, "/k.age");
+  const agent = parsePolicy(withSecret({ source: "agent", prompt: true }), "p.json").secrets.get("token")!;
+  assert.equal(agent.source, "agent");
+  assert.equal(agent.file, null);
+  assert.equal(agent.prompt, true);
+  const either = parsePolicy(withSecret({ source: "host-or-agent", file: "/k.age" }), "p.json");
+  assert.equal(either.secrets.get("token")!.source, "host-or-agent");
+
+  for (const [settings, re] of [
+    [
+      { source: "agent", file: "/k.age" },
+      /token"\.file: is set, but source = "agent": the host holds nothing/,
+    ],
+    [{}, /"token": has no file \(source = "host" needs the host's age-encrypted secret\)/],
+    [{ source: "host-or-agent" }, /"token": has no file \(source = "host-or-agent"/],
+    [
+      { source: "user", file: "/k.age" },
+      /source: must be one of "host", "agent", "host-or-agent", not "user"/,
+    ],
+  ] as const) {
+    assert.throws(() => parsePolicy(withSecret(settings), "p.json"), isError("BUILD_POLICY", re));
+  }
+});
+
+test("the hook: which source gives the value, and what the user's agent is asked for", {
+  skip: fs.existsSync("/dev/shm") ? false : "needs /dev/shm (tmpfs)",
+}, async () => {
+  const { dir, cleanup } = tempDir();
+  const shm = fs.mkdtempSync("/dev/shm/nixseal-hook-source-test-");
+  try {
+    const store = path.join(dir, "store");
+    fs.mkdirSync(store);
+    const host = await generateIdentity(false);
+    fs.writeFileSync(path.join(dir, "host.txt"), `${host.identity}\n`, { mode: 0o600 });
+    fs.writeFileSync(
+      path.join(dir, "token.age"),
+      await encrypt(Buffer.from("host-tok\n"), [parseRecipientString(host.recipient, "t")]),
+    );
+    const fetcher = path.join(store, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixseal-fetcher.js");
+    const secret = (settings: Record<string, unknown>) => ({
+      allowedUrlPrefixes: ["https://mods.example.com/api/"],
+      fetcherStorePaths: [fetcher],
+      ...settings,
+    });
+    const policyFile = path.join(dir, "policy.json");
+    const doc = policyDoc({
+      storeDir: store,
+      runtimeDir: path.join(shm, "build"),
+      identities: [{ type: "age", path: path.join(dir, "host.txt") }],
+      secrets: {
+        either: secret({ source: "host-or-agent", file: path.join(dir, "token.age") }),
+        eitherPrompt: secret({ source: "host-or-agent", file: path.join(dir, "token.age"), prompt: true }),
+        eitherMissing: secret({ source: "host-or-agent", file: path.join(dir, "missing.age") }),
+        agentOnly: secret({ source: "agent" }),
+        hostPrompt: secret({ file: path.join(dir, "token.age"), prompt: true }),
+      },
+    });
+    fs.writeFileSync(policyFile, JSON.stringify(doc), { mode: 0o644 });
+
+    const asked: { want: string; prompt: boolean; secret: string }[] = [];
+    let given = new Uint8Array(0);
+    let reply: { approved: true; plaintext: Uint8Array | null } | { approved: false; reason: string };
+    const askAgent = async (req: { want: string; prompt: boolean; secret: string }) => {
+      asked.push({ want: req.want, prompt: req.prompt, secret: req.secret });
+      // A fresh buffer each time: the hook wipes the one it is given.
+      if (!reply.approved || reply.plaintext === null) return reply;
+      given = Uint8Array.from(reply.plaintext);
+      return { approved: true as const, plaintext: given };
+    };
+    let n = 0;
+    const run = async (name: string) => {
+      asked.length = 0;
+      const drvPath = path.join(store, `${String(n++).padStart(32, "e")}-${name.toLowerCase()}.drv`);
+      fs.writeFileSync(drvPath, aterm(fod({ nixsealSecret: name }, { args: [fetcher] })));
+      fs.mkdirSync(`${drvPath}.chroot`);
+      const r = await preBuildHook(drvPath, `${drvPath}.chroot`, { policyFile, ppid: process.pid, askAgent });
+      const d = path.join(shm, "build", path.basename(drvPath));
+      const read = (f: string) =>
+        fs.existsSync(path.join(d, f)) ? fs.readFileSync(path.join(d, f), "utf8") : null;
+      return { secret: read("secret"), refusal: read("refusal"), log: r.log.join("\n") };
+    };
+
+    reply = { approved: true, plaintext: Buffer.from("agent-tok") };
+    let r = await run("either");
+    assert.equal(r.secret, "host-tok\n", "the host's file decrypts: the host's value");
+    assert.deepEqual(asked, [], "and the agent is not asked");
+
+    r = await run("eitherMissing");
+    assert.equal(r.secret, "agent-tok");
+    assert.deepEqual(asked, [{ want: "value", prompt: false, secret: "eitherMissing" }]);
+    assert.match(r.log, /the host's file is not usable \(.*missing\.age.*\); asking the agent/);
+    assert.match(r.log, /from the requesting user's agent\)/);
+
+    r = await run("agentOnly");
+    assert.equal(r.secret, "agent-tok");
+    assert.deepEqual(asked, [{ want: "value", prompt: false, secret: "agentOnly" }]);
+    assert.ok(given.length === 9 && given.every((b) => b === 0), "the hook wiped the agent's value");
+
+    // An approval is not a value.
+    reply = { approved: true, plaintext: null };
+    r = await run("agentOnly");
+    assert.equal(r.secret, null);
+    assert.match(r.refusal!, /supplied by the requesting user's nixseal agent, but it supplied no value/);
+
+    r = await run("eitherPrompt");
+    assert.equal(r.secret, "host-tok\n");
+    assert.deepEqual(asked, [{ want: "approval", prompt: true, secret: "eitherPrompt" }]);
+
+    reply = { approved: false, reason: "the user declined (declined at the terminal)" };
+    r = await run("hostPrompt");
+    assert.equal(r.secret, null);
+    assert.deepEqual(asked, [{ want: "approval", prompt: true, secret: "hostPrompt" }]);
+    assert.match(r.refusal!, /needs approval from a nixseal agent, but the user declined/);
+    r = await run("agentOnly");
+    assert.equal(r.secret, null);
+    assert.match(r.refusal!, /supplied by the requesting user's nixseal agent, but the user declined/);
+    assert.ok(!r.log.includes("tok"), "no value in the log");
   } finally {
     cleanup();
     fs.rmSync(shm, { recursive: true, force: true });

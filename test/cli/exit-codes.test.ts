@@ -137,6 +137,10 @@ describe("failing runs exit with the documented code", () => {
     fs.writeFileSync(path.join(repo, "secrets.nix"), `{ "x.age".publicKeys = [ "${a}" ]; }\n`);
     const rulesDir = path.join(dir, "rules-is-a-dir");
     fs.mkdirSync(rulesDir);
+    // A user's agent.json with a mistake (read before the agent looks for a terminal).
+    const xdg = path.join(dir, "xdg");
+    fs.mkdirSync(path.join(xdg, "nixseal"), { recursive: true });
+    fs.writeFileSync(path.join(xdg, "nixseal", "agent.json"), '{"secrets": {"t": {"command": []}}}');
 
     const cases: Record<string, Case[]> = {
       init: [
@@ -241,13 +245,28 @@ describe("failing runs exit with the documented code", () => {
           code: 1,
           why: /none\.json/,
         },
+        // The doctor fails on any problem (here: no policy at all).
+        {
+          args: ["build-hook", "--check", "--policy", path.join(dir, "none.json")],
+          code: 1,
+          why: /problem: cannot read the build-secrets policy .*none\.json/,
+        },
+        { args: ["build-hook", "--update"], code: 2, why: /--update goes with --fetcher-path/ },
       ],
       agent: [
         { args: ["agent", "extra"], code: 2, why: /takes no arguments/ },
         { args: ["agent", "--agent-dir", dir], code: 1, why: /needs a terminal/ },
+        { args: ["agent", "--remember", "forever"], code: 2, why: /--remember "forever" is not a duration/ },
+        {
+          args: ["agent", "--agent-dir", dir],
+          code: 1,
+          why: /agent\.json: secrets\."t"\.command: must have 1 to 64 elements/,
+          env: { XDG_CONFIG_HOME: xdg },
+        },
       ],
       build: [
         { args: ["build", "--agent-dir"], code: 2, why: /needs a directory/ },
+        { args: ["build", "--remember", "1y", ".#x"], code: 2, why: /--remember "1y" is not a duration/ },
         { args: ["build", ".#x"], code: 1, why: /nix is not on PATH/, env: { PATH: "/nonexistent" } },
       ],
     };

@@ -133,13 +133,40 @@ describe("sops files written by the real sops decrypt through the CLI", () => {
     }
   });
 
+  test("a file only pgp keys can open decrypts with the user's GnuPG home (GNUPGHOME), no age identity needed", {
+    skip: which("gpg") === null ? "needs gpg" : false,
+  }, () => {
+    const w = work();
+    const gnupg = path.join(w, "gnupg");
+    fs.mkdirSync(gnupg, { mode: 0o700 });
+    try {
+      const imp = spawnSync("gpg", [
+        "--homedir",
+        gnupg,
+        "--batch",
+        "--import",
+        path.join(FIX, "sops-nix", "key.asc"),
+      ]);
+      assert.equal(imp.status, 0, String(imp.stderr));
+      fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.env"), path.join(w, "secrets.env"));
+      const r = sh(w, ["decrypt", "secrets.env", "--extract", '["example_key"]'], undefined, {
+        GNUPGHOME: gnupg,
+      });
+      assert.equal(r.status, 0, r.stderr.toString());
+      assert.equal(r.out, "example_value");
+    } finally {
+      spawnSync("gpgconf", ["--homedir", gnupg, "--kill", "gpg-agent"]);
+    }
+  });
+
   test("a file only pgp keys can open: the error lists the file's keys and the identities tried", () => {
     const w = work();
     fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.env"), path.join(w, "secrets.env"));
     const r = sh(w, ["decrypt", "secrets.env", "-i", path.join(FIX, "sops-age", "key.txt")]);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /no identity can decrypt the data key/);
-    assert.match(r.stderr, /pgp \(not supported by nixseal\)/);
+    assert.match(r.stderr, /pgp 7FB89715AADA920D65D25E63F9BA9DEBD03F57C0: no GnuPG identity given/);
+    assert.match(r.stderr, /pgp 2504791468B153B8A3963CC97BA53D1919C5DFD4: no GnuPG identity given/);
     assert.match(r.stderr, /tried: age identity from .*key\.txt/);
   });
 });

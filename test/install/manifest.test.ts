@@ -403,7 +403,7 @@ test("a bad manifest reports all its problems in one run", () => {
   m.secrets[0].owner = "no body";
   m.secrets[1].name = "../escape";
   m.templates[0].restartUnits = ["not a unit"];
-  m.identities.push({ type: "gpg", path: "/x" });
+  m.identities.push({ type: "kms", path: "/x" });
   m.extra = true;
   const list = problemsOf(m);
   const messages = list.map((p) => p.message);
@@ -562,7 +562,7 @@ test("identities of type systemd-creds, with an optional name; restartMode syste
   for (const pattern of [
     /identities\[0\]\.name: is set, but a ssh identity has no name/,
     /identities\[1\]\.name: "a:b" is not a valid credential name/,
-    /identities\[2\]\.type: must be one of "ssh", "age", "systemd-creds", not "tpm"/,
+    /identities\[2\]\.type: must be one of "ssh", "age", "systemd-creds", "gpg", "gpg-ssh", not "tpm"/,
   ]) {
     assert.ok(
       list.some((m) => pattern.test(m)),
@@ -644,4 +644,26 @@ test("the quick reading of a secret accepts only what the field table accepts, a
     assert.deepEqual(fast, slow, JSON.stringify(e));
   }
   assert.ok(quick > 50, `the quick reading takes the valid entries (${quick} of ${entries.length})`);
+});
+
+test("identities of type gpg (a GnuPG home) and gpg-ssh (an RSA ssh key): absolute paths, no name", () => {
+  const j = valid();
+  j.identities = [
+    { type: "gpg", path: "/var/lib/sops" },
+    { type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key" },
+  ];
+  assert.deepEqual(validateManifest(j, "/m.json").identities, [
+    { type: "gpg", path: "/var/lib/sops", name: null },
+    { type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key", name: null },
+  ]);
+  const bad = valid();
+  bad.identities = [
+    { type: "gpg", path: "var/lib/sops" },
+    { type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key", name: "x" },
+  ];
+  const messages = problemsOf(bad)
+    .map((p) => p.message)
+    .join("\n");
+  assert.match(messages, /identities\[0\]\.path: /);
+  assert.match(messages, /identities\[1\]\.name: is set, but a gpg-ssh identity has no name/);
 });

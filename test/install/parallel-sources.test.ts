@@ -236,4 +236,24 @@ test("worker mode: shared on a first install of many files, the rest after copie
   assert.equal(workerModeFor(manifest(big, many), active(big), idHash, 2), "share", "many changed");
   assert.equal(workerModeFor(manifest(300, few), active(300), idHash, 2), null, "a few changed among few");
   assert.equal(workerModeFor(manifest(big), active(big, "other"), idHash, 2), "share", "new identities");
+  // gpg identities open no age file: the worker takes the age files with the others.
+  const withGpg = (more: { type: string; path: string }[]) => {
+    const m = manifest(PARALLEL_MIN_DECRYPTS);
+    return { ...m, identities: [...m.identities, ...more.map((x) => ({ ...x, name: null }))] } as typeof m;
+  };
+  assert.equal(
+    workerModeFor(withGpg([{ type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key" }]), null, idHash, 2),
+    "share",
+    "with a gpg-ssh identity",
+  );
+  const gpgOnly = {
+    ...manifest(PARALLEL_MIN_DECRYPTS),
+    identities: [{ type: "gpg" as const, path: "/var/lib/sops", name: null }],
+  };
+  assert.equal(workerModeFor(gpgOnly, null, idHash, 2), null, "only a gpg identity: nothing for the worker");
+  assert.equal(
+    workerModeFor(withGpg([{ type: "systemd-creds", path: "/k.cred" }]), null, idHash, 2),
+    null,
+    "a sealed identity",
+  );
 });

@@ -267,7 +267,9 @@ describe("NixOS module: nixseal.generators", { skip: missing }, () => {
       failed.some((m) => /nixseal\.generatedDir is not set/.test(m)),
       failed.join("\n"),
     );
+    // networking.hostName empty (a name from DHCP): nixseal.hostName has no default.
     const noName = module(`{ ... }: {
+      networking.hostName = "";
       nixseal.hostPublicKey = "${HOST_KEY}";
       nixseal.generators.p = { files.p.secret = false; script = "x"; };
     }`);

@@ -789,7 +789,7 @@ describe("sops-nix compatibility", { skip: missing }, () => {
     assert.equal(ph["db/password"], placeholder("db/password"));
   });
 
-  test("a template read from a file; useTmpfs; PGP is refused with a hint", () => {
+  test("a template read from a file; useTmpfs; sops.gnupg.home is a gpg identity", () => {
     fs.writeFileSync(path.join(dir, "template.conf"), "from-file\n");
     const m = module(`{ ... }: {
       imports = [ ${compat} ];
@@ -799,13 +799,62 @@ describe("sops-nix compatibility", { skip: missing }, () => {
       sops.secrets.a.sopsFile = ./app.yaml;
       sops.templates.t.file = ./template.conf;
     }`);
-    assertFails(
-      failed([m]),
-      /^sops\.gnupg: nixseal decrypts sops files with age keys only .*nixseal updatekeys/,
-    );
+    assert.deepEqual(nixos([m], "failedAssertions"), []);
     const manifest = readManifest(nixos([m], "manifest"));
     assert.equal(manifest.templates[0]!.content, "from-file\n");
     assert.equal(manifest.mount, "tmpfs-noswap");
+    assert.deepEqual(manifest.identities, [
+      { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+      { type: "gpg", path: "/root/.gnupg" },
+    ]);
+  });
+
+  test("sops.gnupg.sshKeyPaths: gpg-ssh identities; with sops.gnupg.home too, refused as sops-nix does", () => {
+    const keys = module(`{ ... }: {
+      imports = [ ${compat} ];
+      sops.gnupg.sshKeyPaths = [ "/etc/ssh/ssh_host_rsa_key" ];
+      sops.secrets.a.sopsFile = ./app.yaml;
+    }`);
+    assert.deepEqual(nixos([keys], "failedAssertions"), []);
+    assert.deepEqual(readManifest(nixos([keys], "manifest")).identities, [
+      { type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key" },
+    ]);
+    // gpg is on the installer's PATH (the activation script's; a unit's `path` under sysusers).
+    const gnupg = module(`{ ... }: { nixseal.gnupgPackage = builtins.toFile "gnupg-stub" ""; }`);
+    const scripts = nixos([keys, gnupg], "activationScripts") as Record<string, { text: string }>;
+    assert.match(
+      scripts.nixseal!.text,
+      /\n\s*PATH=\/nix\/store\/\S+-gnupg-stub\/bin:\$PATH \/nix\/store\/\S+\/bin\/nixseal install --manifest /,
+    );
+    const sysusers = module(`{ ... }: { systemd.sysusers.enable = true; }`);
+    const unit = (nixos([keys, gnupg, sysusers], "services") as Record<string, { path?: string[] }>)[
+      "nixseal-install"
+    ]!;
+    assert.match(String(unit.path), /-gnupg-stub$/);
+    const both = module(`{ ... }: {
+      imports = [ ${compat} ];
+      sops.gnupg.home = "/var/lib/sops";
+      sops.gnupg.sshKeyPaths = [ "/etc/ssh/ssh_host_rsa_key" ];
+      sops.secrets.a.sopsFile = ./app.yaml;
+    }`);
+    assertFails(
+      failed([both]),
+      /^sops\.gnupg: set only one of sops\.gnupg\.home and sops\.gnupg\.sshKeyPaths/,
+    );
+    // A private key or GnuPG home in the store (world-readable) stays refused.
+    for (const option of [
+      `sops.gnupg.sshKeyPaths = [ "/nix/store/00000000000000000000000000000000-ssh_host_rsa_key" ]`,
+      `sops.gnupg.home = "/nix/store/00000000000000000000000000000000-gnupg"`,
+    ]) {
+      const inStore = module(`{ ... }: {
+        imports = [ ${compat} ];
+        ${option};
+        sops.secrets.a.sopsFile = ./app.yaml;
+      }`);
+      const r = nixEval("eval-nixos.nix", [inStore], "manifest");
+      assert.ok(!r.ok, option);
+      assert.match(r.stderr, /outside the Nix store/, option);
+    }
   });
 });
 

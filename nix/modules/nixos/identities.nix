@@ -27,12 +27,14 @@ let
           "ssh"
           "age"
           "systemd-creds"
+          "gpg"
+          "gpg-ssh"
         ];
-        description = "`ssh`: an OpenSSH ed25519 or rsa private key. `age`: a file of AGE-SECRET-KEY-1... lines. `systemd-creds`: a key sealed with `nixseal host-key seal` or `new`.";
+        description = "`ssh`: an OpenSSH ed25519 or rsa private key. `age`: a file of AGE-SECRET-KEY-1... lines. `systemd-creds`: a key sealed with `nixseal host-key seal` or `new`. `gpg`: a GnuPG home directory whose keys open sops files' pgp entries (with gpg). `gpg-ssh`: an OpenSSH rsa private key used as the PGP key sops-nix makes of it (`sops.gnupg.sshKeyPaths`).";
       };
       path = mkOption {
         type = shared.hostPath;
-        description = "The identity file on the host.";
+        description = "The identity file (for `gpg`: the GnuPG home directory) on the host.";
       };
       name = mkOption {
         type = types.nullOr types.str;
@@ -80,6 +82,13 @@ in
       default = null;
       example = "/var/lib/nixseal/key.txt";
       description = "A file of age identities (AGE-SECRET-KEY-1... lines) on the host, tried first.";
+    };
+
+    gnupgPackage = mkOption {
+      type = types.nullOr types.package;
+      default = if l.pkgs == null then null else l.pkgs.gnupg;
+      defaultText = literalExpression "pkgs.gnupg";
+      description = "The GnuPG whose gpg opens sops files' pgp entries, on the installer's PATH when an identity is of type `gpg` or `gpg-ssh`.";
     };
 
     extraIdentities = mkOption {

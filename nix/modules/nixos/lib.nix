@@ -78,6 +78,11 @@ rec {
     builtins.attrValues cfg.secrets ++ builtins.attrValues cfg.templates
   );
 
+  # gpg, for identities that open sops files' pgp entries (sops-nix's sops.gnupg.*).
+  gnupgPath = optional (
+    lib.any (i: i.type == "gpg" || i.type == "gpg-ssh") identities && cfg.gnupgPackage != null
+  ) cfg.gnupgPackage;
+
   # `nixseal install` on a stage's manifest from the activation script. NixOS runs scripts that
   # support dry activation with NIXOS_ACTION=dry-activate; the installer then only compares and
   # writes the dry restart lists. The activation script's PATH has no systemd (and
@@ -88,7 +93,10 @@ rec {
     manifest:
     let
       systemdPackage = config.systemd.package or null;
-      withSystemd = lib.optionalString (systemdPackage != null) "PATH=${systemdPackage}/bin:$PATH ";
+      binDirs =
+        optional (systemdPackage != null) "${systemdPackage}/bin"
+        ++ map (p: "${p}/bin") gnupgPath;
+      withSystemd = lib.optionalString (binDirs != [ ]) "PATH=${lib.concatStringsSep ":" binDirs}:$PATH ";
     in
     ''
       if [ "''${NIXOS_ACTION-}" = dry-activate ]; then
@@ -101,6 +109,9 @@ rec {
   # The same from a unit, where users come from systemd-sysusers or userborn.
   installService = manifest: {
     restartTriggers = [ manifest ];
+  }
+  // lib.optionalAttrs (gnupgPath != [ ]) { path = gnupgPath; }
+  // {
     unitConfig = {
       DefaultDependencies = false;
       RequiresMountsFor = map (i: i.path) identities ++ optional haveCredentials cfg.credstoreDir;
