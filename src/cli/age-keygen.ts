@@ -5,7 +5,13 @@
 import * as tty from "node:tty";
 import { PluginRecipient } from "../age/index.js";
 import { NixsealError, writeAllSync, writeNewFileAtomic } from "../common/index.js";
-import { generateIdentity, loadIdentitiesAsRecipients } from "../keys/index.js";
+import {
+  generateIdentity,
+  loadIdentitiesAsRecipients,
+  looksLikeSshPublicKeys,
+  readKeyFile,
+  sshPublicKeysToAgeRecipients,
+} from "../keys/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning } from "./report.js";
@@ -19,7 +25,8 @@ const HELP = `Usage:
 Options:
     -o, --output OUTPUT       Write the result to the file at path OUTPUT (created 0600,
                               never overwritten).
-    -y                        Convert an identity file to a recipients file.
+    -y                        Convert an identity file to a recipients file; or ssh public
+                              keys to their age recipients (as ssh-to-age does).
     --pq                      Generate a post-quantum hybrid ML-KEM-768 + X25519 identity.
 
 nixseal age-keygen generates a new native X25519 key pair (or a post-quantum one with --pq),
@@ -28,6 +35,12 @@ public key is printed to standard error. If OUTPUT already exists, it is not ove
 
 In -y mode, nixseal age-keygen reads an identity file from INPUT or from standard input and
 writes the corresponding recipient(s) to OUTPUT or to standard output, one per line.
+Given ssh public keys instead (a .pub file, authorized_keys lines, ssh-keyscan or known_hosts
+output), it prints one recipient per key: for an ssh-ed25519 key the age1... X25519 recipient
+that ssh-to-age derives (the key's Montgomery form; the ssh private key decrypts for it, as
+nixseal's ssh-to-age identity), for an ssh-rsa key its own "ssh-rsa AAAA..." line (age's
+ssh-rsa recipient: RSA has no age1 form). Keys of other types (ecdsa, sk-...) have no age
+recipient: they are skipped with a warning on standard error.
 
 Examples:
     $ nixseal age-keygen
@@ -40,6 +53,9 @@ Examples:
 
     $ nixseal age-keygen -y key.txt
     age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+
+    $ ssh-keyscan -t ed25519 web1 | nixseal age-keygen -y
+    age1...   (web1's host key as an age recipient)
 
 Exit codes: 0 success, 1 any error (as age-keygen).
 `;
@@ -62,10 +78,26 @@ function emit(output: string | undefined, data: Buffer, mode: number): void {
 }
 
 async function convert(input: string | undefined, output: string | undefined): Promise<void> {
-  const recipients = await loadIdentitiesAsRecipients([input ?? "-"], {
-    passphrase: (w) => askPassphrase(w),
-    pluginUI: pluginUI(),
-  });
+  const file = input ?? "-";
+  // Read once: standard input cannot be read a second time.
+  const data = readKeyFile(file);
+  if (looksLikeSshPublicKeys(data.subarray(0, 4096).toString("utf8"))) {
+    const source = file === "-" ? "standard input" : file;
+    const { recipients, skipped } = sshPublicKeysToAgeRecipients(data.toString("utf8"), source);
+    for (const s of skipped) {
+      printWarning(
+        "nixseal age-keygen",
+        `${source}:${s.line}: skipped an ${s.type} key (age has no recipient for it)`,
+      );
+    }
+    emit(output, Buffer.from(`${recipients.join("\n")}\n`, "utf8"), 0o644);
+    return;
+  }
+  const recipients = await loadIdentitiesAsRecipients(
+    [file],
+    { passphrase: (w) => askPassphrase(w), pluginUI: pluginUI() },
+    () => data,
+  );
   if (recipients.some((r) => r instanceof PluginRecipient)) {
     throw new NixsealError("AGE_IDENTITY", "cannot derive the recipient of a plugin identity", {
       hint: "the plugin prints its recipient when it creates the identity (see age-plugin-NAME --help)",

@@ -52,6 +52,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   gen: ["generate a password, key pair or hash into $out (for generator scripts)", "gen"],
   "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
   "host-key": ["seal a host identity as a systemd credential (host key / TPM2)", "host-key"],
+  host: ["add a host to the secrets repository (hosts.nix) and rekey its secrets", "host"],
   agent: ["approve build secrets for your builds at the terminal", "agent"],
   build: ["nix build with a nixseal agent at this terminal", "build"],
   "build-hook": ["Nix pre/post-build hook giving secrets to allowed fetchers", "build-hook"],

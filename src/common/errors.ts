@@ -57,6 +57,8 @@ export type ErrorCode =
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
   | "AGENT_CONFIG" // the user's agent.json (where `nixseal agent` gets build secrets) is invalid
   | "AGENT_RUNNING" // another `nixseal agent` of this user already answers on its socket
+  // host bootstrap (nixseal host add)
+  | "HOST" // a host cannot be added: unreachable, its host key contradicts known_hosts, the remote command failed
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -68,13 +68,14 @@ function parseIdentityLines(
 async function loadIdentityParts(
   files: readonly string[],
   ctx: KeyContext,
+  read: (file: string) => Buffer = readKeyFile,
 ): Promise<{ identities: Identity[]; plugin: string[] }> {
   const identities: Identity[] = [];
   const plugin: string[] = [];
   const problems: NixsealError[] = [];
   for (const file of files) {
     try {
-      const data = readKeyFile(file);
+      const data = read(file);
       const source = file === "-" ? "standard input" : file;
       const head = data.subarray(0, 2048);
       if (looksLikePem(head.toString("latin1")) && !head.includes("AGE ENCRYPTED FILE")) {
@@ -102,12 +103,16 @@ export async function loadIdentities(files: readonly string[], ctx: KeyContext):
   return [...identities, ...resolvePluginIdentities(plugin, ctx)];
 }
 
-/** The recipients of the identities in these files (`age -e -i`, `age-keygen -y`). */
+/**
+ * The recipients of the identities in these files (`age -e -i`, `age-keygen -y`). `read` gives a
+ * file's bytes (default: readKeyFile), for a caller that has already read standard input.
+ */
 export async function loadIdentitiesAsRecipients(
   files: readonly string[],
   ctx: KeyContext,
+  read?: (file: string) => Buffer,
 ): Promise<Recipient[]> {
-  const { identities, plugin } = await loadIdentityParts(files, ctx);
+  const { identities, plugin } = await loadIdentityParts(files, ctx, read);
   const recipients: Recipient[] = [];
   for (const id of identities) {
     const r = await recipientOfIdentity(id);

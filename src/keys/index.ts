@@ -16,3 +16,4 @@ export {
   recipientOfIdentity,
 } from "./key-types.js";
 export { loadRecipients, readKeyFile } from "./recipients.js";
+export { looksLikeSshPublicKeys, sshPublicKeysToAgeRecipients } from "./ssh-public-keys.js";

@@ -6,9 +6,11 @@ export { generateSshEd25519Key } from "./openssh-writer.js";
 export { looksLikeSshPrivateKey, MAX_SSH_KEY_FILE_SIZE, parseSshPrivateKey } from "./private-key.js";
 export {
   decodeSshPublicKeyLine,
+  isKnownUnsupportedSshType,
   looksLikeSshPublicKey,
   parseSshPublicKey,
   sshFingerprint,
+  sshPublicKeyToAgeRecipient,
   sshPublicKeyWire,
 } from "./public-key.js";
 export { SSH_RSA_STANZA, SshRsaIdentity, SshRsaRecipient } from "./rsa.js";

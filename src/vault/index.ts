@@ -16,6 +16,13 @@ export {
   sweepStaleEditDirs,
 } from "./edit-session.js";
 export { lastChanges } from "./git-info.js";
+export {
+  hostNameProblem,
+  readHostsFile,
+  renderHostsFile,
+  rulesImportHostsFile,
+  writeHostsFile,
+} from "./hosts-file.js";
 export type { RekeyFailure, RekeyProgress, RekeyResult } from "./rekey.js";
 export { findRulesFile, findSecret, loadRules, RULES_FILE, type Rules, requireSecret } from "./rules.js";
 export { decryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";

@@ -227,6 +227,16 @@ describe("failing runs exit with the documented code", () => {
         { args: ["host-key"], code: 2, why: /missing subcommand/ },
         { args: ["host-key", "recipient", path.join(dir, "missing.cred")], code: 1, why: /missing\.cred/ },
       ],
+      host: [
+        { args: ["host", "add", "if", "--ssh", "web1"], code: 2, why: /"if" is a Nix keyword/ },
+        {
+          args: ["host", "add", "web1", "--ssh", "root@127.0.0.1", "--port", "1"],
+          code: 1,
+          why: /cannot read the ed25519 host key .*connection refused/,
+          cwd: repo,
+          needsNix: true,
+        },
+      ],
       "build-hook": [
         { args: ["build-hook"], code: 2, why: /expected DRV/ },
         // A sweep timer must see the failure.

@@ -78,6 +78,7 @@ describe("failures with --json", () => {
       [["install", "--json"], "USAGE"],
       [["audit", "--json"], "USAGE"],
       [["host-key", "--json"], "USAGE"],
+      [["host", "add", "if", "--ssh", "web1", "--json"], "USAGE"],
       [["build-hook", "--sweep", "--policy", path.join(dir, "none.json"), "--json"], "BUILD_POLICY"],
       [
         ["gen", "hex", "8", "--out", path.join(dir, "no-such-dir"), "--json"],
