@@ -252,12 +252,19 @@ in
       };
       sshKeyPaths = mkOption {
         type = types.listOf types.path;
-        default = [ ];
+        # As sops-nix: the RSA host keys. Nothing runs for them unless a file names their PGP
+        # fingerprint (computed without gpg); set [ ] with sops.gnupg.home, as sops-nix requires.
+        default =
+          if config.services.openssh.enable or false then
+            map (e: e.path) (builtins.filter (e: e.type == "rsa") config.services.openssh.hostKeys)
+          else
+            [ ];
+        defaultText = literalExpression "the rsa keys of services.openssh.hostKeys";
         example = [ "/etc/ssh/ssh_host_rsa_key" ];
         description = ''
           RSA ssh keys used as the PGP keys sops-nix makes of them, for the files' pgp entries (a
-          `gpg-ssh` identity of nixseal each). Unlike sops-nix, the default is empty: list the RSA
-          host key here if the files were encrypted to its PGP fingerprint.
+          `gpg-ssh` identity of nixseal each). As with sops-nix, the default is the host's RSA
+          host keys, and it must be set to [ ] when sops.gnupg.home is set.
         '';
       };
     };
@@ -340,7 +347,7 @@ in
         {
           # As sops-nix: one or the other.
           assertion = cfg.gnupg.home == null || cfg.gnupg.sshKeyPaths == [ ];
-          message = "sops.gnupg: set only one of sops.gnupg.home and sops.gnupg.sshKeyPaths.";
+          message = "sops.gnupg: set only one of sops.gnupg.home and sops.gnupg.sshKeyPaths (with sops.gnupg.home, set sops.gnupg.sshKeyPaths = [ ]: its default is the RSA host keys, as in sops-nix).";
         }
       ];
       warnings = lib.optional cfg.age.generateKey "sops.age.generateKey: nixseal does not generate keys at activation; create ${toString cfg.age.keyFile} once with `nixseal age-keygen -o ${toString cfg.age.keyFile}`.";

@@ -24,6 +24,7 @@ let
     runtimeShell = "/bin/sh";
     gnused = "/fake-gnused";
     coreutils = "/fake-coreutils";
+    gnupg = fakePackage;
   };
   nixpkgs = {
     inherit lib;

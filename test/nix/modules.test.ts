@@ -775,9 +775,11 @@ describe("sops-nix compatibility", { skip: missing }, () => {
       },
     ]);
     assert.equal(manifest.keepGenerations, 2);
+    // sops-nix's defaults: the ed25519 host keys as age keys, the RSA host keys as PGP keys.
     assert.deepEqual(manifest.identities, [
       { type: "age", path: "/var/lib/sops-nix/key.txt" },
       { type: "ssh", path: "/etc/ssh/ssh_host_ed25519_key" },
+      { type: "gpg-ssh", path: "/etc/ssh/ssh_host_rsa_key" },
     ]);
     const users = readManifest(nixos([m], "usersManifest"));
     assert.deepEqual(users.secrets, [
