@@ -28,18 +28,21 @@ let
 
   policyFile = "/etc/nixseal/build-secrets.json";
 
-  # The host identities, exactly as the activation manifest lists them (from the main module's
-  # options when it is imported too): sealed keys, the age key file, ssh keys, extraIdentities.
+  # The host identities, as the activation manifest lists them (from the main module's options
+  # when it is imported too): sealed keys, the age key file, ssh keys, extraIdentities. Build
+  # secrets are age files: the manifest's gpg identities (sops files' pgp entries) open none.
   mainIdentities =
     let
       n = config.nixseal;
     in
-    (import ./common-options.nix { inherit lib; }).identities {
+    builtins.filter (i: i.type != "gpg" && i.type != "gpg-ssh") (
+      (import ./common-options.nix { inherit lib; }).identities {
       sealedIdentityPaths = n.sealedIdentityPaths or [ ];
       ageKeyFile = n.ageKeyFile or null;
       identityPaths = n.identityPaths or [ ];
       extraIdentities = n.extraIdentities or [ ];
-    };
+    }
+    );
 
   secretType = types.submodule {
     options = {

@@ -222,7 +222,7 @@ test("the git that lib.fetchgit runs is pinned in the policy's gitPaths", { skip
   assert.deepEqual(parsePolicy(e.policy!.text, "/etc/nixseal/build-secrets.json").gitPaths, [GIT]);
 });
 
-test("with the whole NixOS module, the build policy lists the activation manifest's identities, sealed keys included", {
+test("with the whole NixOS module, the build policy lists the activation manifest's identities, sealed keys included, gpg ones not", {
   skip: SKIP,
 }, () => {
   const { dir, cleanup } = tempDir();
@@ -233,6 +233,8 @@ test("with the whole NixOS module, the build policy lists the activation manifes
       `{ ... }: {
         nixseal.sealedIdentityPaths = [ "/var/lib/nixseal/host-key.cred" ];
         nixseal.identityPaths = [ "/etc/ssh/ssh_host_ed25519_key" ];
+        # A sops-nix host's PGP key (the compat module's default): no use for age files.
+        nixseal.extraIdentities = [ { type = "gpg-ssh"; path = "/etc/ssh/ssh_host_rsa_key"; } ];
         nixseal.buildSecrets.t = {
           file = "/var/lib/nixseal/t.age";
           allowedUrlPrefixes = [ "https://mods.example.com/api/" ];
