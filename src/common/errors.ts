@@ -54,6 +54,9 @@ export type ErrorCode =
   | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
   | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
+  // generated secrets (nixseal generate)
+  | "GENERATORS" // generators.nix (or the module's generators JSON) is malformed or invalid
+  | "GENERATE" // a generator failed (its script, its import command, its outputs) or a prompt has no answer
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -14,11 +14,23 @@ export {
   editorString,
   runEditor,
   sweepStaleEditDirs,
+  wipeTree,
 } from "./edit-session.js";
 export { lastChanges } from "./git-info.js";
 export type { RekeyFailure, RekeyProgress, RekeyResult } from "./rekey.js";
-export { findRulesFile, findSecret, loadRules, RULES_FILE, type Rules, requireSecret } from "./rules.js";
-export { decryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";
+export {
+  compactNixError,
+  evaluationRoot,
+  findRulesFile,
+  findSecret,
+  loadNixValue,
+  loadRules,
+  RULES_FILE,
+  type Rules,
+  requireSecret,
+  type SecretRule,
+} from "./rules.js";
+export { decryptSecret, encryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";
 export type { SopsExpectation } from "./sops-files.js";
 export type { SopsTarget } from "./sops-rekey.js";
 

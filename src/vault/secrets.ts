@@ -87,6 +87,21 @@ export async function decryptSecret(rule: SecretRule, identities: readonly Ident
 }
 
 /**
+ * The encrypted file for plaintext, in memory: encrypted to `recipients` (those of
+ * `rule.publicKeys`, as recipientsFor makes them) with the recipients record.
+ */
+export function encryptSecret(
+  rule: SecretRule,
+  plaintext: Uint8Array,
+  recipients: readonly Recipient[],
+): Promise<Uint8Array> {
+  // The recipients record (recipients-record.ts) lets `check` and `rekey` see from the header
+  // alone that the file is encrypted to exactly the rules' recipients; age ignores it.
+  const withRecord = withRecipientsRecord(recipients, rule.publicKeys, `secret "${rule.name}"`);
+  return encrypt(plaintext, withRecord, { armor: rule.armor });
+}
+
+/**
  * Encrypts plaintext to the rules' recipients (`recipients` are those of `rule.publicKeys`, as
  * recipientsFor makes them) and replaces the file atomically.
  */
@@ -95,10 +110,7 @@ export async function writeSecret(
   plaintext: Uint8Array,
   recipients: readonly Recipient[],
 ): Promise<void> {
-  // The recipients record (recipients-record.ts) lets `check` and `rekey` see from the header
-  // alone that the file is encrypted to exactly the rules' recipients; age ignores it.
-  const withRecord = withRecipientsRecord(recipients, rule.publicKeys, `secret "${rule.name}"`);
-  const file = await encrypt(plaintext, withRecord, { armor: rule.armor });
+  const file = await encryptSecret(rule, plaintext, recipients);
   try {
     fs.mkdirSync(path.dirname(rule.file), { recursive: true });
   } catch (e) {

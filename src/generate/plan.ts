@@ -1,0 +1,294 @@
+/**
+ * What `nixseal generate` will do, decided without decrypting anything: each generator instance
+ * (one per generator, or one per host of a per-host generator) is compared with the state record
+ * beside its outputs (docs/generators.md, "State"): missing, regenerate (and why), rekey only
+ * (its recipients changed), or nothing.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { isObject, NixsealError } from "../common/index.js";
+import type { GeneratorSpec, Generators } from "./spec.js";
+
+export const OUTPUT_DIR = "generated";
+export const STATE_FILE = ".state.json";
+const MAX_STATE_SIZE = 1024 * 1024;
+
+export interface Instance {
+  gen: GeneratorSpec;
+  host: string | null;
+  /** "name" or "name/host": how plans, records and errors name it. */
+  id: string;
+  /** Absolute directory of its outputs and state. */
+  dir: string;
+  /** Directory relative to the repository, with "/" (as secrets.nix names files). */
+  relDir: string;
+  /** The recipient strings its secret outputs are encrypted to (admins first, sorted, unique). */
+  recipients: string[];
+  /** The instances it reads ($in/<dep>/...), by dependency generator name. */
+  deps: Map<string, Instance>;
+}
+
+/** The record kept beside an instance's outputs: no secret, nothing derived from one. */
+export interface StateRecord {
+  version: 1;
+  /** Random id of this set of outputs; dependents record it. */
+  generation: string;
+  /** ISO 8601, when the outputs were generated (rotation counts from it). */
+  generatedAt: string;
+  /** SHA-256 of the validation value's canonical JSON. */
+  validation: string;
+  /** Dependency instance id -> the generation id its outputs had when this one was made. */
+  dependencies: Record<string, string>;
+  /** Recipient strings the secret outputs are encrypted to. */
+  recipients: string[];
+  /** The output files (names, without .age). */
+  files: string[];
+}
+
+export type Action = "generate" | "regenerate" | "rekey" | "none";
+
+export interface PlanEntry {
+  instance: Instance;
+  action: Action;
+  reasons: string[];
+  state: StateRecord | null;
+}
+
+export interface Plan {
+  repository: string;
+  outputDir: string;
+  entries: PlanEntry[];
+  /** Entries whose action is not "none". */
+  work: PlanEntry[];
+}
+
+function unique(list: string[]): string[] {
+  return [...new Set(list)];
+}
+
+/** Default recipients: the admins and the hosts that use it (docs/generators.md, "Recipients"). */
+function recipientsOf(spec: Generators, gen: GeneratorSpec, host: string | null): string[] {
+  let hosts: string[];
+  if (gen.recipients !== null) {
+    return unique([...spec.admins, ...gen.recipients.map((r) => spec.hosts.get(r) ?? r.trim())]);
+  }
+  if (host !== null) hosts = [spec.hosts.get(host)!];
+  else hosts = [...spec.hosts.values()];
+  return unique([...spec.admins, ...hosts]);
+}
+
+/** Every instance, in dependency order. */
+export function instancesOf(spec: Generators, repository: string): Instance[] {
+  const out: Instance[] = [];
+  const byId = new Map<string, Instance>();
+  const problems: NixsealError[] = [];
+  for (const name of spec.order) {
+    const gen = spec.generators.get(name)!;
+    const hosts: (string | null)[] = gen.hosts.length > 0 ? gen.hosts : [null];
+    for (const host of hosts) {
+      const id = host === null ? name : `${name}/${host}`;
+      const relDir = `${OUTPUT_DIR}/${id}`;
+      const deps = new Map<string, Instance>();
+      for (const d of gen.dependencies) {
+        const dep = byId.get(d) ?? byId.get(`${d}/${host}`);
+        if (dep) deps.set(d, dep);
+      }
+      const recipients = recipientsOf(spec, gen, host);
+      if (recipients.length === 0 && gen.files.some((f) => f.secret)) {
+        problems.push(
+          new NixsealError(
+            "GENERATORS",
+            `${spec.source}: generator "${id}" has secret outputs nobody can read`,
+            {
+              file: spec.source,
+              hint: "list admins, hosts, or the generator's recipients",
+            },
+          ),
+        );
+      }
+      const inst: Instance = { gen, host, id, dir: path.join(repository, relDir), relDir, recipients, deps };
+      byId.set(id, inst);
+      out.push(inst);
+    }
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  return out;
+}
+
+const HEX = /^[0-9a-f]{16,64}$/;
+
+/** Reads a state record; null when there is none. A malformed one is an error (GENERATE). */
+export function readState(inst: Instance): StateRecord | null {
+  const file = path.join(inst.dir, STATE_FILE);
+  let text: string;
+  try {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size > MAX_STATE_SIZE) throw new Error("not a small regular file");
+      text = fs.readFileSync(fd, "utf8");
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new NixsealError("GENERATE", `${file} cannot be read: ${(e as Error).message}`, {
+      file,
+      hint: "remove it to generate this generator's outputs again",
+    });
+  }
+  const bad = () =>
+    new NixsealError("GENERATE", `${file} is not a valid state record`, {
+      file,
+      hint: "it is written by nixseal generate; remove it to generate the outputs again",
+    });
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw bad();
+  }
+  const keys = ["version", "generation", "generatedAt", "validation", "dependencies", "recipients", "files"];
+  if (!isObject(v) || Object.keys(v).length !== keys.length || !keys.every((k) => Object.hasOwn(v, k)))
+    throw bad();
+  const deps = v.dependencies;
+  if (
+    v.version !== 1 ||
+    typeof v.generation !== "string" ||
+    !HEX.test(v.generation) ||
+    typeof v.generatedAt !== "string" ||
+    Number.isNaN(Date.parse(v.generatedAt)) ||
+    typeof v.validation !== "string" ||
+    !isObject(deps) ||
+    !Object.values(deps).every((x) => typeof x === "string") ||
+    !Array.isArray(v.recipients) ||
+    !v.recipients.every((x) => typeof x === "string") ||
+    !Array.isArray(v.files) ||
+    !v.files.every((x) => typeof x === "string")
+  )
+    throw bad();
+  return {
+    version: 1,
+    generation: v.generation,
+    generatedAt: v.generatedAt,
+    validation: v.validation,
+    dependencies: Object.fromEntries(Object.entries(deps)) as Record<string, string>,
+    recipients: v.recipients as string[],
+    files: v.files as string[],
+  };
+}
+
+/** The file of an output: `<file>.age` when secret, `<file>` when public. */
+export function outputFileName(file: { name: string; secret: boolean }): string {
+  return file.secret ? `${file.name}.age` : file.name;
+}
+
+/** A persisted prompt answer of a generator: beside its outputs, or above its hosts' directories. */
+export function promptFile(repository: string, gen: GeneratorSpec, prompt: string): string {
+  return path.join(repository, OUTPUT_DIR, gen.name, `prompt.${prompt}.age`);
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  const x = [...a].sort();
+  const y = [...b].sort();
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+function formatPeriod(seconds: number): string {
+  for (const [u, s] of [
+    ["w", 7 * 86400],
+    ["d", 86400],
+    ["h", 3600],
+  ] as const) {
+    if (seconds % s === 0) return `${seconds / s}${u}`;
+  }
+  return `${seconds}s`;
+}
+
+export interface PlanOptions {
+  /** Generators to consider (with their dependencies); empty: all. */
+  names?: readonly string[];
+  /** Generators to regenerate whatever their state. */
+  regenerate?: readonly string[];
+  now: Date;
+}
+
+/** Decides what to do for every instance (selected ones and what they depend on). */
+export function makePlan(spec: Generators, repository: string, options: PlanOptions): Plan {
+  const problems: NixsealError[] = [];
+  for (const n of [...(options.names ?? []), ...(options.regenerate ?? [])]) {
+    if (!spec.generators.has(n)) {
+      problems.push(
+        new NixsealError("USAGE", `"${n}" is not a generator of ${spec.source}`, {
+          hint: `known generators: ${[...spec.generators.keys()].join(", ") || "none"}`,
+        }),
+      );
+    }
+  }
+  if (problems.length > 0) throw NixsealError.many(problems);
+  // Selected: the names given and their dependencies (they may be missing too).
+  let selected: Set<string> | null = null;
+  if (options.names && options.names.length > 0) {
+    const sel = new Set<string>();
+    const add = (n: string) => {
+      if (sel.has(n)) return;
+      sel.add(n);
+      for (const d of spec.generators.get(n)!.dependencies) add(d);
+    };
+    for (const n of options.names) add(n);
+    selected = sel;
+  }
+  const forced = new Set(options.regenerate ?? []);
+  const entries: PlanEntry[] = [];
+  const byId = new Map<string, PlanEntry>();
+  for (const inst of instancesOf(spec, repository)) {
+    const state = readState(inst);
+    const reasons: string[] = [];
+    let action: Action = "none";
+    const inScope = selected === null || selected.has(inst.gen.name);
+    if (state === null) {
+      action = "generate";
+      reasons.push("not generated yet");
+    } else {
+      const missing = inst.gen.files.filter(
+        (f) => !state.files.includes(f.name) || !fs.existsSync(path.join(inst.dir, outputFileName(f))),
+      );
+      if (missing.length > 0) reasons.push(`output ${missing.map((f) => f.name).join(", ")} missing`);
+      if (forced.has(inst.gen.name)) reasons.push("--regenerate");
+      if (state.validation !== inst.gen.validationHash) reasons.push("validation changed");
+      for (const dep of inst.deps.values()) {
+        const depEntry = byId.get(dep.id);
+        if (depEntry && (depEntry.action === "generate" || depEntry.action === "regenerate")) {
+          reasons.push(`dependency ${dep.id} is regenerated`);
+        } else if (depEntry?.state && state.dependencies[dep.id] !== depEntry.state.generation) {
+          reasons.push(`dependency ${dep.id} changed`);
+        }
+      }
+      if (inst.gen.rotateEvery !== null) {
+        const due = Date.parse(state.generatedAt) + inst.gen.rotateEvery * 1000;
+        if (due <= options.now.getTime())
+          reasons.push(
+            `rotation due (generated ${state.generatedAt}, every ${formatPeriod(inst.gen.rotateEvery)})`,
+          );
+      }
+      if (reasons.length > 0) action = "regenerate";
+      else if (!sameList(state.recipients, inst.recipients)) {
+        action = "rekey";
+        reasons.push("recipients changed");
+      }
+    }
+    if (!inScope) {
+      action = "none";
+      reasons.length = 0;
+    }
+    const entry: PlanEntry = { instance: inst, action, reasons, state };
+    byId.set(inst.id, entry);
+    entries.push(entry);
+  }
+  return {
+    repository,
+    outputDir: path.join(repository, OUTPUT_DIR),
+    entries,
+    work: entries.filter((e) => e.action !== "none"),
+  };
+}
