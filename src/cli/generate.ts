@@ -187,8 +187,15 @@ async function collectAnswers(
   return answers;
 }
 
-function planJson(plan: Plan) {
-  return plan.work.map((e) => ({ generator: e.instance.id, action: e.action, reasons: e.reasons }));
+function planJson(plan: Plan): { generator: string; action: string; reasons: string[] }[] {
+  return [
+    ...plan.work.map((e) => ({ generator: e.instance.id, action: e.action as string, reasons: e.reasons })),
+    ...plan.prompts.map((p) => ({
+      generator: `${p.gen.name}/prompt.${p.prompt}`,
+      action: "rekey",
+      reasons: ["recipients changed"],
+    })),
+  ];
 }
 
 export const command: Command = {
@@ -221,24 +228,25 @@ export const command: Command = {
     });
     const dryRun = values["dry-run"] === true;
 
+    const planned = planJson(plan);
     if (!values.json) {
-      const width = Math.max(0, ...plan.work.map((e) => e.action.length));
+      const width = Math.max(0, ...planned.map((e) => e.action.length));
       process.stdout.write(
-        plan.work
-          .map((e) => `${e.action.padEnd(width)} ${safeText(`${e.instance.id}: ${e.reasons.join("; ")}`)}\n`)
+        planned
+          .map((e) => `${e.action.padEnd(width)} ${safeText(`${e.generator}: ${e.reasons.join("; ")}`)}\n`)
           .join(""),
       );
     }
     const emptyResult = { generated: [], rekeyed: [], written: [], staged: false, failed: [] };
-    if (plan.work.length === 0 || dryRun) {
+    if (planned.length === 0 || dryRun) {
       if (values.json) {
         process.stdout.write(
-          `${JSON.stringify({ plan: planJson(plan), dryRun, ...emptyResult, isolation: null })}\n`,
+          `${JSON.stringify({ plan: planned, dryRun, ...emptyResult, isolation: null })}\n`,
         );
-      } else if (plan.work.length === 0) {
+      } else if (planned.length === 0) {
         process.stderr.write(`${prog}: nothing to do (${plan.entries.length} up to date)\n`);
       } else
-        process.stderr.write(`${prog}: ${plan.work.length} to do; --dry-run: nothing was run or written\n`);
+        process.stderr.write(`${prog}: ${planned.length} to do; --dry-run: nothing was run or written\n`);
       return 0;
     }
 
@@ -269,7 +277,7 @@ export const command: Command = {
     if (values.json) {
       process.stdout.write(
         `${JSON.stringify({
-          plan: planJson(plan),
+          plan: planned,
           dryRun,
           generated: result.generated,
           rekeyed: result.rekeyed,

@@ -28,6 +28,7 @@ import {
   type Plan,
   type PlanEntry,
   promptFile,
+  promptRecipients,
   STATE_FILE,
   type StateRecord,
 } from "./plan.js";
@@ -100,14 +101,6 @@ export interface GenerateOptions {
 }
 
 type Outcome = { ok: true; files: Map<string, Uint8Array>; generation: string } | { ok: false };
-
-/** The recipients of persisted answers: the admins, else everybody who reads the generator. */
-function promptRecipients(spec: Generators, plan: Plan, gen: GeneratorSpec): string[] {
-  if (spec.admins.length > 0) return spec.admins;
-  const all = new Set<string>();
-  for (const e of plan.entries) if (e.instance.gen === gen) for (const r of e.instance.recipients) all.add(r);
-  return [...all];
-}
 
 function rule(repository: string, rel: string, publicKeys: string[]): SecretRule {
   return { name: rel, file: path.join(repository, rel), publicKeys, armor: false };
@@ -198,7 +191,14 @@ export function generatedRules(plan: Plan, spec: Generators, exists: (rel: strin
       const rel = `${OUTPUT_DIR}/${inst.gen.name}/prompt.${p.name}.age`;
       if (!p.persist || prompts.has(rel) || !exists(rel)) continue;
       prompts.add(rel);
-      add(rel, promptRecipients(spec, plan, inst.gen));
+      add(
+        rel,
+        promptRecipients(
+          spec,
+          plan.entries.map((e) => e.instance),
+          inst.gen,
+        ),
+      );
     }
   }
   lines.sort();
@@ -432,6 +432,16 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         fail(inst.id, e);
       }
     }
+    // Kept answers whose recipients changed (unless answered anew in this run).
+    const promptRekeys = new Map<string, Uint8Array>();
+    for (const p of plan.prompts) {
+      if (options.answers.get(p.gen.name)?.has(p.prompt)) continue;
+      try {
+        promptRekeys.set(p.rel, await decryptRel(p.rel));
+      } catch (e) {
+        fail(`${p.gen.name}/prompt.${p.prompt}`, e);
+      }
+    }
     if (failed.length > 0) return { generated: [], rekeyed: [], written: [], staged: false, failed };
 
     // Everything in memory, encrypted; nothing written yet.
@@ -494,12 +504,28 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         const given = options.answers.get(gen.name)?.get(prompt.name);
         if (!prompt.persist || given === undefined) continue;
         const rel = path.relative(plan.repository, promptFile(plan.repository, gen, prompt.name));
-        const keys = promptRecipients(spec, plan, gen);
+        const keys = promptRecipients(
+          spec,
+          plan.entries.map((e) => e.instance),
+          gen,
+        );
         writes.push({
           rel,
           data: await encryptSecret(rule(plan.repository, rel, keys), given, recipientsOf(keys, gen.name)),
         });
       }
+    }
+    for (const p of plan.prompts) {
+      const value = promptRekeys.get(p.rel);
+      if (value === undefined) continue;
+      writes.push({
+        rel: p.rel,
+        data: await encryptSecret(
+          rule(plan.repository, p.rel, p.recipients),
+          value,
+          recipientsOf(p.recipients, p.gen.name),
+        ),
+      });
     }
     const writing = new Set(writes.map((w) => w.rel));
     const rulesRel = `${OUTPUT_DIR}/${GENERATED_RULES}`;
@@ -517,7 +543,10 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
     const staged = gitAdd(plan.repository, written);
     return {
       generated: running(plan).map((e) => e.instance.id),
-      rekeyed: plan.work.filter((e) => e.action === "rekey").map((e) => e.instance.id),
+      rekeyed: [
+        ...plan.work.filter((e) => e.action === "rekey").map((e) => e.instance.id),
+        ...plan.prompts.filter((p) => promptRekeys.has(p.rel)).map((p) => `${p.gen.name}/prompt.${p.prompt}`),
+      ],
       written,
       staged,
       failed,

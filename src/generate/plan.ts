@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { isObject, NixsealError } from "../common/index.js";
+import { recordNamesRule } from "../vault/index.js";
 import type { GeneratorSpec, Generators } from "./spec.js";
 
 export const OUTPUT_DIR = "generated";
@@ -54,12 +55,34 @@ export interface PlanEntry {
   state: StateRecord | null;
 }
 
+/** A persisted prompt answer whose recipients changed: re-encrypted, like a "rekey" entry. */
+export interface PromptRekey {
+  gen: GeneratorSpec;
+  prompt: string;
+  /** Relative to the repository. */
+  rel: string;
+  recipients: string[];
+}
+
 export interface Plan {
   repository: string;
   outputDir: string;
   entries: PlanEntry[];
   /** Entries whose action is not "none". */
   work: PlanEntry[];
+  prompts: PromptRekey[];
+}
+
+/** The recipients of persisted answers: the admins, else everybody who reads the generator. */
+export function promptRecipients(
+  spec: Generators,
+  instances: readonly Instance[],
+  gen: GeneratorSpec,
+): string[] {
+  if (spec.admins.length > 0) return spec.admins;
+  const all = new Set<string>();
+  for (const i of instances) if (i.gen === gen) for (const r of i.recipients) all.add(r);
+  return [...all];
 }
 
 function unique(list: string[]): string[] {
@@ -272,7 +295,7 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
           );
       }
       if (reasons.length > 0) action = "regenerate";
-      else if (!sameList(state.recipients, inst.recipients)) {
+      else if (inst.gen.files.some((f) => f.secret) && !sameList(state.recipients, inst.recipients)) {
         action = "rekey";
         reasons.push("recipients changed");
       }
@@ -285,10 +308,25 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
     byId.set(inst.id, entry);
     entries.push(entry);
   }
+  // Kept answers are checked by their header's recipients record: no key needed.
+  const prompts: PromptRekey[] = [];
+  const instances = entries.map((e) => e.instance);
+  for (const gen of spec.generators.values()) {
+    if (selected !== null && !selected.has(gen.name)) continue;
+    for (const p of gen.prompts) {
+      const file = promptFile(repository, gen, p.name);
+      if (!p.persist || !fs.existsSync(file)) continue;
+      const recipients = promptRecipients(spec, instances, gen);
+      const rel = path.relative(repository, file).split(path.sep).join("/");
+      if (!recordNamesRule({ name: rel, file, publicKeys: recipients, armor: false }))
+        prompts.push({ gen, prompt: p.name, rel, recipients });
+    }
+  }
   return {
     repository,
     outputDir: path.join(repository, OUTPUT_DIR),
     entries,
     work: entries.filter((e) => e.action !== "none"),
+    prompts,
   };
 }

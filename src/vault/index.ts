@@ -30,7 +30,14 @@ export {
   requireSecret,
   type SecretRule,
 } from "./rules.js";
-export { decryptSecret, encryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";
+export {
+  decryptSecret,
+  encryptSecret,
+  MAX_SECRET_FILE_SIZE,
+  recipientsFor,
+  recordNamesRule,
+  writeSecret,
+} from "./secrets.js";
 export type { SopsExpectation } from "./sops-files.js";
 export type { SopsTarget } from "./sops-rekey.js";
 
