@@ -5,7 +5,7 @@ import type { Answers, Generators, Plan, PromptNeed } from "../generate/index.js
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, redactSecrets, safeText, useColor } from "./report.js";
-import { identitiesOf, keyContext, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal generate [NAME...] [--dry-run] [--regenerate NAME]... [--flake FLAKE#HOST]
                         [--prompt-file FILE] [--rules FILE] [-i IDENTITY]... [--json]
@@ -253,10 +253,14 @@ export const command: Command = {
     // Prompts first, all of them, before anything runs.
     const promptFile = values["prompt-file"];
     const fromFile = promptFile === undefined ? null : readPromptFile(promptFile, spec);
-    const answers = await collectAnswers(gen.promptsNeeded(plan), fromFile, promptFile !== undefined);
+    const [engine, { identitiesOf, keyContext }] = await Promise.all([
+      gen.loadEngine(),
+      import("./vault-context.js"),
+    ]);
+    const answers = await collectAnswers(engine.promptsNeeded(plan), fromFile, promptFile !== undefined);
     const scripts = plan.work.some((e) => e.action !== "rekey" && e.instance.gen.script !== null);
     const isolation = scripts
-      ? gen.probeIsolation()
+      ? engine.probeIsolation()
       : { namespaces: false, reason: "no script runs", sh: "/bin/sh", unshare: null, mount: null };
     if (scripts && !isolation.namespaces && !values.json) {
       printWarning(
@@ -265,7 +269,7 @@ export const command: Command = {
       );
     }
     const ctx = keyContext();
-    const result = await gen.executePlan(plan, {
+    const result = await engine.executePlan(plan, {
       spec,
       answers,
       identities: () => identitiesOf(values, ctx),
