@@ -468,6 +468,68 @@ describe("nixseal generate", { skip: missing }, () => {
     assert.ok(!fs.existsSync(path.join(other, "generated")));
   });
 
+  test("SIGTERM while a script runs: exit 143, the RAM directory and the script gone, nothing written", async () => {
+    const other = path.join(dir, "signal-repo");
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, "secrets.nix"), "{ }\n");
+    fs.writeFileSync(
+      path.join(other, "generators.nix"),
+      `{ admins = [ "${admin}" ]; generators.fast = { files.x = { }; script = "echo v > $out/x"; };
+         generators.slow = { files.x = { }; script = "echo $$ > $out/started; sleep 120"; runtimeInputs = [ "sleep" ]; }; }\n`,
+    );
+    const { spawn } = await import("node:child_process");
+    const child = spawn(process.execPath, [CLI, "generate"], {
+      cwd: other,
+      env: Object.fromEntries(
+        Object.entries({ ...process.env, ...env }).filter(([, v]) => v !== undefined),
+      ) as NodeJS.ProcessEnv,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    // Its private directory, where the script writes its pid into $out (the script's /tmp may be private).
+    const workDirs = () =>
+      [process.env.XDG_RUNTIME_DIR ?? "/nonexistent", "/dev/shm"].flatMap((d) => {
+        try {
+          return fs
+            .readdirSync(d)
+            .filter((e) => e.startsWith(`nixseal-generate.${child.pid}.`))
+            .map((e) => path.join(d, e));
+        } catch {
+          return [];
+        }
+      });
+    const startedFile = (): string | null => {
+      for (const w of workDirs()) {
+        for (const n of fs.readdirSync(w)) {
+          const f = path.join(w, n, "out", "started");
+          if (fs.existsSync(f) && fs.readFileSync(f, "utf8").endsWith("\n")) return f;
+        }
+      }
+      return null;
+    };
+    const end = Date.now() + 60_000;
+    let started: string | null = null;
+    while ((started = startedFile()) === null && Date.now() < end)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.ok(started !== null, "the slow script started");
+    const scriptPid = Number(fs.readFileSync(started, "utf8"));
+    assert.equal(workDirs().length, 1, "its private directory exists while it runs");
+    child.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    assert.equal(code, 143);
+    assert.deepEqual(workDirs(), []);
+    let alive = true;
+    for (let i = 0; i < 100 && alive; i++) {
+      try {
+        process.kill(scriptPid, 0);
+        await new Promise((r) => setTimeout(r, 50));
+      } catch {
+        alive = false;
+      }
+    }
+    assert.equal(alive, false, "the script was killed with nixseal");
+    assert.ok(!fs.existsSync(path.join(other, "generated")), "nothing written");
+  });
+
   test("a cycle, unknown fields and a shared generator reading a per-host one are refused", () => {
     const other = path.join(dir, "invalid-repo");
     fs.mkdirSync(other);
