@@ -19,6 +19,7 @@ const GIT = which("git");
 const TMUX = which("tmux");
 const PASS = which("pass");
 const GPG = which("gpg");
+const NIX_CLI = which("nix");
 const missing = !NIX
   ? "nix-instantiate (Debian nix-bin) is not installed"
   : !AGE || !AGE_KEYGEN
@@ -618,6 +619,36 @@ describe("nixseal generate", { skip: missing }, () => {
         ageDecrypt(path.join(other, "generated", "db", h, "conf.age")).toString(),
         "appdb/typed-hidden-pw",
       );
+  });
+
+  test("--flake .#host: the generators of a NixOS configuration, read with nix eval", {
+    skip: NIX_CLI ? false : "nix is not installed",
+  }, () => {
+    // A stand-in for a configuration with nixseal's module: the same JSON at the same attribute.
+    const other = path.join(dir, "flake-repo");
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, "secrets.nix"), "(import ./generated/rules.nix) // { }\n");
+    fs.writeFileSync(
+      path.join(other, "flake.nix"),
+      `{ outputs = { self }: { nixosConfigurations.web.config.system.build.nixsealGenerators = {
+           admins = [ "${admin}" ]; hosts.web = "${hostWeb}";
+           generators.api = { hosts = [ "web" ]; files.token = { }; script = "printf from-flake > $out/token"; }; }; }; }\n`,
+    );
+    const r = nixseal(["generate", "--flake", ".#web"], { cwd: other, env });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout.toString(), /^generate api\/web: not generated yet$/m);
+    assert.equal(
+      ageDecrypt(
+        path.join(other, "generated", "api", "web", "token.age"),
+        path.join(dir, "web.txt"),
+      ).toString(),
+      "from-flake",
+    );
+    const again = nixseal(["generate", "--flake", ".#web"], { cwd: other, env });
+    assert.match(again.stderr, /nothing to do/);
+    const bad = nixseal(["generate", "--flake", ".#nohost"], { cwd: other, env });
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /cannot evaluate .*nohost/);
   });
 
   test("import.command: a value taken from a real pass store", {
