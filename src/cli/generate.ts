@@ -195,6 +195,9 @@ function planJson(plan: Plan): { generator: string; action: string; reasons: str
       action: "rekey",
       reasons: ["recipients changed"],
     })),
+    ...(plan.rulesStale
+      ? [{ generator: "generated/rules.nix", action: "write", reasons: ["out of date"] }]
+      : []),
   ];
 }
 

@@ -22,6 +22,8 @@ import {
   wipeTree,
 } from "../vault/index.js";
 import {
+  GENERATED_RULES,
+  generatedRules,
   type Instance,
   OUTPUT_DIR,
   outputFileName,
@@ -34,9 +36,6 @@ import {
 } from "./plan.js";
 import { type Isolation, readOutputs, runImport, runScript, runtimePath } from "./sandbox.js";
 import type { GeneratorSpec, Generators, PromptSpec } from "./spec.js";
-
-/** Not "secrets.nix": commands find the rules walking up from a secret, and must find the repository's. */
-export const GENERATED_RULES = "rules.nix";
 
 export interface PromptNeed {
   generator: string;
@@ -137,6 +136,37 @@ function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
   };
 }
 
+const WORK_PREFIX = "nixseal-generate.";
+const STALE_WORK_DIR = /^nixseal-generate\.(\d+)\.[A-Za-z0-9]{6}$/;
+
+/**
+ * Removes work directories a killed run (SIGKILL, a crash) left in `base`: ours (same uid), named
+ * like ours, whose process is gone. Best effort.
+ */
+function sweepStaleWorkDirs(base: string): void {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(base);
+  } catch {
+    return;
+  }
+  const uid = process.getuid?.();
+  for (const name of entries) {
+    const m = STALE_WORK_DIR.exec(name);
+    if (!m) continue;
+    const p = path.join(base, name);
+    try {
+      const st = fs.lstatSync(p);
+      if (!st.isDirectory() || st.uid !== uid) continue;
+      process.kill(Number(m[1]), 0);
+      continue; // Its process is alive.
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    wipeTree(p);
+  }
+}
+
 /** The private RAM directory of one run: created 0700, wiped on every exit path. */
 class WorkDir {
   readonly dir: string;
@@ -152,8 +182,9 @@ class WorkDir {
         hint: "set XDG_RUNTIME_DIR to a tmpfs directory, or mount a tmpfs on /dev/shm",
       });
     }
+    sweepStaleWorkDirs(base);
     try {
-      this.dir = fs.mkdtempSync(path.join(base, `nixseal-generate.${process.pid}.`));
+      this.dir = fs.mkdtempSync(path.join(base, `${WORK_PREFIX}${process.pid}.`));
     } catch (e) {
       throw ioError("create a private directory in", base, e);
     }
@@ -172,41 +203,6 @@ class WorkDir {
 interface Write {
   rel: string;
   data: Uint8Array;
-}
-
-/** The rules file the repository's secrets.nix imports: every generated secret file and who reads it. */
-export function generatedRules(plan: Plan, spec: Generators, exists: (rel: string) => boolean): string {
-  const lines: string[] = [];
-  const add = (rel: string, keys: string[]) => {
-    lines.push(`  ${JSON.stringify(rel)}.publicKeys = [ ${keys.map((k) => JSON.stringify(k)).join(" ")} ];`);
-  };
-  const prompts = new Set<string>();
-  for (const e of plan.entries) {
-    const inst = e.instance;
-    for (const f of inst.gen.files) {
-      const rel = `${inst.relDir}/${outputFileName(f)}`;
-      if (f.secret && exists(rel)) add(rel, inst.recipients);
-    }
-    for (const p of inst.gen.prompts) {
-      const rel = `${OUTPUT_DIR}/${inst.gen.name}/prompt.${p.name}.age`;
-      if (!p.persist || prompts.has(rel) || !exists(rel)) continue;
-      prompts.add(rel);
-      add(
-        rel,
-        promptRecipients(
-          spec,
-          plan.entries.map((e) => e.instance),
-          inst.gen,
-        ),
-      );
-    }
-  }
-  lines.sort();
-  return `# Written by 'nixseal generate' from ${path.basename(spec.source)}: do not edit.
-# secrets.nix imports it:  (import ./${OUTPUT_DIR}/${GENERATED_RULES}) // { ... }
-{
-${lines.join("\n")}${lines.length ? "\n" : ""}}
-`;
 }
 
 function stateJson(s: StateRecord): Uint8Array {
@@ -530,7 +526,11 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
     const writing = new Set(writes.map((w) => w.rel));
     const rulesRel = `${OUTPUT_DIR}/${GENERATED_RULES}`;
     const rulesText = Buffer.from(
-      generatedRules(plan, spec, (rel) => writing.has(rel) || fs.existsSync(path.join(plan.repository, rel))),
+      generatedRules(
+        plan.entries,
+        spec,
+        (rel) => writing.has(rel) || fs.existsSync(path.join(plan.repository, rel)),
+      ),
     );
     let current: Buffer | null = null;
     try {

@@ -12,6 +12,8 @@ import type { GeneratorSpec, Generators } from "./spec.js";
 
 export const OUTPUT_DIR = "generated";
 export const STATE_FILE = ".state.json";
+/** Not "secrets.nix": commands find the rules walking up from a secret, and must find the repository's. */
+export const GENERATED_RULES = "rules.nix";
 const MAX_STATE_SIZE = 1024 * 1024;
 
 export interface Instance {
@@ -71,6 +73,8 @@ export interface Plan {
   /** Entries whose action is not "none". */
   work: PlanEntry[];
   prompts: PromptRekey[];
+  /** generated/rules.nix differs from what the outputs on disk need (e.g. it was removed). */
+  rulesStale: boolean;
 }
 
 /** The recipients of persisted answers: the admins, else everybody who reads the generator. */
@@ -201,6 +205,50 @@ export function readState(inst: Instance): StateRecord | null {
   };
 }
 
+/** A Nix string literal: JSON's escapes are Nix's, and "${" must not start an interpolation. */
+function nixString(s: string): string {
+  return JSON.stringify(s).replace(/\$\{/g, "\\${");
+}
+
+/** The rules file the repository's secrets.nix imports: every generated secret file and who reads it. */
+export function generatedRules(
+  entries: readonly PlanEntry[],
+  spec: Generators,
+  exists: (rel: string) => boolean,
+): string {
+  const lines: string[] = [];
+  const add = (rel: string, keys: string[]) => {
+    lines.push(`  ${nixString(rel)}.publicKeys = [ ${keys.map(nixString).join(" ")} ];`);
+  };
+  const prompts = new Set<string>();
+  for (const e of entries) {
+    const inst = e.instance;
+    for (const f of inst.gen.files) {
+      const rel = `${inst.relDir}/${outputFileName(f)}`;
+      if (f.secret && exists(rel)) add(rel, inst.recipients);
+    }
+    for (const p of inst.gen.prompts) {
+      const rel = `${OUTPUT_DIR}/${inst.gen.name}/prompt.${p.name}.age`;
+      if (!p.persist || prompts.has(rel) || !exists(rel)) continue;
+      prompts.add(rel);
+      add(
+        rel,
+        promptRecipients(
+          spec,
+          entries.map((x) => x.instance),
+          inst.gen,
+        ),
+      );
+    }
+  }
+  lines.sort();
+  return `# Written by 'nixseal generate' from ${path.basename(spec.source)}: do not edit.
+# secrets.nix imports it:  (import ./${OUTPUT_DIR}/${GENERATED_RULES}) // { ... }
+{
+${lines.join("\n")}${lines.length ? "\n" : ""}}
+`;
+}
+
 /** The file of an output: `<file>.age` when secret, `<file>` when public. */
 export function outputFileName(file: { name: string; secret: boolean }): string {
   return file.secret ? `${file.name}.age` : file.name;
@@ -322,11 +370,17 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
         prompts.push({ gen, prompt: p.name, rel, recipients });
     }
   }
+  let current: string | null = null;
+  try {
+    current = fs.readFileSync(path.join(repository, OUTPUT_DIR, GENERATED_RULES), "utf8");
+  } catch {}
+  const wanted = generatedRules(entries, spec, (rel) => fs.existsSync(path.join(repository, rel)));
   return {
     repository,
     outputDir: path.join(repository, OUTPUT_DIR),
     entries,
     work: entries.filter((e) => e.action !== "none"),
     prompts,
+    rulesStale: current !== wanted && entries.some((e) => e.state !== null),
   };
 }

@@ -234,6 +234,14 @@ describe("nixseal generate", { skip: missing }, () => {
     assert.match(r.stderr, /nothing to do \(6 up to date\)/);
     assert.deepEqual(changed(before, snapshot(repo)), []);
     assert.deepEqual(fs.readFileSync(path.join(repo, ".git", "index")), index);
+    // A removed generated/rules.nix is written again, as it was; nothing is run.
+    const rules = fs.readFileSync(path.join(repo, "generated", "rules.nix"));
+    fs.rmSync(path.join(repo, "generated", "rules.nix"));
+    const again = generate([]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.stdout.toString(), "write generated/rules.nix: out of date\n");
+    assert.deepEqual(fs.readFileSync(path.join(repo, "generated", "rules.nix")), rules);
+    assert.deepEqual(changed(before, snapshot(repo)), []);
   });
 
   test("--dry-run prints the plan and writes nothing", () => {
@@ -508,9 +516,11 @@ describe("nixseal generate", { skip: missing }, () => {
       return null;
     };
     const end = Date.now() + 60_000;
-    let started: string | null = null;
-    while ((started = startedFile()) === null && Date.now() < end)
+    let started = startedFile();
+    while (started === null && Date.now() < end) {
       await new Promise((r) => setTimeout(r, 50));
+      started = startedFile();
+    }
     assert.ok(started !== null, "the slow script started");
     const scriptPid = Number(fs.readFileSync(started, "utf8"));
     assert.equal(workDirs().length, 1, "its private directory exists while it runs");
@@ -529,6 +539,21 @@ describe("nixseal generate", { skip: missing }, () => {
     }
     assert.equal(alive, false, "the script was killed with nixseal");
     assert.ok(!fs.existsSync(path.join(other, "generated")), "nothing written");
+    // What a SIGKILL would leave (the process gone: above pid_max) is removed by the next run.
+    const base =
+      process.env.XDG_RUNTIME_DIR && fs.existsSync(process.env.XDG_RUNTIME_DIR)
+        ? process.env.XDG_RUNTIME_DIR
+        : "/dev/shm";
+    const stale = path.join(base, "nixseal-generate.4194305.abcdef");
+    fs.mkdirSync(path.join(stale, "0", "out"), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(stale, "0", "out", "x"), "left behind");
+    fs.writeFileSync(
+      path.join(other, "generators.nix"),
+      `{ admins = [ "${admin}" ]; generators.fast = { files.x = { }; script = "echo v > $out/x"; }; }\n`,
+    );
+    const r = nixseal(["generate"], { cwd: other, env });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.existsSync(stale), false, "the stale directory was swept");
   });
 
   test("a cycle, unknown fields and a shared generator reading a per-host one are refused", () => {
