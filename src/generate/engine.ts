@@ -34,7 +34,14 @@ import {
   STATE_FILE,
   type StateRecord,
 } from "./plan.js";
-import { type Isolation, readOutputs, runImport, runScript, runtimePath } from "./sandbox.js";
+import {
+  type Isolation,
+  MAX_OUTPUT_SIZE,
+  readOutputs,
+  runImport,
+  runScript,
+  runtimePath,
+} from "./sandbox.js";
 import type { GeneratorSpec, Generators, PromptSpec } from "./spec.js";
 
 export interface PromptNeed {
@@ -103,6 +110,27 @@ type Outcome = { ok: true; files: Map<string, Uint8Array>; generation: string } 
 
 function rule(repository: string, rel: string, publicKeys: string[]): SecretRule {
   return { name: rel, file: path.join(repository, rel), publicKeys, armor: false };
+}
+
+/** A public output of the repository: a regular file, never read through a symlink, bounded. */
+function readPublicOutput(file: string): Uint8Array {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size > MAX_OUTPUT_SIZE) {
+      throw new NixsealError(
+        "GENERATE",
+        `${file} is not a regular file of at most ${MAX_OUTPUT_SIZE} bytes`,
+        {
+          file,
+          hint: "a public output is a file nixseal generate wrote; run with --regenerate for its generator",
+        },
+      );
+    }
+    return new Uint8Array(fs.readFileSync(fd));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** A file with content, created with its mode (O_EXCL: never through something planted). */
@@ -335,7 +363,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
             const rel = `${dep.relDir}/${outputFileName(f)}`;
             if (f.secret) files.set(f.name, await decryptRel(rel));
             else {
-              const v = new Uint8Array(fs.readFileSync(path.join(plan.repository, rel)));
+              const v = readPublicOutput(path.join(plan.repository, rel));
               files.set(f.name, v);
             }
           }
