@@ -144,6 +144,22 @@ export function instancesOf(spec: Generators, repository: string): Instance[] {
 
 const HEX = /^[0-9a-f]{16,64}$/;
 
+/**
+ * The names of the regular files in `dir` (symlinks and directories left out), and whether it
+ * holds anything at all named `.state.json`; empty when it does not exist.
+ */
+function listOutputs(dir: string): { regular: Set<string>; stateEntry: boolean } {
+  try {
+    const entries = fs.readdirSync(dir, { withFileTypes: true });
+    return {
+      regular: new Set(entries.filter((e) => e.isFile()).map((e) => e.name)),
+      stateEntry: entries.some((e) => e.name === STATE_FILE),
+    };
+  } catch {
+    return { regular: new Set(), stateEntry: false };
+  }
+}
+
 /** Reads a state record; null when there is none. A malformed one is an error (GENERATE). */
 export function readState(inst: Instance): StateRecord | null {
   const file = path.join(inst.dir, STATE_FILE);
@@ -312,8 +328,14 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
   const forced = new Set(options.regenerate ?? []);
   const entries: PlanEntry[] = [];
   const byId = new Map<string, PlanEntry>();
+  const existing = new Set<string>();
   for (const inst of instancesOf(spec, repository)) {
-    const state = readState(inst);
+    // One directory listing tells which outputs exist (regular files only, no symlink).
+    const listing = listOutputs(inst.dir);
+    const present = listing.regular;
+    for (const name of present) existing.add(`${inst.relDir}/${name}`);
+    // A .state.json that is not a regular file is read to be refused (readState never follows it).
+    const state = listing.stateEntry ? readState(inst) : null;
     const reasons: string[] = [];
     let action: Action = "none";
     const inScope = selected === null || selected.has(inst.gen.name);
@@ -322,7 +344,7 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
       reasons.push("not generated yet");
     } else {
       const missing = inst.gen.files.filter(
-        (f) => !state.files.includes(f.name) || !fs.existsSync(path.join(inst.dir, outputFileName(f))),
+        (f) => !state.files.includes(f.name) || !present.has(outputFileName(f)),
       );
       if (missing.length > 0) reasons.push(`output ${missing.map((f) => f.name).join(", ")} missing`);
       if (forced.has(inst.gen.name)) reasons.push("--regenerate");
@@ -374,7 +396,13 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
   try {
     current = fs.readFileSync(path.join(repository, OUTPUT_DIR, GENERATED_RULES), "utf8");
   } catch {}
-  const wanted = generatedRules(entries, spec, (rel) => fs.existsSync(path.join(repository, rel)));
+  const wanted = generatedRules(
+    entries,
+    spec,
+    (rel) =>
+      existing.has(rel) ||
+      (rel.endsWith(".age") && rel.split("/").length === 3 && fs.existsSync(path.join(repository, rel))),
+  );
   return {
     repository,
     outputDir: path.join(repository, OUTPUT_DIR),
