@@ -32,6 +32,7 @@ import {
   which,
 } from "./common.js";
 import { creds } from "./creds.js";
+import { generateBench } from "./generate.js";
 import { installBench } from "./install.js";
 import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
@@ -104,6 +105,7 @@ const BENCHMARKS: Benchmark[] = [
   audit,
   buildHook,
   installCreds,
+  generateBench,
 ];
 
 function usage(): string {

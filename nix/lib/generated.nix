@@ -1,4 +1,4 @@
-# Where `nixseal generate` puts a generator's outputs (docs/generators.md, "Output layout"), and
+# Where `nixseal generate` puts a generator's outputs (docs/generators.md, "Instances and where outputs go"), and
 # reading a *public* one back at evaluation (a WireGuard public key, an ssh host key line, a
 # certificate) from secrets.nix or a NixOS configuration. A secret output (`<file>.age`) is never
 # read here: it is only named, and decrypted by `nixseal install` on the host.

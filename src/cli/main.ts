@@ -30,7 +30,7 @@ export interface Command {
   readonly json?: boolean;
 }
 
-const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG"]);
+const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG", "GENERATORS"]);
 
 /** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
 const COMMANDS: Record<string, [summary: string, module: string]> = {
@@ -46,6 +46,7 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   list: ["list secrets and who can read them", "list"],
   who: ["who can read a secret / what a recipient can read", "who"],
   "git-setup": ["show decrypted diffs in git", "git-setup"],
+  generate: ["create generated secrets (passwords, keys) from generators.nix", "generate"],
   install: ["install a host's secrets from an activation manifest", "install"],
   audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", "audit"],
   age: ["encrypt and decrypt files, drop-in for age", "age"],

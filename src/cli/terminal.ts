@@ -201,3 +201,32 @@ export function pluginUI(): PluginUI {
     waitTimer: (plugin) => ui().waitTimer?.(plugin),
   };
 }
+
+/**
+ * Asks a generator's prompt at the terminal: one line, or (multiline types) lines until one
+ * holding only "."; hidden types are not echoed. The answer becomes bytes at once. Null without a
+ * terminal.
+ */
+export async function askGeneratorPrompt(
+  label: string,
+  type: "hidden" | "line" | "multiline" | "multiline-hidden",
+): Promise<Uint8Array | null> {
+  const t = openTty();
+  if (t === null) return null;
+  const silent = type === "hidden" || type === "multiline-hidden";
+  const ask = async (prompt: string) =>
+    String(await read({ prompt, silent, replace: "", input: t.input, output: t.output }));
+  try {
+    if (type === "hidden" || type === "line") return Buffer.from(await ask(`${sanitize(label)}: `), "utf8");
+    t.output.write(`${sanitize(label)} (end with a line holding only "."):\n`);
+    const lines: string[] = [];
+    for (;;) {
+      const line = await ask("");
+      if (line === ".") break;
+      lines.push(line);
+    }
+    return Buffer.from(lines.map((l) => `${l}\n`).join(""), "utf8");
+  } finally {
+    t.close();
+  }
+}

@@ -59,6 +59,9 @@ export type ErrorCode =
   | "AGENT_RUNNING" // another `nixseal agent` of this user already answers on its socket
   // host bootstrap (nixseal host add)
   | "HOST" // a host cannot be added: unreachable, its host key contradicts known_hosts, the remote command failed
+  // generated secrets (nixseal generate)
+  | "GENERATORS" // generators.nix (or the module's generators JSON) is malformed or invalid
+  | "GENERATE" // a generator failed (its script, its import command, its outputs) or a prompt has no answer
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

@@ -14,6 +14,7 @@ export {
   editorString,
   runEditor,
   sweepStaleEditDirs,
+  wipeTree,
 } from "./edit-session.js";
 export { lastChanges } from "./git-info.js";
 export {
@@ -24,8 +25,26 @@ export {
   writeHostsFile,
 } from "./hosts-file.js";
 export type { RekeyFailure, RekeyProgress, RekeyResult } from "./rekey.js";
-export { findRulesFile, findSecret, loadRules, RULES_FILE, type Rules, requireSecret } from "./rules.js";
-export { decryptSecret, MAX_SECRET_FILE_SIZE, recipientsFor, writeSecret } from "./secrets.js";
+export {
+  compactNixError,
+  evaluationRoot,
+  findRulesFile,
+  findSecret,
+  loadNixValue,
+  loadRules,
+  RULES_FILE,
+  type Rules,
+  requireSecret,
+  type SecretRule,
+} from "./rules.js";
+export {
+  decryptSecret,
+  encryptSecret,
+  MAX_SECRET_FILE_SIZE,
+  recipientsFor,
+  recordNamesRule,
+  writeSecret,
+} from "./secrets.js";
 export type { SopsExpectation } from "./sops-files.js";
 export type { SopsTarget } from "./sops-rekey.js";
 

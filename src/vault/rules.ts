@@ -268,17 +268,20 @@ export function parseRules(file: string, value: unknown): Rules {
 }
 
 /**
- * Loads the rules, from the cache when nothing changed. With noCache the cache is neither read
- * nor written.
+ * Evaluates a Nix file of the repository (secrets.nix, generators.nix) as the rules are: real
+ * Nix, restricted, the JSON value cached by content. With noCache the cache is neither read nor
+ * written. `maxSize` bounds the file read.
  */
-export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}): Rules {
+export function loadNixValue(
+  file: string,
+  options: { env?: NodeJS.ProcessEnv; noCache?: boolean; maxSize?: number; what?: string } = {},
+): unknown {
   const env = options.env ?? process.env;
-  const file = findRulesFile(options);
   let content: Buffer;
   try {
     const st = fs.statSync(file);
-    if (st.size > MAX_RULES_SIZE)
-      throw ruleError(file, "is too large", "a rules file lists secrets and keys only");
+    if (st.size > (options.maxSize ?? MAX_RULES_SIZE))
+      throw ruleError(file, "is too large", `a ${options.what ?? "rules file"} lists secrets and keys only`);
     content = fs.readFileSync(file);
   } catch (e) {
     if (e instanceof NixsealError) throw e;
@@ -288,11 +291,10 @@ export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}
   const cached = dir === null ? null : path.join(dir, `${cacheKey(file, content)}.json`);
   if (cached !== null) {
     try {
-      return parseRules(file, JSON.parse(fs.readFileSync(cached, "utf8")));
+      return JSON.parse(fs.readFileSync(cached, "utf8"));
     } catch {}
   }
   const value = evaluateRules(file);
-  const rules = parseRules(file, value);
   if (cached !== null) {
     try {
       fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
@@ -301,7 +303,16 @@ export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}
       // The cache is an optimisation: a read-only home must not break the command.
     }
   }
-  return rules;
+  return value;
+}
+
+/**
+ * Loads the rules, from the cache when nothing changed. With noCache the cache is neither read
+ * nor written.
+ */
+export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}): Rules {
+  const file = findRulesFile(options);
+  return parseRules(file, loadNixValue(file, { env: options.env, noCache: options.noCache }));
 }
 
 /** A file's name relative to the rules directory, with "/" separators (as in the rules). */

@@ -4,10 +4,15 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { decrypt, encrypt, type Identity, type Recipient } from "../age/index.js";
+import { decrypt, encrypt, type Identity, parseHeader, type Recipient } from "../age/index.js";
 import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
-import { withRecipientsRecord } from "./recipients-record.js";
+import {
+  classifyRecipient,
+  readRecipientsRecord,
+  recipientsDigest,
+  withRecipientsRecord,
+} from "./recipients-record.js";
 import type { SecretRule } from "./rules.js";
 
 /** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
@@ -87,6 +92,21 @@ export async function decryptSecret(rule: SecretRule, identities: readonly Ident
 }
 
 /**
+ * The encrypted file for plaintext, in memory: encrypted to `recipients` (those of
+ * `rule.publicKeys`, as recipientsFor makes them) with the recipients record.
+ */
+export function encryptSecret(
+  rule: SecretRule,
+  plaintext: Uint8Array,
+  recipients: readonly Recipient[],
+): Promise<Uint8Array> {
+  // The recipients record (recipients-record.ts) lets `check` and `rekey` see from the header
+  // alone that the file is encrypted to exactly the rules' recipients; age ignores it.
+  const withRecord = withRecipientsRecord(recipients, rule.publicKeys, `secret "${rule.name}"`);
+  return encrypt(plaintext, withRecord, { armor: rule.armor });
+}
+
+/**
  * Encrypts plaintext to the rules' recipients (`recipients` are those of `rule.publicKeys`, as
  * recipientsFor makes them) and replaces the file atomically.
  */
@@ -95,10 +115,7 @@ export async function writeSecret(
   plaintext: Uint8Array,
   recipients: readonly Recipient[],
 ): Promise<void> {
-  // The recipients record (recipients-record.ts) lets `check` and `rekey` see from the header
-  // alone that the file is encrypted to exactly the rules' recipients; age ignores it.
-  const withRecord = withRecipientsRecord(recipients, rule.publicKeys, `secret "${rule.name}"`);
-  const file = await encrypt(plaintext, withRecord, { armor: rule.armor });
+  const file = await encryptSecret(rule, plaintext, recipients);
   try {
     fs.mkdirSync(path.dirname(rule.file), { recursive: true });
   } catch (e) {
@@ -106,4 +123,23 @@ export async function writeSecret(
   }
   // Ciphertext: mode 0666 less the umask, as git checkouts have it.
   writeFileAtomic(rule.file, file, 0o666);
+}
+
+/**
+ * Whether a secret file's recipients record names exactly its rule's publicKeys: from the header
+ * alone, no key needed. False for a file without a record, or one that cannot be read.
+ */
+export function recordNamesRule(rule: SecretRule): boolean {
+  try {
+    const header = parseHeader(readSecretFile(rule));
+    if (header === null) return false;
+    const record = readRecipientsRecord(header.stanzas);
+    if (record.state !== "present") return false;
+    const where = `secret "${rule.name}"`;
+    return (
+      record.digest === recipientsDigest(rule.publicKeys.map((k) => classifyRecipient(k, where).normalised))
+    );
+  } catch {
+    return false;
+  }
 }

@@ -135,6 +135,14 @@ describe("failing runs exit with the documented code", () => {
     const repo = path.join(dir, "repo");
     fs.mkdirSync(repo);
     fs.writeFileSync(path.join(repo, "secrets.nix"), `{ "x.age".publicKeys = [ "${a}" ]; }\n`);
+    // A repository whose one generator fails (generate: 1, nothing written).
+    const genRepo = path.join(dir, "gen-repo");
+    fs.mkdirSync(genRepo);
+    fs.writeFileSync(path.join(genRepo, "secrets.nix"), "{ }\n");
+    fs.writeFileSync(
+      path.join(genRepo, "generators.nix"),
+      `{ admins = [ "${a}" ]; generators.broken = { files.x = { }; script = "exit 3"; }; }\n`,
+    );
     const rulesDir = path.join(dir, "rules-is-a-dir");
     fs.mkdirSync(rulesDir);
     // A user's agent.json with a mistake (read before the agent looks for a terminal).
@@ -213,6 +221,16 @@ describe("failing runs exit with the documented code", () => {
       "git-setup": [
         { args: ["git-setup", "extra"], code: 2, why: /takes no arguments/ },
         { args: ["git-setup"], code: 1, why: /not inside a git repository/, cwd: repo, needsNix: true },
+      ],
+      generate: [
+        { args: ["generate", "--bogus"], code: 2, why: /unknown option/ },
+        {
+          args: ["generate"],
+          code: 1,
+          why: /generator broken: its script failed: exited with status 3/,
+          cwd: genRepo,
+          needsNix: true,
+        },
       ],
       "git-textconv": [{ args: ["git-textconv"], code: 2, why: /exactly one FILE/ }],
       age: [{ args: ["age", "-r", "bogus"], code: 1, why: /unknown recipient type/, input: "x" }],

@@ -1,0 +1,78 @@
+/**
+ * Where the generators come from: generators.nix beside the repository's secrets.nix (evaluated
+ * as the rules are: real Nix, restricted, cached by content), or a NixOS configuration's
+ * `config.system.build.nixsealGenerators` (`--flake .#host`, through `nix eval --json`).
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { NixsealError } from "../common/index.js";
+import { compactNixError, loadNixValue } from "../vault/index.js";
+import { GENERATORS_FILE, type Generators, MAX_GENERATORS_SIZE, parseGenerators } from "./spec.js";
+
+/** generators.nix of the repository whose rules file is `rulesFile`. */
+export function loadGeneratorsFile(rulesFile: string, options: { noCache?: boolean } = {}): Generators {
+  const file = path.join(path.dirname(rulesFile), GENERATORS_FILE);
+  if (!fs.existsSync(file)) {
+    throw new NixsealError("GENERATORS", `no ${GENERATORS_FILE} beside ${rulesFile}`, {
+      file,
+      hint: "write one (see docs/generators.md), or use --flake .#HOST",
+    });
+  }
+  let value: unknown;
+  try {
+    value = loadNixValue(file, {
+      noCache: options.noCache,
+      maxSize: MAX_GENERATORS_SIZE,
+      what: GENERATORS_FILE,
+    });
+  } catch (e) {
+    if (e instanceof NixsealError && e.code === "RULES")
+      throw new NixsealError("GENERATORS", e.message, { file, hint: e.hint ?? "fix the Nix expression" });
+    throw e;
+  }
+  return parseGenerators(file, value);
+}
+
+/** `FLAKE#HOST` as flake reference and host name. */
+export function parseFlakeTarget(target: string): { flake: string; host: string } {
+  const i = target.lastIndexOf("#");
+  const flake = i < 0 ? "" : target.slice(0, i);
+  const host = i < 0 ? "" : target.slice(i + 1);
+  if (flake === "" || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(host)) {
+    throw new NixsealError("USAGE", `--flake ${JSON.stringify(target)} is not FLAKE#HOST`, {
+      hint: "write --flake .#myhost (the host of nixosConfigurations)",
+    });
+  }
+  return { flake, host };
+}
+
+/** The generators of one NixOS configuration of a flake. */
+export function loadFlakeGenerators(target: string): Generators {
+  const { flake, host } = parseFlakeTarget(target);
+  const attr = `${flake}#nixosConfigurations.${JSON.stringify(host)}.config.system.build.nixsealGenerators`;
+  const r = spawnSync(
+    "nix",
+    ["--extra-experimental-features", "nix-command flakes", "eval", "--json", attr],
+    { encoding: "utf8", maxBuffer: 64 * 1024 * 1024, env: process.env },
+  );
+  if (r.error) {
+    throw new NixsealError("GENERATORS", `cannot run nix: ${r.error.message}`, {
+      hint: "install Nix (nix must be on PATH) to read a flake",
+    });
+  }
+  if (r.status !== 0) {
+    throw new NixsealError("GENERATORS", `cannot evaluate ${attr}: ${compactNixError(r.stderr)}`, {
+      hint: "import nixseal's NixOS module in that host and define nixseal.generators",
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(r.stdout);
+  } catch {
+    throw new NixsealError("GENERATORS", `${attr} did not evaluate to JSON`, {
+      hint: "it must be the module's JSON",
+    });
+  }
+  return parseGenerators(attr, value);
+}

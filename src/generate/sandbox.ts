@@ -1,0 +1,290 @@
+/**
+ * Running one generator: its sh script in an empty environment (PATH of its runtimeInputs,
+ * `out`, `in`, `prompts`, TMPDIR), with a time limit, its files in a private directory on a
+ * RAM-backed filesystem; as root also in private mount and network namespaces (`unshare`) with
+ * a private tmpfs on /tmp, so nothing it writes to /tmp reaches a disk or outlives it. Or an
+ * import command, run directly (no shell), whose standard output is the value.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { findExecutable, NixsealError } from "../common/index.js";
+import type { GeneratorSpec } from "./spec.js";
+
+/** An output file larger than this is refused (generated secrets are keys and passwords). */
+export const MAX_OUTPUT_SIZE = 16 * 1024 * 1024;
+/** What a failing generator wrote on stderr is kept up to this size, for the user to read. */
+const MAX_STDERR = 16 * 1024;
+
+export interface Isolation {
+  /** True when scripts run in their own mount and network namespaces. */
+  namespaces: boolean;
+  /** Why not, when they don't. */
+  reason: string | null;
+  sh: string;
+  unshare: string | null;
+  mount: string | null;
+}
+
+/**
+ * How scripts can be isolated here: private namespaces need root (an unprivileged user
+ * namespace would make the script "root" in it, which scripts do not expect) and a working
+ * `unshare`; the check runs `unshare` once.
+ */
+export function probeIsolation(): Isolation {
+  const sh = findExecutable("sh") ?? "/bin/sh";
+  const unshare = findExecutable("unshare");
+  const mount = findExecutable("mount");
+  const base = { sh, unshare, mount };
+  if (process.getuid?.() !== 0) return { ...base, namespaces: false, reason: "not running as root" };
+  if (unshare === null || mount === null)
+    return { ...base, namespaces: false, reason: "unshare or mount is not on PATH" };
+  const r = spawnSync(
+    unshare,
+    [
+      "--mount",
+      "--net",
+      "--propagation",
+      "private",
+      "--",
+      mount,
+      "-t",
+      "tmpfs",
+      "-o",
+      "size=1m",
+      "nixseal-probe",
+      "/tmp",
+    ],
+    {
+      stdio: "ignore",
+      env: {},
+      timeout: 10_000,
+    },
+  );
+  if (r.status !== 0) return { ...base, namespaces: false, reason: "unshare --mount --net failed here" };
+  return { ...base, namespaces: true, reason: null };
+}
+
+/**
+ * The PATH of a script: each runtimeInput is a command name found on the caller's PATH (its
+ * directory), an absolute directory (its `bin` when it has one: a package), or an absolute
+ * program (its directory).
+ */
+export function runtimePath(gen: GeneratorSpec, callerPath: string | undefined): string {
+  const dirs: string[] = [];
+  const missing: string[] = [];
+  for (const input of gen.runtimeInputs) {
+    if (path.isAbsolute(input)) {
+      let st: fs.Stats | null = null;
+      try {
+        st = fs.statSync(input);
+      } catch {}
+      if (st === null) missing.push(input);
+      else if (st.isDirectory()) {
+        const bin = path.join(input, "bin");
+        dirs.push(fs.existsSync(bin) ? bin : input);
+      } else dirs.push(path.dirname(input));
+      continue;
+    }
+    if (input.includes("/")) {
+      missing.push(input);
+      continue;
+    }
+    const found = findExecutable(input, callerPath);
+    if (found === null) missing.push(input);
+    else dirs.push(path.dirname(found));
+  }
+  if (missing.length > 0) {
+    throw new NixsealError(
+      "GENERATE",
+      `generator "${gen.name}": runtimeInputs ${missing.map((m) => `"${m}"`).join(", ")} not found`,
+      { hint: "name commands on your PATH, or absolute paths (a package directory, a program)" },
+    );
+  }
+  return [...new Set(dirs)].join(":");
+}
+
+export interface RunResult {
+  ok: boolean;
+  /** Why it failed (no secret: an exit status, a signal, the time limit). */
+  message: string;
+  /** What it wrote on stderr (bounded), for the user; never put into an error message. */
+  stderr: string;
+  stdout: Buffer;
+}
+
+/** Runs a process in its own process group; kills the whole group at the time limit. */
+function runProcess(
+  program: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+  timeoutSeconds: number,
+  keepStdout: boolean,
+): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(program, args, {
+      env,
+      cwd,
+      detached: true,
+      stdio: ["ignore", keepStdout ? "pipe" : "ignore", "pipe"],
+    });
+    const out: Buffer[] = [];
+    let outSize = 0;
+    let tooLarge = false;
+    let err = "";
+    let timedOut = false;
+    const killGroup = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {}
+    };
+    // Whatever ends nixseal (a signal: main's handlers call process.exit), the group goes too.
+    process.on("exit", killGroup);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, timeoutSeconds * 1000);
+    child.stdout?.on("data", (b: Buffer) => {
+      outSize += b.length;
+      if (outSize > MAX_OUTPUT_SIZE) {
+        tooLarge = true;
+        killGroup();
+        return;
+      }
+      out.push(b);
+    });
+    child.stderr?.on("data", (b: Buffer) => {
+      if (err.length < MAX_STDERR) err += b.toString("utf8").slice(0, MAX_STDERR - err.length);
+    });
+    const finish = (message: string | null) => {
+      clearTimeout(timer);
+      process.removeListener("exit", killGroup);
+      // Anything the script left running in its group ends with it.
+      killGroup();
+      const stdout = Buffer.concat(out);
+      for (const b of out) b.fill(0);
+      resolve({ ok: message === null, message: message ?? "", stderr: err, stdout });
+    };
+    child.on("error", (e) => finish(`cannot run ${program}: ${e.message}`));
+    child.on("close", (code, signal) => {
+      if (timedOut) finish(`killed after the time limit of ${timeoutSeconds} s`);
+      else if (tooLarge) finish(`its output is larger than ${MAX_OUTPUT_SIZE} bytes`);
+      else if (code === 0) finish(null);
+      else finish(signal ? `killed by ${signal}` : `exited with status ${code}`);
+    });
+  });
+}
+
+/** The sh script under `unshare`: a private tmpfs on /tmp first, then the script. */
+const NAMESPACE_WRAPPER =
+  '"$NIXSEAL_MOUNT" -t tmpfs -o mode=1777,size=64m,nosuid,nodev nixseal-tmp /tmp || exit 125; unset NIXSEAL_MOUNT; exec "$0" -c "$1"';
+
+export interface ScriptDirs {
+  out: string;
+  in: string;
+  prompts: string;
+  tmp: string;
+}
+
+/** Runs a generator's script with `dirs` as $out, $in, $prompts and TMPDIR. */
+export function runScript(
+  gen: GeneratorSpec,
+  dirs: ScriptDirs,
+  pathValue: string,
+  isolation: Isolation,
+): Promise<RunResult> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: pathValue,
+    out: dirs.out,
+    in: dirs.in,
+    prompts: dirs.prompts,
+    TMPDIR: dirs.tmp,
+  };
+  if (isolation.namespaces) {
+    return runProcess(
+      isolation.unshare!,
+      [
+        "--mount",
+        "--net",
+        "--propagation",
+        "private",
+        "--",
+        isolation.sh,
+        "-c",
+        NAMESPACE_WRAPPER,
+        isolation.sh,
+        gen.script!,
+      ],
+      { ...env, NIXSEAL_MOUNT: isolation.mount! },
+      dirs.out,
+      gen.timeout,
+      false,
+    );
+  }
+  return runProcess(isolation.sh, ["-c", gen.script!], env, dirs.out, gen.timeout, false);
+}
+
+/**
+ * Runs an import command (the user's own tool, e.g. `pass show db`): directly, no shell, with the
+ * caller's environment (it needs the user's agent, store and home), stdout as the value.
+ */
+export function runImport(gen: GeneratorSpec, cwd: string): Promise<RunResult> {
+  const [program, ...args] = gen.importCommand!;
+  const resolved = path.isAbsolute(program!) ? program! : findExecutable(program!);
+  if (resolved === null) {
+    return Promise.resolve({
+      ok: false,
+      message: `import command "${program}" is not on PATH`,
+      stderr: "",
+      stdout: Buffer.alloc(0),
+    });
+  }
+  return runProcess(resolved, args, process.env, cwd, gen.timeout, true);
+}
+
+/**
+ * Reads the outputs a script wrote into `out`: exactly the files it declares, each a regular
+ * file (never through a symlink), bounded in size.
+ */
+export function readOutputs(
+  gen: GeneratorSpec,
+  out: string,
+): { files: Map<string, Uint8Array>; problem: string | null } {
+  const files = new Map<string, Uint8Array>();
+  const declared = new Set(gen.files.map((f) => f.name));
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(out);
+  } catch (e) {
+    return { files, problem: `cannot read its $out: ${(e as Error).message}` };
+  }
+  const extra = entries.filter((e) => !declared.has(e));
+  if (extra.length > 0)
+    return {
+      files,
+      problem: `it wrote ${extra.map((e) => `"${e}"`).join(", ")}, which files does not declare`,
+    };
+  for (const f of gen.files) {
+    const file = path.join(out, f.name);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const why =
+        code === "ENOENT" ? "did not write" : code === "ELOOP" ? "wrote a symlink as" : "cannot be read:";
+      return { files, problem: `it ${why} $out/${f.name}` };
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) return { files, problem: `$out/${f.name} is not a regular file` };
+      if (st.size > MAX_OUTPUT_SIZE)
+        return { files, problem: `$out/${f.name} is larger than ${MAX_OUTPUT_SIZE} bytes` };
+      files.set(f.name, new Uint8Array(fs.readFileSync(fd)));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return { files, problem: null };
+}
