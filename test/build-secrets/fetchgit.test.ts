@@ -5,10 +5,11 @@
  * must have the NAR hash of the same commit cloned without authentication (file://) minus .git,
  * and the token must be nowhere afterwards.
  *
- * git inside the sandbox: a copy of the host's git and its http helper added to the store (the
- * policy pins git by store path); its shared libraries come from the same sandbox paths that make
- * the host's Node run there (/lib and /lib64), as in test/build-secrets/daemon.test.ts, and the
- * shell it starts credential helpers with (/bin/sh, compiled in) is the file /usr/bin/dash.
+ * git inside the sandbox: the host's git and its http helper in the sandbox runtime in the store
+ * (./sandbox-runtime.ts; the policy pins git by store path), with Node and their shared
+ * libraries, bound at /lib and /lib64 from the store; the shell git starts credential helpers
+ * with (/bin/sh, compiled in) is the runtime's dash, bound from the store too. No host system
+ * directory is bound into the sandbox.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -24,10 +25,15 @@ import { decide, parsePolicy } from "../../src/build-secrets/policy.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
 import { CLI, isError, REPO, which } from "../helpers.js";
+import {
+  SANDBOX_RUNTIME_SKIP,
+  type SandboxRuntime,
+  sandboxRuntime,
+  writeNixConf,
+} from "./sandbox-runtime.js";
 
 const TOOLS = ["nix-daemon", "nix-build", "nix-instantiate", "nix-store", "nix-hash", "git", "grep"];
 const missing = TOOLS.filter((t) => which(t) === null);
-const GIT_CORE = "/usr/lib/git-core";
 const SKIP =
   missing.length > 0
     ? `needs ${missing.join(", ")}`
@@ -35,9 +41,7 @@ const SKIP =
       ? "needs root (its own nix-daemon)"
       : !fs.existsSync("/dev/shm") || fs.statfsSync("/dev/shm").type !== 0x01021994
         ? "needs /dev/shm on tmpfs"
-        : !fs.existsSync("/usr/bin/node") || !fs.existsSync(path.join(GIT_CORE, "git-remote-http"))
-          ? "needs /usr/bin/node and git's http helper in /usr/lib/git-core (the sandbox's interpreter and git)"
-          : false;
+        : SANDBOX_RUNTIME_SKIP;
 
 const RUN = randomBytes(4).toString("hex");
 const TOKEN = `nxs-git-token-${randomBytes(16).toString("hex")}`;
@@ -50,7 +54,7 @@ let daemon: ReturnType<typeof spawn> | null = null;
 let server: http.Server | null = null;
 let port = 0;
 let fetcherStorePath = "";
-let gitStorePath = "";
+let rt: SandboxRuntime;
 let rev = "";
 let expectedNarHash = "";
 const requests: { url: string; authorized: boolean }[] = [];
@@ -160,14 +164,17 @@ function buildsNix(): string {
 let
   fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
   # builtins.storePath gives the string its context: git is an input, so it is in the sandbox.
-  git = "\${builtins.storePath ${gitStorePath}}/bin/git";
-  lib = import ./lib { inherit fetcher git; interpreter = "/usr/bin/node"; };
+  # builtins.storePath gives the strings their context: the runtime is an input, so git and Node
+  # are in the sandbox.
+  git = builtins.storePath "${rt.git}";
+  node = builtins.storePath "${rt.node}";
+  lib = import ./lib { inherit fetcher git; interpreter = node; };
 in {
   good = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-${RUN}"; };
   revoked = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "revoked-token"; name = "nxs-git-revoked-${RUN}"; };
   outside = lib.fetchgit { url = "${url("public/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-outside-${RUN}"; };
   otherGit = derivation {
-    name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = "/usr/bin/node";
+    name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = node;
     args = [ "\${fetcher}" ]; nixsealSecret = "git-token"; url = "${url("private/project.git")}";
     rev = "${rev}"; nixsealGit = "/bin/sh"; outputHash = "${expectedNarHash}"; outputHashMode = "recursive";
   };
@@ -233,15 +240,8 @@ before(async () => {
   ]);
   fs.writeFileSync(path.join(work, "wrong-token.age"), wrong, { mode: 0o600 });
 
-  // git for the sandbox, pinned by its store path: the program and its http helper.
-  const gitDir = path.join(work, "nixseal-git");
-  fs.mkdirSync(path.join(gitDir, "bin"), { recursive: true });
-  fs.mkdirSync(path.join(gitDir, "libexec", "git-core"), { recursive: true });
-  fs.copyFileSync(path.join(GIT_CORE, "git"), path.join(gitDir, "bin", "git"));
-  for (const f of ["git", "git-remote-http"]) {
-    fs.copyFileSync(path.join(GIT_CORE, f), path.join(gitDir, "libexec", "git-core", f));
-  }
-  gitStorePath = sh("nix-store", ["--add", gitDir]);
+  // git and Node for the sandbox, pinned by their store paths (with git's http helper).
+  rt = sandboxRuntime();
 
   fs.cpSync(path.join(REPO, "nix", "lib"), path.join(work, "lib"), { recursive: true });
   fs.copyFileSync(
@@ -258,8 +258,8 @@ before(async () => {
     version: 1,
     runtimeDir,
     identities: [{ type: "age", path: path.join(work, "host-key.txt") }],
-    interpreters: ["/usr/bin/node"],
-    gitPaths: [`${gitStorePath}/bin/git`],
+    interpreters: [rt.node],
+    gitPaths: [rt.git],
     secrets: {
       "git-token": {
         file: path.join(work, "git-token.age"),
@@ -286,21 +286,18 @@ before(async () => {
     fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
   }
   fs.mkdirSync(path.join(work, "conf"));
-  fs.writeFileSync(
-    path.join(work, "conf", "nix.conf"),
-    [
-      "sandbox = true",
-      "substituters =",
-      "build-users-group = nixbld",
-      // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
-      // (nixpkgs' git is built with a shell from the store, which is in its closure).
-      "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64 /usr/bin/node",
-      `pre-build-hook = ${path.join(work, "pre-hook")}`,
-      `post-build-hook = ${path.join(work, "post-hook")}`,
-      "trusted-users = root",
-      "",
-    ].join("\n"),
-  );
+  writeNixConf(path.join(work, "conf", "nix.conf"), [
+    "sandbox = true",
+    "substituters =",
+    "build-users-group = nixbld",
+    // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
+    // (nixpkgs' git is built with a shell from the store, which is in its closure); here the
+    // runtime's dash, bound from the store.
+    `sandbox-paths = ${rt.sandboxPaths}`,
+    `pre-build-hook = ${path.join(work, "pre-hook")}`,
+    `post-build-hook = ${path.join(work, "post-hook")}`,
+    "trusted-users = root",
+  ]);
   const log = fs.openSync(path.join(work, "daemon.log"), "a");
   daemon = spawn("nix-daemon", ["--daemon"], {
     detached: true,

@@ -199,3 +199,10 @@ export function assertStoreOnlySandboxPaths(confText: string, where: string): vo
   }
   assert.deepEqual(bad, [], `${where} binds host paths into the sandbox: ${bad.join(" ")}`);
 }
+
+/** Writes a nix.conf of `lines`, after checking that it binds no host path into the sandbox. */
+export function writeNixConf(file: string, lines: string[]): void {
+  const text = `${lines.join("\n")}\n`;
+  assertStoreOnlySandboxPaths(text, file);
+  fs.writeFileSync(file, text);
+}
