@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
-import { tempDir } from "../helpers.js";
+import { REPO, tempDir } from "../helpers.js";
 import {
   assertStoreOnlySandboxPaths,
   SANDBOX_RUNTIME_SKIP,
@@ -95,4 +95,35 @@ test("the runtime is one valid store path holding node, git, sh and the loader; 
   assert.match(spawnSync(rt.node, ["--version"], { encoding: "utf8" }).stdout, /^v\d+\./);
   assert.match(spawnSync(rt.git, ["--version"], { encoding: "utf8" }).stdout, /^git version /);
   assert.equal(spawnSync(rt.sh, ["-c", "echo ok"], { encoding: "utf8" }).stdout, "ok\n");
+});
+
+test("no test or benchmark source writes a sandbox path with a host source, even past writeNixConf", () => {
+  // Every `sandbox-paths =` line in the sources, with interpolations read as store paths. This
+  // file (whose refusal cases are such lines on purpose) is the one exception.
+  const sources: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (
+        e.name.endsWith(".ts") &&
+        p !== path.join(REPO, "test", "build-secrets", "sandbox-runtime.test.ts")
+      )
+        sources.push(p);
+    }
+  };
+  walk(path.join(REPO, "test"));
+  walk(path.join(REPO, "bench"));
+  assert.ok(
+    sources.includes(path.join(REPO, "test", "build-secrets", "daemon.test.ts")),
+    "the sources are read",
+  );
+  let lines = 0;
+  for (const file of sources) {
+    for (const m of fs.readFileSync(file, "utf8").matchAll(/(?:extra-)?sandbox-paths\s*=[^`"\n]*/g)) {
+      lines++;
+      assertStoreOnlySandboxPaths(m[0].replace(/\$\{[^}]*\}/g, `${STORE}/x`), path.relative(REPO, file));
+    }
+  }
+  assert.ok(lines >= 5, "the daemon tests and the bench write sandbox paths");
 });
