@@ -50,7 +50,7 @@ const WRONG_TOKEN = `nxs-git-revoked-${randomBytes(16).toString("hex")}`;
 let work = "";
 let runtimeDir = "";
 let socket = "";
-let daemon: ReturnType<typeof spawn> | null = null;
+const daemons: ReturnType<typeof spawn>[] = [];
 let server: http.Server | null = null;
 let port = 0;
 let fetcherStorePath = "";
@@ -60,10 +60,12 @@ let expectedNarHash = "";
 const requests: { url: string; authorized: boolean }[] = [];
 
 function killDaemon(): void {
-  if (daemon?.pid !== undefined && daemon.exitCode === null) {
-    try {
-      process.kill(-daemon.pid, "SIGTERM");
-    } catch {}
+  for (const daemon of daemons) {
+    if (daemon.pid !== undefined && daemon.exitCode === null) {
+      try {
+        process.kill(-daemon.pid, "SIGTERM");
+      } catch {}
+    }
   }
 }
 process.on("exit", killDaemon);
@@ -101,8 +103,8 @@ function runAsync(
   });
 }
 
-function daemonLog(): string {
-  return fs.readFileSync(path.join(work, "daemon.log"), "utf8");
+function daemonLog(name = "daemon"): string {
+  return fs.readFileSync(path.join(work, `${name}.log`), "utf8");
 }
 
 /** `git http-backend` as CGI: only /private/ with the token (Basic x-access-token:TOKEN). */
@@ -163,7 +165,6 @@ function buildsNix(): string {
   return `
 let
   fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
-  # builtins.storePath gives the string its context: git is an input, so it is in the sandbox.
   # builtins.storePath gives the strings their context: the runtime is an input, so git and Node
   # are in the sandbox.
   git = builtins.storePath "${rt.git}";
@@ -172,6 +173,7 @@ let
 in {
   good = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-${RUN}"; };
   revoked = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "revoked-token"; name = "nxs-git-revoked-${RUN}"; };
+  noShell = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-no-shell-${RUN}"; };
   outside = lib.fetchgit { url = "${url("public/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-outside-${RUN}"; };
   otherGit = derivation {
     name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = node;
@@ -285,29 +287,39 @@ before(async () => {
     ]);
     fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
   }
-  fs.mkdirSync(path.join(work, "conf"));
-  writeNixConf(path.join(work, "conf", "nix.conf"), [
+  // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
+  // (nixpkgs' git is built with a shell from the store, which is in its closure); here the
+  // runtime's dash, bound from the store.
+  socket = await startDaemon("daemon", rt.sandboxPaths);
+});
+
+/** A nix-daemon on its own socket and nix.conf (`<name>.sock`, `conf-<name>/`, `<name>.log`). */
+async function startDaemon(name: string, sandboxPaths: string): Promise<string> {
+  const conf = path.join(work, `conf-${name}`);
+  const sock = path.join(work, `${name}.sock`);
+  fs.mkdirSync(conf);
+  writeNixConf(path.join(conf, "nix.conf"), [
     "sandbox = true",
     "substituters =",
     "build-users-group = nixbld",
-    // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
-    // (nixpkgs' git is built with a shell from the store, which is in its closure); here the
-    // runtime's dash, bound from the store.
-    `sandbox-paths = ${rt.sandboxPaths}`,
+    `sandbox-paths = ${sandboxPaths}`,
     `pre-build-hook = ${path.join(work, "pre-hook")}`,
     `post-build-hook = ${path.join(work, "post-hook")}`,
     "trusted-users = root",
   ]);
-  const log = fs.openSync(path.join(work, "daemon.log"), "a");
-  daemon = spawn("nix-daemon", ["--daemon"], {
-    detached: true,
-    stdio: ["ignore", log, log],
-    env: { ...process.env, NIX_CONF_DIR: path.join(work, "conf"), NIX_DAEMON_SOCKET_PATH: socket },
-  });
+  const log = fs.openSync(path.join(work, `${name}.log`), "a");
+  daemons.push(
+    spawn("nix-daemon", ["--daemon"], {
+      detached: true,
+      stdio: ["ignore", log, log],
+      env: { ...process.env, NIX_CONF_DIR: conf, NIX_DAEMON_SOCKET_PATH: sock },
+    }),
+  );
   fs.closeSync(log);
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-  assert.ok(fs.existsSync(socket), `nix-daemon did not start: ${daemonLog()}`);
-});
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(fs.existsSync(sock), `nix-daemon did not start: ${daemonLog(name)}`);
+  return sock;
+}
 
 after(() => {
   killDaemon();
@@ -316,12 +328,12 @@ after(() => {
   if (runtimeDir) fs.rmSync(path.dirname(runtimeDir), { recursive: true, force: true });
 });
 
-function build(attr: string) {
+function build(attr: string, name = "daemon", sock = socket) {
   return runAsync("nix-build", [path.join(work, "builds.nix"), "-A", attr, "--no-out-link"], {
     HOME: work,
     PATH: process.env.PATH ?? "/usr/bin:/bin",
-    NIX_REMOTE: `unix://${socket}`,
-    NIX_CONF_DIR: path.join(work, "conf"),
+    NIX_REMOTE: `unix://${sock}`,
+    NIX_CONF_DIR: path.join(work, `conf-${name}`),
   });
 }
 
@@ -516,5 +528,37 @@ test("fetchgit with a token the server refuses fails with a clear message and le
     },
   );
   assert.equal(found.stdout, "", `the refused token was found in: ${found.stdout}`);
+  assertTokenNowhere([r.stderr]);
+});
+
+test("fetchgit with a git whose shell is not in the sandbox (as a distribution's git) fails with a hint to use nixpkgs' git", {
+  skip: SKIP,
+}, async () => {
+  // The runtime's git was built for /bin/sh; a daemon whose sandbox lacks it (Node's libraries only).
+  const withoutShell = rt.sandboxPaths
+    .split(" ")
+    .filter((e) => !e.startsWith("/bin/sh="))
+    .join(" ");
+  assert.notEqual(withoutShell, rt.sandboxPaths);
+  const sock = await startDaemon("no-shell", withoutShell);
+  const authorizedBefore = requests.filter((q) => q.authorized).length;
+  const r = await build("noShell", "no-shell", sock);
+  assert.notEqual(r.status, 0, "the build must fail");
+  assert.match(r.stderr, /nixseal-fetch: error: git fetch failed[^]*cannot run [^\n]*credential-helper/);
+  assert.match(
+    r.stderr,
+    /nixseal-fetch: hint: git starts its credential helper through the shell it was built with: use a git from nixpkgs \(gitMinimal\)/,
+  );
+  assert.doesNotMatch(r.stderr, /sandbox-paths/, "the hint no longer suggests binding /bin/sh");
+  assert.equal(requests.filter((q) => q.authorized).length, authorizedBefore, "git never sent the token");
+  // The failed build's secret is swept once the build has ended.
+  const swept = spawnSync(
+    process.execPath,
+    [CLI, "build-hook", "--sweep", "--json", "--policy", path.join(work, "policy.json")],
+    { encoding: "utf8" },
+  );
+  assert.equal(swept.status, 0, swept.stderr);
+  assert.deepEqual(fs.readdirSync(runtimeDir), []);
+  assert.ok(!daemonLog("no-shell").includes(TOKEN));
   assertTokenNowhere([r.stderr]);
 });
