@@ -544,7 +544,7 @@ test("fetchgit with a git whose shell is not in the sandbox (as a distribution's
   const authorizedBefore = requests.filter((q) => q.authorized).length;
   const r = await build("noShell", "no-shell", sock);
   assert.notEqual(r.status, 0, "the build must fail");
-  assert.match(r.stderr, /nixseal-fetch: error: git fetch failed[^]*cannot run [^\n]*credential-helper/);
+  assert.match(r.stderr, /nixseal-fetch: error: git fetch failed[\s\S]*cannot run [^\n]*credential-helper/);
   assert.match(
     r.stderr,
     /nixseal-fetch: hint: git starts its credential helper through the shell it was built with: use a git from nixpkgs \(gitMinimal\)/,
