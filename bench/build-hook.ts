@@ -7,12 +7,15 @@
  * of the configurations alternates between rounds. Target: at most 5 ms added per build.
  *
  * Needs root, nix-daemon and nix-build; skipped otherwise. The daemon listens on a private
- * socket (NIX_DAEMON_SOCKET_PATH) and is stopped after each configuration.
+ * socket (NIX_DAEMON_SOCKET_PATH) and is stopped after each configuration. The builds' /bin/sh is
+ * the test sandbox runtime's dash in the store (test/build-secrets/sandbox-runtime.ts): the
+ * sandbox binds store paths only, never a host system directory.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { SANDBOX_RUNTIME_SKIP, sandboxRuntime, writeNixConf } from "../test/build-secrets/sandbox-runtime.js";
 import type { BenchContext, Benchmark, BenchResult } from "./common.js";
 import { which } from "./common.js";
 
@@ -24,21 +27,18 @@ interface Config {
 function startDaemon(
   dir: string,
   hook: string | null,
+  sandboxPaths: string,
 ): { socket: string; child: ChildProcess; conf: string } {
   const conf = path.join(dir, `conf-${randomBytes(3).toString("hex")}`);
   fs.mkdirSync(conf);
-  fs.writeFileSync(
-    path.join(conf, "nix.conf"),
-    [
-      "sandbox = true",
-      "substituters =",
-      "build-users-group = nixbld",
-      "max-jobs = 1",
-      "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64",
-      hook ? `pre-build-hook = ${hook}` : "",
-      "",
-    ].join("\n"),
-  );
+  writeNixConf(path.join(conf, "nix.conf"), [
+    "sandbox = true",
+    "substituters =",
+    "build-users-group = nixbld",
+    "max-jobs = 1",
+    `sandbox-paths = ${sandboxPaths}`,
+    hook ? `pre-build-hook = ${hook}` : "",
+  ]);
   const socket = path.join(conf, "sock");
   const child = spawn("nix-daemon", ["--daemon"], {
     detached: true,
@@ -106,6 +106,11 @@ export const buildHook: Benchmark = {
       ctx.log(`build-hook: skipped: needs root and ${missing.join(", ") || "nix"}`);
       return null;
     }
+    if (SANDBOX_RUNTIME_SKIP) {
+      ctx.log(`build-hook: skipped: the sandbox runtime ${SANDBOX_RUNTIME_SKIP}`);
+      return null;
+    }
+    const sandboxPaths = sandboxRuntime().sandboxPaths;
     const n = ctx.option("--files") ?? 200;
     const dir = fs.mkdtempSync(path.join("/tmp", "nixseal-bench-hook-"));
     try {
@@ -128,7 +133,7 @@ export const buildHook: Benchmark = {
         { name: "hook (node directly)", hook: direct },
       ];
       // One daemon per configuration, all up for the whole run, so batches can interleave.
-      const daemons = configs.map((c) => ({ config: c, ...startDaemon(dir, c.hook) }));
+      const daemons = configs.map((c) => ({ config: c, ...startDaemon(dir, c.hook, sandboxPaths) }));
       const times = new Map<string, number[]>(configs.map((c) => [c.name, []]));
       const batch = Math.min(20, n);
       try {

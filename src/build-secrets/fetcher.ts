@@ -262,7 +262,7 @@ function runGit(git: string, env: Record<string, string>, args: string[], what: 
     throw new FetchError(
       `git ${what} failed (exit ${r.status ?? r.signal}):\n  ${lines}`,
       /cannot run .*credential-helper/.test(text)
-        ? "git starts its credential helper through the shell it was built with: a git from nixpkgs has it in its closure; for a git built with /bin/sh, add /bin/sh to sandbox-paths"
+        ? "git starts its credential helper through the shell it was built with: use a git from nixpkgs (gitMinimal), whose closure has that shell; a distribution's git needs the host's /bin/sh, which the sandbox does not have (docs/build-secrets.md)"
         : /Authentication failed|could not read Username|401|403/.test(text)
           ? "the server refused the secret: is it still valid, and allowed to read this repository?"
           : "check the URL and the rev (a full commit id that the repository has)",

@@ -9,7 +9,7 @@
  * .drv, log, the Nix database or /tmp.
  *
  * The set-up follows test/build-secrets/daemon.test.ts (one daemon on a private socket, killed on
- * every exit path; sandbox paths only for Node).
+ * every exit path; the sandbox runtime in the store, ./sandbox-runtime.ts, for Node and /bin/sh).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -24,6 +24,12 @@ import { encrypt } from "../../src/age/index.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
 import { CLI, REPO, which } from "../helpers.js";
+import {
+  SANDBOX_RUNTIME_SKIP,
+  type SandboxRuntime,
+  sandboxRuntime,
+  writeNixConf,
+} from "./sandbox-runtime.js";
 
 const TOOLS = [
   "nix-daemon",
@@ -48,9 +54,7 @@ const SKIP =
       ? "needs root (its own nix-daemon and build users)"
       : !shmOk
         ? "needs /dev/shm on tmpfs"
-        : !fs.existsSync("/usr/bin/node")
-          ? "needs /usr/bin/node (the fetcher's interpreter in the sandbox)"
-          : false;
+        : SANDBOX_RUNTIME_SKIP;
 
 const RUN = randomBytes(4).toString("hex");
 const TOKEN = `nxs-agent-token-${randomBytes(16).toString("hex")}`;
@@ -69,6 +73,7 @@ let daemon: ReturnType<typeof spawn> | null = null;
 let server: http.Server | null = null;
 let port = 0;
 let fetcherStorePath = "";
+let rt: SandboxRuntime;
 const requests: { url: string; authorization: string | undefined }[] = [];
 const usersMade: string[] = [];
 const agents: { stop(): Promise<void> }[] = [];
@@ -211,7 +216,7 @@ function policy(): object {
     agentDir,
     agentTimeoutSeconds: AGENT_TIMEOUT_S,
     identities: [{ type: "age", path: path.join(work, "host-key.txt") }],
-    interpreters: ["/usr/bin/node"],
+    interpreters: [rt.node],
     secrets: {
       "typed-token": secret({ source: "agent" }),
       "file-token": secret({ source: "agent", allowedUsers: [USER_A] }),
@@ -230,7 +235,8 @@ function buildsNix(): string {
   return `
 let
   fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
-  lib = import ./lib { inherit fetcher; interpreter = "/usr/bin/node"; };
+  # builtins.storePath: the runtime is an input of the build, so it is in the sandbox.
+  lib = import ./lib { inherit fetcher; interpreter = builtins.storePath "${rt.node}"; };
   hash = "${SRI}";
 in {
   ${fetch("typed1", "typed-token")}
@@ -255,6 +261,7 @@ in {
 
 before(async () => {
   if (SKIP) return;
+  rt = sandboxRuntime();
   work = fs.mkdtempSync("/tmp/nixseal-buildagent-");
   fs.chmodSync(work, 0o755);
   runtimeDir = path.join(fs.mkdtempSync("/dev/shm/nixseal-buildagent-"), "build");
@@ -335,20 +342,16 @@ before(async () => {
     fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
   }
   fs.mkdirSync(path.join(work, "conf"));
-  fs.writeFileSync(
-    path.join(work, "conf", "nix.conf"),
-    [
-      "sandbox = true",
-      "substituters =",
-      "build-users-group = nixbld",
-      "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64 /usr/bin/node",
-      `pre-build-hook = ${path.join(work, "pre-hook")}`,
-      `post-build-hook = ${path.join(work, "post-hook")}`,
-      "trusted-users = root",
-      "allowed-users = *",
-      "",
-    ].join("\n"),
-  );
+  writeNixConf(path.join(work, "conf", "nix.conf"), [
+    "sandbox = true",
+    "substituters =",
+    "build-users-group = nixbld",
+    `sandbox-paths = ${rt.sandboxPaths}`,
+    `pre-build-hook = ${path.join(work, "pre-hook")}`,
+    `post-build-hook = ${path.join(work, "post-hook")}`,
+    "trusted-users = root",
+    "allowed-users = *",
+  ]);
   const log = fs.openSync(path.join(work, "daemon.log"), "a");
   daemon = spawn("nix-daemon", ["--daemon"], {
     detached: true,

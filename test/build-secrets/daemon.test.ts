@@ -4,10 +4,10 @@
  * HTTP server that serves a file only with the right token, and the attacks the hook must refuse.
  *
  * One daemon for the whole file, on a private socket (NIX_DAEMON_SOCKET_PATH) so it does not
- * collide with anything else on the machine; it is killed on every exit path. Sandbox paths
- * expose only system files Node needs (/usr/bin/node, /usr/lib, /usr/lib64); no target lies
- * inside another bind mount (Nix 2.8 creates a file target with writeFile, which would write
- * through such a mount into the host).
+ * collide with anything else on the machine; it is killed on every exit path. The fetcher's
+ * interpreter and /bin/sh come from the sandbox runtime in the store (./sandbox-runtime.ts): the
+ * sandbox paths bind store paths only, never a host system directory (Nix 2.8 writes into the
+ * chroot, and through a bind mount of a host directory into the host).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -21,6 +21,12 @@ import { encrypt } from "../../src/age/index.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
 import { CLI, REPO, which } from "../helpers.js";
+import {
+  SANDBOX_RUNTIME_SKIP,
+  type SandboxRuntime,
+  sandboxRuntime,
+  writeNixConf,
+} from "./sandbox-runtime.js";
 
 const HAVE_SCRIPT = which("script") !== null;
 
@@ -35,9 +41,7 @@ const SKIP =
       ? "needs root (its own nix-daemon and build users)"
       : !shmOk
         ? "needs /dev/shm on tmpfs"
-        : !fs.existsSync("/usr/bin/node")
-          ? "needs /usr/bin/node (the fetcher's interpreter in the sandbox)"
-          : false;
+        : SANDBOX_RUNTIME_SKIP;
 
 const RUN = randomBytes(4).toString("hex");
 const TOKEN = `nxs-token-${randomBytes(16).toString("hex")}`;
@@ -53,6 +57,7 @@ let daemon: ReturnType<typeof spawn> | null = null;
 let server: http.Server | null = null;
 let port = 0;
 let fetcherStorePath = "";
+let rt: SandboxRuntime;
 const requests: { url: string; authorization: string | undefined }[] = [];
 const usersMade: string[] = [];
 
@@ -136,7 +141,7 @@ function policy(): object {
     agentDir: path.join(work, "agents"),
     agentTimeoutSeconds: 5,
     identities: [{ type: "age", path: path.join(work, "host-key.txt") }],
-    interpreters: ["/usr/bin/node"],
+    interpreters: [rt.node],
     secrets: {
       "mods-token": {
         file: path.join(work, "mods-token.age"),
@@ -159,7 +164,9 @@ function buildsNix(): string {
   return `
 let
   fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
-  lib = import ./lib { inherit fetcher; interpreter = "/usr/bin/node"; };
+  # builtins.storePath: the runtime is an input of the build, so it is in the sandbox.
+  node = builtins.storePath "${rt.node}";
+  lib = import ./lib { inherit fetcher; interpreter = node; };
   hash = "${SRI}";
 in {
   good = lib.fetchurl { url = "${url(`files/mod-${RUN}.zip`)}"; inherit hash; secret = "mods-token"; name = "nxs-good-${RUN}"; };
@@ -173,11 +180,11 @@ in {
     outputHash = hash; outputHashMode = "flat";
   };
   notFixed = derivation {
-    name = "nxs-not-fixed-${RUN}"; system = builtins.currentSystem; builder = "/usr/bin/node";
+    name = "nxs-not-fixed-${RUN}"; system = builtins.currentSystem; builder = node;
     args = [ "\${fetcher}" ]; nixsealSecret = "mods-token"; url = "${url(`files/mod-${RUN}.zip`)}";
   };
   nodeOptions = derivation {
-    name = "nxs-node-options-${RUN}"; system = builtins.currentSystem; builder = "/usr/bin/node";
+    name = "nxs-node-options-${RUN}"; system = builtins.currentSystem; builder = node;
     args = [ "\${fetcher}" ]; nixsealSecret = "mods-token"; url = "${url(`files/mod-${RUN}.zip`)}";
     NODE_OPTIONS = "--require /run/nixseal-secret"; outputHash = hash; outputHashMode = "flat";
   };
@@ -191,6 +198,7 @@ in {
 
 before(async () => {
   if (SKIP) return;
+  rt = sandboxRuntime();
   work = fs.mkdtempSync("/tmp/nixseal-buildsec-");
   fs.chmodSync(work, 0o755);
   runtimeDir = path.join(fs.mkdtempSync("/dev/shm/nixseal-buildsec-"), "build");
@@ -253,20 +261,16 @@ before(async () => {
     fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
   }
   fs.mkdirSync(path.join(work, "conf"));
-  fs.writeFileSync(
-    path.join(work, "conf", "nix.conf"),
-    [
-      "sandbox = true",
-      "substituters =",
-      "build-users-group = nixbld",
-      "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64 /usr/bin/node",
-      `pre-build-hook = ${path.join(work, "pre-hook")}`,
-      `post-build-hook = ${path.join(work, "post-hook")}`,
-      "trusted-users = root",
-      "allowed-users = *",
-      "",
-    ].join("\n"),
-  );
+  writeNixConf(path.join(work, "conf", "nix.conf"), [
+    "sandbox = true",
+    "substituters =",
+    "build-users-group = nixbld",
+    `sandbox-paths = ${rt.sandboxPaths}`,
+    `pre-build-hook = ${path.join(work, "pre-hook")}`,
+    `post-build-hook = ${path.join(work, "post-hook")}`,
+    "trusted-users = root",
+    "allowed-users = *",
+  ]);
   const log = fs.openSync(path.join(work, "daemon.log"), "a");
   daemon = spawn("nix-daemon", ["--daemon"], {
     detached: true,

@@ -4,6 +4,14 @@
  * with only the paths of its first ("settings") block pointed into a temporary directory. The
  * "restart" step is replaced by starting our own nix-daemon on that nix.conf. It must end with
  * `nixseal build-hook --check` clean and a sandboxed build that downloads with the secret.
+ *
+ * The document's Node comes from nixpkgs (`nix-build '<nixpkgs>' -A nodejs`), which this machine
+ * may not have (no channel, no network). So NODE (one of the settings the document lets the reader
+ * override) is the node of the test sandbox runtime in the store (./sandbox-runtime.ts). Unlike
+ * nixpkgs' Node, that one is the host's program and needs its loader and libraries at /lib64 and
+ * /lib inside the sandbox: the test adds those store-only sandbox paths itself, in the nix.conf
+ * the host has before the document's steps (a nixpkgs Node needs none). After the steps, the
+ * nix.conf must still bind no host system directory into the sandbox.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -14,6 +22,12 @@ import type { AddressInfo } from "node:net";
 import * as path from "node:path";
 import { after, test } from "node:test";
 import { CLI, REPO, which } from "../helpers.js";
+import {
+  assertStoreOnlySandboxPaths,
+  SANDBOX_RUNTIME_SKIP,
+  sandboxRuntime,
+  writeNixConf,
+} from "./sandbox-runtime.js";
 
 const TOOLS = ["nix-daemon", "nix-build", "nix-store", "nix", "grep", "readlink"];
 const missing = TOOLS.filter((t) => which(t) === null);
@@ -24,9 +38,7 @@ const SKIP =
       ? "needs root (its own nix-daemon)"
       : !fs.existsSync("/dev/shm") || fs.statfsSync("/dev/shm").type !== 0x01021994
         ? "needs /dev/shm on tmpfs"
-        : !fs.existsSync("/usr/bin/node")
-          ? "needs /usr/bin/node (the documented distribution Node)"
-          : false;
+        : SANDBOX_RUNTIME_SKIP;
 
 interface Step {
   kind: string;
@@ -101,6 +113,11 @@ test("the document marks the whole set-up: settings, the steps, a restart, the c
   ]) {
     assert.match(all, re);
   }
+  // No nix.conf line of the document binds a host system directory into the sandbox.
+  assertStoreOnlySandboxPaths(
+    fs.readFileSync(path.join(REPO, "docs", "build-secrets.md"), "utf8"),
+    "docs/build-secrets.md",
+  );
 });
 
 test("a fresh host set up from docs/build-secrets.md alone passes --check and builds with the secret", {
@@ -129,11 +146,15 @@ test("a fresh host set up from docs/build-secrets.md alone passes --check and bu
   });
   const conf = path.join(work, "conf");
   fs.mkdirSync(conf);
-  // What a fresh multi-user install has; the document adds the rest.
-  fs.writeFileSync(
-    path.join(conf, "nix.conf"),
-    "build-users-group = nixbld\nsubstituters =\ntrusted-users = root\n",
-  );
+  // What a fresh multi-user install has; the document adds the rest. Not from the document: the
+  // store-only sandbox paths the runtime's (host-built) node needs, see the top of this file.
+  const rt = sandboxRuntime();
+  writeNixConf(path.join(conf, "nix.conf"), [
+    "build-users-group = nixbld",
+    "substituters =",
+    "trusted-users = root",
+    `extra-sandbox-paths = ${rt.sandboxPaths}`,
+  ]);
   const socket = path.join(work, "daemon.sock");
   const env: Record<string, string> = {
     PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
@@ -144,6 +165,7 @@ test("a fresh host set up from docs/build-secrets.md alone passes --check and bu
     STATE_DIR: path.join(work, "state"),
     RUNTIME_DIR: path.join(shm, "build"),
     NIXSEAL_LIB: path.join(REPO, "nix", "lib"),
+    NODE: rt.node,
     MODS_PREFIX: `http://127.0.0.1:${port}/api/`,
     MOD_URL: `http://127.0.0.1:${port}/api/mod-${RUN}.zip`,
     MOD_HASH: `sha256-${createHash("sha256").update(CONTENT).digest("base64")}`,
@@ -159,6 +181,10 @@ test("a fresh host set up from docs/build-secrets.md alone passes --check and bu
   const { NIX_REMOTE: _, ...withoutDaemon } = env;
   const first = await runSh(before, withoutDaemon, `${TOKEN}\n`);
   assert.equal(first.status, 0, `steps before the restart failed:\n${first.stderr}`);
+  assertStoreOnlySandboxPaths(
+    fs.readFileSync(path.join(conf, "nix.conf"), "utf8"),
+    "the documented nix.conf",
+  );
 
   // "Restart nix-daemon": ours, on the nix.conf the steps wrote.
   const log = fs.openSync(path.join(work, "daemon.log"), "a");

@@ -5,10 +5,11 @@
  * must have the NAR hash of the same commit cloned without authentication (file://) minus .git,
  * and the token must be nowhere afterwards.
  *
- * git inside the sandbox: a copy of the host's git and its http helper added to the store (the
- * policy pins git by store path); its shared libraries come from the same sandbox paths that make
- * the host's Node run there (/lib and /lib64), as in test/build-secrets/daemon.test.ts, and the
- * shell it starts credential helpers with (/bin/sh, compiled in) is the file /usr/bin/dash.
+ * git inside the sandbox: the host's git and its http helper in the sandbox runtime in the store
+ * (./sandbox-runtime.ts; the policy pins git by store path), with Node and their shared
+ * libraries, bound at /lib and /lib64 from the store; the shell git starts credential helpers
+ * with (/bin/sh, compiled in) is the runtime's dash, bound from the store too. No host system
+ * directory is bound into the sandbox.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -24,10 +25,15 @@ import { decide, parsePolicy } from "../../src/build-secrets/policy.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
 import { CLI, isError, REPO, which } from "../helpers.js";
+import {
+  SANDBOX_RUNTIME_SKIP,
+  type SandboxRuntime,
+  sandboxRuntime,
+  writeNixConf,
+} from "./sandbox-runtime.js";
 
 const TOOLS = ["nix-daemon", "nix-build", "nix-instantiate", "nix-store", "nix-hash", "git", "grep"];
 const missing = TOOLS.filter((t) => which(t) === null);
-const GIT_CORE = "/usr/lib/git-core";
 const SKIP =
   missing.length > 0
     ? `needs ${missing.join(", ")}`
@@ -35,9 +41,7 @@ const SKIP =
       ? "needs root (its own nix-daemon)"
       : !fs.existsSync("/dev/shm") || fs.statfsSync("/dev/shm").type !== 0x01021994
         ? "needs /dev/shm on tmpfs"
-        : !fs.existsSync("/usr/bin/node") || !fs.existsSync(path.join(GIT_CORE, "git-remote-http"))
-          ? "needs /usr/bin/node and git's http helper in /usr/lib/git-core (the sandbox's interpreter and git)"
-          : false;
+        : SANDBOX_RUNTIME_SKIP;
 
 const RUN = randomBytes(4).toString("hex");
 const TOKEN = `nxs-git-token-${randomBytes(16).toString("hex")}`;
@@ -46,20 +50,22 @@ const WRONG_TOKEN = `nxs-git-revoked-${randomBytes(16).toString("hex")}`;
 let work = "";
 let runtimeDir = "";
 let socket = "";
-let daemon: ReturnType<typeof spawn> | null = null;
+const daemons: ReturnType<typeof spawn>[] = [];
 let server: http.Server | null = null;
 let port = 0;
 let fetcherStorePath = "";
-let gitStorePath = "";
+let rt: SandboxRuntime;
 let rev = "";
 let expectedNarHash = "";
 const requests: { url: string; authorized: boolean }[] = [];
 
 function killDaemon(): void {
-  if (daemon?.pid !== undefined && daemon.exitCode === null) {
-    try {
-      process.kill(-daemon.pid, "SIGTERM");
-    } catch {}
+  for (const daemon of daemons) {
+    if (daemon.pid !== undefined && daemon.exitCode === null) {
+      try {
+        process.kill(-daemon.pid, "SIGTERM");
+      } catch {}
+    }
   }
 }
 process.on("exit", killDaemon);
@@ -97,8 +103,8 @@ function runAsync(
   });
 }
 
-function daemonLog(): string {
-  return fs.readFileSync(path.join(work, "daemon.log"), "utf8");
+function daemonLog(name = "daemon"): string {
+  return fs.readFileSync(path.join(work, `${name}.log`), "utf8");
 }
 
 /** `git http-backend` as CGI: only /private/ with the token (Basic x-access-token:TOKEN). */
@@ -159,15 +165,18 @@ function buildsNix(): string {
   return `
 let
   fetcher = builtins.path { path = ./nixseal-fetcher.js; name = "nixseal-fetcher.mjs"; };
-  # builtins.storePath gives the string its context: git is an input, so it is in the sandbox.
-  git = "\${builtins.storePath ${gitStorePath}}/bin/git";
-  lib = import ./lib { inherit fetcher git; interpreter = "/usr/bin/node"; };
+  # builtins.storePath gives the strings their context: the runtime is an input, so git and Node
+  # are in the sandbox.
+  git = builtins.storePath "${rt.git}";
+  node = builtins.storePath "${rt.node}";
+  lib = import ./lib { inherit fetcher git; interpreter = node; };
 in {
   good = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-${RUN}"; };
   revoked = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "revoked-token"; name = "nxs-git-revoked-${RUN}"; };
+  noShell = lib.fetchgit { url = "${url("private/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-no-shell-${RUN}"; };
   outside = lib.fetchgit { url = "${url("public/project.git")}"; rev = "${rev}"; hash = "${expectedNarHash}"; secret = "git-token"; name = "nxs-git-outside-${RUN}"; };
   otherGit = derivation {
-    name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = "/usr/bin/node";
+    name = "nxs-git-other-${RUN}"; system = builtins.currentSystem; builder = node;
     args = [ "\${fetcher}" ]; nixsealSecret = "git-token"; url = "${url("private/project.git")}";
     rev = "${rev}"; nixsealGit = "/bin/sh"; outputHash = "${expectedNarHash}"; outputHashMode = "recursive";
   };
@@ -233,15 +242,8 @@ before(async () => {
   ]);
   fs.writeFileSync(path.join(work, "wrong-token.age"), wrong, { mode: 0o600 });
 
-  // git for the sandbox, pinned by its store path: the program and its http helper.
-  const gitDir = path.join(work, "nixseal-git");
-  fs.mkdirSync(path.join(gitDir, "bin"), { recursive: true });
-  fs.mkdirSync(path.join(gitDir, "libexec", "git-core"), { recursive: true });
-  fs.copyFileSync(path.join(GIT_CORE, "git"), path.join(gitDir, "bin", "git"));
-  for (const f of ["git", "git-remote-http"]) {
-    fs.copyFileSync(path.join(GIT_CORE, f), path.join(gitDir, "libexec", "git-core", f));
-  }
-  gitStorePath = sh("nix-store", ["--add", gitDir]);
+  // git and Node for the sandbox, pinned by their store paths (with git's http helper).
+  rt = sandboxRuntime();
 
   fs.cpSync(path.join(REPO, "nix", "lib"), path.join(work, "lib"), { recursive: true });
   fs.copyFileSync(
@@ -258,8 +260,8 @@ before(async () => {
     version: 1,
     runtimeDir,
     identities: [{ type: "age", path: path.join(work, "host-key.txt") }],
-    interpreters: ["/usr/bin/node"],
-    gitPaths: [`${gitStorePath}/bin/git`],
+    interpreters: [rt.node],
+    gitPaths: [rt.git],
     secrets: {
       "git-token": {
         file: path.join(work, "git-token.age"),
@@ -285,32 +287,39 @@ before(async () => {
     ]);
     fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
   }
-  fs.mkdirSync(path.join(work, "conf"));
-  fs.writeFileSync(
-    path.join(work, "conf", "nix.conf"),
-    [
-      "sandbox = true",
-      "substituters =",
-      "build-users-group = nixbld",
-      // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
-      // (nixpkgs' git is built with a shell from the store, which is in its closure).
-      "sandbox-paths = /bin/sh=/usr/bin/dash /lib=/usr/lib /lib64=/usr/lib64 /usr/bin/node",
-      `pre-build-hook = ${path.join(work, "pre-hook")}`,
-      `post-build-hook = ${path.join(work, "post-hook")}`,
-      "trusted-users = root",
-      "",
-    ].join("\n"),
-  );
-  const log = fs.openSync(path.join(work, "daemon.log"), "a");
-  daemon = spawn("nix-daemon", ["--daemon"], {
-    detached: true,
-    stdio: ["ignore", log, log],
-    env: { ...process.env, NIX_CONF_DIR: path.join(work, "conf"), NIX_DAEMON_SOCKET_PATH: socket },
-  });
-  fs.closeSync(log);
-  for (let i = 0; i < 200 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-  assert.ok(fs.existsSync(socket), `nix-daemon did not start: ${daemonLog()}`);
+  // git starts credential helpers through its compiled-in shell: /bin/sh for the host's git
+  // (nixpkgs' git is built with a shell from the store, which is in its closure); here the
+  // runtime's dash, bound from the store.
+  socket = await startDaemon("daemon", rt.sandboxPaths);
 });
+
+/** A nix-daemon on its own socket and nix.conf (`<name>.sock`, `conf-<name>/`, `<name>.log`). */
+async function startDaemon(name: string, sandboxPaths: string): Promise<string> {
+  const conf = path.join(work, `conf-${name}`);
+  const sock = path.join(work, `${name}.sock`);
+  fs.mkdirSync(conf);
+  writeNixConf(path.join(conf, "nix.conf"), [
+    "sandbox = true",
+    "substituters =",
+    "build-users-group = nixbld",
+    `sandbox-paths = ${sandboxPaths}`,
+    `pre-build-hook = ${path.join(work, "pre-hook")}`,
+    `post-build-hook = ${path.join(work, "post-hook")}`,
+    "trusted-users = root",
+  ]);
+  const log = fs.openSync(path.join(work, `${name}.log`), "a");
+  daemons.push(
+    spawn("nix-daemon", ["--daemon"], {
+      detached: true,
+      stdio: ["ignore", log, log],
+      env: { ...process.env, NIX_CONF_DIR: conf, NIX_DAEMON_SOCKET_PATH: sock },
+    }),
+  );
+  fs.closeSync(log);
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(fs.existsSync(sock), `nix-daemon did not start: ${daemonLog(name)}`);
+  return sock;
+}
 
 after(() => {
   killDaemon();
@@ -319,12 +328,12 @@ after(() => {
   if (runtimeDir) fs.rmSync(path.dirname(runtimeDir), { recursive: true, force: true });
 });
 
-function build(attr: string) {
+function build(attr: string, name = "daemon", sock = socket) {
   return runAsync("nix-build", [path.join(work, "builds.nix"), "-A", attr, "--no-out-link"], {
     HOME: work,
     PATH: process.env.PATH ?? "/usr/bin:/bin",
-    NIX_REMOTE: `unix://${socket}`,
-    NIX_CONF_DIR: path.join(work, "conf"),
+    NIX_REMOTE: `unix://${sock}`,
+    NIX_CONF_DIR: path.join(work, `conf-${name}`),
   });
 }
 
@@ -519,5 +528,37 @@ test("fetchgit with a token the server refuses fails with a clear message and le
     },
   );
   assert.equal(found.stdout, "", `the refused token was found in: ${found.stdout}`);
+  assertTokenNowhere([r.stderr]);
+});
+
+test("fetchgit with a git whose shell is not in the sandbox (as a distribution's git) fails with a hint to use nixpkgs' git", {
+  skip: SKIP,
+}, async () => {
+  // The runtime's git was built for /bin/sh; a daemon whose sandbox lacks it (Node's libraries only).
+  const withoutShell = rt.sandboxPaths
+    .split(" ")
+    .filter((e) => !e.startsWith("/bin/sh="))
+    .join(" ");
+  assert.notEqual(withoutShell, rt.sandboxPaths);
+  const sock = await startDaemon("no-shell", withoutShell);
+  const authorizedBefore = requests.filter((q) => q.authorized).length;
+  const r = await build("noShell", "no-shell", sock);
+  assert.notEqual(r.status, 0, "the build must fail");
+  assert.match(r.stderr, /nixseal-fetch: error: git fetch failed[\s\S]*cannot run [^\n]*credential-helper/);
+  assert.match(
+    r.stderr,
+    /nixseal-fetch: hint: git starts its credential helper through the shell it was built with: use a git from nixpkgs \(gitMinimal\)/,
+  );
+  assert.doesNotMatch(r.stderr, /sandbox-paths/, "the hint no longer suggests binding /bin/sh");
+  assert.equal(requests.filter((q) => q.authorized).length, authorizedBefore, "git never sent the token");
+  // The failed build's secret is swept once the build has ended.
+  const swept = spawnSync(
+    process.execPath,
+    [CLI, "build-hook", "--sweep", "--json", "--policy", path.join(work, "policy.json")],
+    { encoding: "utf8" },
+  );
+  assert.equal(swept.status, 0, swept.stderr);
+  assert.deepEqual(fs.readdirSync(runtimeDir), []);
+  assert.ok(!daemonLog("no-shell").includes(TOKEN));
   assertTokenNowhere([r.stderr]);
 });
