@@ -21,6 +21,7 @@ import {
   type SecretRule,
   wipeTree,
 } from "../vault/index.js";
+import { runBuiltin } from "./builtin.js";
 import {
   GENERATED_RULES,
   generatedRules,
@@ -294,7 +295,9 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
     return v;
   };
 
-  const work = new WorkDir();
+  // The private RAM directory, made when the first script or import runs (builtins need none).
+  let workDir: WorkDir | null = null;
+  const work = () => (workDir ??= new WorkDir());
   try {
     // Kept answers of persisted prompts, read once per generator.
     const kept = new Map<string, Promise<Map<string, Uint8Array>>>();
@@ -379,8 +382,24 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
       } catch (e) {
         return fail(inst.id, e);
       }
+      if (gen.builtin !== null) {
+        try {
+          const r = await runBuiltin(gen.builtin, inputs, answers);
+          if (!r.ok)
+            return fail(
+              inst.id,
+              new NixsealError("GENERATE", `generator ${inst.id}: ${r.message}`, {
+                hint: "fix the value it reads (a dependency's file or a prompt's answer)",
+              }),
+            );
+          for (const v of r.files.values()) plaintexts.push(v);
+          return { ok: true, files: r.files, generation: randomBytes(16).toString("hex") };
+        } catch (e) {
+          return fail(inst.id, e);
+        }
+      }
       return limit(async () => {
-        const dir = path.join(work.dir, String(counter++));
+        const dir = path.join(work().dir, String(counter++));
         const dirs = {
           out: path.join(dir, "out"),
           in: path.join(dir, "in"),
@@ -582,7 +601,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
   } finally {
     for (const v of plaintexts) wipe(v);
     for (const m of options.answers.values()) for (const v of m.values()) wipe(v);
-    work.dispose();
+    (workDir as WorkDir | null)?.dispose();
   }
 }
 

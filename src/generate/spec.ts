@@ -24,6 +24,7 @@ import {
   stringField,
   typeName,
 } from "../common/index.js";
+import { type Builtin, builtinFiles, readBuiltin } from "./builtin.js";
 
 export const GENERATORS_FILE = "generators.nix";
 export const MAX_GENERATORS_SIZE = 4 * 1024 * 1024;
@@ -31,6 +32,13 @@ export const MAX_GENERATORS_SIZE = 4 * 1024 * 1024;
 /** Generator, host, file and prompt names: they become path segments. */
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 const IDENTIFIER_HINT = "use a plain identifier: a letter or _, then letters, digits, _ or - (at most 64)";
+/**
+ * Output file names: as nix/lib/generated.nix and the NixOS module accept them, and as `nixseal
+ * gen` writes them (key.pub): dots inside, never first, never two in a row; no "/".
+ */
+export const FILE_NAME = /^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/;
+const FILE_NAME_HINT =
+  "use a plain file name: a letter, digit or _, then letters, digits, _, - or . (not two dots in a row; at most 64)";
 
 export type PromptType = "hidden" | "line" | "multiline" | "multiline-hidden";
 export const PROMPT_TYPES: readonly PromptType[] = ["hidden", "line", "multiline", "multiline-hidden"];
@@ -56,8 +64,10 @@ export interface PromptSpec {
 export interface GeneratorSpec {
   name: string;
   files: OutputFile[];
-  /** The sh script, or null for an import command. */
+  /** The sh script, or null for an import command or a builtin. */
   script: string | null;
+  /** A built-in generator run in-process (src/generate/builtin.ts), or null. */
+  builtin: Builtin | null;
   /** argv of the import command (run without a shell), or null. */
   importCommand: string[] | null;
   dependencies: string[];
@@ -184,6 +194,7 @@ const GENERATOR_FIELDS: FieldTable = {
     read: nullable(stringField((s) => (s.includes("\0") ? "contains NUL" : null), "a sh script")),
   },
   import: { required: false, default: null, read: (v) => v },
+  builtin: { required: false, default: null, read: (v) => v },
   dependencies: { required: false, default: [], read: stringList("a list of generator names") },
   prompts: { required: false, default: null, read: (v) => v },
   share: {
@@ -226,8 +237,8 @@ function readFiles(v: Json, at: string, p: Problems): OutputFile[] | undefined {
   let ok = true;
   for (const [name, f] of Object.entries(v)) {
     const where = `${at}.${shown(name)}`;
-    if (!IDENTIFIER.test(name)) {
-      p.add(where, "is not a valid file name", IDENTIFIER_HINT);
+    if (!FILE_NAME.test(name)) {
+      p.add(where, "is not a valid file name", FILE_NAME_HINT);
       ok = false;
       continue;
     }
@@ -305,6 +316,61 @@ function readImport(v: Json | null, at: string, p: Problems): string[] | null | 
     return undefined;
   }
   return cmd;
+}
+
+/** A builtin generator declares exactly its kind's files, reads only what it names, runs nothing. */
+function checkBuiltin(
+  at: string,
+  b: Builtin,
+  files: OutputFile[],
+  prompts: PromptSpec[],
+  r: Map<string, unknown>,
+  p: Problems,
+): boolean {
+  let ok = true;
+  const want = builtinFiles(b);
+  const have = files.map((f) => f.name);
+  if (want.length !== have.length || !want.every((w) => have.includes(w))) {
+    p.add(
+      `${at}.files`,
+      `builtin ${b.kind} writes ${want.map((w) => `"${w}"`).join(" and ")}, not ${have.map((h) => `"${shown(h)}"`).join(", ")}`,
+      `declare ${want.map((w) => (w.includes(".") ? `files."${w}"` : `files.${w}`)).join(" and ")} (docs/generators.md)`,
+    );
+    ok = false;
+  }
+  if ((r.get("runtimeInputs") as string[]).length > 0) {
+    p.add(`${at}.runtimeInputs`, "is set, but a builtin runs no program", "remove runtimeInputs");
+    ok = false;
+  }
+  const input = b.kind === "hash" ? b.input : null;
+  const usedPrompt = input !== null && "prompt" in input ? input.prompt : null;
+  for (const q of prompts) {
+    if (q.name !== usedPrompt) {
+      p.add(`${at}.prompts.${q.name}`, "is asked but the builtin does not read it", "remove the prompt");
+      ok = false;
+    }
+  }
+  if (usedPrompt !== null && !prompts.some((q) => q.name === usedPrompt)) {
+    p.add(
+      `${at}.builtin.hash.sha512Crypt`,
+      `reads prompt "${usedPrompt}", which prompts does not declare`,
+      `add prompts.${usedPrompt} = { type = "hidden"; };`,
+    );
+    ok = false;
+  }
+  if (
+    input !== null &&
+    "dependency" in input &&
+    !(r.get("dependencies") as string[]).includes(input.dependency)
+  ) {
+    p.add(
+      `${at}.builtin.hash.sha512Crypt`,
+      `reads "${input.dependency}", which dependencies does not list`,
+      `add dependencies = [ "${input.dependency}" ];`,
+    );
+    ok = false;
+  }
+  return ok;
 }
 
 /** Finds a dependency cycle (as "a -> b -> a"), or null. */
@@ -390,22 +456,38 @@ export function parseGenerators(source: string, value: unknown): Generators {
     const prompts = readPrompts(r.get("prompts") as Json | null, `${at}.prompts`, p);
     const rotateEvery = readRotate(r.get("rotate") as Json | null, `${at}.rotate`, p);
     const importCommand = readImport(r.get("import") as Json | null, `${at}.import`, p);
+    const builtin = readBuiltin(r.get("builtin") as Json | null, `${at}.builtin`, p);
     const script = r.get("script") as string | null;
     if (
       files === undefined ||
       prompts === undefined ||
       rotateEvery === undefined ||
-      importCommand === undefined
+      importCommand === undefined ||
+      builtin === undefined
     )
       continue;
-    if ((script === null) === (importCommand === null)) {
+    if ([script, importCommand, builtin].filter((x) => x !== null).length !== 1) {
       p.add(
         at,
-        "needs exactly one of script and import.command",
-        "write a script, or import.command to take a value from a command",
+        "needs exactly one of script, import.command and builtin",
+        'write a script, import.command to take a value from a command, or builtin (e.g. builtin = "password";)',
       );
       continue;
     }
+    // Two declared files must not land on one path (a secret "x" is x.age; a public "x.age" too).
+    const paths = files.map((f) => (f.secret ? `${f.name}.age` : f.name));
+    const clash = paths.find(
+      (x, i) => paths.indexOf(x) !== i || prompts.some((q) => x === `prompt.${q.name}.age`),
+    );
+    if (clash !== undefined) {
+      p.add(
+        `${at}.files`,
+        `two outputs would both be written as "${shown(clash)}"`,
+        "rename one of the files",
+      );
+      continue;
+    }
+    if (builtin !== null && !checkBuiltin(at, builtin, files, prompts, r, p)) continue;
     if (importCommand !== null && (files.length !== 1 || prompts.length > 0)) {
       p.add(
         at,
@@ -440,6 +522,7 @@ export function parseGenerators(source: string, value: unknown): Generators {
       name,
       files,
       script,
+      builtin,
       importCommand,
       dependencies: [...new Set(deps)],
       prompts,
@@ -453,6 +536,16 @@ export function parseGenerators(source: string, value: unknown): Generators {
     });
   }
   for (const g of generators.values()) {
+    const input = g.builtin?.kind === "hash" ? g.builtin.input : null;
+    if (input !== null && "dependency" in input) {
+      const dep = generators.get(input.dependency);
+      if (dep !== undefined && !dep.files.some((f) => f.name === input.file))
+        p.add(
+          `generators.${g.name}.builtin.hash.sha512Crypt`,
+          `reads "${shown(input.file)}", which is not a file of "${input.dependency}"`,
+          `name one of: ${dep.files.map((f) => f.name).join(", ")}`,
+        );
+    }
     for (const d of g.dependencies) {
       const dep = generators.get(d);
       if (dep === undefined) {

@@ -58,8 +58,8 @@ test("every problem reported at once, each naming its place", () => {
     /admins\[0\]: is not a recipient/,
     /hosts\.bad host: is not a valid host name/,
     /generators\.\.\.\/x: is not a valid generator name/,
-    /generators\.both: needs exactly one of script and import\.command/,
-    /generators\.neither: needs exactly one of script and import\.command/,
+    /generators\.both: needs exactly one of script, import\.command and builtin/,
+    /generators\.neither: needs exactly one of script, import\.command and builtin/,
     /generators\.imp: an import\.command generator has exactly one file/,
     /generators\.typo\.files\.a\.sceret: unknown field/,
     /generators\.host\.hosts: names "nowhere", which is not in hosts/,
@@ -111,7 +111,7 @@ test("dependencies: a cycle is named; a generator that is not per-host cannot re
 });
 
 test("hostile names cannot become paths, and prototype keys are plain names", () => {
-  for (const name of ["..", "a/b", ".hidden", "", "x".repeat(65), "__proto__\n"]) {
+  for (const name of ["..", "a/b", ".hidden", "", "x".repeat(65), "__proto__\n", "a..b", "key.pub/x"]) {
     assert.ok(
       problemsOf({ generators: { [name]: { files: { a: {} }, script: "" } } }).length > 0,
       JSON.stringify(name),
@@ -137,4 +137,98 @@ test("periods and validation hashes", () => {
   assert.equal(validationHash({ a: 1, b: [2, "x"] }), validationHash({ b: [2, "x"], a: 1 }));
   assert.notEqual(validationHash({ a: 1 }), validationHash({ a: 2 }));
   assert.notEqual(validationHash(null), validationHash("null"));
+});
+
+test("file names with a dot inside (key.pub) are accepted, as nixseal gen and the module write them", () => {
+  const g = parseGenerators("generators.nix", {
+    admins: [ADMIN],
+    generators: { k: { files: { key: {}, "key.pub": { secret: false }, "0.x_y-z": {} }, script: "" } },
+  });
+  assert.deepEqual(
+    g.generators.get("k")!.files.map((f) => f.name),
+    ["key", "key.pub", "0.x_y-z"],
+  );
+  // But two outputs cannot land on one path: a secret "a" is a.age.
+  assert.match(
+    problemsOf({
+      admins: [ADMIN],
+      generators: { c: { files: { a: {}, "a.age": { secret: false } }, script: "" } },
+    })[0]!,
+    /generators\.c\.files: two outputs would both be written as "a\.age"/,
+  );
+});
+
+test("builtin: a kind name or one kind with options; defaults filled in", () => {
+  const g = parseGenerators("generators.nix", {
+    admins: [ADMIN],
+    generators: {
+      a: { files: { password: {} }, builtin: "password" },
+      b: { files: { password: {} }, builtin: { password: { length: 12, charset: "hex" } } },
+      c: { files: { hex: {} }, builtin: { hex: { bytes: 8 } } },
+      d: { files: { key: {}, "key.pub": { secret: false } }, builtin: "age-key" },
+      e: { files: { key: {}, "key.pub": { secret: false } }, builtin: { "ssh-ed25519": { comment: "web" } } },
+      f: { files: { key: {}, "key.pub": { secret: false } }, builtin: { wireguard: {} } },
+      g: { files: { hash: {} }, dependencies: ["a"], builtin: { hash: { sha512Crypt: "$in/a/password" } } },
+      h: {
+        files: { hash: {} },
+        prompts: { pw: { type: "hidden" } },
+        builtin: { hash: { sha512Crypt: "$prompts/pw", rounds: 10000 } },
+      },
+    },
+  });
+  const b = (n: string) => g.generators.get(n)!.builtin;
+  assert.deepEqual(b("a"), { kind: "password", length: 32, charset: "alnum" });
+  assert.deepEqual(b("b"), { kind: "password", length: 12, charset: "hex" });
+  assert.deepEqual(b("c"), { kind: "hex", bytes: 8 });
+  assert.deepEqual(b("d"), { kind: "age-key" });
+  assert.deepEqual(b("e"), { kind: "ssh-ed25519", comment: "web" });
+  assert.deepEqual(b("f"), { kind: "wireguard" });
+  assert.deepEqual(b("g"), { kind: "hash", input: { dependency: "a", file: "password" }, rounds: 5000 });
+  assert.deepEqual(b("h"), { kind: "hash", input: { prompt: "pw" }, rounds: 10000 });
+  assert.equal(g.generators.get("a")!.script, null);
+});
+
+test("builtin: every misuse reported at once", () => {
+  const problems = problemsOf({
+    admins: [ADMIN],
+    generators: {
+      pw: { files: { password: {} }, builtin: "password" },
+      kind: { files: { x: {} }, builtin: "passwd" },
+      two: { files: { x: {} }, builtin: { password: {}, hex: {} } },
+      opt: { files: { password: {} }, builtin: { password: { lenght: 3 } } },
+      range: { files: { password: {} }, builtin: { password: { length: 0 } } },
+      files: { files: { secret: {} }, builtin: "password" },
+      both: { files: { password: {} }, builtin: "password", script: "true" },
+      inputs: { files: { password: {} }, builtin: "password", runtimeInputs: ["sh"] },
+      prompt: { files: { password: {} }, builtin: "password", prompts: { p: {} } },
+      nodep: { files: { hash: {} }, builtin: { hash: { sha512Crypt: "$in/pw/password" } } },
+      nofile: {
+        files: { hash: {} },
+        dependencies: ["pw"],
+        builtin: { hash: { sha512Crypt: "$in/pw/nope" } },
+      },
+      noprompt: { files: { hash: {} }, builtin: { hash: { sha512Crypt: "$prompts/p" } } },
+      badsrc: { files: { hash: {} }, builtin: { hash: { sha512Crypt: "/etc/shadow" } } },
+    },
+  });
+  const expected = [
+    /generators\.kind\.builtin: "passwd" is not a built-in kind/,
+    /generators\.two\.builtin: must be a kind name or an attribute set with one kind/,
+    /generators\.opt\.builtin\.password\.lenght: unknown field/,
+    /generators\.range\.builtin\.password\.length: must be a whole number from 1 to 4096/,
+    /generators\.files\.files: builtin password writes "password", not "secret"/,
+    /generators\.both: needs exactly one of script, import\.command and builtin/,
+    /generators\.inputs\.runtimeInputs: is set, but a builtin runs no program/,
+    /generators\.prompt\.prompts\.p: is asked but the builtin does not read it/,
+    /generators\.nodep\.builtin\.hash\.sha512Crypt: reads "pw", which dependencies does not list/,
+    /generators\.nofile\.builtin\.hash\.sha512Crypt: reads "nope", which is not a file of "pw"/,
+    /generators\.noprompt\.builtin\.hash\.sha512Crypt: reads prompt "p", which prompts does not declare/,
+    /generators\.badsrc\.builtin\.hash\.sha512Crypt: "\/etc\/shadow" is not \$in\/<dependency>\/<file> or \$prompts\/<prompt>/,
+  ];
+  for (const re of expected)
+    assert.ok(
+      problems.some((p) => re.test(p)),
+      `${re} in:\n${problems.join("\n")}`,
+    );
+  assert.equal(problems.length, expected.length, problems.join("\n"));
 });
