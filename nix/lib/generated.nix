@@ -12,12 +12,12 @@ let
   # never first: no name can step out of the directory (docs/generators.md).
   checked =
     what: pattern: s:
-    if builtins.isString s && builtins.match pattern s != null then
+    if builtins.isString s && builtins.match pattern s != null && builtins.match ".*[.][.].*" s == null then
       s
     else
       throw "nixseal generated: ${what} ${builtins.toJSON s} is not a plain name (${
         if what == "file" then
-          "a letter, digit or _, then letters, digits, _, - or ."
+          "a letter, digit or _, then letters, digits, _, - or . (never two dots in a row)"
         else
           "a letter or _, then letters, digits, _ or -"
       }; at most 64)";

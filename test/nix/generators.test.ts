@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parseGenerators } from "../../src/generate/spec.js";
 import { nixseal, REPO, run, tempDir } from "../helpers.js";
 import { NIX, NIXPKGS_LIB, nixEval } from "./eval.js";
 
@@ -72,6 +73,7 @@ function evalError(modules: string[], attr: string): string {
 
 const FILE_DEFAULTS = { secret: true, owner: "root", group: "root", mode: "0400", neededForUsers: false };
 const GENERATOR_DEFAULTS = {
+  builtin: null,
   dependencies: [],
   import: null,
   prompts: {},
@@ -294,11 +296,67 @@ describe("NixOS module: nixseal.generators", { skip: missing }, () => {
     }`);
     const failed = nixos([both], "failedAssertions") as string[];
     assert.deepEqual(failed.sort(), [
-      "nixseal.generators.a: set exactly one of script and import.command.",
-      "nixseal.generators.b: set exactly one of script and import.command.",
+      "nixseal.generators.a: set exactly one of script, import.command and builtin.",
+      "nixseal.generators.b: set exactly one of script, import.command and builtin.",
       "nixseal.generators.c: an import.command generator has exactly one file (the command's output) and no prompts.",
       "nixseal.generators.d: an import.command generator has exactly one file (the command's output) and no prompts.",
     ]);
+  });
+
+  test("builtin: a kind name or one kind with options, emitted as generate reads it", () => {
+    const m = module(`{ ... }: {
+      services.openssh.enable = true;
+      nixseal.hostName = "h";
+      nixseal.hostPublicKey = "${HOST_KEY}";
+      nixseal.generatedDir = ./generated;
+      nixseal.generators.pw = { files.password = { }; builtin = "password"; };
+      nixseal.generators.pin.files.password = { };
+      nixseal.generators.pin.builtin.password = { length = 8; charset = "hex"; };
+      nixseal.generators.ssh = { files.key = { }; files."key.pub".secret = false; builtin.ssh-ed25519.comment = "root@h"; };
+      nixseal.generators.wg = { files.key = { }; files."key.pub".secret = false; builtin = "wireguard"; };
+      nixseal.generators.hash = {
+        dependencies = [ "pw" ];
+        files.hash.neededForUsers = true;
+        builtin.hash = { sha512Crypt = "$in/pw/password"; rounds = 10000; };
+      };
+    }`);
+    const spec = nixos([m], "config.system.build.nixsealGenerators") as {
+      generators: Record<string, { builtin: unknown; script: unknown }>;
+    };
+    const builtins = Object.fromEntries(Object.entries(spec.generators).map(([k, v]) => [k, v.builtin]));
+    assert.deepEqual(builtins, {
+      pw: { password: { length: 32, charset: "alnum" } },
+      pin: { password: { length: 8, charset: "hex" } },
+      ssh: { "ssh-ed25519": { comment: "root@h" } },
+      wg: { wireguard: {} },
+      hash: { hash: { sha512Crypt: "$in/pw/password", rounds: 10000 } },
+    });
+    // What `nixseal generate --flake` reads: its parser takes exactly this JSON.
+    const parsed = parseGenerators("flake", spec);
+    assert.deepEqual(parsed.generators.get("hash")!.builtin, {
+      kind: "hash",
+      input: { dependency: "pw", file: "password" },
+      rounds: 10000,
+    });
+    assert.deepEqual(parsed.generators.get("wg")!.builtin, { kind: "wireguard" });
+    // Two kinds at once, or a kind with a bad option: refused.
+    const bad = module(`{ ... }: {
+      services.openssh.enable = true;
+      nixseal.hostName = "h";
+      nixseal.hostPublicKey = "${HOST_KEY}";
+      nixseal.generatedDir = ./generated;
+      nixseal.generators.two = { files.password.secret = false; builtin = { password = { }; hex = { }; }; };
+    }`);
+    assert.deepEqual(nixos([bad], "failedAssertions"), [
+      "nixseal.generators.two.builtin: set exactly one kind (password, hex, age-key, ssh-ed25519, wireguard or hash).",
+    ]);
+    const badOption = module(`{ ... }: {
+      services.openssh.enable = true;
+      nixseal.hostName = "h";
+      nixseal.hostPublicKey = "${HOST_KEY}";
+      nixseal.generators.p = { files.password = { }; builtin.password.length = 0; };
+    }`);
+    assert.match(evalError([badOption], "config.system.build.nixsealGenerators"), /length/);
   });
 
   test("bad values are refused at evaluation: names that leave the directory, periods, prompt types", () => {
@@ -357,6 +415,7 @@ describe("nix/lib/generated.nix", { skip: missing }, () => {
       `generator = "wg"; host = "../web1"; file = "x";`,
       `generator = "wg"; file = ".hidden";`,
       `generator = "wg"; file = "a/b";`,
+      `generator = "wg"; file = "a..b";`,
     ]) {
       const r = evalExpr(`${lib}.publicValue { dir = ${dir}/generated; ${args} }`);
       assert.equal(r.ok, false, args);

@@ -138,6 +138,68 @@ let
     };
   };
 
+  # builtin (docs/generators.md, "Built-in generators in generators.nix"): one kind, with its
+  # options; a kind name alone is that kind with its defaults.
+  builtinKinds = [
+    "password"
+    "hex"
+    "age-key"
+    "ssh-ed25519"
+    "wireguard"
+    "hash"
+  ];
+  kindOption =
+    options:
+    mkOption {
+      type = types.nullOr (types.submodule { inherit options; });
+      default = null;
+    };
+  builtinType = types.coercedTo (types.enum builtinKinds) (k: { ${k} = { }; }) (
+    types.submodule {
+      options = {
+        password = kindOption {
+          length = mkOption {
+            type = types.ints.between 1 4096;
+            default = 32;
+          };
+          charset = mkOption {
+            type = types.enum [
+              "alnum"
+              "base64"
+              "hex"
+            ];
+            default = "alnum";
+          };
+        };
+        hex = kindOption {
+          bytes = mkOption {
+            type = types.ints.between 1 65536;
+            default = 32;
+          };
+        };
+        age-key = kindOption { };
+        ssh-ed25519 = kindOption {
+          comment = mkOption {
+            type = types.str;
+            default = "";
+          };
+        };
+        wireguard = kindOption { };
+        hash = kindOption {
+          sha512Crypt = mkOption {
+            type = types.strMatching "[$](in/[A-Za-z_][A-Za-z0-9_-]{0,63}/.+|prompts/[A-Za-z_][A-Za-z0-9_-]{0,63})";
+            description = "`$in/<dependency>/<file>` or `$prompts/<prompt>`: the password to hash.";
+          };
+          rounds = mkOption {
+            type = types.ints.between 1000 999999999;
+            default = 5000;
+          };
+        };
+      };
+    }
+  );
+  builtinKindsOf = b: builtins.attrNames (lib.filterAttrs (_: v: v != null) b);
+
   # runtimeInputs: a package stands for its bin directory; a string is a directory as given
   # (tried first: types.package would take a store path string for a package).
   runtimeInput = types.either (types.strMatching "/.*") types.package;
@@ -153,13 +215,19 @@ let
       options = {
         files = mkOption {
           type = types.attrsOf (fileType gen g);
-          description = "The files the script writes into `$out` (names: a letter or _, then letters, digits, _ or -).";
+          description = "The files the script writes into `$out` (names: a letter, digit or _, then letters, digits, _, - or `.`; never `..`).";
         };
         script = mkOption {
           type = types.nullOr types.str;
           default = null;
           example = "nixseal gen password --length 32";
-          description = "A sh script that writes each file into `$out`, reads a dependency's files as `$in/<generator>/<file>` and prompts as `$prompts/<prompt>`. Exactly one of script and `import.command`.";
+          description = "A sh script that writes each file into `$out`, reads a dependency's files as `$in/<generator>/<file>` and prompts as `$prompts/<prompt>`. Exactly one of script, `import.command` and `builtin`.";
+        };
+        builtin = mkOption {
+          type = types.nullOr builtinType;
+          default = null;
+          example = literalExpression ''{ password = { length = 24; }; }'';
+          description = "Instead of a script: a built-in generator run inside `nixseal generate` (no process): `\"password\"`, `\"hex\"`, `\"age-key\"`, `\"ssh-ed25519\"`, `\"wireguard\"`, or one of them with options, or `{ hash = { sha512Crypt = \"$in/<dependency>/<file>\"; }; }` (docs/generators.md).";
         };
         import.command = mkOption {
           type = types.nullOr (types.nonEmptyListOf types.str);
@@ -229,6 +297,7 @@ let
       timeout
       ;
     import = if g.import.command == null then null else { inherit (g.import) command; };
+    builtin = if g.builtin == null then null else lib.filterAttrs (_: v: v != null) g.builtin;
     prompts = mapAttrs (_: p: { inherit (p) type description persist; }) g.prompts;
     hosts = if g.share then [ ] else [ cfg.hostName ];
     rotate = if g.rotate.every == null then null else { inherit (g.rotate) every; };
@@ -378,8 +447,19 @@ in
     ++ lib.concatLists (
       lib.mapAttrsToList (gen: g: [
         {
-          assertion = (g.script == null) != (g.import.command == null);
-          message = "nixseal.generators.${gen}: set exactly one of script and import.command.";
+          assertion =
+            builtins.length (
+              builtins.filter (x: x != null) [
+                g.script
+                g.import.command
+                g.builtin
+              ]
+            ) == 1;
+          message = "nixseal.generators.${gen}: set exactly one of script, import.command and builtin.";
+        }
+        {
+          assertion = g.builtin == null || builtins.length (builtinKindsOf g.builtin) == 1;
+          message = "nixseal.generators.${gen}.builtin: set exactly one kind (password, hex, age-key, ssh-ed25519, wireguard or hash).";
         }
         {
           assertion = g.import.command == null || (builtins.length (builtins.attrNames g.files) == 1 && g.prompts == { });
