@@ -187,6 +187,24 @@ async function collectAnswers(
   return answers;
 }
 
+/**
+ * Warns when secrets.nix does not mention generated/rules.nix: then check, rekey, list and
+ * decrypt do not know the generated secrets. A text check: the rules are not evaluated for it.
+ */
+function warnUnlessImported(prog: string, rulesFile: string): void {
+  let text: string;
+  try {
+    text = fs.readFileSync(rulesFile, "utf8");
+  } catch {
+    return;
+  }
+  if (/generated\/rules\.nix/.test(text)) return;
+  printWarning(
+    prog,
+    `${rulesFile} does not import generated/rules.nix, so check, rekey, list and decrypt do not see the generated secrets; fix: make it (import ./generated/rules.nix) // { ... }`,
+  );
+}
+
 function planJson(plan: Plan): { generator: string; action: string; reasons: string[] }[] {
   return [
     ...plan.work.map((e) => ({ generator: e.instance.id, action: e.action as string, reasons: e.reasons })),
@@ -230,6 +248,7 @@ export const command: Command = {
       now: when,
     });
     const dryRun = values["dry-run"] === true;
+    if (!values.json) warnUnlessImported(prog, rulesFile);
 
     const planned = planJson(plan);
     if (!values.json) {

@@ -13,7 +13,7 @@ import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 
 export const RULES_FILE = "secrets.nix";
 const MAX_RULES_SIZE = 4 * 1024 * 1024;
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 
 export interface SecretRule {
   /** The attribute name in secrets.nix, e.g. "hosts/web/db-password.age". */
@@ -105,20 +105,54 @@ export function rulesCacheDir(env: NodeJS.ProcessEnv = process.env): string | nu
   return path.join(base, "nixseal", "rules");
 }
 
+/** The most directory entries the cache key looks at; a larger tree is evaluated every time. */
+const MAX_KEY_ENTRIES = 20_000;
+
 /**
- * The cache key: the rules file's content plus name, size and mtime of every .nix file beside
- * it (rules often `import ./keys.nix`). Imports from elsewhere are not tracked: --no-cache.
+ * The cache key: the rules file's content plus name, size and times of every file below its
+ * directory that an evaluation may read: .nix files anywhere (rules `import ./keys.nix` or
+ * `./generated/rules.nix`), every other file but encrypted ones (`.age`) and `nixseal generate`'s
+ * state records (a secrets.nix may `readFile ./generated/host/web/pub`), and every directory
+ * (`readDir`; a file added or removed changes its directory's times). Dot directories and
+ * node_modules are skipped, symlinked directories are not followed. null (no caching) when
+ * the tree holds more than MAX_KEY_ENTRIES entries. Imports from outside it are not tracked:
+ * --no-cache.
  */
-function cacheKey(file: string, content: Buffer): string {
+function cacheKey(file: string, content: Buffer): string | null {
   const h = createHash("sha256").update(`v${CACHE_VERSION}\0${file}\0`).update(content);
-  const dir = path.dirname(file);
-  for (const entry of fs.readdirSync(dir).sort()) {
-    if (!entry.endsWith(".nix")) continue;
+  let seen = 0;
+  const walk = (dir: string, rel: string, depth: number): boolean => {
+    let entries: fs.Dirent[];
     try {
-      const st = fs.statSync(path.join(dir, entry));
-      h.update(`\0${entry}\0${st.size}\0${st.mtimeMs}`);
-    } catch {}
-  }
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return true;
+    }
+    seen += entries.length;
+    if (seen > MAX_KEY_ENTRIES) return false;
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const name = e.name;
+      if (e.isDirectory()) {
+        if (name.startsWith(".") || name === "node_modules" || depth >= 16) continue;
+        const p = path.join(dir, name);
+        try {
+          const st = fs.statSync(p);
+          h.update(`\0d\0${rel}${name}\0${st.mtimeMs}\0${st.ctimeMs}`);
+        } catch {}
+        if (!walk(p, `${rel}${name}/`, depth + 1)) return false;
+        continue;
+      }
+      if (name.endsWith(".age") || name === ".state.json") continue;
+      try {
+        const st = fs.statSync(path.join(dir, name));
+        if (!st.isFile()) continue;
+        h.update(`\0f\0${rel}${name}\0${st.size}\0${st.mtimeMs}\0${st.ctimeMs}`);
+      } catch {}
+    }
+    return true;
+  };
+  if (!walk(path.dirname(file), "", 0)) return null;
   return h.digest("hex");
 }
 
@@ -288,7 +322,8 @@ export function loadNixValue(
     throw ioError("read", file, e);
   }
   const dir = options.noCache ? null : rulesCacheDir(env);
-  const cached = dir === null ? null : path.join(dir, `${cacheKey(file, content)}.json`);
+  const key = dir === null ? null : cacheKey(file, content);
+  const cached = dir === null || key === null ? null : path.join(dir, `${key}.json`);
   if (cached !== null) {
     try {
       return JSON.parse(fs.readFileSync(cached, "utf8"));

@@ -100,8 +100,8 @@ describe("builtin generators", { skip: missing }, () => {
     fs.writeFileSync(answers, JSON.stringify({ roothash: { password: "correct horse\n" } }), { mode: 0o600 });
     const r = generate(["--prompt-file", answers]);
     assert.equal(r.status, 0, r.stderr.toString());
-    // No script ran: no isolation warning.
-    assert.doesNotMatch(r.stderr.toString(), /namespaces/);
+    // No script ran: no isolation warning; secrets.nix imports generated/rules.nix: no warning.
+    assert.doesNotMatch(r.stderr.toString(), /warning/);
 
     const pw = ageDecrypt(out("pw", "web", "password.age")).toString();
     assert.match(pw, /^[A-Za-z0-9]{32}$/);
@@ -178,5 +178,43 @@ describe("builtin generators", { skip: missing }, () => {
     assert.match(r.stderr.toString(), /roothash: builtin hash: \$prompts\/password has more than one line/);
     assert.doesNotMatch(r.stderr.toString(), /s3cret/);
     assert.deepEqual(fs.readFileSync(out("roothash", "hash.age")), before);
+  });
+
+  test("list, then generate adds a generator, then list shows it (the rules cache sees generated/)", () => {
+    const cache = { XDG_CACHE_HOME: path.join(dir, "list-cache") };
+    const list = () => {
+      const r = nixseal(["list", "--json"], { cwd: repo, env: { ...env, ...cache } });
+      assert.equal(r.status, 0, r.stderr.toString());
+      return (JSON.parse(r.stdout.toString()) as { name: string }[]).map((x) => x.name);
+    };
+    // The generator is declared first: only what generate writes changes between the lists.
+    const file = path.join(repo, "generators.nix");
+    const text = fs.readFileSync(file, "utf8");
+    fs.writeFileSync(
+      file,
+      text.replace(/}\n$/, '  generators.later = { files.hex = { }; builtin = "hex"; };\n}\n'),
+    );
+    const before = list();
+    assert.ok(before.includes("generated/pw/web/password.age"), before.join(" "));
+    assert.ok(!before.includes("generated/later/hex.age"));
+    const r = generate(["later"]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.ok(list().includes("generated/later/hex.age"));
+  });
+
+  test("a secrets.nix that does not import generated/rules.nix: a warning with the fix", () => {
+    const rules = path.join(repo, "secrets.nix");
+    const text = fs.readFileSync(rules, "utf8");
+    try {
+      fs.writeFileSync(rules, "{ }\n");
+      const r = generate(["--dry-run"]);
+      assert.equal(r.status, 0, r.stderr.toString());
+      assert.match(
+        r.stderr.toString(),
+        /warning: .*secrets\.nix does not import generated\/rules\.nix.*fix: make it \(import \.\/generated\/rules\.nix\) \/\/ \{ \.\.\. \}/,
+      );
+    } finally {
+      fs.writeFileSync(rules, text);
+    }
   });
 });
