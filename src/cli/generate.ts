@@ -281,6 +281,11 @@ export const command: Command = {
     ]);
     const answers = await collectAnswers(engine.promptsNeeded(plan), fromFile, promptFile !== undefined);
     const scripts = plan.work.some((e) => e.action !== "rekey" && e.instance.gen.script !== null);
+    // From a flake, runtimeInputs are store paths nix eval did not build.
+    engine.realiseRuntimeInputs(
+      spec,
+      plan.work.filter((e) => e.action !== "rekey").map((e) => e.instance.gen.name),
+    );
     const isolation = scripts
       ? engine.probeIsolation()
       : { namespaces: false, reason: "no script runs", sh: "/bin/sh", unshare: null, mount: null };

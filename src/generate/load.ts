@@ -47,13 +47,32 @@ export function parseFlakeTarget(target: string): { flake: string; host: string 
   return { flake, host };
 }
 
+/**
+ * Beside the generators' JSON, the derivations each generator's runtimeInputs come from (their
+ * string context): `nix eval` does not build them, so they are realised before a script runs
+ * (realiseRuntimeInputs in sandbox.ts).
+ */
+const WITH_DERIVATIONS = `g: let
+  gens = if builtins.isAttrs g && builtins.isAttrs (g.generators or null) then g.generators else { };
+  ctx = x: if builtins.isString x then builtins.attrNames (builtins.getContext x) else [ ];
+  inputs = v: if builtins.isAttrs v && builtins.isList (v.runtimeInputs or null) then v.runtimeInputs else [ ];
+in { spec = g; derivations = builtins.mapAttrs (_: v: builtins.concatMap ctx (inputs v)) gens; }`;
+
 /** The generators of one NixOS configuration of a flake. */
 export function loadFlakeGenerators(target: string): Generators {
   const { flake, host } = parseFlakeTarget(target);
   const attr = `${flake}#nixosConfigurations.${JSON.stringify(host)}.config.system.build.nixsealGenerators`;
   const r = spawnSync(
     "nix",
-    ["--extra-experimental-features", "nix-command flakes", "eval", "--json", attr],
+    [
+      "--extra-experimental-features",
+      "nix-command flakes",
+      "eval",
+      "--json",
+      attr,
+      "--apply",
+      WITH_DERIVATIONS,
+    ],
     { encoding: "utf8", maxBuffer: 64 * 1024 * 1024, env: process.env },
   );
   if (r.error) {
@@ -66,7 +85,7 @@ export function loadFlakeGenerators(target: string): Generators {
       hint: "import nixseal's NixOS module in that host and define nixseal.generators",
     });
   }
-  let value: unknown;
+  let value: { spec: unknown; derivations: Record<string, unknown> };
   try {
     value = JSON.parse(r.stdout);
   } catch {
@@ -74,5 +93,15 @@ export function loadFlakeGenerators(target: string): Generators {
       hint: "it must be the module's JSON",
     });
   }
-  return parseGenerators(attr, value);
+  const spec = parseGenerators(attr, value.spec);
+  spec.runtimeDerivations = new Map();
+  for (const [name, list] of Object.entries(value.derivations ?? {})) {
+    if (!spec.generators.has(name) || !Array.isArray(list)) continue;
+    const drvs = list.filter(
+      (d): d is string =>
+        typeof d === "string" && d.endsWith(".drv") && path.isAbsolute(d) && !d.includes("\n"),
+    );
+    if (drvs.length > 0) spec.runtimeDerivations.set(name, drvs);
+  }
+  return spec;
 }

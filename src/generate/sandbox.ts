@@ -9,7 +9,8 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { findExecutable, NixsealError } from "../common/index.js";
-import type { GeneratorSpec } from "./spec.js";
+import { compactNixError } from "../vault/index.js";
+import type { GeneratorSpec, Generators } from "./spec.js";
 
 /** An output file larger than this is refused (generated secrets are keys and passwords). */
 export const MAX_OUTPUT_SIZE = 16 * 1024 * 1024;
@@ -102,6 +103,42 @@ export function runtimePath(gen: GeneratorSpec, callerPath: string | undefined):
     );
   }
   return [...new Set(dirs)].join(":");
+}
+
+/**
+ * Builds (or substitutes) the derivations of the runtimeInputs of the generators named, when
+ * one of their inputs is missing: `nix eval` of a flake evaluates them but builds nothing. One
+ * `nix-store --realise` for all of them.
+ */
+export function realiseRuntimeInputs(spec: Generators, names: Iterable<string>): void {
+  const drvs = new Set<string>();
+  const who = new Set<string>();
+  for (const name of names) {
+    const gen = spec.generators.get(name);
+    const list = spec.runtimeDerivations?.get(name);
+    if (gen === undefined || list === undefined) continue;
+    if (gen.runtimeInputs.every((i) => !path.isAbsolute(i) || fs.existsSync(i))) continue;
+    for (const d of list) drvs.add(d);
+    who.add(name);
+  }
+  if (drvs.size === 0) return;
+  const names_ = [...who].map((n) => `"${n}"`).join(", ");
+  const r = spawnSync("nix-store", ["--realise", ...drvs], {
+    encoding: "utf8",
+    stdio: ["ignore", "ignore", "pipe"],
+    maxBuffer: 16 * 1024 * 1024,
+    env: process.env,
+  });
+  if (r.error || r.status !== 0) {
+    const why = r.error ? r.error.message : compactNixError(r.stderr ?? "");
+    throw new NixsealError(
+      "GENERATE",
+      `cannot build the runtimeInputs of generator ${names_}: nix-store --realise failed: ${why}`,
+      {
+        hint: "build them yourself (nix build) or check the host's configuration and substituters; nothing was run",
+      },
+    );
+  }
 }
 
 export interface RunResult {

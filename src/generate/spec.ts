@@ -94,6 +94,8 @@ export interface Generators {
   generators: Map<string, GeneratorSpec>;
   /** Generator names, every one after its dependencies. */
   order: string[];
+  /** From a flake: the store derivations of each generator's runtimeInputs (built before it runs). */
+  runtimeDerivations?: Map<string, string[]>;
 }
 
 const SCHEMA_HINT = "see docs/generators.md for the fields of generators.nix";

@@ -676,6 +676,48 @@ describe("nixseal generate", { skip: missing }, () => {
     assert.match(bad.stderr, /cannot evaluate .*nohost/);
   });
 
+  test("--flake: runtimeInputs that nix eval did not build are built first; a failing build is a clear error", {
+    skip: NIX_CLI ? false : "nix is not installed",
+  }, () => {
+    const other = path.join(dir, "flake-build");
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, "secrets.nix"), "(import ./generated/rules.nix) // { }\n");
+    // A derivation of its own (a unique name: never built before), made with /bin/sh only.
+    const unique = `nixseal-greet-${process.pid}-${Date.now()}`;
+    const system = `${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux`;
+    const flake = (extra: string) => `{ outputs = { self }: let
+        greet = derivation {
+          name = "${unique}"; system = "${system}";
+          builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+          args = [ "-c" "mkdir -p $out/bin && printf '#!/bin/sh\\nprintf built\\n' > $out/bin/greet && chmod +x $out/bin/greet" ];
+        };
+      in { nixosConfigurations.web.config.system.build.nixsealGenerators = {
+           admins = [ "${admin}" ]; hosts.web = "${hostWeb}";
+           generators.greeting = { hosts = [ "web" ]; files.token = { }; script = "greet > $out/token";
+             runtimeInputs = [ "\${greet}/bin" ]; };
+           ${extra} }; }; }\n`;
+    fs.writeFileSync(path.join(other, "flake.nix"), flake(""));
+    const r = nixseal(["generate", "--flake", ".#web"], { cwd: other, env });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(
+      ageDecrypt(path.join(other, "generated", "greeting", "web", "token.age")).toString(),
+      "built",
+    );
+    // A derivation that cannot be built: the error says so, and nothing is written.
+    fs.writeFileSync(
+      path.join(other, "flake.nix"),
+      flake(`generators.broken = { hosts = [ "web" ]; files.x = { }; script = "true";
+        runtimeInputs = [ "\${derivation { name = "${unique}-broken"; system = "${system}"; builder = "/bin/sh"; args = [ "-c" "exit 3" ]; }}/bin" ]; };`),
+    );
+    const bad = nixseal(["generate", "--flake", ".#web"], { cwd: other, env });
+    assert.equal(bad.status, 1, bad.stderr);
+    assert.match(
+      bad.stderr,
+      /cannot build the runtimeInputs of generator "broken": nix-store --realise failed/,
+    );
+    assert.ok(!fs.existsSync(path.join(other, "generated", "broken")));
+  });
+
   test("import.command: a value taken from a real pass store", {
     skip: PASS && GPG ? false : "pass or gpg is not installed",
   }, () => {
