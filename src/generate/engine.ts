@@ -40,8 +40,8 @@ import {
   MAX_OUTPUT_SIZE,
   readOutputs,
   runImport,
-  runScript,
   runtimePath,
+  ScriptRunner,
 } from "./sandbox.js";
 import type { GeneratorSpec, Generators, PromptSpec } from "./spec.js";
 
@@ -298,6 +298,9 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
   // The private RAM directory, made when the first script or import runs (builtins need none).
   let workDir: WorkDir | null = null;
   const work = () => (workDir ??= new WorkDir());
+  // One script runner for the run, started with the first script.
+  let runner: ScriptRunner | null = null;
+  const scripts = () => (runner ??= new ScriptRunner(options.isolation));
   try {
     // Kept answers of persisted prompts, read once per generator.
     const kept = new Map<string, Promise<Map<string, Uint8Array>>>();
@@ -417,7 +420,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
           const r =
             gen.importCommand !== null
               ? await runImport(gen, plan.repository)
-              : await runScript(gen, dirs, runtimePath(gen, options.callerPath), options.isolation);
+              : await scripts().run(gen, dirs, runtimePath(gen, options.callerPath));
           if (!r.ok) {
             wipe(r.stdout);
             const what = gen.importCommand !== null ? "its import command" : "its script";
@@ -601,6 +604,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
   } finally {
     for (const v of plaintexts) wipe(v);
     for (const m of options.answers.values()) for (const v of m.values()) wipe(v);
+    (runner as ScriptRunner | null)?.close();
     (workDir as WorkDir | null)?.dispose();
   }
 }

@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { NixsealError } from "../common/index.js";
 import { compactNixError, loadNixValue } from "../vault/index.js";
+import { OUTPUT_DIR } from "./plan.js";
 import { GENERATORS_FILE, type Generators, MAX_GENERATORS_SIZE, parseGenerators } from "./spec.js";
 
 /** generators.nix of the repository whose rules file is `rulesFile`. */
@@ -25,6 +26,9 @@ export function loadGeneratorsFile(rulesFile: string, options: { noCache?: boole
       noCache: options.noCache,
       maxSize: MAX_GENERATORS_SIZE,
       what: GENERATORS_FILE,
+      // What generate writes does not change generators.nix's value: a run with nothing to do
+      // after one that wrote must not evaluate it again (docs/generators.md).
+      skipDirs: [OUTPUT_DIR],
     });
   } catch (e) {
     if (e instanceof NixsealError && e.code === "RULES")

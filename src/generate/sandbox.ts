@@ -5,17 +5,16 @@
  * a private tmpfs on /tmp, so nothing it writes to /tmp reaches a disk or outlives it. Or an
  * import command, run directly (no shell), whose standard output is the value.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import { findExecutable, NixsealError } from "../common/index.js";
 import { compactNixError } from "../vault/index.js";
+import { MAX_OUTPUT_SIZE, type RunResult, runProcess } from "./process.js";
 import type { GeneratorSpec, Generators } from "./spec.js";
 
-/** An output file larger than this is refused (generated secrets are keys and passwords). */
-export const MAX_OUTPUT_SIZE = 16 * 1024 * 1024;
-/** What a failing generator wrote on stderr is kept up to this size, for the user to read. */
-const MAX_STDERR = 16 * 1024;
+export { MAX_OUTPUT_SIZE, type RunResult } from "./process.js";
 
 export interface Isolation {
   /** True when scripts run in their own mount and network namespaces. */
@@ -141,81 +140,9 @@ export function realiseRuntimeInputs(spec: Generators, names: Iterable<string>):
   }
 }
 
-export interface RunResult {
-  ok: boolean;
-  /** Why it failed (no secret: an exit status, a signal, the time limit). */
-  message: string;
-  /** What it wrote on stderr (bounded), for the user; never put into an error message. */
-  stderr: string;
-  stdout: Buffer;
-}
-
-/** Runs a process in its own process group; kills the whole group at the time limit. */
-function runProcess(
-  program: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  cwd: string,
-  timeoutSeconds: number,
-  keepStdout: boolean,
-): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(program, args, {
-      env,
-      cwd,
-      detached: true,
-      stdio: ["ignore", keepStdout ? "pipe" : "ignore", "pipe"],
-    });
-    const out: Buffer[] = [];
-    let outSize = 0;
-    let tooLarge = false;
-    let err = "";
-    let timedOut = false;
-    const killGroup = () => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
-      } catch {}
-    };
-    // Whatever ends nixseal (a signal: main's handlers call process.exit), the group goes too.
-    process.on("exit", killGroup);
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup();
-    }, timeoutSeconds * 1000);
-    child.stdout?.on("data", (b: Buffer) => {
-      outSize += b.length;
-      if (outSize > MAX_OUTPUT_SIZE) {
-        tooLarge = true;
-        killGroup();
-        return;
-      }
-      out.push(b);
-    });
-    child.stderr?.on("data", (b: Buffer) => {
-      if (err.length < MAX_STDERR) err += b.toString("utf8").slice(0, MAX_STDERR - err.length);
-    });
-    const finish = (message: string | null) => {
-      clearTimeout(timer);
-      process.removeListener("exit", killGroup);
-      // Anything the script left running in its group ends with it.
-      killGroup();
-      const stdout = Buffer.concat(out);
-      for (const b of out) b.fill(0);
-      resolve({ ok: message === null, message: message ?? "", stderr: err, stdout });
-    };
-    child.on("error", (e) => finish(`cannot run ${program}: ${e.message}`));
-    child.on("close", (code, signal) => {
-      if (timedOut) finish(`killed after the time limit of ${timeoutSeconds} s`);
-      else if (tooLarge) finish(`its output is larger than ${MAX_OUTPUT_SIZE} bytes`);
-      else if (code === 0) finish(null);
-      else finish(signal ? `killed by ${signal}` : `exited with status ${code}`);
-    });
-  });
-}
-
-/** The sh script under `unshare`: a private tmpfs on /tmp first, then the script. */
+/** The runner under `unshare`: a private tmpfs on /tmp first, then the runner (node runner.js). */
 const NAMESPACE_WRAPPER =
-  '"$NIXSEAL_MOUNT" -t tmpfs -o mode=1777,size=64m,nosuid,nodev nixseal-tmp /tmp || exit 125; unset NIXSEAL_MOUNT; exec "$0" -c "$1"';
+  '"$NIXSEAL_MOUNT" -t tmpfs -o mode=1777,size=256m,nosuid,nodev nixseal-tmp /tmp || exit 125; unset NIXSEAL_MOUNT; exec "$@"';
 
 export interface ScriptDirs {
   out: string;
@@ -224,42 +151,104 @@ export interface ScriptDirs {
   tmp: string;
 }
 
-/** Runs a generator's script with `dirs` as $out, $in, $prompts and TMPDIR. */
-export function runScript(
-  gen: GeneratorSpec,
-  dirs: ScriptDirs,
-  pathValue: string,
-  isolation: Isolation,
-): Promise<RunResult> {
-  const env: NodeJS.ProcessEnv = {
-    PATH: pathValue,
-    out: dirs.out,
-    in: dirs.in,
-    prompts: dirs.prompts,
-    TMPDIR: dirs.tmp,
-  };
-  if (isolation.namespaces) {
-    return runProcess(
-      isolation.unshare!,
-      [
-        "--mount",
-        "--net",
-        "--propagation",
-        "private",
-        "--",
-        isolation.sh,
-        "-c",
-        NAMESPACE_WRAPPER,
-        isolation.sh,
-        gen.script!,
-      ],
-      { ...env, NIXSEAL_MOUNT: isolation.mount! },
-      dirs.out,
-      gen.timeout,
-      false,
+/**
+ * One script runner (runner.ts) for a run: started at the first script, as root under one
+ * `unshare --mount --net` with a private tmpfs on /tmp shared by the run's scripts (each still
+ * has its own TMPDIR in its RAM directory). Closed at the end of the run and on exit.
+ */
+export class ScriptRunner {
+  private readonly child: ChildProcess;
+  private readonly pending = new Map<number, (r: RunResult) => void>();
+  private next = 0;
+  private ended: string | null = null;
+  private readonly onExit = () => this.close();
+
+  constructor(private readonly isolation: Isolation) {
+    const runner = fileURLToPath(new URL("./runner.js", import.meta.url));
+    const node = process.execPath;
+    const [program, args, env] = isolation.namespaces
+      ? [
+          isolation.unshare!,
+          [
+            "--mount",
+            "--net",
+            "--propagation",
+            "private",
+            "--",
+            isolation.sh,
+            "-c",
+            NAMESPACE_WRAPPER,
+            isolation.sh,
+            node,
+            runner,
+          ],
+          { NIXSEAL_MOUNT: isolation.mount! },
+        ]
+      : [node, [runner], {}];
+    this.child = spawn(program as string, args as string[], {
+      env: env as NodeJS.ProcessEnv,
+      cwd: "/",
+      detached: true,
+      stdio: ["ignore", "ignore", "ignore", "ipc"],
+      serialization: "json",
+    });
+    this.child.on("message", (m: { id: number; ok: boolean; message: string; stderr: string }) => {
+      const done = this.pending.get(m.id);
+      if (done === undefined) return;
+      this.pending.delete(m.id);
+      done({
+        ok: m.ok === true,
+        message: String(m.message),
+        stderr: String(m.stderr),
+        stdout: Buffer.alloc(0),
+      });
+    });
+    const end = (why: string) => {
+      this.ended ??= why;
+      for (const done of this.pending.values())
+        done({ ok: false, message: `the script runner ended: ${why}`, stderr: "", stdout: Buffer.alloc(0) });
+      this.pending.clear();
+    };
+    this.child.on("error", (e) => end(e.message));
+    this.child.on("exit", (code, signal) =>
+      end(code === 125 ? "cannot mount a private /tmp" : signal ? `killed by ${signal}` : `status ${code}`),
     );
+    this.child.unref();
+    process.on("exit", this.onExit);
   }
-  return runProcess(isolation.sh, ["-c", gen.script!], env, dirs.out, gen.timeout, false);
+
+  /** Runs a generator's script with `dirs` as $out, $in, $prompts and TMPDIR. */
+  run(gen: GeneratorSpec, dirs: ScriptDirs, pathValue: string): Promise<RunResult> {
+    if (this.ended !== null)
+      return Promise.resolve({
+        ok: false,
+        message: `the script runner ended: ${this.ended}`,
+        stderr: "",
+        stdout: Buffer.alloc(0),
+      });
+    const id = this.next++;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.child.send({
+        id,
+        sh: this.isolation.sh,
+        script: gen.script!,
+        env: { PATH: pathValue, out: dirs.out, in: dirs.in, prompts: dirs.prompts, TMPDIR: dirs.tmp },
+        cwd: dirs.out,
+        timeout: gen.timeout,
+      });
+    });
+  }
+
+  /** Ends the runner; it kills whatever script still runs. */
+  close(): void {
+    process.removeListener("exit", this.onExit);
+    if (this.child.connected) this.child.disconnect();
+    try {
+      if (this.child.exitCode === null && this.child.pid !== undefined)
+        process.kill(this.child.pid, "SIGTERM");
+    } catch {}
+  }
 }
 
 /**

@@ -118,7 +118,7 @@ const MAX_KEY_ENTRIES = 20_000;
  * the tree holds more than MAX_KEY_ENTRIES entries. Imports from outside it are not tracked:
  * --no-cache.
  */
-function cacheKey(file: string, content: Buffer): string | null {
+function cacheKey(file: string, content: Buffer, skipDirs: readonly string[] = []): string | null {
   const h = createHash("sha256").update(`v${CACHE_VERSION}\0${file}\0`).update(content);
   let seen = 0;
   const walk = (dir: string, rel: string, depth: number): boolean => {
@@ -135,6 +135,7 @@ function cacheKey(file: string, content: Buffer): string | null {
       const name = e.name;
       if (e.isDirectory()) {
         if (name.startsWith(".") || name === "node_modules" || depth >= 16) continue;
+        if (depth === 0 && skipDirs.includes(name)) continue;
         const p = path.join(dir, name);
         try {
           const st = fs.statSync(p);
@@ -308,7 +309,14 @@ export function parseRules(file: string, value: unknown): Rules {
  */
 export function loadNixValue(
   file: string,
-  options: { env?: NodeJS.ProcessEnv; noCache?: boolean; maxSize?: number; what?: string } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    noCache?: boolean;
+    maxSize?: number;
+    what?: string;
+    /** Directories beside the file that its evaluation does not read (left out of the cache key). */
+    skipDirs?: readonly string[];
+  } = {},
 ): unknown {
   const env = options.env ?? process.env;
   let content: Buffer;
@@ -322,7 +330,7 @@ export function loadNixValue(
     throw ioError("read", file, e);
   }
   const dir = options.noCache ? null : rulesCacheDir(env);
-  const key = dir === null ? null : cacheKey(file, content);
+  const key = dir === null ? null : cacheKey(file, content, options.skipDirs);
   const cached = dir === null || key === null ? null : path.join(dir, `${key}.json`);
   if (cached !== null) {
     try {

@@ -1,0 +1,51 @@
+/**
+ * The script runner: one process for a whole `nixseal generate` run that starts each
+ * generator's script (`sh -c`, exactly the environment and directories nixseal gives it, its
+ * time limit, its own process group). As root, sandbox.ts starts it under `unshare` with a
+ * private tmpfs on /tmp, so every script of the run is in those private mount and network
+ * namespaces and costs one fork and exec of sh, not an `unshare`, a `mount` and a sh. It talks
+ * to nixseal over Node's IPC channel (never to a terminal) and holds no secret: a script's
+ * inputs and outputs are files in its own RAM directory. When nixseal goes away (the channel
+ * closes, SIGTERM, SIGHUP), it kills every script's process group.
+ */
+import { killAll, runProcess } from "./process.js";
+
+interface Job {
+  id: number;
+  sh: string;
+  script: string;
+  env: Record<string, string>;
+  cwd: string;
+  timeout: number;
+}
+
+function isJob(m: unknown): m is Job {
+  const j = m as Job;
+  return (
+    typeof j === "object" &&
+    j !== null &&
+    Number.isInteger(j.id) &&
+    typeof j.sh === "string" &&
+    typeof j.script === "string" &&
+    typeof j.cwd === "string" &&
+    Number.isInteger(j.timeout) &&
+    typeof j.env === "object" &&
+    j.env !== null &&
+    Object.values(j.env).every((v) => typeof v === "string")
+  );
+}
+
+process.on("message", (m: unknown) => {
+  if (!isJob(m)) return;
+  void runProcess(m.sh, ["-c", m.script], { ...m.env }, m.cwd, m.timeout, false, true).then((r) => {
+    if (process.connected) process.send?.({ id: m.id, ok: r.ok, message: r.message, stderr: r.stderr });
+  });
+});
+process.on("disconnect", killAll);
+for (const signal of ["SIGTERM", "SIGHUP", "SIGINT"] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.disconnect?.();
+    process.kill(process.pid, signal);
+  });
+}
