@@ -27,11 +27,7 @@ export function killAll(): void {
   for (const kill of running) kill();
 }
 
-/**
- * Runs a process in its own process group; kills the whole group at the time limit.
- * `shadowFd3`: the child's fd 3 is a fresh pipe, closed here at once, so that it cannot inherit
- * an fd 3 of ours (the runner's IPC channel, which Node leaves open across exec).
- */
+/** Runs a process in its own process group; kills the whole group at the time limit. */
 export function runProcess(
   program: string,
   args: string[],
@@ -39,21 +35,14 @@ export function runProcess(
   cwd: string,
   timeoutSeconds: number,
   keepStdout: boolean,
-  shadowFd3 = false,
 ): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(program, args, {
       env,
       cwd,
       detached: true,
-      stdio: shadowFd3
-        ? ["ignore", keepStdout ? "pipe" : "ignore", "pipe", "pipe"]
-        : ["ignore", keepStdout ? "pipe" : "ignore", "pipe"],
+      stdio: ["ignore", keepStdout ? "pipe" : "ignore", "pipe"],
     });
-    if (shadowFd3) {
-      const fd3 = child.stdio[3] as { destroy?: () => void } | null;
-      fd3?.destroy?.();
-    }
     const out: Buffer[] = [];
     let outSize = 0;
     let tooLarge = false;
