@@ -34,7 +34,8 @@ function generatorsNix(admin: string, hosts: Map<string, string>): string {
       `  generators.pw${i} = { hosts = [ ${hostList} ]; files.password = { }; builtin.password.length = 32; };`,
     );
   }
-  // The CA and the host keys are builtins; the certificates are signed by one script per host.
+  // The CA and the host keys are builtins; the certificates are signed by one script per host,
+  // which starts one program (ssh-keygen writes the certificate beside its input, in $in).
   lines.push(
     `  generators.ca = { share = true; files.key = { }; files."key.pub".secret = false; builtin = "ssh-ed25519"; };`,
   );
@@ -42,8 +43,8 @@ function generatorsNix(admin: string, hosts: Map<string, string>): string {
     `  generators.hostkey = { hosts = [ ${hostList} ]; files.key = { }; files."key.pub".secret = false; builtin = "ssh-ed25519"; };`,
   );
   lines.push(`  generators.hostcert = { hosts = [ ${hostList} ]; dependencies = [ "ca" "hostkey" ]; files.cert.secret = false;
-    script = "cp $in/hostkey/key.pub $TMPDIR/k.pub && ssh-keygen -q -s $in/ca/key -I host -h -n host $TMPDIR/k.pub && cp $TMPDIR/k-cert.pub $out/cert";
-    runtimeInputs = [ "ssh-keygen" "cp" ]; };`);
+    script = "ssh-keygen -q -s $in/ca/key -I host -h -n host $in/hostkey/key.pub && read -r c < $in/hostkey/key-cert.pub && printf '%s\\n' "$c" > $out/cert";
+    runtimeInputs = [ "ssh-keygen" ]; };`);
   lines.push("}");
   return `${lines.join("\n")}\n`;
 }

@@ -461,7 +461,33 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         }
       });
     };
-    for (const entry of running(plan)) outcomes.set(entry.instance.id, runOne(entry));
+    // Each instance's secret outputs are encrypted as soon as it succeeded, while the others
+    // still run (a failure anywhere still writes nothing: the ciphertexts are then dropped).
+    const encrypted = new Map<string, Promise<Uint8Array>>();
+    const encryptOutputs = (inst: Instance, o: Outcome) => {
+      if (!o.ok) return;
+      for (const f of inst.gen.files) {
+        if (!f.secret) continue;
+        const rel = `${inst.relDir}/${outputFileName(f)}`;
+        const p = (async () =>
+          encryptSecret(
+            rule(plan.repository, rel, inst.recipients),
+            o.files.get(f.name)!,
+            recipientsOf(inst.recipients, inst.id),
+          ))();
+        // Awaited below (or dropped when something failed): never an unhandled rejection.
+        p.catch(() => {});
+        encrypted.set(rel, p);
+      }
+    };
+    for (const entry of running(plan))
+      outcomes.set(
+        entry.instance.id,
+        runOne(entry).then((o) => {
+          encryptOutputs(entry.instance, o);
+          return o;
+        }),
+      );
     const done = new Map<string, Outcome>();
     for (const [id, p] of outcomes) done.set(id, await p);
 
@@ -506,11 +532,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
       for (const f of inst.gen.files) {
         const rel = `${inst.relDir}/${outputFileName(f)}`;
         const value = o.files.get(f.name)!;
-        if (f.secret)
-          writes.push({
-            rel,
-            data: await encryptSecret(rule(plan.repository, rel, keys), value, recipientsOf(keys, inst.id)),
-          });
+        if (f.secret) writes.push({ rel, data: await encrypted.get(rel)! });
         else writes.push({ rel, data: Uint8Array.from(value) });
       }
       const state: StateRecord = {

