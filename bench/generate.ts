@@ -43,7 +43,7 @@ function generatorsNix(admin: string, hosts: Map<string, string>): string {
     `  generators.hostkey = { hosts = [ ${hostList} ]; files.key = { }; files."key.pub".secret = false; builtin = "ssh-ed25519"; };`,
   );
   lines.push(`  generators.hostcert = { hosts = [ ${hostList} ]; dependencies = [ "ca" "hostkey" ]; files.cert.secret = false;
-    script = "ssh-keygen -q -s $in/ca/key -I host -h -n host $in/hostkey/key.pub && read -r c < $in/hostkey/key-cert.pub && printf '%s\\n' "$c" > $out/cert";
+    script = "ssh-keygen -q -s $in/ca/key -I host -h -n host $in/hostkey/key.pub && read -r c < $in/hostkey/key-cert.pub && printf '%s\\n' \\"$c\\" > $out/cert";
     runtimeInputs = [ "ssh-keygen" ]; };`);
   lines.push("}");
   return `${lines.join("\n")}\n`;
