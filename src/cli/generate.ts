@@ -272,20 +272,21 @@ export const command: Command = {
       return 0;
     }
 
-    // Prompts first, all of them, before anything runs.
-    const promptFile = values["prompt-file"];
-    const fromFile = promptFile === undefined ? null : readPromptFile(promptFile, spec);
     const [engine, { identitiesOf, keyContext }] = await Promise.all([
       gen.loadEngine(),
       import("./vault-context.js"),
     ]);
-    const answers = await collectAnswers(engine.promptsNeeded(plan), fromFile, promptFile !== undefined);
-    const scripts = plan.work.some((e) => e.action !== "rekey" && e.instance.gen.script !== null);
-    // From a flake, runtimeInputs are store paths nix eval did not build.
+    // From a flake, runtimeInputs are store paths nix eval did not build: built before any
+    // answer is read, so a failed build holds no secret.
     engine.realiseRuntimeInputs(
       spec,
       plan.work.filter((e) => e.action !== "rekey").map((e) => e.instance.gen.name),
     );
+    // Prompts first, all of them, before anything runs.
+    const promptFile = values["prompt-file"];
+    const fromFile = promptFile === undefined ? null : readPromptFile(promptFile, spec);
+    const answers = await collectAnswers(engine.promptsNeeded(plan), fromFile, promptFile !== undefined);
+    const scripts = plan.work.some((e) => e.action !== "rekey" && e.instance.gen.script !== null);
     const isolation = scripts
       ? engine.probeIsolation()
       : { namespaces: false, reason: "no script runs", sh: "/bin/sh", unshare: null, mount: null };
