@@ -1,9 +1,11 @@
 /**
- * Running one generator: its sh script in an empty environment (PATH of its runtimeInputs,
- * `out`, `in`, `prompts`, TMPDIR), with a time limit, its files in a private directory on a
- * RAM-backed filesystem; as root also in private mount and network namespaces (`unshare`) with
- * a private tmpfs on /tmp, so nothing it writes to /tmp reaches a disk or outlives it. Or an
- * import command, run directly (no shell), whose standard output is the value.
+ * Running generators: each sh script in an empty environment (PATH of its runtimeInputs, `out`,
+ * `in`, `prompts`, TMPDIR), with a time limit, its files in a private directory on a RAM-backed
+ * filesystem, started by the run's one script runner (runner.ts); as root the runner is in
+ * private mount and network namespaces (one `unshare` per run) with a private tmpfs on /tmp, so
+ * nothing a script writes to /tmp reaches a disk or outlives the run. Or an import command, run
+ * directly (no shell), whose standard output is the value. And, from a flake, building the
+ * runtimeInputs `nix eval` left unbuilt.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
