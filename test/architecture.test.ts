@@ -22,6 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["sops"],
   ["creds", "vault"],
   ["install", "build-secrets", "audit"],
+  ["push", "generate"],
   ["cli"],
 ];
 

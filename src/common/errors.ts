@@ -54,6 +54,9 @@ export type ErrorCode =
   | "DRV_FORMAT" // a .drv file does not parse (ATerm) or is too large
   | "BUILD_POLICY" // the build-secrets policy file is missing or invalid
   | "BUILD_SECRET" // a build secret cannot be provided (refused, not decryptable, hook not set up)
+  // deploy-time keys (nixseal push / receive)
+  | "PUSH_PLAN" // the push plan is malformed or invalid
+  | "PUSH" // a key's source failed, a host could not be pushed to, or a pushed stream is bad
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong
