@@ -122,4 +122,139 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     assert.deepEqual(third.report.hosts.host2.restarted, []);
     assert.equal(fleet.hosts[0]!.systemctlCalls().length, calls + 1);
   });
+
+  /** Every key of these hosts removed (a plan with no keys). */
+  function reset(hosts: TestHost[]): void {
+    const r = push(["--plan", writePlan("reset.json", { version: 1, hosts: Object.fromEntries(hosts.map((h) => [h.name, hostEntry(h, {})])) })]);
+    assert.equal(r.status, 0, r.stderr);
+  }
+
+  test("a removed key is deleted and its keyUnit stopped; --dry-run shows the plan and changes nothing", () => {
+    const h = fleet.hosts[1]!;
+    reset([h]);
+    const planOf = (keys: Record<string, unknown>) =>
+      writePlan("rm.json", { version: 1, hosts: { [h.name]: hostEntry(h, keys) } });
+    const a = (v: string) => ({ source: { command: ["printf", v] }, restartUnits: ["a.service"] });
+    let r = push(["--plan", planOf({ a: a("1"), b: { source: { command: ["printf", "b"] }, keyUnit: "key-b.service" } })]);
+    assert.equal(r.status, 0, r.stderr);
+    const before = h.snapshot("/run/keys");
+    const calls = h.systemctlCalls().length;
+    const runs = h.receiveRuns();
+    const next = planOf({ a: a("2"), c: { source: { command: ["printf", "c"] }, keyUnit: "key-c.service" } });
+    const dry = pushJson(["--plan", next, "--dry-run"]);
+    assert.equal(dry.status, 0, dry.stderr);
+    const d = dry.report.hosts[h.name];
+    assert.equal(d.result, "planned");
+    assert.deepEqual([d.added, d.changed, d.removed, d.kept], [["c"], ["a"], ["b"], []]);
+    assert.deepEqual([d.restarted, d.started, d.stopped], [["a.service"], ["key-c.service"], ["key-b.service"]]);
+    assert.ok(d.bytesSent < 1024, `no key sent: ${d.bytesSent}`);
+    assert.equal(h.receiveRuns(), runs + 1, "the dry run connected");
+    assert.deepEqual(h.snapshot("/run/keys"), before, "the dry run changed nothing");
+    assert.equal(h.systemctlCalls().length, calls, "and ran no systemctl");
+    // The text report says the same.
+    const text = push(["--plan", next, "--dry-run"]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout.toString(), /host2: planned: 1 added, 1 changed, 1 removed, 0 kept/);
+
+    r = push(["--plan", next]);
+    assert.equal(r.status, 0, r.stderr);
+    const now = h.snapshot("/run/keys");
+    assert.deepEqual(Object.keys(now.files).sort(), ["a", "c"]);
+    assert.equal(now.files.a!.content, "2");
+    const made = h.systemctlCalls().slice(calls);
+    assert.ok(made.includes("stop -- key-b.service"), made.join("\n"));
+    assert.ok(made.includes("start -- key-c.service"), made.join("\n"));
+    assert.ok(made.includes("try-restart -- a.service"), made.join("\n"));
+    assert.equal(made.length, 3, "one systemctl call per verb");
+  });
+
+  test("NixOps-style /run/keys (group keys, 0440): the directory is root:keys 0750; a second destDir beside it", () => {
+    const h = fleet.hosts[2]!;
+    reset([h]);
+    const plan = writePlan("nixops.json", {
+      version: 1,
+      hosts: {
+        [h.name]: hostEntry(h, {
+          "db-password": { source: { command: ["printf", "pw"] }, group: "keys", mode: "0440" },
+          "api-token": { source: { command: ["printf", "tok"] }, group: "keys", mode: "0440" },
+          other: { source: { command: ["printf", "o"] }, destDir: "/run/app/secrets", owner: "nspush", group: "nspush" },
+        }),
+      },
+    });
+    const r = push(["--plan", plan]);
+    assert.equal(r.status, 0, r.stderr);
+    const keys = h.snapshot("/run/keys") as any;
+    assert.equal(keys.dirMode, 0o750);
+    assert.equal(keys.dirGid, idOf("group", "keys"));
+    assert.equal(keys.files["db-password"].mode, 0o440);
+    assert.equal(keys.files["db-password"].gid, idOf("group", "keys"));
+    const app = h.snapshot("/run/app/secrets");
+    assert.equal(app.files.other!.content, "o");
+    assert.equal(app.files.other!.uid, idOf("passwd", "nspush"));
+    // Removing every key of a destDir removes its symlink.
+    const again = push(["--plan", writePlan("nixops2.json", { version: 1, hosts: { [h.name]: hostEntry(h, { x: { source: { command: ["printf", "x"] } } }) } })]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(h.snapshot("/run/app/secrets").target, null);
+    assert.deepEqual(Object.keys(h.snapshot("/run/keys").files), ["x"]);
+  });
+
+  const noPass = which("pass") === null || which("gpg") === null ? "needs pass and gpg" : false;
+  test("sources: a command runs once for every host; pass through real pass and gpg", { skip: noPass }, () => {
+    const gnupg = path.join(work, "gnupg");
+    fs.mkdirSync(gnupg, { mode: 0o700 });
+    const store = path.join(work, "password-store");
+    const env = { GNUPGHOME: gnupg, PASSWORD_STORE_DIR: store };
+    const gen = spawnSync("gpg", ["--batch", "--passphrase", "", "--quick-gen-key", "deployer@example.test", "default", "default", "never"], { env: { ...process.env, ...env }, encoding: "utf8" });
+    assert.equal(gen.status, 0, gen.stderr);
+    const init = spawnSync("pass", ["init", "deployer@example.test"], { env: { ...process.env, ...env }, encoding: "utf8" });
+    assert.equal(init.status, 0, init.stderr);
+    const ins = spawnSync("pass", ["insert", "-m", "db/root"], { env: { ...process.env, ...env }, input: "from-pass\n", encoding: "utf8" });
+    assert.equal(ins.status, 0, ins.stderr);
+    const counter = path.join(work, "runs");
+    fs.rmSync(counter, { force: true });
+    const keys = {
+      p: { source: { pass: "db/root" } },
+      c: { source: { command: ["sh", "-c", `echo run >> ${counter}; printf shared`] } },
+    };
+    const plan = writePlan("sources.json", { version: 1, hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, hostEntry(h, keys)])) });
+    const r = push(["--plan", plan], env);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.readFileSync(counter, "utf8"), "run\n", "the command ran once for three hosts");
+    for (const h of fleet.hosts) {
+      const snap = h.snapshot("/run/keys");
+      assert.equal(snap.files.p!.content, "from-pass\n");
+      assert.equal(snap.files.c!.content, "shared");
+    }
+    // A failing command: its stderr's last line, no connection made.
+    const runs = fleet.hosts.map((h) => h.receiveRuns());
+    const bad = writePlan("badsrc.json", { version: 1, hosts: { host1: hostEntry(fleet.hosts[0]!, { p: { source: { pass: "no/such" } } }) } });
+    const f = push(["--plan", bad], env);
+    assert.equal(f.status, 1);
+    assert.match(f.stderr, /key host1\.p: command "pass show no\/such" failed \(exit 1\): Error: no\/such is not in the password store\./);
+    assert.deepEqual(fleet.hosts.map((h) => h.receiveRuns()), runs);
+  });
+
+  test("--upload-at pushes only those keys and leaves the others in place", () => {
+    const h = fleet.hosts[0]!;
+    reset([h]);
+    const plan = (v: string) =>
+      writePlan("at.json", {
+        version: 1,
+        hosts: {
+          [h.name]: hostEntry(h, {
+            pre: { source: { command: ["printf", `pre${v}`] } },
+            post: { source: { command: ["printf", `post${v}`] }, uploadAt: "post-activation" },
+          }),
+        },
+      });
+    let r = pushJson(["--plan", plan("1"), "--upload-at", "pre-activation"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.report.hosts[h.name].added, ["pre"]);
+    r = pushJson(["--plan", plan("1"), "--upload-at", "post-activation"]);
+    assert.deepEqual([r.report.hosts[h.name].added, r.report.hosts[h.name].removed], [["post"], []]);
+    r = pushJson(["--plan", plan("2"), "--upload-at", "pre-activation"]);
+    assert.deepEqual([r.report.hosts[h.name].changed, r.report.hosts[h.name].removed], [["pre"], []]);
+    const snap = h.snapshot("/run/keys");
+    assert.deepEqual([snap.files.pre!.content, snap.files.post!.content], ["pre2", "post1"]);
+  });
 });
