@@ -351,7 +351,10 @@ function readHost(host: string, v: Json, at: string, p: Problems, baseDir: strin
       }
     }
   }
-  if (!ok || m === null) return null;
+  // With problems, the valid keys are still returned: their sources are resolved too, so that one
+  // run reports every problem (the caller pushes nothing while there is any).
+  void ok;
+  if (m === null) return null;
   return {
     host,
     targetHost: m.get("targetHost") as string,
