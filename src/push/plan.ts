@@ -424,7 +424,10 @@ export function readPlanFile(file: string, p: Problems): Plan {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
     if (e instanceof NixsealError) p.list.push(e);
-    else p.list.push(ioError("read", file, e));
+    else {
+      const io = ioError("read", file, e);
+      p.list.push(new NixsealError("PUSH_PLAN", io.message, { hint: io.hint ?? "give the plan's JSON file", file }));
+    }
     return { hosts: new Map() };
   }
   return parsePlanText(text, file, path.dirname(path.resolve(file)), p);

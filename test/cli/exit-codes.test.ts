@@ -138,6 +138,14 @@ describe("failing runs exit with the documented code", () => {
     const rulesDir = path.join(dir, "rules-is-a-dir");
     fs.mkdirSync(rulesDir);
 
+    // A plan whose one key's command fails: reported before any connection (127.0.0.1 is never asked).
+    fs.writeFileSync(
+      path.join(dir, "push-plan.json"),
+      JSON.stringify({
+        version: 1,
+        hosts: { h: { targetHost: "127.0.0.1", keys: { k: { source: { command: ["false"] } } } } },
+      }),
+    );
     const cases: Record<string, Case[]> = {
       init: [
         { args: ["init", "a", "b"], code: 2, why: /too many arguments/ },
@@ -231,6 +239,19 @@ describe("failing runs exit with the documented code", () => {
       agent: [
         { args: ["agent", "extra"], code: 2, why: /takes no arguments/ },
         { args: ["agent", "--agent-dir", dir], code: 1, why: /needs a terminal/ },
+      ],
+      push: [
+        { args: ["push"], code: 2, why: /give either --plan FILE or --flake REF/ },
+        { args: ["push", "--plan", path.join(dir, "missing-plan.json")], code: 2, why: /missing-plan\.json/ },
+        {
+          args: ["push", "--plan", path.join(dir, "push-plan.json")],
+          code: 1,
+          why: /command "false" failed \(exit 1\)/,
+        },
+      ],
+      receive: [
+        { args: ["receive", "extra"], code: 2, why: /takes no arguments/ },
+        { args: ["receive"], code: 1, why: /does not speak nixseal's push protocol/, input: "GET / HTTP/1.0\r\n\r\n" },
       ],
       build: [
         { args: ["build", "--agent-dir"], code: 2, why: /needs a directory/ },
