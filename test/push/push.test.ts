@@ -257,4 +257,31 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const snap = h.snapshot("/run/keys");
     assert.deepEqual([snap.files.pre!.content, snap.files.post!.content], ["pre2", "post1"]);
   });
+
+  test("--flake: each configuration's config.system.build.nixsealPushPlan, through the real nix eval", { skip: which("nix") === null ? "needs nix" : false }, () => {
+    const flake = path.join(work, "flake");
+    fs.mkdirSync(flake, { recursive: true });
+    const planOf = (h: TestHost) =>
+      `{ version = 1; hosts.${h.name} = { targetHost = "127.0.0.1"; targetPort = ${h.port}; targetUser = "root"; nixsealCommand = "${h.plan.nixsealCommand}"; keys.fk = { source.command = [ "printf" "from-flake" ]; keyUnit = "fk.service"; }; }; }`;
+    const [h1, h2] = fleet.hosts as [TestHost, TestHost];
+    fs.writeFileSync(
+      path.join(flake, "flake.nix"),
+      `{ outputs = { self }: { nixosConfigurations = {
+          ${h1.name}.config.system.build.nixsealPushPlan = ${planOf(h1)};
+          ${h2.name}.config.system.build.nixsealPushPlan = ${planOf(h2)};
+          nokeys.config.system.build = { };
+        }; }; }\n`,
+    );
+    const one = pushJson(["--flake", `path:${flake}#${h1.name}`, "--dry-run"]);
+    assert.equal(one.status, 0, one.stderr);
+    assert.deepEqual(Object.keys(one.report.hosts), [h1.name]);
+    assert.deepEqual(one.report.hosts[h1.name].added, ["fk"]);
+    const all = pushJson(["--flake", `path:${flake}`]);
+    assert.equal(all.status, 0, all.stderr);
+    assert.deepEqual(Object.keys(all.report.hosts).sort(), [h1.name, h2.name]);
+    for (const h of [h1, h2]) assert.equal(h.snapshot("/run/keys").files.fk?.content, "from-flake");
+    const missing = push(["--flake", `path:${flake}#nosuch`]);
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /nix eval .*nosuch.* failed/);
+  });
 });
