@@ -94,7 +94,10 @@ function hostLine(r: HostReport): string {
           r.changed.length > 0 ? `\n  changed: ${list(r.changed)}` : "",
           r.removed.length > 0 ? `\n  removed: ${list(r.removed)}` : "",
         ].join("");
-  return safeText(`${r.host}: ${what}${units.length > 0 ? `; ${units.join("; ")}` : ""}`) + safeText(keys).replace(/\\n/g, "\n");
+  return (
+    safeText(`${r.host}: ${what}${units.length > 0 ? `; ${units.join("; ")}` : ""}`) +
+    safeText(keys).replace(/\\n/g, "\n")
+  );
 }
 
 export const command: Command = {
@@ -125,13 +128,17 @@ export const command: Command = {
     let uploadAt: UploadAt | null = null;
     if (values["upload-at"] !== undefined) {
       if (!(UPLOAD_AT as readonly string[]).includes(values["upload-at"]))
-        throw new NixsealError("USAGE", `--upload-at must be ${UPLOAD_AT.join(" or ")}`, { hint: "or leave it out: all keys" });
+        throw new NixsealError("USAGE", `--upload-at must be ${UPLOAD_AT.join(" or ")}`, {
+          hint: "or leave it out: all keys",
+        });
       uploadAt = values["upload-at"] as UploadAt;
     }
     let parallel = 8;
     if (values.parallel !== undefined) {
       if (!/^[1-9][0-9]{0,3}$/.test(values.parallel))
-        throw new NixsealError("USAGE", "--parallel needs a number from 1 to 9999", { hint: "e.g. --parallel 16" });
+        throw new NixsealError("USAGE", "--parallel needs a number from 1 to 9999", {
+          hint: "e.g. --parallel 16",
+        });
       parallel = Number(values.parallel);
     }
     const sshArgs = (process.env.NIX_SSHOPTS ?? "").split(/\s+/).filter((s) => s !== "");
@@ -155,7 +162,9 @@ export const command: Command = {
       for (const [name, h] of plan.hosts) {
         if (hosts.has(name)) {
           problems.push(
-            new NixsealError("PUSH_PLAN", `host ${name} is in more than one plan`, { hint: "name each host once" }),
+            new NixsealError("PUSH_PLAN", `host ${name} is in more than one plan`, {
+              hint: "name each host once",
+            }),
           );
         }
         hosts.set(name, h);
@@ -170,7 +179,9 @@ export const command: Command = {
         );
     }
     const chosen =
-      values.host === undefined ? [...hosts.values()] : values.host.filter((n) => hosts.has(n)).map((n) => hosts.get(n)!);
+      values.host === undefined
+        ? [...hosts.values()]
+        : values.host.filter((n) => hosts.has(n)).map((n) => hosts.get(n)!);
     const inScope = (h: PlanHost): PlanHost => ({
       ...h,
       keys: h.keys.filter((k) => uploadAt === null || k.uploadAt === uploadAt),
@@ -192,7 +203,12 @@ export const command: Command = {
     }
     let reports: HostReport[];
     try {
-      reports = await pushFleet(chosen, resolved, { dryRun: values["dry-run"] === true, parallel, sshArgs, uploadAt });
+      reports = await pushFleet(chosen, resolved, {
+        dryRun: values["dry-run"] === true,
+        parallel,
+        sshArgs,
+        uploadAt,
+      });
     } finally {
       resolved.close();
     }
@@ -218,9 +234,17 @@ export const command: Command = {
     } else {
       for (const r of reports) process.stdout.write(`${hostLine(r)}\n`);
     }
-    for (const r of failed) printError(`nixseal push: ${r.host}`, NixsealError.many(r.problems.length > 0 ? r.problems : [new NixsealError("PUSH", "failed", { hint: "" })]));
+    for (const r of failed)
+      printError(
+        `nixseal push: ${r.host}`,
+        NixsealError.many(
+          r.problems.length > 0 ? r.problems : [new NixsealError("PUSH", "failed", { hint: "" })],
+        ),
+      );
     if (failed.length > 0) {
-      process.stderr.write(`nixseal push: ${failed.length} of ${reports.length} hosts failed: ${failed.map((r) => r.host).join(", ")}\n`);
+      process.stderr.write(
+        `nixseal push: ${failed.length} of ${reports.length} hosts failed: ${failed.map((r) => r.host).join(", ")}\n`,
+      );
       return 1;
     }
     return 0;

@@ -27,13 +27,19 @@ export const command: Command = {
   errorExitCode: 1,
   usageExitCode: 2,
   async run(argv) {
-    const { values, positionals } = parse(argv, { help: { type: "boolean", short: "h" } } as const, "run 'nixseal receive --help' for usage");
+    const { values, positionals } = parse(
+      argv,
+      { help: { type: "boolean", short: "h" } } as const,
+      "run 'nixseal receive --help' for usage",
+    );
     if (values.help) {
       process.stdout.write(HELP);
       return 0;
     }
     if (positionals.length > 0) {
-      throw new NixsealError("USAGE", "receive takes no arguments", { hint: "push runs it: nixseal receive" });
+      throw new NixsealError("USAGE", "receive takes no arguments", {
+        hint: "push runs it: nixseal receive",
+      });
     }
     if (process.stdin.isTTY) {
       throw new NixsealError("USAGE", "receive reads the push stream on standard input, not a terminal", {

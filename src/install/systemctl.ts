@@ -92,7 +92,10 @@ export function systemctlVerb(verb: string, units: readonly string[]): NixsealEr
       hint: "run it by hand; receive needs systemd's systemctl on PATH",
     });
   }
-  const r = spawnSync(program, [verb, "--", ...units], { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"] });
+  const r = spawnSync(program, [verb, "--", ...units], {
+    encoding: "utf8",
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   if (r.status === 0) return null;
   const said =
     r.error?.message ??

@@ -71,8 +71,11 @@ interface HeldState extends WireKey {
 
 function readState(v: unknown): { keys: HeldState[]; problems: NixsealError[] } {
   const bad = () =>
-    new NixsealError("PUSH", "the host's answer is malformed", { hint: "use the same nixseal version on both sides" });
-  if (!isObject(v) || v.version !== PROTOCOL_VERSION || !Array.isArray(v.keys) || !Array.isArray(v.problems)) throw bad();
+    new NixsealError("PUSH", "the host's answer is malformed", {
+      hint: "use the same nixseal version on both sides",
+    });
+  if (!isObject(v) || v.version !== PROTOCOL_VERSION || !Array.isArray(v.keys) || !Array.isArray(v.problems))
+    throw bad();
   const p = new Problems("PUSH", "the host's state");
   const keys: HeldState[] = [];
   for (let i = 0; i < v.keys.length; i++) {
@@ -86,7 +89,9 @@ function readState(v: unknown): { keys: HeldState[]; problems: NixsealError[] } 
   if (p.list.length > 0) throw bad();
   const problems = v.problems.map((x) => {
     const o = isObject(x) ? x : {};
-    return new NixsealError("PUSH", String(o.message ?? "a problem on the host"), { hint: String(o.hint ?? "") });
+    return new NixsealError("PUSH", String(o.message ?? "a problem on the host"), {
+      hint: String(o.hint ?? ""),
+    });
   });
   return { keys, problems };
 }
@@ -96,7 +101,11 @@ function stringList(v: Json | undefined): string[] {
 }
 
 /** Pushes one host; never throws (a problem is in the report). */
-export async function pushHost(h: PlanHost, values: ResolvedValues, options: PushOptions): Promise<HostReport> {
+export async function pushHost(
+  h: PlanHost,
+  values: ResolvedValues,
+  options: PushOptions,
+): Promise<HostReport> {
   const report = emptyReport(h.host);
   const child = spawn(options.ssh ?? "ssh", sshArgv(h, options), { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
@@ -167,17 +176,26 @@ export async function pushHost(h: PlanHost, values: ResolvedValues, options: Pus
     if (options.dryRun) {
       const sent = entries.filter((e) => e.send).map((e) => e.meta);
       report.restarted = [...new Set(sent.flatMap((k) => k.restartUnits))];
-      report.reloaded = [...new Set(sent.flatMap((k) => k.reloadUnits))].filter((u) => !report.restarted.includes(u));
+      report.reloaded = [...new Set(sent.flatMap((k) => k.reloadUnits))].filter(
+        (u) => !report.restarted.includes(u),
+      );
       report.started = [
-        ...new Set(entries.filter((e) => !held.has(e.meta.key) && e.meta.keyUnit).map((e) => e.meta.keyUnit!)),
+        ...new Set(
+          entries.filter((e) => !held.has(e.meta.key) && e.meta.keyUnit).map((e) => e.meta.keyUnit!),
+        ),
       ];
       report.stopped = [
-        ...new Set(state.keys.filter((k) => report.removed.includes(k.key) && k.keyUnit).map((k) => k.keyUnit!)),
+        ...new Set(
+          state.keys.filter((k) => report.removed.includes(k.key) && k.keyUnit).map((k) => k.keyUnit!),
+        ),
       ];
       child.stdin!.end();
       report.bytesSent = writer.bytes;
       const code = await exited;
-      if (code !== 0) throw new NixsealError("PUSH", `the host's receive exited with ${code}`, { hint: "see the host's messages above" });
+      if (code !== 0)
+        throw new NixsealError("PUSH", `the host's receive exited with ${code}`, {
+          hint: "see the host's messages above",
+        });
       report.result = "planned";
       return report;
     }
@@ -198,7 +216,9 @@ export async function pushHost(h: PlanHost, values: ResolvedValues, options: Pus
     report.stopped = stringList(r.stopped);
     report.problems = (Array.isArray(r.problems) ? r.problems : []).map((x) => {
       const o = isObject(x) ? x : {};
-      return new NixsealError("PUSH", String(o.message ?? "a problem on the host"), { hint: String(o.hint ?? "") });
+      return new NixsealError("PUSH", String(o.message ?? "a problem on the host"), {
+        hint: String(o.hint ?? ""),
+      });
     });
     await exited;
     report.result = r.ok === true && report.problems.length === 0 ? "ok" : "failed";
@@ -213,9 +233,13 @@ export async function pushHost(h: PlanHost, values: ResolvedValues, options: Pus
     const said = lastLines(stderr);
     if (!started) {
       report.problems = [
-        new NixsealError("PUSH", `ssh to ${h.targetHost} failed${code === null ? "" : ` (exit ${code})`}${said === "" ? "" : `: ${said}`}`, {
-          hint: "check that the host is reachable, its host key is known (known_hosts), and nixseal is installed there",
-        }),
+        new NixsealError(
+          "PUSH",
+          `ssh to ${h.targetHost} failed${code === null ? "" : ` (exit ${code})`}${said === "" ? "" : `: ${said}`}`,
+          {
+            hint: "check that the host is reachable, its host key is known (known_hosts), and nixseal is installed there",
+          },
+        ),
       ];
     } else {
       const err = e as NixsealError;
@@ -246,7 +270,11 @@ function lastLines(text: string): string {
 }
 
 /** Pushes every host, `parallel` at a time; the reports in the plan's order. */
-export async function pushFleet(hosts: PlanHost[], values: ResolvedValues, options: PushOptions): Promise<HostReport[]> {
+export async function pushFleet(
+  hosts: PlanHost[],
+  values: ResolvedValues,
+  options: PushOptions,
+): Promise<HostReport[]> {
   const reports: HostReport[] = new Array(hosts.length);
   let next = 0;
   const worker = async () => {

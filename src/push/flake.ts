@@ -17,7 +17,11 @@ function nixEval(installable: string, apply: string | null): unknown {
   }
   const args = [...NIX_FLAGS, "eval", "--json", installable];
   if (apply !== null) args.push("--apply", apply);
-  const r = spawnSync(nix, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(nix, args, {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: 64 * 1024 * 1024,
+  });
   if (r.status !== 0) {
     const said =
       r.error?.message ??
@@ -34,7 +38,9 @@ function nixEval(installable: string, apply: string | null): unknown {
   try {
     return JSON.parse(r.stdout) as unknown;
   } catch {
-    throw new NixsealError("PUSH_PLAN", `nix eval ${installable} printed no JSON`, { hint: "check the flake" });
+    throw new NixsealError("PUSH_PLAN", `nix eval ${installable} printed no JSON`, {
+      hint: "check the flake",
+    });
   }
 }
 
@@ -48,10 +54,17 @@ export function plansFromFlake(ref: string, p: Problems): Plan[] {
     if (host !== null) {
       const why = keyNameProblem(host);
       if (why !== null) {
-        p.add("", `--flake ${ref}: the host name ${why}`, "write --flake FLAKE#HOST, HOST a nixosConfigurations attribute");
+        p.add(
+          "",
+          `--flake ${ref}: the host name ${why}`,
+          "write --flake FLAKE#HOST, HOST a nixosConfigurations attribute",
+        );
         return out;
       }
-      const json = nixEval(`${flake}#nixosConfigurations."${host}".config.system.build.nixsealPushPlan`, null);
+      const json = nixEval(
+        `${flake}#nixosConfigurations."${host}".config.system.build.nixsealPushPlan`,
+        null,
+      );
       out.push(validatePlan(json, ref, null, p));
       return out;
     }
@@ -73,4 +86,3 @@ export function plansFromFlake(ref: string, p: Problems): Plan[] {
   }
   return out;
 }
-

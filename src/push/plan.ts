@@ -15,10 +15,7 @@ import {
   isObject,
   type Json,
   NixsealError,
-  Problems,
-  parseMode,
-  pathProblem,
-  principalProblem,
+  type Problems,
   readMode,
   readObject,
   readPath,
@@ -106,7 +103,9 @@ const REMOTE_COMMAND = /^[A-Za-z0-9_./+@-]+$/;
 function remoteCommandProblem(s: string): string | null {
   if (s.startsWith("-")) return "starts with -";
   if (s.length > 4096) return "is longer than 4096 characters";
-  return REMOTE_COMMAND.test(s) ? null : "may only use letters, digits and _ . / + @ - (no spaces, no shell syntax)";
+  return REMOTE_COMMAND.test(s)
+    ? null
+    : "may only use letters, digits and _ . / + @ - (no spaces, no shell syntax)";
 }
 
 function sshOptionProblem(s: string): string | null {
@@ -117,7 +116,11 @@ const readStringList =
   (check: (s: string) => string | null, hint: string) =>
   (v: Json, at: string, p: Problems): string[] | undefined => {
     if (!Array.isArray(v) || v.length === 0) {
-      p.add(at, `must be a non-empty list of strings, not ${Array.isArray(v) ? "an empty list" : typeName(v)}`, hint);
+      p.add(
+        at,
+        `must be a non-empty list of strings, not ${Array.isArray(v) ? "an empty list" : typeName(v)}`,
+        hint,
+      );
       return undefined;
     }
     let ok = true;
@@ -135,14 +138,21 @@ const readStringList =
 const SSH_OPTIONS_HINT = 'extra ssh arguments as strings, e.g. ["-o", "ConnectTimeout=10"]';
 
 const HOST_FIELDS: FieldTable = {
-  targetHost: { required: true, read: stringField(targetHostProblem, "a host name or IP address, e.g. 10.0.0.2") },
+  targetHost: {
+    required: true,
+    read: stringField(targetHostProblem, "a host name or IP address, e.g. 10.0.0.2"),
+  },
   targetUser: { required: false, default: null, read: readPrincipal },
   targetPort: {
     required: false,
     default: null,
     read: (v, at, p) => {
       if (typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 65535) return v;
-      p.add(at, `must be a port number from 1 to 65535, not ${typeof v === "number" ? v : typeName(v)}`, "e.g. 22");
+      p.add(
+        at,
+        `must be a port number from 1 to 65535, not ${typeof v === "number" ? v : typeName(v)}`,
+        "e.g. 22",
+      );
       return undefined;
     },
   },
@@ -155,7 +165,10 @@ const HOST_FIELDS: FieldTable = {
   nixsealCommand: {
     required: false,
     default: "nixseal",
-    read: stringField(remoteCommandProblem, "the nixseal program on the host, e.g. /run/current-system/sw/bin/nixseal"),
+    read: stringField(
+      remoteCommandProblem,
+      "the nixseal program on the host, e.g. /run/current-system/sw/bin/nixseal",
+    ),
   },
   keys: { required: true, read: (v) => v },
 };
@@ -210,7 +223,11 @@ function formatOf(file: string): FileFormat {
 
 function readSource(v: Json, at: string, p: Problems, baseDir: string | null): KeySource | null {
   if (!isObject(v)) {
-    p.add(at, `must be an object, not ${typeName(v)}`, '{"file": "x.age"}, {"command": [...]} or {"pass": "name"}');
+    p.add(
+      at,
+      `must be an object, not ${typeName(v)}`,
+      '{"file": "x.age"}, {"command": [...]} or {"pass": "name"}',
+    );
     return null;
   }
   const kinds = ["file", "command", "pass"].filter((k) => Object.hasOwn(v, k));
@@ -226,7 +243,11 @@ function readSource(v: Json, at: string, p: Problems, baseDir: string | null): K
   let ok = true;
   for (const k of Object.keys(v)) {
     if (!allowed.includes(k)) {
-      p.add(`${at}.${shown(k)}`, "unknown field", `a ${kinds[0]} source has the fields ${allowed.join(", ")}`);
+      p.add(
+        `${at}.${shown(k)}`,
+        "unknown field",
+        `a ${kinds[0]} source has the fields ${allowed.join(", ")}`,
+      );
       ok = false;
     }
   }
@@ -240,20 +261,32 @@ function readSource(v: Json, at: string, p: Problems, baseDir: string | null): K
   if (kinds[0] === "pass") {
     const name = v.pass;
     if (typeof name !== "string" || name === "" || name.startsWith("-") || /[\0\n\r]/.test(name)) {
-      p.add(`${at}.pass`, `must be a pass entry name such as "db/password", not ${typeof name === "string" ? `"${shown(name)}"` : typeName(name)}`, "the name pass show takes");
+      p.add(
+        `${at}.pass`,
+        `must be a pass entry name such as "db/password", not ${typeof name === "string" ? `"${shown(name)}"` : typeName(name)}`,
+        "the name pass show takes",
+      );
       return null;
     }
     return ok ? { kind: "command", argv: ["pass", "show", name] } : null;
   }
   const file = v.file;
   if (typeof file !== "string" || file === "" || /[\0\n\r]/.test(file)) {
-    p.add(`${at}.file`, `must be a file name, not ${typeof file === "string" ? `"${shown(file)}"` : typeName(file)}`, "the encrypted file, relative to the plan or absolute");
+    p.add(
+      `${at}.file`,
+      `must be a file name, not ${typeof file === "string" ? `"${shown(file)}"` : typeName(file)}`,
+      "the encrypted file, relative to the plan or absolute",
+    );
     return null;
   }
   let abs: string;
   if (path.isAbsolute(file)) abs = path.normalize(file);
   else if (baseDir === null) {
-    p.add(`${at}.file`, `"${shown(file)}" is relative`, "a plan from a flake names files by absolute (store) paths");
+    p.add(
+      `${at}.file`,
+      `"${shown(file)}" is relative`,
+      "a plan from a flake names files by absolute (store) paths",
+    );
     return null;
   } else abs = path.resolve(baseDir, file);
   const format = formatOf(abs);
@@ -261,16 +294,28 @@ function readSource(v: Json, at: string, p: Problems, baseDir: string | null): K
   if (Object.hasOwn(v, "key")) {
     const k = v.key;
     if (typeof k !== "string" || k === "" || k.split("/").some((s) => s === "")) {
-      p.add(`${at}.key`, `must be a sops key path such as "db/password", not ${typeof k === "string" ? `"${shown(k)}"` : typeName(k)}`, "segments separated by /, none empty");
+      p.add(
+        `${at}.key`,
+        `must be a sops key path such as "db/password", not ${typeof k === "string" ? `"${shown(k)}"` : typeName(k)}`,
+        "segments separated by /, none empty",
+      );
       ok = false;
     } else if (format === "age") {
-      p.add(`${at}.key`, `${shown(file)} is an age file: it has no keys`, "key applies to sops files (.yaml, .yml, .json, .env, .ini)");
+      p.add(
+        `${at}.key`,
+        `${shown(file)} is an age file: it has no keys`,
+        "key applies to sops files (.yaml, .yml, .json, .env, .ini)",
+      );
       ok = false;
     } else if (format === "dotenv" && k.includes("/")) {
       p.add(`${at}.key`, `"${shown(k)}": a dotenv file is flat`, "name the variable alone");
       ok = false;
     } else if (format === "ini" && k.split("/").length !== 2) {
-      p.add(`${at}.key`, `"${shown(k)}" is not section/key`, "an INI key is section/key, e.g. database/password");
+      p.add(
+        `${at}.key`,
+        `"${shown(k)}" is not section/key`,
+        "an INI key is section/key, e.g. database/password",
+      );
       ok = false;
     } else key = k;
   }
@@ -279,7 +324,8 @@ function readSource(v: Json, at: string, p: Problems, baseDir: string | null): K
 
 function readKey(key: string, v: Json, at: string, p: Problems, baseDir: string | null): PlanKey | null {
   const m = readObject(v, at, KEY_FIELDS, p, SCHEMA_HINT);
-  const source = isObject(v) && Object.hasOwn(v, "source") ? readSource(v.source!, `${at}.source`, p, baseDir) : null;
+  const source =
+    isObject(v) && Object.hasOwn(v, "source") ? readSource(v.source!, `${at}.source`, p, baseDir) : null;
   if (m === null || source === null) return null;
   return {
     key,
@@ -335,18 +381,30 @@ function readHost(host: string, v: Json, at: string, p: Problems, baseDir: strin
     const f = `${k.destDir}/${k.name}`;
     const other = files.get(f);
     if (other !== undefined) {
-      p.add(`${at}.keys.${k.key}`, `writes ${f}, as key "${other}" does`, "give one of them another name or destDir");
+      p.add(
+        `${at}.keys.${k.key}`,
+        `writes ${f}, as key "${other}" does`,
+        "give one of them another name or destDir",
+      );
       ok = false;
     } else files.set(f, k.key);
   }
   for (const d of dirs) {
     if (within(d, KEYS_ROOT) || within(KEYS_ROOT, d)) {
-      p.add(`${at}.keys`, `destDir ${d} overlaps ${KEYS_ROOT}, where nixseal keeps the keys' generations`, "choose another destDir, e.g. /run/keys");
+      p.add(
+        `${at}.keys`,
+        `destDir ${d} overlaps ${KEYS_ROOT}, where nixseal keeps the keys' generations`,
+        "choose another destDir, e.g. /run/keys",
+      );
       ok = false;
     }
     for (const e of dirs) {
       if (d !== e && within(d, e)) {
-        p.add(`${at}.keys`, `destDir ${d} is inside destDir ${e}`, "destDirs of one host must not nest: each becomes a symlink");
+        p.add(
+          `${at}.keys`,
+          `destDir ${d} is inside destDir ${e}`,
+          "destDirs of one host must not nest: each becomes a symlink",
+        );
         ok = false;
       }
     }
@@ -378,7 +436,11 @@ export function validatePlan(json: unknown, file: string, baseDir: string | null
       p.add(shown(k), "unknown field", "a plan has the fields version and hosts");
   }
   if (json.version !== PLAN_VERSION)
-    p.add("version", `must be ${PLAN_VERSION}, not ${JSON.stringify(json.version ?? null)}`, "this nixseal reads plans of version 1");
+    p.add(
+      "version",
+      `must be ${PLAN_VERSION}, not ${JSON.stringify(json.version ?? null)}`,
+      "this nixseal reads plans of version 1",
+    );
   if (!isObject(json.hosts)) {
     p.add("hosts", `must be an object of hosts, not ${typeName(json.hosts)}`, SCHEMA_HINT);
     return { hosts };
@@ -386,7 +448,11 @@ export function validatePlan(json: unknown, file: string, baseDir: string | null
   for (const [host, hv] of Object.entries(json.hosts)) {
     const why = keyNameProblem(host);
     if (why !== null) {
-      p.add(`hosts.${shown(host)}`, `host name "${shown(host)}" ${why}`, "host names follow the rules of key names");
+      p.add(
+        `hosts.${shown(host)}`,
+        `host name "${shown(host)}" ${why}`,
+        "host names follow the rules of key names",
+      );
       continue;
     }
     const h = readHost(host, hv, `hosts.${host}`, p, baseDir);
@@ -418,15 +484,24 @@ export function readPlanFile(file: string, p: Problems): Plan {
   let text: string;
   try {
     const st = fs.statSync(file);
-    if (!st.isFile()) throw new NixsealError("PUSH_PLAN", `${file} is not a regular file`, { file, hint: "give the plan's JSON file" });
+    if (!st.isFile())
+      throw new NixsealError("PUSH_PLAN", `${file} is not a regular file`, {
+        file,
+        hint: "give the plan's JSON file",
+      });
     if (st.size > MAX_PLAN_SIZE)
-      throw new NixsealError("PUSH_PLAN", `${file} is larger than ${MAX_PLAN_SIZE / 1024 / 1024} MiB`, { file, hint: "a plan holds metadata only" });
+      throw new NixsealError("PUSH_PLAN", `${file} is larger than ${MAX_PLAN_SIZE / 1024 / 1024} MiB`, {
+        file,
+        hint: "a plan holds metadata only",
+      });
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
     if (e instanceof NixsealError) p.list.push(e);
     else {
       const io = ioError("read", file, e);
-      p.list.push(new NixsealError("PUSH_PLAN", io.message, { hint: io.hint ?? "give the plan's JSON file", file }));
+      p.list.push(
+        new NixsealError("PUSH_PLAN", io.message, { hint: io.hint ?? "give the plan's JSON file", file }),
+      );
     }
     return { hosts: new Map() };
   }
@@ -472,7 +547,12 @@ export function wireKey(k: WireKey): Record<string, Json> {
 }
 
 /** Reads one key's metadata from the wire or a record, strictly. */
-export function readWireKey(v: Json, at: string, p: Problems, extra: FieldTable = {}): (WireKey & { extra: Map<string, unknown> }) | null {
+export function readWireKey(
+  v: Json,
+  at: string,
+  p: Problems,
+  extra: FieldTable = {},
+): (WireKey & { extra: Map<string, unknown> }) | null {
   const m = readObject(v, at, { ...WIRE_META_FIELDS, ...extra }, p, "the push protocol's key record");
   if (m === null) return null;
   const extraValues = new Map<string, unknown>();
@@ -491,4 +571,3 @@ export function readWireKey(v: Json, at: string, p: Problems, extra: FieldTable 
     extra: extraValues,
   };
 }
-

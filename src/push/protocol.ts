@@ -39,7 +39,11 @@ export const MAX_KEY_SIZE = 64 * 1024 * 1024;
  * an eavesdropper nothing it can replay) over the content and everything that decides the file.
  * Each field is length-prefixed, so no two different keys give the same input.
  */
-export function keyDigest(nonce: Uint8Array, meta: Pick<KeyMeta, "destDir" | "name" | "owner" | "group" | "mode">, content: Uint8Array): string {
+export function keyDigest(
+  nonce: Uint8Array,
+  meta: Pick<KeyMeta, "destDir" | "name" | "owner" | "group" | "mode">,
+  content: Uint8Array,
+): string {
   const h = createHmac("sha256", nonce);
   for (const field of [meta.destDir, meta.name, meta.owner, meta.group, meta.mode.toString(8)]) {
     const b = Buffer.from(field, "utf8");
@@ -194,9 +198,13 @@ export class FrameReader {
     const f = await this.frame(maxSize);
     if (f === null) throw this.cut(what);
     if (f.type !== type) {
-      throw new NixsealError("PUSH", `${this.peer} sent frame ${JSON.stringify(String.fromCharCode(f.type))} where ${what} belongs`, {
-        hint: "the two sides disagree on the protocol: use the same nixseal version on both",
-      });
+      throw new NixsealError(
+        "PUSH",
+        `${this.peer} sent frame ${JSON.stringify(String.fromCharCode(f.type))} where ${what} belongs`,
+        {
+          hint: "the two sides disagree on the protocol: use the same nixseal version on both",
+        },
+      );
     }
     return f.payload;
   }

@@ -15,12 +15,12 @@
  * A generation directory is 0750 and in the keys' group when all its keys share one group (as
  * NixOps' /run/keys, root:keys), else 0751 root's; each file has its own owner, group and mode.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { createHash } from "node:crypto";
 import {
+  booleanField,
   ioError,
   isObject,
   type Json,
@@ -183,7 +183,9 @@ export function destDirProblem(root: string, destDir: string): string | null {
   }
   if (st.isSymbolicLink()) {
     const target = fs.readlinkSync(destDir);
-    const ours = new RegExp(`^${hashDirOf(root, destDir).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/[1-9][0-9]*$`);
+    const ours = new RegExp(
+      `^${hashDirOf(root, destDir).replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/[1-9][0-9]*$`,
+    );
     return ours.test(target) ? null : "is a symlink nixseal did not make";
   }
   if (!st.isDirectory()) return "is a file, not a directory";
@@ -201,7 +203,11 @@ function problemJson(e: NixsealError): Json {
 }
 
 /** Runs the host's side of one push: reads from `input`, answers on `output`. */
-export async function receive(input: Readable, output: Writable, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+export async function receive(
+  input: Readable,
+  output: Writable,
+  options: ReceiveOptions = {},
+): Promise<ReceiveResult> {
   const root = options.root ?? KEYS_ROOT;
   const reader = new FrameReader(input, "the deployer");
   const writer = new FrameWriter(output);
@@ -256,7 +262,8 @@ export async function receive(input: Readable, output: Writable, options: Receiv
       const why = destDirProblem(root, d);
       if (why !== null) p.add("", `destDir ${d} ${why}`, DEST_DIR_HINT);
     }
-    const { keys: held, gens } = p.list.length === 0 ? currentKeys(root) : { keys: new Map(), gens: new Map() };
+    const { keys: held, gens } =
+      p.list.length === 0 ? currentKeys(root) : { keys: new Map(), gens: new Map() };
     const owners = new OwnerResolver();
     for (const k of held.values()) {
       owners.want("passwd", k.meta.owner);
@@ -270,7 +277,11 @@ export async function receive(input: Readable, output: Writable, options: Receiv
       wipe(content);
     }
     await writer.magic();
-    await writer.json(FRAME.state, { version: PROTOCOL_VERSION, keys: state, problems: p.list.map(problemJson) });
+    await writer.json(FRAME.state, {
+      version: PROTOCOL_VERSION,
+      keys: state,
+      problems: p.list.map(problemJson),
+    });
     if (p.list.length > 0) {
       result.problems = p.list;
       return result;
@@ -286,7 +297,10 @@ export async function receive(input: Readable, output: Writable, options: Receiv
     try {
       for (const k of wanted) {
         if (!k.send) continue;
-        contents.set(k.meta.key, await reader.expect(FRAME.data, MAX_KEY_SIZE, `the content of key "${k.meta.key}"`));
+        contents.set(
+          k.meta.key,
+          await reader.expect(FRAME.data, MAX_KEY_SIZE, `the content of key "${k.meta.key}"`),
+        );
       }
       const end = await reader.expect(FRAME.end, 32, "the end of the stream");
       if (!end.equals(reader.digestBeforeFrame)) {
@@ -300,50 +314,66 @@ export async function receive(input: Readable, output: Writable, options: Receiv
       for (const c of contents.values()) wipe(c);
     }
     result.ok = result.problems.length === 0;
-    await writer.json(FRAME.result, {
-      ok: result.ok,
-      added: result.added,
-      changed: result.changed,
-      removed: result.removed,
-      kept: result.kept,
-      restarted: result.restarted,
-      reloaded: result.reloaded,
-      started: result.started,
-      stopped: result.stopped,
-      problems: result.problems.map(problemJson),
-    }).catch(() => {});
+    await writer
+      .json(FRAME.result, {
+        ok: result.ok,
+        added: result.added,
+        changed: result.changed,
+        removed: result.removed,
+        kept: result.kept,
+        restarted: result.restarted,
+        reloaded: result.reloaded,
+        started: result.started,
+        stopped: result.stopped,
+        problems: result.problems.map(problemJson),
+      })
+      .catch(() => {});
     return result;
   } finally {
     lock?.release();
   }
 }
 
+const PROTOCOL_HINT = "use the same nixseal version on the deployer and the host";
+
 interface Wanted {
   meta: WireKey;
   send: boolean;
 }
 
-function readApply(v: unknown, held: Map<string, HeldKey>, destDirs: string[], gens: Map<string, number>, root: string): Wanted[] {
+function readApply(
+  v: unknown,
+  held: Map<string, HeldKey>,
+  destDirs: string[],
+  gens: Map<string, number>,
+  root: string,
+): Wanted[] {
   const p = new Problems("PUSH", "the key list");
   const out: Wanted[] = [];
   if (!isObject(v) || !Array.isArray(v.keys) || Object.keys(v).length !== 1) {
-    throw new NixsealError("PUSH", "the deployer's key list is malformed", { hint: "use the same nixseal version on both sides" });
+    throw new NixsealError("PUSH", "the deployer's key list is malformed", {
+      hint: "use the same nixseal version on both sides",
+    });
   }
   const seen = new Set<string>();
   const files = new Set<string>();
   const allowedDirs = new Set([...destDirs, ...[...held.values()].map((k) => k.meta.destDir)]);
   v.keys.forEach((x, i) => {
     const k = readWireKey(x, `keys[${i}]`, p, {
-      send: { required: true, read: (b, at, pp) => (typeof b === "boolean" ? b : (pp.add(at, "must be true or false", ""), undefined)) },
+      send: {
+        required: true,
+        read: booleanField("send is true or false"),
+      },
     });
     if (k === null) return;
     const send = k.extra.get("send") as boolean;
-    if (seen.has(k.key)) p.add(`keys[${i}]`, `key "${k.key}" twice`, "");
+    if (seen.has(k.key)) p.add(`keys[${i}]`, `key "${k.key}" twice`, PROTOCOL_HINT);
     seen.add(k.key);
     const f = `${k.destDir}/${k.name}`;
-    if (files.has(f)) p.add(`keys[${i}]`, `${f} twice`, "");
+    if (files.has(f)) p.add(`keys[${i}]`, `${f} twice`, PROTOCOL_HINT);
     files.add(f);
-    if (!allowedDirs.has(k.destDir)) p.add(`keys[${i}]`, `destDir ${k.destDir} was not checked`, "");
+    if (!allowedDirs.has(k.destDir))
+      p.add(`keys[${i}]`, `destDir ${k.destDir} was not checked`, PROTOCOL_HINT);
     if (!send) {
       const h = held.get(k.key);
       if (
@@ -354,7 +384,11 @@ function readApply(v: unknown, held: Map<string, HeldKey>, destDirs: string[], g
         h.meta.group !== k.group ||
         h.meta.mode !== k.mode
       )
-        p.add(`keys[${i}]`, `key "${k.key}" is to be kept but the host holds no such key`, "push again (another push ran in between?)");
+        p.add(
+          `keys[${i}]`,
+          `key "${k.key}" is to be kept but the host holds no such key`,
+          "push again (another push ran in between?)",
+        );
     }
     const { extra: _, ...meta } = k;
     out.push({ meta, send });
@@ -394,9 +428,17 @@ function commit(
   const problems = new Problems("PUSH", "push");
   for (const w of wanted) {
     if (owners.id("passwd", w.meta.owner) === undefined)
-      problems.add("", `key "${w.meta.key}": unknown user ${w.meta.owner}`, "create the user on the host first, or fix owner");
+      problems.add(
+        "",
+        `key "${w.meta.key}": unknown user ${w.meta.owner}`,
+        "create the user on the host first, or fix owner",
+      );
     if (owners.id("group", w.meta.group) === undefined)
-      problems.add("", `key "${w.meta.key}": unknown group ${w.meta.group}`, "create the group on the host first, or fix group");
+      problems.add(
+        "",
+        `key "${w.meta.key}": unknown group ${w.meta.group}`,
+        "create the group on the host first, or fix group",
+      );
   }
   if (problems.list.length > 0) {
     result.problems = problems.list;
@@ -456,7 +498,11 @@ function commit(
           createSecretFile(
             target,
             w.meta.name,
-            { uid: owners.id("passwd", w.meta.owner)!, gid: owners.id("group", w.meta.group)!, mode: w.meta.mode },
+            {
+              uid: owners.id("passwd", w.meta.owner)!,
+              gid: owners.id("group", w.meta.group)!,
+              mode: w.meta.mode,
+            },
             contents.get(w.meta.key)!,
             new Set(),
           );
@@ -499,7 +545,8 @@ function commit(
       try {
         st = fs.lstatSync(s.destDir);
       } catch {}
-      if (st?.isDirectory()) fs.rmdirSync(s.destDir); // empty: checked by destDirProblem
+      if (st?.isDirectory())
+        fs.rmdirSync(s.destDir); // empty: checked by destDirProblem
       else if (st === null) fs.mkdirSync(path.dirname(s.destDir), { recursive: true, mode: 0o755 });
       replaceSymlink(s.destDir, `${s.hdir}/${s.gen}`);
     } catch (e) {
@@ -521,7 +568,9 @@ function commit(
   const touched = wanted.filter((w) => w.send).map((w) => w.meta);
   const union = (xs: string[][]) => [...new Set(xs.flat())];
   const stop = union(removed.map((h) => (h.meta.keyUnit ? [h.meta.keyUnit] : [])));
-  const start = union(wanted.filter((w) => !held.has(w.meta.key) && w.meta.keyUnit).map((w) => [w.meta.keyUnit!]));
+  const start = union(
+    wanted.filter((w) => !held.has(w.meta.key) && w.meta.keyUnit).map((w) => [w.meta.keyUnit!]),
+  );
   const restart = union(touched.map((k) => k.restartUnits));
   const reload = union(touched.map((k) => k.reloadUnits)).filter((u) => !restart.includes(u));
   for (const [verb, units, into] of [

@@ -12,7 +12,9 @@ import type { KeySource, Plan } from "./plan.js";
 import { MAX_KEY_SIZE } from "./protocol.js";
 
 export function sourceId(s: KeySource): string {
-  return s.kind === "file" ? `file\0${s.format}\0${s.file}\0${s.key ?? ""}` : `command\0${JSON.stringify(s.argv)}`;
+  return s.kind === "file"
+    ? `file\0${s.format}\0${s.file}\0${s.key ?? ""}`
+    : `command\0${JSON.stringify(s.argv)}`;
 }
 
 function describe(s: KeySource): string {
@@ -92,11 +94,9 @@ function runCommand(argv: string[]): Promise<Uint8Array> {
       for (const b of out) wipe(b);
       const said = tooLarge ? `printed more than ${MAX_KEY_SIZE / 1024 / 1024} MiB` : lastLine(err);
       reject(
-        new NixsealError(
-          "PUSH",
-          `failed (${signal ?? `exit ${code}`})${said === "" ? "" : `: ${said}`}`,
-          { hint: "run the command by hand to see why; its standard output is the key" },
-        ),
+        new NixsealError("PUSH", `failed (${signal ?? `exit ${code}`})${said === "" ? "" : `: ${said}`}`, {
+          hint: "run the command by hand to see why; its standard output is the key",
+        }),
       );
     });
   });
@@ -133,7 +133,9 @@ export async function resolveSources(
       values.set(source, await runCommand(source.argv));
     } catch (e) {
       rethrowUnlessNixseal(e);
-      problems.push(new NixsealError("PUSH", `${label(users)}: ${describe(source)} ${e.message}`, { hint: e.hint }));
+      problems.push(
+        new NixsealError("PUSH", `${label(users)}: ${describe(source)} ${e.message}`, { hint: e.hint }),
+      );
     }
   }
 
@@ -159,10 +161,14 @@ export async function resolveSources(
     } catch (e) {
       rethrowUnlessNixseal(e);
       problems.push(
-        new NixsealError(e.code, `${label(everyone)}: ${e.message.includes(file) ? e.message : `${file}: ${e.message}`}`, {
-          hint: e.hint,
-          file,
-        }),
+        new NixsealError(
+          e.code,
+          `${label(everyone)}: ${e.message.includes(file) ? e.message : `${file}: ${e.message}`}`,
+          {
+            hint: e.hint,
+            file,
+          },
+        ),
       );
       continue;
     }
@@ -173,7 +179,9 @@ export async function resolveSources(
           values.set(source, owned ? value : Uint8Array.from(value));
         } catch (e) {
           rethrowUnlessNixseal(e);
-          problems.push(new NixsealError("PUSH", `${label(users)}: ${file}: ${e.message}`, { hint: e.hint, file }));
+          problems.push(
+            new NixsealError("PUSH", `${label(users)}: ${file}: ${e.message}`, { hint: e.hint, file }),
+          );
         }
       }
     } finally {
@@ -183,7 +191,11 @@ export async function resolveSources(
   for (const [, { source }] of sources) {
     try {
       if (values.get(source).length > MAX_KEY_SIZE)
-        problems.push(new NixsealError("PUSH", `${describe(source)} is larger than ${MAX_KEY_SIZE / 1024 / 1024} MiB`, { hint: "keys are held in memory; keep them small" }));
+        problems.push(
+          new NixsealError("PUSH", `${describe(source)} is larger than ${MAX_KEY_SIZE / 1024 / 1024} MiB`, {
+            hint: "keys are held in memory; keep them small",
+          }),
+        );
     } catch {}
   }
   if (problems.length > 0) {

@@ -251,7 +251,12 @@ describe("failing runs exit with the documented code", () => {
       ],
       receive: [
         { args: ["receive", "extra"], code: 2, why: /takes no arguments/ },
-        { args: ["receive"], code: 1, why: /does not speak nixseal's push protocol/, input: "GET / HTTP/1.0\r\n\r\n" },
+        {
+          args: ["receive"],
+          code: 1,
+          why: /does not speak nixseal's push protocol/,
+          input: "GET / HTTP/1.0\r\n\r\n",
+        },
       ],
       build: [
         { args: ["build", "--agent-dir"], code: 2, why: /needs a directory/ },

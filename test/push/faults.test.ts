@@ -74,7 +74,14 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
           [h.name]: hostEntry(
             h,
             set(v),
-            limit === null ? {} : { sshOptions: ["-o", `ProxyCommand=${process.execPath} ${path.join(work, "relay.js")} %p ${limit}`] },
+            limit === null
+              ? {}
+              : {
+                  sshOptions: [
+                    "-o",
+                    `ProxyCommand=${process.execPath} ${path.join(work, "relay.js")} %p ${limit}`,
+                  ],
+                },
           ),
         },
       });
@@ -96,7 +103,7 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     const total = 60_000; // more than a push of these keys sends through ssh, handshake included
     const random = prng(20261205);
     const POINTS = 24;
-    let outcomes = { old: 0, new: 0 };
+    const outcomes = { old: 0, new: 0 };
     for (let i = 0; i < POINTS; i++) {
       const now = setOf();
       const next = now === "x" ? "y" : "x";
@@ -120,7 +127,11 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     const known = fs
       .readFileSync(fleet.knownHosts, "utf8")
       .split("\n")
-      .map((l) => (l.startsWith(`[127.0.0.1]:${impostor.port} `) ? `[127.0.0.1]:${impostor.port} ${fs.readFileSync(`${other}.pub`, "utf8").split(" ").slice(0, 2).join(" ")}` : l))
+      .map((l) =>
+        l.startsWith(`[127.0.0.1]:${impostor.port} `)
+          ? `[127.0.0.1]:${impostor.port} ${fs.readFileSync(`${other}.pub`, "utf8").split(" ").slice(0, 2).join(" ")}`
+          : l,
+      )
       .join("\n");
     const knownFile = path.join(work, "known_hosts_changed");
     fs.writeFileSync(knownFile, known);
@@ -135,10 +146,18 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
         good: hostEntry(good, { k: { source: { command: ["printf", "secret-value"] } } }),
         impostor: hostEntry(impostor, { k: { source: { command: ["printf", "secret-value"] } } }),
         failing: hostEntry(failing, key),
-        unreachable: { targetHost: "127.0.0.1", targetPort: closed, targetUser: "root", keys: { k: { source: { command: ["printf", "secret-value"] } } } },
+        unreachable: {
+          targetHost: "127.0.0.1",
+          targetPort: closed,
+          targetUser: "root",
+          keys: { k: { source: { command: ["printf", "secret-value"] } } },
+        },
       },
     });
-    const r = nixseal(["push", "--plan", plan, "--json"], { env: { NIX_SSHOPTS: `-F ${config}` }, cwd: work });
+    const r = nixseal(["push", "--plan", plan, "--json"], {
+      env: { NIX_SSHOPTS: `-F ${config}` },
+      cwd: work,
+    });
     assert.equal(r.status, 1, r.stderr);
     const report = JSON.parse(r.stdout.toString());
     assert.deepEqual(Object.keys(report.hosts).sort(), ["failing", "good", "impostor", "unreachable"]);
@@ -149,7 +168,11 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     assert.match(report.hosts.unreachable.problems[0].message, /Connection refused/);
     assert.equal(report.hosts.failing.result, "failed");
     assert.match(report.hosts.failing.problems[0].message, /failing\.service/);
-    assert.equal(failing.snapshot("/run/keys").files.k?.content, "secret-value", "the key is in place; the unit failed");
+    assert.equal(
+      failing.snapshot("/run/keys").files.k?.content,
+      "secret-value",
+      "the key is in place; the unit failed",
+    );
     assert.equal(impostor.receiveRuns(), runs, "no receive ran on the impostor");
     assert.match(r.stderr, /3 of 4 hosts failed/);
     assert.doesNotMatch(r.stdout.toString() + r.stderr, /secret-value/);
@@ -160,7 +183,11 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     const planOf = (size: number, fill: string) =>
       writePlan("small.json", {
         version: 1,
-        hosts: { [h.name]: hostEntry(h, { big: { source: { command: ["sh", "-c", `head -c ${size} /dev/zero | tr '\\0' '${fill}'`] } } }) },
+        hosts: {
+          [h.name]: hostEntry(h, {
+            big: { source: { command: ["sh", "-c", `head -c ${size} /dev/zero | tr '\\0' '${fill}'`] } },
+          }),
+        },
       });
     let r = push(["--plan", planOf(100_000, "a")]);
     assert.equal(r.status, 0, r.stderr);
@@ -175,12 +202,26 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
 
   test("a destDir under a symlink on the host: refused before anything changes there", () => {
     const h = fleet.hosts[1]!;
-    const ln = spawnSync("nsenter", ["-t", String(h.sshd.pid), "-m", "--", "ln", "-s", "/tmp", "/run/linked"]);
+    const ln = spawnSync("nsenter", [
+      "-t",
+      String(h.sshd.pid),
+      "-m",
+      "--",
+      "ln",
+      "-s",
+      "/tmp",
+      "/run/linked",
+    ]);
     assert.equal(ln.status, 0);
     const before = h.snapshot("/run/keys");
     const plan = writePlan("symlink.json", {
       version: 1,
-      hosts: { [h.name]: hostEntry(h, { k: { source: { command: ["printf", "v"] }, destDir: "/run/linked/keys" }, j: { source: { command: ["printf", "w"] } } }) },
+      hosts: {
+        [h.name]: hostEntry(h, {
+          k: { source: { command: ["printf", "v"] }, destDir: "/run/linked/keys" },
+          j: { source: { command: ["printf", "w"] } },
+        }),
+      },
     });
     const r = push(["--plan", plan]);
     assert.equal(r.status, 1);
@@ -212,6 +253,10 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     assert.match(r.stderr, /keys\.named\.name: "\.hidden"/);
     assert.match(r.stderr, /key host1\.fails: command "sh -c .*" failed \(exit 3\): the last line/);
     assert.match(r.stderr, /missing\.age/);
-    assert.deepEqual(fleet.hosts.map((x) => x.sshdLog().split("Connection from").length), logs, "no sshd saw a connection");
+    assert.deepEqual(
+      fleet.hosts.map((x) => x.sshdLog().split("Connection from").length),
+      logs,
+      "no sshd saw a connection",
+    );
   });
 });

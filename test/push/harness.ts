@@ -146,7 +146,8 @@ export async function startFleet(n: number, options: HostOptions[] = []): Promis
     for (const h of hosts) if (h.sshd.exitCode === null) h.sshd.kill("SIGTERM");
   };
   try {
-    for (let i = 0; i < n; i++) hosts.push(await startHost(dir, `host${i + 1}`, clientKey, options[i] ?? {}, known));
+    for (let i = 0; i < n; i++)
+      hosts.push(await startHost(dir, `host${i + 1}`, clientKey, options[i] ?? {}, known));
     fs.writeFileSync(knownHosts, known.join(""));
     await Promise.all(hosts.map((h) => waitForPort(h.port, 20_000)));
   } catch (e) {
@@ -180,7 +181,9 @@ async function startHost(
   sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", hostKey]);
   fs.copyFileSync(`${clientKey}.pub`, path.join(dir, "authorized_keys"));
   const port = await freePort();
-  known.push(`[127.0.0.1]:${port} ${fs.readFileSync(`${hostKey}.pub`, "utf8").split(" ").slice(0, 2).join(" ")}\n`);
+  known.push(
+    `[127.0.0.1]:${port} ${fs.readFileSync(`${hostKey}.pub`, "utf8").split(" ").slice(0, 2).join(" ")}\n`,
+  );
   const cfg = path.join(dir, "sshd_config");
   fs.writeFileSync(
     cfg,
@@ -228,13 +231,23 @@ async function startHost(
     dir,
     sshd,
     plan: { targetHost: "127.0.0.1", targetPort: port, targetUser: "root", nixsealCommand: wrapper },
-    receiveRuns: () => read("receive.log").split("\n").filter((l) => / receive$/.test(l)).length,
-    systemctlCalls: () => read("systemctl.log").split("\n").filter((l) => l !== ""),
+    receiveRuns: () =>
+      read("receive.log")
+        .split("\n")
+        .filter((l) => / receive$/.test(l)).length,
+    systemctlCalls: () =>
+      read("systemctl.log")
+        .split("\n")
+        .filter((l) => l !== ""),
     sshdLog: () => read("sshd.log"),
     snapshot(d: string) {
-      const r = spawnSync("nsenter", ["-t", String(sshd.pid), "-m", "--", process.execPath, "-e", LISTER, d], {
-        encoding: "utf8",
-      });
+      const r = spawnSync(
+        "nsenter",
+        ["-t", String(sshd.pid), "-m", "--", process.execPath, "-e", LISTER, d],
+        {
+          encoding: "utf8",
+        },
+      );
       if (r.status !== 0) throw new Error(`snapshot of ${name}:${d}: ${r.stderr}`);
       return JSON.parse(r.stdout) as { target: string | null; files: Record<string, FileInfo> };
     },

@@ -9,7 +9,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { nixseal, type RunResult, which } from "../helpers.js";
-import { ensurePrincipals, type Fleet, idOf, pushTestsSkipReason, startFleet, type TestHost } from "./harness.js";
+import {
+  ensurePrincipals,
+  type Fleet,
+  idOf,
+  pushTestsSkipReason,
+  startFleet,
+  type TestHost,
+} from "./harness.js";
 
 const skip = pushTestsSkipReason() ?? (which("age") === null ? "needs age" : null);
 
@@ -25,13 +32,33 @@ function writePlan(name: string, plan: unknown): string {
 }
 
 function push(args: string[], env: Record<string, string | undefined> = {}): RunResult {
-  return nixseal(["push", "-i", identity, "--ssh-option", `UserKnownHostsFile=${fleet.knownHosts}`, ...args], {
-    env: { NIX_SSHOPTS: `-F ${fleet.sshConfig}`, ...env },
-    cwd: work,
-  });
+  return nixseal(
+    ["push", "-i", identity, "--ssh-option", `UserKnownHostsFile=${fleet.knownHosts}`, ...args],
+    {
+      env: { NIX_SSHOPTS: `-F ${fleet.sshConfig}`, ...env },
+      cwd: work,
+    },
+  );
 }
 
-function pushJson(args: string[]): { status: number | null; report: any; stderr: string } {
+interface HostJson {
+  result: string;
+  added: string[];
+  changed: string[];
+  removed: string[];
+  kept: string[];
+  bytesSent: number;
+  restarted: string[];
+  reloaded: string[];
+  started: string[];
+  stopped: string[];
+}
+
+function pushJson(args: string[]): {
+  status: number | null;
+  report: { hosts: Record<string, HostJson> };
+  stderr: string;
+} {
   const r = push([...args, "--json"]);
   return { status: r.status, report: JSON.parse(r.stdout.toString()), stderr: r.stderr };
 }
@@ -50,7 +77,9 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const r = spawnSync("age-keygen", ["-o", identity], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
     const recipient = /age1[0-9a-z]+/.exec(r.stderr)![0];
-    const enc = spawnSync("age", ["-r", recipient, "-o", path.join(work, "tls.age")], { input: "TLS-KEY-v1\n" });
+    const enc = spawnSync("age", ["-r", recipient, "-o", path.join(work, "tls.age")], {
+      input: "TLS-KEY-v1\n",
+    });
     assert.equal(enc.status, 0);
   });
   after(() => {
@@ -93,7 +122,10 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
       assert.equal(snap.files["tls.pem"]!.uid, 0);
       assert.equal(snap.files.big!.content?.length, 65536);
       assert.equal(h.receiveRuns(), 1, "one connection, one receive per host");
-      assert.ok(h.systemctlCalls().includes("start -- nixseal-key-db.service"), h.systemctlCalls().join("\n"));
+      assert.ok(
+        h.systemctlCalls().includes("start -- nixseal-key-db.service"),
+        h.systemctlCalls().join("\n"),
+      );
     }
     const firstBytes = first.report.hosts.host1.bytesSent;
     assert.ok(firstBytes > 65536, `${firstBytes}`);
@@ -125,7 +157,13 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
 
   /** Every key of these hosts removed (a plan with no keys). */
   function reset(hosts: TestHost[]): void {
-    const r = push(["--plan", writePlan("reset.json", { version: 1, hosts: Object.fromEntries(hosts.map((h) => [h.name, hostEntry(h, {})])) })]);
+    const r = push([
+      "--plan",
+      writePlan("reset.json", {
+        version: 1,
+        hosts: Object.fromEntries(hosts.map((h) => [h.name, hostEntry(h, {})])),
+      }),
+    ]);
     assert.equal(r.status, 0, r.stderr);
   }
 
@@ -135,7 +173,10 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const planOf = (keys: Record<string, unknown>) =>
       writePlan("rm.json", { version: 1, hosts: { [h.name]: hostEntry(h, keys) } });
     const a = (v: string) => ({ source: { command: ["printf", v] }, restartUnits: ["a.service"] });
-    let r = push(["--plan", planOf({ a: a("1"), b: { source: { command: ["printf", "b"] }, keyUnit: "key-b.service" } })]);
+    let r = push([
+      "--plan",
+      planOf({ a: a("1"), b: { source: { command: ["printf", "b"] }, keyUnit: "key-b.service" } }),
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const before = h.snapshot("/run/keys");
     const calls = h.systemctlCalls().length;
@@ -143,10 +184,13 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const next = planOf({ a: a("2"), c: { source: { command: ["printf", "c"] }, keyUnit: "key-c.service" } });
     const dry = pushJson(["--plan", next, "--dry-run"]);
     assert.equal(dry.status, 0, dry.stderr);
-    const d = dry.report.hosts[h.name];
+    const d = dry.report.hosts[h.name]!;
     assert.equal(d.result, "planned");
     assert.deepEqual([d.added, d.changed, d.removed, d.kept], [["c"], ["a"], ["b"], []]);
-    assert.deepEqual([d.restarted, d.started, d.stopped], [["a.service"], ["key-c.service"], ["key-b.service"]]);
+    assert.deepEqual(
+      [d.restarted, d.started, d.stopped],
+      [["a.service"], ["key-c.service"], ["key-b.service"]],
+    );
     assert.ok(d.bytesSent < 1024, `no key sent: ${d.bytesSent}`);
     assert.equal(h.receiveRuns(), runs + 1, "the dry run connected");
     assert.deepEqual(h.snapshot("/run/keys"), before, "the dry run changed nothing");
@@ -177,38 +221,74 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
         [h.name]: hostEntry(h, {
           "db-password": { source: { command: ["printf", "pw"] }, group: "keys", mode: "0440" },
           "api-token": { source: { command: ["printf", "tok"] }, group: "keys", mode: "0440" },
-          other: { source: { command: ["printf", "o"] }, destDir: "/run/app/secrets", owner: "nspush", group: "nspush" },
+          other: {
+            source: { command: ["printf", "o"] },
+            destDir: "/run/app/secrets",
+            owner: "nspush",
+            group: "nspush",
+          },
         }),
       },
     });
     const r = push(["--plan", plan]);
     assert.equal(r.status, 0, r.stderr);
-    const keys = h.snapshot("/run/keys") as any;
+    const keys = h.snapshot("/run/keys") as ReturnType<TestHost["snapshot"]> & {
+      dirMode: number;
+      dirGid: number;
+    };
     assert.equal(keys.dirMode, 0o750);
     assert.equal(keys.dirGid, idOf("group", "keys"));
-    assert.equal(keys.files["db-password"].mode, 0o440);
-    assert.equal(keys.files["db-password"].gid, idOf("group", "keys"));
+    assert.equal(keys.files["db-password"]!.mode, 0o440);
+    assert.equal(keys.files["db-password"]!.gid, idOf("group", "keys"));
     const app = h.snapshot("/run/app/secrets");
     assert.equal(app.files.other!.content, "o");
     assert.equal(app.files.other!.uid, idOf("passwd", "nspush"));
     // Removing every key of a destDir removes its symlink.
-    const again = push(["--plan", writePlan("nixops2.json", { version: 1, hosts: { [h.name]: hostEntry(h, { x: { source: { command: ["printf", "x"] } } }) } })]);
+    const again = push([
+      "--plan",
+      writePlan("nixops2.json", {
+        version: 1,
+        hosts: { [h.name]: hostEntry(h, { x: { source: { command: ["printf", "x"] } } }) },
+      }),
+    ]);
     assert.equal(again.status, 0, again.stderr);
     assert.equal(h.snapshot("/run/app/secrets").target, null);
     assert.deepEqual(Object.keys(h.snapshot("/run/keys").files), ["x"]);
   });
 
   const noPass = which("pass") === null || which("gpg") === null ? "needs pass and gpg" : false;
-  test("sources: a command runs once for every host; pass through real pass and gpg", { skip: noPass }, () => {
+  test("sources: a command runs once for every host; pass through real pass and gpg", {
+    skip: noPass,
+  }, () => {
     const gnupg = path.join(work, "gnupg");
     fs.mkdirSync(gnupg, { mode: 0o700 });
     const store = path.join(work, "password-store");
     const env = { GNUPGHOME: gnupg, PASSWORD_STORE_DIR: store };
-    const gen = spawnSync("gpg", ["--batch", "--passphrase", "", "--quick-gen-key", "deployer@example.test", "default", "default", "never"], { env: { ...process.env, ...env }, encoding: "utf8" });
+    const gen = spawnSync(
+      "gpg",
+      [
+        "--batch",
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "deployer@example.test",
+        "default",
+        "default",
+        "never",
+      ],
+      { env: { ...process.env, ...env }, encoding: "utf8" },
+    );
     assert.equal(gen.status, 0, gen.stderr);
-    const init = spawnSync("pass", ["init", "deployer@example.test"], { env: { ...process.env, ...env }, encoding: "utf8" });
+    const init = spawnSync("pass", ["init", "deployer@example.test"], {
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+    });
     assert.equal(init.status, 0, init.stderr);
-    const ins = spawnSync("pass", ["insert", "-m", "db/root"], { env: { ...process.env, ...env }, input: "from-pass\n", encoding: "utf8" });
+    const ins = spawnSync("pass", ["insert", "-m", "db/root"], {
+      env: { ...process.env, ...env },
+      input: "from-pass\n",
+      encoding: "utf8",
+    });
     assert.equal(ins.status, 0, ins.stderr);
     const counter = path.join(work, "runs");
     fs.rmSync(counter, { force: true });
@@ -216,7 +296,10 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
       p: { source: { pass: "db/root" } },
       c: { source: { command: ["sh", "-c", `echo run >> ${counter}; printf shared`] } },
     };
-    const plan = writePlan("sources.json", { version: 1, hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, hostEntry(h, keys)])) });
+    const plan = writePlan("sources.json", {
+      version: 1,
+      hosts: Object.fromEntries(fleet.hosts.map((h) => [h.name, hostEntry(h, keys)])),
+    });
     const r = push(["--plan", plan], env);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(fs.readFileSync(counter, "utf8"), "run\n", "the command ran once for three hosts");
@@ -227,11 +310,20 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     }
     // A failing command: its stderr's last line, no connection made.
     const runs = fleet.hosts.map((h) => h.receiveRuns());
-    const bad = writePlan("badsrc.json", { version: 1, hosts: { host1: hostEntry(fleet.hosts[0]!, { p: { source: { pass: "no/such" } } }) } });
+    const bad = writePlan("badsrc.json", {
+      version: 1,
+      hosts: { host1: hostEntry(fleet.hosts[0]!, { p: { source: { pass: "no/such" } } }) },
+    });
     const f = push(["--plan", bad], env);
     assert.equal(f.status, 1);
-    assert.match(f.stderr, /key host1\.p: command "pass show no\/such" failed \(exit 1\): Error: no\/such is not in the password store\./);
-    assert.deepEqual(fleet.hosts.map((h) => h.receiveRuns()), runs);
+    assert.match(
+      f.stderr,
+      /key host1\.p: command "pass show no\/such" failed \(exit 1\): Error: no\/such is not in the password store\./,
+    );
+    assert.deepEqual(
+      fleet.hosts.map((h) => h.receiveRuns()),
+      runs,
+    );
   });
 
   test("--upload-at pushes only those keys and leaves the others in place", () => {
@@ -249,16 +341,18 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
       });
     let r = pushJson(["--plan", plan("1"), "--upload-at", "pre-activation"]);
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(r.report.hosts[h.name].added, ["pre"]);
+    assert.deepEqual(r.report.hosts[h.name]!.added, ["pre"]);
     r = pushJson(["--plan", plan("1"), "--upload-at", "post-activation"]);
-    assert.deepEqual([r.report.hosts[h.name].added, r.report.hosts[h.name].removed], [["post"], []]);
+    assert.deepEqual([r.report.hosts[h.name]!.added, r.report.hosts[h.name]!.removed], [["post"], []]);
     r = pushJson(["--plan", plan("2"), "--upload-at", "pre-activation"]);
-    assert.deepEqual([r.report.hosts[h.name].changed, r.report.hosts[h.name].removed], [["pre"], []]);
+    assert.deepEqual([r.report.hosts[h.name]!.changed, r.report.hosts[h.name]!.removed], [["pre"], []]);
     const snap = h.snapshot("/run/keys");
     assert.deepEqual([snap.files.pre!.content, snap.files.post!.content], ["pre2", "post1"]);
   });
 
-  test("--flake: each configuration's config.system.build.nixsealPushPlan, through the real nix eval", { skip: which("nix") === null ? "needs nix" : false }, () => {
+  test("--flake: each configuration's config.system.build.nixsealPushPlan, through the real nix eval", {
+    skip: which("nix") === null ? "needs nix" : false,
+  }, () => {
     const flake = path.join(work, "flake");
     fs.mkdirSync(flake, { recursive: true });
     const planOf = (h: TestHost) =>
@@ -275,7 +369,7 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const one = pushJson(["--flake", `path:${flake}#${h1.name}`, "--dry-run"]);
     assert.equal(one.status, 0, one.stderr);
     assert.deepEqual(Object.keys(one.report.hosts), [h1.name]);
-    assert.deepEqual(one.report.hosts[h1.name].added, ["fk"]);
+    assert.deepEqual(one.report.hosts[h1.name]!.added, ["fk"]);
     const all = pushJson(["--flake", `path:${flake}`]);
     assert.equal(all.status, 0, all.stderr);
     assert.deepEqual(Object.keys(all.report.hosts).sort(), [h1.name, h2.name]);
