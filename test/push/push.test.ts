@@ -107,7 +107,7 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const first = pushJson(["--plan", writePlan("p1.json", plan("one"))]);
     assert.equal(first.status, 0, first.stderr);
     for (const h of fleet.hosts) {
-      const r = first.report.hosts[h.name];
+      const r = first.report.hosts[h.name]!;
       assert.equal(r.result, "ok");
       assert.deepEqual([...r.added].sort(), ["big", "db", "tls"]);
       assert.deepEqual(r.started, ["nixseal-key-db.service"]);
@@ -127,7 +127,7 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
         h.systemctlCalls().join("\n"),
       );
     }
-    const firstBytes = first.report.hosts.host1.bytesSent;
+    const firstBytes = first.report.hosts.host1!.bytesSent;
     assert.ok(firstBytes > 65536, `${firstBytes}`);
 
     // One key changed: only it crosses the wire, only its units restart, the others stay the same file.
@@ -135,7 +135,7 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     const calls = fleet.hosts[0]!.systemctlCalls().length;
     const second = pushJson(["--plan", writePlan("p2.json", plan("two"))]);
     assert.equal(second.status, 0, second.stderr);
-    const r = second.report.hosts.host1;
+    const r = second.report.hosts.host1!;
     assert.deepEqual(r.changed, ["db"]);
     assert.deepEqual([...r.kept].sort(), ["big", "tls"]);
     assert.deepEqual(r.added, []);
@@ -150,8 +150,8 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     // Nothing changed: nothing sent, nothing restarted.
     const third = pushJson(["--plan", writePlan("p2.json", plan("two"))]);
     assert.equal(third.status, 0, third.stderr);
-    assert.deepEqual([...third.report.hosts.host2.kept].sort(), ["big", "db", "tls"]);
-    assert.deepEqual(third.report.hosts.host2.restarted, []);
+    assert.deepEqual([...third.report.hosts.host2!.kept].sort(), ["big", "db", "tls"]);
+    assert.deepEqual(third.report.hosts.host2!.restarted, []);
     assert.equal(fleet.hosts[0]!.systemctlCalls().length, calls + 1);
   });
 
