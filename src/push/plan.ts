@@ -78,18 +78,18 @@ export interface Plan {
 
 const SCHEMA_HINT = 'see README.md, "Deploy-time keys", for the plan\'s schema';
 
-/** Key, file and host names: a file name of letters, digits and ._@+=- , not starting with '.'. */
-const NAME = /^[A-Za-z0-9_@+=-][A-Za-z0-9._@+=-]*$/;
+/** Key, file and host names: a file name of letters, digits and ._@+=- , not starting with '.' or '-'. */
+const NAME = /^[A-Za-z0-9_@+=][A-Za-z0-9._@+=-]*$/;
 
 export function keyNameProblem(s: string): string | null {
   if (s.length === 0) return "is empty";
   if (s.length > 255) return "is longer than 255 characters";
   if (!NAME.test(s) || s.includes(".."))
-    return "may only use A-Z a-z 0-9 . _ @ + = - (no /, no .., not starting with .)";
+    return "may only use A-Z a-z 0-9 . _ @ + = - (no /, no .., not starting with . or -)";
   return null;
 }
 export const KEY_NAME_HINT =
-  "a key name is a file name: letters, digits and . _ @ + = -, no / or .., not starting with .";
+  "a key name is a file name: letters, digits and . _ @ + = -, no / or .., not starting with . or -";
 
 /** A host name or address ssh takes as its destination; never starting with '-' (an option). */
 const TARGET_HOST = /^(?:[A-Za-z0-9_][A-Za-z0-9._%-]*|\[[0-9A-Fa-f:.%A-Za-z]+\]|[0-9A-Fa-f:]+)$/;
