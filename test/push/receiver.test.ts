@@ -12,7 +12,6 @@ import { Problems } from "../../src/common/index.js";
 import { parsePlanText } from "../../src/push/plan.js";
 import { FRAME, FrameWriter, MAGIC, PROTOCOL_VERSION } from "../../src/push/protocol.js";
 import { receive } from "../../src/push/receiver.js";
-import { tempDir } from "../helpers.js";
 
 const onTmpfs = fs.existsSync("/dev/shm") && process.getuid?.() === 0;
 
