@@ -192,7 +192,7 @@ export const pushBench: Benchmark = {
         ],
       };
     } finally {
-      fleet.stop();
+      await fleet.stop();
       removePrincipals();
     }
   },

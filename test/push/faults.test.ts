@@ -57,7 +57,9 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     fs.mkdirSync(work);
     fs.writeFileSync(path.join(work, "relay.js"), RELAY);
   });
-  after(() => fleet?.stop());
+  after(async () => {
+    await fleet?.stop();
+  });
 
   test("a connection cut at random points: each host has the old or the new complete set, never a mix", () => {
     const h = fleet.hosts[0]!;

@@ -110,7 +110,8 @@ export interface Fleet {
   sshConfig: string;
   knownHosts: string;
   clientKey: string;
-  stop(): void;
+  /** Stops every sshd (waiting for them) and removes the directory. */
+  stop(): Promise<void>;
 }
 
 export interface HostOptions {
@@ -161,9 +162,17 @@ export async function startFleet(n: number, options: HostOptions[] = []): Promis
     sshConfig,
     knownHosts,
     clientKey,
-    stop() {
+    async stop() {
+      const exits = hosts.map(
+        (h) =>
+          new Promise<void>((resolve) => {
+            if (h.sshd.exitCode !== null || h.sshd.signalCode !== null) resolve();
+            else h.sshd.on("exit", () => resolve());
+          }),
+      );
       stopAll();
-      cleanup();
+      await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 10_000))]);
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

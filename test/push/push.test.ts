@@ -82,8 +82,12 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     });
     assert.equal(enc.status, 0);
   });
-  after(() => {
-    fleet?.stop();
+  after(async () => {
+    if (work !== undefined)
+      spawnSync("gpgconf", ["--kill", "all"], {
+        env: { ...process.env, GNUPGHOME: path.join(work, "gnupg") },
+      });
+    await fleet?.stop();
     removePrincipals?.();
   });
 
