@@ -107,7 +107,6 @@ export const pushBench: Benchmark = {
       const recipient = /age1[0-9a-z]+/.exec(kg.stderr)![0];
       // The keys: K plaintext files (the colmena-style loop sends them as they are) and the same
       // values encrypted with age (nixseal decrypts each once per run).
-      const plainDir = path.join(ctx.scratch, `nixseal-bench-push-${process.pid}`);
       fs.mkdirSync(plainDir, { mode: 0o700 });
       const plain: string[] = [];
       const keys: Record<string, unknown> = {};
@@ -166,7 +165,6 @@ export const pushBench: Benchmark = {
           `  run ${run + 1}/${ctx.runs}: push ${a.ms.toFixed(0)} ms, colmena-style ${loop.at(-1)!.toFixed(0)} ms, re-push ${b.ms.toFixed(0)} ms (${againCpu.at(-1)!.toFixed(0)} ms CPU per host)`,
         );
       }
-      fs.rmSync(plainDir, { recursive: true, force: true });
       return {
         title: `push: ${nHosts} hosts × ${nKeys} keys over ssh (8 hosts at once)`,
         rows: [
@@ -192,6 +190,7 @@ export const pushBench: Benchmark = {
         ],
       };
     } finally {
+      fs.rmSync(plainDir, { recursive: true, force: true });
       await fleet.stop();
       removePrincipals();
     }

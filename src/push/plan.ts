@@ -178,8 +178,9 @@ const KEY_FIELDS: FieldTable = {
   name: { required: false, default: null, read: stringField(keyNameProblem, KEY_NAME_HINT) },
   destDir: { required: false, default: DEFAULT_DEST_DIR, read: readPath },
   owner: { required: false, default: "root", read: readPrincipal },
-  group: { required: false, default: "root", read: readPrincipal },
-  mode: { required: false, default: 0o400, read: readMode },
+  // NixOS's `keys` group (NixOps's /run/keys convention): services read keys by joining it.
+  group: { required: false, default: "keys", read: readPrincipal },
+  mode: { required: false, default: 0o440, read: readMode },
   restartUnits: { required: false, default: [], read: readUnits },
   reloadUnits: { required: false, default: [], read: readUnits },
   keyUnit: {

@@ -9,12 +9,20 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { nixseal, prng, type RunResult } from "../helpers.js";
-import { type Fleet, freePort, pushTestsSkipReason, startFleet, type TestHost } from "./harness.js";
+import {
+  ensurePrincipals,
+  type Fleet,
+  freePort,
+  pushTestsSkipReason,
+  startFleet,
+  type TestHost,
+} from "./harness.js";
 
 const skip = pushTestsSkipReason();
 
 let fleet: Fleet;
 let work: string;
+let removePrincipals: () => void;
 
 function writePlan(name: string, plan: unknown): string {
   const f = path.join(work, name);
@@ -52,6 +60,7 @@ sock.on("error", () => process.exit(1));
 
 describe("nixseal push faults", { skip: skip ?? false }, () => {
   before(async () => {
+    removePrincipals = ensurePrincipals([], ["keys"]);
     fleet = await startFleet(3, [{}, {}, { runSize: "512k" }]);
     work = path.join(fleet.dir, "deployer");
     fs.mkdirSync(work);
@@ -59,6 +68,7 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
   });
   after(async () => {
     await fleet?.stop();
+    removePrincipals?.();
   });
 
   test("a connection cut at random points: each host has the old or the new complete set, never a mix", () => {

@@ -122,8 +122,10 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
       assert.equal(snap.files.db!.uid, idOf("passwd", "nspush"));
       assert.equal(snap.files.db!.gid, idOf("group", "keys"));
       assert.equal(snap.files["tls.pem"]!.content, "TLS-KEY-v1\n");
-      assert.equal(snap.files["tls.pem"]!.mode, 0o400);
+      // The defaults: root, group keys, 0440.
+      assert.equal(snap.files["tls.pem"]!.mode, 0o440);
       assert.equal(snap.files["tls.pem"]!.uid, 0);
+      assert.equal(snap.files["tls.pem"]!.gid, idOf("group", "keys"));
       assert.equal(snap.files.big!.content?.length, 65536);
       assert.equal(h.receiveRuns(), 1, "one connection, one receive per host");
       assert.ok(
