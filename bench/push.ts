@@ -95,6 +95,7 @@ export const pushBench: Benchmark = {
     const nHosts = ctx.option("--hosts") ?? 20;
     const nKeys = ctx.option("--files") ?? 100;
     const removePrincipals = ensurePrincipals([], ["keys"]);
+    const plainDir = path.join(ctx.scratch, `nixseal-bench-push-${process.pid}`);
     const fleet = await startFleet(
       nHosts,
       Array.from({ length: nHosts }, () => ({ runSize: "64m" })),
