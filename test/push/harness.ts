@@ -263,13 +263,19 @@ async function startHost(
   };
 }
 
-/** Test users and groups (created if missing, removed by the returned cleanup). */
+/**
+ * Test users and groups (created if missing, removed by the returned cleanup). The group `keys`
+ * is created if missing but never removed: it is the default group of every pushed key (as on
+ * NixOS), and test files that run at the same time would remove it from under each other.
+ */
 export function ensurePrincipals(users: string[], groups: string[]): () => void {
   const made: (() => void)[] = [];
   for (const g of groups) {
     if (spawnSync("getent", ["group", g]).status !== 0) {
-      sh("groupadd", ["--system", g]);
-      made.push(() => spawnSync("groupdel", [g]));
+      const r = spawnSync("groupadd", ["--system", g], { encoding: "utf8" });
+      // Another test file may have made it a moment ago.
+      if (r.status !== 0 && spawnSync("getent", ["group", g]).status !== 0) sh("groupadd", ["--system", g]);
+      if (g !== "keys") made.push(() => spawnSync("groupdel", [g]));
     }
   }
   for (const u of users) {
