@@ -129,6 +129,8 @@ function isOurLink(destDir: string, name: string): boolean {
 const HASH_DIR = /^[0-9a-f]{32}$/;
 const GEN_JSON = /^([1-9][0-9]{0,9})\.json$/;
 const MAX_RECORD = 16 * 1024 * 1024;
+/** The most key paths a hello names (a bound on the work it asks for). */
+const MAX_HELLO_FILES = 100_000;
 
 export function hashDirOf(root: string, destDir: string): string {
   return `${root}/${createHash("sha256").update(destDir).digest("hex").slice(0, 32)}`;
@@ -289,7 +291,18 @@ export async function receive(
     !/^[0-9a-f]{64}$/.test(hello.nonce) ||
     typeof hello.dryRun !== "boolean" ||
     !Array.isArray(hello.destDirs) ||
-    !hello.destDirs.every((d) => typeof d === "string")
+    !hello.destDirs.every((d) => typeof d === "string") ||
+    (hello.files !== undefined &&
+      (!Array.isArray(hello.files) ||
+        hello.files.length > MAX_HELLO_FILES ||
+        !hello.files.every(
+          (f) =>
+            Array.isArray(f) &&
+            f.length === 2 &&
+            typeof f[0] === "string" &&
+            typeof f[1] === "string" &&
+            (hello.destDirs as unknown[]).includes(f[0]),
+        )))
   ) {
     throw new NixsealError("PUSH", "the deployer's hello is malformed or of another protocol version", {
       hint: "use the same nixseal version on the deployer and the host",
@@ -326,9 +339,19 @@ export async function receive(
   }
   const lock = p.list.length === 0 ? await InstallLock.acquire(root, 60_000) : null;
   try {
+    const badDirs = new Set<string>();
     for (const d of hello.destDirs as string[]) {
       const why = destDirProblem(root, d);
-      if (why !== null) p.add("", `destDir ${d} ${why}`, DEST_DIR_HINT);
+      if (why !== null) {
+        p.add("", `destDir ${d} ${why}`, DEST_DIR_HINT);
+        badDirs.add(d);
+      }
+    }
+    // The keys' paths (so a dry run shows them too): never over a file nixseal did not make.
+    for (const [d, name] of (hello.files ?? []) as [string, string][]) {
+      if (badDirs.has(d) || pathProblem(`${d}/${name}`) !== null || name.includes("/")) continue;
+      const why = keyFileProblem(d, name);
+      if (why !== null) p.add("", why.message, why.hint);
     }
     const { keys: held, gens } =
       p.list.length === 0 ? currentKeys(root) : { keys: new Map(), gens: new Map() };
@@ -478,6 +501,23 @@ function sameMeta(a: WireKey, b: WireKey): boolean {
   return JSON.stringify(wireKey(a)) === JSON.stringify(wireKey(b));
 }
 
+/**
+ * Why destDir/<name> cannot be a key's path, or null: inside a real directory each key is a
+ * symlink destDir/<name>, never made over a file nixseal did not make.
+ */
+function keyFileProblem(destDir: string, name: string): { message: string; hint: string } | null {
+  if (layoutOf(destDir) !== "inside") return null;
+  const f = `${destDir}/${name}`;
+  if (name === INSIDE_DIR)
+    return { message: `${f} is nixseal's own directory`, hint: "give the key another name" };
+  if ((fs.existsSync(f) || isSymlink(f)) && !isOurLink(destDir, name))
+    return {
+      message: `${f} is a file nixseal did not make`,
+      hint: "nixseal never replaces it: remove it on the host (e.g. a key another tool such as NixOps left there), or give the key another name or destDir",
+    };
+  return null;
+}
+
 /** The layout a destDir gets now: inside a real directory, else destDir is nixseal's symlink. */
 function layoutOf(destDir: string): "inside" | "link" {
   try {
@@ -529,24 +569,8 @@ function commit(
         `key "${w.meta.key}": unknown group ${w.meta.group}`,
         "create the group on the host first, or fix group",
       );
-    // Inside a real directory, each key is a symlink destDir/<name>: never over another file.
-    if (layoutOf(w.meta.destDir) === "inside") {
-      const f = `${w.meta.destDir}/${w.meta.name}`;
-      if (w.meta.name === INSIDE_DIR)
-        problems.add(
-          "",
-          `key "${w.meta.key}": ${f} is nixseal's own directory in that destDir`,
-          "give the key another name",
-        );
-      else if (fs.existsSync(f) || isSymlink(f)) {
-        if (!isOurLink(w.meta.destDir, w.meta.name))
-          problems.add(
-            "",
-            `key "${w.meta.key}": ${f} is a file nixseal did not make`,
-            `nixseal never replaces it: remove it on the host (e.g. a key another tool such as NixOps left there), or give the key another name or destDir`,
-          );
-      }
-    }
+    const why = keyFileProblem(w.meta.destDir, w.meta.name);
+    if (why !== null) problems.add("", `key "${w.meta.key}": ${why.message}`, why.hint);
   }
   if (problems.list.length > 0) {
     result.problems = problems.list;

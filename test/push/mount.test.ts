@@ -179,16 +179,17 @@ describe("nixseal push to a NixOS /run/keys mount point", { skip: skip ?? false 
     let r = push(["--plan", planOf(h, { mine: { source: { command: ["printf", "m1"] } } })]);
     assert.equal(r.status, 0, r.stderr);
     h.shell("printf legacy > /run/keys/legacy && chmod 0600 /run/keys/legacy");
-    r = push([
-      "--plan",
-      planOf(h, {
-        mine: { source: { command: ["printf", "m2"] } },
-        legacy: { source: { command: ["printf", "new"] } },
-      }),
-    ]);
-    assert.equal(r.status, 1);
-    assert.match(r.stderr, /key "legacy": \/run\/keys\/legacy is a file nixseal did not make/);
-    assert.match(r.stderr, /remove it on the host/);
+    const plan = planOf(h, {
+      mine: { source: { command: ["printf", "m2"] } },
+      legacy: { source: { command: ["printf", "new"] } },
+    });
+    // The dry run already says so; the push refuses it.
+    for (const args of [["--dry-run"], []]) {
+      r = push(["--plan", plan, ...args]);
+      assert.equal(r.status, 1, `${args}: ${r.stderr}`);
+      assert.match(r.stderr, /\/run\/keys\/legacy is a file nixseal did not make/);
+      assert.match(r.stderr, /remove it on the host/);
+    }
     const legacy = h.inspect("/run/keys/legacy")!;
     assert.deepEqual([legacy.type, legacy.content, legacy.target!.mode], ["file", "legacy", 0o600]);
     assert.equal(h.inspect("/run/keys/mine")!.content, "m1", "nothing changed");
