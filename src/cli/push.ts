@@ -21,7 +21,7 @@ const HELP = `Usage: nixseal push --plan FILE [--host NAME]... [options]
 
 Pushes deploy-time keys (NixOps deployment.keys, colmena keys, /run/keys) to hosts: every key of
 a host in one stream over ONE ssh connection, installed atomically there by 'nixseal receive'
-(the keys' directory becomes a symlink to a generation in RAM, switched by one rename), and only
+(a generation in RAM, the whole set switched by one rename per directory), and only
 what changed: the host answers a keyed hash (HMAC under a fresh nonce) of each key it holds, and
 only new and changed keys are sent. Units of added and changed keys are restarted or reloaded
 (one systemctl call per verb), keyUnits of new keys started, of removed keys stopped.
@@ -33,7 +33,7 @@ and every source resolved, before any connection; every problem is reported toge
 through ssh's standard input only, never its command line or environment.
 
 Options:
-    --plan FILE             The plan (JSON; README.md, "Deploy-time keys"). Relative file
+    --plan FILE             The plan (JSON; docs/push.md, "The plan"). Relative file
                             sources are relative to it.
     --flake REF             FLAKE#HOST: that NixOS configuration's
                             config.system.build.nixsealPushPlan (repeatable); FLAKE alone:

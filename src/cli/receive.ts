@@ -10,9 +10,12 @@ const HELP = `Usage: nixseal receive
 The host's side of 'nixseal push', which runs it over ssh as root: reads the push stream on
 standard input and answers on standard output (not for people). It answers a keyed hash of each
 key it holds, then reads the new and changed keys; only when the whole stream has arrived and
-its checksum matches does it write them: a new generation of each destDir in RAM
-(/run/nixseal-keys), files created with their owner, group and mode, unchanged keys hard-linked,
-destDir switched by one rename. A cut or altered stream changes nothing. Then units: one
+its checksum matches does it write them: a new generation of each destDir in RAM, files created
+with their owner, group and mode, unchanged keys hard-linked, switched by one rename: destDir
+itself a symlink into /run/nixseal-keys if it did not exist, or, if it is already a directory in
+RAM (NixOS's /run/keys mount), destDir/.nixseal/current, each key destDir/NAME a symlink through
+it. A file in destDir nixseal did not make is never replaced. A cut or altered stream changes
+nothing. Then units: one
 systemctl call per verb (stop, start, try-restart, try-reload-or-restart).
 
 Example (what push runs):

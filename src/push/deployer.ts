@@ -128,6 +128,7 @@ export async function pushHost(
       version: PROTOCOL_VERSION,
       nonce: nonce.toString("hex"),
       destDirs: [...new Set(inScope.map((k) => k.destDir))],
+      files: inScope.map((k) => [k.destDir, k.name]),
       dryRun: options.dryRun,
     });
     await reader.magic();

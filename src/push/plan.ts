@@ -2,7 +2,7 @@
  * The push plan (JSON, version 1): which keys go to which hosts, from which sources, with which
  * owner, mode and units. Written by the NixOS module (config.system.build.nixsealPushPlan) or by
  * hand; read strictly: unknown fields are errors, every problem is reported in one run, before any
- * connection (docs/architecture.md, invariant 4). The schema is in README.md, "Deploy-time keys".
+ * connection (docs/architecture.md, invariant 4). The schema is in docs/push.md, "The plan".
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -76,7 +76,7 @@ export interface Plan {
   hosts: Map<string, PlanHost>;
 }
 
-const SCHEMA_HINT = 'see README.md, "Deploy-time keys", for the plan\'s schema';
+const SCHEMA_HINT = 'see docs/push.md, "The plan", for the plan\'s schema';
 
 /** Key, file and host names: a file name of letters, digits and ._@+=- , not starting with '.' or '-'. */
 const NAME = /^[A-Za-z0-9_@+=][A-Za-z0-9._@+=-]*$/;

@@ -3,7 +3,7 @@
  * ssh's stdin and stdout. Each direction starts with MAGIC, then frames: one type byte, a 32-bit
  * big-endian length, the payload. JSON frames carry metadata, data frames one key's content.
  *
- *   deployer: MAGIC  H{version, nonce, destDirs, dryRun}
+ *   deployer: MAGIC  H{version, nonce, destDirs, files: [[destDir, name]...], dryRun}
  *   host:     MAGIC  S{version, keys: {key: meta + digest}, problems}
  *   deployer: A{keys: [meta + send], ...}  D<content> per key sent  E<SHA-256 of every byte before E>
  *   host:     R{result}

@@ -8,6 +8,19 @@
  *   /run/nixseal-keys/<h>/<N>.json         root 0600: the keys' metadata (names, owners, units; no value)
  *   destDir -> /run/nixseal-keys/<h>/<N>   a symlink, replaced atomically (rename) by the next push
  *
+ * That is the "link" layout, for a destDir that does not exist before the first push. A destDir
+ * that is already a real directory (NixOS mounts a ramfs at /run/keys, mode 0750 group keys) keeps
+ * its own mode, group and mount; its generations live inside it (the "inside" layout):
+ *
+ *   destDir/.nixseal/                      root 0751
+ *   destDir/.nixseal/<N>/                  generation N, as above
+ *   destDir/.nixseal/current -> <N>        a relative symlink, replaced atomically by the next push
+ *   destDir/<name> -> .nixseal/current/<name>   one symlink per key; made before the switch,
+ *                                          removed (for removed keys) after it
+ *
+ * The records stay in /run/nixseal-keys/<h>/<N>.json. A file at destDir/<name> that is not
+ * nixseal's symlink is never replaced: the push is refused before anything changes.
+ *
  * Why: a new generation is complete before the one rename that makes it current, so a reader of
  * destDir sees the old set or the new one, never a mix; unchanged keys are hard links to the
  * previous generation's files (the same inode, byte-identical); the record of which keys a destDir
@@ -67,14 +80,57 @@ export interface ReceiveOptions {
 /** A key the host holds now. */
 interface HeldKey {
   meta: WireKey;
-  /** The directory of its destDir's generations, and the current generation. */
+  /** The directory of its destDir's records, and the current generation. */
   hdir: string;
   gen: number;
+  /** The directory of the current generation (in hdir, or inside destDir). */
+  gdir: string;
+}
+
+/** nixseal's directory inside a destDir that is a real directory ("inside" layout). */
+export const INSIDE_DIR = ".nixseal";
+const GEN_NAME = /^[1-9][0-9]{0,9}$/;
+
+/** A real directory, root's, not writable by group or others (lstat: never a symlink). */
+function isRootDir(p: string): boolean {
+  try {
+    const st = fs.lstatSync(p);
+    return st.isDirectory() && st.uid === 0 && (st.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** The generation `destDir/.nixseal/current` names, if destDir has the inside layout. */
+function insideCurrent(destDir: string): number | null {
+  if (!isRootDir(destDir) || !isRootDir(`${destDir}/${INSIDE_DIR}`)) return null;
+  try {
+    const t = fs.readlinkSync(`${destDir}/${INSIDE_DIR}/current`);
+    return GEN_NAME.test(t) ? Number(t) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The target of the symlink destDir/<name> in the inside layout. */
+function insideLink(name: string): string {
+  return `${INSIDE_DIR}/current/${name}`;
+}
+
+/** Whether destDir/<name> is nixseal's symlink for that key. */
+function isOurLink(destDir: string, name: string): boolean {
+  try {
+    return fs.readlinkSync(`${destDir}/${name}`) === insideLink(name);
+  } catch {
+    return false;
+  }
 }
 
 const HASH_DIR = /^[0-9a-f]{32}$/;
 const GEN_JSON = /^([1-9][0-9]{0,9})\.json$/;
 const MAX_RECORD = 16 * 1024 * 1024;
+/** The most key paths a hello names (a bound on the work it asks for). */
+const MAX_HELLO_FILES = 100_000;
 
 export function hashDirOf(root: string, destDir: string): string {
   return `${root}/${createHash("sha256").update(destDir).digest("hex").slice(0, 32)}`;
@@ -107,9 +163,13 @@ function currentKeys(root: string): { keys: Map<string, HeldKey>; gens: Map<stri
       try {
         target = fs.readlinkSync(record.destDir);
       } catch {}
-      if (target !== `${hdir}/${gen}`) continue;
+      let gdir: string;
+      if (target === `${hdir}/${gen}`) gdir = target;
+      else if (target === null && insideCurrent(record.destDir) === gen)
+        gdir = `${record.destDir}/${INSIDE_DIR}/${gen}`;
+      else continue;
       gens.set(hdir, gen);
-      for (const k of record.keys) keys.set(k.key, { meta: k, hdir, gen });
+      for (const k of record.keys) keys.set(k.key, { meta: k, hdir, gen, gdir });
       break;
     }
   }
@@ -133,7 +193,7 @@ function readRecord(file: string): { destDir: string; keys: WireKey[] } | null {
 
 /** The content of a held key if its file is as recorded (regular, owner, group, mode), else null. */
 function readHeld(k: HeldKey, owners: OwnerResolver): Buffer | null {
-  const file = `${k.hdir}/${k.gen}/${k.meta.name}`;
+  const file = `${k.gdir}/${k.meta.name}`;
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
@@ -158,7 +218,11 @@ function readHeld(k: HeldKey, owners: OwnerResolver): Buffer | null {
   }
 }
 
-/** Why destDir cannot be made nixseal's symlink, or null. Nothing is changed. */
+/**
+ * Why destDir can hold neither layout, or null. Nothing is changed. Absent (or nixseal's symlink):
+ * the link layout. A real directory (a mount point such as NixOS's /run/keys, or not): the inside
+ * layout, if it is root's, not writable by others, in RAM, and its .nixseal (if any) is root's.
+ */
 export function destDirProblem(root: string, destDir: string): string | null {
   const why = pathProblem(destDir);
   if (why !== null) return why;
@@ -189,14 +253,20 @@ export function destDirProblem(root: string, destDir: string): string | null {
     return ours.test(target) ? null : "is a symlink nixseal did not make";
   }
   if (!st.isDirectory()) return "is a file, not a directory";
-  const parent = fs.statSync(path.dirname(destDir));
-  if (parent.dev !== st.dev) return "is a mount point";
-  if (fs.readdirSync(destDir).length > 0) return "is a directory with files in it";
+  if (st.uid !== 0) return "is a directory root does not own";
+  if ((st.mode & 0o022) !== 0) return "is a directory others than root can write to";
+  if (ramKindOf(destDir) === null) return "is a directory on a disk, not on a tmpfs or ramfs";
+  let inner: fs.Stats | null = null;
+  try {
+    inner = fs.lstatSync(`${destDir}/${INSIDE_DIR}`);
+  } catch {}
+  if (inner !== null && !isRootDir(`${destDir}/${INSIDE_DIR}`))
+    return `has a ${INSIDE_DIR} that is not a directory only root can write`;
   return null;
 }
 
 const DEST_DIR_HINT =
-  "nixseal makes destDir a symlink to its generations in RAM: move the files (or mount) away, or choose another destDir";
+  "a destDir is either absent (nixseal makes it a symlink into RAM) or a root-owned directory in RAM (such as NixOS's /run/keys): fix it on the host, or choose another destDir";
 
 function problemJson(e: NixsealError): Json {
   return { message: e.message, hint: e.hint ?? "" };
@@ -221,7 +291,18 @@ export async function receive(
     !/^[0-9a-f]{64}$/.test(hello.nonce) ||
     typeof hello.dryRun !== "boolean" ||
     !Array.isArray(hello.destDirs) ||
-    !hello.destDirs.every((d) => typeof d === "string")
+    !hello.destDirs.every((d) => typeof d === "string") ||
+    (hello.files !== undefined &&
+      (!Array.isArray(hello.files) ||
+        hello.files.length > MAX_HELLO_FILES ||
+        !hello.files.every(
+          (f) =>
+            Array.isArray(f) &&
+            f.length === 2 &&
+            typeof f[0] === "string" &&
+            typeof f[1] === "string" &&
+            (hello.destDirs as unknown[]).includes(f[0]),
+        )))
   ) {
     throw new NixsealError("PUSH", "the deployer's hello is malformed or of another protocol version", {
       hint: "use the same nixseal version on the deployer and the host",
@@ -258,9 +339,19 @@ export async function receive(
   }
   const lock = p.list.length === 0 ? await InstallLock.acquire(root, 60_000) : null;
   try {
+    const badDirs = new Set<string>();
     for (const d of hello.destDirs as string[]) {
       const why = destDirProblem(root, d);
-      if (why !== null) p.add("", `destDir ${d} ${why}`, DEST_DIR_HINT);
+      if (why !== null) {
+        p.add("", `destDir ${d} ${why}`, DEST_DIR_HINT);
+        badDirs.add(d);
+      }
+    }
+    // The keys' paths (so a dry run shows them too): never over a file nixseal did not make.
+    for (const [d, name] of (hello.files ?? []) as [string, string][]) {
+      if (badDirs.has(d) || pathProblem(`${d}/${name}`) !== null || name.includes("/")) continue;
+      const why = keyFileProblem(d, name);
+      if (why !== null) p.add("", why.message, why.hint);
     }
     const { keys: held, gens } =
       p.list.length === 0 ? currentKeys(root) : { keys: new Map(), gens: new Map() };
@@ -410,6 +501,45 @@ function sameMeta(a: WireKey, b: WireKey): boolean {
   return JSON.stringify(wireKey(a)) === JSON.stringify(wireKey(b));
 }
 
+/**
+ * Why destDir/<name> cannot be a key's path, or null: inside a real directory each key is a
+ * symlink destDir/<name>, never made over a file nixseal did not make.
+ */
+function keyFileProblem(destDir: string, name: string): { message: string; hint: string } | null {
+  if (layoutOf(destDir) !== "inside") return null;
+  const f = `${destDir}/${name}`;
+  if (name === INSIDE_DIR)
+    return { message: `${f} is nixseal's own directory`, hint: "give the key another name" };
+  if ((fs.existsSync(f) || isSymlink(f)) && !isOurLink(destDir, name))
+    return {
+      message: `${f} is a file nixseal did not make`,
+      hint: "nixseal never replaces it: remove it on the host (e.g. a key another tool such as NixOps left there), or give the key another name or destDir",
+    };
+  return null;
+}
+
+/** The layout a destDir gets now: inside a real directory, else destDir is nixseal's symlink. */
+function layoutOf(destDir: string): "inside" | "link" {
+  try {
+    return fs.lstatSync(destDir).isDirectory() ? "inside" : "link";
+  } catch {
+    return "link";
+  }
+}
+
+interface Staged {
+  destDir: string;
+  hdir: string;
+  gen: number;
+  layout: "inside" | "link";
+  /** The generation's directory. */
+  gdir: string;
+  /** The key names of the new generation. */
+  names: Set<string>;
+  /** destDir/<name> links made before the switch (removed if the push fails before it). */
+  links: string[];
+}
+
 /** Stages every changed destDir's new generation, then switches them, prunes, and notifies units. */
 function commit(
   root: string,
@@ -439,6 +569,8 @@ function commit(
         `key "${w.meta.key}": unknown group ${w.meta.group}`,
         "create the group on the host first, or fix group",
       );
+    const why = keyFileProblem(w.meta.destDir, w.meta.name);
+    if (why !== null) problems.add("", `key "${w.meta.key}": ${why.message}`, why.hint);
   }
   if (problems.list.length > 0) {
     result.problems = problems.list;
@@ -462,7 +594,7 @@ function commit(
     byDir.set(w.meta.destDir, list);
   }
   const heldDirs = new Set([...held.values()].map((h) => h.meta.destDir));
-  const staged: { destDir: string; hdir: string; gen: number }[] = [];
+  const staged: Staged[] = [];
   const emptied: string[] = [];
   for (const d of heldDirs) if (!byDir.has(d)) emptied.push(d);
   try {
@@ -478,14 +610,24 @@ function commit(
           return !w.send && h !== undefined && sameMeta(h.meta, w.meta);
         });
       if (unchanged) continue;
+      const layout = layoutOf(destDir);
+      const inside = `${destDir}/${INSIDE_DIR}`;
       fs.mkdirSync(hdir, { recursive: true, mode: 0o751 });
+      if (layout === "inside") {
+        try {
+          fs.mkdirSync(inside, { mode: 0o751 });
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        }
+      }
       let gen = (prev ?? 0) + 1;
-      for (const f of fs.readdirSync(hdir)) {
+      for (const f of [...fs.readdirSync(hdir), ...(layout === "inside" ? fs.readdirSync(inside) : [])]) {
         const m = /^([1-9][0-9]{0,9})(\.json)?$/.exec(f);
         if (m) gen = Math.max(gen, Number(m[1]) + 1);
       }
-      const gdir = `${hdir}/${gen}`;
-      staged.push({ destDir, hdir, gen });
+      const gdir = layout === "inside" ? `${inside}/${gen}` : `${hdir}/${gen}`;
+      const s: Staged = { destDir, hdir, gen, layout, gdir, names: new Set(), links: [] };
+      staged.push(s);
       const { mode, gid } = dirOwnerOf(
         list.map((w) => w.meta),
         owners,
@@ -494,6 +636,7 @@ function commit(
       if (gid !== 0) fs.chownSync(gdir, 0, gid);
       const target = { dir: gdir, created: { uid: process.geteuid!(), gid: process.getegid!() } };
       for (const w of list) {
+        s.names.add(w.meta.name);
         if (w.send) {
           createSecretFile(
             target,
@@ -508,7 +651,7 @@ function commit(
           );
         } else {
           const h = held.get(w.meta.key)!;
-          fs.linkSync(`${h.hdir}/${h.gen}/${h.meta.name}`, `${gdir}/${w.meta.name}`);
+          fs.linkSync(`${h.gdir}/${h.meta.name}`, `${gdir}/${w.meta.name}`);
         }
       }
       writeFileAtomic(
@@ -516,11 +659,20 @@ function commit(
         Buffer.from(JSON.stringify({ destDir, keys: list.map((w) => wireKey(w.meta)) })),
         0o600,
       );
+      // The links of new names, before the switch (dangling until it, if the name is new).
+      if (layout === "inside") {
+        for (const name of s.names) {
+          if (isOurLink(destDir, name)) continue;
+          fs.symlinkSync(insideLink(name), `${destDir}/${name}`);
+          s.links.push(`${destDir}/${name}`);
+        }
+      }
     }
   } catch (e) {
     // Nothing was switched: remove what was staged, the current generations stay.
     for (const s of staged) {
-      fs.rmSync(`${s.hdir}/${s.gen}`, { recursive: true, force: true });
+      for (const l of s.links) fs.rmSync(l, { force: true });
+      fs.rmSync(s.gdir, { recursive: true, force: true });
       fs.rmSync(`${s.hdir}/${s.gen}.json`, { force: true });
     }
     const err = e instanceof NixsealError ? e : ioError("write the keys into", root, e);
@@ -541,26 +693,39 @@ function commit(
   // The switch: one rename per destDir.
   for (const s of staged) {
     try {
-      let st: fs.Stats | null = null;
-      try {
-        st = fs.lstatSync(s.destDir);
-      } catch {}
-      if (st?.isDirectory())
-        fs.rmdirSync(s.destDir); // empty: checked by destDirProblem
-      else if (st === null) fs.mkdirSync(path.dirname(s.destDir), { recursive: true, mode: 0o755 });
-      replaceSymlink(s.destDir, `${s.hdir}/${s.gen}`);
+      if (s.layout === "inside") {
+        replaceSymlink(`${s.destDir}/${INSIDE_DIR}/current`, String(s.gen));
+      } else {
+        if (!fs.existsSync(s.destDir) && !isSymlink(s.destDir))
+          fs.mkdirSync(path.dirname(s.destDir), { recursive: true, mode: 0o755 });
+        replaceSymlink(s.destDir, s.gdir);
+      }
     } catch (e) {
       rethrowUnlessNixseal(e);
       result.problems.push(e);
       continue;
     }
     prune(s.hdir, s.gen);
+    if (s.layout === "inside") {
+      // Links of names no longer in this destDir, then the older generations.
+      for (const h of held.values())
+        if (h.meta.destDir === s.destDir && !s.names.has(h.meta.name) && isOurLink(s.destDir, h.meta.name))
+          fs.rmSync(`${s.destDir}/${h.meta.name}`, { force: true });
+      prune(`${s.destDir}/${INSIDE_DIR}`, s.gen, "current");
+    }
   }
   for (const d of emptied) {
     const hdir = hashDirOf(root, d);
-    try {
-      if (fs.readlinkSync(d).startsWith(`${hdir}/`)) fs.unlinkSync(d);
-    } catch {}
+    if (layoutOf(d) === "inside") {
+      for (const h of held.values())
+        if (h.meta.destDir === d && isOurLink(d, h.meta.name))
+          fs.rmSync(`${d}/${h.meta.name}`, { force: true });
+      if (isRootDir(`${d}/${INSIDE_DIR}`)) fs.rmSync(`${d}/${INSIDE_DIR}`, { recursive: true, force: true });
+    } else {
+      try {
+        if (fs.readlinkSync(d).startsWith(`${hdir}/`)) fs.unlinkSync(d);
+      } catch {}
+    }
     fs.rmSync(hdir, { recursive: true, force: true });
   }
 
@@ -586,11 +751,19 @@ function commit(
   }
 }
 
-/** Removes the generations of a destDir other than `keep`. */
-function prune(hdir: string, keep: number): void {
-  for (const f of fs.readdirSync(hdir)) {
-    if (f === String(keep) || f === `${keep}.json`) continue;
-    fs.rmSync(`${hdir}/${f}`, { recursive: true, force: true });
+/** Removes the generations (and records) in `dir` other than `keep` (and `also`). */
+function prune(dir: string, keep: number, also?: string): void {
+  for (const f of fs.readdirSync(dir)) {
+    if (f === String(keep) || f === `${keep}.json` || f === also) continue;
+    fs.rmSync(`${dir}/${f}`, { recursive: true, force: true });
+  }
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 

@@ -14,6 +14,7 @@ import {
   type Fleet,
   freePort,
   pushTestsSkipReason,
+  RELAY,
   startFleet,
   type TestHost,
 } from "./harness.js";
@@ -40,23 +41,6 @@ function push(args: string[], sshConfig = fleet.sshConfig): RunResult {
 function hostEntry(h: TestHost, keys: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return { ...h.plan, ...extra, keys };
 }
-
-/** A relay for ssh's ProxyCommand that forwards to PORT and cuts both ways after LIMIT bytes from ssh. */
-const RELAY = `
-const net = require("net");
-const [port, limit] = process.argv.slice(2).map(Number);
-let sent = 0;
-const sock = net.connect(port, "127.0.0.1");
-const cut = () => { sock.destroy(); process.exit(0); };
-process.stdin.on("data", (b) => {
-  if (sent + b.length >= limit) { sock.write(b.subarray(0, limit - sent), cut); sent = limit; process.stdin.pause(); return; }
-  sent += b.length; sock.write(b);
-});
-process.stdin.on("end", () => sock.end());
-sock.on("data", (b) => process.stdout.write(b));
-sock.on("end", () => process.exit(0));
-sock.on("error", () => process.exit(1));
-`;
 
 describe("nixseal push faults", { skip: skip ?? false }, () => {
   before(async () => {

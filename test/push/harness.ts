@@ -82,6 +82,10 @@ export interface TestHost {
   sshdLog(): string;
   /** Files under `dir` in the host's namespace (symlinks not followed, but `dir` itself is). */
   snapshot(dir: string): { target: string | null; files: Record<string, FileInfo> };
+  /** lstat and stat of one path in the host's namespace (null if it does not exist). */
+  inspect(p: string): PathInfo | null;
+  /** Runs `sh -c script` in the host's mount namespace; throws if it fails. */
+  shell(script: string): void;
 }
 
 /** Lists a directory inside a host's mount namespace, as JSON. */
@@ -117,7 +121,57 @@ export interface Fleet {
 export interface HostOptions {
   /** The size of the host's /run tmpfs (mount -o size=), default 16m. */
   runSize?: string;
+  /**
+   * /run/keys a mount point as NixOS makes it (boot.specialFileSystems): a ramfs, mode 0750,
+   * group keys (the group must exist before the fleet starts).
+   */
+  keysMount?: boolean;
 }
+
+/** What stat says of a path inside a host's namespace, with and without following symlinks. */
+export interface PathInfo {
+  /** lstat: the path itself. */
+  type: "file" | "dir" | "symlink" | "other";
+  link: string | null;
+  /** stat (symlinks followed), or null if it does not resolve. */
+  target: { type: "file" | "dir" | "other"; mode: number; uid: number; gid: number; ino: number } | null;
+  content: string | null;
+  /** Whether the path is a mount point (its device differs from its parent's). */
+  mountPoint: boolean;
+}
+
+const INSPECTOR = `
+const fs = require("fs");
+const p = process.argv[1];
+const kind = (st) => st.isSymbolicLink() ? "symlink" : st.isDirectory() ? "dir" : st.isFile() ? "file" : "other";
+const l = fs.lstatSync(p);
+const out = { type: kind(l), link: null, target: null, content: null, mountPoint: false };
+if (l.isSymbolicLink()) out.link = fs.readlinkSync(p);
+try {
+  const st = fs.statSync(p);
+  out.target = { type: kind(st), mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, ino: st.ino };
+  if (st.isFile()) out.content = fs.readFileSync(p, "utf8");
+} catch {}
+out.mountPoint = !l.isSymbolicLink() && fs.statSync(require("path").dirname(p)).dev !== l.dev;
+process.stdout.write(JSON.stringify(out));
+`;
+
+/** A relay for ssh's ProxyCommand that forwards to PORT and cuts both ways after LIMIT bytes from ssh. */
+export const RELAY = `
+const net = require("net");
+const [port, limit] = process.argv.slice(2).map(Number);
+let sent = 0;
+const sock = net.connect(port, "127.0.0.1");
+const cut = () => { sock.destroy(); process.exit(0); };
+process.stdin.on("data", (b) => {
+  if (sent + b.length >= limit) { sock.write(b.subarray(0, limit - sent), cut); sent = limit; process.stdin.pause(); return; }
+  sent += b.length; sock.write(b);
+});
+process.stdin.on("end", () => sock.end());
+sock.on("data", (b) => process.stdout.write(b));
+sock.on("end", () => process.exit(0));
+sock.on("error", () => process.exit(1));
+`;
 
 /** Starts `n` hosts. */
 export async function startFleet(n: number, options: HostOptions[] = []): Promise<Fleet> {
@@ -223,7 +277,10 @@ async function startHost(
     { mode: 0o755 },
   );
   const log = path.join(dir, "sshd.log");
-  const script = `mount -t tmpfs -o size=${options.runSize ?? "16m"},mode=0755 tmpfs /run && mkdir -p -m 0755 /run/sshd && exec ${SSHD} -D -E ${log} -f ${cfg}`;
+  const keys = options.keysMount
+    ? "mkdir -m 0750 /run/keys && mount -t ramfs -o nosuid,nodev,mode=0750 ramfs /run/keys && chgrp keys /run/keys && "
+    : "";
+  const script = `mount -t tmpfs -o size=${options.runSize ?? "16m"},mode=0755 tmpfs /run && ${keys}mkdir -p -m 0755 /run/sshd && exec ${SSHD} -D -E ${log} -f ${cfg}`;
   const sshd = spawn("unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", script], {
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -259,6 +316,24 @@ async function startHost(
       );
       if (r.status !== 0) throw new Error(`snapshot of ${name}:${d}: ${r.stderr}`);
       return JSON.parse(r.stdout) as { target: string | null; files: Record<string, FileInfo> };
+    },
+    inspect(p: string) {
+      const r = spawnSync(
+        "nsenter",
+        ["-t", String(sshd.pid), "-m", "--", process.execPath, "-e", INSPECTOR, p],
+        { encoding: "utf8" },
+      );
+      if (r.status !== 0) {
+        if (/ENOENT/.test(r.stderr)) return null;
+        throw new Error(`inspect ${name}:${p}: ${r.stderr}`);
+      }
+      return JSON.parse(r.stdout) as PathInfo;
+    },
+    shell(script: string) {
+      const r = spawnSync("nsenter", ["-t", String(sshd.pid), "-m", "--", "/bin/sh", "-c", script], {
+        encoding: "utf8",
+      });
+      if (r.status !== 0) throw new Error(`${name}: ${script}: ${r.stderr}`);
     },
   };
 }

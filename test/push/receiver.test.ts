@@ -71,7 +71,7 @@ function contents(dir: string): Record<string, string> {
   try {
     names = fs.readdirSync(dir);
   } catch {}
-  for (const n of names) out[n] = fs.readFileSync(path.join(dir, n), "utf8");
+  for (const n of names) if (n !== ".nixseal") out[n] = fs.readFileSync(path.join(dir, n), "utf8");
   return out;
 }
 
@@ -118,6 +118,33 @@ describe("receive: a cut or altered stream changes nothing", {
     // Only the current generation is left.
     const hdir = path.dirname(fs.readlinkSync(destDir));
     assert.deepEqual(fs.readdirSync(hdir).sort(), ["2", "2.json"]);
+  });
+
+  test("a destDir that is already a directory (NixOS's /run/keys): every cut point leaves the old set inside it", async () => {
+    const root = path.join(dir, "root-inside");
+    const destDir = path.join(dir, "inside-keys");
+    fs.mkdirSync(destDir, { mode: 0o750 });
+    const oldSet = { a: "old-a", b: "old-b".repeat(1000) };
+    const newSet = { a: "new-a", c: "new-c" };
+    const first = await run(root, (await streamOf(destDir, oldSet)).bytes);
+    assert.equal(first.ok, true, first.problems.map((p) => p.message).join("\n"));
+    assert.equal(fs.lstatSync(destDir).isDirectory(), true, "destDir stays a directory");
+    assert.equal(fs.readlinkSync(path.join(destDir, "a")), ".nixseal/current/a");
+    assert.deepEqual(contents(destDir), oldSet);
+    const { bytes, boundaries } = await streamOf(destDir, newSet);
+    const points = new Set<number>();
+    for (let i = 0; i < 100; i++) points.add(Math.floor((bytes.length * i) / 100));
+    for (const b of boundaries)
+      for (const d of [-1, 0, 1]) if (b + d >= 0 && b + d < bytes.length) points.add(b + d);
+    for (const n of [...points].sort((x, y) => x - y)) {
+      await assert.rejects(run(root, bytes.subarray(0, n)), /ended before/, `cut at ${n}`);
+      assert.deepEqual(contents(destDir), oldSet, `cut at ${n} of ${bytes.length}`);
+    }
+    const done = await run(root, bytes);
+    assert.equal(done.ok, true);
+    assert.deepEqual(contents(destDir), newSet, "b's link removed, c's made");
+    assert.deepEqual(done.removed, ["b"]);
+    assert.deepEqual(fs.readdirSync(path.join(destDir, ".nixseal")).sort(), ["2", "current"]);
   });
 
   test("a stream that is not nixseal's: refused, nothing written", async () => {
