@@ -340,8 +340,9 @@ async function startHost(
 
 /**
  * Test users and groups (created if missing, removed by the returned cleanup). The group `keys`
- * is created if missing but never removed: it is the default group of every pushed key (as on
- * NixOS), and test files that run at the same time would remove it from under each other.
+ * (the default group of every pushed key, as on NixOS) and the user `nspush` are used by several
+ * test files, which may run at the same time: they are created if missing but never removed, or
+ * one file would remove them from under another.
  */
 export function ensurePrincipals(users: string[], groups: string[]): () => void {
   const made: (() => void)[] = [];
@@ -355,8 +356,12 @@ export function ensurePrincipals(users: string[], groups: string[]): () => void 
   }
   for (const u of users) {
     if (spawnSync("getent", ["passwd", u]).status !== 0) {
-      sh("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", u]);
-      made.unshift(() => spawnSync("userdel", [u]));
+      const r = spawnSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", u], {
+        encoding: "utf8",
+      });
+      if (r.status !== 0 && spawnSync("getent", ["passwd", u]).status !== 0)
+        throw new Error(`useradd ${u}: ${r.stderr}`);
+      if (u !== "nspush") made.unshift(() => spawnSync("userdel", [u]));
     }
   }
   return () => {
