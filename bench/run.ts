@@ -10,7 +10,8 @@
  *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
  *   --size-mib N    age-1gib: the file size (default 1024)
  *   --disk-dir DIR  age-1gib: where the on-disk runs put their files (default the OS temp dir)
- *   --files N       small-decrypt, install: the number of files (default 1000)
+ *   --files N       small-decrypt, install: the number of files (default 1000); push: keys per host (100)
+ *   --hosts N       push: the number of hosts (default 20)
  *   --no-record     print only, do not update bench/RESULTS.md
  */
 import * as fs from "node:fs";
@@ -36,6 +37,7 @@ import { generateBench } from "./generate.js";
 import { installBench } from "./install.js";
 import { installCreds } from "./install-creds.js";
 import { nixEval } from "./nix-eval.js";
+import { pushBench } from "./push.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
 import { startup } from "./startup.js";
@@ -106,11 +108,12 @@ const BENCHMARKS: Benchmark[] = [
   buildHook,
   installCreds,
   generateBench,
+  pushBench,
 ];
 
 function usage(): string {
   return [
-    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--no-record] [--quiet LOAD]",
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--hosts N] [--no-record] [--quiet LOAD]",
     "",
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
@@ -133,6 +136,7 @@ function parseArgs(argv: string[]): Args {
     "--disk-dir",
     "--files",
     "--quiet",
+    "--hosts",
   ]);
   const args: Args = { names: [], values: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {

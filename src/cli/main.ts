@@ -30,7 +30,7 @@ export interface Command {
   readonly json?: boolean;
 }
 
-const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG", "GENERATORS"]);
+const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG", "GENERATORS", "PUSH_PLAN"]);
 
 /** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
 const COMMANDS: Record<string, [summary: string, module: string]> = {
@@ -57,6 +57,8 @@ const COMMANDS: Record<string, [summary: string, module: string]> = {
   agent: ["approve build secrets for your builds at the terminal", "agent"],
   build: ["nix build with a nixseal agent at this terminal", "build"],
   "build-hook": ["Nix pre/post-build hook giving secrets to allowed fetchers", "build-hook"],
+  push: ["push deploy-time keys to hosts over ssh (only what changed)", "push"],
+  receive: ["(run by push over ssh) install pushed keys on this host", "receive"],
 };
 
 /** Commands other programs call (git's textconv driver); not listed in the help. */

@@ -62,6 +62,9 @@ export type ErrorCode =
   // generated secrets (nixseal generate)
   | "GENERATORS" // generators.nix (or the module's generators JSON) is malformed or invalid
   | "GENERATE" // a generator failed (its script, its import command, its outputs) or a prompt has no answer
+  // deploy-time keys (nixseal push / receive)
+  | "PUSH_PLAN" // the push plan is malformed or invalid
+  | "PUSH" // a key's source failed, a host could not be pushed to, or a pushed stream is bad
   // general
   | "IO" // a file could not be read or written
   | "USAGE" // the command line is wrong

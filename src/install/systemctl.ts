@@ -78,3 +78,34 @@ export function restartWithSystemctl(restart: readonly string[], reload: readonl
   }
   return problems;
 }
+
+/**
+ * One blocking systemctl call (`systemctl VERB -- UNITS`) for `nixseal receive`, which runs from
+ * an ssh session, not inside a systemd transaction, so it can wait and report a unit that fails.
+ * Returns the problem, or null.
+ */
+export function systemctlVerb(verb: string, units: readonly string[]): NixsealError | null {
+  if (units.length === 0) return null;
+  const program = systemctlProgram();
+  if (program === null) {
+    return new NixsealError("INSTALL", `systemctl not found: ${verb} ${units.join(" ")} not done`, {
+      hint: "run it by hand; receive needs systemd's systemctl on PATH",
+    });
+  }
+  const r = spawnSync(program, [verb, "--", ...units], {
+    encoding: "utf8",
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  if (r.status === 0) return null;
+  const said =
+    r.error?.message ??
+    r.stderr
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .at(-1)
+      ?.slice(0, 200) ??
+    `status ${r.status}`;
+  return new NixsealError("INSTALL", `systemctl ${verb} ${units.join(" ")} failed: ${said}`, {
+    hint: "check the units with systemctl status; the keys are in place",
+  });
+}

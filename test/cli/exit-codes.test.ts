@@ -150,6 +150,14 @@ describe("failing runs exit with the documented code", () => {
     fs.mkdirSync(path.join(xdg, "nixseal"), { recursive: true });
     fs.writeFileSync(path.join(xdg, "nixseal", "agent.json"), '{"secrets": {"t": {"command": []}}}');
 
+    // A plan whose one key's command fails: reported before any connection (127.0.0.1 is never asked).
+    fs.writeFileSync(
+      path.join(dir, "push-plan.json"),
+      JSON.stringify({
+        version: 1,
+        hosts: { h: { targetHost: "127.0.0.1", keys: { k: { source: { command: ["false"] } } } } },
+      }),
+    );
     const cases: Record<string, Case[]> = {
       init: [
         { args: ["init", "a", "b"], code: 2, why: /too many arguments/ },
@@ -280,6 +288,24 @@ describe("failing runs exit with the documented code", () => {
           code: 1,
           why: /agent\.json: secrets\."t"\.command: must have 1 to 64 elements/,
           env: { XDG_CONFIG_HOME: xdg },
+        },
+      ],
+      push: [
+        { args: ["push"], code: 2, why: /give either --plan FILE or --flake REF/ },
+        { args: ["push", "--plan", path.join(dir, "missing-plan.json")], code: 2, why: /missing-plan\.json/ },
+        {
+          args: ["push", "--plan", path.join(dir, "push-plan.json")],
+          code: 1,
+          why: /command "false" failed \(exit 1\)/,
+        },
+      ],
+      receive: [
+        { args: ["receive", "extra"], code: 2, why: /takes no arguments/ },
+        {
+          args: ["receive"],
+          code: 1,
+          why: /does not speak nixseal's push protocol/,
+          input: "GET / HTTP/1.0\r\n\r\n",
         },
       ],
       build: [

@@ -368,7 +368,7 @@ in
       {
         db-password = { source.file = ./secrets/db-password.age; owner = "postgres"; restartUnits = [ "postgresql.service" ]; };
         api-token = { source.command = [ "vault" "read" "-field=token" "secret/api" ]; };
-        smtp = { source.pass = "hosts/web1/smtp"; destDir = "/run/keys/mail"; };
+        smtp = { source.pass = "hosts/web1/smtp"; destDir = "/run/mail-keys"; };
       }
     '';
     description = ''
