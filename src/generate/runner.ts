@@ -8,7 +8,23 @@
  * inputs and outputs are files in its own RAM directory. When nixseal goes away (the channel
  * closes, SIGTERM, SIGHUP), it kills every script's process group.
  */
+import { spawnSync } from "node:child_process";
 import { killAll, runProcess } from "./process.js";
+
+// In its namespaces (sandbox.ts), the runner mounts the private /tmp itself, once Node and its
+// modules are loaded: mounted before, it would hide a nixseal (or a Node) that lives under /tmp.
+const mount = process.env.NIXSEAL_MOUNT;
+if (mount !== undefined) {
+  delete process.env.NIXSEAL_MOUNT;
+  const r = spawnSync(
+    mount,
+    ["-t", "tmpfs", "-o", "mode=1777,size=256m,nosuid,nodev", "nixseal-tmp", "/tmp"],
+    {
+      stdio: "ignore",
+    },
+  );
+  if (r.status !== 0) process.exit(125);
+}
 
 interface Job {
   id: number;

@@ -142,10 +142,6 @@ export function realiseRuntimeInputs(spec: Generators, names: Iterable<string>):
   }
 }
 
-/** The runner under `unshare`: a private tmpfs on /tmp first, then the runner (node runner.js). */
-const NAMESPACE_WRAPPER =
-  '"$NIXSEAL_MOUNT" -t tmpfs -o mode=1777,size=256m,nosuid,nodev nixseal-tmp /tmp || exit 125; unset NIXSEAL_MOUNT; exec "$@"';
-
 export interface ScriptDirs {
   out: string;
   in: string;
@@ -171,19 +167,7 @@ export class ScriptRunner {
     const [program, args, env] = isolation.namespaces
       ? [
           isolation.unshare!,
-          [
-            "--mount",
-            "--net",
-            "--propagation",
-            "private",
-            "--",
-            isolation.sh,
-            "-c",
-            NAMESPACE_WRAPPER,
-            isolation.sh,
-            node,
-            runner,
-          ],
+          ["--mount", "--net", "--propagation", "private", "--", node, runner],
           { NIXSEAL_MOUNT: isolation.mount! },
         ]
       : [node, [runner], {}];
