@@ -11,6 +11,11 @@
 import { spawnSync } from "node:child_process";
 import { killAll, runProcess } from "./process.js";
 
+/** The runner's uncaught error when its private /tmp cannot be mounted. */
+class MountFailed extends Error {
+  override name = "MountFailed";
+}
+
 // In its namespaces (sandbox.ts), the runner mounts the private /tmp itself, once Node and its
 // modules are loaded: mounted before, it would hide a nixseal (or a Node) that lives under /tmp.
 const mount = process.env.NIXSEAL_MOUNT;
@@ -23,7 +28,11 @@ if (mount !== undefined) {
       stdio: "ignore",
     },
   );
-  if (r.status !== 0) process.exit(125);
+  // No script may run without it: the runner tells sandbox.ts why, and ends.
+  if (r.status !== 0) {
+    process.send?.({ id: -1, ok: false, message: "cannot mount a private /tmp", stderr: "" });
+    throw new MountFailed();
+  }
 }
 
 interface Job {

@@ -179,6 +179,8 @@ export class ScriptRunner {
       serialization: "json",
     });
     this.child.on("message", (m: { id: number; ok: boolean; message: string; stderr: string }) => {
+      // id -1: the runner's own failure (runner.ts), before it ends.
+      if (m.id === -1) this.ended ??= String(m.message);
       const done = this.pending.get(m.id);
       if (done === undefined) return;
       this.pending.delete(m.id);
@@ -192,13 +194,16 @@ export class ScriptRunner {
     const end = (why: string) => {
       this.ended ??= why;
       for (const done of this.pending.values())
-        done({ ok: false, message: `the script runner ended: ${why}`, stderr: "", stdout: Buffer.alloc(0) });
+        done({
+          ok: false,
+          message: `the script runner ended: ${this.ended}`,
+          stderr: "",
+          stdout: Buffer.alloc(0),
+        });
       this.pending.clear();
     };
     this.child.on("error", (e) => end(e.message));
-    this.child.on("exit", (code, signal) =>
-      end(code === 125 ? "cannot mount a private /tmp" : signal ? `killed by ${signal}` : `status ${code}`),
-    );
+    this.child.on("exit", (code, signal) => end(signal ? `killed by ${signal}` : `status ${code}`));
     this.child.unref();
     process.on("exit", this.onExit);
   }
