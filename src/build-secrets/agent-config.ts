@@ -28,7 +28,7 @@ import {
   typeName,
 } from "../common/index.js";
 import { MAX_AGENT_VALUE } from "./agent.js";
-import { MAX_SECRET_FILE_BYTES } from "./secret-dir.js";
+import { readSecretFile } from "./secret-dir.js";
 
 export const MAX_AGENT_CONFIG_BYTES = 256 * 1024;
 /** A command that has not printed its value by then is stopped. */
@@ -227,27 +227,10 @@ export async function valueFromFile(
   file: string,
   identities: () => Promise<Identity[]>,
 ): Promise<Uint8Array> {
-  let data: Buffer;
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile() || st.size > MAX_SECRET_FILE_BYTES) {
-      throw new NixsealError(
-        "BUILD_SECRET",
-        `${file} is not a regular file of at most ${MAX_SECRET_FILE_BYTES} bytes`,
-        {
-          file,
-          hint: "point agent.json at the age-encrypted secret",
-        },
-      );
-    }
-    data = fs.readFileSync(file);
-  } catch (e) {
-    if (e instanceof NixsealError) throw e;
-    throw new NixsealError("IO", `cannot read ${file}: ${(e as NodeJS.ErrnoException).code}`, {
-      file,
-      hint: "check agent.json (or --secrets) for this secret",
-    });
-  }
+  const data = readSecretFile(file, {
+    wrongFile: "point agent.json at the age-encrypted secret",
+    unreadable: "check agent.json (or --secrets) for this secret",
+  });
   let plain: Uint8Array;
   try {
     plain = await decrypt(data, await identities());

@@ -94,29 +94,36 @@ export async function loadHostIdentities(specs: readonly IdentitySpec[]): Promis
   return out;
 }
 
-/** Decrypts one age file with the host identities. The caller wipes the result. */
-export async function decryptBuildSecret(file: string, specs: readonly IdentitySpec[]): Promise<Uint8Array> {
-  let data: Buffer;
+/**
+ * Reads an age-encrypted build secret: a regular file of at most MAX_SECRET_FILE_BYTES. `fix`
+ * names where the file was configured (the policy, agent.json), for the hints.
+ */
+export function readSecretFile(file: string, fix: { wrongFile: string; unreadable: string }): Buffer {
   try {
     const st = fs.statSync(file);
     if (!st.isFile() || st.size > MAX_SECRET_FILE_BYTES) {
       throw new NixsealError(
         "BUILD_SECRET",
         `${file} is not a regular file of at most ${MAX_SECRET_FILE_BYTES} bytes`,
-        {
-          file,
-          hint: "point the policy's file at the age-encrypted secret",
-        },
+        { file, hint: fix.wrongFile },
       );
     }
-    data = fs.readFileSync(file);
+    return fs.readFileSync(file);
   } catch (e) {
     if (e instanceof NixsealError) throw e;
     throw new NixsealError("IO", `cannot read ${file}: ${(e as NodeJS.ErrnoException).code}`, {
       file,
-      hint: "check the policy's file for this secret",
+      hint: fix.unreadable,
     });
   }
+}
+
+/** Decrypts one age file with the host identities. The caller wipes the result. */
+export async function decryptBuildSecret(file: string, specs: readonly IdentitySpec[]): Promise<Uint8Array> {
+  const data = readSecretFile(file, {
+    wrongFile: "point the policy's file at the age-encrypted secret",
+    unreadable: "check the policy's file for this secret",
+  });
   const identities = await loadHostIdentities(specs);
   try {
     return await decrypt(data, identities);
