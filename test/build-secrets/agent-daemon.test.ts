@@ -23,13 +23,9 @@ import { after, before, test } from "node:test";
 import { encrypt } from "../../src/age/index.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
-import { CLI, REPO, which } from "../helpers.js";
-import {
-  SANDBOX_RUNTIME_SKIP,
-  type SandboxRuntime,
-  sandboxRuntime,
-  writeNixConf,
-} from "./sandbox-runtime.js";
+import { CLI, which } from "../helpers.js";
+import { fetcherInStore, startHookDaemon, writeHookWrappers } from "./hook-daemon.js";
+import { SANDBOX_RUNTIME_SKIP, type SandboxRuntime, sandboxRuntime } from "./sandbox-runtime.js";
 
 const TOOLS = [
   "nix-daemon",
@@ -318,49 +314,11 @@ before(async () => {
     }),
   );
 
-  fs.cpSync(path.join(REPO, "nix", "lib"), path.join(work, "lib"), { recursive: true });
-  fs.copyFileSync(
-    path.join(REPO, "dist", "src", "build-secrets", "fetcher.js"),
-    path.join(work, "nixseal-fetcher.js"),
-  );
-  fetcherStorePath = sh("nix-instantiate", [
-    "--eval",
-    "--expr",
-    `"\${builtins.path { path = ${path.join(work, "nixseal-fetcher.js")}; name = "nixseal-fetcher.mjs"; }}"`,
-  ]).replace(/^"|"$/g, "");
+  fetcherStorePath = fetcherInStore(work);
   fs.writeFileSync(path.join(work, "builds.nix"), buildsNix());
   fs.writeFileSync(path.join(work, "policy.json"), JSON.stringify(policy(), null, 2), { mode: 0o644 });
-  for (const kind of ["pre", "post"]) {
-    const script = sh(process.execPath, [
-      CLI,
-      "build-hook",
-      "--wrapper",
-      kind,
-      "--policy",
-      path.join(work, "policy.json"),
-    ]);
-    fs.writeFileSync(path.join(work, `${kind}-hook`), `${script}\n`, { mode: 0o755 });
-  }
-  fs.mkdirSync(path.join(work, "conf"));
-  writeNixConf(path.join(work, "conf", "nix.conf"), [
-    "sandbox = true",
-    "substituters =",
-    "build-users-group = nixbld",
-    `sandbox-paths = ${rt.sandboxPaths}`,
-    `pre-build-hook = ${path.join(work, "pre-hook")}`,
-    `post-build-hook = ${path.join(work, "post-hook")}`,
-    "trusted-users = root",
-    "allowed-users = *",
-  ]);
-  const log = fs.openSync(path.join(work, "daemon.log"), "a");
-  daemon = spawn("nix-daemon", ["--daemon"], {
-    detached: true,
-    stdio: ["ignore", log, log],
-    env: { ...process.env, NIX_CONF_DIR: path.join(work, "conf"), NIX_DAEMON_SOCKET_PATH: socket },
-  });
-  fs.closeSync(log);
-  for (let i = 0; i < 100 && !fs.existsSync(socket); i++) await new Promise((r) => setTimeout(r, 50));
-  assert.ok(fs.existsSync(socket), `nix-daemon did not start: ${daemonLog()}`);
+  writeHookWrappers(work, path.join(work, "policy.json"));
+  daemon = await startHookDaemon(work, socket, rt.sandboxPaths);
 });
 
 after(async () => {
