@@ -77,3 +77,37 @@ export async function startHookDaemon(
   assert.ok(fs.existsSync(socket), `nix-daemon did not start: ${logText()}`);
   return daemon;
 }
+
+/**
+ * Asserts that `token` is in no file of the store (.drv files included), the Nix logs and
+ * database, /tmp or `runtimeBase` (the per-build secret directories), in none of `texts` (a
+ * build's output, stderr) and not in `daemonLog`.
+ */
+export function assertTokenNowhere(
+  token: string,
+  runtimeBase: string,
+  texts: string[],
+  daemonLog: string,
+): void {
+  const r = spawnSync(
+    "grep",
+    [
+      "-rlF",
+      "--binary-files=text",
+      "--no-messages",
+      token,
+      "/nix/store",
+      "/nix/var/log/nix",
+      "/nix/var/nix/db",
+      "/tmp",
+      runtimeBase,
+    ],
+    { encoding: "utf8" },
+  );
+  assert.equal(r.stdout, "", `the token was found in: ${r.stdout}`);
+  // 1: nothing found; 2: also some file vanished while searching (other processes use /tmp).
+  // That grep does find what is there is shown by daemon.test.ts's first test (it finds the download).
+  assert.ok(r.status === 1 || r.status === 2, `grep failed: ${r.stderr}`);
+  for (const t of texts) assert.ok(!t.includes(token), "the token is in a build's output or log");
+  assert.ok(!daemonLog.includes(token), "the token is in the daemon log");
+}
