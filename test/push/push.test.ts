@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -330,6 +331,44 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
       fleet.hosts.map((h) => h.receiveRuns()),
       runs,
     );
+  });
+
+  test("the key travels only on ssh's stdin: never in ssh's argv or environment, the remote command line, sshd's log or the report", () => {
+    const h = fleet.hosts[0]!;
+    reset([h]);
+    const secret = `push-secret-${randomBytes(12).toString("hex")}`;
+    const recipient = spawnSync("age-keygen", ["-y", identity], { encoding: "utf8" }).stdout.trim();
+    const enc = spawnSync("age", ["-r", recipient, "-o", path.join(work, "argv.age")], { input: secret });
+    assert.equal(enc.status, 0);
+    // A recording ssh first on PATH: its argv and environment, then the real ssh.
+    const bin = path.join(work, "recording-bin");
+    fs.mkdirSync(bin, { recursive: true });
+    const seen = path.join(work, "ssh-seen");
+    const realSsh = spawnSync("sh", ["-c", "command -v ssh"], { encoding: "utf8" }).stdout.trim();
+    fs.writeFileSync(
+      path.join(bin, "ssh"),
+      `#!/bin/sh\necho "$*" >> ${seen}\nenv >> ${seen}\nexec ${realSsh} "$@"\n`,
+      {
+        mode: 0o755,
+      },
+    );
+    const plan = writePlan("argv.json", {
+      version: 1,
+      hosts: { [h.name]: hostEntry(h, { argv: { source: { file: "argv.age" } } }) },
+    });
+    const r = push(["--plan", plan, "--json"], { PATH: `${bin}:${process.env.PATH}` });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(h.snapshot("/run/keys").files.argv!.content, secret, "the key arrived");
+    const recorded = fs.readFileSync(seen, "utf8");
+    assert.match(recorded, / receive/, "the recording ssh ran");
+    for (const [where, text] of [
+      ["ssh's argv and environment", recorded],
+      ["the remote command line", fs.readFileSync(path.join(h.dir, "receive.log"), "utf8")],
+      ["sshd's log", h.sshdLog()],
+      ["push's output", `${r.stdout}${r.stderr}`],
+    ] as const) {
+      assert.ok(!text.includes(secret), `the key is in ${where}`);
+    }
   });
 
   test("--upload-at pushes only those keys and leaves the others in place", () => {
