@@ -349,8 +349,13 @@ describe("agent at a terminal", { skip: SCRIPT ? false : "script (util-linux) is
     const socket = path.join(agents, String(process.getuid?.() ?? 0));
     // Ctrl-C is typed once the agent listens (a pty from script(1) turns it into SIGINT).
     const feeder = `t=0; while [ ! -S '${socket}' ] && [ $t -lt 600 ]; do sleep 0.05; t=$((t+1)); done; sleep 0.2; printf '\\003'; sleep 1`;
-    const cmd = `'${process.execPath}' '${CLI}' agent --agent-dir '${agents}'`;
-    const r = run("/bin/sh", ["-c", `(${feeder}) | '${SCRIPT}' -qec "${cmd}" /dev/null`], { env });
+    // script(1) runs the command through $SHELL -c (/bin/sh when unset, as in CI). Ctrl-C signals the
+    // whole foreground group, and dash, which does not exec a lone command, dies of the SIGINT itself
+    // however the agent ends: `exec` leaves the agent alone in the group, as at a user's shell prompt.
+    const cmd = `exec '${process.execPath}' '${CLI}' agent --agent-dir '${agents}'`;
+    const r = run("/bin/sh", ["-c", `(${feeder}) | '${SCRIPT}' -qec "${cmd}" /dev/null`], {
+      env: { ...env, SHELL: "/bin/sh" },
+    });
     const out = r.stdout.toString();
     assert.match(out, /nixseal agent: listening on /);
     assert.equal(r.status, 0, out);
