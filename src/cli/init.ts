@@ -164,7 +164,10 @@ export const command: Command = {
         `  note: this recipient is not in ${tilde(rulesFile)} yet; add it to the publicKeys of your secrets`,
       );
     }
-    const rel = path.relative(process.cwd(), dir) || ".";
+    // Relative where the directory is at or under the working directory; absolute otherwise
+    // ("../../tmp/x" is harder to read and to copy than "/tmp/x").
+    const under = path.relative(process.cwd(), dir);
+    const rel = under === "" ? "." : under.startsWith("..") || path.isAbsolute(under) ? dir : under;
     lines.push(
       "",
       "Next steps:",

@@ -72,6 +72,23 @@ describe("init, encrypt, decrypt, list, who", { skip: missing }, () => {
     assert.deepEqual([fs.readFileSync(identityFile()), fs.readFileSync(rulesFile())], before);
   });
 
+  test("init's next steps name the rules and the secret by paths that work from where it ran", () => {
+    // Under the working directory: relative. Elsewhere: absolute, never a climb like "../../x".
+    const cwd = path.join(dir, "init-cwd");
+    fs.mkdirSync(cwd);
+    const inside = sh(["init", "sub"], { cwd });
+    assert.equal(inside.status, 0, inside.stderr);
+    assert.match(inside.stdout.toString(), /add a secret to sub\/secrets\.nix:/);
+    assert.match(inside.stdout.toString(), /nixseal edit sub\/db-password\.age\n/);
+    const elsewhere = path.join(dir, "elsewhere");
+    const outside = sh(["init", elsewhere], { cwd });
+    assert.equal(outside.status, 0, outside.stderr);
+    assert.ok(
+      outside.stdout.toString().includes(`nixseal edit ${path.join(elsewhere, "db-password.age")}\n`),
+    );
+    assert.doesNotMatch(outside.stdout.toString(), /\.\.\//);
+  });
+
   test("the evaluated rules work with real Nix: encrypt, decrypt, armor, paths from anywhere", () => {
     const text = fs
       .readFileSync(rulesFile(), "utf8")
