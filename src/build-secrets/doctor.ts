@@ -123,6 +123,28 @@ function checkHook(
   if (syntax.status !== 0) add(`${setting} ${value} is not a valid sh script`, make);
 }
 
+/**
+ * Where a program the fetcher's builds run could be swapped by someone other than root: the
+ * program itself (after symlinks) or one of its directories, if not root's or writable by group or
+ * others (a sticky directory like /tmp only lets root replace root's entry). Null: root's alone.
+ * The Nix store passes (root's, read-only); a Node.js in a user's home does not.
+ */
+function replaceableAt(file: string): string | null {
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch {
+    return null; // reported as missing by the caller
+  }
+  for (let at = real, leaf = true; ; leaf = false) {
+    const st = fs.statSync(at);
+    const writable = (st.mode & 0o022) !== 0 && (leaf || (st.mode & 0o1000) === 0);
+    if (st.uid !== 0 || writable) return at;
+    if (at === path.dirname(at)) return null;
+    at = path.dirname(at);
+  }
+}
+
 /** Runs every check; never throws for a problem it can describe. */
 export function checkBuildSetup(options: CheckOptions): CheckReport {
   const problems: CheckProblem[] = [];
@@ -173,6 +195,14 @@ export function checkBuildSetup(options: CheckOptions): CheckReport {
           `interpreter ${i} is not an executable file`,
           "interpreters: the Node.js that runs the fetcher (docs/build-secrets.md)",
         );
+        continue;
+      }
+      const at = replaceableAt(i);
+      if (at !== null) {
+        add(
+          `interpreter ${i} can be replaced by others than root (${at} is not root's alone), and it is given the secret`,
+          "list a Node.js in the Nix store, e.g. the nodejs package's bin/node",
+        );
       }
     }
     for (const g of policy.gitPaths) {
@@ -181,6 +211,14 @@ export function checkBuildSetup(options: CheckOptions): CheckReport {
       } catch {
         add(
           `git ${g} (gitPaths) is not an executable file`,
+          "gitPaths: a git in the store, e.g. nix-build '<nixpkgs>' -A gitMinimal",
+        );
+        continue;
+      }
+      const at = replaceableAt(g);
+      if (at !== null) {
+        add(
+          `git ${g} (gitPaths) can be replaced by others than root (${at} is not root's alone), and it is given the secret`,
           "gitPaths: a git in the store, e.g. nix-build '<nixpkgs>' -A gitMinimal",
         );
       }

@@ -110,8 +110,14 @@ test("--check: a complete set-up passes; each way to get it wrong is reported in
     assert.match(ok.stdout.toString(), /ok: sandbox = true/);
 
     // Everything wrong at once: a stale fetcher, sandbox off, no post hook, a pre hook that is
-    // not nixseal's, an agent directory anyone may replace entries in.
+    // not nixseal's, an agent directory anyone may replace entries in, an interpreter in a
+    // directory anyone may write to.
     doc.secrets.token.fetcherStorePaths = [path.join(dir, "fetcher.mjs")];
+    const open = path.join(dir, "open-bin");
+    fs.mkdirSync(open, { mode: 0o755 });
+    fs.chmodSync(open, 0o777);
+    fs.copyFileSync("/bin/true", path.join(open, "node"));
+    doc.interpreters = [process.execPath, path.join(open, "node")];
     fs.writeFileSync(path.join(dir, "fetcher.mjs"), "an older fetcher\n");
     fs.writeFileSync(policyFile, JSON.stringify({ ...doc, storeDir: dir }), { mode: 0o644 });
     fs.writeFileSync(path.join(dir, "other-hook"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
@@ -131,6 +137,7 @@ test("--check: a complete set-up passes; each way to get it wrong is reported in
       /post-build-hook is not set/,
       /pre-build-hook .*other-hook is not a nixseal pre-build-hook wrapper/,
       /agentDir .* is not a root-owned directory with mode 1733/,
+      /interpreter .*open-bin\/node can be replaced by others than root \(.*open-bin is not root's alone\)/,
     ]) {
       assert.match(messages, re);
     }
