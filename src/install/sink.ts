@@ -8,7 +8,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError, readAllSync, writeAllSync } from "../common/index.js";
+import { ioError, NixsealError, readAllSync, wipe, writeAllSync } from "../common/index.js";
 import type { ManifestEntry } from "./manifest.js";
 import { GENERATIONS_DIR_MODE } from "./mount.js";
 import { MAX_SECRET_FILE_SIZE } from "./sources.js";
@@ -163,6 +163,46 @@ export function readRecordedFile(dir: string, name: string, recorded: FileOwner)
   }
 }
 
+/**
+ * Re-activation: hard-links the active generation's file of a secret whose value is unchanged
+ * into the new generation (one link(2) instead of a new file: the same inode, so the owner, group
+ * and mode recorded with it) and returns its content as read back through the new link, after
+ * checking it is what was recorded: a regular file (link(2) does not follow a symlink, and the
+ * read does not either), the recorded owner, group and mode, and the keyed hash. What is checked
+ * is thus exactly what the new generation holds. null, with nothing left in the new generation,
+ * when it is not (missing, replaced, altered): the value is then decrypted again. An entry left
+ * by the other thread (it failed; see parallel-sources.ts) is replaced.
+ */
+export function linkRecordedFile(
+  activeDir: string,
+  target: GenerationTarget,
+  name: string,
+  recorded: FileOwner & { hmac: string },
+  key: Uint8Array,
+  made: Set<string>,
+): Buffer | null {
+  const to = `${target.dir}/${name}`;
+  try {
+    if (name.includes("/")) ensureParents(target.dir, name, made);
+    try {
+      fs.linkSync(`${activeDir}/${name}`, to);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") return null;
+      fs.unlinkSync(to);
+      fs.linkSync(`${activeDir}/${name}`, to);
+    }
+  } catch {
+    return null;
+  }
+  const value = readRecordedFile(target.dir, name, recorded);
+  if (value !== null && hasContentHash(key, value, recorded.hmac)) return value;
+  wipe(value);
+  try {
+    fs.unlinkSync(to);
+  } catch {}
+  return null;
+}
+
 /** The new generation's files, written from the main thread (the worker writes its own). */
 export class GenerationWriter {
   private readonly made = new Set<string>();
@@ -175,6 +215,16 @@ export class GenerationWriter {
 
   write(item: InstallEntry, content: Uint8Array, replace = false): void {
     createSecretFile(this.target, item.entry.name, item, content, this.made, replace);
+  }
+
+  /** See linkRecordedFile. */
+  link(
+    activeDir: string,
+    name: string,
+    recorded: FileOwner & { hmac: string },
+    key: Uint8Array,
+  ): Buffer | null {
+    return linkRecordedFile(activeDir, this.target, name, recorded, key, this.made);
   }
 
   abort(): void {
