@@ -54,10 +54,11 @@ export interface JobContext {
   activeDir: string | null;
   /**
    * Links a reused value's file from the active generation into the new one and returns its
-   * content read back and checked there (null: not as recorded, nothing left behind); null when
-   * nothing is written: values are then read in place.
+   * content read back and checked there (value null: not as recorded, nothing left behind;
+   * linked false: checked in place, to be written); null when nothing is written: values are
+   * then read in place.
    */
-  linkRecorded: ((name: string, recorded: RecordedValue) => Buffer | null) | null;
+  linkRecorded: ((name: string, recorded: RecordedValue) => { value: Buffer | null; linked: boolean }) | null;
 }
 
 /**
@@ -117,14 +118,14 @@ export function reuseFromActive(job: SourceJob, ctx: JobContext, each: ValueSink
       pending.push([entry, entry.repaired ? "repaired" : "decrypted"]);
       continue;
     }
-    const linked = ctx.linkRecorded !== null && entry.owner !== null;
     // linkRecorded checks the keyed hash itself (and removes a link that fails it).
-    const value = linked
-      ? ctx.linkRecorded!(entry.name, recorded)
-      : readRecordedFile(ctx.activeDir, entry.name, recorded);
-    if (value !== null && (linked || hasContentHash(ctx.hmacKey, value, recorded.hmac))) {
+    const { value, linked } =
+      ctx.linkRecorded !== null && entry.owner !== null
+        ? ctx.linkRecorded(entry.name, recorded)
+        : { value: readRecordedFile(ctx.activeDir, entry.name, recorded), linked: null };
+    if (value !== null && (linked !== null || hasContentHash(ctx.hmacKey, value, recorded.hmac))) {
       try {
-        deliver(result, each, entry, value, "reused", cipher, linked);
+        deliver(result, each, entry, value, "reused", cipher, linked === true);
       } finally {
         wipe(value);
       }
