@@ -28,7 +28,7 @@ import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { type GenerationMeta, Generations, identitySetHash, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
-import { makeDirs } from "./mount.js";
+import { makeDirs, ramDirSatisfies } from "./mount.js";
 import type { OwnerResolverOptions } from "./owners.js";
 import { DecryptWorker } from "./parallel-sources.js";
 import type { InstallReport } from "./report.js";
@@ -284,6 +284,8 @@ function keepActive(
   report: InstallReport,
   problems: InstallProblems,
 ): boolean {
+  // The generations dir as the manifest's mount policy wants it (else a new one is mounted).
+  if (!ramDirSatisfies(m.generationsDir, m.mount)) return false;
   let meta: MetaEntry[] | null;
   const k = gens.hmacKey(false);
   try {

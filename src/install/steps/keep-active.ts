@@ -9,7 +9,8 @@
  * symlink) with the recorded owner, group and mode, and its content has the recorded keyed hash;
  * templates are rendered again from those values and must have the recorded hash too; and the
  * metadata the install would write is the one recorded, entry for entry (names, owners, modes,
- * hashes, paths, units, sources). Anything else (a secret added, removed, changed, a file
+ * hashes, paths, units, sources), and generationsDir is already what the mount policy asks for
+ * (src/install/installer.ts checks that first). Anything else (a secret added, removed, changed, a file
  * altered or gone, a credential, an owner that no longer resolves) goes the usual way: a new
  * generation. The `path` links are then put in place by the caller (linkPaths: only links that
  * are missing or point elsewhere are made).
