@@ -11,9 +11,11 @@ Installs the secrets a NixOS or home-manager activation manifest lists (docs/man
 process: mounts a ramfs on generationsDir (unless it is one), creates the next generation, decrypts
 in memory (each encrypted file once) with the host's identities every secret that is new or
 changed (a secret whose encrypted file, identities, owner, group and mode are those of the active
-generation takes its value from there, checked against the keyed hash kept with it), writes each file
-with its final owner, group and mode, renders templates, switches secretsDir to the new
-generation atomically, makes the path symlinks, and prunes old generations. Units of secrets that
+generation takes its file from there, a hard link checked against the keyed hash kept with it),
+writes each file with its final owner, group and mode, renders templates, switches secretsDir to
+the new generation atomically, makes the path symlinks, and prunes old generations. When nothing
+changed at all, the active generation is verified (encrypted files, owners, modes, keyed hashes)
+and stays active: no new generation is made. Units of secrets that
 were added, changed (content, owner, group or mode) or removed are appended to the restart and
 reload lists that switch-to-configuration reads (restartMode "systemctl": restarted with one
 systemctl call per verb, for installs run from a unit).

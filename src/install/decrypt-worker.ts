@@ -14,8 +14,8 @@ import {
   type WorkerJobs,
   type WorkerStart,
 } from "./parallel-sources.js";
-import { contentHash, createSecretFile } from "./sink.js";
-import { runJob } from "./source-jobs.js";
+import { contentHash, createSecretFile, linkRecordedFile } from "./sink.js";
+import { type JobContext, runJob } from "./source-jobs.js";
 
 const start = workerData as WorkerStart;
 // Started now: loading the keys overlaps with the main thread's work until the jobs come.
@@ -28,14 +28,24 @@ async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
   const claim = new Int32Array(w.counter);
   const made = new Set<string>();
   const out: WorkerJobResult[] = [];
-  const ctx = { identities: () => identities, hmacKey: w.hmacKey, activeDir: w.activeDir };
+  const target = w.target;
+  const activeDir = w.activeDir;
+  const ctx: JobContext = {
+    identities: () => identities,
+    hmacKey: w.hmacKey,
+    activeDir,
+    linkRecorded:
+      target === null || activeDir === null
+        ? null
+        : (name, recorded) => linkRecordedFile(activeDir, target, name, recorded, w.hmacKey, made),
+  };
   for (;;) {
     const job = Atomics.add(claim, 0, 1);
     if (job >= w.jobs.length) break;
     const values: [number, string, WorkerJobResult["values"][number][2]][] = [];
-    const r = await runJob(w.jobs[job]!, ctx, (entry, value, origin) => {
+    const r = await runJob(w.jobs[job]!, ctx, (entry, value, origin, _cipher, linked) => {
       const hmac = origin === "reused" ? entry.recorded!.hmac : contentHash(w.hmacKey, value);
-      if (w.target !== null && entry.owner !== null)
+      if (w.target !== null && entry.owner !== null && !linked)
         createSecretFile(w.target, entry.name, entry.owner, value, made);
       values.push([entry.index, hmac, origin]);
     });

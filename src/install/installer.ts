@@ -28,14 +28,16 @@ import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { type GenerationMeta, Generations, identitySetHash, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
-import { makeDirs } from "./mount.js";
+import { makeDirs, ramDirSatisfies } from "./mount.js";
 import type { OwnerResolverOptions } from "./owners.js";
 import { DecryptWorker } from "./parallel-sources.js";
 import type { InstallReport } from "./report.js";
+import type { InstallEntry } from "./sink.js";
 import { checkPathsFree } from "./steps/check-paths.js";
 import type { CredentialPlan } from "./steps/credentials.js";
 import { decryptSources } from "./steps/decrypt-sources.js";
 import { diff } from "./steps/diff.js";
+import { verifyActive } from "./steps/keep-active.js";
 import { linkPaths } from "./steps/link-paths.js";
 import { LazyIdentities, noIdentityProblems } from "./steps/load-identities.js";
 import { prepareGeneration } from "./steps/prepare-generation.js";
@@ -156,6 +158,12 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
 
   checkPathsFree(m, entries, problems);
   const items = resolveOwners(m, entries, options.owners, problems);
+  const credentialsNeeded =
+    m.stage === "system" && (m.credstoreDir !== null || entries.some((e) => e.credential !== null));
+  if (!dry && !problems.any && !credentialsNeeded && activeN !== null && previous !== null) {
+    if (keepActive(m, gens, activeN, previous, items, identities, held.lock!, report, problems))
+      return report;
+  }
   const keys = new LazyIdentities(m);
   const target = prepareGeneration(m, gens, activeN, dry, problems);
   report.mounted = target.mounted;
@@ -199,10 +207,7 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   else report.warnings.push(...keys.deferred.filter((e) => !isMissingFile(e)));
   if (outcome.repaired.length > 0) report.warnings.push(repairedWarning(m, activeN!, outcome.repaired));
 
-  const cred =
-    m.stage === "system" && (m.credstoreDir !== null || entries.some((e) => e.credential !== null))
-      ? await import("./steps/credentials.js")
-      : null;
+  const cred = credentialsNeeded ? await import("./steps/credentials.js") : null;
   const credentials =
     cred === null
       ? noCredentials()
@@ -261,6 +266,51 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   await notifyUnits(m, changes, problems);
   report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
   return report;
+}
+
+/**
+ * Nothing changed (steps/keep-active.ts): the active generation stays, verified; its `path`
+ * links are put in place and generations beyond keepGenerations pruned. Returns false (nothing
+ * done) when anything differs.
+ */
+function keepActive(
+  m: Manifest,
+  gens: Generations,
+  active: number,
+  previous: GenerationMeta,
+  items: ReadonlyMap<string, InstallEntry>,
+  identities: string,
+  lock: InstallLock,
+  report: InstallReport,
+  problems: InstallProblems,
+): boolean {
+  // The generations dir as the manifest's mount policy wants it (else a new one is mounted).
+  if (!ramDirSatisfies(m.generationsDir, m.mount)) return false;
+  let meta: MetaEntry[] | null;
+  const k = gens.hmacKey(false);
+  try {
+    if (k.fresh) return false;
+    meta = verifyActive({ m, items, activeDir: gens.pathOf(active), previous, identities, key: k.key });
+  } finally {
+    wipe(k.key);
+  }
+  if (meta === null) return false;
+  try {
+    // Still this install's lock: nothing switched or pruned the generation meanwhile.
+    lock.verify();
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    problems.add(e);
+    return true;
+  }
+  // The same entries as recorded: all unchanged, so no unit to restart or reload.
+  Object.assign(report, diff(previous, meta, new Map()));
+  report.generation = active;
+  report.reused = m.secrets.length;
+  report.warnings.push(...linkPaths(m.secretsDir, meta, previous, problems, m.replaceExisting));
+  // A lowered keepGenerations applies now too (usually there is nothing to remove).
+  report.pruned = prune(m, gens, active, problems);
+  return true;
 }
 
 function isMissingFile(e: { code: string; cause?: unknown }): boolean {

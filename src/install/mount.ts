@@ -109,6 +109,17 @@ export function ensureRamDir(dir: string, policy: MountPolicy): { kind: RamKind;
   return { kind: after, mounted: true };
 }
 
+/**
+ * Whether `dir`, as it is, is what `policy` asks for: ensureRamDir would neither mount nor
+ * refuse. An install that keeps the active generation (steps/keep-active.ts) asks this instead.
+ */
+export function ramDirSatisfies(dir: string, policy: MountPolicy): boolean {
+  const kind = ramKindOf(dir);
+  if (policy === "existing") return kind !== null;
+  if (policy === "ramfs") return kind === "ramfs";
+  return kind === "tmpfs" && isMountPoint(dir);
+}
+
 /** True if `dir` is the root of a mount (its device differs from its parent's). */
 function isMountPoint(dir: string): boolean {
   try {

@@ -8,7 +8,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError, readAllSync, writeAllSync } from "../common/index.js";
+import { ioError, NixsealError, readAllSync, wipe, writeAllSync } from "../common/index.js";
 import type { ManifestEntry } from "./manifest.js";
 import { GENERATIONS_DIR_MODE } from "./mount.js";
 import { MAX_SECRET_FILE_SIZE } from "./sources.js";
@@ -163,6 +163,53 @@ export function readRecordedFile(dir: string, name: string, recorded: FileOwner)
   }
 }
 
+/**
+ * Re-activation: hard-links the active generation's file of a secret whose value is unchanged
+ * into the new generation (one link(2) instead of a new file: the same inode, so the owner, group
+ * and mode recorded with it) and returns its content as read back through the new link (`linked`), after
+ * checking it is what was recorded: a regular file (link(2) does not follow a symlink, and the
+ * read does not either), the recorded owner, group and mode, and the keyed hash. What is checked
+ * is thus exactly what the new generation holds. null, with nothing left in the new generation,
+ * when it is not (missing, replaced, altered): the value is then decrypted again. An entry left
+ * by the other thread (it failed; see parallel-sources.ts) is replaced. Should link(2) fail, the
+ * file is checked in place and, if intact, returned with `linked` false: the caller writes it.
+ */
+export function linkRecordedFile(
+  activeDir: string,
+  target: GenerationTarget,
+  name: string,
+  recorded: FileOwner & { hmac: string },
+  key: Uint8Array,
+  made: Set<string>,
+): { value: Buffer | null; linked: boolean } {
+  const from = `${activeDir}/${name}`;
+  const to = `${target.dir}/${name}`;
+  try {
+    if (name.includes("/")) ensureParents(target.dir, name, made);
+    try {
+      fs.linkSync(from, to);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      fs.unlinkSync(to);
+      fs.linkSync(from, to);
+    }
+  } catch {
+    // Not linked (the file is gone, or the filesystem refuses: too many links): checked in
+    // place, and if intact the caller writes a copy.
+    const value = readRecordedFile(activeDir, name, recorded);
+    if (value !== null && hasContentHash(key, value, recorded.hmac)) return { value, linked: false };
+    wipe(value);
+    return { value: null, linked: false };
+  }
+  const value = readRecordedFile(target.dir, name, recorded);
+  if (value !== null && hasContentHash(key, value, recorded.hmac)) return { value, linked: true };
+  wipe(value);
+  try {
+    fs.unlinkSync(to);
+  } catch {}
+  return { value: null, linked: false };
+}
+
 /** The new generation's files, written from the main thread (the worker writes its own). */
 export class GenerationWriter {
   private readonly made = new Set<string>();
@@ -175,6 +222,16 @@ export class GenerationWriter {
 
   write(item: InstallEntry, content: Uint8Array, replace = false): void {
     createSecretFile(this.target, item.entry.name, item, content, this.made, replace);
+  }
+
+  /** See linkRecordedFile. */
+  link(
+    activeDir: string,
+    name: string,
+    recorded: FileOwner & { hmac: string },
+    key: Uint8Array,
+  ): { value: Buffer | null; linked: boolean } {
+    return linkRecordedFile(activeDir, this.target, name, recorded, key, this.made);
   }
 
   abort(): void {

@@ -2,9 +2,11 @@
  * One encrypted file and the secrets it holds: a job, done whole by one thread (the main one or
  * the decrypt worker, parallel-sources.ts). The file is read once and its SHA-256 taken (the
  * metadata records it: never any plaintext); each secret whose file, identities, owner, group and
- * mode are those the active generation recorded takes its value from there, read back and checked
- * against the keyed hash recorded with it; the others, and any whose copy there was altered or is
- * missing, are decrypted. A reboot (no active generation) decrypts everything.
+ * mode are those the active generation recorded takes its value from there, checked against the
+ * keyed hash recorded with it: hard-linked into the new generation and read back through the link
+ * (sink.ts, linkRecordedFile), or, when nothing is written (a dry run), read in place; the others,
+ * and any whose copy there was altered or is missing, are decrypted. A reboot (no active
+ * generation) decrypts everything.
  */
 import { hash } from "node:crypto";
 import type { Identity } from "../age/index.js";
@@ -50,7 +52,26 @@ export interface JobContext {
   hmacKey: Uint8Array;
   /** The active generation's directory, or null (no reuse). */
   activeDir: string | null;
+  /**
+   * Links a reused value's file from the active generation into the new one and returns its
+   * content read back and checked there (value null: not as recorded, nothing left behind;
+   * linked false: checked in place, to be written); null when nothing is written: values are
+   * then read in place.
+   */
+  linkRecorded: ((name: string, recorded: RecordedValue) => { value: Buffer | null; linked: boolean }) | null;
 }
+
+/**
+ * Receives each value: `linked` true when its file is already in the new generation (a hard link
+ * of the active one's), so only its record is left to make.
+ */
+export type ValueSink = (
+  entry: JobEntry,
+  value: Uint8Array,
+  origin: ValueOrigin,
+  cipher: string,
+  linked: boolean,
+) => void;
 
 export interface JobResult {
   /** SHA-256 (hex) of the encrypted file; null if it could not be read. */
@@ -77,11 +98,7 @@ export interface Reused {
  * The first half of a job: reads the file, takes its SHA-256, and hands over (to `each`) the
  * values the active generation holds intact. Never throws for the file's or an entry's problem.
  */
-export function reuseFromActive(
-  job: SourceJob,
-  ctx: JobContext,
-  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
-): Reused {
+export function reuseFromActive(job: SourceJob, ctx: JobContext, each: ValueSink): Reused {
   const result: JobResult = { cipher: null, error: null, noIdentity: false, failed: [], entryErrors: [] };
   let data: Buffer;
   try {
@@ -101,10 +118,14 @@ export function reuseFromActive(
       pending.push([entry, entry.repaired ? "repaired" : "decrypted"]);
       continue;
     }
-    const value = readRecordedFile(ctx.activeDir, entry.name, recorded);
-    if (value !== null && hasContentHash(ctx.hmacKey, value, recorded.hmac)) {
+    // linkRecorded checks the keyed hash itself (and removes a link that fails it).
+    const { value, linked } =
+      ctx.linkRecorded !== null && entry.owner !== null
+        ? ctx.linkRecorded(entry.name, recorded)
+        : { value: readRecordedFile(ctx.activeDir, entry.name, recorded), linked: null };
+    if (value !== null && (linked !== null || hasContentHash(ctx.hmacKey, value, recorded.hmac))) {
       try {
-        deliver(result, each, entry, value, "reused", cipher);
+        deliver(result, each, entry, value, "reused", cipher, linked === true);
       } finally {
         wipe(value);
       }
@@ -118,14 +139,15 @@ export function reuseFromActive(
 
 function deliver(
   result: JobResult,
-  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+  each: ValueSink,
   entry: JobEntry,
   value: Uint8Array,
   origin: ValueOrigin,
   cipher: string,
+  linked: boolean,
 ): void {
   try {
-    each(entry, value, origin, cipher);
+    each(entry, value, origin, cipher, linked);
   } catch (e) {
     rethrowUnlessNixseal(e);
     result.entryErrors.push([entry, e]);
@@ -137,7 +159,7 @@ export async function decryptPending(
   job: SourceJob,
   r: Reused,
   ctx: JobContext,
-  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
+  each: ValueSink,
 ): Promise<void> {
   const { result, data, pending } = r;
   if (data === null || pending.length === 0) return;
@@ -168,7 +190,7 @@ export async function decryptPending(
         continue;
       }
       try {
-        deliver(result, each, entry, v.value, origin, cipher);
+        deliver(result, each, entry, v.value, origin, cipher, false);
       } finally {
         if (v.owned) wipe(v.value);
       }
@@ -182,11 +204,7 @@ export async function decryptPending(
  * Does one job whole: each entry's value goes to `each` (which writes it; the value is wiped
  * after). Never throws for the file's or an entry's problem: the result tells.
  */
-export async function runJob(
-  job: SourceJob,
-  ctx: JobContext,
-  each: (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => void,
-): Promise<JobResult> {
+export async function runJob(job: SourceJob, ctx: JobContext, each: ValueSink): Promise<JobResult> {
   const r = reuseFromActive(job, ctx, each);
   await decryptPending(job, r, ctx, each);
   return r.result;

@@ -188,11 +188,14 @@ test('changeDetection "files" on the first switch from sops-nix: its generation 
   assert.deepEqual(first.restartUnits, ["differs.service"]);
   // Without nixseal's metadata it is not a generation to keep: it goes once it is not active.
   assert.deepEqual(first.pruned, [1]);
-  assert.deepEqual(jsonOf(r2[8]).unchanged, 2);
+  const second = jsonOf(r2[8]);
+  assert.deepEqual([second.unchanged, second.restartUnits], [2, []]);
+  // Nothing changed since: generation 2 stays active, no generation 3 is made.
+  assert.deepEqual([second.generation, second.previousGeneration], [2, 2]);
   assert.deepEqual(
     Object.keys(snap(r2[9]).files)
       .filter((k) => /^[0-9]+$/.test(k))
       .sort(),
-    ["2", "3"],
+    ["2"],
   );
 });

@@ -230,9 +230,10 @@ test(
     const [j1, j2, j3] = [jsonOf(r[0]), jsonOf(r[1]), jsonOf(r[2])];
     assert.equal(j1.generation, 1);
     assert.deepEqual(j1.added, ["a", "b", "c"]);
+    // Nothing changed: the active generation stays (verified), no new one is made.
     assert.deepEqual(j2, {
       ...j2,
-      generation: 2,
+      generation: 1,
       previousGeneration: 1,
       added: [],
       changed: [],
@@ -244,28 +245,30 @@ test(
     assert.deepEqual(j3.removed, ["c"]);
     assert.deepEqual(j3.restartUnits, ["a.service", "d.service", "c.service"]);
     assert.deepEqual(j3.reloadUnits, ["b.service"]);
-    assert.deepEqual(j3.pruned, [1], "keepGenerations 1: generation 2 kept, 1 pruned");
+    assert.equal(j3.generation, 2);
+    assert.deepEqual(j3.pruned, [], "keepGenerations 1: generation 1 kept");
     const g3 = snap(r[3]).files;
     assert.deepEqual(
       Object.keys(g3)
         .filter((k) => !k.includes("/") && k !== ".")
         .sort(),
-      [".nixseal", "2", "3"],
+      [".nixseal", "1", "2"],
     );
-    assert.ok(g3[".nixseal/2.json"] && g3[".nixseal/3.json"] && !g3[".nixseal/1.json"]);
-    assert.equal(g3["3/b"]!.mode, 0o440);
-    assert.equal(g3["3/c"], undefined);
+    assert.ok(g3[".nixseal/1.json"] && g3[".nixseal/2.json"]);
+    assert.equal(g3["2/b"]!.mode, 0o440);
+    assert.equal(g3["2/c"], undefined);
     const links = snap(r[4]).files;
     assert.equal(links.a!.target, path.join(host.secretsDir, "a"));
     assert.equal(links.c, undefined, "the symlink of the removed secret is gone");
     // keepGenerations 0: only the active generation stays.
     const j4 = jsonOf(r[5]);
-    assert.deepEqual(j4.pruned, [2, 3]);
+    // The same entries: generation 2 stays active, and the older one goes.
+    assert.deepEqual([j4.generation, j4.pruned], [2, [1]]);
     assert.deepEqual(
       Object.keys(snap(r[6]).files)
         .filter((k) => !k.includes("/") && k !== ".")
         .sort(),
-      [".nixseal", "4"],
+      [".nixseal", "2"],
     );
     assert.match((r[7] as InstallResult).stdout, /no change \(3 unchanged\)/);
     // Appended, run after run, in the files switch-to-configuration reads.
@@ -880,6 +883,95 @@ test(
       "a missing identity file while another key decrypts is skipped silently",
     );
     assert.deepEqual(counts(jsonOf(r[9])), [0, 4, []], "and then the same set again: reused");
+  }),
+);
+
+test(
+  "re-activation: nothing changed keeps the active generation as it was (same number, same files, nothing written, links put back); a change links the unchanged files into the new generation; a tampered copy is decrypted again, never linked",
+  withHost(async (host) => {
+    const [va, vb, vc, vc2] = ["a", "b", "c", "c2"].map(uniqueSecret) as [string, string, string, string];
+    const [fa, fb, fc, fc2] = await Promise.all([
+      ageFile(host, "ka", va),
+      ageFile(host, "kb", vb),
+      ageFile(host, "kc", vc),
+      ageFile(host, "kc2", vc2),
+    ]);
+    const linkA = path.join(host.dir, "links", "a");
+    const entries = (c: string) => [
+      secret("a", fa, { path: linkA, restartUnits: ["a.service"] }),
+      secret("db/b", fb, { mode: "0440" }),
+      secret("c", c, { restartUnits: ["c.service"] }),
+    ];
+    const templates = [template("t.conf", `b=${placeholderOf("db/b")}\n`, { restartUnits: ["t.service"] })];
+    const m1 = writeManifest(host, entries(fc), templates);
+    const m2 = writeManifest(host, entries(fc2), templates);
+    const gen = (n: number, name: string) => path.join(host.generationsDir, String(n), name);
+    const install = (m: string) => ({ op: "install" as const, args: ["--manifest", m, "--json"] });
+    const r = runPlan(host, [
+      install(m1),
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "inode", path: gen(1, "a") },
+      install(m1),
+      { op: "snapshot", dir: host.generationsDir },
+      { op: "inode", path: gen(1, "a") },
+      { op: "remove", path: linkA },
+      install(m1),
+      { op: "snapshot", dir: path.dirname(linkA) },
+      install(m2),
+      { op: "inode", path: gen(2, "a") },
+      { op: "inode", path: gen(2, "db/b") },
+      { op: "inode", path: gen(1, "db/b") },
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+      { op: "overwrite", path: gen(2, "db/b"), content: "tampered" },
+      { op: "inode", path: gen(2, "db/b") },
+      install(m2),
+      { op: "inode", path: gen(3, "db/b") },
+      { op: "inode", path: gen(3, "a") },
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+    ]);
+    const inode = (k: number) => r[k] as Extract<(typeof r)[number], { op: "inode" }>;
+    const counts = (j: Record<string, unknown>) => [j.generation, j.decrypted, j.reused, j.repaired];
+    assert.deepEqual(counts(jsonOf(r[0])), [1, 3, 0, []]);
+
+    const same = jsonOf(r[3]);
+    assert.equal(same.ok, true, JSON.stringify(same.problems));
+    assert.deepEqual(counts(same), [1, 0, 3, []], "nothing changed: generation 1 stays active");
+    assert.deepEqual(
+      [same.previousGeneration, same.added, same.changed, same.removed, same.unchanged, same.restartUnits],
+      [1, [], [], [], 4, []],
+    );
+    assert.deepEqual(snap(r[4]), snap(r[1]), "every file, mode, owner and metadata record as it was");
+    assert.ok(!("2" in snap(r[4]).files), "no new generation");
+    assert.deepEqual(inode(5), inode(2), "the same file, not rewritten (inode, mtime)");
+
+    const relinked = jsonOf(r[7]);
+    assert.deepEqual(counts(relinked), [1, 0, 3, []]);
+    assert.equal(snap(r[8]).files.a?.target, path.join(host.secretsDir, "a"), "the missing link made again");
+
+    const changed = jsonOf(r[9]);
+    assert.deepEqual(counts(changed), [2, 1, 2, []], "only c decrypted");
+    assert.deepEqual([changed.changed, changed.restartUnits], [["c"], ["c.service"]]);
+    assert.equal(inode(10).ino, inode(2).ino, "a: the active generation's file, hard-linked");
+    assert.equal(inode(11).ino, inode(12).ino, "db/b too");
+    const f2 = snap(r[13]).files;
+    assert.deepEqual([f2.a?.content, f2.a?.mode], [va, 0o400]);
+    assert.deepEqual([f2["db/b"]?.content, f2["db/b"]?.mode], [vb, 0o440]);
+    assert.equal(f2.c?.content, vc2);
+    assert.equal(f2["t.conf"]?.content, `b=${vb}\n`);
+
+    const repaired = jsonOf(r[16]);
+    assert.equal(repaired.ok, true, JSON.stringify(repaired.problems));
+    assert.deepEqual(
+      counts(repaired),
+      [3, 1, 2, ["db/b"]],
+      "the tampered copy is decrypted, in a new generation",
+    );
+    assert.notEqual(inode(17).ino, inode(15).ino, "the tampered file is not linked");
+    assert.equal(inode(18).ino, inode(2).ino, "the intact one still is");
+    const f3 = snap(r[19]).files;
+    assert.deepEqual([f3["db/b"]?.content, f3["db/b"]?.mode], [vb, 0o440]);
+    assert.equal(f3["t.conf"]?.content, `b=${vb}\n`);
+    assert.equal(f3.a?.content, va);
   }),
 );
 

@@ -35,6 +35,8 @@ export type Step =
   | { op: "chmod"; path: string; mode: number }
   /** A symlink at `path` to `target`, replacing whatever symlink or empty directory is there. */
   | { op: "symlink"; path: string; target: string; replace: boolean }
+  /** lstat of `path`: its inode, link count and modification time (null if absent). */
+  | { op: "inode"; path: string }
   /** Changes behind nixseal's back: remove a file, overwrite one in place (keeping owner and mode). */
   | { op: "remove"; path: string }
   | { op: "overwrite"; path: string; content: string };
@@ -51,6 +53,7 @@ export interface FileInfo {
 export type StepResult =
   | { op: "install"; status: number | null; stdout: string; stderr: string }
   | { op: "snapshot"; exists: boolean; fsType: number | null; files: Record<string, FileInfo> }
+  | { op: "inode"; ino: number | null; nlink: number | null; mtimeNs: string | null }
   | {
       op:
         | "mountRamfs"
@@ -215,6 +218,13 @@ async function runStep(step: Step): Promise<StepResult> {
       fs.mkdirSync(path.dirname(step.path), { recursive: true });
       fs.symlinkSync(step.target, step.path);
       return { op: "symlink", ok: true };
+    case "inode":
+      try {
+        const st = fs.lstatSync(step.path, { bigint: true });
+        return { op: "inode", ino: Number(st.ino), nlink: Number(st.nlink), mtimeNs: String(st.mtimeNs) };
+      } catch {
+        return { op: "inode", ino: null, nlink: null, mtimeNs: null };
+      }
     case "remove":
       fs.rmSync(step.path);
       return { op: "remove", ok: true };

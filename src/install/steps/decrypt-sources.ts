@@ -26,6 +26,7 @@ import {
   runJob,
   type SourceJob,
   type ValueOrigin,
+  type ValueSink,
 } from "../source-jobs.js";
 import { sourceKey } from "../sources.js";
 import type { LazyIdentities } from "./load-identities.js";
@@ -134,17 +135,25 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
     identities: () => input.keys.get(),
     hmacKey: input.hmacKey,
     activeDir: active?.dir ?? null,
+    linkRecorded:
+      writer.files === null || active === null
+        ? null
+        : (name, recorded) => writer.files!.link(active.dir, name, recorded, input.hmacKey),
   };
   // Per job: what the threads found (a job may be done in two halves, see below).
   const results: (JobResult | WorkerJobResult)[][] = jobs.map(() => []);
   const origins = new Map<number, ValueOrigin>(); // secret index -> where its value came from
   const each =
-    (replace: boolean) => (entry: JobEntry, value: Uint8Array, origin: ValueOrigin, cipher: string) => {
+    (replace: boolean): ValueSink =>
+    (entry, value, origin, cipher, linked) => {
       const s = m.secrets[entry.index]!;
       if (needed.has(s.name)) kept.set(s.name, Uint8Array.from(value));
       const source = { file: s.file, format: s.format, key: s.key, cipher };
       const hmac = origin === "reused" ? entry.recorded!.hmac : null;
-      writer.write(items.get(s.name), value, source, hmac, replace);
+      const item = items.get(s.name);
+      // A linked file is in the new generation already (only reused values are linked).
+      if (linked && item !== undefined) writer.record(item, hmac!, source);
+      else writer.write(item, value, source, hmac, replace);
       origins.set(entry.index, origin);
     };
   const writeNew = each(false);

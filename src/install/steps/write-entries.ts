@@ -36,7 +36,7 @@ export class EntryWriter {
 
   constructor(
     /** The new generation's files; null: nothing is written (dry run, or the install failed). */
-    private readonly files: GenerationWriter | null,
+    readonly files: GenerationWriter | null,
     private readonly key: Uint8Array,
     /** Where copies of credential plaintexts are registered, to be wiped on every way out. */
     private readonly plaintexts: Uint8Array[],
