@@ -26,14 +26,16 @@ import {
   GENERATED_RULES,
   generatedRules,
   type Instance,
+  LEGACY_STATE_FILE,
   OUTPUT_DIR,
   outputFileName,
   type Plan,
   type PlanEntry,
   promptFile,
   promptRecipients,
-  STATE_FILE,
+  STATE_INDEX,
   type StateRecord,
+  stateIndexText,
 } from "./plan.js";
 import {
   type Isolation,
@@ -266,26 +268,29 @@ interface Write {
   data: Uint8Array;
 }
 
-function stateJson(s: StateRecord): Uint8Array {
-  return Buffer.from(`${JSON.stringify(s, null, 2)}\n`);
-}
-
-/** Stages files with `git add` when the repository is a git work tree; false when it is not. */
-function gitAdd(repository: string, rels: string[]): boolean {
+/**
+ * Stages files with `git add` (and the removal of `removed`, the per-instance state files moved
+ * into generated/.state.json) when the repository is a git work tree; false when it is not.
+ */
+function gitAdd(repository: string, rels: string[], removed: string[]): boolean {
   const root = evaluationRoot(path.join(repository, "x"));
   if (!fs.existsSync(path.join(root, ".git")) || rels.length === 0) return false;
   const git = findExecutable("git");
   if (git === null) return false;
-  const r = spawnSync(git, ["add", "--", ...rels], {
-    cwd: repository,
-    stdio: ["ignore", "ignore", "pipe"],
-    encoding: "utf8",
-  });
-  if (r.status !== 0) {
-    throw new NixsealError("IO", `git add failed: ${(r.stderr ?? "").trim().split("\n")[0] ?? ""}`, {
-      hint: "the files were written; stage them yourself with git add",
+  const run = (args: string[]) => {
+    const r = spawnSync(git, args, {
+      cwd: repository,
+      stdio: ["ignore", "ignore", "pipe"],
+      encoding: "utf8",
     });
-  }
+    if (r.status !== 0) {
+      throw new NixsealError("IO", `git ${args[0]} failed: ${(r.stderr ?? "").trim().split("\n")[0] ?? ""}`, {
+        hint: "the files were written; stage them yourself with git add",
+      });
+    }
+  };
+  run(["add", "--", ...rels]);
+  if (removed.length > 0) run(["rm", "--cached", "--quiet", "--ignore-unmatch", "--", ...removed]);
   return true;
 }
 
@@ -595,7 +600,6 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         files: inst.gen.files.map((f) => f.name),
       };
       newState.set(inst.id, state);
-      writes.push({ rel: `${inst.relDir}/${STATE_FILE}`, data: stateJson(state) });
     }
     for (const entry of plan.work.filter((e) => e.action === "rekey")) {
       const inst = entry.instance;
@@ -607,10 +611,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
           data: await encryptSecret(rule(plan.repository, rel, keys), value, recipientsOf(keys, inst.id)),
         });
       }
-      writes.push({
-        rel: `${inst.relDir}/${STATE_FILE}`,
-        data: stateJson({ ...entry.state!, recipients: [...keys].sort() }),
-      });
+      newState.set(inst.id, { ...entry.state!, recipients: [...keys].sort() });
     }
     // Newly given answers of persisted prompts, kept encrypted.
     const promptsDone = new Set<string>();
@@ -645,6 +646,18 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         ),
       });
     }
+    // The state of every instance, one file: as read, with the records an earlier nixseal kept
+    // beside the outputs moved in, and this run's records.
+    const records = new Map(plan.stateIndex);
+    for (const inst of plan.legacyStates) records.set(inst.id, byId.get(inst.id)!.state!);
+    for (const [id, state] of newState) records.set(id, state);
+    const indexRel = `${OUTPUT_DIR}/${STATE_INDEX}`;
+    const indexText = Buffer.from(stateIndexText(records));
+    let indexNow: Buffer | null = null;
+    try {
+      indexNow = fs.readFileSync(path.join(plan.repository, indexRel));
+    } catch {}
+    if (indexNow === null || !indexNow.equals(indexText)) writes.push({ rel: indexRel, data: indexText });
     const writing = new Set(writes.map((w) => w.rel));
     const rulesRel = `${OUTPUT_DIR}/${GENERATED_RULES}`;
     const rulesText = Buffer.from(
@@ -661,8 +674,17 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
     if (current === null || !current.equals(rulesText)) writes.push({ rel: rulesRel, data: rulesText });
 
     commitAll(plan.repository, writes);
+    // Now in the index: the per-instance records are removed (a leftover one would be ignored).
+    const removed: string[] = [];
+    for (const inst of plan.legacyStates) {
+      const rel = `${inst.relDir}/${LEGACY_STATE_FILE}`;
+      try {
+        fs.unlinkSync(path.join(plan.repository, rel));
+        removed.push(rel);
+      } catch {}
+    }
     const written = writes.map((w) => w.rel);
-    const staged = gitAdd(plan.repository, written);
+    const staged = gitAdd(plan.repository, written, removed);
     return {
       generated: running(plan).map((e) => e.instance.id),
       rekeyed: [
