@@ -4,7 +4,7 @@
  * `ssh-keygen -s`): 1201 generator instances, the passwords and keys built-in (in-process), the
  * certificates one script each. Anchor, in the same run: the agenix-rekey way, a shell
  * loop that runs each script and one `age -e` process per secret file. Then `nixseal generate`
- * with nothing to do (the state records read, nothing run or written). Targets: ≤ 2 s and
+ * with nothing to do (generated/.state.json read, each output's lstat, nothing run or written). Targets: ≤ 2 s and
  * ≤ 200 ms. generators.nix is evaluated once before timing (the rules cache is warm, as it is
  * for every run after a change).
  */
@@ -143,7 +143,7 @@ export const generateBench: Benchmark = {
         .split("\n").length;
       const isolation =
         process.getuid?.() === 0
-          ? "as root: each script in its own mount and network namespaces"
+          ? "as root: the scripts in one pair of private mount and network namespaces per run (src/generate/runner.ts)"
           : "not root: scripts without namespaces";
       const rows: ResultRow[] = [
         {

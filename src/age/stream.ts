@@ -202,7 +202,11 @@ export class PayloadEncryptor {
   protected readonly key: Buffer;
   private readonly nonce = Buffer.alloc(12);
   protected counter = 0;
-  private readonly chunk = Buffer.alloc(CHUNK_SIZE);
+  /**
+   * The held-back plaintext: grown as it fills, up to one chunk, so that encrypting a few bytes
+   * (a password) does not allocate, zero and wipe a whole 64 KiB chunk.
+   */
+  private chunk = Buffer.alloc(0);
   private chunkLength = 0;
 
   constructor(payloadKey: Uint8Array) {
@@ -215,11 +219,21 @@ export class PayloadEncryptor {
     this.counter++;
   }
 
+  /** Room for `length` held-back bytes: a larger buffer, the old one copied and wiped. */
+  private reserve(length: number): void {
+    if (length <= this.chunk.length) return;
+    const bigger = Buffer.alloc(Math.min(CHUNK_SIZE, Math.max(length, 2 * this.chunk.length)));
+    this.chunk.copy(bigger, 0, 0, this.chunkLength);
+    this.chunk.fill(0);
+    this.chunk = bigger;
+  }
+
   /** Encrypts every full chunk; the final chunk is held back until finish(). */
   push(data: Uint8Array, out: Buffer[]): void {
     let buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (this.chunkLength > 0) {
       const n = Math.min(CHUNK_SIZE - this.chunkLength, buf.length);
+      this.reserve(this.chunkLength + n);
       buf.copy(this.chunk, this.chunkLength, 0, n);
       this.chunkLength += n;
       buf = buf.subarray(n);
@@ -234,6 +248,7 @@ export class PayloadEncryptor {
         this.seal(this.chunk, false, out);
         this.chunkLength = 0;
       }
+      this.reserve(this.chunkLength + buf.length - off);
       buf.copy(this.chunk, this.chunkLength, off);
       this.chunkLength += buf.length - off;
     }

@@ -12,8 +12,8 @@ const HELP = `Usage: nixseal generate [NAME...] [--dry-run] [--regenerate NAME].
 
 Creates the secrets generators.nix (beside secrets.nix) describes: passwords, keys, certificates,
 values imported from a password manager. Outputs go to generated/<name>[/<host>]/: <file>.age for
-secret files (encrypted to the admins and the hosts that use them), <file> for public ones, and
-.state.json, a record without secrets. generated/rules.nix lists the secret files; import it
+secret files (encrypted to the admins and the hosts that use them), <file> for public ones;
+generated/.state.json records every generator's state, without secrets. generated/rules.nix lists the secret files; import it
 from secrets.nix ((import ./generated/rules.nix) // { ... }), and check, rekey, list, who and
 decrypt treat them like any other secret.
 

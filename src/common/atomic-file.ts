@@ -56,8 +56,12 @@ export class AtomicFile {
     }
   }
 
-  /** Makes the new content visible under the target name, durably. */
-  commit(): void {
+  /**
+   * Makes the new content visible under the target name, durably. With `syncDirectory: false`
+   * the directory is not fsync-ed: the caller calls syncDirectory() once per directory after a
+   * batch of commits (one directory fsync instead of one per file).
+   */
+  commit(options: { syncDirectory?: boolean } = {}): void {
     if (this.done) return;
     try {
       fs.fsyncSync(this.fd);
@@ -70,6 +74,7 @@ export class AtomicFile {
     }
     this.done = true;
     live.delete(this);
+    if (options.syncDirectory === false) return;
     try {
       const dfd = fs.openSync(path.dirname(path.resolve(this.target)), "r");
       fs.fsyncSync(dfd);

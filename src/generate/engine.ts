@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Identity, Recipient } from "../age/index.js";
-import { AtomicFile, findExecutable, ioError, NixsealError, wipe } from "../common/index.js";
+import { AtomicFile, findExecutable, ioError, NixsealError, syncDirectory, wipe } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
 import {
   chooseEditBase,
@@ -26,14 +26,16 @@ import {
   GENERATED_RULES,
   generatedRules,
   type Instance,
+  LEGACY_STATE_FILE,
   OUTPUT_DIR,
   outputFileName,
   type Plan,
   type PlanEntry,
   promptFile,
   promptRecipients,
-  STATE_FILE,
+  STATE_INDEX,
   type StateRecord,
+  stateIndexText,
 } from "./plan.js";
 import {
   type Isolation,
@@ -165,6 +167,38 @@ function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
   };
 }
 
+/** Tasks run `perTurn` at a time, each batch in its own turn of the event loop (setImmediate). */
+class TurnQueue {
+  private tasks: (() => void)[] = [];
+  private next = 0;
+  private scheduled = false;
+
+  constructor(private readonly perTurn: number) {}
+
+  add(task: () => void): void {
+    this.tasks.push(task);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.turn);
+    }
+  }
+
+  private readonly turn = (): void => {
+    for (let n = 0; n < this.perTurn && this.next < this.tasks.length; n++) this.tasks[this.next++]!();
+    if (this.next < this.tasks.length) setImmediate(this.turn);
+    else {
+      this.tasks = [];
+      this.next = 0;
+      this.scheduled = false;
+    }
+  };
+
+  clear(): void {
+    this.tasks = [];
+    this.next = 0;
+  }
+}
+
 const WORK_PREFIX = "nixseal-generate.";
 const STALE_WORK_DIR = /^nixseal-generate\.(\d+)\.[A-Za-z0-9]{6}$/;
 
@@ -234,26 +268,29 @@ interface Write {
   data: Uint8Array;
 }
 
-function stateJson(s: StateRecord): Uint8Array {
-  return Buffer.from(`${JSON.stringify(s, null, 2)}\n`);
-}
-
-/** Stages files with `git add` when the repository is a git work tree; false when it is not. */
-function gitAdd(repository: string, rels: string[]): boolean {
+/**
+ * Stages files with `git add` (and the removal of `removed`, the per-instance state files moved
+ * into generated/.state.json) when the repository is a git work tree; false when it is not.
+ */
+function gitAdd(repository: string, rels: string[], removed: string[]): boolean {
   const root = evaluationRoot(path.join(repository, "x"));
   if (!fs.existsSync(path.join(root, ".git")) || rels.length === 0) return false;
   const git = findExecutable("git");
   if (git === null) return false;
-  const r = spawnSync(git, ["add", "--", ...rels], {
-    cwd: repository,
-    stdio: ["ignore", "ignore", "pipe"],
-    encoding: "utf8",
-  });
-  if (r.status !== 0) {
-    throw new NixsealError("IO", `git add failed: ${(r.stderr ?? "").trim().split("\n")[0] ?? ""}`, {
-      hint: "the files were written; stage them yourself with git add",
+  const run = (args: string[]) => {
+    const r = spawnSync(git, args, {
+      cwd: repository,
+      stdio: ["ignore", "ignore", "pipe"],
+      encoding: "utf8",
     });
-  }
+    if (r.status !== 0) {
+      throw new NixsealError("IO", `git ${args[0]} failed: ${(r.stderr ?? "").trim().split("\n")[0] ?? ""}`, {
+        hint: "the files were written; stage them yourself with git add",
+      });
+    }
+  };
+  run(["add", "--", ...rels]);
+  if (removed.length > 0) run(["rm", "--cached", "--quiet", "--ignore-unmatch", "--", ...removed]);
   return true;
 }
 
@@ -301,6 +338,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
   // One script runner for the run, started with the first script.
   let runner: ScriptRunner | null = null;
   const scripts = () => (runner ??= new ScriptRunner(options.isolation));
+  const encryptions = new TurnQueue(16);
   try {
     // Kept answers of persisted prompts, read once per generator.
     const kept = new Map<string, Promise<Map<string, Uint8Array>>>();
@@ -462,25 +500,42 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
       });
     };
     // Each instance's secret outputs are encrypted as soon as it succeeded, while the others
-    // still run (a failure anywhere still writes nothing: the ciphertexts are then dropped).
+    // still run (a failure anywhere still writes nothing: the ciphertexts are then dropped). A
+    // few at a time, between turns of the event loop: scripts run in other processes, and
+    // starting the next one must not wait for a thousand encryptions.
     const encrypted = new Map<string, Promise<Uint8Array>>();
     const encryptOutputs = (inst: Instance, o: Outcome) => {
       if (!o.ok) return;
       for (const f of inst.gen.files) {
         if (!f.secret) continue;
         const rel = `${inst.relDir}/${outputFileName(f)}`;
-        const p = (async () =>
-          encryptSecret(
-            rule(plan.repository, rel, inst.recipients),
-            o.files.get(f.name)!,
-            recipientsOf(inst.recipients, inst.id),
-          ))();
+        const p = new Promise<Uint8Array>((resolve, reject) =>
+          encryptions.add(() =>
+            (async () =>
+              encryptSecret(
+                rule(plan.repository, rel, inst.recipients),
+                o.files.get(f.name)!,
+                recipientsOf(inst.recipients, inst.id),
+              ))().then(resolve, reject),
+          ),
+        );
         // Awaited below (or dropped when something failed): never an unhandled rejection.
         p.catch(() => {});
         encrypted.set(rel, p);
       }
     };
-    for (const entry of running(plan))
+    // What a script or an import reads is made first (in dependency order still): those run in
+    // other processes, at the same time as the builtins and the encryption here.
+    const runs = running(plan);
+    const feedsProcess = new Set<string>();
+    const mark = (inst: Instance): void => {
+      if (feedsProcess.has(inst.id)) return;
+      feedsProcess.add(inst.id);
+      for (const d of inst.deps.values()) mark(d);
+    };
+    for (const e of runs) if (e.instance.gen.builtin === null) mark(e.instance);
+    const first = runs.filter((e) => feedsProcess.has(e.instance.id));
+    for (const entry of [...first, ...runs.filter((e) => !feedsProcess.has(e.instance.id))])
       outcomes.set(
         entry.instance.id,
         runOne(entry).then((o) => {
@@ -545,7 +600,6 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         files: inst.gen.files.map((f) => f.name),
       };
       newState.set(inst.id, state);
-      writes.push({ rel: `${inst.relDir}/${STATE_FILE}`, data: stateJson(state) });
     }
     for (const entry of plan.work.filter((e) => e.action === "rekey")) {
       const inst = entry.instance;
@@ -557,10 +611,7 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
           data: await encryptSecret(rule(plan.repository, rel, keys), value, recipientsOf(keys, inst.id)),
         });
       }
-      writes.push({
-        rel: `${inst.relDir}/${STATE_FILE}`,
-        data: stateJson({ ...entry.state!, recipients: [...keys].sort() }),
-      });
+      newState.set(inst.id, { ...entry.state!, recipients: [...keys].sort() });
     }
     // Newly given answers of persisted prompts, kept encrypted.
     const promptsDone = new Set<string>();
@@ -595,6 +646,18 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
         ),
       });
     }
+    // The state of every instance, one file: as read, with the records an earlier nixseal kept
+    // beside the outputs moved in, and this run's records.
+    const records = new Map(plan.stateIndex);
+    for (const inst of plan.legacyStates) records.set(inst.id, byId.get(inst.id)!.state!);
+    for (const [id, state] of newState) records.set(id, state);
+    const indexRel = `${OUTPUT_DIR}/${STATE_INDEX}`;
+    const indexText = Buffer.from(stateIndexText(records));
+    let indexNow: Buffer | null = null;
+    try {
+      indexNow = fs.readFileSync(path.join(plan.repository, indexRel));
+    } catch {}
+    if (indexNow === null || !indexNow.equals(indexText)) writes.push({ rel: indexRel, data: indexText });
     const writing = new Set(writes.map((w) => w.rel));
     const rulesRel = `${OUTPUT_DIR}/${GENERATED_RULES}`;
     const rulesText = Buffer.from(
@@ -611,8 +674,17 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
     if (current === null || !current.equals(rulesText)) writes.push({ rel: rulesRel, data: rulesText });
 
     commitAll(plan.repository, writes);
+    // Now in the index: the per-instance records are removed (a leftover one would be ignored).
+    const removed: string[] = [];
+    for (const inst of plan.legacyStates) {
+      const rel = `${inst.relDir}/${LEGACY_STATE_FILE}`;
+      try {
+        fs.unlinkSync(path.join(plan.repository, rel));
+        removed.push(rel);
+      } catch {}
+    }
     const written = writes.map((w) => w.rel);
-    const staged = gitAdd(plan.repository, written);
+    const staged = gitAdd(plan.repository, written, removed);
     return {
       generated: running(plan).map((e) => e.instance.id),
       rekeyed: [
@@ -624,6 +696,8 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
       failed,
     };
   } finally {
+    // Encryptions not started yet (something failed) are dropped: their plaintexts are wiped now.
+    encryptions.clear();
     for (const v of plaintexts) wipe(v);
     for (const m of options.answers.values()) for (const v of m.values()) wipe(v);
     (runner as ScriptRunner | null)?.close();
@@ -637,16 +711,21 @@ export async function executePlan(plan: Plan, options: GenerateOptions): Promise
  */
 function commitAll(repository: string, writes: Write[]): void {
   const files: AtomicFile[] = [];
+  // Each directory is made and checked once, and fsync-ed once after all its renames.
+  const dirs = new Set<string>();
   try {
     for (const w of writes) {
       const target = path.join(repository, w.rel);
       const dir = path.dirname(target);
-      try {
-        fs.mkdirSync(dir, { recursive: true });
-        if (fs.lstatSync(dir).isSymbolicLink() || !fs.statSync(dir).isDirectory())
-          throw new Error("not a directory");
-      } catch (e) {
-        throw ioError("create the directory", dir, e);
+      if (!dirs.has(dir)) {
+        try {
+          fs.mkdirSync(dir, { recursive: true });
+          if (fs.lstatSync(dir).isSymbolicLink() || !fs.statSync(dir).isDirectory())
+            throw new Error("not a directory");
+        } catch (e) {
+          throw ioError("create the directory", dir, e);
+        }
+        dirs.add(dir);
       }
       const f = AtomicFile.open(target, 0o666);
       files.push(f);
@@ -656,5 +735,6 @@ function commitAll(repository: string, writes: Write[]): void {
     for (const f of files) f.abort();
     throw e;
   }
-  for (const f of files) f.commit();
+  for (const f of files) f.commit({ syncDirectory: false });
+  for (const dir of dirs) syncDirectory(dir);
 }

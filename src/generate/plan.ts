@@ -1,8 +1,8 @@
 /**
  * What `nixseal generate` will do, decided without decrypting anything: each generator instance
- * (one per generator, or one per host of a per-host generator) is compared with the state record
- * beside its outputs (docs/generators.md, "State"): missing, regenerate (and why), rekey only
- * (its recipients changed), or nothing.
+ * (one per generator, or one per host of a per-host generator) is compared with its state record
+ * in generated/.state.json (docs/generators.md, "State record") and with the output files on
+ * disk: missing, regenerate (and why), rekey only (its recipients changed), or nothing.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -11,10 +11,21 @@ import { recordNamesRule } from "../vault/index.js";
 import type { GeneratorSpec, Generators } from "./spec.js";
 
 export const OUTPUT_DIR = "generated";
-export const STATE_FILE = ".state.json";
+/**
+ * The state of every instance, one file: `generated/.state.json` (docs/generators.md, "State record").
+ * Before it, each instance kept its record in `generated/<id>/.state.json` (LEGACY_STATE_FILE):
+ * those are still read, for instances the index does not list, and moved into it by the next run
+ * that writes.
+ */
+export const STATE_INDEX = ".state.json";
+export const LEGACY_STATE_FILE = ".state.json";
+export const STATE_INDEX_VERSION = 2;
 /** Not "secrets.nix": commands find the rules walking up from a secret, and must find the repository's. */
 export const GENERATED_RULES = "rules.nix";
 const MAX_STATE_SIZE = 1024 * 1024;
+const MAX_STATE_INDEX_SIZE = 64 * 1024 * 1024;
+/** Instance ids in the index: "name" or "name/host" (spec.ts's identifiers). */
+const INSTANCE_ID = /^[A-Za-z_][A-Za-z0-9_-]{0,63}(\/[A-Za-z_][A-Za-z0-9_-]{0,63})?$/;
 
 export interface Instance {
   gen: GeneratorSpec;
@@ -31,7 +42,7 @@ export interface Instance {
   deps: Map<string, Instance>;
 }
 
-/** The record kept beside an instance's outputs: no secret, nothing derived from one. */
+/** An instance's record in generated/.state.json: no secret, nothing derived from one. */
 export interface StateRecord {
   version: 1;
   /** Random id of this set of outputs; dependents record it. */
@@ -70,6 +81,10 @@ export interface Plan {
   repository: string;
   outputDir: string;
   entries: PlanEntry[];
+  /** The records of generated/.state.json as read (also of instances not in this plan). */
+  stateIndex: Map<string, StateRecord>;
+  /** Instances whose record came from a per-instance .state.json: moved into the index on write. */
+  legacyStates: Instance[];
   /** Entries whose action is not "none". */
   work: PlanEntry[];
   prompts: PromptRekey[];
@@ -144,59 +159,42 @@ export function instancesOf(spec: Generators, repository: string): Instance[] {
 
 const HEX = /^[0-9a-f]{16,64}$/;
 
-/**
- * The names of the regular files in `dir` (symlinks and directories left out), and whether it
- * holds anything at all named `.state.json`; empty when it does not exist.
- */
-function listOutputs(dir: string): { regular: Set<string>; stateEntry: boolean } {
+/** Whether `file` is a regular file (lstat: a symlink is not an output). */
+function isRegularFile(file: string): boolean {
   try {
-    const entries = fs.readdirSync(dir, { withFileTypes: true });
-    return {
-      regular: new Set(entries.filter((e) => e.isFile()).map((e) => e.name)),
-      stateEntry: entries.some((e) => e.name === STATE_FILE),
-    };
+    return fs.lstatSync(file, { throwIfNoEntry: false })?.isFile() ?? false;
   } catch {
-    return { regular: new Set(), stateEntry: false };
+    return false;
   }
 }
 
-/** Reads a state record; null when there is none. A malformed one is an error (GENERATE). */
-export function readState(inst: Instance): StateRecord | null {
-  const file = path.join(inst.dir, STATE_FILE);
-  let text: string;
+/** A small regular file's text, never through a symlink; null when it does not exist. */
+function readSmallFile(file: string, max: number, hint: string): string | null {
   try {
     const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
       const st = fs.fstatSync(fd);
-      if (!st.isFile() || st.size > MAX_STATE_SIZE) throw new Error("not a small regular file");
-      text = fs.readFileSync(fd, "utf8");
+      if (!st.isFile() || st.size > max) throw new Error("not a small regular file");
+      return fs.readFileSync(fd, "utf8");
     } finally {
       fs.closeSync(fd);
     }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw new NixsealError("GENERATE", `${file} cannot be read: ${(e as Error).message}`, {
-      file,
-      hint: "remove it to generate this generator's outputs again",
-    });
+    throw new NixsealError("GENERATE", `${file} cannot be read: ${(e as Error).message}`, { file, hint });
   }
-  const bad = () =>
-    new NixsealError("GENERATE", `${file} is not a valid state record`, {
-      file,
-      hint: "it is written by nixseal generate; remove it to generate the outputs again",
-    });
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    throw bad();
-  }
-  const keys = ["version", "generation", "generatedAt", "validation", "dependencies", "recipients", "files"];
+}
+
+const RECORD_KEYS = ["generation", "generatedAt", "validation", "dependencies", "recipients", "files"];
+
+/** One state record, strictly: exactly its fields (and `version` 1 in a per-instance file). */
+function parseRecord(v: unknown, legacy: boolean): StateRecord | null {
+  const keys = legacy ? ["version", ...RECORD_KEYS] : RECORD_KEYS;
   if (!isObject(v) || Object.keys(v).length !== keys.length || !keys.every((k) => Object.hasOwn(v, k)))
-    throw bad();
+    return null;
   const deps = v.dependencies;
   if (
-    v.version !== 1 ||
+    (legacy && v.version !== 1) ||
     typeof v.generation !== "string" ||
     !HEX.test(v.generation) ||
     typeof v.generatedAt !== "string" ||
@@ -209,7 +207,7 @@ export function readState(inst: Instance): StateRecord | null {
     !Array.isArray(v.files) ||
     !v.files.every((x) => typeof x === "string")
   )
-    throw bad();
+    return null;
   return {
     version: 1,
     generation: v.generation,
@@ -219,6 +217,67 @@ export function readState(inst: Instance): StateRecord | null {
     recipients: v.recipients as string[],
     files: v.files as string[],
   };
+}
+
+/** Reads a per-instance state record (written before the index); null when there is none. */
+export function readState(inst: Instance): StateRecord | null {
+  const file = path.join(inst.dir, LEGACY_STATE_FILE);
+  const text = readSmallFile(file, MAX_STATE_SIZE, "remove it to generate this generator's outputs again");
+  if (text === null) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {}
+  const record = parseRecord(v, true);
+  if (record === null)
+    throw new NixsealError("GENERATE", `${file} is not a valid state record`, {
+      file,
+      hint: "it is written by nixseal generate; remove it to generate the outputs again",
+    });
+  return record;
+}
+
+/**
+ * Reads generated/.state.json, strictly (unknown fields, malformed records or ids are errors,
+ * naming the record); null when it does not exist.
+ */
+export function readStateIndex(outputDir: string): Map<string, StateRecord> | null {
+  const file = path.join(outputDir, STATE_INDEX);
+  const hint =
+    "it is written by nixseal generate: restore it (git checkout -- generated/.state.json), or remove it to generate every output again";
+  const text = readSmallFile(file, MAX_STATE_INDEX_SIZE, hint);
+  if (text === null) return null;
+  const bad = (what: string) =>
+    new NixsealError("GENERATE", `${file} is not a valid state file: ${what}`, { file, hint });
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw bad("not JSON");
+  }
+  if (!isObject(v) || Object.keys(v).length !== 2 || !Object.hasOwn(v, "version") || !isObject(v.instances))
+    throw bad('it must be {"version": 2, "instances": {...}}');
+  if (v.version !== STATE_INDEX_VERSION)
+    throw bad(
+      `version ${JSON.stringify(v.version)} is not ${STATE_INDEX_VERSION} (a newer nixseal wrote it?)`,
+    );
+  const out = new Map<string, StateRecord>();
+  for (const [id, record] of Object.entries(v.instances)) {
+    if (!INSTANCE_ID.test(id)) throw bad(`${JSON.stringify(id.slice(0, 140))} is not an instance name`);
+    const r = parseRecord(record, false);
+    if (r === null) throw bad(`the record of ${id} is malformed`);
+    out.set(id, r);
+  }
+  return out;
+}
+
+/** generated/.state.json's text: one instance per line, sorted (so git merges line by line). */
+export function stateIndexText(records: ReadonlyMap<string, StateRecord>): string {
+  const lines = [...records.keys()].sort().map((id) => {
+    const { version: _, ...r } = records.get(id)!;
+    return `${JSON.stringify(id)}:${JSON.stringify(r)}`;
+  });
+  return `{"version":${STATE_INDEX_VERSION},"instances":{\n${lines.join(",\n")}${lines.length ? "\n" : ""}}}\n`;
 }
 
 /** A Nix string literal: JSON's escapes are Nix's, and "${" must not start an interpolation. */
@@ -275,10 +334,11 @@ export function promptFile(repository: string, gen: GeneratorSpec, prompt: strin
   return path.join(repository, OUTPUT_DIR, gen.name, `prompt.${prompt}.age`);
 }
 
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  const x = [...a].sort();
-  const y = [...b].sort();
-  return x.length === y.length && x.every((v, i) => v === y[i]);
+/** The same recipients, in any order (`wanted` has no duplicates, as instancesOf makes it). */
+function sameRecipients(recorded: readonly string[], wanted: readonly string[]): boolean {
+  if (recorded.length !== wanted.length) return false;
+  const set = new Set(recorded);
+  return set.size === recorded.length && wanted.every((r) => set.has(r));
 }
 
 function formatPeriod(seconds: number): string {
@@ -329,13 +389,24 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
   const entries: PlanEntry[] = [];
   const byId = new Map<string, PlanEntry>();
   const existing = new Set<string>();
+  const outputDir = path.join(repository, OUTPUT_DIR);
+  const stateIndex = readStateIndex(outputDir);
+  const legacyStates: Instance[] = [];
   for (const inst of instancesOf(spec, repository)) {
-    // One directory listing tells which outputs exist (regular files only, no symlink).
-    const listing = listOutputs(inst.dir);
-    const present = listing.regular;
-    for (const name of present) existing.add(`${inst.relDir}/${name}`);
-    // A .state.json that is not a regular file is read to be refused (readState never follows it).
-    const state = listing.stateEntry ? readState(inst) : null;
+    // Which outputs exist: regular files only, never through a symlink.
+    const present = new Set<string>();
+    for (const f of inst.gen.files) {
+      const name = outputFileName(f);
+      if (!isRegularFile(path.join(inst.dir, name))) continue;
+      present.add(name);
+      existing.add(`${inst.relDir}/${name}`);
+    }
+    let state = stateIndex?.get(inst.id) ?? null;
+    if (state === null) {
+      // Not in the index (or no index yet): a record an earlier nixseal kept beside the outputs.
+      state = readState(inst);
+      if (state !== null) legacyStates.push(inst);
+    }
     const reasons: string[] = [];
     let action: Action = "none";
     const inScope = selected === null || selected.has(inst.gen.name);
@@ -365,7 +436,7 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
           );
       }
       if (reasons.length > 0) action = "regenerate";
-      else if (inst.gen.files.some((f) => f.secret) && !sameList(state.recipients, inst.recipients)) {
+      else if (inst.gen.files.some((f) => f.secret) && !sameRecipients(state.recipients, inst.recipients)) {
         action = "rekey";
         reasons.push("recipients changed");
       }
@@ -405,8 +476,10 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
   );
   return {
     repository,
-    outputDir: path.join(repository, OUTPUT_DIR),
+    outputDir,
     entries,
+    stateIndex: stateIndex ?? new Map(),
+    legacyStates,
     work: entries.filter((e) => e.action !== "none"),
     prompts,
     rulesStale: current !== wanted && entries.some((e) => e.state !== null),

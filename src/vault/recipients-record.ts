@@ -117,13 +117,27 @@ export class RecipientsRecord implements Recipient {
   }
 }
 
+/**
+ * Digests of the recipient lists seen in this process (public keys only): `generate` and `rekey`
+ * encrypt many files to the same few lists, and parsing every key again for every file was a
+ * quarter of the cost of encrypting a small one. Bounded; a list that fails to parse is not kept.
+ */
+const digestCache = new Map<string, string>();
+const MAX_DIGEST_CACHE = 4096;
+
 /** `recipients` (made from `publicKeys`) followed by the record of `publicKeys`. */
 export function withRecipientsRecord(
   recipients: readonly Recipient[],
   publicKeys: readonly string[],
   where: string,
 ): Recipient[] {
-  const digest = recipientsDigest(publicKeys.map((k) => classifyRecipient(k, where).normalised));
+  const key = JSON.stringify(publicKeys);
+  let digest = digestCache.get(key);
+  if (digest === undefined) {
+    digest = recipientsDigest(publicKeys.map((k) => classifyRecipient(k, where).normalised));
+    if (digestCache.size >= MAX_DIGEST_CACHE) digestCache.clear();
+    digestCache.set(key, digest);
+  }
   return [...recipients, new RecipientsRecord(digest, recipients)];
 }
 

@@ -396,3 +396,31 @@ test("a payload big enough for the default settings round-trips with the age bin
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("the sequential encryptor seals the same chunks whatever the sizes of the pushes", () => {
+  // The held-back plaintext grows with what is pushed (a few bytes for a password): pushes that
+  // fill it piece by piece, across chunk boundaries, must give exactly the age STREAM chunks.
+  const data = randomBytes(2 * C + 5);
+  for (const size of [0, 1, 31, C - 1, C, C + 1, 2 * C, 2 * C + 5]) {
+    const input = data.subarray(0, size);
+    const chunks: { plain: Buffer; last: boolean }[] = [];
+    for (let off = 0; off < size || chunks.length === 0; off += C)
+      chunks.push({ plain: input.subarray(off, off + C), last: off + C >= size });
+    const expected = sealChunks(key, chunks);
+    for (const [splitName, pieces] of [
+      ["one push", [Number.MAX_SAFE_INTEGER]],
+      ["bytes one by one, then 1000 at a time", [1, 1, 1, 1, 1, 1, 1, 1000]],
+      ["growing pushes", [3, 17, 100, 4000, C - 5, 9]],
+    ] as const) {
+      const enc = new PayloadEncryptor(key);
+      const out: Buffer[] = [];
+      for (let off = 0, i = 0; off < size; i++) {
+        const n = pieces[Math.min(i, pieces.length - 1)]!;
+        enc.push(input.subarray(off, off + n), out);
+        off += n;
+      }
+      enc.finish(out);
+      assert.ok(Buffer.concat(out).equals(expected), `${size} bytes, ${splitName}`);
+    }
+  }
+});

@@ -69,6 +69,19 @@ function changed(a: Map<string, string>, b: Map<string, string>): string[] {
   return [...keys].filter((k) => a.get(k) !== b.get(k)).sort();
 }
 
+/** The records of generated/.state.json, each as its JSON text, by instance. */
+function states(): Map<string, string> {
+  const v = JSON.parse(fs.readFileSync(path.join(repo, "generated", ".state.json"), "utf8"));
+  assert.equal(v.version, 2);
+  return new Map(Object.entries(v.instances).map(([id, r]) => [id, JSON.stringify(r)]));
+}
+
+/** The instances whose state record differs between two states() reads. */
+function changedStates(a: Map<string, string>, b: Map<string, string>): string[] {
+  const keys = new Set([...a.keys(), ...b.keys()]);
+  return [...keys].filter((k) => a.get(k) !== b.get(k)).sort();
+}
+
 function git(args: string[], cwd = repo): string {
   const r = spawnSync(GIT!, args, { cwd, encoding: "utf8" });
   assert.equal(r.status, 0, `git ${args.join(" ")}: ${r.stderr}`);
@@ -216,7 +229,18 @@ describe("nixseal generate", { skip: missing }, () => {
       1,
       "nothing committed",
     );
-    const state = fs.readFileSync(path.join(repo, "generated", "pw", "web", ".state.json"), "utf8");
+    // One state file for every instance; none beside the outputs.
+    assert.deepEqual([...states().keys()].sort(), [
+      "login",
+      "pw/db",
+      "pw/web",
+      "pwhash/db",
+      "pwhash/web",
+      "shared",
+    ]);
+    assert.ok(!fs.existsSync(path.join(repo, "generated", "pw", "web", ".state.json")));
+    assert.match(status, /^A {2}generated\/\.state\.json$/m);
+    const state = fs.readFileSync(path.join(repo, "generated", ".state.json"), "utf8");
     const pw = ageDecrypt(path.join(repo, "generated", "pw", "web", "password.age"))
       .toString()
       .trim();
@@ -279,6 +303,7 @@ describe("nixseal generate", { skip: missing }, () => {
   test("changed validation regenerates exactly that generator and its dependents", () => {
     fs.writeFileSync(path.join(repo, "generators.nix"), generators("", { pwValidation: "2" }));
     const before = snapshot(repo);
+    const statesBefore = states();
     const r = generate([]);
     assert.equal(r.status, 0, r.stderr);
     const diff = changed(before, snapshot(repo));
@@ -293,13 +318,9 @@ describe("nixseal generate", { skip: missing }, () => {
     );
     assert.deepEqual(
       diff.filter((f) => f.endsWith(".state.json")),
-      [
-        "generated/pw/db/.state.json",
-        "generated/pw/web/.state.json",
-        "generated/pwhash/db/.state.json",
-        "generated/pwhash/web/.state.json",
-      ],
+      ["generated/.state.json"],
     );
+    assert.deepEqual(changedStates(statesBefore, states()), ["pw/db", "pw/web", "pwhash/db", "pwhash/web"]);
     const pw = ageDecrypt(path.join(repo, "generated", "pw", "web", "password.age"));
     assert.equal(
       fs.readFileSync(path.join(repo, "generated", "pwhash", "web", "hash"), "utf8"),
@@ -334,13 +355,15 @@ describe("nixseal generate", { skip: missing }, () => {
     assert.match(r0.stderr, /nothing to do/);
     const later = new Date(Date.now() + 31 * 86400_000).toISOString();
     const before = snapshot(repo);
+    const statesBefore = states();
     const r = generate([], { NIXSEAL_NOW: later });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout.toString(), /^regenerate shared: rotation due \(generated .*, every 30d\)$/m);
     assert.deepEqual(changed(before, snapshot(repo)), [
-      "generated/shared/.state.json",
+      "generated/.state.json",
       "generated/shared/token.age",
     ]);
+    assert.deepEqual(changedStates(statesBefore, states()), ["shared"]);
     assert.match(generate([], { NIXSEAL_NOW: later }).stderr, /nothing to do/);
   });
 
@@ -369,9 +392,7 @@ describe("nixseal generate", { skip: missing }, () => {
       generators("", { pwValidation: "2", sharedRotate: "30d", adminList: `"${admin}" "${admin2}"` }),
     );
     const pwBefore = ageDecrypt(path.join(repo, "generated", "pw", "web", "password.age"));
-    const generation = () =>
-      JSON.parse(fs.readFileSync(path.join(repo, "generated", "pw", "web", ".state.json"), "utf8"))
-        .generation;
+    const generation = () => JSON.parse(states().get("pw/web")!).generation;
     const generationBefore = generation();
     const before = snapshot(repo);
     const r = generate([]);
@@ -388,6 +409,88 @@ describe("nixseal generate", { skip: missing }, () => {
       "s3cret-typed",
     );
     assert.equal(nixseal(["check"], { cwd: repo, env }).status, 0);
+  });
+
+  test("an output deleted by hand is generated again, with its dependents", () => {
+    fs.rmSync(path.join(repo, "generated", "pw", "web", "password.age"));
+    const dry = generate(["--dry-run"]);
+    assert.match(dry.stdout.toString(), /^regenerate pw\/web: output password missing$/m);
+    assert.match(dry.stdout.toString(), /^regenerate pwhash\/web: dependency pw\/web is regenerated$/m);
+    const before = snapshot(repo);
+    const r = generate([]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(changed(before, snapshot(repo)), [
+      "generated/.state.json",
+      "generated/pw/web/password.age",
+      "generated/pwhash/web/hash",
+    ]);
+    assert.match(generate([]).stderr, /nothing to do/);
+  });
+
+  test("state records kept beside the outputs (older nixseal) are read, then moved into generated/.state.json", () => {
+    // As an earlier nixseal left the repository: one generated/<id>/.state.json per instance, staged.
+    const legacy = states();
+    const index = path.join(repo, "generated", ".state.json");
+    for (const [id, record] of legacy) {
+      const file = path.join(repo, "generated", ...id.split("/"), ".state.json");
+      fs.writeFileSync(file, `${JSON.stringify({ version: 1, ...JSON.parse(record) }, null, 2)}\n`);
+    }
+    fs.rmSync(index);
+    git(["add", "-A", "generated"]);
+    const before = snapshot(repo);
+    const noop = generate([]);
+    assert.equal(noop.status, 0, noop.stderr);
+    assert.match(noop.stderr, /nothing to do \(6 up to date\)/);
+    assert.deepEqual(changed(before, snapshot(repo)), []);
+    // The next run that writes moves every record into the one file, generation ids kept.
+    const r = generate(["--regenerate", "shared"]);
+    assert.equal(r.status, 0, r.stderr);
+    const now = states();
+    assert.deepEqual(changedStates(legacy, now), ["shared"]);
+    const left = changed(before, snapshot(repo)).filter((f) => f.endsWith(".state.json"));
+    assert.deepEqual(left, [
+      "generated/.state.json",
+      "generated/login/.state.json",
+      "generated/pw/db/.state.json",
+      "generated/pw/web/.state.json",
+      "generated/pwhash/db/.state.json",
+      "generated/pwhash/web/.state.json",
+      "generated/shared/.state.json",
+    ]);
+    for (const f of left.slice(1)) assert.ok(!fs.existsSync(path.join(repo, f)), `${f} is left`);
+    assert.deepEqual(
+      git(["ls-files", "generated"])
+        .split("\n")
+        .filter((f) => f.endsWith(".state.json")),
+      ["generated/.state.json"],
+      "the removals are staged",
+    );
+    assert.match(generate([]).stderr, /nothing to do/);
+  });
+
+  test("a damaged generated/.state.json is reported, naming the file; nothing is run or written", () => {
+    const index = path.join(repo, "generated", ".state.json");
+    const good = fs.readFileSync(index, "utf8");
+    try {
+      for (const [damage, why] of [
+        [good.replace(/"generation":/, '"surprise":1,"generation":'), /the record of \S+ is malformed/],
+        [good.replace('"version":2', '"version":3'), /version 3 is not 2/],
+        [good.replace('"instances":{', '"instances":{"../x":{},'), /"\.\.\/x" is not an instance name/],
+        [good.slice(0, 40), /not JSON/],
+      ] as const) {
+        fs.writeFileSync(index, damage);
+        const before = snapshot(repo);
+        const r = generate(["--regenerate", "shared"]);
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /generated\/\.state\.json is not a valid state file/);
+        assert.match(r.stderr, why);
+        assert.match(r.stderr, /git checkout -- generated\/\.state\.json/);
+        assert.deepEqual(changed(before, snapshot(repo)), []);
+      }
+    } finally {
+      fs.writeFileSync(index, good);
+    }
+    assert.match(generate([]).stderr, /nothing to do/);
   });
 
   test("no plaintext in the repository or /tmp while generating", async () => {

@@ -305,3 +305,18 @@ describe("compareHeader", () => {
     );
   });
 });
+
+test("a recipient list seen before is digested the same, and a bad list is refused even after a good one", () => {
+  const a = X25519Identity.generate().recipient();
+  const b = X25519Identity.generate().recipient();
+  const keys = [a.toString(), b.toString()];
+  const digestOf = (rs: ReturnType<typeof withRecipientsRecord>) =>
+    (rs.at(-1)!.wrapFileKey(new Uint8Array(16)) as Stanza[])[0]!.args[0];
+  const first = withRecipientsRecord([a, b], keys, "test");
+  const again = withRecipientsRecord([a, b], [...keys], "test");
+  assert.equal(digestOf(again), digestOf(first));
+  assert.equal(digestOf(first), recipientsDigest(keys));
+  // The same characters joined into one string are no list of two keys.
+  assert.throws(() => withRecipientsRecord([a, b], [keys.join("\n")], "test"), NixsealError);
+  assert.throws(() => withRecipientsRecord([a, b], [`${keys[0]}x`], "test"), NixsealError);
+});
