@@ -160,6 +160,7 @@ export async function pushHost(
         reloadUnits: k.reloadUnits,
         keyUnit: k.keyUnit,
         uploadAt: k.uploadAt,
+        persist: k.persist,
       };
       entries.push({ meta, send: !same, value: same ? null : value });
       if (have === undefined) report.added.push(k.key);
