@@ -279,12 +279,40 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
     );
   });
 
+  test("a credstore out of step with RAM (lost, or an older generation put back) is sealed again from RAM by the next push", () => {
+    assert.equal(push(KEYS(DB, API, RAM)).status, 0);
+    // An older generation made current again, as a crash between the credstore's switch and
+    // RAM's, or a backup, would leave it: its sealed files are not the ones RAM's keys hold.
+    const gen = Number(fs.readlinkSync(current()));
+    fs.mkdirSync(path.join(storeDir(), String(gen + 1)), { mode: 0o700 });
+    fs.writeFileSync(
+      path.join(storeDir(), String(gen + 1), "keys.json"),
+      JSON.stringify({ version: 1, keys: [] }),
+      { mode: 0o600 },
+    );
+    fs.symlinkSync(String(gen + 1), path.join(storeDir(), "next"));
+    fs.renameSync(path.join(storeDir(), "next"), current());
+    const r = push(KEYS(DB, API, RAM));
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual([...r.host.kept].sort(), ["api", "db", "ram"], "nothing crosses the wire");
+    assert.equal(decrypt(sealedFile("db")), DB);
+    assert.equal(decrypt(sealedFile("api")), API);
+
+    // The whole store lost: the same.
+    fs.rmSync(storeDir(), { recursive: true });
+    const r2 = push(KEYS(DB, API, RAM));
+    assert.equal(r2.status, 0, r2.stderr);
+    assert.equal(decrypt(sealedFile("db")), DB);
+    assert.equal(decrypt(sealedFile("api")), API);
+  });
+
   test("a key that cannot be sealed fails the push: RAM and credstore keep the previous set", () => {
     const keys = KEYS(DB, API, RAM);
     assert.equal(push(keys).status, 0);
     const before = storeFiles();
     // A credential host key on a temporary file system: systemd-creds --with-key=auto refuses it.
-    fs.writeFileSync(hostKeyFile, "/dev/shm/nixseal-test-no-such-host-key/credential.secret");
+    const shm = fs.mkdtempSync("/dev/shm/nixseal-persist-test-");
+    fs.writeFileSync(hostKeyFile, path.join(shm, "host", "credential.secret"));
     try {
       const r = push(KEYS("db-password-two", API, "ram-only-three"));
       assert.equal(r.status, 1);
@@ -292,6 +320,7 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
       assert.match(JSON.stringify(r.host.problems), /nothing changed: key \\"db\\": cannot seal it/);
     } finally {
       fs.writeFileSync(hostKeyFile, goodHostKey);
+      fs.rmSync(shm, { recursive: true, force: true });
     }
     assert.equal(host.inspect("/run/keys/db")!.content, DB);
     assert.equal(host.inspect("/run/keys/ram")!.content, RAM, "RAM-only keys are not switched either");
