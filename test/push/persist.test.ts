@@ -60,6 +60,8 @@ interface HostJson {
   removed: string[];
   kept: string[];
   started: string[];
+  sealed: string[];
+  unsealed: string[];
   problems: { message: string }[];
 }
 
@@ -163,6 +165,7 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
     const r = push(KEYS(DB, API, RAM));
     assert.equal(r.status, 0, `${r.stderr}\n${JSON.stringify(r.host.problems)}`);
     assert.deepEqual([...r.host.added].sort(), ["api", "db", "ram"]);
+    assert.deepEqual([...r.host.sealed].sort(), ["api", "db"]);
     assert.equal(host.inspect("/run/keys/db")!.content, DB);
     for (const [key, value] of [
       ["db", DB],
@@ -203,6 +206,7 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
     const r = push(KEYS(DB, API, "ram-only-two"));
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.host.changed, ["ram"]);
+    assert.deepEqual([r.host.sealed, r.host.unsealed], [[], []]);
     assert.equal(host.inspect("/run/keys/ram")!.content, "ram-only-two");
     assert.equal(fs.readlinkSync(current()), target, "no new generation of the credstore");
     const now = storeFiles();
@@ -264,6 +268,7 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
     const r3 = push(KEYS(DB, "api-token-two", RAM));
     assert.equal(r3.status, 0, r3.stderr);
     assert.deepEqual([...r3.host.kept].sort(), ["api", "db", "ram"]);
+    assert.deepEqual(r3.host.sealed, ["db"]);
     assert.equal(decrypt(sealedFile("db")), DB);
 
     // api removed from the plan: from RAM and from the credstore.
@@ -271,6 +276,7 @@ describe('persist = "credential": sealed with systemd-creds on the host, restore
     const r4 = push(withoutApi);
     assert.equal(r4.status, 0, r4.stderr);
     assert.deepEqual(r4.host.removed, ["api"]);
+    assert.deepEqual([r4.host.sealed, r4.host.unsealed], [[], ["api"]]);
     assert.equal(fs.existsSync(sealedFile("api")), false);
     assert.equal(
       [...storeFiles().keys()].some((f) => f.includes("nixseal-key-api")),
