@@ -93,6 +93,8 @@ function hostLine(r: HostReport): string {
           r.added.length > 0 ? `\n  added: ${list(r.added)}` : "",
           r.changed.length > 0 ? `\n  changed: ${list(r.changed)}` : "",
           r.removed.length > 0 ? `\n  removed: ${list(r.removed)}` : "",
+          r.sealed.length > 0 ? `\n  sealed: ${list(r.sealed)}` : "",
+          r.unsealed.length > 0 ? `\n  unsealed: ${list(r.unsealed)}` : "",
         ].join("");
   return (
     safeText(`${r.host}: ${what}${units.length > 0 ? `; ${units.join("; ")}` : ""}`) +
@@ -227,6 +229,8 @@ export const command: Command = {
           reloaded: r.reloaded,
           started: r.started,
           stopped: r.stopped,
+          sealed: r.sealed,
+          unsealed: r.unsealed,
           problems: r.problems.map(errorJson),
         };
       }

@@ -16,8 +16,11 @@ export { loadSealedIdentities, parseKeyMaterial } from "./sealed-identity.js";
 export {
   CREDENTIAL_KEYS,
   type CredentialKey,
+  decryptCredentialBytes,
   encryptCredential,
+  encryptCredentialBytes,
   isCredentialKey,
+  readCredentialFile,
   type SealedWith,
   type SystemdCredsOptions,
   sealedWith,

@@ -24,6 +24,9 @@ export interface HostReport {
   reloaded: string[];
   started: string[];
   stopped: string[];
+  /** Keys with persist "credential" the host sealed now; keys whose sealed file it removed. */
+  sealed: string[];
+  unsealed: string[];
   problems: NixsealError[];
 }
 
@@ -52,6 +55,8 @@ function emptyReport(host: string): HostReport {
     reloaded: [],
     started: [],
     stopped: [],
+    sealed: [],
+    unsealed: [],
     problems: [],
   };
 }
@@ -160,6 +165,7 @@ export async function pushHost(
         reloadUnits: k.reloadUnits,
         keyUnit: k.keyUnit,
         uploadAt: k.uploadAt,
+        persist: k.persist,
       };
       entries.push({ meta, send: !same, value: same ? null : value });
       if (have === undefined) report.added.push(k.key);
@@ -215,6 +221,8 @@ export async function pushHost(
     report.reloaded = stringList(r.reloaded);
     report.started = stringList(r.started);
     report.stopped = stringList(r.stopped);
+    report.sealed = stringList(r.sealed);
+    report.unsealed = stringList(r.unsealed);
     report.problems = (Array.isArray(r.problems) ? r.problems : []).map((x) => {
       const o = isObject(x) ? x : {};
       return new NixsealError("PUSH", String(o.message ?? "a problem on the host"), {

@@ -9,5 +9,5 @@ export {
   destinationProblem,
 } from "./host-keys.js";
 export { type Plan, type PlanHost, readPlanFile, UPLOAD_AT, type UploadAt } from "./plan.js";
-export { receive } from "./receiver.js";
+export { receive, restore } from "./receiver.js";
 export { resolveSources } from "./sources.js";

@@ -35,6 +35,12 @@ export const DEFAULT_DEST_DIR = "/run/keys";
 export type UploadAt = "pre-activation" | "post-activation";
 export const UPLOAD_AT: readonly UploadAt[] = ["pre-activation", "post-activation"];
 
+/** false: in RAM only; "credential": also sealed with systemd-creds on the host (docs/push.md). */
+export type Persist = false | "credential";
+
+/** The prefix of a persisted key's credential name: nixseal-key-<key>, as its unit. */
+export const CREDENTIAL_PREFIX = "nixseal-key-";
+
 /** A sops file is recognised by its extension; anything else is an age file. */
 export type FileFormat = "age" | "yaml" | "json" | "dotenv" | "ini";
 
@@ -54,6 +60,7 @@ export interface KeyMeta {
   reloadUnits: string[];
   keyUnit: string | null;
   uploadAt: UploadAt;
+  persist: Persist;
 }
 
 export interface PlanKey extends KeyMeta {
@@ -193,24 +200,18 @@ const KEY_FIELDS: FieldTable = {
     default: "pre-activation",
     read: enumField(UPLOAD_AT, "when the key is pushed relative to activation"),
   },
-  persist: {
-    required: false,
-    default: false,
-    read: (v, at, p) => {
-      if (v === false) return false;
-      if (v === "credential") {
-        p.add(
-          at,
-          '"credential" is not supported by this version of nixseal push',
-          "leave persist out (keys live in RAM only); seal long-lived secrets with nixseal.secrets.<name>.credential",
-        );
-        return undefined;
-      }
-      p.add(at, `must be false or "credential", not ${typeName(v)}`, SCHEMA_HINT);
-      return undefined;
-    },
-  },
+  persist: { required: false, default: false, read: readPersist },
 };
+
+function readPersist(v: Json, at: string, p: Problems): Persist | undefined {
+  if (v === false || v === "credential") return v;
+  p.add(
+    at,
+    `must be false or "credential", not ${typeof v === "string" ? `"${shown(v)}"` : typeof v === "boolean" ? v : typeName(v)}`,
+    'false keeps the key in RAM only; "credential" also seals it on the host with systemd-creds',
+  );
+  return undefined;
+}
 
 /** The extensions of sops files and their formats (as src/install/manifest.ts names them). */
 function formatOf(file: string): FileFormat {
@@ -340,6 +341,7 @@ function readKey(key: string, v: Json, at: string, p: Problems, baseDir: string 
     reloadUnits: m.get("reloadUnits") as string[],
     keyUnit: m.get("keyUnit") as string | null,
     uploadAt: m.get("uploadAt") as UploadAt,
+    persist: m.get("persist") as Persist,
   };
 }
 
@@ -372,6 +374,14 @@ function readHost(host: string, v: Json, at: string, p: Problems, baseDir: strin
         const k = readKey(key, kv, kat, p, baseDir);
         if (k === null) ok = false;
         else keys.push(k);
+        if (k !== null && k.persist === "credential" && CREDENTIAL_PREFIX.length + key.length > 255) {
+          p.add(
+            `${kat}.persist`,
+            `the credential name ${CREDENTIAL_PREFIX}<key> would be longer than 255 characters`,
+            `a persisted key's name has at most ${255 - CREDENTIAL_PREFIX.length} characters`,
+          );
+          ok = false;
+        }
       }
     }
   }
@@ -525,6 +535,8 @@ const WIRE_META_FIELDS: FieldTable = {
     read: (v, at, p) => (v === null ? null : stringField(unitNameProblem, "a unit name")(v, at, p)),
   },
   uploadAt: { required: true, read: enumField(UPLOAD_AT, "pre-activation or post-activation") },
+  // Optional on the wire and in records: a host of an older version reads keys without it.
+  persist: { required: false, default: false, read: readPersist },
 };
 
 export interface WireKey extends KeyMeta {
@@ -544,6 +556,8 @@ export function wireKey(k: WireKey): Record<string, Json> {
     reloadUnits: k.reloadUnits,
     keyUnit: k.keyUnit,
     uploadAt: k.uploadAt,
+    // Only when set: an older host refuses an unknown field, and so refuses only what it cannot do.
+    ...(k.persist === "credential" ? { persist: k.persist } : {}),
   };
 }
 
@@ -569,6 +583,7 @@ export function readWireKey(
     reloadUnits: m.get("reloadUnits") as string[],
     keyUnit: m.get("keyUnit") as string | null,
     uploadAt: m.get("uploadAt") as UploadAt,
+    persist: m.get("persist") as Persist,
     extra: extraValues,
   };
 }

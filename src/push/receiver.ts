@@ -45,6 +45,7 @@ import {
   wipe,
   writeFileAtomic,
 } from "../common/index.js";
+import type { SystemdCredsOptions } from "../creds/index.js";
 import {
   createSecretFile,
   InstallLock,
@@ -55,6 +56,18 @@ import {
 } from "../install/index.js";
 import { KEYS_ROOT, readWireKey, type WireKey, wireKey } from "./plan.js";
 import { FRAME, FrameReader, FrameWriter, keyDigest, MAX_KEY_SIZE, PROTOCOL_VERSION } from "./protocol.js";
+import {
+  abortSeals,
+  DEFAULT_KEYS_CREDSTORE,
+  planSeals,
+  pruneSeals,
+  readSealedStore,
+  type SealPlan,
+  type StagedSeals,
+  stageSeals,
+  switchSeals,
+  unsealAll,
+} from "./sealed-keys.js";
 
 export interface ReceiveResult {
   ok: boolean;
@@ -67,12 +80,19 @@ export interface ReceiveResult {
   reloaded: string[];
   started: string[];
   stopped: string[];
+  /** Keys with persist "credential" sealed now; keys whose sealed file was removed. */
+  sealed: string[];
+  unsealed: string[];
   problems: NixsealError[];
 }
 
 export interface ReceiveOptions {
   /** Where the generations live (default /run/nixseal-keys). */
   root?: string;
+  /** The credential store of keys with persist "credential" (default /etc/credstore.encrypted). */
+  credstore?: string;
+  /** How systemd-creds is run (tests: its program, TPM2 device). */
+  creds?: SystemdCredsOptions;
   /** Called once the whole stream has arrived and been checked, before anything changes. */
   onCommit?: () => void;
 }
@@ -85,6 +105,8 @@ interface HeldKey {
   gen: number;
   /** The directory of the current generation (in hdir, or inside destDir). */
   gdir: string;
+  /** SHA-256 of the sealed file it was sealed into (persist "credential"; src/push/sealed-keys.ts). */
+  sealed: string | null;
 }
 
 /** nixseal's directory inside a destDir that is a real directory ("inside" layout). */
@@ -169,14 +191,15 @@ function currentKeys(root: string): { keys: Map<string, HeldKey>; gens: Map<stri
         gdir = `${record.destDir}/${INSIDE_DIR}/${gen}`;
       else continue;
       gens.set(hdir, gen);
-      for (const k of record.keys) keys.set(k.key, { meta: k, hdir, gen, gdir });
+      for (const k of record.keys)
+        keys.set(k.key, { meta: k, hdir, gen, gdir, sealed: record.sealed.get(k.key) ?? null });
       break;
     }
   }
   return { keys, gens };
 }
 
-function readRecord(file: string): { destDir: string; keys: WireKey[] } | null {
+function readRecord(file: string): { destDir: string; keys: WireKey[]; sealed: Map<string, string> } | null {
   try {
     const st = fs.lstatSync(file);
     if (!st.isFile() || st.size > MAX_RECORD || st.uid !== 0) return null;
@@ -185,7 +208,11 @@ function readRecord(file: string): { destDir: string; keys: WireKey[] } | null {
     const p = new Problems("PUSH", file);
     const keys = json.keys.map((k, i) => readWireKey(k, `keys[${i}]`, p)).filter((k) => k !== null);
     if (p.list.length > 0) return null;
-    return { destDir: json.destDir, keys };
+    const sealed = new Map<string, string>();
+    if (isObject(json.sealed))
+      for (const [k, v] of Object.entries(json.sealed))
+        if (typeof v === "string" && /^[0-9a-f]{64}$/.test(v)) sealed.set(k, v);
+    return { destDir: json.destDir, keys, sealed };
   } catch {
     return null;
   }
@@ -321,22 +348,12 @@ export async function receive(
     reloaded: [],
     started: [],
     stopped: [],
+    sealed: [],
+    unsealed: [],
     problems: [],
   };
 
-  // Nixseal's own directory: in RAM, or nothing is done.
-  try {
-    fs.mkdirSync(root, { mode: 0o751 });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") p.list.push(ioError("create the directory", root, e));
-  }
-  if (p.list.length === 0) {
-    const st = fs.lstatSync(root);
-    if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0)
-      p.add("", `${root} is not a directory only root can write`, "remove what is there; nixseal creates it");
-    else if (ramKindOf(root) === null)
-      p.add("", `${root} is not on a tmpfs or ramfs`, "keys never reach a disk: /run must be a tmpfs");
-  }
+  checkRoot(root, p);
   const lock = p.list.length === 0 ? await InstallLock.acquire(root, 60_000) : null;
   try {
     const badDirs = new Set<string>();
@@ -400,7 +417,13 @@ export async function receive(
         });
       }
       options.onCommit?.();
-      commit(root, wanted, held, gens, contents, result);
+      const seals = await sealsFor(options, wanted, held, contents);
+      if (seals.problems.length > 0) result.problems = nothingChanged(seals.problems);
+      else
+        commit(root, wanted, held, gens, contents, result, {
+          seals: seals.plan,
+          credstore: credstoreOf(options),
+        });
     } finally {
       for (const c of contents.values()) wipe(c);
     }
@@ -416,12 +439,205 @@ export async function receive(
         reloaded: result.reloaded,
         started: result.started,
         stopped: result.stopped,
+        sealed: result.sealed,
+        unsealed: result.unsealed,
         problems: result.problems.map(problemJson),
       })
       .catch(() => {});
     return result;
   } finally {
     lock?.release();
+  }
+}
+
+/**
+ * `nixseal receive --restore`, at boot: the keys with persist "credential" back into RAM from the
+ * credstore, each unsealed with `systemd-creds decrypt` and installed as a push installs it (a
+ * new generation, owners and modes at creation, one rename per destDir). The credstore is not
+ * changed. A key that cannot be restored (its sealed file does not decrypt: another host,
+ * tampered; its owner unknown; its path taken) is a problem named after it; the others are
+ * restored. Keys already in RAM that are not persisted stay as they are. No unit is started: the
+ * key units are ordered after the restore and start by themselves.
+ */
+export async function restore(options: ReceiveOptions = {}): Promise<ReceiveResult> {
+  const root = options.root ?? KEYS_ROOT;
+  const result: ReceiveResult = {
+    ok: false,
+    dryRun: false,
+    added: [],
+    changed: [],
+    removed: [],
+    kept: [],
+    restarted: [],
+    reloaded: [],
+    started: [],
+    stopped: [],
+    sealed: [],
+    unsealed: [],
+    problems: [],
+  };
+  let store: ReturnType<typeof readSealedStore>;
+  try {
+    store = readSealedStore(credstoreOf(options));
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.problems = [e];
+    return result;
+  }
+  const { keys: unsealed, problems } = await unsealAll(store, options.creds ?? {});
+  const contents = new Map<string, Buffer>();
+  try {
+    if (unsealed.length === 0) {
+      result.problems = problems;
+      result.ok = problems.length === 0;
+      return result;
+    }
+    const p = new Problems("PUSH", "restore");
+    checkRoot(root, p);
+    if (p.list.length > 0) {
+      result.problems = [...problems, ...p.list];
+      return result;
+    }
+    const lock = await InstallLock.acquire(root, 60_000);
+    try {
+      const { keys: held, gens } = currentKeys(root);
+      const owners = new OwnerResolver();
+      for (const k of unsealed) {
+        owners.want("passwd", k.meta.owner);
+        owners.want("group", k.meta.group);
+      }
+      owners.resolve();
+      const badDirs = new Map<string, string>();
+      for (const d of new Set(unsealed.map((k) => k.meta.destDir))) {
+        const why = destDirProblem(root, d);
+        if (why !== null) badDirs.set(d, `destDir ${d} ${why}`);
+      }
+      const wanted: Wanted[] = [];
+      const files = new Set<string>();
+      const sealedSha = new Map<string, string>();
+      for (const k of unsealed) {
+        const why =
+          badDirs.get(k.meta.destDir) ??
+          (owners.id("passwd", k.meta.owner) === undefined ? `unknown user ${k.meta.owner}` : null) ??
+          (owners.id("group", k.meta.group) === undefined ? `unknown group ${k.meta.group}` : null) ??
+          keyFileProblem(k.meta.destDir, k.meta.name)?.message ??
+          null;
+        if (why !== null) {
+          problems.push(
+            new NixsealError("PUSH", `key "${k.meta.key}" was not restored: ${why}`, {
+              hint: "fix it on the host; the next nixseal push sends the key again",
+            }),
+          );
+          continue;
+        }
+        wanted.push({ meta: k.meta, send: true });
+        contents.set(k.meta.key, Buffer.from(k.value));
+        files.add(`${k.meta.destDir}/${k.meta.name}`);
+        sealedSha.set(k.meta.key, k.sha);
+      }
+      // Keys in RAM that are not restored stay (kept, as by a push that does not name them).
+      for (const h of held.values()) {
+        if (contents.has(h.meta.key) || files.has(`${h.meta.destDir}/${h.meta.name}`)) continue;
+        wanted.push({ meta: h.meta, send: false });
+        if (h.sealed !== null) sealedSha.set(h.meta.key, h.sealed);
+      }
+      if (contents.size > 0)
+        commit(root, wanted, held, gens, contents, result, {
+          seals: null,
+          sealedSha,
+          credstore: credstoreOf(options),
+          notify: false,
+        });
+      result.problems = [...problems, ...result.problems];
+      result.ok = result.problems.length === 0;
+      return result;
+    } finally {
+      lock.release();
+    }
+  } finally {
+    for (const k of unsealed) wipe(k.value);
+    for (const c of contents.values()) wipe(c);
+  }
+}
+
+/** Nixseal's own directory in RAM, made if absent; anything else is a problem (nothing is done). */
+function checkRoot(root: string, p: Problems): void {
+  try {
+    fs.mkdirSync(root, { mode: 0o751 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") p.list.push(ioError("create the directory", root, e));
+  }
+  if (p.list.length === 0) {
+    const st = fs.lstatSync(root);
+    if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0)
+      p.add("", `${root} is not a directory only root can write`, "remove what is there; nixseal creates it");
+    else if (ramKindOf(root) === null)
+      p.add("", `${root} is not on a tmpfs or ramfs`, "keys never reach a disk: /run must be a tmpfs");
+  }
+}
+
+function credstoreOf(options: ReceiveOptions): string {
+  return options.credstore ?? DEFAULT_KEYS_CREDSTORE;
+}
+
+function nothingChanged(problems: NixsealError[]): NixsealError[] {
+  return problems.map(
+    (e) => new NixsealError(e.code, `nothing changed: ${e.message}`, { hint: e.hint, file: e.file }),
+  );
+}
+
+/**
+ * The credstore's part of a push: null when no key is or was persisted (then nothing on disk is
+ * read or written), else the keys sealed in memory and the next generation decided.
+ */
+async function sealsFor(
+  options: ReceiveOptions,
+  wanted: Wanted[],
+  held: Map<string, HeldKey>,
+  contents: Map<string, Buffer>,
+): Promise<{ plan: SealPlan | null; problems: NixsealError[] }> {
+  const credstore = credstoreOf(options);
+  const any =
+    wanted.some((w) => w.meta.persist === "credential") ||
+    [...held.values()].some((h) => h.meta.persist === "credential") ||
+    fs.existsSync(`${credstore}/nixseal-keys`);
+  if (!any) return { plan: null, problems: [] };
+  let store: ReturnType<typeof readSealedStore>;
+  try {
+    store = readSealedStore(credstore);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    return { plan: null, problems: [e] };
+  }
+  const owners = new OwnerResolver();
+  for (const h of held.values()) {
+    owners.want("passwd", h.meta.owner);
+    owners.want("group", h.meta.group);
+  }
+  owners.resolve();
+  const read: Buffer[] = [];
+  try {
+    const r = await planSeals(
+      store,
+      wanted.map((w) => {
+        const h = held.get(w.meta.key);
+        return {
+          meta: w.meta,
+          heldSealed: !w.send && h !== undefined ? h.sealed : null,
+          content: () => {
+            if (w.send) return contents.get(w.meta.key)!;
+            if (h === undefined) return null;
+            const c = readHeld(h, owners);
+            if (c !== null) read.push(c);
+            return c;
+          },
+        };
+      }),
+      options.creds ?? {},
+    );
+    return r;
+  } finally {
+    for (const c of read) wipe(c);
   }
 }
 
@@ -548,6 +764,13 @@ function commit(
   gens: Map<string, number>,
   contents: Map<string, Buffer>,
   result: ReceiveResult,
+  options: {
+    seals: SealPlan | null;
+    credstore: string;
+    /** The sealed files' SHA-256 for the RAM records when seals is null (a restore). */
+    sealedSha?: Map<string, string>;
+    notify?: boolean;
+  },
 ): void {
   const owners = new OwnerResolver();
   for (const w of wanted) {
@@ -586,6 +809,12 @@ function commit(
   }
   result.removed = removed.map((h) => h.meta.key);
 
+  // The SHA-256 of each persisted key's sealed file, for the RAM records.
+  const sealedSha =
+    options.sealedSha ?? new Map((options.seals?.entries ?? []).map((e) => [e.meta.key, e.sha]));
+  const sealedOf = (key: string): string | null => sealedSha.get(key) ?? null;
+  let stagedSeals: StagedSeals | null = null;
+
   // Which destDirs get a new generation: those whose keys or records differ.
   const byDir = new Map<string, Wanted[]>();
   for (const w of wanted) {
@@ -607,7 +836,7 @@ function commit(
         heldHere.length === list.length &&
         list.every((w) => {
           const h = held.get(w.meta.key);
-          return !w.send && h !== undefined && sameMeta(h.meta, w.meta);
+          return !w.send && h !== undefined && sameMeta(h.meta, w.meta) && h.sealed === sealedOf(w.meta.key);
         });
       if (unchanged) continue;
       const layout = layoutOf(destDir);
@@ -654,9 +883,20 @@ function commit(
           fs.linkSync(`${h.gdir}/${h.meta.name}`, `${gdir}/${w.meta.name}`);
         }
       }
+      const sealed: Record<string, string> = {};
+      for (const w of list) {
+        const sha = sealedOf(w.meta.key);
+        if (sha !== null) sealed[w.meta.key] = sha;
+      }
       writeFileAtomic(
         `${hdir}/${gen}.json`,
-        Buffer.from(JSON.stringify({ destDir, keys: list.map((w) => wireKey(w.meta)) })),
+        Buffer.from(
+          JSON.stringify({
+            destDir,
+            keys: list.map((w) => wireKey(w.meta)),
+            ...(Object.keys(sealed).length > 0 ? { sealed } : {}),
+          }),
+        ),
         0o600,
       );
       // The links of new names, before the switch (dangling until it, if the name is new).
@@ -668,8 +908,15 @@ function commit(
         }
       }
     }
+    // The credstore's next generation, complete on disk before either switch.
+    if (options.seals !== null) stagedSeals = stageSeals(options.credstore, options.seals);
+    // Its switch first: a crash from here on leaves the credstore new and RAM old, or both new; a
+    // restore after a reboot gets the new set, a push before one finds RAM out of step and seals
+    // from RAM again (src/push/sealed-keys.ts).
+    if (stagedSeals !== null) switchSeals(stagedSeals);
   } catch (e) {
     // Nothing was switched: remove what was staged, the current generations stay.
+    abortSeals(stagedSeals);
     for (const s of staged) {
       for (const l of s.links) fs.rmSync(l, { force: true });
       fs.rmSync(s.gdir, { recursive: true, force: true });
@@ -688,6 +935,11 @@ function commit(
     result.removed = [];
     result.kept = [];
     return;
+  }
+  if (stagedSeals !== null) {
+    result.sealed = stagedSeals.plan.sealed;
+    result.unsealed = stagedSeals.plan.unsealed;
+    pruneSeals(stagedSeals);
   }
 
   // The switch: one rename per destDir.
@@ -729,7 +981,9 @@ function commit(
     fs.rmSync(hdir, { recursive: true, force: true });
   }
 
-  // Units: one systemctl call per verb.
+  // Units: one systemctl call per verb (none for a restore at boot: the key units are ordered
+  // after it and start by themselves).
+  if (options.notify === false) return;
   const touched = wanted.filter((w) => w.send).map((w) => w.meta);
   const union = (xs: string[][]) => [...new Set(xs.flat())];
   const stop = union(removed.map((h) => (h.meta.keyUnit ? [h.meta.keyUnit] : [])));

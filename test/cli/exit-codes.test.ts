@@ -302,6 +302,11 @@ describe("failing runs exit with the documented code", () => {
       receive: [
         { args: ["receive", "extra"], code: 2, why: /takes no arguments/ },
         {
+          args: ["receive", "--restore", "--credstore", "relative/dir"],
+          code: 2,
+          why: /--credstore must be an absolute, normalised path/,
+        },
+        {
           args: ["receive"],
           code: 1,
           why: /does not speak nixseal's push protocol/,

@@ -252,6 +252,38 @@ function systemdVerify(units: Record<string, Json>): string {
 }
 
 describe("nixseal.keys: on the host", { skip: missing }, () => {
+  test('persist = "credential": a unit restores the sealed keys at boot, before their key units; none without such a key', () => {
+    const m = module(`{ ... }: {
+      nixseal.keys.db = { source.file = ./db.age; persist = "credential"; };
+      nixseal.keys.api = { source.pass = "api"; persist = "credential"; destDir = "/run/app-keys"; };
+      nixseal.keys.ram.source.pass = "ram";
+    }`);
+    assert.equal(
+      (plan(m).hosts as Record<string, Json & { keys: Record<string, Json> }>).nixos!.keys.db!.persist,
+      "credential",
+    );
+    const services = nixos(m, "services") as Record<string, Json>;
+    const restore = services["nixseal-restore-keys"];
+    assert.ok(restore, `no restore unit among ${Object.keys(services).join(", ")}`);
+    const pkg = nixos(m, "config.nixseal.package") as string;
+    assert.deepEqual(restore.serviceConfig, {
+      Type: "oneshot",
+      RemainAfterExit: true,
+      ExecStart: `${pkg}/bin/nixseal receive --restore`,
+    });
+    assert.deepEqual(restore.wantedBy, ["multi-user.target"]);
+    // Before the units of the persisted keys only: a RAM-only key has nothing to wait for.
+    assert.deepEqual((restore.before as string[]).sort(), [
+      "nixseal-key-api.service",
+      "nixseal-key-db.service",
+    ]);
+    assert.equal(restore.restartIfChanged, false);
+    assert.deepEqual(failed(m), []);
+
+    const ramOnly = module(`{ ... }: { nixseal.keys.ram.source.pass = "ram"; }`);
+    assert.equal("nixseal-restore-keys" in (nixos(ramOnly, "services") as Json), false);
+  });
+
   test("systemd accepts the key units (and NixOps's names for them); their condition is the key's presence", {
     skip: !SYSTEMD_ANALYZE && "needs systemd-analyze",
   }, () => {

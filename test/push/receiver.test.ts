@@ -187,6 +187,7 @@ describe("the push plan", () => {
       reloadUnits: [],
       keyUnit: null,
       uploadAt: "pre-activation",
+      persist: false,
     });
   });
 
@@ -205,7 +206,9 @@ describe("the push plan", () => {
               b: { source: { pass: "x", command: ["y"] } },
               c: { source: { file: "rel.age" } },
               h: { source: { command: ["x"] }, destDir: "/run/keys/sub" },
-              d: { source: { command: ["x"] }, persist: "credential" },
+              d: { source: { command: ["x"] }, persist: true },
+              d2: { source: { command: ["x"] }, persist: "credential" },
+              [`p${"x".repeat(244)}`]: { source: { command: ["x"] }, persist: "credential" },
               e: { source: { command: ["x"] }, destDir: "/run/nixseal-keys/x" },
               f: { source: { command: ["x"] }, name: "i" },
               i: { source: { command: ["y"] } },
@@ -225,7 +228,8 @@ describe("the push plan", () => {
       /keys\.a\.source\.key: \/x\.age is an age file/,
       /keys\.b\.source: names command and pass/,
       /keys\.c\.source\.file: "rel\.age" is relative/,
-      /keys\.d\.persist: "credential" is not supported/,
+      /keys\.d\.persist: must be false or "credential", not true/,
+      /keys\.px+\.*persist: the credential name nixseal-key-<key> would be longer than 255 characters/,
       /keys\.g\.mode: "4755" sets the setuid/,
       /destDir \/run\/nixseal-keys\/x overlaps \/run\/nixseal-keys/,
       /destDir \/run\/keys\/sub is inside destDir \/run\/keys/,
@@ -236,5 +240,11 @@ describe("the push plan", () => {
         problems.some((p) => w.test(p)),
         `${w} not in:\n${problems.join("\n")}`,
       );
+    // persist = "credential" is a valid setting.
+    assert.equal(
+      problems.some((p) => p.includes("keys.d2")),
+      false,
+      problems.join("\n"),
+    );
   });
 });

@@ -357,6 +357,9 @@ let
 
   hostName = config.networking.hostName or "";
 
+  # Keys the host seals with systemd-creds, restored from there at boot (docs/push.md).
+  persistedKeys = lib.filterAttrs (_: k: k.persist == "credential") cfg.keys;
+
   # coreutils' true; without nixpkgs (evaluation tests), the name systemd finds in its search path.
   trueCommand = if l.pkgs != null && l.pkgs ? coreutils then "${l.pkgs.coreutils}/bin/true" else "true";
 in
@@ -468,6 +471,24 @@ in
           // optionalAttrs (k.unitAliases != [ ]) { aliases = k.unitAliases; }
         )
       ) cfg.keys;
+    })
+
+    (mkIf (pushCfg.enable && persistedKeys != { }) {
+      # At boot, before the key units (whose ConditionPathExists= then finds the keys): the keys
+      # with persist = "credential" unsealed from the credential store back into RAM.
+      systemd.services.nixseal-restore-keys = {
+        description = "nixseal: restore the pushed keys sealed with systemd-creds";
+        wantedBy = [ "multi-user.target" ];
+        before = mapAttrsToList (_: k: k.unit) persistedKeys;
+        # Once per boot: a switch neither runs it again nor stops it.
+        restartIfChanged = false;
+        stopIfChanged = false;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${l.nixsealBin} receive --restore";
+        };
+      };
     })
   ];
 }
