@@ -5,7 +5,7 @@ import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { redactSecrets, safeText, useColor } from "./report.js";
 import { SOPS_OPTIONS } from "./sops-kind.js";
-import { VAULT_OPTIONS } from "./vault-context.js";
+import { VAULT_OPTIONS } from "./vault-options.js";
 
 const HELP = `Usage: nixseal check [--rules FILE] [--config FILE] [--json]
 

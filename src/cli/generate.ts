@@ -5,7 +5,7 @@ import type { Answers, Generators, Plan, PromptNeed } from "../generate/index.js
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { printWarning, redactSecrets, safeText, useColor } from "./report.js";
-import { VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-options.js";
 
 const HELP = `Usage: nixseal generate [NAME...] [--dry-run] [--regenerate NAME]... [--flake FLAKE#HOST]
                         [--prompt-file FILE] [--rules FILE] [-i IDENTITY]... [--json]

@@ -5,36 +5,11 @@
 import type { Identity } from "../age/index.js";
 import { type KeyContext, loadDefaultIdentities, looksLikeSecretKey } from "../keys/index.js";
 import { describeRecipient, loadRules, type Rules } from "../vault/index.js";
-import type { Options } from "./args.js";
 import { askPassphrase, pluginUI } from "./terminal.js";
 
-export const VAULT_OPTIONS = {
-  rules: { type: "string" },
-  identity: { type: "string", short: "i", multiple: true },
-  json: { type: "boolean" },
-  "no-cache": { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-} as const satisfies Options;
+import type { VaultValues } from "./vault-options.js";
 
-export const VAULT_OPTIONS_HELP = `Common options:
-    --rules FILE          The rules file (default: $RULES, else the first secrets.nix found
-                          walking up from the current directory, else ./secrets/secrets.nix).
-    -i, --identity FILE   An identity to decrypt with (repeatable). Given -i, only those are
-                          used, as with age. Without -i: NIXSEAL_IDENTITY, SOPS_AGE_KEY_FILE,
-                          SOPS_AGE_SSH_PRIVATE_KEY_FILE, SOPS_AGE_KEY,
-                          ~/.config/nixseal/identity.txt, ~/.config/sops/age/keys.txt,
-                          ~/.ssh/id_ed25519, ~/.ssh/id_rsa, then SOPS_AGE_KEY_CMD.
-    --json                Machine-readable output on stdout, one JSON object; a failure prints
-                          {"error": {"code", "message", "hint", "file"}}.
-    --no-cache            Evaluate secrets.nix directly: the cache is neither read nor written.
-`;
-
-export interface VaultValues {
-  rules?: string;
-  identity?: string[];
-  json?: boolean;
-  "no-cache"?: boolean;
-}
+export { VAULT_OPTIONS, VAULT_OPTIONS_HELP, type VaultValues } from "./vault-options.js";
 
 export function keyContext(): KeyContext {
   // Passphrases are asked at most once per key per command: identities cache what they unlock.
