@@ -25,7 +25,7 @@ import {
   storeByName,
   storeNameByExtension,
 } from "../sops/index.js";
-import { decryptSecret, type Rules } from "../vault/index.js";
+import { loadAgeSecrets, type Rules } from "../vault/index.js";
 
 export interface AuditSecret {
   /** How reports name it: the rules' name, or `FILE:["key"][0]` for a sops value. */
@@ -75,6 +75,7 @@ export async function loadSecrets(options: LoadSecretsOptions): Promise<LoadedSe
   const seen = new Set<string>();
 
   if (options.rules !== null) {
+    const { decryptSecret } = await loadAgeSecrets();
     for (const rule of options.rules.secrets.values()) {
       seen.add(path.resolve(rule.file));
       if (!fs.existsSync(rule.file)) continue; // listed in the rules, not written yet: nothing to leak

@@ -10,15 +10,13 @@ import { abortAllAtomicFiles, ioError, NixsealError, rethrowUnlessNixseal, wipe 
 import type { SopsBranch, SopsDocument, SopsStore } from "../sops/index.js";
 import {
   chooseEditBase,
-  decryptSecret,
   type EditorOutcome,
   EditSession,
   editorString,
-  recipientsFor,
+  loadAgeSecrets,
   requireSecret,
   runEditor,
   sweepStaleEditDirs,
-  writeSecret,
 } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
@@ -287,6 +285,7 @@ async function edit(values: EditValues, name: string): Promise<number> {
   const rules = rulesOf(values, name);
   const rule = requireSecret(rules, name);
   const ctx = keyContext();
+  const { decryptSecret, recipientsFor, writeSecret } = await loadAgeSecrets();
   // Recipients first: a broken rule fails before the user spends time in the editor.
   const recipients = recipientsFor(rule, rules.file, ctx);
 

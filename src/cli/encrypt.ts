@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as tty from "node:tty";
 import { ioError, NixsealError, readAll, wipe } from "../common/index.js";
 import type { SopsStore } from "../sops/index.js";
-import { MAX_SECRET_FILE_SIZE, recipientsFor, requireSecret, writeSecret } from "../vault/index.js";
+import { loadAgeSecrets, MAX_SECRET_FILE_SIZE, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { mayBeSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP } from "./sops-kind.js";
@@ -78,6 +78,7 @@ export const command: Command = {
     const store = sopsFile?.sopsStoreOf(positionals[0]!, values) ?? null;
     const rules = store === null ? rulesOf(values, positionals[0]) : null;
     const rule = rules === null ? null : requireSecret(rules, positionals[0]!);
+    const { recipientsFor, writeSecret } = await loadAgeSecrets();
     const recipients = rules === null || rule === null ? null : recipientsFor(rule, rules.file, keyContext());
     let fd = 0;
     if (values.in !== undefined && values.in !== "-") {

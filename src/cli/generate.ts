@@ -242,7 +242,7 @@ export const command: Command = {
       values.flake !== undefined
         ? gen.loadFlakeGenerators(values.flake)
         : gen.loadGeneratorsFile(rulesFile, { noCache: values["no-cache"] === true });
-    const plan = gen.makePlan(spec, repository, {
+    const plan = await gen.makePlan(spec, repository, {
       names: positionals,
       regenerate: values.regenerate ?? [],
       now: when,

@@ -6,7 +6,7 @@ import { lastChanges } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { useColor } from "./report.js";
-import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { recipientShower, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal list [--rules FILE] [--json]
 
@@ -37,6 +37,7 @@ export const command: Command = {
       throw new NixsealError("USAGE", "list takes no arguments", { hint: "nixseal list" });
     const rules = rulesOf(values);
     const changes = lastChanges(rules.dir);
+    const shownRecipient = await recipientShower();
     const rows = [...rules.secrets.values()]
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((rule) => {

@@ -4,9 +4,8 @@
  */
 import type { Identity } from "../age/index.js";
 import { type KeyContext, loadDefaultIdentities, looksLikeSecretKey } from "../keys/index.js";
-import { describeRecipient, loadRules, type Rules } from "../vault/index.js";
+import { loadAgeSecrets, loadRules, type Rules } from "../vault/index.js";
 import { askPassphrase, pluginUI } from "./terminal.js";
-
 import type { VaultValues } from "./vault-options.js";
 
 export { VAULT_OPTIONS, VAULT_OPTIONS_HELP, type VaultValues } from "./vault-options.js";
@@ -25,13 +24,16 @@ export function identitiesOf(values: VaultValues, ctx: KeyContext = keyContext()
   return loadDefaultIdentities({ flags: values.identity ?? [] }, ctx);
 }
 
+type Shown = ReturnType<Awaited<ReturnType<typeof loadAgeSecrets>>["describeRecipient"]>;
+
 /**
- * A recipient of the rules as list and who show it. A secret key written into the rules by
- * mistake is flagged, and nothing of it is shown.
+ * How list and who show a recipient of the rules. A secret key written into the rules by mistake
+ * is flagged, and nothing of it is shown.
  */
-export function shownRecipient(s: string): ReturnType<typeof describeRecipient> {
-  if (looksLikeSecretKey(s)) {
-    return { recipient: "(not shown)", kind: "unknown", label: "a SECRET key, not a recipient: remove it" };
-  }
-  return describeRecipient(s);
+export async function recipientShower(): Promise<(s: string) => Shown> {
+  const { describeRecipient } = await loadAgeSecrets();
+  return (s) =>
+    looksLikeSecretKey(s)
+      ? { recipient: "(not shown)", kind: "unknown", label: "a SECRET key, not a recipient: remove it" }
+      : describeRecipient(s);
 }

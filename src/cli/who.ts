@@ -2,11 +2,11 @@
 import * as fs from "node:fs";
 import { NixsealError } from "../common/index.js";
 import { looksLikeSecretKey, parseRecipientString, pluginNameOfRecipient } from "../keys/index.js";
-import { findSecret, normalizeRecipient } from "../vault/index.js";
+import { findSecret, loadAgeSecrets } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { quoteArg, reportFailure } from "./report.js";
-import { rulesOf, shownRecipient, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
+import { recipientShower, rulesOf, VAULT_OPTIONS, VAULT_OPTIONS_HELP } from "./vault-context.js";
 
 const HELP = `Usage: nixseal who NAME|RECIPIENT|FILE.pub [--rules FILE] [--json]
 
@@ -76,6 +76,7 @@ export const command: Command = {
     }
     const rules = rulesOf(values, arg);
     const rule = findSecret(rules, arg);
+    const [shownRecipient, { normalizeRecipient }] = await Promise.all([recipientShower(), loadAgeSecrets()]);
     if (rule) {
       const recipients = rule.publicKeys.map(shownRecipient);
       if (values.json) process.stdout.write(`${JSON.stringify({ secret: rule.name, recipients })}\n`);

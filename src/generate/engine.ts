@@ -13,14 +13,7 @@ import * as path from "node:path";
 import type { Identity, Recipient } from "../age/index.js";
 import { AtomicFile, findExecutable, ioError, NixsealError, syncDirectory, wipe } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
-import {
-  chooseEditBase,
-  decryptSecret,
-  encryptSecret,
-  evaluationRoot,
-  type SecretRule,
-  wipeTree,
-} from "../vault/index.js";
+import { chooseEditBase, evaluationRoot, loadAgeSecrets, type SecretRule, wipeTree } from "../vault/index.js";
 import { runBuiltin } from "./builtin.js";
 import {
   GENERATED_RULES,
@@ -297,6 +290,7 @@ function gitAdd(repository: string, rels: string[], removed: string[]): boolean 
 /** Runs the plan. Throws only for problems outside the generators (no RAM directory, I/O at the end). */
 export async function executePlan(plan: Plan, options: GenerateOptions): Promise<GenerateResult> {
   const { spec } = options;
+  const { decryptSecret, encryptSecret } = await loadAgeSecrets();
   const failed: Failure[] = [];
   const outcomes = new Map<string, Promise<Outcome>>();
   const plaintexts: Uint8Array[] = [];

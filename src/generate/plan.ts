@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { isObject, NixsealError } from "../common/index.js";
-import { recordNamesRule } from "../vault/index.js";
+import { loadAgeSecrets } from "../vault/index.js";
 import type { GeneratorSpec, Generators } from "./spec.js";
 
 export const OUTPUT_DIR = "generated";
@@ -361,7 +361,7 @@ export interface PlanOptions {
 }
 
 /** Decides what to do for every instance (selected ones and what they depend on). */
-export function makePlan(spec: Generators, repository: string, options: PlanOptions): Plan {
+export async function makePlan(spec: Generators, repository: string, options: PlanOptions): Promise<Plan> {
   const problems: NixsealError[] = [];
   for (const n of [...(options.names ?? []), ...(options.regenerate ?? [])]) {
     if (!spec.generators.has(n)) {
@@ -459,6 +459,8 @@ export function makePlan(spec: Generators, repository: string, options: PlanOpti
       if (!p.persist || !fs.existsSync(file)) continue;
       const recipients = promptRecipients(spec, instances, gen);
       const rel = path.relative(repository, file).split(path.sep).join("/");
+      // src/age and the key formats are loaded only here, for a kept answer: not on every plan.
+      const { recordNamesRule } = await loadAgeSecrets();
       if (!recordNamesRule({ name: rel, file, publicKeys: recipients, armor: false }))
         prompts.push({ gen, prompt: p.name, rel, recipients });
     }

@@ -11,9 +11,9 @@ import { type KeyContext, parseRecipientString, readKeyFile } from "../keys/inde
 import {
   findRulesFile,
   hostNameProblem,
+  loadAgeSecrets,
   loadRules,
   loadSopsAndRekey,
-  normalizeRecipient,
   type RekeyResult,
   readHostsFile,
   renderHostsFile,
@@ -130,6 +130,7 @@ export async function addHost(options: AddHostOptions): Promise<AddHostResult> {
           })();
   const { recipient } = base;
   const previous = hosts.hosts.get(name);
+  const { normalizeRecipient } = await loadAgeSecrets();
   if (previous !== undefined && normalizeRecipient(previous) !== recipient && !options.replace) {
     throw new NixsealError("HOST", `host ${name} is already in ${hosts.file} with another recipient`, {
       file: hosts.file,

@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { findExecutable, ioError, NixsealError } from "../common/index.js";
-import { MAX_SECRET_FILE_SIZE } from "./secrets.js";
+import { MAX_SECRET_FILE_SIZE } from "./rules.js";
 
 /** statfs(2) f_type of tmpfs (linux/magic.h). */
 export const TMPFS_MAGIC = 0x01021994;

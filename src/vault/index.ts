@@ -1,12 +1,13 @@
 /**
  * The user's secrets repository: the public face of src/vault/.
+ * What reads or writes age secrets (secrets.ts, describe.ts) is loaded at first use through
+ * loadAgeSecrets(): it loads src/age, src/keys and src/ssh.
  * What reads sops files or rekeys (check, rekey, sops-files, sops-rekey) is loaded at first use
  * through loadSopsAndRekey(): a static re-export here would load src/sops/, the YAML library and
  * rekey's worker machinery into every command that only decrypts or encrypts an age secret.
  */
 
 export type { CheckReport } from "./check.js";
-export { describeRecipient, normalizeRecipient } from "./describe.js";
 export {
   chooseEditBase,
   type EditorOutcome,
@@ -32,21 +33,19 @@ export {
   findSecret,
   loadNixValue,
   loadRules,
+  MAX_SECRET_FILE_SIZE,
   RULES_FILE,
   type Rules,
   requireSecret,
   type SecretRule,
 } from "./rules.js";
-export {
-  decryptSecret,
-  encryptSecret,
-  MAX_SECRET_FILE_SIZE,
-  recipientsFor,
-  recordNamesRule,
-  writeSecret,
-} from "./secrets.js";
 export type { SopsExpectation } from "./sops-files.js";
 export type { SopsTarget } from "./sops-rekey.js";
+
+/** decryptSecret, encryptSecret, writeSecret, recipientsFor, recordNamesRule, describeRecipient, normalizeRecipient: loaded at first use (age-secrets.ts). */
+export function loadAgeSecrets(): Promise<typeof import("./age-secrets.js")> {
+  return import("./age-secrets.js");
+}
 
 /** checkRepository, rekeyRepository and the sops-file functions, loaded at first use. */
 export function loadSopsAndRekey(): Promise<typeof import("./sops-and-rekey.js")> {

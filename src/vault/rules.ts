@@ -11,6 +11,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 
+/** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
+export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
+
 export const RULES_FILE = "secrets.nix";
 const MAX_RULES_SIZE = 4 * 1024 * 1024;
 const CACHE_VERSION = 2;

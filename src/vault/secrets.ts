@@ -13,10 +13,7 @@ import {
   recipientsDigest,
   withRecipientsRecord,
 } from "./recipients-record.js";
-import type { SecretRule } from "./rules.js";
-
-/** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
-export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
+import { MAX_SECRET_FILE_SIZE, type SecretRule } from "./rules.js";
 
 /** The recipients the rules name for a secret; every bad key is reported. */
 export function recipientsFor(rule: SecretRule, rulesFile: string, ctx: KeyContext): Recipient[] {
