@@ -252,7 +252,7 @@ export const pushBench: Benchmark = {
           "Each host: a real sshd on 127.0.0.1 in its own mount namespace (test/push/harness.ts); nixseal receive runs there through node.",
           "The colmena-style loop writes each key with `cat > tmp && chown && chmod && mv` over its own ssh connection, keys of a host one after another, 10 hosts at once (colmena's default).",
           "nixseal push: one ssh connection per host (counted in each sshd's log in every run).",
-          "Deployer CPU per host: (user + system CPU of nixseal push and its ssh children for the re-push − the same for a plan without hosts) / hosts; the rows below split it into nixseal's own process and ssh. The hosts' CPU (sshd, nixseal receive) is not counted. The CPU rows are ms, not wall time.",
+          "Deployer CPU per host: (user + system CPU of nixseal push and its ssh children for the re-push − the same for a plan without hosts) / hosts, so the decryption of each source (once per run) is shared by the hosts; the rows below split it into nixseal's own process and ssh. The hosts' CPU (sshd, nixseal receive) is not counted. The CPU rows are ms, not wall time.",
           "With ssh's default key exchange (sntrup761x25519-sha512 in OpenSSH before 9.9) the ssh client spends tens of ms of CPU per connection on it; curve25519-sha256 is what the user's ssh configuration may choose (or a ControlMaster connection, which nixseal uses when configured).",
         ],
       };
