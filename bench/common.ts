@@ -26,6 +26,8 @@ export interface BenchContext {
   option(name: string): number | undefined;
   /** Named text options from the command line (--disk-dir). */
   text(name: string): string | undefined;
+  /** Whether a flag without a value was given (--no-anchor). */
+  flag(name: string): boolean;
   log(line: string): void;
 }
 

@@ -12,6 +12,7 @@
  *   --disk-dir DIR  age-1gib: where the on-disk runs put their files (default the OS temp dir)
  *   --files N       small-decrypt, install: the number of files (default 1000); push: keys per host (100)
  *   --hosts N       push: the number of hosts (default 20)
+ *   --no-anchor     push: leave out the colmena-style loop (its one run takes minutes)
  *   --no-record     print only, do not update bench/RESULTS.md
  */
 import * as fs from "node:fs";
@@ -113,7 +114,7 @@ const BENCHMARKS: Benchmark[] = [
 
 function usage(): string {
   return [
-    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--hosts N] [--no-record] [--quiet LOAD]",
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--hosts N] [--no-anchor] [--no-record] [--quiet LOAD]",
     "",
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
@@ -282,6 +283,7 @@ async function main(): Promise<number> {
     hyperfine: which("hyperfine"),
     option: num,
     text: (name) => args.values.get(name),
+    flag: (name) => args.flags.has(name),
     log: (line) => process.stderr.write(`${line}\n`),
   };
   if (!fs.existsSync(ctx.cli)) throw new Error(`${ctx.cli} does not exist: run npm run build first`);

@@ -1,5 +1,5 @@
 /**
- * Faults of nixseal push over real OpenSSH (test/push/harness.ts): a connection cut at many
+ * Faults of nixseal push over real OpenSSH (test/push/harness.ts): a connection cut at 50 random
  * points of the stream, an unreachable host, a changed host key, a RAM filesystem too small, a
  * unit that fails, a destDir under a symlink, and bad input reported before any connection.
  */
@@ -45,7 +45,8 @@ function hostEntry(h: TestHost, keys: Record<string, unknown>, extra: Record<str
 describe("nixseal push faults", { skip: skip ?? false }, () => {
   before(async () => {
     removePrincipals = ensurePrincipals([], ["keys"]);
-    fleet = await startFleet(3, [{}, {}, { runSize: "512k" }]);
+    // Ten hosts: the cut test cuts ten connections per push; the other tests use the first three.
+    fleet = await startFleet(10, [{}, {}, { runSize: "512k" }]);
     work = path.join(fleet.dir, "deployer");
     fs.mkdirSync(work);
     fs.writeFileSync(path.join(work, "relay.js"), RELAY);
@@ -55,66 +56,96 @@ describe("nixseal push faults", { skip: skip ?? false }, () => {
     removePrincipals?.();
   });
 
-  test("a connection cut at random points: each host has the old or the new complete set, never a mix", () => {
-    const h = fleet.hosts[0]!;
-    const relayConfig = path.join(work, "relay_config");
+  test("a connection cut at 50 random points: each host has the old or the new complete set, never a mix", (t) => {
+    const hosts = fleet.hosts;
     const set = (v: string) => ({
       a: { source: { command: ["printf", `a-${v}`] } },
       b: { source: { command: ["sh", "-c", `head -c 20000 /dev/zero | tr '\\0' '${v}'`] } },
       c: { source: { command: ["printf", `c-${v}`] }, destDir: "/run/other-keys" },
     });
-    const planOf = (v: string, limit: number | null) =>
+    const relay = path.join(work, "relay.js");
+    const counted = path.join(work, "relay-count");
+    // Each host of one push through its own relay: one cut per host, every host at a different
+    // point (a cut is one connection, so the hosts do not disturb each other).
+    const planOf = (values: string[], limits: (number | null)[]) =>
       writePlan("cut.json", {
         version: 1,
-        hosts: {
-          [h.name]: hostEntry(
-            h,
-            set(v),
-            limit === null
-              ? {}
-              : {
-                  sshOptions: [
-                    "-o",
-                    `ProxyCommand=${process.execPath} ${path.join(work, "relay.js")} %p ${limit}`,
-                  ],
-                },
-          ),
-        },
+        hosts: Object.fromEntries(
+          hosts.map((h, i) => {
+            const limit = limits[i];
+            const proxy =
+              limit === null
+                ? `${process.execPath} ${relay} %p ${2 ** 40} ${counted}-${h.name}`
+                : `${process.execPath} ${relay} %p ${limit}`;
+            return [h.name, hostEntry(h, set(values[i]!), { sshOptions: ["-o", `ProxyCommand=${proxy}`] })];
+          }),
+        ),
       });
-    fs.copyFileSync(fleet.sshConfig, relayConfig);
-    // The stream's size through the relay: one push without a cut (a huge limit) measures it.
-    let r = push(["--plan", planOf("x", null)]);
-    assert.equal(r.status, 0, r.stderr);
-    const setOf = () => {
-      const keys = h.snapshot("/run/keys").files;
-      const other = h.snapshot("/run/other-keys").files;
-      const a = keys.a?.content?.slice(2);
-      const b = keys.b?.content?.[0];
-      const c = other.c?.content?.slice(2);
-      assert.ok(a === b && b === c, `a mix: ${a} ${b} ${c}`);
-      assert.equal(keys.b?.content?.length, 20000);
-      return a!;
+    // What a host holds: the three keys, read in its namespace (a missing key fails the read).
+    const setOf = (h: TestHost): string => {
+      const r = spawnSync(
+        "nsenter",
+        [
+          "-t",
+          String(h.sshd.pid),
+          "-m",
+          "--",
+          "/bin/sh",
+          "-c",
+          "cat /run/keys/a && echo && cat /run/keys/b && echo && cat /run/other-keys/c",
+        ],
+        { encoding: "utf8" },
+      );
+      assert.equal(r.status, 0, `${h.name}: a key is missing: ${r.stderr}`);
+      const [a, b, c] = r.stdout.split("\n");
+      const v = a?.slice(2);
+      assert.ok(
+        v !== undefined && b === v.repeat(20000) && c === `c-${v}`,
+        `${h.name}: a mix: ${a} ${b?.slice(0, 3)}... (${b?.length} bytes) ${c}`,
+      );
+      return v;
     };
-    assert.equal(setOf(), "x");
-    // About what a push of these keys sends through ssh, handshake included (~20 KB of keys): cuts
-    // fall before, inside and after the push stream. Every byte offset of the stream itself is cut
-    // in process by test/push/receiver.test.ts; this covers real ssh and sshd.
-    const total = 32_000;
+    // The first push, uncut, also measures how many bytes ssh sends for a push of these keys
+    // (handshake included): the cuts fall before, inside and after the push stream. Every byte
+    // offset of the stream itself is cut in process by test/push/receiver.test.ts; this covers
+    // real ssh and sshd.
+    const every = <T>(v: T): T[] => hosts.map(() => v);
+    let r = push(["--plan", planOf(every("x"), every(null))]);
+    assert.equal(r.status, 0, r.stderr);
+    const total = Math.max(...hosts.map((h) => Number(fs.readFileSync(`${counted}-${h.name}`, "utf8"))));
+    assert.ok(total > 20_000, `${total} bytes through the relay`);
+    const now = hosts.map((h) => setOf(h));
+    assert.deepEqual(now, every("x"));
     const random = prng(20261205);
-    const POINTS = 12;
+    const POINTS = 50;
     const outcomes = { old: 0, new: 0 };
-    for (let i = 0; i < POINTS; i++) {
-      const now = setOf();
-      const next = now === "x" ? "y" : "x";
-      const limit = 1 + Math.floor(random() * total);
-      r = push(["--plan", planOf(next, limit)]);
-      const after = setOf();
-      assert.ok(after === now || after === next, `cut at ${limit}: ${after}`);
-      if (after === now) {
-        outcomes.old++;
-        assert.equal(r.status, 1, `cut at ${limit}: the push must fail (${r.stderr})`);
-      } else outcomes.new++;
+    for (let done = 0; done < POINTS; ) {
+      const n = Math.min(hosts.length, POINTS - done);
+      const next = now.map((v, i) => (i < n ? (v === "x" ? "y" : "x") : v));
+      const limits = hosts.map((_, i) => (i < n ? 1 + Math.floor(random() * total) : null));
+      r = nixseal(["push", "--plan", planOf(next, limits), "--json"], {
+        env: { NIX_SSHOPTS: `-F ${fleet.sshConfig}` },
+        cwd: work,
+      });
+      const report = JSON.parse(r.stdout.toString());
+      for (let i = 0; i < n; i++) {
+        const h = hosts[i]!;
+        const after = setOf(h);
+        assert.ok(after === now[i] || after === next[i], `${h.name} cut at ${limits[i]}: ${after}`);
+        if (after === now[i]) {
+          outcomes.old++;
+          assert.equal(
+            report.hosts[h.name].result,
+            "failed",
+            `${h.name} cut at ${limits[i]} of ${total}: the push must fail (${r.stderr})`,
+          );
+        } else outcomes.new++;
+        now[i] = after;
+      }
+      done += n;
     }
+    assert.equal(outcomes.old + outcomes.new, POINTS);
+    t.diagnostic(`${total} bytes from ssh uncut; after the cuts: ${JSON.stringify(outcomes)}`);
     assert.ok(outcomes.old > 0, JSON.stringify(outcomes));
   });
 

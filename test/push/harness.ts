@@ -156,16 +156,22 @@ out.mountPoint = !l.isSymbolicLink() && fs.statSync(require("path").dirname(p)).
 process.stdout.write(JSON.stringify(out));
 `;
 
-/** A relay for ssh's ProxyCommand that forwards to PORT and cuts both ways after LIMIT bytes from ssh. */
+/**
+ * A relay for ssh's ProxyCommand that forwards to PORT and cuts both ways after LIMIT bytes from
+ * ssh; with a third argument, it keeps there how many bytes from ssh it forwarded so far (ssh ends
+ * its ProxyCommand with a signal, so the count is written as it goes).
+ */
 export const RELAY = `
 const net = require("net");
-const [port, limit] = process.argv.slice(2).map(Number);
+const [port, limit] = process.argv.slice(2, 4).map(Number);
+const countFile = process.argv[4];
 let sent = 0;
 const sock = net.connect(port, "127.0.0.1");
 const cut = () => { sock.destroy(); process.exit(0); };
 process.stdin.on("data", (b) => {
   if (sent + b.length >= limit) { sock.write(b.subarray(0, limit - sent), cut); sent = limit; process.stdin.pause(); return; }
   sent += b.length; sock.write(b);
+  if (countFile) require("fs").writeFileSync(countFile, String(sent));
 });
 process.stdin.on("end", () => sock.end());
 sock.on("data", (b) => process.stdout.write(b));
