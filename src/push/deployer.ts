@@ -61,9 +61,15 @@ function emptyReport(host: string): HostReport {
   };
 }
 
-/** The ssh command line for a host: options, then `--`, the destination and the remote command. */
+/**
+ * The ssh command line for a host: options, then `--`, the destination and the remote command.
+ * First `-T -a -x`: the stream is binary, so no terminal (a `RequestTTY force` in the user's
+ * config would mangle it), and the host that receives the keys gets no forwarded agent or X
+ * display (a `ForwardAgent yes` would lend it the user's keys for the push's duration). Given
+ * first, they win over the user's config and over --ssh-option, as ssh takes an option's first value.
+ */
 export function sshArgv(h: PlanHost, options: Pick<PushOptions, "sshArgs">): string[] {
-  const args = [...options.sshArgs, ...h.sshOptions];
+  const args = ["-T", "-a", "-x", ...options.sshArgs, ...h.sshOptions];
   if (h.targetPort !== null) args.push("-p", String(h.targetPort));
   args.push("--", h.targetUser === null ? h.targetHost : `${h.targetUser}@${h.targetHost}`);
   args.push(`${h.nixsealCommand} receive`);

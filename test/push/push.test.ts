@@ -361,6 +361,8 @@ describe("nixseal push over real ssh", { skip: skip ?? false }, () => {
     assert.equal(h.snapshot("/run/keys").files.argv!.content, secret, "the key arrived");
     const recorded = fs.readFileSync(seen, "utf8");
     assert.match(recorded, / receive/, "the recording ssh ran");
+    // No terminal for the binary stream; no agent or X display lent to the host.
+    assert.match(recorded, /^-T -a -x /m, "ssh is told: no tty, no agent forwarding, no X11");
     for (const [where, text] of [
       ["ssh's argv and environment", recorded],
       ["the remote command line", fs.readFileSync(path.join(h.dir, "receive.log"), "utf8")],
