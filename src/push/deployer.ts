@@ -7,27 +7,23 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { isObject, type Json, NixsealError, Problems, rethrowUnlessNixseal } from "../common/index.js";
 import { type PlanHost, readWireKey, type UploadAt, type WireKey, wireKey } from "./plan.js";
-import { FRAME, FrameReader, FrameWriter, keyDigest, PROTOCOL_VERSION } from "./protocol.js";
+import {
+  FRAME,
+  FrameReader,
+  FrameWriter,
+  type KeyOutcome,
+  keyDigest,
+  noKeyOutcome,
+  PROTOCOL_VERSION,
+} from "./protocol.js";
 import { newNonce } from "./receiver.js";
 import type { ResolvedValues } from "./sources.js";
 
-export interface HostReport {
+export interface HostReport extends KeyOutcome {
   host: string;
   result: "ok" | "failed" | "planned";
-  added: string[];
-  changed: string[];
-  removed: string[];
-  kept: string[];
   /** Bytes of the push stream the deployer wrote (keys sent, metadata, framing). */
   bytesSent: number;
-  restarted: string[];
-  reloaded: string[];
-  started: string[];
-  stopped: string[];
-  /** Keys with persist "credential" the host sealed now; keys whose sealed file it removed. */
-  sealed: string[];
-  unsealed: string[];
-  problems: NixsealError[];
 }
 
 export interface PushOptions {
@@ -43,22 +39,7 @@ export interface PushOptions {
 }
 
 function emptyReport(host: string): HostReport {
-  return {
-    host,
-    result: "failed",
-    added: [],
-    changed: [],
-    removed: [],
-    kept: [],
-    bytesSent: 0,
-    restarted: [],
-    reloaded: [],
-    started: [],
-    stopped: [],
-    sealed: [],
-    unsealed: [],
-    problems: [],
-  };
+  return { host, result: "failed", bytesSent: 0, ...noKeyOutcome() };
 }
 
 /**

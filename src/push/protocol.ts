@@ -220,3 +220,35 @@ export class FrameReader {
     }
   }
 }
+
+/** What a push did on a host, key by key: what the host's answer and the deployer's report both carry. */
+export interface KeyOutcome {
+  added: string[];
+  changed: string[];
+  removed: string[];
+  kept: string[];
+  restarted: string[];
+  reloaded: string[];
+  started: string[];
+  stopped: string[];
+  /** Keys with persist "credential" sealed now; keys whose sealed file was removed. */
+  sealed: string[];
+  unsealed: string[];
+  problems: NixsealError[];
+}
+
+export function noKeyOutcome(): KeyOutcome {
+  return {
+    added: [],
+    changed: [],
+    removed: [],
+    kept: [],
+    restarted: [],
+    reloaded: [],
+    started: [],
+    stopped: [],
+    sealed: [],
+    unsealed: [],
+    problems: [],
+  };
+}

@@ -55,7 +55,16 @@ import {
   systemctlVerb,
 } from "../install/index.js";
 import { KEYS_ROOT, readWireKey, type WireKey, wireKey } from "./plan.js";
-import { FRAME, FrameReader, FrameWriter, keyDigest, MAX_KEY_SIZE, PROTOCOL_VERSION } from "./protocol.js";
+import {
+  FRAME,
+  FrameReader,
+  FrameWriter,
+  type KeyOutcome,
+  keyDigest,
+  MAX_KEY_SIZE,
+  noKeyOutcome,
+  PROTOCOL_VERSION,
+} from "./protocol.js";
 import {
   abortSeals,
   DEFAULT_KEYS_CREDSTORE,
@@ -69,21 +78,9 @@ import {
   unsealAll,
 } from "./sealed-keys.js";
 
-export interface ReceiveResult {
+export interface ReceiveResult extends KeyOutcome {
   ok: boolean;
   dryRun: boolean;
-  added: string[];
-  changed: string[];
-  removed: string[];
-  kept: string[];
-  restarted: string[];
-  reloaded: string[];
-  started: string[];
-  stopped: string[];
-  /** Keys with persist "credential" sealed now; keys whose sealed file was removed. */
-  sealed: string[];
-  unsealed: string[];
-  problems: NixsealError[];
 }
 
 export interface ReceiveOptions {
@@ -337,21 +334,7 @@ export async function receive(
   }
   const nonce = Buffer.from(hello.nonce, "hex");
   const dryRun = hello.dryRun;
-  const result: ReceiveResult = {
-    ok: false,
-    dryRun,
-    added: [],
-    changed: [],
-    removed: [],
-    kept: [],
-    restarted: [],
-    reloaded: [],
-    started: [],
-    stopped: [],
-    sealed: [],
-    unsealed: [],
-    problems: [],
-  };
+  const result: ReceiveResult = { ok: false, dryRun, ...noKeyOutcome() };
 
   checkRoot(root, p);
   const lock = p.list.length === 0 ? await InstallLock.acquire(root, 60_000) : null;
@@ -461,21 +444,7 @@ export async function receive(
  */
 export async function restore(options: ReceiveOptions = {}): Promise<ReceiveResult> {
   const root = options.root ?? KEYS_ROOT;
-  const result: ReceiveResult = {
-    ok: false,
-    dryRun: false,
-    added: [],
-    changed: [],
-    removed: [],
-    kept: [],
-    restarted: [],
-    reloaded: [],
-    started: [],
-    stopped: [],
-    sealed: [],
-    unsealed: [],
-    problems: [],
-  };
+  const result: ReceiveResult = { ok: false, dryRun: false, ...noKeyOutcome() };
   let store: ReturnType<typeof readSealedStore>;
   try {
     store = readSealedStore(credstoreOf(options));

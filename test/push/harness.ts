@@ -379,3 +379,20 @@ export function ensurePrincipals(users: string[], groups: string[]): () => void 
 export function idOf(db: "passwd" | "group", name: string): number {
   return Number(sh("getent", [db, name]).split(":")[2]);
 }
+
+/** One host in `nixseal push --json` (docs/push.md, "The report"). */
+export interface HostJson {
+  result: string;
+  added: string[];
+  changed: string[];
+  removed: string[];
+  kept: string[];
+  bytesSent: number;
+  restarted: string[];
+  reloaded: string[];
+  started: string[];
+  stopped: string[];
+  sealed: string[];
+  unsealed: string[];
+  problems: { message: string }[];
+}

@@ -14,6 +14,7 @@ import { nixseal, type RunResult } from "../helpers.js";
 import {
   ensurePrincipals,
   type Fleet,
+  type HostJson,
   idOf,
   pushTestsSkipReason,
   RELAY,
@@ -35,16 +36,6 @@ function writePlan(name: string, plan: unknown): string {
 
 function push(args: string[]): RunResult {
   return nixseal(["push", ...args], { env: { NIX_SSHOPTS: `-F ${fleet.sshConfig}` }, cwd: work });
-}
-
-interface HostJson {
-  result: string;
-  added: string[];
-  changed: string[];
-  removed: string[];
-  kept: string[];
-  bytesSent: number;
-  restarted: string[];
 }
 
 function pushJson(plan: string): { status: number | null; host: HostJson; stderr: string } {

@@ -15,6 +15,7 @@ import { CLI, nixseal, type RunResult } from "../helpers.js";
 import {
   ensurePrincipals,
   type Fleet,
+  type HostJson,
   idOf,
   pushTestsSkipReason,
   startFleet,
@@ -51,18 +52,6 @@ function planWith(keys: Record<string, unknown>): string {
     JSON.stringify({ version: 1, hosts: { [host.name]: { ...host.plan, nixsealCommand: wrapper, keys } } }),
   );
   return f;
-}
-
-interface HostJson {
-  result: string;
-  added: string[];
-  changed: string[];
-  removed: string[];
-  kept: string[];
-  started: string[];
-  sealed: string[];
-  unsealed: string[];
-  problems: { message: string }[];
 }
 
 function push(keys: Record<string, unknown>): { status: number | null; host: HostJson; stderr: string } {

@@ -13,6 +13,7 @@ import { nixseal, type RunResult, which } from "../helpers.js";
 import {
   ensurePrincipals,
   type Fleet,
+  type HostJson,
   idOf,
   pushTestsSkipReason,
   startFleet,
@@ -40,19 +41,6 @@ function push(args: string[], env: Record<string, string | undefined> = {}): Run
       cwd: work,
     },
   );
-}
-
-interface HostJson {
-  result: string;
-  added: string[];
-  changed: string[];
-  removed: string[];
-  kept: string[];
-  bytesSent: number;
-  restarted: string[];
-  reloaded: string[];
-  started: string[];
-  stopped: string[];
 }
 
 function pushJson(args: string[]): {
