@@ -5,7 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parse as parseWithLibrary } from "yaml";
 import { X25519Identity } from "../../src/age/x25519.js";
 import {
   decryptDocument,
@@ -17,7 +21,14 @@ import {
 } from "../../src/sops/index.js";
 import { extractMetadata } from "../../src/sops/stores/store.js";
 import { emitYamlDocuments } from "../../src/sops/stores/yaml.js";
-import { emitCanonical, parseCanonicalData } from "../../src/sops/stores/yaml-canonical.js";
+import {
+  emitCanonical,
+  parseCanonicalData,
+  parseCanonicalMetadata,
+  resolvesToNonString,
+} from "../../src/sops/stores/yaml-canonical.js";
+
+const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../test/fixtures/sops");
 
 /** A small deterministic generator, so that a failure can be replayed. */
 function rng(seed: number): (n: number) => number {
@@ -223,4 +234,171 @@ test("sops files: the fast paths read and write them as the full paths do", asyn
       `seed ${seed}`,
     );
   }
+});
+
+test("the writer's list of plain scalars that are not strings is the yaml library's", () => {
+  const r = rng(7);
+  const alphabet = "0123456789+-._~eExXoOabcdfinINFNaAluLUtTrsS";
+  const samples = [...ODD_VALUES];
+  for (let i = 0; i < 20000; i++) {
+    let s = "";
+    for (let n = r(7); n > 0; n--) s += alphabet[r(alphabet.length)];
+    samples.push(s);
+  }
+  let nonStrings = 0;
+  for (const s of samples) {
+    if (/[\n#:]|^[\s\-?[{!&*|>'"%@`,]|\s$/.test(s)) continue; // not a plain scalar on its own
+    // The library reads `k: s` with the schema yaml.ts reads and writes (YAML 1.2 core).
+    const read = parseWithLibrary(`k: ${s}\n`, { version: "1.2" }) as { k: unknown };
+    const expected = typeof read.k !== "string";
+    if (expected) nonStrings++;
+    assert.equal(resolvesToNonString(s), expected, JSON.stringify(s));
+  }
+  assert.ok(nonStrings > 1000, `only ${nonStrings} samples read as non-strings`);
+});
+
+/** The metadata block of a sops YAML file (from its top-level `sops:` line). */
+function metadataBlock(text: string): string {
+  const at = text.startsWith("sops:") ? 0 : text.indexOf("\nsops:") + 1;
+  assert.ok(at >= 0 && text.startsWith("sops:", at));
+  return text.slice(at);
+}
+
+/** What the full path reads from a metadata block alone, or the error it reports. */
+function fullRead(block: string): SopsBranch[] | Error {
+  try {
+    return store.parsePlain(Buffer.from(block));
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+test("the fast metadata reader reads real sops's and nixseal's blocks as the full reader does", async () => {
+  const blocks: string[] = [
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-nix/secrets.yaml"), "utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"), "utf8")),
+  ];
+  const ids = [X25519Identity.generate(), X25519Identity.generate(), X25519Identity.generate()];
+  const plain = new SopsBranch([{ key: "a", value: "b" }]);
+  for (const keyGroups of [[[ids[0]!.recipient().toString()]], [ids.map((i) => i.recipient().toString())]]) {
+    const enc = await encryptNewDocument([plain], store, { keyGroups });
+    blocks.push(metadataBlock(Buffer.from(enc).toString("utf8")));
+  }
+  for (const [i, block] of blocks.entries()) {
+    const fast = parseCanonicalMetadata(block, 0, 1_000_000);
+    assert.ok(fast !== null, `block ${i} was left to the full reader`);
+    assert.deepEqual([fast.branch], fullRead(block), `block ${i}`);
+  }
+});
+
+test("the fast metadata reader reads what the full reader reads, or leaves the block to it", async () => {
+  const id = X25519Identity.generate();
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [[id.recipient().toString(), X25519Identity.generate().recipient().toString()]],
+  });
+  const sources = [
+    metadataBlock(Buffer.from(enc).toString("utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-nix/secrets.yaml"), "utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"), "utf8")),
+  ];
+  const replacements = [
+    "123",
+    "true",
+    "null",
+    "~",
+    "1e3",
+    "0x1F",
+    ".inf",
+    '"a\\nb"',
+    "'single'",
+    "&anchor x",
+    "*alias",
+    "!!str x",
+    "[a, b]",
+    "{}",
+    "|-",
+    "|+",
+    ">",
+    "|2",
+    "a # comment",
+    "a:",
+    "a: b",
+    "",
+    "-",
+    "- x",
+  ];
+  let answered = 0;
+  let refused = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const r = rng(seed);
+    const lines = sources[r(sources.length)]!.split("\n");
+    const mutations = 1 + r(2);
+    for (let m = 0; m < mutations; m++) {
+      const at = 1 + r(Math.max(1, lines.length - 2));
+      const line = lines[at]!;
+      switch (r(12)) {
+        case 0:
+          lines.splice(at, 0, "");
+          break;
+        case 1:
+          lines[at] = `${" ".repeat(1 + r(4))}${line}`;
+          break;
+        case 2:
+          lines[at] = line.slice(Math.min(line.length, 1 + r(3)));
+          break;
+        case 3:
+          lines[at] = `${line} `;
+          break;
+        case 4:
+          lines.splice(at, 0, `${" ".repeat(2 * r(4))}# comment`);
+          break;
+        case 5:
+          lines.splice(at, 0, line);
+          break;
+        case 6:
+          lines.splice(at, 1);
+          break;
+        case 7:
+        case 8: {
+          // Another value after the key (or the dash).
+          const m2 = /^( *(?:- )?[A-Za-z_]+: |( *)- )/.exec(line);
+          if (m2) lines[at] = m2[1] + replacements[r(replacements.length)]!;
+          else lines[at] = `${line.replace(/\S.*$/, "")}${replacements[r(replacements.length)]!}`;
+          break;
+        }
+        case 9:
+          lines.splice(at, 0, "sops:");
+          break;
+        case 10:
+          lines.splice(lines.length - 1, 0, "");
+          break;
+        default:
+          lines[at] = line.replace(/ /g, r(2) === 0 ? "\t" : "  ");
+          break;
+      }
+    }
+    const block = lines.join("\n");
+    const fast = parseCanonicalMetadata(block, 0, 1_000_000);
+    if (fast === null) {
+      refused++;
+      continue;
+    }
+    answered++;
+    const full = fullRead(block);
+    assert.ok(!(full instanceof Error), `seed ${seed}: the full reader refused: ${String(full)}\n${block}`);
+    assert.deepEqual([fast.branch], full, `seed ${seed}\n${block}`);
+  }
+  assert.ok(answered > 300 && refused > 300, `answered ${answered}, left ${refused} to the full reader`);
+});
+
+test("the fast metadata reader keeps within a node budget (more: the full reader's limits apply)", async () => {
+  const id = X25519Identity.generate();
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [[id.recipient().toString()]],
+  });
+  const block = metadataBlock(Buffer.from(enc).toString("utf8"));
+  const nodes = parseCanonicalMetadata(block, 0, 1_000_000)!.nodes;
+  assert.ok(nodes > 5);
+  assert.equal(parseCanonicalMetadata(block, 0, nodes - 1), null);
+  assert.ok(parseCanonicalMetadata(block, 0, nodes) !== null);
 });
