@@ -4,11 +4,12 @@
  * path's, byte for byte; and it answers for the common form sops writes.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parse as parseWithLibrary } from "yaml";
 import { X25519Identity } from "../../src/age/x25519.js";
 import {
@@ -401,4 +402,51 @@ test("the fast metadata reader keeps within a node budget (more: the full reader
   assert.ok(nodes > 5);
   assert.equal(parseCanonicalMetadata(block, 0, nodes - 1), null);
   assert.ok(parseCanonicalMetadata(block, 0, nodes) !== null);
+});
+
+test("decrypting a file in sops's form never loads the yaml library; a file in another form does", async () => {
+  const id = X25519Identity.generate();
+  const plain = new SopsBranch([
+    { key: new SopsComment(" a comment"), value: null },
+    { key: "db", value: new SopsBranch([{ key: "password", value: "hunter2" }]) },
+  ]);
+  const enc = await encryptNewDocument([plain], store, { keyGroups: [[id.recipient().toString()]] });
+  const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src");
+  const url = (m: string) => JSON.stringify(pathToFileURL(path.join(src, m)).href);
+  // A resolve hook sees every import and require of the package, whichever build they load.
+  const script = `
+    import * as fs from "node:fs";
+    import { registerHooks } from "node:module";
+    let loaded = false;
+    registerHooks({
+      resolve(specifier, context, next) {
+        if (specifier === "yaml" || specifier.startsWith("yaml/")) loaded = true;
+        return next(specifier, context);
+      },
+    });
+    const sops = await import(${url("sops/index.js")});
+    const age = await import(${url("age/index.js")});
+    const atStart = loaded;
+    const { identity, file } = JSON.parse(fs.readFileSync(0, "utf8"));
+    const store = new sops.YamlStore();
+    const doc = await sops.decryptDocument(Buffer.from(file, "base64"), store, {
+      identities: [age.X25519Identity.parse(identity)],
+    });
+    const text = Buffer.from(store.emitPlain(doc.branches)).toString("utf8");
+    const afterDecrypt = loaded;
+    store.parsePlain(Buffer.from("list:\\n    - a\\n"));
+    process.stdout.write(JSON.stringify([atStart, afterDecrypt, loaded, doc.macVerified, text]));
+  `;
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+    input: JSON.stringify({ identity: id.encode(), file: Buffer.from(enc).toString("base64") }),
+    timeout: 30_000,
+  });
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.deepEqual(JSON.parse(String(r.stdout)), [
+    false,
+    false,
+    true,
+    true,
+    "# a comment\ndb:\n    password: hunter2\n",
+  ]);
 });
