@@ -21,9 +21,10 @@ import {
   YamlStore,
 } from "../../src/sops/index.js";
 import { extractMetadata } from "../../src/sops/stores/store.js";
-import { emitYamlDocuments } from "../../src/sops/stores/yaml.js";
+import { emitYamlDocuments, quotedAsYaml11 } from "../../src/sops/stores/yaml.js";
 import {
   emitCanonical,
+  emitCanonicalMetadata,
   parseCanonicalData,
   parseCanonicalMetadata,
   resolvesToNonString,
@@ -449,4 +450,109 @@ test("decrypting a file in sops's form never loads the yaml library; a file in a
     true,
     "# a comment\ndb:\n    password: hunter2\n",
   ]);
+});
+
+const META_STRINGS = [
+  "3.9.1",
+  "_unencrypted",
+  "2024-01-02T03:04:05Z",
+  "age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw",
+  "7FB89715AADA920D65D25E63F9BA9DEBD03F57C0",
+  "-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBOcUlP\n-----END AGE ENCRYPTED FILE-----\n",
+  "-----BEGIN PGP MESSAGE-----\n\nhQEMA/m6nevQP1fAAQgA\n=MU7I\n-----END PGP MESSAGE-----\n",
+  "line\n  indented\n",
+  "no final newline\nx",
+  "two final newlines\n\n",
+  " leading space\n",
+  "trailing space \n",
+  "a b",
+  "^secret$",
+  "(?i)pass",
+  "a: b",
+  "x #y",
+  "é",
+  "",
+  "1234",
+  "0x1F",
+  "true",
+  "yes",
+  "null",
+  "2024-01-02",
+  "it's",
+  'say "hi"',
+];
+
+function randomMetaValue(r: (n: number) => number, depth: number): SopsValue {
+  const k = r(12);
+  if (k < 6) return k < 2 ? encLike(r) : META_STRINGS[r(META_STRINGS.length)]!;
+  if (k === 6) return [];
+  if (k === 7 && depth < 3) {
+    const list: SopsValue[] = [];
+    for (let n = 1 + r(3); n > 0; n--) list.push(r(8) === 0 ? "x" : randomMetaBranch(r, depth + 1));
+    return list;
+  }
+  if (k === 8 && depth < 3) return randomMetaBranch(r, depth + 1);
+  if (k === 9) return BigInt(r(5));
+  if (k === 10) return r(2) === 0;
+  return META_STRINGS[r(META_STRINGS.length)]!;
+}
+
+function randomMetaBranch(r: (n: number) => number, depth: number): SopsBranch {
+  const b = new SopsBranch();
+  for (let n = 1 + r(4); n > 0; n--) {
+    const key =
+      r(10) === 0
+        ? ODD_KEYS[r(ODD_KEYS.length)]!
+        : ["age", "enc", "recipient", "mac", "version", "lastmodified", "pgp", "fp", "created_at"][r(9)]!;
+    if (b.has(key)) continue;
+    if (r(20) === 0) b.items.push({ key: new SopsComment(" c"), value: null });
+    b.items.push({ key, value: randomMetaValue(r, depth) });
+  }
+  return b;
+}
+
+/** What the full writer prints for a document holding only `sops: metadata`. */
+function fullMetadata(metadata: SopsBranch): string {
+  return Buffer.from(emitYamlDocuments([new SopsBranch([{ key: "sops", value: metadata }])])).toString(
+    "utf8",
+  );
+}
+
+test("the fast metadata writer prints what the full writer prints, or leaves the block to it", async () => {
+  const quoted = quotedAsYaml11;
+  let answered = 0;
+  let left = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const meta = randomMetaBranch(rng(seed), 0);
+    const fast = emitCanonicalMetadata(meta, quoted);
+    if (fast === null) {
+      left++;
+      continue;
+    }
+    answered++;
+    assert.equal(fast, fullMetadata(meta), `seed ${seed}`);
+  }
+  assert.ok(answered > 300 && left > 300, `answered ${answered}, left ${left} to the full writer`);
+  // nixseal's own metadata blocks, and real sops's (read back), are written by the fast writer.
+  const ids = [X25519Identity.generate(), X25519Identity.generate()];
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [ids.map((i) => i.recipient().toString())],
+  });
+  const sources = [Buffer.from(enc), fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"))];
+  for (const [i, src] of sources.entries()) {
+    const { metadata } = store.parseEncrypted(src);
+    assert.ok(metadata !== null);
+    const fast = emitCanonicalMetadata(metadata, quoted);
+    assert.ok(fast !== null, `source ${i} was left to the full writer`);
+    assert.equal(fast, fullMetadata(metadata), `source ${i}`);
+    // And the whole file as the store writes it.
+    const data = new SopsBranch([{ key: "a", value: "b" }]);
+    assert.equal(
+      Buffer.from(store.emitEncrypted([data], metadata)).toString("utf8"),
+      Buffer.from(
+        emitYamlDocuments([new SopsBranch([...data.items, { key: "sops", value: metadata }])]),
+      ).toString("utf8"),
+      `source ${i}`,
+    );
+  }
 });

@@ -356,3 +356,83 @@ export function parseCanonicalMetadata(
     throw e;
   }
 }
+
+/** A multi-line string the library writes as a literal block (`|`): lines of printable ASCII, none blank or indented. */
+const LITERAL_LINES = /^(?:[\x21-\x7e][\x20-\x7e]*\n)+$/;
+/** A string that is double-quoted without escapes (`"2024-01-02T03:04:05Z"`). */
+const QUOTABLE = /^[A-Za-z0-9_.+/=:, -]*$/;
+
+/**
+ * One metadata value after `key:` (with the space, or a newline and the lines of a nested block),
+ * or false when it is not in the narrow form. `col`: the column of the key.
+ */
+function emitMetaValue(
+  v: SopsValue,
+  col: number,
+  out: string[],
+  quoted: (s: string) => boolean,
+  depth: number,
+): boolean {
+  if (depth > MAX_FAST_DEPTH) return false;
+  if (typeof v === "string") {
+    if (ENC_VALUE.test(v) || (PLAIN_VALUE.test(v) && !quoted(v))) out.push(` ${v}\n`);
+    else if (quoted(v) && QUOTABLE.test(v)) out.push(` "${v}"\n`);
+    else if (LITERAL_LINES.test(v)) {
+      const pad = " ".repeat(col + 4);
+      out.push(" |\n");
+      for (const line of v.slice(0, -1).split("\n")) out.push(`${pad}${line}\n`);
+    } else return false;
+    return true;
+  }
+  if (v instanceof SopsBranch) {
+    out.push("\n");
+    return emitMetaBranch(v, col + 4, out, quoted, depth + 1, null);
+  }
+  if (Array.isArray(v)) {
+    if (v.length === 0) {
+      out.push(" []\n");
+      return true;
+    }
+    out.push("\n");
+    const dash = `${" ".repeat(col + 4)}- `;
+    for (const item of v) {
+      if (!(item instanceof SopsBranch)) return false;
+      if (!emitMetaBranch(item, col + 6, out, quoted, depth + 1, dash)) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+/** A mapping at column `col`; `first`: what its first line starts with instead of the indent (`- `). */
+function emitMetaBranch(
+  b: SopsBranch,
+  col: number,
+  out: string[],
+  quoted: (s: string) => boolean,
+  depth: number,
+  first: string | null,
+): boolean {
+  if (b.items.length === 0) return false;
+  const indent = " ".repeat(col);
+  let lead = first;
+  for (const item of b.items) {
+    if (typeof item.key !== "string" || !plainKey(item.key)) return false;
+    out.push(`${lead ?? indent}${item.key}:`);
+    lead = null;
+    if (!emitMetaValue(item.value, col, out, quoted, depth)) return false;
+  }
+  return true;
+}
+
+/**
+ * The metadata block (`sops:` and the mapping under it) exactly as yaml.ts's writer prints it
+ * after a document's keys, or null when it holds anything outside the narrow form (comments,
+ * numbers, booleans, blank or indented lines in a block, ...). `quoted` as for emitCanonical.
+ */
+export function emitCanonicalMetadata(metadata: SopsBranch, quoted: (s: string) => boolean): string | null {
+  const out: string[] = ["sops:"];
+  const q = (s: string) => quoted(s) || resolvesToNonString(s);
+  if (!emitMetaValue(metadata, 0, out, q, 0)) return null;
+  return out.join("");
+}

@@ -12,7 +12,12 @@ import { isInt64 } from "../value-cipher.js";
 import { YamlAliases } from "../yaml-aliases.js";
 import { yamlLib } from "../yaml-lib.js";
 import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
-import { emitCanonical, parseCanonicalData, parseCanonicalMetadata } from "./yaml-canonical.js";
+import {
+  emitCanonical,
+  emitCanonicalMetadata,
+  parseCanonicalData,
+  parseCanonicalMetadata,
+} from "./yaml-canonical.js";
 
 /**
  * Bound on the nodes of a file, every document and every alias expansion counted (a "billion
@@ -332,8 +337,8 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
-/** The strings scalarNode writes double-quoted though they would be plain. */
-function quotedAsYaml11(s: string): boolean {
+/** The strings scalarNode writes double-quoted though they would be plain (exported for tests). */
+export function quotedAsYaml11(s: string): boolean {
   return YAML11_TIMESTAMP.test(s) || YAML11_BOOL.test(s);
 }
 
@@ -432,9 +437,9 @@ export class YamlStore implements SopsStore {
     const fast = emitCanonicalDocs(data);
     if (fast !== null) {
       // The metadata block printed alone is printed as it would be after the data's keys.
-      const meta = Buffer.from(emitYaml([new SopsBranch([{ key: "sops", value: metadata }])])).toString(
-        "utf8",
-      );
+      const meta =
+        emitCanonicalMetadata(metadata, quotedAsYaml11) ??
+        Buffer.from(emitYaml([new SopsBranch([{ key: "sops", value: metadata }])])).toString("utf8");
       return Buffer.from(fast.map((d) => d + meta).join("---\n"), "utf8");
     }
     return emitYaml(data.map((b) => new SopsBranch([...b.items, { key: "sops", value: metadata }])));
