@@ -1,8 +1,8 @@
 /**
  * The user's secrets repository: the public face of src/vault/.
  * What reads sops files or rekeys (check, rekey, sops-files, sops-rekey) is loaded at first use
- * through loadSopsAndRekey(): a static re-export here would load src/sops/, the YAML library and
- * rekey's worker machinery into every command that only decrypts or encrypts an age secret.
+ * through loadSopsAndRekey(): a static re-export here would load src/sops/ and rekey's worker
+ * machinery into every command that only decrypts or encrypts an age secret.
  */
 
 export type { CheckReport } from "./check.js";
