@@ -75,7 +75,7 @@ const rekey: Benchmark = {
           nixseal: [r.nixsealRekeyMs],
           anchorName: "agenix-style loop (age -d + age -e per file)",
           anchor: r.agenixLoopMs === null ? null : [r.agenixLoopMs],
-          target: "< 2000 ms",
+          target: "< 600 ms",
         },
         {
           name: "rekey --force (rules cached)",

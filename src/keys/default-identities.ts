@@ -9,8 +9,8 @@
  * that recipient). Files named explicitly must exist; the well-known defaults are used only
  * where present.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
+import { createRequire } from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
 import { type Identity, type Stanza, X25519_STANZA, type X25519Identity } from "../age/index.js";
@@ -23,6 +23,18 @@ import {
   pluginNameOfIdentity,
   resolvePluginIdentities,
 } from "./key-types.js";
+
+/**
+ * node:child_process, loaded at first use: importing it costs ~7-10 ms of CPU at every start
+ * (Node's ES module wrapper reads all its exports), and most runs start no process here.
+ */
+let childProcessModule: typeof import("node:child_process") | undefined;
+function childProcess(): typeof import("node:child_process") {
+  childProcessModule ??= createRequire(import.meta.url)(
+    "node:child_process",
+  ) as typeof import("node:child_process");
+  return childProcessModule;
+}
 
 export interface IdentitySource {
   /** -i files, in order. When there are any, they are the only identities used. */
@@ -158,7 +170,7 @@ export function identitiesFromKeyCommand(
 
 function runKeyCommand(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const child = spawn("sh", ["-c", command], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const child = childProcess().spawn("sh", ["-c", command], { env, stdio: ["ignore", "pipe", "inherit"] });
     const chunks: Buffer[] = [];
     let size = 0;
     let settled = false;

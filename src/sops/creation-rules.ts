@@ -4,10 +4,11 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
-import { isAlias, isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import type { LineCounter, Node } from "yaml";
 import { ioError, NixsealError } from "../common/index.js";
 import { compileGoRegexp } from "./go-regexp.js";
 import { YamlAliases } from "./yaml-aliases.js";
+import { yamlLib } from "./yaml-lib.js";
 
 export { compileGoRegexp };
 
@@ -178,21 +179,21 @@ class ConfigReader {
     if (++this.nodes > MAX_NODES || depth > MAX_DEPTH) {
       throw this.error(0, TOO_LARGE, "simplify it");
     }
-    if (isAlias(node)) {
+    if (yamlLib().isAlias(node)) {
       const target = this.aliases?.target(node);
       if (target === undefined)
         throw this.error(this.lineOf(node.range?.[0]), "unresolved alias", "define the anchor first");
       return this.convert(target, depth + 1);
     }
     const line = this.lineOf((node as Node | null)?.range?.[0]);
-    if (isMap(node)) {
+    if (yamlLib().isMap(node)) {
       const explicit: [string, YValue][] = [];
       const merged: [string, YValue][] = [];
       const keyLines = new Map<string, number>();
       for (const pair of node.items) {
-        const key = isScalar(pair.key) ? String(pair.key.value) : null;
+        const key = yamlLib().isScalar(pair.key) ? String(pair.key.value) : null;
         const value = this.convert(pair.value ?? null, depth + 1);
-        if (key === "<<" && isScalar(pair.key) && pair.key.type === "PLAIN") {
+        if (key === "<<" && yamlLib().isScalar(pair.key) && pair.key.type === "PLAIN") {
           const sources = value.kind === "seq" ? value.items : [value];
           for (const src of sources) {
             if (src.kind !== "map") {
@@ -223,10 +224,10 @@ class ConfigReader {
       }
       return { kind: "map", entries: explicit, keyLines, line };
     }
-    if (isSeq(node)) {
+    if (yamlLib().isSeq(node)) {
       return { kind: "seq", items: node.items.map((item) => this.convert(item, depth + 1)), line };
     }
-    if (isScalar(node)) {
+    if (yamlLib().isScalar(node)) {
       const text = typeof node.value === "string" ? node.value : (node.source ?? String(node.value));
       return { kind: "scalar", value: node.value, text, line };
     }
@@ -584,8 +585,8 @@ export function parseSopsConfig(text: string, file: string): SopsConfig {
       },
     );
   }
-  const lines = new LineCounter();
-  const doc = parseDocument(text, {
+  const lines = new (yamlLib().LineCounter)();
+  const doc = yamlLib().parseDocument(text, {
     lineCounter: lines,
     uniqueKeys: true,
     merge: false,

@@ -11,12 +11,24 @@
  * listing of a home's secret keys per run, then one `gpg --decrypt` per wrapped data key that
  * names one of those keys; a data key already unwrapped (a file read twice) is taken from memory.
  */
-import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import { createRequire } from "node:module";
 import * as path from "node:path";
 import { asBuffer, findExecutable, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { PgpIdentity, PgpKeyEntry } from "./pgp.js";
 import { sshRsaPgpFingerprint, sshRsaToPgp } from "./ssh-to-pgp.js";
+
+/**
+ * node:child_process, loaded at first use: importing it costs ~7-10 ms of CPU at every start
+ * (Node's ES module wrapper reads all its exports), and most runs start no process here.
+ */
+let childProcessModule: typeof import("node:child_process") | undefined;
+function childProcess(): typeof import("node:child_process") {
+  childProcessModule ??= createRequire(import.meta.url)(
+    "node:child_process",
+  ) as typeof import("node:child_process");
+  return childProcessModule;
+}
 
 /** A data key is 32 bytes (33 for a Shamir share); anything much longer is not one. */
 const MAX_DATA_KEY_OUTPUT = 1024;
@@ -64,7 +76,7 @@ function runGpg(
   options: GpgOptions,
 ): Promise<GpgRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(program, ["--status-fd", "3", ...args], {
+    const child = childProcess().spawn(program, ["--status-fd", "3", ...args], {
       stdio: ["pipe", "pipe", "pipe", "pipe"],
       env: { ...(options.env ?? process.env), LC_ALL: "C", LANGUAGE: "C" },
     });
@@ -323,10 +335,14 @@ function removeHome(home: string, program: string | null): void {
   if (program !== null) {
     // The agent gpg started for the home goes with it.
     const gpgconf = path.join(path.dirname(program), "gpgconf");
-    spawnSync(fs.existsSync(gpgconf) ? gpgconf : "gpgconf", ["--homedir", home, "--kill", "gpg-agent"], {
-      stdio: "ignore",
-      timeout: 10_000,
-    });
+    childProcess().spawnSync(
+      fs.existsSync(gpgconf) ? gpgconf : "gpgconf",
+      ["--homedir", home, "--kill", "gpg-agent"],
+      {
+        stdio: "ignore",
+        timeout: 10_000,
+      },
+    );
   }
   fs.rmSync(home, { recursive: true, force: true });
 }

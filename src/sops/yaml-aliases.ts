@@ -12,7 +12,8 @@
  * use (they read comments and keep key order). Anchors are found here once instead, in
  * document order: an alias names the last anchor of that name before it.
  */
-import { type Alias, isAlias, isMap, isPair, isSeq, type Node } from "yaml";
+import type { Alias, Node } from "yaml";
+import { yamlLib } from "./yaml-lib.js";
 
 /** What an expansion costs, as a reader counts it. */
 export interface ExpansionRules {
@@ -45,7 +46,7 @@ export class YamlAliases {
     const stack: unknown[] = [root];
     while (stack.length > 0) {
       const n = stack.pop();
-      if (isAlias(n)) {
+      if (yamlLib().isAlias(n)) {
         const target = anchors.get(n.source);
         if (target !== undefined) this.targets.set(n, target);
         continue;
@@ -54,12 +55,12 @@ export class YamlAliases {
       const anchor = (n as { anchor?: unknown }).anchor;
       if (typeof anchor === "string") anchors.set(anchor, n as Node);
       // Children in reverse, so that they come off the stack in document order.
-      if (isMap(n)) {
+      if (yamlLib().isMap(n)) {
         for (let i = n.items.length - 1; i >= 0; i--) {
           const pair = n.items[i];
-          if (isPair(pair)) stack.push(pair.value, pair.key);
+          if (yamlLib().isPair(pair)) stack.push(pair.value, pair.key);
         }
-      } else if (isSeq(n)) {
+      } else if (yamlLib().isSeq(n)) {
         for (let i = n.items.length - 1; i >= 0; i--) stack.push(n.items[i]);
       }
     }
@@ -107,7 +108,7 @@ export class YamlAliases {
         return known;
       }
       const out: Size = { nodes: 1, height: 0, aliased: 0 };
-      if (isAlias(n)) {
+      if (yamlLib().isAlias(n)) {
         const target = this.targets.get(n);
         if (target === undefined) return out; // the reader reports it
         const t = measure(target, depth + step);
@@ -116,13 +117,13 @@ export class YamlAliases {
         out.aliased = t.nodes;
         out.height = t.height + step;
         check(out);
-      } else if (isMap(n)) {
+      } else if (yamlLib().isMap(n)) {
         for (const pair of n.items) {
-          if (!isPair(pair)) continue;
+          if (!yamlLib().isPair(pair)) continue;
           if (rules.keysNest) out.height = Math.max(out.height, 1 + measure(pair.key, depth + 1).height);
           add(out, measure(pair.value ?? null, depth + 1));
         }
-      } else if (isSeq(n)) {
+      } else if (yamlLib().isSeq(n)) {
         for (const item of n.items) add(out, measure(item, depth + 1));
       }
       memo.set(n, out);

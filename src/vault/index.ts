@@ -3,8 +3,8 @@
  * What reads or writes age secrets (secrets.ts, describe.ts) is loaded at first use through
  * loadAgeSecrets(): it loads src/age, src/keys and src/ssh.
  * What reads sops files or rekeys (check, rekey, sops-files, sops-rekey) is loaded at first use
- * through loadSopsAndRekey(): a static re-export here would load src/sops/, the YAML library and
- * rekey's worker machinery into every command that only decrypts or encrypts an age secret.
+ * through loadSopsAndRekey(): a static re-export here would load src/sops/ and rekey's worker
+ * machinery into every command that only decrypts or encrypts an age secret.
  */
 
 export type { CheckReport } from "./check.js";

@@ -29,8 +29,9 @@ function newFileBytes(job: Job): Buffer {
 export async function writeJob(job: Job): Promise<void> {
   const bytes = newFileBytes(job);
   // Keep the file's permission bits (the temp file is created with them, less the umask).
-  const f = AtomicFile.open(job.rule.file, job.stat.mode & 0o777);
-  f.write(bytes);
+  // Opened and written off the main thread, which meanwhile wraps headers (see openAsync).
+  const f = await AtomicFile.openAsync(job.rule.file, job.stat.mode & 0o777);
+  await f.writeAsync(bytes);
   await f.commitAsync(() => {
     let now: fs.Stats;
     try {

@@ -250,14 +250,20 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         waiting.delete(job);
         start(job);
       }
-      if (waiting.size === 0 || inFlight.size >= WRITES_IN_FLIGHT) {
-        if (inFlight.size > 0) await Promise.race(inFlight);
+      if (waiting.size === 0) break;
+      // Wrap one here while there is one to wrap, even with every write slot taken: the writes
+      // wait for the disk, and the CPU work must not wait for them.
+      const mine = pool ? pool.take() : [...waiting].find((j) => j.newHeader === null);
+      if (mine) {
+        await wrapHere(mine);
+        // Let the event loop run (a macrotask): workers' replies and finished writes are handled
+        // there, so that workers get their next batch and write slots free up.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         continue;
       }
-      // A write slot is free and no header is ready: wrap one here, or wait for the workers.
-      const mine = pool ? pool.take() : [...waiting].find((j) => j.newHeader === null);
-      if (mine) await wrapHere(mine);
-      else if (pool?.busy) await Promise.race([pool.progress(), ...inFlight]);
+      // Nothing left to wrap here: wait for a write to finish or a worker's batch.
+      if (pool?.busy) await Promise.race([pool.progress(), ...inFlight]);
+      else if (inFlight.size > 0) await Promise.race(inFlight);
       else throw new NixsealError("INTERNAL", "rekey: a header was never wrapped");
     }
     await Promise.all(inFlight);

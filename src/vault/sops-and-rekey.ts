@@ -1,6 +1,6 @@
 /**
- * The vault's parts that read sops files or rekey: they load src/sops/ (and with it the YAML
- * library) and rekey's worker machinery. index.ts hands them out through loadSopsAndRekey() at
+ * The vault's parts that read sops files or rekey: they load src/sops/ (the YAML library only
+ * when a file needs it: src/sops/yaml-lib.ts) and rekey's worker machinery. index.ts hands them out through loadSopsAndRekey() at
  * first use, so commands on age secrets never load them.
  */
 

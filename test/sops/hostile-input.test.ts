@@ -30,8 +30,8 @@ interface ChildOutcome {
 /**
  * Runs `body` (statements of an async function that may `return` a JSON value) in a new Node
  * process, with `input` (its standard input, a string), `sops` (src/sops/index.js), `rules`
- * (src/sops/creation-rules.js) and `keys` (src/keys/index.js) in scope. `setup` runs first,
- * untimed. Killed after KILL_AFTER_MS, which fails the test.
+ * (src/sops/creation-rules.js) and `keys` (src/keys/index.js) in scope, the yaml library loaded.
+ * `setup` runs first, untimed. Killed after KILL_AFTER_MS, which fails the test.
  */
 function inChild(body: string, input = "", setup = ""): ChildOutcome {
   const url = (m: string) => JSON.stringify(pathToFileURL(path.join(SRC, m)).href);
@@ -41,6 +41,8 @@ function inChild(body: string, input = "", setup = ""): ChildOutcome {
     const rules = await import(${url("sops/creation-rules.js")});
     const keys = await import(${url("keys/index.js")});
     const input = fs.readFileSync(0, "utf8");
+    // The yaml library is loaded at first use (src/sops/yaml-lib.ts): here, untimed.
+    new sops.YamlStore().parsePlain(Buffer.from("k: v\\n"));
     ${setup}
     const t0 = performance.now();
     let out;

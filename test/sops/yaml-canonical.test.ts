@@ -4,8 +4,13 @@
  * path's, byte for byte; and it answers for the common form sops writes.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parse as parseWithLibrary } from "yaml";
 import { X25519Identity } from "../../src/age/x25519.js";
 import {
   decryptDocument,
@@ -16,8 +21,16 @@ import {
   YamlStore,
 } from "../../src/sops/index.js";
 import { extractMetadata } from "../../src/sops/stores/store.js";
-import { emitYamlDocuments } from "../../src/sops/stores/yaml.js";
-import { emitCanonical, parseCanonicalData } from "../../src/sops/stores/yaml-canonical.js";
+import { emitYamlDocuments, quotedAsYaml11 } from "../../src/sops/stores/yaml.js";
+import {
+  emitCanonical,
+  emitCanonicalMetadata,
+  parseCanonicalData,
+  parseCanonicalMetadata,
+  resolvesToNonString,
+} from "../../src/sops/stores/yaml-canonical.js";
+
+const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../test/fixtures/sops");
 
 /** A small deterministic generator, so that a failure can be replayed. */
 function rng(seed: number): (n: number) => number {
@@ -221,6 +234,325 @@ test("sops files: the fast paths read and write them as the full paths do", asyn
       Buffer.from(store.emitPlain(doc.branches)).toString("utf8"),
       Buffer.from(emitYamlDocuments(doc.branches)).toString("utf8"),
       `seed ${seed}`,
+    );
+  }
+});
+
+test("the writer's list of plain scalars that are not strings is the yaml library's", () => {
+  const r = rng(7);
+  const alphabet = "0123456789+-._~eExXoOabcdfinINFNaAluLUtTrsS";
+  const samples = [...ODD_VALUES];
+  for (let i = 0; i < 20000; i++) {
+    let s = "";
+    for (let n = r(7); n > 0; n--) s += alphabet[r(alphabet.length)];
+    samples.push(s);
+  }
+  let nonStrings = 0;
+  for (const s of samples) {
+    if (/[\n#:]|^[\s\-?[{!&*|>'"%@`,]|\s$/.test(s)) continue; // not a plain scalar on its own
+    // The library reads `k: s` with the schema yaml.ts reads and writes (YAML 1.2 core).
+    const read = parseWithLibrary(`k: ${s}\n`, { version: "1.2" }) as { k: unknown };
+    const expected = typeof read.k !== "string";
+    if (expected) nonStrings++;
+    assert.equal(resolvesToNonString(s), expected, JSON.stringify(s));
+  }
+  assert.ok(nonStrings > 1000, `only ${nonStrings} samples read as non-strings`);
+});
+
+/** The metadata block of a sops YAML file (from its top-level `sops:` line). */
+function metadataBlock(text: string): string {
+  const at = text.startsWith("sops:") ? 0 : text.indexOf("\nsops:") + 1;
+  assert.ok(at >= 0 && text.startsWith("sops:", at));
+  return text.slice(at);
+}
+
+/** What the full path reads from a metadata block alone, or the error it reports. */
+function fullRead(block: string): SopsBranch[] | Error {
+  try {
+    return store.parsePlain(Buffer.from(block));
+  } catch (e) {
+    return e as Error;
+  }
+}
+
+test("the fast metadata reader reads real sops's and nixseal's blocks as the full reader does", async () => {
+  const blocks: string[] = [
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-nix/secrets.yaml"), "utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"), "utf8")),
+  ];
+  const ids = [X25519Identity.generate(), X25519Identity.generate(), X25519Identity.generate()];
+  const plain = new SopsBranch([{ key: "a", value: "b" }]);
+  for (const keyGroups of [[[ids[0]!.recipient().toString()]], [ids.map((i) => i.recipient().toString())]]) {
+    const enc = await encryptNewDocument([plain], store, { keyGroups });
+    blocks.push(metadataBlock(Buffer.from(enc).toString("utf8")));
+  }
+  for (const [i, block] of blocks.entries()) {
+    const fast = parseCanonicalMetadata(block, 0, 1_000_000);
+    assert.ok(fast !== null, `block ${i} was left to the full reader`);
+    assert.deepEqual([fast.branch], fullRead(block), `block ${i}`);
+  }
+});
+
+test("the fast metadata reader reads what the full reader reads, or leaves the block to it", async () => {
+  const id = X25519Identity.generate();
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [[id.recipient().toString(), X25519Identity.generate().recipient().toString()]],
+  });
+  const sources = [
+    metadataBlock(Buffer.from(enc).toString("utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-nix/secrets.yaml"), "utf8")),
+    metadataBlock(fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"), "utf8")),
+  ];
+  const replacements = [
+    "123",
+    "true",
+    "null",
+    "~",
+    "1e3",
+    "0x1F",
+    ".inf",
+    '"a\\nb"',
+    "'single'",
+    "&anchor x",
+    "*alias",
+    "!!str x",
+    "[a, b]",
+    "{}",
+    "|-",
+    "|+",
+    ">",
+    "|2",
+    "a # comment",
+    "a:",
+    "a: b",
+    "",
+    "-",
+    "- x",
+  ];
+  let answered = 0;
+  let refused = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const r = rng(seed);
+    const lines = sources[r(sources.length)]!.split("\n");
+    const mutations = 1 + r(2);
+    for (let m = 0; m < mutations; m++) {
+      const at = 1 + r(Math.max(1, lines.length - 2));
+      const line = lines[at]!;
+      switch (r(12)) {
+        case 0:
+          lines.splice(at, 0, "");
+          break;
+        case 1:
+          lines[at] = `${" ".repeat(1 + r(4))}${line}`;
+          break;
+        case 2:
+          lines[at] = line.slice(Math.min(line.length, 1 + r(3)));
+          break;
+        case 3:
+          lines[at] = `${line} `;
+          break;
+        case 4:
+          lines.splice(at, 0, `${" ".repeat(2 * r(4))}# comment`);
+          break;
+        case 5:
+          lines.splice(at, 0, line);
+          break;
+        case 6:
+          lines.splice(at, 1);
+          break;
+        case 7:
+        case 8: {
+          // Another value after the key (or the dash).
+          const m2 = /^( *(?:- )?[A-Za-z_]+: |( *)- )/.exec(line);
+          if (m2) lines[at] = m2[1] + replacements[r(replacements.length)]!;
+          else lines[at] = `${line.replace(/\S.*$/, "")}${replacements[r(replacements.length)]!}`;
+          break;
+        }
+        case 9:
+          lines.splice(at, 0, "sops:");
+          break;
+        case 10:
+          lines.splice(lines.length - 1, 0, "");
+          break;
+        default:
+          lines[at] = line.replace(/ /g, r(2) === 0 ? "\t" : "  ");
+          break;
+      }
+    }
+    const block = lines.join("\n");
+    const fast = parseCanonicalMetadata(block, 0, 1_000_000);
+    if (fast === null) {
+      refused++;
+      continue;
+    }
+    answered++;
+    const full = fullRead(block);
+    assert.ok(!(full instanceof Error), `seed ${seed}: the full reader refused: ${String(full)}\n${block}`);
+    assert.deepEqual([fast.branch], full, `seed ${seed}\n${block}`);
+  }
+  assert.ok(answered > 300 && refused > 300, `answered ${answered}, left ${refused} to the full reader`);
+});
+
+test("the fast metadata reader keeps within a node budget (more: the full reader's limits apply)", async () => {
+  const id = X25519Identity.generate();
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [[id.recipient().toString()]],
+  });
+  const block = metadataBlock(Buffer.from(enc).toString("utf8"));
+  const nodes = parseCanonicalMetadata(block, 0, 1_000_000)!.nodes;
+  assert.ok(nodes > 5);
+  assert.equal(parseCanonicalMetadata(block, 0, nodes - 1), null);
+  assert.ok(parseCanonicalMetadata(block, 0, nodes) !== null);
+});
+
+test("decrypting a file in sops's form never loads the yaml library; a file in another form does", async () => {
+  const id = X25519Identity.generate();
+  const plain = new SopsBranch([
+    { key: new SopsComment(" a comment"), value: null },
+    { key: "db", value: new SopsBranch([{ key: "password", value: "hunter2" }]) },
+  ]);
+  const enc = await encryptNewDocument([plain], store, { keyGroups: [[id.recipient().toString()]] });
+  const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src");
+  const url = (m: string) => JSON.stringify(pathToFileURL(path.join(src, m)).href);
+  // A resolve hook sees every import and require of the package, whichever build they load.
+  const script = `
+    import * as fs from "node:fs";
+    import { registerHooks } from "node:module";
+    let loaded = false;
+    registerHooks({
+      resolve(specifier, context, next) {
+        if (specifier === "yaml" || specifier.startsWith("yaml/")) loaded = true;
+        return next(specifier, context);
+      },
+    });
+    const sops = await import(${url("sops/index.js")});
+    const age = await import(${url("age/index.js")});
+    const atStart = loaded;
+    const { identity, file } = JSON.parse(fs.readFileSync(0, "utf8"));
+    const store = new sops.YamlStore();
+    const doc = await sops.decryptDocument(Buffer.from(file, "base64"), store, {
+      identities: [age.X25519Identity.parse(identity)],
+    });
+    const text = Buffer.from(store.emitPlain(doc.branches)).toString("utf8");
+    const afterDecrypt = loaded;
+    store.parsePlain(Buffer.from("list:\\n    - a\\n"));
+    process.stdout.write(JSON.stringify([atStart, afterDecrypt, loaded, doc.macVerified, text]));
+  `;
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+    input: JSON.stringify({ identity: id.encode(), file: Buffer.from(enc).toString("base64") }),
+    timeout: 30_000,
+  });
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.deepEqual(JSON.parse(String(r.stdout)), [
+    false,
+    false,
+    true,
+    true,
+    "# a comment\ndb:\n    password: hunter2\n",
+  ]);
+});
+
+const META_STRINGS = [
+  "3.9.1",
+  "_unencrypted",
+  "2024-01-02T03:04:05Z",
+  "age1yt3tfqlfrwdwx0z0ynwplcr6qxcxfaqycuprpmy89nr83ltx74tqdpszlw",
+  "7FB89715AADA920D65D25E63F9BA9DEBD03F57C0",
+  "-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBOcUlP\n-----END AGE ENCRYPTED FILE-----\n",
+  "-----BEGIN PGP MESSAGE-----\n\nhQEMA/m6nevQP1fAAQgA\n=MU7I\n-----END PGP MESSAGE-----\n",
+  "line\n  indented\n",
+  "no final newline\nx",
+  "two final newlines\n\n",
+  " leading space\n",
+  "trailing space \n",
+  "a b",
+  "^secret$",
+  "(?i)pass",
+  "a: b",
+  "x #y",
+  "é",
+  "",
+  "1234",
+  "0x1F",
+  "true",
+  "yes",
+  "null",
+  "2024-01-02",
+  "it's",
+  'say "hi"',
+];
+
+function randomMetaValue(r: (n: number) => number, depth: number): SopsValue {
+  const k = r(12);
+  if (k < 6) return k < 2 ? encLike(r) : META_STRINGS[r(META_STRINGS.length)]!;
+  if (k === 6) return [];
+  if (k === 7 && depth < 3) {
+    const list: SopsValue[] = [];
+    for (let n = 1 + r(3); n > 0; n--) list.push(r(8) === 0 ? "x" : randomMetaBranch(r, depth + 1));
+    return list;
+  }
+  if (k === 8 && depth < 3) return randomMetaBranch(r, depth + 1);
+  if (k === 9) return BigInt(r(5));
+  if (k === 10) return r(2) === 0;
+  return META_STRINGS[r(META_STRINGS.length)]!;
+}
+
+function randomMetaBranch(r: (n: number) => number, depth: number): SopsBranch {
+  const b = new SopsBranch();
+  for (let n = 1 + r(4); n > 0; n--) {
+    const key =
+      r(10) === 0
+        ? ODD_KEYS[r(ODD_KEYS.length)]!
+        : ["age", "enc", "recipient", "mac", "version", "lastmodified", "pgp", "fp", "created_at"][r(9)]!;
+    if (b.has(key)) continue;
+    if (r(20) === 0) b.items.push({ key: new SopsComment(" c"), value: null });
+    b.items.push({ key, value: randomMetaValue(r, depth) });
+  }
+  return b;
+}
+
+/** What the full writer prints for a document holding only `sops: metadata`. */
+function fullMetadata(metadata: SopsBranch): string {
+  return Buffer.from(emitYamlDocuments([new SopsBranch([{ key: "sops", value: metadata }])])).toString(
+    "utf8",
+  );
+}
+
+test("the fast metadata writer prints what the full writer prints, or leaves the block to it", async () => {
+  const quoted = quotedAsYaml11;
+  let answered = 0;
+  let left = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const meta = randomMetaBranch(rng(seed), 0);
+    const fast = emitCanonicalMetadata(meta, quoted);
+    if (fast === null) {
+      left++;
+      continue;
+    }
+    answered++;
+    assert.equal(fast, fullMetadata(meta), `seed ${seed}`);
+  }
+  assert.ok(answered > 300 && left > 300, `answered ${answered}, left ${left} to the full writer`);
+  // nixseal's own metadata blocks, and real sops's (read back), are written by the fast writer.
+  const ids = [X25519Identity.generate(), X25519Identity.generate()];
+  const enc = await encryptNewDocument([new SopsBranch([{ key: "a", value: "b" }])], store, {
+    keyGroups: [ids.map((i) => i.recipient().toString())],
+  });
+  const sources = [Buffer.from(enc), fs.readFileSync(path.join(FIXTURES, "sops-age/secret.enc.yaml"))];
+  for (const [i, src] of sources.entries()) {
+    const { metadata } = store.parseEncrypted(src);
+    assert.ok(metadata !== null);
+    const fast = emitCanonicalMetadata(metadata, quoted);
+    assert.ok(fast !== null, `source ${i} was left to the full writer`);
+    assert.equal(fast, fullMetadata(metadata), `source ${i}`);
+    // And the whole file as the store writes it.
+    const data = new SopsBranch([{ key: "a", value: "b" }]);
+    assert.equal(
+      Buffer.from(store.emitEncrypted([data], metadata)).toString("utf8"),
+      Buffer.from(
+        emitYamlDocuments([new SopsBranch([...data.items, { key: "sops", value: metadata }])]),
+      ).toString("utf8"),
+      `source ${i}`,
     );
   }
 });

@@ -10,7 +10,6 @@
  * yaml library (yaml.ts), so results and errors are those of the full path. The tests check
  * both directions against the full path (test/sops/yaml-canonical.test.ts).
  */
-import { Document } from "yaml";
 import { SopsBranch, SopsComment, type SopsValue } from "../tree.js";
 
 /** Deeper files take the full path (which has the real limit, MAX_DEPTH). */
@@ -121,26 +120,29 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
  */
 const PLAIN_VALUE = /^(?!---)(?:[A-Za-z0-9_]|-[A-Za-z0-9_-])[A-Za-z0-9_./+=-]*$/;
 
-interface SchemaTag {
-  default?: boolean | string;
-  tag: string;
-  test?: RegExp;
-}
-
-let coreTags: SchemaTag[] | null = null;
+/**
+ * The plain scalars the YAML 1.2 core schema reads as something other than a string (null, bool,
+ * int in base 8, 10 and 16, float, .inf and .nan): the tests of the yaml library's core schema
+ * tags, copied so that writing needs no library. test/sops/yaml-canonical.test.ts checks them
+ * against the library's own tags.
+ */
+const CORE_NON_STRING: readonly RegExp[] = [
+  /^(?:~|[Nn]ull|NULL)?$/,
+  /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/,
+  /^0o[0-7]+$/,
+  /^[-+]?[0-9]+$/,
+  /^0x[0-9a-fA-F]+$/,
+  /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/,
+  /^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$/,
+  /^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/,
+];
 
 /**
  * Whether the yaml library, with the YAML 1.2 core schema of the documents yaml.ts writes,
- * reads `s` back as another type (`42`, `true`, `1e3`, `null`, ...) and so quotes it: the test
- * its plain-scalar writer makes, with its own tags.
+ * reads `s` back as another type (`42`, `true`, `1e3`, `null`, ...) and so quotes it.
  */
-function resolvesToNonString(s: string): boolean {
-  if (coreTags === null) {
-    coreTags = (new Document(null, { version: "1.2" }).schema as unknown as { tags: SchemaTag[] }).tags;
-  }
-  for (const t of coreTags) {
-    if (t.default && t.tag !== "tag:yaml.org,2002:str" && t.test?.test(s)) return true;
-  }
+export function resolvesToNonString(s: string): boolean {
+  for (const re of CORE_NON_STRING) if (re.test(s)) return true;
   return false;
 }
 
@@ -184,5 +186,253 @@ export function emitCanonical(b: SopsBranch, quoted: (s: string) => boolean): st
   const out: string[] = [];
   const q = (s: string) => quoted(s) || resolvesToNonString(s);
   if (!emitBranch(b, "", out, q)) return null;
+  return out.join("");
+}
+
+// ---- the metadata block --------------------------------------------------------------------
+
+/** A key of the metadata block, after its indent: the key, then a value on the line or none. */
+const META_KEY_LINE = /^([A-Za-z_][A-Za-z0-9_]*):(?: (.*))?$/;
+/** A plain scalar without spaces, indicators first or `: `/` #` (`ENC[...]`, `age1...`, `3.9.1`). */
+const META_PLAIN = /^[A-Za-z0-9_][A-Za-z0-9_.+/=[\],:-]*$/;
+/** A double-quoted scalar without escapes (`"2024-01-02T03:04:05Z"`). */
+const META_QUOTED = /^"([A-Za-z0-9_.+/=:, -]*)"$/;
+/** A line of a literal block scalar (armored keys): printable ASCII. */
+const BLOCK_TEXT = /^[\x20-\x7e]*$/;
+
+/** Thrown inside the metadata reader: the block is not in the narrow form (the caller falls back). */
+class NotCanonical {}
+
+function indentOf(line: string): number {
+  let n = 0;
+  while (n < line.length && line.charCodeAt(n) === 0x20) n++;
+  return n;
+}
+
+/**
+ * Reads a metadata block in the form sops and nixseal write it: block mappings and sequences,
+ * plain and double-quoted scalars, `[]`, literal blocks (`|`) of armored keys. Anything else
+ * (comments, blank lines, anchors, tags, flow collections, escapes, numbers, booleans, ...)
+ * throws NotCanonical.
+ */
+class MetadataReader {
+  private i = 0;
+  nodes = 0;
+
+  constructor(
+    private readonly lines: readonly string[],
+    private readonly maxNodes: number,
+  ) {}
+
+  read(): SopsBranch {
+    if (this.lines[0] !== "sops:") throw new NotCanonical();
+    this.i = 1;
+    const value = this.nested(0, 1);
+    if (this.i !== this.lines.length) throw new NotCanonical();
+    return new SopsBranch([{ key: "sops", value }]);
+  }
+
+  private count(n: number): void {
+    this.nodes += n;
+    if (this.nodes > this.maxNodes) throw new NotCanonical();
+  }
+
+  /** The block node on the lines after `key:`, more indented than `parentIndent`. */
+  private nested(parentIndent: number, depth: number): SopsValue {
+    if (depth > MAX_FAST_DEPTH || this.i >= this.lines.length) throw new NotCanonical();
+    const line = this.lines[this.i]!;
+    const indent = indentOf(line);
+    if (indent <= parentIndent) throw new NotCanonical();
+    if (line.startsWith("- ", indent)) return this.sequence(indent, depth);
+    return this.mapping(indent, depth);
+  }
+
+  /** A block mapping at `indent`; `first`: its first entry, already read (after `- `). */
+  private mapping(indent: number, depth: number, first?: string): SopsBranch {
+    const b = new SopsBranch();
+    const keys = new Set<string>();
+    let content = first;
+    for (;;) {
+      if (content === undefined) {
+        if (this.i >= this.lines.length) break;
+        const line = this.lines[this.i]!;
+        const at = indentOf(line);
+        if (at < indent && line !== "") break;
+        if (at !== indent) throw new NotCanonical();
+        content = line.slice(indent);
+        this.i++;
+      }
+      const m = META_KEY_LINE.exec(content);
+      if (m === null) throw new NotCanonical();
+      const key = m[1]!;
+      if (CORE_KEYWORD.test(key) || keys.has(key)) throw new NotCanonical();
+      keys.add(key);
+      this.count(2);
+      const rest = m[2];
+      const value = rest === undefined ? this.nested(indent, depth + 1) : this.inline(rest, indent);
+      b.items.push({ key, value });
+      content = undefined;
+    }
+    return b;
+  }
+
+  private sequence(indent: number, depth: number): SopsValue[] {
+    const list: SopsValue[] = [];
+    while (this.i < this.lines.length) {
+      const line = this.lines[this.i]!;
+      const at = indentOf(line);
+      if (at < indent && line !== "") break;
+      if (at !== indent || !line.startsWith("- ", indent)) throw new NotCanonical();
+      this.i++;
+      const content = line.slice(indent + 2);
+      this.count(1);
+      if (META_KEY_LINE.test(content)) list.push(this.mapping(indent + 2, depth + 1, content));
+      else list.push(this.scalar(content));
+    }
+    return list;
+  }
+
+  /** A value on its key's line: a scalar, `[]`, or a literal block on the lines after. */
+  private inline(rest: string, mapIndent: number): SopsValue {
+    this.count(1);
+    if (rest === "[]") return [];
+    if (rest === "|") return this.literal(mapIndent);
+    return this.scalar(rest);
+  }
+
+  private scalar(s: string): string {
+    const q = META_QUOTED.exec(s);
+    if (q !== null) return q[1]!;
+    if (!META_PLAIN.test(s) || s.endsWith(":") || resolvesToNonString(s)) throw new NotCanonical();
+    return s;
+  }
+
+  /** A literal block with clip chomping: its lines less the indent of its first, and one newline. */
+  private literal(mapIndent: number): string {
+    const first = this.lines[this.i];
+    if (first === undefined) throw new NotCanonical();
+    const indent = indentOf(first);
+    if (indent <= mapIndent || indent === first.length) throw new NotCanonical();
+    const out: string[] = [];
+    let empty = 0;
+    while (this.i < this.lines.length) {
+      const line = this.lines[this.i]!;
+      if (line === "") {
+        empty++;
+        this.i++;
+        continue;
+      }
+      const at = indentOf(line);
+      if (at === line.length) throw new NotCanonical(); // a line of spaces only
+      if (at < indent) break;
+      if (!BLOCK_TEXT.test(line)) throw new NotCanonical();
+      for (; empty > 0; empty--) out.push("");
+      out.push(line.slice(indent));
+      this.i++;
+    }
+    // Trailing blank lines are chomped by rules this reader leaves to the library.
+    if (empty > 0) throw new NotCanonical();
+    return `${out.join("\n")}\n`;
+  }
+}
+
+/**
+ * The metadata block of a sops YAML file (from `start`, a top-level `sops:` line, to the end),
+ * read as yaml.ts reads it: a document holding one key, `sops`. Null when the block is not in the
+ * narrow form sops writes, or has more than `maxNodes` nodes.
+ */
+export function parseCanonicalMetadata(
+  text: string,
+  start: number,
+  maxNodes: number,
+): { branch: SopsBranch; nodes: number } | null {
+  if (!text.endsWith("\n")) return null;
+  const lines = text.slice(start, text.length - 1).split("\n");
+  const reader = new MetadataReader(lines, maxNodes);
+  try {
+    return { branch: reader.read(), nodes: reader.nodes };
+  } catch (e) {
+    if (e instanceof NotCanonical) return null;
+    throw e;
+  }
+}
+
+/** A multi-line string the library writes as a literal block (`|`): lines of printable ASCII, none blank or indented. */
+const LITERAL_LINES = /^(?:[\x21-\x7e][\x20-\x7e]*\n)+$/;
+/** A string that is double-quoted without escapes (`"2024-01-02T03:04:05Z"`). */
+const QUOTABLE = /^[A-Za-z0-9_.+/=:, -]*$/;
+
+/**
+ * One metadata value after `key:` (with the space, or a newline and the lines of a nested block),
+ * or false when it is not in the narrow form. `col`: the column of the key.
+ */
+function emitMetaValue(
+  v: SopsValue,
+  col: number,
+  out: string[],
+  quoted: (s: string) => boolean,
+  depth: number,
+): boolean {
+  if (depth > MAX_FAST_DEPTH) return false;
+  if (typeof v === "string") {
+    if (ENC_VALUE.test(v) || (PLAIN_VALUE.test(v) && !quoted(v))) out.push(` ${v}\n`);
+    else if (quoted(v) && QUOTABLE.test(v)) out.push(` "${v}"\n`);
+    else if (LITERAL_LINES.test(v)) {
+      const pad = " ".repeat(col + 4);
+      out.push(" |\n");
+      for (const line of v.slice(0, -1).split("\n")) out.push(`${pad}${line}\n`);
+    } else return false;
+    return true;
+  }
+  if (v instanceof SopsBranch) {
+    out.push("\n");
+    return emitMetaBranch(v, col + 4, out, quoted, depth + 1, null);
+  }
+  if (Array.isArray(v)) {
+    if (v.length === 0) {
+      out.push(" []\n");
+      return true;
+    }
+    out.push("\n");
+    const dash = `${" ".repeat(col + 4)}- `;
+    for (const item of v) {
+      if (!(item instanceof SopsBranch)) return false;
+      if (!emitMetaBranch(item, col + 6, out, quoted, depth + 1, dash)) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+/** A mapping at column `col`; `first`: what its first line starts with instead of the indent (`- `). */
+function emitMetaBranch(
+  b: SopsBranch,
+  col: number,
+  out: string[],
+  quoted: (s: string) => boolean,
+  depth: number,
+  first: string | null,
+): boolean {
+  if (b.items.length === 0) return false;
+  const indent = " ".repeat(col);
+  let lead = first;
+  for (const item of b.items) {
+    if (typeof item.key !== "string" || !plainKey(item.key)) return false;
+    out.push(`${lead ?? indent}${item.key}:`);
+    lead = null;
+    if (!emitMetaValue(item.value, col, out, quoted, depth)) return false;
+  }
+  return true;
+}
+
+/**
+ * The metadata block (`sops:` and the mapping under it) exactly as yaml.ts's writer prints it
+ * after a document's keys, or null when it holds anything outside the narrow form (comments,
+ * numbers, booleans, blank or indented lines in a block, ...). `quoted` as for emitCanonical.
+ */
+export function emitCanonicalMetadata(metadata: SopsBranch, quoted: (s: string) => boolean): string | null {
+  const out: string[] = ["sops:"];
+  const q = (s: string) => quoted(s) || resolvesToNonString(s);
+  if (!emitMetaValue(metadata, 0, out, q, 0)) return null;
   return out.join("");
 }

@@ -5,31 +5,27 @@
  * duplicate keys refused; written with a 4-space indent, sequences indented under their key, as
  * sops writes. Built on eemeli/yaml's node API.
  */
-import {
-  Document,
-  isAlias,
-  isMap,
-  isPair,
-  isScalar,
-  isSeq,
-  type Node,
-  Pair,
-  parseAllDocuments,
-  Scalar,
-  YAMLMap,
-  YAMLSeq,
-} from "yaml";
+import type { Document, Node, Scalar, YAMLMap, YAMLSeq } from "yaml";
 import type { NixsealError } from "../../common/index.js";
 import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsValue } from "../tree.js";
 import { isInt64 } from "../value-cipher.js";
 import { YamlAliases } from "../yaml-aliases.js";
+import { yamlLib } from "../yaml-lib.js";
 import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
-import { emitCanonical, parseCanonicalData } from "./yaml-canonical.js";
+import {
+  emitCanonical,
+  emitCanonicalMetadata,
+  parseCanonicalData,
+  parseCanonicalMetadata,
+} from "./yaml-canonical.js";
 
 /**
  * Bound on the nodes of a file, every document and every alias expansion counted (a "billion
  * laughs" document is refused before it is expanded).
  */
+/** The yaml library (loaded at first use: yaml-lib.ts). */
+const Y = yamlLib;
+
 const MAX_EXPANDED_NODES = 1_000_000;
 /**
  * Bound on the nodes aliases copy, in a file: anchors that save repeating a block are far
@@ -66,7 +62,7 @@ class YamlReader {
   private resolve(n: unknown, depth: number): Node | null {
     let node = n as Node | null;
     let hops = 0;
-    while (node !== null && isAlias(node)) {
+    while (node !== null && Y().isAlias(node)) {
       if (++hops > MAX_DEPTH) throw yamlError("alias chain too long");
       const target = this.aliases?.target(node);
       if (target === undefined) throw yamlError(`unknown alias *${node.source}`);
@@ -95,17 +91,17 @@ class YamlReader {
     this.count();
     const node = this.resolve(n, depth);
     if (node === null) return null;
-    if (isMap(node)) {
+    if (Y().isMap(node)) {
       const b = new SopsBranch();
       this.mapInto(node, b, depth, where, commentsHandled);
       return b;
     }
-    if (isSeq(node)) {
+    if (Y().isSeq(node)) {
       const list: SopsList = [];
       if (!commentsHandled) for (const l of commentLines(node.commentBefore)) list.push(new SopsComment(l));
       node.items.forEach((item, i) => {
         const it = this.resolve(item, depth + 1);
-        const isLeaf = it === null || isScalar(it);
+        const isLeaf = it === null || Y().isScalar(it);
         if (it !== null) for (const l of commentLines(it.commentBefore)) list.push(new SopsComment(l));
         if (it !== null && isLeaf)
           for (const l of commentLines(it.comment)) list.push(new SopsComment(l, true));
@@ -115,7 +111,7 @@ class YamlReader {
       if (!commentsHandled) for (const l of commentLines(node.comment)) list.push(new SopsComment(l));
       return list;
     }
-    if (isScalar(node)) return this.scalar(node, where);
+    if (Y().isScalar(node)) return this.scalar(node, where);
     throw yamlError(`unsupported node at ${where}`);
   }
 
@@ -124,9 +120,9 @@ class YamlReader {
       for (const l of commentLines(map.commentBefore)) b.items.push({ key: new SopsComment(l), value: null });
     const seen = new Set<string>();
     for (const pair of map.items) {
-      if (!isPair(pair)) throw yamlError(`unsupported mapping entry in ${where || "the document"}`);
+      if (!Y().isPair(pair)) throw yamlError(`unsupported mapping entry in ${where || "the document"}`);
       const keyNode = this.resolve(pair.key, depth + 1);
-      if (keyNode === null || !isScalar(keyNode) || typeof keyNode.value !== "string") {
+      if (keyNode === null || !Y().isScalar(keyNode) || typeof keyNode.value !== "string") {
         throw yamlError(
           `a key in ${where || "the top-level mapping"} is not a string (sops supports only string keys)`,
         );
@@ -139,7 +135,7 @@ class YamlReader {
         b.items.push({ key: new SopsComment(l), value: null });
       for (const l of commentLines(keyNode.comment)) b.items.push({ key: new SopsComment(l), value: null });
       const valueNode = this.resolve(pair.value, depth + 1);
-      const isLeaf = valueNode === null || isScalar(valueNode);
+      const isLeaf = valueNode === null || Y().isScalar(valueNode);
       if (valueNode !== null && isLeaf) {
         for (const l of commentLines(valueNode.commentBefore))
           b.items.push({ key: new SopsComment(l), value: null });
@@ -213,7 +209,7 @@ function parseYaml(input: Uint8Array): SopsBranch[] {
 
 /** `nodesBefore`: nodes of the same file already read (the fast path's), counted in the budget. */
 function parseYamlText(text: string, nodesBefore: number): SopsBranch[] {
-  const docs = parseAllDocuments(text, {
+  const docs = Y().parseAllDocuments(text, {
     intAsBigInt: true,
     uniqueKeys: false, // checked below with a Set: the parser's own check is quadratic
     merge: false,
@@ -238,13 +234,13 @@ function parseYamlText(text: string, nodesBefore: number): SopsBranch[] {
     const b = new SopsBranch();
     for (const l of commentLines(doc.commentBefore)) b.items.push({ key: new SopsComment(l), value: null });
     const root = doc.contents;
-    if (root === null || (isScalar(root) && root.value === null)) {
+    if (root === null || (Y().isScalar(root) && root.value === null)) {
       // sops: an empty document is an empty mapping.
-    } else if (isMap(root)) {
+    } else if (Y().isMap(root)) {
       reader.mapInto(root, b, 0, "", false);
-    } else if (isSeq(root)) {
+    } else if (Y().isSeq(root)) {
       throw yamlError("a document that is a sequence is not supported (sops needs a mapping at the top)");
-    } else if (isAlias(root)) {
+    } else if (Y().isAlias(root)) {
       throw yamlError("a document that is an alias is not supported");
     } else {
       throw yamlError("a document that is a single value is not supported (sops needs a mapping at the top)");
@@ -264,13 +260,13 @@ const YAML11_BOOL = /^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$/;
 
 function scalarNode(v: SopsValue): Scalar {
   if (typeof v === "string" && (YAML11_TIMESTAMP.test(v) || YAML11_BOOL.test(v))) {
-    const s = new Scalar(v);
-    s.type = Scalar.QUOTE_DOUBLE;
+    const s = new (Y().Scalar)(v);
+    s.type = Y().Scalar.QUOTE_DOUBLE;
     return s;
   }
-  if (v instanceof SopsTime) return new Scalar(v.text);
-  if (v instanceof Uint8Array) return new Scalar(Buffer.from(v).toString("utf8"));
-  const s = new Scalar(v);
+  if (v instanceof SopsTime) return new (Y().Scalar)(v.text);
+  if (v instanceof Uint8Array) return new (Y().Scalar)(Buffer.from(v).toString("utf8"));
+  const s = new (Y().Scalar)(v);
   if (typeof v === "number" && Number.isInteger(v) && Number.isFinite(v)) {
     // Keep a float a float when read back (Go writes 3.0 as "3" but reads it as an int; we
     // keep the type the value had).
@@ -290,7 +286,7 @@ function join(lines: string[]): string | undefined {
 }
 
 function listNode(list: SopsList): YAMLSeq {
-  const seq = new YAMLSeq();
+  const seq = new (Y().YAMLSeq)();
   let head: string[] = [];
   let inline: string[] = [];
   for (const item of list) {
@@ -314,7 +310,7 @@ function listNode(list: SopsList): YAMLSeq {
 }
 
 function branchNode(b: SopsBranch): YAMLMap {
-  const map = new YAMLMap();
+  const map = new (Y().YAMLMap)();
   let head: string[] = [];
   let inline: string[] = [];
   for (const item of b.items) {
@@ -322,16 +318,16 @@ function branchNode(b: SopsBranch): YAMLMap {
       (item.key.inline ? inline : head).push(item.key.value);
       continue;
     }
-    const k = new Scalar(item.key);
+    const k = new (Y().Scalar)(item.key);
     if (head.length > 0) k.commentBefore = join(head);
     const v = toNode(item.value);
     if (inline.length > 0) {
-      if (v instanceof Scalar) v.comment = join(inline);
+      if (Y().isScalar(v)) v.comment = join(inline);
       else k.commentBefore = join([...head, ...inline]);
     }
     head = [];
     inline = [];
-    map.items.push(new Pair(k, v));
+    map.items.push(new (Y().Pair)(k, v));
   }
   const rest = [...head, ...inline];
   if (rest.length > 0) {
@@ -341,8 +337,8 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
-/** The strings scalarNode writes double-quoted though they would be plain. */
-function quotedAsYaml11(s: string): boolean {
+/** The strings scalarNode writes double-quoted though they would be plain (exported for tests). */
+export function quotedAsYaml11(s: string): boolean {
   return YAML11_TIMESTAMP.test(s) || YAML11_BOOL.test(s);
 }
 
@@ -358,9 +354,9 @@ function emitCanonicalDocs(branches: readonly SopsBranch[]): string[] | null {
 }
 
 /**
- * A sops file in the form sops writes, read without building a yaml Document for its data:
- * the data by yaml-canonical.ts, only the metadata block by the yaml library. Null: take the
- * full path (also for every error, so that errors are the full path's).
+ * A sops file in the form sops writes, read without the yaml library: the data and the metadata
+ * block by yaml-canonical.ts (a metadata block in another form by the library alone). Null: take
+ * the full path (also for every error, so that errors are the full path's).
  */
 function parseEncryptedFast(
   input: Uint8Array,
@@ -370,10 +366,15 @@ function parseEncryptedFast(
   const data = parseCanonicalData(text);
   if (data === null || data.rest === text.length) return null;
   let rest: SopsBranch[];
-  try {
-    rest = parseYamlText(text.slice(data.rest), data.nodes);
-  } catch {
-    return null;
+  const meta = parseCanonicalMetadata(text, data.rest, MAX_EXPANDED_NODES - data.nodes);
+  if (meta !== null) {
+    rest = [meta.branch];
+  } else {
+    try {
+      rest = parseYamlText(text.slice(data.rest), data.nodes);
+    } catch {
+      return null;
+    }
   }
   if (rest.length !== 1) return null;
   for (const it of rest[0]!.items) if (typeof it.key === "string" && data.branch.has(it.key)) return null;
@@ -390,7 +391,7 @@ function emitYaml(branches: SopsBranch[]): Uint8Array {
 export function emitYamlDocuments(branches: readonly SopsBranch[]): Uint8Array {
   const parts: string[] = [];
   for (const b of branches) {
-    const doc = new Document(null, { version: "1.2" });
+    const doc = new (Y().Document)(null, { version: "1.2" });
     const map = branchNode(b);
     // Comments before the first key and after the last one belong to the document.
     doc.contents = map;
@@ -436,9 +437,9 @@ export class YamlStore implements SopsStore {
     const fast = emitCanonicalDocs(data);
     if (fast !== null) {
       // The metadata block printed alone is printed as it would be after the data's keys.
-      const meta = Buffer.from(emitYaml([new SopsBranch([{ key: "sops", value: metadata }])])).toString(
-        "utf8",
-      );
+      const meta =
+        emitCanonicalMetadata(metadata, quotedAsYaml11) ??
+        Buffer.from(emitYaml([new SopsBranch([{ key: "sops", value: metadata }])])).toString("utf8");
       return Buffer.from(fast.map((d) => d + meta).join("---\n"), "utf8");
     }
     return emitYaml(data.map((b) => new SopsBranch([...b.items, { key: "sops", value: metadata }])));
