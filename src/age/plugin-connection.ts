@@ -8,24 +8,11 @@
  * hold a secret body (file keys, values the user typed) are zeroed once the pipe has taken them.
  */
 import type { ChildProcess } from "node:child_process";
-import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
-import { NixsealError } from "../common/index.js";
+import { childProcess, NixsealError } from "../common/index.js";
 import { encodeStanza, readStanza } from "./format.js";
 import { findPluginBinary, pluginBinaryName } from "./plugin-encoding.js";
 import type { Stanza } from "./types.js";
-
-/**
- * node:child_process, loaded at first use: importing it costs ~7-10 ms of CPU at every start
- * (Node's ES module wrapper reads all its exports), and most runs start no process here.
- */
-let childProcessModule: typeof import("node:child_process") | undefined;
-function childProcess(): typeof import("node:child_process") {
-  childProcessModule ??= createRequire(import.meta.url)(
-    "node:child_process",
-  ) as typeof import("node:child_process");
-  return childProcessModule;
-}
 
 /** A stanza's first line; hybrid post-quantum stanzas carry ~1.5 kB arguments, so be generous. */
 const MAX_LINE = 64 * 1024;

@@ -9,11 +9,12 @@
  * Also here: the agent's memory of supplied values (`--remember`), kept per secret name and URL
  * origin, wiped when it expires.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { decrypt, type Identity } from "../age/index.js";
 import {
+  type Captured,
+  captureOutput,
   DUPLICATE_KEY_HINT,
   duplicateKey,
   type FieldTable,
@@ -26,6 +27,7 @@ import {
   readObject,
   shown,
   typeName,
+  wipe,
 } from "../common/index.js";
 import { MAX_AGENT_VALUE } from "./agent.js";
 import { readSecretFile } from "./secret-dir.js";
@@ -246,77 +248,49 @@ export async function valueFromFile(
  * prints on stdout. Its stderr goes to `onStderr` (the agent shows it at its terminal; it never
  * goes to the hook). Stopped when `signal` fires (the hook gave up) or after COMMAND_TIMEOUT_MS.
  */
-export function valueFromCommand(
+export async function valueFromCommand(
   argv: readonly string[],
   signal: AbortSignal,
   onStderr: (text: string) => void,
   timeoutMs = COMMAND_TIMEOUT_MS,
 ): Promise<Uint8Array> {
   const what = `the command ${JSON.stringify(argv[0]!.slice(0, 200))}`;
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let stderr = "";
-    let tooLong = false;
-    let stopped: string | null = null;
-    const wipeAll = () => {
-      for (const c of chunks) c.fill(0);
-    };
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    const stop = (why: string) => {
-      stopped ??= why;
-      child.kill("SIGTERM");
-    };
-    const timer = setTimeout(() => stop(`did not finish within ${timeoutMs / 1000} s`), timeoutMs);
-    const onAbort = () => stop("was stopped: the build stopped waiting");
-    signal.addEventListener("abort", onAbort, { once: true });
-    child.stdout.on("data", (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_AGENT_VALUE) {
-        d.fill(0);
-        tooLong = true;
-        stop(`printed more than ${MAX_AGENT_VALUE} bytes`);
-        return;
-      }
-      chunks.push(d);
+  let r: Captured;
+  try {
+    r = await captureOutput(argv[0]!, argv.slice(1), {
+      maxStdout: MAX_AGENT_VALUE,
+      maxStderr: MAX_STDERR_SHOWN,
+      timeoutMs,
+      signal,
+      stopWith: "SIGTERM",
     });
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (d: string) => {
-      if (stderr.length < MAX_STDERR_SHOWN) stderr += d.slice(0, MAX_STDERR_SHOWN - stderr.length);
+  } catch (e) {
+    throw new NixsealError(
+      "BUILD_SECRET",
+      `cannot run ${what}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      {
+        hint: "check the command in agent.json (it runs without a shell, found on PATH)",
+      },
+    );
+  }
+  if (r.stderr.length > 0) onStderr(r.stderr);
+  if (r.stopped !== null || r.code !== 0) {
+    wipe(r.stdout);
+    const why =
+      r.stopped === "timeout"
+        ? `did not finish within ${timeoutMs / 1000} s`
+        : r.stopped === "aborted"
+          ? "was stopped: the build stopped waiting"
+          : r.stopped === "too-large"
+            ? `printed more than ${MAX_AGENT_VALUE} bytes`
+            : r.code !== null
+              ? `exited with ${r.code}`
+              : `was killed by ${r.signal}`;
+    throw new NixsealError("BUILD_SECRET", `${what} ${why}`, {
+      hint: "run the command yourself to see what it needs",
     });
-    child.on("error", (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      wipeAll();
-      reject(
-        new NixsealError("BUILD_SECRET", `cannot run ${what}: ${e.code ?? e.message}`, {
-          hint: "check the command in agent.json (it runs without a shell, found on PATH)",
-        }),
-      );
-    });
-    child.on("close", (code, sig) => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      if (stderr.length > 0) onStderr(stderr);
-      if (stopped !== null || tooLong || code !== 0) {
-        wipeAll();
-        const why = stopped ?? (code !== null ? `exited with ${code}` : `was killed by ${sig}`);
-        reject(
-          new NixsealError("BUILD_SECRET", `${what} ${why}`, {
-            hint: "run the command yourself to see what it needs",
-          }),
-        );
-        return;
-      }
-      const value = Buffer.concat(chunks);
-      wipeAll();
-      try {
-        resolve(checkValue(value, `the output of ${what}`));
-      } catch (e) {
-        reject(e);
-      }
-    });
-  });
+  }
+  return checkValue(r.stdout, `the output of ${what}`);
 }
 
 /**

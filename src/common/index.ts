@@ -13,6 +13,7 @@ export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
 export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { findExecutable } from "./path-search.js";
+export { type Captured, captureOutput, childProcess } from "./processes.js";
 export {
   MAX_PASSWORD_LENGTH,
   PASSWORD_CHARSETS,

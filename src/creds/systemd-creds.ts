@@ -10,14 +10,15 @@
  * so this is one process per credential (about 10 ms each with the host key); callers run it only
  * for credentials that changed (see credstore.ts).
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   AtomicFile,
   asBuffer,
+  type Captured,
   CREDENTIAL_KEYS,
   type CredentialKey,
+  captureOutput,
   findExecutable,
   ioError,
   NixsealError,
@@ -126,75 +127,35 @@ export function sealedWith(credential: Uint8Array): SealedWith | "none" | null {
   return SEAL_IDS.get(id.subarray(0, 16).toString("hex")) ?? null;
 }
 
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: Buffer;
-  stderr: string;
-}
+type RunResult = Pick<Captured, "code" | "signal" | "stdout" | "stderr">;
 
 /**
  * Runs systemd-creds with `input` on its standard input and collects its standard output (at
- * most maxOutput bytes; a longer output is an error). Chunks of output are wiped once joined.
+ * most maxOutput bytes; a longer output is an error).
  */
-function runSystemdCreds(
+async function runSystemdCreds(
   args: string[],
   input: Uint8Array,
   maxOutput: number,
   options: SystemdCredsOptions,
 ): Promise<RunResult> {
   const program = systemdCredsProgram(options);
-  return new Promise((resolve, reject) => {
-    const child = spawn(program, args, {
-      stdio: ["pipe", "pipe", "pipe"],
-      env: options.env ?? process.env,
+  let r: Captured;
+  try {
+    r = await captureOutput(program, args, { input, env: options.env, maxStdout: maxOutput });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw missingProgram();
+    throw new NixsealError("CREDS_UNAVAILABLE", `cannot run ${program}: ${code ?? (e as Error).message}`, {
+      hint: "check that systemd-creds is installed and executable",
     });
-    const out: Buffer[] = [];
-    let outSize = 0;
-    let err = "";
-    let settled = false;
-    const fail = (e: NixsealError) => {
-      if (settled) return;
-      settled = true;
-      child.kill("SIGKILL");
-      for (const c of out) wipe(c);
-      reject(e);
-    };
-    child.on("error", (e: NodeJS.ErrnoException) => {
-      if (e.code === "ENOENT") fail(missingProgram());
-      else
-        fail(
-          new NixsealError("CREDS_UNAVAILABLE", `cannot run ${program}: ${e.code ?? e.message}`, {
-            hint: "check that systemd-creds is installed and executable",
-          }),
-        );
+  }
+  if (r.stopped !== null) {
+    throw new NixsealError("CREDS_TOO_LARGE", `systemd-creds printed more than ${maxOutput} bytes`, {
+      hint: "credentials hold at most 1 MiB",
     });
-    child.stdout.on("data", (chunk: Buffer) => {
-      outSize += chunk.length;
-      out.push(chunk);
-      if (outSize > maxOutput) {
-        fail(
-          new NixsealError("CREDS_TOO_LARGE", `systemd-creds printed more than ${maxOutput} bytes`, {
-            hint: "credentials hold at most 1 MiB",
-          }),
-        );
-      }
-    });
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (s: string) => {
-      if (err.length < 64 * 1024) err += s;
-    });
-    // The child may exit before reading everything (a bad option, a missing TPM): not our error.
-    child.stdin.on("error", () => {});
-    child.stdin.end(asBuffer(input));
-    child.on("close", (code, signal) => {
-      if (settled) return;
-      settled = true;
-      const stdout = Buffer.concat(out);
-      for (const c of out) wipe(c);
-      resolve({ code, signal, stdout, stderr: err });
-    });
-  });
+  }
+  return r;
 }
 
 /** systemd-creds' messages, without the warnings it prints on success too. */

@@ -10,11 +10,10 @@
  * where present.
  */
 import * as fs from "node:fs";
-import { createRequire } from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
 import { type Identity, type Stanza, X25519_STANZA, type X25519Identity } from "../age/index.js";
-import { NixsealError, wipe } from "../common/index.js";
+import { type Captured, captureOutput, NixsealError, wipe } from "../common/index.js";
 import { SshEd25519Identity, type SshKeyIdentity } from "../ssh/index.js";
 import { loadIdentities } from "./identities.js";
 import {
@@ -23,18 +22,6 @@ import {
   pluginNameOfIdentity,
   resolvePluginIdentities,
 } from "./key-types.js";
-
-/**
- * node:child_process, loaded at first use: importing it costs ~7-10 ms of CPU at every start
- * (Node's ES module wrapper reads all its exports), and most runs start no process here.
- */
-let childProcessModule: typeof import("node:child_process") | undefined;
-function childProcess(): typeof import("node:child_process") {
-  childProcessModule ??= createRequire(import.meta.url)(
-    "node:child_process",
-  ) as typeof import("node:child_process");
-  return childProcessModule;
-}
 
 export interface IdentitySource {
   /** -i files, in order. When there are any, they are the only identities used. */
@@ -168,69 +155,42 @@ export function identitiesFromKeyCommand(
   return run;
 }
 
-function runKeyCommand(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = childProcess().spawn("sh", ["-c", command], { env, stdio: ["ignore", "pipe", "inherit"] });
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    const fail = (e: NixsealError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.kill("SIGKILL");
-      child.stdout.destroy();
-      for (const c of chunks) wipe(c);
-      reject(e);
-    };
-    const timer = setTimeout(
-      () =>
-        fail(
-          keyCommandError(
-            `did not finish within ${Math.round(timeoutMs / 1000)} s`,
-            "check that the command in SOPS_AGE_KEY_CMD prints the keys without waiting for input",
-          ),
-        ),
+async function runKeyCommand(command: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Buffer> {
+  let r: Captured;
+  try {
+    // Its messages go to the user's terminal (a password manager may say why it failed).
+    r = await captureOutput("sh", ["-c", command], {
+      env,
+      maxStdout: KEY_COMMAND_MAX_OUTPUT,
       timeoutMs,
-    );
-    child.stdout.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      chunks.push(chunk);
-      if (size > KEY_COMMAND_MAX_OUTPUT) {
-        fail(
-          keyCommandError(
-            `printed more than ${KEY_COMMAND_MAX_OUTPUT / 1024} KiB`,
-            "SOPS_AGE_KEY_CMD must print age identity lines (AGE-SECRET-KEY-1...), nothing else",
-          ),
-        );
-      }
+      inheritStderr: true,
     });
-    child.on("error", () =>
-      fail(
-        keyCommandError(
-          "could not be started",
-          "check that sh exists and SOPS_AGE_KEY_CMD is a command line",
-        ),
-      ),
+  } catch {
+    throw keyCommandError(
+      "could not be started",
+      "check that sh exists and SOPS_AGE_KEY_CMD is a command line",
     );
-    child.on("close", (code, signal) => {
-      if (settled) return;
-      if (code !== 0) {
-        fail(
-          keyCommandError(
-            signal ? `was killed by ${signal}` : `exited with status ${code}`,
-            "run the command in SOPS_AGE_KEY_CMD by hand to see why it fails (its error output is shown above)",
-          ),
-        );
-        return;
-      }
-      settled = true;
-      clearTimeout(timer);
-      const out = Buffer.concat(chunks);
-      for (const c of chunks) wipe(c);
-      resolve(out);
-    });
-  });
+  }
+  if (r.stopped === "timeout") {
+    throw keyCommandError(
+      `did not finish within ${Math.round(timeoutMs / 1000)} s`,
+      "check that the command in SOPS_AGE_KEY_CMD prints the keys without waiting for input",
+    );
+  }
+  if (r.stopped !== null) {
+    throw keyCommandError(
+      `printed more than ${KEY_COMMAND_MAX_OUTPUT / 1024} KiB`,
+      "SOPS_AGE_KEY_CMD must print age identity lines (AGE-SECRET-KEY-1...), nothing else",
+    );
+  }
+  if (r.code !== 0) {
+    wipe(r.stdout);
+    throw keyCommandError(
+      r.signal ? `was killed by ${r.signal}` : `exited with status ${r.code}`,
+      "run the command in SOPS_AGE_KEY_CMD by hand to see why it fails (its error output is shown above)",
+    );
+  }
+  return r.stdout;
 }
 
 /** Identity lines as in an identity file: AGE-SECRET-KEY-1..., -PQ-1..., AGE-PLUGIN-..., # comments. */

@@ -4,9 +4,8 @@
  * memory), a command run once (argv directly, no shell; its stdout is the value). Values live in
  * memory only and are wiped by close(). Problems name the key and the source, never a value.
  */
-import { spawn } from "node:child_process";
 import type { Identity } from "../age/index.js";
-import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import { type Captured, captureOutput, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { decryptSource, readEncryptedFile } from "../install/index.js";
 import type { KeySource, Plan } from "./plan.js";
 import { MAX_KEY_SIZE } from "./protocol.js";
@@ -54,52 +53,35 @@ function lastLine(text: string): string {
   return line === undefined ? "" : line.length > 200 ? `${line.slice(0, 200)}...` : line;
 }
 
-function runCommand(argv: string[]): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    let size = 0;
-    let err = "";
-    let tooLarge = false;
-    child.stdout.on("data", (b: Buffer) => {
-      size += b.length;
-      if (size > MAX_KEY_SIZE) {
-        tooLarge = true;
-        child.kill();
-      } else out.push(b);
+async function runCommand(argv: string[]): Promise<Uint8Array> {
+  let r: Captured;
+  try {
+    r = await captureOutput(argv[0]!, argv.slice(1), {
+      maxStdout: MAX_KEY_SIZE,
+      maxStderr: 4096,
+      stderrTail: true,
+      stopWith: "SIGTERM",
     });
-    child.stderr.on("data", (b: Buffer) => {
-      err = (err + b.toString("utf8")).slice(-4096);
-    });
-    child.on("error", (e) => {
-      for (const b of out) wipe(b);
-      reject(
-        new NixsealError("PUSH", `cannot run ${argv[0]}: ${(e as NodeJS.ErrnoException).code ?? e.message}`, {
-          hint: "install it or fix the command of the key's source",
-        }),
-      );
-    });
-    child.on("close", (code, signal) => {
-      if (code === 0 && !tooLarge) {
-        const value = new Uint8Array(size);
-        let off = 0;
-        for (const b of out) {
-          value.set(b, off);
-          off += b.length;
-          wipe(b);
-        }
-        resolve(value);
-        return;
-      }
-      for (const b of out) wipe(b);
-      const said = tooLarge ? `printed more than ${MAX_KEY_SIZE / 1024 / 1024} MiB` : lastLine(err);
-      reject(
-        new NixsealError("PUSH", `failed (${signal ?? `exit ${code}`})${said === "" ? "" : `: ${said}`}`, {
-          hint: "run the command by hand to see why; its standard output is the key",
-        }),
-      );
-    });
-  });
+  } catch (e) {
+    throw new NixsealError(
+      "PUSH",
+      `cannot run ${argv[0]}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      {
+        hint: "install it or fix the command of the key's source",
+      },
+    );
+  }
+  if (r.code === 0 && r.stopped === null) return r.stdout;
+  wipe(r.stdout);
+  const said =
+    r.stopped !== null ? `printed more than ${MAX_KEY_SIZE / 1024 / 1024} MiB` : lastLine(r.stderr);
+  throw new NixsealError(
+    "PUSH",
+    `failed (${r.signal ?? `exit ${r.code}`})${said === "" ? "" : `: ${said}`}`,
+    {
+      hint: "run the command by hand to see why; its standard output is the key",
+    },
+  );
 }
 
 /**

@@ -12,23 +12,18 @@
  * names one of those keys; a data key already unwrapped (a file read twice) is taken from memory.
  */
 import * as fs from "node:fs";
-import { createRequire } from "node:module";
 import * as path from "node:path";
-import { asBuffer, findExecutable, NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import {
+  type Captured,
+  captureOutput,
+  childProcess,
+  findExecutable,
+  NixsealError,
+  rethrowUnlessNixseal,
+  wipe,
+} from "../common/index.js";
 import type { PgpIdentity, PgpKeyEntry } from "./pgp.js";
 import { sshRsaPgpFingerprint, sshRsaToPgp } from "./ssh-to-pgp.js";
-
-/**
- * node:child_process, loaded at first use: importing it costs ~7-10 ms of CPU at every start
- * (Node's ES module wrapper reads all its exports), and most runs start no process here.
- */
-let childProcessModule: typeof import("node:child_process") | undefined;
-function childProcess(): typeof import("node:child_process") {
-  childProcessModule ??= createRequire(import.meta.url)(
-    "node:child_process",
-  ) as typeof import("node:child_process");
-  return childProcessModule;
-}
 
 /** A data key is 32 bytes (33 for a Shamir share); anything much longer is not one. */
 const MAX_DATA_KEY_OUTPUT = 1024;
@@ -68,73 +63,38 @@ interface GpgRun {
 }
 
 /** Runs gpg with `input` on stdin; stdout is bounded (a longer output fails the run). */
-function runGpg(
+async function runGpg(
   program: string,
   args: string[],
   input: Uint8Array,
   maxOutput: number,
   options: GpgOptions,
 ): Promise<GpgRun> {
-  return new Promise((resolve, reject) => {
-    const child = childProcess().spawn(program, ["--status-fd", "3", ...args], {
-      stdio: ["pipe", "pipe", "pipe", "pipe"],
+  let r: Captured;
+  try {
+    r = await captureOutput(program, ["--status-fd", "3", ...args], {
+      input,
       env: { ...(options.env ?? process.env), LC_ALL: "C", LANGUAGE: "C" },
+      maxStdout: maxOutput,
+      fd3: MAX_STATUS_OUTPUT,
     });
-    const out: Buffer[] = [];
-    let outSize = 0;
-    let err = "";
-    let status = "";
-    let settled = false;
-    const fail = (e: NixsealError) => {
-      if (settled) return;
-      settled = true;
-      child.kill("SIGKILL");
-      for (const c of out) wipe(c);
-      reject(e);
-    };
-    child.on("error", (e: NodeJS.ErrnoException) => {
-      if (e.code === "ENOENT") fail(missingGpg());
-      else
-        fail(
-          new NixsealError("GPG", `cannot run ${program}: ${e.code ?? e.message}`, {
-            hint: "check that gpg is installed and executable",
-          }),
-        );
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw missingGpg();
+    throw new NixsealError("GPG", `cannot run ${program}: ${code ?? (e as Error).message}`, {
+      hint: "check that gpg is installed and executable",
     });
-    child.stdout!.on("data", (chunk: Buffer) => {
-      outSize += chunk.length;
-      out.push(chunk);
-      if (outSize > maxOutput) {
-        fail(
-          new NixsealError("GPG", `gpg printed more than ${maxOutput} bytes`, {
-            hint: "the pgp entry does not hold a sops data key: the file is damaged",
-          }),
-        );
-      }
+  }
+  if (r.stopped !== null) {
+    throw new NixsealError("GPG", `gpg printed more than ${maxOutput} bytes`, {
+      hint: "the pgp entry does not hold a sops data key: the file is damaged",
     });
-    child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (s: string) => {
-      if (err.length < 64 * 1024) err += s;
-    });
-    const statusPipe = child.stdio[3] as NodeJS.ReadableStream;
-    statusPipe.setEncoding("utf8");
-    statusPipe.on("data", (s: string) => {
-      if (status.length < MAX_STATUS_OUTPUT) status += s;
-    });
-    child.stdin!.on("error", () => {});
-    child.stdin!.end(asBuffer(input));
-    child.on("close", (code, signal) => {
-      if (settled) return;
-      settled = true;
-      const stdout = Buffer.concat(out);
-      for (const c of out) wipe(c);
-      const lines = status
-        .split("\n")
-        .filter((l) => l.startsWith("[GNUPG:] "))
-        .map((l) => l.slice("[GNUPG:] ".length));
-      resolve({ code, signal, stdout, stderr: err, status: lines });
-    });
-  });
+  }
+  const status = r.fd3
+    .split("\n")
+    .filter((l) => l.startsWith("[GNUPG:] "))
+    .map((l) => l.slice("[GNUPG:] ".length));
+  return { code: r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr, status };
 }
 
 /** gpg's last message line, without control characters, for an error. */
