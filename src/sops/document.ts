@@ -345,7 +345,7 @@ export async function decryptDocument(
           );
         }
       }
-      // sops #2245: comments (also list comments that decrypt to one) are not MACed.
+      // sops leaves comments out of the MAC (list comments that decrypt to one too): so must we.
       if ((!meta.macOnlyEncrypted || encrypted) && !(out instanceof SopsComment)) mac.add(out);
       return out;
     });
