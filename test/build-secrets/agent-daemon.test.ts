@@ -23,7 +23,7 @@ import { after, before, test } from "node:test";
 import { encrypt } from "../../src/age/index.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
-import { CLI, which } from "../helpers.js";
+import { runtimeForOtherUsers, which } from "../helpers.js";
 import {
   assertTokenNowhere as assertTokenNowhereShared,
   fetcherInStore,
@@ -163,9 +163,10 @@ function uidOf(user: string): number {
 
 /** Runs `nixseal ARGS` as `user` inside a pseudo-terminal; the test reads its screen and types. */
 function startAgent(user: string, args: string) {
+  const { node, cli } = runtimeForOtherUsers();
   const child = spawn(
     "runuser",
-    asUser(user, ["TERM=dumb", "script", "-qfec", `${process.execPath} ${CLI} ${args}`, "/dev/null"]),
+    asUser(user, ["TERM=dumb", "script", "-qfec", `${node} ${cli} ${args}`, "/dev/null"]),
     { stdio: ["pipe", "pipe", "pipe"], detached: true },
   );
   let screen = "";
@@ -511,7 +512,7 @@ test("another user's agent cannot answer: not by its own socket, not by one name
   const squatter = spawn(
     "runuser",
     asUser(USER_B, [
-      process.execPath,
+      runtimeForOtherUsers().node,
       "-e",
       `require("net").createServer((c) => { c.on("data", () => c.end(${JSON.stringify(`${answer}\n`)})); }).listen(${JSON.stringify(squat)}, () => console.log("up"));`,
     ]),
