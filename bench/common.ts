@@ -12,12 +12,12 @@ import { findExecutable } from "../src/common/path-search.js";
 
 /** The repository root (this file runs as dist/bench/common.js). */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const DEFAULT_CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+export const DEFAULT_CLI = path.join(REPO, "dist", "bundle", "main.js");
 
 export interface BenchContext {
   /** Timed runs per command (after one untimed warm-up run). */
   runs: number;
-  /** The nixseal CLI to run (dist/src/cli/main.js of this checkout unless --nixseal). */
+  /** The nixseal CLI to run (dist/bundle/main.js of this checkout unless --nixseal). */
   cli: string;
   /** Where scratch files go (a tmpfs: /dev/shm when it exists). */
   scratch: string;

@@ -6,7 +6,7 @@
  *
  * Options:
  *   --runs N        timed runs per command, after one warm-up run (default 3; startup: 15)
- *   --nixseal FILE  the nixseal CLI to time (default dist/src/cli/main.js of this checkout)
+ *   --nixseal FILE  the nixseal CLI to time (default dist/bundle/main.js of this checkout)
  *   --dir DIR       scratch directory (default /dev/shm, else the OS temp dir)
  *   --size-mib N    age-1gib: the file size (default 1024)
  *   --disk-dir DIR  age-1gib: where the on-disk runs put their files (default the OS temp dir)

@@ -36,8 +36,9 @@ buildNpmPackage {
 
   nativeBuildInputs = [ makeWrapper ];
 
-  # `npm run build` compiles src, test and bench (one tsconfig); only dist/src is packed
-  # ("files" in package.json).
+  # `npm run build` compiles src, test and bench (one tsconfig), then bundles the CLI into
+  # dist/bundle (the `bin`); dist/src and dist/bundle are packed ("files" in package.json): the
+  # bundle opens the worker threads, the generator runner and the fetcher in dist/src.
   npmBuildScript = "build";
 
   # `nixseal install` mounts ramfs/tmpfs (mount) and resolves users through NSS (getent).

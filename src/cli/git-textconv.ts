@@ -32,7 +32,7 @@ is used only if NIXSEAL_PASSPHRASE_FILE names a file holding its passphrase.
 
 Example:
     $ git config diff.nixseal.textconv
-    '/usr/bin/node' '/opt/nixseal/dist/src/cli/main.js' git-textconv
+    '/usr/bin/node' '/opt/nixseal/dist/bundle/main.js' git-textconv
     $ git diff secrets/db-password.age
 
 Exit codes: 0 (also with the placeholder, so git diff keeps going), 2 usage error.

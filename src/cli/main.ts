@@ -32,45 +32,51 @@ export interface Command {
 
 const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG", "GENERATORS", "PUSH_PLAN"]);
 
-/** Command name -> [summary, module in src/cli/]. Each module exports `command: Command`. */
-const COMMANDS: Record<string, [summary: string, module: string]> = {
-  init: ["set up a secrets repository with an identity", "init"],
-  edit: ["edit a secret in $EDITOR (plaintext only in RAM)", "edit"],
-  encrypt: ["encrypt stdin (or --in FILE) into a secret", "encrypt"],
-  decrypt: ["decrypt a secret to stdout (or -o FILE, 0600)", "decrypt"],
-  set: ["set one value of a sops file (value on stdin)", "set"],
-  updatekeys: ["re-wrap a sops file's data key for its .sops.yaml keys", "updatekeys"],
-  rotate: ["give a sops file a new data key", "rotate"],
-  rekey: ["re-encrypt secrets whose recipients changed", "rekey"],
-  check: ["check files against the rules (CI, no private key needed)", "check"],
-  list: ["list secrets and who can read them", "list"],
-  who: ["who can read a secret / what a recipient can read", "who"],
-  "git-setup": ["show decrypted diffs in git", "git-setup"],
-  generate: ["create generated secrets (passwords, keys) from generators.nix", "generate"],
-  install: ["install a host's secrets from an activation manifest", "install"],
-  audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", "audit"],
-  age: ["encrypt and decrypt files, drop-in for age", "age"],
-  gen: ["generate a password, key pair or hash into $out (for generator scripts)", "gen"],
-  "age-keygen": ["generate an age identity, drop-in for age-keygen", "age-keygen"],
-  "host-key": ["seal a host identity as a systemd credential (host key / TPM2)", "host-key"],
-  host: ["add a host to the secrets repository (hosts.nix) and rekey its secrets", "host"],
-  agent: ["approve build secrets for your builds at the terminal", "agent"],
-  build: ["nix build with a nixseal agent at this terminal", "build"],
-  "build-hook": ["Nix pre/post-build hook giving secrets to allowed fetchers", "build-hook"],
-  push: ["push deploy-time keys to hosts over ssh (only what changed)", "push"],
-  receive: ["(run by push over ssh) install pushed keys on this host", "receive"],
+/** A command's module in src/cli/, loaded when the command runs; it exports `command: Command`. */
+type Loader = () => Promise<{ command: Command }>;
+
+/**
+ * Command name -> [summary, loader]. Each loader is a literal import() of one module, so only the
+ * command that runs is loaded, and a bundler sees every command (one split point each).
+ */
+const COMMANDS: Record<string, [summary: string, load: Loader]> = {
+  init: ["set up a secrets repository with an identity", () => import("./init.js")],
+  edit: ["edit a secret in $EDITOR (plaintext only in RAM)", () => import("./edit.js")],
+  encrypt: ["encrypt stdin (or --in FILE) into a secret", () => import("./encrypt.js")],
+  decrypt: ["decrypt a secret to stdout (or -o FILE, 0600)", () => import("./decrypt.js")],
+  set: ["set one value of a sops file (value on stdin)", () => import("./set.js")],
+  updatekeys: ["re-wrap a sops file's data key for its .sops.yaml keys", () => import("./updatekeys.js")],
+  rotate: ["give a sops file a new data key", () => import("./rotate.js")],
+  rekey: ["re-encrypt secrets whose recipients changed", () => import("./rekey.js")],
+  check: ["check files against the rules (CI, no private key needed)", () => import("./check.js")],
+  list: ["list secrets and who can read them", () => import("./list.js")],
+  who: ["who can read a secret / what a recipient can read", () => import("./who.js")],
+  "git-setup": ["show decrypted diffs in git", () => import("./git-setup.js")],
+  generate: ["create generated secrets (passwords, keys) from generators.nix", () => import("./generate.js")],
+  install: ["install a host's secrets from an activation manifest", () => import("./install.js")],
+  audit: ["prove no secret reached the Nix store (closures, .drv files, paths)", () => import("./audit.js")],
+  age: ["encrypt and decrypt files, drop-in for age", () => import("./age.js")],
+  gen: ["generate a password, key pair or hash into $out (for generator scripts)", () => import("./gen.js")],
+  "age-keygen": ["generate an age identity, drop-in for age-keygen", () => import("./age-keygen.js")],
+  "host-key": [
+    "seal a host identity as a systemd credential (host key / TPM2)",
+    () => import("./host-key.js"),
+  ],
+  host: ["add a host to the secrets repository (hosts.nix) and rekey its secrets", () => import("./host.js")],
+  agent: ["approve build secrets for your builds at the terminal", () => import("./agent.js")],
+  build: ["nix build with a nixseal agent at this terminal", () => import("./build.js")],
+  "build-hook": [
+    "Nix pre/post-build hook giving secrets to allowed fetchers",
+    () => import("./build-hook.js"),
+  ],
+  push: ["push deploy-time keys to hosts over ssh (only what changed)", () => import("./push.js")],
+  receive: ["(run by push over ssh) install pushed keys on this host", () => import("./receive.js")],
 };
 
 /** Commands other programs call (git's textconv driver); not listed in the help. */
-const HIDDEN_COMMANDS: Record<string, [summary: string, module: string]> = {
-  "git-textconv": ["(internal) git diff driver, see git-setup", "git-textconv"],
+const HIDDEN_COMMANDS: Record<string, [summary: string, load: Loader]> = {
+  "git-textconv": ["(internal) git diff driver, see git-setup", () => import("./git-textconv.js")],
 };
-
-async function loadCommand(module: string): Promise<Command> {
-  // A computed specifier keeps start-up lean: only the command that runs is loaded.
-  const mod = (await import(`./${module}.js`)) as { command: Command };
-  return mod.command;
-}
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, [summary]]) => `  ${name.padEnd(12)} ${summary}`);
@@ -126,7 +132,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   installSignalHandlers();
-  const [common, command] = await Promise.all([import("../common/index.js"), loadCommand(entry[1])]);
+  const [common, { command }] = await Promise.all([import("../common/index.js"), entry[1]()]);
   abortAllAtomicFiles = common.abortAllAtomicFiles;
   try {
     return await command.run(rest);

@@ -314,13 +314,9 @@ test("decryption streams with bounded memory (a 320 MiB file, plaintext to a pip
   const enc = path.join(dir, "big.age");
   assert.equal(run(AGE!, ["-r", recipient, "-o", enc, input]).status, 0);
   fs.rmSync(input);
-  const proc = spawn(
-    process.execPath,
-    [new URL("../../src/cli/main.js", import.meta.url).pathname, "age", "-d", "-i", key, enc],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const proc = spawn(process.execPath, [CLI, "age", "-d", "-i", key, enc], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let bytes = 0;
   proc.stdout.on("data", (d: Buffer) => {
     bytes += d.length;

@@ -144,7 +144,8 @@ describe("the CLI and its compile cache", () => {
     const cache = path.join(h, ".cache", "nixseal", "compile-cache");
     const versions = fs.readdirSync(cache);
     assert.equal(versions.length, 1, `one directory per Node version: ${versions.join(", ")}`);
-    assert.ok(fs.readdirSync(path.join(cache, versions[0]!)).length > 10, "the modules of `age` were cached");
+    // The bundle's main file and the chunks `age --help` loads.
+    assert.ok(fs.readdirSync(path.join(cache, versions[0]!)).length >= 2, "the modules of `age` were cached");
 
     const again = nixseal(["age", "--help"], { env: env(h) });
     const off = nixseal(["age", "--help"], { env: env(home(), { NIXSEAL_NO_COMPILE_CACHE: "1" }) });
