@@ -7,14 +7,16 @@
  * path's name (`writeText "${secret}" ...`).
  *
  * Reads happen on libuv's thread pool while the main thread matches (0.5-1 GB/s per core, several
- * times ripgrep's throughput with the same patterns: bench/audit.ts). Worker threads were not
- * added: on the shared 2-core machine they could not be measured to pay. Synchronous reads
- * measured about the same on page-cached files and would serialise cold reads.
+ * times ripgrep's throughput with the same patterns: bench/audit.ts). Once a scan has read
+ * THREADS_AFTER_BYTES, the files still to come go to scanning threads (src/audit/scan-pool.ts),
+ * one per core, and the main thread only walks: the walk lstat()s each such file first, so hard
+ * links are still scanned once, and the worker checks that it opened that same file.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ioError, NixsealError } from "../common/index.js";
 import type { Matcher, Scanner } from "./matcher.js";
+import { ScanPool } from "./scan-pool.js";
 
 export type HitPlace = "content" | "name" | "link-target";
 
@@ -43,6 +45,10 @@ export interface ScanStats {
 export interface ScanOptions {
   /** Files read at the same time (default 4). */
   concurrency?: number;
+  /** Scanning threads for a large scan (default: the cores available to this process; 1: none). */
+  threads?: number;
+  /** Bytes scanned on the main thread before the threads start (default THREADS_AFTER_BYTES). */
+  threadsAfterBytes?: number;
   /** Read size per file (default 1 MiB): memory is about concurrency × chunkSize. */
   chunkSize?: number;
   /** Matches listed per file; more are only counted (default 100). */
@@ -58,6 +64,8 @@ export interface ScanResult {
 }
 
 const DEFAULT_CONCURRENCY = 4;
+/** A scan smaller than this never pays for starting threads (~30-40 ms and a Matcher each). */
+export const THREADS_AFTER_BYTES = 64 << 20;
 const DEFAULT_CHUNK = 1 << 20;
 const DEFAULT_MAX_HITS = 100;
 
@@ -203,10 +211,82 @@ export async function scanPaths(
     }
   };
 
+  const threads = options.threads ?? (await import("node:os")).availableParallelism();
+  const threadsAfter = options.threadsAfterBytes ?? THREADS_AFTER_BYTES;
+  let pool: ScanPool | null = null;
+
+  /** A file for the threads: lstat here (hard links once), the worker reads and matches it. */
+  const scanPooled = async (file: string, threaded: ScanPool): Promise<void> => {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(file);
+    } catch (e) {
+      problems.push(ioError("read", file, e));
+      return;
+    }
+    if (!st.isFile()) {
+      await visit(file, st);
+      return;
+    }
+    let shared: Shared | null = null;
+    if (st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      const earlier = linked.get(key);
+      if (earlier !== undefined) {
+        stats.hardLinks++;
+        const found = await earlier;
+        for (const m of found ?? []) addHit({ ...m, file, place: "content" });
+        return;
+      }
+      shared = sharedResult();
+      linked.set(key, shared.promise);
+    }
+    try {
+      const reply = await threaded.scan(file, st.dev, st.ino);
+      if ("hits" in reply) {
+        const found: Found = [];
+        for (let i = 0; i < reply.hits.length; i += 2) {
+          found.push({ patternId: reply.hits[i]!, offset: reply.hits[i + 1]! });
+        }
+        stats.files++;
+        stats.bytes += reply.bytes;
+        progress(file);
+        for (const m of found) addHit({ ...m, file, place: "content" });
+        shared?.resolve(found);
+      } else if ("special" in reply) {
+        stats.special++;
+      } else if (reply.error === "thread") {
+        // A scanning thread failed: this file is scanned here, as before the threads started.
+        if (shared !== null) linked.delete(`${st.dev}:${st.ino}`);
+        shared?.resolve(null);
+        shared = null;
+        await scanFile(file);
+      } else if (reply.error === "replaced") {
+        problems.push(
+          new NixsealError("IO", `cannot read ${file}: it was replaced by another file during the scan`, {
+            file,
+            hint: "scan again once nothing writes to this tree",
+          }),
+        );
+      } else {
+        problems.push(ioError("read", file, Object.assign(new Error(reply.error), { code: reply.error })));
+      }
+    } finally {
+      shared?.resolve(null); // no-op after a success
+    }
+  };
+
   const running = new Set<Promise<void>>();
   const startFile = async (file: string) => {
-    while (running.size >= concurrency) await Promise.race(running);
-    const p: Promise<void> = scanFile(file).finally(() => running.delete(p));
+    if (pool === null && threads > 1 && stats.bytes >= threadsAfter) {
+      pool = new ScanPool(matcher, threads, chunkSize);
+    }
+    const threaded = pool !== null && !pool.failed ? pool : null;
+    const limit = threaded ? Math.max(concurrency, threads * 2) : concurrency;
+    while (running.size >= limit) await Promise.race(running);
+    const p: Promise<void> = (threaded ? scanPooled(file, threaded) : scanFile(file)).finally(() =>
+      running.delete(p),
+    );
     running.add(p);
   };
 
@@ -239,49 +319,58 @@ export async function scanPaths(
     }
   };
 
-  for (const given of paths) {
-    const top = path.resolve(given);
-    if (seenTop.has(top)) continue;
-    seenTop.add(top);
-    let st: fs.Stats;
-    try {
-      // A path given by the user is followed if it is a symlink (./result, /run/current-system).
-      st = await fs.promises.stat(top);
-    } catch (e) {
-      problems.push(ioError("scan", top, e));
-      continue;
-    }
-    scanText(top, Buffer.from(path.basename(top)), "name");
-    await visit(top, st);
-    while (dirs.length > 0) {
-      const dir = dirs.pop()!;
-      let dh: fs.Dir;
-      try {
-        const dst = await fs.promises.stat(dir);
-        const key = `${dst.dev}:${dst.ino}`;
-        if (seenDirs.has(key)) continue;
-        seenDirs.add(key);
-        dh = await fs.promises.opendir(dir, { bufferSize: 256 });
-      } catch (e) {
-        problems.push(ioError("read the directory", dir, e));
-        continue;
-      }
-      stats.directories++;
-      progress(dir);
-      try {
-        for await (const entry of dh) {
-          const file = path.join(dir, entry.name);
-          scanText(file, Buffer.from(entry.name), "name");
-          await visit(file, entry);
-        }
-      } catch (e) {
-        problems.push(ioError("read the directory", dir, e));
-      }
-    }
+  try {
+    await walk();
+    await Promise.all(running);
+  } finally {
+    await Promise.all(running).catch(() => {});
+    await (pool as ScanPool | null)?.stop();
   }
-  await Promise.all(running);
   smallScanner.wipe();
   options.onProgress?.(stats, "");
   hits.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.offset - b.offset));
   return { hits, problems, stats };
+
+  async function walk(): Promise<void> {
+    for (const given of paths) {
+      const top = path.resolve(given);
+      if (seenTop.has(top)) continue;
+      seenTop.add(top);
+      let st: fs.Stats;
+      try {
+        // A path given by the user is followed if it is a symlink (./result, /run/current-system).
+        st = await fs.promises.stat(top);
+      } catch (e) {
+        problems.push(ioError("scan", top, e));
+        continue;
+      }
+      scanText(top, Buffer.from(path.basename(top)), "name");
+      await visit(top, st);
+      while (dirs.length > 0) {
+        const dir = dirs.pop()!;
+        let dh: fs.Dir;
+        try {
+          const dst = await fs.promises.stat(dir);
+          const key = `${dst.dev}:${dst.ino}`;
+          if (seenDirs.has(key)) continue;
+          seenDirs.add(key);
+          dh = await fs.promises.opendir(dir, { bufferSize: 256 });
+        } catch (e) {
+          problems.push(ioError("read the directory", dir, e));
+          continue;
+        }
+        stats.directories++;
+        progress(dir);
+        try {
+          for await (const entry of dh) {
+            const file = path.join(dir, entry.name);
+            scanText(file, Buffer.from(entry.name), "name");
+            await visit(file, entry);
+          }
+        } catch (e) {
+          problems.push(ioError("read the directory", dir, e));
+        }
+      }
+    }
+  }
 }

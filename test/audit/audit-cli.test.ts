@@ -216,6 +216,37 @@ describe("nixseal audit with the real Nix", { skip: missing }, () => {
     );
   });
 
+  test("a tree large enough for scanning threads (over 64 MiB): every leak found, the report complete", () => {
+    const tree = path.join(dir, "large-tree");
+    fs.mkdirSync(tree);
+    const files = 10;
+    const size = 8 << 20;
+    for (let i = 0; i < files; i++) {
+      const body = randomBytes(size);
+      // Every file, whichever thread scans it, holds the token once, at its own offset.
+      body.write(apiToken, size - 1000 - i * 7, "latin1");
+      fs.writeFileSync(path.join(tree, `part-${i}.bin`), body);
+    }
+    try {
+      const r = sh(["audit", tree, "--json"]);
+      assert.equal(r.status, 1, r.err);
+      const report = JSON.parse(r.out);
+      assert.deepEqual(
+        (report.leaks as JsonLeak[]).map((l) => [l.secret, path.basename(l.file), l.offset, l.place]),
+        Array.from({ length: files }, (_, i) => [
+          "api-token.age",
+          `part-${i}.bin`,
+          size - 1000 - i * 7,
+          "content",
+        ]),
+      );
+      assert.equal(report.scanned.files, files);
+      assert.equal(report.scanned.bytes, files * size);
+    } finally {
+      fs.rmSync(tree, { recursive: true, force: true });
+    }
+  });
+
   test("a clean closure reports nothing and exits 0", () => {
     const [out] = build(
       "clean",
