@@ -66,7 +66,7 @@ function folders(l: Loaded): Set<string> {
   return out;
 }
 
-test("install: a re-activation with nothing changed loads no decryption code, no worker thread and no node:child_process; a changed secret loads the key formats on the main thread only", async (t) => {
+test("install: a re-activation with nothing changed loads no decryption code, no worker thread, no node:child_process and no stream for its stdout; a changed secret loads the key formats on the main thread only", async (t) => {
   if (skip !== null) return t.skip(skip);
   const host = makeHost();
   try {
@@ -98,6 +98,11 @@ test("install: a re-activation with nothing changed loads no decryption code, no
     assert.ok(!a.urls.some((u) => u.endsWith("/install/identities.js")), "no identity is loaded");
     for (const b of ["NativeModule worker_threads", "NativeModule child_process"])
       assert.ok(!a.builtins.includes(b), `nothing changed: no ${b}`);
+    // Its stdout is a pipe here: the report is written to it without a net.Socket stream.
+    assert.ok(
+      !a.builtins.includes("NativeModule net"),
+      "the report is printed without building a socket stream",
+    );
 
     const b = oneChanged.read();
     const seenB = folders(b);
