@@ -96,6 +96,11 @@ test("install: a re-activation with nothing changed loads no decryption code, no
     for (const f of ["age", "ssh", "keys", "creds", "sops"])
       assert.ok(!seen.has(f), `nothing changed: src/${f} is not loaded (${[...seen]})`);
     assert.ok(!a.urls.some((u) => u.endsWith("/install/identities.js")), "no identity is loaded");
+    for (const m of ["new-generation.js", "steps/decrypt-sources.js", "parallel-sources.js"])
+      assert.ok(
+        !a.urls.some((u) => u.endsWith(`/install/${m}`)),
+        `nothing changed: src/install/${m} is not loaded`,
+      );
     for (const b of ["NativeModule worker_threads", "NativeModule child_process"])
       assert.ok(!a.builtins.includes(b), `nothing changed: no ${b}`);
     // Its stdout is a pipe here: the report is written to it without a net.Socket stream.
@@ -109,6 +114,10 @@ test("install: a re-activation with nothing changed loads no decryption code, no
     assert.ok(
       seenB.has("age") && seenB.has("ssh"),
       `one changed: the key formats are loaded (${[...seenB]})`,
+    );
+    assert.ok(
+      b.urls.some((u) => u.endsWith("/install/new-generation.js")),
+      "one changed: a new generation",
     );
     assert.ok(!b.urls.some((u) => u.endsWith("/install/decrypt-worker.js")), "one changed: no worker thread");
     assert.ok(
