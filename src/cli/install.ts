@@ -1,5 +1,5 @@
 /** `nixseal install --manifest FILE`: activation (the NixOS and home-manager modules run it). */
-import { NixsealError, rethrowUnlessNixseal } from "../common/index.js";
+import { NixsealError, rethrowUnlessNixseal, writeAllSync } from "../common/index.js";
 import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
@@ -58,6 +58,20 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
+/**
+ * Standard output written directly (write(2) on descriptor 1): Node builds process.stdout on
+ * first use, a stream (for a pipe or a socket a net.Socket) costing ~4-7 ms of CPU, for the few
+ * lines an activation prints. A reader that went away (EPIPE) loses the report; the install and
+ * its exit code stand.
+ */
+function writeStdout(text: string): void {
+  try {
+    writeAllSync(1, Buffer.from(text));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPIPE") throw e;
+  }
+}
+
 function problemJson(e: NixsealError): Record<string, string | null> {
   return { code: e.code, message: e.message, hint: e.hint ?? null, file: e.file ?? null };
 }
@@ -68,7 +82,7 @@ function flatten(e: unknown): NixsealError[] {
 }
 
 function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
-  const out = (line: string) => process.stdout.write(`nixseal install: ${sanitize(line)}\n`);
+  const out = (line: string) => writeStdout(`nixseal install: ${sanitize(line)}\n`);
   const list = (label: string, names: readonly string[]) => {
     if (names.length > 0) out(`${label}: ${names.join(", ")}`);
   };
@@ -103,7 +117,7 @@ export const command: Command = {
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal install --help' for usage");
     if (values.help) {
-      process.stdout.write(HELP);
+      writeStdout(HELP);
       return 0;
     }
     if (positionals.length > 0 || values.manifest === undefined) {
@@ -123,7 +137,7 @@ export const command: Command = {
     } catch (e) {
       const problems = flatten(e);
       if (json) {
-        process.stdout.write(
+        writeStdout(
           `${JSON.stringify({
             ok: false,
             manifestValid: false,
@@ -141,7 +155,7 @@ export const command: Command = {
       const r = await checkManifestFiles(manifest);
       if (json) {
         const { problems, ...rest } = r;
-        process.stdout.write(
+        writeStdout(
           `${JSON.stringify({ ok: problems.length === 0, manifestValid: true, ...rest, problems: problems.map(problemJson) })}\n`,
         );
       } else if (r.problems.length > 0) {
@@ -157,7 +171,7 @@ export const command: Command = {
     const report = await install(manifest, { dryRun: values["dry-run"] === true });
     if (json) {
       const { warnings, problems, ...rest } = report;
-      process.stdout.write(
+      writeStdout(
         `${JSON.stringify({ ok: problems.length === 0, ...rest, warnings: warnings.map(problemJson), problems: problems.map(problemJson) })}\n`,
       );
     } else {

@@ -16,6 +16,10 @@
  * systemctl call per verb), and old generations pruned. Nothing here prints: the report goes
  * back to src/cli/install.ts, and holds names only, never a value.
  *
+ * The keep check and everything before it are here; the steps of a new generation are in
+ * new-generation.ts, loaded only when one is made (a re-activation with nothing to do loads no
+ * decrypt path, worker code or systemctl runner).
+ *
  * Why credentials are written after the switch: the credential store is persistent and has no
  * generations, so it cannot be switched together with the ramfs. Encrypting before the switch
  * finds every problem (no TPM2, too large) while the install can still be called off; writing
@@ -24,32 +28,22 @@
  * old file and record, each pair consistent and decryptable, and the next run encrypts it again.
  */
 import * as path from "node:path";
-import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
+import { rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { type GenerationMeta, Generations, identitySetHash, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
 import { makeDirs, ramDirSatisfies } from "./mount.js";
+import type { Held } from "./new-generation.js";
 import type { OwnerResolverOptions } from "./owners.js";
-import { DecryptWorker } from "./parallel-sources.js";
 import type { InstallReport } from "./report.js";
 import type { InstallEntry } from "./sink.js";
 import { checkPathsFree } from "./steps/check-paths.js";
-import type { CredentialPlan } from "./steps/credentials.js";
-import { decryptSources } from "./steps/decrypt-sources.js";
 import { diff } from "./steps/diff.js";
 import { verifyActive } from "./steps/keep-active.js";
 import { linkPaths } from "./steps/link-paths.js";
-import { LazyIdentities, noIdentityProblems } from "./steps/load-identities.js";
-import { prepareGeneration } from "./steps/prepare-generation.js";
-import { previousAsFound } from "./steps/previous-as-found.js";
 import { InstallProblems } from "./steps/problems.js";
 import { prune } from "./steps/prune.js";
-import { renderTemplates, secretsTemplatesNeed } from "./steps/render-templates.js";
 import { resolveOwners } from "./steps/resolve-owners.js";
-import { appendDryUnits, notifyUnits } from "./steps/restart-units.js";
-import { switchGeneration } from "./steps/switch-generation.js";
-import { EntryWriter } from "./steps/write-entries.js";
-import { PlaceholderScanner } from "./templates.js";
 
 export type { CredentialsReport, InstallReport } from "./report.js";
 
@@ -76,17 +70,6 @@ export async function install(m: Manifest, options: InstallOptions = {}): Promis
   }
 }
 
-/** What must be released on every way out of an install. */
-interface Held {
-  closeCredstore: (() => void) | null;
-  /** Copies of credential plaintexts, until systemd-creds has them. */
-  plaintexts: Uint8Array[];
-  /** One install at a time (lock.ts); a dry run changes nothing and takes none. */
-  lock: InstallLock | null;
-  /** The decrypt thread, when one pays (parallel-sources.ts). */
-  worker: DecryptWorker | null;
-}
-
 function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | null): InstallReport {
   return {
     stage: m.stage,
@@ -108,27 +91,6 @@ function emptyReport(m: Manifest, dry: boolean, previousGeneration: number | nul
     warnings: [],
     problems: [],
   };
-}
-
-/** One warning for the secrets whose copy in the active generation was altered or gone. */
-function repairedWarning(m: Manifest, active: number, names: readonly string[]): NixsealError {
-  const shown = names.slice(0, 10).map((n) => `"${n}"`);
-  const more = names.length > shown.length ? ` and ${names.length - shown.length} more` : "";
-  const one = names.length === 1;
-  const which = `${one ? "file of secret" : "files of secrets"} ${shown.join(", ")}${more}`;
-  return new NixsealError(
-    "INSTALL",
-    `the ${which} in generation ${active} ${one ? "was" : "were"} changed or removed since ${one ? "it was" : "they were"} installed; decrypted again`,
-    {
-      hint: `only nixseal should write under ${m.generationsDir}; check what else did`,
-      file: path.join(m.generationsDir, String(active)),
-    },
-  );
-}
-
-/** The credential step when there is nothing for it: src/creds is not even loaded. */
-function noCredentials(): CredentialPlan {
-  return { store: null, wanted: new Set(), prepared: [], status: new Map(), stale: [] };
 }
 
 /** The steps in order; each adds to the one problems collector, whose list is report.problems. */
@@ -153,9 +115,6 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
   const activeN = report.previousGeneration;
   const previous = activeN === null ? null : gens.readMeta(activeN);
   const identities = identitySetHash(m.identities);
-  // Started first, so that its start-up overlaps with the steps up to decrypting.
-  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities);
-
   checkPathsFree(m, entries, problems);
   const items = resolveOwners(m, entries, options.owners, problems);
   const credentialsNeeded =
@@ -164,108 +123,21 @@ async function runInstall(m: Manifest, options: InstallOptions, held: Held): Pro
     if (keepActive(m, gens, activeN, previous, items, identities, held.lock!, report, problems))
       return report;
   }
-  const keys = new LazyIdentities(m);
-  const target = prepareGeneration(m, gens, activeN, dry, problems);
-  report.mounted = target.mounted;
-  report.pruned = target.pruned;
-  const writer = new EntryWriter(target.writer, target.key, held.plaintexts, problems);
-
-  // Without templates (most hosts) no placeholder is looked for.
-  const scanner = m.templates.length > 0 ? new PlaceholderScanner(m.placeholders) : null;
-  const kept = new Map<string, Uint8Array>();
-  let outcome: Awaited<ReturnType<typeof decryptSources>>;
-  try {
-    outcome = await decryptSources({
-      m,
-      keys,
-      items,
-      writer,
-      needed: scanner === null ? new Set() : secretsTemplatesNeed(m, scanner),
-      kept,
-      problems,
-      hmacKey: target.key,
-      keyFresh: target.keyFresh,
-      identities,
-      active: activeN === null || previous === null ? null : { dir: gens.pathOf(activeN), meta: previous },
-      target: target.writer?.target ?? null,
-      worker: held.worker,
-    });
-    if (scanner !== null) renderTemplates(m, scanner, items, writer, kept, problems);
-  } finally {
-    for (const v of kept.values()) wipe(v);
-  }
-  await held.worker?.close();
-  held.worker = null;
-  report.decrypted = outcome.decrypted;
-  report.reused = outcome.reused;
-  report.repaired = outcome.repaired;
-  if (outcome.noIdentity.length > 0) problems.add(...noIdentityProblems(m, keys, outcome.noIdentity));
-  // A secret no identity opened: the identities that failed to load may be why.
-  // Otherwise a missing identity file is skipped silently, as docs/manifest.md says (defaults
-  // such as a user's ~/.ssh/id_rsa often do not exist); an unreadable or broken one is a warning.
-  if (outcome.noMatch) problems.add(...keys.deferred);
-  else report.warnings.push(...keys.deferred.filter((e) => !isMissingFile(e)));
-  if (outcome.repaired.length > 0) report.warnings.push(repairedWarning(m, activeN!, outcome.repaired));
-
-  const cred = credentialsNeeded ? await import("./steps/credentials.js") : null;
-  const credentials =
-    cred === null
-      ? noCredentials()
-      : await cred.encryptCredentials(
-          m,
-          entries,
-          writer.credentialItems,
-          held.plaintexts,
-          dry,
-          report.credentials,
-          problems,
-          (close) => {
-            held.closeCredstore = close;
-          },
-        );
-
-  if (problems.any) {
-    target.writer?.abort();
-    wipe(target.key);
-    report.credentials.created = [];
-    report.credentials.updated = [];
-    return report;
-  }
-
-  const meta = writer.meta;
-  const changes = diff(
-    compareWith(m, gens, report.previousGeneration, previous, meta, target.key, outcome.reusedNames),
-    meta,
-    credentials.status,
-  );
-  // sops-nix restarts nothing at boot, when there is no generation before (changeDetection "files").
-  if (m.changeDetection === "files" && report.previousGeneration === null) {
-    changes.restartUnits = [];
-    changes.reloadUnits = [];
-  }
-  Object.assign(report, changes);
-  wipe(target.key);
-
-  if (dry) {
-    report.credentials.removed = credentials.stale;
-    appendDryUnits(m, changes);
-    return report;
-  }
-
-  const n = target.generation!;
-  if (!switchGeneration(m, gens, n, meta, identities, held.lock!, problems)) {
-    target.writer?.abort();
-    return report;
-  }
-  report.generation = n;
-
-  // After the switch: problems here are reported (exit 1), but the new generation stays active:
-  // it is complete, and the old one may already be pruned.
-  cred?.commitCredentialPlan(credentials, report.credentials, problems);
-  report.warnings.push(...linkPaths(m.secretsDir, meta, previous, problems, m.replaceExisting));
-  await notifyUnits(m, changes, problems);
-  report.pruned = [...report.pruned, ...prune(m, gens, n, problems)].sort((a, b) => a - b);
-  return report;
+  // Everything from here on makes a new generation: loaded only now (new-generation.ts).
+  const { installNewGeneration } = await import("./new-generation.js");
+  return installNewGeneration({
+    m,
+    dry,
+    held,
+    gens,
+    report,
+    problems,
+    entries,
+    items,
+    previous,
+    identities,
+    credentialsNeeded,
+  });
 }
 
 /**
@@ -311,22 +183,4 @@ function keepActive(
   // A lowered keepGenerations applies now too (usually there is nothing to remove).
   report.pruned = prune(m, gens, active, problems);
   return true;
-}
-
-function isMissingFile(e: { code: string; cause?: unknown }): boolean {
-  return e.code === "IO" && (e.cause as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
-}
-
-/** What the diff compares with: the records, or the active generation's files as found. */
-function compareWith(
-  m: Manifest,
-  gens: Generations,
-  active: number | null,
-  recorded: GenerationMeta | null,
-  now: readonly MetaEntry[],
-  key: Uint8Array,
-  foundAsRecorded: ReadonlySet<string>,
-): GenerationMeta | null {
-  if (m.changeDetection !== "files" || active === null) return recorded;
-  return previousAsFound(gens.pathOf(active), active, recorded, now, key, foundAsRecorded);
 }

@@ -2,10 +2,9 @@
  * Plaintext only in RAM (docs/architecture.md, invariant 2): generationsDir must be on a ramfs (never swapped)
  * or a tmpfs. One `mount` process per install, and none when it already is one.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { findExecutable, ioError, NixsealError } from "../common/index.js";
+import { childProcess, findExecutable, ioError, NixsealError } from "../common/index.js";
 import type { MountPolicy } from "./manifest.js";
 
 /** statfs(2) f_type values (linux/magic.h). */
@@ -89,7 +88,7 @@ export function ensureRamDir(dir: string, policy: MountPolicy): { kind: RamKind;
     policy === "ramfs"
       ? ["-t", "ramfs", "-o", `mode=${mode}`, "nixseal", dir]
       : ["-t", "tmpfs", "-o", `mode=${mode},noswap,nosuid,nodev`, "nixseal", dir];
-  const r = spawnSync(mount, args, {
+  const r = childProcess().spawnSync(mount, args, {
     stdio: ["ignore", "ignore", "pipe"],
     encoding: "utf8",
     timeout: 30_000,

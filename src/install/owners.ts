@@ -4,9 +4,8 @@
  * database for all of them, e.g. users from LDAP or systemd-homed). Names only ever reach argv;
  * nothing secret does.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { findExecutable } from "../common/index.js";
+import { childProcess, findExecutable } from "../common/index.js";
 
 export type Database = "passwd" | "group";
 
@@ -81,7 +80,7 @@ export class OwnerResolver {
       if (getent === null) return;
       this.getentRuns++;
       // getent prints the entries it finds (exit 2 when some are missing); stdin closed.
-      const r = spawnSync(getent, [db, "--", ...names], {
+      const r = childProcess().spawnSync(getent, [db, "--", ...names], {
         encoding: "utf8",
         stdio: ["ignore", "pipe", "ignore"],
         timeout: 30_000,

@@ -8,9 +8,8 @@
  *
  * A worker's start costs about twice what loading the key formats (src/age, src/ssh, src/keys)
  * costs the main thread: Node starts again in the thread, then loads those modules itself. So it
- * is started only when it will pay (workerModeFor), as early as the install knows that (right
- * after the lock, overlapping with the owners and the new generation), and told its jobs once
- * they are known. It loads the identities from their files itself (ssh and age key files; not
+ * is started only when it will pay (workerModeFor), as soon as the install knows a new
+ * generation is made (overlapping with its preparation), and told its jobs once they are known. It loads the identities from their files itself (ssh and age key files; not
  * sealed ones, which would need systemd-creds a second time). Anything it was given and did not
  * finish (it failed, or could load no identity) the main thread does again.
  */

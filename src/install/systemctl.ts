@@ -10,9 +10,8 @@
  * are not restarted anyway. `--no-block` queues the jobs and returns: waiting for a service's
  * restart from inside a unit that a running transaction is starting could deadlock.
  */
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import { findExecutable, NixsealError } from "../common/index.js";
+import { childProcess, findExecutable, NixsealError } from "../common/index.js";
 
 /** Where systemctl is looked for when it is not on PATH (NixOS activation, minimal PATHs). */
 const FALLBACK_LOCATIONS = ["/run/current-system/sw/bin/systemctl", "/usr/bin/systemctl", "/bin/systemctl"];
@@ -59,7 +58,10 @@ export function restartWithSystemctl(restart: readonly string[], reload: readonl
   }
   const problems: NixsealError[] = [];
   for (const args of calls) {
-    const r = spawnSync(program, args, { encoding: "utf8", stdio: ["ignore", "ignore", "pipe"] });
+    const r = childProcess().spawnSync(program, args, {
+      encoding: "utf8",
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     if (r.status !== 0) {
       const said =
         r.error?.message ??
@@ -92,7 +94,7 @@ export function systemctlVerb(verb: string, units: readonly string[]): NixsealEr
       hint: "run it by hand; receive needs systemd's systemctl on PATH",
     });
   }
-  const r = spawnSync(program, [verb, "--", ...units], {
+  const r = childProcess().spawnSync(program, [verb, "--", ...units], {
     encoding: "utf8",
     stdio: ["ignore", "ignore", "pipe"],
   });
