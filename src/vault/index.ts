@@ -47,6 +47,14 @@ export function loadAgeSecrets(): Promise<typeof import("./age-secrets.js")> {
   return import("./age-secrets.js");
 }
 
+/**
+ * readRepositoryFile and the other sops-file functions alone, loaded at first use: reading one
+ * sops file (`decrypt`) needs none of rekey's machinery (its worker threads, locks, writers).
+ */
+export function loadSopsFiles(): Promise<typeof import("./sops-files.js")> {
+  return import("./sops-files.js");
+}
+
 /** checkRepository, rekeyRepository and the sops-file functions, loaded at first use. */
 export function loadSopsAndRekey(): Promise<typeof import("./sops-and-rekey.js")> {
   return import("./sops-and-rekey.js");

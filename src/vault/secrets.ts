@@ -2,10 +2,10 @@
  * Reading and writing the secret files a repository's rules list. Plaintext stays in memory
  * (Uint8Array, wiped by the caller); files are replaced atomically.
  */
-import * as fs from "node:fs";
+
 import * as path from "node:path";
 import { decrypt, encrypt, type Identity, parseHeader, type Recipient } from "../age/index.js";
-import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
+import { nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
 import {
   classifyRecipient,
