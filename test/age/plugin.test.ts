@@ -28,9 +28,8 @@ import {
   pluginIdentities,
   pluginNameOf,
   pluginRecipients,
-  sanitizePluginText,
 } from "../../src/age/plugin.js";
-import { encodeCommand } from "../../src/age/plugin-connection.js";
+import { encodeCommand, sanitizePluginText } from "../../src/age/plugin-connection.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { isNixsealError, type NixsealError } from "../../src/common/errors.js";
 
