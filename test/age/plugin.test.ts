@@ -327,6 +327,36 @@ describe("stanza framing", () => {
 
 // --- encrypt / decrypt through plugins ------------------------------------------------------------------
 
+test("the plugin process code is loaded when a plugin runs, not when its keys are read", () => {
+  const { identity, recipient } = generate();
+  // A separate process, so that no other test has loaded it; a resolve hook sees every import.
+  const script = join(dir, "lazy-connection.mjs");
+  writeFileSync(
+    script,
+    `import { registerHooks } from "node:module";
+let loaded = false;
+registerHooks({
+  resolve(specifier, context, next) {
+    const r = next(specifier, context);
+    if (r.url.endsWith("/plugin-connection.js")) loaded = true;
+    return r;
+  },
+});
+const age = await import(${JSON.stringify(new URL("../../src/age/index.js", import.meta.url).href)});
+const ui = age.nonInteractivePluginUI;
+const ids = age.pluginIdentities([${JSON.stringify(identity)}], ui);
+const rs = age.pluginRecipients([${JSON.stringify(recipient)}], ui);
+const seen = [loaded];
+const file = await age.encrypt(Buffer.from("x"), rs);
+seen.push(loaded);
+seen.push(Buffer.from(await age.decrypt(file, ids)).toString());
+process.stdout.write(JSON.stringify(seen));
+`,
+  );
+  const out = execFileSync(process.execPath, [script], { encoding: "utf8" });
+  assert.deepEqual(JSON.parse(out), [false, true, "x"]);
+});
+
 describe("recipient-v1 and identity-v1 with age-plugin-nstest", () => {
   test("round trip; the plugin's grease is answered `unsupported`", async () => {
     const { identity, recipient } = generate();
