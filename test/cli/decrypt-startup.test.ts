@@ -96,6 +96,18 @@ describe("decrypt of one small secret loads only what it uses", { skip: missing 
     );
   });
 
+  test("nixseal age -d of a small file: the same", () => {
+    const file = path.join(dir, "small.age");
+    const enc = run(AGE!, ["-r", recipient, "-o", file], { input: "hunter2" });
+    assert.equal(enc.status, 0, enc.stderr);
+    const { stdout, loaded } = decryptLoading(["age", "-d", "-i", identity, file], dir);
+    assert.equal(stdout, "hunter2");
+    assert.deepEqual(
+      NOT_NEEDED.filter((m) => loaded.includes(m)),
+      [],
+    );
+  });
+
   test("a sops file with an age identity: the same, and none of rekey's machinery", async () => {
     const store = new YamlStore();
     const file = path.join(dir, "app.yaml");
