@@ -1,5 +1,4 @@
 /** `nixseal decrypt FILE.yaml`: the sops half of decrypt, loaded only when NAME may be a sops file. */
-
 import * as os from "node:os";
 import * as nodePath from "node:path";
 import type { Identity } from "../age/index.js";

@@ -3,7 +3,6 @@
  * `.sops.yaml` creation rule for it, reading, decrypting and writing it back atomically with its
  * mode kept.
  */
-
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { nodeFs as fs, NixsealError, writeFileAtomic } from "../common/index.js";

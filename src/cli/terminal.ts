@@ -2,7 +2,6 @@
  * Talking to the user at the terminal: passphrases (from /dev/tty, as age does, so piped
  * stdin/stdout keep working) or, for scripts, from the file named by NIXSEAL_PASSPHRASE_FILE.
  */
-
 import { createRequire } from "node:module";
 import type * as Tty from "node:tty";
 import type { Options as ReadOptions } from "read";
@@ -18,10 +17,10 @@ async function read(options: ReadOptions): Promise<string> {
   return mod.read(options);
 }
 
-/** Opens the controlling terminal, or null when there is none (CI, cron, systemd). */
 /** node:tty, loaded when a terminal is opened: it loads node:net and its streams. */
 let ttyModule: typeof Tty | undefined;
 
+/** Opens the controlling terminal, or null when there is none (CI, cron, systemd). */
 function openTty(): { input: Tty.ReadStream; output: Tty.WriteStream; close(): void } | null {
   let rfd: number;
   let wfd: number;

@@ -3,7 +3,6 @@
  * created with its final mode, fsync, rename over the target, fsync the directory. Until
  * commit() the target is untouched; abort() removes the temp file.
  */
-
 import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import * as path from "node:path";

@@ -1,5 +1,4 @@
 /** Finding programs on PATH the way a shell does, without running a shell. */
-
 import * as path from "node:path";
 import { nodeFs as fs } from "./node-fs.js";
 

@@ -1,5 +1,4 @@
 /** Walking a directory tree without following symlinks (repository scans). */
-
 import type { Dirent } from "node:fs";
 import * as path from "node:path";
 import { nodeFs as fs } from "./node-fs.js";

@@ -9,7 +9,6 @@
  * that recipient). Files named explicitly must exist; the well-known defaults are used only
  * where present.
  */
-
 import * as os from "node:os";
 import * as path from "node:path";
 import { type Identity, type Stanza, X25519_STANZA, type X25519Identity } from "../age/index.js";

@@ -3,7 +3,6 @@
  * `age -r` / `age -R` accept them: age1... (X25519), age1pq1... (hybrid), age1<plugin>1...
  * (plugins, grouped so each plugin runs once), ssh-ed25519 / ssh-rsa public keys.
  */
-
 import { type Recipient, X25519Recipient } from "../age/index.js";
 import { nodeFs as fs, ioError, NixsealError } from "../common/index.js";
 import {

@@ -2,7 +2,6 @@
  * `.sops.yaml` as sops reads it (sops config/config.go): where it is found, its creation rules,
  * and which rule applies to a file. Also the Go regular expressions those rules use.
  */
-
 import { dirname, join, resolve, sep } from "node:path";
 import type { LineCounter, Node } from "yaml";
 import { ioError, NixsealError, nodeFs } from "../common/index.js";

@@ -11,7 +11,6 @@
  * listing of a home's secret keys per run, then one `gpg --decrypt` per wrapped data key that
  * names one of those keys; a data key already unwrapped (a file read twice) is taken from memory.
  */
-
 import * as path from "node:path";
 import {
   type Captured,

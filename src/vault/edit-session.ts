@@ -7,7 +7,6 @@
  *
  * No printing and no process.exit here: the CLI decides what to say and which code to exit with.
  */
-
 import type { ChildProcess } from "node:child_process";
 import type { Stats } from "node:fs";
 import * as os from "node:os";

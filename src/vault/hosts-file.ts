@@ -6,7 +6,6 @@
  * any other form is an error (nothing is rewritten), so a hand edit is never silently lost.
  * Every write is atomic and the result is evaluated by the real Nix before it counts.
  */
-
 import * as path from "node:path";
 import { nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { evaluateRules } from "./rules.js";

@@ -4,7 +4,6 @@
  * real Nix (`nix-instantiate --eval --strict --json`), and cached by content so repeated
  * commands don't pay the evaluation again.
  */
-
 import { createHash } from "node:crypto";
 import type { Dirent } from "node:fs";
 import * as os from "node:os";

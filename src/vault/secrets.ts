@@ -2,7 +2,6 @@
  * Reading and writing the secret files a repository's rules list. Plaintext stays in memory
  * (Uint8Array, wiped by the caller); files are replaced atomically.
  */
-
 import * as path from "node:path";
 import { encrypt, parseHeader, type Recipient } from "../age/index.js";
 import { nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";

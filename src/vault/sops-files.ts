@@ -6,7 +6,6 @@
  * are kept byte for byte; pgp/kms/... entries are kept with one key group (they wrap the same
  * data key) and refused when groups must be split anew.
  */
-
 import type { Stats } from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
