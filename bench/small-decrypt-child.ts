@@ -6,9 +6,10 @@
  *
  * Usage: node dist/bench/small-decrypt-child.js IDENTITY_FILE IN_DIR OUT_DIR
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { decrypt } from "../src/age/age.js";
+// node:fs as nixseal loads it (src/common/node-fs.ts): the child stands for nixseal's start-up.
+import { nodeFs as fs } from "../src/common/index.js";
 import { loadIdentities } from "../src/keys/index.js";
 
 const [identityFile, inDir, outDir] = process.argv.slice(2);

@@ -5,7 +5,9 @@
  *
  * Usage: node dist/bench/sops-decrypt-child.js IDENTITY_FILE SOPS_FILE OUT_FILE
  */
-import * as fs from "node:fs";
+
+// node:fs as nixseal loads it (src/common/node-fs.ts): the child stands for nixseal's start-up.
+import { nodeFs as fs } from "../src/common/index.js";
 import { loadIdentities } from "../src/keys/index.js";
 import { closeDocument, decryptDocument, YamlStore } from "../src/sops/index.js";
 

@@ -64,6 +64,8 @@ export function isPluginRecipient(s: string): boolean {
 }
 
 export function isPluginIdentity(s: string): boolean {
+  // Every identity line is asked this first: most are not plugins, and need no Bech32 decoding.
+  if (!s.startsWith(IDENTITY_PREFIX.toUpperCase())) return false;
   const k = parsePluginKey(s);
   if (k === null) return false;
   wipe(k.data);

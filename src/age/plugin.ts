@@ -11,21 +11,12 @@
  */
 import { base64nopad } from "@scure/base";
 import { isNixsealError, NixsealError, wipe } from "../common/index.js";
-import {
-  encodeCommand,
-  PluginProcess,
-  type PluginRunOptions,
-  sanitizePluginText,
-} from "./plugin-connection.js";
+import type * as Connection from "./plugin-connection.js";
+import type { PluginRunOptions } from "./plugin-connection.js";
 import { parsePluginKey, pluginBinaryName } from "./plugin-encoding.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 
-export {
-  DEFAULT_READ_TIMEOUT_MS,
-  DEFAULT_WAIT_TIMER_MS,
-  type PluginRunOptions,
-  sanitizePluginText,
-} from "./plugin-connection.js";
+export type { PluginRunOptions } from "./plugin-connection.js";
 export {
   encodePluginIdentity,
   encodePluginRecipient,
@@ -99,10 +90,26 @@ function decodeOption(arg: string): Uint8Array | null {
   }
 }
 
+/**
+ * The plugin process itself (plugin-connection.ts: spawning, the framed protocol, timeouts),
+ * loaded when a plugin first runs (runSession): reading a plugin identity or recipient runs
+ * nothing, and most runs meet no plugin at all.
+ */
+let connection: typeof Connection | undefined;
+
+function conn(): typeof Connection {
+  if (connection === undefined) {
+    throw new NixsealError("INTERNAL", "the plugin connection was used before runSession loaded it", {
+      hint: "this is a bug in nixseal; please report it",
+    });
+  }
+  return connection;
+}
+
 /** What one plugin run shares: the process, the UI, the errors the plugin reported. */
 class PluginSession {
   readonly plugin: string;
-  readonly proc: PluginProcess;
+  readonly proc: Connection.PluginProcess;
   private readonly ui: PluginUI;
   /** A UI callback that failed: if the run fails, this is why. */
   private uiError: unknown = null;
@@ -111,7 +118,7 @@ class PluginSession {
   constructor(plugin: string, stateMachine: string, ui: PluginUI, options: PluginOptions) {
     this.plugin = plugin;
     this.ui = ui;
-    this.proc = PluginProcess.start(plugin, stateMachine, options);
+    this.proc = conn().PluginProcess.start(plugin, stateMachine, options);
   }
 
   get binary(): string {
@@ -144,9 +151,9 @@ class PluginSession {
   /** Records an `error` stanza as a NixsealError and acknowledges it. */
   pluginError(s: Stanza, describe: (args: string[]) => { what: string; hint: string } | null): void {
     this.sawError = true;
-    const text = sanitizePluginText(s.body) || "(no message)";
+    const text = conn().sanitizePluginText(s.body) || "(no message)";
     const d = describe(s.args) ?? {
-      what: `error (${sanitizePluginText(s.args.join(" "), 60)})`,
+      what: `error (${conn().sanitizePluginText(s.args.join(" "), 60)})`,
       hint: `see the documentation of ${this.binary}`,
     };
     this.errors.push(new NixsealError("AGE_PLUGIN", `${this.binary}: ${d.what}: ${text}`, { hint: d.hint }));
@@ -160,7 +167,7 @@ class PluginSession {
   async interact(s: Stanza): Promise<void> {
     switch (s.type) {
       case "msg": {
-        const message = sanitizePluginText(s.body, 1000);
+        const message = conn().sanitizePluginText(s.body, 1000);
         try {
           await this.ui.displayMessage(this.plugin, message);
           this.proc.send("ok");
@@ -176,9 +183,9 @@ class PluginSession {
         }
         const options = s.args.map(decodeOption);
         if (options.some((o) => o === null)) throw this.proc.protocolError("a confirm option is not base64");
-        const yes = sanitizePluginText(options[0]!, 100);
-        const no = options[1] ? sanitizePluginText(options[1], 100) : undefined;
-        const prompt = sanitizePluginText(s.body, 1000);
+        const yes = conn().sanitizePluginText(options[0]!, 100);
+        const no = options[1] ? conn().sanitizePluginText(options[1], 100) : undefined;
+        const prompt = conn().sanitizePluginText(s.body, 1000);
         let answer: boolean;
         try {
           answer = await this.ui.confirm(this.plugin, prompt, yes, no);
@@ -198,7 +205,7 @@ class PluginSession {
       case "request-public":
       case "request-secret": {
         const secret = s.type === "request-secret";
-        const prompt = sanitizePluginText(s.body, 1000);
+        const prompt = conn().sanitizePluginText(s.body, 1000);
         let value: string;
         try {
           value = await this.ui.requestValue(this.plugin, prompt, secret);
@@ -223,7 +230,7 @@ class PluginSession {
     if (this.uiError === null) return fallback;
     if (isNixsealError(this.uiError)) return this.uiError;
     const why =
-      this.uiError instanceof Error ? sanitizePluginText(this.uiError.message, 200) : "unknown error";
+      this.uiError instanceof Error ? conn().sanitizePluginText(this.uiError.message, 200) : "unknown error";
     return new NixsealError("AGE_PLUGIN", `could not ask the user what ${this.binary} needs: ${why}`, {
       hint: "run in a terminal",
       cause: this.uiError,
@@ -253,6 +260,7 @@ async function runSession<T>(
   options: PluginOptions,
   body: (session: PluginSession) => Promise<T>,
 ): Promise<T> {
+  connection ??= await import("./plugin-connection.js");
   const session = new PluginSession(plugin, stateMachine, ui, options);
   let result: T;
   try {
@@ -319,11 +327,11 @@ export class PluginRecipient implements Recipient {
       const { proc } = session;
       // Phase 1 [client, uni-directional].
       proc.write(
-        ...this.recipients.map((r) => encodeCommand("add-recipient", [r])),
-        ...this.identities.map((i) => encodeCommand("add-identity", [i])),
-        ...fileKeys.map((k) => encodeCommand("wrap-file-key", [], k)),
-        encodeCommand("extension-labels", []),
-        encodeCommand("done", []),
+        ...this.recipients.map((r) => conn().encodeCommand("add-recipient", [r])),
+        ...this.identities.map((i) => conn().encodeCommand("add-identity", [i])),
+        ...fileKeys.map((k) => conn().encodeCommand("wrap-file-key", [], k)),
+        conn().encodeCommand("extension-labels", []),
+        conn().encodeCommand("done", []),
       );
       // Phase 2 [plugin, bi-directional].
       const stanzas: Stanza[][] = fileKeys.map(() => []);
@@ -445,13 +453,15 @@ export class PluginIdentity implements Identity {
       await runSession(this.plugin, "identity-v1", this.ui, this.options, async (session) => {
         const { proc } = session;
         // Phase 1 [client, uni-directional].
-        const phase1: Buffer[] = this.identities.map((id) => encodeCommand("add-identity", [id]));
+        const phase1: Buffer[] = this.identities.map((id) => conn().encodeCommand("add-identity", [id]));
         sent.forEach((fileIndex, wireIndex) => {
           for (const st of files[fileIndex]!) {
-            phase1.push(encodeCommand("recipient-stanza", [String(wireIndex), st.type, ...st.args], st.body));
+            phase1.push(
+              conn().encodeCommand("recipient-stanza", [String(wireIndex), st.type, ...st.args], st.body),
+            );
           }
         });
-        phase1.push(encodeCommand("done", []));
+        phase1.push(conn().encodeCommand("done", []));
         proc.write(...phase1);
         // Phase 2 [plugin, bi-directional].
         const stanzaErrors = new Map<number, NixsealError>();
@@ -481,7 +491,7 @@ export class PluginIdentity implements Identity {
             case "error": {
               const fileIndex = s.args[0] === "stanza" && s.args.length === 3 ? parseIndex(s.args[1]) : null;
               if (fileIndex !== null && parseIndex(s.args[2]) !== null && fileIndex < sent.length) {
-                const text = sanitizePluginText(s.body) || "(no message)";
+                const text = conn().sanitizePluginText(s.body) || "(no message)";
                 stanzaErrors.set(
                   fileIndex,
                   new NixsealError(

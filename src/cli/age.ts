@@ -2,8 +2,7 @@
  * `nixseal age`: a drop-in for the age command (same flags, stdin/stdout behaviour and exit
  * codes as age 1.x). Streams with bounded memory; -o writes atomically.
  */
-import * as fs from "node:fs";
-import * as tty from "node:tty";
+import { createRequire } from "node:module";
 import {
   AgeDecryptor,
   AgeEncryptor,
@@ -14,7 +13,15 @@ import {
   ScryptRecipient,
   type Stanza,
 } from "../age/index.js";
-import { AtomicFile, ioError, NixsealError, readSome, wipe, writeAllSync } from "../common/index.js";
+import {
+  AtomicFile,
+  nodeFs as fs,
+  ioError,
+  NixsealError,
+  readSome,
+  wipe,
+  writeAllSync,
+} from "../common/index.js";
 import {
   type KeyContext,
   loadIdentities,
@@ -25,6 +32,11 @@ import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { askPassphrase, hasTerminal, pluginUI } from "./terminal.js";
 import { version } from "./version.js";
+
+/** node:tty, loaded only to ask whether encryption's output is a terminal (it loads node:net). */
+function isTerminal(fd: number): boolean {
+  return (createRequire(import.meta.url)("node:tty") as typeof import("node:tty")).isatty(fd);
+}
 
 const HELP = `Usage:
     nixseal age [--encrypt] (-r RECIPIENT | -R PATH)... [--armor] [-o OUTPUT] [INPUT]
@@ -309,7 +321,7 @@ async function encryptCommand(values: Values, input: string | undefined): Promis
     if (values.identity?.length) recipients.push(...(await loadIdentitiesAsRecipients(values.identity, ctx)));
   }
   const out = values.output;
-  if ((out === undefined || out === "-") && !values.armor && tty.isatty(1)) {
+  if ((out === undefined || out === "-") && !values.armor && isTerminal(1)) {
     throw usageError("refusing to output binary to the terminal", "did you mean to use -a/--armor?");
   }
   const enc = new AgeEncryptor(recipients, { armor: values.armor === true });

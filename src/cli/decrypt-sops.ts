@@ -1,9 +1,8 @@
 /** `nixseal decrypt FILE.yaml`: the sops half of decrypt, loaded only when NAME may be a sops file. */
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as nodePath from "node:path";
 import type { Identity } from "../age/index.js";
-import { NixsealError } from "../common/index.js";
+import { nodeFs as fs, NixsealError } from "../common/index.js";
 import {
   closeDocument,
   formatGoFloat,

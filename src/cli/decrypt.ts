@@ -1,6 +1,6 @@
 /** `nixseal decrypt NAME`: a secret to stdout, or to -o FILE (created 0600, atomically). */
 import { ioError, NixsealError, wipe, writeAllSync, writeOutputFile } from "../common/index.js";
-import { loadAgeSecrets, requireSecret } from "../vault/index.js";
+import { loadSecretReader, requireSecret } from "../vault/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { mayBeSopsFile, SOPS_OPTIONS, SOPS_OPTIONS_HELP } from "./sops-kind.js";
@@ -121,7 +121,7 @@ export const command: Command = {
     const rules = rulesOf(values, positionals[0]);
     const rule = requireSecret(rules, positionals[0]!);
     const ctx = keyContext();
-    const { decryptSecret } = await loadAgeSecrets();
+    const { decryptSecret } = await loadSecretReader();
     const plain = await decryptSecret(rule, await identitiesOf(values, ctx));
     try {
       writeOut(values, plain, { secret: rule.name, file: rule.file });

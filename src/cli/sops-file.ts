@@ -3,10 +3,9 @@
  * `.sops.yaml` creation rule for it, reading, decrypting and writing it back atomically with its
  * mode kept.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { NixsealError, writeFileAtomic } from "../common/index.js";
+import { nodeFs as fs, NixsealError, writeFileAtomic } from "../common/index.js";
 import {
   type CreationRule,
   decryptDocument,
@@ -24,7 +23,7 @@ import {
   storeByName,
   storeNameByExtension,
 } from "../sops/index.js";
-import { findRulesFile, findSecret, loadRules, loadSopsAndRekey, type Rules } from "../vault/index.js";
+import { findRulesFile, findSecret, loadRules, loadSopsFiles, type Rules } from "../vault/index.js";
 import { printWarning, quoteArg } from "./report.js";
 import type { SopsValues } from "./sops-kind.js";
 
@@ -217,7 +216,7 @@ export async function encryptNewSopsFile(
 
 /** Reads a sops file (size-limited, regular file; a symlink the user typed is followed). */
 export async function readSopsFile(file: string): Promise<Buffer> {
-  const { readRepositoryFile } = await loadSopsAndRekey();
+  const { readRepositoryFile } = await loadSopsFiles();
   return readRepositoryFile(file, true);
 }
 

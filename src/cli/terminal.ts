@@ -2,11 +2,11 @@
  * Talking to the user at the terminal: passphrases (from /dev/tty, as age does, so piped
  * stdin/stdout keep working) or, for scripts, from the file named by NIXSEAL_PASSPHRASE_FILE.
  */
-import * as fs from "node:fs";
-import * as tty from "node:tty";
+import { createRequire } from "node:module";
+import type * as Tty from "node:tty";
 import type { Options as ReadOptions } from "read";
 import { nonInteractivePluginUI, type PluginUI } from "../age/index.js";
-import { ioError, NixsealError } from "../common/index.js";
+import { nodeFs as fs, ioError, NixsealError } from "../common/index.js";
 import { sanitize } from "./report.js";
 
 const MAX_PASSPHRASE_FILE = 64 * 1024;
@@ -17,8 +17,11 @@ async function read(options: ReadOptions): Promise<string> {
   return mod.read(options);
 }
 
+/** node:tty, loaded when a terminal is opened: it loads node:net and its streams. */
+let ttyModule: typeof Tty | undefined;
+
 /** Opens the controlling terminal, or null when there is none (CI, cron, systemd). */
-function openTty(): { input: tty.ReadStream; output: tty.WriteStream; close(): void } | null {
+function openTty(): { input: Tty.ReadStream; output: Tty.WriteStream; close(): void } | null {
   let rfd: number;
   let wfd: number;
   try {
@@ -27,6 +30,8 @@ function openTty(): { input: tty.ReadStream; output: tty.WriteStream; close(): v
   } catch {
     return null;
   }
+  ttyModule ??= createRequire(import.meta.url)("node:tty") as typeof Tty;
+  const tty = ttyModule;
   if (!tty.isatty(rfd)) {
     fs.closeSync(rfd);
     fs.closeSync(wfd);

@@ -4,10 +4,11 @@
  * commit() the target is untouched; abort() removes the temp file.
  */
 import { randomBytes } from "node:crypto";
-import * as fs from "node:fs";
+import type { Stats } from "node:fs";
 import * as path from "node:path";
 import { ioError, NixsealError } from "./errors.js";
 import { writeAllSync } from "./fd-io.js";
+import { nodeFs as fs } from "./node-fs.js";
 
 /** O_EXCL|O_NOFOLLOW: never write through a planted symlink or into someone else's file. */
 const TEMP_FLAGS =
@@ -216,7 +217,7 @@ export function writeFileAtomic(target: string, data: Uint8Array, mode: number):
  * node with a regular file; anything else is replaced atomically with its final mode.
  */
 export function writeOutputFile(target: string, data: Uint8Array, mode: number): void {
-  let st: fs.Stats | null = null;
+  let st: Stats | null = null;
   try {
     st = fs.statSync(target);
   } catch {}

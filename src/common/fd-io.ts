@@ -2,7 +2,7 @@
  * Plain file-descriptor I/O for streaming large files with bounded memory. Works with files,
  * pipes and terminals; retries EAGAIN for descriptors a parent left in non-blocking mode.
  */
-import * as fs from "node:fs";
+import { nodeFs as fs } from "./node-fs.js";
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 function pause(ms: number): void {

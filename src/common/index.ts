@@ -12,6 +12,7 @@ export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
 export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
+export { nodeFs } from "./node-fs.js";
 export { findExecutable } from "./path-search.js";
 export { type Captured, captureOutput, childProcess } from "./processes.js";
 export {

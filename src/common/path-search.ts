@@ -1,6 +1,6 @@
 /** Finding programs on PATH the way a shell does, without running a shell. */
-import * as fs from "node:fs";
 import * as path from "node:path";
+import { nodeFs as fs } from "./node-fs.js";
 
 /**
  * The first executable regular file named `program` in `searchPath`, or null. Relative PATH

@@ -1,6 +1,7 @@
 /** Walking a directory tree without following symlinks (repository scans). */
-import * as fs from "node:fs";
+import type { Dirent } from "node:fs";
 import * as path from "node:path";
+import { nodeFs as fs } from "./node-fs.js";
 
 /**
  * Calls `visit` for every entry that is not a directory under `dir`, depth first; directories
@@ -10,12 +11,12 @@ import * as path from "node:path";
 export function walkFiles(
   dir: string,
   skipDir: (name: string) => boolean,
-  visit: (entry: fs.Dirent, file: string) => void,
+  visit: (entry: Dirent, file: string) => void,
   maxDepth = 32,
 ): void {
   const walk = (d: string, depth: number) => {
     if (depth > maxDepth) return;
-    let entries: fs.Dirent[];
+    let entries: Dirent[];
     try {
       entries = fs.readdirSync(d, { withFileTypes: true });
     } catch {

@@ -9,11 +9,10 @@
  * that recipient). Files named explicitly must exist; the well-known defaults are used only
  * where present.
  */
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { type Identity, type Stanza, X25519_STANZA, type X25519Identity } from "../age/index.js";
-import { type Captured, captureOutput, NixsealError, wipe } from "../common/index.js";
+import { type Captured, captureOutput, nodeFs as fs, NixsealError, wipe } from "../common/index.js";
 import { SshEd25519Identity, type SshKeyIdentity } from "../ssh/index.js";
 import { loadIdentities } from "./identities.js";
 import {

@@ -3,7 +3,6 @@
  * reads keys (CLI flags, identity files, rules files) goes through here.
  */
 
-import * as fs from "node:fs";
 import {
   decodeBech32,
   HybridIdentity,
@@ -21,7 +20,7 @@ import {
   X25519Identity,
   X25519Recipient,
 } from "../age/index.js";
-import { NixsealError } from "../common/index.js";
+import { nodeFs as fs, NixsealError } from "../common/index.js";
 import {
   looksLikeSshPublicKey,
   parseSshPrivateKey,

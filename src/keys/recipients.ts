@@ -3,9 +3,8 @@
  * `age -r` / `age -R` accept them: age1... (X25519), age1pq1... (hybrid), age1<plugin>1...
  * (plugins, grouped so each plugin runs once), ssh-ed25519 / ssh-rsa public keys.
  */
-import * as fs from "node:fs";
 import { type Recipient, X25519Recipient } from "../age/index.js";
-import { ioError, NixsealError } from "../common/index.js";
+import { nodeFs as fs, ioError, NixsealError } from "../common/index.js";
 import {
   type KeyContext,
   parseRecipientString as parseOne,

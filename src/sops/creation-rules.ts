@@ -2,10 +2,9 @@
  * `.sops.yaml` as sops reads it (sops config/config.go): where it is found, its creation rules,
  * and which rule applies to a file. Also the Go regular expressions those rules use.
  */
-import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve, sep } from "node:path";
 import type { LineCounter, Node } from "yaml";
-import { ioError, NixsealError } from "../common/index.js";
+import { ioError, NixsealError, nodeFs } from "../common/index.js";
 import { compileGoRegexp } from "./go-regexp.js";
 import { YamlAliases } from "./yaml-aliases.js";
 import { yamlLib } from "./yaml-lib.js";
@@ -31,7 +30,7 @@ export interface SopsConfigLocation {
 
 function exists(path: string): boolean {
   try {
-    statSync(path);
+    nodeFs.statSync(path);
     return true;
   } catch {
     return false;
@@ -683,14 +682,14 @@ export function loadSopsConfig(file: string): SopsConfig {
   const absolute = resolve(file);
   let size: number;
   try {
-    size = statSync(absolute).size;
+    size = nodeFs.statSync(absolute).size;
   } catch (e) {
     throw ioError("read", absolute, e);
   }
   if (size > MAX_SOPS_CONFIG_BYTES) return parseSopsConfig("x".repeat(MAX_SOPS_CONFIG_BYTES + 1), absolute);
   let text: string;
   try {
-    text = readFileSync(absolute, "utf8");
+    text = nodeFs.readFileSync(absolute, "utf8");
   } catch (e) {
     throw ioError("read", absolute, e);
   }

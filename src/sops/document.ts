@@ -18,7 +18,6 @@ import {
   serializeMetadata,
 } from "./metadata.js";
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
-import { combine, split } from "./shamir.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type SopsStore } from "./stores/store.js";
 import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
@@ -236,6 +235,8 @@ export async function unwrapDataKey(
     });
   }
   if (groups.length === 1) return shares[0]!;
+  // Shamir's secret sharing is loaded only for a file with several key groups (most have one).
+  const { combine } = await import("./shamir.js");
   try {
     return combine(shares);
   } finally {
@@ -269,6 +270,7 @@ export async function wrapDataKey(
     for (const r of groups[0]!) age.push(await wrapFor(dataKey, r));
     return [{ age, other: new Map() }];
   }
+  const { split } = await import("./shamir.js");
   const shares = split(dataKey, groups.length, threshold > 0 ? threshold : groups.length);
   try {
     const out: KeyGroup[] = [];

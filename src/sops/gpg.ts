@@ -11,13 +11,13 @@
  * listing of a home's secret keys per run, then one `gpg --decrypt` per wrapped data key that
  * names one of those keys; a data key already unwrapped (a file read twice) is taken from memory.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   type Captured,
   captureOutput,
   childProcess,
   findExecutable,
+  nodeFs as fs,
   NixsealError,
   rethrowUnlessNixseal,
   wipe,

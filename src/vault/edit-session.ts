@@ -7,11 +7,11 @@
  *
  * No printing and no process.exit here: the CLI decides what to say and which code to exit with.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import * as fs from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import type { Stats } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { findExecutable, ioError, NixsealError } from "../common/index.js";
+import { childProcess, findExecutable, nodeFs as fs, ioError, NixsealError } from "../common/index.js";
 import { MAX_SECRET_FILE_SIZE } from "./rules.js";
 
 /** statfs(2) f_type of tmpfs (linux/magic.h). */
@@ -128,7 +128,7 @@ export function wipeTree(dir: string): boolean {
   }
   for (const name of entries) {
     const p = path.join(dir, name);
-    let st: fs.Stats;
+    let st: Stats;
     try {
       st = fs.lstatSync(p);
     } catch {
@@ -435,7 +435,7 @@ export function runEditor(session: EditSession, options: RunEditorOptions = {}):
       process.on(sig, onSignal);
     }
     try {
-      child = spawn(inv.program, inv.args, { stdio: "inherit", env });
+      child = childProcess().spawn(inv.program, inv.args, { stdio: "inherit", env });
     } catch (e) {
       restore();
       resolve({ kind: "spawn-error", message: (e as Error).message });

@@ -2,12 +2,12 @@
  * Last change of each secret file in git, with ONE git process for the whole repository
  * (never one per secret).
  */
-import { spawnSync } from "node:child_process";
+import { childProcess } from "../common/index.js";
 
 /** Maps paths relative to `dir` to the ISO date of their last commit; empty outside git. */
 export function lastChanges(dir: string): Map<string, string> {
   const out = new Map<string, string>();
-  const r = spawnSync(
+  const r = childProcess().spawnSync(
     "git",
     ["-c", "core.quotepath=off", "log", "--relative", "--name-only", "--format=%x01%cI", "--", "."],
     { cwd: dir, encoding: "utf8", maxBuffer: 256 * 1024 * 1024 },

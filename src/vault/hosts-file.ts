@@ -6,9 +6,8 @@
  * any other form is an error (nothing is rewritten), so a hand edit is never silently lost.
  * Every write is atomic and the result is evaluated by the real Nix before it counts.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
+import { nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { evaluateRules } from "./rules.js";
 
 export const HOSTS_FILE = "hosts.nix";

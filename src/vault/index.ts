@@ -47,6 +47,22 @@ export function loadAgeSecrets(): Promise<typeof import("./age-secrets.js")> {
   return import("./age-secrets.js");
 }
 
+/**
+ * readRepositoryFile and the other sops-file functions alone, loaded at first use: reading one
+ * sops file (`decrypt`) needs none of rekey's machinery (its worker threads, locks, writers).
+ */
+export function loadSopsFiles(): Promise<typeof import("./sops-files.js")> {
+  return import("./sops-files.js");
+}
+
+/**
+ * decryptSecret alone, loaded at first use: a command that only reads a secret (decrypt) needs
+ * none of what loadAgeSecrets() brings for writing and describing secrets.
+ */
+export function loadSecretReader(): Promise<typeof import("./secret-reader.js")> {
+  return import("./secret-reader.js");
+}
+
 /** checkRepository, rekeyRepository and the sops-file functions, loaded at first use. */
 export function loadSopsAndRekey(): Promise<typeof import("./sops-and-rekey.js")> {
   return import("./sops-and-rekey.js");

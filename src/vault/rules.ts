@@ -4,12 +4,11 @@
  * real Nix (`nix-instantiate --eval --strict --json`), and cached by content so repeated
  * commands don't pay the evaluation again.
  */
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import * as fs from "node:fs";
+import type { Dirent } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
+import { childProcess, nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 
 /** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
 export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
@@ -125,7 +124,7 @@ function cacheKey(file: string, content: Buffer, skipDirs: readonly string[] = [
   const h = createHash("sha256").update(`v${CACHE_VERSION}\0${file}\0`).update(content);
   let seen = 0;
   const walk = (dir: string, rel: string, depth: number): boolean => {
-    let entries: fs.Dirent[];
+    let entries: Dirent[];
     try {
       entries = fs.readdirSync(dir, { withFileTypes: true });
     } catch {
@@ -175,7 +174,8 @@ export function evaluationRoot(file: string): string {
 }
 
 export function evaluateRules(file: string): unknown {
-  const r = spawnSync(
+  // node:child_process loads here, not at start-up: a cached evaluation runs no process.
+  const r = childProcess().spawnSync(
     "nix-instantiate",
     [
       "--eval",

@@ -2,10 +2,9 @@
  * Reading and writing the secret files a repository's rules list. Plaintext stays in memory
  * (Uint8Array, wiped by the caller); files are replaced atomically.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { decrypt, encrypt, type Identity, parseHeader, type Recipient } from "../age/index.js";
-import { ioError, NixsealError, writeFileAtomic } from "../common/index.js";
+import { encrypt, parseHeader, type Recipient } from "../age/index.js";
+import { nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
 import { type KeyContext, loadRecipients } from "../keys/index.js";
 import {
   classifyRecipient,
@@ -13,7 +12,10 @@ import {
   recipientsDigest,
   withRecipientsRecord,
 } from "./recipients-record.js";
-import { MAX_SECRET_FILE_SIZE, type SecretRule } from "./rules.js";
+import type { SecretRule } from "./rules.js";
+import { readSecretFile } from "./secret-reader.js";
+
+export { decryptSecret, readSecretFile } from "./secret-reader.js";
 
 /** The recipients the rules name for a secret; every bad key is reported. */
 export function recipientsFor(rule: SecretRule, rulesFile: string, ctx: KeyContext): Recipient[] {
@@ -37,53 +39,6 @@ export function recipientsFor(rule: SecretRule, rulesFile: string, ctx: KeyConte
         ),
       );
     }
-    throw e;
-  }
-}
-
-/** Reads an encrypted secret file (refusing symlinks that lead elsewhere and huge files). */
-export function readSecretFile(rule: SecretRule): Buffer {
-  let fd: number;
-  try {
-    fd = fs.openSync(rule.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ELOOP") {
-      throw new NixsealError("IO", `${rule.file} is a symbolic link`, {
-        file: rule.file,
-        hint: "secret files must be regular files inside the repository",
-      });
-    }
-    if (code === "ENOENT") {
-      throw new NixsealError("IO", `secret "${rule.name}" has no file yet (${rule.file})`, {
-        file: rule.file,
-        hint: `create it with 'nixseal edit ${rule.name}' or 'nixseal encrypt ${rule.name}'`,
-      });
-    }
-    throw ioError("read", rule.file, e);
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new NixsealError("IO", `${rule.file} is not a regular file`, { file: rule.file });
-    if (st.size > MAX_SECRET_FILE_SIZE) {
-      throw new NixsealError("IO", `${rule.file} is too large for a secret`, { file: rule.file });
-    }
-    return fs.readFileSync(fd);
-  } catch (e) {
-    if (e instanceof NixsealError) throw e;
-    throw ioError("read", rule.file, e);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Decrypts a secret; errors name the file. The caller wipes the result. */
-export async function decryptSecret(rule: SecretRule, identities: readonly Identity[]): Promise<Uint8Array> {
-  const data = readSecretFile(rule);
-  try {
-    return await decrypt(data, identities);
-  } catch (e) {
-    if (e instanceof NixsealError) throw e.withFile(rule.file);
     throw e;
   }
 }

@@ -6,10 +6,10 @@
  * are kept byte for byte; pgp/kms/... entries are kept with one key group (they wrap the same
  * data key) and refused when groups must be split anew.
  */
-import * as fs from "node:fs";
+import type { Stats } from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { ioError, NixsealError, walkFiles, wipe } from "../common/index.js";
+import { nodeFs as fs, ioError, NixsealError, walkFiles, wipe } from "../common/index.js";
 import {
   type AgeKeyEntry,
   type CreationRule,
@@ -75,7 +75,7 @@ export function sopsContentOf(file: string, data: Uint8Array): SopsFileContent |
  * `followSymlinks` (a path the user typed).
  */
 export function readRepositoryFile(file: string, followSymlinks = false): Buffer {
-  let st: fs.Stats;
+  let st: Stats;
   try {
     st = followSymlinks ? fs.statSync(file) : fs.lstatSync(file);
   } catch (e) {

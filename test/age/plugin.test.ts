@@ -28,9 +28,8 @@ import {
   pluginIdentities,
   pluginNameOf,
   pluginRecipients,
-  sanitizePluginText,
 } from "../../src/age/plugin.js";
-import { encodeCommand } from "../../src/age/plugin-connection.js";
+import { encodeCommand, sanitizePluginText } from "../../src/age/plugin-connection.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { isNixsealError, type NixsealError } from "../../src/common/errors.js";
 
@@ -327,6 +326,36 @@ describe("stanza framing", () => {
 });
 
 // --- encrypt / decrypt through plugins ------------------------------------------------------------------
+
+test("the plugin process code is loaded when a plugin runs, not when its keys are read", () => {
+  const { identity, recipient } = generate();
+  // A separate process, so that no other test has loaded it; a resolve hook sees every import.
+  const script = join(dir, "lazy-connection.mjs");
+  writeFileSync(
+    script,
+    `import { registerHooks } from "node:module";
+let loaded = false;
+registerHooks({
+  resolve(specifier, context, next) {
+    const r = next(specifier, context);
+    if (r.url.endsWith("/plugin-connection.js")) loaded = true;
+    return r;
+  },
+});
+const age = await import(${JSON.stringify(new URL("../../src/age/index.js", import.meta.url).href)});
+const ui = age.nonInteractivePluginUI;
+const ids = age.pluginIdentities([${JSON.stringify(identity)}], ui);
+const rs = age.pluginRecipients([${JSON.stringify(recipient)}], ui);
+const seen = [loaded];
+const file = await age.encrypt(Buffer.from("x"), rs);
+seen.push(loaded);
+seen.push(Buffer.from(await age.decrypt(file, ids)).toString());
+process.stdout.write(JSON.stringify(seen));
+`,
+  );
+  const out = execFileSync(process.execPath, [script], { encoding: "utf8" });
+  assert.deepEqual(JSON.parse(out), [false, true, "x"]);
+});
 
 describe("recipient-v1 and identity-v1 with age-plugin-nstest", () => {
   test("round trip; the plugin's grease is answered `unsupported`", async () => {
@@ -786,14 +815,16 @@ describe("misbehaving plugins (age-plugin-nsbad)", () => {
     for (const mode of ["hang", "hang-stubborn"]) {
       const pidFile = join(dir, `pid-${mode}`);
       const started = Date.now();
+      // The timeout leaves the plugin (a Node program) time to start and write its pid file on a
+      // loaded machine: 300 ms sometimes did not.
       await withEnv({ NSBAD_MODE: mode, NSBAD_PIDFILE: pidFile }, async () => {
         await rejectsWith(
-          decrypt(file, pluginIdentities([identity()], nonInteractivePluginUI, { timeoutMs: 300 })),
+          decrypt(file, pluginIdentities([identity()], nonInteractivePluginUI, { timeoutMs: 2000 })),
           "AGE_PLUGIN",
-          /^age-plugin-nsbad did not answer within 300 ms$/,
+          /^age-plugin-nsbad did not answer within 2000 ms$/,
         );
       });
-      assert.ok(Date.now() - started < 8000);
+      assert.ok(Date.now() - started < 20_000);
       assert.ok(existsSync(pidFile));
       assert.ok(processGone(Number(readFileSync(pidFile, "utf8"))), `${mode}: plugin still running`);
     }
