@@ -8,6 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import { pathToFileURL } from "node:url";
+import { REPO } from "../helpers.js";
 import {
   ageFile,
   type Host,
@@ -21,6 +22,12 @@ import {
 } from "./fixture.js";
 
 const skip = installTestsSkipReason();
+
+/**
+ * The unbundled CLI (tsc's output): its modules are the files whose loading the test follows;
+ * the bundle (what users run) cuts its chunks along the same import() boundaries.
+ */
+const MODULES_CLI = path.join(REPO, "dist", "src", "cli", "main.js");
 
 /**
  * A module preloaded with --import: at exit it writes every file URL resolved (ES imports and
@@ -83,8 +90,8 @@ test("install: a re-activation with nothing changed loads no decryption code, no
     const oneChanged = loadedBy(host, "changed");
     const r = runPlan(host, [
       { op: "install", args: ["--manifest", m1] },
-      { op: "install", args: ["--manifest", m1], env: unchanged.env },
-      { op: "install", args: ["--manifest", m2], env: oneChanged.env },
+      { op: "install", args: ["--manifest", m1], env: unchanged.env, cli: MODULES_CLI },
+      { op: "install", args: ["--manifest", m2], env: oneChanged.env, cli: MODULES_CLI },
     ]);
     for (const step of r) installOk(step);
     assert.match((r[1] as { stdout: string }).stdout, /no change \(3 unchanged\)/);

@@ -11,11 +11,19 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
+/** The CLI users run: the bundle (dist/bundle/main.js). */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bundle", "main.js");
 
 export type Step =
   /** `nixseal install ARGS...`; with `strace`, under strace -f writing the execve/openat log there. */
-  | { op: "install"; args: string[]; env?: Record<string, string>; strace?: string }
+  | {
+      op: "install";
+      args: string[];
+      env?: Record<string, string>;
+      strace?: string;
+      /** Another entry point: the unbundled dist/src/cli/main.js, to see which modules load. */
+      cli?: string;
+    }
   /** Every file, directory and symlink under `dir` (not following symlinks), with its fs type. */
   | { op: "snapshot"; dir: string }
   | { op: "mountRamfs"; dir: string }
@@ -172,7 +180,7 @@ function isLink(p: string): boolean {
 async function runStep(step: Step): Promise<StepResult> {
   switch (step.op) {
     case "install": {
-      const argv = [process.execPath, CLI, "install", ...step.args];
+      const argv = [process.execPath, step.cli ?? CLI, "install", ...step.args];
       const cmd = step.strace
         ? ["strace", "-f", "-v", "-s", "65536", "-e", "trace=execve,openat", "-o", step.strace, ...argv]
         : argv;
