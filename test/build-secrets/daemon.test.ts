@@ -20,7 +20,7 @@ import { after, before, test } from "node:test";
 import { encrypt } from "../../src/age/index.js";
 import { parseRecipientString } from "../../src/keys/index.js";
 import { generateIdentity } from "../../src/keys/key-types.js";
-import { CLI, which } from "../helpers.js";
+import { runtimeForOtherUsers, which } from "../helpers.js";
 import {
   assertTokenNowhere as assertTokenNowhereShared,
   fetcherInStore,
@@ -388,7 +388,7 @@ function startAgent(user: string, command = `agent --agent-dir ${path.join(work,
       `NIX_CONF_DIR=${path.join(work, "conf")}`,
       "script",
       "-qfec",
-      `${process.execPath} ${CLI} ${command}`,
+      `${runtimeForOtherUsers().node} ${runtimeForOtherUsers().cli} ${command}`,
       "/dev/null",
     ],
     { stdio: ["pipe", "pipe", "pipe"], detached: true },
