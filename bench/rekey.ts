@@ -18,7 +18,8 @@ import { X25519Identity } from "../src/age/x25519.js";
 import { withRecipientsRecord } from "../src/vault/recipients-record.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const CLI = path.join(REPO, "dist", "src", "cli", "main.js");
+/** The CLI users run (the bundle), unless the runner passes another (--nixseal). */
+const DEFAULT_CLI = path.join(REPO, "dist", "bundle", "main.js");
 
 export interface RekeyBenchOptions {
   secrets?: number;
@@ -28,6 +29,8 @@ export interface RekeyBenchOptions {
   /** Skip the agenix-style loop (it takes a while). */
   skipAnchor?: boolean;
   log?: (line: string) => void;
+  /** The nixseal CLI to time (default: this checkout's bundle). */
+  cli?: string;
 }
 
 export interface RekeyBenchResult {
@@ -81,6 +84,7 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
   const n = options.secrets ?? 1000;
   const k = options.recipients ?? 10;
   const log = options.log ?? (() => {});
+  const CLI = options.cli ?? DEFAULT_CLI;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "nixseal-bench-rekey-"));
   try {
     const env: NodeJS.ProcessEnv = {

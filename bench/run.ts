@@ -49,7 +49,7 @@ const rekey: Benchmark = {
   description: "nixseal rekey of 1000 secrets vs an agenix-style loop (bench/rekey.ts)",
   async run(ctx) {
     let mod: {
-      benchRekey?: (o: { log?: (l: string) => void; startupRuns?: number }) => Promise<{
+      benchRekey?: (o: { log?: (l: string) => void; startupRuns?: number; cli?: string }) => Promise<{
         secrets: number;
         recipients: number;
         nixsealRekeyMs: number;
@@ -66,7 +66,7 @@ const rekey: Benchmark = {
       return null;
     }
     if (typeof mod.benchRekey !== "function") return null;
-    const r = await mod.benchRekey({ log: ctx.log });
+    const r = await mod.benchRekey({ log: ctx.log, cli: ctx.cli });
     return {
       title: `rekey: ${r.secrets} secrets × ${r.recipients} recipients, one recipient added`,
       rows: [

@@ -1,7 +1,7 @@
 /**
  * startup: how fast each command starts, against Node's own start-up (`node -e 0`, the floor no
  * Node program goes below) in the same run, interleaved: `nixseal CMD --help` for every command
- * src/cli/main.ts lists (the modules a command loads before it does anything), `nixseal
+ * `nixseal --help` lists (the modules a command loads before it does anything), `nixseal
  * --version`, and real small runs: `nixseal decrypt` of a 7-byte age secret (rules from a cached
  * secrets.nix, an X25519 identity), the same without Node's compile cache, and `nixseal age -d`
  * of it. Targets: --version within 1.3× of `node -e 0`, the small decrypt within 2×.
@@ -9,6 +9,7 @@
  * Default 15 rounds (--runs N): start-up times are short and noisy. The compile cache is the one
  * nixseal uses for this user (src/cli/compile-cache.ts); the warm-up round fills it.
  */
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { encrypt } from "../src/age/age.js";
@@ -27,10 +28,10 @@ import {
 
 const ANCHOR = "node -e 0";
 
-/** The commands (listed and hidden) of the CLI's command tables, from its own source. */
-export function commandsOf(cliSource: string): string[] {
-  const names = [...cliSource.matchAll(/^\s*"?([a-z][a-z0-9-]*)"?:\s*\[\s*"/gm)].map((m) => m[1]!);
-  return [...new Set(names)];
+/** The commands `nixseal --help` lists (the CLI may be a bundle: its source is not read). */
+export function commandsOf(help: string): string[] {
+  const list = help.slice(help.indexOf("\nCommands:\n"));
+  return [...list.matchAll(/^ {2}([a-z][a-z0-9-]*) /gm)].map((m) => m[1]!);
 }
 
 export const startup: Benchmark = {
@@ -38,8 +39,9 @@ export const startup: Benchmark = {
   description: "start-up of every command (CMD --help), --version and a small decrypt vs node -e 0",
   async run(ctx: BenchContext): Promise<BenchResult | null> {
     const runs = ctx.option("--runs") ?? 15;
-    const names = commandsOf(fs.readFileSync(ctx.cli, "utf8"));
-    if (names.length === 0) throw new Error(`no command table found in ${ctx.cli}`);
+    const help = spawnSync(process.execPath, [ctx.cli, "--help"], { encoding: "utf8" });
+    const names = commandsOf(help.stdout);
+    if (names.length === 0) throw new Error(`no command list in the output of ${ctx.cli} --help`);
     const { dir, remove } = scratchDir(ctx.scratch, "startup");
     try {
       const id = X25519Identity.generate();
