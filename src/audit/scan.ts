@@ -149,6 +149,29 @@ export async function scanPaths(
     options.onProgress(stats, current);
   };
 
+  /**
+   * Hard links are read once: the first name of a multiply-linked file claims its inode and gets
+   * the Shared to resolve with its matches (null for a file with one name); a later name waits for
+   * those matches, reports them under its own name, and gets "reported".
+   */
+  const claimInode = async (
+    file: string,
+    st: { nlink: number; dev: number; ino: number },
+  ): Promise<Shared | null | "reported"> => {
+    if (st.nlink <= 1) return null;
+    const key = `${st.dev}:${st.ino}`;
+    const earlier = linked.get(key);
+    if (earlier !== undefined) {
+      stats.hardLinks++;
+      const found = await earlier;
+      for (const m of found ?? []) addHit({ ...m, file, place: "content" });
+      return "reported";
+    }
+    const shared = sharedResult();
+    linked.set(key, shared.promise);
+    return shared;
+  };
+
   const scanFile = async (file: string): Promise<void> => {
     let fh: fs.promises.FileHandle;
     try {
@@ -170,18 +193,9 @@ export async function scanPaths(
         stats.special++;
         return;
       }
-      if (st.nlink > 1) {
-        const key = `${st.dev}:${st.ino}`;
-        const earlier = linked.get(key);
-        if (earlier !== undefined) {
-          stats.hardLinks++;
-          const found = await earlier;
-          for (const m of found ?? []) addHit({ ...m, file, place: "content" });
-          return;
-        }
-        shared = sharedResult();
-        linked.set(key, shared.promise);
-      }
+      const claim = await claimInode(file, st);
+      if (claim === "reported") return;
+      shared = claim;
       slot.hits = [];
       slot.scanner.reset();
       let read = 0;
@@ -228,19 +242,9 @@ export async function scanPaths(
       await visit(file, st);
       return;
     }
-    let shared: Shared | null = null;
-    if (st.nlink > 1) {
-      const key = `${st.dev}:${st.ino}`;
-      const earlier = linked.get(key);
-      if (earlier !== undefined) {
-        stats.hardLinks++;
-        const found = await earlier;
-        for (const m of found ?? []) addHit({ ...m, file, place: "content" });
-        return;
-      }
-      shared = sharedResult();
-      linked.set(key, shared.promise);
-    }
+    const claim = await claimInode(file, st);
+    if (claim === "reported") return;
+    let shared = claim;
     try {
       const reply = await threaded.scan(file, st.dev, st.ino);
       if ("hits" in reply) {
