@@ -18,6 +18,8 @@ export interface ScanWorkerData {
   patterns: SharedArrayBuffer;
   lengths: Int32Array;
   chunkSize: number;
+  /** Matches kept per file; more are only counted. */
+  maxHits: number;
 }
 
 /** One file to scan: the walk's lstat says which file (device and inode) it must be. */
@@ -34,7 +36,7 @@ export interface ScanJob {
  * so the file was not scanned and the caller scans it itself).
  */
 export type ScanReply =
-  | { id: number; bytes: number; hits: Float64Array }
+  | { id: number; bytes: number; hits: Float64Array; extra: number }
   | { id: number; special: true }
   | { id: number; error: string };
 
@@ -55,7 +57,7 @@ export class ScanPool {
   private failure: Error | null = null;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(matcher: Matcher, count: number, chunkSize: number) {
+  constructor(matcher: Matcher, count: number, chunkSize: number, maxHits: number) {
     const total = matcher.patterns.reduce((n, p) => n + p.length, 0);
     this.patterns = new SharedArrayBuffer(total);
     const bytes = new Uint8Array(this.patterns);
@@ -68,6 +70,7 @@ export class ScanPool {
       patterns: this.patterns,
       lengths: Int32Array.from(matcher.patterns, (p) => p.length),
       chunkSize,
+      maxHits,
     };
     const { Worker } = createRequire(import.meta.url)(
       "node:worker_threads",

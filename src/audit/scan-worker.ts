@@ -24,8 +24,11 @@ for (let i = 0, at = 0; i < data.lengths.length; i++) {
 }
 const matcher = new Matcher(patterns);
 let found: number[] = [];
+let extra = 0;
+// The first maxHits matches are kept, the rest counted, as on the main thread (scan.ts).
 const scanner = matcher.scanner((patternId, offset) => {
-  found.push(patternId, offset);
+  if (found.length < 2 * data.maxHits) found.push(patternId, offset);
+  else extra++;
 }, data.chunkSize);
 
 function scan(job: ScanJob): ScanReply {
@@ -40,6 +43,7 @@ function scan(job: ScanJob): ScanReply {
     if (!st.isFile()) return { id: job.id, special: true };
     if (st.dev !== job.dev || st.ino !== job.ino) return { id: job.id, error: "replaced" };
     found = [];
+    extra = 0;
     scanner.reset();
     let read = 0;
     for (;;) {
@@ -52,7 +56,7 @@ function scan(job: ScanJob): ScanReply {
       if (n < space.length && read >= st.size) break;
     }
     scanner.finish();
-    return { id: job.id, bytes: read, hits: Float64Array.from(found) };
+    return { id: job.id, bytes: read, hits: Float64Array.from(found), extra };
   } catch (e) {
     return { id: job.id, error: (e as NodeJS.ErrnoException).code ?? "EIO" };
   } finally {

@@ -69,7 +69,11 @@ export const THREADS_AFTER_BYTES = 64 << 20;
 const DEFAULT_CHUNK = 1 << 20;
 const DEFAULT_MAX_HITS = 100;
 
-type Found = { patternId: number; offset: number }[];
+/**
+ * A file's content matches: the first maxHitsPerFile, and how many more there were (only
+ * counted, so a file full of one secret costs no memory per match).
+ */
+type Found = { list: { patternId: number; offset: number }[]; extra: number };
 
 interface Shared {
   promise: Promise<Found | null>;
@@ -87,6 +91,7 @@ function sharedResult(): Shared {
 interface Slot {
   scanner: Scanner;
   hits: { patternId: number; offset: number }[];
+  extra: number;
 }
 
 /** Scans `paths` (files or directories). Problems are collected, never thrown. */
@@ -123,6 +128,10 @@ export async function scanPaths(
   // Names and link targets are short: one scanner for all of them.
   const small: { patternId: number; offset: number }[] = [];
   const smallScanner = matcher.scanner((patternId, offset) => small.push({ patternId, offset }), 4096);
+  const reportFound = (file: string, found: Found) => {
+    for (const m of found.list) addHit({ ...m, file, place: "content" });
+    stats.unlistedHits += found.extra;
+  };
   const scanText = (file: string, bytes: Uint8Array, place: HitPlace) => {
     if (bytes.length < matcher.minLength) return;
     small.length = 0;
@@ -134,8 +143,11 @@ export async function scanPaths(
 
   const free: Slot[] = [];
   for (let i = 0; i < concurrency; i++) {
-    const slot: Slot = { scanner: undefined as unknown as Scanner, hits: [] };
-    slot.scanner = matcher.scanner((patternId, offset) => slot.hits.push({ patternId, offset }), chunkSize);
+    const slot: Slot = { scanner: undefined as unknown as Scanner, hits: [], extra: 0 };
+    slot.scanner = matcher.scanner((patternId, offset) => {
+      if (slot.hits.length < maxHits) slot.hits.push({ patternId, offset });
+      else slot.extra++;
+    }, chunkSize);
     free.push(slot);
   }
   /** dev:ino of multiply-linked files -> their matches (a promise while the first scan runs). */
@@ -164,7 +176,7 @@ export async function scanPaths(
     if (earlier !== undefined) {
       stats.hardLinks++;
       const found = await earlier;
-      for (const m of found ?? []) addHit({ ...m, file, place: "content" });
+      if (found !== null) reportFound(file, found);
       return "reported";
     }
     const shared = sharedResult();
@@ -197,6 +209,7 @@ export async function scanPaths(
       if (claim === "reported") return;
       shared = claim;
       slot.hits = [];
+      slot.extra = 0;
       slot.scanner.reset();
       let read = 0;
       for (;;) {
@@ -213,8 +226,9 @@ export async function scanPaths(
       }
       slot.scanner.finish();
       stats.files++;
-      for (const m of slot.hits) addHit({ ...m, file, place: "content" });
-      shared?.resolve(slot.hits);
+      const found: Found = { list: slot.hits, extra: slot.extra };
+      reportFound(file, found);
+      shared?.resolve(found);
     } catch (e) {
       problems.push(e instanceof NixsealError ? e : ioError("read", file, e));
     } finally {
@@ -248,14 +262,14 @@ export async function scanPaths(
     try {
       const reply = await threaded.scan(file, st.dev, st.ino);
       if ("hits" in reply) {
-        const found: Found = [];
+        const found: Found = { list: [], extra: reply.extra };
         for (let i = 0; i < reply.hits.length; i += 2) {
-          found.push({ patternId: reply.hits[i]!, offset: reply.hits[i + 1]! });
+          found.list.push({ patternId: reply.hits[i]!, offset: reply.hits[i + 1]! });
         }
         stats.files++;
         stats.bytes += reply.bytes;
         progress(file);
-        for (const m of found) addHit({ ...m, file, place: "content" });
+        reportFound(file, found);
         shared?.resolve(found);
       } else if ("special" in reply) {
         stats.special++;
@@ -283,7 +297,7 @@ export async function scanPaths(
   const running = new Set<Promise<void>>();
   const startFile = async (file: string) => {
     if (pool === null && threads > 1 && stats.bytes >= threadsAfter) {
-      pool = new ScanPool(matcher, threads, chunkSize);
+      pool = new ScanPool(matcher, threads, chunkSize, maxHits);
     }
     const threaded = pool !== null && !pool.failed ? pool : null;
     const limit = threaded ? Math.max(concurrency, threads * 2) : concurrency;

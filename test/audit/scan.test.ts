@@ -182,15 +182,24 @@ test("scan: a path that does not exist is a problem naming it; the other paths a
   }
 });
 
-test("scan: matches per file are capped and the rest counted", async () => {
+test("scan: matches per file are capped and the rest counted, on the main thread and on threads", async () => {
   const { dir, cleanup } = tempDir();
   try {
     const secret = "abcdefgh1234";
     fs.writeFileSync(path.join(dir, "many"), secret.repeat(250));
+    fs.linkSync(path.join(dir, "many"), path.join(dir, "many-again"));
     const m = new Matcher([enc.encode(secret)]);
-    const r = await scanPaths([dir], m, { maxHitsPerFile: 100 });
-    assert.equal(r.hits.length, 100);
-    assert.equal(r.stats.unlistedHits, 150);
+    for (const threads of MODES.map(([, t]) => t)) {
+      const r = await scanPaths([dir], m, { maxHitsPerFile: 100, ...threads });
+      // 100 listed per name (the first ones, in order), the other 150 of each counted.
+      assert.equal(r.hits.length, 200);
+      assert.deepEqual(
+        r.hits.filter((h) => h.file.endsWith("/many")).map((h) => h.offset),
+        Array.from({ length: 100 }, (_, i) => i * secret.length),
+      );
+      assert.equal(r.stats.unlistedHits, 300);
+      assert.equal(r.stats.hardLinks, 1);
+    }
   } finally {
     cleanup();
   }
