@@ -32,6 +32,11 @@ import type { SourceJob, ValueOrigin } from "./source-jobs.js";
  */
 export const PARALLEL_MIN_DECRYPTS = 2048;
 /**
+ * In "rest" mode, the main thread also claims files to decrypt once its copies are done when at
+ * least this many were left to the worker: then loading the key formats here too pays.
+ */
+export const REST_MAIN_JOINS_MIN = 512;
+/**
  * A few files to decrypt among this many copied from the active generation: the worker loads the
  * key formats and decrypts them while the main thread copies, instead of the main thread loading
  * them after the copies. It pays only when the copies take longer than a worker's start, which
