@@ -5,7 +5,7 @@
  * age spec: "Encrypted file format", "Header MAC", "Payload".
  */
 import { randomBytes } from "node:crypto";
-import { constantTimeEqual, NixsealError, wipe } from "../common/index.js";
+import { asBuffer, constantTimeEqual, NixsealError, wipe } from "../common/index.js";
 import { ArmorDecoder, ArmorEncoder, looksArmored } from "./armor.js";
 import {
   encodeHeaderWithoutMac,
@@ -16,7 +16,7 @@ import {
   parseHeader,
 } from "./format.js";
 import { hkdfSha256, hmacSha256, randomFileKey } from "./primitives.js";
-import { PayloadDecryptor } from "./stream.js";
+import { ENCRYPTED_CHUNK_SIZE, openOnlyChunk, PayloadDecryptor, TAG_SIZE } from "./stream.js";
 import { PARALLEL_THRESHOLD, ParallelPayloadDecryptor, ParallelPayloadEncryptor } from "./stream-parallel.js";
 import { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 
@@ -411,6 +411,15 @@ function openPayload(fileKey: Uint8Array, payload: Uint8Array): Buffer[] {
     });
   }
   const key = payloadKey(fileKey, payload.subarray(0, NONCE_SIZE));
+  const sealed = payload.length - NONCE_SIZE;
+  if (sealed >= TAG_SIZE && sealed < ENCRYPTED_CHUNK_SIZE) {
+    // One chunk, so the first and final one (a secret): opened directly, without the stream.
+    try {
+      return [openOnlyChunk(key, asBuffer(payload).subarray(NONCE_SIZE))];
+    } finally {
+      wipe(key);
+    }
+  }
   const dec = new PayloadDecryptor(key);
   wipe(key);
   const out: Buffer[] = [];

@@ -69,6 +69,28 @@ function payloadError(message: string, hint: string): NixsealError {
   return new NixsealError("AGE_PAYLOAD", message, { hint });
 }
 
+/** A short final chunk that fails is as often a cut-off file as a modified one. */
+function finalChunkError(): NixsealError {
+  return payloadError(
+    "payload authentication failed: the file was truncated, modified or corrupted",
+    "restore the file from a good copy (git history, backup)",
+  );
+}
+
+const ONLY_CHUNK_NONCE = Buffer.alloc(12);
+
+/**
+ * A payload that is one chunk shorter than a full one (`sealed`: ciphertext and tag, at least
+ * TAG_SIZE bytes; a secret's whole payload), which can only be the first and final chunk, opened
+ * as PayloadDecryptor would open it, with the same error, without its buffering and copies. The
+ * caller wipes the key and the plaintext.
+ */
+export function openOnlyChunk(payloadKey: Uint8Array, sealed: Buffer): Buffer {
+  const plain = openChunkAt(payloadKey, 0, true, sealed, ONLY_CHUNK_NONCE);
+  if (plain === null) throw finalChunkError();
+  return plain;
+}
+
 export class PayloadDecryptor {
   protected readonly key: Buffer;
   private readonly nonce = Buffer.alloc(12);
@@ -178,13 +200,7 @@ export class PayloadDecryptor {
       }
       if (last.length < TAG_SIZE) throw payloadError("payload is truncated", "the file was cut short");
       const plain = this.openChunk(last, true);
-      if (plain === null) {
-        // A short final chunk that fails is as often a cut-off file as a modified one.
-        throw payloadError(
-          "payload authentication failed: the file was truncated, modified or corrupted",
-          "restore the file from a good copy (git history, backup)",
-        );
-      }
+      if (plain === null) throw finalChunkError();
       this.counter++;
       out.push(plain);
     } finally {

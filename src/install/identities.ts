@@ -13,7 +13,6 @@
 import * as fs from "node:fs";
 import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, rethrowUnlessNixseal } from "../common/index.js";
-import { loadIdentities, SshDerivedX25519Identity } from "../keys/index.js";
 import {
   MAX_SSH_KEY_FILE_SIZE,
   parseSshPrivateKey,
@@ -71,9 +70,16 @@ async function loadSsh(file: string): Promise<{ key: SshKeyIdentity; derived: Id
       });
     }
     const unlocked = await key.unlock();
+    // Made now, from the key already unlocked (src/keys' SshDerivedX25519Identity would unlock it
+    // again on first use): src/keys is then not loaded for a host with only ssh keys.
     return {
       key: unlocked,
-      derived: unlocked instanceof SshEd25519Identity ? new SshDerivedX25519Identity(unlocked) : null,
+      derived:
+        unlocked instanceof SshEd25519Identity
+          ? unlocked.toX25519Identity(
+              `age X25519 identity derived from the ${unlocked.description} (ssh-to-age)`,
+            )
+          : null,
     };
   } finally {
     data.fill(0);
@@ -150,7 +156,9 @@ export async function loadManifestIdentities(
       } else if (entry.type === "gpg-ssh") {
         direct.push(await loadGpgSsh(entry.path));
       } else {
-        // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly.
+        // No passphrase callback and no plugin UI: a plugin that must ask fails cleanly. src/keys
+        // (identity files, plugins) is loaded only for a host that lists one.
+        const { loadIdentities } = await import("../keys/index.js");
         direct.push(...(await loadIdentities([entry.path], {})));
       }
     } catch (e) {

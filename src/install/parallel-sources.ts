@@ -22,12 +22,20 @@ import type { GenerationTarget } from "./sink.js";
 import type { SourceJob, ValueOrigin } from "./source-jobs.js";
 
 /**
- * Fewer files to decrypt than this are done faster on one thread than on two. A worker is ready
- * to decrypt when it has started Node (about as long as loading the key formats takes) and loaded
- * those formats itself: by then the main thread, which loaded them once, has decrypted some 400
- * small files alone (measured: a worker's start costs about twice the main thread's loading).
+ * Fewer files to decrypt than this are done faster on one thread than on two. A worker costs
+ * ~100 ms of CPU to start Node in the thread, then loads the key formats and warms up the decrypt
+ * path a second time: it is ready ~150-250 ms after it was made, when the main thread has done
+ * most of 1000 small files alone, and until then it competes with it for the two cores. Measured
+ * (cold install, CPU time user+sys and wall, bench/RESULTS.md "install, cold, after
+ * install-cold"): with 1000 files the worker added ~270 ms of CPU (~+50%) for no gain in wall
+ * time; with 2000, +260 ms of CPU for the same wall time; with 4000, +360 ms of CPU for 14% less.
  */
-export const PARALLEL_MIN_DECRYPTS = 512;
+export const PARALLEL_MIN_DECRYPTS = 2048;
+/**
+ * In "rest" mode, the main thread also claims files to decrypt once its copies are done when at
+ * least this many were left to the worker: then loading the key formats here too pays.
+ */
+export const REST_MAIN_JOINS_MIN = 512;
 /**
  * A few files to decrypt among this many copied from the active generation: the worker loads the
  * key formats and decrypts them while the main thread copies, instead of the main thread loading

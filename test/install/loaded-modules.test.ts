@@ -122,6 +122,8 @@ test("install: a re-activation with nothing changed loads no decryption code, no
       seenB.has("age") && seenB.has("ssh"),
       `one changed: the key formats are loaded (${[...seenB]})`,
     );
+    // An ssh host key alone needs src/ssh and src/age: not src/keys (identity files, plugins).
+    assert.ok(!seenB.has("keys"), `one changed, an ssh host key: src/keys is not loaded (${[...seenB]})`);
     assert.ok(
       b.urls.some((u) => u.endsWith("/install/new-generation.js")),
       "one changed: a new generation",

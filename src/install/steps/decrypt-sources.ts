@@ -13,7 +13,7 @@ import type { Manifest, ManifestSecret } from "../manifest.js";
 import {
   type DecryptWorker,
   deserializeError,
-  PARALLEL_MIN_DECRYPTS,
+  REST_MAIN_JOINS_MIN,
   type WorkerJobResult,
 } from "../parallel-sources.js";
 import type { GenerationTarget, InstallEntry } from "../sink.js";
@@ -205,7 +205,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
         : Promise.resolve([]);
     for (const j of mainJobs) await runHere(j, jobs[j]!, false);
     const done = new Set<number>();
-    if (worker.mode === "share" || toWorker.length >= PARALLEL_MIN_DECRYPTS) {
+    if (worker.mode === "share" || toWorker.length >= REST_MAIN_JOINS_MIN) {
       const claim = new Int32Array(counter);
       for (;;) {
         const i = Atomics.add(claim, 0, 1);
