@@ -1,6 +1,6 @@
 /** What the parts of `nixseal rekey` pass along: one file to rewrite, and a failure. */
 import type * as fs from "node:fs";
-import type { Header } from "../age/index.js";
+import type { Header, Stanza } from "../age/index.js";
 import type { SecretRule } from "./rules.js";
 
 /** One file to rewrite, from reading to writing. */
@@ -16,6 +16,16 @@ export interface Job {
   /** The payload nonce and the encrypted payload, kept as they are. */
   payload: Uint8Array;
   fileKey: Uint8Array | null;
+  /**
+   * The file has a version 2 recipients record and stanzas may be kept (not --force, no
+   * plugins): decided from the header, before the file key is known.
+   */
+  keepable: boolean;
+  /**
+   * Once the file key is known: per recipient of the set, the old stanza kept as it is, or null
+   * (wrapped anew). null: every stanza is wrapped anew.
+   */
+  kept: (Stanza | null)[] | null;
   newHeader: Uint8Array | null;
 }
 

@@ -17,6 +17,8 @@ export interface RecipientSet {
   /** Made on the main thread: plugins run here; also used when no workers run. */
   recipients: Recipient[];
   hasPlugins: boolean;
+  /** The stanza type of each recipient, in order (for keeping stanzas; plugin sets: unused). */
+  types: string[];
   rule: SecretRule;
 }
 
@@ -32,10 +34,16 @@ export class RecipientSets {
     if (index === undefined) {
       index = this.list.length;
       this.byKeys.set(key, index);
+      const hasPlugins = expect.recipients.some((r) => r.expected.kind === "plugin");
       this.list.push({
-        wrap: { strings: rule.publicKeys.map((k) => k.trim()), digest: expect.digest },
+        wrap: {
+          strings: rule.publicKeys.map((k) => k.trim()),
+          digest: expect.digest,
+          normalised: hasPlugins ? null : expect.recipients.map((r) => r.normalised),
+        },
         recipients: [],
-        hasPlugins: expect.recipients.some((r) => r.expected.kind === "plugin"),
+        hasPlugins,
+        types: expect.recipients.map((r) => (r.expected.kind === "plugin" ? "" : r.expected.type)),
         rule,
       });
     }
@@ -111,7 +119,7 @@ export async function wrapPluginSets(
     }
     const labels = s.recipients[0]?.labels;
     for (const [i, j] of mine.entries()) {
-      j.newHeader = await buildHeader(j.fileKey!, [prewrapped(perFile[i]!, labels)], s.wrap.digest);
+      j.newHeader = await buildHeader(j.fileKey!, [prewrapped(perFile[i]!, labels)], s.wrap.digest, null);
     }
   }
   return failed;

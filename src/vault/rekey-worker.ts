@@ -8,30 +8,58 @@
  * `buildHeader` is also what the main thread runs when a rekey is too small for workers to pay.
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { encryptHeader, FILE_KEY_SIZE, type Recipient } from "../age/index.js";
+import { encryptHeader, FILE_KEY_SIZE, type Recipient, type Stanza } from "../age/index.js";
 import { wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
-import { RecipientsRecord } from "./recipients-record.js";
+import { RecipientsRecord, recipientTags, recordStanza } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */
 const WORKER_KIND = "nixseal-rekey-wrap";
 
 /**
  * A complete binary age header for an existing file key: the stanzas of `recipients`, then the
- * recipients record (recipients-record.ts), then the MAC (src/age does the header).
+ * recipients record (recipients-record.ts; version 2 with `normalised`, one string per
+ * recipient), then the MAC (src/age does the header).
  */
 export function buildHeader(
   fileKey: Uint8Array,
   recipients: readonly Recipient[],
   digest: string,
+  normalised: readonly string[] | null,
 ): Promise<Uint8Array> {
-  return encryptHeader(fileKey, [...recipients, new RecipientsRecord(digest, recipients)]);
+  return encryptHeader(fileKey, [...recipients, new RecipientsRecord(digest, recipients, normalised)]);
 }
 
-/** One recipient set: the rules' strings of a secret (no plugins) and the record's digest. */
+/**
+ * A header that keeps some stanzas of the file as they are: recipient i gets `kept[i]` when it
+ * is not null, else a new wrap; then a version 2 record and the MAC. `recipients` must not mix
+ * labels (checked when the set was made).
+ */
+export async function buildKeptHeader(
+  fileKey: Uint8Array,
+  kept: readonly (Stanza | null)[],
+  recipients: readonly Recipient[],
+  digest: string,
+  normalised: readonly string[],
+): Promise<Uint8Array> {
+  const stanzas: Stanza[] = [];
+  for (const [i, r] of recipients.entries()) {
+    const k = kept[i];
+    if (k) stanzas.push(k);
+    else stanzas.push(...(await r.wrapFileKey(fileKey)));
+  }
+  stanzas.push(recordStanza(digest, recipientTags(fileKey, normalised)));
+  return encryptHeader(fileKey, [{ labels: recipients[0]?.labels, wrapFileKey: () => stanzas }]);
+}
+
+/**
+ * One recipient set: the rules' strings of a secret (no plugins), the record's digest and the
+ * normalised strings its tags are made of (null: a set with plugins, version 1 record).
+ */
 export interface WrapSet {
   strings: string[];
   digest: string;
+  normalised: string[] | null;
 }
 
 export interface WrapWorkerSetup {
@@ -68,7 +96,8 @@ function serveJobs(setup: WrapWorkerSetup): void {
       for (let i = 0; i < job.sets.length; i++) {
         const set = job.sets[i]!;
         const key = job.keys.subarray(i * FILE_KEY_SIZE, (i + 1) * FILE_KEY_SIZE);
-        headers.push(await buildHeader(key, recipientsOf(set), setup.sets[set]!.digest));
+        const { digest, normalised } = setup.sets[set]!;
+        headers.push(await buildHeader(key, recipientsOf(set), digest, normalised));
       }
       wipe(job.keys);
       const reply: WrapReply = { batch: job.batch, headers };

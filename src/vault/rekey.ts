@@ -9,8 +9,15 @@
  *   verified) before anything is written; if one fails, nothing is written and every failure is
  *   reported.
  * - How: only the header is rewritten. The file key, the payload nonce and the payload bytes are
- *   kept, and a new header (new stanzas, the record, a MAC under the same file key) is put in
+ *   kept, and a new header (stanzas, the record, a MAC under the same file key) is put in
  *   front: that is a valid age file, and a rekey costs the same whatever the secrets' size.
+ * - Which stanzas: in a file with a version 2 recipients record (recipients-record.ts), the
+ *   stanza of each recipient who stays is kept byte for byte (found by its tag, once the file
+ *   key is unwrapped and the header MAC verified); only new recipients are wrapped for, and the
+ *   stanzas of removed ones are dropped. A kept stanza is the same wrap of the same file key, as
+ *   safe as leaving the file unchanged. Files without tags (version 1, agenix, age, rage) and
+ *   files with plugin recipients are wrapped anew for everyone, once. --force wraps every stanza
+ *   anew (fresh ephemeral keys for everyone).
  *   (Removing a recipient never revoked anything: they could read the old file, which git keeps.
  *   Rotating the secret with `nixseal edit` makes a new file key.)
  * - Each file is replaced atomically (temp file, fsync, rename). A rekey killed with SIGKILL
@@ -29,12 +36,13 @@ import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, rethrowUnlessNixseal, syncDirectory, wipe } from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
+import { keepableStanzas, readRecipientsRecord } from "./recipients-record.js";
 import type { Job, RekeyFailure } from "./rekey-job.js";
 import { RekeyLock } from "./rekey-lock.js";
 import { WrapPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { unwrapAll } from "./rekey-unwrap.js";
-import { buildHeader } from "./rekey-worker.js";
+import { buildHeader, buildKeptHeader } from "./rekey-worker.js";
 import { writeJob } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
@@ -55,7 +63,7 @@ export interface RekeyOptions {
   /** Secrets as the user typed them (names or paths); none: every secret of the rules. */
   names?: readonly string[];
   cwd?: string;
-  /** Rewrite every selected file, even those already right. */
+  /** Rewrite every selected file, even those already right, wrapping every stanza anew. */
   force?: boolean;
   /** Decide and decrypt (so failures show), but write nothing. */
   dryRun?: boolean;
@@ -84,6 +92,12 @@ export interface RekeyResult {
   dryRun: boolean;
   /** Stale temp files removed (relative paths). */
   swept: string[];
+}
+
+/** Whether a header carries a version 2 recipients record (tags to keep stanzas by). */
+function hasTags(stanzas: Parameters<typeof readRecipientsRecord>[0]): boolean {
+  const r = readRecipientsRecord(stanzas);
+  return r.state === "present" && r.tags !== null;
 }
 
 function selectRules(rules: Rules, names: readonly string[], cwd: string): SecretRule[] {
@@ -164,14 +178,17 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         result.unchanged.push(rule.name);
         return;
       }
+      const set = sets.indexOf(rule, expect);
       jobs.push({
         rule,
         rel,
-        set: sets.indexOf(rule, expect),
+        set,
         stat,
         header: seen.header,
         payload: seen.payload,
         fileKey: null,
+        keepable: options.force !== true && !sets.list[set]!.hasPlugins && hasTags(seen.header.stanzas),
+        kept: null,
         newHeader: null,
       });
     } catch (e) {
@@ -193,9 +210,10 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   try {
     const identities = await options.identities();
 
-    // 2. Decrypt everything (and start wrapping what is decrypted, on workers).
+    // 2. Decrypt everything (and start wrapping what is decrypted, on workers). Files whose
+    // stanzas may be kept are wrapped here (a few wraps each); workers only pay for full wraps.
     const nativeWraps = jobs.reduce(
-      (n, j) => n + (setList[j.set]!.hasPlugins ? 0 : setList[j.set]!.recipients.length),
+      (n, j) => n + (setList[j.set]!.hasPlugins || j.keepable ? 0 : setList[j.set]!.recipients.length),
       0,
     );
     const workerCount = lock === null ? 0 : (options.workers ?? workersFor(nativeWraps));
@@ -204,8 +222,17 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         setList.map((s) => s.wrap),
         workerCount,
       );
+    /** Jobs the main thread wraps (all of them without workers), newest last. */
+    const local: Job[] = [];
     const onKey = (job: Job) => {
-      if (pool && !setList[job.set]!.hasPlugins) pool.add(job);
+      const s = setList[job.set]!;
+      if (s.hasPlugins) return;
+      if (job.keepable && lock !== null) {
+        const kept = keepableStanzas(job.fileKey!, job.header.stanzas, s.wrap.normalised!, s.types);
+        if (kept?.some((k) => k !== null)) job.kept = kept;
+      }
+      if (pool && job.kept === null) pool.add(job);
+      else local.push(job);
     };
     failed.push(...(await unwrapAll(jobs, identities, onKey, (d) => progress("decrypting", d, jobs.length))));
     if (failed.length > 0) return finish();
@@ -241,7 +268,11 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     const waiting = new Set(jobs);
     const wrapHere = async (job: Job) => {
       const s = setList[job.set]!;
-      job.newHeader = await buildHeader(job.fileKey!, s.recipients, s.wrap.digest);
+      job.newHeader =
+        job.kept === null
+          ? await buildHeader(job.fileKey!, s.recipients, s.wrap.digest, s.wrap.normalised)
+          : await buildKeptHeader(job.fileKey!, job.kept, s.recipients, s.wrap.digest, s.wrap.normalised!);
+      job.kept = null;
     };
     while (waiting.size > 0) {
       for (const job of waiting) {
@@ -253,7 +284,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       if (waiting.size === 0) break;
       // Wrap one here while there is one to wrap, even with every write slot taken: the writes
       // wait for the disk, and the CPU work must not wait for them.
-      const mine = pool ? pool.take() : [...waiting].find((j) => j.newHeader === null);
+      const mine = local.pop() ?? pool?.take();
       if (mine) {
         await wrapHere(mine);
         // Let the event loop run (a macrotask): workers' replies and finished writes are handled
