@@ -270,6 +270,14 @@ export function readRecipientsRecord(stanzas: readonly Stanza[]): RecordState {
   return { state: "present", digest, tags };
 }
 
+/** What rekey keeps of a version 2 file (keepableStanzas). */
+export interface Keepable {
+  /** Per recipient: the old stanza to keep, or null (wrap it anew). */
+  kept: (Stanza | null)[];
+  /** The recipients' tags under the file key (recipientTags): the new record's body. */
+  tags: Uint8Array;
+}
+
 /**
  * The stanzas of a version 2 file that `rekey` may keep for `normalised` recipients (one
  * stanza each, of the type `types[i]`): for recipient i, the old stanza whose tag under the file
@@ -282,19 +290,20 @@ export function keepableStanzas(
   stanzas: readonly Stanza[],
   normalised: readonly string[],
   types: readonly string[],
-): (Stanza | null)[] | null {
+): Keepable | null {
   const record = readRecipientsRecord(stanzas);
   if (record.state !== "present" || record.tags === null) return null;
   const oldTags = record.tags.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength));
   const used = new Set<number>();
   const newTags = recipientTags(fileKey, normalised);
-  return normalised.map((_, i) => {
+  const kept = normalised.map((_, i) => {
     const tag = newTags.subarray(i * TAG_SIZE, (i + 1) * TAG_SIZE);
     const found = oldTags.findIndex((t, j) => !used.has(j) && stanzas[j]!.type === types[i] && t.equals(tag));
     if (found < 0) return null;
     used.add(found);
     return stanzas[found]!;
   });
+  return { kept, tags: newTags };
 }
 
 /** rage adds one random "grease" stanza (type "<random>-grease") to every header it writes. */

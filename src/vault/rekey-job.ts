@@ -1,6 +1,7 @@
 /** What the parts of `nixseal rekey` pass along: one file to rewrite, and a failure. */
 import type * as fs from "node:fs";
-import type { Header, Stanza } from "../age/index.js";
+import type { Header } from "../age/index.js";
+import type { Keepable } from "./recipients-record.js";
 import type { SecretRule } from "./rules.js";
 
 /** One file to rewrite, from reading to writing. */
@@ -25,7 +26,7 @@ export interface Job {
    * Once the file key is known: per recipient of the set, the old stanza kept as it is, or null
    * (wrapped anew). null: every stanza is wrapped anew.
    */
-  kept: (Stanza | null)[] | null;
+  kept: Keepable | null;
   newHeader: Uint8Array | null;
 }
 

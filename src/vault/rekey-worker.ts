@@ -11,7 +11,7 @@ import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { encryptHeader, FILE_KEY_SIZE, type Recipient, type Stanza } from "../age/index.js";
 import { wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
-import { RecipientsRecord, recipientTags, recordStanza } from "./recipients-record.js";
+import { type Keepable, RecipientsRecord, recordStanza } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */
 const WORKER_KIND = "nixseal-rekey-wrap";
@@ -32,15 +32,14 @@ export function buildHeader(
 
 /**
  * A header that keeps some stanzas of the file as they are: recipient i gets `kept[i]` when it
- * is not null, else a new wrap; then a version 2 record and the MAC. `recipients` must not mix
- * labels (checked when the set was made).
+ * is not null, else a new wrap; then a version 2 record with `tags` (the recipients' tags under
+ * this file key) and the MAC. `recipients` must not mix labels (checked when the set was made).
  */
 export async function buildKeptHeader(
   fileKey: Uint8Array,
-  kept: readonly (Stanza | null)[],
+  { kept, tags }: Keepable,
   recipients: readonly Recipient[],
   digest: string,
-  normalised: readonly string[],
 ): Promise<Uint8Array> {
   const stanzas: Stanza[] = [];
   for (const [i, r] of recipients.entries()) {
@@ -48,7 +47,7 @@ export async function buildKeptHeader(
     if (k) stanzas.push(k);
     else stanzas.push(...(await r.wrapFileKey(fileKey)));
   }
-  stanzas.push(recordStanza(digest, recipientTags(fileKey, normalised)));
+  stanzas.push(recordStanza(digest, tags));
   return encryptHeader(fileKey, [{ labels: recipients[0]?.labels, wrapFileKey: () => stanzas }]);
 }
 

@@ -229,7 +229,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       if (s.hasPlugins) return;
       if (job.keepable && lock !== null) {
         const kept = keepableStanzas(job.fileKey!, job.header.stanzas, s.wrap.normalised!, s.types);
-        if (kept?.some((k) => k !== null)) job.kept = kept;
+        if (kept?.kept.some((k) => k !== null)) job.kept = kept;
       }
       if (pool && job.kept === null) pool.add(job);
       else local.push(job);
@@ -271,7 +271,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       job.newHeader =
         job.kept === null
           ? await buildHeader(job.fileKey!, s.recipients, s.wrap.digest, s.wrap.normalised)
-          : await buildKeptHeader(job.fileKey!, job.kept, s.recipients, s.wrap.digest, s.wrap.normalised!);
+          : await buildKeptHeader(job.fileKey!, job.kept, s.recipients, s.wrap.digest);
       job.kept = null;
     };
     while (waiting.size > 0) {
