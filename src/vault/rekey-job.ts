@@ -1,7 +1,6 @@
 /** What the parts of `nixseal rekey` pass along: one file to rewrite, and a failure. */
 import type * as fs from "node:fs";
 import type { Header } from "../age/index.js";
-import type { Keepable } from "./recipients-record.js";
 import type { SecretRule } from "./rules.js";
 
 /** One file to rewrite, from reading to writing. */
@@ -22,11 +21,6 @@ export interface Job {
    * plugins): decided from the header, before the file key is known.
    */
   keepable: boolean;
-  /**
-   * Once the file key is known: per recipient of the set, the old stanza kept as it is, or null
-   * (wrapped anew). null: every stanza is wrapped anew.
-   */
-  kept: Keepable | null;
   newHeader: Uint8Array | null;
 }
 

@@ -7,7 +7,13 @@ import { Worker } from "node:worker_threads";
 import { FILE_KEY_SIZE } from "../age/index.js";
 import { NixsealError, wipe } from "../common/index.js";
 import type { Job } from "./rekey-job.js";
-import { type WrapJob, type WrapReply, type WrapSet, wrapWorkerSetup } from "./rekey-worker.js";
+import {
+  compactStanzas,
+  type WrapJob,
+  type WrapReply,
+  type WrapSet,
+  wrapWorkerSetup,
+} from "./rekey-worker.js";
 
 /** Files per message to a worker: large enough to amortise messaging, small enough to balance. */
 const BATCH = 32;
@@ -85,7 +91,12 @@ export class WrapPool {
       const batch = this.nextBatch++;
       this.inFlight.set(batch, jobs);
       this.load[w]!++;
-      const job: WrapJob = { batch, sets: jobs.map((j) => j.set), keys };
+      const job: WrapJob = {
+        batch,
+        sets: jobs.map((j) => j.set),
+        keys,
+        old: jobs.map((j) => (j.keepable ? compactStanzas(j.header.stanzas) : null)),
+      };
       this.workers[w]!.postMessage(job);
       wipe(keys);
     }

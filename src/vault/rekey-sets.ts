@@ -17,8 +17,6 @@ export interface RecipientSet {
   /** Made on the main thread: plugins run here; also used when no workers run. */
   recipients: Recipient[];
   hasPlugins: boolean;
-  /** The stanza type of each recipient, in order (for keeping stanzas; plugin sets: unused). */
-  types: string[];
   rule: SecretRule;
 }
 
@@ -40,10 +38,10 @@ export class RecipientSets {
           strings: rule.publicKeys.map((k) => k.trim()),
           digest: expect.digest,
           normalised: hasPlugins ? null : expect.recipients.map((r) => r.normalised),
+          types: expect.recipients.map((r) => (r.expected.kind === "plugin" ? "" : r.expected.type)),
         },
         recipients: [],
         hasPlugins,
-        types: expect.recipients.map((r) => (r.expected.kind === "plugin" ? "" : r.expected.type)),
         rule,
       });
     }

@@ -11,7 +11,7 @@ import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { encryptHeader, FILE_KEY_SIZE, type Recipient, type Stanza } from "../age/index.js";
 import { wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
-import { type Keepable, RecipientsRecord, recordStanza } from "./recipients-record.js";
+import { type Keepable, keepableStanzas, RecipientsRecord, recordStanza } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */
 const WORKER_KIND = "nixseal-rekey-wrap";
@@ -52,13 +52,37 @@ export async function buildKeptHeader(
 }
 
 /**
- * One recipient set: the rules' strings of a secret (no plugins), the record's digest and the
- * normalised strings its tags are made of (null: a set with plugins, version 1 record).
+ * One recipient set: the rules' strings of a secret (no plugins), the record's digest, the
+ * normalised strings its tags are made of (null: a set with plugins, version 1 record) and the
+ * stanza type of each recipient.
  */
 export interface WrapSet {
   strings: string[];
   digest: string;
   normalised: string[] | null;
+  types: string[];
+}
+
+/**
+ * The new header of a file of a set without plugins: with `old` (the stanzas of a file whose
+ * stanzas may be kept, rekey.ts), the stanzas of recipients who stay are kept and only the
+ * others wrapped; without, or when none stays, every recipient is wrapped.
+ */
+export async function headerFor(
+  fileKey: Uint8Array,
+  recipients: readonly Recipient[],
+  set: WrapSet,
+  old: readonly Stanza[] | null,
+): Promise<Uint8Array> {
+  const keep =
+    old === null || set.normalised === null ? null : keepableStanzas(fileKey, old, set.normalised, set.types);
+  if (keep?.kept.some((k) => k !== null)) return buildKeptHeader(fileKey, keep, recipients, set.digest);
+  return buildHeader(fileKey, recipients, set.digest, set.normalised);
+}
+
+/** Stanzas to post to a worker: each body copied out of the (possibly pooled, larger) buffer it views. */
+export function compactStanzas(stanzas: readonly Stanza[]): Stanza[] {
+  return stanzas.map((s) => ({ type: s.type, args: [...s.args], body: Uint8Array.from(s.body) }));
 }
 
 export interface WrapWorkerSetup {
@@ -66,11 +90,15 @@ export interface WrapWorkerSetup {
   sets: WrapSet[];
 }
 
-/** A batch of files: file i uses set `sets[i]` and the i-th file key in `keys` (FILE_KEY_SIZE each). */
+/**
+ * A batch of files: file i uses set `sets[i]`, the i-th file key in `keys` (FILE_KEY_SIZE each)
+ * and, when its stanzas may be kept, its old stanzas `old[i]` (headerFor).
+ */
 export interface WrapJob {
   batch: number;
   sets: number[];
   keys: Uint8Array;
+  old: (Stanza[] | null)[];
 }
 
 export type WrapReply = { batch: number; headers: Uint8Array[] } | { batch: number; error: string };
@@ -95,8 +123,7 @@ function serveJobs(setup: WrapWorkerSetup): void {
       for (let i = 0; i < job.sets.length; i++) {
         const set = job.sets[i]!;
         const key = job.keys.subarray(i * FILE_KEY_SIZE, (i + 1) * FILE_KEY_SIZE);
-        const { digest, normalised } = setup.sets[set]!;
-        headers.push(await buildHeader(key, recipientsOf(set), digest, normalised));
+        headers.push(await headerFor(key, recipientsOf(set), setup.sets[set]!, job.old[i] ?? null));
       }
       wipe(job.keys);
       const reply: WrapReply = { batch: job.batch, headers };

@@ -36,13 +36,13 @@ import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, rethrowUnlessNixseal, syncDirectory, wipe } from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
-import { keepableStanzas, readRecipientsRecord } from "./recipients-record.js";
+import { readRecipientsRecord } from "./recipients-record.js";
 import type { Job, RekeyFailure } from "./rekey-job.js";
 import { RekeyLock } from "./rekey-lock.js";
 import { WrapPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { unwrapAll } from "./rekey-unwrap.js";
-import { buildHeader, buildKeptHeader } from "./rekey-worker.js";
+import { headerFor } from "./rekey-worker.js";
 import { writeJob } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
@@ -188,7 +188,6 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         payload: seen.payload,
         fileKey: null,
         keepable: options.force !== true && !sets.list[set]!.hasPlugins && hasTags(seen.header.stanzas),
-        kept: null,
         newHeader: null,
       });
     } catch (e) {
@@ -210,10 +209,10 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   try {
     const identities = await options.identities();
 
-    // 2. Decrypt everything (and start wrapping what is decrypted, on workers). Files whose
-    // stanzas may be kept are wrapped here (a few wraps each); workers only pay for full wraps.
+    // 2. Decrypt everything (and start wrapping what is decrypted, on workers). A file whose
+    // stanzas may be kept is counted as one wrap (one recipient added, the common case).
     const nativeWraps = jobs.reduce(
-      (n, j) => n + (setList[j.set]!.hasPlugins || j.keepable ? 0 : setList[j.set]!.recipients.length),
+      (n, j) => n + (setList[j.set]!.hasPlugins ? 0 : j.keepable ? 1 : setList[j.set]!.recipients.length),
       0,
     );
     const workerCount = lock === null ? 0 : (options.workers ?? workersFor(nativeWraps));
@@ -222,17 +221,8 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         setList.map((s) => s.wrap),
         workerCount,
       );
-    /** Jobs the main thread wraps (all of them without workers), newest last. */
-    const local: Job[] = [];
     const onKey = (job: Job) => {
-      const s = setList[job.set]!;
-      if (s.hasPlugins) return;
-      if (job.keepable && lock !== null) {
-        const kept = keepableStanzas(job.fileKey!, job.header.stanzas, s.wrap.normalised!, s.types);
-        if (kept?.kept.some((k) => k !== null)) job.kept = kept;
-      }
-      if (pool && job.kept === null) pool.add(job);
-      else local.push(job);
+      if (pool && !setList[job.set]!.hasPlugins) pool.add(job);
     };
     failed.push(...(await unwrapAll(jobs, identities, onKey, (d) => progress("decrypting", d, jobs.length))));
     if (failed.length > 0) return finish();
@@ -268,11 +258,12 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     const waiting = new Set(jobs);
     const wrapHere = async (job: Job) => {
       const s = setList[job.set]!;
-      job.newHeader =
-        job.kept === null
-          ? await buildHeader(job.fileKey!, s.recipients, s.wrap.digest, s.wrap.normalised)
-          : await buildKeptHeader(job.fileKey!, job.kept, s.recipients, s.wrap.digest);
-      job.kept = null;
+      job.newHeader = await headerFor(
+        job.fileKey!,
+        s.recipients,
+        s.wrap,
+        job.keepable ? job.header.stanzas : null,
+      );
     };
     while (waiting.size > 0) {
       for (const job of waiting) {
@@ -284,7 +275,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       if (waiting.size === 0) break;
       // Wrap one here while there is one to wrap, even with every write slot taken: the writes
       // wait for the disk, and the CPU work must not wait for them.
-      const mine = local.pop() ?? pool?.take();
+      const mine = pool ? pool.take() : [...waiting].find((j) => j.newHeader === null);
       if (mine) {
         await wrapHere(mine);
         // Let the event loop run (a macrotask): workers' replies and finished writes are handled

@@ -226,6 +226,36 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     assert.deepEqual((await rekeyRepository(rules, options([people[0]!]))).unchanged, ["s.age"]);
   });
 
+  test("on worker threads too: 40 files keep their stanzas, and a version 1 file among them is wrapped anew", async () => {
+    const { ids: people, keys } = ids(3);
+    const repo = path.join(dir, "workers");
+    const names = Array.from({ length: 40 }, (_, i) => `s${i}.age`);
+    const entries = (k: string[]) => Object.fromEntries(names.map((n) => [n, { publicKeys: k }]));
+    await writeAll(makeRules(repo, entries(keys.slice(0, 2))));
+    // One file as an older nixseal wrote it: no tags.
+    const v1File = path.join(repo, "s7.age");
+    const parts = extractHeader(fs.readFileSync(v1File));
+    const fileKey = await decryptHeader(parts.header, [people[0]!]);
+    const old = parts.header.stanzas;
+    const v1Header = await encryptHeader(fileKey, [
+      { wrapFileKey: () => [old[0]!, old[1]!, recordStanza(old[2]!.args[0]!)] },
+    ]);
+    fs.writeFileSync(v1File, Buffer.concat([v1Header, parts.payload]));
+    const before = new Map(names.map((n) => [n, stanzaTexts(fs.readFileSync(path.join(repo, n)))]));
+    const rules = makeRules(repo, entries(keys));
+    const r = await rekeyRepository(rules, options([people[0]!], { workers: 2 }));
+    assert.equal(r.rewritten.length, 40);
+    for (const n of names) {
+      const texts = stanzaTexts(fs.readFileSync(path.join(repo, n)));
+      assert.equal(texts.length, 4);
+      if (n === "s7.age") for (const t of texts) assert.ok(!before.get(n)!.includes(t));
+      else assert.deepEqual(texts.slice(0, 2), before.get(n)!.slice(0, 2), `${n}: kept`);
+    }
+    for (const p of people) assert.equal(ageDecrypt(path.join(repo, "s39.age"), p), "value of s39.age");
+    assert.equal(ageDecrypt(path.join(repo, "s7.age"), people[2]!), "value of s7.age");
+    assert.deepEqual(checkRepository(rules).problems, []);
+  });
+
   test("removing a recipient drops exactly their stanza; they can no longer decrypt the new file", async () => {
     const { ids: people, keys } = ids(3);
     const repo = path.join(dir, "remove");
