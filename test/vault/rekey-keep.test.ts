@@ -377,6 +377,24 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     assert.ok(fs.readFileSync(file).equals(tampered), "nothing written");
   });
 
+  test("a record body that is not base64 makes the header invalid: check reports it", async () => {
+    const { keys } = ids(2);
+    const repo = path.join(dir, "bad-base64");
+    const rules = makeRules(repo, { "s.age": { publicKeys: keys } });
+    await writeAll(rules);
+    const file = path.join(repo, "s.age");
+    const text = fs.readFileSync(file).toString("latin1");
+    const at = text.indexOf(`-> ${RECIPIENTS_RECORD_STANZA} `);
+    const bodyStart = text.indexOf("\n", at) + 1;
+    fs.writeFileSync(file, Buffer.from(`${text.slice(0, bodyStart)}*${text.slice(bodyStart + 1)}`, "latin1"));
+    const problems = checkRepository(rules).problems;
+    assert.deepEqual(
+      problems.map((p) => [p.severity, p.kind]),
+      [["drift", "bad-header"]],
+    );
+    assert.match(problems[0]!.message, /base64/);
+  });
+
   test("tags rewritten by someone holding the file key: check reports a wrong count, rekey wraps everyone anew", async () => {
     const { ids: people, keys } = ids(3);
     const repo = path.join(dir, "short-tags");
