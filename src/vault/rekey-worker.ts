@@ -5,7 +5,9 @@
  * the user (X25519, post-quantum, ssh public keys) are wrapped here; plugins run on the main
  * thread, where the terminal is.
  *
- * `buildHeader` is also what the main thread runs when a rekey is too small for workers to pay.
+ * A file with a version 2 recipients record comes with its old stanzas: the stanzas of
+ * recipients who stay are kept and only the others wrapped (headerFor). `headerFor` is also what
+ * the main thread runs when a rekey is too small for workers to pay.
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { encryptHeader, FILE_KEY_SIZE, type Recipient, type Stanza } from "../age/index.js";
