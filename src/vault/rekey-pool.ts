@@ -51,7 +51,12 @@ export class WrapPool {
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
 
-  constructor(sets: WrapSet[], count: number) {
+  /** `onHeader` is called for each job whose header a worker wrapped. */
+  constructor(
+    sets: WrapSet[],
+    count: number,
+    private readonly onHeader: (job: Job) => void = () => {},
+  ) {
     for (let i = 0; i < count; i++) {
       const w = new Worker(new URL("./rekey-worker.js", import.meta.url), {
         workerData: wrapWorkerSetup(sets),
@@ -108,7 +113,10 @@ export class WrapPool {
     this.inFlight.delete(reply.batch);
     if ("error" in reply) this.fail(new NixsealError("INTERNAL", `wrapping failed: ${reply.error}`));
     else if (jobs) {
-      for (const [i, j] of jobs.entries()) j.newHeader = reply.headers[i]!;
+      for (const [i, j] of jobs.entries()) {
+        j.newHeader = reply.headers[i]!;
+        this.onHeader(j);
+      }
     }
     this.dispatch();
     this.wake();

@@ -43,7 +43,7 @@ import { WrapPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { unwrapAll } from "./rekey-unwrap.js";
 import { headerFor } from "./rekey-worker.js";
-import { writeJob } from "./rekey-writer.js";
+import { commitJob, prepareJob } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import { sweepStaleTempFiles } from "./temp-sweep.js";
@@ -52,6 +52,12 @@ export type { RekeyFailure } from "./rekey-job.js";
 
 /** Files written (and fsync-ed) at the same time: fsyncs in flight let the disk batch them. */
 const WRITES_IN_FLIGHT = 16;
+/**
+ * Files written to their temp file (and fsync-ed) while other files are still being decrypted,
+ * so that their writes wait for the disk while the CPU decrypts; renamed only once every file
+ * decrypted. Each holds a file descriptor until then, hence the bound.
+ */
+const PREPARED_AHEAD = 512;
 
 export interface RekeyProgress {
   phase: "reading" | "decrypting" | "writing";
@@ -189,6 +195,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         fileKey: null,
         keepable: options.force !== true && !sets.list[set]!.hasPlugins && hasTags(seen.header.stanzas),
         newHeader: null,
+        prepared: null,
       });
     } catch (e) {
       rethrowUnlessNixseal(e);
@@ -216,15 +223,27 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       0,
     );
     const workerCount = lock === null ? 0 : (options.workers ?? workersFor(nativeWraps));
+    // Headers wrapped by workers while files are still being decrypted: written ahead.
+    let unwrapping = true;
+    let preparedAhead = 0;
+    const prepareAhead = (job: Job) => {
+      if (!unwrapping || lock === null || preparedAhead >= PREPARED_AHEAD) return;
+      preparedAhead++;
+      job.prepared = prepareJob(job);
+      // A failure is reported when the file's turn to be renamed comes (step 4).
+      job.prepared.catch(() => {});
+    };
     if (workerCount > 0)
       pool = new WrapPool(
         setList.map((s) => s.wrap),
         workerCount,
+        prepareAhead,
       );
     const onKey = (job: Job) => {
       if (pool && !setList[job.set]!.hasPlugins) pool.add(job);
     };
     failed.push(...(await unwrapAll(jobs, identities, onKey, (d) => progress("decrypting", d, jobs.length))));
+    unwrapping = false;
     if (failed.length > 0) return finish();
     if (lock === null) {
       result.rewritten = jobs.map((j) => j.rule.name);
@@ -241,16 +260,18 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     const start = (job: Job) => {
       wipe(job.fileKey);
       job.fileKey = null;
-      const p: Promise<void> = writeJob(job).then(
-        () => {
-          result.rewritten.push(job.rule.name);
-          progress("writing", ++written, jobs.length);
-        },
-        (e) => {
-          const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
-          failed.push({ secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint });
-        },
-      );
+      const p: Promise<void> = (job.prepared ?? prepareJob(job))
+        .then((f) => commitJob(job, f))
+        .then(
+          () => {
+            result.rewritten.push(job.rule.name);
+            progress("writing", ++written, jobs.length);
+          },
+          (e) => {
+            const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
+            failed.push({ secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint });
+          },
+        );
       const tracked = p.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
     };
@@ -291,8 +312,10 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     await Promise.all(inFlight);
     return finish();
   } finally {
-    // Never leave with writes under way (their temp files are removed if they fail).
+    // Never leave with writes under way (their temp files are removed if they fail), nor with
+    // a temp file written ahead and not renamed (a failure found before writing: all or nothing).
     await Promise.allSettled([...inFlight]);
+    for (const j of jobs) if (j.prepared !== null) (await j.prepared.catch(() => null))?.abort();
     // Renames are durable once their directory is synced: once per directory, not per file.
     if (lock !== null)
       for (const dir of new Set(jobs.map((j) => path.dirname(j.rule.file)))) syncDirectory(dir);

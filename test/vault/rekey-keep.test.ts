@@ -256,6 +256,47 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     assert.deepEqual(checkRepository(rules).problems, []);
   });
 
+  test("files written ahead by workers are not renamed when a later file fails: nothing changes, no temp file is left", async () => {
+    const { ids: people, keys } = ids(3);
+    const repo = path.join(dir, "ahead-fails");
+    const names = Array.from({ length: 200 }, (_, i) => `s${String(i).padStart(3, "0")}.age`);
+    const entries = (k: string[]) => Object.fromEntries(names.map((n) => [n, { publicKeys: k }]));
+    await writeAll(makeRules(repo, entries(keys.slice(0, 2))));
+    // The last file (decrypted last) is for someone else: the run must write nothing.
+    await writeAll(makeRules(repo, { "s199.age": { publicKeys: [keys[2]!] } }));
+    const before = new Map(names.map((n) => [n, fs.readFileSync(path.join(repo, n))]));
+    const rules = makeRules(repo, entries(keys));
+    // The identity takes its time on the last file, so that the worker has wrapped the others
+    // and their temp files are written (seen here) before the failure is known.
+    let calls = 0;
+    let writtenAhead = 0;
+    const slow: Identity = {
+      description: "alice, slow on the last file",
+      async unwrapFileKey(stanzas) {
+        if (++calls === names.length) {
+          for (let i = 0; i < 100 && writtenAhead === 0; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+            writtenAhead = fs.readdirSync(repo).filter((f) => f.endsWith(".tmp")).length;
+          }
+        }
+        return people[0]!.unwrapFileKey(stanzas);
+      },
+    };
+    const r = await rekeyRepository(rules, options([slow], { workers: 1 }));
+    assert.ok(writtenAhead > 0, "temp files were written ahead");
+    assert.deepEqual(
+      r.failed.map((f) => f.secret),
+      ["s199.age"],
+    );
+    assert.deepEqual(r.rewritten, []);
+    for (const n of names)
+      assert.ok(fs.readFileSync(path.join(repo, n)).equals(before.get(n)!), `${n} unchanged`);
+    assert.deepEqual(
+      fs.readdirSync(repo).filter((f) => f.endsWith(".tmp")),
+      [],
+    );
+  });
+
   test("removing a recipient drops exactly their stanza; they can no longer decrypt the new file", async () => {
     const { ids: people, keys } = ids(3);
     const repo = path.join(dir, "remove");
