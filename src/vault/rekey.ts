@@ -21,7 +21,9 @@
  *   (Removing a recipient never revoked anything: they could read the old file, which git keeps.
  *   Rotating the secret with `nixseal edit` makes a new file key.)
  * - Each file is replaced atomically (temp file, fsync, rename). A rekey killed with SIGKILL
- *   leaves every file old or new; its temp files are swept by the next rekey.
+ *   leaves every file old or new; its temp files are swept by the next rekey. Temp files may be
+ *   written (and fsync-ed) while other files are still being decrypted, but nothing is renamed
+ *   before every file decrypted; a failure removes them.
  * - Wrapping runs on worker threads when there is enough of it; plugins run once per plugin for
  *   all files (never a process per secret).
  *
