@@ -13,7 +13,8 @@ Checks, without any private key, that the secret files agree with secrets.nix an
   - every secret in the rules has a file, and every *.age file is in the rules;
   - every file's header parses, is armored if and only if the rules say armor = true;
   - its recipient stanzas match the rules: one per recipient, each of its recipient's type,
-    the tags of ssh keys, and the nixseal recipients record if there is one.
+    the tags of ssh keys, and the nixseal recipients record if there is one (its digest, and
+    one tag per stanza; what a tag says needs the file key, which check does not have).
 What that proves: an ssh stanza names its key by a tag, so a file whose recipients are all ssh
 keys is verified by its header alone. An X25519 (age1...), post-quantum or plugin stanza names
 nobody: only the recipients record says who it is for, and the record is written by whoever

@@ -28,7 +28,11 @@ left as they are.
 All or nothing: every affected file is decrypted first; if any cannot be, nothing is written and
 every failure is listed. Each file is then replaced atomically. Only the header is rewritten: the
 encrypted content stays as it is (removing a recipient does not take back what they could read;
-rotate the secret with 'nixseal edit' for that).
+rotate the secret with 'nixseal edit' for that). In files nixseal wrote, the header's stanzas of
+recipients who stay are kept byte for byte (the record tags them, readable only with the file
+key): only new recipients are wrapped for, and removed ones' stanzas are dropped. Files written
+by agenix, age or an older nixseal, and files with plugin recipients, are wrapped anew for
+everyone once.
 
 sops files are rekeyed too: those secrets.nix lists (to their publicKeys) and those under the
 .sops.yaml's directory (to their creation rule's key groups). Their data key stays the same and
@@ -36,7 +40,8 @@ is re-wrapped for the recipients wanted now, as 'sops updatekeys' does; values, 
 lastmodified are untouched. They are part of the same all-or-nothing run.
 
 Options:
-    --force               Rewrite every selected file, even those already right.
+    --force               Rewrite every selected file, even those already right, wrapping the
+                          file key anew for every recipient (fresh ephemeral keys for everyone).
     --dry-run             Decrypt what would be rewritten and report it; write nothing.
     --config FILE         The .sops.yaml (default: $SOPS_CONFIG, else found walking up).
 ${VAULT_OPTIONS_HELP}

@@ -2,36 +2,59 @@
  * What a secret file was encrypted to, and whether that matches the rules, from its header alone.
  *
  * X25519 and post-quantum stanzas do not say who they are for (age spec: recipient privacy), so
- * nixseal records the recipient set in the file itself, as one extra header stanza
+ * nixseal records the recipient set in the file itself, as one extra header stanza, the last:
  *
- *     -> nixseal-recipients <base64 SHA-256 of the sorted, de-duplicated, normalised recipients>
+ *     -> nixseal-recipients <digest> v2
+ *     <base64 body: one 8-byte tag per stanza before the record, in their order>
  *
- * with an empty body. Every conforming age implementation ignores it (age spec: "Recipient
- * stanzas": an identity skips stanzas of types it does not know; the CCTV grease vectors test
- * exactly that), and it is covered by the header MAC like every stanza. The record only
- * speaks about public keys that the repository's secrets.nix lists anyway.
+ * The digest is the base64 (unpadded) SHA-256 of the sorted, de-duplicated, normalised
+ * recipients (recipientsDigest). Every conforming age implementation ignores the stanza (age
+ * spec: "Recipient stanzas": an identity skips stanzas of types it does not know; the CCTV grease
+ * vectors test exactly that), and it is covered by the header MAC like every stanza. The digest
+ * only speaks about public keys that the repository's secrets.nix lists anyway.
+ *
+ * Version 2 maps stanzas to recipients for whoever holds the file key, and for nobody else:
+ *
+ *     tag key = HKDF-SHA-256(ikm = file key, salt = empty, info = "nixseal.org/recipients/v2 tags")
+ *     tag     = first 8 bytes of HMAC-SHA-256(tag key, the recipient's normalised string)
+ *
+ * so `rekey`, which unwraps the file key anyway, keeps the stanzas of recipients who stay byte
+ * for byte and wraps only for the new ones. Without the file key the tags are random-looking
+ * bytes: the header still hides who each anonymous stanza is for (docs/threat-model.md, "The
+ * recipients record"). Files with a plugin recipient (a plugin may write several stanzas) and
+ * files of older nixseal versions carry version 1: `-> nixseal-recipients <digest>`, empty body;
+ * both are read and checked the same way, and `rekey` re-wraps a version 1 file fully.
  *
  * ssh stanzas carry a 4-byte tag of their key, so those are checked even without a record: a
  * file whose every recipient is an ssh key is verified by its stanzas alone. The record, like
  * every stanza, is written by whoever wrote the file: it says who the anonymous stanzas are for,
  * it does not prove it (docs/threat-model.md, "What check verifies").
  */
-import { createHash } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import {
   HYBRID_STANZA,
   HybridRecipient,
+  hkdfSha256,
   type Recipient,
   type Stanza,
   X25519_STANZA,
   X25519Recipient,
 } from "../age/index.js";
-import { NixsealError } from "../common/index.js";
+import { NixsealError, wipe } from "../common/index.js";
 import { parseRecipientString, pluginNameOfRecipient } from "../keys/index.js";
 import { SSH_ED25519_STANZA, SSH_RSA_STANZA, SshEd25519Recipient, SshRsaRecipient } from "../ssh/index.js";
 
 export const RECIPIENTS_RECORD_STANZA = "nixseal-recipients";
 /** Domain separation: a digest of this kind can never be confused with another SHA-256. */
 const DIGEST_CONTEXT = "nixseal.org/recipients/v1\n";
+/** The record's second argument in version 2 (version 1 has none). */
+export const RECORD_V2 = "v2";
+/** HKDF info of the key the version 2 tags are made with. */
+const TAG_KEY_INFO = "nixseal.org/recipients/v2 tags";
+/** Bytes of a version 2 tag. */
+export const TAG_SIZE = 8;
+/** A header with more stanzas than this is not one nixseal wrote (bounds a record's body). */
+const MAX_TAGGED_STANZAS = 4096;
 
 /** What a recipient string implies for a header: the stanza it wraps to. */
 export type ExpectedStanza =
@@ -89,8 +112,28 @@ export function recipientsDigest(normalised: readonly string[]): string {
   return h.digest("base64").replace(/=+$/, "");
 }
 
-export function recordStanza(digest: string): Stanza {
-  return { type: RECIPIENTS_RECORD_STANZA, args: [digest], body: new Uint8Array(0) };
+/**
+ * The tags of `normalised` recipients for a file key, concatenated (TAG_SIZE bytes each, in
+ * order): what a version 2 record's body holds.
+ */
+export function recipientTags(fileKey: Uint8Array, normalised: readonly string[]): Uint8Array {
+  const key = hkdfSha256(fileKey, new Uint8Array(0), TAG_KEY_INFO);
+  try {
+    const out = new Uint8Array(normalised.length * TAG_SIZE);
+    for (const [i, s] of normalised.entries()) {
+      const mac = createHmac("sha256", key).update(s, "utf8").digest();
+      out.set(mac.subarray(0, TAG_SIZE), i * TAG_SIZE);
+    }
+    return out;
+  } finally {
+    wipe(key);
+  }
+}
+
+/** The record stanza: version 1 without tags, version 2 with them (possibly none). */
+export function recordStanza(digest: string, tags: Uint8Array | null = null): Stanza {
+  if (tags === null) return { type: RECIPIENTS_RECORD_STANZA, args: [digest], body: new Uint8Array(0) };
+  return { type: RECIPIENTS_RECORD_STANZA, args: [digest, RECORD_V2], body: tags };
 }
 
 /**
@@ -98,52 +141,95 @@ export function recordStanza(digest: string): Stanza {
  * are those of the recipients it sits beside (read after they wrapped, as age does for
  * plugins), so it never changes which recipients may be mixed: post-quantum files stay
  * post-quantum-only.
+ *
+ * With `normalised` (one string per recipient beside it, in order, each of which makes exactly
+ * one stanza: no plugins), it writes version 2 with the tags of the file key it is given;
+ * without, version 1.
  */
 export class RecipientsRecord implements Recipient {
   readonly digest: string;
   private readonly beside: readonly Recipient[];
+  private readonly normalised: readonly string[] | null;
 
-  constructor(digest: string, beside: readonly Recipient[] = []) {
+  constructor(
+    digest: string,
+    beside: readonly Recipient[] = [],
+    normalised: readonly string[] | null = null,
+  ) {
+    if (normalised !== null && normalised.length !== beside.length) {
+      throw new NixsealError("INTERNAL", "recipients record: one normalised string per recipient expected");
+    }
     this.digest = digest;
     this.beside = beside;
+    this.normalised = normalised;
   }
 
   get labels(): readonly string[] {
     return this.beside[0]?.labels ?? [];
   }
 
-  wrapFileKey(): Stanza[] {
-    return [recordStanza(this.digest)];
+  wrapFileKey(fileKey: Uint8Array): Stanza[] {
+    return [recordStanza(this.digest, this.normalised && recipientTags(fileKey, this.normalised))];
   }
 }
 
-/**
- * Digests of the recipient lists seen in this process (public keys only): `generate` and `rekey`
- * encrypt many files to the same few lists, and parsing every key again for every file was a
- * quarter of the cost of encrypting a small one. Bounded; a list that fails to parse is not kept.
- */
-const digestCache = new Map<string, string>();
-const MAX_DIGEST_CACHE = 4096;
+/** What a list of publicKeys gives a record: its digest, and the strings tags are made of. */
+export interface RecordSubject {
+  digest: string;
+  /** One per key, in order; null when a key is a plugin's (version 1 record). */
+  normalised: string[] | null;
+}
 
-/** `recipients` (made from `publicKeys`) followed by the record of `publicKeys`. */
+/** The record subject of a rule's publicKeys. Throws AGE_RECIPIENT for a bad key. */
+export function recordSubjectOf(publicKeys: readonly string[], where: string): RecordSubject {
+  const classes = publicKeys.map((k) => classifyRecipient(k, where));
+  const normalised = classes.map((c) => c.normalised);
+  return {
+    digest: recipientsDigest(normalised),
+    normalised: classes.some((c) => c.expected.kind === "plugin") ? null : normalised,
+  };
+}
+
+/**
+ * Record subjects of the recipient lists seen in this process (public keys only): `generate` and
+ * `rekey` encrypt many files to the same few lists, and parsing every key again for every file
+ * was a quarter of the cost of encrypting a small one. Bounded; a list that fails to parse is
+ * not kept.
+ */
+const subjectCache = new Map<string, RecordSubject>();
+const MAX_SUBJECT_CACHE = 4096;
+
+/**
+ * `recipients` (made from `publicKeys`, in order, as loadRecipients makes them) followed by the
+ * record of `publicKeys`: version 2 when every key makes one stanza, else version 1.
+ */
 export function withRecipientsRecord(
   recipients: readonly Recipient[],
   publicKeys: readonly string[],
   where: string,
 ): Recipient[] {
   const key = JSON.stringify(publicKeys);
-  let digest = digestCache.get(key);
-  if (digest === undefined) {
-    digest = recipientsDigest(publicKeys.map((k) => classifyRecipient(k, where).normalised));
-    if (digestCache.size >= MAX_DIGEST_CACHE) digestCache.clear();
-    digestCache.set(key, digest);
+  let subject = subjectCache.get(key);
+  if (subject === undefined) {
+    subject = recordSubjectOf(publicKeys, where);
+    if (subjectCache.size >= MAX_SUBJECT_CACHE) subjectCache.clear();
+    subjectCache.set(key, subject);
   }
-  return [...recipients, new RecipientsRecord(digest, recipients)];
+  const normalised =
+    subject.normalised !== null && subject.normalised.length === recipients.length
+      ? subject.normalised
+      : null;
+  return [...recipients, new RecipientsRecord(subject.digest, recipients, normalised)];
 }
 
 export type RecordState =
   | { state: "absent" }
-  | { state: "present"; digest: string }
+  /**
+   * `tags`: version 2, the tag of each stanza before the record (which is the last stanza);
+   * null: version 1, or a version 2 record whose tags don't fit the header (`problem` says how:
+   * the digest is still read and compared).
+   */
+  | { state: "present"; digest: string; tags: Uint8Array[] | null; problem?: string }
   | { state: "malformed"; reason: string };
 
 /** Reads the record from a header's stanzas. */
@@ -152,10 +238,72 @@ export function readRecipientsRecord(stanzas: readonly Stanza[]): RecordState {
   if (records.length === 0) return { state: "absent" };
   if (records.length > 1) return { state: "malformed", reason: `${records.length} recipients records` };
   const r = records[0]!;
-  if (r.args.length !== 1 || r.body.length !== 0 || !/^[A-Za-z0-9+/]{43}$/.test(r.args[0]!)) {
+  if (r.args.length < 1 || r.args.length > 2 || !/^[A-Za-z0-9+/]{43}$/.test(r.args[0]!)) {
     return { state: "malformed", reason: "the recipients record is malformed" };
   }
-  return { state: "present", digest: r.args[0]! };
+  if (r.args.length === 1) {
+    if (r.body.length !== 0) return { state: "malformed", reason: "the recipients record is malformed" };
+    return { state: "present", digest: r.args[0]!, tags: null };
+  }
+  if (r.args[1] !== RECORD_V2) {
+    return {
+      state: "malformed",
+      reason: `the recipients record has an unknown version ("${r.args[1]!.slice(0, 16)}")`,
+    };
+  }
+  const digest = r.args[0]!;
+  const position = stanzas.indexOf(r);
+  if (position !== stanzas.length - 1) {
+    const after = plural(stanzas.length - 1 - position, "stanza");
+    return { state: "present", digest, tags: null, problem: `${after} after the recipients record` };
+  }
+  if (r.body.length !== position * TAG_SIZE || position > MAX_TAGGED_STANZAS) {
+    return {
+      state: "present",
+      digest,
+      tags: null,
+      problem: `the recipients record has ${r.body.length} bytes of tags for ${plural(position, "stanza")} (${TAG_SIZE} bytes each expected)`,
+    };
+  }
+  const tags: Uint8Array[] = [];
+  for (let i = 0; i < position; i++) tags.push(r.body.subarray(i * TAG_SIZE, (i + 1) * TAG_SIZE));
+  return { state: "present", digest, tags };
+}
+
+/** What rekey keeps of a version 2 file (keepableStanzas). */
+export interface Keepable {
+  /** Per recipient: the old stanza to keep, or null (wrap it anew). */
+  kept: (Stanza | null)[];
+  /** The recipients' tags under the file key (recipientTags): the new record's body. */
+  tags: Uint8Array;
+}
+
+/**
+ * The stanzas of a version 2 file that `rekey` may keep for `normalised` recipients (one
+ * stanza each, of the type `types[i]`): for recipient i, the old stanza whose tag under the file
+ * key is the recipient's and whose type is the same, or null (wrap it anew). Each old stanza is
+ * kept at most once. The caller has verified the header MAC under `fileKey`, which covers the
+ * tags. Returns null when the file has no version 2 tags.
+ */
+export function keepableStanzas(
+  fileKey: Uint8Array,
+  stanzas: readonly Stanza[],
+  normalised: readonly string[],
+  types: readonly string[],
+): Keepable | null {
+  const record = readRecipientsRecord(stanzas);
+  if (record.state !== "present" || record.tags === null) return null;
+  const oldTags = record.tags.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength));
+  const used = new Set<number>();
+  const newTags = recipientTags(fileKey, normalised);
+  const kept = normalised.map((_, i) => {
+    const tag = newTags.subarray(i * TAG_SIZE, (i + 1) * TAG_SIZE);
+    const found = oldTags.findIndex((t, j) => !used.has(j) && stanzas[j]!.type === types[i] && t.equals(tag));
+    if (found < 0) return null;
+    used.add(found);
+    return stanzas[found]!;
+  });
+  return { kept, tags: newTags };
 }
 
 /** rage adds one random "grease" stanza (type "<random>-grease") to every header it writes. */
@@ -235,6 +383,7 @@ export function compareHeader(stanzas: readonly Stanza[], expect: HeaderExpectat
   const mismatches: string[] = [];
   const record = readRecipientsRecord(stanzas);
   if (record.state === "malformed") mismatches.push(record.reason);
+  if (record.state === "present" && record.problem !== undefined) mismatches.push(record.problem);
   if (record.state === "present" && record.digest !== expect.digest) {
     mismatches.push("the recipients record differs from the rules (recipients were added or removed)");
   }

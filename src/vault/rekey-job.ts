@@ -1,6 +1,7 @@
 /** What the parts of `nixseal rekey` pass along: one file to rewrite, and a failure. */
 import type * as fs from "node:fs";
 import type { Header } from "../age/index.js";
+import type { AtomicFile } from "../common/index.js";
 import type { SecretRule } from "./rules.js";
 
 /** One file to rewrite, from reading to writing. */
@@ -16,7 +17,17 @@ export interface Job {
   /** The payload nonce and the encrypted payload, kept as they are. */
   payload: Uint8Array;
   fileKey: Uint8Array | null;
+  /**
+   * The file has a version 2 recipients record and stanzas may be kept (not --force, no
+   * plugins): decided from the header, before the file key is known.
+   */
+  keepable: boolean;
   newHeader: Uint8Array | null;
+  /**
+   * The new file, written to a temp file (fsync-ed, not renamed) while other files were still
+   * being decrypted (rekey.ts); renamed only once every file decrypted.
+   */
+  prepared: Promise<AtomicFile> | null;
 }
 
 export interface RekeyFailure {

@@ -7,7 +7,13 @@ import { Worker } from "node:worker_threads";
 import { FILE_KEY_SIZE } from "../age/index.js";
 import { NixsealError, wipe } from "../common/index.js";
 import type { Job } from "./rekey-job.js";
-import { type WrapJob, type WrapReply, type WrapSet, wrapWorkerSetup } from "./rekey-worker.js";
+import {
+  compactStanzas,
+  type WrapJob,
+  type WrapReply,
+  type WrapSet,
+  wrapWorkerSetup,
+} from "./rekey-worker.js";
 
 /** Files per message to a worker: large enough to amortise messaging, small enough to balance. */
 const BATCH = 32;
@@ -45,7 +51,12 @@ export class WrapPool {
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
 
-  constructor(sets: WrapSet[], count: number) {
+  /** `onHeader` is called for each job whose header a worker wrapped. */
+  constructor(
+    sets: WrapSet[],
+    count: number,
+    private readonly onHeader: (job: Job) => void = () => {},
+  ) {
     for (let i = 0; i < count; i++) {
       const w = new Worker(new URL("./rekey-worker.js", import.meta.url), {
         workerData: wrapWorkerSetup(sets),
@@ -85,7 +96,12 @@ export class WrapPool {
       const batch = this.nextBatch++;
       this.inFlight.set(batch, jobs);
       this.load[w]!++;
-      const job: WrapJob = { batch, sets: jobs.map((j) => j.set), keys };
+      const job: WrapJob = {
+        batch,
+        sets: jobs.map((j) => j.set),
+        keys,
+        old: jobs.map((j) => (j.keepable ? compactStanzas(j.header.stanzas) : null)),
+      };
       this.workers[w]!.postMessage(job);
       wipe(keys);
     }
@@ -97,7 +113,10 @@ export class WrapPool {
     this.inFlight.delete(reply.batch);
     if ("error" in reply) this.fail(new NixsealError("INTERNAL", `wrapping failed: ${reply.error}`));
     else if (jobs) {
-      for (const [i, j] of jobs.entries()) j.newHeader = reply.headers[i]!;
+      for (const [i, j] of jobs.entries()) {
+        j.newHeader = reply.headers[i]!;
+        this.onHeader(j);
+      }
     }
     this.dispatch();
     this.wake();

@@ -32,10 +32,16 @@ export class RecipientSets {
     if (index === undefined) {
       index = this.list.length;
       this.byKeys.set(key, index);
+      const hasPlugins = expect.recipients.some((r) => r.expected.kind === "plugin");
       this.list.push({
-        wrap: { strings: rule.publicKeys.map((k) => k.trim()), digest: expect.digest },
+        wrap: {
+          strings: rule.publicKeys.map((k) => k.trim()),
+          digest: expect.digest,
+          normalised: hasPlugins ? null : expect.recipients.map((r) => r.normalised),
+          types: expect.recipients.map((r) => (r.expected.kind === "plugin" ? "" : r.expected.type)),
+        },
         recipients: [],
-        hasPlugins: expect.recipients.some((r) => r.expected.kind === "plugin"),
+        hasPlugins,
         rule,
       });
     }
@@ -111,7 +117,7 @@ export async function wrapPluginSets(
     }
     const labels = s.recipients[0]?.labels;
     for (const [i, j] of mine.entries()) {
-      j.newHeader = await buildHeader(j.fileKey!, [prewrapped(perFile[i]!, labels)], s.wrap.digest);
+      j.newHeader = await buildHeader(j.fileKey!, [prewrapped(perFile[i]!, labels)], s.wrap.digest, null);
     }
   }
   return failed;

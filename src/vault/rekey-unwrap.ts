@@ -14,6 +14,9 @@ import { NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import { RECIPIENTS_RECORD_STANZA } from "./recipients-record.js";
 import type { Job, RekeyFailure } from "./rekey-job.js";
 
+/** Files decrypted between two turns of the event loop. */
+const YIELD_EVERY = 16;
+
 /** No identity given can decrypt the file: which recipients it has, and what was tried. */
 function noMatchFailure(job: Job, tried: string): RekeyFailure {
   const stanzas = job.header.stanzas.filter((s) => s.type !== RECIPIENTS_RECORD_STANZA);
@@ -62,7 +65,10 @@ export async function unwrapAll(
       failures.push(failureOf(job, e, tried));
     }
   };
-  for (const job of jobs) {
+  for (const [i, job] of jobs.entries()) {
+    // Let the event loop run now and then (a macrotask): wrapping workers' replies are handled
+    // there, and they get their next batch while this loop still decrypts.
+    if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise<void>((resolve) => setImmediate(resolve));
     if (direct.length === 0) {
       undecided.push(job);
       continue;

@@ -23,15 +23,32 @@ function newFileBytes(job: Job): Buffer {
 }
 
 /**
- * Replaces one file atomically, refusing if it changed since it was read (a concurrent edit
- * wins). The directory is fsync-ed once for all files, after the last rename.
+ * The new file in a temp file beside the old one, written and fsync-ed but not renamed: rekey
+ * prepares files while it still decrypts others, and renames them (commitJob) only once every
+ * file decrypted. A failure removes the temp file; the caller aborts a file it never commits.
  */
-export async function writeJob(job: Job): Promise<void> {
+export async function prepareJob(job: Job): Promise<AtomicFile> {
   const bytes = newFileBytes(job);
   // Keep the file's permission bits (the temp file is created with them, less the umask).
   // Opened and written off the main thread, which meanwhile wraps headers (see openAsync).
   const f = await AtomicFile.openAsync(job.rule.file, job.stat.mode & 0o777);
   await f.writeAsync(bytes);
+  try {
+    // commitAsync fsyncs again; by then there is nothing left to flush.
+    await new Promise<void>((resolve, reject) => fs.fsync(f.descriptor, (e) => (e ? reject(e) : resolve())));
+  } catch (e) {
+    f.abort();
+    throw ioError("write", job.rule.file, e);
+  }
+  return f;
+}
+
+/**
+ * Replaces one file atomically with its prepared temp file, refusing if the file changed since
+ * it was read (a concurrent edit wins). The directory is fsync-ed once for all files, after the
+ * last rename.
+ */
+export async function commitJob(job: Job, f: AtomicFile): Promise<void> {
   await f.commitAsync(() => {
     let now: fs.Stats;
     try {

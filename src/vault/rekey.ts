@@ -9,12 +9,21 @@
  *   verified) before anything is written; if one fails, nothing is written and every failure is
  *   reported.
  * - How: only the header is rewritten. The file key, the payload nonce and the payload bytes are
- *   kept, and a new header (new stanzas, the record, a MAC under the same file key) is put in
+ *   kept, and a new header (stanzas, the record, a MAC under the same file key) is put in
  *   front: that is a valid age file, and a rekey costs the same whatever the secrets' size.
+ * - Which stanzas: in a file with a version 2 recipients record (recipients-record.ts), the
+ *   stanza of each recipient who stays is kept byte for byte (found by its tag, once the file
+ *   key is unwrapped and the header MAC verified); only new recipients are wrapped for, and the
+ *   stanzas of removed ones are dropped. A kept stanza is the same wrap of the same file key, as
+ *   safe as leaving the file unchanged. Files without tags (version 1, agenix, age, rage) and
+ *   files with plugin recipients are wrapped anew for everyone, once. --force wraps every stanza
+ *   anew (fresh ephemeral keys for everyone).
  *   (Removing a recipient never revoked anything: they could read the old file, which git keeps.
  *   Rotating the secret with `nixseal edit` makes a new file key.)
  * - Each file is replaced atomically (temp file, fsync, rename). A rekey killed with SIGKILL
- *   leaves every file old or new; its temp files are swept by the next rekey.
+ *   leaves every file old or new; its temp files are swept by the next rekey. Temp files may be
+ *   written (and fsync-ed) while other files are still being decrypted, but nothing is renamed
+ *   before every file decrypted; a failure removes them.
  * - Wrapping runs on worker threads when there is enough of it; plugins run once per plugin for
  *   all files (never a process per secret).
  *
@@ -29,13 +38,14 @@ import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, rethrowUnlessNixseal, syncDirectory, wipe } from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
+import { readRecipientsRecord } from "./recipients-record.js";
 import type { Job, RekeyFailure } from "./rekey-job.js";
 import { RekeyLock } from "./rekey-lock.js";
 import { WrapPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { unwrapAll } from "./rekey-unwrap.js";
-import { buildHeader } from "./rekey-worker.js";
-import { writeJob } from "./rekey-writer.js";
+import { headerFor } from "./rekey-worker.js";
+import { commitJob, prepareJob } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import { sweepStaleTempFiles } from "./temp-sweep.js";
@@ -44,6 +54,12 @@ export type { RekeyFailure } from "./rekey-job.js";
 
 /** Files written (and fsync-ed) at the same time: fsyncs in flight let the disk batch them. */
 const WRITES_IN_FLIGHT = 16;
+/**
+ * Files written to their temp file (and fsync-ed) while other files are still being decrypted,
+ * so that their writes wait for the disk while the CPU decrypts; renamed only once every file
+ * decrypted. Each holds a file descriptor until then, hence the bound.
+ */
+const PREPARED_AHEAD = 512;
 
 export interface RekeyProgress {
   phase: "reading" | "decrypting" | "writing";
@@ -55,7 +71,7 @@ export interface RekeyOptions {
   /** Secrets as the user typed them (names or paths); none: every secret of the rules. */
   names?: readonly string[];
   cwd?: string;
-  /** Rewrite every selected file, even those already right. */
+  /** Rewrite every selected file, even those already right, wrapping every stanza anew. */
   force?: boolean;
   /** Decide and decrypt (so failures show), but write nothing. */
   dryRun?: boolean;
@@ -84,6 +100,12 @@ export interface RekeyResult {
   dryRun: boolean;
   /** Stale temp files removed (relative paths). */
   swept: string[];
+}
+
+/** Whether a header carries a version 2 recipients record (tags to keep stanzas by). */
+function hasTags(stanzas: Parameters<typeof readRecipientsRecord>[0]): boolean {
+  const r = readRecipientsRecord(stanzas);
+  return r.state === "present" && r.tags !== null;
 }
 
 function selectRules(rules: Rules, names: readonly string[], cwd: string): SecretRule[] {
@@ -164,15 +186,18 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         result.unchanged.push(rule.name);
         return;
       }
+      const set = sets.indexOf(rule, expect);
       jobs.push({
         rule,
         rel,
-        set: sets.indexOf(rule, expect),
+        set,
         stat,
         header: seen.header,
         payload: seen.payload,
         fileKey: null,
+        keepable: options.force !== true && !sets.list[set]!.hasPlugins && hasTags(seen.header.stanzas),
         newHeader: null,
+        prepared: null,
       });
     } catch (e) {
       rethrowUnlessNixseal(e);
@@ -193,21 +218,34 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   try {
     const identities = await options.identities();
 
-    // 2. Decrypt everything (and start wrapping what is decrypted, on workers).
+    // 2. Decrypt everything (and start wrapping what is decrypted, on workers). A file whose
+    // stanzas may be kept is counted as one wrap (one recipient added, the common case).
     const nativeWraps = jobs.reduce(
-      (n, j) => n + (setList[j.set]!.hasPlugins ? 0 : setList[j.set]!.recipients.length),
+      (n, j) => n + (setList[j.set]!.hasPlugins ? 0 : j.keepable ? 1 : setList[j.set]!.recipients.length),
       0,
     );
     const workerCount = lock === null ? 0 : (options.workers ?? workersFor(nativeWraps));
+    // Headers wrapped by workers while files are still being decrypted: written ahead.
+    let unwrapping = true;
+    let preparedAhead = 0;
+    const prepareAhead = (job: Job) => {
+      if (!unwrapping || lock === null || preparedAhead >= PREPARED_AHEAD) return;
+      preparedAhead++;
+      job.prepared = prepareJob(job);
+      // A failure is reported when the file's turn to be renamed comes (step 4).
+      job.prepared.catch(() => {});
+    };
     if (workerCount > 0)
       pool = new WrapPool(
         setList.map((s) => s.wrap),
         workerCount,
+        prepareAhead,
       );
     const onKey = (job: Job) => {
       if (pool && !setList[job.set]!.hasPlugins) pool.add(job);
     };
     failed.push(...(await unwrapAll(jobs, identities, onKey, (d) => progress("decrypting", d, jobs.length))));
+    unwrapping = false;
     if (failed.length > 0) return finish();
     if (lock === null) {
       result.rewritten = jobs.map((j) => j.rule.name);
@@ -224,16 +262,18 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     const start = (job: Job) => {
       wipe(job.fileKey);
       job.fileKey = null;
-      const p: Promise<void> = writeJob(job).then(
-        () => {
-          result.rewritten.push(job.rule.name);
-          progress("writing", ++written, jobs.length);
-        },
-        (e) => {
-          const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
-          failed.push({ secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint });
-        },
-      );
+      const p: Promise<void> = (job.prepared ?? prepareJob(job))
+        .then((f) => commitJob(job, f))
+        .then(
+          () => {
+            result.rewritten.push(job.rule.name);
+            progress("writing", ++written, jobs.length);
+          },
+          (e) => {
+            const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
+            failed.push({ secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint });
+          },
+        );
       const tracked = p.finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
     };
@@ -241,7 +281,12 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     const waiting = new Set(jobs);
     const wrapHere = async (job: Job) => {
       const s = setList[job.set]!;
-      job.newHeader = await buildHeader(job.fileKey!, s.recipients, s.wrap.digest);
+      job.newHeader = await headerFor(
+        job.fileKey!,
+        s.recipients,
+        s.wrap,
+        job.keepable ? job.header.stanzas : null,
+      );
     };
     while (waiting.size > 0) {
       for (const job of waiting) {
@@ -269,8 +314,10 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     await Promise.all(inFlight);
     return finish();
   } finally {
-    // Never leave with writes under way (their temp files are removed if they fail).
+    // Never leave with writes under way (their temp files are removed if they fail), nor with
+    // a temp file written ahead and not renamed (a failure found before writing: all or nothing).
     await Promise.allSettled([...inFlight]);
+    for (const j of jobs) if (j.prepared !== null) (await j.prepared.catch(() => null))?.abort();
     // Renames are durable once their directory is synced: once per directory, not per file.
     if (lock !== null)
       for (const dir of new Set(jobs.map((j) => path.dirname(j.rule.file)))) syncDirectory(dir);
