@@ -11,7 +11,6 @@ import { createHmac, hkdfSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { decryptHeader, encryptHeader, extractHeader, readHeader } from "../../src/age/age.js";
 import type { Identity, Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
@@ -21,22 +20,12 @@ import {
   readRecipientsRecord,
   recordStanza,
 } from "../../src/vault/recipients-record.js";
-import { type RekeyOptions, rekeyRepository } from "../../src/vault/rekey.js";
-import type { Rules } from "../../src/vault/rules.js";
-import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
+import { rekeyRepository } from "../../src/vault/rekey.js";
 import { makeRules, tempDir, which } from "../helpers.js";
+import { PLUGIN_FIXTURES, payloadOf, rekeyOptions, writeAll } from "./rekey-fixtures.js";
 
 const AGE = which("age");
 const SSH_KEYGEN = which("ssh-keygen");
-const FIXTURES = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  "..",
-  "..",
-  "..",
-  "test",
-  "fixtures",
-  "plugins",
-);
 
 let dir: string;
 let cleanup: () => void;
@@ -44,16 +33,6 @@ before(() => {
   ({ dir, cleanup } = tempDir());
 });
 after(() => cleanup());
-
-function options(identities: Identity[], extra: Partial<RekeyOptions> = {}): RekeyOptions {
-  return { ctx: {}, identities: async () => identities, ...extra };
-}
-
-async function writeAll(rules: Rules): Promise<void> {
-  for (const rule of rules.secrets.values()) {
-    await writeSecret(rule, Buffer.from(`value of ${rule.name}`), recipientsFor(rule, rules.file, {}));
-  }
-}
 
 /** The documented tag construction, written out with node:crypto. */
 function expectedTag(fileKey: Uint8Array, recipient: string): Buffer {
@@ -158,9 +137,9 @@ describe("the version 2 recipients record", () => {
 
   test("a file with a plugin recipient carries a version 1 record (a plugin may write several stanzas)", async () => {
     const savedPath = process.env.PATH;
-    process.env.PATH = `${FIXTURES}${path.delimiter}${savedPath ?? ""}`;
+    process.env.PATH = `${PLUGIN_FIXTURES}${path.delimiter}${savedPath ?? ""}`;
     try {
-      const out = execFileSync(path.join(FIXTURES, "age-plugin-nstest"), ["--generate"], {
+      const out = execFileSync(path.join(PLUGIN_FIXTURES, "age-plugin-nstest"), ["--generate"], {
         encoding: "utf8",
       });
       const plugin = /# public key: (\S+)/.exec(out)![1]!;
@@ -207,7 +186,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     const file = path.join(repo, "s.age");
     const before = fs.readFileSync(file);
     const rules = makeRules(repo, { "s.age": { publicKeys: keys } });
-    const r = await rekeyRepository(rules, options([people[0]!]));
+    const r = await rekeyRepository(rules, rekeyOptions([people[0]!]));
     assert.deepEqual(r.rewritten, ["s.age"]);
     const after = fs.readFileSync(file);
     const [oldTexts, newTexts] = [stanzaTexts(before), stanzaTexts(after)];
@@ -223,7 +202,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
       Buffer.from(readHeader(after).stanzas[4]!.body),
       Buffer.concat(keys.map((k) => expectedTag(fileKey, k))),
     );
-    assert.deepEqual((await rekeyRepository(rules, options([people[0]!]))).unchanged, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([people[0]!]))).unchanged, ["s.age"]);
   });
 
   test("on worker threads too: 40 files keep their stanzas, and a version 1 file among them is wrapped anew", async () => {
@@ -243,7 +222,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     fs.writeFileSync(v1File, Buffer.concat([v1Header, parts.payload]));
     const before = new Map(names.map((n) => [n, stanzaTexts(fs.readFileSync(path.join(repo, n)))]));
     const rules = makeRules(repo, entries(keys));
-    const r = await rekeyRepository(rules, options([people[0]!], { workers: 2 }));
+    const r = await rekeyRepository(rules, rekeyOptions([people[0]!], { workers: 2 }));
     assert.equal(r.rewritten.length, 40);
     for (const n of names) {
       const texts = stanzaTexts(fs.readFileSync(path.join(repo, n)));
@@ -282,7 +261,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
         return people[0]!.unwrapFileKey(stanzas);
       },
     };
-    const r = await rekeyRepository(rules, options([slow], { workers: 1 }));
+    const r = await rekeyRepository(rules, rekeyOptions([slow], { workers: 1 }));
     assert.ok(writtenAhead > 0, "temp files were written ahead");
     assert.deepEqual(
       r.failed.map((f) => f.secret),
@@ -304,7 +283,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     const file = path.join(repo, "s.age");
     const oldTexts = stanzaTexts(fs.readFileSync(file));
     const rules = makeRules(repo, { "s.age": { publicKeys: [keys[0]!, keys[2]!] } });
-    assert.deepEqual((await rekeyRepository(rules, options([people[2]!]))).rewritten, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([people[2]!]))).rewritten, ["s.age"]);
     const newTexts = stanzaTexts(fs.readFileSync(file));
     assert.deepEqual(newTexts.slice(0, 2), [oldTexts[0], oldTexts[2]]);
     assert.equal(newTexts.length, 3);
@@ -321,7 +300,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     const file = path.join(repo, "s.age");
     const oldTexts = stanzaTexts(fs.readFileSync(file));
     const rules = makeRules(repo, { "s.age": { publicKeys: [keys[3]!, keys[2]!, keys[0]!] } });
-    await rekeyRepository(rules, options([people[0]!]));
+    await rekeyRepository(rules, rekeyOptions([people[0]!]));
     const newTexts = stanzaTexts(fs.readFileSync(file));
     assert.deepEqual(newTexts.slice(1, 3), [oldTexts[2], oldTexts[0]]);
     assert.ok(!oldTexts.includes(newTexts[0]!));
@@ -356,7 +335,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
       "v1.age": { publicKeys: keys },
       "agenix.age": { publicKeys: keys },
     });
-    const r = await rekeyRepository(rules, options([people[0]!]));
+    const r = await rekeyRepository(rules, rekeyOptions([people[0]!]));
     assert.deepEqual(r.rewritten, ["agenix.age", "v1.age"]);
     for (const f of [v1File, ageFile]) {
       const texts = stanzaTexts(fs.readFileSync(f));
@@ -377,8 +356,8 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     await writeAll(rules);
     const file = path.join(repo, "s.age");
     const before = fs.readFileSync(file);
-    assert.deepEqual((await rekeyRepository(rules, options([people[0]!]))).unchanged, ["s.age"]);
-    assert.deepEqual((await rekeyRepository(rules, options([people[0]!], { force: true }))).rewritten, [
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([people[0]!]))).unchanged, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([people[0]!], { force: true }))).rewritten, [
       "s.age",
     ]);
     const after = fs.readFileSync(file);
@@ -411,7 +390,7 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     );
     fs.writeFileSync(file, tampered);
     const rules = makeRules(repo, { "s.age": { publicKeys: keys } });
-    const r = await rekeyRepository(rules, options([people[0]!]));
+    const r = await rekeyRepository(rules, rekeyOptions([people[0]!]));
     assert.deepEqual(r.rewritten, []);
     assert.equal(r.failed.length, 1);
     assert.match(r.failed[0]!.message, /header MAC/);
@@ -457,15 +436,10 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     assert.match(problems[0]!.message, /recipients record has 8 bytes of tags for 2 stanzas/);
     const oldTexts = stanzaTexts(fs.readFileSync(file));
     const rules = makeRules(repo, { "s.age": { publicKeys: keys } });
-    assert.deepEqual((await rekeyRepository(rules, options([people[0]!]))).rewritten, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([people[0]!]))).rewritten, ["s.age"]);
     const newTexts = stanzaTexts(fs.readFileSync(file));
     for (const t of newTexts) assert.ok(!oldTexts.includes(t));
     assert.deepEqual(checkRepository(rules).problems, []);
     for (const p of people) assert.equal(ageDecrypt(file, p), "value of s.age");
   });
 });
-
-/** The bytes after the header (binary files). */
-function payloadOf(file: Uint8Array): Buffer {
-  return Buffer.from(file.subarray(readHeader(file).length));
-}

@@ -10,7 +10,6 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { decrypt, decryptHeader, encryptHeader, extractHeader, readHeader } from "../../src/age/age.js";
 import type { Identity, Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
@@ -18,24 +17,15 @@ import { NixsealError } from "../../src/common/errors.js";
 import { type KeyContext, loadIdentities } from "../../src/keys/index.js";
 import { checkRepository } from "../../src/vault/check.js";
 import { expectationOf, RECIPIENTS_RECORD_STANZA, recordStanza } from "../../src/vault/recipients-record.js";
-import { type RekeyOptions, rekeyRepository } from "../../src/vault/rekey.js";
+import { rekeyRepository } from "../../src/vault/rekey.js";
 import { LOCK_FILE } from "../../src/vault/rekey-lock.js";
 import type { Rules } from "../../src/vault/rules.js";
-import { recipientsFor, writeSecret } from "../../src/vault/secrets.js";
 import { sweepStaleTempFiles } from "../../src/vault/temp-sweep.js";
 import { makeRules, tempDir, which } from "../helpers.js";
+import { PLUGIN_FIXTURES, payloadOf, rekeyOptions, writeAll } from "./rekey-fixtures.js";
 
 const SSH_KEYGEN = which("ssh-keygen");
 const AGE = which("age");
-const FIXTURES = path.resolve(
-  path.dirname(fileURLToPath(import.meta.url)),
-  "..",
-  "..",
-  "..",
-  "test",
-  "fixtures",
-  "plugins",
-);
 
 let dir: string;
 let cleanup: () => void;
@@ -44,46 +34,8 @@ before(() => {
 });
 after(() => cleanup());
 
-async function writeAll(rules: Rules, ctx: KeyContext = {}): Promise<void> {
-  for (const rule of rules.secrets.values()) {
-    await writeSecret(rule, Buffer.from(`value of ${rule.name}`), recipientsFor(rule, rules.file, ctx));
-  }
-}
-
 function snapshot(rules: Rules): Map<string, Buffer> {
   return new Map([...rules.secrets.values()].map((r) => [r.name, fs.readFileSync(r.file)]));
-}
-
-/** The bytes after the header (nonce and payload), armor removed. */
-function payloadOf(file: Uint8Array): Buffer {
-  const text = Buffer.from(file).toString("latin1");
-  let bin: Buffer = Buffer.from(file);
-  if (text.startsWith("-----BEGIN")) {
-    bin = Buffer.from(
-      text
-        .split("\n")
-        .filter((l) => l !== "" && !l.startsWith("-----"))
-        .join(""),
-      "base64",
-    );
-  }
-  return bin.subarray(readHeader(bin).length);
-}
-
-function options(
-  identities: Identity[],
-  extra: Partial<RekeyOptions> = {},
-): RekeyOptions & { calls: number } {
-  const o = {
-    calls: 0,
-    ctx: {},
-    identities: async () => {
-      o.calls++;
-      return identities;
-    },
-    ...extra,
-  };
-  return o;
 }
 
 /**
@@ -137,7 +89,7 @@ describe("rekeyRepository", () => {
     const mtimeAliceOnly = fs.statSync(path.join(repo, "alice-only.age")).mtimeMs;
 
     // Nothing to do: no identity is even loaded.
-    const idle = options([alice]);
+    const idle = rekeyOptions([alice]);
     const r0 = await rekeyRepository(rules, idle);
     assert.equal(idle.calls, 0);
     assert.deepEqual(r0.rewritten, []);
@@ -145,7 +97,7 @@ describe("rekeyRepository", () => {
 
     for (const name of ["shared.age", "armored.age", "sub/dir/-dash.age"])
       rules.secrets.get(name)!.publicKeys.push(c);
-    const o = options([bob]);
+    const o = rekeyOptions([bob]);
     const r = await rekeyRepository(rules, o);
     assert.equal(o.calls, 1);
     assert.deepEqual(r.failed, []);
@@ -174,13 +126,13 @@ describe("rekeyRepository", () => {
 
     // Again: nothing changes.
     const after = snapshot(rules);
-    const r2 = await rekeyRepository(rules, options([bob]));
+    const r2 = await rekeyRepository(rules, rekeyOptions([bob]));
     assert.deepEqual(r2.rewritten, []);
     for (const [name, bytes] of after) assert.ok(bytes.equals(fs.readFileSync(path.join(repo, name))));
 
     // Removing a recipient is a change too; carol can't read the new header.
     rules.secrets.get("shared.age")!.publicKeys = [a, b];
-    const r3 = await rekeyRepository(rules, options([alice]));
+    const r3 = await rekeyRepository(rules, rekeyOptions([alice]));
     assert.deepEqual(r3.rewritten, ["shared.age"]);
     await assert.rejects(
       decrypt(fs.readFileSync(path.join(repo, "shared.age")), [carol]),
@@ -189,7 +141,7 @@ describe("rekeyRepository", () => {
 
     // --force rewrites everything; armor follows the rules.
     rules.secrets.get("armored.age")!.armor = false;
-    const r4 = await rekeyRepository(rules, options([alice], { force: true }));
+    const r4 = await rekeyRepository(rules, rekeyOptions([alice], { force: true }));
     assert.equal(r4.rewritten.length, 4);
     const dearmored = fs.readFileSync(path.join(repo, "armored.age"));
     assert.ok(dearmored.subarray(0, 21).toString() === "age-encryption.org/v1");
@@ -206,10 +158,10 @@ describe("rekeyRepository", () => {
     await writeAll(rules);
     const extra = X25519Identity.generate().recipient().toString();
     for (const r of rules.secrets.values()) r.publicKeys.push(extra);
-    const r = await rekeyRepository(rules, options([id], { names: ["a.age"], cwd: rules.dir }));
+    const r = await rekeyRepository(rules, rekeyOptions([id], { names: ["a.age"], cwd: rules.dir }));
     assert.deepEqual(r.rewritten, ["a.age"]);
     await assert.rejects(
-      rekeyRepository(rules, options([id], { names: ["nope.age"], cwd: rules.dir })),
+      rekeyRepository(rules, rekeyOptions([id], { names: ["nope.age"], cwd: rules.dir })),
       (e: unknown) => e instanceof NixsealError && e.code === "NOT_IN_RULES",
     );
   });
@@ -236,7 +188,7 @@ describe("rekeyRepository", () => {
     for (const r of rules.secrets.values()) r.publicKeys.push(extra);
     const before = fs.readdirSync(repo).map((f) => [f, fs.readFileSync(path.join(repo, f))] as const);
 
-    const r = await rekeyRepository(rules, options([mine]));
+    const r = await rekeyRepository(rules, rekeyOptions([mine]));
     assert.deepEqual(r.rewritten, []);
     assert.deepEqual(
       r.failed.map((f) => f.file),
@@ -256,7 +208,7 @@ describe("rekeyRepository", () => {
 
     // A dry run says what would be rewritten and writes nothing.
     for (const n of ["not-mine.age", "garbage.age", "truncated.age"]) rules.secrets.delete(n);
-    const dry = await rekeyRepository(rules, options([mine], { dryRun: true }));
+    const dry = await rekeyRepository(rules, rekeyOptions([mine], { dryRun: true }));
     assert.deepEqual(dry.rewritten, ["good-1.age", "good-2.age"]);
     for (const [f, bytes] of before)
       assert.ok(bytes.equals(fs.readFileSync(path.join(repo, f))), `${f} unchanged`);
@@ -272,13 +224,13 @@ describe("rekeyRepository", () => {
       const rules = makeRules(path.join(dir, `workers-${workers}`), entries);
       await writeAll(rules);
       for (const r of rules.secrets.values()) r.publicKeys.push(keys[2]!);
-      const r = await rekeyRepository(rules, options([ids[0]!], { workers }));
+      const r = await rekeyRepository(rules, rekeyOptions([ids[0]!], { workers }));
       assert.equal(r.rewritten.length, 40);
       for (const rule of rules.secrets.values()) {
         const file = fs.readFileSync(rule.file);
         assert.equal(Buffer.from(await decrypt(file, [ids[2]!])).toString(), `value of ${rule.name}`);
       }
-      const again = await rekeyRepository(rules, options([ids[0]!], { workers }));
+      const again = await rekeyRepository(rules, rekeyOptions([ids[0]!], { workers }));
       assert.equal(again.unchanged.length, 40, `workers=${workers}: every file now matches its rules`);
     }
   });
@@ -295,7 +247,7 @@ describe("rekeyRepository", () => {
     let done = false;
     const r = await rekeyRepository(
       rules,
-      options([id], {
+      rekeyOptions([id], {
         onProgress: (p) => {
           if (p.phase === "decrypting" && !done) {
             done = true;
@@ -333,7 +285,7 @@ describe("rekeyRepository", () => {
       },
     };
     const identities = await loadIdentities([keyFile], ctx);
-    const r = await rekeyRepository(rules, { ...options(identities), ctx });
+    const r = await rekeyRepository(rules, { ...rekeyOptions(identities), ctx });
     assert.equal(r.rewritten.length, 8);
     assert.equal(asked, 1);
     for (const rule of rules.secrets.values()) {
@@ -346,10 +298,10 @@ describe("rekeyRepository", () => {
 
   test("plugins run once for all files: one recipient-v1 and one identity-v1 run", async () => {
     const savedPath = process.env.PATH;
-    process.env.PATH = `${FIXTURES}${path.delimiter}${savedPath ?? ""}`;
+    process.env.PATH = `${PLUGIN_FIXTURES}${path.delimiter}${savedPath ?? ""}`;
     const log = path.join(dir, "nstest.log");
     try {
-      const out = execFileSync(path.join(FIXTURES, "age-plugin-nstest"), ["--generate"], {
+      const out = execFileSync(path.join(PLUGIN_FIXTURES, "age-plugin-nstest"), ["--generate"], {
         encoding: "utf8",
       });
       const recipient = /# public key: (\S+)/.exec(out)![1]!;
@@ -364,7 +316,7 @@ describe("rekeyRepository", () => {
       for (const r of rules.secrets.values()) r.publicKeys.push(x.recipient().toString());
       process.env.NSTEST_LOG = log;
       const identities = await loadIdentities([idFile], {});
-      const r = await rekeyRepository(rules, options(identities));
+      const r = await rekeyRepository(rules, rekeyOptions(identities));
       assert.deepEqual(r.failed, []);
       assert.equal(r.rewritten.length, 6);
       const runs = fs
@@ -380,7 +332,7 @@ describe("rekeyRepository", () => {
       }
       // And with the rules unchanged, nothing runs at all.
       fs.writeFileSync(log, "");
-      const again = await rekeyRepository(rules, options(identities));
+      const again = await rekeyRepository(rules, rekeyOptions(identities));
       assert.equal(again.unchanged.length, 6);
       assert.equal(fs.readFileSync(log, "utf8"), "");
     } finally {
@@ -399,9 +351,9 @@ describe("rekeyRepository", () => {
     const rules = makeRules(repo, { "a.age": { publicKeys: [k] } });
     const r0 = spawnSync(AGE!, ["-r", k, "-o", path.join(repo, "a.age")], { input: "from age" });
     assert.equal(r0.status, 0, r0.stderr.toString());
-    const r1 = await rekeyRepository(rules, options([id]));
+    const r1 = await rekeyRepository(rules, rekeyOptions([id]));
     assert.deepEqual(r1.rewritten, ["a.age"]);
-    const r2 = await rekeyRepository(rules, options([id]));
+    const r2 = await rekeyRepository(rules, rekeyOptions([id]));
     assert.deepEqual(r2.unchanged, ["a.age"]);
   });
 });
@@ -422,7 +374,7 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
     for (const rule of rules.secrets.values())
       ageEncrypt(rule.file, `value of ${rule.name}`, rule.publicKeys, rule.armor);
     const before = snapshot(rules);
-    const o = options([]);
+    const o = rekeyOptions([]);
     const r = await rekeyRepository(rules, o);
     assert.deepEqual(r.rewritten, []);
     assert.deepEqual(r.unchanged.sort(), ["armored-secret.age", "secret1.age", "secret2.age"]);
@@ -440,7 +392,7 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
     const newHost = sshKeygen(path.join(dir, "ssh-only-new"), "root@system2");
     rules.secrets.get("secret1.age")!.publicKeys.push(newHost);
     const userKey = await loadIdentities([path.join(dir, "ssh-only-user")], {});
-    const r2 = await rekeyRepository(rules, options(userKey));
+    const r2 = await rekeyRepository(rules, rekeyOptions(userKey));
     assert.deepEqual(r2.rewritten, ["secret1.age"]);
     assert.deepEqual(
       readHeader(fs.readFileSync(path.join(repo, "secret1.age"))).stanzas.map((s) => s.type),
@@ -478,10 +430,12 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
     ]);
     // rekey cannot know either (it holds alice's key, not bob's): the file stays as it is.
     const before = fs.readFileSync(file);
-    assert.deepEqual((await rekeyRepository(rules, options([alice]))).unchanged, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([alice]))).unchanged, ["s.age"]);
     assert.ok(before.equals(fs.readFileSync(file)));
     // --force wraps the file key anew for exactly the rules' recipients.
-    assert.deepEqual((await rekeyRepository(rules, options([alice], { force: true }))).rewritten, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([alice], { force: true }))).rewritten, [
+      "s.age",
+    ]);
     await assert.rejects(decrypt(fs.readFileSync(file), [mallory]), /no identity matched/);
     assert.equal(Buffer.from(await decrypt(fs.readFileSync(file), [bob])).toString(), "the secret");
   });
@@ -510,7 +464,7 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
     assert.match(messages, /1 stanza of a type the rules don't use \(zz-grease\)/);
     assert.match(messages, /recipients record has 8 bytes of tags for 2 stanzas/);
     assert.deepEqual(report.files, []);
-    const r = await rekeyRepository(rules, options([alice]));
+    const r = await rekeyRepository(rules, rekeyOptions([alice]));
     assert.deepEqual(r.rewritten, ["s.age"]);
     assert.deepEqual(
       readHeader(fs.readFileSync(file)).stanzas.map((s) => s.type),
@@ -521,9 +475,9 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
 
   test("beside a plugin recipient, an X25519 stanza more than the rules have is drift, and rekey rewrites the file", async () => {
     const savedPath = process.env.PATH;
-    process.env.PATH = `${FIXTURES}${path.delimiter}${savedPath ?? ""}`;
+    process.env.PATH = `${PLUGIN_FIXTURES}${path.delimiter}${savedPath ?? ""}`;
     try {
-      const out = execFileSync(path.join(FIXTURES, "age-plugin-nstest"), ["--generate"], {
+      const out = execFileSync(path.join(PLUGIN_FIXTURES, "age-plugin-nstest"), ["--generate"], {
         encoding: "utf8",
       });
       const plugin = /# public key: (\S+)/.exec(out)![1]!;
@@ -550,7 +504,7 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
         report.problems[0]!.message,
         /1 plugin recipient in the rules but 2 stanzas left for them/,
       );
-      const r = await rekeyRepository(rules, options([alice]));
+      const r = await rekeyRepository(rules, rekeyOptions([alice]));
       assert.deepEqual(r.rewritten, ["p.age"]);
       await assert.rejects(decrypt(fs.readFileSync(file), [mallory]), /no identity matched/);
       assert.deepEqual(checkRepository(rules).problems, []);
@@ -581,14 +535,14 @@ describe("what rekey can know: stanzas that name their key, and the record's wor
     assert.deepEqual(report.files[0]!.unverified, [
       "1 stanza of a type nobody in the rules reads (0*a-grease)",
     ]);
-    const r = await rekeyRepository(rules, options([id!]));
+    const r = await rekeyRepository(rules, rekeyOptions([id!]));
     assert.deepEqual(r.rewritten, ["s.age"]);
     assert.deepEqual(
       readHeader(fs.readFileSync(file)).stanzas.map((s) => s.type),
       ["ssh-ed25519", RECIPIENTS_RECORD_STANZA],
     );
     assert.deepEqual(checkRepository(rules).problems, []);
-    assert.deepEqual((await rekeyRepository(rules, options([id!]))).unchanged, ["s.age"]);
+    assert.deepEqual((await rekeyRepository(rules, rekeyOptions([id!]))).unchanged, ["s.age"]);
   });
 });
 
@@ -653,7 +607,7 @@ describe("the lock and the sweep", () => {
     const temp = path.join(rules.dir, ".a.age.cccccccccccc.tmp");
     fs.writeFileSync(temp, "being written");
     assert.throws(() => sweepStaleTempFiles(rules), /another nixseal rekey is running \(pid \d+/);
-    await assert.rejects(rekeyRepository(rules, options([])), /another nixseal rekey is running/);
+    await assert.rejects(rekeyRepository(rules, rekeyOptions([])), /another nixseal rekey is running/);
     assert.ok(fs.existsSync(temp), "a live rekey's temp file is never touched");
     assert.ok(fs.existsSync(lock));
   });
