@@ -45,6 +45,101 @@ interface ParsedValue {
   type: string;
 }
 
+/** Each base64 character's value; -1 for any other code unit below 128. */
+const B64_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) {
+  B64_VALUE["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".charCodeAt(i)] = i;
+}
+
+/**
+ * Decodes `s[start, end)` as padded standard base64 into `out` at `at`: the bytes written, or -1
+ * when the text is not what decodeStdBase64 accepts (the same strings, the same bytes: the bits
+ * below the last whole byte are dropped, as Node's decoder drops them). No substring, no regular
+ * expression and no buffer per call: the ENC[...] parts of every value go through here.
+ */
+function decodeStdBase64Into(s: string, start: number, end: number, out: Buffer, at: number): number {
+  const len = end - start;
+  if (len === 0 || len % 4 !== 0) return -1;
+  let pad = 0;
+  if (s.charCodeAt(end - 1) === 0x3d) pad = s.charCodeAt(end - 2) === 0x3d ? 2 : 1;
+  const full = end - (pad === 0 ? 0 : 4);
+  let o = at;
+  let i = start;
+  for (; i < full; i += 4) {
+    const c0 = s.charCodeAt(i);
+    const c1 = s.charCodeAt(i + 1);
+    const c2 = s.charCodeAt(i + 2);
+    const c3 = s.charCodeAt(i + 3);
+    if ((c0 | c1 | c2 | c3) >= 128) return -1;
+    const v0 = B64_VALUE[c0]!;
+    const v1 = B64_VALUE[c1]!;
+    const v2 = B64_VALUE[c2]!;
+    const v3 = B64_VALUE[c3]!;
+    if ((v0 | v1 | v2 | v3) < 0) return -1;
+    const n = (v0 << 18) | (v1 << 12) | (v2 << 6) | v3;
+    out[o++] = n >>> 16;
+    out[o++] = (n >>> 8) & 0xff;
+    out[o++] = n & 0xff;
+  }
+  if (pad > 0) {
+    const c0 = s.charCodeAt(i);
+    const c1 = s.charCodeAt(i + 1);
+    const c2 = pad === 1 ? s.charCodeAt(i + 2) : 0x41;
+    if ((c0 | c1 | c2) >= 128) return -1;
+    const v0 = B64_VALUE[c0]!;
+    const v1 = B64_VALUE[c1]!;
+    const v2 = B64_VALUE[c2]!;
+    if ((v0 | v1 | v2) < 0) return -1;
+    const n = (v0 << 18) | (v1 << 12) | (v2 << 6);
+    out[o++] = n >>> 16;
+    if (pad === 1) out[o++] = (n >>> 8) & 0xff;
+  }
+  return o - at;
+}
+
+const ENC_PREFIX = "ENC[AES256_GCM,data:";
+
+/** Where the parts of a well-formed ENC[...] string were decoded to (scratch offsets). */
+interface DecodedParts {
+  dataEnd: number;
+  ivEnd: number;
+  tagEnd: number;
+  type: string;
+}
+
+/**
+ * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is a well-formed
+ * value (what parseEncryptedValue accepts, ending at its `]`, a lower-case type), else null: the
+ * caller then takes parseEncryptedValue, whose errors are the ones users see. For such a string
+ * the delimiters are found by indexOf exactly where ENC_RE's groups end (base64 holds no `,`,
+ * `:` or `]`). `scratch` must hold `s.length` bytes.
+ */
+function decodeWellFormed(s: string, scratch: Buffer): DecodedParts | null {
+  if (!s.startsWith(ENC_PREFIX) || s.charCodeAt(s.length - 1) !== 0x5d) return null;
+  const iv = s.indexOf(",iv:", ENC_PREFIX.length);
+  if (iv < 0) return null;
+  const tag = s.indexOf(",tag:", iv + 4);
+  if (tag < 0) return null;
+  const type = s.indexOf(",type:", tag + 5);
+  if (type < 0 || type + 6 >= s.length - 1) return null;
+  for (let i = type + 6; i < s.length - 1; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x61 || c > 0x7a) return null;
+  }
+  const dataLen = decodeStdBase64Into(s, ENC_PREFIX.length, iv, scratch, 0);
+  if (dataLen < 0) return null;
+  const ivLen = decodeStdBase64Into(s, iv + 4, tag, scratch, dataLen);
+  if (ivLen <= 0) return null;
+  const tagLen = decodeStdBase64Into(s, tag + 5, type, scratch, dataLen + ivLen);
+  if (tagLen !== TAG_SIZE) return null;
+  return {
+    dataEnd: dataLen,
+    ivEnd: dataLen + ivLen,
+    tagEnd: dataLen + ivLen + tagLen,
+    type: s.slice(type + 6, s.length - 1),
+  };
+}
+
 export function parseEncryptedValue(s: string): ParsedValue {
   const m = ENC_RE.exec(s);
   if (m === null) {
@@ -187,6 +282,8 @@ export function leafFromPlaintext(type: string, bytes: Buffer): SopsLeaf | SopsC
 export class ValueCipher {
   private readonly key: Buffer;
   private readonly stash = new Map<string, Buffer>();
+  /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
+  private scratch = Buffer.allocUnsafe(1024);
 
   /**
    * `rememberIvs` false: decrypt only (nixseal decrypt), no IV stash; saves a hash per value. The
@@ -228,11 +325,29 @@ export class ValueCipher {
    */
   decrypt(s: string, aad: string, rawStrings = false): SopsLeaf | SopsComment {
     if (s === "") return rawStrings ? new Uint8Array(0) : "";
-    const p = parseEncryptedValue(s);
+    // The common case decodes into one scratch buffer (no per-value regex captures, substrings
+    // or buffers); anything else takes parseEncryptedValue and its errors.
+    const aadMax = aad.length * 3;
+    if (this.scratch.length < s.length + aadMax) {
+      this.scratch = Buffer.allocUnsafe(Math.max(s.length + aadMax, this.scratch.length * 2));
+    }
+    const scratch = this.scratch;
+    const fast = decodeWellFormed(s, scratch);
+    const p =
+      fast === null
+        ? parseEncryptedValue(s)
+        : {
+            data: scratch.subarray(0, fast.dataEnd),
+            iv: scratch.subarray(fast.dataEnd, fast.ivEnd),
+            tag: scratch.subarray(fast.ivEnd, fast.tagEnd),
+            type: fast.type,
+          };
+    const aadAt = fast === null ? 0 : fast.tagEnd;
+    const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
     let bytes: Buffer;
     try {
       const d = createDecipheriv("aes-256-gcm", this.key, p.iv, { authTagLength: TAG_SIZE });
-      d.setAAD(Buffer.from(aad, "utf8"));
+      d.setAAD(aadBytes);
       d.setAuthTag(p.tag);
       bytes = d.update(p.data);
       d.final(); // GCM: no more output, only the tag check
@@ -246,7 +361,10 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if (this.rememberIvs && p.type !== "bytes") this.stash.set(this.stashKey(p.type, aad, bytes), p.iv);
+    if (this.rememberIvs && p.type !== "bytes") {
+      // A fast path's iv is a view of the scratch buffer, rewritten by the next value.
+      this.stash.set(this.stashKey(p.type, aad, bytes), fast === null ? p.iv : Buffer.from(p.iv));
+    }
     bytes.fill(0);
     return leaf;
   }
@@ -342,21 +460,26 @@ export class EncryptionSelector {
     comments: readonly (readonly string[])[],
     isComment: boolean,
   ): boolean {
+    // Plain loops: this runs for every value and comment of a file.
     let encrypted = true;
     const { unencryptedSuffix: us, encryptedSuffix: es } = this.r;
     if (us) {
-      if (path.some((p) => p.endsWith(us))) encrypted = false;
+      for (let i = 0; i < path.length && encrypted; i++) if (path[i]!.endsWith(us)) encrypted = false;
     }
     if (es) {
-      encrypted = path.some((p) => p.endsWith(es));
+      encrypted = false;
+      for (let i = 0; i < path.length && !encrypted; i++) if (path[i]!.endsWith(es)) encrypted = true;
     }
     if (this.unencRe) {
       const re = this.unencRe;
-      if (path.some((p) => re.test(p))) encrypted = false;
+      let hit = false;
+      for (let i = 0; i < path.length && !hit; i++) hit = re.test(path[i]!);
+      if (hit) encrypted = false;
     }
     if (this.encRe) {
       const re = this.encRe;
-      encrypted = path.some((p) => re.test(p));
+      encrypted = false;
+      for (let i = 0; i < path.length && !encrypted; i++) encrypted = re.test(path[i]!);
     }
     if (this.unencCommentRe) {
       const re = this.unencCommentRe;

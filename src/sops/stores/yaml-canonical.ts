@@ -137,11 +137,16 @@ const CORE_NON_STRING: readonly RegExp[] = [
   /^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/,
 ];
 
+/** The first characters of the non-empty strings CORE_NON_STRING matches. */
+const CORE_NON_STRING_FIRST = new Set(Array.from("~nNtTfF0123456789+-.", (c) => c.charCodeAt(0)));
+
 /**
  * Whether the yaml library, with the YAML 1.2 core schema of the documents yaml.ts writes,
  * reads `s` back as another type (`42`, `true`, `1e3`, `null`, ...) and so quotes it.
  */
 export function resolvesToNonString(s: string): boolean {
+  // Every one of them is empty or starts with one of these: most strings are settled here.
+  if (s.length > 0 && !CORE_NON_STRING_FIRST.has(s.charCodeAt(0))) return false;
   for (const re of CORE_NON_STRING) if (re.test(s)) return true;
   return false;
 }
@@ -165,7 +170,7 @@ function emitBranch(b: SopsBranch, indent: string, out: string[], quoted: (s: st
       out.push(`${indent}${key}:\n`);
       if (!emitBranch(v, `${indent}    `, out, quoted)) return false;
     } else if (typeof v === "string") {
-      if (ENC_VALUE.test(v) || (PLAIN_VALUE.test(v) && !quoted(v))) out.push(`${indent}${key}: ${v}\n`);
+      if ((PLAIN_VALUE.test(v) && !quoted(v)) || ENC_VALUE.test(v)) out.push(`${indent}${key}: ${v}\n`);
       else return false;
     } else {
       return false;
