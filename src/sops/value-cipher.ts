@@ -45,59 +45,13 @@ interface ParsedValue {
   type: string;
 }
 
-/** Each base64 character's value; -1 for any other code unit below 128. */
-const B64_VALUE = new Int8Array(128).fill(-1);
-for (let i = 0; i < 64; i++) {
-  B64_VALUE["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".charCodeAt(i)] = i;
-}
-
 /**
- * Decodes `s[start, end)` as padded standard base64 into `out` at `at`: the bytes written, or -1
- * when the text is not what decodeStdBase64 accepts (the same strings, the same bytes: the bits
- * below the last whole byte are dropped, as Node's decoder drops them). No substring, no regular
- * expression and no buffer per call: the ENC[...] parts of every value go through here.
+ * A value exactly as sops writes it: every part padded standard base64 (what decodeStdBase64
+ * accepts, non-empty), a lower-case type, nothing after the `]`. For such a string ENC_RE's
+ * groups are these (base64 holds no `,`, `:` or `]`).
  */
-function decodeStdBase64Into(s: string, start: number, end: number, out: Buffer, at: number): number {
-  const len = end - start;
-  if (len === 0 || len % 4 !== 0) return -1;
-  let pad = 0;
-  if (s.charCodeAt(end - 1) === 0x3d) pad = s.charCodeAt(end - 2) === 0x3d ? 2 : 1;
-  const full = end - (pad === 0 ? 0 : 4);
-  let o = at;
-  let i = start;
-  for (; i < full; i += 4) {
-    const c0 = s.charCodeAt(i);
-    const c1 = s.charCodeAt(i + 1);
-    const c2 = s.charCodeAt(i + 2);
-    const c3 = s.charCodeAt(i + 3);
-    if ((c0 | c1 | c2 | c3) >= 128) return -1;
-    const v0 = B64_VALUE[c0]!;
-    const v1 = B64_VALUE[c1]!;
-    const v2 = B64_VALUE[c2]!;
-    const v3 = B64_VALUE[c3]!;
-    if ((v0 | v1 | v2 | v3) < 0) return -1;
-    const n = (v0 << 18) | (v1 << 12) | (v2 << 6) | v3;
-    out[o++] = n >>> 16;
-    out[o++] = (n >>> 8) & 0xff;
-    out[o++] = n & 0xff;
-  }
-  if (pad > 0) {
-    const c0 = s.charCodeAt(i);
-    const c1 = s.charCodeAt(i + 1);
-    const c2 = pad === 1 ? s.charCodeAt(i + 2) : 0x41;
-    if ((c0 | c1 | c2) >= 128) return -1;
-    const v0 = B64_VALUE[c0]!;
-    const v1 = B64_VALUE[c1]!;
-    const v2 = B64_VALUE[c2]!;
-    if ((v0 | v1 | v2) < 0) return -1;
-    const n = (v0 << 18) | (v1 << 12) | (v2 << 6);
-    out[o++] = n >>> 16;
-    if (pad === 1) out[o++] = (n >>> 8) & 0xff;
-  }
-  return o - at;
-}
-
-const ENC_PREFIX = "ENC[AES256_GCM,data:";
+const WELL_FORMED =
+  /^ENC\[AES256_GCM,data:((?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})),iv:((?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})),tag:([A-Za-z0-9+/]{22}==),type:([a-z]+)\]$/;
 
 /** Where the parts of a well-formed ENC[...] string were decoded to (scratch offsets). */
 interface DecodedParts {
@@ -108,36 +62,18 @@ interface DecodedParts {
 }
 
 /**
- * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is a well-formed
- * value (what parseEncryptedValue accepts, ending at its `]`, a lower-case type), else null: the
- * caller then takes parseEncryptedValue, whose errors are the ones users see. For such a string
- * the delimiters are found by indexOf exactly where ENC_RE's groups end (base64 holds no `,`,
- * `:` or `]`). `scratch` must hold `s.length` bytes.
+ * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is WELL_FORMED with
+ * a 16-byte tag, else null: the caller then takes parseEncryptedValue, whose errors are the ones
+ * users see. One regular expression checks all of it, and Node decodes each part in place: no
+ * buffer per part. `scratch` must hold `s.length` bytes.
  */
 function decodeWellFormed(s: string, scratch: Buffer): DecodedParts | null {
-  if (!s.startsWith(ENC_PREFIX) || s.charCodeAt(s.length - 1) !== 0x5d) return null;
-  const iv = s.indexOf(",iv:", ENC_PREFIX.length);
-  if (iv < 0) return null;
-  const tag = s.indexOf(",tag:", iv + 4);
-  if (tag < 0) return null;
-  const type = s.indexOf(",type:", tag + 5);
-  if (type < 0 || type + 6 >= s.length - 1) return null;
-  for (let i = type + 6; i < s.length - 1; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x61 || c > 0x7a) return null;
-  }
-  const dataLen = decodeStdBase64Into(s, ENC_PREFIX.length, iv, scratch, 0);
-  if (dataLen < 0) return null;
-  const ivLen = decodeStdBase64Into(s, iv + 4, tag, scratch, dataLen);
-  if (ivLen <= 0) return null;
-  const tagLen = decodeStdBase64Into(s, tag + 5, type, scratch, dataLen + ivLen);
-  if (tagLen !== TAG_SIZE) return null;
-  return {
-    dataEnd: dataLen,
-    ivEnd: dataLen + ivLen,
-    tagEnd: dataLen + ivLen + tagLen,
-    type: s.slice(type + 6, s.length - 1),
-  };
+  const m = WELL_FORMED.exec(s);
+  if (m === null) return null;
+  const dataEnd = scratch.write(m[1]!, 0, "base64");
+  const ivEnd = dataEnd + scratch.write(m[2]!, dataEnd, "base64");
+  const tagEnd = ivEnd + scratch.write(m[3]!, ivEnd, "base64");
+  return { dataEnd, ivEnd, tagEnd, type: m[4]! };
 }
 
 export function parseEncryptedValue(s: string): ParsedValue {
