@@ -12,6 +12,8 @@ import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 /** sops aes/cipher.go: `nonceSize = 32` (decryption accepts whatever IV length is stored). */
 const NONCE_SIZE = 32;
 const TAG_SIZE = 16;
+/** One options object for every value's decipher (Node only reads it). */
+const DECIPHER_OPTIONS = { authTagLength: TAG_SIZE } as const;
 export const DATA_KEY_SIZE = 32;
 
 export type ValueType = "str" | "int" | "float" | "bool" | "time" | "comment" | "bytes";
@@ -261,8 +263,8 @@ export class ValueCipher {
    */
   decrypt(s: string, aad: string, rawStrings = false): SopsLeaf | SopsComment {
     if (s === "") return rawStrings ? new Uint8Array(0) : "";
-    // The common case decodes into one scratch buffer (no per-value regex captures, substrings
-    // or buffers); anything else takes parseEncryptedValue and its errors.
+    // The common case decodes into one scratch buffer (no buffer per part, one regular
+    // expression); anything else takes parseEncryptedValue and its errors.
     const aadMax = aad.length * 3;
     if (this.scratch.length < s.length + aadMax) {
       this.scratch = Buffer.allocUnsafe(Math.max(s.length + aadMax, this.scratch.length * 2));
@@ -282,7 +284,7 @@ export class ValueCipher {
     const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
     let bytes: Buffer;
     try {
-      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, { authTagLength: TAG_SIZE });
+      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, DECIPHER_OPTIONS);
       d.setAAD(aadBytes);
       d.setAuthTag(p.tag);
       bytes = d.update(p.data);
