@@ -48,12 +48,13 @@ interface ParsedValue {
 }
 
 /**
- * A value exactly as sops writes it: every part padded standard base64 (what decodeStdBase64
- * accepts, non-empty), a lower-case type, nothing after the `]`. For such a string ENC_RE's
- * groups are these (base64 holds no `,`, `:` or `]`).
+ * A value as sops writes it: non-empty parts of the base64 alphabet with up to two `=` after
+ * (a multiple of 4 long: checked after, cheaper than in the pattern, which then is the same set
+ * as decodeStdBase64's), a 16-byte tag, a lower-case type, nothing after the `]`. For such a
+ * string ENC_RE's groups are these (base64 holds no `,`, `:` or `]`).
  */
 const WELL_FORMED =
-  /^ENC\[AES256_GCM,data:((?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})),iv:((?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})),tag:([A-Za-z0-9+/]{22}==),type:([a-z]+)\]$/;
+  /^ENC\[AES256_GCM,data:([A-Za-z0-9+/]+={0,2}),iv:([A-Za-z0-9+/]+={0,2}),tag:([A-Za-z0-9+/]{22}==),type:([a-z]+)\]$/;
 
 /** Where the parts of a well-formed ENC[...] string were decoded to (scratch offsets). */
 interface DecodedParts {
@@ -64,14 +65,14 @@ interface DecodedParts {
 }
 
 /**
- * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is WELL_FORMED with
- * a 16-byte tag, else null: the caller then takes parseEncryptedValue, whose errors are the ones
+ * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is WELL_FORMED,
+ * else null: the caller then takes parseEncryptedValue, whose errors are the ones
  * users see. One regular expression checks all of it, and Node decodes each part in place: no
  * buffer per part. `scratch` must hold `s.length` bytes.
  */
 function decodeWellFormed(s: string, scratch: Buffer): DecodedParts | null {
   const m = WELL_FORMED.exec(s);
-  if (m === null) return null;
+  if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
   const dataEnd = scratch.write(m[1]!, 0, "base64");
   const ivEnd = dataEnd + scratch.write(m[2]!, dataEnd, "base64");
   const tagEnd = ivEnd + scratch.write(m[3]!, ivEnd, "base64");
