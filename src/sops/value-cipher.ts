@@ -56,27 +56,34 @@ interface ParsedValue {
 const WELL_FORMED =
   /^ENC\[AES256_GCM,data:([A-Za-z0-9+/]+={0,2}),iv:([A-Za-z0-9+/]+={0,2}),tag:([A-Za-z0-9+/]{22}==),type:([a-z]+)\]$/;
 
-/** Where the parts of a well-formed ENC[...] string were decoded to (scratch offsets). */
-interface DecodedParts {
-  dataEnd: number;
-  ivEnd: number;
-  tagEnd: number;
-  type: string;
-}
-
 /**
- * The parts of `s` decoded into `scratch` (data, then iv, then tag) when `s` is WELL_FORMED,
- * else null: the caller then takes parseEncryptedValue, whose errors are the ones
- * users see. One regular expression checks all of it, and Node decodes each part in place: no
- * buffer per part. `scratch` must hold `s.length` bytes.
+ * The parts of `s` when it is WELL_FORMED, else null: the caller then takes parseEncryptedValue,
+ * whose errors are the ones users see. Node decodes each part in place: the data into `scratch`
+ * (and an IV of another length than sops's 32 bytes after it), a 32-byte IV into `iv32`, the tag
+ * into `tag16`; `used`: the bytes of `scratch` taken. `scratch` must hold `s.length` bytes. The
+ * buffers are the caller's, rewritten by the next value.
  */
-function decodeWellFormed(s: string, scratch: Buffer): DecodedParts | null {
+function decodeWellFormed(
+  s: string,
+  scratch: Buffer,
+  iv32: Buffer,
+  tag16: Buffer,
+): (ParsedValue & { used: number }) | null {
   const m = WELL_FORMED.exec(s);
   if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
-  const dataEnd = scratch.write(m[1]!, 0, "base64");
-  const ivEnd = dataEnd + scratch.write(m[2]!, dataEnd, "base64");
-  const tagEnd = ivEnd + scratch.write(m[3]!, ivEnd, "base64");
-  return { dataEnd, ivEnd, tagEnd, type: m[4]! };
+  const dataLen = scratch.write(m[1]!, 0, "base64");
+  const ivText = m[2]!;
+  let iv = iv32;
+  let used = dataLen;
+  // 43 characters and one `=`: exactly 32 bytes.
+  if (ivText.length === 44 && ivText.charCodeAt(43) === 0x3d && ivText.charCodeAt(42) !== 0x3d) {
+    iv32.write(ivText, 0, "base64");
+  } else {
+    used += scratch.write(ivText, dataLen, "base64");
+    iv = scratch.subarray(dataLen, used);
+  }
+  tag16.write(m[3]!, 0, "base64");
+  return { data: scratch.subarray(0, dataLen), iv, tag: tag16, type: m[4]!, used };
 }
 
 export function parseEncryptedValue(s: string): ParsedValue {
@@ -223,6 +230,9 @@ export class ValueCipher {
   private readonly stash = new Map<string, Buffer>();
   /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
   private scratch = Buffer.allocUnsafe(1024);
+  /** sops's 32-byte IV and the tag of the value being decrypted (no view per value). */
+  private readonly iv32 = Buffer.alloc(NONCE_SIZE);
+  private readonly tag16 = Buffer.alloc(TAG_SIZE);
 
   /**
    * `rememberIvs` false: decrypt only (nixseal decrypt), no IV stash; saves a hash per value. The
@@ -271,17 +281,9 @@ export class ValueCipher {
       this.scratch = Buffer.allocUnsafe(Math.max(s.length + aadMax, this.scratch.length * 2));
     }
     const scratch = this.scratch;
-    const fast = decodeWellFormed(s, scratch);
-    const p =
-      fast === null
-        ? parseEncryptedValue(s)
-        : {
-            data: scratch.subarray(0, fast.dataEnd),
-            iv: scratch.subarray(fast.dataEnd, fast.ivEnd),
-            tag: scratch.subarray(fast.ivEnd, fast.tagEnd),
-            type: fast.type,
-          };
-    const aadAt = fast === null ? 0 : fast.tagEnd;
+    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16);
+    const p = fast ?? parseEncryptedValue(s);
+    const aadAt = fast === null ? 0 : fast.used;
     const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
     let bytes: Buffer;
     try {
@@ -301,7 +303,7 @@ export class ValueCipher {
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
     if (this.rememberIvs && p.type !== "bytes") {
-      // A fast path's iv is a view of the scratch buffer, rewritten by the next value.
+      // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
       this.stash.set(this.stashKey(p.type, aad, bytes), fast === null ? p.iv : Buffer.from(p.iv));
     }
     bytes.fill(0);

@@ -54,9 +54,12 @@ test("values of every length, paths with non-ASCII keys, and many values in a ro
     const s = sopsValue(plain, aad);
     assert.equal(cipher.decrypt(s, aad), plain);
   }
-  // IVs of other lengths than sops's 32 bytes are read too (sops decrypts what is stored).
-  const s12 = sopsValue("twelve", "a:", "str", randomBytes(12));
-  assert.equal(cipher.decrypt(s12, "a:"), "twelve");
+  // IVs of other lengths than sops's 32 bytes are read too (sops decrypts what is stored),
+  // between values with 32-byte ones.
+  for (const n of [12, 31, 32, 33, 48, 1]) {
+    assert.equal(cipher.decrypt(sopsValue(`iv of ${n}`, "a:", "str", randomBytes(n)), "a:"), `iv of ${n}`);
+    assert.equal(cipher.decrypt(sopsValue("iv of 32", "b:"), "b:"), "iv of 32");
+  }
   const c = cipher.decrypt(sopsValue(" a comment", ":", "comment"), ":");
   assert.ok(c instanceof SopsComment);
   assert.equal(c.value, " a comment");
