@@ -114,8 +114,8 @@ export const command: Command = {
       // The plaintext is written (synchronously: the -o file committed, stdout and stderr are
       // written in full before a write returns on Linux) and its buffers wiped: end here.
       // Returning to the event loop would let V8 finish the major garbage collection that a
-      // large file's tree started, and Node tear down the heap, work for no one (~10% of the
-      // CPU time of a 10 000-value file, bench/RESULTS.md, "sops after sops-300").
+      // large file's tree started, and Node tear down the heap, work for no one (5-8% of the
+      // CPU time of a 10 000-value file: bench/RESULTS.md, "sops after sops-300").
       if (done !== null) process.exit(done);
     }
     if (values.extract !== undefined || values["ignore-mac"]) {
