@@ -111,7 +111,12 @@ export const command: Command = {
       // src/sops/ and the YAML library are loaded only for a name that may be a sops file.
       const { decryptIfSops } = await import("./decrypt-sops.js");
       const done = await decryptIfSops(positionals[0]!, values, writeOut);
-      if (done !== null) return done;
+      // The plaintext is written (synchronously: the -o file committed, stdout and stderr are
+      // written in full before a write returns on Linux) and its buffers wiped: end here.
+      // Returning to the event loop would let V8 finish the major garbage collection that a
+      // large file's tree started, and Node tear down the heap, work for no one (5-8% of the
+      // CPU time of a 10 000-value file: bench/RESULTS.md, "sops after sops-300").
+      if (done !== null) process.exit(done);
     }
     if (values.extract !== undefined || values["ignore-mac"]) {
       throw new NixsealError("USAGE", "--extract and --ignore-mac apply to sops files only", {

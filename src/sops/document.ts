@@ -287,6 +287,14 @@ export async function wrapDataKey(
 
 // ---- decrypt -----------------------------------------------------------------------------------
 
+/**
+ * A value's additional data, sops's `strings.Join(path, ":") + ":"`: the walk's path text, which
+ * is that already except at the top level (comments there), where sops's is ":".
+ */
+function aadOf(pathText: string): string {
+  return pathText === "" ? ":" : pathText;
+}
+
 /** store.parseEncrypted, whose syntax errors name the file they are in. */
 function parseNamingFile(input: Uint8Array, store: SopsStore, file: string | undefined) {
   try {
@@ -320,12 +328,12 @@ export async function decryptDocument(
   const mac = new MacAccumulator(meta.macOnlyEncrypted);
   const raws = store.name === "binary";
   try {
-    walkBranches(branches, (v, path, comments) => {
+    walkBranches(branches, (v, path, comments, pathText) => {
       const isComment = v instanceof SopsComment;
       const encrypted = selector.shouldEncrypt(path, comments, isComment);
       let out: SopsLeaf | SopsComment = v;
       if (encrypted) {
-        const aad = `${path.join(":")}:`;
+        const aad = aadOf(pathText);
         if (v instanceof SopsComment) {
           // sops: a comment that does not decrypt was never encrypted (older sops); keep it.
           try {
@@ -455,12 +463,12 @@ function encryptBranches(plain: readonly SopsBranch[], p: EncryptParams): Uint8A
   const unencCommentRe = unencComment ? goRegExp(unencComment, "unencrypted_comment_regex") : null;
   const branches = plain.map((b) => cloneValue(b));
   const mac = new MacAccumulator(p.macOnlyEncrypted);
-  walkBranches(branches, (v, path, comments) => {
+  walkBranches(branches, (v, path, comments, pathText) => {
     const isComment = v instanceof SopsComment;
     const encrypted = selector.shouldEncrypt(path, comments, isComment);
     if ((!p.macOnlyEncrypted || encrypted) && !isComment) mac.add(v as SopsLeaf);
     if (!encrypted) return v;
-    const out = p.cipher.encrypt(v, `${path.join(":")}:`);
+    const out = p.cipher.encrypt(v, aadOf(pathText));
     if (isComment && unencCommentRe?.test(out)) {
       throw new NixsealError("SOPS_METADATA", "an encrypted comment matches unencrypted_comment_regex", {
         hint: "make unencrypted_comment_regex unable to match ENC[...] text",

@@ -21,6 +21,11 @@ export class MacAccumulator {
 
   add(leaf: SopsLeaf): void {
     if (leaf === null) return;
+    if (typeof leaf === "string") {
+      // The bytes macBytes gives a string (its UTF-8), without a buffer of our own to wipe.
+      this.hash.update(leaf, "utf8");
+      return;
+    }
     const b = macBytes(leaf);
     this.hash.update(b);
     b.fill(0);

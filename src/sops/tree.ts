@@ -101,35 +101,46 @@ export function cloneValue<T extends SopsValue | SopsComment>(v: T): T {
 /**
  * A callback on every leaf and comment, with sops's walk semantics (sops.go walkBranch/walkSlice):
  * `path` holds map keys only (list indices are not part of it); `comments` is the stack of
- * comment lines seen since the last value at each level, used by the comment-regex rules.
- * The callback returns the replacement value.
+ * comment lines seen since the last value at each level, used by the comment-regex rules;
+ * `pathText` is `path` with a `:` after each key (`a:b:`, "" for the top level), the additional
+ * data sops encrypts a value with. The callback returns the replacement value. `path` and
+ * `comments` are the walk's own arrays, changed as it goes on: read them during the call only.
  */
 export type LeafVisitor = (
   value: SopsLeaf | SopsComment,
   path: readonly string[],
   comments: readonly (readonly string[])[],
+  pathText: string,
 ) => SopsLeaf | SopsComment;
 
-export function walkBranches(branches: readonly SopsBranch[], visit: LeafVisitor): void {
-  for (const b of branches) walkBranch(b, [], [], visit);
+/** A frame of the comment stack with no comment in it (frames are replaced, never changed). */
+const NO_COMMENTS: readonly string[] = Object.freeze([]);
+
+/**
+ * One walk's state: the path and the comment stack, pushed and popped as the walk goes down
+ * and up (one array each for the whole walk, not a copy per value).
+ */
+interface Walk {
+  path: string[];
+  stack: (readonly string[])[];
+  visit: LeafVisitor;
 }
 
-function walkValue(
-  v: SopsValue | SopsComment,
-  path: string[],
-  stack: string[][],
-  visit: LeafVisitor,
-): SopsValue | SopsComment {
+export function walkBranches(branches: readonly SopsBranch[], visit: LeafVisitor): void {
+  for (const b of branches) walkBranch(b, "", { path: [], stack: [], visit });
+}
+
+function walkValue(v: SopsValue | SopsComment, pathText: string, w: Walk): SopsValue | SopsComment {
   if (v instanceof SopsBranch) {
-    walkBranch(v, path, stack, visit);
+    walkBranch(v, pathText, w);
     return v;
   }
   if (Array.isArray(v)) {
-    walkList(v, path, stack, visit);
+    walkList(v, pathText, w);
     return v;
   }
   if (v === null) return null; // sops: nil is neither encrypted nor MACed
-  return visit(v, path, stack);
+  return w.visit(v, w.path, w.stack, pathText);
 }
 
 /**
@@ -137,43 +148,43 @@ function walkValue(
  * plain `ENC[...,type:comment]` string element (that is what sops writes), and decrypting such
  * an element gives a comment back.
  */
-function walkList(list: SopsList, path: string[], outer: string[][], visit: LeafVisitor): void {
-  const stack = [...outer, []];
-  const top = stack.length - 1;
+function walkList(list: SopsList, pathText: string, w: Walk): void {
+  const stack = w.stack;
+  const top = stack.push(NO_COMMENTS) - 1;
   for (let i = 0; i < list.length; i++) {
     const v = list[i]!;
     const isComment = v instanceof SopsComment;
     if (isComment) stack[top] = [...stack[top]!, v.value];
-    list[i] = walkValue(v, path, stack, visit);
-    if (!isComment) stack[top] = [];
+    list[i] = walkValue(v, pathText, w);
+    if (!isComment && stack[top]!.length !== 0) stack[top] = NO_COMMENTS;
   }
+  stack.pop();
 }
 
 /** sops.go walkBranch: comment keys are visited with the branch's own path. */
-function walkBranch(branch: SopsBranch, path: string[], outer: string[][], visit: LeafVisitor): void {
-  const stack = [...outer, []];
-  const top = stack.length - 1;
+function walkBranch(branch: SopsBranch, pathText: string, w: Walk): void {
+  const { path, stack } = w;
+  const top = stack.push(NO_COMMENTS) - 1;
   for (const item of branch.items) {
     if (item.key instanceof SopsComment) {
       const c = item.key;
       stack[top] = [...stack[top]!, c.value];
-      const out = visit(c, path, stack);
+      const out = w.visit(c, path, stack, pathText);
       item.key = out instanceof SopsComment ? out : new SopsComment(String(out), c.inline);
       continue;
     }
-    const out = walkValue(item.value, [...path, item.key], stack, visit);
+    path.push(item.key);
+    const out = walkValue(item.value, `${pathText}${item.key}:`, w);
     if (out instanceof SopsComment) {
-      throw new NixsealError(
-        "SOPS_FORMAT",
-        `the value of "${[...path, item.key].join(".")}" is an encrypted comment`,
-        {
-          hint: "a mapping value cannot be a comment; the file was edited by hand or damaged",
-        },
-      );
+      throw new NixsealError("SOPS_FORMAT", `the value of "${path.join(".")}" is an encrypted comment`, {
+        hint: "a mapping value cannot be a comment; the file was edited by hand or damaged",
+      });
     }
+    path.pop();
     item.value = out;
-    stack[top] = [];
+    if (stack[top]!.length !== 0) stack[top] = NO_COMMENTS;
   }
+  stack.pop();
 }
 
 /** Nesting limit for every store's parser: deep enough for any real config, bounded for hostile input. */

@@ -12,6 +12,8 @@ import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 /** sops aes/cipher.go: `nonceSize = 32` (decryption accepts whatever IV length is stored). */
 const NONCE_SIZE = 32;
 const TAG_SIZE = 16;
+/** One options object for every value's decipher (Node only reads it). */
+const DECIPHER_OPTIONS = { authTagLength: TAG_SIZE } as const;
 export const DATA_KEY_SIZE = 32;
 
 export type ValueType = "str" | "int" | "float" | "bool" | "time" | "comment" | "bytes";
@@ -43,6 +45,45 @@ interface ParsedValue {
   iv: Buffer;
   tag: Buffer;
   type: string;
+}
+
+/**
+ * A value as sops writes it: non-empty parts of the base64 alphabet with up to two `=` after
+ * (a multiple of 4 long: checked after, cheaper than in the pattern, which then is the same set
+ * as decodeStdBase64's), a 16-byte tag, a lower-case type, nothing after the `]`. For such a
+ * string ENC_RE's groups are these (base64 holds no `,`, `:` or `]`).
+ */
+const WELL_FORMED =
+  /^ENC\[AES256_GCM,data:([A-Za-z0-9+/]+={0,2}),iv:([A-Za-z0-9+/]+={0,2}),tag:([A-Za-z0-9+/]{22}==),type:([a-z]+)\]$/;
+
+/**
+ * The parts of `s` when it is WELL_FORMED, else null: the caller then takes parseEncryptedValue,
+ * whose errors are the ones users see. Node decodes each part in place: the data into `scratch`
+ * (and an IV of another length than sops's 32 bytes after it), a 32-byte IV into `iv32`, the tag
+ * into `tag16`; `used`: the bytes of `scratch` taken. `scratch` must hold `s.length` bytes. The
+ * buffers are the caller's, rewritten by the next value.
+ */
+function decodeWellFormed(
+  s: string,
+  scratch: Buffer,
+  iv32: Buffer,
+  tag16: Buffer,
+): (ParsedValue & { used: number }) | null {
+  const m = WELL_FORMED.exec(s);
+  if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
+  const dataLen = scratch.write(m[1]!, 0, "base64");
+  const ivText = m[2]!;
+  let iv = iv32;
+  let used = dataLen;
+  // 43 characters and one `=`: exactly 32 bytes.
+  if (ivText.length === 44 && ivText.charCodeAt(43) === 0x3d && ivText.charCodeAt(42) !== 0x3d) {
+    iv32.write(ivText, 0, "base64");
+  } else {
+    used += scratch.write(ivText, dataLen, "base64");
+    iv = scratch.subarray(dataLen, used);
+  }
+  tag16.write(m[3]!, 0, "base64");
+  return { data: scratch.subarray(0, dataLen), iv, tag: tag16, type: m[4]!, used };
 }
 
 export function parseEncryptedValue(s: string): ParsedValue {
@@ -187,6 +228,11 @@ export function leafFromPlaintext(type: string, bytes: Buffer): SopsLeaf | SopsC
 export class ValueCipher {
   private readonly key: Buffer;
   private readonly stash = new Map<string, Buffer>();
+  /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
+  private scratch = Buffer.allocUnsafe(1024);
+  /** sops's 32-byte IV and the tag of the value being decrypted (no view per value). */
+  private readonly iv32 = Buffer.alloc(NONCE_SIZE);
+  private readonly tag16 = Buffer.alloc(TAG_SIZE);
 
   /**
    * `rememberIvs` false: decrypt only (nixseal decrypt), no IV stash; saves a hash per value. The
@@ -228,11 +274,21 @@ export class ValueCipher {
    */
   decrypt(s: string, aad: string, rawStrings = false): SopsLeaf | SopsComment {
     if (s === "") return rawStrings ? new Uint8Array(0) : "";
-    const p = parseEncryptedValue(s);
+    // The common case decodes into one scratch buffer (no buffer per part, one regular
+    // expression); anything else takes parseEncryptedValue and its errors.
+    const aadMax = aad.length * 3;
+    if (this.scratch.length < s.length + aadMax) {
+      this.scratch = Buffer.allocUnsafe(Math.max(s.length + aadMax, this.scratch.length * 2));
+    }
+    const scratch = this.scratch;
+    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16);
+    const p = fast ?? parseEncryptedValue(s);
+    const aadAt = fast === null ? 0 : fast.used;
+    const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
     let bytes: Buffer;
     try {
-      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, { authTagLength: TAG_SIZE });
-      d.setAAD(Buffer.from(aad, "utf8"));
+      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, DECIPHER_OPTIONS);
+      d.setAAD(aadBytes);
       d.setAuthTag(p.tag);
       bytes = d.update(p.data);
       d.final(); // GCM: no more output, only the tag check
@@ -246,7 +302,10 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if (this.rememberIvs && p.type !== "bytes") this.stash.set(this.stashKey(p.type, aad, bytes), p.iv);
+    if (this.rememberIvs && p.type !== "bytes") {
+      // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
+      this.stash.set(this.stashKey(p.type, aad, bytes), fast === null ? p.iv : Buffer.from(p.iv));
+    }
     bytes.fill(0);
     return leaf;
   }
@@ -342,21 +401,26 @@ export class EncryptionSelector {
     comments: readonly (readonly string[])[],
     isComment: boolean,
   ): boolean {
+    // Plain loops: this runs for every value and comment of a file.
     let encrypted = true;
     const { unencryptedSuffix: us, encryptedSuffix: es } = this.r;
     if (us) {
-      if (path.some((p) => p.endsWith(us))) encrypted = false;
+      for (let i = 0; i < path.length && encrypted; i++) if (path[i]!.endsWith(us)) encrypted = false;
     }
     if (es) {
-      encrypted = path.some((p) => p.endsWith(es));
+      encrypted = false;
+      for (let i = 0; i < path.length && !encrypted; i++) if (path[i]!.endsWith(es)) encrypted = true;
     }
     if (this.unencRe) {
       const re = this.unencRe;
-      if (path.some((p) => re.test(p))) encrypted = false;
+      let hit = false;
+      for (let i = 0; i < path.length && !hit; i++) hit = re.test(path[i]!);
+      if (hit) encrypted = false;
     }
     if (this.encRe) {
       const re = this.encRe;
-      encrypted = path.some((p) => re.test(p));
+      encrypted = false;
+      for (let i = 0; i < path.length && !encrypted; i++) encrypted = re.test(path[i]!);
     }
     if (this.unencCommentRe) {
       const re = this.unencCommentRe;

@@ -1,4 +1,5 @@
 /** What every sops store (YAML, JSON, dotenv, INI, binary) does: sops stores/stores.go `Store`. */
+import { isAscii } from "node:buffer";
 import { NixsealError } from "../../common/index.js";
 import { MAX_DOCUMENT_SIZE, type SopsBranch } from "../tree.js";
 
@@ -39,6 +40,11 @@ export function checkSize(store: StoreName, input: Uint8Array): void {
 
 /** UTF-8 text, strictly (a sops document is text, except for the binary store). */
 export function decodeUtf8(store: StoreName, input: Uint8Array): string {
+  // ASCII (every sops file nixseal or sops writes, unless a key is not): the same string,
+  // decoded without UTF-8's checks and kept one byte per character.
+  if (isAscii(input)) {
+    return Buffer.from(input.buffer, input.byteOffset, input.byteLength).toString("latin1");
+  }
   try {
     return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(input);
   } catch {

@@ -21,9 +21,14 @@ const CORE_KEYWORD = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE|[Nn]ull|NULL)$/;
 /** sops's value form, a plain scalar in block context. */
 const ENC_VALUE =
   /^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]$/;
-/** Key lines: indent, key, and either nothing (a mapping follows) or `: ` and an ENC value. */
-const KEY_LINE = /^( *)([A-Za-z_][A-Za-z0-9_-]*):(?: (.*))?$/;
-const COMMENT_LINE = /^( *)#(.*)$/;
+/**
+ * The rest of a data line after its indent (sticky, matched in place: no line is cut out):
+ * a key and either nothing (a mapping follows) or `: ` and an ENC value, or `#` and a comment.
+ */
+const DATA_LINE =
+  /(?:([A-Za-z_][A-Za-z0-9_-]*):(?: (ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]))?|#([^\n\r\u2028\u2029]*))\n/y;
+/** A comment's text that the full path reads differently (empty, ending in a space). */
+const ODD_COMMENT = /^$|\s$/;
 
 function plainKey(k: string): boolean {
   return PLAIN_KEY.test(k) && !CORE_KEYWORD.test(k);
@@ -48,22 +53,26 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
   let opening: { parent: Open; key: string } | null = null;
   let nodes = 1;
   let pos = 0;
+  const line = DATA_LINE;
   while (pos < text.length) {
-    let end = text.indexOf("\n", pos);
-    if (end < 0) return null; // sops ends every line
-    const line = text.slice(pos, end);
-    if (line.startsWith("sops:")) {
-      if (line !== "sops:" || pendingComments !== null || opening !== null) return null;
+    if (text.startsWith("sops:", pos)) {
+      if (text.charCodeAt(pos + 5) !== 0x0a || pendingComments !== null || opening !== null) return null;
       break;
     }
-    end += 1;
-    const c = COMMENT_LINE.exec(line);
-    if (c !== null) {
-      const indent = c[1]!.length;
-      const body = c[2]!;
+    let at = pos;
+    while (text.charCodeAt(at) === 0x20) at++;
+    const indent = at - pos;
+    line.lastIndex = at;
+    const m = line.exec(text);
+    // Anything else (another value, a line without its newline, ...) takes the full path.
+    if (m === null) return null;
+    const end = line.lastIndex;
+    const body = m[3];
+    if (body !== undefined) {
       // A comment is read where the key after it stands; comments with blank or trailing
-      // space, or at another indent than that key, take the full path.
-      if (body === "" || /\s$/.test(body) || body.includes("\r")) return null;
+      // space, a line break of its own (CR, U+2028, U+2029: no match above), or at another
+      // indent than that key, take the full path.
+      if (ODD_COMMENT.test(body)) return null;
       if (pendingComments === null) pendingComments = { indent, comments: [] };
       else if (pendingComments.indent !== indent) return null;
       pendingComments.comments.push(new SopsComment(body));
@@ -71,11 +80,8 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
       pos = end;
       continue;
     }
-    const m = KEY_LINE.exec(line);
-    if (m === null) return null;
-    const indent = m[1]!.length;
-    const key = m[2]!;
-    const value = m[3];
+    const key = m[1]!;
+    const value = m[2];
     if (CORE_KEYWORD.test(key)) return null;
     if (pendingComments !== null && pendingComments.indent !== indent) return null;
     let top: Open;
@@ -99,12 +105,8 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
       pendingComments = null;
     }
     nodes += 2;
-    if (value === undefined) {
-      opening = { parent: top, key };
-    } else {
-      if (!ENC_VALUE.test(value)) return null;
-      top.branch.items.push({ key, value });
-    }
+    if (value === undefined) opening = { parent: top, key };
+    else top.branch.items.push({ key, value });
     pos = end;
   }
   if (pendingComments !== null || opening !== null) return null;
@@ -137,11 +139,16 @@ const CORE_NON_STRING: readonly RegExp[] = [
   /^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/,
 ];
 
+/** The first characters of the non-empty strings CORE_NON_STRING matches. */
+const CORE_NON_STRING_FIRST = new Set(Array.from("~nNtTfF0123456789+-.", (c) => c.charCodeAt(0)));
+
 /**
  * Whether the yaml library, with the YAML 1.2 core schema of the documents yaml.ts writes,
  * reads `s` back as another type (`42`, `true`, `1e3`, `null`, ...) and so quotes it.
  */
 export function resolvesToNonString(s: string): boolean {
+  // Every one of them is empty or starts with one of these: most strings are settled here.
+  if (s.length > 0 && !CORE_NON_STRING_FIRST.has(s.charCodeAt(0))) return false;
   for (const re of CORE_NON_STRING) if (re.test(s)) return true;
   return false;
 }
@@ -165,7 +172,7 @@ function emitBranch(b: SopsBranch, indent: string, out: string[], quoted: (s: st
       out.push(`${indent}${key}:\n`);
       if (!emitBranch(v, `${indent}    `, out, quoted)) return false;
     } else if (typeof v === "string") {
-      if (ENC_VALUE.test(v) || (PLAIN_VALUE.test(v) && !quoted(v))) out.push(`${indent}${key}: ${v}\n`);
+      if ((PLAIN_VALUE.test(v) && !quoted(v)) || ENC_VALUE.test(v)) out.push(`${indent}${key}: ${v}\n`);
       else return false;
     } else {
       return false;

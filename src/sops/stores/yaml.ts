@@ -257,6 +257,8 @@ function parseYamlText(text: string, nodesBefore: number): SopsBranch[] {
 const YAML11_TIMESTAMP =
   /^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?$/;
 const YAML11_BOOL = /^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$/;
+/** The letters YAML11_BOOL's words start with. */
+const YAML11_FIRST_LETTERS = "yYnNoO";
 
 function scalarNode(v: SopsValue): Scalar {
   if (typeof v === "string" && (YAML11_TIMESTAMP.test(v) || YAML11_BOOL.test(v))) {
@@ -339,6 +341,10 @@ function branchNode(b: SopsBranch): YAMLMap {
 
 /** The strings scalarNode writes double-quoted though they would be plain (exported for tests). */
 export function quotedAsYaml11(s: string): boolean {
+  // Both start with a digit or one of these letters: most strings are settled here.
+  if (s.length === 0) return false;
+  const c = s.charCodeAt(0);
+  if (!((c >= 0x30 && c <= 0x39) || YAML11_FIRST_LETTERS.includes(s[0]!))) return false;
   return YAML11_TIMESTAMP.test(s) || YAML11_BOOL.test(s);
 }
 
