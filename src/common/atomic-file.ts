@@ -28,6 +28,8 @@ export class AtomicFile {
   readonly tempPath: string;
   private fd: number;
   private done = false;
+  /** Everything written so far is on disk (syncAsync); commitAsync need not fsync again. */
+  private synced = false;
 
   private constructor(target: string, tempPath: string, fd: number) {
     this.target = target;
@@ -72,6 +74,7 @@ export class AtomicFile {
   }
 
   write(data: Uint8Array | readonly Uint8Array[]): void {
+    this.synced = false;
     try {
       writeAllSync(this.fd, data);
     } catch (e) {
@@ -82,6 +85,7 @@ export class AtomicFile {
 
   /** write() on libuv's thread pool (see openAsync). */
   async writeAsync(data: Uint8Array): Promise<void> {
+    this.synced = false;
     try {
       for (let off = 0; off < data.length; ) {
         const n = await new Promise<number>((resolve, reject) =>
@@ -94,6 +98,22 @@ export class AtomicFile {
       this.abort();
       throw ioError("write", this.target, e);
     }
+  }
+
+  /**
+   * fsync on libuv's thread pool, without renaming: the content is durable, and a later
+   * commitAsync() (with nothing written in between) renames without a second fsync. rekey
+   * prepares files this way while it still decrypts others.
+   */
+  async syncAsync(): Promise<void> {
+    try {
+      const fd = this.fd;
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+    } catch (e) {
+      this.abort();
+      throw ioError("write", this.target, e);
+    }
+    this.synced = true;
   }
 
   /**
@@ -134,7 +154,8 @@ export class AtomicFile {
     if (this.done) return;
     try {
       const fd = this.fd;
-      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+      if (!this.synced)
+        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
       beforeRename?.();
       fs.closeSync(fd);
       this.fd = -1;

@@ -33,13 +33,8 @@ export async function prepareJob(job: Job): Promise<AtomicFile> {
   // Opened and written off the main thread, which meanwhile wraps headers (see openAsync).
   const f = await AtomicFile.openAsync(job.rule.file, job.stat.mode & 0o777);
   await f.writeAsync(bytes);
-  try {
-    // commitAsync fsyncs again; by then there is nothing left to flush.
-    await new Promise<void>((resolve, reject) => fs.fsync(f.descriptor, (e) => (e ? reject(e) : resolve())));
-  } catch (e) {
-    f.abort();
-    throw ioError("write", job.rule.file, e);
-  }
+  // Durable now; commitJob renames it without a second fsync.
+  await f.syncAsync();
   return f;
 }
 

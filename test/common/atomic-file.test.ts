@@ -1,4 +1,4 @@
-/** AtomicFile's thread-pool path (openAsync, writeAsync, commitAsync), used by nixseal rekey. */
+/** AtomicFile's thread-pool path (openAsync, writeAsync, syncAsync, commitAsync), used by nixseal rekey. */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -62,6 +62,26 @@ test("openAsync in a directory that does not exist: a NixsealError naming the di
       return true;
     });
     assert.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    cleanup();
+  }
+});
+
+test("syncAsync makes the temp file durable without touching the target; commitAsync then renames it, also after more writes", async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const target = path.join(dir, "s");
+    fs.writeFileSync(target, "old");
+    const f = await AtomicFile.openAsync(target, 0o600);
+    await f.writeAsync(Buffer.from("new "));
+    await f.syncAsync();
+    assert.equal(fs.readFileSync(target, "utf8"), "old");
+    assert.equal(fs.readFileSync(f.tempPath, "utf8"), "new ");
+    // The file stays open for writing after a sync, and the commit takes everything written.
+    await f.writeAsync(Buffer.from("content"));
+    await f.commitAsync();
+    assert.equal(fs.readFileSync(target, "utf8"), "new content");
+    assert.deepEqual(fs.readdirSync(dir), ["s"]);
   } finally {
     cleanup();
   }
