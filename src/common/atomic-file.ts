@@ -14,10 +14,28 @@ import { nodeFs as fs } from "./node-fs.js";
 const TEMP_FLAGS =
   fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
+/**
+ * Random bytes for temp file names, drawn 256 names at a time: one call into OpenSSL's generator
+ * costs ~15 µs here, as much as creating the file (rekey makes a temp file per secret). Names
+ * are not secrets; O_EXCL and O_NOFOLLOW are what keep a planted file or link out.
+ */
+let namePool = Buffer.alloc(0);
+let namePoolAt = 0;
+const NAME_BYTES = 6;
+
+function randomName(): string {
+  if (namePoolAt + NAME_BYTES > namePool.length) {
+    namePool = randomBytes(NAME_BYTES * 256);
+    namePoolAt = 0;
+  }
+  namePoolAt += NAME_BYTES;
+  return namePool.toString("hex", namePoolAt - NAME_BYTES, namePoolAt);
+}
+
 /** A new temp file name in the directory of `target`. */
 function tempBeside(target: string): { dir: string; tempPath: string } {
   const dir = path.dirname(path.resolve(target));
-  return { dir, tempPath: path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString("hex")}.tmp`) };
+  return { dir, tempPath: path.join(dir, `.${path.basename(target)}.${randomName()}.tmp`) };
 }
 
 /** Temp files not yet committed: removed by abortAllAtomicFiles() on a signal. */
@@ -50,25 +68,6 @@ export class AtomicFile {
     return new AtomicFile(target, tempPath, fd);
   }
 
-  /**
-   * open() on libuv's thread pool. Creating a file can wait for the filesystem's journal while
-   * other files' fsyncs are under way (ext4: ~0.3-1 ms each), time the main thread can spend
-   * on CPU work instead (nixseal rekey). A temp file whose open completes after a signal handler
-   * ran abortAllAtomicFiles() is left behind, as after SIGKILL: rekey sweeps such files.
-   */
-  static async openAsync(target: string, mode: number): Promise<AtomicFile> {
-    const { dir, tempPath } = tempBeside(target);
-    let fd: number;
-    try {
-      fd = await new Promise<number>((resolve, reject) =>
-        fs.open(tempPath, TEMP_FLAGS, mode, (e, fd) => (e ? reject(e) : resolve(fd))),
-      );
-    } catch (e) {
-      throw ioError("create a file in", dir, e);
-    }
-    return new AtomicFile(target, tempPath, fd);
-  }
-
   get descriptor(): number {
     return this.fd;
   }
@@ -83,37 +82,50 @@ export class AtomicFile {
     }
   }
 
-  /** write() on libuv's thread pool (see openAsync). */
-  async writeAsync(data: Uint8Array): Promise<void> {
-    this.synced = false;
+  /**
+   * fsync on libuv's thread pool, without renaming: the content is durable, and a later commit
+   * (with nothing written in between) renames without a second fsync. With `close`, the file
+   * descriptor is released too (nothing more can be written): many files can wait for their
+   * rename without holding one each. rekey writes all its files, syncs them, then renames them.
+   */
+  async syncAsync(options: { close?: boolean } = {}): Promise<void> {
     try {
-      for (let off = 0; off < data.length; ) {
-        const n = await new Promise<number>((resolve, reject) =>
-          fs.write(this.fd, data, off, data.length - off, null, (e, n) => (e ? reject(e) : resolve(n))),
-        );
-        if (n <= 0) throw new Error("write() wrote nothing");
-        off += n;
+      const fd = this.fd;
+      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+      if (options.close === true) {
+        fs.closeSync(fd);
+        this.fd = -1;
       }
     } catch (e) {
       this.abort();
       throw ioError("write", this.target, e);
     }
+    this.synced = true;
   }
 
   /**
-   * fsync on libuv's thread pool, without renaming: the content is durable, and a later
-   * commitAsync() (with nothing written in between) renames without a second fsync. rekey
-   * prepares files this way while it still decrypts others.
+   * commit() for a file syncAsync() made durable: closes it if still open and renames it over
+   * the target, on this thread (a rename is one short system call; handing it to the thread pool
+   * costs more). The directory is not fsync-ed: call syncDirectory() once per directory.
+   * `beforeRename` may veto the rename by throwing.
    */
-  async syncAsync(): Promise<void> {
+  commitSynced(beforeRename?: () => void): void {
+    if (this.done) return;
     try {
-      const fd = this.fd;
-      await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
+      if (!this.synced) fs.fsyncSync(this.fd);
+      beforeRename?.();
+      if (this.fd >= 0) {
+        fs.closeSync(this.fd);
+        this.fd = -1;
+      }
+      fs.renameSync(this.tempPath, this.target);
     } catch (e) {
       this.abort();
+      if (e instanceof NixsealError) throw e;
       throw ioError("write", this.target, e);
     }
-    this.synced = true;
+    this.done = true;
+    live.delete(this);
   }
 
   /**
@@ -142,31 +154,6 @@ export class AtomicFile {
     } catch {
       // Directory fsync is best effort (some filesystems refuse it); the rename already happened.
     }
-  }
-
-  /**
-   * commit() off the main thread: fsync and rename run on libuv's thread pool, so many files
-   * can be committed at once and the disk batches their journal commits (nixseal rekey: 1000
-   * files in ~0.6 s instead of ~2 s). The directory is not fsync-ed here: call syncDirectory()
-   * once per directory when the batch is done. `beforeRename` may veto the rename by throwing.
-   */
-  async commitAsync(beforeRename?: () => void): Promise<void> {
-    if (this.done) return;
-    try {
-      const fd = this.fd;
-      if (!this.synced)
-        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
-      beforeRename?.();
-      fs.closeSync(fd);
-      this.fd = -1;
-      await fs.promises.rename(this.tempPath, this.target);
-    } catch (e) {
-      this.abort();
-      if (e instanceof NixsealError) throw e;
-      throw ioError("write", this.target, e);
-    }
-    this.done = true;
-    live.delete(this);
   }
 
   /** Like commit(), but fails with EEXIST instead of replacing an existing target. */

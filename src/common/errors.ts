@@ -140,12 +140,18 @@ export function ioError(action: string, file: string, cause: unknown): NixsealEr
           ? "is a directory"
           : errno === "ENOSPC"
             ? "no space left on device"
-            : (errno ?? "I/O error");
+            : errno === "EROFS"
+              ? "read-only file system"
+              : errno === "EDQUOT"
+                ? "disk quota exceeded"
+                : (errno ?? "I/O error");
   const hint =
     errno === "ENOENT"
       ? "check the path"
       : errno === "EACCES" || errno === "EPERM"
         ? "check the file's owner and mode"
-        : undefined;
+        : errno === "EROFS"
+          ? "the file system is mounted read-only: remount it read-write or work in a writable copy"
+          : undefined;
   return new NixsealError("IO", `cannot ${action} ${file}: ${what}`, { file, hint, cause });
 }

@@ -1,7 +1,6 @@
 /** What the parts of `nixseal rekey` pass along: one file to rewrite, and a failure. */
 import type * as fs from "node:fs";
 import type { Header } from "../age/index.js";
-import type { AtomicFile } from "../common/index.js";
 import type { SecretRule } from "./rules.js";
 
 /** One file to rewrite, from reading to writing. */
@@ -23,11 +22,6 @@ export interface Job {
    */
   keepable: boolean;
   newHeader: Uint8Array | null;
-  /**
-   * The new file, written to a temp file (fsync-ed, not renamed) while other files were still
-   * being decrypted (rekey.ts); renamed only once every file decrypted.
-   */
-  prepared: Promise<AtomicFile> | null;
 }
 
 export interface RekeyFailure {

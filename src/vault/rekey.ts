@@ -20,10 +20,11 @@
  *   anew (fresh ephemeral keys for everyone).
  *   (Removing a recipient never revoked anything: they could read the old file, which git keeps.
  *   Rotating the secret with `nixseal edit` makes a new file key.)
- * - Each file is replaced atomically (temp file, fsync, rename). A rekey killed with SIGKILL
- *   leaves every file old or new; its temp files are swept by the next rekey. Temp files may be
- *   written (and fsync-ed) while other files are still being decrypted, but nothing is renamed
- *   before every file decrypted; a failure removes them.
+ * - Each file is replaced atomically (temp file, fsync, rename). Every file is written to its
+ *   temp file first (some while others are still being decrypted), then all are fsync-ed
+ *   together, then renamed: nothing is renamed unless every file decrypted and every temp file
+ *   was written and made durable (a full disk leaves every file as it was). A rekey killed with
+ *   SIGKILL leaves every file old or new; its temp files are swept by the next rekey.
  * - Wrapping runs on worker threads when there is enough of it; plugins run once per plugin for
  *   all files (never a process per secret).
  *
@@ -35,7 +36,14 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import { ioError, NixsealError, rethrowUnlessNixseal, syncDirectory, wipe } from "../common/index.js";
+import {
+  type AtomicFile,
+  ioError,
+  NixsealError,
+  rethrowUnlessNixseal,
+  syncDirectory,
+  wipe,
+} from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
 import { readRecipientsRecord } from "./recipients-record.js";
@@ -45,21 +53,18 @@ import { WrapPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { unwrapAll } from "./rekey-unwrap.js";
 import { headerFor } from "./rekey-worker.js";
-import { commitJob, prepareJob } from "./rekey-writer.js";
+import { commitJob, prepareJob, syncPrepared } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import { sweepStaleTempFiles } from "./temp-sweep.js";
 
 export type { RekeyFailure } from "./rekey-job.js";
 
-/** Files written (and fsync-ed) at the same time: fsyncs in flight let the disk batch them. */
-const WRITES_IN_FLIGHT = 16;
 /**
- * Files written to their temp file (and fsync-ed) while other files are still being decrypted,
- * so that their writes wait for the disk while the CPU decrypts; renamed only once every file
- * decrypted. Each holds a file descriptor until then, hence the bound.
+ * Temp files written and not yet synced, each holding a file descriptor: at this many they are
+ * synced and closed, so a large repository never runs out of descriptors.
  */
-const PREPARED_AHEAD = 512;
+const OPEN_PREPARED = 512;
 
 export interface RekeyProgress {
   phase: "reading" | "decrypting" | "writing";
@@ -92,9 +97,10 @@ export interface RekeyResult {
   /** Secrets of the rules that have no file yet (nothing to rekey). */
   missing: string[];
   /**
-   * Files that could not be rewritten. A failure found before writing (a file that does not
-   * decrypt, a bad header, unusable recipients) means nothing was written at all; a write that
-   * fails (disk full, the file changed meanwhile) leaves that file as it was.
+   * Files that could not be rewritten. A failure found before renaming (a file that does not
+   * decrypt, a bad header, unusable recipients, a temp file that could not be written or synced:
+   * a full disk, a read-only mount) means no file was replaced at all; a file that changed while
+   * rekey ran is left as it is now, and the others are replaced.
    */
   failed: RekeyFailure[];
   dryRun: boolean;
@@ -197,7 +203,6 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
         fileKey: null,
         keepable: options.force !== true && !sets.list[set]!.hasPlugins && hasTags(seen.header.stanzas),
         newHeader: null,
-        prepared: null,
       });
     } catch (e) {
       rethrowUnlessNixseal(e);
@@ -214,7 +219,33 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   // Nothing is written once a failure is known; the lock is only needed for writing.
   const lock = dryRun || failed.length > 0 ? null : RekeyLock.acquire(rules);
   let pool: WrapPool | null = null;
-  const inFlight = new Set<Promise<void>>();
+  // Every file is written to a temp file first, then they are made durable together, then
+  // renamed: nothing is renamed unless every file was written (all or nothing, also for a full
+  // disk), and the fsyncs run together instead of between the writes.
+  const prepared: { job: Job; file: AtomicFile }[] = [];
+  const writeFailures: RekeyFailure[] = [];
+  /** prepared[synced..] still hold a file descriptor and are not yet durable. */
+  let synced = 0;
+  const failure = (job: Job, e: unknown): RekeyFailure => {
+    const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
+    return { secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint };
+  };
+  const written = new Set<Job>();
+  const write = (job: Job): void => {
+    written.add(job);
+    wipe(job.fileKey);
+    job.fileKey = null;
+    try {
+      prepared.push({ job, file: prepareJob(job) });
+    } catch (e) {
+      writeFailures.push(failure(job, e));
+    }
+  };
+  const syncWritten = async (): Promise<void> => {
+    const batch = prepared.slice(synced);
+    synced = prepared.length;
+    for (const { job, error } of await syncPrepared(batch)) writeFailures.push(failure(job, error));
+  };
   try {
     const identities = await options.identities();
 
@@ -225,15 +256,12 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       0,
     );
     const workerCount = lock === null ? 0 : (options.workers ?? workersFor(nativeWraps));
-    // Headers wrapped by workers while files are still being decrypted: written ahead.
+    // Headers wrapped by workers while files are still being decrypted: written ahead (not
+    // renamed: a file that fails to decrypt later still means nothing is renamed).
     let unwrapping = true;
-    let preparedAhead = 0;
     const prepareAhead = (job: Job) => {
-      if (!unwrapping || lock === null || preparedAhead >= PREPARED_AHEAD) return;
-      preparedAhead++;
-      job.prepared = prepareJob(job);
-      // A failure is reported when the file's turn to be renamed comes (step 4).
-      job.prepared.catch(() => {});
+      if (!unwrapping || lock === null || prepared.length - synced >= OPEN_PREPARED) return;
+      write(job);
     };
     if (workerCount > 0)
       pool = new WrapPool(
@@ -257,28 +285,9 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     failed.push(...(await wrapPluginSets(jobs, setList)));
     if (failed.length > 0) return finish();
 
-    // 4. Write, as headers become ready; the main thread wraps itself when there are no workers.
-    let written = 0;
-    const start = (job: Job) => {
-      wipe(job.fileKey);
-      job.fileKey = null;
-      const p: Promise<void> = (job.prepared ?? prepareJob(job))
-        .then((f) => commitJob(job, f))
-        .then(
-          () => {
-            result.rewritten.push(job.rule.name);
-            progress("writing", ++written, jobs.length);
-          },
-          (e) => {
-            const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
-            failed.push({ secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint });
-          },
-        );
-      const tracked = p.finally(() => inFlight.delete(tracked));
-      inFlight.add(tracked);
-    };
-    // Files are written in any order, as their headers become ready.
-    const waiting = new Set(jobs);
+    // 4. Write each file to its temp file as its header becomes ready; the main thread wraps
+    // itself when none is ready (or there are no workers).
+    const waiting = new Set(jobs.filter((j) => !written.has(j)));
     const wrapHere = async (job: Job) => {
       const s = setList[job.set]!;
       job.newHeader = await headerFor(
@@ -290,37 +299,49 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     };
     while (waiting.size > 0) {
       for (const job of waiting) {
-        if (inFlight.size >= WRITES_IN_FLIGHT) break;
         if (job.newHeader === null) continue;
         waiting.delete(job);
-        start(job);
+        write(job);
+        // Bounded file descriptors: sync (and close) what is written so far.
+        if (prepared.length - synced >= OPEN_PREPARED) await syncWritten();
       }
       if (waiting.size === 0) break;
-      // Wrap one here while there is one to wrap, even with every write slot taken: the writes
-      // wait for the disk, and the CPU work must not wait for them.
       const mine = pool ? pool.take() : [...waiting].find((j) => j.newHeader === null);
       if (mine) {
         await wrapHere(mine);
-        // Let the event loop run (a macrotask): workers' replies and finished writes are handled
-        // there, so that workers get their next batch and write slots free up.
+        // Let the event loop run (a macrotask): workers' replies are handled there, so that
+        // workers get their next batch.
         await new Promise<void>((resolve) => setImmediate(resolve));
         continue;
       }
-      // Nothing left to wrap here: wait for a write to finish or a worker's batch.
-      if (pool?.busy) await Promise.race([pool.progress(), ...inFlight]);
-      else if (inFlight.size > 0) await Promise.race(inFlight);
+      // Nothing left to wrap here: wait for a worker's batch.
+      if (pool?.busy) await pool.progress();
       else throw new NixsealError("INTERNAL", "rekey: a header was never wrapped");
     }
-    await Promise.all(inFlight);
+
+    // 5. Make every file durable, then rename them (each only if it did not change meanwhile).
+    await syncWritten();
+    if (writeFailures.length > 0) {
+      failed.push(...writeFailures);
+      return finish();
+    }
+    for (const { job, file } of prepared) {
+      try {
+        commitJob(job, file);
+        result.rewritten.push(job.rule.name);
+        progress("writing", result.rewritten.length, jobs.length);
+      } catch (e) {
+        failed.push(failure(job, e));
+      }
+    }
     return finish();
   } finally {
-    // Never leave with writes under way (their temp files are removed if they fail), nor with
-    // a temp file written ahead and not renamed (a failure found before writing: all or nothing).
-    await Promise.allSettled([...inFlight]);
-    for (const j of jobs) if (j.prepared !== null) (await j.prepared.catch(() => null))?.abort();
+    // Never leave a temp file that was not renamed (a failure found before renaming: all or
+    // nothing); abort() is a no-op for a renamed one.
+    for (const { file } of prepared) file.abort();
     // Renames are durable once their directory is synced: once per directory, not per file.
-    if (lock !== null)
-      for (const dir of new Set(jobs.map((j) => path.dirname(j.rule.file)))) syncDirectory(dir);
+    if (lock !== null && prepared.length > 0)
+      for (const dir of new Set(prepared.map((p) => path.dirname(p.job.rule.file)))) syncDirectory(dir);
     for (const j of jobs) wipe(j.fileKey);
     await pool?.stop();
     lock?.release();

@@ -436,6 +436,69 @@ in
   });
 });
 
+const UNSHARE = which("unshare");
+
+describe("a directory rekey cannot write (a read-only bind mount in a mount namespace)", {
+  skip: missing || (!UNSHARE && "unshare (util-linux) is not installed"),
+}, () => {
+  test("no file is renamed anywhere, the failure names the file and the cause, and no temp file is left", () => {
+    const root = path.join(dir, "read-only");
+    const home = path.join(root, "home");
+    fs.mkdirSync(home, { recursive: true });
+    const id = path.join(root, "admin.txt");
+    const admin = ageKeygen(id);
+    const other = ageKeygen(path.join(root, "other.txt"));
+    const repo = path.join(root, "repo");
+    const names = ["a/one.age", "b/two.age", "three.age"];
+    for (const n of names) ageEncrypt(path.join(repo, n), `value of ${n}\n`, [admin], false);
+    const entries = (keys: string) => names.map((n) => `  "${n}".publicKeys = [ ${keys} ];`).join("\n");
+    fs.writeFileSync(
+      path.join(repo, "secrets.nix"),
+      `let admin = "${admin}"; other = "${other}"; in {\n${entries("admin other")}\n}\n`,
+    );
+    const before = snapshot(repo);
+    // b/ is read-only for this rekey only: creating its temp file fails after the others were
+    // written (in file order), as a full disk or a lost mount would.
+    const script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"';
+    const r = spawnSync(
+      UNSHARE!,
+      [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        path.join(repo, "b"),
+        process.execPath,
+        CLI,
+        "rekey",
+        "-i",
+        id,
+      ],
+      { cwd: repo, env: { ...process.env, ...envFor(home) } as NodeJS.ProcessEnv },
+    );
+    assert.equal(r.status, 1, r.stderr.toString());
+    assert.match(r.stderr.toString(), /b\/two\.age.*: read-only file system\n/);
+    assert.match(r.stderr.toString(), /nothing was changed/);
+    assert.deepEqual(changed(before, snapshot(repo)), [], "no file was replaced");
+    const left = (d: string): string[] =>
+      fs
+        .readdirSync(d, { withFileTypes: true })
+        .flatMap((e) =>
+          e.isDirectory() ? left(path.join(d, e.name)) : e.name.endsWith(".tmp") ? [e.name] : [],
+        );
+    assert.deepEqual(left(repo), []);
+    // Writable again: the same rekey rewrites all three, readable by the new recipient.
+    const again = nixseal(["rekey", "-i", id], { cwd: repo, env: envFor(home) });
+    assert.equal(again.status, 0, again.stderr);
+    assert.deepEqual(changed(before, snapshot(repo)), [...names].sort());
+    for (const n of names)
+      assert.equal(ageDecrypt(path.join(repo, n), path.join(root, "other.txt")), `value of ${n}\n`);
+  });
+});
+
 describe("crash safety: rekey killed with SIGKILL at random points", { skip: missing }, () => {
   const SECRETS = 200;
   const RUNS = 30;
