@@ -195,3 +195,9 @@ export function digestOf(dir: string): string {
     digest.update(name).update(fs.readFileSync(path.join(dir, name)));
   return digest.digest("hex");
 }
+
+/** How a --previous build is named in results: its commit, when it is a git checkout's. */
+export function previousLabel(cli: string): string {
+  const r = spawnSync("git", ["-C", path.dirname(cli), "rev-parse", "--short", "HEAD"], { encoding: "utf8" });
+  return r.status === 0 ? `commit ${r.stdout.trim()}` : path.basename(path.dirname(path.dirname(cli)));
+}

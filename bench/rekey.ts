@@ -37,6 +37,8 @@ export interface RekeyBenchOptions {
   log?: (line: string) => void;
   /** The nixseal CLI to time (default: this checkout's bundle). */
   cli?: string;
+  /** Another build's CLI, timed on a copy of the same fixture (the previous nixseal). */
+  previousCli?: string;
 }
 
 export interface RekeyBenchResult {
@@ -46,6 +48,8 @@ export interface RekeyBenchResult {
   nixsealRekeyMs: number;
   /** The same rekey on the same files with the rules already evaluated (cache warm). */
   nixsealRekeyCachedMs: number;
+  /** The same rekey by previousCli on a copy of the same files (its own rules cache), or null. */
+  previousRekeyMs: number | null;
   /** Wall time of the agenix-style loop, or null when skipped / age is missing. */
   agenixLoopMs: number | null;
   /** agenixLoopMs / nixsealRekeyMs. */
@@ -128,8 +132,11 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
     if (record.state !== "present" || record.tags === null) throw new Error("the fixture has no v2 record");
     const repoB = path.join(dir, "b");
     fs.cpSync(repoA, repoB, { recursive: true });
+    const repoP = path.join(dir, "p");
+    if (options.previousCli) fs.cpSync(repoA, repoP, { recursive: true });
     // Add the (k+1)-th recipient to every secret.
     fs.writeFileSync(path.join(repoA, "secrets.nix"), rulesText(names, keys));
+    if (options.previousCli) fs.writeFileSync(path.join(repoP, "secrets.nix"), rulesText(names, keys));
 
     // The fixture's 2000 files are still dirty in the page cache: flush them now, so that the
     // rekey's fsyncs time its own writes, not the fixture's.
@@ -144,6 +151,23 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
     if (!r!.stderr.includes(`${n} rewritten`))
       throw new Error(`unexpected rekey output: ${r!.status} ${r!.stdout.slice(0, 300)} ${r!.stderr}`);
     log(`nixseal rekey: ${nixsealRekeyMs.toFixed(0)} ms`);
+
+    // The previous build on its copy, with a rules cache of its own (no evaluation saved).
+    let previousRekeyMs: number | null = null;
+    if (options.previousCli) {
+      const previousEnv = { ...env, XDG_CACHE_HOME: path.join(dir, "cache-previous") };
+      spawnSync("sync");
+      let p: ReturnType<typeof spawnSync> | undefined;
+      previousRekeyMs = timed(() => {
+        p = spawnSync(process.execPath, [options.previousCli!, "rekey", "-i", identityFile], {
+          cwd: repoP,
+          env: previousEnv,
+          encoding: "utf8",
+        });
+      });
+      if (p!.status !== 0) throw new Error(`the previous nixseal's rekey failed: ${p!.stderr}`);
+      log(`previous nixseal rekey: ${previousRekeyMs.toFixed(0)} ms`);
+    }
 
     // Again with --force on the same files: the rules are cached now (no Nix evaluation), and
     // every stanza is wrapped anew (as for a repository without tags).
@@ -193,6 +217,7 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
       recipients: k,
       nixsealRekeyMs,
       nixsealRekeyCachedMs,
+      previousRekeyMs,
       agenixLoopMs,
       ratio: agenixLoopMs === null ? null : agenixLoopMs / nixsealRekeyMs,
       startupMedianMs: median(startupRuns),

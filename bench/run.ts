@@ -28,6 +28,7 @@ import {
   DEFAULT_CLI,
   defaultScratchBase,
   median,
+  previousLabel,
   REPO,
   type ResultRow,
   versionOf,
@@ -49,12 +50,18 @@ const rekey: Benchmark = {
   description: "nixseal rekey of 1000 secrets vs an agenix-style loop (bench/rekey.ts)",
   async run(ctx) {
     let mod: {
-      benchRekey?: (o: { log?: (l: string) => void; startupRuns?: number; cli?: string }) => Promise<{
+      benchRekey?: (o: {
+        log?: (l: string) => void;
+        startupRuns?: number;
+        cli?: string;
+        previousCli?: string;
+      }) => Promise<{
         secrets: number;
         recipients: number;
         nixsealRekeyMs: number;
         nixsealRekeyCachedMs: number;
         agenixLoopMs: number | null;
+        previousRekeyMs: number | null;
         startupRuns: number[];
       }>;
     };
@@ -66,7 +73,8 @@ const rekey: Benchmark = {
       return null;
     }
     if (typeof mod.benchRekey !== "function") return null;
-    const r = await mod.benchRekey({ log: ctx.log, cli: ctx.cli });
+    const previous = ctx.text("--previous");
+    const r = await mod.benchRekey({ log: ctx.log, cli: ctx.cli, previousCli: previous });
     return {
       title: `rekey: ${r.secrets} secrets × ${r.recipients} recipients, one recipient added`,
       rows: [
@@ -77,6 +85,16 @@ const rekey: Benchmark = {
           anchor: r.agenixLoopMs === null ? null : [r.agenixLoopMs],
           target: "< 600 ms",
         },
+        ...(r.previousRekeyMs === null
+          ? []
+          : [
+              {
+                name: "rekey (the same fixture)",
+                nixseal: [r.nixsealRekeyMs],
+                anchorName: `the previous nixseal (${previousLabel(previous!)})`,
+                anchor: [r.previousRekeyMs],
+              },
+            ]),
         {
           name: "rekey --force (rules cached)",
           nixseal: [r.nixsealRekeyCachedMs],
@@ -114,11 +132,12 @@ const BENCHMARKS: Benchmark[] = [
 
 function usage(): string {
   return [
-    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--hosts N] [--no-anchor] [--no-record] [--quiet LOAD]",
+    "usage: node dist/bench/run.js [NAME...] [--runs N] [--nixseal FILE] [--dir DIR] [--size-mib N] [--disk-dir DIR] [--files N] [--hosts N] [--previous FILE] [--no-anchor] [--no-record] [--quiet LOAD]",
     "",
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
-    "With no NAME, every benchmark runs.",
+    "With no NAME, every benchmark runs. --previous FILE: another build's dist/bundle/main.js,",
+    "timed in the same run as an anchor (sops-decrypt, rekey): the previous nixseal.",
   ].join("\n");
 }
 
@@ -138,6 +157,7 @@ function parseArgs(argv: string[]): Args {
     "--files",
     "--quiet",
     "--hosts",
+    "--previous",
   ]);
   const args: Args = { names: [], values: new Map(), flags: new Set() };
   for (let i = 0; i < argv.length; i++) {
