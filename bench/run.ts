@@ -307,7 +307,11 @@ async function main(): Promise<number> {
     log: (line) => process.stderr.write(`${line}\n`),
   };
   if (!fs.existsSync(ctx.cli)) throw new Error(`${ctx.cli} does not exist: run npm run build first`);
-  const command = `node ${path.relative(REPO, process.argv[1]!)} ${process.argv.slice(2).join(" ")}`.trim();
+  // A --previous build is named by its commit, not by where it lies on this machine.
+  const shown = process.argv
+    .slice(2)
+    .map((a, i, all) => (all[i - 1] === "--previous" ? `PREVIOUS (${previousLabel(a)})` : a));
+  const command = `node ${path.relative(REPO, process.argv[1]!)} ${shown.join(" ")}`.trim();
   const info = {
     date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
     machine: machine(ctx),
