@@ -3,7 +3,7 @@
  * evaluates secrets.nix, the real age binary writes the files (binary and armored, one named
  * "-dash.age") and reads what rekey writes, ssh-keygen makes the user's and the host's keys.
  * Then: a file nobody here can decrypt (nothing changes, every failure listed), and crash
- * safety: `nixseal rekey` killed with SIGKILL at random points, many times.
+ * safety: `nixseal rekey` killed with SIGKILL at random points and right at its first rename, many times.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -533,7 +533,10 @@ describe("crash safety: rekey killed with SIGKILL at random points", { skip: mis
     assert.equal(full.status, 0, full.stderr);
 
     const random = prng(20261121);
-    // Kill points spread over a whole run (0-300 ms, or the run's length on a slow machine).
+    // Even runs: kill points spread over a whole run (0-300 ms, or the run's length on a slow
+    // machine), mostly while temp files are written and synced. Odd runs: killed as soon as the
+    // first file is renamed into place, since rekey renames every file in one short burst at
+    // the end and random points rarely land inside it.
     const span = Math.max(300, fullMs * 1.1);
     let interruptedMidway = 0;
     let leftovers = 0;
@@ -541,9 +544,18 @@ describe("crash safety: rekey killed with SIGKILL at random points", { skip: mis
       const before = new Map(names.map((n) => [n, fs.readFileSync(path.join(repo, n))]));
       const child = spawn(process.execPath, rekeyArgs, { cwd: repo, env, stdio: "ignore", detached: true });
       const exited = new Promise((r) => child.once("exit", r));
-      const delay = Math.floor(random() * span);
-      await new Promise((r) => setTimeout(r, delay));
-      child.kill("SIGKILL");
+      let delay = -1;
+      if (run % 2 === 0) {
+        delay = Math.floor(random() * span);
+        await new Promise((r) => setTimeout(r, delay));
+        child.kill("SIGKILL");
+      } else {
+        const watcher = fs.watch(repo, (_event, name) => {
+          if (name?.endsWith(".age") && !name.startsWith(".")) child.kill("SIGKILL");
+        });
+        await exited;
+        watcher.close();
+      }
       await exited;
 
       let rewritten = 0;
@@ -553,7 +565,11 @@ describe("crash safety: rekey killed with SIGKILL at random points", { skip: mis
         rewritten++;
         // Not the old version: then a complete new one.
         const plain = await decrypt(now, [ids[1]!]);
-        assert.equal(Buffer.from(plain).toString(), `value ${n}\n`, `run ${run} (${delay} ms): ${n}`);
+        assert.equal(
+          Buffer.from(plain).toString(),
+          `value ${n}\n`,
+          `run ${run} (${delay < 0 ? "at the first rename" : `${delay} ms`}): ${n}`,
+        );
       }
       if (rewritten > 0 && rewritten < SECRETS) interruptedMidway++;
       // Every file decrypts, whichever version it is; a sample with the real age binary.
