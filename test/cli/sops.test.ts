@@ -9,6 +9,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import YAML from "yaml";
+import { X25519Identity } from "../../src/age/x25519.js";
+import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { CLI, isolatedUserEnv, nixseal, REPO, run, tempDir, which } from "../helpers.js";
 import { makeHost, secret, writeManifest } from "../install/fixture.js";
 
@@ -874,4 +876,29 @@ describe("hostile sops files fail fast", { skip: missing }, () => {
       host.cleanup();
     }
   });
+});
+
+test("decrypt of a large sops file to a pipe: every byte arrives although decrypt ends the process as soon as it has written", async () => {
+  // ~16 000 values, a plaintext of ~600 KiB: many times a pipe's buffer, so the output must be
+  // written in full before the process ends, not queued.
+  const id = X25519Identity.generate();
+  const keyFile = path.join(dir, "large-keys.txt");
+  fs.writeFileSync(keyFile, `${id.encode()}\n`, { mode: 0o600 });
+  let plain = "";
+  for (let s = 0; s < 160; s++) {
+    plain += `service_${s}:\n`;
+    for (let k = 0; k < 100; k++) plain += `    key_${k}: value-${s}-${k}-${"x".repeat(k % 17)}\n`;
+  }
+  const store = new YamlStore();
+  const branches = store.parsePlain(Buffer.from(plain));
+  const expected = Buffer.from(store.emitPlain(branches));
+  assert.ok(expected.length > 500 * 1024, String(expected.length));
+  const file = path.join(dir, "large.sops.yaml");
+  fs.writeFileSync(
+    file,
+    await encryptNewDocument(branches, store, { keyGroups: [[id.recipient().toString()]] }),
+  );
+  const r = nixseal(["decrypt", file, "-i", keyFile], { env: { HOME: path.join(dir, "large-home") } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.equals(expected), `got ${r.stdout.length} of ${expected.length} bytes`);
 });

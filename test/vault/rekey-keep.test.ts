@@ -11,7 +11,7 @@ import { createHmac, hkdfSync } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { decryptHeader, encryptHeader, extractHeader, readHeader } from "../../src/age/age.js";
+import { decrypt, decryptHeader, encryptHeader, extractHeader, readHeader } from "../../src/age/age.js";
 import type { Identity, Stanza } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { checkRepository } from "../../src/vault/check.js";
@@ -233,6 +233,31 @@ describe("rekey keeps the stanzas of recipients who stay", { skip: !AGE && "age 
     for (const p of people) assert.equal(ageDecrypt(path.join(repo, "s39.age"), p), "value of s39.age");
     assert.equal(ageDecrypt(path.join(repo, "s7.age"), people[2]!), "value of s7.age");
     assert.deepEqual(checkRepository(rules).problems, []);
+  });
+
+  test("more files than rekey keeps open at once (synced and closed in batches): every one rewritten, read by the added recipient, no temp file left", async () => {
+    const { ids: people, keys } = ids(3);
+    const names = Array.from({ length: 1100 }, (_, i) => `s${String(i).padStart(4, "0")}.age`);
+    const entries = (k: string[]) => Object.fromEntries(names.map((n) => [n, { publicKeys: k }]));
+    // With a worker (files written ahead while others are decrypted) and without one.
+    for (const workers of [1, 0]) {
+      const repo = path.join(dir, `batches-${workers}`);
+      await writeAll(makeRules(repo, entries(keys.slice(0, 2))));
+      const r = await rekeyRepository(
+        makeRules(repo, entries(keys)),
+        rekeyOptions([people[0]!], { workers }),
+      );
+      assert.deepEqual(r.failed, []);
+      assert.equal(r.rewritten.length, names.length);
+      for (const n of names) {
+        const plain = await decrypt(fs.readFileSync(path.join(repo, n)), [people[2]!]);
+        assert.equal(Buffer.from(plain).toString(), `value of ${n}`, `${n} (workers: ${workers})`);
+      }
+      assert.deepEqual(
+        fs.readdirSync(repo).filter((f) => f.startsWith(".")),
+        [],
+      );
+    }
   });
 
   test("files written ahead by workers are not renamed when a later file fails: nothing changes, no temp file is left", async () => {
