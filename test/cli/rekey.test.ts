@@ -2,8 +2,9 @@
  * `nixseal rekey` and `nixseal check` on an agenix-style repository made by the test: real Nix
  * evaluates secrets.nix, the real age binary writes the files (binary and armored, one named
  * "-dash.age") and reads what rekey writes, ssh-keygen makes the user's and the host's keys.
- * Then: a file nobody here can decrypt (nothing changes, every failure listed), and crash
- * safety: `nixseal rekey` killed with SIGKILL at random points and right at its first rename, many times.
+ * Then: a file nobody here can decrypt (nothing changes, every failure listed), a directory it
+ * cannot write (nothing replaced), and crash safety: `nixseal rekey` killed with SIGKILL at
+ * random points and right at its first rename, many times.
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
