@@ -146,6 +146,12 @@ export interface Manifest {
    * stopping the install: what sops-nix and agenix do, set by the compat modules only.
    */
   replaceExisting: boolean;
+  /**
+   * The Nix store directory (the modules write `builtins.storeDir`); null: absent. An encrypted
+   * file inside one of its store paths, read before as a store file at the same path, is not
+   * read again (sources.ts, isInStore; docs/architecture.md, "Store files are not read again").
+   */
+  storeDir: string | null;
   identities: ManifestIdentity[];
   secrets: ManifestSecret[];
   templates: ManifestTemplate[];
@@ -410,6 +416,7 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
     default: false,
     read: booleanField("true only for hosts moving from sops-nix or agenix (the compat modules set it)"),
   },
+  storeDir: { required: false, default: null, read: nullable(readPath) },
   identities: {
     required: true,
     read: (v, at) =>
@@ -763,6 +770,7 @@ export function validateManifest(json: unknown, file: string): Manifest {
     changeDetection: m.get("changeDetection") as ChangeDetection,
     credstoreDir: m.get("credstoreDir") as string | null,
     replaceExisting: m.get("replaceExisting") as boolean,
+    storeDir: m.get("storeDir") as string | null,
     identities: m.get("identities") as ManifestIdentity[],
     secrets: m.get("secrets") as ManifestSecret[],
     templates: m.get("templates") as ManifestTemplate[],

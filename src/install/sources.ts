@@ -41,6 +41,75 @@ export function readEncryptedFile(file: string): Buffer {
   } catch (e) {
     throw ioError("read", file, e);
   }
+  return readOpened(fd, file);
+}
+
+/**
+ * A store path's first segment: 32 characters of Nix's base-32 (no e, o, t, u), "-", a name of
+ * Nix's store-path characters not starting with ".".
+ */
+const STORE_PATH_NAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/;
+
+/**
+ * Whether `file` is a store path of `storeDir` or inside one, by its text alone: the manifest's
+ * paths are normalised (no . or .. segment, no //: src/common/validation.ts, pathProblem).
+ */
+export function isInStore(file: string, storeDir: string | null): boolean {
+  if (storeDir === null || file.length <= storeDir.length + 1 || !file.startsWith(storeDir)) return false;
+  if (file[storeDir.length] !== "/") return false;
+  const end = file.indexOf("/", storeDir.length + 1);
+  const name = file.slice(storeDir.length + 1, end === -1 ? undefined : end);
+  return STORE_PATH_NAME.test(name) && !file.includes("/../") && !file.endsWith("/..");
+}
+
+/** An encrypted file's content, and whether it was read as a store file (see readSourceFile). */
+export interface SourceRead {
+  data: Buffer;
+  /**
+   * True if `file` is inside the manifest's store dir (isInStore) and was opened as a regular
+   * file at that very path, no symlink followed on the way (the kernel's name of the opened
+   * file, /proc/self/fd, is `file` itself). Recorded with the generation: the next install may
+   * then take the file's hash from the record instead of reading it again (docs/architecture.md,
+   * "Store files are not read again").
+   */
+  storeFile: boolean;
+}
+
+/**
+ * readEncryptedFile, and whether the file was a store file read without following a symlink.
+ * A symlink (in the store or not) is still followed and read, as by readEncryptedFile; only the
+ * record says it was one.
+ */
+export function readSourceFile(file: string, storeDir: string | null): SourceRead {
+  if (!isInStore(file, storeDir)) return { data: readEncryptedFile(file), storeFile: false };
+  let fd: number;
+  let followed = false;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ELOOP") throw ioError("read", file, e);
+    // The last component is a symlink: read where it points, as readEncryptedFile does.
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch (e2) {
+      throw ioError("read", file, e2);
+    }
+    followed = true;
+  }
+  let storeFile = false;
+  if (!followed) {
+    try {
+      // Any symlink among the directories on the way makes the kernel's name differ.
+      storeFile = fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+    } catch {
+      storeFile = false; // no /proc: not known, so read again next time
+    }
+  }
+  return { data: readOpened(fd, file), storeFile };
+}
+
+/** The checks and the read of readEncryptedFile on an opened file; closes it. */
+function readOpened(fd: number, file: string): Buffer {
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {
