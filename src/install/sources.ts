@@ -6,6 +6,7 @@
  * value from the active generation reads the encrypted files (their hashes) and nothing more.
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, readAllSync, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
@@ -67,8 +68,8 @@ export interface SourceRead {
   data: Buffer;
   /**
    * True if `file` is inside the manifest's store dir (isInStore) and was opened as a regular
-   * file at that very path, no symlink followed on the way (the kernel's name of the opened
-   * file, /proc/self/fd, is `file` itself). Recorded with the generation: the next install may
+   * file at that very path, no symlink followed on the way (opened with O_NOFOLLOW, and its
+   * directory's real path is the directory itself). Recorded with the generation: the next install may
    * then take the file's hash from the record instead of reading it again (docs/architecture.md,
    * "Store files are not read again").
    */
@@ -96,16 +97,28 @@ export function readSourceFile(file: string, storeDir: string | null): SourceRea
     }
     followed = true;
   }
-  let storeFile = false;
-  if (!followed) {
+  return { data: readOpened(fd, file), storeFile: !followed && isRealDir(path.dirname(file)) };
+}
+
+/** Directories whose real path is their own (no symlink on the way), as found in this thread. */
+const realDirs = new Map<string, boolean>();
+
+/**
+ * Whether `dir` has no symlink among its components: realpath(3) gives it back unchanged. Asked
+ * once per directory (an activation's files share a few): a directory inside a store path does
+ * not change, and its store path is one component of it, checked with it.
+ */
+function isRealDir(dir: string): boolean {
+  let real = realDirs.get(dir);
+  if (real === undefined) {
     try {
-      // Any symlink among the directories on the way makes the kernel's name differ.
-      storeFile = fs.readlinkSync(`/proc/self/fd/${fd}`) === file;
+      real = fs.realpathSync.native(dir) === dir;
     } catch {
-      storeFile = false; // no /proc: not known, so read again next time
+      real = false; // not known: read again next time
     }
+    realDirs.set(dir, real);
   }
-  return { data: readOpened(fd, file), storeFile };
+  return real;
 }
 
 /** The checks and the read of readEncryptedFile on an opened file; closes it. */
