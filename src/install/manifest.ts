@@ -284,12 +284,25 @@ export function readSecret(x: Json, where: string, p: Problems): ManifestSecret 
   };
 }
 
+/**
+ * Strings found valid by the quick reading (owners, groups, units, modes): a host's thousands
+ * of secrets repeat a few of them, so each is checked once. Only valid ones are kept; anything
+ * else goes through the rules every time.
+ */
+const validPrincipals = new Set<string>();
+const validUnits = new Set<string>();
+const validModes = new Map<string, number>();
+
 /** A list of unit names as readUnits reads it, or null if it has any problem (readUnits tells which). */
 function quickUnits(v: Json | undefined): string[] | null {
   if (!Array.isArray(v)) return null;
   for (let i = 0; i < v.length; i++) {
     const u = v[i];
-    if (typeof u !== "string" || unitNameProblem(u) !== null) return null;
+    if (typeof u !== "string") return null;
+    if (!validUnits.has(u)) {
+      if (unitNameProblem(u) !== null) return null;
+      validUnits.add(u);
+    }
   }
   return v.length < 2 ? [...(v as string[])] : [...new Set(v as string[])];
 }
@@ -297,7 +310,24 @@ function quickUnits(v: Json | undefined): string[] | null {
 /** An owner or group as readOwner reads it; undefined if it has a problem. */
 function quickPrincipal(v: Json | undefined): string | null | undefined {
   if (v === null) return null;
-  return typeof v === "string" && principalProblem(v) === null ? v : undefined;
+  if (typeof v !== "string") return undefined;
+  if (validPrincipals.has(v)) return v;
+  if (principalProblem(v) !== null) return undefined;
+  validPrincipals.add(v);
+  return v;
+}
+
+/** A mode as readMode reads it; null if it has a problem. */
+function quickMode(v: Json | undefined): number | null {
+  if (typeof v !== "string") return null;
+  let mode = validModes.get(v);
+  if (mode === undefined) {
+    const parsed = parseMode(v);
+    if (typeof parsed !== "number") return null;
+    mode = parsed;
+    validModes.set(v, mode);
+  }
+  return mode;
 }
 
 const SECRET_KEYS = new Set(Object.keys(SECRET_FIELDS));
@@ -325,8 +355,8 @@ export function quickSecret(v: Json): ManifestSecret | null {
   if (typeof format !== "string" || !(SECRET_FORMATS as readonly string[]).includes(format)) return null;
   if (key !== null && (typeof key !== "string" || keyProblem(key) !== null)) return null;
   if (path !== null && (typeof path !== "string" || pathProblem(path) !== null)) return null;
-  const parsedMode = typeof mode === "string" ? parseMode(mode) : null;
-  if (typeof parsedMode !== "number") return null;
+  const parsedMode = quickMode(mode);
+  if (parsedMode === null) return null;
   const owner = quickPrincipal(v.owner);
   const group = quickPrincipal(v.group);
   if (owner === undefined || group === undefined) return null;
