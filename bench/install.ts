@@ -3,7 +3,10 @@
  * `nixseal install` process (start-up included) against an agenix-style activation loop: per
  * secret one `age -d` process, then chown and chmod, as agenix's activation script does, in the
  * same run on the same files. Both write a fresh generation of files owned by nobody:nogroup
- * (mode 0400) in a tmpfs, and both outputs are checked.
+ * (mode 0400) in a tmpfs, and both outputs are checked. The encrypted files are in the Nix store,
+ * as on a host (`nix-store --add` of the fixture's directory, deleted again at the end; the
+ * manifest names the store as the modules do, storeDir); without nix-store they stay in the
+ * scratch directory and the manifest names no store, so every file is read at every install.
  *
  * Cases, each timed in the same rounds as the anchor (which does the same work every time: agenix
  * decrypts everything at every activation):
@@ -42,6 +45,8 @@ const CHANGED = 10;
 interface Fixture {
   /** The encrypted files of manifest A, and nothing else (the anchor decrypts them all). */
   inDir: string;
+  /** The store path the encrypted files were added as, or null (not in the store). */
+  storePath: string | null;
   /** A: the secrets; B: the same with CHANGED of them from other encrypted files. */
   manifests: [string, string];
   /** digestOf(secretsDir) after installing A, B. */
@@ -62,6 +67,20 @@ async function encryptedFile(file: string, plain: Uint8Array, r: Recipient): Pro
   fs.writeFileSync(file, await encrypt(plain, [r]));
 }
 
+/** Adds `dir` to the Nix store (as a host's configuration has its encrypted files); null without nix-store. */
+function addToStore(dir: string): string | null {
+  const nixStore = which("nix-store");
+  if (!nixStore) return null;
+  const r = spawnSync(nixStore, ["--add", dir], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`nix-store --add failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Deletes what addToStore added (nothing refers to it: generation metadata is no GC root). */
+function deleteFromStore(storePath: string | null): void {
+  if (storePath !== null) spawnSync("nix-store", ["--delete", storePath], { stdio: "ignore" });
+}
+
 /** `count` secrets of 100-300 random bytes, and manifests A and B installing them. */
 async function makeFixture(
   dir: string,
@@ -71,30 +90,34 @@ async function makeFixture(
   recipient: string,
   owner: { user: string; group: string },
 ): Promise<Fixture> {
-  const inDir = path.join(dir, `in-${label}`);
-  const otherDir = path.join(dir, `in-${label}-changed`);
-  fs.mkdirSync(inDir);
-  fs.mkdirSync(otherDir);
+  // in/: manifest A's files; changed/: the other files of manifest B.
+  const encDir = path.join(dir, `encrypted-${label}`);
+  fs.mkdirSync(path.join(encDir, "in"), { recursive: true });
+  fs.mkdirSync(path.join(encDir, "changed"));
   const r = parseRecipientString(recipient, "benchmark host key");
   const changed = new Set(
     Array.from({ length: Math.min(CHANGED, count) }, (_, k) => Math.floor((k * count) / CHANGED)),
   );
   const digests = [createHash("sha256"), createHash("sha256")];
-  const lists: unknown[][] = [[], []];
   for (let i = 0; i < count; i++) {
     const name = secretName(i);
     const plain = randomBytes(randomInt(100, 301));
-    const file = path.join(inDir, `${name}.age`);
-    await encryptedFile(file, plain, r);
-    let fileB = file;
+    await encryptedFile(path.join(encDir, "in", `${name}.age`), plain, r);
     let plainB = plain;
     if (changed.has(i)) {
       plainB = randomBytes(randomInt(100, 301));
-      fileB = path.join(otherDir, `${name}.age`);
-      await encryptedFile(fileB, plainB, r);
+      await encryptedFile(path.join(encDir, "changed", `${name}.age`), plainB, r);
     }
     digests[0]!.update(name).update(plain);
     digests[1]!.update(name).update(plainB);
+  }
+  const storePath = addToStore(encDir);
+  const root = storePath ?? encDir;
+  const lists: unknown[][] = [[], []];
+  for (let i = 0; i < count; i++) {
+    const name = secretName(i);
+    const file = path.join(root, "in", `${name}.age`);
+    const fileB = changed.has(i) ? path.join(root, "changed", `${name}.age`) : file;
     for (const [k, f] of [file, fileB].entries()) {
       lists[k]!.push({
         name,
@@ -123,6 +146,7 @@ async function makeFixture(
         keepGenerations: 0,
         // The scratch dir is a tmpfs already (benchmarks do not mount): same as a host's /run.
         mount: "existing",
+        ...(storePath === null ? {} : { storeDir: path.dirname(storePath) }),
         identities: [{ type: "ssh", path: hostKey }],
         secrets: lists[k],
         templates: [],
@@ -132,7 +156,8 @@ async function makeFixture(
     return manifest;
   }) as [string, string];
   return {
-    inDir,
+    inDir: path.join(root, "in"),
+    storePath,
     manifests,
     expected: [digests[0]!.digest("hex"), digests[1]!.digest("hex")],
     secretsDir,
@@ -215,7 +240,7 @@ function installSteps(ctx: BenchContext, f: Fixture, label: string, reactivation
 export const installBench: Benchmark = {
   name: "install",
   description:
-    "nixseal install of 1000 (and 10 000) age secrets, cold and re-activated, vs an agenix-style activation loop",
+    "nixseal install of 1000 (and 10 000) age secrets in the Nix store (nix-store --add), cold and re-activated, vs an agenix-style activation loop",
   async run(ctx: BenchContext): Promise<BenchResult | null> {
     const age = which("age");
     const sshKeygen = which("ssh-keygen");
@@ -229,6 +254,7 @@ export const installBench: Benchmark = {
     }
     const count = ctx.option("--files") ?? 1000;
     const { dir, remove } = scratchDir(ctx.scratch, "install");
+    const added: (string | null)[] = [];
     try {
       fs.chmodSync(dir, 0o755);
       const hostKey = path.join(dir, "ssh_host_ed25519_key");
@@ -241,6 +267,8 @@ export const installBench: Benchmark = {
       };
       ctx.log(`install: encrypting ${count} secrets to an ssh-ed25519 host key`);
       const small = await makeFixture(dir, "small", count, hostKey, recipient, owner);
+      added.push(small.storePath);
+      ctx.log(`install: the encrypted files are in ${small.storePath ?? "the scratch dir (no nix-store)"}`);
 
       // agenix's activation, reduced to what it does per secret: a new generation directory,
       // then per secret age -d into it, chown, chmod; finally the symlink switch.
@@ -304,6 +332,7 @@ export const installBench: Benchmark = {
       const bigCount = count * 10;
       ctx.log(`install: encrypting ${bigCount} secrets`);
       const big = await makeFixture(dir, "big", bigCount, hostKey, recipient, owner);
+      added.push(big.storePath);
       const bigTimes = rounds(ctx, installSteps(ctx, big, String(bigCount), false));
       rows.push({
         name: `${bigCount} secrets, cold`,
@@ -317,11 +346,12 @@ export const installBench: Benchmark = {
         title: `install: ${count} and ${bigCount} secrets activated, cold and re-activated`,
         rows,
         notes: [
-          `Each secret holds 100-300 random bytes, age-encrypted to one ssh-ed25519 host key, installed as ${owner.user}:${owner.group} 0400 into a new generation in a tmpfs (/dev/shm; the manifest says mount "existing", so no ramfs is mounted). nixseal: one \`nixseal install\` process (start-up, manifest validation, metadata, restart lists, pruning of the previous generation included). Cold: the generations dir removed before each run (untimed). Re-activation: the previous run's generation active; "${CHANGED} changed" switches between two manifests that differ in ${CHANGED} encrypted files. The anchor: a bash loop running \`age -d\`, \`chown\` and \`chmod\` per secret, as agenix's activation does (at every activation). Every output is checked.`,
+          `Each secret holds 100-300 random bytes, age-encrypted to one ssh-ed25519 host key, ${small.storePath === null ? "in the scratch dir (no nix-store here; the manifest names no store, so every file is read at every install)" : "in the Nix store as on a host (nix-store --add of the fixture's directory; the manifest's storeDir as the modules write it)"}, installed as ${owner.user}:${owner.group} 0400 into a new generation in a tmpfs (/dev/shm; the manifest says mount "existing", so no ramfs is mounted). nixseal: one \`nixseal install\` process (start-up, manifest validation, metadata, restart lists, pruning of the previous generation included). Cold: the generations dir removed before each run (untimed). Re-activation: the previous run's generation active; "${CHANGED} changed" switches between two manifests that differ in ${CHANGED} encrypted files. The anchor: a bash loop running \`age -d\`, \`chown\` and \`chmod\` per secret, as agenix's activation does (at every activation). Every output is checked.`,
         ],
       };
     } finally {
       remove();
+      for (const p of added) deleteFromStore(p);
     }
   },
 };

@@ -75,6 +75,8 @@ let
     generationsDir = "${runtimeDir}/nixseal/generations";
     inherit (cfg) keepGenerations;
     mount = "existing";
+    # The encrypted files are store paths: an unchanged one is not read again (docs/manifest.md).
+    inherit (builtins) storeDir;
     restartListFile = null;
     reloadListFile = null;
     dryRestartListFile = null;

@@ -5,12 +5,24 @@
 
 const ALPHABET = /^[A-Za-z0-9+/]*$/;
 
+/** The 6-bit value of a character of ALPHABET. */
+function sextet(c: number): number {
+  if (c >= 0x61) return c - 0x61 + 26; // a-z
+  if (c >= 0x41) return c - 0x41; // A-Z
+  if (c >= 0x30) return c - 0x30 + 52; // 0-9
+  return c === 0x2b ? 62 : 63; // + /
+}
+
 /** Decodes canonical unpadded standard base64, or returns null. */
 export function decodeBase64NoPad(s: string): Uint8Array | null {
-  if (!ALPHABET.test(s) || s.length % 4 === 1) return null;
+  const rest = s.length % 4;
+  if (rest === 1 || !ALPHABET.test(s)) return null;
+  // Canonical: the bits of the last character beyond the last byte are zero (a last group of
+  // 2 characters carries 1 byte and 4 bits more, one of 3 carries 2 bytes and 2 bits more), so
+  // that re-encoding gives the same string; checked on that character instead of re-encoding
+  // (3 decodes per age file, 1000 files at an activation).
+  if (rest !== 0 && (sextet(s.charCodeAt(s.length - 1)) & (rest === 2 ? 0x0f : 0x03)) !== 0) return null;
   const out = Buffer.from(s, "base64");
-  // Canonical: re-encoding gives the same string (unused trailing bits are zero).
-  if (out.toString("base64").replace(/=+$/, "") !== s) return null;
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 

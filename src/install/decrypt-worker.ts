@@ -34,6 +34,7 @@ async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
     identities: () => identities,
     hmacKey: w.hmacKey,
     activeDir,
+    storeDir: w.storeDir,
     linkRecorded:
       target === null || activeDir === null
         ? null
@@ -52,6 +53,7 @@ async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
     out.push({
       job,
       cipher: r.cipher,
+      storeFile: r.storeFile,
       error: r.error === null ? null : serializeError(r.error),
       noIdentity: r.noIdentity,
       failed: r.failed.map((e) => e.index),

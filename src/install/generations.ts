@@ -40,6 +40,11 @@ export interface MetaEntry {
   key?: string | null;
   /** SHA-256 (hex) of the encrypted file's bytes (ciphertext, not secret). */
   cipher?: string | null;
+  /**
+   * The encrypted file was read as a regular file at `file` inside the manifest's storeDir, no
+   * symlink followed (sources.ts, readSourceFile); null/absent: not known (read it again).
+   */
+  storeFile?: boolean | null;
 }
 
 export interface GenerationMeta {
@@ -99,7 +104,8 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       !isOptionalString(e.file) ||
       !isOptionalString(e.format) ||
       !isOptionalString(e.key) ||
-      !isOptionalString(e.cipher)
+      !isOptionalString(e.cipher) ||
+      !(e.storeFile === undefined || e.storeFile === null || typeof e.storeFile === "boolean")
     ) {
       return null;
     }
@@ -118,6 +124,7 @@ function parseMeta(text: string, generation: number): GenerationMeta | null {
       format: (e.format as string | null | undefined) ?? null,
       key: (e.key as string | null | undefined) ?? null,
       cipher: (e.cipher as string | null | undefined) ?? null,
+      storeFile: (e.storeFile as boolean | null | undefined) ?? null,
     });
   }
   return { version: 1, generation, identities: (j.identities as string | null | undefined) ?? null, entries };

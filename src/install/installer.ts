@@ -2,7 +2,8 @@
  * `nixseal install`: one process takes a manifest to an active generation of secrets.
  *
  * Order of work: paths in the way and owners are checked; generationsDir is made a ramfs and
- * generation N+1 created; every encrypted file is read once, and each secret's value is taken
+ * generation N+1 created; every encrypted file is read once (an unchanged store file not at
+ * all: docs/architecture.md, "Store files are not read again"), and each secret's value is taken
  * from the active generation when nothing about it changed (the same encrypted file, identities,
  * owner, group and mode, and its copy there intact), else decrypted in memory (the identities are
  * loaded then, on first need; many age files on two threads); each value becomes a file in the

@@ -146,6 +146,12 @@ export interface Manifest {
    * stopping the install: what sops-nix and agenix do, set by the compat modules only.
    */
   replaceExisting: boolean;
+  /**
+   * The Nix store directory (the modules write `builtins.storeDir`); null: absent. An encrypted
+   * file inside one of its store paths, read before as a store file at the same path, is not
+   * read again (sources.ts, isInStore; docs/architecture.md, "Store files are not read again").
+   */
+  storeDir: string | null;
   identities: ManifestIdentity[];
   secrets: ManifestSecret[];
   templates: ManifestTemplate[];
@@ -278,12 +284,25 @@ export function readSecret(x: Json, where: string, p: Problems): ManifestSecret 
   };
 }
 
+/**
+ * Strings found valid by the quick reading (owners, groups, units, modes): a host's thousands
+ * of secrets repeat a few of them, so each is checked once. Only valid ones are kept; anything
+ * else goes through the rules every time.
+ */
+const validPrincipals = new Set<string>();
+const validUnits = new Set<string>();
+const validModes = new Map<string, number>();
+
 /** A list of unit names as readUnits reads it, or null if it has any problem (readUnits tells which). */
 function quickUnits(v: Json | undefined): string[] | null {
   if (!Array.isArray(v)) return null;
   for (let i = 0; i < v.length; i++) {
     const u = v[i];
-    if (typeof u !== "string" || unitNameProblem(u) !== null) return null;
+    if (typeof u !== "string") return null;
+    if (!validUnits.has(u)) {
+      if (unitNameProblem(u) !== null) return null;
+      validUnits.add(u);
+    }
   }
   return v.length < 2 ? [...(v as string[])] : [...new Set(v as string[])];
 }
@@ -291,7 +310,24 @@ function quickUnits(v: Json | undefined): string[] | null {
 /** An owner or group as readOwner reads it; undefined if it has a problem. */
 function quickPrincipal(v: Json | undefined): string | null | undefined {
   if (v === null) return null;
-  return typeof v === "string" && principalProblem(v) === null ? v : undefined;
+  if (typeof v !== "string") return undefined;
+  if (validPrincipals.has(v)) return v;
+  if (principalProblem(v) !== null) return undefined;
+  validPrincipals.add(v);
+  return v;
+}
+
+/** A mode as readMode reads it; null if it has a problem. */
+function quickMode(v: Json | undefined): number | null {
+  if (typeof v !== "string") return null;
+  let mode = validModes.get(v);
+  if (mode === undefined) {
+    const parsed = parseMode(v);
+    if (typeof parsed !== "number") return null;
+    mode = parsed;
+    validModes.set(v, mode);
+  }
+  return mode;
 }
 
 const SECRET_KEYS = new Set(Object.keys(SECRET_FIELDS));
@@ -319,8 +355,8 @@ export function quickSecret(v: Json): ManifestSecret | null {
   if (typeof format !== "string" || !(SECRET_FORMATS as readonly string[]).includes(format)) return null;
   if (key !== null && (typeof key !== "string" || keyProblem(key) !== null)) return null;
   if (path !== null && (typeof path !== "string" || pathProblem(path) !== null)) return null;
-  const parsedMode = typeof mode === "string" ? parseMode(mode) : null;
-  if (typeof parsedMode !== "number") return null;
+  const parsedMode = quickMode(mode);
+  if (parsedMode === null) return null;
   const owner = quickPrincipal(v.owner);
   const group = quickPrincipal(v.group);
   if (owner === undefined || group === undefined) return null;
@@ -410,6 +446,7 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
     default: false,
     read: booleanField("true only for hosts moving from sops-nix or agenix (the compat modules set it)"),
   },
+  storeDir: { required: false, default: null, read: nullable(readPath) },
   identities: {
     required: true,
     read: (v, at) =>
@@ -763,6 +800,7 @@ export function validateManifest(json: unknown, file: string): Manifest {
     changeDetection: m.get("changeDetection") as ChangeDetection,
     credstoreDir: m.get("credstoreDir") as string | null,
     replaceExisting: m.get("replaceExisting") as boolean,
+    storeDir: m.get("storeDir") as string | null,
     identities: m.get("identities") as ManifestIdentity[],
     secrets: m.get("secrets") as ManifestSecret[],
     templates: m.get("templates") as ManifestTemplate[],

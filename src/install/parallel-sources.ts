@@ -66,6 +66,8 @@ export interface WorkerJobs {
   /** Where files go; null: nowhere (a dry run, or an install that already failed). */
   target: GenerationTarget | null;
   activeDir: string | null;
+  /** The manifest's storeDir (source-jobs.ts, JobContext). */
+  storeDir: string | null;
 }
 
 export interface SerializedError {
@@ -79,6 +81,7 @@ export interface SerializedError {
 export interface WorkerJobResult {
   job: number;
   cipher: string | null;
+  storeFile: boolean;
   error: SerializedError | null;
   /** Decrypting was needed and the worker could load no identity: the main thread does the job. */
   noIdentity: boolean;

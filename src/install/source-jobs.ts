@@ -1,7 +1,8 @@
 /**
  * One encrypted file and the secrets it holds: a job, done whole by one thread (the main one or
  * the decrypt worker, parallel-sources.ts). The file is read once and its SHA-256 taken (the
- * metadata records it: never any plaintext); each secret whose file, identities, owner, group and
+ * metadata records it: never any plaintext), or not read at all when it is a store file the
+ * active generation recorded at the same path (knownStoreHash); each secret whose file, identities, owner, group and
  * mode are those the active generation recorded takes its value from there, checked against the
  * keyed hash recorded with it: hard-linked into the new generation and read back through the link
  * (sink.ts, linkRecordedFile), or, when nothing is written (a dry run), read in place; the others,
@@ -13,12 +14,16 @@ import type { Identity } from "../age/index.js";
 import { type NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { SecretFormat } from "./manifest.js";
 import { type FileOwner, hasContentHash, readRecordedFile } from "./sink.js";
-import { decryptSource, readEncryptedFile } from "./sources.js";
+import { decryptSource, isInStore, readSourceFile } from "./sources.js";
 
 /** What the active generation recorded of a secret, when the new one may take its file from there. */
 export interface RecordedValue extends FileOwner {
   /** SHA-256 (hex) of the encrypted file the value came from. */
   cipher: string;
+  /** The encrypted file's path then (null: not recorded). */
+  file: string | null;
+  /** It was read as a store file, no symlink followed (sources.ts, readSourceFile). */
+  storeFile: boolean;
   /** The keyed hash of the value. */
   hmac: string;
 }
@@ -52,6 +57,8 @@ export interface JobContext {
   hmacKey: Uint8Array;
   /** The active generation's directory, or null (no reuse). */
   activeDir: string | null;
+  /** The manifest's storeDir (null: every encrypted file is read). */
+  storeDir: string | null;
   /**
    * Links a reused value's file from the active generation into the new one and returns its
    * content read back and checked there (value null: not as recorded, nothing left behind;
@@ -71,11 +78,14 @@ export type ValueSink = (
   origin: ValueOrigin,
   cipher: string,
   linked: boolean,
+  storeFile: boolean,
 ) => void;
 
 export interface JobResult {
   /** SHA-256 (hex) of the encrypted file; null if it could not be read. */
   cipher: string | null;
+  /** The file was read as a store file (readSourceFile), or its record says so and it was not read. */
+  storeFile: boolean;
   /** Why `failed` got no value (the file could not be read or decrypted); null if none failed so. */
   error: NixsealError | null;
   /** True if decrypting was needed and no identity could be loaded (error is then null). */
@@ -88,29 +98,72 @@ export interface JobResult {
 /** What reuseFromActive leaves for decryptPending. */
 export interface Reused {
   result: JobResult;
-  /** The encrypted file (null: it could not be read: result.error says why). */
+  /** The encrypted file (null: it could not be read: result.error says why; or, with nothing pending, it was not read). */
   data: Buffer | null;
   /** The entries still without a value, and why they are decrypted. */
   pending: [JobEntry, ValueOrigin][];
 }
 
 /**
- * The first half of a job: reads the file, takes its SHA-256, and hands over (to `each`) the
- * values the active generation holds intact. Never throws for the file's or an entry's problem.
+ * Whether the job's file need not be read: it is in the store (sources.ts, isInStore), and every
+ * entry's record names this very path, read then as a store file with the same SHA-256. A store
+ * path cannot change while a configuration that installed it is active (docs/architecture.md,
+ * "Store files are not read again"), so its hash is the recorded one.
  */
-export function reuseFromActive(job: SourceJob, ctx: JobContext, each: ValueSink): Reused {
-  const result: JobResult = { cipher: null, error: null, noIdentity: false, failed: [], entryErrors: [] };
-  let data: Buffer;
+function knownStoreHash(job: SourceJob, ctx: JobContext): string | null {
+  if (ctx.activeDir === null || !isInStore(job.file, ctx.storeDir)) return null;
+  let cipher: string | null = null;
+  for (const e of job.entries) {
+    const r = e.recorded;
+    if (r === null || !r.storeFile || r.file !== job.file || (cipher !== null && r.cipher !== cipher))
+      return null;
+    cipher = r.cipher;
+  }
+  return cipher;
+}
+
+/** Reads the job's file; null (and `result` says why) if it cannot be read. */
+function readJobFile(job: SourceJob, ctx: JobContext, result: JobResult): Buffer | null {
   try {
-    data = readEncryptedFile(job.file);
+    const read = readSourceFile(job.file, ctx.storeDir);
+    result.cipher = hash("sha256", read.data, "hex");
+    result.storeFile = read.storeFile;
+    return read.data;
   } catch (e) {
     rethrowUnlessNixseal(e);
+    result.cipher = null;
     result.error = e;
-    result.failed = job.entries;
-    return { result, data: null, pending: [] };
+    return null;
   }
-  const cipher = hash("sha256", data, "hex");
-  result.cipher = cipher;
+}
+
+/**
+ * The first half of a job: reads the file (unless its hash is known: knownStoreHash), takes its
+ * SHA-256, and hands over (to `each`) the values the active generation holds intact. Never
+ * throws for the file's or an entry's problem.
+ */
+export function reuseFromActive(job: SourceJob, ctx: JobContext, each: ValueSink): Reused {
+  const result: JobResult = {
+    cipher: null,
+    storeFile: false,
+    error: null,
+    noIdentity: false,
+    failed: [],
+    entryErrors: [],
+  };
+  const known = knownStoreHash(job, ctx);
+  let data: Buffer | null = null;
+  if (known !== null) {
+    result.cipher = known;
+    result.storeFile = true;
+  } else {
+    data = readJobFile(job, ctx, result);
+    if (data === null) {
+      result.failed = job.entries;
+      return { result, data: null, pending: [] };
+    }
+  }
+  const cipher = result.cipher!;
   const pending: [JobEntry, ValueOrigin][] = [];
   for (const entry of job.entries) {
     const recorded = entry.recorded;
@@ -134,6 +187,14 @@ export function reuseFromActive(job: SourceJob, ctx: JobContext, each: ValueSink
       pending.push([entry, "repaired"]);
     }
   }
+  if (known !== null && pending.length > 0) {
+    // A copy in the active generation was altered or gone: its value is decrypted, so read now.
+    data = readJobFile(job, ctx, result);
+    if (data === null) {
+      result.failed = pending.map(([e]) => e);
+      return { result, data: null, pending: [] };
+    }
+  }
   return { result, data, pending };
 }
 
@@ -147,7 +208,7 @@ function deliver(
   linked: boolean,
 ): void {
   try {
-    each(entry, value, origin, cipher, linked);
+    each(entry, value, origin, cipher, linked, result.storeFile);
   } catch (e) {
     rethrowUnlessNixseal(e);
     result.entryErrors.push([entry, e]);

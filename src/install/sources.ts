@@ -6,6 +6,7 @@
  * value from the active generation reads the encrypted files (their hashes) and nothing more.
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { ioError, NixsealError, readAllSync, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
@@ -41,6 +42,87 @@ export function readEncryptedFile(file: string): Buffer {
   } catch (e) {
     throw ioError("read", file, e);
   }
+  return readOpened(fd, file);
+}
+
+/**
+ * A store path's first segment: 32 characters of Nix's base-32 (no e, o, t, u), "-", a name of
+ * Nix's store-path characters not starting with ".".
+ */
+const STORE_PATH_NAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/;
+
+/**
+ * Whether `file` is a store path of `storeDir` or inside one, by its text alone: the manifest's
+ * paths are normalised (no . or .. segment, no //: src/common/validation.ts, pathProblem).
+ */
+export function isInStore(file: string, storeDir: string | null): boolean {
+  if (storeDir === null || file.length <= storeDir.length + 1 || !file.startsWith(storeDir)) return false;
+  if (file[storeDir.length] !== "/") return false;
+  const end = file.indexOf("/", storeDir.length + 1);
+  const name = file.slice(storeDir.length + 1, end === -1 ? undefined : end);
+  return STORE_PATH_NAME.test(name) && !file.includes("/../") && !file.endsWith("/..");
+}
+
+/** An encrypted file's content, and whether it was read as a store file (see readSourceFile). */
+export interface SourceRead {
+  data: Buffer;
+  /**
+   * True if `file` is inside the manifest's store dir (isInStore) and was opened as a regular
+   * file at that very path, no symlink followed on the way (opened with O_NOFOLLOW, and its
+   * directory's real path is the directory itself). Recorded with the generation: the next install may
+   * then take the file's hash from the record instead of reading it again (docs/architecture.md,
+   * "Store files are not read again").
+   */
+  storeFile: boolean;
+}
+
+/**
+ * readEncryptedFile, and whether the file was a store file read without following a symlink.
+ * A symlink (in the store or not) is still followed and read, as by readEncryptedFile; only the
+ * record says it was one.
+ */
+export function readSourceFile(file: string, storeDir: string | null): SourceRead {
+  if (!isInStore(file, storeDir)) return { data: readEncryptedFile(file), storeFile: false };
+  let fd: number;
+  let followed = false;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ELOOP") throw ioError("read", file, e);
+    // The last component is a symlink: read where it points, as readEncryptedFile does.
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch (e2) {
+      throw ioError("read", file, e2);
+    }
+    followed = true;
+  }
+  return { data: readOpened(fd, file), storeFile: !followed && isRealDir(path.dirname(file)) };
+}
+
+/** Directories whose real path is their own (no symlink on the way), as found in this thread. */
+const realDirs = new Map<string, boolean>();
+
+/**
+ * Whether `dir` has no symlink among its components: realpath(3) gives it back unchanged. Asked
+ * once per directory (an activation's files share a few): a directory inside a store path does
+ * not change, and its store path is one component of it, checked with it.
+ */
+function isRealDir(dir: string): boolean {
+  let real = realDirs.get(dir);
+  if (real === undefined) {
+    try {
+      real = fs.realpathSync.native(dir) === dir;
+    } catch {
+      real = false; // not known: read again next time
+    }
+    realDirs.set(dir, real);
+  }
+  return real;
+}
+
+/** The checks and the read of readEncryptedFile on an opened file; closes it. */
+function readOpened(fd: number, file: string): Buffer {
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {

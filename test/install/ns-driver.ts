@@ -47,7 +47,9 @@ export type Step =
   | { op: "inode"; path: string }
   /** Changes behind nixseal's back: remove a file, overwrite one in place (keeping owner and mode). */
   | { op: "remove"; path: string }
-  | { op: "overwrite"; path: string; content: string };
+  | { op: "overwrite"; path: string; content: string }
+  /** `mount --bind from to`: another file seen at `to` (in the namespace only), its path the same. */
+  | { op: "bind"; from: string; to: string };
 
 export interface FileInfo {
   type: "file" | "dir" | "symlink" | "other";
@@ -72,7 +74,8 @@ export type StepResult =
         | "chmod"
         | "symlink"
         | "remove"
-        | "overwrite";
+        | "overwrite"
+        | "bind";
       ok: boolean;
     }
   | {
@@ -239,6 +242,10 @@ async function runStep(step: Step): Promise<StepResult> {
     case "overwrite":
       fs.writeFileSync(step.path, step.content);
       return { op: "overwrite", ok: true };
+    case "bind": {
+      const r = spawnSync("mount", ["--bind", step.from, step.to]);
+      return { op: "bind", ok: r.status === 0 };
+    }
   }
 }
 

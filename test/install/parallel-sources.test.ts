@@ -70,6 +70,8 @@ test("decrypt worker: loads the host key itself, claims jobs from the shared cou
         recorded = {
           cipher: createHash("sha256").update(data).digest("hex"),
           hmac: hmac(values[i]!),
+          file,
+          storeFile: false,
           ...owner,
         };
       }
@@ -94,7 +96,7 @@ test("decrypt worker: loads the host key itself, claims jobs from the shared cou
     Atomics.store(new Int32Array(counter), 0, 2);
     const results = await runWorker(
       { identities: [{ type: "ssh", path: key, name: null }] },
-      { jobs, counter, hmacKey, target: { dir: target, created: me }, activeDir: active },
+      { jobs, counter, hmacKey, target: { dir: target, created: me }, activeDir: active, storeDir: null },
     );
     assert.deepEqual(
       results.map((r) => r.job),
@@ -146,6 +148,8 @@ test("decrypt worker: without a loadable identity it decrypts nothing and says s
     const recorded = {
       cipher: createHash("sha256").update(data).digest("hex"),
       hmac: createHmac("sha256", hmacKey).update("v").digest("hex"),
+      file,
+      storeFile: false,
       ...me,
     };
     const results = await runWorker(
@@ -165,6 +169,7 @@ test("decrypt worker: without a loadable identity it decrypts nothing and says s
         hmacKey,
         target: null,
         activeDir: path.join(dir, "active"),
+        storeDir: null,
       },
     );
     assert.equal(results.length, 1);

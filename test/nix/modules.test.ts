@@ -154,6 +154,8 @@ describe("NixOS module: the manifests", { skip: missing }, () => {
       generationsDir: "/run/nixseal/generations",
       keepGenerations: 3,
       mount: "ramfs",
+      // The store the encrypted files are in: an unchanged one is not read again (docs/manifest.md).
+      storeDir: "/nix/store",
       ...SYSTEM_LISTS,
       restartMode: "lists",
       credstoreDir: "/var/lib/nixseal/credstore",
@@ -215,6 +217,8 @@ describe("NixOS module: the manifests", { skip: missing }, () => {
       generationsDir: "/run/nixseal-for-users.d",
       keepGenerations: 3,
       mount: "ramfs",
+      // The store the encrypted files are in: an unchanged one is not read again (docs/manifest.md).
+      storeDir: "/nix/store",
       ...NO_LISTS,
       identities: [
         { type: "age", path: "/var/lib/nixseal/key.txt" },
@@ -885,6 +889,7 @@ describe("home-manager module", { skip: missing }, () => {
       generationsDir: "/@XDG_RUNTIME_DIR@/nixseal/generations",
       keepGenerations: 1,
       mount: "existing",
+      storeDir: "/nix/store",
       ...NO_LISTS,
       identities: [
         { type: "age", path: "/home/alice/.config/nixseal/identity.txt" },

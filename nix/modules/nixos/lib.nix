@@ -258,6 +258,9 @@ rec {
           version = shared.manifestVersion;
           inherit stage secretsDir generationsDir;
           inherit (cfg) keepGenerations mount;
+          # The encrypted files are store paths: an unchanged one is not read again at the next
+          # activation (docs/manifest.md, storeDir).
+          inherit (builtins) storeDir;
         }
         // lib.optionalAttrs cfg.replaceExisting { replaceExisting = true; }
         // lib.optionalAttrs (cfg.changeDetection != "records") { inherit (cfg) changeDetection; }

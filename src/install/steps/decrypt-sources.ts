@@ -85,7 +85,15 @@ function recordedOf(s: ManifestSecret, item: InstallEntry, old: MetaEntry | unde
   if (old === undefined || old.kind !== "secret" || old.credential || s.credential !== null) return null;
   if (!old.cipher || old.format !== s.format || (old.key ?? null) !== s.key) return null;
   if (old.uid !== item.uid || old.gid !== item.gid || old.mode !== item.mode) return null;
-  return { cipher: old.cipher, hmac: old.hmac, uid: old.uid, gid: old.gid, mode: old.mode };
+  return {
+    cipher: old.cipher,
+    file: old.file ?? null,
+    storeFile: old.storeFile === true,
+    hmac: old.hmac,
+    uid: old.uid,
+    gid: old.gid,
+    mode: old.mode,
+  };
 }
 
 export async function decryptSources(input: DecryptInput): Promise<DecryptOutcome> {
@@ -135,6 +143,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
     identities: () => input.keys.get(),
     hmacKey: input.hmacKey,
     activeDir: active?.dir ?? null,
+    storeDir: m.storeDir,
     linkRecorded:
       writer.files === null || active === null
         ? null
@@ -145,10 +154,10 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
   const origins = new Map<number, ValueOrigin>(); // secret index -> where its value came from
   const each =
     (replace: boolean): ValueSink =>
-    (entry, value, origin, cipher, linked) => {
+    (entry, value, origin, cipher, linked, storeFile) => {
       const s = m.secrets[entry.index]!;
       if (needed.has(s.name)) kept.set(s.name, Uint8Array.from(value));
-      const source = { file: s.file, format: s.format, key: s.key, cipher };
+      const source = { file: s.file, format: s.format, key: s.key, cipher, storeFile };
       const hmac = origin === "reused" ? entry.recorded!.hmac : null;
       const item = items.get(s.name);
       // A linked file is in the new generation already (only reused values are linked).
@@ -201,6 +210,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
             hmacKey: input.hmacKey,
             target: input.target,
             activeDir: ctx.activeDir,
+            storeDir: m.storeDir,
           })
         : Promise.resolve([]);
     for (const j of mainJobs) await runHere(j, jobs[j]!, false);
@@ -223,7 +233,13 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
         const s = m.secrets[index]!;
         const item = items.get(s.name);
         if (item === undefined) continue;
-        writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher: r.cipher! });
+        writer.record(item, hmac, {
+          file: s.file,
+          format: s.format,
+          key: s.key,
+          cipher: r.cipher!,
+          storeFile: r.storeFile,
+        });
         origins.set(index, origin);
       }
     }

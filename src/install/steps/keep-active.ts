@@ -4,8 +4,10 @@
  * no prune: activation stays idempotent, and its cost is reading and checking.
  *
  * It stays only after every file it holds is verified against its record: each secret's
- * encrypted file has the SHA-256 recorded (the same ciphertext, read now), under the same
- * identity set; each file in the active generation is a regular file (not followed if a
+ * encrypted file has the SHA-256 recorded (the same ciphertext, read now; or, for a file the
+ * record says was read as a store file at this very path, inside the manifest's storeDir, known
+ * without reading: a store path does not change, docs/architecture.md, "Store files are not read
+ * again"), under the same identity set; each file in the active generation is a regular file (not followed if a
  * symlink) with the recorded owner, group and mode, and its content has the recorded keyed hash;
  * templates are rendered again from those values and must have the recorded hash too; and the
  * metadata the install would write is the one recorded, entry for entry (names, owners, modes,
@@ -20,7 +22,7 @@ import { rethrowUnlessNixseal, wipe } from "../../common/index.js";
 import type { GenerationMeta, MetaEntry } from "../generations.js";
 import type { Manifest } from "../manifest.js";
 import { hasContentHash, type InstallEntry, readRecordedFile } from "../sink.js";
-import { readEncryptedFile, sourceKey } from "../sources.js";
+import { isInStore, readEncryptedFile, sourceKey } from "../sources.js";
 import { PlaceholderScanner } from "../templates.js";
 import { InstallProblems } from "./problems.js";
 import { renderTemplates, secretsTemplatesNeed } from "./render-templates.js";
@@ -91,6 +93,11 @@ export function verifyActive(input: KeepInput): MetaEntry[] | null {
       const old = byName.get(s.name)!;
       const k = sourceKey(s);
       let cipher = ciphers.get(k);
+      // The record says this very path was a store file (recordsMatch checked old.file === s.file).
+      if (cipher === undefined && old.storeFile === true && old.cipher && isInStore(s.file, m.storeDir)) {
+        cipher = old.cipher;
+        ciphers.set(k, cipher);
+      }
       if (cipher === undefined) {
         let data: Buffer;
         try {
@@ -113,7 +120,8 @@ export function verifyActive(input: KeepInput): MetaEntry[] | null {
         writer.write(
           items.get(s.name),
           value,
-          { file: s.file, format: s.format, key: s.key, cipher },
+          // The record as it is: the generation and its metadata stay.
+          { file: s.file, format: s.format, key: s.key, cipher, storeFile: old.storeFile ?? null },
           old.hmac,
         );
       } finally {

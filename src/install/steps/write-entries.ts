@@ -26,6 +26,11 @@ export interface SourceInfo {
   key: string | null;
   /** SHA-256 (hex) of the encrypted file. */
   cipher: string;
+  /**
+   * It was read as a store file, no symlink followed (sources.ts, readSourceFile); null: not
+   * known (kept as older metadata has it).
+   */
+  storeFile: boolean | null;
 }
 
 export class EntryWriter {
@@ -103,6 +108,7 @@ export class EntryWriter {
       format: source?.format ?? null,
       key: source?.key ?? null,
       cipher: source?.cipher ?? null,
+      storeFile: source === null ? null : source.storeFile,
     };
   }
 }
