@@ -36,14 +36,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Identity } from "../age/index.js";
-import {
-  type AtomicFile,
-  ioError,
-  NixsealError,
-  rethrowUnlessNixseal,
-  syncDirectory,
-  wipe,
-} from "../common/index.js";
+import { ioError, NixsealError, rethrowUnlessNixseal, syncDirectory, wipe } from "../common/index.js";
 import type { KeyContext } from "../keys/index.js";
 import { expectationsOf, inspectSecretFile } from "./check.js";
 import { readRecipientsRecord } from "./recipients-record.js";
@@ -53,18 +46,12 @@ import { RekeyPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { RekeyIdentities, unwrapAll, unwrapHere, unwrapWithPlugins } from "./rekey-unwrap.js";
 import { headerFor, portableIdentities } from "./rekey-worker.js";
-import { commitJob, prepareJob, syncPrepared } from "./rekey-writer.js";
+import { commitJob, TempWriter } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import { sweepStaleTempFiles } from "./temp-sweep.js";
 
 export type { RekeyFailure } from "./rekey-job.js";
-
-/**
- * Temp files written and not yet synced, each holding a file descriptor: at this many they are
- * synced and closed, so a large repository never runs out of descriptors.
- */
-const OPEN_PREPARED = 512;
 
 export interface RekeyProgress {
   phase: "reading" | "decrypting" | "writing";
@@ -171,10 +158,10 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     if (count > 0) pool = new RekeyPool(count);
   };
   let lock: RekeyLock | null = null;
-  // Every file is written to a temp file first, then they are made durable together, then
-  // renamed: nothing is renamed unless every file was written (all or nothing, also for a full
-  // disk), and the fsyncs run together instead of between the writes.
-  const prepared: { job: Job; file: AtomicFile }[] = [];
+  // Every file is written to a temp file and made durable first (as its header is made, on the
+  // thread pool), then all are renamed: nothing is renamed unless every file was written (all
+  // or nothing, also for a full disk).
+  const writer = new TempWriter();
   const jobs: Job[] = [];
   try {
     // 1. Decide, from the headers alone.
@@ -244,35 +231,19 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
 
     // Nothing is written once a failure is known; the lock is only needed for writing.
     lock = dryRun || failed.length > 0 ? null : RekeyLock.acquire(rules);
-    const writeFailures: RekeyFailure[] = [];
-    /** prepared[synced..] still hold a file descriptor and are not yet durable. */
-    let synced = 0;
     const failure = (job: Job, e: unknown): RekeyFailure => {
       const err = e instanceof NixsealError ? e : ioError("write", job.rule.file, e);
       return { secret: job.rule.name, file: job.rel, message: err.message, hint: err.hint };
     };
     /** New headers made (here or by workers), not yet written. */
     const ready: Job[] = [];
-    const write = (job: Job): void => {
-      try {
-        prepared.push({ job, file: prepareJob(job) });
-      } catch (e) {
-        writeFailures.push(failure(job, e));
-      }
-    };
-    const syncWritten = async (): Promise<void> => {
-      const batch = prepared.slice(synced);
-      synced = prepared.length;
-      for (const { job, error } of await syncPrepared(batch)) writeFailures.push(failure(job, error));
-    };
     /**
      * Writes the new headers made so far to temp files (written ahead, not renamed: a file that
-     * fails to decrypt later still means nothing is renamed), while no failure is known and
-     * fewer than OPEN_PREPARED are open.
+     * fails to decrypt later still means nothing is renamed), while no failure is known.
      */
     const writeAhead = (): void => {
       if (lock === null || failed.length > 0) return;
-      while (ready.length > 0 && prepared.length - synced < OPEN_PREPARED) write(ready.shift()!);
+      for (const job of ready.splice(0)) writer.add(job);
     };
     const headerReady = (job: Job) => {
       wipe(job.fileKey);
@@ -382,22 +353,21 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
     if (failed.length > 0) return finish();
     for (const j of jobs) if (hasPlugins(j)) headerReady(j);
 
-    // 4. The headers still to make (workers and this thread), then every file written.
+    // 4. The headers still to make (workers and this thread); every file written and durable.
     await workTogether();
-    for (const job of ready.splice(0)) {
-      if (prepared.length - synced >= OPEN_PREPARED) await syncWritten();
-      write(job);
-    }
-    if (prepared.length + writeFailures.length !== jobs.length)
-      throw new NixsealError("INTERNAL", "rekey: a header was never made");
-
-    // 5. Make every file durable, then rename them (each only if it did not change meanwhile).
-    await syncWritten();
-    if (writeFailures.length > 0) {
-      failed.push(...writeFailures);
+    writeAhead();
+    await writer.done();
+    if (writer.failed.length > 0) {
+      failed.push(...writer.failed.map(({ job, error }) => failure(job, error)));
       return finish();
     }
-    for (const { job, file } of prepared) {
+    if (writer.prepared.length !== jobs.length)
+      throw new NixsealError("INTERNAL", "rekey: a header was never made");
+
+    // 5. Rename them (each only if it did not change meanwhile), on this thread: a rename is a
+    // short system call, and measured here, 1000 renames (and their checks) on the thread pool
+    // took longer and more CPU than on this thread.
+    for (const { job, file } of writer.prepared) {
       try {
         commitJob(job, file);
         result.rewritten.push(job.rule.name);
@@ -410,10 +380,11 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   } finally {
     // Never leave a temp file that was not renamed (a failure found before renaming: all or
     // nothing); abort() is a no-op for a renamed one.
-    for (const { file } of prepared) file.abort();
+    await writer.stop();
     // Renames are durable once their directory is synced: once per directory, not per file.
-    if (lock !== null && prepared.length > 0)
-      for (const dir of new Set(prepared.map((p) => path.dirname(p.job.rule.file)))) syncDirectory(dir);
+    if (result.rewritten.length > 0)
+      for (const dir of new Set(writer.prepared.map((p) => path.dirname(p.job.rule.file))))
+        syncDirectory(dir);
     for (const j of jobs) wipe(j.fileKey);
     await (pool as RekeyPool | null)?.stop();
     (lock as RekeyLock | null)?.release();
