@@ -21,17 +21,20 @@
  *   (Removing a recipient never revoked anything: they could read the old file, which git keeps.
  *   Rotating the secret with `nixseal edit` makes a new file key.)
  * - Each file is replaced atomically (temp file, fsync, rename). Every file is written to its
- *   temp file first (some while others are still being decrypted), then all are fsync-ed
- *   together, then renamed: nothing is renamed unless every file decrypted and every temp file
- *   was written and made durable (a full disk leaves every file as it was). A rekey killed with
- *   SIGKILL leaves every file old or new; its temp files are swept by the next rekey.
- * - Wrapping runs on worker threads when there is enough of it; plugins run once per plugin for
- *   all files (never a process per secret).
+ *   temp file as its new header is made (some while others are still being decrypted) and
+ *   fsync-ed at once on the thread pool; then all are renamed: nothing is renamed unless every
+ *   file decrypted and every temp file was written and made durable (a full disk leaves every
+ *   file as it was). A rekey killed with SIGKILL leaves every file old or new; its temp files
+ *   are swept by the next rekey.
+ * - When there is enough work, a worker thread takes whole files (unwrap, verify, new header)
+ *   beside the main thread; when an identity can't go to a worker (plugins, passphrases), the
+ *   main thread unwraps and the worker only wraps. Plugins run once per plugin for all files
+ *   (never a process per secret).
  *
  * This file runs the steps; each part has its own file: rekey-lock.ts (the lock), temp-sweep.ts
- * (a killed run's temp files), rekey-unwrap.ts (decrypting), rekey-sets.ts (recipient sets and
- * plugin wrapping), rekey-pool.ts and rekey-worker.ts (wrapping on worker threads),
- * rekey-writer.ts (replacing a file), rekey-job.ts (what they pass along).
+ * (a killed run's temp files), rekey-unwrap.ts (decrypting here), rekey-sets.ts (recipient sets
+ * and plugin wrapping), rekey-pool.ts and rekey-worker.ts (the per-file work, on worker threads
+ * too), rekey-writer.ts (writing and replacing files), rekey-job.ts (what they pass along).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
