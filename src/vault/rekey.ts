@@ -57,6 +57,9 @@ import { sweepStaleTempFiles } from "./temp-sweep.js";
 
 export type { RekeyFailure } from "./rekey-job.js";
 
+/** Files read before the work found so far is extrapolated to all (to start workers early). */
+const EXTRAPOLATE_FROM = 32;
+
 export interface RekeyProgress {
   phase: "reading" | "decrypting" | "writing";
   done: number;
@@ -149,16 +152,18 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
   // files go now (so they never pile up, whatever this run finds to do).
   if (!dryRun) result.swept = sweepStaleTempFiles(rules);
 
-  // Workers start as soon as there is enough work for them, so that they boot while this thread
-  // still reads headers; none for a dry run (it writes nothing) or a small rekey.
+  // Workers start as soon as there is enough work for them, so that they boot (~150 ms) while
+  // this thread still reads headers: once the files read so far, extrapolated to all, make
+  // enough. None for a dry run (it writes nothing) or a small rekey.
   let pool: RekeyPool | null = null;
   let work = 0;
-  const counted = (job: Job, recipients: number) => {
+  const counted = (job: Job, recipients: number, read: number) => {
     if (pool !== null || dryRun || options.workers === 0) return;
     // One unwrap, and a stanza to wrap per recipient (one for a file whose stanzas may be kept:
     // one recipient added, the common case).
     work += 1 + (job.keepable ? 1 : recipients);
-    const count = options.workers ?? workersFor(work);
+    const expected = read < EXTRAPOLATE_FROM ? work : Math.floor((work * selected.length) / read);
+    const count = options.workers ?? workersFor(expected);
     if (count > 0) pool = new RekeyPool(count);
   };
   let lock: RekeyLock | null = null;
@@ -219,7 +224,7 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
           newHeader: null,
         };
         jobs.push(job);
-        if (!plugins) counted(job, rule.publicKeys.length);
+        if (!plugins) counted(job, rule.publicKeys.length, i + 1);
       } catch (e) {
         rethrowUnlessNixseal(e);
         failed.push({ secret: rule.name, file: rel, message: e.message, hint: e.hint });
