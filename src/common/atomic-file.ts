@@ -104,50 +104,6 @@ export class AtomicFile {
   }
 
   /**
-   * Closes the file without syncing it: its content is made durable later, by syncing its whole
-   * filesystem (then markSynced) or by syncClosedAsync. Many files need no descriptor each meanwhile.
-   */
-  closeUnsynced(): void {
-    if (this.fd < 0) return;
-    try {
-      fs.closeSync(this.fd);
-    } catch (e) {
-      this.fd = -1;
-      this.abort();
-      throw ioError("write", this.target, e);
-    }
-    this.fd = -1;
-  }
-
-  /** The closed file's content is durable: its filesystem was synced (syncfs) after closeUnsynced. */
-  markSynced(): void {
-    this.synced = true;
-  }
-
-  /**
-   * fsync of a file closed by closeUnsynced, opened again by its path (never through a link),
-   * on libuv's thread pool. A failure removes the temp file and throws.
-   */
-  async syncClosedAsync(): Promise<void> {
-    try {
-      const fd = await new Promise<number>((resolve, reject) =>
-        fs.open(this.tempPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (e, fd) =>
-          e ? reject(e) : resolve(fd),
-        ),
-      );
-      try {
-        await new Promise<void>((resolve, reject) => fs.fsync(fd, (e) => (e ? reject(e) : resolve())));
-      } finally {
-        fs.closeSync(fd);
-      }
-    } catch (e) {
-      this.abort();
-      throw ioError("write", this.target, e);
-    }
-    this.synced = true;
-  }
-
-  /**
    * commit() for a file syncAsync() made durable: closes it if still open and renames it over
    * the target, on this thread (a rename is one short system call; handing it to the thread pool
    * costs more). The directory is not fsync-ed: call syncDirectory() once per directory.

@@ -22,8 +22,7 @@
  *   Rotating the secret with `nixseal edit` makes a new file key.)
  * - Each file is replaced atomically (temp file, fsync, rename). Every file is written to its
  *   temp file as its new header is made (some while others are still being decrypted) and
- *   fsync-ed at once on the thread pool (from SYNC_FILESYSTEM_FROM files on: their filesystem
- *   synced once, rekey-writer.ts); then all are renamed: nothing is renamed unless every
+ *   fsync-ed at once on the thread pool; then all are renamed: nothing is renamed unless every
  *   file decrypted and every temp file was written and made durable (a full disk leaves every
  *   file as it was). A rekey killed with SIGKILL leaves every file old or new; its temp files
  *   are swept by the next rekey.
@@ -50,7 +49,7 @@ import { RekeyPool, workersFor } from "./rekey-pool.js";
 import { RecipientSets, wrapPluginSets } from "./rekey-sets.js";
 import { RekeyIdentities, unwrapAll, unwrapHere, unwrapWithPlugins } from "./rekey-unwrap.js";
 import { headerFor, portableIdentities } from "./rekey-worker.js";
-import { commitJob, SYNC_FILESYSTEM_FROM, TempWriter } from "./rekey-writer.js";
+import { commitJob, TempWriter } from "./rekey-writer.js";
 import { type Rules, relativeName, requireSecret, type SecretRule } from "./rules.js";
 import { readSecretFile } from "./secrets.js";
 import { sweepStaleTempFiles } from "./temp-sweep.js";
@@ -231,7 +230,6 @@ export async function rekeyRepository(rules: Rules, options: RekeyOptions): Prom
       }
     });
     if (jobs.length === 0) return finish();
-    writer.syncFilesystem = jobs.length >= SYNC_FILESYSTEM_FROM;
 
     // The recipients of every set (validated already by the expectations; plugins are found
     // here, not run yet).

@@ -220,39 +220,3 @@ describe("rekey with a worker that unwraps", () => {
     }
   });
 });
-
-describe("making a large rekey's temp files durable", () => {
-  test("where syncing the filesystem fails (a `sync` that can't), each file is synced instead: every file rewritten, no temp file left", async () => {
-    const bin = path.join(dir, "failing-sync");
-    fs.mkdirSync(bin);
-    const called = path.join(dir, "sync-called");
-    fs.writeFileSync(path.join(bin, "sync"), `#!/bin/sh\necho "$@" > '${called}'\nexit 1\n`, { mode: 0o755 });
-    const savedPath = process.env.PATH;
-    process.env.PATH = `${bin}${path.delimiter}${savedPath ?? ""}`;
-    try {
-      const [alice, bob] = [X25519Identity.generate(), X25519Identity.generate()];
-      const list = names("d", 80);
-      const repo = path.join(dir, "durable");
-      const entries = (keys: string[]) => Object.fromEntries(list.map((n) => [n, { publicKeys: keys }]));
-      await writeAll(makeRules(repo, entries([alice.recipient().toString()])));
-      const r = await rekeyRepository(
-        makeRules(repo, entries([alice.recipient().toString(), bob.recipient().toString()])),
-        rekeyOptions([alice], { workers: 0 }),
-      );
-      assert.ok(fs.existsSync(called), "the filesystem sync was tried");
-      assert.deepEqual(r.failed, []);
-      assert.equal(r.rewritten.length, 80);
-      for (const n of list) {
-        const file = fs.readFileSync(path.join(repo, n));
-        assert.equal(Buffer.from(await decrypt(file, [bob])).toString(), `value of ${n}`);
-      }
-      assert.deepEqual(
-        fs.readdirSync(repo).filter((f) => f.startsWith(".")),
-        [],
-      );
-    } finally {
-      if (savedPath === undefined) delete process.env.PATH;
-      else process.env.PATH = savedPath;
-    }
-  });
-});
