@@ -62,15 +62,31 @@ export class X25519Recipient implements Recipient {
   }
 }
 
+/** An X25519 identity as it crosses to a worker thread (X25519Identity.transfer). */
+export interface X25519Transfer {
+  kind: typeof X25519_STANZA;
+  key: KeyObject;
+  description: string;
+}
+
 export class X25519Identity implements Identity {
   readonly description: string;
   private readonly key: KeyObject;
   private readonly publicKey: Uint8Array;
 
-  /** `secret` is the 32-byte scalar; it is copied into a KeyObject and the caller may wipe it. */
-  constructor(secret: Uint8Array, description = "X25519 identity") {
-    if (secret.length !== 32) throw new NixsealError("AGE_IDENTITY", "X25519 secret key must be 32 bytes");
-    this.key = x25519PrivateKey(secret);
+  /**
+   * `secret` is the 32-byte scalar; it is copied into a KeyObject and the caller may wipe it.
+   * Or the X25519 private KeyObject itself (fromTransfer).
+   */
+  constructor(secret: Uint8Array | KeyObject, description = "X25519 identity") {
+    if (secret instanceof Uint8Array) {
+      if (secret.length !== 32) throw new NixsealError("AGE_IDENTITY", "X25519 secret key must be 32 bytes");
+      this.key = x25519PrivateKey(secret);
+    } else {
+      if (secret.type !== "private" || secret.asymmetricKeyType !== "x25519")
+        throw new NixsealError("AGE_IDENTITY", "an X25519 identity needs an X25519 private key");
+      this.key = secret;
+    }
     this.publicKey = x25519PublicBytes(this.key);
     this.description = description;
   }
@@ -108,6 +124,18 @@ export class X25519Identity implements Identity {
 
   recipient(): X25519Recipient {
     return new X25519Recipient(this.publicKey);
+  }
+
+  /**
+   * This identity for another thread of this process (postMessage clones the KeyObject inside
+   * node:crypto: no copy of the key in the JS heap); fromTransfer makes it there again.
+   */
+  transfer(): X25519Transfer {
+    return { kind: X25519_STANZA, key: this.key, description: this.description };
+  }
+
+  static fromTransfer(t: X25519Transfer): X25519Identity {
+    return new X25519Identity(t.key, t.description);
   }
 
   unwrapFileKey(stanzas: readonly Stanza[]): Uint8Array | null {

@@ -3,6 +3,7 @@ import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { NixsealError } from "../common/index.js";
 import {
+  loadRulesAsync,
   loadSopsAndRekey,
   type RekeyFailure,
   type RekeyProgress,
@@ -118,9 +119,17 @@ export const command: Command = {
       return 0;
     }
     const prog = "nixseal rekey";
-    const [{ repositoryOf }, { findSopsTargets, prepareSopsRekey, rekeyRepository, writeSopsRekey }] =
+    // Nix evaluates secrets.nix on the other core while this one loads rekey's modules.
+    const loading = loadRulesAsync({
+      rules: values.rules,
+      noCache: values["no-cache"] === true,
+      near: positionals[0],
+    });
+    // Awaited below (repositoryOfAsync); not an unhandled rejection meanwhile.
+    loading.catch(() => {});
+    const [{ repositoryOfAsync }, { findSopsTargets, prepareSopsRekey, rekeyRepository, writeSopsRekey }] =
       await Promise.all([import("./sops-file.js"), loadSopsAndRekey()]);
-    const { rules, sopsConfig } = repositoryOf(prog, values, positionals[0]);
+    const { rules, sopsConfig } = await repositoryOfAsync(prog, values, loading);
     const ctx = keyContext();
     let identities: Promise<Identity[]> | null = null;
     const getIdentities = () => (identities ??= identitiesOf(values, ctx));

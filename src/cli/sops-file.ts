@@ -112,14 +112,47 @@ export function repositoryOf(
   try {
     rules = loadRules({ rules: values.rules, noCache: values["no-cache"] === true, near });
   } catch (e) {
-    const explicit = values.rules ?? process.env.RULES;
-    if (
-      explicit ||
-      !(e instanceof NixsealError && e.code === "RULES" && /^no secrets\.nix found/.test(e.message))
-    )
-      throw e;
-    missingRules = e;
+    missingRules = noRulesHere(values, e);
   }
+  return withSopsConfig(prog, values, rules, missingRules);
+}
+
+/**
+ * repositoryOf with the rules already being loaded (loadRulesAsync, started before this module
+ * was: Nix evaluates on another core while the command loads).
+ */
+export async function repositoryOfAsync(
+  prog: string,
+  values: SopsValues,
+  loading: Promise<Rules>,
+): Promise<{ rules: Rules | null; sopsConfig: SopsConfig | null }> {
+  let rules: Rules | null = null;
+  let missingRules: NixsealError | null = null;
+  try {
+    rules = await loading;
+  } catch (e) {
+    missingRules = noRulesHere(values, e);
+  }
+  return withSopsConfig(prog, values, rules, missingRules);
+}
+
+/** No secrets.nix found (and none named): returned, for a repository with sops files only; else thrown. */
+function noRulesHere(values: SopsValues, e: unknown): NixsealError {
+  const explicit = values.rules ?? process.env.RULES;
+  if (
+    explicit ||
+    !(e instanceof NixsealError && e.code === "RULES" && /^no secrets\.nix found/.test(e.message))
+  )
+    throw e;
+  return e;
+}
+
+function withSopsConfig(
+  prog: string,
+  values: SopsValues,
+  rules: Rules | null,
+  missingRules: NixsealError | null,
+): { rules: Rules | null; sopsConfig: SopsConfig | null } {
   const location = findSopsConfig(process.cwd(), values.config ?? process.env.SOPS_CONFIG);
   if (location.warning) printWarning(prog, location.warning);
   let sopsConfig: SopsConfig | null = null;

@@ -280,6 +280,16 @@ export interface SshEd25519IdentityOptions {
   description?: string;
 }
 
+/** An ssh-ed25519 identity as it crosses to a worker thread (SshEd25519Identity.transfer). */
+export interface SshEd25519Transfer {
+  kind: typeof SSH_ED25519_STANZA;
+  description: string;
+  publicKey: Uint8Array;
+  secretKey: KeyObject;
+  tweakKey: KeyObject;
+  combinedKey: KeyObject | null;
+}
+
 export class SshEd25519Identity implements Identity {
   readonly description: string;
   /** The raw 32-byte Ed25519 public key. */
@@ -292,8 +302,22 @@ export class SshEd25519Identity implements Identity {
   private readonly combinedKey: KeyObject | null;
   private readonly ourPublic: Uint8Array;
 
-  /** `seed` is the 32-byte Ed25519 private key; it is not kept, the caller may wipe it. */
-  constructor(seed: Uint8Array, options: SshEd25519IdentityOptions = {}) {
+  /**
+   * `seed` is the 32-byte Ed25519 private key; it is not kept, the caller may wipe it. Or what
+   * transfer() gave on another thread (fromTransfer).
+   */
+  constructor(seed: Uint8Array | SshEd25519Transfer, options: SshEd25519IdentityOptions = {}) {
+    if (!(seed instanceof Uint8Array)) {
+      this.description = seed.description;
+      this.publicKey = Uint8Array.from(seed.publicKey);
+      this.wireKey = sshEd25519WireKey(this.publicKey);
+      this.tag = sshTag(this.wireKey);
+      this.secretKey = seed.secretKey;
+      this.tweakKey = seed.tweakKey;
+      this.combinedKey = seed.combinedKey;
+      this.ourPublic = x25519PublicBytes(this.secretKey);
+      return;
+    }
     if (seed.length !== 32)
       throw new NixsealError("AGE_IDENTITY", "an Ed25519 private key seed must be 32 bytes");
     this.description = options.description ?? "ssh-ed25519 key";
@@ -313,6 +337,26 @@ export class SshEd25519Identity implements Identity {
 
   recipient(): SshEd25519Recipient {
     return new SshEd25519Recipient(this.publicKey);
+  }
+
+  /**
+   * This identity for another thread of this process: its KeyObjects (postMessage clones them
+   * inside node:crypto: no copy of the key in the JS heap) and public key; fromTransfer makes it
+   * there again.
+   */
+  transfer(): SshEd25519Transfer {
+    return {
+      kind: SSH_ED25519_STANZA,
+      description: this.description,
+      publicKey: this.publicKey,
+      secretKey: this.secretKey,
+      tweakKey: this.tweakKey,
+      combinedKey: this.combinedKey,
+    };
+  }
+
+  static fromTransfer(t: SshEd25519Transfer): SshEd25519Identity {
+    return new SshEd25519Identity(t);
   }
 
   /** The same key as a plain age X25519 identity (ssh-to-age); see sshEd25519ToX25519Identity. */

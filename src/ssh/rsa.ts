@@ -138,6 +138,13 @@ export interface SshRsaIdentityOptions {
   description?: string;
 }
 
+/** An ssh-rsa identity as it crosses to a worker thread (SshRsaIdentity.transfer). */
+export interface SshRsaTransfer {
+  kind: typeof SSH_RSA_STANZA;
+  key: KeyObject;
+  description: string;
+}
+
 export class SshRsaIdentity implements Identity {
   readonly description: string;
   readonly tag: string;
@@ -171,6 +178,18 @@ export class SshRsaIdentity implements Identity {
 
   recipient(): SshRsaRecipient {
     return new SshRsaRecipient(this.n, this.e);
+  }
+
+  /**
+   * This identity for another thread of this process (postMessage clones the KeyObject inside
+   * node:crypto: no copy of the key in the JS heap); fromTransfer makes it there again.
+   */
+  transfer(): SshRsaTransfer {
+    return { kind: SSH_RSA_STANZA, key: this.key, description: this.description };
+  }
+
+  static fromTransfer(t: SshRsaTransfer): SshRsaIdentity {
+    return new SshRsaIdentity(t.key, { description: t.description });
   }
 
   /**

@@ -33,6 +33,7 @@ export {
   findSecret,
   loadNixValue,
   loadRules,
+  loadRulesAsync,
   MAX_SECRET_FILE_SIZE,
   RULES_FILE,
   type Rules,

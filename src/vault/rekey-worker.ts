@@ -1,22 +1,39 @@
 /**
- * Re-wrapping file keys for `nixseal rekey` on worker threads. Wrapping is the CPU work of a
- * rekey (an X25519 wrap costs ~0.17 ms: 1000 files × 11 recipients is ~1.9 s on one core), and
- * each header is independent, so it spreads over cores. Only recipients that need nothing from
- * the user (X25519, post-quantum, ssh public keys) are wrapped here; plugins run on the main
- * thread, where the terminal is.
+ * The per-file work of `nixseal rekey`, on worker threads and on the main thread alike: a file's
+ * key unwrapped with the user's identities (header MAC and the whole payload verified), and its
+ * new header built. Each file is independent, so the work spreads over cores (rekey-pool.ts).
+ * Only identities that need nothing from the user (X25519, unencrypted ssh-ed25519 and ssh-rsa
+ * keys, already in memory) go to workers, as KeyObjects cloned by postMessage; plugins, prompts
+ * and the terminal stay on the main thread. Only recipients that need nothing from the user
+ * (X25519, post-quantum, ssh public keys) are wrapped for here; plugins run on the main thread.
  *
  * A file with a version 2 recipients record comes with its old stanzas: the stanzas of
- * recipients who stay are kept and only the others wrapped (headerFor). `headerFor` is also what
- * the main thread runs when a rekey is too small for workers to pay.
+ * recipients who stay are kept and only the others wrapped (headerFor).
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { encryptHeader, FILE_KEY_SIZE, type Recipient, type Stanza } from "../age/index.js";
-import { wipe } from "../common/index.js";
+import {
+  decryptHeader,
+  encryptHeader,
+  type Header,
+  type Identity,
+  type Recipient,
+  type Stanza,
+  verifyPayload,
+  X25519Identity,
+  type X25519Transfer,
+} from "../age/index.js";
+import { NixsealError, wipe } from "../common/index.js";
 import { parseRecipientString } from "../keys/index.js";
+import {
+  SshEd25519Identity,
+  type SshEd25519Transfer,
+  SshRsaIdentity,
+  type SshRsaTransfer,
+} from "../ssh/index.js";
 import { type Keepable, keepableStanzas, RecipientsRecord, recordStanza } from "./recipients-record.js";
 
 /** Marks the workerData of our workers, so that importing this file elsewhere runs nothing. */
-const WORKER_KIND = "nixseal-rekey-wrap";
+const WORKER_KIND = "nixseal-rekey";
 
 /**
  * A complete binary age header for an existing file key: the stanzas of `recipients`, then the
@@ -82,63 +99,158 @@ export async function headerFor(
   return buildHeader(fileKey, recipients, set.digest, set.normalised);
 }
 
+/**
+ * A file's key from its header with `identities` (tried in order), the header MAC and the whole
+ * payload verified. Throws src/age's errors (AGE_NO_MATCH when no identity is for the file);
+ * nothing of the key is left behind on failure.
+ */
+export async function unwrapVerified(
+  header: Header,
+  payload: Uint8Array,
+  identities: readonly Identity[],
+): Promise<Uint8Array> {
+  const fileKey = await decryptHeader(header, identities);
+  try {
+    verifyPayload(fileKey, payload);
+  } catch (e) {
+    wipe(fileKey);
+    throw e;
+  }
+  return fileKey;
+}
+
 /** Stanzas to post to a worker: each body copied out of the (possibly pooled, larger) buffer it views. */
 export function compactStanzas(stanzas: readonly Stanza[]): Stanza[] {
   return stanzas.map((s) => ({ type: s.type, args: [...s.args], body: Uint8Array.from(s.body) }));
 }
 
-export interface WrapWorkerSetup {
-  kind: typeof WORKER_KIND;
-  sets: WrapSet[];
+/** An identity as it crosses to a worker: its KeyObjects, never key bytes in the JS heap. */
+export type PortableIdentity = X25519Transfer | SshEd25519Transfer | SshRsaTransfer;
+
+/**
+ * The identities in the form workers take, or null when one of them can't go to a worker (a
+ * plugin, a passphrase-protected key, anything that may ask the user or run a program): then
+ * files are unwrapped on the main thread, identities tried in the order given.
+ */
+export function portableIdentities(identities: readonly Identity[]): PortableIdentity[] | null {
+  const out: PortableIdentity[] = [];
+  for (const id of identities) {
+    if (id instanceof X25519Identity || id instanceof SshEd25519Identity || id instanceof SshRsaIdentity)
+      out.push(id.transfer());
+    else return null;
+  }
+  return out.length > 0 ? out : null;
+}
+
+function identityOf(p: PortableIdentity): Identity {
+  switch (p.kind) {
+    case "X25519":
+      return X25519Identity.fromTransfer(p);
+    case "ssh-ed25519":
+      return SshEd25519Identity.fromTransfer(p);
+    case "ssh-rsa":
+      return SshRsaIdentity.fromTransfer(p);
+  }
 }
 
 /**
- * A batch of files: file i uses set `sets[i]`, the i-th file key in `keys` (FILE_KEY_SIZE each)
- * and, when its stanzas may be kept, its old stanzas `old[i]` (headerFor).
+ * What a worker is told once: the recipient sets, and the identities to unwrap with (null: the
+ * main thread unwraps, workers only wrap).
  */
-export interface WrapJob {
+export interface WorkerSetup {
+  type: "setup";
+  sets: WrapSet[];
+  identities: PortableIdentity[] | null;
+}
+
+/**
+ * One file for a worker. With `key` (known already): only its new header is made. Without:
+ * `bytes` holds the header's MAC input, its MAC (32 bytes) and the payload, and the key is
+ * unwrapped from `stanzas` and verified first. `stanzas` are the old stanzas, needed to unwrap
+ * and, when `keepable`, to keep those of recipients who stay (headerFor).
+ */
+export interface FileWork {
+  set: number;
+  key: Uint8Array | null;
+  stanzas: Stanza[] | null;
+  keepable: boolean;
+  bytes: Uint8Array | null;
+  macInputLength: number;
+  headerLength: number;
+}
+
+export interface WorkBatch {
+  type: "batch";
   batch: number;
-  sets: number[];
-  keys: Uint8Array;
-  old: (Stanza[] | null)[];
+  files: FileWork[];
 }
 
-export type WrapReply = { batch: number; headers: Uint8Array[] } | { batch: number; error: string };
+/** A file's outcome: its new header, or why it could not be unwrapped (code, message, hint). */
+export type FileOutcome = { header: Uint8Array } | { code: string; message: string; hint?: string };
 
-export function wrapWorkerSetup(sets: WrapSet[]): WrapWorkerSetup {
-  return { kind: WORKER_KIND, sets };
-}
+/** A batch's outcomes in order; `error`: a bug, not a file's problem (the run stops). */
+export type WorkReply = { batch: number; files: FileOutcome[] } | { batch: number; error: string };
 
-function serveJobs(setup: WrapWorkerSetup): void {
+function serve(): void {
+  let setup: WorkerSetup | null = null;
+  let identities: Identity[] = [];
   const parsed = new Map<number, Recipient[]>();
   const recipientsOf = (i: number): Recipient[] => {
     let r = parsed.get(i);
     if (r === undefined) {
-      r = setup.sets[i]!.strings.map((s) => parseRecipientString(s, "rules"));
+      r = setup!.sets[i]!.strings.map((s) => parseRecipientString(s, "rules"));
       parsed.set(i, r);
     }
     return r;
   };
-  parentPort!.on("message", async (job: WrapJob) => {
-    try {
-      const headers: Uint8Array[] = [];
-      for (let i = 0; i < job.sets.length; i++) {
-        const set = job.sets[i]!;
-        const key = job.keys.subarray(i * FILE_KEY_SIZE, (i + 1) * FILE_KEY_SIZE);
-        headers.push(await headerFor(key, recipientsOf(set), setup.sets[set]!, job.old[i] ?? null));
+  const one = async (f: FileWork): Promise<FileOutcome> => {
+    let key = f.key;
+    if (key === null) {
+      const bytes = f.bytes!;
+      const m = f.macInputLength;
+      const header: Header = {
+        stanzas: f.stanzas!,
+        macInput: bytes.subarray(0, m),
+        mac: bytes.subarray(m, m + 32),
+        length: f.headerLength,
+      };
+      try {
+        key = await unwrapVerified(header, bytes.subarray(m + 32), identities);
+      } catch (e) {
+        if (!(e instanceof NixsealError)) throw e;
+        return { code: e.code, message: e.message, hint: e.hint };
       }
-      wipe(job.keys);
-      const reply: WrapReply = { batch: job.batch, headers };
-      // Copied, not transferred: headers are small and may sit in Node's shared Buffer pool.
-      parentPort!.postMessage(reply);
-    } catch (e) {
-      wipe(job.keys);
-      const reply: WrapReply = { batch: job.batch, error: (e as Error).message };
-      parentPort!.postMessage(reply);
     }
+    try {
+      const set = setup!.sets[f.set]!;
+      return { header: await headerFor(key, recipientsOf(f.set), set, f.keepable ? f.stanzas : null) };
+    } finally {
+      wipe(key);
+    }
+  };
+  parentPort!.on("message", async (msg: WorkerSetup | WorkBatch) => {
+    if (msg.type === "setup") {
+      setup = msg;
+      identities = (msg.identities ?? []).map(identityOf);
+      return;
+    }
+    let reply: WorkReply;
+    try {
+      const files: FileOutcome[] = [];
+      for (const f of msg.files) files.push(await one(f));
+      reply = { batch: msg.batch, files };
+    } catch (e) {
+      reply = { batch: msg.batch, error: (e as Error).message };
+    } finally {
+      for (const f of msg.files) wipe(f.key);
+    }
+    // Copied, not transferred: headers are small and may sit in Node's shared Buffer pool.
+    parentPort!.postMessage(reply);
   });
 }
 
-if (!isMainThread && (workerData as WrapWorkerSetup | null)?.kind === WORKER_KIND) {
-  serveJobs(workerData as WrapWorkerSetup);
+if (!isMainThread && (workerData as { kind?: string } | null)?.kind === WORKER_KIND) serve();
+
+export function workerStart(): { kind: string } {
+  return { kind: WORKER_KIND };
 }

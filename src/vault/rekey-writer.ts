@@ -1,15 +1,12 @@
 /**
  * Writing rekeyed files: each file's new header in front of its old nonce and payload. All files
- * are written to temp files first, then made durable together, then renamed, each only if nobody
- * changed the file since it was read.
+ * are written to temp files and made durable first, then renamed, each only if nobody changed
+ * the file since it was read.
  */
 import * as fs from "node:fs";
 import { ArmorEncoder } from "../age/index.js";
 import { AtomicFile, ioError, NixsealError } from "../common/index.js";
 import type { Job } from "./rekey-job.js";
-
-/** fsyncs under way at once: the disk batches their journal commits. */
-const SYNCS_IN_FLIGHT = 16;
 
 function sameFile(a: fs.Stats, b: fs.Stats): boolean {
   return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs;
@@ -26,40 +23,86 @@ function newFileBytes(job: Job): Uint8Array[] {
   return out;
 }
 
-/**
- * The new file in a temp file beside the old one, created with the old file's permission bits
- * (less the umask), written, neither synced nor renamed: syncPrepared() and commitJob() do that
- * once every file is written. On this thread: creating and writing a small file are short system
- * calls while no fsync is under way, and cheaper than handing each to the thread pool. A failure
- * removes the temp file and throws.
- */
-export function prepareJob(job: Job): AtomicFile {
-  const f = AtomicFile.open(job.rule.file, job.stat.mode & 0o777);
-  f.write(newFileBytes(job));
-  return f;
-}
+/** Files being written and synced at once by a TempWriter. */
+const WRITES_IN_FLIGHT = 16;
 
 /**
- * fsyncs prepared files, SYNCS_IN_FLIGHT at a time on libuv's thread pool, and closes them.
- * Returns the jobs whose fsync failed, with the error (their temp files are removed).
+ * Writes new files to temp files as their headers are made, each created, written, then
+ * fsync-ed and closed on libuv's thread pool, a few at a time: the disk syncs the first files
+ * while the threads still make the headers of the last ones, instead of all at the end. A file
+ * descriptor is held only until its file is durable. Nothing is renamed here.
  */
-export async function syncPrepared(
-  prepared: ReadonlyArray<{ job: Job; file: AtomicFile }>,
-): Promise<{ job: Job; error: NixsealError }[]> {
-  const failed: { job: Job; error: NixsealError }[] = [];
-  let next = 0;
-  const lane = async () => {
-    while (next < prepared.length) {
-      const { job, file } = prepared[next++]!;
-      try {
-        await file.syncAsync({ close: true });
-      } catch (e) {
-        failed.push({ job, error: e instanceof NixsealError ? e : ioError("write", job.rule.file, e) });
-      }
+export class TempWriter {
+  /** Durable temp files, not renamed yet. */
+  readonly prepared: { job: Job; file: AtomicFile }[] = [];
+  readonly failed: { job: Job; error: NixsealError }[] = [];
+  private readonly queue: Job[] = [];
+  private running = 0;
+  private idle: (() => void) | null = null;
+  private stopped = false;
+  /** Files opened and not yet in `prepared` (aborted by stop()). */
+  private readonly open = new Set<AtomicFile>();
+
+  add(job: Job): void {
+    if (this.stopped) return;
+    this.queue.push(job);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < WRITES_IN_FLIGHT && this.queue.length > 0 && !this.stopped) {
+      const job = this.queue.shift()!;
+      this.running++;
+      void this.writeOne(job).finally(() => {
+        this.running--;
+        this.pump();
+        if (this.running === 0 && this.queue.length === 0) this.idle?.();
+      });
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(SYNCS_IN_FLIGHT, prepared.length) }, lane));
-  return failed;
+  }
+
+  private async writeOne(job: Job): Promise<void> {
+    let file: AtomicFile | null = null;
+    try {
+      // Created and written on this thread (short system calls, cheaper than three trips
+      // through the thread pool: measured), fsync-ed on the pool.
+      file = AtomicFile.open(job.rule.file, job.stat.mode & 0o777);
+      this.open.add(file);
+      file.write(newFileBytes(job));
+      await file.syncAsync({ close: true });
+      this.open.delete(file);
+      if (this.stopped) file.abort();
+      else this.prepared.push({ job, file });
+    } catch (e) {
+      if (file) {
+        this.open.delete(file);
+        file.abort();
+      }
+      if (!this.stopped)
+        this.failed.push({ job, error: e instanceof NixsealError ? e : ioError("write", job.rule.file, e) });
+    }
+  }
+
+  /** Resolves when every file added so far is written and synced (or failed). */
+  async done(): Promise<void> {
+    if (this.running === 0 && this.queue.length === 0) return;
+    await new Promise<void>((resolve) => {
+      this.idle = resolve;
+    });
+    this.idle = null;
+  }
+
+  /**
+   * Writes nothing more; waits for the files under way and removes every temp file not renamed
+   * (a failure before renaming: all or nothing).
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.queue.length = 0;
+    await this.done();
+    for (const f of this.open) f.abort();
+    for (const { file } of this.prepared) file.abort();
+  }
 }
 
 /**

@@ -8,7 +8,15 @@ import { createHash } from "node:crypto";
 import type { Dirent } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { childProcess, nodeFs as fs, ioError, NixsealError, writeFileAtomic } from "../common/index.js";
+import {
+  type Captured,
+  captureOutput,
+  childProcess,
+  nodeFs as fs,
+  ioError,
+  NixsealError,
+  writeFileAtomic,
+} from "../common/index.js";
 
 /** An encrypted file larger than this is refused (secrets are small; hostile input is not). */
 export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
@@ -173,55 +181,90 @@ export function evaluationRoot(file: string): string {
   }
 }
 
-export function evaluateRules(file: string): unknown {
-  // node:child_process loads here, not at start-up: a cached evaluation runs no process.
-  const r = childProcess().spawnSync(
-    "nix-instantiate",
-    [
-      "--eval",
-      "--strict",
-      "--json",
-      // dummy:// store: evaluation needs no daemon and no write access to /nix.
-      "--store",
-      "dummy://",
-      "--option",
-      "restrict-eval",
-      "true",
-      "--option",
-      "allowed-uris",
-      "",
-      "-I",
-      `nixseal-rules=${evaluationRoot(file)}`,
-      file,
-    ],
+/** nix-instantiate's arguments for evaluating `file` (restricted, no store, no network). */
+function nixArgs(file: string): string[] {
+  return [
+    "--eval",
+    "--strict",
+    "--json",
+    // dummy:// store: evaluation needs no daemon and no write access to /nix.
+    "--store",
+    "dummy://",
+    "--option",
+    "restrict-eval",
+    "true",
+    "--option",
+    "allowed-uris",
+    "",
+    "-I",
+    `nixseal-rules=${evaluationRoot(file)}`,
+    file,
+  ];
+}
+
+/** The most output (stdout, stderr) an evaluation may print. */
+const MAX_NIX_OUTPUT = 64 * 1024 * 1024;
+
+function nixEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, NIX_PATH: process.env.NIX_PATH ?? "" };
+}
+
+function cannotRun(file: string, e: Error): NixsealError {
+  const missing = (e as NodeJS.ErrnoException).code === "ENOENT";
+  return new NixsealError(
+    "RULES",
+    missing ? "nix-instantiate not found" : `cannot run nix-instantiate: ${e.message}`,
     {
-      encoding: "utf8",
-      maxBuffer: 64 * 1024 * 1024,
-      env: { ...process.env, NIX_PATH: process.env.NIX_PATH ?? "" },
+      file,
+      hint: missing ? "install Nix (nix-instantiate must be on PATH) to read secrets.nix" : undefined,
     },
   );
-  if (r.error) {
-    const missing = (r.error as NodeJS.ErrnoException).code === "ENOENT";
-    throw new NixsealError(
-      "RULES",
-      missing ? "nix-instantiate not found" : `cannot run nix-instantiate: ${r.error.message}`,
-      {
-        file,
-        hint: missing ? "install Nix (nix-instantiate must be on PATH) to read secrets.nix" : undefined,
-      },
-    );
-  }
-  if (r.status !== 0) {
-    throw new NixsealError("RULES", `cannot evaluate ${file}: ${compactNixError(r.stderr)}`, {
+}
+
+/** The evaluation's outcome: its JSON value, or the error for a failed run. */
+function evaluated(file: string, status: number | null, stdout: string, stderr: string): unknown {
+  if (status !== 0) {
+    throw new NixsealError("RULES", `cannot evaluate ${file}: ${compactNixError(stderr)}`, {
       file,
       hint: "fix the Nix expression; `nix-instantiate --eval --strict secrets.nix` shows the full error",
     });
   }
   try {
-    return JSON.parse(r.stdout);
+    return JSON.parse(stdout);
   } catch {
     throw new NixsealError("RULES", `${file} did not evaluate to JSON`, { file });
   }
+}
+
+export function evaluateRules(file: string): unknown {
+  // node:child_process loads here, not at start-up: a cached evaluation runs no process.
+  const r = childProcess().spawnSync("nix-instantiate", nixArgs(file), {
+    encoding: "utf8",
+    maxBuffer: MAX_NIX_OUTPUT,
+    env: nixEnv(),
+  });
+  if (r.error) throw cannotRun(file, r.error);
+  return evaluated(file, r.status, r.stdout, r.stderr);
+}
+
+/**
+ * evaluateRules without blocking this thread: Nix evaluates on another core while this one goes
+ * on (a command starts it before loading its own modules). The same errors.
+ */
+export async function evaluateRulesAsync(file: string): Promise<unknown> {
+  let r: Captured;
+  try {
+    r = await captureOutput("nix-instantiate", nixArgs(file), {
+      env: nixEnv(),
+      maxStdout: MAX_NIX_OUTPUT,
+      maxStderr: MAX_NIX_OUTPUT,
+    });
+  } catch (e) {
+    throw cannotRun(file, e as Error);
+  }
+  if (r.stopped === "too-large")
+    throw cannotRun(file, new Error(`it printed more than ${MAX_NIX_OUTPUT / 1024 / 1024} MiB`));
+  return evaluated(file, r.signal === null ? r.code : null, r.stdout.toString("utf8"), r.stderr);
 }
 
 /** Nix's multi-line error as one line: the message and the position. */
@@ -310,17 +353,33 @@ export function parseRules(file: string, value: unknown): Rules {
  * Nix, restricted, the JSON value cached by content. With noCache the cache is neither read nor
  * written. `maxSize` bounds the file read.
  */
-export function loadNixValue(
+export interface NixValueOptions {
+  env?: NodeJS.ProcessEnv;
+  noCache?: boolean;
+  maxSize?: number;
+  what?: string;
+  /** Directories beside the file that its evaluation does not read (left out of the cache key). */
+  skipDirs?: readonly string[];
+}
+
+export function loadNixValue(file: string, options: NixValueOptions = {}): unknown {
+  const c = cachedNixValue(file, options);
+  if ("value" in c) return c.value;
+  return c.store(evaluateRules(file));
+}
+
+/** loadNixValue with the evaluation on another core (evaluateRulesAsync). */
+export async function loadNixValueAsync(file: string, options: NixValueOptions = {}): Promise<unknown> {
+  const c = cachedNixValue(file, options);
+  if ("value" in c) return c.value;
+  return c.store(await evaluateRulesAsync(file));
+}
+
+/** The cached value of `file`, or how to store the value once evaluated. */
+function cachedNixValue(
   file: string,
-  options: {
-    env?: NodeJS.ProcessEnv;
-    noCache?: boolean;
-    maxSize?: number;
-    what?: string;
-    /** Directories beside the file that its evaluation does not read (left out of the cache key). */
-    skipDirs?: readonly string[];
-  } = {},
-): unknown {
+  options: NixValueOptions,
+): { value: unknown } | { store: (value: unknown) => unknown } {
   const env = options.env ?? process.env;
   let content: Buffer;
   try {
@@ -337,19 +396,22 @@ export function loadNixValue(
   const cached = dir === null || key === null ? null : path.join(dir, `${key}.json`);
   if (cached !== null) {
     try {
-      return JSON.parse(fs.readFileSync(cached, "utf8"));
+      return { value: JSON.parse(fs.readFileSync(cached, "utf8")) };
     } catch {}
   }
-  const value = evaluateRules(file);
-  if (cached !== null) {
-    try {
-      fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
-      writeFileAtomic(cached, Buffer.from(JSON.stringify(value)), 0o600);
-    } catch {
-      // The cache is an optimisation: a read-only home must not break the command.
-    }
-  }
-  return value;
+  return {
+    store: (value) => {
+      if (cached !== null) {
+        try {
+          fs.mkdirSync(path.dirname(cached), { recursive: true, mode: 0o700 });
+          writeFileAtomic(cached, Buffer.from(JSON.stringify(value)), 0o600);
+        } catch {
+          // The cache is an optimisation: a read-only home must not break the command.
+        }
+      }
+      return value;
+    },
+  };
 }
 
 /**
@@ -359,6 +421,12 @@ export function loadNixValue(
 export function loadRules(options: FindRulesOptions & { noCache?: boolean } = {}): Rules {
   const file = findRulesFile(options);
   return parseRules(file, loadNixValue(file, { env: options.env, noCache: options.noCache }));
+}
+
+/** loadRules with Nix evaluating on another core meanwhile (loadNixValueAsync). */
+export async function loadRulesAsync(options: FindRulesOptions & { noCache?: boolean } = {}): Promise<Rules> {
+  const file = findRulesFile(options);
+  return parseRules(file, await loadNixValueAsync(file, { env: options.env, noCache: options.noCache }));
 }
 
 /** A file's name relative to the rules directory, with "/" separators (as in the rules). */

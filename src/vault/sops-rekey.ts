@@ -10,7 +10,7 @@ import * as path from "node:path";
 import type { Identity } from "../age/index.js";
 import { NixsealError, rethrowUnlessNixseal, writeFileAtomic } from "../common/index.js";
 import type { KeyGroup, SopsConfig } from "../sops/index.js";
-import { ruleFor } from "../sops/index.js";
+import { ruleFor, storeNameByExtension } from "../sops/index.js";
 import type { RekeyFailure } from "./rekey-job.js";
 import type { Rules } from "./rules.js";
 import {
@@ -55,6 +55,9 @@ export function findSopsTargets(rules: Rules | null, config: SopsConfig | null):
   const listed = new Set<string>();
   if (rules !== null) {
     for (const rule of rules.secrets.values()) {
+      // Only a sops extension can make a sops file (sopsContentOf): an age secret is not read
+      // here (rekey reads it once, for its header).
+      if (storeNameByExtension(rule.file) === null) continue;
       const abs = path.resolve(rule.file);
       if (!fs.existsSync(abs)) continue;
       const rel = path.relative(rules.dir, abs).split(path.sep).join("/");
