@@ -11,8 +11,16 @@
  * re-wrap (11 stanzas per file) once: that is what the `--force` row measures, since --force
  * wraps every stanza anew.
  *
- * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N]`, or
- * through bench/run.ts via `benchRekey()`.
+ * Each timed rekey runs on a fresh copy of the same fixture, with a rules cache of its own (the
+ * Nix evaluation is timed), `rounds` times, nixseal and the previous build alternating which goes
+ * first; no copy is removed before the last run. The reason: on ext4 without a journal, a new
+ * file's inode is not taken from inodes freed in the last minute(s), which are skipped one by one,
+ * so creating files right after many were deleted (another rekey's renames, a removed fixture)
+ * costs up to ~10× more. Whichever build ran second in the same directory would pay for the
+ * first one's deletions.
+ *
+ * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N] [--rounds N]`,
+ * or through bench/run.ts via `benchRekey()`.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -39,17 +47,23 @@ export interface RekeyBenchOptions {
   cli?: string;
   /** Another build's CLI, timed on a copy of the same fixture (the previous nixseal). */
   previousCli?: string;
+  /** Timed rekeys of each build (each on a fresh copy), default 3. */
+  rounds?: number;
 }
 
 export interface RekeyBenchResult {
   secrets: number;
   recipients: number;
-  /** Wall time of `nixseal rekey` (process start to exit, Nix evaluation of the new rules included). */
+  /** Median wall time of `nixseal rekey` (process start to exit, Nix evaluation of the new rules included). */
   nixsealRekeyMs: number;
+  /** Every round's wall time of `nixseal rekey`. */
+  nixsealRekeyRuns: number[];
   /** The same rekey on the same files with the rules already evaluated (cache warm). */
   nixsealRekeyCachedMs: number;
-  /** The same rekey by previousCli on a copy of the same files (its own rules cache), or null. */
+  /** Median of the same rekey by previousCli on copies of the same files (its own rules cache), or null. */
   previousRekeyMs: number | null;
+  /** Every round's wall time of previousCli's rekey (empty without previousCli). */
+  previousRekeyRuns: number[];
   /** Wall time of the agenix-style loop, or null when skipped / age is missing. */
   agenixLoopMs: number | null;
   /** agenixLoopMs / nixsealRekeyMs. */
@@ -132,55 +146,64 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
     if (record.state !== "present" || record.tags === null) throw new Error("the fixture has no v2 record");
     const repoB = path.join(dir, "b");
     fs.cpSync(repoA, repoB, { recursive: true });
-    const repoP = path.join(dir, "p");
-    if (options.previousCli) fs.cpSync(repoA, repoP, { recursive: true });
-    // Add the (k+1)-th recipient to every secret.
+    // Add the (k+1)-th recipient to every secret. repoA stays as it is now (the state before
+    // the rekey): every timed run works on a fresh copy of it.
     fs.writeFileSync(path.join(repoA, "secrets.nix"), rulesText(names, keys));
-    if (options.previousCli) fs.writeFileSync(path.join(repoP, "secrets.nix"), rulesText(names, keys));
 
-    // The fixture's 2000 files are still dirty in the page cache: flush them now, so that the
-    // rekey's fsyncs time its own writes, not the fixture's.
-    spawnSync("sync");
-    const rekey = () =>
-      spawnSync(process.execPath, [CLI, "rekey", "-i", identityFile], { cwd: repoA, env, encoding: "utf8" });
-    let r: ReturnType<typeof rekey> | undefined;
-    const nixsealRekeyMs = timed(() => {
-      r = rekey();
-    });
-    if (r!.status !== 0) throw new Error(`nixseal rekey failed: ${r!.stderr}`);
-    if (!r!.stderr.includes(`${n} rewritten`))
-      throw new Error(`unexpected rekey output: ${r!.status} ${r!.stdout.slice(0, 300)} ${r!.stderr}`);
-    log(`nixseal rekey: ${nixsealRekeyMs.toFixed(0)} ms`);
-
-    // The previous build on its copy, with a rules cache of its own (no evaluation saved).
-    let previousRekeyMs: number | null = null;
-    if (options.previousCli) {
-      const previousEnv = { ...env, XDG_CACHE_HOME: path.join(dir, "cache-previous") };
+    let copies = 0;
+    /** A fresh copy of the fixture, flushed to disk (so the rekey's fsyncs time its own writes). */
+    const freshCopy = (): string => {
+      const copy = path.join(dir, `run-${copies++}`);
+      fs.cpSync(repoA, copy, { recursive: true });
       spawnSync("sync");
-      let p: ReturnType<typeof spawnSync> | undefined;
-      previousRekeyMs = timed(() => {
-        p = spawnSync(process.execPath, [options.previousCli!, "rekey", "-i", identityFile], {
-          cwd: repoP,
-          env: previousEnv,
+      return copy;
+    };
+    const timeRekey = (cli: string, args: string[], cache: string, who: string): number => {
+      const cwd = freshCopy();
+      let r: ReturnType<typeof spawnSync> | undefined;
+      const ms = timed(() => {
+        r = spawnSync(process.execPath, [cli, "rekey", ...args, "-i", identityFile], {
+          cwd,
+          env: { ...env, XDG_CACHE_HOME: cache },
           encoding: "utf8",
         });
       });
-      if (p!.status !== 0) throw new Error(`the previous nixseal's rekey failed: ${p!.stderr}`);
-      log(`previous nixseal rekey: ${previousRekeyMs.toFixed(0)} ms`);
+      if (r!.status !== 0) throw new Error(`${who} rekey failed: ${r!.stderr}`);
+      if (!String(r!.stderr).includes(`${n} rewritten`))
+        throw new Error(`unexpected ${who} rekey output: ${r!.status} ${String(r!.stderr).slice(0, 300)}`);
+      return ms;
+    };
+    const rounds = options.rounds ?? 3;
+    const nixsealRekeyRuns: number[] = [];
+    const previousRekeyRuns: number[] = [];
+    let lastCache = "";
+    for (let round = 0; round < rounds; round++) {
+      // A new rules cache each time: the Nix evaluation of the changed secrets.nix is timed.
+      const mine = () => {
+        lastCache = path.join(dir, `cache-${round}`);
+        nixsealRekeyRuns.push(timeRekey(CLI, [], lastCache, "nixseal"));
+        log(`nixseal rekey: ${nixsealRekeyRuns.at(-1)!.toFixed(0)} ms`);
+      };
+      const theirs = () => {
+        if (!options.previousCli) return;
+        const cache = path.join(dir, `cache-previous-${round}`);
+        previousRekeyRuns.push(timeRekey(options.previousCli, [], cache, "the previous nixseal's"));
+        log(`previous nixseal rekey: ${previousRekeyRuns.at(-1)!.toFixed(0)} ms`);
+      };
+      if (round % 2 === 0) {
+        mine();
+        theirs();
+      } else {
+        theirs();
+        mine();
+      }
     }
+    const nixsealRekeyMs = median(nixsealRekeyRuns);
+    const previousRekeyMs = previousRekeyRuns.length > 0 ? median(previousRekeyRuns) : null;
 
-    // Again with --force on the same files: the rules are cached now (no Nix evaluation), and
-    // every stanza is wrapped anew (as for a repository without tags).
-    const forced = () =>
-      spawnSync(process.execPath, [CLI, "rekey", "--force", "-i", identityFile], {
-        cwd: repoA,
-        env,
-        encoding: "utf8",
-      });
-    const nixsealRekeyCachedMs = timed(() => {
-      r = forced();
-    });
-    if (r!.status !== 0) throw new Error(`nixseal rekey --force failed: ${r!.stderr}`);
+    // --force on another fresh copy, the rules cached by the last run (no Nix evaluation), every
+    // stanza wrapped anew (as for a repository without tags).
+    const nixsealRekeyCachedMs = timeRekey(CLI, ["--force"], lastCache, "nixseal --force");
     log(`nixseal rekey --force (rules cached): ${nixsealRekeyCachedMs.toFixed(0)} ms`);
 
     let agenixLoopMs: number | null = null;
@@ -216,8 +239,10 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
       secrets: n,
       recipients: k,
       nixsealRekeyMs,
+      nixsealRekeyRuns,
       nixsealRekeyCachedMs,
       previousRekeyMs,
+      previousRekeyRuns,
       agenixLoopMs,
       ratio: agenixLoopMs === null ? null : agenixLoopMs / nixsealRekeyMs,
       startupMedianMs: median(startupRuns),
@@ -240,6 +265,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
     recipients: argValue("--recipients"),
     startupRuns: argValue("--runs"),
     skipAnchor: process.argv.includes("--no-anchor"),
+    rounds: argValue("--rounds"),
     log: (line) => process.stderr.write(`${line}\n`),
   });
   const f = (x: number | null) => (x === null ? "-" : `${x.toFixed(0)} ms`);
