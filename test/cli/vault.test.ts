@@ -309,6 +309,46 @@ describe("errors", { skip: missing }, () => {
     assertError(r, 2, /access to URI .* is forbidden/);
   });
 
+  test("rekey (which starts Nix while it loads) evaluates secrets.nix as strictly, with the same errors, and rewrites nothing", () => {
+    const key = path.join(work, "key.txt");
+    const recipient = /public key: (age1\S+)/.exec(fs.readFileSync(key, "utf8"))![1]!;
+    fs.writeFileSync(path.join(work, "secrets.nix"), `{ "r.age".publicKeys = [ "${recipient}" ]; }\n`);
+    assert.equal(sh(["encrypt", "r.age"], { cwd: work, input: "x" }).status, 0);
+    const before = fs.readFileSync(path.join(work, "r.age"));
+    const rekey = (extra: Record<string, string> = {}) =>
+      sh(["rekey", "--force", "--no-cache", "-i", key], { cwd: work, env: extra });
+
+    // A syntax error: the message, position and line count of every other command.
+    fs.writeFileSync(path.join(work, "secrets.nix"), '{ "r.age".publicKeys = [ ;\n');
+    let r = rekey();
+    assertError(r, 2, /cannot evaluate .*secrets\.nix: syntax error.*\(at .*secrets\.nix:1:\d+\)/);
+    assert.equal(r.stderr.trim().split("\n").length, 2, "one error line and one hint line");
+    // Restricted evaluation: nothing outside the repository is read, and nothing of it is shown.
+    const secretOutside = path.join(dir, "outside-rekey.txt");
+    fs.writeFileSync(secretOutside, "AGE-SECRET-KEY-1OUTSIDE");
+    fs.writeFileSync(
+      path.join(work, "secrets.nix"),
+      `{ "r.age".publicKeys = [ (builtins.readFile ${secretOutside}) ]; }\n`,
+    );
+    r = rekey();
+    assertError(r, 2, /forbidden in restricted mode/);
+    assert.doesNotMatch(r.stderr, /OUTSIDE/);
+    // No Nix on PATH: the same error as the commands that evaluate on their own thread.
+    fs.writeFileSync(path.join(work, "secrets.nix"), `{ "r.age".publicKeys = [ "${recipient}" ]; }\n`);
+    const noNix = { PATH: "/nonexistent" };
+    r = rekey(noNix);
+    assertError(r, 2, /nix-instantiate not found/);
+    assert.equal(
+      sh(["list", "--no-cache"], { cwd: work, env: noNix }).stderr.toString().split("\n")[0],
+      r.stderr.toString().split("\n")[0]!.replace("nixseal rekey:", "nixseal list:"),
+    );
+    assert.deepEqual(fs.readFileSync(path.join(work, "r.age")), before, "no failed rekey rewrote the file");
+    // And a good secrets.nix: rekey evaluates it and rewrites the file.
+    r = rekey();
+    assert.equal(r.status, 0, r.stderr.toString());
+    assert.notDeepEqual(fs.readFileSync(path.join(work, "r.age")), before);
+  });
+
   test("an unknown recipient type in the rules names the rules file and the secret", () => {
     fs.writeFileSync(
       path.join(work, "secrets.nix"),
