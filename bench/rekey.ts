@@ -19,8 +19,12 @@
  * costs up to ~10× more. Whichever build ran second in the same directory would pay for the
  * first one's deletions.
  *
- * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N] [--rounds N]`,
- * or through bench/run.ts via `benchRekey()`.
+ * With `floor`, every round also times bench/rekey-floor.ts (a bare script doing only what this
+ * rekey cannot skip, on two threads) with and without fsync, each on a fresh copy: what this
+ * machine allows, beside what nixseal takes.
+ *
+ * Run on its own: `node dist/bench/rekey.js [--secrets N] [--recipients N] [--runs N] [--rounds N]
+ * [--floor]`, or through bench/run.ts via `benchRekey()` (with the floor).
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -49,6 +53,8 @@ export interface RekeyBenchOptions {
   previousCli?: string;
   /** Timed rekeys of each build (each on a fresh copy), default 3. */
   rounds?: number;
+  /** Also time the floor script (bench/rekey-floor.ts) each round, with and without fsync. */
+  floor?: boolean;
 }
 
 export interface RekeyBenchResult {
@@ -64,6 +70,12 @@ export interface RekeyBenchResult {
   previousRekeyMs: number | null;
   /** Every round's wall time of previousCli's rekey (empty without previousCli). */
   previousRekeyRuns: number[];
+  /** Wall times of the floor script (bench/rekey-floor.ts) on fresh copies (empty without `floor`). */
+  floorRuns: number[];
+  /** The same without fsync (not durable; for reference). */
+  floorNoFsyncRuns: number[];
+  /** The floor's phases of its median run (ms since the script started), or null. */
+  floorPhases: Record<string, number> | null;
   /** Wall time of the agenix-style loop, or null when skipped / age is missing. */
   agenixLoopMs: number | null;
   /** agenixLoopMs / nixsealRekeyMs. */
@@ -173,6 +185,32 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
         throw new Error(`unexpected ${who} rekey output: ${r!.status} ${String(r!.stderr).slice(0, 300)}`);
       return ms;
     };
+    const FLOOR = fileURLToPath(new URL("./rekey-floor.js", import.meta.url));
+    const floorRuns: number[] = [];
+    const floorNoFsyncRuns: number[] = [];
+    const floorPhases: Record<string, number>[] = [];
+    /** The floor script on a fresh copy, its Nix evaluation timed (a cache of its own). */
+    const timeFloor = (round: number, fsync: boolean): void => {
+      const cwd = freshCopy();
+      const cache = path.join(dir, `cache-floor-${fsync ? "" : "nosync-"}${round}`);
+      let r: ReturnType<typeof spawnSync> | undefined;
+      const ms = timed(() => {
+        r = spawnSync(process.execPath, [FLOOR, identityFile, ...(fsync ? [] : ["--no-fsync"])], {
+          cwd,
+          env: { ...env, XDG_CACHE_HOME: cache },
+          encoding: "utf8",
+        });
+      });
+      if (r!.status !== 0) throw new Error(`the floor script failed: ${r!.stderr}`);
+      const phases = JSON.parse(String(r!.stdout)) as Record<string, number>;
+      if (phases.mainFiles! + phases.workerFiles! !== n)
+        throw new Error(`the floor script did ${String(r!.stdout)}`);
+      if (fsync) {
+        floorRuns.push(ms);
+        floorPhases.push({ ...phases, wall: Math.round(ms) });
+      } else floorNoFsyncRuns.push(ms);
+      log(`floor${fsync ? "" : " without fsync"}: ${ms.toFixed(0)} ms ${String(r!.stdout).trim()}`);
+    };
     const rounds = options.rounds ?? 3;
     const nixsealRekeyRuns: number[] = [];
     const previousRekeyRuns: number[] = [];
@@ -197,7 +235,12 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
         theirs();
         mine();
       }
+      if (options.floor) {
+        timeFloor(round, true);
+        timeFloor(round, false);
+      }
     }
+    const medianFloor = floorPhases.length > 0 ? median(floorRuns) : null;
     const nixsealRekeyMs = median(nixsealRekeyRuns);
     const previousRekeyMs = previousRekeyRuns.length > 0 ? median(previousRekeyRuns) : null;
 
@@ -243,6 +286,10 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
       nixsealRekeyCachedMs,
       previousRekeyMs,
       previousRekeyRuns,
+      floorRuns,
+      floorNoFsyncRuns,
+      floorPhases:
+        floorPhases.find((p) => p.wall === Math.round(medianFloor ?? -1)) ?? floorPhases[0] ?? null,
       agenixLoopMs,
       ratio: agenixLoopMs === null ? null : agenixLoopMs / nixsealRekeyMs,
       startupMedianMs: median(startupRuns),
@@ -266,6 +313,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
     startupRuns: argValue("--runs"),
     skipAnchor: process.argv.includes("--no-anchor"),
     rounds: argValue("--rounds"),
+    floor: process.argv.includes("--floor"),
     log: (line) => process.stderr.write(`${line}\n`),
   });
   const f = (x: number | null) => (x === null ? "-" : `${x.toFixed(0)} ms`);
@@ -274,6 +322,11 @@ if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.ar
       `rekey ${result.secrets} secrets × ${result.recipients} recipients (+1)`,
       `  nixseal rekey                    ${f(result.nixsealRekeyMs)}   (target < 600 ms)`,
       `  nixseal rekey --force (cached)   ${f(result.nixsealRekeyCachedMs)}   (every stanza wrapped anew)`,
+      ...(result.floorRuns.length === 0
+        ? []
+        : [
+            `  floor (bench/rekey-floor.ts)     ${f(median(result.floorRuns))}   (without fsync ${f(median(result.floorNoFsyncRuns))})`,
+          ]),
       `  agenix-style loop                ${f(result.agenixLoopMs)}${result.ratio ? `   (${result.ratio.toFixed(1)}× nixseal)` : ""}`,
       `nixseal --version start-up         median ${f(result.startupMedianMs)}, min ${f(result.startupMinMs)} over ${result.startupRuns.length} runs (target < 120 ms)`,
       "",

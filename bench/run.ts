@@ -55,6 +55,7 @@ const rekey: Benchmark = {
         startupRuns?: number;
         cli?: string;
         previousCli?: string;
+        floor?: boolean;
       }) => Promise<{
         secrets: number;
         recipients: number;
@@ -64,6 +65,9 @@ const rekey: Benchmark = {
         agenixLoopMs: number | null;
         previousRekeyMs: number | null;
         previousRekeyRuns: number[];
+        floorRuns: number[];
+        floorNoFsyncRuns: number[];
+        floorPhases: Record<string, number> | null;
         startupRuns: number[];
       }>;
     };
@@ -76,7 +80,8 @@ const rekey: Benchmark = {
     }
     if (typeof mod.benchRekey !== "function") return null;
     const previous = ctx.text("--previous");
-    const r = await mod.benchRekey({ log: ctx.log, cli: ctx.cli, previousCli: previous });
+    const r = await mod.benchRekey({ log: ctx.log, cli: ctx.cli, previousCli: previous, floor: true });
+    const p = r.floorPhases;
     return {
       title: `rekey: ${r.secrets} secrets × ${r.recipients} recipients, one recipient added`,
       rows: [
@@ -97,6 +102,22 @@ const rekey: Benchmark = {
                 anchor: r.previousRekeyRuns,
               },
             ]),
+        ...(r.floorRuns.length === 0
+          ? []
+          : [
+              {
+                name: "rekey (the same fixture)",
+                nixseal: r.nixsealRekeyRuns,
+                anchorName: "its floor: a bare 2-thread script (bench/rekey-floor.ts)",
+                anchor: r.floorRuns,
+              },
+              {
+                name: "rekey (the same fixture)",
+                nixseal: r.nixsealRekeyRuns,
+                anchorName: "the floor without fsync (not durable, for reference)",
+                anchor: r.floorNoFsyncRuns,
+              },
+            ]),
         {
           name: "rekey --force (rules cached)",
           nixseal: [r.nixsealRekeyCachedMs],
@@ -114,6 +135,11 @@ const rekey: Benchmark = {
       notes: [
         "Measured by bench/rekey.ts: each rekey on a fresh copy of the fixture with a rules cache of its own, 3 rounds, nixseal and the previous build alternating which goes first; the agenix-style loop and --force once; start-up: several runs.",
         "Files on disk (/tmp). Why fresh copies: on ext4 without a journal, files created right after many were deleted cost up to ~10× more (recently freed inodes are skipped one by one), so a rekey running after another one's renames would pay for them.",
+        ...(p === null
+          ? []
+          : [
+              `The floor (bench/rekey-floor.ts) does only what this rekey cannot skip, with nixseal's own functions, on two threads taking files from a shared counter: the Nix evaluation and the modules together, then per file read, unwrap and verify, new header, temp file written and fsync-ed, then the renames. Its median run (ms from its start): modules and rules ready at ${p.ready}, files done at ${p.filesDone} (main thread ${p.mainFiles} files, worker ${p.workerFiles}), renamed at ${p.renamed}, process exited at ${p.wall}. Every round runs nixseal, the previous build and both floors, each on a fresh copy.`,
+            ]),
       ],
     };
   },
