@@ -26,6 +26,18 @@ export function decodeBase64NoPad(s: string): Uint8Array | null {
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
+/**
+ * Whether `s`, padded standard base64 of the alphabet (length a multiple of 4, `=` only at the
+ * end: the caller has checked that), is the canonical encoding of its bytes: the bits of the last
+ * character before the padding beyond the last byte are zero, so that re-encoding the bytes
+ * gives `s` again.
+ */
+export function isCanonicalPaddedBase64(s: string): boolean {
+  const pad = s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0;
+  if (pad === 0) return true;
+  return (sextet(s.charCodeAt(s.length - pad - 1)) & (pad === 2 ? 0x0f : 0x03)) === 0;
+}
+
 export function encodeBase64NoPad(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("base64").replace(/=+$/, "");
 }

@@ -8,7 +8,7 @@ export {
   writeNewFileAtomic,
   writeOutputFile,
 } from "./atomic-file.js";
-export { decodeBase64NoPad, encodeBase64NoPad } from "./base64.js";
+export { decodeBase64NoPad, encodeBase64NoPad, isCanonicalPaddedBase64 } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
 export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";

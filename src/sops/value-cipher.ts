@@ -5,7 +5,7 @@
  * (sops.go `shouldBeEncrypted`).
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { NixsealError } from "../common/index.js";
+import { isCanonicalPaddedBase64, NixsealError } from "../common/index.js";
 import { compileGoRegexp, type GoRegexp } from "./go-regexp.js";
 import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 
@@ -68,9 +68,12 @@ function decodeWellFormed(
   scratch: Buffer,
   iv32: Buffer,
   tag16: Buffer,
-): (ParsedValue & { used: number }) | null {
+): (ParsedValue & { used: number; canonical: boolean }) | null {
   const m = WELL_FORMED.exec(s);
   if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
+  // What ValueCipher.encrypt writes for these bytes: each part as Node encodes it.
+  const canonical =
+    isCanonicalPaddedBase64(m[1]!) && isCanonicalPaddedBase64(m[2]!) && isCanonicalPaddedBase64(m[3]!);
   const dataLen = scratch.write(m[1]!, 0, "base64");
   const ivText = m[2]!;
   let iv = iv32;
@@ -83,7 +86,7 @@ function decodeWellFormed(
     iv = scratch.subarray(dataLen, used);
   }
   tag16.write(m[3]!, 0, "base64");
-  return { data: scratch.subarray(0, dataLen), iv, tag: tag16, type: m[4]!, used };
+  return { data: scratch.subarray(0, dataLen), iv, tag: tag16, type: m[4]!, used, canonical };
 }
 
 export function parseEncryptedValue(s: string): ParsedValue {
@@ -220,14 +223,29 @@ export function leafFromPlaintext(type: string, bytes: Buffer): SopsLeaf | SopsC
 }
 
 /**
+ * What the stash keeps of a decrypted value: its IV, and its `ENC[...]` string when that is
+ * exactly what encrypt() writes for the same value (each base64 part canonical).
+ */
+interface Stashed {
+  iv: Buffer | null;
+  text: string | null;
+}
+
+/**
  * AES-256-GCM over the leaves of one file, under its data key. Remembers the IV of every value
  * it decrypts, keyed by (type, path, plaintext), and reuses it when the same plaintext is
  * encrypted again at the same path: unchanged values keep byte-identical ciphertext, so git diffs
  * show only what changed (sops aes/cipher.go `stash`). The stash keys are hashes, not plaintext.
+ *
+ * An unchanged value is not even encrypted again: AES-GCM under the same key, IV and additional
+ * data gives the same ciphertext and tag for the same plaintext, and the stored ones were just
+ * verified by decrypting them, so encrypt() returns the stored string as it is (when it is the
+ * canonical form encrypt() would write; else it encrypts with the stashed IV). A `set` or `edit`
+ * of one value among 10 000 then encrypts one value, not 10 000.
  */
 export class ValueCipher {
   private readonly key: Buffer;
-  private readonly stash = new Map<string, Buffer>();
+  private readonly stash = new Map<string, Stashed>();
   /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
   private scratch = Buffer.allocUnsafe(1024);
   /** sops's 32-byte IV and the tag of the value being decrypted (no view per value). */
@@ -258,8 +276,12 @@ export class ValueCipher {
   encrypt(v: SopsLeaf | SopsComment, aad: string): string {
     const { type, bytes } = leafPlaintext(v);
     if ((type === "str" || type === "comment") && bytes.length === 0) return "";
-    const sk = this.stashKey(type, aad, bytes);
-    const iv = this.stash.get(sk) ?? randomBytes(NONCE_SIZE);
+    const stashed = this.stash.get(this.stashKey(type, aad, bytes));
+    if (stashed?.text) {
+      bytes.fill(0);
+      return stashed.text;
+    }
+    const iv = stashed?.iv ?? randomBytes(NONCE_SIZE);
     const c = createCipheriv("aes-256-gcm", this.key, iv, { authTagLength: TAG_SIZE });
     c.setAAD(Buffer.from(aad, "utf8"));
     const data = Buffer.concat([c.update(bytes), c.final()]);
@@ -304,7 +326,10 @@ export class ValueCipher {
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
     if (this.rememberIvs && p.type !== "bytes") {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
-      this.stash.set(this.stashKey(p.type, aad, bytes), fast === null ? p.iv : Buffer.from(p.iv));
+      const stashed: Stashed = fast?.canonical
+        ? { iv: null, text: s }
+        : { iv: fast === null ? p.iv : Buffer.from(p.iv), text: null };
+      this.stash.set(this.stashKey(p.type, aad, bytes), stashed);
     }
     bytes.fill(0);
     return leaf;

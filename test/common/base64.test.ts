@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { decodeBase64NoPad } from "../../src/common/base64.js";
+import { decodeBase64NoPad, isCanonicalPaddedBase64 } from "../../src/common/base64.js";
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -39,4 +39,23 @@ test("padding, a length of 4n+1, and characters outside the alphabet are refused
     assert.equal(decodeBase64NoPad(s), null, JSON.stringify(s));
   assert.deepEqual(decodeBase64NoPad(""), new Uint8Array(0));
   assert.deepEqual(Buffer.from(decodeBase64NoPad("AAEC")!), Buffer.of(0, 1, 2));
+});
+
+test("padded base64: every last group of 2 and 3 characters is called canonical exactly when Node encodes its bytes so", () => {
+  let canonicalCount = 0;
+  for (const prefix of ["", "AAAA", "zz+/"]) {
+    for (const a of ALPHABET) {
+      for (const b of ALPHABET) {
+        for (const tail of ["", ...ALPHABET]) {
+          const s = `${prefix}${a}${b}${tail}${tail === "" ? "==" : "="}`;
+          const canonical = Buffer.from(s, "base64").toString("base64") === s;
+          assert.equal(isCanonicalPaddedBase64(s), canonical, s);
+          if (canonical) canonicalCount++;
+        }
+      }
+    }
+  }
+  assert.equal(canonicalCount, 3 * (64 * 4 + 64 * 64 * 16));
+  // Without padding every string of whole groups is canonical.
+  for (const s of ["", "AAAA", "zz+/AAEC"]) assert.equal(isCanonicalPaddedBase64(s), true, s);
 });

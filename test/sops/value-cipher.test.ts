@@ -125,3 +125,42 @@ test("the IVs remembered for re-encryption are the values' own, not a buffer use
   assert.equal(cipher.encrypt("same", "a:"), a);
   assert.equal(cipher.encrypt("other", "b:"), b);
 });
+
+test("a value read in a non-canonical form is written back in the canonical one, with its own IV", () => {
+  const cipher = new ValueCipher(key);
+  const s = sopsValue("secret", "k:");
+  const tag = partOf(s, ",tag:");
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const loose = withPart(
+    s,
+    ",tag:",
+    tag.slice(0, 21) + alphabet[alphabet.indexOf(tag[21]!) | 0x0f] + tag.slice(22),
+  );
+  assert.notEqual(loose, s);
+  assert.equal(cipher.decrypt(loose, "k:"), "secret");
+  // Not the string read (encrypt never writes that form), but the same IV, ciphertext and tag.
+  assert.equal(cipher.encrypt("secret", "k:"), s);
+});
+
+test("only an unchanged value keeps its string: a new value, another path or another type is encrypted anew", () => {
+  const cipher = new ValueCipher(key);
+  const s = sopsValue("5", "a:");
+  assert.equal(cipher.decrypt(s, "a:"), "5");
+  const fresh = (out: string) => {
+    assert.notEqual(out, s);
+    assert.notEqual(partOf(out, ",iv:"), partOf(s, ",iv:"));
+  };
+  const changed = cipher.encrypt("6", "a:");
+  fresh(changed);
+  const moved = cipher.encrypt("5", "b:");
+  fresh(moved);
+  const asInt = cipher.encrypt(5n, "a:");
+  fresh(asInt);
+  assert.match(asInt, /,type:int\]$/);
+  const reader = new ValueCipher(key, false);
+  assert.equal(reader.decrypt(changed, "a:"), "6");
+  assert.equal(reader.decrypt(moved, "b:"), "5");
+  assert.equal(reader.decrypt(asInt, "a:"), 5n);
+  // And the unchanged one, still.
+  assert.equal(cipher.encrypt("5", "a:"), s);
+});
