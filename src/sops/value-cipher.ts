@@ -231,21 +231,60 @@ interface Stashed {
   text: string | null;
 }
 
+/** A leaf's stash key within its type and path: the value itself, or null (not stashed by value). */
+type ValueKey = string | bigint | number | boolean;
+
+/** The type encrypt() writes for a leaf (leafPlaintext's, without making the bytes). */
+function leafType(v: SopsLeaf | SopsComment): ValueType {
+  if (typeof v === "string" || v instanceof Uint8Array) return "str";
+  if (typeof v === "bigint") return "int";
+  if (typeof v === "number") return "float";
+  if (typeof v === "boolean") return "bool";
+  if (v instanceof SopsComment) return "comment";
+  return "time";
+}
+
+/**
+ * The key a leaf is stashed under: the value itself (for text, the tree's own string: no copy of
+ * it is made), or null for bytes (stashed by hash) and -0 (a Map does not tell it from 0).
+ */
+function valueKey(v: SopsLeaf | SopsComment): ValueKey | null {
+  if (typeof v === "string" || typeof v === "bigint" || typeof v === "boolean") return v;
+  if (typeof v === "number") return Object.is(v, -0) ? null : v;
+  if (v instanceof SopsComment) return v.value;
+  if (v instanceof SopsTime) return v.text;
+  return null;
+}
+
+/**
+ * Whether encrypting `leaf` again would encrypt exactly `bytes`, the plaintext it was decrypted
+ * from (else its stored ciphertext is not what encrypt() would make: "1.50" reads as 1.5 and is
+ * written "1.5"). Text round-trips unless decoding replaced invalid UTF-8 (with U+FFFD).
+ */
+function roundTrips(leaf: SopsLeaf | SopsComment, key: ValueKey, bytes: Buffer): boolean {
+  if (typeof key === "string") return !key.includes("\uFFFD");
+  return leafPlaintext(leaf).bytes.equals(bytes);
+}
+
 /**
  * AES-256-GCM over the leaves of one file, under its data key. Remembers the IV of every value
- * it decrypts, keyed by (type, path, plaintext), and reuses it when the same plaintext is
- * encrypted again at the same path: unchanged values keep byte-identical ciphertext, so git diffs
- * show only what changed (sops aes/cipher.go `stash`). The stash keys are hashes, not plaintext.
+ * it decrypts, by type, path and value, and reuses it when the same value is encrypted again at
+ * the same path: unchanged values keep byte-identical ciphertext, so git diffs show only what
+ * changed (sops aes/cipher.go `stash`). The stash holds the tree's own values (no copy of a
+ * plaintext is made for it); byte values (the binary store's) are stashed by a hash instead.
  *
  * An unchanged value is not even encrypted again: AES-GCM under the same key, IV and additional
  * data gives the same ciphertext and tag for the same plaintext, and the stored ones were just
  * verified by decrypting them, so encrypt() returns the stored string as it is (when it is the
  * canonical form encrypt() would write; else it encrypts with the stashed IV). A `set` or `edit`
- * of one value among 10 000 then encrypts one value, not 10 000.
+ * of one value among 10 000 then encrypts one value, not 10 000, and hashes none.
  */
 export class ValueCipher {
   private readonly key: Buffer;
-  private readonly stash = new Map<string, Stashed>();
+  /** type → path (additional data) → value → what was stored for it. */
+  private readonly byValue = new Map<ValueType, Map<string, Map<ValueKey, Stashed>>>();
+  /** Byte values, by a hash of type, path and plaintext (not the plaintext). */
+  private readonly byHash = new Map<string, Stashed>();
   /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
   private scratch = Buffer.allocUnsafe(1024);
   /** sops's 32-byte IV and the tag of the value being decrypted (no view per value). */
@@ -253,8 +292,8 @@ export class ValueCipher {
   private readonly tag16 = Buffer.alloc(TAG_SIZE);
 
   /**
-   * `rememberIvs` false: decrypt only (nixseal decrypt), no IV stash; saves a hash per value. The
-   * document cannot then keep unchanged ciphertexts when written back.
+   * `rememberIvs` false: decrypt only (nixseal decrypt), no stash. The document cannot then keep
+   * unchanged ciphertexts when written back.
    */
   constructor(
     dataKey: Uint8Array,
@@ -268,19 +307,31 @@ export class ValueCipher {
     this.key = Buffer.from(dataKey);
   }
 
-  private stashKey(type: string, aad: string, bytes: Buffer): string {
+  private hashKey(type: string, aad: string, bytes: Buffer): string {
     return createHash("sha256").update(`${type}\0${aad}\0`).update(bytes).digest("base64");
+  }
+
+  private stashed(v: SopsLeaf | SopsComment, key: ValueKey, aad: string): Stashed | undefined {
+    return this.byValue.get(leafType(v))?.get(aad)?.get(key);
+  }
+
+  private stash(type: ValueType, aad: string, key: ValueKey, s: Stashed): void {
+    let paths = this.byValue.get(type);
+    if (paths === undefined) this.byValue.set(type, (paths = new Map()));
+    let values = paths.get(aad);
+    if (values === undefined) paths.set(aad, (values = new Map()));
+    values.set(key, s);
   }
 
   /** Encrypts a leaf; an empty string or empty comment stays empty (sops: not encrypted). */
   encrypt(v: SopsLeaf | SopsComment, aad: string): string {
+    if (v === "" || (v instanceof SopsComment && v.value === "")) return "";
+    const key = valueKey(v);
+    let stashed = key === null ? undefined : this.stashed(v, key, aad);
+    if (stashed?.text) return stashed.text;
     const { type, bytes } = leafPlaintext(v);
     if ((type === "str" || type === "comment") && bytes.length === 0) return "";
-    const stashed = this.stash.get(this.stashKey(type, aad, bytes));
-    if (stashed?.text) {
-      bytes.fill(0);
-      return stashed.text;
-    }
+    if (key === null) stashed = this.byHash.get(this.hashKey(type, aad, bytes));
     const iv = stashed?.iv ?? randomBytes(NONCE_SIZE);
     const c = createCipheriv("aes-256-gcm", this.key, iv, { authTagLength: TAG_SIZE });
     c.setAAD(Buffer.from(aad, "utf8"));
@@ -329,7 +380,9 @@ export class ValueCipher {
       const stashed: Stashed = fast?.canonical
         ? { iv: null, text: s }
         : { iv: fast === null ? p.iv : Buffer.from(p.iv), text: null };
-      this.stash.set(this.stashKey(p.type, aad, bytes), stashed);
+      const key = valueKey(leaf);
+      if (key === null) this.byHash.set(this.hashKey(p.type, aad, bytes), stashed);
+      else if (roundTrips(leaf, key, bytes)) this.stash(p.type as ValueType, aad, key, stashed);
     }
     bytes.fill(0);
     return leaf;
@@ -338,7 +391,8 @@ export class ValueCipher {
   /** Zeroes the data key copy. */
   wipe(): void {
     this.key.fill(0);
-    this.stash.clear();
+    this.byValue.clear();
+    this.byHash.clear();
   }
 }
 
