@@ -164,3 +164,26 @@ test("only an unchanged value keeps its string: a new value, another path or ano
   // And the unchanged one, still.
   assert.equal(cipher.encrypt("5", "a:"), s);
 });
+
+test("a value whose plaintext is not the one it would be written with is encrypted anew", () => {
+  const cipher = new ValueCipher(key);
+  // A float written "1.50" reads as 1.5, which encrypt() writes as "1.5"; bytes that are not
+  // UTF-8 read as U+FFFD, which is written as its UTF-8 encoding.
+  const float = sopsValue("1.50", "f:", "float");
+  assert.equal(cipher.decrypt(float, "f:"), 1.5);
+  const iv = randomBytes(32);
+  const c = createCipheriv("aes-256-gcm", key, iv);
+  c.setAAD(Buffer.from("s:", "utf8"));
+  const data = Buffer.concat([c.update(Buffer.of(0xff)), c.final()]);
+  const notUtf8 = `ENC[AES256_GCM,data:${data.toString("base64")},iv:${iv.toString("base64")},tag:${c.getAuthTag().toString("base64")},type:str]`;
+  assert.equal(cipher.decrypt(notUtf8, "s:"), "\uFFFD");
+  const reader = new ValueCipher(key, false);
+  const floatOut = cipher.encrypt(1.5, "f:");
+  assert.notEqual(floatOut, float);
+  assert.equal(Buffer.from(partOf(floatOut, "data:"), "base64").length, 3); // "1.5"
+  assert.equal(reader.decrypt(floatOut, "f:"), 1.5);
+  const textOut = cipher.encrypt("\uFFFD", "s:");
+  assert.notEqual(textOut, notUtf8);
+  assert.equal(Buffer.from(partOf(textOut, "data:"), "base64").length, 3); // EF BF BD
+  assert.equal(reader.decrypt(textOut, "s:"), "\uFFFD");
+});
