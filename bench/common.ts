@@ -181,6 +181,46 @@ export function interleavedMeasurements(
   return times;
 }
 
+/**
+ * A command whose argv is decided when it runs (say, the manifest to switch to), after
+ * `prepare` has set up its state (untimed).
+ */
+export interface Step {
+  name: string;
+  argv(): string[];
+  prepare?(): void;
+  /** Checked after each timed run. */
+  check?(): void;
+}
+
+/**
+ * Interleaved rounds as `interleaved`, each command timed alone so that its state
+ * can be set up before it (untimed): one warm-up round, then `ctx.runs` rounds, the order
+ * reversed every other round.
+ */
+export function rounds(ctx: BenchContext, steps: readonly Step[]): Map<string, number[]> {
+  const times = new Map<string, number[]>(steps.map((s) => [s.name, []]));
+  const once = (s: Step): number => {
+    s.prepare?.();
+    const [t] = timeOnce(ctx, [{ name: s.name, argv: s.argv() }]);
+    s.check?.();
+    return t!;
+  };
+  ctx.log(`  warm-up: ${steps.map((s) => s.name).join(", ")}`);
+  for (const s of steps) once(s);
+  for (let round = 0; round < ctx.runs; round++) {
+    const order = round % 2 === 0 ? [...steps] : [...steps].reverse();
+    const line: string[] = [];
+    for (const s of order) {
+      const t = once(s);
+      times.get(s.name)!.push(t);
+      line.push(`${s.name} ${t.toFixed(0)} ms`);
+    }
+    ctx.log(`  run ${round + 1}/${ctx.runs} (load ${os.loadavg()[0]!.toFixed(2)}): ${line.join(", ")}`);
+  }
+  return times;
+}
+
 /** The first line of `program --version`, or null. */
 export function versionOf(program: string, args = ["--version"]): string | null {
   const r = spawnSync(program, args, { encoding: "utf8" });

@@ -23,7 +23,6 @@
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes, randomInt } from "node:crypto";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { encrypt } from "../src/age/age.js";
@@ -35,8 +34,9 @@ import {
   type BenchResult,
   digestOf,
   type ResultRow,
+  rounds,
+  type Step,
   scratchDir,
-  timeOnce,
   which,
 } from "./common.js";
 
@@ -164,43 +164,6 @@ async function makeFixture(
     secretsDir,
     generationsDir,
   };
-}
-
-/** A command whose argv is decided when it runs (the manifest to switch to), after `prepare`. */
-interface Step {
-  name: string;
-  argv(): string[];
-  prepare?(): void;
-  /** Checked after each timed run. */
-  check?(): void;
-}
-
-/**
- * Interleaved rounds as common.ts's `interleaved`, each command timed alone so that its state
- * can be set up before it (untimed): one warm-up round, then `ctx.runs` rounds, the order
- * reversed every other round.
- */
-function rounds(ctx: BenchContext, steps: readonly Step[]): Map<string, number[]> {
-  const times = new Map<string, number[]>(steps.map((s) => [s.name, []]));
-  const once = (s: Step): number => {
-    s.prepare?.();
-    const [t] = timeOnce(ctx, [{ name: s.name, argv: s.argv() }]);
-    s.check?.();
-    return t!;
-  };
-  ctx.log(`  warm-up: ${steps.map((s) => s.name).join(", ")}`);
-  for (const s of steps) once(s);
-  for (let round = 0; round < ctx.runs; round++) {
-    const order = round % 2 === 0 ? [...steps] : [...steps].reverse();
-    const line: string[] = [];
-    for (const s of order) {
-      const t = once(s);
-      times.get(s.name)!.push(t);
-      line.push(`${s.name} ${t.toFixed(0)} ms`);
-    }
-    ctx.log(`  run ${round + 1}/${ctx.runs} (load ${os.loadavg()[0]!.toFixed(2)}): ${line.join(", ")}`);
-  }
-  return times;
 }
 
 const FLOOR_NAME = "its floor: a bare script (bench/install-floor.ts)";

@@ -42,6 +42,7 @@ import { nixEval } from "./nix-eval.js";
 import { pushBench } from "./push.js";
 import { smallDecrypt } from "./small-decrypt.js";
 import { sopsDecrypt } from "./sops-decrypt.js";
+import { sopsWrite } from "./sops-write.js";
 import { startup } from "./startup.js";
 
 /** bench/rekey.ts (its own author's), run through its exported benchRekey() when present. */
@@ -151,6 +152,7 @@ const BENCHMARKS: Benchmark[] = [
   smallDecrypt,
   rekey,
   sopsDecrypt,
+  sopsWrite,
   installBench,
   creds,
   nixEval,
@@ -168,7 +170,7 @@ function usage(): string {
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
     "With no NAME, every benchmark runs. --previous FILE: another build's dist/bundle/main.js,",
-    "timed in the same run as an anchor (sops-decrypt, rekey): the previous nixseal.",
+    "timed in the same run as an anchor (sops-decrypt, sops-write, rekey): the previous nixseal.",
   ].join("\n");
 }
 

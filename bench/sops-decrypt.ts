@@ -21,7 +21,7 @@ import {
 } from "./common.js";
 
 /** A plaintext YAML document with `services × keys` string values. */
-function plainDocument(services: number, keys: number): string {
+export function plainDocument(services: number, keys: number): string {
   let out = "";
   for (let s = 0; s < services; s++) {
     out += `# service ${s}\nservice_${String(s).padStart(3, "0")}:\n`;
