@@ -231,6 +231,17 @@ interface Stashed {
   text: string | null;
 }
 
+/** A stashed value: its type and key (valueKey), and what was stored for it. */
+interface ByValue extends Stashed {
+  type: ValueType;
+  key: ValueKey;
+}
+
+/** The same key: Object.is (NaN is NaN; -0 is never a key, see valueKey). */
+function sameKey(a: ValueKey, b: ValueKey): boolean {
+  return Object.is(a, b);
+}
+
 /** A leaf's stash key within its type and path: the value itself, or null (not stashed by value). */
 type ValueKey = string | bigint | number | boolean;
 
@@ -281,8 +292,12 @@ function roundTrips(leaf: SopsLeaf | SopsComment, key: ValueKey, bytes: Buffer):
  */
 export class ValueCipher {
   private readonly key: Buffer;
-  /** type → path (additional data) → value → what was stored for it. */
-  private readonly byValue = new Map<ValueType, Map<string, Map<ValueKey, Stashed>>>();
+  /**
+   * Path (additional data) → the value stored there, or, for a path several values share (list
+   * items, sops's comments), value → the value stored. Almost every path holds one value, so
+   * there is no Map per path.
+   */
+  private readonly byValue = new Map<string, ByValue | Map<ValueKey, ByValue>>();
   /** Byte values, by a hash of type, path and plaintext (not the plaintext). */
   private readonly byHash = new Map<string, Stashed>();
   /** Ciphertext parts and additional data of the value being decrypted (nothing secret). */
@@ -312,15 +327,23 @@ export class ValueCipher {
   }
 
   private stashed(v: SopsLeaf | SopsComment, key: ValueKey, aad: string): Stashed | undefined {
-    return this.byValue.get(leafType(v))?.get(aad)?.get(key);
+    const at = this.byValue.get(aad);
+    const found = at instanceof Map ? at.get(key) : at;
+    return found !== undefined && found.type === leafType(v) && sameKey(found.key, key) ? found : undefined;
   }
 
-  private stash(type: ValueType, aad: string, key: ValueKey, s: Stashed): void {
-    let paths = this.byValue.get(type);
-    if (paths === undefined) this.byValue.set(type, (paths = new Map()));
-    let values = paths.get(aad);
-    if (values === undefined) paths.set(aad, (values = new Map()));
-    values.set(key, s);
+  private stash(s: ByValue, aad: string): void {
+    const at = this.byValue.get(aad);
+    if (at === undefined || (!(at instanceof Map) && sameKey(at.key, s.key))) this.byValue.set(aad, s);
+    else if (at instanceof Map) at.set(s.key, s);
+    else
+      this.byValue.set(
+        aad,
+        new Map([
+          [at.key, at],
+          [s.key, s],
+        ]),
+      );
   }
 
   /** Encrypts a leaf; an empty string or empty comment stays empty (sops: not encrypted). */
@@ -377,12 +400,11 @@ export class ValueCipher {
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
     if (this.rememberIvs && p.type !== "bytes") {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
-      const stashed: Stashed = fast?.canonical
-        ? { iv: null, text: s }
-        : { iv: fast === null ? p.iv : Buffer.from(p.iv), text: null };
+      const iv = fast?.canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
+      const text = fast?.canonical ? s : null;
       const key = valueKey(leaf);
-      if (key === null) this.byHash.set(this.hashKey(p.type, aad, bytes), stashed);
-      else if (roundTrips(leaf, key, bytes)) this.stash(p.type as ValueType, aad, key, stashed);
+      if (key === null) this.byHash.set(this.hashKey(p.type, aad, bytes), { iv, text });
+      else if (roundTrips(leaf, key, bytes)) this.stash({ type: p.type as ValueType, key, iv, text }, aad);
     }
     bytes.fill(0);
     return leaf;

@@ -187,3 +187,21 @@ test("a value whose plaintext is not the one it would be written with is encrypt
   assert.equal(Buffer.from(partOf(textOut, "data:"), "base64").length, 3); // EF BF BD
   assert.equal(reader.decrypt(textOut, "s:"), "\uFFFD");
 });
+
+test("values that share a path (list items, comments) each keep their own string", () => {
+  const cipher = new ValueCipher(key);
+  const items = ["a", "b", "c"].map((v) => sopsValue(v, "list:"));
+  const comments = [" one", " two"].map((v) => sopsValue(v, "", "comment"));
+  for (const [i, s] of items.entries()) assert.equal(cipher.decrypt(s, "list:"), ["a", "b", "c"][i]);
+  for (const s of comments) assert.ok(cipher.decrypt(s, "") instanceof SopsComment);
+  assert.deepEqual(
+    ["a", "b", "c"].map((v) => cipher.encrypt(v, "list:")),
+    items,
+  );
+  assert.deepEqual(
+    [" one", " two"].map((v) => cipher.encrypt(new SopsComment(v), "")),
+    comments,
+  );
+  // The same text as a value at the comments' path is another value: encrypted anew.
+  assert.notEqual(cipher.encrypt(" one", ""), comments[0]);
+});
