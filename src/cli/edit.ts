@@ -341,6 +341,7 @@ export const command: Command = {
   errorExitCode: 1,
   usageExitCode: 2,
   json: true,
+  exitWhenDone: true,
   async run(argv) {
     const { values, positionals } = parseEditArgs(argv);
     if (values.help) {

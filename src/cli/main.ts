@@ -28,6 +28,14 @@ export interface Command {
    * report.ts, failureJson).
    */
   readonly json?: boolean;
+  /**
+   * Once run() has returned, nothing is left to do (output written, temp files committed or
+   * removed, no child or timer that matters): the process ends at once, as long as stdout and
+   * stderr hold nothing unwritten. Returning to the event loop would let V8 finish the major
+   * garbage collection that a large sops document's tree started and Node tear the heap down:
+   * work for no one (bench/RESULTS.md, "sops after sops-300").
+   */
+  readonly exitWhenDone?: boolean;
 }
 
 const USAGE_CODES = new Set(["USAGE", "RULES", "NOT_IN_RULES", "SOPS_CONFIG", "GENERATORS", "PUSH_PLAN"]);
@@ -92,6 +100,9 @@ Exit codes: 0 success, 1 failure, 2 usage error (no or an unknown COMMAND).
 `;
 }
 
+/** The command that ran returned normally and asks to end at once (Command.exitWhenDone). */
+let endAtOnce = false;
+
 /** Set once src/common/ is loaded (no temp file can exist before). */
 let abortAllAtomicFiles = (): void => {};
 
@@ -135,7 +146,9 @@ async function main(argv: string[]): Promise<number> {
   const [common, { command }] = await Promise.all([import("../common/index.js"), entry[1]()]);
   abortAllAtomicFiles = common.abortAllAtomicFiles;
   try {
-    return await command.run(rest);
+    const code = await command.run(rest);
+    endAtOnce = command.exitWhenDone === true;
+    return code;
   } catch (e) {
     abortAllAtomicFiles();
     const { reportFailure, wantsJson } = await import("./report.js");
@@ -150,6 +163,8 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    if (endAtOnce && process.stdout.writableLength === 0 && process.stderr.writableLength === 0)
+      process.exit(code);
   },
   async (e) => {
     process.exitCode = 1;

@@ -78,6 +78,7 @@ export const command: Command = {
   errorExitCode: 1,
   usageExitCode: 2,
   json: true,
+  exitWhenDone: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal set --help' for usage");
     if (values.help) {

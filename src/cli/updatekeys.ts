@@ -126,6 +126,7 @@ export const command: Command = {
   errorExitCode: 1,
   usageExitCode: 2,
   json: true,
+  exitWhenDone: true,
   async run(argv) {
     const { values, positionals } = parse(argv, OPTIONS, "run 'nixseal updatekeys --help' for usage");
     if (values.help) {
