@@ -21,12 +21,13 @@ import {
   YamlStore,
 } from "../../src/sops/index.js";
 import { extractMetadata } from "../../src/sops/stores/store.js";
-import { emitYamlDocuments, quotedAsYaml11 } from "../../src/sops/stores/yaml.js";
+import { emitYamlDocuments, parseYamlDocuments, quotedAsYaml11 } from "../../src/sops/stores/yaml.js";
 import {
   emitCanonical,
   emitCanonicalMetadata,
   parseCanonicalData,
   parseCanonicalMetadata,
+  parseCanonicalPlain,
   resolvesToNonString,
 } from "../../src/sops/stores/yaml-canonical.js";
 
@@ -195,7 +196,7 @@ test("the fast reader reads what the full reader reads, or leaves the text to it
     text = lines.join("\n");
     let full: SopsBranch[] | Error;
     try {
-      full = store.parsePlain(Buffer.from(text));
+      full = parseYamlDocuments(Buffer.from(text));
     } catch (e) {
       full = e as Error;
     }
@@ -208,6 +209,122 @@ test("the fast reader reads what the full reader reads, or leaves the text to it
     assert.deepEqual(fast.branch, full[0], `seed ${seed}\n${text}`);
   }
   assert.ok(answered > 100, `the fast reader answered only ${answered} times`);
+});
+
+/** A text in the narrow form, damaged one way or another at random (or not at all). */
+function damaged(text: string, r: (n: number) => number): string {
+  const lines = text.split("\n");
+  const at = r(Math.max(1, lines.length - 1));
+  switch (r(14)) {
+    case 0:
+      lines.splice(at, 0, "");
+      break;
+    case 1:
+      lines[at] = `  ${lines[at]}`;
+      break;
+    case 2:
+      lines[at] = `${lines[at]} `;
+      break;
+    case 3:
+      lines.splice(at, 0, `${" ".repeat(4 * r(3))}# moved`);
+      break;
+    case 4:
+      lines.splice(at, 0, lines[at]!);
+      break;
+    case 5:
+      lines[at] = `${lines[at]} # inline`;
+      break;
+    case 6:
+      lines.splice(at, 0, "---");
+      break;
+    case 7:
+      // An edit: a value replaced by one of the odd ones (written as it is, unquoted).
+      lines[at] = lines[at]!.replace(/: .*$/, `: ${ODD_VALUES[r(ODD_VALUES.length)]}`);
+      break;
+    case 8:
+      return lines.join("\n").replace(/\n$/, "");
+    default:
+      break;
+  }
+  return lines.join("\n");
+}
+
+/** A tree of string values, most of them generated tokens, some odd (as users' documents hold). */
+function stringBranch(r: (n: number) => number, depth: number): SopsBranch {
+  const b = new SopsBranch();
+  const n = 1 + r(6);
+  for (let i = 0; i < n; i++) {
+    if (r(4) === 0) b.items.push({ key: new SopsComment(COMMENTS[r(COMMENTS.length)]!), value: null });
+    const key = randomKey(r);
+    if (b.has(key)) continue;
+    const value =
+      depth < 3 && r(3) === 0
+        ? stringBranch(r, depth + 1)
+        : r(10) === 0
+          ? ODD_VALUES[r(ODD_VALUES.length)]!
+          : randomBytes(48)
+              .toString(r(2) === 0 ? "base64url" : "base64")
+              .slice(0, 1 + r(64));
+    b.items.push({ key, value });
+  }
+  return b;
+}
+
+test("plaintext documents: the fast reader reads what the full reader reads, or leaves the text to it", () => {
+  let answered = 0;
+  let odd = 0;
+  for (let seed = 1; seed <= 4000; seed++) {
+    const r = rng(seed);
+    const tree = seed % 2 === 0 ? stringBranch(r, 0) : randomBranch(r, 0, false);
+    const text = damaged(Buffer.from(emitYamlDocuments([tree])).toString("utf8"), r);
+    let full: SopsBranch[] | Error;
+    try {
+      full = parseYamlDocuments(Buffer.from(text));
+    } catch (e) {
+      full = e as Error;
+    }
+    const fast = parseCanonicalPlain(text, quotedAsYaml11);
+    // What the store reads is the full reader's answer, whichever path took it.
+    let viaStore: SopsBranch[] | Error;
+    try {
+      viaStore = store.parsePlain(Buffer.from(text));
+    } catch (e) {
+      viaStore = e as Error;
+    }
+    if (full instanceof Error) {
+      assert.equal(fast, null, `seed ${seed}: the fast reader read what the full one refuses\n${text}`);
+      assert.ok(viaStore instanceof Error && viaStore.message === full.message, `seed ${seed}`);
+      continue;
+    }
+    assert.deepEqual(viaStore, full, `seed ${seed}\n${text}`);
+    if (fast === null) continue;
+    answered++;
+    if (ODD_VALUES.some((v) => v !== "" && text.includes(`: ${v}\n`))) odd++;
+    assert.equal(full.length, 1, `seed ${seed}`);
+    assert.deepEqual(fast.branch, full[0], `seed ${seed}\n${text}`);
+  }
+  assert.ok(answered > 150, `the fast reader answered only ${answered} times`);
+  assert.ok(odd > 10, `only ${odd} answered texts held an odd value`);
+});
+
+test("a plaintext value the writer would quote, or the full reader read as another type, is left to the full reader", () => {
+  for (const v of ODD_VALUES) {
+    if (v === "" || v.includes("\n")) continue;
+    const text = `a:\n    b: ${v}\n`;
+    const fast = parseCanonicalPlain(text, quotedAsYaml11);
+    let full: SopsBranch[] | null;
+    try {
+      full = parseYamlDocuments(Buffer.from(text));
+    } catch {
+      full = null;
+    }
+    if (fast === null) continue;
+    assert.ok(full !== null, v);
+    // Only strings the full reader reads as that very string are taken.
+    assert.deepEqual(fast.branch, full[0], v);
+    assert.equal(typeof (fast.branch.items[0]!.value as SopsBranch).items[0]!.value, "string", v);
+    assert.ok(!quotedAsYaml11(v) && !resolvesToNonString(v), v);
+  }
 });
 
 test("sops files: the fast paths read and write them as the full paths do", async () => {

@@ -27,6 +27,8 @@ const ENC_VALUE =
  */
 const DATA_LINE =
   /(?:([A-Za-z_][A-Za-z0-9_-]*):(?: (ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]))?|#([^\n\r\u2028\u2029]*))\n/y;
+/** A data line of a plaintext document: as DATA_LINE, with any value (checked after). */
+const PLAIN_DATA_LINE = /(?:([A-Za-z_][A-Za-z0-9_-]*):(?: ([^\n]+))?|#([^\n\r\u2028\u2029]*))\n/y;
 /** A comment's text that the full path reads differently (empty, ending in a space). */
 const ODD_COMMENT = /^$|\s$/;
 
@@ -46,6 +48,32 @@ interface Open {
  * (text.length without one); `nodes` the nodes read, for the caller's node budget.
  */
 export function parseCanonicalData(text: string): { branch: SopsBranch; rest: number; nodes: number } | null {
+  return parseNarrow(text, null);
+}
+
+/**
+ * A whole plaintext document in the narrow form (what the writer below prints for a tree of
+ * string values: the file `nixseal edit` opens), read as yaml.ts reads it, or null. A value is
+ * taken only if the writer prints that string plain (PLAIN_VALUE, not `quoted`, not read as
+ * another type), which the full reader reads back as the same string; anything else (numbers,
+ * booleans, quoted strings, ...) leaves the text to the full path. `nodes` as above.
+ */
+export function parseCanonicalPlain(
+  text: string,
+  quoted: (s: string) => boolean,
+): { branch: SopsBranch; nodes: number } | null {
+  const r = parseNarrow(text, (v) => PLAIN_VALUE.test(v) && !quoted(v) && !resolvesToNonString(v));
+  return r === null || r.rest !== text.length ? null : { branch: r.branch, nodes: r.nodes };
+}
+
+/**
+ * The reader of both: `plainValue` null reads sops's data part (ENC values, up to `sops:`), else
+ * a plaintext document whose values `plainValue` accepts.
+ */
+function parseNarrow(
+  text: string,
+  plainValue: ((v: string) => boolean) | null,
+): { branch: SopsBranch; rest: number; nodes: number } | null {
   const root: Open = { branch: new SopsBranch(), indent: 0, keys: new Set() };
   const stack: Open[] = [root];
   let pendingComments: { indent: number; comments: SopsComment[] } | null = null;
@@ -53,9 +81,9 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
   let opening: { parent: Open; key: string } | null = null;
   let nodes = 1;
   let pos = 0;
-  const line = DATA_LINE;
+  const line = plainValue === null ? DATA_LINE : PLAIN_DATA_LINE;
   while (pos < text.length) {
-    if (text.startsWith("sops:", pos)) {
+    if (plainValue === null && text.startsWith("sops:", pos)) {
       if (text.charCodeAt(pos + 5) !== 0x0a || pendingComments !== null || opening !== null) return null;
       break;
     }
@@ -83,6 +111,7 @@ export function parseCanonicalData(text: string): { branch: SopsBranch; rest: nu
     const key = m[1]!;
     const value = m[2];
     if (CORE_KEYWORD.test(key)) return null;
+    if (value !== undefined && plainValue !== null && !plainValue(value)) return null;
     if (pendingComments !== null && pendingComments.indent !== indent) return null;
     let top: Open;
     if (opening !== null) {
