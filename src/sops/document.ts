@@ -426,13 +426,12 @@ export function checkEncryptable(branches: readonly SopsBranch[], store: SopsSto
     }
   }
   let found = false;
-  walkBranches(
-    branches.map((b) => cloneValue(b)),
-    (v) => {
-      if (typeof v === "string" && isEncryptedValue(v)) found = true;
-      return v;
-    },
-  );
+  // The visitor gives every leaf back as it is: the walk writes each value back in place,
+  // unchanged (no copy of the tree needed).
+  walkBranches(branches, (v) => {
+    if (typeof v === "string" && isEncryptedValue(v)) found = true;
+    return v;
+  });
   if (found) {
     throw new NixsealError(
       "SOPS_ENCRYPTED",
