@@ -33,26 +33,40 @@ export function plainDocument(services: number, keys: number): string {
   return out;
 }
 
+/** The benchmarks' sops file: its identity file, plaintext (as the store prints it) and file. */
+export interface SopsFixture {
+  services: number;
+  keys: number;
+  identity: X25519Identity;
+  identityFile: string;
+  /** The plaintext document as nixseal prints it (what decrypting the file gives). */
+  expected: Buffer;
+  sopsFile: string;
+}
+
+/** A sops YAML file of `services` × `keys` values in `dir`, encrypted to a new X25519 identity. */
+export async function sopsFixture(dir: string, services = 100, keys = 100): Promise<SopsFixture> {
+  const identity = X25519Identity.generate();
+  const identityFile = path.join(dir, "keys.txt");
+  fs.writeFileSync(identityFile, `${identity.encode()}\n`, { mode: 0o600 });
+  const store = new YamlStore();
+  const branches = store.parsePlain(Buffer.from(plainDocument(services, keys)));
+  const expected = Buffer.from(store.emitPlain(branches));
+  const sopsFile = path.join(dir, "secrets.yaml");
+  fs.writeFileSync(
+    sopsFile,
+    await encryptNewDocument(branches, store, { keyGroups: [[identity.recipient().toString()]] }),
+  );
+  return { services, keys, identity, identityFile, expected, sopsFile };
+}
+
 export const sopsDecrypt: Benchmark = {
   name: "sops-decrypt",
   description: "a sops YAML file with 10 000 values decrypted by one nixseal process (no sops anchor)",
   async run(ctx: BenchContext): Promise<BenchResult | null> {
     const { dir, remove } = scratchDir(ctx.scratch, "sops");
     try {
-      const services = 100;
-      const keys = 100;
-      const id = X25519Identity.generate();
-      const identityFile = path.join(dir, "keys.txt");
-      fs.writeFileSync(identityFile, `${id.encode()}\n`, { mode: 0o600 });
-      const store = new YamlStore();
-      const plain = Buffer.from(plainDocument(services, keys));
-      const branches = store.parsePlain(plain);
-      const expected = Buffer.from(store.emitPlain(branches));
-      const sopsFile = path.join(dir, "secrets.yaml");
-      fs.writeFileSync(
-        sopsFile,
-        await encryptNewDocument(branches, store, { keyGroups: [[id.recipient().toString()]] }),
-      );
+      const { services, keys, identityFile, expected, sopsFile } = await sopsFixture(dir);
       const outFile = path.join(dir, "out.yaml");
       ctx.log(`sops-decrypt: ${services * keys} values, ${fs.statSync(sopsFile).size} bytes encrypted`);
       // Without a sops binary, the anchor in the same run can only be a previous nixseal build.

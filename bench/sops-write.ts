@@ -11,7 +11,6 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { X25519Identity } from "../src/age/x25519.js";
-import { encryptNewDocument, YamlStore } from "../src/sops/index.js";
 import {
   type BenchContext,
   type Benchmark,
@@ -22,7 +21,7 @@ import {
   type Step,
   scratchDir,
 } from "./common.js";
-import { plainDocument } from "./sops-decrypt.js";
+import { sopsFixture } from "./sops-decrypt.js";
 
 /** The value `set` and the editor write, and where (the 51st key of the 51st service). */
 const NEW_VALUE = "a-new-value-written-by-the-benchmark";
@@ -72,22 +71,12 @@ export const sopsWrite: Benchmark = {
   async run(ctx: BenchContext): Promise<BenchResult | null> {
     const { dir, remove } = scratchDir(ctx.scratch, "sops-write");
     try {
-      const services = 100;
-      const keys = 100;
-      const id = X25519Identity.generate();
+      const fixture = await sopsFixture(dir);
+      const { services, keys, identityFile } = fixture;
+      const id = fixture.identity;
       const added = X25519Identity.generate().recipient().toString();
-      const identityFile = path.join(dir, "keys.txt");
-      fs.writeFileSync(identityFile, `${id.encode()}\n`, { mode: 0o600 });
-      const store = new YamlStore();
-      const plain = Buffer.from(plainDocument(services, keys));
-      const expected = store.emitPlain(store.parsePlain(plain)).toString();
-      const original = path.join(dir, "original.yaml");
-      fs.writeFileSync(
-        original,
-        await encryptNewDocument(store.parsePlain(plain), store, {
-          keyGroups: [[id.recipient().toString()]],
-        }),
-      );
+      const expected = fixture.expected.toString("utf8");
+      const original = fixture.sopsFile;
       const originalText = fs.readFileSync(original, "utf8");
       const config = path.join(dir, "sops.yaml");
       fs.writeFileSync(
