@@ -88,15 +88,20 @@ const OPTIONS = {
 } as const;
 
 /**
- * Large reads let the payload engine spread a read's chunks over worker threads. The two read
- * buffers live in shared memory so the workers read them in place; their pages are only touched
- * as far as the input goes, so a small file costs no more than before.
+ * Reads of 2 MiB (32 chunks, two batches for the payload engine's threads). The two read buffers
+ * live in shared memory so the workers read them in place; their pages are only touched as far
+ * as the input goes, so a small file costs no more than before. Measured on 1 GiB (2 cores,
+ * interleaved, medians): against 8 MiB reads, encryption took ~14% less CPU time (970 against
+ * 1130 ms; 0.99× `age`'s wall time instead of 1.07×) and decryption ~12% less, and 1 MiB gained
+ * nothing more: every page of a larger buffer is one more fault (~11 µs here), and a smaller
+ * block stays in the caches between the read and the threads that seal or open it.
  */
-const READ_SIZE = 8 * 1024 * 1024;
+const READ_SIZE = 2 * 1024 * 1024;
 /**
  * The first read is small: decryption copies everything up to the end of the header out of the
- * read buffer (to parse it, and to tell armor from binary), which for a full first read is 8 MiB
- * copied three times into fresh memory; the payload after it is read in place.
+ * read buffer (to parse it, and to tell armor from binary), which for a full first read is a
+ * whole read's worth copied three times into fresh memory; the payload after it is read in
+ * place.
  */
 const FIRST_READ_SIZE = 64 * 1024;
 
