@@ -41,6 +41,5 @@ export {
 } from "./primitives.js";
 export { ScryptIdentity, ScryptRecipient } from "./scrypt.js";
 export { PayloadEncryptor } from "./stream.js";
-export { prestartStreamWorkers } from "./stream-parallel.js";
 export { FILE_KEY_SIZE, type Identity, type Recipient, type Stanza } from "./types.js";
 export { X25519_STANZA, X25519Identity, X25519Recipient, type X25519Transfer } from "./x25519.js";

@@ -378,31 +378,6 @@ export class StreamWorkerPool {
   }
 }
 
-/** A pool started ahead of need by prestartStreamWorkers(), until a payload takes it over. */
-let prestarted: StreamWorkerPool | null = null;
-
-/**
- * Starts the default worker pool now when a payload of `payloadBytes` will want it: for a program
- * that knows a large payload is coming (the CLI, from the input file's size). A worker takes
- * ~50-100 ms of CPU to boot; started here it boots on another core while the program loads keys
- * and reads the header, instead of while the first megabytes wait for it. The first payload that
- * wants workers takes the pool over and ends it as it would its own; left unused, it never keeps
- * the process alive.
- */
-export function prestartStreamWorkers(payloadBytes: number): void {
-  if (prestarted !== null || payloadBytes < PARALLEL_THRESHOLD + 2 * BATCH_CHUNKS * CHUNK_SIZE) return;
-  const count = defaultWorkerCount();
-  if (count > 0) prestarted = new StreamWorkerPool(count);
-}
-
-/** The prestarted pool, if it has `count` workers; the caller owns it from now on. */
-function takePrestarted(count: number): StreamWorkerPool | null {
-  const pool = prestarted;
-  if (pool === null || pool.size !== count) return null;
-  prestarted = null;
-  return pool;
-}
-
 function wipeResults(results: readonly (BatchResult | undefined)[], from = 0): void {
   for (let b = from; b < results.length; b++) for (const p of results[b]?.parts ?? []) p.fill(0);
 }
@@ -455,7 +430,7 @@ class ParallelPart {
     }
     if (this.pool === null) {
       const count = this.workerCount ?? defaultWorkerCount();
-      this.pool = this.borrowedPool ?? takePrestarted(count) ?? new StreamWorkerPool(count);
+      this.pool = this.borrowedPool ?? new StreamWorkerPool(count);
       this.poolBatchesAtStart = this.pool.workerBatches;
     }
     return this.pool.run(op, this.key, input, counter, chunks, this.settings);
