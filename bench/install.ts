@@ -33,6 +33,7 @@ import {
   type Benchmark,
   type BenchResult,
   digestOf,
+  previousLabel,
   type ResultRow,
   rounds,
   type Step,
@@ -204,11 +205,20 @@ function floorStep(f: Fixture, label: string, dir: string, owner: { user: string
   };
 }
 
-/** The install steps of one fixture: cold, and (with `reactivation`) nothing changed, CHANGED changed. */
-function installSteps(ctx: BenchContext, f: Fixture, label: string, reactivation: boolean): Step[] {
+/**
+ * The install steps of one fixture: cold, and (with `reactivation`) nothing changed, CHANGED
+ * changed; `cli` another build (the previous one) instead of ctx.cli.
+ */
+function installSteps(
+  ctx: BenchContext,
+  f: Fixture,
+  label: string,
+  reactivation: boolean,
+  cli = ctx.cli,
+): Step[] {
   // Which manifest is active (0: A, 1: B; null: none), to switch to the same or the other one.
   let active: 0 | 1 | null = null;
-  const argv = (k: 0 | 1) => [process.execPath, ctx.cli, "install", "--manifest", f.manifests[k]];
+  const argv = (k: 0 | 1) => [process.execPath, cli, "install", "--manifest", f.manifests[k]];
   const check = () => {
     if (active === null || digestOf(f.secretsDir) !== f.expected[active])
       throw new Error(`nixseal installed wrong plaintexts (${label})`);
@@ -346,9 +356,13 @@ export const installBench: Benchmark = {
       const big = await makeFixture(dir, "big", bigCount, hostKey, recipient, owner);
       added.push(big.storePath);
       const bigLabel = String(bigCount);
+      // With --previous, that build's cold install of the same fixture in the same rounds.
+      const previous = ctx.text("--previous");
+      const previousLabelOf = `${bigLabel} previous`;
       const bigTimes = rounds(ctx, [
         ...installSteps(ctx, big, bigLabel, false),
         floorStep(big, bigLabel, dir, owner),
+        ...(previous === undefined ? [] : installSteps(ctx, big, previousLabelOf, false, previous)),
       ]);
       rows.push({
         name: `${bigCount} secrets, cold`,
@@ -357,6 +371,14 @@ export const installBench: Benchmark = {
         anchor: bigTimes.get(`${bigLabel} floor`)!,
         target: "≤ 1200 ms",
       });
+      if (previous !== undefined) {
+        rows.push({
+          name: `${bigCount} secrets, cold`,
+          nixseal: bigTimes.get(`${bigLabel} cold`)!,
+          anchorName: `the previous nixseal (${previousLabel(previous)})`,
+          anchor: bigTimes.get(`${previousLabelOf} cold`)!,
+        });
+      }
 
       return {
         title: `install: ${count} and ${bigCount} secrets activated, cold and re-activated`,
