@@ -8,14 +8,17 @@ import { parentPort, workerData } from "node:worker_threads";
 import type { Identity } from "../age/index.js";
 import { loadManifestIdentities } from "./identities.js";
 import {
+  jobAt,
+  jobCount,
+  ResultsBuilder,
   type SerializedError,
   serializeError,
-  type WorkerJobResult,
   type WorkerJobs,
+  type WorkerResults,
   type WorkerStart,
 } from "./parallel-sources.js";
 import { contentHash, createSecretFile, linkRecordedFile } from "./sink.js";
-import { type JobContext, runJob } from "./source-jobs.js";
+import { type JobContext, runJob, type ValueOrigin } from "./source-jobs.js";
 
 const start = workerData as WorkerStart;
 // Started now: loading the keys overlaps with the main thread's work until the jobs come.
@@ -24,10 +27,11 @@ const identities: Promise<readonly Identity[] | null> = loadManifestIdentities(s
   () => null,
 );
 
-async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
+async function work(w: WorkerJobs): Promise<WorkerResults> {
   const claim = new Int32Array(w.counter);
   const made = new Set<string>();
-  const out: WorkerJobResult[] = [];
+  const count = jobCount(w.jobs);
+  const out = new ResultsBuilder();
   const target = w.target;
   const activeDir = w.activeDir;
   const ctx: JobContext = {
@@ -42,15 +46,15 @@ async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
   };
   for (;;) {
     const job = Atomics.add(claim, 0, 1);
-    if (job >= w.jobs.length) break;
-    const values: [number, string, WorkerJobResult["values"][number][2]][] = [];
-    const r = await runJob(w.jobs[job]!, ctx, (entry, value, origin, _cipher, linked) => {
+    if (job >= count) break;
+    const values: [number, string, ValueOrigin][] = [];
+    const r = await runJob(jobAt(w.jobs, job), ctx, (entry, value, origin, _cipher, linked) => {
       const hmac = origin === "reused" ? entry.recorded!.hmac : contentHash(w.hmacKey, value);
       if (w.target !== null && entry.owner !== null && !linked)
         createSecretFile(w.target, entry.name, entry.owner, value, made);
       values.push([entry.index, hmac, origin]);
     });
-    out.push({
+    out.add({
       job,
       cipher: r.cipher,
       storeFile: r.storeFile,
@@ -61,7 +65,7 @@ async function work(w: WorkerJobs): Promise<WorkerJobResult[]> {
       values,
     });
   }
-  return out;
+  return out.finish();
 }
 
 parentPort!.once("message", async (w: WorkerJobs) => {

@@ -12,10 +12,15 @@ import { X25519Identity } from "../../src/age/x25519.js";
 import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
 import { validateManifest } from "../../src/install/manifest.js";
 import {
+  jobAt,
+  jobCount,
+  originOf,
   PARALLEL_MIN_COPIES,
   PARALLEL_MIN_DECRYPTS,
+  packJobs,
   type WorkerJobResult,
   type WorkerJobs,
+  type WorkerResults,
   type WorkerStart,
   workerModeFor,
 } from "../../src/install/parallel-sources.js";
@@ -32,12 +37,36 @@ const WORKER = path.join(
   "decrypt-worker.js",
 );
 
-function runWorker(start: WorkerStart, jobs: WorkerJobs): Promise<WorkerJobResult[]> {
+/** Every job the worker did, as objects in the order of the jobs (whether its result came in columns or whole). */
+function jobResults(r: WorkerResults): WorkerJobResult[] {
+  const out: WorkerJobResult[] = [...r.withProblems];
+  for (let k = 0; k < r.job.length; k++) {
+    const values: WorkerJobResult["values"] = [];
+    for (let v = r.valueStart[k]!; v < r.valueStart[k + 1]!; v++)
+      values.push([r.valueIndex[v]!, r.hmac[v]!, originOf(r, v)]);
+    out.push({
+      job: r.job[k]!,
+      cipher: r.cipher[k]!,
+      storeFile: r.storeFile[k] === 1,
+      error: null,
+      noIdentity: false,
+      failed: [],
+      entryErrors: [],
+      values,
+    });
+  }
+  return out.sort((a, b) => a.job - b.job);
+}
+
+function runWorker(
+  start: WorkerStart,
+  jobs: Omit<WorkerJobs, "jobs"> & { jobs: SourceJob[] },
+): Promise<WorkerJobResult[]> {
   return new Promise((resolve, reject) => {
     const w = new Worker(WORKER, { workerData: start });
-    w.once("message", resolve);
+    w.once("message", (r: WorkerResults) => resolve(jobResults(r)));
     w.once("error", reject);
-    w.postMessage(jobs);
+    w.postMessage({ ...jobs, jobs: packJobs(jobs.jobs) });
   });
 }
 
@@ -263,4 +292,55 @@ test("worker mode: shared on a first install of many files, the rest after copie
     null,
     "a sealed identity",
   );
+});
+
+test("jobs cross to the worker in columns and come out as they went in: several entries, no owner, records, large ids", () => {
+  const recorded = {
+    cipher: "c".repeat(64),
+    hmac: "h".repeat(64),
+    file: "/nix/store/x-a.age",
+    storeFile: true,
+    uid: 4294967294,
+    gid: 0,
+    mode: 0o440,
+  };
+  const jobs: SourceJob[] = [
+    {
+      file: "/nix/store/x-a.yaml",
+      format: "yaml",
+      entries: [
+        {
+          index: 3,
+          name: "db/user",
+          key: "db/user",
+          owner: { uid: 4294967294, gid: 7, mode: 0o400 },
+          recorded,
+          repaired: false,
+        },
+        { index: 9, name: "db/pass", key: "db/pass", owner: null, recorded: null, repaired: true },
+      ],
+    },
+    { file: "/nix/store/x-b.age", format: "age", entries: [] },
+    {
+      file: "/nix/store/x-c.age",
+      format: "age",
+      entries: [
+        {
+          index: 0,
+          name: "c",
+          key: null,
+          owner: { uid: 0, gid: 0, mode: 0o400 },
+          recorded: null,
+          repaired: false,
+        },
+      ],
+    },
+  ];
+  const crossed = structuredClone(packJobs(jobs));
+  assert.equal(jobCount(crossed), jobs.length);
+  assert.deepEqual(
+    Array.from({ length: jobCount(crossed) }, (_, j) => jobAt(crossed, j)),
+    jobs,
+  );
+  assert.equal(jobCount(packJobs([])), 0);
 });

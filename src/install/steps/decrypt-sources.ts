@@ -13,8 +13,11 @@ import type { Manifest, ManifestSecret } from "../manifest.js";
 import {
   type DecryptWorker,
   deserializeError,
+  originOf,
+  packJobs,
   REST_MAIN_JOINS_MIN,
   type WorkerJobResult,
+  type WorkerResults,
 } from "../parallel-sources.js";
 import type { GenerationTarget, InstallEntry } from "../sink.js";
 import {
@@ -202,17 +205,17 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       jobOf.push(j);
     }
     const counter = new SharedArrayBuffer(4);
-    const fromWorker =
+    const fromWorker: Promise<WorkerResults | null> =
       toWorker.length > 0
         ? worker.run({
-            jobs: toWorker,
+            jobs: packJobs(toWorker),
             counter,
             hmacKey: input.hmacKey,
             target: input.target,
             activeDir: ctx.activeDir,
             storeDir: m.storeDir,
           })
-        : Promise.resolve([]);
+        : Promise.resolve(null);
     for (const j of mainJobs) await runHere(j, jobs[j]!, false);
     const done = new Set<number>();
     if (worker.mode === "share" || toWorker.length >= REST_MAIN_JOINS_MIN) {
@@ -224,24 +227,28 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
         done.add(i);
       }
     }
-    for (const r of await fromWorker) {
+    const fromIt = await fromWorker;
+    // A value the worker wrote: recorded here as if written here.
+    const record = (index: number, hmac: string, origin: ValueOrigin, cipher: string, storeFile: boolean) => {
+      const s = m.secrets[index]!;
+      const item = items.get(s.name);
+      if (item === undefined) return;
+      writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher, storeFile });
+      origins.set(index, origin);
+    };
+    for (const r of fromIt?.withProblems ?? []) {
       if (r.noIdentity) continue; // done again here, where the identities are loaded (or reported)
-      const j = jobOf[r.job]!;
-      results[j]!.push(r);
+      results[jobOf[r.job]!]!.push(r);
       done.add(r.job);
-      for (const [index, hmac, origin] of r.values) {
-        const s = m.secrets[index]!;
-        const item = items.get(s.name);
-        if (item === undefined) continue;
-        writer.record(item, hmac, {
-          file: s.file,
-          format: s.format,
-          key: s.key,
-          cipher: r.cipher!,
-          storeFile: r.storeFile,
-        });
-        origins.set(index, origin);
-      }
+      for (const [index, hmac, origin] of r.values) record(index, hmac, origin, r.cipher!, r.storeFile);
+    }
+    // The jobs done without a problem (nothing for the problems below).
+    for (let k = 0; fromIt !== null && k < fromIt.job.length; k++) {
+      done.add(fromIt.job[k]!);
+      const cipher = fromIt.cipher[k]!;
+      const storeFile = fromIt.storeFile[k] === 1;
+      for (let v = fromIt.valueStart[k]!; v < fromIt.valueStart[k + 1]!; v++)
+        record(fromIt.valueIndex[v]!, fromIt.hmac[v]!, originOf(fromIt, v), cipher, storeFile);
     }
     // Given to the worker and not done (it failed, or loaded no identity): here, replacing what it wrote.
     for (let i = 0; i < toWorker.length; i++) if (!done.has(i)) await runHere(jobOf[i]!, toWorker[i]!, true);
