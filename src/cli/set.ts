@@ -12,6 +12,7 @@ import {
   MAX_DOCUMENT_SIZE,
   parseTreePath,
   reencryptDocument,
+  reencryptOneValue,
   SopsBranch,
   type SopsValue,
   setValueAt,
@@ -115,7 +116,12 @@ export const command: Command = {
     try {
       if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
       setValueAt(doc.branches[0]!, treePath, value);
-      const out = reencryptDocument(doc, doc.branches, { file: displayPath(file) });
+      // One value of a file in the narrow form: only its line, lastmodified and the MAC are
+      // written anew (the rest of the file as read); anything else writes the whole tree.
+      const keys = treePath.every((k) => typeof k === "string") ? (treePath as string[]) : null;
+      const out =
+        (keys === null ? null : reencryptOneValue(doc, keys)) ??
+        reencryptDocument(doc, doc.branches, { file: displayPath(file) });
       writeSopsFile(file, out);
     } finally {
       closeDocument(doc);

@@ -19,7 +19,7 @@ import {
 } from "./metadata.js";
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
-import { METADATA_KEY, type SopsStore } from "./stores/store.js";
+import { METADATA_KEY, type NarrowText, type SopsStore } from "./stores/store.js";
 import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
 import {
   DATA_KEY_SIZE,
@@ -33,6 +33,8 @@ import {
 /** A decrypted sops file, ready to be edited and written back with the same data key. */
 export interface SopsDocument {
   store: SopsStore;
+  /** The file as read, when it is in the store's narrow form (reencryptOneValue); else null. */
+  source: { input: Uint8Array; narrow: NarrowText } | null;
   /** The plaintext documents (one unless multi-document YAML). */
   branches: SopsBranch[];
   metadata: SopsMetadata;
@@ -314,7 +316,7 @@ export async function decryptDocument(
   options: DecryptOptions,
 ): Promise<SopsDocument> {
   const file = options.file;
-  const { branches, metadata: raw } = parseNamingFile(input, store, file);
+  const { branches, metadata: raw, narrow } = parseNamingFile(input, store, file);
   if (raw === null) {
     throw new NixsealError("SOPS_METADATA", `${where(file)}not a sops file: no sops metadata`, {
       hint: "encrypt it first (nixseal encrypt), or check the file's format",
@@ -376,7 +378,8 @@ export async function decryptDocument(
         },
       );
     }
-    return { store, branches, metadata: meta, dataKey, cipher, macVerified };
+    const source = narrow !== undefined && options.readOnly !== true ? { input, narrow } : null;
+    return { store, source, branches, metadata: meta, dataKey, cipher, macVerified };
   } catch (e) {
     cipher.wipe();
     wipe(dataKey);
@@ -513,6 +516,61 @@ export async function encryptNewDocument(
     cipher.wipe();
     wipe(dataKey);
   }
+}
+
+/**
+ * reencryptDocument after only the value at the mapping keys `keys` changed (nixseal set): the
+ * file as read with that value's line and the metadata's lastmodified and mac replaced
+ * (SopsStore.spliceScalar), instead of every value's ciphertext taken back and the whole file
+ * written out again. The MAC is computed over every value as reencryptDocument does. Null when
+ * it does not apply (the file not in the store's narrow form, more than one document, rules on
+ * comments, a value that is not a plain encrypted scalar, a metadata block that would be written
+ * otherwise than it was read): the caller then calls reencryptDocument.
+ */
+export function reencryptOneValue(
+  doc: SopsDocument,
+  keys: readonly string[],
+  options: { now?: Date } = {},
+): Uint8Array | null {
+  const src = doc.source;
+  const splice = doc.store.spliceScalar?.bind(doc.store);
+  if (src === null || splice === undefined || doc.branches.length !== 1 || keys.length === 0) return null;
+  const m = doc.metadata;
+  const selector = new EncryptionSelector(m.rules);
+  // Whether a value is encrypted then depends on the comments above it: the whole walk decides.
+  if (selector.rules.encryptedCommentRegex || selector.rules.unencryptedCommentRegex) return null;
+  let value: SopsLeaf | undefined;
+  let ok = true;
+  const mac = new MacAccumulator(m.macOnlyEncrypted);
+  walkBranches(doc.branches, (v, path, comments, pathText) => {
+    if (v instanceof SopsComment) return v;
+    // reencryptDocument refuses a document holding ENC[...] values (checkEncryptable).
+    if (typeof v === "string" && isEncryptedValue(v)) ok = false;
+    const encrypted = selector.shouldEncrypt(path, comments, false);
+    if (!m.macOnlyEncrypted || encrypted) mac.add(v);
+    if (
+      pathText === `${keys.join(":")}:` &&
+      path.length === keys.length &&
+      path.every((k, i) => k === keys[i])
+    ) {
+      value = encrypted ? v : undefined;
+    }
+    return v;
+  });
+  if (!ok || value === undefined || value === null || value === "" || value instanceof Uint8Array)
+    return null;
+  const enc = doc.cipher.encrypt(value, aadOf(`${keys.join(":")}:`));
+  const lastModified = nowRfc3339(options.now);
+  const meta: SopsMetadata = {
+    keyGroups: m.keyGroups,
+    shamirThreshold: m.keyGroups.length > 1 ? m.shamirThreshold : 0,
+    lastModified,
+    mac: encryptMac(mac.hex(), doc.cipher, lastModified),
+    rules: selector.rules,
+    macOnlyEncrypted: m.macOnlyEncrypted,
+    version: SOPS_FORMAT_VERSION,
+  };
+  return splice(src.input, src.narrow, keys, enc, serializeMetadata(meta));
 }
 
 /**

@@ -21,6 +21,7 @@ export {
   decryptDocument,
   encryptNewDocument,
   reencryptDocument,
+  reencryptOneValue,
   type SopsDocument,
   unwrapDataKey,
   wrapDataKey,

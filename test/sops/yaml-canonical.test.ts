@@ -301,13 +301,23 @@ test("a plaintext value the writer would quote, or the full reader read as anoth
 
 test("sops files: the fast paths read and write them as the full paths do", async () => {
   const id = X25519Identity.generate();
+  let narrowFiles = 0;
   for (let seed = 1; seed <= 40; seed++) {
     const r = rng(seed);
     const plain = randomBranch(r, 0, false);
     const enc = await encryptNewDocument([plain], store, { keyGroups: [[id.recipient().toString()]] });
     const full = extractMetadata(store.parsePlain(enc));
     assert.ok(full.metadata !== null);
-    assert.deepEqual(store.parseEncrypted(enc), full, `seed ${seed}`);
+    const { narrow, ...fast } = store.parseEncrypted(enc);
+    assert.deepEqual(fast, full, `seed ${seed}`);
+    // When it is in the narrow form (no list, no unencrypted value), the file's own text, its
+    // metadata block from dataEnd on.
+    if (narrow !== undefined) {
+      narrowFiles++;
+      assert.equal(narrow.text, Buffer.from(enc).toString("utf8"));
+      assert.ok(narrow.text.startsWith("sops:\n", narrow.dataEnd), `seed ${seed}`);
+      assert.equal(narrow.text.lastIndexOf("\nsops:\n") + 1, narrow.dataEnd, `seed ${seed}`);
+    }
     // The same tree through both writers (the full path need not give back `text`: it moves
     // a comment after a nested mapping's last key to before the next key).
     const withMeta = full.branches.map(
@@ -325,6 +335,7 @@ test("sops files: the fast paths read and write them as the full paths do", asyn
       `seed ${seed}`,
     );
   }
+  assert.ok(narrowFiles > 5, `${narrowFiles} of 40 in the narrow form`);
 });
 
 test("the writer's list of plain scalars that are not strings is the yaml library's", () => {

@@ -9,10 +9,38 @@ export interface SopsStore {
   readonly name: StoreName;
   /** A plaintext document: one branch per document (several only for multi-document YAML). */
   parsePlain(input: Uint8Array): SopsBranch[];
-  /** An encrypted document: its branches and its `sops` mapping (null when it has none). */
-  parseEncrypted(input: Uint8Array): { branches: SopsBranch[]; metadata: SopsBranch | null };
+  /**
+   * An encrypted document: its branches and its `sops` mapping (null when it has none); `narrow`
+   * when the file is in the narrow form the store writes itself (see spliceScalar).
+   */
+  parseEncrypted(input: Uint8Array): {
+    branches: SopsBranch[];
+    metadata: SopsBranch | null;
+    narrow?: NarrowText;
+  };
   emitPlain(branches: SopsBranch[]): Uint8Array;
   emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array;
+  /**
+   * What emitEncrypted would write after one value changed, made from the file as read (`input`,
+   * whose text parseEncrypted returned as `narrow`) instead of from the whole tree: the value at
+   * the mapping keys `keys` replaced by `value` (an `ENC[...]` string), and the metadata block
+   * written anew, where it may differ from the one read only in lastmodified and mac. Null when
+   * that cannot be done (the caller then writes the whole tree).
+   */
+  spliceScalar?(
+    input: Uint8Array,
+    narrow: NarrowText,
+    keys: readonly string[],
+    value: string,
+    metadata: SopsBranch,
+  ): Uint8Array | null;
+}
+
+/** An encrypted file's text in the narrow form (the data, then the metadata block from dataEnd). */
+export interface NarrowText {
+  text: string;
+  /** Where the metadata block starts (a character offset in text). */
+  dataEnd: number;
 }
 
 /** stores.go SopsMetadataKey. */

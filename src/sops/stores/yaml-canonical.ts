@@ -214,6 +214,57 @@ function emitBranch(b: SopsBranch, indent: string, out: string[], quoted: (s: st
 }
 
 /**
+ * Where the value at the mapping keys `keys` is in the data part (text[0, dataEnd)) of a file in
+ * the narrow form emitCanonical writes (the caller knows it is: parseCanonicalData read it): the
+ * characters after `key: ` on its line. Null when there is no such line, or the keys name a
+ * mapping. Each key is looked for among the lines of its parent's block, at its depth's indent
+ * (four spaces a level): in the narrow form a key is on one line, plain, once per mapping.
+ */
+export function findNarrowScalar(
+  text: string,
+  dataEnd: number,
+  keys: readonly string[],
+): { start: number; end: number } | null {
+  let from = 0;
+  let to = dataEnd;
+  for (let depth = 0; depth < keys.length; depth++) {
+    const indent = "    ".repeat(depth);
+    const head = `${indent}${keys[depth]}:`;
+    const last = depth === keys.length - 1;
+    let line = from;
+    let found = -1;
+    let lineEnd = from;
+    while (line < to) {
+      lineEnd = text.indexOf("\n", line);
+      if (lineEnd < 0 || lineEnd > to) lineEnd = to;
+      if (text.startsWith(head, line)) {
+        found = line;
+        break;
+      }
+      line = lineEnd + 1;
+    }
+    if (found < 0) return null;
+    const after = found + head.length;
+    if (last) {
+      // `key: value` (a key alone on its line holds a mapping).
+      if (after >= lineEnd || text.charCodeAt(after) !== 0x20) return null;
+      return { start: after + 1, end: lineEnd };
+    }
+    if (after !== lineEnd) return null;
+    // The block: the lines after it indented deeper than it.
+    const inner = `${indent}    `;
+    let end = lineEnd + 1;
+    while (end < to && text.startsWith(inner, end)) {
+      const nl = text.indexOf("\n", end);
+      end = nl < 0 || nl >= to ? to : nl + 1;
+    }
+    from = lineEnd + 1;
+    to = Math.min(end, to);
+  }
+  return null;
+}
+
+/**
  * One document in the narrow form, exactly as yaml.ts's writer prints it, or null when the tree
  * holds anything else. `quoted(s)`: whether yaml.ts writes the string `s` quoted though it looks
  * plain (YAML 1.1 booleans and timestamps, which go-yaml quotes).

@@ -11,10 +11,18 @@ import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsV
 import { isInt64 } from "../value-cipher.js";
 import { YamlAliases } from "../yaml-aliases.js";
 import { yamlLib } from "../yaml-lib.js";
-import { checkSize, decodeUtf8, extractMetadata, formatError, type SopsStore } from "./store.js";
+import {
+  checkSize,
+  decodeUtf8,
+  extractMetadata,
+  formatError,
+  type NarrowText,
+  type SopsStore,
+} from "./store.js";
 import {
   emitCanonical,
   emitCanonicalMetadata,
+  findNarrowScalar,
   parseCanonicalData,
   parseCanonicalMetadata,
   parseCanonicalPlain,
@@ -351,6 +359,24 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
+/** What emitCanonical writes plain as an encrypted value (ASCII only). */
+const ENC_STRING =
+  /^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]$/;
+
+/** The metadata lines a write of one value changes. */
+const MAY_CHANGE = /^ {4}(?:lastmodified|mac): /;
+
+/** Whether the texts `a` and `b` have the same lines, except lines both have at the same place that match `changes`. */
+function sameBesides(a: string, b: string, changes: RegExp): boolean {
+  const x = a.split("\n");
+  const y = b.split("\n");
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) {
+    if (x[i] !== y[i] && !(changes.test(x[i]!) && changes.test(y[i]!))) return false;
+  }
+  return true;
+}
+
 /** The strings scalarNode writes double-quoted though they would be plain (exported for tests). */
 export function quotedAsYaml11(s: string): boolean {
   // Both start with a digit or one of these letters: most strings are settled here.
@@ -378,7 +404,7 @@ function emitCanonicalDocs(branches: readonly SopsBranch[]): string[] | null {
  */
 function parseEncryptedFast(
   input: Uint8Array,
-): { branches: SopsBranch[]; metadata: SopsBranch | null } | null {
+): { branches: SopsBranch[]; metadata: SopsBranch | null; narrow?: NarrowText } | null {
   checkSize("yaml", input);
   const text = decodeUtf8("yaml", input);
   const data = parseCanonicalData(text);
@@ -396,7 +422,9 @@ function parseEncryptedFast(
   }
   if (rest.length !== 1) return null;
   for (const it of rest[0]!.items) if (typeof it.key === "string" && data.branch.has(it.key)) return null;
-  return extractMetadata([new SopsBranch([...data.branch.items, ...rest[0]!.items])]);
+  const out = extractMetadata([new SopsBranch([...data.branch.items, ...rest[0]!.items])]);
+  // Data and metadata both in the narrow form: a write of one value can splice (spliceScalar).
+  return meta === null ? out : { ...out, narrow: { text, dataEnd: data.rest } };
 }
 
 function emitYaml(branches: SopsBranch[]): Uint8Array {
@@ -441,12 +469,41 @@ export class YamlStore implements SopsStore {
     return parseYaml(input);
   }
 
-  parseEncrypted(input: Uint8Array): { branches: SopsBranch[]; metadata: SopsBranch | null } {
+  parseEncrypted(input: Uint8Array): {
+    branches: SopsBranch[];
+    metadata: SopsBranch | null;
+    narrow?: NarrowText;
+  } {
     return parseEncryptedFast(input) ?? extractMetadata(parseYamlDocuments(input));
   }
 
   emitPlain(branches: SopsBranch[]): Uint8Array {
     return emitYaml(branches);
+  }
+
+  spliceScalar(
+    input: Uint8Array,
+    narrow: NarrowText,
+    keys: readonly string[],
+    value: string,
+    metadata: SopsBranch,
+  ): Uint8Array | null {
+    const { text, dataEnd } = narrow;
+    const at = findNarrowScalar(text, dataEnd, keys);
+    // An encrypted value replaced by another (which value is encrypted is the caller's rules').
+    if (at === null || !ENC_STRING.test(value) || !ENC_STRING.test(text.slice(at.start, at.end))) return null;
+    const meta = emitCanonicalMetadata(metadata, quotedAsYaml11);
+    if (meta === null || !sameBesides(meta, text.slice(dataEnd), MAY_CHANGE)) return null;
+    // The file's own bytes around the value when they are the text's characters one for one.
+    if (input.length === text.length) {
+      return Buffer.concat([
+        input.subarray(0, at.start),
+        Buffer.from(value, "latin1"),
+        input.subarray(at.end, dataEnd),
+        Buffer.from(meta, "utf8"),
+      ]);
+    }
+    return Buffer.from(text.slice(0, at.start) + value + text.slice(at.end, dataEnd) + meta, "utf8");
   }
 
   /** sops SerializeMetadata: the metadata is appended to every document. */

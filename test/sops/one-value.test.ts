@@ -1,0 +1,166 @@
+/**
+ * A write of one value (nixseal set) spliced into the file as read (reencryptOneValue): what it
+ * writes decrypts to the changed tree with a valid MAC, and differs from what writing the whole
+ * tree gives only where the randomness of encryption lies (the new value's and the MAC's IVs);
+ * whenever the splice does not apply, it says so (null) and set writes the whole tree.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { X25519Identity } from "../../src/age/x25519.js";
+import {
+  decryptDocument,
+  encryptNewDocument,
+  reencryptDocument,
+  reencryptOneValue,
+  SopsBranch,
+  type SopsValue,
+  setValueAt,
+  YamlStore,
+} from "../../src/sops/index.js";
+import { prng } from "../helpers.js";
+
+const id = X25519Identity.generate();
+const recipient = id.recipient().toString();
+const store = new YamlStore();
+const NOW = new Date("2026-12-05T12:00:00Z");
+
+/** A random plaintext YAML document of nested mappings with comments, and its leaves' key paths. */
+function randomDocument(rand: () => number): { text: string; leaves: string[][] } {
+  const lines: string[] = [];
+  const leaves: string[][] = [];
+  const word = () => `k${Math.floor(rand() * 1e6).toString(36)}`;
+  const mapping = (indent: string, path: string[], depth: number) => {
+    const used = new Set<string>();
+    const n = 1 + Math.floor(rand() * 4);
+    for (let i = 0; i < n; i++) {
+      let k = word();
+      while (used.has(k)) k = word();
+      used.add(k);
+      if (rand() < 0.3) lines.push(`${indent}# note ${word()}`);
+      if (depth < 3 && rand() < 0.35) {
+        lines.push(`${indent}${k}:`);
+        mapping(`${indent}    `, [...path, k], depth + 1);
+      } else {
+        const v = rand() < 0.2 ? String(Math.floor(rand() * 1000)) : rand() < 0.1 ? "true" : `v-${word()}`;
+        lines.push(`${indent}${k}: ${v}`);
+        leaves.push([...path, k]);
+      }
+    }
+  };
+  mapping("", [], 0);
+  return { text: `${lines.join("\n")}\n`, leaves };
+}
+
+async function encrypted(plain: string): Promise<Uint8Array> {
+  return encryptNewDocument(store.parsePlain(Buffer.from(plain)), store, { keyGroups: [[recipient]] });
+}
+
+async function open(file: Uint8Array) {
+  return decryptDocument(file, store, { identities: [id] });
+}
+
+/** Lines of a and b that differ, as pairs (both the same number of lines). */
+function differing(a: Uint8Array, b: Uint8Array): [string, string][] {
+  const x = Buffer.from(a).toString("utf8").split("\n");
+  const y = Buffer.from(b).toString("utf8").split("\n");
+  assert.equal(x.length, y.length, "the same number of lines");
+  return x.flatMap((l, i): [string, string][] => (l === y[i] ? [] : [[l, y[i]!]]));
+}
+
+test("one value spliced: decrypts to the changed tree with a valid MAC, and only the value's line, lastmodified and the MAC differ from the file read; the same lines as writing the whole tree", async () => {
+  const rand = prng(20261205);
+  for (let round = 0; round < 40; round++) {
+    const { text, leaves } = randomDocument(rand);
+    const file = await encrypted(text);
+    const keys = leaves[Math.floor(rand() * leaves.length)]!;
+    const value: SopsValue = rand() < 0.5 ? `new ${round} ünïcode` : rand() < 0.5 ? round * 7 : false;
+
+    const doc = await open(file);
+    assert.notEqual(doc.source, null, "nixseal's own file is in the narrow form");
+    setValueAt(doc.branches[0]!, keys, value);
+    const spliced = reencryptOneValue(doc, keys, { now: NOW });
+    assert.ok(spliced !== null, `the splice applies (round ${round}, ${keys.join(".")})`);
+
+    const whole = await open(file);
+    setValueAt(whole.branches[0]!, keys, value);
+    const written = reencryptDocument(whole, whole.branches, { now: NOW });
+
+    // Both decrypt (the MAC checked) to the same tree: the one with the new value.
+    const back = await open(spliced);
+    assert.equal(
+      Buffer.from(store.emitPlain(back.branches)).toString(),
+      Buffer.from(store.emitPlain((await open(written)).branches)).toString(),
+    );
+    const expected = await open(file);
+    setValueAt(expected.branches[0]!, keys, value);
+    assert.deepEqual(back.branches, expected.branches);
+
+    // Against the file read: the value's line, lastmodified and mac.
+    const indent = "    ".repeat(keys.length - 1);
+    const changed = differing(spliced, file);
+    assert.deepEqual(
+      changed.map(([l]) => l.slice(0, l.indexOf(":") + 1)).sort(),
+      [`${indent}${keys.at(-1)}:`, "    lastmodified:", "    mac:"].sort(),
+      `round ${round}`,
+    );
+    // Against the whole tree written: the same lines but for the two that hold fresh IVs.
+    const vsWhole = differing(spliced, written).map(([l]) => l.slice(0, l.indexOf(":") + 1));
+    assert.deepEqual(vsWhole.sort(), [`${indent}${keys.at(-1)}:`, "    mac:"].sort(), `round ${round}`);
+  }
+});
+
+test("one value: whenever the splice does not apply it returns null, and the whole tree is written instead", async () => {
+  const plain = "a:\n    b: one\n    c: two\nd: three\n";
+  const file = await encrypted(plain);
+  const attempt = async (
+    input: Uint8Array,
+    keys: string[],
+    value: SopsValue,
+    options: { at?: string[] } = {},
+  ) => {
+    const doc = await open(input);
+    setValueAt(doc.branches[0]!, options.at ?? keys, value);
+    return reencryptOneValue(doc, keys, { now: NOW });
+  };
+  assert.ok((await attempt(file, ["a", "b"], "x")) !== null, "the plain case applies");
+  assert.equal(await attempt(file, ["a"], "x"), null, "a mapping replaced by a value");
+  assert.equal(await attempt(file, ["a", "new"], "x"), null, "a new key");
+  assert.equal(await attempt(file, ["a", "b"], ""), null, "an empty string (not encrypted)");
+  // An unencrypted value (the default unencrypted_suffix) takes the file out of the narrow form.
+  const mixed = await encrypted(`${plain}e_unencrypted: four\n`);
+  assert.equal((await open(mixed)).source, null);
+  assert.equal(await attempt(mixed, ["d"], "x"), null, "a file with an unencrypted value");
+  assert.equal(await attempt(file, ["d"], new SopsBranch([{ key: "z", value: "y" }])), null, "a mapping");
+  assert.equal(await attempt(file, ["a", "b"], "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"), null);
+
+  // A metadata block that would be written otherwise (sops's own version string).
+  const text = Buffer.from(file).toString("utf8");
+  const theirs = Buffer.from(text.replace(/^ {4}version: .*$/m, "    version: 3.9.1"));
+  assert.notEqual(theirs.toString(), text);
+  assert.equal(await attempt(theirs, ["a", "b"], "x"), null, "another metadata block");
+  // The same document not in the narrow form (a flow mapping): not spliceable, read all the same.
+  const flow = Buffer.from(text.replace(/^a:\n {4}b: (.*)\n {4}c: (.*)\n/, 'a: {b: "$1", c: "$2"}\n'));
+  assert.notEqual(flow.toString(), text);
+  const doc = await open(flow);
+  assert.equal(doc.source, null);
+  assert.equal(await attempt(flow, ["a", "b"], "x"), null);
+  // A write with the whole tree still works on each of them.
+  for (const input of [theirs, flow]) {
+    const d = await open(input);
+    setValueAt(d.branches[0]!, ["a", "b"], "x");
+    const back = await open(reencryptDocument(d, d.branches, { now: NOW }));
+    assert.deepEqual(
+      back.branches[0]!.get("a"),
+      new SopsBranch([
+        { key: "b", value: "x" },
+        { key: "c", value: "two" },
+      ]),
+    );
+  }
+});
+
+test("one value: a file read for decryption only keeps no copy of itself", async () => {
+  const file = await encrypted("a: one\n");
+  const doc = await decryptDocument(file, store, { identities: [id], readOnly: true });
+  assert.equal(doc.source, null);
+});
