@@ -74,6 +74,16 @@ function parseJsonValue(text: Buffer): SopsValue {
   return branch.items[0]!.value;
 }
 
+/** A value reencryptOneValue writes: a scalar that is encrypted (sops leaves "" unencrypted). */
+function scalarToEncrypt(v: SopsValue): boolean {
+  return (
+    (typeof v === "string" && v !== "") ||
+    typeof v === "number" ||
+    typeof v === "bigint" ||
+    typeof v === "boolean"
+  );
+}
+
 export const command: Command = {
   name: "set",
   errorExitCode: 1,
@@ -112,16 +122,31 @@ export const command: Command = {
     } finally {
       wipe(input);
     }
-    const doc = await openSopsFile(file, store, await identitiesOf(values, keyContext()));
+    const identities = await identitiesOf(values, keyContext());
+    // One value of a file in the narrow form: only its line, lastmodified and the MAC are
+    // written anew, the rest of the file as read (reencryptOneValue), so only that value's IV is
+    // remembered. Anything else (a new key, a mapping, another form) writes the whole tree.
+    const keys =
+      treePath.length > 0 && treePath.every((k) => typeof k === "string") && scalarToEncrypt(value)
+        ? (treePath as string[])
+        : undefined;
+    const open = (oneValue: readonly string[] | undefined) =>
+      openSopsFile(file, store, identities, false, false, oneValue);
+    let doc = await open(keys);
     try {
       if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
       setValueAt(doc.branches[0]!, treePath, value);
-      // One value of a file in the narrow form: only its line, lastmodified and the MAC are
-      // written anew (the rest of the file as read); anything else writes the whole tree.
-      const keys = treePath.every((k) => typeof k === "string") ? (treePath as string[]) : null;
-      const out =
-        (keys === null ? null : reencryptOneValue(doc, keys)) ??
-        reencryptDocument(doc, doc.branches, { file: displayPath(file) });
+      let out = keys === undefined ? null : reencryptOneValue(doc, keys);
+      if (out === null) {
+        if (!doc.remembersAll) {
+          // It looked fit and was not after all: read it again, every IV remembered.
+          closeDocument(doc);
+          doc = await open(undefined);
+          if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
+          setValueAt(doc.branches[0]!, treePath, value);
+        }
+        out = reencryptDocument(doc, doc.branches, { file: displayPath(file) });
+      }
       writeSopsFile(file, out);
     } finally {
       closeDocument(doc);

@@ -260,8 +260,15 @@ export async function openSopsFile(
   identities: readonly Identity[],
   ignoreMac = false,
   readOnly = false,
+  oneValue?: readonly string[],
 ): Promise<SopsDocument> {
-  return decryptDocument(await readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
+  return decryptDocument(await readSopsFile(file), store, {
+    identities,
+    ignoreMac,
+    file,
+    readOnly,
+    oneValue,
+  });
 }
 
 /** Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask). */

@@ -20,7 +20,7 @@ import {
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type NarrowText, type SopsStore } from "./stores/store.js";
-import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
+import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, type SopsValue, walkBranches } from "./tree.js";
 import {
   DATA_KEY_SIZE,
   type EncryptionRules,
@@ -44,6 +44,11 @@ export interface SopsDocument {
   cipher: ValueCipher;
   /** false when the MAC did not verify and `ignoreMac` was set. */
   macVerified: boolean;
+  /**
+   * Every value's IV is remembered, as reencryptDocument needs to keep unchanged ciphertexts;
+   * false after a read for decryption only or for one value (DecryptOptions.oneValue).
+   */
+  remembersAll: boolean;
 }
 
 export interface DecryptOptions {
@@ -57,6 +62,12 @@ export interface DecryptOptions {
    * only serves keeping unchanged ciphertexts on re-encryption.
    */
   readOnly?: boolean;
+  /**
+   * Only the value at these mapping keys will change (nixseal set): when the file looks fit for
+   * reencryptOneValue (see oneValueFits), only that value's IV is remembered, the others being
+   * written back as read; `remembersAll` then says false.
+   */
+  oneValue?: readonly string[];
 }
 
 /** A recipient of the data key: its string as written in the metadata, and optionally its key. */
@@ -297,6 +308,32 @@ function aadOf(pathText: string): string {
   return pathText === "" ? ":" : pathText;
 }
 
+/** The additional data of the value at the mapping keys `keys`. */
+function aadOfKeys(keys: readonly string[]): string {
+  return aadOf(keys.map((k) => `${k}:`).join(""));
+}
+
+/**
+ * Whether a write of the value at `keys` will likely go through reencryptOneValue, judged on the
+ * file as parsed, before anything is decrypted: one document, an encrypted value at `keys`, no
+ * rule on comments, the metadata of the version nixseal writes. (Should it still not, the caller
+ * reads the file again, remembering every IV.)
+ */
+function oneValueFits(
+  store: SopsStore,
+  branches: readonly SopsBranch[],
+  meta: SopsMetadata,
+  selector: EncryptionSelector,
+  keys: readonly string[],
+): boolean {
+  if (store.spliceScalar === undefined || branches.length !== 1 || keys.length === 0) return false;
+  if (meta.version !== SOPS_FORMAT_VERSION) return false;
+  if (selector.rules.encryptedCommentRegex || selector.rules.unencryptedCommentRegex) return false;
+  let v: SopsValue | undefined = branches[0];
+  for (const k of keys) v = v instanceof SopsBranch ? v.get(k) : undefined;
+  return typeof v === "string" && isEncryptedValue(v);
+}
+
 /** store.parseEncrypted, whose syntax errors name the file they are in. */
 function parseNamingFile(input: Uint8Array, store: SopsStore, file: string | undefined) {
   try {
@@ -326,7 +363,15 @@ export async function decryptDocument(
   const meta = parseMetadata(raw);
   const selector = new EncryptionSelector(meta.rules);
   const dataKey = await unwrapDataKey(meta, options.identities, file);
-  const cipher = new ValueCipher(dataKey, options.readOnly !== true);
+  const one =
+    options.readOnly !== true &&
+    options.oneValue !== undefined &&
+    narrow !== undefined &&
+    oneValueFits(store, branches, meta, selector, options.oneValue);
+  const cipher = new ValueCipher(
+    dataKey,
+    options.readOnly === true ? false : one ? aadOfKeys(options.oneValue!) : true,
+  );
   const mac = new MacAccumulator(meta.macOnlyEncrypted);
   const raws = store.name === "binary";
   try {
@@ -379,7 +424,8 @@ export async function decryptDocument(
       );
     }
     const source = narrow !== undefined && options.readOnly !== true ? { input, narrow } : null;
-    return { store, source, branches, metadata: meta, dataKey, cipher, macVerified };
+    const remembersAll = options.readOnly !== true && !one;
+    return { store, source, branches, metadata: meta, dataKey, cipher, macVerified, remembersAll };
   } catch (e) {
     cipher.wipe();
     wipe(dataKey);
@@ -559,7 +605,7 @@ export function reencryptOneValue(
   });
   if (!ok || value === undefined || value === null || value === "" || value instanceof Uint8Array)
     return null;
-  const enc = doc.cipher.encrypt(value, aadOf(`${keys.join(":")}:`));
+  const enc = doc.cipher.encrypt(value, aadOfKeys(keys));
   const lastModified = nowRfc3339(options.now);
   const meta: SopsMetadata = {
     keyGroups: m.keyGroups,
@@ -583,6 +629,9 @@ export function reencryptDocument(
   branches: readonly SopsBranch[] = doc.branches,
   options: { now?: Date; file?: string } = {},
 ): Uint8Array {
+  // Without every IV, unchanged values would get new ciphertexts: a caller's mistake.
+  if (!doc.remembersAll)
+    throw new Error("reencryptDocument: the document was not read to be written back whole");
   return encryptBranches(branches, {
     store: doc.store,
     cipher: doc.cipher,

@@ -307,12 +307,13 @@ export class ValueCipher {
   private readonly tag16 = Buffer.alloc(TAG_SIZE);
 
   /**
-   * `rememberIvs` false: decrypt only (nixseal decrypt), no stash. The document cannot then keep
-   * unchanged ciphertexts when written back.
+   * `remember` false: decrypt only (nixseal decrypt), no stash. The document cannot then keep
+   * unchanged ciphertexts when written back. A string: only the value with that additional data
+   * is stashed (the one value a write of one value encrypts; the file keeps the others as read).
    */
   constructor(
     dataKey: Uint8Array,
-    private readonly rememberIvs = true,
+    private readonly remember: boolean | string = true,
   ) {
     if (dataKey.length !== DATA_KEY_SIZE) {
       throw new NixsealError("SOPS_METADATA", "the sops data key is not 32 bytes", {
@@ -398,7 +399,7 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if (this.rememberIvs && p.type !== "bytes") {
+    if ((this.remember === true || this.remember === aad) && p.type !== "bytes") {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
       const iv = fast?.canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
       const text = fast?.canonical ? s : null;

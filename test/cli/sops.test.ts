@@ -378,6 +378,38 @@ describe("set", { skip: missing }, () => {
     );
   });
 
+  test("a file in the narrow form: one value's line, lastmodified and the MAC change; read again whole when it only looked fit", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    const plain = "db:\n    user: admin\n    password: s3cret\napi: tok\n";
+    const lines = (f: string) => fs.readFileSync(path.join(w, f), "utf8").split("\n");
+    // lastmodified changes unless the write is in the same second as the encryption.
+    const changedKeys = (a: string[], b: string[]) =>
+      a
+        .flatMap((l, i) => (l === b[i] ? [] : [l.slice(0, l.indexOf(":") + 1)]))
+        .filter((k) => k !== "    lastmodified:")
+        .sort();
+    assert.equal(sh(w, ["encrypt", "n.yaml"], plain).status, 0);
+    // The same file with two metadata lines swapped: still read in the narrow form, but written
+    // whole (the metadata block is written in nixseal's order).
+    const swapped = lines("n.yaml")
+      .join("\n")
+      .replace(/( {4}unencrypted_suffix: .*\n)( {4}version: .*\n)/, "$2$1");
+    assert.notEqual(swapped, lines("n.yaml").join("\n"));
+    fs.writeFileSync(path.join(w, "m.yaml"), swapped);
+    for (const f of ["n.yaml", "m.yaml"]) {
+      const before = lines(f);
+      const r = sh(w, ["set", f, '["db"]["password"]', "-i", idFile], '"n3w"\n');
+      assert.equal(r.status, 0, r.stderr);
+      const after = lines(f);
+      const expected = ["    mac:", "    password:"];
+      if (f === "m.yaml") expected.push("    unencrypted_suffix:", "    version:");
+      assert.deepEqual(changedKeys(after, before), expected.sort(), f);
+      assert.equal(sh(w, ["decrypt", f, "-i", idFile]).out, plain.replace("s3cret", "n3w"), f);
+    }
+  });
+
   test("dotenv and JSON files; bad input is refused and the file is left as it was", () => {
     const w = work();
     const [idFile, recipient] = keygen(w, "key.txt");

@@ -55,8 +55,8 @@ async function encrypted(plain: string): Promise<Uint8Array> {
   return encryptNewDocument(store.parsePlain(Buffer.from(plain)), store, { keyGroups: [[recipient]] });
 }
 
-async function open(file: Uint8Array) {
-  return decryptDocument(file, store, { identities: [id] });
+async function open(file: Uint8Array, oneValue?: readonly string[]) {
+  return decryptDocument(file, store, { identities: [id], oneValue });
 }
 
 /** Lines of a and b that differ, as pairs (both the same number of lines). */
@@ -75,8 +75,10 @@ test("one value spliced: decrypts to the changed tree with a valid MAC, and only
     const keys = leaves[Math.floor(rand() * leaves.length)]!;
     const value: SopsValue = rand() < 0.5 ? `new ${round} ünïcode` : rand() < 0.5 ? round * 7 : false;
 
-    const doc = await open(file);
+    // Read as nixseal set reads it: only the changed value's IV remembered.
+    const doc = await open(file, keys);
     assert.notEqual(doc.source, null, "nixseal's own file is in the narrow form");
+    assert.equal(doc.remembersAll, false);
     setValueAt(doc.branches[0]!, keys, value);
     const spliced = reencryptOneValue(doc, keys, { now: NOW });
     assert.ok(spliced !== null, `the splice applies (round ${round}, ${keys.join(".")})`);
@@ -107,6 +109,38 @@ test("one value spliced: decrypts to the changed tree with a valid MAC, and only
     const vsWhole = differing(spliced, written).map(([l]) => l.slice(0, l.indexOf(":") + 1));
     assert.deepEqual(vsWhole.sort(), [`${indent}${keys.at(-1)}:`, "    mac:"].sort(), `round ${round}`);
   }
+});
+
+test("one value set to the value it has: only lastmodified and the MAC change", async () => {
+  const file = await encrypted("a:\n    b: one\n    c: two\nd: 3\n");
+  for (const keys of [["a", "b"], ["d"]]) {
+    const doc = await open(file, keys);
+    // The value as read back (an int is a bigint), set again.
+    const value = keys.reduce<SopsValue | undefined>(
+      (v, k) => (v instanceof SopsBranch ? v.get(k) : undefined),
+      doc.branches[0],
+    );
+    assert.ok(value !== undefined);
+    setValueAt(doc.branches[0]!, keys, value);
+    const out = reencryptOneValue(doc, keys, { now: NOW });
+    assert.ok(out !== null);
+    assert.deepEqual(
+      differing(out, file)
+        .map(([l]) => l.slice(0, l.indexOf(":") + 1))
+        .sort(),
+      ["    lastmodified:", "    mac:"],
+    );
+  }
+});
+
+test("one value: a file read for one value that does not fit is read whole; one that fits cannot be written whole by mistake", async () => {
+  const file = await encrypted("a:\n    b: one\nd: three\n");
+  assert.equal((await open(file, ["a", "new"])).remembersAll, true, "a new key");
+  assert.equal((await open(file, ["a"])).remembersAll, true, "a mapping");
+  assert.equal((await open(file)).remembersAll, true);
+  const doc = await open(file, ["a", "b"]);
+  assert.equal(doc.remembersAll, false);
+  assert.throws(() => reencryptDocument(doc, doc.branches), /not read to be written back whole/);
 });
 
 test("one value: whenever the splice does not apply it returns null, and the whole tree is written instead", async () => {
