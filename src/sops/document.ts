@@ -524,17 +524,26 @@ function encryptBranches(plain: readonly SopsBranch[], p: EncryptParams): Uint8A
     }
     return out;
   });
+  const meta = writtenMetadata(p, selector.rules, mac);
+  return p.store.emitEncrypted(branches, serializeMetadata(meta));
+}
+
+/** The metadata of a file written now: its key groups and rules, a new lastmodified and the MAC. */
+function writtenMetadata(
+  p: Pick<EncryptParams, "keyGroups" | "shamirThreshold" | "macOnlyEncrypted" | "cipher" | "now">,
+  rules: EncryptionRules,
+  mac: MacAccumulator,
+): SopsMetadata {
   const lastModified = nowRfc3339(p.now);
-  const meta: SopsMetadata = {
+  return {
     keyGroups: p.keyGroups,
     shamirThreshold: p.keyGroups.length > 1 ? p.shamirThreshold : 0,
     lastModified,
     mac: encryptMac(mac.hex(), p.cipher, lastModified),
-    rules: selector.rules,
+    rules,
     macOnlyEncrypted: p.macOnlyEncrypted,
     version: SOPS_FORMAT_VERSION,
   };
-  return p.store.emitEncrypted(branches, serializeMetadata(meta));
 }
 
 /** Encrypts plaintext documents into a new sops file: a fresh data key wrapped for the groups. */
@@ -606,16 +615,7 @@ export function reencryptOneValue(
   if (!ok || value === undefined || value === null || value === "" || value instanceof Uint8Array)
     return null;
   const enc = doc.cipher.encrypt(value, aadOfKeys(keys));
-  const lastModified = nowRfc3339(options.now);
-  const meta: SopsMetadata = {
-    keyGroups: m.keyGroups,
-    shamirThreshold: m.keyGroups.length > 1 ? m.shamirThreshold : 0,
-    lastModified,
-    mac: encryptMac(mac.hex(), doc.cipher, lastModified),
-    rules: selector.rules,
-    macOnlyEncrypted: m.macOnlyEncrypted,
-    version: SOPS_FORMAT_VERSION,
-  };
+  const meta = writtenMetadata({ ...m, cipher: doc.cipher, now: options.now }, selector.rules, mac);
   return splice(src.input, src.narrow, keys, enc, serializeMetadata(meta));
 }
 
