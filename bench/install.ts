@@ -16,6 +16,9 @@
  *   active generation is verified and stays active (at most 80 ms for 1000); 10 of the 1000
  *   changed (another encrypted file each), only those decrypted, the other files hard-linked
  *   from the active generation (at most 100 ms).
+ * Floors, timed in the same rounds: bench/install-floor.ts for the cold cases, and
+ * bench/reactivation-floor.ts (only the verification of the active generation) for "nothing
+ * changed".
  * The floor of the cold case is about 100 ms: Node's start, one X25519 per file (~40 µs, on two
  * cores), creating the files. On a shared machine, read the ratios to the anchor (and the load
  * averages): absolute times follow the load.
@@ -169,6 +172,8 @@ async function makeFixture(
 
 const FLOOR_NAME = "its floor: a bare script (bench/install-floor.ts)";
 const FLOOR = fileURLToPath(new URL("./install-floor.js", import.meta.url));
+const REACTIVATION_FLOOR_NAME = "its floor: a bare script (bench/reactivation-floor.ts)";
+const REACTIVATION_FLOOR = fileURLToPath(new URL("./reactivation-floor.js", import.meta.url));
 
 /** A numeric id: `id -u USER`, or the third field of `getent group GROUP`. */
 function numericId(db: "passwd" | "group", name: string): number {
@@ -318,6 +323,12 @@ export const installBench: Benchmark = {
         anchor,
         ...installSteps(ctx, small, label, true),
         floorStep(small, label, dir, owner),
+        // After the installs: it verifies whichever of their generations is active (it fails
+        // the run if a file does not match).
+        {
+          name: `${label} unchanged floor`,
+          argv: () => [process.execPath, REACTIVATION_FLOOR, small.manifests[0]],
+        },
       ]);
       const anchorName = "agenix-style loop (age -d, chown, chmod per secret)";
       const anchorTimes = times.get(anchor.name)!;
@@ -341,6 +352,12 @@ export const installBench: Benchmark = {
           anchorName,
           anchor: anchorTimes,
           target: "≤ 80 ms",
+        },
+        {
+          name: `${count} secrets, re-activation, nothing changed`,
+          nixseal: times.get(`${label} unchanged`)!,
+          anchorName: REACTIVATION_FLOOR_NAME,
+          anchor: times.get(`${label} unchanged floor`)!,
         },
         {
           name: `${count} secrets, re-activation, ${CHANGED} changed`,
@@ -385,6 +402,7 @@ export const installBench: Benchmark = {
         rows,
         notes: [
           `Each secret holds 100-300 random bytes, age-encrypted to one ssh-ed25519 host key, ${small.storePath === null ? "in the scratch dir (no nix-store here; the manifest names no store, so every file is read at every install)" : "in the Nix store as on a host (nix-store --add of the fixture's directory; the manifest's storeDir as the modules write it)"}, installed as ${owner.user}:${owner.group} 0400 into a new generation in a tmpfs (/dev/shm; the manifest says mount "existing", so no ramfs is mounted). nixseal: one \`nixseal install\` process (start-up, manifest validation, metadata, restart lists, pruning of the previous generation included). Cold: the generations dir removed before each run (untimed). Re-activation: the previous run's generation active; "${CHANGED} changed" switches between two manifests that differ in ${CHANGED} encrypted files. The anchor: a bash loop running \`age -d\`, \`chown\` and \`chmod\` per secret, as agenix's activation does (at every activation). Every output is checked.`,
+          "The re-activation floor (bench/reactivation-floor.ts) is a bare script that only verifies the active generation as a re-activation with nothing changed must: the manifest and the metadata read (JSON.parse), then per secret its file opened, fstat-ed (owner, group, mode) and read, and its HMAC compared with the recorded one; no nixseal module, no validation.",
           "The floor (bench/install-floor.ts) is a bare script that does only what a cold activation of the same manifest cannot skip, with nixseal's own key parser and decrypt(): per file read, decrypt, create O_EXCL 0400 in a fresh tmpfs directory, fchown, write; on two threads (the main thread and a worker taking files from a shared counter) from 2048 files, as the installer. It is timed in the same rounds as nixseal.",
         ],
       };
