@@ -170,7 +170,7 @@ function usage(): string {
     ...BENCHMARKS.map((b) => `  ${b.name.padEnd(14)} ${b.description}`),
     "",
     "With no NAME, every benchmark runs. --previous FILE: another build's dist/bundle/main.js,",
-    "timed in the same run as an anchor (sops-decrypt, sops-write, rekey): the previous nixseal.",
+    "timed in the same run as an anchor (sops-decrypt, sops-write, rekey; install: its 10 000-secret cold case): the previous nixseal.",
   ].join("\n");
 }
 
