@@ -166,6 +166,9 @@ test("one value: whenever the splice does not apply it returns null, and the who
   assert.equal(await attempt(mixed, ["d"], "x"), null, "a file with an unencrypted value");
   assert.equal(await attempt(file, ["d"], new SopsBranch([{ key: "z", value: "y" }])), null, "a mapping");
   assert.equal(await attempt(file, ["a", "b"], "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"), null);
+  // Keys that are not plain never match a line: a new key whose text spans "a:" and "b".
+  assert.equal(await attempt(file, ["a:\n    b"], "x"), null, "a key with a line break");
+  assert.equal(await attempt(file, ["a: x"], "x"), null, "a key with ': '");
 
   // A metadata block that would be written otherwise (sops's own version string).
   const text = Buffer.from(file).toString("utf8");

@@ -225,6 +225,9 @@ export function findNarrowScalar(
   dataEnd: number,
   keys: readonly string[],
 ): { start: number; end: number } | null {
+  // Only keys the narrow form writes plain can be its lines (a key holding a line break or `: `
+  // could otherwise match lines of other keys).
+  if (!keys.every(plainKey)) return null;
   let from = 0;
   let to = dataEnd;
   for (let depth = 0; depth < keys.length; depth++) {
