@@ -327,11 +327,15 @@ function oneValueFits(
   keys: readonly string[],
 ): boolean {
   if (store.spliceScalar === undefined || branches.length !== 1 || keys.length === 0) return false;
-  if (meta.version !== SOPS_FORMAT_VERSION) return false;
-  if (selector.rules.encryptedCommentRegex || selector.rules.unencryptedCommentRegex) return false;
+  if (meta.version !== SOPS_FORMAT_VERSION || hasCommentRules(selector.rules)) return false;
   let v: SopsValue | undefined = branches[0];
   for (const k of keys) v = v instanceof SopsBranch ? v.get(k) : undefined;
   return typeof v === "string" && isEncryptedValue(v);
+}
+
+/** Rules on comments: whether a value is encrypted then depends on the comments above it. */
+function hasCommentRules(rules: EncryptionRules): boolean {
+  return Boolean(rules.encryptedCommentRegex || rules.unencryptedCommentRegex);
 }
 
 /** store.parseEncrypted, whose syntax errors name the file they are in. */
@@ -592,27 +596,32 @@ export function reencryptOneValue(
   if (src === null || splice === undefined || doc.branches.length !== 1 || keys.length === 0) return null;
   const m = doc.metadata;
   const selector = new EncryptionSelector(m.rules);
-  // Whether a value is encrypted then depends on the comments above it: the whole walk decides.
-  if (selector.rules.encryptedCommentRegex || selector.rules.unencryptedCommentRegex) return null;
+  if (hasCommentRules(selector.rules)) return null;
   let value: SopsLeaf | undefined;
+  // Leaves at `keys`: one, unless a list is on the way (the path holds map keys only).
+  let matches = 0;
   let ok = true;
   const mac = new MacAccumulator(m.macOnlyEncrypted);
-  walkBranches(doc.branches, (v, path, comments, pathText) => {
+  walkBranches(doc.branches, (v, path, comments) => {
     if (v instanceof SopsComment) return v;
     // reencryptDocument refuses a document holding ENC[...] values (checkEncryptable).
     if (typeof v === "string" && isEncryptedValue(v)) ok = false;
     const encrypted = selector.shouldEncrypt(path, comments, false);
     if (!m.macOnlyEncrypted || encrypted) mac.add(v);
-    if (
-      pathText === `${keys.join(":")}:` &&
-      path.length === keys.length &&
-      path.every((k, i) => k === keys[i])
-    ) {
+    if (path.length === keys.length && path.every((k, i) => k === keys[i])) {
+      matches++;
       value = encrypted ? v : undefined;
     }
     return v;
   });
-  if (!ok || value === undefined || value === null || value === "" || value instanceof Uint8Array)
+  if (
+    !ok ||
+    matches !== 1 ||
+    value === undefined ||
+    value === null ||
+    value === "" ||
+    value instanceof Uint8Array
+  )
     return null;
   const enc = doc.cipher.encrypt(value, aadOfKeys(keys));
   const meta = writtenMetadata({ ...m, cipher: doc.cipher, now: options.now }, selector.rules, mac);

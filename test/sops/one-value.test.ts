@@ -166,6 +166,13 @@ test("one value: whenever the splice does not apply it returns null, and the who
   assert.equal(await attempt(mixed, ["d"], "x"), null, "a file with an unencrypted value");
   assert.equal(await attempt(file, ["d"], new SopsBranch([{ key: "z", value: "y" }])), null, "a mapping");
   assert.equal(await attempt(file, ["a", "b"], "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]"), null);
+  // Two leaves at the same keys (a list on the way, whose indices the path leaves out).
+  const listed = await open(file);
+  listed.branches[0]!.set("a", [
+    new SopsBranch([{ key: "b", value: "x" }]),
+    new SopsBranch([{ key: "b", value: "y" }]),
+  ]);
+  assert.equal(reencryptOneValue(listed, ["a", "b"], { now: NOW }), null, "a list on the way");
   // Keys that are not plain never match a line: a new key whose text spans "a:" and "b".
   assert.equal(await attempt(file, ["a:\n    b"], "x"), null, "a key with a line break");
   assert.equal(await attempt(file, ["a: x"], "x"), null, "a key with ': '");

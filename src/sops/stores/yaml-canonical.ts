@@ -21,6 +21,11 @@ const CORE_KEYWORD = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE|[Nn]ull|NULL)$/;
 /** sops's value form, a plain scalar in block context. */
 const ENC_VALUE =
   /^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]$/;
+
+/** Whether `s` is an encrypted value the narrow form writes plain (ASCII only). */
+export function isNarrowEncValue(s: string): boolean {
+  return ENC_VALUE.test(s);
+}
 /**
  * The rest of a data line after its indent (sticky, matched in place: no line is cut out):
  * a key and either nothing (a mapping follows) or `: ` and an ENC value, or `#` and a comment.

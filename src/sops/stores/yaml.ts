@@ -23,6 +23,7 @@ import {
   emitCanonical,
   emitCanonicalMetadata,
   findNarrowScalar,
+  isNarrowEncValue,
   parseCanonicalData,
   parseCanonicalMetadata,
   parseCanonicalPlain,
@@ -359,10 +360,6 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
-/** What emitCanonical writes plain as an encrypted value (ASCII only). */
-const ENC_STRING =
-  /^ENC\[AES256_GCM,data:[A-Za-z0-9+/=]*,iv:[A-Za-z0-9+/=]+,tag:[A-Za-z0-9+/=]+,type:[a-z]+\]$/;
-
 /** The metadata lines a write of one value changes. */
 const MAY_CHANGE = /^ {4}(?:lastmodified|mac): /;
 
@@ -491,7 +488,8 @@ export class YamlStore implements SopsStore {
     const { text, dataEnd } = narrow;
     const at = findNarrowScalar(text, dataEnd, keys);
     // An encrypted value replaced by another (which value is encrypted is the caller's rules').
-    if (at === null || !ENC_STRING.test(value) || !ENC_STRING.test(text.slice(at.start, at.end))) return null;
+    if (at === null || !isNarrowEncValue(value) || !isNarrowEncValue(text.slice(at.start, at.end)))
+      return null;
     const meta = emitCanonicalMetadata(metadata, quotedAsYaml11);
     if (meta === null || !sameBesides(meta, text.slice(dataEnd), MAY_CHANGE)) return null;
     // The file's own bytes around the value when they are the text's characters one for one.
