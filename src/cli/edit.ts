@@ -186,7 +186,14 @@ async function editSops(
     writeSopsFile,
   }: typeof import("./sops-file.js"),
 ): Promise<number> {
-  const { checkEncryptable, closeDocument, reencryptDocument } = await import("../sops/index.js");
+  const {
+    changedLeaves,
+    checkEncryptable,
+    closeDocument,
+    MAX_SPLICED_VALUES,
+    reencryptDocument,
+    reencryptValues,
+  } = await import("../sops/index.js");
   const shown = sanitize(sopsDisplayPath(file));
   const exists = fileExists(file);
   // A new file needs a creation rule: fail before the user spends time in the editor.
@@ -251,7 +258,11 @@ async function editSops(
     if (branches === null) {
       message = exists ? `${shown}: unchanged, not rewritten` : `${shown}: left empty, nothing written`;
     } else if (doc !== null) {
-      writeSopsFile(file, reencryptDocument(doc, branches, { file: shown }));
+      // Only values changed: they are spliced into the file as read; else the whole tree is
+      // written (unchanged values keep their ciphertext either way).
+      const changed = changedLeaves(doc.branches, branches, MAX_SPLICED_VALUES);
+      const spliced = changed === null ? null : reencryptValues(doc, branches, changed);
+      writeSopsFile(file, spliced ?? reencryptDocument(doc, branches, { file: shown }));
       written = true;
       message = `${shown}: written (same data key and keys; unchanged values keep their ciphertext)`;
     } else {

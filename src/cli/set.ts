@@ -124,29 +124,19 @@ export const command: Command = {
     }
     const identities = await identitiesOf(values, keyContext());
     // One value of a file in the narrow form: only its line, lastmodified and the MAC are
-    // written anew, the rest of the file as read (reencryptOneValue), so only that value's IV is
-    // remembered. Anything else (a new key, a mapping, another form) writes the whole tree.
+    // written anew, the rest of the file as read (reencryptOneValue). Anything else (a new key,
+    // a mapping, another form) writes the whole tree.
     const keys =
       treePath.length > 0 && treePath.every((k) => typeof k === "string") && scalarToEncrypt(value)
         ? (treePath as string[])
         : undefined;
-    const open = (oneValue: readonly string[] | undefined) =>
-      openSopsFile(file, store, identities, false, false, oneValue);
-    let doc = await open(keys);
+    const doc = await openSopsFile(file, store, identities);
     try {
       if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
       setValueAt(doc.branches[0]!, treePath, value);
-      let out = keys === undefined ? null : reencryptOneValue(doc, keys);
-      if (out === null) {
-        if (!doc.remembersAll) {
-          // It looked fit and was not after all: read it again, every IV remembered.
-          closeDocument(doc);
-          doc = await open(undefined);
-          if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
-          setValueAt(doc.branches[0]!, treePath, value);
-        }
-        out = reencryptDocument(doc, doc.branches, { file: displayPath(file) });
-      }
+      const out =
+        (keys === undefined ? null : reencryptOneValue(doc, keys)) ??
+        reencryptDocument(doc, doc.branches, { file: displayPath(file) });
       writeSopsFile(file, out);
     } finally {
       closeDocument(doc);

@@ -260,14 +260,12 @@ export async function openSopsFile(
   identities: readonly Identity[],
   ignoreMac = false,
   readOnly = false,
-  oneValue?: readonly string[],
 ): Promise<SopsDocument> {
   return decryptDocument(await readSopsFile(file), store, {
     identities,
     ignoreMac,
     file,
     readOnly,
-    oneValue,
   });
 }
 

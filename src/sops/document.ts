@@ -20,7 +20,7 @@ import {
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type NarrowText, type SopsStore } from "./stores/store.js";
-import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, type SopsValue, walkBranches } from "./tree.js";
+import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
 import {
   DATA_KEY_SIZE,
   type EncryptionRules,
@@ -46,7 +46,7 @@ export interface SopsDocument {
   macVerified: boolean;
   /**
    * Every value's IV is remembered, as reencryptDocument needs to keep unchanged ciphertexts;
-   * false after a read for decryption only or for one value (DecryptOptions.oneValue).
+   * false after a read for decryption only (DecryptOptions.readOnly).
    */
   remembersAll: boolean;
 }
@@ -62,12 +62,6 @@ export interface DecryptOptions {
    * only serves keeping unchanged ciphertexts on re-encryption.
    */
   readOnly?: boolean;
-  /**
-   * Only the value at these mapping keys will change (nixseal set): when the file looks fit for
-   * reencryptOneValue (see oneValueFits), only that value's IV is remembered, the others being
-   * written back as read; `remembersAll` then says false.
-   */
-  oneValue?: readonly string[];
 }
 
 /** A recipient of the data key: its string as written in the metadata, and optionally its key. */
@@ -313,26 +307,6 @@ function aadOfKeys(keys: readonly string[]): string {
   return aadOf(keys.map((k) => `${k}:`).join(""));
 }
 
-/**
- * Whether a write of the value at `keys` will likely go through reencryptOneValue, judged on the
- * file as parsed, before anything is decrypted: one document, an encrypted value at `keys`, no
- * rule on comments, the metadata of the version nixseal writes. (Should it still not, the caller
- * reads the file again, remembering every IV.)
- */
-function oneValueFits(
-  store: SopsStore,
-  branches: readonly SopsBranch[],
-  meta: SopsMetadata,
-  selector: EncryptionSelector,
-  keys: readonly string[],
-): boolean {
-  if (store.spliceScalar === undefined || branches.length !== 1 || keys.length === 0) return false;
-  if (meta.version !== SOPS_FORMAT_VERSION || hasCommentRules(selector.rules)) return false;
-  let v: SopsValue | undefined = branches[0];
-  for (const k of keys) v = v instanceof SopsBranch ? v.get(k) : undefined;
-  return typeof v === "string" && isEncryptedValue(v);
-}
-
 /** Rules on comments: whether a value is encrypted then depends on the comments above it. */
 function hasCommentRules(rules: EncryptionRules): boolean {
   return Boolean(rules.encryptedCommentRegex || rules.unencryptedCommentRegex);
@@ -367,15 +341,7 @@ export async function decryptDocument(
   const meta = parseMetadata(raw);
   const selector = new EncryptionSelector(meta.rules);
   const dataKey = await unwrapDataKey(meta, options.identities, file);
-  const one =
-    options.readOnly !== true &&
-    options.oneValue !== undefined &&
-    narrow !== undefined &&
-    oneValueFits(store, branches, meta, selector, options.oneValue);
-  const cipher = new ValueCipher(
-    dataKey,
-    options.readOnly === true ? false : one ? aadOfKeys(options.oneValue!) : true,
-  );
+  const cipher = new ValueCipher(dataKey, options.readOnly !== true);
   const mac = new MacAccumulator(meta.macOnlyEncrypted);
   const raws = store.name === "binary";
   try {
@@ -428,7 +394,7 @@ export async function decryptDocument(
       );
     }
     const source = narrow !== undefined && options.readOnly !== true ? { input, narrow } : null;
-    const remembersAll = options.readOnly !== true && !one;
+    const remembersAll = options.readOnly !== true;
     return { store, source, branches, metadata: meta, dataKey, cipher, macVerified, remembersAll };
   } catch (e) {
     cipher.wipe();
@@ -577,55 +543,88 @@ export async function encryptNewDocument(
   }
 }
 
+/** The most changed values a write splices into the file as read (each is looked up in the text). */
+export const MAX_SPLICED_VALUES = 100;
+
 /**
- * reencryptDocument after only the value at the mapping keys `keys` changed (nixseal set): the
- * file as read with that value's line and the metadata's lastmodified and mac replaced
- * (SopsStore.spliceScalar), instead of every value's ciphertext taken back and the whole file
- * written out again. The MAC is computed over every value as reencryptDocument does. Null when
- * it does not apply (the file not in the store's narrow form, more than one document, rules on
- * comments, a value that is not a plain encrypted scalar, a metadata block that would be written
- * otherwise than it was read): the caller then calls reencryptDocument.
+ * reencryptDocument after only the values at the mapping keys `changed` changed (nixseal set of
+ * one value, nixseal edit when only values changed, see changedLeaves): the file as read with
+ * those values' lines and the metadata's lastmodified and mac replaced (SopsStore.spliceScalars),
+ * instead of every value's ciphertext taken back and the whole file written out again. The MAC
+ * is computed over every value of `branches` as reencryptDocument does. Null when it does not
+ * apply (the file not in the store's narrow form, more than one document, rules on comments,
+ * more than MAX_SPLICED_VALUES changes, a value that is not a plain encrypted scalar, a metadata
+ * block that would be written otherwise than it was read): the caller then calls
+ * reencryptDocument.
  */
-export function reencryptOneValue(
+export function reencryptValues(
   doc: SopsDocument,
-  keys: readonly string[],
+  branches: readonly SopsBranch[],
+  changed: readonly (readonly string[])[],
   options: { now?: Date } = {},
 ): Uint8Array | null {
   const src = doc.source;
-  const splice = doc.store.spliceScalar?.bind(doc.store);
-  if (src === null || splice === undefined || doc.branches.length !== 1 || keys.length === 0) return null;
+  const splice = doc.store.spliceScalars?.bind(doc.store);
+  if (src === null || splice === undefined || branches.length !== 1) return null;
+  if (changed.length > MAX_SPLICED_VALUES || changed.some((keys) => keys.length === 0)) return null;
   const m = doc.metadata;
   const selector = new EncryptionSelector(m.rules);
   if (hasCommentRules(selector.rules)) return null;
-  let value: SopsLeaf | undefined;
-  // Leaves at `keys`: one, unless a list is on the way (the path holds map keys only).
-  let matches = 0;
+  // By additional data ("a:b:"), then compared key by key (a key may hold a colon).
+  const byAad = new Map<string, number[]>();
+  changed.forEach((keys, i) => {
+    const aad = aadOfKeys(keys);
+    byAad.set(aad, [...(byAad.get(aad) ?? []), i]);
+  });
+  // Per change: the leaves at its keys (one, unless a list is on the way: the path holds map
+  // keys only), and the value when it is to be encrypted.
+  const matches = new Array<number>(changed.length).fill(0);
+  const values = new Array<SopsLeaf | undefined>(changed.length);
   let ok = true;
   const mac = new MacAccumulator(m.macOnlyEncrypted);
-  walkBranches(doc.branches, (v, path, comments) => {
+  walkBranches(branches, (v, path, comments, pathText) => {
     if (v instanceof SopsComment) return v;
     // reencryptDocument refuses a document holding ENC[...] values (checkEncryptable).
     if (typeof v === "string" && isEncryptedValue(v)) ok = false;
     const encrypted = selector.shouldEncrypt(path, comments, false);
     if (!m.macOnlyEncrypted || encrypted) mac.add(v);
-    if (path.length === keys.length && path.every((k, i) => k === keys[i])) {
-      matches++;
-      value = encrypted ? v : undefined;
+    const at = byAad.get(pathText);
+    if (at !== undefined) {
+      for (const i of at) {
+        const keys = changed[i]!;
+        if (path.length === keys.length && path.every((k, j) => k === keys[j])) {
+          matches[i]!++;
+          values[i] = encrypted ? v : undefined;
+        }
+      }
     }
     return v;
   });
-  if (
-    !ok ||
-    matches !== 1 ||
-    value === undefined ||
-    value === null ||
-    value === "" ||
-    value instanceof Uint8Array
-  )
-    return null;
-  const enc = doc.cipher.encrypt(value, aadOfKeys(keys));
+  if (!ok) return null;
+  const splices: { keys: readonly string[]; value: string }[] = [];
+  for (let i = 0; i < changed.length; i++) {
+    const value = values[i];
+    if (
+      matches[i] !== 1 ||
+      value === undefined ||
+      value === null ||
+      value === "" ||
+      value instanceof Uint8Array
+    )
+      return null;
+    splices.push({ keys: changed[i]!, value: doc.cipher.encryptOne(value, aadOfKeys(changed[i]!)) });
+  }
   const meta = writtenMetadata({ ...m, cipher: doc.cipher, now: options.now }, selector.rules, mac);
-  return splice(src.input, src.narrow, keys, enc, serializeMetadata(meta));
+  return splice(src.input, src.narrow, splices, serializeMetadata(meta));
+}
+
+/** reencryptValues after the value at `keys` was set in the document's own tree (nixseal set). */
+export function reencryptOneValue(
+  doc: SopsDocument,
+  keys: readonly string[],
+  options: { now?: Date } = {},
+): Uint8Array | null {
+  return reencryptValues(doc, doc.branches, [keys], options);
 }
 
 /**

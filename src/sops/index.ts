@@ -20,8 +20,10 @@ export {
   closeDocument,
   decryptDocument,
   encryptNewDocument,
+  MAX_SPLICED_VALUES,
   reencryptDocument,
   reencryptOneValue,
+  reencryptValues,
   type SopsDocument,
   unwrapDataKey,
   wrapDataKey,
@@ -40,7 +42,7 @@ export { IniStore } from "./stores/ini.js";
 export { JsonStore } from "./stores/json.js";
 export type { SopsStore, StoreName } from "./stores/store.js";
 export { YamlStore } from "./stores/yaml.js";
-export { isBranch, SopsBranch, SopsComment, SopsTime, type SopsValue } from "./tree.js";
+export { changedLeaves, isBranch, SopsBranch, SopsComment, SopsTime, type SopsValue } from "./tree.js";
 export { formatTreePath, parseTreePath, setValueAt, valueAt } from "./tree-path.js";
 export { type EncryptionRules, formatGoFloat, isEncryptedValue } from "./value-cipher.js";
 

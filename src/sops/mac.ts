@@ -74,7 +74,7 @@ export function nowRfc3339(now: Date = new Date()): string {
 }
 
 export function encryptMac(mac: string, cipher: ValueCipher, lastModified: string): string {
-  return cipher.encrypt(mac, goRfc3339(lastModified));
+  return cipher.encryptOne(mac, goRfc3339(lastModified));
 }
 
 /** Decrypts the stored MAC; a tampered MAC or lastmodified fails authentication here. */

@@ -191,3 +191,65 @@ function walkBranch(branch: SopsBranch, pathText: string, w: Walk): void {
 export const MAX_DEPTH = 200;
 /** Size limit for a sops document (every store). */
 export const MAX_DOCUMENT_SIZE = 64 * 1024 * 1024;
+
+/** The same leaf or comment: same type and value (a float by Object.is, bytes by content). */
+function sameLeaf(a: SopsLeaf | SopsComment, b: SopsLeaf | SopsComment): boolean {
+  if (a instanceof SopsComment)
+    return b instanceof SopsComment && a.value === b.value && a.inline === b.inline;
+  if (a instanceof SopsTime) return b instanceof SopsTime && a.text === b.text;
+  if (a instanceof Uint8Array) {
+    return b instanceof Uint8Array && a.length === b.length && a.every((x, i) => x === b[i]);
+  }
+  return typeof a === typeof b && Object.is(a, b);
+}
+
+/** A leaf (not a mapping, a list or a comment). */
+function isLeaf(v: SopsValue | SopsComment): v is SopsLeaf {
+  return !(v instanceof SopsBranch || Array.isArray(v) || v instanceof SopsComment);
+}
+
+/**
+ * The mapping keys of every leaf whose value differs between `before` and `after`, when that is
+ * all that differs: the same documents, keys, comments and lists in the same order, and each
+ * changed leaf reached through mappings only (no list on the way). Null when anything else
+ * differs, or more than `max` leaves do.
+ */
+export function changedLeaves(
+  before: readonly SopsBranch[],
+  after: readonly SopsBranch[],
+  max: number,
+): string[][] | null {
+  if (before.length !== after.length) return null;
+  const out: string[][] = [];
+  const path: string[] = [];
+  const same = (a: SopsValue | SopsComment, b: SopsValue | SopsComment, inList: boolean): boolean => {
+    if (a instanceof SopsBranch) {
+      if (!(b instanceof SopsBranch) || a.items.length !== b.items.length) return false;
+      for (let i = 0; i < a.items.length; i++) {
+        const x = a.items[i]!;
+        const y = b.items[i]!;
+        if (typeof x.key === "string") {
+          if (x.key !== y.key) return false;
+          path.push(x.key);
+          const ok = same(x.value, y.value, inList);
+          path.pop();
+          if (!ok) return false;
+        } else if (!(y.key instanceof SopsComment) || !sameLeaf(x.key, y.key)) return false;
+      }
+      return true;
+    }
+    if (Array.isArray(a)) {
+      if (!Array.isArray(b) || a.length !== b.length) return false;
+      for (let i = 0; i < a.length; i++) if (!same(a[i]!, b[i]!, true)) return false;
+      return true;
+    }
+    if (b instanceof SopsBranch || Array.isArray(b)) return false;
+    if (sameLeaf(a, b)) return true;
+    // A changed value: a leaf for a leaf, at mapping keys alone.
+    if (inList || !isLeaf(a) || !isLeaf(b) || out.length >= max) return false;
+    out.push([...path]);
+    return true;
+  };
+  for (let i = 0; i < before.length; i++) if (!same(before[i]!, after[i]!, false)) return null;
+  return out;
+}

@@ -289,6 +289,11 @@ function roundTrips(leaf: SopsLeaf | SopsComment, key: ValueKey, bytes: Buffer):
  * verified by decrypting them, so encrypt() returns the stored string as it is (when it is the
  * canonical form encrypt() would write; else it encrypts with the stashed IV). A `set` or `edit`
  * of one value among 10 000 then encrypts one value, not 10 000, and hashes none.
+ *
+ * Strings in sops's own form (nearly every value) are stashed only when the stash is first
+ * looked at: decrypt() keeps their text, additional data and value in three arrays. A write that
+ * splices a few values into the file as read (encryptOne) then sorts out only the ones at its
+ * paths, and a read that is never written back pays for no stash at all.
  */
 export class ValueCipher {
   private readonly key: Buffer;
@@ -305,15 +310,19 @@ export class ValueCipher {
   /** sops's 32-byte IV and the tag of the value being decrypted (no view per value). */
   private readonly iv32 = Buffer.alloc(NONCE_SIZE);
   private readonly tag16 = Buffer.alloc(TAG_SIZE);
+  /**
+   * Decrypted strings not stashed yet (see settle), in the order they were decrypted: the
+   * `ENC[...]` text, the additional data and the value (the tree's own strings).
+   */
+  private deferred: { texts: string[]; aads: string[]; values: string[] } | null = null;
 
   /**
    * `remember` false: decrypt only (nixseal decrypt), no stash. The document cannot then keep
-   * unchanged ciphertexts when written back. A string: only the value with that additional data
-   * is stashed (the one value a write of one value encrypts; the file keeps the others as read).
+   * unchanged ciphertexts when written back.
    */
   constructor(
     dataKey: Uint8Array,
-    private readonly remember: boolean | string = true,
+    private readonly remember = true,
   ) {
     if (dataKey.length !== DATA_KEY_SIZE) {
       throw new NixsealError("SOPS_METADATA", "the sops data key is not 32 bytes", {
@@ -328,6 +337,7 @@ export class ValueCipher {
   }
 
   private stashed(v: SopsLeaf | SopsComment, key: ValueKey, aad: string): Stashed | undefined {
+    if (this.deferred !== null) this.settle();
     const at = this.byValue.get(aad);
     const found = at instanceof Map ? at.get(key) : at;
     return found !== undefined && found.type === leafType(v) && sameKey(found.key, key) ? found : undefined;
@@ -347,6 +357,48 @@ export class ValueCipher {
       );
   }
 
+  /**
+   * Stashes the deferred strings (all, or those at the additional data `only`) as decrypt()
+   * would have: a stored text that is not the canonical form keeps its IV instead, and a value
+   * that decoding changed (invalid UTF-8) is not stashed.
+   */
+  private settle(only?: string): void {
+    const d = this.deferred;
+    if (d === null) return;
+    if (only === undefined) this.deferred = null;
+    for (let i = 0; i < d.texts.length; i++) {
+      const aad = d.aads[i]!;
+      if (only !== undefined && aad !== only) continue;
+      const s = d.texts[i]!;
+      const value = d.values[i]!;
+      if (this.scratch.length < s.length) this.scratch = Buffer.allocUnsafe(s.length * 2);
+      // Well-formed when it was decrypted (only such strings are deferred).
+      const p = decodeWellFormed(s, this.scratch, this.iv32, this.tag16)!;
+      if (roundTrips(value, value, p.data)) {
+        this.stash(
+          {
+            type: "str",
+            key: value,
+            iv: p.canonical ? null : Buffer.from(p.iv),
+            text: p.canonical ? s : null,
+          },
+          aad,
+        );
+      }
+    }
+    if (only === undefined) return;
+    // The others stay deferred.
+    let kept = 0;
+    for (let i = 0; i < d.aads.length; i++) {
+      if (d.aads[i] === only) continue;
+      d.texts[kept] = d.texts[i]!;
+      d.aads[kept] = d.aads[i]!;
+      d.values[kept] = d.values[i]!;
+      kept++;
+    }
+    d.texts.length = d.aads.length = d.values.length = kept;
+  }
+
   /** Encrypts a leaf; an empty string or empty comment stays empty (sops: not encrypted). */
   encrypt(v: SopsLeaf | SopsComment, aad: string): string {
     if (v === "" || (v instanceof SopsComment && v.value === "")) return "";
@@ -363,6 +415,21 @@ export class ValueCipher {
     const tag = c.getAuthTag();
     bytes.fill(0);
     return `ENC[AES256_GCM,data:${data.toString("base64")},iv:${iv.toString("base64")},tag:${tag.toString("base64")},type:${type}]`;
+  }
+
+  /**
+   * encrypt() of a value written alone (a spliced value, the MAC): only the deferred strings at
+   * its additional data are stashed first, not all of them.
+   */
+  encryptOne(v: SopsLeaf | SopsComment, aad: string): string {
+    this.settle(aad);
+    const d = this.deferred;
+    this.deferred = null;
+    try {
+      return this.encrypt(v, aad);
+    } finally {
+      this.deferred = d;
+    }
   }
 
   /**
@@ -399,7 +466,13 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if ((this.remember === true || this.remember === aad) && p.type !== "bytes") {
+    if (this.remember === true && fast !== null && typeof leaf === "string") {
+      // Stashed when first needed (settle): this value's text, additional data and value.
+      this.deferred ??= { texts: [], aads: [], values: [] };
+      this.deferred.texts.push(s);
+      this.deferred.aads.push(aad);
+      this.deferred.values.push(leaf);
+    } else if (this.remember && p.type !== "bytes") {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
       const iv = fast?.canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
       const text = fast?.canonical ? s : null;
@@ -414,6 +487,7 @@ export class ValueCipher {
   /** Zeroes the data key copy. */
   wipe(): void {
     this.key.fill(0);
+    this.deferred = null;
     this.byValue.clear();
     this.byHash.clear();
   }

@@ -378,7 +378,7 @@ describe("set", { skip: missing }, () => {
     );
   });
 
-  test("a file in the narrow form: one value's line, lastmodified and the MAC change; read again whole when it only looked fit", () => {
+  test("a file in the narrow form: one value's line, lastmodified and the MAC change; written whole when its metadata block is in another order", () => {
     const w = work();
     const [idFile, recipient] = keygen(w, "key.txt");
     sopsYaml(w, `    - age: ${recipient}\n`);
@@ -637,6 +637,52 @@ describe("edit sops files", { skip: missing }, () => {
     assert.equal(same.status, 0, same.stderr);
     assert.match(same.stderr, /unchanged, not rewritten/);
     assert.equal(fs.readFileSync(path.join(w, "app.yaml"), "utf8"), after);
+  });
+
+  test("a file in the narrow form: values changed are spliced (only their lines, lastmodified and the MAC change); a key added writes the whole tree, unchanged values keeping their ciphertext", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    const plain = "db:\n    user: admin\n    password: s3cret\n    port: 5432\napi: tok\nlist:\n    - a\n";
+    assert.equal(sh(w, ["encrypt", "n.yaml"], plain).status, 0);
+    const lines = () => fs.readFileSync(path.join(w, "n.yaml"), "utf8").split("\n");
+    const changedKeys = (a: string[], b: string[]) => {
+      assert.equal(a.length, b.length, "the same number of lines");
+      return a
+        .flatMap((l, i) => (l === b[i] ? [] : [l.slice(0, l.indexOf(":") + 1)]))
+        .filter((k) => k !== "    lastmodified:")
+        .sort();
+    };
+    // Two values, one of them a string becoming an int.
+    let before = lines();
+    const two = editorScript(w, `sed -i -e 's/password: s3cret/password: n3w/' -e 's/api: tok/api: 7/' "$1"`);
+    let r = sh(w, ["edit", "n.yaml", "-i", idFile], undefined, { EDITOR: two });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(changedKeys(lines(), before), ["    mac:", "    password:", "api:"]);
+    let expected = plain.replace("s3cret", "n3w").replace("api: tok", "api: 7");
+    assert.equal(sh(w, ["decrypt", "n.yaml", "-i", idFile]).out, expected);
+    // A value in a list (a file with a list is not in the narrow form): the whole tree is
+    // written, the other values keeping their ciphertext all the same.
+    before = lines();
+    const listed = editorScript(w, `sed -i 's/- a$/- b/' "$1"`);
+    r = sh(w, ["edit", "n.yaml", "-i", idFile], undefined, { EDITOR: listed });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(changedKeys(lines(), before), ["    - ENC[AES256_GCM,data:", "    mac:"]);
+    expected = expected.replace("- a", "- b");
+    assert.equal(sh(w, ["decrypt", "n.yaml", "-i", idFile]).out, expected);
+    // A key added: the whole tree; every value read keeps its ciphertext line.
+    before = lines();
+    const added = editorScript(w, `sed -i 's/^api: 7$/api: 7\\nnew: fresh/' "$1"`);
+    r = sh(w, ["edit", "n.yaml", "-i", idFile], undefined, { EDITOR: added });
+    assert.equal(r.status, 0, r.stderr);
+    const after = lines();
+    const kept = encLines(before.join("\n")).filter((l) => !after.includes(l));
+    assert.deepEqual(kept, [], "no value read got a new ciphertext");
+    assert.equal(encLines(after.join("\n")).length, encLines(before.join("\n")).length + 1);
+    assert.equal(
+      sh(w, ["decrypt", "n.yaml", "-i", idFile]).out,
+      expected.replace("api: 7\n", "api: 7\nnew: fresh\n"),
+    );
   });
 
   test("a real sops file with pgp entries: edited with the same data key, pgp entries kept", () => {

@@ -8,10 +8,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { X25519Identity } from "../../src/age/x25519.js";
 import {
+  changedLeaves,
   decryptDocument,
   encryptNewDocument,
   reencryptDocument,
   reencryptOneValue,
+  reencryptValues,
   SopsBranch,
   type SopsValue,
   setValueAt,
@@ -55,8 +57,8 @@ async function encrypted(plain: string): Promise<Uint8Array> {
   return encryptNewDocument(store.parsePlain(Buffer.from(plain)), store, { keyGroups: [[recipient]] });
 }
 
-async function open(file: Uint8Array, oneValue?: readonly string[]) {
-  return decryptDocument(file, store, { identities: [id], oneValue });
+async function open(file: Uint8Array) {
+  return decryptDocument(file, store, { identities: [id] });
 }
 
 /** Lines of a and b that differ, as pairs (both the same number of lines). */
@@ -75,10 +77,8 @@ test("one value spliced: decrypts to the changed tree with a valid MAC, and only
     const keys = leaves[Math.floor(rand() * leaves.length)]!;
     const value: SopsValue = rand() < 0.5 ? `new ${round} ünïcode` : rand() < 0.5 ? round * 7 : false;
 
-    // Read as nixseal set reads it: only the changed value's IV remembered.
-    const doc = await open(file, keys);
+    const doc = await open(file);
     assert.notEqual(doc.source, null, "nixseal's own file is in the narrow form");
-    assert.equal(doc.remembersAll, false);
     setValueAt(doc.branches[0]!, keys, value);
     const spliced = reencryptOneValue(doc, keys, { now: NOW });
     assert.ok(spliced !== null, `the splice applies (round ${round}, ${keys.join(".")})`);
@@ -114,7 +114,7 @@ test("one value spliced: decrypts to the changed tree with a valid MAC, and only
 test("one value set to the value it has: only lastmodified and the MAC change", async () => {
   const file = await encrypted("a:\n    b: one\n    c: two\nd: 3\n");
   for (const keys of [["a", "b"], ["d"]]) {
-    const doc = await open(file, keys);
+    const doc = await open(file);
     // The value as read back (an int is a bigint), set again.
     const value = keys.reduce<SopsValue | undefined>(
       (v, k) => (v instanceof SopsBranch ? v.get(k) : undefined),
@@ -133,14 +133,22 @@ test("one value set to the value it has: only lastmodified and the MAC change", 
   }
 });
 
-test("one value: a file read for one value that does not fit is read whole; one that fits cannot be written whole by mistake", async () => {
-  const file = await encrypted("a:\n    b: one\nd: three\n");
-  assert.equal((await open(file, ["a", "new"])).remembersAll, true, "a new key");
-  assert.equal((await open(file, ["a"])).remembersAll, true, "a mapping");
-  assert.equal((await open(file)).remembersAll, true);
-  const doc = await open(file, ["a", "b"]);
-  assert.equal(doc.remembersAll, false);
-  assert.throws(() => reencryptDocument(doc, doc.branches), /not read to be written back whole/);
+test("one value: a whole-tree write after a splice still keeps every unchanged ciphertext; a document read for decryption only cannot be written back", async () => {
+  const file = await encrypted("a:\n    b: one\n    c: two\nd: 3\n");
+  const doc = await open(file);
+  setValueAt(doc.branches[0]!, ["a", "b"], "x");
+  assert.ok(reencryptOneValue(doc, ["a", "b"], { now: NOW }) !== null);
+  // The splice stashed the values at a.b alone; the whole write stashes the rest then.
+  const whole = reencryptDocument(doc, doc.branches, { now: NOW });
+  assert.deepEqual(
+    differing(whole, file)
+      .map(([l]) => l.slice(0, l.indexOf(":") + 1))
+      .sort(),
+    ["    b:", "    lastmodified:", "    mac:"],
+  );
+  const readOnly = await decryptDocument(file, store, { identities: [id], readOnly: true });
+  assert.equal(readOnly.remembersAll, false);
+  assert.throws(() => reencryptDocument(readOnly, readOnly.branches), /not read to be written back whole/);
 });
 
 test("one value: whenever the splice does not apply it returns null, and the whole tree is written instead", async () => {
@@ -207,4 +215,59 @@ test("one value: a file read for decryption only keeps no copy of itself", async
   const file = await encrypted("a: one\n");
   const doc = await decryptDocument(file, store, { identities: [id], readOnly: true });
   assert.equal(doc.source, null);
+});
+
+test("changedLeaves: the keys of changed values when only values changed, else null", () => {
+  const tree = (text: string) => store.parsePlain(Buffer.from(text));
+  const base = "# c\na:\n    b: one\n    c: 2\nl:\n    - x\nd: true\n";
+  assert.deepEqual(changedLeaves(tree(base), tree(base), 10), []);
+  assert.deepEqual(
+    changedLeaves(tree(base), tree(base.replace("one", "uno").replace("d: true", "d: 4")), 10),
+    [["a", "b"], ["d"]],
+  );
+  assert.deepEqual(
+    changedLeaves(tree(base), tree(base.replace("c: 2", "c: '2'")), 10),
+    [["a", "c"]],
+    "a type",
+  );
+  for (const [what, edited] of [
+    ["a key renamed", base.replace("c: 2", "e: 2")],
+    ["a key added", `${base}e: 5\n`],
+    ["a key removed", base.replace("d: true\n", "")],
+    ["keys reordered", base.replace("    b: one\n    c: 2\n", "    c: 2\n    b: one\n")],
+    ["a comment changed", base.replace("# c", "# d")],
+    ["a comment added", base.replace("d: true", "# new\nd: true")],
+    ["a list item changed", base.replace("- x", "- y")],
+    ["a value made a mapping", base.replace("d: true", "d:\n    e: 1")],
+    ["a second document", `${base}---\nz: 1\n`],
+  ] as const) {
+    assert.equal(changedLeaves(tree(base), tree(edited), 10), null, what);
+  }
+  assert.equal(
+    changedLeaves(tree(base), tree(base.replace("one", "uno").replace("d: true", "d: 4")), 1),
+    null,
+    "over max",
+  );
+});
+
+test("several values spliced: decrypts to the edited tree with a valid MAC; only their lines, lastmodified and the MAC differ", async () => {
+  const rand = prng(20261206);
+  for (let round = 0; round < 30; round++) {
+    const { text, leaves } = randomDocument(rand);
+    const file = await encrypted(text);
+    const doc = await open(file);
+    const edited = store.parsePlain(store.emitPlain(doc.branches));
+    const chosen = leaves.filter(() => rand() < 0.4);
+    chosen.forEach((keys, i) => setValueAt(edited[0]!, keys, i % 2 === 0 ? `v${round}.${i} ü` : BigInt(i)));
+    const changed = changedLeaves(doc.branches, edited, 100);
+    assert.ok(changed !== null);
+    assert.deepEqual(changed.map((k) => k.join(".")).sort(), chosen.map((k) => k.join(".")).sort());
+    const out = reencryptValues(doc, edited, changed, { now: NOW });
+    assert.ok(out !== null, `round ${round}`);
+    const back = await open(out);
+    assert.deepEqual(back.branches, edited);
+    const lines = differing(out, file).map(([l]) => l.slice(0, l.indexOf(":") + 1));
+    const expected = chosen.map((k) => `${"    ".repeat(k.length - 1)}${k.at(-1)}:`);
+    assert.deepEqual(lines.sort(), [...expected, "    lastmodified:", "    mac:"].sort(), `round ${round}`);
+  }
 });

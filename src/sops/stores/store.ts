@@ -11,7 +11,7 @@ export interface SopsStore {
   parsePlain(input: Uint8Array): SopsBranch[];
   /**
    * An encrypted document: its branches and its `sops` mapping (null when it has none); `narrow`
-   * when the file is in the narrow form the store writes itself (see spliceScalar).
+   * when the file is in the narrow form the store writes itself (see spliceScalars).
    */
   parseEncrypted(input: Uint8Array): {
     branches: SopsBranch[];
@@ -21,17 +21,16 @@ export interface SopsStore {
   emitPlain(branches: SopsBranch[]): Uint8Array;
   emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array;
   /**
-   * What emitEncrypted would write after one value changed, made from the file as read (`input`,
-   * whose text parseEncrypted returned as `narrow`) instead of from the whole tree: the value at
-   * the mapping keys `keys` replaced by `value` (an `ENC[...]` string), and the metadata block
-   * written anew, where it may differ from the one read only in lastmodified and mac. Null when
-   * that cannot be done (the caller then writes the whole tree).
+   * What emitEncrypted would write after some values changed, made from the file as read
+   * (`input`, whose text parseEncrypted returned as `narrow`) instead of from the whole tree: the
+   * value at each change's mapping keys replaced by its `value` (an `ENC[...]` string), and the
+   * metadata block written anew, where it may differ from the one read only in lastmodified and
+   * mac. Null when that cannot be done (the caller then writes the whole tree).
    */
-  spliceScalar?(
+  spliceScalars?(
     input: Uint8Array,
     narrow: NarrowText,
-    keys: readonly string[],
-    value: string,
+    changes: readonly { keys: readonly string[]; value: string }[],
     metadata: SopsBranch,
   ): Uint8Array | null;
 }

@@ -360,7 +360,7 @@ function branchNode(b: SopsBranch): YAMLMap {
   return map;
 }
 
-/** The metadata lines a write of one value changes. */
+/** The metadata lines a write of some values changes. */
 const MAY_CHANGE = /^ {4}(?:lastmodified|mac): /;
 
 /** Whether the texts `a` and `b` have the same lines, except lines both have at the same place that match `changes`. */
@@ -420,7 +420,7 @@ function parseEncryptedFast(
   if (rest.length !== 1) return null;
   for (const it of rest[0]!.items) if (typeof it.key === "string" && data.branch.has(it.key)) return null;
   const out = extractMetadata([new SopsBranch([...data.branch.items, ...rest[0]!.items])]);
-  // Data and metadata both in the narrow form: a write of one value can splice (spliceScalar).
+  // Data and metadata both in the narrow form: a write of some values can splice (spliceScalars).
   return meta === null ? out : { ...out, narrow: { text, dataEnd: data.rest } };
 }
 
@@ -478,30 +478,37 @@ export class YamlStore implements SopsStore {
     return emitYaml(branches);
   }
 
-  spliceScalar(
+  spliceScalars(
     input: Uint8Array,
     narrow: NarrowText,
-    keys: readonly string[],
-    value: string,
+    changes: readonly { keys: readonly string[]; value: string }[],
     metadata: SopsBranch,
   ): Uint8Array | null {
     const { text, dataEnd } = narrow;
-    const at = findNarrowScalar(text, dataEnd, keys);
-    // An encrypted value replaced by another (which value is encrypted is the caller's rules').
-    if (at === null || !isNarrowEncValue(value) || !isNarrowEncValue(text.slice(at.start, at.end)))
-      return null;
+    const at: { start: number; end: number; value: string }[] = [];
+    for (const { keys, value } of changes) {
+      const found = findNarrowScalar(text, dataEnd, keys);
+      // An encrypted value replaced by another (which value is encrypted is the caller's rules').
+      if (found === null || !isNarrowEncValue(value) || !isNarrowEncValue(text.slice(found.start, found.end)))
+        return null;
+      at.push({ ...found, value });
+    }
+    at.sort((a, b) => a.start - b.start);
+    // Two changes on one line: keys the narrow form cannot tell apart (it has each once).
+    for (let i = 1; i < at.length; i++) if (at[i]!.start < at[i - 1]!.end) return null;
     const meta = emitCanonicalMetadata(metadata, quotedAsYaml11);
     if (meta === null || !sameBesides(meta, text.slice(dataEnd), MAY_CHANGE)) return null;
-    // The file's own bytes around the value when they are the text's characters one for one.
-    if (input.length === text.length) {
-      return Buffer.concat([
-        input.subarray(0, at.start),
-        Buffer.from(value, "latin1"),
-        input.subarray(at.end, dataEnd),
-        Buffer.from(meta, "utf8"),
-      ]);
+    // The file's own bytes around the values when they are the text's characters one for one.
+    const ascii = input.length === text.length;
+    const parts: (Uint8Array | string)[] = [];
+    let from = 0;
+    for (const { start, end, value } of at) {
+      parts.push(ascii ? input.subarray(from, start) : text.slice(from, start), value);
+      from = end;
     }
-    return Buffer.from(text.slice(0, at.start) + value + text.slice(at.end, dataEnd) + meta, "utf8");
+    parts.push(ascii ? input.subarray(from, dataEnd) : text.slice(from, dataEnd), meta);
+    if (!ascii) return Buffer.from(parts.join(""), "utf8");
+    return Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : p)));
   }
 
   /** sops SerializeMetadata: the metadata is appended to every document. */
