@@ -68,12 +68,17 @@ function decodeWellFormed(
   scratch: Buffer,
   iv32: Buffer,
   tag16: Buffer,
+  wantCanonical = true,
 ): (ParsedValue & { used: number; canonical: boolean }) | null {
   const m = WELL_FORMED.exec(s);
   if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
-  // What ValueCipher.encrypt writes for these bytes: each part as Node encodes it.
+  // What ValueCipher.encrypt writes for these bytes: each part as Node encodes it (only the
+  // stash asks).
   const canonical =
-    isCanonicalPaddedBase64(m[1]!) && isCanonicalPaddedBase64(m[2]!) && isCanonicalPaddedBase64(m[3]!);
+    wantCanonical &&
+    isCanonicalPaddedBase64(m[1]!) &&
+    isCanonicalPaddedBase64(m[2]!) &&
+    isCanonicalPaddedBase64(m[3]!);
   const dataLen = scratch.write(m[1]!, 0, "base64");
   const ivText = m[2]!;
   let iv = iv32;
@@ -432,6 +437,28 @@ export class ValueCipher {
     }
   }
 
+  /** Room in the scratch buffer for `s` decoded and `aad` encoded after it. */
+  private scratchFor(s: string, aad: string): Buffer {
+    const need = s.length + aad.length * 3;
+    if (this.scratch.length < need) this.scratch = Buffer.allocUnsafe(Math.max(need, this.scratch.length * 2));
+    return this.scratch;
+  }
+
+  /** The plaintext of a decoded value, or null when it does not authenticate. */
+  private open(p: ParsedValue, aad: string, scratch: Buffer, aadAt: number): Buffer | null {
+    const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
+    try {
+      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, DECIPHER_OPTIONS);
+      d.setAAD(aadBytes);
+      d.setAuthTag(p.tag);
+      const bytes = d.update(p.data);
+      d.final(); // GCM: no more output, only the tag check
+      return bytes;
+    } catch {
+      return null;
+    }
+  }
+
   /**
    * Decrypts one `ENC[...]` string; "" decrypts to "" (sops). With `rawStrings`, a `str` value
    * comes back as bytes (the binary store's payload need not be UTF-8).
@@ -440,23 +467,11 @@ export class ValueCipher {
     if (s === "") return rawStrings ? new Uint8Array(0) : "";
     // The common case decodes into one scratch buffer (no buffer per part, one regular
     // expression); anything else takes parseEncryptedValue and its errors.
-    const aadMax = aad.length * 3;
-    if (this.scratch.length < s.length + aadMax) {
-      this.scratch = Buffer.allocUnsafe(Math.max(s.length + aadMax, this.scratch.length * 2));
-    }
-    const scratch = this.scratch;
-    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16);
+    const scratch = this.scratchFor(s, aad);
+    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16, this.remember);
     const p = fast ?? parseEncryptedValue(s);
-    const aadAt = fast === null ? 0 : fast.used;
-    const aadBytes = scratch.subarray(aadAt, aadAt + scratch.write(aad, aadAt, "utf8"));
-    let bytes: Buffer;
-    try {
-      const d = createDecipheriv("aes-256-gcm", this.key, p.iv, DECIPHER_OPTIONS);
-      d.setAAD(aadBytes);
-      d.setAuthTag(p.tag);
-      bytes = d.update(p.data);
-      d.final(); // GCM: no more output, only the tag check
-    } catch {
+    const bytes = this.open(p, aad, scratch, fast === null ? 0 : fast.used);
+    if (bytes === null) {
       throw new NixsealError(
         "SOPS_DECRYPT",
         `the value at "${aad.slice(0, -1) || "(top level)"}" does not decrypt (authentication failed)`,
@@ -466,12 +481,8 @@ export class ValueCipher {
       );
     }
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
-    if (this.remember === true && fast !== null && typeof leaf === "string") {
-      // Stashed when first needed (settle): this value's text, additional data and value.
-      this.deferred ??= { texts: [], aads: [], values: [] };
-      this.deferred.texts.push(s);
-      this.deferred.aads.push(aad);
-      this.deferred.values.push(leaf);
+    if (fast !== null && typeof leaf === "string") {
+      this.noteDecrypted(s, aad, leaf);
     } else if (this.remember && p.type !== "bytes") {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
       const iv = fast?.canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
@@ -482,6 +493,15 @@ export class ValueCipher {
     }
     bytes.fill(0);
     return leaf;
+  }
+
+  /** Notes a string value decrypted from `s` (in sops's own form) at `aad`, to stash when first needed (settle). */
+  private noteDecrypted(s: string, aad: string, value: string): void {
+    if (!this.remember) return;
+    this.deferred ??= { texts: [], aads: [], values: [] };
+    this.deferred.texts.push(s);
+    this.deferred.aads.push(aad);
+    this.deferred.values.push(value);
   }
 
   /** Zeroes the data key copy. */
