@@ -269,8 +269,11 @@ export async function openSopsFile(
   });
 }
 
-/** Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask). */
-export function writeSopsFile(file: string, data: Uint8Array): void {
+/**
+ * Replaces a sops file atomically, keeping its mode (new files: 0644 minus umask); `data` may
+ * come in pieces (a spliced write: the file as read around the values written anew).
+ */
+export function writeSopsFile(file: string, data: Uint8Array | readonly Uint8Array[]): void {
   let mode = 0o644;
   try {
     mode = fs.statSync(file).mode & 0o7777;

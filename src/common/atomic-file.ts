@@ -213,7 +213,11 @@ export function syncDirectory(dir: string): void {
 }
 
 /** Writes a whole small file atomically. */
-export function writeFileAtomic(target: string, data: Uint8Array, mode: number): void {
+export function writeFileAtomic(
+  target: string,
+  data: Uint8Array | readonly Uint8Array[],
+  mode: number,
+): void {
   const f = AtomicFile.open(target, mode);
   f.write(data);
   f.commit();

@@ -20,7 +20,7 @@ import {
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type NarrowText, type SopsStore } from "./stores/store.js";
-import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, walkBranches } from "./tree.js";
+import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, someString, walkBranches } from "./tree.js";
 import {
   DATA_KEY_SIZE,
   type EncryptionRules,
@@ -444,14 +444,7 @@ export function checkEncryptable(branches: readonly SopsBranch[], store: SopsSto
       );
     }
   }
-  let found = false;
-  // The visitor gives every leaf back as it is: the walk writes each value back in place,
-  // unchanged (no copy of the tree needed).
-  walkBranches(branches, (v) => {
-    if (typeof v === "string" && isEncryptedValue(v)) found = true;
-    return v;
-  });
-  if (found) {
+  if (someString(branches, isEncryptedValue)) {
     throw new NixsealError(
       "SOPS_ENCRYPTED",
       `${where(file)}the document already holds sops-encrypted values (ENC[...])`,
@@ -555,14 +548,14 @@ export const MAX_SPLICED_VALUES = 100;
  * apply (the file not in the store's narrow form, more than one document, rules on comments,
  * more than MAX_SPLICED_VALUES changes, a value that is not a plain encrypted scalar, a metadata
  * block that would be written otherwise than it was read): the caller then calls
- * reencryptDocument.
+ * reencryptDocument. The file comes in pieces to write one after the other (see spliceScalars).
  */
 export function reencryptValues(
   doc: SopsDocument,
   branches: readonly SopsBranch[],
   changed: readonly (readonly string[])[],
   options: { now?: Date } = {},
-): Uint8Array | null {
+): Uint8Array[] | null {
   const src = doc.source;
   const splice = doc.store.spliceScalars?.bind(doc.store);
   if (src === null || splice === undefined || branches.length !== 1) return null;
@@ -623,7 +616,7 @@ export function reencryptOneValue(
   doc: SopsDocument,
   keys: readonly string[],
   options: { now?: Date } = {},
-): Uint8Array | null {
+): Uint8Array[] | null {
   return reencryptValues(doc, doc.branches, [keys], options);
 }
 

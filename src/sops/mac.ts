@@ -12,8 +12,14 @@ import { macBytes, type ValueCipher } from "./value-cipher.js";
 /** sops.go MACOnlyEncryptedInitialization: sha256("sops"), so both MAC modes never collide. */
 export const MAC_ONLY_ENCRYPTED_INIT = createHash("sha256").update("sops").digest();
 
+/** Characters of string values hashed together (see MacAccumulator.add). */
+const BATCH_CHARS = 1 << 20;
+
 export class MacAccumulator {
   private readonly hash: Hash = createHash("sha512");
+  /** String values not hashed yet, in order, and their length in characters. */
+  private batch: string[] = [];
+  private batchChars = 0;
 
   constructor(macOnlyEncrypted: boolean) {
     if (macOnlyEncrypted) this.hash.update(MAC_ONLY_ENCRYPTED_INIT);
@@ -22,17 +28,39 @@ export class MacAccumulator {
   add(leaf: SopsLeaf): void {
     if (leaf === null) return;
     if (typeof leaf === "string") {
-      // The bytes macBytes gives a string (its UTF-8), without a buffer of our own to wipe.
-      this.hash.update(leaf, "utf8");
+      // Hashed by the megabyte, joined: one update per value costs ~1 µs, most of a 10 000-value
+      // file's MAC. The joined text is a transient string like the values it is made of (a
+      // string cannot be wiped); its UTF-8 bytes are what macBytes gives each value, unless a
+      // lone surrogate at a value's end would pair with one at the next's start: such a value
+      // is hashed alone.
+      const first = leaf.charCodeAt(0);
+      const last = leaf.charCodeAt(leaf.length - 1);
+      if ((first >= 0xdc00 && first <= 0xdfff) || (last >= 0xd800 && last <= 0xdbff)) {
+        this.flush();
+        this.hash.update(leaf, "utf8");
+        return;
+      }
+      this.batch.push(leaf);
+      this.batchChars += leaf.length;
+      if (this.batchChars >= BATCH_CHARS) this.flush();
       return;
     }
+    this.flush();
     const b = macBytes(leaf);
     this.hash.update(b);
     b.fill(0);
   }
 
+  private flush(): void {
+    if (this.batch.length === 0) return;
+    this.hash.update(this.batch.join(""), "utf8");
+    this.batch = [];
+    this.batchChars = 0;
+  }
+
   /** `fmt.Sprintf("%X", hash.Sum(nil))`. */
   hex(): string {
+    this.flush();
     return this.hash.digest("hex").toUpperCase();
   }
 }

@@ -187,6 +187,19 @@ function walkBranch(branch: SopsBranch, pathText: string, w: Walk): void {
   stack.pop();
 }
 
+/**
+ * Whether `test` holds for a string value anywhere in the documents (mapping values and list
+ * items; not keys or comments). A plain recursion: no path is built.
+ */
+export function someString(branches: readonly SopsBranch[], test: (s: string) => boolean): boolean {
+  const inValue = (v: SopsValue | SopsComment): boolean => {
+    if (typeof v === "string") return test(v);
+    if (v instanceof SopsBranch) return v.items.some((it) => inValue(it.value));
+    return Array.isArray(v) && v.some(inValue);
+  };
+  return branches.some((b) => inValue(b));
+}
+
 /** Nesting limit for every store's parser: deep enough for any real config, bounded for hostile input. */
 export const MAX_DEPTH = 200;
 /** Size limit for a sops document (every store). */

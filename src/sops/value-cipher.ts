@@ -440,7 +440,8 @@ export class ValueCipher {
   /** Room in the scratch buffer for `s` decoded and `aad` encoded after it. */
   private scratchFor(s: string, aad: string): Buffer {
     const need = s.length + aad.length * 3;
-    if (this.scratch.length < need) this.scratch = Buffer.allocUnsafe(Math.max(need, this.scratch.length * 2));
+    if (this.scratch.length < need)
+      this.scratch = Buffer.allocUnsafe(Math.max(need, this.scratch.length * 2));
     return this.scratch;
   }
 

@@ -25,14 +25,16 @@ export interface SopsStore {
    * (`input`, whose text parseEncrypted returned as `narrow`) instead of from the whole tree: the
    * value at each change's mapping keys replaced by its `value` (an `ENC[...]` string), and the
    * metadata block written anew, where it may differ from the one read only in lastmodified and
-   * mac. Null when that cannot be done (the caller then writes the whole tree).
+   * mac. The file comes in pieces to write one after the other (most of them views of `input`:
+   * no copy of a large file is made). Null when that cannot be done (the caller then writes the
+   * whole tree).
    */
   spliceScalars?(
     input: Uint8Array,
     narrow: NarrowText,
     changes: readonly { keys: readonly string[]; value: string }[],
     metadata: SopsBranch,
-  ): Uint8Array | null;
+  ): Uint8Array[] | null;
 }
 
 /** An encrypted file's text in the narrow form (the data, then the metadata block from dataEnd). */

@@ -483,7 +483,7 @@ export class YamlStore implements SopsStore {
     narrow: NarrowText,
     changes: readonly { keys: readonly string[]; value: string }[],
     metadata: SopsBranch,
-  ): Uint8Array | null {
+  ): Uint8Array[] | null {
     const { text, dataEnd } = narrow;
     const at: { start: number; end: number; value: string }[] = [];
     for (const { keys, value } of changes) {
@@ -507,8 +507,8 @@ export class YamlStore implements SopsStore {
       from = end;
     }
     parts.push(ascii ? input.subarray(from, dataEnd) : text.slice(from, dataEnd), meta);
-    if (!ascii) return Buffer.from(parts.join(""), "utf8");
-    return Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : p)));
+    if (!ascii) return [Buffer.from(parts.join(""), "utf8")];
+    return parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : p));
   }
 
   /** sops SerializeMetadata: the metadata is appended to every document. */
