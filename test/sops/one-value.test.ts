@@ -263,7 +263,9 @@ test("several values spliced: decrypts to the edited tree with a valid MAC; only
     const doc = await open(file);
     const edited = store.parsePlain(store.emitPlain(doc.branches));
     const chosen = leaves.filter(() => rand() < 0.4);
-    chosen.forEach((keys, i) => setValueAt(edited[0]!, keys, i % 2 === 0 ? `v${round}.${i} ü` : BigInt(i)));
+    chosen.forEach((keys, i) => {
+      setValueAt(edited[0]!, keys, i % 2 === 0 ? `v${round}.${i} ü` : BigInt(i));
+    });
     const changed = changedLeaves(doc.branches, edited, 100);
     assert.ok(changed !== null);
     assert.deepEqual(changed.map((k) => k.join(".")).sort(), chosen.map((k) => k.join(".")).sort());
