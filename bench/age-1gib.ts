@@ -15,6 +15,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   freeBytes,
   interleavedMeasurements,
   median,
@@ -70,16 +71,18 @@ function runIn(
     const made = spawnSync(age, ["-r", recipient, "-o", encrypted, plain], { encoding: "utf8" });
     if (made.status !== 0) throw new Error(`age could not encrypt the input file: ${made.stderr}`);
 
-    const node = process.execPath;
     const m = interleavedMeasurements(
       ctx,
       [
         { name: "age -e", argv: [age, "-r", recipient, "-o", "/dev/null", plain] },
-        { name: "nixseal age -e", argv: [node, ctx.cli, "age", "-r", recipient, "-o", "/dev/null", plain] },
+        {
+          name: "nixseal age -e",
+          argv: [...cliArgv(ctx.cli), "age", "-r", recipient, "-o", "/dev/null", plain],
+        },
         { name: "age -d", argv: [age, "-d", "-i", keyFile, "-o", "/dev/null", encrypted] },
         {
           name: "nixseal age -d",
-          argv: [node, ctx.cli, "age", "-d", "-i", keyFile, "-o", "/dev/null", encrypted],
+          argv: [...cliArgv(ctx.cli), "age", "-d", "-i", keyFile, "-o", "/dev/null", encrypted],
         },
       ],
       ctx.runs,

@@ -18,6 +18,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   interleaved,
   median,
   scratchDir,
@@ -177,7 +178,7 @@ export const audit: Benchmark = {
       fs.mkdirSync(cwd);
       const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
       // nixseal exits 1 when it finds leaks (it will); the shell turns that into success.
-      const nixsealCmd = `cd ${q(cwd)} && RULES= SOPS_CONFIG= ${q(process.execPath)} ${q(ctx.cli)} audit ${q(root)} --sops ${q(sopsFile)} -i ${q(identityFile)} --json > ${q(nixsealOut)}; test $? -eq 1`;
+      const nixsealCmd = `cd ${q(cwd)} && RULES= SOPS_CONFIG= ${cliArgv(ctx.cli).map(q).join(" ")} audit ${q(root)} --sops ${q(sopsFile)} -i ${q(identityFile)} --json > ${q(nixsealOut)}; test $? -eq 1`;
       const commands = [{ name: "nixseal", argv: [sh, "-c", nixsealCmd] }];
       if (rg) {
         commands.push({

@@ -17,7 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { SANDBOX_RUNTIME_SKIP, sandboxRuntime, writeNixConf } from "../test/build-secrets/sandbox-runtime.js";
 import type { BenchContext, Benchmark, BenchResult } from "./common.js";
-import { which } from "./common.js";
+import { cliArgv, which } from "./common.js";
 
 interface Config {
   name: string;
@@ -116,15 +116,21 @@ export const buildHook: Benchmark = {
     try {
       const policy = path.join(dir, "policy.json"); // absent: the fast path never reads it
       const wrapper = path.join(dir, "pre-hook-wrapper");
-      const w = spawnSync(process.execPath, [ctx.cli, "build-hook", "--wrapper", "pre", "--policy", policy], {
-        encoding: "utf8",
-      });
+      const w = spawnSync(
+        process.execPath,
+        [...cliArgv(ctx.cli).slice(1), "build-hook", "--wrapper", "pre", "--policy", policy],
+        {
+          encoding: "utf8",
+        },
+      );
       if (w.status !== 0) throw new Error(`build-hook --wrapper: ${w.stderr}`);
       fs.writeFileSync(wrapper, w.stdout, { mode: 0o755 });
       const direct = path.join(dir, "pre-hook-node");
       fs.writeFileSync(
         direct,
-        `#!/bin/sh\nexec '${process.execPath}' '${ctx.cli}' build-hook --policy '${policy}' "$@"\n`,
+        `#!/bin/sh\nexec ${cliArgv(ctx.cli)
+          .map((a) => `'${a}'`)
+          .join(" ")} build-hook --policy '${policy}' "$@"\n`,
         { mode: 0o755 },
       );
       const configs: Config[] = [

@@ -55,6 +55,33 @@ export interface Benchmark {
   run(ctx: BenchContext): Promise<BenchResult | null>;
 }
 
+/**
+ * The V8 flags a nixseal CLI file runs with: those of its `#!/usr/bin/env -S node FLAGS` line
+ * (none for `#!/usr/bin/env node`). The benchmarks run every build as its first line says, as a
+ * user's system does, with this Node.
+ */
+export function nodeFlagsOf(cli: string): string[] {
+  const fd = fs.openSync(cli, "r");
+  const head = Buffer.alloc(256);
+  const n = fs.readSync(fd, head, 0, head.length, 0);
+  fs.closeSync(fd);
+  const first = head.subarray(0, n).toString("utf8").split("\n", 1)[0]!;
+  const m = /^#!\S*\/env -S node((?: --[a-z0-9-]+(?:=[\w.]+)?)*)\s*$/.exec(first);
+  if (m === null && !/^#!\S*\/env node\s*$/.test(first))
+    throw new Error(`${cli}: not a nixseal CLI (its first line is ${JSON.stringify(first)})`);
+  return m === null
+    ? []
+    : m[1]!
+        .trim()
+        .split(/\s+/)
+        .filter((f) => f !== "");
+}
+
+/** The command line that runs the nixseal CLI file `cli` (this Node, its flags, the file). */
+export function cliArgv(cli: string): string[] {
+  return [process.execPath, ...nodeFlagsOf(cli), cli];
+}
+
 export function which(program: string): string | null {
   return findExecutable(program);
 }

@@ -16,6 +16,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   measureOnce,
   type ResultRow,
   scratchDir,
@@ -101,7 +102,11 @@ export const generateBench: Benchmark = {
       const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(dir, "cache") };
       for (const k of ["NIXSEAL_IDENTITY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "RULES"]) delete env[k];
       const nixseal = (args: string[]) => {
-        const r = spawnSync(process.execPath, [ctx.cli, ...args], { cwd: repo, env, encoding: "utf8" });
+        const r = spawnSync(process.execPath, [...cliArgv(ctx.cli).slice(1), ...args], {
+          cwd: repo,
+          env,
+          encoding: "utf8",
+        });
         if (r.status !== 0) throw new Error(`nixseal ${args.join(" ")}: ${r.stderr}`);
         return r;
       };
@@ -111,7 +116,9 @@ export const generateBench: Benchmark = {
       const runner = path.join(dir, "nixseal-generate.sh");
       fs.writeFileSync(
         runner,
-        `#!/bin/sh\ncd '${repo}' && HOME='${home}' XDG_CACHE_HOME='${dir}/cache' exec '${process.execPath}' '${ctx.cli}' generate >/dev/null\n`,
+        `#!/bin/sh\ncd '${repo}' && HOME='${home}' XDG_CACHE_HOME='${dir}/cache' exec ${cliArgv(ctx.cli)
+          .map((a) => `'${a}'`)
+          .join(" ")} generate >/dev/null\n`,
         { mode: 0o700 },
       );
       const fresh: number[] = [];

@@ -17,6 +17,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   interleaved,
   scratchDir,
   which,
@@ -103,7 +104,9 @@ export const installCreds: Benchmark = {
           "",
         ].join("\n"),
       );
-      const install = `${JSON.stringify(process.execPath)} ${JSON.stringify(ctx.cli)} install --manifest ${JSON.stringify(manifest)}`;
+      const install = `${cliArgv(ctx.cli)
+        .map((a) => JSON.stringify(a))
+        .join(" ")} install --manifest ${JSON.stringify(manifest)}`;
       const times = interleaved(ctx, [
         {
           name: "nixseal, all new",
@@ -113,9 +116,13 @@ export const installCreds: Benchmark = {
         { name: "nixseal, unchanged", argv: ["/bin/sh", "-c", `exec ${install}`] },
       ]);
       // Checks: nothing re-encrypted in a later run, and the credentials hold the plaintexts.
-      const again = spawnSync(process.execPath, [ctx.cli, "install", "--manifest", manifest, "--json"], {
-        encoding: "utf8",
-      });
+      const again = spawnSync(
+        process.execPath,
+        [...cliArgv(ctx.cli).slice(1), "install", "--manifest", manifest, "--json"],
+        {
+          encoding: "utf8",
+        },
+      );
       const report = JSON.parse(again.stdout) as { ok: boolean; credentials: { unchanged: number } };
       if (!report.ok || report.credentials.unchanged !== n)
         throw new Error("expected every credential unchanged");

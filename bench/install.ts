@@ -35,7 +35,10 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
+  DEFAULT_CLI,
   digestOf,
+  nodeFlagsOf,
   previousLabel,
   type ResultRow,
   rounds,
@@ -202,7 +205,8 @@ function floorStep(f: Fixture, label: string, dir: string, owner: { user: string
       out = path.join(dir, `floor-${label}-${runs++}`);
       fs.mkdirSync(out);
     },
-    argv: () => [process.execPath, FLOOR, f.manifests[0], out, uid, gid],
+    // With the V8 flags nixseal runs with: the floor differs from it in the work done alone.
+    argv: () => [process.execPath, ...nodeFlagsOf(DEFAULT_CLI), FLOOR, f.manifests[0], out, uid, gid],
     check: () => {
       if (digestOf(out) !== f.expected[0])
         throw new Error(`the floor script wrote wrong plaintexts (${label})`);
@@ -223,7 +227,7 @@ function installSteps(
 ): Step[] {
   // Which manifest is active (0: A, 1: B; null: none), to switch to the same or the other one.
   let active: 0 | 1 | null = null;
-  const argv = (k: 0 | 1) => [process.execPath, cli, "install", "--manifest", f.manifests[k]];
+  const argv = (k: 0 | 1) => [...cliArgv(cli), "install", "--manifest", f.manifests[k]];
   const check = () => {
     if (active === null || digestOf(f.secretsDir) !== f.expected[active])
       throw new Error(`nixseal installed wrong plaintexts (${label})`);
@@ -327,7 +331,7 @@ export const installBench: Benchmark = {
         // the run if a file does not match).
         {
           name: `${label} unchanged floor`,
-          argv: () => [process.execPath, REACTIVATION_FLOOR, small.manifests[0]],
+          argv: () => [process.execPath, ...nodeFlagsOf(DEFAULT_CLI), REACTIVATION_FLOOR, small.manifests[0]],
         },
       ]);
       const anchorName = "agenix-style loop (age -d, chown, chmod per secret)";

@@ -25,7 +25,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensurePrincipals, pushTestsSkipReason, startFleet, type TestHost } from "../test/push/harness.js";
 import type { BenchContext, Benchmark, BenchResult } from "./common.js";
-import { which } from "./common.js";
+import { cliArgv, which } from "./common.js";
 
 /** Preloaded into nixseal: writes its own CPU time at exit (bench/cpu-at-exit.ts). */
 const CPU_AT_EXIT = path.join(path.dirname(fileURLToPath(import.meta.url)), "cpu-at-exit.js");
@@ -173,7 +173,17 @@ export const pushBench: Benchmark = {
       const cheapKex = `${sshOpts} -o KexAlgorithms=curve25519-sha256`;
       const push = (plan: string, opts = sshOpts) =>
         timed(
-          [process.execPath, "--import", CPU_AT_EXIT, ctx.cli, "push", "-i", identity, "--plan", plan],
+          [
+            process.execPath,
+            "--import",
+            CPU_AT_EXIT,
+            ...cliArgv(ctx.cli).slice(1),
+            "push",
+            "-i",
+            identity,
+            "--plan",
+            plan,
+          ],
           { NIX_SSHOPTS: opts },
           work,
         );

@@ -34,6 +34,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { encrypt, readHeader } from "../src/age/age.js";
 import { X25519Identity } from "../src/age/x25519.js";
 import { readRecipientsRecord, withRecipientsRecord } from "../src/vault/recipients-record.js";
+import { cliArgv, nodeFlagsOf } from "./common.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The CLI users run (the bundle), unless the runner passes another (--nixseal). */
@@ -174,7 +175,7 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
       const cwd = freshCopy();
       let r: ReturnType<typeof spawnSync> | undefined;
       const ms = timed(() => {
-        r = spawnSync(process.execPath, [cli, "rekey", ...args, "-i", identityFile], {
+        r = spawnSync(process.execPath, [...cliArgv(cli).slice(1), "rekey", ...args, "-i", identityFile], {
           cwd,
           env: { ...env, XDG_CACHE_HOME: cache },
           encoding: "utf8",
@@ -195,11 +196,16 @@ export async function benchRekey(options: RekeyBenchOptions = {}): Promise<Rekey
       const cache = path.join(dir, `cache-floor-${fsync ? "" : "nosync-"}${round}`);
       let r: ReturnType<typeof spawnSync> | undefined;
       const ms = timed(() => {
-        r = spawnSync(process.execPath, [FLOOR, identityFile, ...(fsync ? [] : ["--no-fsync"])], {
-          cwd,
-          env: { ...env, XDG_CACHE_HOME: cache },
-          encoding: "utf8",
-        });
+        // With the V8 flags nixseal runs with (the floor differs in the work done alone).
+        r = spawnSync(
+          process.execPath,
+          [...nodeFlagsOf(CLI), FLOOR, identityFile, ...(fsync ? [] : ["--no-fsync"])],
+          {
+            cwd,
+            env: { ...env, XDG_CACHE_HOME: cache },
+            encoding: "utf8",
+          },
+        );
       });
       if (r!.status !== 0) throw new Error(`the floor script failed: ${r!.stderr}`);
       const phases = JSON.parse(String(r!.stdout)) as Record<string, number>;

@@ -14,6 +14,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   interleaved,
   previousLabel,
   scratchDir,
@@ -75,23 +76,14 @@ export const sopsDecrypt: Benchmark = {
       const times = interleaved(ctx, [
         {
           name: "nixseal",
-          argv: [process.execPath, ctx.cli, "decrypt", sopsFile, "-i", identityFile, "-o", outFile],
+          argv: [...cliArgv(ctx.cli), "decrypt", sopsFile, "-i", identityFile, "-o", outFile],
         },
         ...(previous === undefined
           ? []
           : [
               {
                 name: "previous",
-                argv: [
-                  process.execPath,
-                  previous,
-                  "decrypt",
-                  sopsFile,
-                  "-i",
-                  identityFile,
-                  "-o",
-                  previousOut,
-                ],
+                argv: [...cliArgv(previous), "decrypt", sopsFile, "-i", identityFile, "-o", previousOut],
               },
             ]),
       ]);

@@ -15,6 +15,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   previousLabel,
   type ResultRow,
   rounds,
@@ -96,7 +97,6 @@ export const sopsWrite: Benchmark = {
       const previous = ctx.text("--previous");
       const builds: [string, string][] = [["nixseal", ctx.cli]];
       if (previous !== undefined) builds.push(["previous", previous]);
-      const node = process.execPath;
       const steps: Step[] = [];
       const outputs = new Map<string, string>();
       for (const [who, cli] of builds) {
@@ -116,7 +116,7 @@ export const sopsWrite: Benchmark = {
             prepare: fresh(setFile),
             argv: () =>
               sh(
-                `${run} ${q(node)} ${q(cli)} set ${q(setFile)} '["${SERVICE}"]["${KEY}"]' --string -i ${q(identityFile)} < ${q(valueFile)}`,
+                `${run} ${cliArgv(cli).map(q).join(" ")} set ${q(setFile)} '["${SERVICE}"]["${KEY}"]' --string -i ${q(identityFile)} < ${q(valueFile)}`,
               ),
             check: () => onlyOneValueChanged(`${who} set`, fs.readFileSync(setFile, "utf8"), originalText),
           },
@@ -125,7 +125,7 @@ export const sopsWrite: Benchmark = {
             prepare: fresh(updateFile),
             argv: () =>
               sh(
-                `${run} ${q(node)} ${q(cli)} updatekeys ${q(updateFile)} --config ${q(config)} -i ${q(identityFile)}`,
+                `${run} ${cliArgv(cli).map(q).join(" ")} updatekeys ${q(updateFile)} --config ${q(config)} -i ${q(identityFile)}`,
               ),
             check: () => {
               if (!fs.readFileSync(updateFile, "utf8").includes(added))
@@ -137,7 +137,7 @@ export const sopsWrite: Benchmark = {
             prepare: fresh(editFile),
             argv: () =>
               sh(
-                `${run} env EDITOR=${q(editor)} ${q(node)} ${q(cli)} edit ${q(editFile)} -i ${q(identityFile)}`,
+                `${run} env EDITOR=${q(editor)} ${cliArgv(cli).map(q).join(" ")} edit ${q(editFile)} -i ${q(identityFile)}`,
               ),
             check: () => onlyOneValueChanged(`${who} edit`, fs.readFileSync(editFile, "utf8"), originalText),
           },
@@ -147,7 +147,13 @@ export const sopsWrite: Benchmark = {
 
       // What the last runs wrote, decrypted by this build: the value changed, nothing else.
       const decrypted = (f: string) => {
-        const r = spawnSync(node, [ctx.cli, "decrypt", f, "-i", identityFile], { encoding: "utf8" });
+        const r = spawnSync(
+          process.execPath,
+          [...cliArgv(ctx.cli).slice(1), "decrypt", f, "-i", identityFile],
+          {
+            encoding: "utf8",
+          },
+        );
         if (r.status !== 0) throw new Error(`decrypting ${f} failed: ${r.stderr}`);
         return r.stdout;
       };

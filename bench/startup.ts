@@ -19,6 +19,7 @@ import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
+  cliArgv,
   interleavedMeasurements,
   median,
   type ResultRow,
@@ -39,7 +40,7 @@ export const startup: Benchmark = {
   description: "start-up of every command (CMD --help), --version and a small decrypt vs node -e 0",
   async run(ctx: BenchContext): Promise<BenchResult | null> {
     const runs = ctx.option("--runs") ?? 15;
-    const help = spawnSync(process.execPath, [ctx.cli, "--help"], { encoding: "utf8" });
+    const help = spawnSync(process.execPath, [...cliArgv(ctx.cli).slice(1), "--help"], { encoding: "utf8" });
     const names = commandsOf(help.stdout);
     if (names.length === 0) throw new Error(`no command list in the output of ${ctx.cli} --help`);
     const { dir, remove } = scratchDir(ctx.scratch, "startup");
@@ -57,7 +58,7 @@ export const startup: Benchmark = {
       );
 
       const node = process.execPath;
-      const cli = (...args: string[]) => [node, ctx.cli, ...args];
+      const cli = (...args: string[]) => [...cliArgv(ctx.cli), ...args];
       // To stdout (hyperfine discards it): decrypt -o replaces its target atomically.
       const decryptArgs = ["decrypt", secret, "--rules", rules, "-i", key];
       const commands: TimedCommand[] = [
