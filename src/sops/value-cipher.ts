@@ -496,7 +496,10 @@ export class ValueCipher {
     return leaf;
   }
 
-  /** Notes a string value decrypted from `s` (in sops's own form) at `aad`, to stash when first needed (settle). */
+  /**
+   * Notes a string value decrypted from `s` (in sops's own form) at `aad`, to stash when first
+   * needed (settle).
+   */
   private noteDecrypted(s: string, aad: string, value: string): void {
     if (!this.remember) return;
     this.deferred ??= { texts: [], aads: [], values: [] };
