@@ -6,16 +6,20 @@
  * - `edit`: one value changed by an editor (a script running sed on the plaintext file).
  * Each run starts from the same file (copied before it, untimed). Target: 0.3 s each. There is no
  * sops binary on the benchmark machine: the anchor is a previous nixseal build, in the same rounds.
+ * `edit` also has a floor (bench/edit-floor.ts: only the work such an edit cannot skip), timed in
+ * the same rounds.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import { X25519Identity } from "../src/age/x25519.js";
 import {
   type BenchContext,
   type Benchmark,
   type BenchResult,
   cliArgv,
+  nodeFlagsOf,
   previousLabel,
   type ResultRow,
   rounds,
@@ -58,6 +62,9 @@ function onlyOneValueChanged(who: string, written: string, original: string): vo
     throw new Error(`${who} changed other lines than the value, the MAC and lastmodified`);
 }
 
+/** bench/edit-floor.ts, built beside this file. */
+const EDIT_FLOOR = fileURLToPath(new URL("./edit-floor.js", import.meta.url));
+
 function sh(script: string): string[] {
   return ["/bin/sh", "-c", script];
 }
@@ -99,6 +106,7 @@ export const sopsWrite: Benchmark = {
       if (previous !== undefined) builds.push(["previous", previous]);
       const steps: Step[] = [];
       const outputs = new Map<string, string>();
+      const run = `cd ${q(dir)} && exec`;
       for (const [who, cli] of builds) {
         const file = (op: string) => {
           const f = path.join(dir, `${who}-${op}.yaml`);
@@ -109,7 +117,6 @@ export const sopsWrite: Benchmark = {
         const setFile = file("set");
         const updateFile = file("updatekeys");
         const editFile = file("edit");
-        const run = `cd ${q(dir)} && exec`;
         steps.push(
           {
             name: `${who} set`,
@@ -143,6 +150,17 @@ export const sopsWrite: Benchmark = {
           },
         );
       }
+      // The floor of edit (bench/edit-floor.ts), with this checkout's Node flags.
+      const floorFile = path.join(dir, "floor-edit.yaml");
+      steps.push({
+        name: "edit floor",
+        prepare: () => fs.copyFileSync(original, floorFile),
+        argv: () =>
+          sh(
+            `${run} env EDITOR=${q(editor)} ${[process.execPath, ...nodeFlagsOf(ctx.cli), EDIT_FLOOR].map(q).join(" ")} ${q(floorFile)} ${q(identityFile)}`,
+          ),
+        check: () => onlyOneValueChanged("edit floor", fs.readFileSync(floorFile, "utf8"), originalText),
+      });
       const times = rounds(ctx, steps);
 
       // What the last runs wrote, decrypted by this build: the value changed, nothing else.
@@ -165,6 +183,8 @@ export const sopsWrite: Benchmark = {
         if (decrypted(outputs.get(`${who} updatekeys`)!) !== expected)
           throw new Error(`${who} updatekeys changed the document`);
       }
+      if (decrypted(floorFile) !== withNewValue(expected))
+        throw new Error("the edit floor wrote a wrong document");
 
       const rows: ResultRow[] = ["set", "updatekeys", "edit"].map((op) => ({
         name: `${op}, ${services * keys} values`,
@@ -173,6 +193,12 @@ export const sopsWrite: Benchmark = {
         anchor: previous !== undefined ? times.get(`previous ${op}`)! : null,
         target: "< 300 ms",
       }));
+      rows.push({
+        name: `edit, ${services * keys} values`,
+        nixseal: times.get("nixseal edit")!,
+        anchorName: "its floor: a bare script (bench/edit-floor.ts)",
+        anchor: times.get("edit floor")!,
+      });
       return {
         title: `sops-write: set, updatekeys and edit of a sops YAML file with ${services * keys} values`,
         rows,
@@ -182,6 +208,7 @@ export const sopsWrite: Benchmark = {
             "`updatekeys`: .sops.yaml's creation rule names a second age recipient (`--config`). " +
             "`edit`: EDITOR is a shell script running sed on the plaintext file to change one value. " +
             "Each command runs through `/bin/sh -c 'cd DIR && exec ...'` (a few ms). Checked: set and edit change only the value's line, the MAC and lastmodified (every other value keeps its ciphertext), and what every build wrote decrypts to the expected document.",
+          "The floor of edit (bench/edit-floor.ts) is a bare script doing only what this edit cannot skip: the age entry unwrapped with nixseal's `decrypt()`, every `ENC[...]` line decrypted with node:crypto and the MAC checked, the plaintext written to a private tmpfs directory, the same editor, the changed line encrypted again, the MAC again, the file written in pieces and renamed. No YAML tree. It is timed in the same rounds, with this checkout's Node flags.",
           "There is no sops binary on this machine, so sops itself was not timed in the same run" +
             (previous !== undefined ? "; the anchor is a previous nixseal build in the same rounds." : "."),
         ],
