@@ -261,12 +261,7 @@ export async function openSopsFile(
   ignoreMac = false,
   readOnly = false,
 ): Promise<SopsDocument> {
-  return decryptDocument(await readSopsFile(file), store, {
-    identities,
-    ignoreMac,
-    file,
-    readOnly,
-  });
+  return decryptDocument(await readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
 }
 
 /**

@@ -33,7 +33,7 @@ import {
 /** A decrypted sops file, ready to be edited and written back with the same data key. */
 export interface SopsDocument {
   store: SopsStore;
-  /** The file as read, when it is in the store's narrow form (reencryptOneValue); else null. */
+  /** The file as read, when it is in the store's narrow form (reencryptValues); else null. */
   source: { input: Uint8Array; narrow: NarrowText } | null;
   /** The plaintext documents (one unless multi-document YAML). */
   branches: SopsBranch[];

@@ -27,3 +27,16 @@ test("the MAC of many values is each value's bytes in turn, lone surrogates at t
   // Hashed as one string, the pairs would be one code point: a different MAC.
   assert.notEqual(got, createHash("sha512").update(leaves.join(""), "utf8").digest("hex").toUpperCase());
 });
+
+test("the MAC of values hashed in batches across the batch size (a megabyte of characters) is still each value's bytes in turn", () => {
+  const leaves: (string | bigint)[] = [];
+  // ~3 MB of text in values of uneven sizes, ints between them, lone surrogates at some ends.
+  for (let i = 0; i < 3000; i++) {
+    leaves.push(`${"é✓x".repeat(i % 700)}${i}`);
+    if (i % 97 === 0) leaves.push(BigInt(i));
+    if (i % 251 === 0) leaves.push("end \ud83d", "\ude00 start");
+  }
+  const mac = new MacAccumulator(false);
+  for (const l of leaves) mac.add(l);
+  assert.equal(mac.hex(), expected(leaves));
+});

@@ -1,8 +1,9 @@
 /**
- * A write of one value (nixseal set) spliced into the file as read (reencryptOneValue): what it
- * writes decrypts to the changed tree with a valid MAC, and differs from what writing the whole
- * tree gives only where the randomness of encryption lies (the new value's and the MAC's IVs);
- * whenever the splice does not apply, it says so (null) and set writes the whole tree.
+ * Writes of a few values spliced into the file as read (reencryptOneValue for nixseal set,
+ * reencryptValues and changedLeaves for nixseal edit): what they write decrypts to the changed
+ * tree with a valid MAC, and differs from what writing the whole tree gives only where the
+ * randomness of encryption lies (the new values' and the MAC's IVs); whenever the splice does not
+ * apply, it says so (null) and the whole tree is written.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -11,6 +12,7 @@ import {
   changedLeaves,
   decryptDocument,
   encryptNewDocument,
+  MAX_SPLICED_VALUES,
   reencryptDocument,
   reencryptOneValue,
   reencryptValues,
@@ -277,4 +279,22 @@ test("several values spliced: decrypts to the edited tree with a valid MAC; only
     const expected = chosen.map((k) => `${"    ".repeat(k.length - 1)}${k.at(-1)}:`);
     assert.deepEqual(lines.sort(), [...expected, "    lastmodified:", "    mac:"].sort(), `round ${round}`);
   }
+});
+
+test("more changed values than MAX_SPLICED_VALUES are not spliced (each would be looked up from the top): the whole tree is written", async () => {
+  const n = MAX_SPLICED_VALUES + 1;
+  const plain = `${Array.from({ length: n }, (_, i) => `k${i}: v${i}`).join("\n")}\n`;
+  const file = await encrypted(plain);
+  const doc = await open(file);
+  const edited = store.parsePlain(Buffer.from(plain.replace(/: v/g, ": w")));
+  assert.equal(changedLeaves(doc.branches, edited, n)?.length, n);
+  const all = Array.from({ length: n }, (_, i) => [`k${i}`]);
+  assert.equal(reencryptValues(doc, edited, all, { now: NOW }), null, "one over the limit");
+  // The same document with one value fewer changed: at the limit, spliced, and it decrypts.
+  const fewer = store.parsePlain(Buffer.from(plain.replace(/: v(?!100$)/gm, ": w")));
+  const atLimit = reencryptValues(doc, fewer, all.slice(0, -1), { now: NOW });
+  assert.ok(atLimit !== null, "at the limit");
+  assert.deepEqual((await open(Buffer.concat(atLimit))).branches, fewer);
+  const back = await open(reencryptDocument(doc, edited, { now: NOW }));
+  assert.deepEqual(back.branches, edited);
 });

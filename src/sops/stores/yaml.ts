@@ -363,7 +363,10 @@ function branchNode(b: SopsBranch): YAMLMap {
 /** The metadata lines a write of some values changes. */
 const MAY_CHANGE = /^ {4}(?:lastmodified|mac): /;
 
-/** Whether the texts `a` and `b` have the same lines, except lines both have at the same place that match `changes`. */
+/**
+ * Whether the texts `a` and `b` have the same lines, except lines both have at the same place
+ * that match `changes`.
+ */
 function sameBesides(a: string, b: string, changes: RegExp): boolean {
   const x = a.split("\n");
   const y = b.split("\n");
