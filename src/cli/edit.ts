@@ -215,6 +215,8 @@ async function editSops(
     }
     session = EditSession.create(path.basename(file), original, base);
     let branches: SopsBranch[] | null = null;
+    /** The keys of the values changed, when only values changed (as changedLeaves gives them). */
+    let changed: string[][] | null = null;
     for (let round = 1; ; round++) {
       const result = await editorRound(session);
       if (typeof result === "number") return result;
@@ -223,6 +225,13 @@ async function editSops(
       if (Buffer.from(original.buffer, original.byteOffset, original.byteLength).equals(edited)) break;
       if (!exists && edited.length === 0) break;
       try {
+        // A few values changed in a large document: found line by line, no second tree.
+        const values =
+          doc === null ? null : store.editedValues?.(original, edited, doc.branches, MAX_SPLICED_VALUES);
+        if (values) {
+          ({ branches, changed } = values);
+          break;
+        }
         branches = store.parsePlain(edited);
         checkEncryptable(branches, store, shown);
         break;
@@ -260,7 +269,7 @@ async function editSops(
     } else if (doc !== null) {
       // Only values changed: they are spliced into the file as read; else the whole tree is
       // written (unchanged values keep their ciphertext either way).
-      const changed = changedLeaves(doc.branches, branches, MAX_SPLICED_VALUES);
+      changed ??= changedLeaves(doc.branches, branches, MAX_SPLICED_VALUES);
       const spliced = changed === null ? null : reencryptValues(doc, branches, changed);
       writeSopsFile(file, spliced ?? reencryptDocument(doc, branches, { file: shown }));
       written = true;

@@ -222,6 +222,41 @@ function isLeaf(v: SopsValue | SopsComment): v is SopsLeaf {
 }
 
 /**
+ * `b` with the leaves at the mapping keys of `changes` replaced by their values, `b` itself left
+ * as it is: only the mappings on the way are copied. Null when some keys do not lead through
+ * mappings alone to a leaf.
+ */
+export function withLeaves(
+  b: SopsBranch,
+  changes: readonly { keys: readonly string[]; value: SopsLeaf }[],
+): SopsBranch | null {
+  const copies = new Set<SopsBranch>();
+  const copy = (x: SopsBranch): SopsBranch => {
+    const c = new SopsBranch(x.items.map((it) => ({ key: it.key, value: it.value })));
+    copies.add(c);
+    return c;
+  };
+  const root = copy(b);
+  for (const { keys, value } of changes) {
+    let at = root;
+    for (let depth = 0; depth < keys.length; depth++) {
+      const item = at.items.find((it) => it.key === keys[depth]);
+      if (item === undefined) return null;
+      const v = item.value;
+      if (depth === keys.length - 1) {
+        if (!isLeaf(v)) return null;
+        item.value = value;
+      } else {
+        if (!(v instanceof SopsBranch)) return null;
+        if (!copies.has(v)) item.value = copy(v);
+        at = item.value as SopsBranch;
+      }
+    }
+  }
+  return root;
+}
+
+/**
  * The mapping keys of every leaf whose value differs between `before` and `after`, when that is
  * all that differs: the same documents, keys, comments and lists in the same order, and each
  * changed leaf reached through mappings only (no list on the way). Null when anything else

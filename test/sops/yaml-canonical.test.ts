@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { parse as parseWithLibrary } from "yaml";
 import { X25519Identity } from "../../src/age/x25519.js";
 import {
+  changedLeaves,
   decryptDocument,
   encryptNewDocument,
   SopsBranch,
@@ -277,6 +278,92 @@ test("plaintext documents: the fast reader reads what the full reader reads, or 
   }
   assert.ok(answered > 150, `the fast reader answered only ${answered} times`);
   assert.ok(odd > 10, `only ${odd} answered texts held an odd value`);
+});
+
+/**
+ * `text` with some `key: value` lines given new values (tokens, odd values, the same value), and
+ * at times damaged as well (damaged() above): the edits a user makes in `nixseal edit`.
+ */
+function editedValues(text: string, r: (n: number) => number): string {
+  const lines = text.split("\n");
+  const edits = 1 + r(4);
+  for (let i = 0; i < edits; i++) {
+    const at = r(Math.max(1, lines.length - 1));
+    const m = /^( *[^#\s][^:]*: )(.*)$/.exec(lines[at]!);
+    if (m === null) continue;
+    const k = r(6);
+    const value =
+      k === 0
+        ? ODD_VALUES[r(ODD_VALUES.length)]!
+        : k === 1
+          ? m[2]!
+          : randomBytes(24)
+              .toString("base64url")
+              .slice(0, 1 + r(30));
+    lines[at] = `${m[1]}${value}`;
+  }
+  const edited = lines.join("\n");
+  return r(4) === 0 ? damaged(edited, r) : edited;
+}
+
+test("values edited in a plaintext document: read line by line (editedValues) as the full reader and changedLeaves read them, or left to them", () => {
+  let answered = 0;
+  let declined = 0;
+  for (let seed = 1; seed <= 3000; seed++) {
+    const r = rng(seed);
+    const tree = seed % 3 === 0 ? randomBranch(r, 0, false) : stringBranch(r, 0);
+    const shown = store.emitPlain([tree]);
+    const text = editedValues(Buffer.from(shown).toString("utf8"), r);
+    const edited = Buffer.from(text, "utf8");
+    const max = r(5) === 0 ? 1 : 100;
+    const quick = store.editedValues(shown, edited, [tree], max);
+    let full: SopsBranch[] | Error;
+    try {
+      full = store.parsePlain(edited);
+    } catch (e) {
+      full = e as Error;
+    }
+    const changed = full instanceof Error ? null : changedLeaves([tree], full, max);
+    if (quick === null) {
+      if (changed !== null && changed.length > 0 && emitCanonical(tree, quotedAsYaml11) !== null) declined++;
+      continue;
+    }
+    answered++;
+    assert.ok(!(full instanceof Error), `seed ${seed}: the full reader refused what was read\n${text}`);
+    assert.deepEqual(quick.branches, full, `seed ${seed}\n${text}`);
+    assert.deepEqual(quick.changed, changed, `seed ${seed}\n${text}`);
+    // The tree shown is left as it was.
+    assert.equal(Buffer.from(store.emitPlain([tree])).toString("utf8"), Buffer.from(shown).toString("utf8"));
+  }
+  assert.ok(answered > 250, `editedValues answered only ${answered} times`);
+  // It declines values the full path would read as something else, or differently: some.
+  assert.ok(declined > 20, `editedValues declined only ${declined} value-only edits`);
+});
+
+test("editedValues answers only for what emitPlain wrote of that very tree", () => {
+  const tree = new SopsBranch([
+    { key: "a", value: new SopsBranch([{ key: "b", value: "x1" }]) },
+    { key: "c", value: "y1" },
+  ]);
+  const shown = store.emitPlain([tree]);
+  const edited = Buffer.from("a:\n    b: x2\nc: y1\n");
+  assert.deepEqual(store.editedValues(shown, edited, [tree], 100)?.changed, [["a", "b"]]);
+  // The same bytes, not returned by emitPlain; another tree; two documents.
+  assert.equal(store.editedValues(Buffer.from(shown), edited, [tree], 100), null);
+  assert.equal(store.editedValues(shown, edited, [new SopsBranch(tree.items)], 100), null);
+  assert.equal(store.editedValues(shown, edited, [tree, tree], 100), null);
+  // More changed values than max; a value the full reader reads as an int; invalid UTF-8.
+  assert.equal(store.editedValues(shown, Buffer.from("a:\n    b: x2\nc: y2\n"), [tree], 1), null);
+  assert.equal(store.editedValues(shown, Buffer.from("a:\n    b: 42\nc: y1\n"), [tree], 100), null);
+  assert.equal(
+    store.editedValues(
+      shown,
+      Buffer.from([...Buffer.from("a:\n    b: x"), 0xff, 0x0a, ...Buffer.from("c: y1\n")]),
+      [tree],
+      100,
+    ),
+    null,
+  );
 });
 
 test("a plaintext value the writer would quote, or the full reader read as another type, is left to the full reader", () => {

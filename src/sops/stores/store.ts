@@ -19,6 +19,19 @@ export interface SopsStore {
     narrow?: NarrowText;
   };
   emitPlain(branches: SopsBranch[]): Uint8Array;
+  /**
+   * The document `edited` (a plaintext the user edited) when it differs from `shown`, what
+   * emitPlain returned for `before`, in some values alone: its tree (`before` is left as it is)
+   * and the mapping keys of each changed value, as parsePlain and changedLeaves would give them,
+   * found line by line without reading `edited` whole. Null when that cannot be told so, or more
+   * than `max` values changed: the caller then reads `edited` with parsePlain.
+   */
+  editedValues?(
+    shown: Uint8Array,
+    edited: Uint8Array,
+    before: readonly SopsBranch[],
+    max: number,
+  ): { branches: SopsBranch[]; changed: string[][] } | null;
   emitEncrypted(branches: SopsBranch[], metadata: SopsBranch): Uint8Array;
   /**
    * What emitEncrypted would write after some values changed, made from the file as read

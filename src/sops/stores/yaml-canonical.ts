@@ -273,6 +273,55 @@ export function findNarrowScalar(
 }
 
 /**
+ * The values changed from `shown`, a document emitCanonical wrote, to `edited`, when nothing
+ * else changed: the same lines but for lines `key: value` whose value alone differs, each new
+ * value one that parseCanonicalPlain reads as a plain string (so the full reader reads the same).
+ * For each, the mapping keys leading to it and its new value, in the order of the text. Null when
+ * anything else differs, or more than `max` values do: the caller then parses `edited` whole.
+ * One pass over both texts that looks closer only at the lines that differ: an edit of a few
+ * values of a large document needs neither a second tree nor a comparison of trees.
+ */
+export function changedPlainValues(
+  shown: string,
+  edited: string,
+  quoted: (s: string) => boolean,
+  max: number,
+): { keys: string[]; value: string }[] | null {
+  const out: { keys: string[]; value: string }[] = [];
+  /** The keys of the mappings the current line is in, one per level (four spaces). */
+  const open: string[] = [];
+  let a = 0;
+  let b = 0;
+  while (a < shown.length) {
+    // emitCanonical ends every line with a newline.
+    const endA = shown.indexOf("\n", a);
+    const endB = edited.indexOf("\n", b);
+    if (endA < 0 || endB < 0) return null;
+    let at = a;
+    while (shown.charCodeAt(at) === 0x20) at++;
+    const comment = shown.charCodeAt(at) === 0x23; /* # */
+    // A comment stands at the indent of the key after it; every other line is a key's.
+    if (!comment) open.length = (at - a) / 4;
+    const opens = !comment && shown.charCodeAt(endA - 1) === 0x3a; /* `key:` alone: a mapping */
+    if (endA - a !== endB - b || !edited.startsWith(shown.slice(a, endA), b)) {
+      if (comment || opens) return null;
+      // `key: value`: a plain key has no `: ` (PLAIN_KEY), a plain value no `:` at all.
+      const head = shown.indexOf(": ", at) + 2;
+      if (head < 2 || !edited.startsWith(shown.slice(a, head), b)) return null;
+      const value = edited.slice(b + (head - a), endB);
+      if (!PLAIN_VALUE.test(value) || quoted(value) || resolvesToNonString(value)) return null;
+      if (out.length === max) return null;
+      out.push({ keys: [...open, shown.slice(at, head - 2)], value });
+    } else if (opens) {
+      open.push(shown.slice(at, endA - 1));
+    }
+    a = endA + 1;
+    b = endB + 1;
+  }
+  return b === edited.length ? out : null;
+}
+
+/**
  * One document in the narrow form, exactly as yaml.ts's writer prints it, or null when the tree
  * holds anything else. `quoted(s)`: whether yaml.ts writes the string `s` quoted though it looks
  * plain (YAML 1.1 booleans and timestamps, which go-yaml quotes).

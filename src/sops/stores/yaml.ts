@@ -7,7 +7,15 @@
  */
 import type { Document, Node, Scalar, YAMLMap, YAMLSeq } from "yaml";
 import type { NixsealError } from "../../common/index.js";
-import { MAX_DEPTH, SopsBranch, SopsComment, type SopsList, SopsTime, type SopsValue } from "../tree.js";
+import {
+  MAX_DEPTH,
+  SopsBranch,
+  SopsComment,
+  type SopsList,
+  SopsTime,
+  type SopsValue,
+  withLeaves,
+} from "../tree.js";
 import { isInt64 } from "../value-cipher.js";
 import { YamlAliases } from "../yaml-aliases.js";
 import { yamlLib } from "../yaml-lib.js";
@@ -20,6 +28,7 @@ import {
   type SopsStore,
 } from "./store.js";
 import {
+  changedPlainValues,
   emitCanonical,
   emitCanonicalMetadata,
   findNarrowScalar,
@@ -427,6 +436,12 @@ function parseEncryptedFast(
   return meta === null ? out : { ...out, narrow: { text, dataEnd: data.rest } };
 }
 
+/**
+ * What emitPlain wrote through the fast writer, by the bytes it returned: their text and the tree
+ * they print (editedValues compares an edited text with them).
+ */
+const emittedNarrow = new WeakMap<Uint8Array, { text: string; tree: SopsBranch }>();
+
 function emitYaml(branches: SopsBranch[]): Uint8Array {
   const fast = emitCanonicalDocs(branches);
   if (fast !== null) return Buffer.from(fast.join("---\n"), "utf8");
@@ -478,7 +493,33 @@ export class YamlStore implements SopsStore {
   }
 
   emitPlain(branches: SopsBranch[]): Uint8Array {
-    return emitYaml(branches);
+    const fast = emitCanonicalDocs(branches);
+    if (fast === null) return emitYamlDocuments(branches);
+    const text = fast.join("---\n");
+    const out = Buffer.from(text, "utf8");
+    if (branches.length === 1) emittedNarrow.set(out, { text, tree: branches[0]! });
+    return out;
+  }
+
+  editedValues(
+    shown: Uint8Array,
+    edited: Uint8Array,
+    before: readonly SopsBranch[],
+    max: number,
+  ): { branches: SopsBranch[]; changed: string[][] } | null {
+    const narrow = emittedNarrow.get(shown);
+    if (narrow === undefined || before.length !== 1 || before[0] !== narrow.tree) return null;
+    let text: string;
+    try {
+      // parsePlain's own checks: what they refuse, it reports.
+      checkSize("yaml", edited);
+      text = decodeUtf8("yaml", edited);
+    } catch {
+      return null;
+    }
+    const changes = changedPlainValues(narrow.text, text, quotedAsYaml11, max);
+    const branch = changes === null ? null : withLeaves(narrow.tree, changes);
+    return branch === null ? null : { branches: [branch], changed: changes!.map((c) => c.keys) };
   }
 
   spliceScalars(
