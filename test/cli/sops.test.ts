@@ -685,6 +685,30 @@ describe("edit sops files", { skip: missing }, () => {
     );
   });
 
+  test("values of a document of mappings changed to other plain strings: the edited text is read line by line, and only their lines, lastmodified and the MAC change", () => {
+    const w = work();
+    const [idFile, recipient] = keygen(w, "key.txt");
+    sopsYaml(w, `    - age: ${recipient}\n`);
+    const plain =
+      "# the database\ndb:\n    user: admin\n    password: s3cret\n    nested:\n        token: t0k\napi: k3y\n";
+    assert.equal(sh(w, ["encrypt", "m.yaml"], plain).status, 0);
+    const before = fs.readFileSync(path.join(w, "m.yaml"), "utf8").split("\n");
+    const ed = editorScript(
+      w,
+      `sed -i -e 's/password: s3cret/password: n3w-pass/' -e 's/token: t0k/token: t1k/' "$1"`,
+    );
+    const r = sh(w, ["edit", "m.yaml", "-i", idFile], undefined, { EDITOR: ed });
+    assert.equal(r.status, 0, r.stderr);
+    const after = fs.readFileSync(path.join(w, "m.yaml"), "utf8").split("\n");
+    assert.equal(after.length, before.length);
+    const changed = after.flatMap((l, i) => (l === before[i] ? [] : [l.slice(0, l.indexOf(":") + 1)])).sort();
+    assert.deepEqual(changed, ["        token:", "    lastmodified:", "    mac:", "    password:"]);
+    assert.equal(
+      sh(w, ["decrypt", "m.yaml", "-i", idFile]).out,
+      plain.replace("s3cret", "n3w-pass").replace("t0k", "t1k"),
+    );
+  });
+
   test("a real sops file with pgp entries: edited with the same data key, pgp entries kept", () => {
     const w = work();
     fs.copyFileSync(path.join(FIX, "sops-nix", "secrets.yaml"), path.join(w, "secrets.yaml"));
