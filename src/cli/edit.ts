@@ -226,10 +226,10 @@ async function editSops(
       if (!exists && edited.length === 0) break;
       try {
         // A few values changed in a large document: found line by line, no second tree.
-        const values =
+        const onlyValues =
           doc === null ? null : store.editedValues?.(original, edited, doc.branches, MAX_SPLICED_VALUES);
-        if (values) {
-          ({ branches, changed } = values);
+        if (onlyValues) {
+          ({ branches, changed } = onlyValues);
           break;
         }
         branches = store.parsePlain(edited);
