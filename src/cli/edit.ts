@@ -225,7 +225,9 @@ async function editSops(
       if (Buffer.from(original.buffer, original.byteOffset, original.byteLength).equals(edited)) break;
       if (!exists && edited.length === 0) break;
       try {
-        // A few values changed in a large document: found line by line, no second tree.
+        // A few values changed in a large document: found line by line, no second tree. Its keys
+        // are the decrypted file's and a plain value cannot be `ENC[...]`: nothing for
+        // checkEncryptable to refuse.
         const onlyValues =
           doc === null ? null : store.editedValues?.(original, edited, doc.branches, MAX_SPLICED_VALUES);
         if (onlyValues) {
