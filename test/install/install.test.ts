@@ -672,11 +672,14 @@ test(
     }
     // Two secrets reading one file.
     entries.push(secret("twin", entries[42]!.file));
-    const failing = writeManifest(host, entries);
+    // A template's secret stays on the main thread; the others are shared with the worker.
+    const templates = [template("t.conf", `five=${placeholderOf("s/5")}\n`)];
+    const failing = writeManifest(host, entries, templates);
     assert.equal(workerModeFor(validateManifest(JSON.parse(read(failing)), failing), null, "", 2), "share");
     const fixed = writeManifest(
       host,
       entries.filter((_, i) => !bad.has(i)),
+      templates,
     );
     const r = runPlan(host, [
       { op: "install", args: ["--manifest", failing] },
@@ -689,6 +692,8 @@ test(
     assert.equal(failed.status, 1);
     const named = [...failed.stderr.matchAll(/secret "(s\/\d+)"/g)].map((m) => m[1]);
     assert.deepEqual([...new Set(named)].sort(), [...bad].map((i) => `s/${i}`).sort());
+    // Each named with its own file, whichever thread met it.
+    for (const i of bad) assert.ok(failed.stderr.includes(`secret "s/${i}" from ${entries[i]!.file}:`), `s/${i}`);
     assert.equal(snap(r[1]).exists, false, "no generation became active");
     installOk(r[2]);
     const files = snap(r[3]).files;
@@ -697,6 +702,7 @@ test(
       else assert.equal(files[`s/${i}`]?.content, values[i], `s/${i}`);
     }
     assert.equal(files.twin?.content, values[42]);
+    assert.equal(files["t.conf"]?.content, `five=${values[5]}\n`);
     for (const v of values) assert.ok(!failed.stderr.includes(v) && !failed.stdout.includes(v));
   }),
 );

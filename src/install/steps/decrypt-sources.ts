@@ -13,7 +13,10 @@ import type { Manifest, ManifestSecret } from "../manifest.js";
 import {
   type DecryptWorker,
   deserializeError,
+  jobAt,
+  jobCount,
   originOf,
+  type PackedJobs,
   packJobs,
   REST_MAIN_JOINS_MIN,
   type WorkerJobResult,
@@ -71,17 +74,41 @@ export interface DecryptOutcome {
   reusedNames: Set<string>;
 }
 
-/** Secrets grouped by the encrypted file (and format) they come from, in manifest order, as indexes. */
-function bySource(secrets: readonly ManifestSecret[]): number[][] {
-  const groups = new Map<string, number[]>();
+/**
+ * Secrets grouped by the encrypted file (and format) they come from, in manifest order: group g
+ * is order[start[g]] to order[start[g + 1] - 1], indexes in the manifest's secrets. In columns:
+ * an array per group, kept to the end of the install, made as many objects for the collector.
+ */
+function bySource(secrets: readonly ManifestSecret[]): { order: Int32Array; start: Int32Array } {
+  const ids = new Map<string, number>();
+  const groupOf = new Int32Array(secrets.length);
+  const sizes: number[] = [];
   for (let i = 0; i < secrets.length; i++) {
     const k = sourceKey(secrets[i]!);
-    const g = groups.get(k);
-    if (g === undefined) groups.set(k, [i]);
-    else g.push(i);
+    let g = ids.get(k);
+    if (g === undefined) {
+      g = sizes.length;
+      ids.set(k, g);
+      sizes.push(0);
+    }
+    groupOf[i] = g;
+    sizes[g]!++;
   }
-  return [...groups.values()];
+  const start = new Int32Array(sizes.length + 1);
+  for (let g = 0; g < sizes.length; g++) start[g + 1] = start[g]! + sizes[g]!;
+  const next = start.slice(0, sizes.length);
+  const order = new Int32Array(secrets.length);
+  for (let i = 0; i < secrets.length; i++) order[next[groupOf[i]!]!++] = i;
+  return { order, start };
 }
+
+/** A job's result that says nothing went wrong (nothing for the problems at the end). */
+function clean(r: JobResult | WorkerJobResult): boolean {
+  return r.error === null && !r.noIdentity && r.failed.length === 0 && r.entryErrors.length === 0;
+}
+
+/** Where each secret's value came from, by index (0: no value). */
+const ORIGIN_CODES: Readonly<Record<ValueOrigin, number>> = { reused: 1, decrypted: 2, repaired: 3 };
 
 /** What the active generation recorded of `s`, if its file may be taken from there. */
 function recordedOf(s: ManifestSecret, item: InstallEntry, old: MetaEntry | undefined): RecordedValue | null {
@@ -118,28 +145,42 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
     for (const e of active.meta.entries) before.set(e.name, e);
   }
 
+  // The jobs in columns (parallel-sources.ts, PackedJobs), each made an object only when it is
+  // run (jobAt): 10 000 jobs' objects, kept to the end, cost the collector more than the jobs'
+  // own work on this thread. Usually they cross to the worker as they are.
+  const { order, start } = bySource(m.secrets);
+  const count = start.length - 1;
+  const jobs: PackedJobs = {
+    files: new Array(count),
+    formats: new Array(count),
+    firstEntry: start,
+    index: order,
+    names: new Array(order.length),
+    keys: new Array(order.length),
+    owners: new Float64Array(order.length * 3),
+    recorded: new Array(order.length),
+    repaired: new Uint8Array(order.length),
+  };
   const mainJobs: number[] = [];
   const workerJobs: number[] = [];
-  const jobs: SourceJob[] = [];
-  for (const group of bySource(m.secrets)) {
-    const first = m.secrets[group[0]!]!;
+  for (let j = 0; j < count; j++) {
+    const first = m.secrets[order[start[j]!]!]!;
+    jobs.files[j] = first.file;
+    jobs.formats[j] = first.format;
     let mainOnly = first.format !== "age" || input.worker === null;
-    const entries: JobEntry[] = group.map((index) => {
-      const s = m.secrets[index]!;
+    for (let e = start[j]!; e < start[j + 1]!; e++) {
+      const s = m.secrets[order[e]!]!;
       const item = items.get(s.name);
       // Credentials and the values of templates are needed here, on the main thread.
       if (s.credential !== null || needed.has(s.name)) mainOnly = true;
-      return {
-        index,
-        name: s.name,
-        key: s.key,
-        owner: item === undefined ? null : { uid: item.uid, gid: item.gid, mode: item.mode },
-        recorded: item === undefined ? null : recordedOf(s, item, before.get(s.name)),
-        repaired: false,
-      };
-    });
-    (mainOnly ? mainJobs : workerJobs).push(jobs.length);
-    jobs.push({ file: first.file, format: first.format, entries });
+      jobs.names[e] = s.name;
+      jobs.keys[e] = s.key;
+      jobs.owners[e * 3] = item === undefined ? -1 : item.uid;
+      jobs.owners[e * 3 + 1] = item === undefined ? -1 : item.gid;
+      jobs.owners[e * 3 + 2] = item === undefined ? -1 : item.mode;
+      jobs.recorded[e] = item === undefined ? null : recordedOf(s, item, before.get(s.name));
+    }
+    (mainOnly ? mainJobs : workerJobs).push(j);
   }
 
   const ctx: JobContext = {
@@ -152,9 +193,16 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
         ? null
         : (name, recorded) => writer.files!.link(active.dir, name, recorded, input.hmacKey),
   };
-  // Per job: what the threads found (a job may be done in two halves, see below).
-  const results: (JobResult | WorkerJobResult)[][] = jobs.map(() => []);
-  const origins = new Map<number, ValueOrigin>(); // secret index -> where its value came from
+  // Per job: what the threads found when something went wrong (a job may be done in two halves,
+  // see below); a clean result says nothing for the problems below, and is not kept.
+  const results = new Map<number, (JobResult | WorkerJobResult)[]>();
+  const keep = (j: number, r: JobResult | WorkerJobResult) => {
+    if (clean(r)) return;
+    const list = results.get(j);
+    if (list === undefined) results.set(j, [r]);
+    else list.push(r);
+  };
+  const origins = new Uint8Array(m.secrets.length); // secret index -> ORIGIN_CODES of its value
   const each =
     (replace: boolean): ValueSink =>
     (entry, value, origin, cipher, linked, storeFile) => {
@@ -166,49 +214,60 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       // A linked file is in the new generation already (only reused values are linked).
       if (linked && item !== undefined) writer.record(item, hmac!, source);
       else writer.write(item, value, source, hmac, replace);
-      origins.set(entry.index, origin);
+      origins[entry.index] = ORIGIN_CODES[origin];
     };
   const writeNew = each(false);
   const replaceWorkers = each(true);
   const runHere = async (j: number, job: SourceJob, replace: boolean) => {
-    results[j]!.push(await runJob(job, ctx, replace ? replaceWorkers : writeNew));
+    keep(j, await runJob(job, ctx, replace ? replaceWorkers : writeNew));
   };
 
   const worker = input.worker;
   if (worker === null) {
-    for (let j = 0; j < jobs.length; j++) await runHere(j, jobs[j]!, false);
+    for (let j = 0; j < count; j++) await runHere(j, jobAt(jobs, j), false);
   } else {
     // The worker's share (parallel-sources.ts, WorkerMode). "rest": values the active generation
     // holds are copied here first, while the worker loads its modules and keys; what is left to
     // decrypt goes to the worker, and this thread takes a part only when there is much of it
     // (else it would load the key formats itself, the very cost the worker hides). "share":
     // both threads do whole jobs.
-    const toWorker: SourceJob[] = [];
-    const jobOf: number[] = [];
-    for (const j of workerJobs) {
-      const job = jobs[j]!;
-      let rest = job;
-      if (worker.mode === "rest" && job.entries.some((e) => e.recorded !== null)) {
-        const r = reuseFromActive(job, ctx, writeNew);
-        results[j]!.push(r.result);
-        if (r.pending.length === 0) continue;
-        rest = {
-          ...job,
-          entries: r.pending.map(([e, origin]) => ({
-            ...e,
-            recorded: null,
-            repaired: origin === "repaired",
-          })),
-        };
+    let toWorker: PackedJobs;
+    let jobOf: readonly number[];
+    if (worker.mode === "share" && workerJobs.length === count) {
+      // Every job may go: the columns cross as they are.
+      toWorker = jobs;
+      jobOf = workerJobs;
+    } else {
+      const given: SourceJob[] = [];
+      const of: number[] = [];
+      for (const j of workerJobs) {
+        const job = jobAt(jobs, j);
+        let rest = job;
+        if (worker.mode === "rest" && job.entries.some((e) => e.recorded !== null)) {
+          const r = reuseFromActive(job, ctx, writeNew);
+          keep(j, r.result);
+          if (r.pending.length === 0) continue;
+          rest = {
+            ...job,
+            entries: r.pending.map(([e, origin]) => ({
+              ...e,
+              recorded: null,
+              repaired: origin === "repaired",
+            })),
+          };
+        }
+        given.push(rest);
+        of.push(j);
       }
-      toWorker.push(rest);
-      jobOf.push(j);
+      toWorker = packJobs(given);
+      jobOf = of;
     }
+    const given = jobCount(toWorker);
     const counter = new SharedArrayBuffer(4);
     const fromWorker: Promise<WorkerResults | null> =
-      toWorker.length > 0
+      given > 0
         ? worker.run({
-            jobs: packJobs(toWorker),
+            jobs: toWorker,
             counter,
             hmacKey: input.hmacKey,
             target: input.target,
@@ -216,15 +275,15 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
             storeDir: m.storeDir,
           })
         : Promise.resolve(null);
-    for (const j of mainJobs) await runHere(j, jobs[j]!, false);
-    const done = new Set<number>();
-    if (worker.mode === "share" || toWorker.length >= REST_MAIN_JOINS_MIN) {
+    for (const j of mainJobs) await runHere(j, jobAt(jobs, j), false);
+    const done = new Uint8Array(given); // 1: done by one thread or the other
+    if (worker.mode === "share" || given >= REST_MAIN_JOINS_MIN) {
       const claim = new Int32Array(counter);
       for (;;) {
         const i = Atomics.add(claim, 0, 1);
-        if (i >= toWorker.length) break;
-        await runHere(jobOf[i]!, toWorker[i]!, false);
-        done.add(i);
+        if (i >= given) break;
+        await runHere(jobOf[i]!, jobAt(toWorker, i), false);
+        done[i] = 1;
       }
     }
     const fromIt = await fromWorker;
@@ -234,31 +293,31 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       const item = items.get(s.name);
       if (item === undefined) return;
       writer.record(item, hmac, { file: s.file, format: s.format, key: s.key, cipher, storeFile });
-      origins.set(index, origin);
+      origins[index] = ORIGIN_CODES[origin];
     };
     for (const r of fromIt?.withProblems ?? []) {
       if (r.noIdentity) continue; // done again here, where the identities are loaded (or reported)
-      results[jobOf[r.job]!]!.push(r);
-      done.add(r.job);
+      keep(jobOf[r.job]!, r);
+      done[r.job] = 1;
       for (const [index, hmac, origin] of r.values) record(index, hmac, origin, r.cipher!, r.storeFile);
     }
     // The jobs done without a problem (nothing for the problems below).
     for (let k = 0; fromIt !== null && k < fromIt.job.length; k++) {
-      done.add(fromIt.job[k]!);
+      done[fromIt.job[k]!] = 1;
       const cipher = fromIt.cipher[k]!;
       const storeFile = fromIt.storeFile[k] === 1;
       for (let v = fromIt.valueStart[k]!; v < fromIt.valueStart[k + 1]!; v++)
         record(fromIt.valueIndex[v]!, fromIt.hmac[v]!, originOf(fromIt, v), cipher, storeFile);
     }
     // Given to the worker and not done (it failed, or loaded no identity): here, replacing what it wrote.
-    for (let i = 0; i < toWorker.length; i++) if (!done.has(i)) await runHere(jobOf[i]!, toWorker[i]!, true);
+    for (let i = 0; i < given; i++) if (done[i] === 0) await runHere(jobOf[i]!, jobAt(toWorker, i), true);
   }
 
   // Problems in the manifest's order of files, whichever thread met them.
   const secretOf = (e: JobEntry | number) => m.secrets[typeof e === "number" ? e : e.index]!;
-  for (let j = 0; j < jobs.length; j++) {
-    const file = jobs[j]!.file;
-    for (const r of results[j]!) {
+  for (let j = 0; j < count; j++) {
+    const file = jobs.files[j]!;
+    for (const r of results.get(j) ?? []) {
       const failed = r.failed.map(secretOf);
       if (r.noIdentity) out.noIdentity.push(...failed.map((s) => s.name));
       if (r.error !== null) {
@@ -271,12 +330,14 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
       }
     }
   }
-  for (const [index, origin] of [...origins].sort((a, b) => a[0] - b[0])) {
-    if (origin === "reused") {
+  for (let index = 0; index < origins.length; index++) {
+    const origin = origins[index]!;
+    if (origin === 0) continue;
+    if (origin === ORIGIN_CODES.reused) {
       out.reused++;
       out.reusedNames.add(m.secrets[index]!.name);
     } else out.decrypted++;
-    if (origin === "repaired") out.repaired.push(m.secrets[index]!.name);
+    if (origin === ORIGIN_CODES.repaired) out.repaired.push(m.secrets[index]!.name);
   }
   return out;
 }
