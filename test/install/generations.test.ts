@@ -32,7 +32,11 @@ function entry(i: number): MetaEntry {
   };
 }
 
-function meta(generation: number, count: number, identities: string | null = "ab".repeat(32)): GenerationMeta {
+function meta(
+  generation: number,
+  count: number,
+  identities: string | null = "ab".repeat(32),
+): GenerationMeta {
   return { version: 1, generation, identities, entries: Array.from({ length: count }, (_, i) => entry(i)) };
 }
 

@@ -693,7 +693,8 @@ test(
     const named = [...failed.stderr.matchAll(/secret "(s\/\d+)"/g)].map((m) => m[1]);
     assert.deepEqual([...new Set(named)].sort(), [...bad].map((i) => `s/${i}`).sort());
     // Each named with its own file, whichever thread met it.
-    for (const i of bad) assert.ok(failed.stderr.includes(`secret "s/${i}" from ${entries[i]!.file}:`), `s/${i}`);
+    for (const i of bad)
+      assert.ok(failed.stderr.includes(`secret "s/${i}" from ${entries[i]!.file}:`), `s/${i}`);
     assert.equal(snap(r[1]).exists, false, "no generation became active");
     installOk(r[2]);
     const files = snap(r[3]).files;
