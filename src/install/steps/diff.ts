@@ -15,8 +15,9 @@ export interface Changes {
   reloadUnits: string[];
 }
 
-function addUnique(list: string[], items: readonly string[]): void {
-  for (const x of items) if (!list.includes(x)) list.push(x);
+/** Adds each item not there yet (a Set keeps the first insertion's order). */
+function addUnique(set: Set<string>, items: readonly string[]): void {
+  for (const x of items) set.add(x);
 }
 
 function sameFile(a: MetaEntry, b: MetaEntry): boolean {
@@ -60,23 +61,29 @@ export function diff(
     reloadUnits: [],
   };
   const before = new Map((previous?.entries ?? []).map((e) => [e.name, e]));
-  const names = new Set<string>();
+  // Sets, not lists searched for each entry: 10 000 entries among 1000 units stay linear.
+  const restart = new Set<string>();
+  const reload = new Set<string>();
   for (const e of now) {
-    names.add(e.name);
     const old = before.get(e.name);
     if (unchanged(old, e, credentials)) {
       out.unchanged++;
       continue;
     }
     (old === undefined ? out.added : out.changed).push(e.name);
-    addUnique(out.restartUnits, e.restartUnits);
-    addUnique(out.reloadUnits, e.reloadUnits);
+    addUnique(restart, e.restartUnits);
+    addUnique(reload, e.reloadUnits);
   }
-  for (const old of before.values()) {
-    if (names.has(old.name)) continue;
-    out.removed.push(old.name);
-    addUnique(out.restartUnits, old.restartUnits);
-    addUnique(out.reloadUnits, old.reloadUnits);
+  if (before.size > 0) {
+    const names = new Set(now.map((e) => e.name));
+    for (const old of before.values()) {
+      if (names.has(old.name)) continue;
+      out.removed.push(old.name);
+      addUnique(restart, old.restartUnits);
+      addUnique(reload, old.reloadUnits);
+    }
   }
+  out.restartUnits = [...restart];
+  out.reloadUnits = [...reload];
   return out;
 }
