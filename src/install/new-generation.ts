@@ -13,6 +13,7 @@ import type { Manifest, ManifestEntry } from "./manifest.js";
 import { DecryptWorker } from "./parallel-sources.js";
 import type { InstallReport } from "./report.js";
 import type { InstallEntry } from "./sink.js";
+import { groupBySource } from "./source-jobs.js";
 import type { CredentialPlan } from "./steps/credentials.js";
 import { decryptSources } from "./steps/decrypt-sources.js";
 import { diff } from "./steps/diff.js";
@@ -82,8 +83,10 @@ export async function installNewGeneration(input: NewGenerationInput): Promise<I
   const { m, dry, held, gens, report, problems, entries, items, previous, identities, credentialsNeeded } =
     input;
   const activeN = report.previousGeneration;
+  // One job per encrypted file: the worker's choice and the jobs both need the groups.
+  const groups = groupBySource(m.secrets);
   // Started before the generation is prepared, so that its start-up overlaps with that.
-  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities);
+  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities, groups);
   const keys = new LazyIdentities(m);
   const target = prepareGeneration(m, gens, activeN, dry, problems);
   report.mounted = target.mounted;
@@ -107,6 +110,7 @@ export async function installNewGeneration(input: NewGenerationInput): Promise<I
       keyFresh: target.keyFresh,
       identities,
       active: activeN === null || previous === null ? null : { dir: gens.pathOf(activeN), meta: previous },
+      groups,
       target: target.writer?.target ?? null,
       worker: held.worker,
     });

@@ -19,7 +19,13 @@ import { NixsealError } from "../common/index.js";
 import type { GenerationMeta } from "./generations.js";
 import type { Manifest, ManifestIdentity } from "./manifest.js";
 import type { GenerationTarget } from "./sink.js";
-import type { JobEntry, SourceJob, ValueOrigin } from "./source-jobs.js";
+import {
+  groupBySource,
+  type JobEntry,
+  type SourceGroups,
+  type SourceJob,
+  type ValueOrigin,
+} from "./source-jobs.js";
 
 /**
  * Fewer files to decrypt than this are done faster on one thread than on two. A worker costs
@@ -262,7 +268,12 @@ export function deserializeError(e: SerializedError): NixsealError {
  * copied from the active generation: a different file, format, key or identity set than it
  * recorded), before anything is read.
  */
-function estimate(m: Manifest, previous: GenerationMeta | null, identities: string): [number, number] {
+function estimate(
+  m: Manifest,
+  groups: SourceGroups,
+  previous: GenerationMeta | null,
+  identities: string,
+): [number, number] {
   const recorded = new Map<string, string>(); // name -> the encrypted file it came from
   if (previous !== null && previous.identities === identities) {
     for (const e of previous.entries) {
@@ -270,15 +281,23 @@ function estimate(m: Manifest, previous: GenerationMeta | null, identities: stri
         recorded.set(e.name, e.file);
     }
   }
-  const files = new Map<string, boolean>(); // file -> likely decrypted
-  for (const s of m.secrets) {
-    if (s.format !== "age" || s.credential !== null) continue;
-    const likely = recorded.get(s.name) !== s.file;
-    files.set(s.file, (files.get(s.file) ?? false) || likely);
-  }
+  const { order, start } = groups;
+  let files = 0;
   let decrypts = 0;
-  for (const d of files.values()) if (d) decrypts++;
-  return [files.size, decrypts];
+  for (let g = 0; g + 1 < start.length; g++) {
+    if (m.secrets[order[start[g]!]!]!.format !== "age") continue;
+    let any = false;
+    let likely = false;
+    for (let e = start[g]!; e < start[g + 1]!; e++) {
+      const s = m.secrets[order[e]!]!;
+      if (s.credential !== null) continue;
+      any = true;
+      if (recorded.get(s.name) !== s.file) likely = true;
+    }
+    if (any) files++;
+    if (likely) decrypts++;
+  }
+  return [files, decrypts];
 }
 
 /**
@@ -295,12 +314,13 @@ export function workerModeFor(
   previous: GenerationMeta | null,
   identities: string,
   cores: number,
+  groups: SourceGroups = groupBySource(m.secrets),
 ): WorkerMode | null {
   if (cores < 2) return null;
   // A sealed identity would need systemd-creds a second time in the worker: the main thread alone.
   if (workerIdentities(m.identities).length === 0 || m.identities.some((e) => e.type === "systemd-creds"))
     return null;
-  const [files, decrypts] = estimate(m, previous, identities);
+  const [files, decrypts] = estimate(m, groups, previous, identities);
   if (decrypts >= PARALLEL_MIN_DECRYPTS) return "share";
   if (decrypts > 0 && files - decrypts >= PARALLEL_MIN_COPIES) return "rest";
   return null;
@@ -327,8 +347,9 @@ export class DecryptWorker {
     m: Manifest,
     previous: GenerationMeta | null,
     identities: string,
+    groups: SourceGroups,
   ): Promise<DecryptWorker | null> {
-    const mode = workerModeFor(m, previous, identities, os.availableParallelism());
+    const mode = workerModeFor(m, previous, identities, os.availableParallelism(), groups);
     if (mode === null) return null;
     try {
       const { Worker } = await import("node:worker_threads");

@@ -12,9 +12,9 @@
 import { hash } from "node:crypto";
 import type { Identity } from "../age/index.js";
 import { type NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
-import type { SecretFormat } from "./manifest.js";
+import type { ManifestSecret, SecretFormat } from "./manifest.js";
 import { type FileOwner, hasContentHash, readRecordedFile } from "./sink.js";
-import { decryptSource, isInStore, readSourceFile } from "./sources.js";
+import { decryptSource, isInStore, readSourceFile, sourceKey } from "./sources.js";
 
 /** What the active generation recorded of a secret, when the new one may take its file from there. */
 export interface RecordedValue extends FileOwner {
@@ -45,6 +45,55 @@ export interface SourceJob {
   file: string;
   format: SecretFormat;
   entries: JobEntry[];
+}
+
+/**
+ * The manifest's secrets grouped by the encrypted file (and format) they come from, one group
+ * per job, in manifest order: group g is order[start[g]] to order[start[g + 1] - 1], indexes in
+ * the secrets. In columns: an array per group would be kept to the end of the install, as many
+ * objects for the collector.
+ */
+export interface SourceGroups {
+  order: Int32Array;
+  start: Int32Array;
+}
+
+/** Groups `secrets` by source (sourceKey): keyed by the file's own string, the format checked. */
+export function groupBySource(secrets: readonly ManifestSecret[]): SourceGroups {
+  // The file's string as the key (no new string per secret); a file also read in another format
+  // (rare) is looked up by its full sourceKey.
+  const byFile = new Map<string, number>();
+  const byKey = new Map<string, number>();
+  const formats: SecretFormat[] = [];
+  const groupOf = new Int32Array(secrets.length);
+  const sizes: number[] = [];
+  for (let i = 0; i < secrets.length; i++) {
+    const s = secrets[i]!;
+    let g = byFile.get(s.file);
+    if (g === undefined) {
+      g = sizes.length;
+      byFile.set(s.file, g);
+      formats.push(s.format);
+      sizes.push(0);
+    } else if (formats[g] !== s.format) {
+      const k = sourceKey(s);
+      g = byKey.get(k);
+      if (g === undefined) {
+        g = sizes.length;
+        byKey.set(k, g);
+        formats.push(s.format);
+        sizes.push(0);
+      }
+    }
+    groupOf[i] = g;
+    sizes[g]!++;
+  }
+  const start = new Int32Array(sizes.length + 1);
+  for (let g = 0; g < sizes.length; g++) start[g + 1] = start[g]! + sizes[g]!;
+  const next = start.slice(0, sizes.length);
+  const order = new Int32Array(secrets.length);
+  for (let i = 0; i < secrets.length; i++) order[next[groupOf[i]!]!++] = i;
+  return { order, start };
 }
 
 /** Where a value came from: the active generation, decrypted, or decrypted because the copy there was altered or gone. */

@@ -30,11 +30,11 @@ import {
   type RecordedValue,
   reuseFromActive,
   runJob,
+  type SourceGroups,
   type SourceJob,
   type ValueOrigin,
   type ValueSink,
 } from "../source-jobs.js";
-import { sourceKey } from "../sources.js";
 import type { LazyIdentities } from "./load-identities.js";
 import type { InstallProblems } from "./problems.js";
 import type { EntryWriter } from "./write-entries.js";
@@ -55,6 +55,8 @@ export interface DecryptInput {
   identities: string;
   /** The active generation's number and metadata (null: none, e.g. after a reboot). */
   active: { dir: string; meta: GenerationMeta } | null;
+  /** m.secrets grouped by source (groupBySource): one job per group. */
+  groups: SourceGroups;
   /** Where the worker creates its files (null: nowhere, as for the writer). */
   target: GenerationTarget | null;
   worker: DecryptWorker | null;
@@ -72,34 +74,6 @@ export interface DecryptOutcome {
   repaired: string[];
   /** Secrets whose value was taken from the active generation: their file there is as recorded. */
   reusedNames: Set<string>;
-}
-
-/**
- * Secrets grouped by the encrypted file (and format) they come from, in manifest order: group g
- * is order[start[g]] to order[start[g + 1] - 1], indexes in the manifest's secrets. In columns:
- * an array per group, kept to the end of the install, made as many objects for the collector.
- */
-function bySource(secrets: readonly ManifestSecret[]): { order: Int32Array; start: Int32Array } {
-  const ids = new Map<string, number>();
-  const groupOf = new Int32Array(secrets.length);
-  const sizes: number[] = [];
-  for (let i = 0; i < secrets.length; i++) {
-    const k = sourceKey(secrets[i]!);
-    let g = ids.get(k);
-    if (g === undefined) {
-      g = sizes.length;
-      ids.set(k, g);
-      sizes.push(0);
-    }
-    groupOf[i] = g;
-    sizes[g]!++;
-  }
-  const start = new Int32Array(sizes.length + 1);
-  for (let g = 0; g < sizes.length; g++) start[g + 1] = start[g]! + sizes[g]!;
-  const next = start.slice(0, sizes.length);
-  const order = new Int32Array(secrets.length);
-  for (let i = 0; i < secrets.length; i++) order[next[groupOf[i]!]!++] = i;
-  return { order, start };
 }
 
 /** A job's result that says nothing went wrong (nothing for the problems at the end). */
@@ -148,7 +122,7 @@ export async function decryptSources(input: DecryptInput): Promise<DecryptOutcom
   // The jobs in columns (parallel-sources.ts, PackedJobs), each made an object only when it is
   // run (jobAt): 10 000 jobs' objects, kept to the end, cost the collector more than the jobs'
   // own work on this thread. Usually they cross to the worker as they are.
-  const { order, start } = bySource(m.secrets);
+  const { order, start } = input.groups;
   const count = start.length - 1;
   const jobs: PackedJobs = {
     files: new Array(count),
