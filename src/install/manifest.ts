@@ -304,7 +304,9 @@ function quickUnits(v: Json | undefined): string[] | null {
       validUnits.add(u);
     }
   }
-  return v.length < 2 ? [...(v as string[])] : [...new Set(v as string[])];
+  // A list of 0 or 1 (nearly every secret's) is the parsed array itself: the parsed manifest is
+  // not kept, and 20 000 copies of short arrays would be kept to the end for the collector.
+  return v.length < 2 ? (v as string[]) : [...new Set(v as string[])];
 }
 
 /** An owner or group as readOwner reads it; undefined if it has a problem. */
