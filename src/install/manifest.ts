@@ -481,8 +481,9 @@ const TOP_FIELDS = (p: Problems): FieldTable => ({
         v,
         at,
         p,
-        (x, where): ManifestSecret | null => quickSecret(x) ?? readSecret(x, where, p),
+        (x, where): ManifestSecret | null => readSecret(x, where, p),
         SCHEMA_HINT,
+        quickSecret,
       ),
   },
   templates: {
