@@ -36,8 +36,10 @@ function canDetectArmor(pending: Buffer): boolean {
   return false;
 }
 
+const NO_SALT = new Uint8Array(0);
+
 function headerMac(fileKey: Uint8Array, macInput: Uint8Array): Uint8Array {
-  const key = hkdfSha256(fileKey, new Uint8Array(0), "header");
+  const key = hkdfSha256(fileKey, NO_SALT, "header");
   const mac = hmacSha256(key, macInput);
   wipe(key);
   return mac;

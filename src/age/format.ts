@@ -62,6 +62,12 @@ function startsWithArrow(buf: Buffer, pos: number): boolean {
   return true;
 }
 
+/** A stanza not read (incomplete when `why` is null): the body lines decoded so far are wiped. */
+function failStanza(parts: readonly Uint8Array[], why: string | null): StanzaRead {
+  for (const part of parts) part.fill(0);
+  return why === null ? { incomplete: true } : { invalid: why };
+}
+
 /**
  * Reads one stanza at `pos`, strictly as the age header grammar says: `-> type args...`, then
  * the base64 body in full 64-column lines and one shorter (possibly empty) line. Used for the
@@ -81,17 +87,13 @@ export function readStanza(data: Uint8Array, pos: number, maxLine: number): Stan
   if (!args.every(isArgument)) return { invalid: "a stanza has malformed arguments" };
   const type = args.shift()!;
   const parts: Uint8Array[] = [];
-  const fail = (why: string | null): StanzaRead => {
-    for (const part of parts) part.fill(0);
-    return why === null ? { incomplete: true } : { invalid: why };
-  };
   let p = nl + 1;
   for (;;) {
     const end = buf.indexOf(0x0a, p);
-    if (end < 0) return fail(buf.length - p > COLUMNS ? "a stanza body line is too long" : null);
-    if (end - p > COLUMNS) return fail("a stanza body line is too long");
+    if (end < 0) return failStanza(parts, buf.length - p > COLUMNS ? "a stanza body line is too long" : null);
+    if (end - p > COLUMNS) return failStanza(parts, "a stanza body line is too long");
     const bytes = decodeBase64NoPad(buf.toString("latin1", p, end));
-    if (bytes === null) return fail("a stanza body is not canonical base64 in 64-column lines");
+    if (bytes === null) return failStanza(parts, "a stanza body is not canonical base64 in 64-column lines");
     parts.push(bytes);
     const full = end - p === COLUMNS;
     p = end + 1;
