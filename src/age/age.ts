@@ -62,6 +62,15 @@ export function describeStanzas(stanzas: readonly Stanza[]): string {
  * only stanza.
  */
 export async function decryptHeader(header: Header, identities: readonly Identity[]): Promise<Uint8Array> {
+  return findFileKey(header, identities);
+}
+
+/**
+ * decryptHeader without a promise when every identity tried answers at once (X25519, ssh keys,
+ * scrypt): a host's thousands of small files then cost no microtask, no async frame per file.
+ * An identity that answers with a promise (a plugin, a key to unlock) is awaited from there on.
+ */
+function findFileKey(header: Header, identities: readonly Identity[]): Uint8Array | Promise<Uint8Array> {
   const { stanzas } = header;
   if (stanzas.length === 0) {
     throw new NixsealError("AGE_HEADER", "invalid age header: no recipient stanzas", {
@@ -76,37 +85,64 @@ export async function decryptHeader(header: Header, identities: readonly Identit
   if (identities.length === 0) {
     throw new NixsealError("AGE_NO_MATCH", "no identities given", { hint: "pass an identity file with -i" });
   }
-  for (const id of identities) {
-    const fileKey = await id.unwrapFileKey(stanzas);
-    if (fileKey === null) continue;
-    if (fileKey.length !== FILE_KEY_SIZE) {
-      wipe(fileKey);
-      throw new NixsealError(
-        "AGE_STANZA",
-        "invalid recipient stanza: unwrapped file key has the wrong size",
-        {
-          hint: "the file is damaged or was not written by a conforming age implementation",
-        },
-      );
-    }
-    const mac = headerMac(fileKey, header.macInput);
-    const ok = constantTimeEqual(mac, header.mac);
-    wipe(mac);
-    if (!ok) {
-      wipe(fileKey);
-      throw new NixsealError("AGE_HMAC", "header MAC does not verify: the header was modified", {
-        hint: "the file was tampered with or damaged; restore it from a good copy",
-      });
-    }
-    return fileKey;
+  for (let i = 0; i < identities.length; i++) {
+    const fileKey = identities[i]!.unwrapFileKey(stanzas);
+    if (isPromise(fileKey)) return findFileKeyFrom(header, identities, i, fileKey);
+    if (fileKey !== null) return checkedFileKey(header, fileKey);
   }
+  throw noIdentityMatched(header, identities);
+}
+
+/** findFileKey from identity `i` on, whose answer is `pending`. */
+async function findFileKeyFrom(
+  header: Header,
+  identities: readonly Identity[],
+  i: number,
+  pending: Promise<Uint8Array | null>,
+): Promise<Uint8Array> {
+  let fileKey = await pending;
+  for (;;) {
+    if (fileKey !== null) return checkedFileKey(header, fileKey);
+    if (++i >= identities.length) throw noIdentityMatched(header, identities);
+    fileKey = await identities[i]!.unwrapFileKey(header.stanzas);
+  }
+}
+
+/** A promise (any thenable) rather than a value at hand. */
+function isPromise<T>(x: T | Promise<T>): x is Promise<T> {
+  return typeof x === "object" && x !== null && typeof (x as { then?: unknown }).then === "function";
+}
+
+/** An unwrapped file key, checked (its size, the header MAC); wiped if it fails. */
+function checkedFileKey(header: Header, fileKey: Uint8Array): Uint8Array {
+  if (fileKey.length !== FILE_KEY_SIZE) {
+    wipe(fileKey);
+    throw new NixsealError("AGE_STANZA", "invalid recipient stanza: unwrapped file key has the wrong size", {
+      hint: "the file is damaged or was not written by a conforming age implementation",
+    });
+  }
+  const mac = headerMac(fileKey, header.macInput);
+  const ok = constantTimeEqual(mac, header.mac);
+  wipe(mac);
+  if (!ok) {
+    wipe(fileKey);
+    throw new NixsealError("AGE_HMAC", "header MAC does not verify: the header was modified", {
+      hint: "the file was tampered with or damaged; restore it from a good copy",
+    });
+  }
+  return fileKey;
+}
+
+/** No identity opened any stanza. */
+function noIdentityMatched(header: Header, identities: readonly Identity[]): NixsealError {
+  const { stanzas } = header;
   if (stanzas[0]!.type === "scrypt") {
-    throw new NixsealError("AGE_NO_MATCH", "incorrect passphrase", {
+    return new NixsealError("AGE_NO_MATCH", "incorrect passphrase", {
       hint: "type the passphrase the file was encrypted with",
     });
   }
   const types = describeStanzas(stanzas);
-  throw new NixsealError("AGE_NO_MATCH", `no identity matched any of the recipients (${types})`, {
+  return new NixsealError("AGE_NO_MATCH", `no identity matched any of the recipients (${types})`, {
     hint: `tried: ${identities
       .map((i) => i.description)
       .filter((d) => d !== "")
@@ -357,7 +393,9 @@ export async function encrypt(
  * the caller wipes it when done.
  */
 export async function decrypt(file: Uint8Array, identities: readonly Identity[]): Promise<Uint8Array> {
-  const fast = await decryptBinaryInMemory(file, identities);
+  // Awaited only when it is a promise: an await of a plain value costs a microtask too.
+  let fast = decryptBinaryInMemory(file, identities);
+  if (isPromise(fast)) fast = await fast;
   if (fast !== null) return fast;
   const dec = new AgeDecryptor(identities);
   const out: Buffer[] = [];
@@ -380,18 +418,24 @@ export async function decrypt(file: Uint8Array, identities: readonly Identity[])
  * Same checks and errors as the streaming path, without its buffering. Returns null for input
  * the streaming path must handle (armor, an incomplete header, large payloads that go parallel).
  */
-async function decryptBinaryInMemory(
+function decryptBinaryInMemory(
   file: Uint8Array,
   identities: readonly Identity[],
-): Promise<Uint8Array | null> {
+): Uint8Array | null | Promise<Uint8Array> {
   if (file.length > PARALLEL_THRESHOLD || !looksLikeAgeBinary(file) || file.length < VERSION_INTRO_SIZE)
     return null;
   const header = parseHeader(file);
   if (header === null || file.length < header.length + NONCE_SIZE) return null;
-  const fileKey = await decryptHeader(header, identities);
+  const fileKey = findFileKey(header, identities);
+  if (isPromise(fileKey)) return fileKey.then((k) => openInMemory(k, file, header.length));
+  return openInMemory(fileKey, file, header.length);
+}
+
+/** The payload after a header of `headerLength` bytes, opened with the file key (then wiped). */
+function openInMemory(fileKey: Uint8Array, file: Uint8Array, headerLength: number): Uint8Array {
   let out: Buffer[];
   try {
-    out = openPayload(fileKey, file.subarray(header.length));
+    out = openPayload(fileKey, file.subarray(headerLength));
   } finally {
     wipe(fileKey);
   }

@@ -10,12 +10,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
 import {
+  decrypt,
   decryptHeader,
+  encrypt,
   encryptHeader,
   extractHeader,
   fileKeyIdentity,
   verifyPayload,
 } from "../../src/age/age.js";
+import type { Identity } from "../../src/age/types.js";
 import { X25519Identity } from "../../src/age/x25519.js";
 import { NixsealError } from "../../src/common/errors.js";
 import { tempDir, which } from "../helpers.js";
@@ -115,4 +118,75 @@ test("damage each step must catch", { skip: !AGE && "age not installed" }, async
     () => extractHeader(file.subarray(0, parts.header.length - 3)),
     isError("AGE_HEADER", /truncated/),
   );
+});
+
+test("identities are tried in order, whether each answers at once or with a promise", async () => {
+  const right = X25519Identity.generate();
+  const other = X25519Identity.generate();
+  const file = await encrypt(Buffer.from("the value"), [right.recipient()]);
+  const calls: string[] = [];
+  // The same key answering later (as a plugin or a key to unlock does), or counted when asked.
+  const later = (id: Identity, description: string): Identity => ({
+    description,
+    unwrapFileKey: async (s) => {
+      calls.push(description);
+      return id.unwrapFileKey(s);
+    },
+  });
+  const now = (id: Identity, description: string): Identity => ({
+    description,
+    unwrapFileKey: (s) => {
+      calls.push(description);
+      return id.unwrapFileKey(s);
+    },
+  });
+  const cases: [Identity[], string[]][] = [
+    [
+      [now(other, "a"), later(right, "b"), now(right, "c")],
+      ["a", "b"],
+    ],
+    [
+      [later(other, "a"), now(right, "b"), later(right, "c")],
+      ["a", "b"],
+    ],
+    [
+      [later(other, "a"), later(other, "b"), now(right, "c")],
+      ["a", "b", "c"],
+    ],
+    [[now(right, "a"), later(right, "b")], ["a"]],
+  ];
+  for (const [ids, asked] of cases) {
+    calls.length = 0;
+    assert.equal(Buffer.from(await decrypt(file, ids)).toString(), "the value");
+    assert.deepEqual(calls, asked, "asked in order, and no further than the first that answers");
+  }
+  // None opens it, answering either way: each asked once, in order, and all named in the hint.
+  calls.length = 0;
+  await assert.rejects(
+    decrypt(file, [now(other, "first"), later(other, "second"), now(other, "third")]),
+    (e: unknown) =>
+      e instanceof NixsealError &&
+      e.code === "AGE_NO_MATCH" &&
+      /tried: first; second; third;/.test(e.hint ?? ""),
+  );
+  assert.deepEqual(calls, ["first", "second", "third"]);
+  // An identity's error comes out as it is, thrown or rejected; a key of the wrong size is refused.
+  const boom = new NixsealError("AGE_IDENTITY", "boom");
+  const failing: Identity[] = [
+    {
+      description: "throws",
+      unwrapFileKey: () => {
+        throw boom;
+      },
+    },
+    { description: "rejects", unwrapFileKey: async () => Promise.reject(boom) },
+  ];
+  for (const bad of failing)
+    await assert.rejects(decrypt(file, [now(other, "x"), bad, right]), (e) => e === boom);
+  for (const short of [() => new Uint8Array(15), async () => new Uint8Array(15)]) {
+    await assert.rejects(
+      decrypt(file, [{ description: "short", unwrapFileKey: short }]),
+      isError("AGE_STANZA", /wrong size/),
+    );
+  }
 });
