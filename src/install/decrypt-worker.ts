@@ -22,9 +22,16 @@ import { type JobContext, runJob, type ValueOrigin } from "./source-jobs.js";
 
 const start = workerData as WorkerStart;
 // Started now: loading the keys overlaps with the main thread's work until the jobs come.
+let identitiesLoaded: { identities: readonly Identity[] | null } | null = null;
 const identities: Promise<readonly Identity[] | null> = loadManifestIdentities(start.identities).then(
-  (loaded) => (loaded.identities.length > 0 ? loaded.identities : null),
-  () => null,
+  (loaded) => {
+    identitiesLoaded = { identities: loaded.identities.length > 0 ? loaded.identities : null };
+    return identitiesLoaded.identities;
+  },
+  () => {
+    identitiesLoaded = { identities: null };
+    return null;
+  },
 );
 
 async function work(w: WorkerJobs): Promise<WorkerResults> {
@@ -35,7 +42,8 @@ async function work(w: WorkerJobs): Promise<WorkerResults> {
   const target = w.target;
   const activeDir = w.activeDir;
   const ctx: JobContext = {
-    identities: () => identities,
+    // At hand once loaded: no promise to wait for per job.
+    identities: () => (identitiesLoaded === null ? identities : identitiesLoaded.identities),
     hmacKey: w.hmacKey,
     activeDir,
     storeDir: w.storeDir,

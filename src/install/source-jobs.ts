@@ -14,7 +14,7 @@ import type { Identity } from "../age/index.js";
 import { type NixsealError, rethrowUnlessNixseal, wipe } from "../common/index.js";
 import type { ManifestSecret, SecretFormat } from "./manifest.js";
 import { type FileOwner, hasContentHash, readRecordedFile } from "./sink.js";
-import { decryptSource, isInStore, readSourceFile, sourceKey } from "./sources.js";
+import { decryptAgeFile, decryptSource, isInStore, readSourceFile, sourceKey } from "./sources.js";
 
 /** What the active generation recorded of a secret, when the new one may take its file from there. */
 export interface RecordedValue extends FileOwner {
@@ -100,8 +100,8 @@ export function groupBySource(secrets: readonly ManifestSecret[]): SourceGroups 
 export type ValueOrigin = "reused" | "decrypted" | "repaired";
 
 export interface JobContext {
-  /** The identities, loaded on first need; null if none could be loaded. */
-  identities(): Promise<readonly Identity[] | null>;
+  /** The identities, loaded on first need (a promise until then); null if none could be loaded. */
+  identities(): readonly Identity[] | null | Promise<readonly Identity[] | null>;
   /** The key of the keyed hashes. */
   hmacKey: Uint8Array;
   /** The active generation's directory, or null (no reuse). */
@@ -274,10 +274,34 @@ export async function decryptPending(
   const { result, data, pending } = r;
   if (data === null || pending.length === 0) return;
   const cipher = result.cipher!;
-  const identities = await ctx.identities();
+  const loaded = ctx.identities();
+  const identities = loaded instanceof Promise ? await loaded : loaded;
   if (identities === null) {
     result.noIdentity = true;
     result.failed = pending.map(([e]) => e);
+    return;
+  }
+  if (job.format === "age") {
+    // Every entry of an age file is the whole plaintext: decryptSource's per-value interface
+    // (an object and two functions per file) is not needed for it.
+    let plain: Uint8Array;
+    try {
+      plain = await decryptAgeFile(data, job.file, identities);
+    } catch (e) {
+      rethrowUnlessNixseal(e);
+      result.error = e;
+      result.failed = pending.map(([entry]) => entry);
+      return;
+    }
+    try {
+      // An index loop: destructuring each pair in for...of made an iterator per entry.
+      for (let k = 0; k < pending.length; k++) {
+        const [entry, origin] = pending[k]!;
+        deliver(result, each, entry, plain, origin, cipher, false);
+      }
+    } finally {
+      wipe(plain);
+    }
     return;
   }
   let source: Awaited<ReturnType<typeof decryptSource>>;

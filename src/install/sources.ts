@@ -16,9 +16,28 @@ export const MAX_SECRET_FILE_SIZE = 256 * 1024 * 1024;
 
 type AgeModule = typeof import("../age/index.js");
 let ageModule: Promise<AgeModule> | null = null;
+/** src/age once loaded: a host's thousands of files then do not each wait for the import. */
+let ageLoaded: AgeModule | null = null;
 function age(): Promise<AgeModule> {
-  ageModule ??= import("../age/index.js");
+  ageModule ??= import("../age/index.js").then((m) => {
+    ageLoaded = m;
+    return m;
+  });
   return ageModule;
+}
+
+/** An age file's plaintext, decrypted in memory (the caller wipes it); errors name the file. */
+export async function decryptAgeFile(
+  data: Uint8Array,
+  file: string,
+  identities: readonly Identity[],
+): Promise<Uint8Array> {
+  const { decrypt } = ageLoaded ?? (await age());
+  try {
+    return await decrypt(data, identities);
+  } catch (e) {
+    throw e instanceof NixsealError ? e.withFile(file) : e;
+  }
 }
 
 type SopsModule = typeof import("../sops/index.js");
@@ -165,13 +184,7 @@ export async function decryptSource(
   identities: readonly Identity[],
 ): Promise<OpenedSource> {
   if (format === "age") {
-    const { decrypt } = await age();
-    let plain: Uint8Array;
-    try {
-      plain = await decrypt(data, identities);
-    } catch (e) {
-      throw e instanceof NixsealError ? e.withFile(file) : e;
-    }
+    const plain = await decryptAgeFile(data, file, identities);
     return {
       valueOf: () => ({ value: plain, owned: false }),
       close: () => wipe(plain),

@@ -18,9 +18,16 @@ export class LazyIdentities {
 
   constructor(private readonly m: Manifest) {}
 
-  /** The identities (loaded once), or null if none could be loaded. */
-  get(): Promise<readonly Identity[] | null> {
-    this.loading ??= this.load();
+  /** Set once loaded: get() then answers without a promise. */
+  private loaded: { identities: readonly Identity[] | null } | null = null;
+
+  /** The identities (loaded once), or null if none could be loaded; a promise until loaded. */
+  get(): readonly Identity[] | null | Promise<readonly Identity[] | null> {
+    if (this.loaded !== null) return this.loaded.identities;
+    this.loading ??= this.load().then((identities) => {
+      this.loaded = { identities };
+      return identities;
+    });
     return this.loading;
   }
 
