@@ -281,18 +281,20 @@ export async function decryptPending(
     result.failed = pending.map(([e]) => e);
     return;
   }
-  if (job.format === "age") {
-    // Every entry of an age file is the whole plaintext: decryptSource's per-value interface
-    // (an object and two functions per file) is not needed for it.
-    let plain: Uint8Array;
-    try {
-      plain = await decryptAgeFile(data, job.file, identities);
-    } catch (e) {
-      rethrowUnlessNixseal(e);
-      result.error = e;
-      result.failed = pending.map(([entry]) => entry);
-      return;
-    }
+  // An age file's one value is its plaintext: decryptSource's per-value interface (an object and
+  // two functions per file) is for sops files.
+  let plain: Uint8Array | null = null;
+  let source: Awaited<ReturnType<typeof decryptSource>> | null = null;
+  try {
+    if (job.format === "age") plain = await decryptAgeFile(data, job.file, identities);
+    else source = await decryptSource(data, job.file, job.format, identities);
+  } catch (e) {
+    rethrowUnlessNixseal(e);
+    result.error = e;
+    result.failed = pending.map(([entry]) => entry);
+    return;
+  }
+  if (plain !== null) {
     try {
       // An index loop: destructuring each pair in for...of made an iterator per entry.
       for (let k = 0; k < pending.length; k++) {
@@ -304,20 +306,12 @@ export async function decryptPending(
     }
     return;
   }
-  let source: Awaited<ReturnType<typeof decryptSource>>;
-  try {
-    source = await decryptSource(data, job.file, job.format, identities);
-  } catch (e) {
-    rethrowUnlessNixseal(e);
-    result.error = e;
-    result.failed = pending.map(([entry]) => entry);
-    return;
-  }
+  const opened = source!; // a sops file's, whose values are taken out one by one
   try {
     for (const [entry, origin] of pending) {
       let v: { value: Uint8Array; owned: boolean };
       try {
-        v = source.valueOf({ key: entry.key });
+        v = opened.valueOf({ key: entry.key });
       } catch (e) {
         rethrowUnlessNixseal(e);
         result.entryErrors.push([entry, e]);
@@ -330,7 +324,7 @@ export async function decryptPending(
       }
     }
   } finally {
-    source.close();
+    opened.close();
   }
 }
 
