@@ -138,22 +138,19 @@ const META_CHUNK = 100;
  * The metadata as JSON text, in pieces made one at a time (`entries` last; the same JSON value
  * as JSON.stringify(meta)).
  */
-export function* metaPieces(meta: GenerationMeta): Generator<string> {
+function* metaPieces(meta: GenerationMeta): Generator<Uint8Array> {
   const { entries, ...rest } = meta;
   const head = JSON.stringify(rest);
-  yield `${head.slice(0, -1)}${head.length > 2 ? "," : ""}"entries":[`;
+  yield Buffer.from(`${head.slice(0, -1)}${head.length > 2 ? "," : ""}"entries":[`);
   for (let i = 0; i < entries.length; i += META_CHUNK) {
     const piece = JSON.stringify(entries.slice(i, i + META_CHUNK));
-    yield `${i === 0 ? "" : ","}${piece.slice(1, -1)}`;
+    yield Buffer.from(`${i === 0 ? "" : ","}${piece.slice(1, -1)}`);
   }
-  yield "]}";
+  yield Buffer.from("]}");
 }
 
-/**
- * Creates `file` (O_EXCL, final mode) holding `data`, or the UTF-8 of each piece of text in
- * turn: written as text, without a Buffer per piece (~3 ms of 17 for the metadata of 10 000).
- */
-function createFile(file: string, data: Uint8Array | Iterable<string>, mode: number): void {
+/** Creates `file` (O_EXCL, final mode) holding `data`, or each piece of it in turn. */
+function createFile(file: string, data: Uint8Array | Iterable<Uint8Array>, mode: number): void {
   const fd = fs.openSync(
     file,
     fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
@@ -161,13 +158,7 @@ function createFile(file: string, data: Uint8Array | Iterable<string>, mode: num
   );
   try {
     if (data instanceof Uint8Array) writeAllSync(fd, data);
-    else {
-      for (const piece of data) {
-        const written = fs.writeSync(fd, piece);
-        // A short write (rare on a regular file): the rest from the piece's bytes.
-        if (written !== Buffer.byteLength(piece)) writeAllSync(fd, Buffer.from(piece).subarray(written));
-      }
-    }
+    else for (const piece of data) writeAllSync(fd, piece);
   } finally {
     fs.closeSync(fd);
   }
