@@ -10,6 +10,7 @@ export {
 } from "./atomic-file.js";
 export { decodeBase64NoPad, encodeBase64NoPad, isCanonicalPaddedBase64 } from "./base64.js";
 export { asBuffer, concatBytes, constantTimeEqual, utf8, wipe } from "./bytes.js";
+export { enterEfficiencyMode } from "./efficiency-mode.js";
 export { ioError, isNixsealError, NixsealError, rethrowUnlessNixseal } from "./errors.js";
 export { readAll, readAllSync, readSome, writeAllSync } from "./fd-io.js";
 export { nodeFs } from "./node-fs.js";

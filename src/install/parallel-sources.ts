@@ -15,7 +15,7 @@
  */
 import * as os from "node:os";
 import type { Worker } from "node:worker_threads";
-import { NixsealError } from "../common/index.js";
+import { enterEfficiencyMode, NixsealError } from "../common/index.js";
 import type { GenerationMeta } from "./generations.js";
 import type { Manifest, ManifestIdentity } from "./manifest.js";
 import type { GenerationTarget } from "./sink.js";
@@ -353,6 +353,8 @@ export class DecryptWorker {
     if (mode === null) return null;
     try {
       const { Worker } = await import("node:worker_threads");
+      // Two threads of JavaScript on two cores from now on: V8's helpers would compete with them.
+      enterEfficiencyMode();
       const start: WorkerStart = { identities: workerIdentities(m.identities) };
       const url = new URL("./decrypt-worker.js", import.meta.url);
       return new DecryptWorker(new Worker(url, { workerData: start }), mode);
