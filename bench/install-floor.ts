@@ -18,6 +18,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
+import { enterEfficiencyMode } from "../src/common/efficiency-mode.js";
 
 const started = performance.now();
 
@@ -69,6 +70,8 @@ if (isMainThread) {
   };
   const t = process.argv.indexOf("--threads");
   const threads = t > 0 ? Number(process.argv[t + 1]) : manifest.secrets.length >= 2048 ? 2 : 1;
+  // As the installer does when it starts its worker (src/common/efficiency-mode.ts).
+  if (threads > 1) enterEfficiencyMode();
   const worker = threads > 1 ? new Worker(new URL(import.meta.url)) : null;
   const m = await modules();
   const keyFile = manifest.identities[0]!.path;
