@@ -6,7 +6,8 @@
  * - The manifest is read for its list of files (JSON.parse, nothing checked), the ssh-ed25519
  *   host key parsed with nixseal's own parser, the modules loaded.
  * - Then, with `threads` threads (the main thread and a worker when there are at least 2048
- *   files, the same threshold as the installer's), files are taken one at a time from a shared
+ *   files, the same threshold as the installer's; V8 in efficiency mode from the worker's start,
+ *   as the installer does), files are taken one at a time from a shared
  *   counter. For each file: open, read, close; decrypt with nixseal's own `decrypt()` (src/age);
  *   create the plaintext O_EXCL 0400 in the output directory (a tmpfs), fchown it to the owner,
  *   write it, close it; wipe the plaintext.
