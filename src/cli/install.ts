@@ -38,7 +38,8 @@ Options:
     --check           Validate the manifest and the structure of the encrypted files (age
                       headers parse, sops keys exist) without decrypting; needs no key, so the
                       module runs it at build time.
-    --json            Machine-readable report on standard output.
+    --json            Machine-readable report on standard output. The text report names at
+                      most 20 secrets or units a line ("... and 9980 more"); --json lists all.
 
 Example:
     $ nixseal install --manifest /nix/store/...-nixseal-manifest.json
@@ -81,10 +82,20 @@ function flatten(e: unknown): NixsealError[] {
   return e.problems.length > 0 ? e.problems : [e];
 }
 
+/**
+ * Names on one line of the text report, at most: the activation's log keeps its lines readable
+ * (a first install of 10 000 secrets listed every name on one line of ~140 KB, longer than
+ * journald keeps as one line). The rest are counted; --json lists every name.
+ */
+export const REPORT_NAMES_SHOWN = 20;
+
 function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
   const out = (line: string) => writeStdout(`nixseal install: ${sanitize(line)}\n`);
   const list = (label: string, names: readonly string[]) => {
-    if (names.length > 0) out(`${label}: ${names.join(", ")}`);
+    if (names.length === 0) return;
+    const shown = names.slice(0, REPORT_NAMES_SHOWN).join(", ");
+    const more = names.length - REPORT_NAMES_SHOWN;
+    out(`${label}: ${shown}${more > 0 ? ` and ${more} more (--json lists them all)` : ""}`);
   };
   if (r.dryRun) out("dry run: nothing was changed");
   else if (r.generation !== null) {

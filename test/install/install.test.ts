@@ -696,7 +696,13 @@ test(
     for (const i of bad)
       assert.ok(failed.stderr.includes(`secret "s/${i}" from ${entries[i]!.file}:`), `s/${i}`);
     assert.equal(snap(r[1]).exists, false, "no generation became active");
-    installOk(r[2]);
+    const ok = installOk(r[2]);
+    // The text report names the first 20 added, in the manifest's order, and counts the rest.
+    const fixedNames = [...entries.filter((_, i) => !bad.has(i)).map((e) => e.name), "t.conf"];
+    const addedLines = ok.stdout.split("\n").filter((l) => l.startsWith("nixseal install: added: "));
+    assert.deepEqual(addedLines, [
+      `nixseal install: added: ${fixedNames.slice(0, 20).join(", ")} and ${fixedNames.length - 20} more (--json lists them all)`,
+    ]);
     const files = snap(r[3]).files;
     for (let i = 0; i < count; i++) {
       if (bad.has(i)) assert.equal(files[`s/${i}`], undefined);
