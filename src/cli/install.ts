@@ -87,7 +87,7 @@ function flatten(e: unknown): NixsealError[] {
  * (a first install of 10 000 secrets listed every name on one line of ~140 KB, longer than
  * journald keeps as one line). The rest are counted; --json lists every name.
  */
-export const REPORT_NAMES_SHOWN = 20;
+const REPORT_NAMES_SHOWN = 20;
 
 function printReport(r: InstallReport, manifest: { secretsDir: string }): void {
   const out = (line: string) => writeStdout(`nixseal install: ${sanitize(line)}\n`);

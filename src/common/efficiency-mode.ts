@@ -7,8 +7,9 @@
  * they take their CPU from the threads doing the work, for compilations that rarely pay back
  * within one command (bench/RESULTS.md, "V8's efficiency mode"). With one JavaScript thread the
  * helpers use the idle core for free and the default is faster, so the mode is entered only
- * when the threads start, not for every command; and not for rekey's workers, which wait on
- * fsync and leave the helpers room (measured slower with it).
+ * when the threads start, not for every command. Not for rekey's workers either: they wait on
+ * fsync, which leaves the helpers room, and the one recording with the mode there did not show
+ * it to help.
  *
  * Set with v8.setFlagsFromString once the process runs, which Node's documentation says to use
  * with care: a flag V8 reads only at start-up may do nothing then. This one is read each time
