@@ -1,15 +1,17 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * The nixseal command. Start-up matters (nixseal runs once per secret in scripts, in activation,
  * as a build hook): this file imports only what enables Node's compile cache and the version;
  * everything else, each command first, is imported when it is needed, after the cache is on, so
  * a command loads only its own modules. Only src/cli/ prints or exits.
  *
- * The first line keeps V8's young generation at 1 MiB a half, its smallest (nodeFlagsOf in
- * bench/common.ts reads the flags from there; ./nixseal passes the same): by default it grows to
- * 16 MiB a half while a large manifest or sops file is read, and each new page of it is a page
- * fault, which costs more than the extra collections of a small young generation
- * (bench/RESULTS.md, "V8's young generation").
+ * The first line keeps V8's young generation at 2 MiB a half (nodeFlagsOf in bench/common.ts
+ * reads the flags from there; ./nixseal passes the same): by default it grows to 16 MiB a half
+ * while a large manifest or sops file is read, and each new page of it is a page fault, which
+ * costs more than the extra collections of a small young generation (bench/RESULTS.md, "V8's
+ * young generation"). 2 MiB rather than the smallest, 1 MiB: the install of many secrets, whose
+ * threads collect garbage themselves (src/common/efficiency-mode.ts), spends half as long
+ * collecting; one thread at 1 MiB was a few ms faster ("The young generation at 2 MiB").
  */
 import { enableCompileCache } from "./compile-cache.js";
 import { version } from "./version.js";
