@@ -5,10 +5,10 @@
  *
  * - The manifest is read for its list of files (JSON.parse, nothing checked), the ssh-ed25519
  *   host key parsed with nixseal's own parser, the modules loaded.
- * - Then, with `threads` threads (the main thread and a worker when there are at least 2048
- *   files, the same threshold as the installer's; V8 in efficiency mode from the worker's start,
- *   as the installer does), files are taken one at a time from a shared
- *   counter. For each file: open, read, close; decrypt with nixseal's own `decrypt()` (src/age);
+ * - Then, with `threads` threads (the main thread and a worker when the manifest names at least
+ *   2048 age files, the installer's guess and threshold; the worker made before the manifest is
+ *   parsed and V8 in efficiency mode from its start, as the installer does on a first install),
+ *   files are taken one at a time from a shared counter. For each file: open, read, close; decrypt with nixseal's own `decrypt()` (src/age);
  *   create the plaintext O_EXCL 0400 in the output directory (a tmpfs), fchown it to the owner,
  *   write it, close it; wipe the plaintext.
  *
@@ -20,6 +20,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import { enterEfficiencyMode } from "../src/common/efficiency-mode.js";
+import { ageFormatsNamed, PARALLEL_MIN_DECRYPTS } from "../src/install/early-worker.js";
 
 const started = performance.now();
 
@@ -65,15 +66,22 @@ if (isMainThread) {
   const [manifestFile, out, uid, gid] = process.argv.slice(2);
   if (!manifestFile || !out || uid === undefined || gid === undefined)
     throw new Error("usage: install-floor.js MANIFEST OUT_DIR UID GID [--threads N]");
-  const manifest = JSON.parse(fs.readFileSync(manifestFile, "utf8")) as {
+  const text = fs.readFileSync(manifestFile, "utf8");
+  const t = process.argv.indexOf("--threads");
+  const threads =
+    t > 0
+      ? Number(process.argv[t + 1])
+      : ageFormatsNamed(text, PARALLEL_MIN_DECRYPTS) >= PARALLEL_MIN_DECRYPTS
+        ? 2
+        : 1;
+  // As the installer does on a first install (src/install/early-worker.ts): the worker started
+  // before the manifest is parsed, V8 in efficiency mode with it.
+  if (threads > 1) enterEfficiencyMode();
+  const worker = threads > 1 ? new Worker(new URL(import.meta.url)) : null;
+  const manifest = JSON.parse(text) as {
     identities: { path: string }[];
     secrets: { name: string; file: string }[];
   };
-  const t = process.argv.indexOf("--threads");
-  const threads = t > 0 ? Number(process.argv[t + 1]) : manifest.secrets.length >= 2048 ? 2 : 1;
-  // As the installer does when it starts its worker (src/common/efficiency-mode.ts).
-  if (threads > 1) enterEfficiencyMode();
-  const worker = threads > 1 ? new Worker(new URL(import.meta.url)) : null;
   const m = await modules();
   const keyFile = manifest.identities[0]!.path;
   const key = await m.ssh.parseSshPrivateKey(fs.readFileSync(keyFile), { file: keyFile }).unlock();

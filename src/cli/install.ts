@@ -1,6 +1,14 @@
 /** `nixseal install --manifest FILE`: activation (the NixOS and home-manager modules run it). */
 import { NixsealError, rethrowUnlessNixseal, writeAllSync } from "../common/index.js";
-import { checkManifestFiles, type InstallReport, install, readManifest } from "../install/index.js";
+import {
+  checkManifestFiles,
+  type EarlyWorker,
+  type InstallReport,
+  install,
+  parseManifest,
+  readManifestText,
+  startEarlyWorker,
+} from "../install/index.js";
 import { parse } from "./args.js";
 import type { Command } from "./main.js";
 import { failureObject, printError, printWarning, sanitize, useColor } from "./report.js";
@@ -142,10 +150,15 @@ export const command: Command = {
       });
     }
     const json = values.json === true;
-    let manifest: ReturnType<typeof readManifest>;
+    let manifest: ReturnType<typeof parseManifest>;
+    let early: EarlyWorker | null = null;
     try {
-      manifest = readManifest(values.manifest);
+      const text = readManifestText(values.manifest);
+      // Its start overlaps with the parsing when the text names many age files (--check decrypts nothing).
+      if (!values.check) early = await startEarlyWorker(text);
+      manifest = parseManifest(text, values.manifest);
     } catch (e) {
+      await early?.close();
       const problems = flatten(e);
       if (json) {
         writeStdout(
@@ -179,7 +192,7 @@ export const command: Command = {
       return r.problems.length === 0 ? 0 : 1;
     }
 
-    const report = await install(manifest, { dryRun: values["dry-run"] === true });
+    const report = await install(manifest, { dryRun: values["dry-run"] === true, earlyWorker: early });
     if (json) {
       const { warnings, problems, ...rest } = report;
       writeStdout(

@@ -1,10 +1,12 @@
 /**
- * The worker thread of parallel-sources.ts: loads the manifest's identities itself while the
- * main thread prepares the generation, then claims jobs from the shared counter alongside the
- * main thread and does each whole (source-jobs.ts): the files it writes are created here, and
- * only their keyed hashes, origins and errors go back, never a plaintext.
+ * The worker thread of parallel-sources.ts: loads its modules as soon as it starts (possibly
+ * before the main thread has parsed the manifest: early-worker.ts), the manifest's identities
+ * itself once told them (its first message: WorkerStart) while the main thread prepares the
+ * generation, then claims jobs (its second message: WorkerJobs) from the shared counter alongside
+ * the main thread and does each whole (source-jobs.ts): the files it writes are created here,
+ * and only their keyed hashes, origins and errors go back, never a plaintext.
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import type { Identity } from "../age/index.js";
 import { loadManifestIdentities } from "./identities.js";
 import {
@@ -20,19 +22,22 @@ import {
 import { contentHash, createSecretFile, linkRecordedFile } from "./sink.js";
 import { type JobContext, runJob, type ValueOrigin } from "./source-jobs.js";
 
-const start = workerData as WorkerStart;
-// Started now: loading the keys overlaps with the main thread's work until the jobs come.
 let identitiesLoaded: { identities: readonly Identity[] | null } | null = null;
-const identities: Promise<readonly Identity[] | null> = loadManifestIdentities(start.identities).then(
-  (loaded) => {
-    identitiesLoaded = { identities: loaded.identities.length > 0 ? loaded.identities : null };
-    return identitiesLoaded.identities;
-  },
-  () => {
-    identitiesLoaded = { identities: null };
-    return null;
-  },
-);
+let identities: Promise<readonly Identity[] | null> = Promise.resolve(null);
+
+/** Starts loading the identities: that overlaps with the main thread's work until the jobs come. */
+function loadIdentities(start: WorkerStart): void {
+  identities = loadManifestIdentities(start.identities).then(
+    (loaded) => {
+      identitiesLoaded = { identities: loaded.identities.length > 0 ? loaded.identities : null };
+      return identitiesLoaded.identities;
+    },
+    () => {
+      identitiesLoaded = { identities: null };
+      return null;
+    },
+  );
+}
 
 async function work(w: WorkerJobs): Promise<WorkerResults> {
   const claim = new Int32Array(w.counter);
@@ -76,11 +81,14 @@ async function work(w: WorkerJobs): Promise<WorkerResults> {
   return out.finish();
 }
 
-parentPort!.once("message", async (w: WorkerJobs) => {
-  try {
-    parentPort!.postMessage(await work(w));
-  } finally {
-    w.hmacKey.fill(0);
-    parentPort!.close();
-  }
+parentPort!.once("message", (start: WorkerStart) => {
+  loadIdentities(start);
+  parentPort!.once("message", async (w: WorkerJobs) => {
+    try {
+      parentPort!.postMessage(await work(w));
+    } finally {
+      w.hmacKey.fill(0);
+      parentPort!.close();
+    }
+  });
 });

@@ -30,6 +30,7 @@
  */
 import * as path from "node:path";
 import { rethrowUnlessNixseal, wipe } from "../common/index.js";
+import type { EarlyWorker } from "./early-worker.js";
 import { type GenerationMeta, Generations, identitySetHash, type MetaEntry } from "./generations.js";
 import { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
@@ -52,6 +53,11 @@ export interface InstallOptions {
   /** Decrypt and compare, write only the dry restart/reload lists. */
   dryRun?: boolean;
   owners?: OwnerResolverOptions;
+  /**
+   * The decrypt worker started before the manifest was parsed (early-worker.ts,
+   * startEarlyWorker): used if one pays, else closed; closed in any case when install returns.
+   */
+  earlyWorker?: EarlyWorker | null;
 }
 
 /** Installs the secrets of a manifest (see the file comment). Never throws for a secret's problem. */
@@ -59,10 +65,17 @@ export async function install(m: Manifest, options: InstallOptions = {}): Promis
   // Files and directories get exactly the mode asked for: open(2)/mkdir(2) with umask 0 (the
   // decrypt worker's files too: the umask is the process's).
   const umask = process.umask(0);
-  const held: Held = { closeCredstore: null, plaintexts: [], lock: null, worker: null };
+  const held: Held = {
+    closeCredstore: null,
+    plaintexts: [],
+    lock: null,
+    worker: null,
+    early: options.earlyWorker ?? null,
+  };
   try {
     return await runInstall(m, options, held);
   } finally {
+    await held.early?.close();
     await held.worker?.close();
     process.umask(umask);
     for (const p of held.plaintexts) wipe(p);

@@ -837,6 +837,11 @@ export function parseManifest(text: string, file: string): Manifest {
 
 /** Reads and validates a manifest file (at most MAX_MANIFEST_SIZE bytes). */
 export function readManifest(file: string): Manifest {
+  return parseManifest(readManifestText(file), file);
+}
+
+/** A manifest file's text, for parseManifest (at most MAX_MANIFEST_SIZE bytes). */
+export function readManifestText(file: string): string {
   let text: string;
   try {
     const fd = fs.openSync(file, fs.constants.O_RDONLY);
@@ -856,5 +861,5 @@ export function readManifest(file: string): Manifest {
     if (e instanceof NixsealError) throw e;
     throw ioError("read the manifest", file, e);
   }
-  return parseManifest(text, file);
+  return text;
 }

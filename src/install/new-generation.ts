@@ -7,6 +7,7 @@
  */
 import * as path from "node:path";
 import { NixsealError, wipe } from "../common/index.js";
+import type { EarlyWorker } from "./early-worker.js";
 import type { GenerationMeta, Generations, MetaEntry } from "./generations.js";
 import type { InstallLock } from "./lock.js";
 import type { Manifest, ManifestEntry } from "./manifest.js";
@@ -38,6 +39,8 @@ export interface Held {
   lock: InstallLock | null;
   /** The decrypt thread, when one pays (parallel-sources.ts). */
   worker: DecryptWorker | null;
+  /** The decrypt thread started before the manifest was parsed, until it is used or closed (early-worker.ts). */
+  early: EarlyWorker | null;
 }
 
 /** What installer.ts found before: the manifest's entries with their owners, the active generation. */
@@ -86,7 +89,9 @@ export async function installNewGeneration(input: NewGenerationInput): Promise<I
   // One job per encrypted file: the worker's choice and the jobs both need the groups.
   const groups = groupBySource(m.secrets);
   // Started before the generation is prepared, so that its start-up overlaps with that.
-  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities, groups);
+  const early = held.early;
+  held.early = null;
+  held.worker = await DecryptWorker.startIfWorthIt(m, previous, identities, groups, early);
   const keys = new LazyIdentities(m);
   const target = prepareGeneration(m, gens, activeN, dry, problems);
   report.mounted = target.mounted;

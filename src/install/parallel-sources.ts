@@ -8,14 +8,18 @@
  *
  * A worker's start costs about twice what loading the key formats (src/age, src/ssh, src/keys)
  * costs the main thread: Node starts again in the thread, then loads those modules itself. So it
- * is started only when it will pay (workerModeFor), as soon as the install knows a new
- * generation is made (overlapping with its preparation), and told its jobs once they are known. It loads the identities from their files itself (ssh and age key files; not
- * sealed ones, which would need systemd-creds a second time). Anything it was given and did not
- * finish (it failed, or could load no identity) the main thread does again.
+ * is used only when it will pay (workerModeFor). On a first install of many files it was started
+ * before the manifest was parsed (early-worker.ts); otherwise it is started as soon as the install
+ * knows a new generation is made (overlapping with its preparation). It is told its identities
+ * then (its first message) and its jobs once they are known (its second). It loads the
+ * identities from their files itself (ssh and age key files; not sealed ones, which would need
+ * systemd-creds a second time). Anything it was given and did not finish (it failed, or could
+ * load no identity) the main thread does again.
  */
 import * as os from "node:os";
 import type { Worker } from "node:worker_threads";
 import { enterEfficiencyMode, NixsealError } from "../common/index.js";
+import { type EarlyWorker, PARALLEL_MIN_DECRYPTS } from "./early-worker.js";
 import type { GenerationMeta } from "./generations.js";
 import type { Manifest, ManifestIdentity } from "./manifest.js";
 import type { GenerationTarget } from "./sink.js";
@@ -27,16 +31,6 @@ import {
   type ValueOrigin,
 } from "./source-jobs.js";
 
-/**
- * Fewer files to decrypt than this are done faster on one thread than on two. A worker costs
- * ~100 ms of CPU to start Node in the thread, then loads the key formats and warms up the decrypt
- * path a second time: it is ready ~150-250 ms after it was made, when the main thread has done
- * most of 1000 small files alone, and until then it competes with it for the two cores. Measured
- * (cold install, CPU time user+sys and wall, bench/RESULTS.md "install, cold, after
- * install-cold"): with 1000 files the worker added ~270 ms of CPU (~+50%) for no gain in wall
- * time; with 2000, +260 ms of CPU for the same wall time; with 4000, +360 ms of CPU for 14% less.
- */
-export const PARALLEL_MIN_DECRYPTS = 2048;
 /**
  * In "rest" mode, the main thread also claims files to decrypt once its copies are done when at
  * least this many were left to the worker: then loading the key formats here too pays.
@@ -58,12 +52,12 @@ export const PARALLEL_MIN_COPIES = 2048;
  */
 export type WorkerMode = "share" | "rest";
 
-/** The worker's start (workerData). */
+/** The worker's first message: what it loads while the main thread prepares its jobs. */
 export interface WorkerStart {
   identities: ManifestIdentity[];
 }
 
-/** The worker's jobs, sent once they are known. */
+/** The worker's second message: its jobs, sent once they are known. */
 export interface WorkerJobs {
   jobs: PackedJobs;
   /** Int32 at 0: the next job to claim, shared with the main thread. */
@@ -328,37 +322,54 @@ export function workerModeFor(
 
 /** A worker thread for the age files of one install. */
 export class DecryptWorker {
-  private done = false;
+  private done: boolean;
 
   private constructor(
     private readonly worker: Worker,
     readonly mode: WorkerMode,
+    gone: boolean,
   ) {
     // A worker that fails or stops before run() is simply not used.
-    const gone = () => {
+    this.done = gone;
+    const stopped = () => {
       this.done = true;
     };
-    worker.on("error", gone);
-    worker.on("exit", gone);
+    worker.on("error", stopped);
+    worker.on("exit", stopped);
   }
 
-  /** Starts a worker when it will pay (see the file comment), else returns null. */
+  /**
+   * A worker for this install when one will pay (see the file comment), else null: the one
+   * started early if there is one (`early`, closed here when it will not pay), else a new one.
+   */
   static async startIfWorthIt(
     m: Manifest,
     previous: GenerationMeta | null,
     identities: string,
     groups: SourceGroups,
+    early: EarlyWorker | null = null,
   ): Promise<DecryptWorker | null> {
     const mode = workerModeFor(m, previous, identities, os.availableParallelism(), groups);
-    if (mode === null) return null;
+    if (mode === null) {
+      await early?.close();
+      return null;
+    }
+    let thread: { worker: Worker; gone: boolean } | null = null;
     try {
-      const { Worker } = await import("node:worker_threads");
-      // Two threads of JavaScript on two cores from now on: V8's helpers would compete with them.
-      enterEfficiencyMode();
+      if (early !== null) thread = early.take();
+      else {
+        const { Worker } = await import("node:worker_threads");
+        // Two threads of JavaScript on two cores from now on: V8's helpers would compete with them.
+        enterEfficiencyMode();
+        thread = { worker: new Worker(new URL("./decrypt-worker.js", import.meta.url)), gone: false };
+      }
       const start: WorkerStart = { identities: workerIdentities(m.identities) };
-      const url = new URL("./decrypt-worker.js", import.meta.url);
-      return new DecryptWorker(new Worker(url, { workerData: start }), mode);
+      thread.worker.postMessage(start);
+      return new DecryptWorker(thread.worker, mode, thread.gone);
     } catch {
+      // Without a worker the main thread does every job.
+      await early?.close();
+      await thread?.worker.terminate();
       return null;
     }
   }

@@ -10,14 +10,11 @@ import * as path from "node:path";
 import { test } from "node:test";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
+import { PARALLEL_MIN_DECRYPTS } from "../../src/install/early-worker.js";
 import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
 import { validateManifest } from "../../src/install/manifest.js";
 import { RAMFS_MAGIC } from "../../src/install/mount.js";
-import {
-  PARALLEL_MIN_COPIES,
-  PARALLEL_MIN_DECRYPTS,
-  workerModeFor,
-} from "../../src/install/parallel-sources.js";
+import { PARALLEL_MIN_COPIES, workerModeFor } from "../../src/install/parallel-sources.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { encryptNewDocument, YamlStore } from "../../src/sops/index.js";
 import { sshEd25519ToAgeRecipient } from "../../src/ssh/ed25519.js";
@@ -711,6 +708,34 @@ test(
     assert.equal(files.twin?.content, values[42]);
     assert.equal(files["t.conf"]?.content, `five=${values[5]}\n`);
     for (const v of values) assert.ok(!failed.stderr.includes(v) && !failed.stdout.includes(v));
+  }),
+);
+
+test(
+  "a first install whose manifest names many age files that are few: the worker started on that guess is closed and the install completes; one that is not valid JSON fails at once",
+  withHost(async (host) => {
+    // The text names an age file PARALLEL_MIN_DECRYPTS + 8 times, but there are 3 files: the
+    // guess made before parsing (early-worker.ts) starts a worker that will not pay.
+    const values = ["a", "b", "c"].map((n) => uniqueSecret(`few-${n}`));
+    const files = await Promise.all(values.map((v, i) => ageFile(host, `few-${i}`, v)));
+    const count = PARALLEL_MIN_DECRYPTS + 8;
+    const entries = Array.from({ length: count }, (_, i) => secret(`f/${i}`, files[i % 3]!));
+    const m = writeManifest(host, entries);
+    assert.equal(workerModeFor(validateManifest(JSON.parse(read(m)), m), null, "", 2), null);
+    const text = read(m);
+    const broken = path.join(host.dir, "broken-manifest.json");
+    fs.writeFileSync(broken, text.slice(0, text.lastIndexOf("}")));
+    const r = runPlan(host, [
+      { op: "install", args: ["--manifest", broken] },
+      { op: "install", args: ["--manifest", m] },
+      { op: "snapshot", dir: `${host.secretsDir}/` },
+    ]);
+    const bad = r[0] as InstallResult;
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /broken-manifest\.json: not valid JSON/);
+    installOk(r[1]);
+    const got = snap(r[2]).files;
+    for (let i = 0; i < count; i++) assert.equal(got[`f/${i}`]?.content, values[i % 3], `f/${i}`);
   }),
 );
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
+import { PARALLEL_MIN_DECRYPTS } from "../../src/install/early-worker.js";
 import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
 import { validateManifest } from "../../src/install/manifest.js";
 import {
@@ -16,7 +17,6 @@ import {
   jobCount,
   originOf,
   PARALLEL_MIN_COPIES,
-  PARALLEL_MIN_DECRYPTS,
   packJobs,
   type WorkerJobResult,
   type WorkerJobs,
@@ -63,9 +63,11 @@ function runWorker(
   jobs: Omit<WorkerJobs, "jobs"> & { jobs: SourceJob[] },
 ): Promise<WorkerJobResult[]> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(WORKER, { workerData: start });
+    const w = new Worker(WORKER);
     w.once("message", (r: WorkerResults) => resolve(jobResults(r)));
     w.once("error", reject);
+    // As the install does: what to load first, then the jobs.
+    w.postMessage(start);
     w.postMessage({ ...jobs, jobs: packJobs(jobs.jobs) });
   });
 }
