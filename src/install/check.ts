@@ -1,6 +1,6 @@
 /**
  * `nixseal install --check`: what can be known at build time, without any key: the manifest is
- * valid (done by readManifest) and every encrypted file has the structure its secrets need (an
+ * valid (done by parseManifest) and every encrypted file has the structure its secrets need (an
  * age header that parses; a sops file with its metadata and every requested key). Nothing is
  * decrypted, so this runs in the Nix sandbox.
  */

@@ -4,7 +4,7 @@ export { type EarlyWorker, startEarlyWorker } from "./early-worker.js";
 export { replaceSymlink } from "./generations.js";
 export { type InstallReport, install } from "./installer.js";
 export { InstallLock } from "./lock.js";
-export { parseManifest, readManifest, readManifestText } from "./manifest.js";
+export { parseManifest, readManifestText } from "./manifest.js";
 export { ramKindOf } from "./mount.js";
 export { OwnerResolver } from "./owners.js";
 export { createSecretFile } from "./sink.js";
