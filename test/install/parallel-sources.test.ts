@@ -9,10 +9,11 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { encrypt } from "../../src/age/age.js";
 import { X25519Identity } from "../../src/age/x25519.js";
-import { PARALLEL_MIN_DECRYPTS } from "../../src/install/early-worker.js";
+import { EarlyWorker, PARALLEL_MIN_DECRYPTS } from "../../src/install/early-worker.js";
 import { type GenerationMeta, identitySetHash } from "../../src/install/generations.js";
 import { validateManifest } from "../../src/install/manifest.js";
 import {
+  DecryptWorker,
   jobAt,
   jobCount,
   originOf,
@@ -24,7 +25,7 @@ import {
   type WorkerStart,
   workerModeFor,
 } from "../../src/install/parallel-sources.js";
-import type { SourceJob } from "../../src/install/source-jobs.js";
+import { groupBySource, type SourceJob } from "../../src/install/source-jobs.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { tempDir, which } from "../helpers.js";
 
@@ -345,4 +346,71 @@ test("jobs cross to the worker in columns and come out as they went in: several 
     jobs,
   );
   assert.equal(jobCount(packJobs([])), 0);
+});
+
+test("a worker started early: closed when none pays; one that stopped before it was taken gives no results at once, and the main thread does its jobs", {
+  timeout: 30_000,
+}, async () => {
+  const ids = [{ type: "ssh" as const, path: "/nonexistent/ssh_host_ed25519_key", name: null }];
+  const manifest = (n: number) =>
+    validateManifest(
+      {
+        version: 1,
+        secretsDir: "/run/s",
+        generationsDir: "/run/g",
+        keepGenerations: 1,
+        identities: ids,
+        secrets: Array.from({ length: n }, (_, i) => ({
+          name: `s${i}`,
+          file: `/nix/store/x-s${i}.age`,
+          format: "age",
+          key: null,
+          owner: "root",
+          group: "root",
+          mode: "0400",
+          path: null,
+          restartUnits: [],
+          reloadUnits: [],
+        })),
+        templates: [],
+        placeholders: {},
+      },
+      "/m.json",
+    );
+  const idHash = identitySetHash(ids);
+  const exited = (w: Worker) => new Promise<number>((resolve) => w.once("exit", resolve));
+
+  // Too few files for a worker: the one started early is stopped.
+  const few = manifest(10);
+  const unused = new Worker(WORKER);
+  const unusedExit = exited(unused);
+  const none = await DecryptWorker.startIfWorthIt(
+    few,
+    null,
+    idHash,
+    groupBySource(few.secrets),
+    new EarlyWorker(unused),
+  );
+  assert.equal(none, null);
+  await unusedExit;
+
+  // Enough files, but the early worker had already stopped: used as a worker that did nothing.
+  const many = manifest(PARALLEL_MIN_DECRYPTS);
+  const dead = new Worker(new URL("data:text/javascript,process.exit(0)"));
+  const early = new EarlyWorker(dead);
+  await exited(dead);
+  const w = await DecryptWorker.startIfWorthIt(many, null, idHash, groupBySource(many.secrets), early);
+  assert.ok(w !== null);
+  assert.equal(w.mode, "share");
+  const r = await w.run({
+    jobs: packJobs([]),
+    counter: new SharedArrayBuffer(4),
+    hmacKey: new Uint8Array(32),
+    target: null,
+    activeDir: null,
+    storeDir: null,
+  });
+  assert.equal(r.job.length, 0, "nothing done there: every job is the main thread's");
+  assert.equal(r.withProblems.length, 0);
+  await w.close();
 });
