@@ -8,9 +8,9 @@
  * - Then, with `threads` threads (the main thread and a worker when the manifest names at least
  *   2048 age files, the installer's guess and threshold; the worker made before the manifest is
  *   parsed and V8 in efficiency mode from its start, as the installer does on a first install),
- *   files are taken one at a time from a shared counter. For each file: open, read, close; decrypt with nixseal's own `decrypt()` (src/age);
- *   create the plaintext O_EXCL 0400 in the output directory (a tmpfs), fchown it to the owner,
- *   write it, close it; wipe the plaintext.
+ *   files are taken one at a time from a shared counter. For each file: open, read, close;
+ *   decrypt with nixseal's own `decrypt()` (src/age); create the plaintext O_EXCL 0400 in the
+ *   output directory (a tmpfs), fchown it to the owner, write it, close it; wipe the plaintext.
  *
  * Run by bench/install.ts: `node dist/bench/install-floor.js MANIFEST OUT_DIR UID GID
  * [--threads N]` (OUT_DIR must exist and be empty). Prints one line of JSON: the files each

@@ -110,9 +110,9 @@ export class EarlyWorker {
 
 /**
  * Starts the decrypt worker now if this is a first install (firstInstall), the manifest's text
- * names at least PARALLEL_MIN_DECRYPTS age files and there are two cores, else returns null. V8 goes to efficiency mode with it, as when
- * the install starts one (src/common/efficiency-mode.ts). Never fails: without a worker the
- * install starts one itself when it pays, as before.
+ * names at least PARALLEL_MIN_DECRYPTS age files and there are two cores, else returns null. V8
+ * goes to efficiency mode with it, as when the install starts one (src/common/efficiency-mode.ts).
+ * Never fails: without a worker the install starts one itself when it pays, as before.
  */
 export async function startEarlyWorker(manifestText: string): Promise<EarlyWorker | null> {
   if (
