@@ -213,34 +213,37 @@ test("decrypt worker: without a loadable identity it decrypts nothing and says s
   }
 });
 
+const ids = [{ type: "ssh" as const, path: "/etc/ssh/ssh_host_ed25519_key", name: null }];
+const idHash = identitySetHash(ids);
+/** A manifest of n age secrets in the store; those in `changed` read another file than recorded. */
+function manifest(n: number, changed = new Set<number>()) {
+  return validateManifest(
+    {
+      version: 1,
+      secretsDir: "/run/s",
+      generationsDir: "/run/g",
+      keepGenerations: 1,
+      identities: ids,
+      secrets: Array.from({ length: n }, (_, i) => ({
+        name: `s${i}`,
+        file: `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`,
+        format: "age",
+        key: null,
+        owner: "root",
+        group: "root",
+        mode: "0400",
+        path: null,
+        restartUnits: [],
+        reloadUnits: [],
+      })),
+      templates: [],
+      placeholders: {},
+    },
+    "/m.json",
+  );
+}
+
 test("worker mode: shared on a first install of many files, the rest after copies on a large re-activation, none otherwise", () => {
-  const ids = [{ type: "ssh" as const, path: "/etc/ssh/ssh_host_ed25519_key", name: null }];
-  const idHash = identitySetHash(ids);
-  const manifest = (n: number, changed = new Set<number>()) =>
-    validateManifest(
-      {
-        version: 1,
-        secretsDir: "/run/s",
-        generationsDir: "/run/g",
-        keepGenerations: 1,
-        identities: ids,
-        secrets: Array.from({ length: n }, (_, i) => ({
-          name: `s${i}`,
-          file: `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`,
-          format: "age",
-          key: null,
-          owner: "root",
-          group: "root",
-          mode: "0400",
-          path: null,
-          restartUnits: [],
-          reloadUnits: [],
-        })),
-        templates: [],
-        placeholders: {},
-      },
-      "/m.json",
-    );
   const active = (n: number, identities = idHash): GenerationMeta => ({
     version: 1,
     generation: 1,
@@ -351,33 +354,6 @@ test("jobs cross to the worker in columns and come out as they went in: several 
 test("a worker started early: closed when none pays; one that stopped before it was taken gives no results at once, and the main thread does its jobs", {
   timeout: 30_000,
 }, async () => {
-  const ids = [{ type: "ssh" as const, path: "/nonexistent/ssh_host_ed25519_key", name: null }];
-  const manifest = (n: number) =>
-    validateManifest(
-      {
-        version: 1,
-        secretsDir: "/run/s",
-        generationsDir: "/run/g",
-        keepGenerations: 1,
-        identities: ids,
-        secrets: Array.from({ length: n }, (_, i) => ({
-          name: `s${i}`,
-          file: `/nix/store/x-s${i}.age`,
-          format: "age",
-          key: null,
-          owner: "root",
-          group: "root",
-          mode: "0400",
-          path: null,
-          restartUnits: [],
-          reloadUnits: [],
-        })),
-        templates: [],
-        placeholders: {},
-      },
-      "/m.json",
-    );
-  const idHash = identitySetHash(ids);
   const exited = (w: Worker) => new Promise<number>((resolve) => w.once("exit", resolve));
 
   // Too few files for a worker: the one started early is stopped.
