@@ -124,19 +124,35 @@ export const command: Command = {
     }
     const identities = await identitiesOf(values, keyContext());
     // One value of a file in the narrow form: only its line, lastmodified and the MAC are
-    // written anew, the rest of the file as read (reencryptOneValue). Anything else (a new key,
-    // a mapping, another form) writes the whole tree.
+    // written anew, the rest of the file as read (reencryptOneValue), so only that value is
+    // remembered while decrypting. Anything else (a new key, a mapping, another form) writes
+    // the whole tree, which needs every value remembered: the file is then read again.
     const keys =
       treePath.length > 0 && treePath.every((k) => typeof k === "string") && scalarToEncrypt(value)
         ? (treePath as string[])
         : undefined;
-    const doc = await openSopsFile(file, store, identities);
+    const open = async (only: readonly string[] | undefined) => {
+      const doc = await openSopsFile(file, store, identities, false, false, only && [only]);
+      try {
+        if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
+        setValueAt(doc.branches[0]!, treePath, value);
+      } catch (e) {
+        closeDocument(doc);
+        throw e;
+      }
+      return doc;
+    };
+    let doc = await open(keys);
     try {
-      if (doc.branches.length === 0) doc.branches.push(new SopsBranch());
-      setValueAt(doc.branches[0]!, treePath, value);
-      const out =
-        (keys === undefined ? null : reencryptOneValue(doc, keys)) ??
-        reencryptDocument(doc, doc.branches, { file: displayPath(file) });
+      let out: Uint8Array | readonly Uint8Array[] | null =
+        keys === undefined ? null : reencryptOneValue(doc, keys);
+      if (out === null) {
+        if (!doc.remembersAll) {
+          closeDocument(doc);
+          doc = await open(undefined);
+        }
+        out = reencryptDocument(doc, doc.branches, { file: displayPath(file) });
+      }
       writeSopsFile(file, out);
     } finally {
       closeDocument(doc);

@@ -253,15 +253,25 @@ export async function readSopsFile(file: string): Promise<Buffer> {
   return readRepositoryFile(file, true);
 }
 
-/** Reads and decrypts a sops file (MAC verified unless ignoreMac). The caller closes it. */
+/**
+ * Reads and decrypts a sops file (MAC verified unless ignoreMac). The caller closes it.
+ * `rememberOnly`: the key paths of the only values a write will splice in (DecryptOptions).
+ */
 export async function openSopsFile(
   file: string,
   store: SopsStore,
   identities: readonly Identity[],
   ignoreMac = false,
   readOnly = false,
+  rememberOnly?: readonly (readonly string[])[],
 ): Promise<SopsDocument> {
-  return decryptDocument(await readSopsFile(file), store, { identities, ignoreMac, file, readOnly });
+  return decryptDocument(await readSopsFile(file), store, {
+    identities,
+    ignoreMac,
+    file,
+    readOnly,
+    rememberOnly,
+  });
 }
 
 /**

@@ -5,7 +5,7 @@
  * (sops.go `shouldBeEncrypted`).
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { isCanonicalPaddedBase64, NixsealError } from "../common/index.js";
+import { isCanonicalPaddedBase64, NixsealError, wipe } from "../common/index.js";
 import { compileGoRegexp, type GoRegexp } from "./go-regexp.js";
 import { SopsComment, type SopsLeaf, SopsTime } from "./tree.js";
 
@@ -72,13 +72,7 @@ function decodeWellFormed(
 ): (ParsedValue & { used: number; canonical: boolean }) | null {
   const m = WELL_FORMED.exec(s);
   if (m === null || m[1]!.length % 4 !== 0 || m[2]!.length % 4 !== 0) return null;
-  // What ValueCipher.encrypt writes for these bytes: each part as Node encodes it (only the
-  // stash asks).
-  const canonical =
-    wantCanonical &&
-    isCanonicalPaddedBase64(m[1]!) &&
-    isCanonicalPaddedBase64(m[2]!) &&
-    isCanonicalPaddedBase64(m[3]!);
+  const canonical = wantCanonical && canonicalParts(m);
   const dataLen = scratch.write(m[1]!, 0, "base64");
   const ivText = m[2]!;
   let iv = iv32;
@@ -92,6 +86,20 @@ function decodeWellFormed(
   }
   tag16.write(m[3]!, 0, "base64");
   return { data: scratch.subarray(0, dataLen), iv, tag: tag16, type: m[4]!, used, canonical };
+}
+
+/**
+ * Whether the parts of a WELL_FORMED match are what ValueCipher.encrypt writes for their bytes:
+ * each as Node encodes it (only the stash asks).
+ */
+function canonicalParts(m: RegExpExecArray): boolean {
+  return isCanonicalPaddedBase64(m[1]!) && isCanonicalPaddedBase64(m[2]!) && isCanonicalPaddedBase64(m[3]!);
+}
+
+/** Whether `s` is WELL_FORMED with canonical parts: encrypt() would write it as it is. */
+function isCanonicalText(s: string): boolean {
+  const m = WELL_FORMED.exec(s);
+  return m !== null && canonicalParts(m);
 }
 
 export function parseEncryptedValue(s: string): ParsedValue {
@@ -321,20 +329,30 @@ export class ValueCipher {
    */
   private deferred: { texts: string[]; aads: string[]; values: string[] } | null = null;
 
+  /** Whether decrypted values are remembered at all; if only some, their additional data. */
+  private readonly remember: boolean;
+  private readonly only: ReadonlySet<string> | null;
+
   /**
-   * `remember` false: decrypt only (nixseal decrypt), no stash. The document cannot then keep
-   * unchanged ciphertexts when written back.
+   * `remember`: true, every value decrypted is remembered for the stash; false, decrypt only
+   * (nixseal decrypt); a set of additional data texts, only the values there (a write that
+   * splices just those values into the file as read needs no other). Without every value
+   * remembered, the document cannot keep unchanged ciphertexts when written back whole.
    */
-  constructor(
-    dataKey: Uint8Array,
-    private readonly remember = true,
-  ) {
+  constructor(dataKey: Uint8Array, remember: boolean | ReadonlySet<string> = true) {
     if (dataKey.length !== DATA_KEY_SIZE) {
       throw new NixsealError("SOPS_METADATA", "the sops data key is not 32 bytes", {
         hint: "the key wrapped in the sops metadata is damaged",
       });
     }
     this.key = Buffer.from(dataKey);
+    this.remember = remember !== false;
+    this.only = typeof remember === "boolean" ? null : remember;
+  }
+
+  /** Whether the value decrypted at `aad` is remembered. */
+  private remembers(aad: string): boolean {
+    return this.remember && (this.only === null || this.only.has(aad));
   }
 
   private hashKey(type: string, aad: string, bytes: Buffer): string {
@@ -469,7 +487,8 @@ export class ValueCipher {
     // The common case decodes into one scratch buffer (no buffer per part, one regular
     // expression); anything else takes parseEncryptedValue and its errors.
     const scratch = this.scratchFor(s, aad);
-    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16, this.remember);
+    // Whether the text is the canonical form is asked only for a value stashed now (below).
+    const fast = decodeWellFormed(s, scratch, this.iv32, this.tag16, false);
     const p = fast ?? parseEncryptedValue(s);
     const bytes = this.open(p, aad, scratch, fast === null ? 0 : fast.used);
     if (bytes === null) {
@@ -484,15 +503,16 @@ export class ValueCipher {
     const leaf = rawStrings && p.type === "str" ? Uint8Array.from(bytes) : leafFromPlaintext(p.type, bytes);
     if (fast !== null && typeof leaf === "string") {
       this.noteDecrypted(s, aad, leaf);
-    } else if (this.remember && p.type !== "bytes") {
+    } else if (p.type !== "bytes" && this.remembers(aad)) {
       // A fast path's iv is one of this cipher's buffers, rewritten by the next value.
-      const iv = fast?.canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
-      const text = fast?.canonical ? s : null;
+      const canonical = fast !== null && isCanonicalText(s);
+      const iv = canonical ? null : fast === null ? p.iv : Buffer.from(p.iv);
+      const text = canonical ? s : null;
       const key = valueKey(leaf);
       if (key === null) this.byHash.set(this.hashKey(p.type, aad, bytes), { iv, text });
       else if (roundTrips(leaf, key, bytes)) this.stash({ type: p.type as ValueType, key, iv, text }, aad);
     }
-    bytes.fill(0);
+    wipe(bytes);
     return leaf;
   }
 
@@ -501,7 +521,7 @@ export class ValueCipher {
    * needed (settle).
    */
   private noteDecrypted(s: string, aad: string, value: string): void {
-    if (!this.remember) return;
+    if (!this.remembers(aad)) return;
     this.deferred ??= { texts: [], aads: [], values: [] };
     this.deferred.texts.push(s);
     this.deferred.aads.push(aad);

@@ -158,6 +158,33 @@ test("one value: a whole-tree write after a splice still keeps every unchanged c
   assert.throws(() => reencryptDocument(readOnly, readOnly.branches), /not read to be written back whole/);
 });
 
+test("one value: a document read to write the values at some paths remembers only those; the splice keeps a value set to what it has, and a whole-tree write is refused", async () => {
+  const file = await encrypted("a:\n    b: one\n    c: two\nd: 3\n");
+  const doc = await decryptDocument(file, store, { identities: [id], rememberOnly: [["a", "b"]] });
+  assert.equal(doc.remembersAll, false);
+  setValueAt(doc.branches[0]!, ["a", "b"], "one");
+  const out = joinedParts(reencryptOneValue(doc, ["a", "b"], { now: NOW }));
+  assert.ok(out !== null);
+  assert.deepEqual(
+    differing(out, file)
+      .map(([l]) => l.slice(0, l.indexOf(":") + 1))
+      .sort(),
+    ["    lastmodified:", "    mac:"],
+  );
+  // Every other value's IV was never remembered: writing them again would change them all.
+  assert.throws(() => reencryptDocument(doc, doc.branches), /not read to be written back whole/);
+  // Another path than the one remembered gets a new ciphertext (its IV was not kept).
+  const other = await decryptDocument(file, store, { identities: [id], rememberOnly: [["a", "b"]] });
+  const again = joinedParts(reencryptValues(other, other.branches, [["a", "c"]], { now: NOW }));
+  assert.ok(again !== null);
+  assert.deepEqual(
+    differing(again, file)
+      .map(([l]) => l.slice(0, l.indexOf(":") + 1))
+      .sort(),
+    ["    c:", "    lastmodified:", "    mac:"],
+  );
+});
+
 test("one value: whenever the splice does not apply it returns null, and the whole tree is written instead", async () => {
   const plain = "a:\n    b: one\n    c: two\nd: three\n";
   const file = await encrypted(plain);
