@@ -1,6 +1,7 @@
 /**
- * A floor for `nixseal edit` of one value in the sops-write file (bench/sops-write.ts): a bare
- * script that does only what such an edit cannot skip, and nothing else. No YAML tree, no
+ * A floor for `nixseal edit` of one value in the sops-write file (bench/sops-write.ts), and with
+ * `--set` for `nixseal set` of one value: a bare script that does only what such an edit (or
+ * set) cannot skip, and nothing else. No YAML tree, no
  * validation of the file's form, no rules, no stash, no checks of the edited text beyond the
  * lines that changed, no signal handling.
  *
@@ -15,20 +16,26 @@
  * - Each changed value line encrypted again (a new IV), the MAC computed again over every value
  *   and encrypted with a new lastmodified, the file written to a temp file in pieces (the lines
  *   as read around the changed ones) and renamed over the original; the plaintext removed.
+ * - With `--set SERVICE KEY VALUE_FILE` there is no plaintext file and no editor: the value at
+ *   SERVICE.KEY becomes VALUE_FILE's text (what `nixseal set` reads on standard input), and the
+ *   rest is the same.
  *
  * The fixture's values are strings under one level of mappings, with a comment line before
  * each mapping; other shapes are not handled. Run by bench/sops-write.ts:
- * `EDITOR=... node dist/bench/edit-floor.js FILE IDENTITY_FILE`. Exits 1 if the MAC does not
- * verify or no line changed.
+ * `EDITOR=... node dist/bench/edit-floor.js FILE IDENTITY_FILE`, or
+ * `node dist/bench/edit-floor.js FILE IDENTITY_FILE --set SERVICE KEY VALUE_FILE`. Exits 1 if the
+ * MAC does not verify or no line changed.
  */
-import { spawnSync } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as module from "node:module";
 import * as path from "node:path";
 
-const [file, identityFile] = process.argv.slice(2);
-if (!file || !identityFile) throw new Error("usage: edit-floor.js FILE IDENTITY_FILE");
+const [file, identityFile, mode, ...setArgs] = process.argv.slice(2);
+if (!file || !identityFile || (mode !== undefined && (mode !== "--set" || setArgs.length !== 3)))
+  throw new Error("usage: edit-floor.js FILE IDENTITY_FILE [--set SERVICE KEY VALUE_FILE]");
+// The editor's module loaded at the start, as before `--set` existed; `--set` needs none.
+const childProcess = mode === "--set" ? null : await import("node:child_process");
 // The compile cache as nixseal has its own (Node's default directory), then only the two age
 // modules the data key needs.
 module.enableCompileCache?.();
@@ -106,19 +113,33 @@ if (open(macLine[1]!, lastModified) !== macOf(values)) {
   process.exit(1);
 }
 
-// The editor on the plaintext, in a fresh private directory on tmpfs.
-const dir = fs.mkdtempSync("/dev/shm/edit-floor-");
-const plainFile = path.join(dir, path.basename(file));
-const written = `${plain.join("\n")}\n`;
-fs.writeFileSync(plainFile, written, { mode: 0o600 });
-const ed = spawnSync("/bin/sh", ["-c", `${process.env.EDITOR} "$1"`, "sh", plainFile], { stdio: "inherit" });
-const back = fs.readFileSync(plainFile, "utf8");
-fs.writeFileSync(plainFile, Buffer.alloc(back.length));
-fs.rmSync(dir, { recursive: true });
-if (ed.status !== 0) process.exit(1);
+/** The plaintext lines after the edit: by the editor, or the one value `--set` gives. */
+function editedLines(): string[] {
+  if (mode === "--set") {
+    const [service, key, valueFile] = setArgs as [string, string, string];
+    const at = paths.indexOf(`${service}:${key}:`);
+    if (at < 0) process.exit(1);
+    const lines = plain.slice();
+    lines[at] = `    ${key}: ${fs.readFileSync(valueFile, "utf8")}`;
+    return lines;
+  }
+  // The editor on the plaintext, in a fresh private directory on tmpfs.
+  const dir = fs.mkdtempSync("/dev/shm/edit-floor-");
+  const plainFile = path.join(dir, path.basename(file!));
+  const written = `${plain.join("\n")}\n`;
+  fs.writeFileSync(plainFile, written, { mode: 0o600 });
+  const ed = childProcess!.spawnSync("/bin/sh", ["-c", `${process.env.EDITOR} "$1"`, "sh", plainFile], {
+    stdio: "inherit",
+  });
+  const back = fs.readFileSync(plainFile, "utf8");
+  fs.writeFileSync(plainFile, Buffer.alloc(back.length));
+  fs.rmSync(dir, { recursive: true });
+  if (ed.status !== 0) process.exit(1);
+  return back.split("\n");
+}
 
 // The changed value lines encrypted again, the MAC computed again, the file spliced.
-const edited = back.split("\n");
+const edited = editedLines();
 const out: string[] = [];
 let from = 0;
 let changed = 0;

@@ -6,8 +6,8 @@
  * - `edit`: one value changed by an editor (a script running sed on the plaintext file).
  * Each run starts from the same file (copied before it, untimed). Target: 0.3 s each. There is no
  * sops binary on the benchmark machine: the anchor is a previous nixseal build, in the same rounds.
- * `edit` also has a floor (bench/edit-floor.ts: only the work such an edit cannot skip), timed in
- * the same rounds.
+ * `edit` and `set` have a floor (bench/edit-floor.ts: only the work such a write cannot skip),
+ * timed in the same rounds.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -150,17 +150,27 @@ export const sopsWrite: Benchmark = {
           },
         );
       }
-      // The floor of edit (bench/edit-floor.ts), with this checkout's Node flags.
+      // The floors of edit and set (bench/edit-floor.ts), with this checkout's Node flags.
+      const floor = [process.execPath, ...nodeFlagsOf(ctx.cli), EDIT_FLOOR].map(q).join(" ");
       const floorFile = path.join(dir, "floor-edit.yaml");
-      steps.push({
-        name: "edit floor",
-        prepare: () => fs.copyFileSync(original, floorFile),
-        argv: () =>
-          sh(
-            `${run} env EDITOR=${q(editor)} ${[process.execPath, ...nodeFlagsOf(ctx.cli), EDIT_FLOOR].map(q).join(" ")} ${q(floorFile)} ${q(identityFile)}`,
-          ),
-        check: () => onlyOneValueChanged("edit floor", fs.readFileSync(floorFile, "utf8"), originalText),
-      });
+      const setFloorFile = path.join(dir, "floor-set.yaml");
+      steps.push(
+        {
+          name: "edit floor",
+          prepare: () => fs.copyFileSync(original, floorFile),
+          argv: () => sh(`${run} env EDITOR=${q(editor)} ${floor} ${q(floorFile)} ${q(identityFile)}`),
+          check: () => onlyOneValueChanged("edit floor", fs.readFileSync(floorFile, "utf8"), originalText),
+        },
+        {
+          name: "set floor",
+          prepare: () => fs.copyFileSync(original, setFloorFile),
+          argv: () =>
+            sh(
+              `${run} ${floor} ${q(setFloorFile)} ${q(identityFile)} --set ${SERVICE} ${KEY} ${q(valueFile)}`,
+            ),
+          check: () => onlyOneValueChanged("set floor", fs.readFileSync(setFloorFile, "utf8"), originalText),
+        },
+      );
       const times = rounds(ctx, steps);
 
       // What the last runs wrote, decrypted by this build: the value changed, nothing else.
@@ -185,6 +195,8 @@ export const sopsWrite: Benchmark = {
       }
       if (decrypted(floorFile) !== withNewValue(expected))
         throw new Error("the edit floor wrote a wrong document");
+      if (decrypted(setFloorFile) !== withNewValue(expected))
+        throw new Error("the set floor wrote a wrong document");
 
       const rows: ResultRow[] = ["set", "updatekeys", "edit"].map((op) => ({
         name: `${op}, ${services * keys} values`,
@@ -193,6 +205,12 @@ export const sopsWrite: Benchmark = {
         anchor: previous !== undefined ? times.get(`previous ${op}`)! : null,
         target: "< 300 ms",
       }));
+      rows.push({
+        name: `set, ${services * keys} values`,
+        nixseal: times.get("nixseal set")!,
+        anchorName: "its floor: a bare script (bench/edit-floor.ts --set)",
+        anchor: times.get("set floor")!,
+      });
       rows.push({
         name: `edit, ${services * keys} values`,
         nixseal: times.get("nixseal edit")!,
@@ -208,7 +226,7 @@ export const sopsWrite: Benchmark = {
             "`updatekeys`: .sops.yaml's creation rule names a second age recipient (`--config`). " +
             "`edit`: EDITOR is a shell script running sed on the plaintext file to change one value. " +
             "Each command runs through `/bin/sh -c 'cd DIR && exec ...'` (a few ms). Checked: set and edit change only the value's line, the MAC and lastmodified (every other value keeps its ciphertext), and what every build wrote decrypts to the expected document.",
-          "The floor of edit (bench/edit-floor.ts) is a bare script doing only what this edit cannot skip: the age entry unwrapped with nixseal's `decrypt()`, every `ENC[...]` line decrypted with node:crypto and the MAC checked, the plaintext written to a private tmpfs directory, the same editor, the changed line encrypted again, the MAC again, the file written in pieces and renamed. No YAML tree. It is timed in the same rounds, with this checkout's Node flags.",
+          "The floor of edit (bench/edit-floor.ts) is a bare script doing only what this edit cannot skip: the age entry unwrapped with nixseal's `decrypt()`, every `ENC[...]` line decrypted with node:crypto and the MAC checked, the plaintext written to a private tmpfs directory, the same editor, the changed line encrypted again, the MAC again, the file written in pieces and renamed. No YAML tree. The floor of set is the same script with `--set`: no plaintext file and no editor, the value read from the same file. Both are timed in the same rounds, with this checkout's Node flags.",
           "There is no sops binary on this machine, so sops itself was not timed in the same run" +
             (previous !== undefined ? "; the anchor is a previous nixseal build in the same rounds." : "."),
         ],
