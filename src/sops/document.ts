@@ -20,7 +20,15 @@ import {
 import { isPgpIdentity, type PgpIdentity, pgpEntries } from "./pgp.js";
 import { DOTENV_METADATA_PREFIX } from "./stores/dotenv.js";
 import { METADATA_KEY, type NarrowText, type SopsStore } from "./stores/store.js";
-import { cloneValue, SopsBranch, SopsComment, type SopsLeaf, someString, walkBranches } from "./tree.js";
+import {
+  cloneValue,
+  SopsBranch,
+  SopsComment,
+  type SopsLeaf,
+  type SopsValue,
+  someString,
+  walkBranches,
+} from "./tree.js";
 import {
   DATA_KEY_SIZE,
   type EncryptionRules,
@@ -65,9 +73,10 @@ export interface DecryptOptions {
   readOnly?: boolean;
   /**
    * The document will be written back by splicing only the values at these key paths into the
-   * file as read (reencryptValues): only theirs are remembered. Remembering all 10 000 values of
-   * a large file for a write of one took ~8 ms. Such a document refuses a whole-tree write
-   * (reencryptDocument): when the splice does not apply, read the file again without this.
+   * file as read (reencryptValues): when the file looks fit for that (spliceLooksFit), only their
+   * values are remembered; remembering all 10 000 values of a large file for a write of one took
+   * ~8 ms. `remembersAll` then says false, and such a document refuses a whole-tree write
+   * (reencryptDocument): should the splice not apply after all, read the file again without this.
    */
   rememberOnly?: readonly (readonly string[])[];
 }
@@ -320,6 +329,31 @@ function hasCommentRules(rules: EncryptionRules): boolean {
   return Boolean(rules.encryptedCommentRegex || rules.unencryptedCommentRegex);
 }
 
+/**
+ * Whether a write splicing the values at `paths` into the file as read (reencryptValues) will
+ * likely apply, judged before anything is decrypted: the narrow form, one document, an encrypted
+ * value at each path, no rules on comments, and the metadata of the version nixseal writes (a
+ * block of another version is written whole). A new key, or a file last written by another sops
+ * version, is thus read once, every value remembered, instead of twice.
+ */
+function spliceLooksFit(
+  store: SopsStore,
+  branches: readonly SopsBranch[],
+  meta: SopsMetadata,
+  selector: EncryptionSelector,
+  narrow: NarrowText | undefined,
+  paths: readonly (readonly string[])[],
+): boolean {
+  if (narrow === undefined || store.spliceScalars === undefined || branches.length !== 1) return false;
+  if (paths.length === 0 || paths.length > MAX_SPLICED_VALUES) return false;
+  if (meta.version !== SOPS_FORMAT_VERSION || hasCommentRules(selector.rules)) return false;
+  return paths.every((keys) => {
+    let v: SopsValue | undefined = keys.length > 0 ? branches[0] : undefined;
+    for (const k of keys) v = v instanceof SopsBranch ? v.get(k) : undefined;
+    return typeof v === "string" && isEncryptedValue(v);
+  });
+}
+
 /** store.parseEncrypted, whose syntax errors name the file they are in. */
 function parseNamingFile(input: Uint8Array, store: SopsStore, file: string | undefined) {
   try {
@@ -349,7 +383,12 @@ export async function decryptDocument(
   const meta = parseMetadata(raw);
   const selector = new EncryptionSelector(meta.rules);
   const dataKey = await unwrapDataKey(meta, options.identities, file);
-  const only = options.rememberOnly;
+  const only =
+    options.readOnly !== true &&
+    options.rememberOnly !== undefined &&
+    spliceLooksFit(store, branches, meta, selector, narrow, options.rememberOnly)
+      ? options.rememberOnly
+      : undefined;
   const cipher = new ValueCipher(
     dataKey,
     options.readOnly === true ? false : only === undefined ? true : new Set(only.map(aadOfKeys)),

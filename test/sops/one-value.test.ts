@@ -183,6 +183,21 @@ test("one value: a document read to write the values at some paths remembers onl
       .sort(),
     ["    c:", "    lastmodified:", "    mac:"],
   );
+  // Where the splice cannot apply, judged before decrypting, every value is remembered (one read
+  // instead of two): a new key, a mapping, a file last written by another sops version.
+  const theirs = Buffer.from(
+    Buffer.from(file)
+      .toString("utf8")
+      .replace(/^ {4}version: .*$/m, "    version: 3.9.1"),
+  );
+  for (const [input, keys] of [
+    [file, ["a", "new"]],
+    [file, ["a"]],
+    [theirs, ["a", "b"]],
+  ] as const) {
+    const d = await decryptDocument(input, store, { identities: [id], rememberOnly: [keys] });
+    assert.equal(d.remembersAll, true, keys.join("."));
+  }
 });
 
 test("one value: whenever the splice does not apply it returns null, and the whole tree is written instead", async () => {
