@@ -28,6 +28,7 @@ import {
 import { groupBySource, type SourceJob } from "../../src/install/source-jobs.js";
 import { parseRecipientString } from "../../src/keys/key-types.js";
 import { tempDir, which } from "../helpers.js";
+import { secret } from "./fixture.js";
 
 const WORKER = path.join(
   path.dirname(fileURLToPath(import.meta.url)),
@@ -224,18 +225,9 @@ function manifest(n: number, changed = new Set<number>()) {
       generationsDir: "/run/g",
       keepGenerations: 1,
       identities: ids,
-      secrets: Array.from({ length: n }, (_, i) => ({
-        name: `s${i}`,
-        file: `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`,
-        format: "age",
-        key: null,
-        owner: "root",
-        group: "root",
-        mode: "0400",
-        path: null,
-        restartUnits: [],
-        reloadUnits: [],
-      })),
+      secrets: Array.from({ length: n }, (_, i) =>
+        secret(`s${i}`, `/nix/store/${changed.has(i) ? "new" : "old"}-s${i}.age`),
+      ),
       templates: [],
       placeholders: {},
     },
